@@ -1,0 +1,170 @@
+//! Whole-file checksum specifications such as `sha256=9f86d0…`. Computing them is the engine's
+//! job; this module only parses and compares.
+
+use std::fmt;
+use std::str::FromStr;
+
+use thiserror::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChecksumAlgo {
+    Sha256,
+    Sha512,
+    Sha1,
+    Md5,
+    Blake3,
+}
+
+impl ChecksumAlgo {
+    pub const ALL: [ChecksumAlgo; 5] = [
+        ChecksumAlgo::Sha256,
+        ChecksumAlgo::Sha512,
+        ChecksumAlgo::Sha1,
+        ChecksumAlgo::Md5,
+        ChecksumAlgo::Blake3,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ChecksumAlgo::Sha256 => "sha256",
+            ChecksumAlgo::Sha512 => "sha512",
+            ChecksumAlgo::Sha1 => "sha1",
+            ChecksumAlgo::Md5 => "md5",
+            ChecksumAlgo::Blake3 => "blake3",
+        }
+    }
+
+    pub fn digest_len(self) -> usize {
+        match self {
+            ChecksumAlgo::Sha256 | ChecksumAlgo::Blake3 => 32,
+            ChecksumAlgo::Sha512 => 64,
+            ChecksumAlgo::Sha1 => 20,
+            ChecksumAlgo::Md5 => 16,
+        }
+    }
+}
+
+impl fmt::Display for ChecksumAlgo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ChecksumParseError {
+    #[error("expected ALGO=HEX, e.g. sha256=9f86d0…")]
+    Shape,
+    #[error("unknown checksum algorithm {0:?}; use one of sha256, sha512, sha1, md5, blake3")]
+    Algo(String),
+    #[error("{algo} digest must be {expected} hex digits, got {actual}")]
+    Length {
+        algo: ChecksumAlgo,
+        expected: usize,
+        actual: usize,
+    },
+    #[error("digest is not hexadecimal")]
+    Hex,
+}
+
+/// An expected digest of the whole file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checksum {
+    algo: ChecksumAlgo,
+    digest: Vec<u8>,
+}
+
+impl Checksum {
+    pub fn new(algo: ChecksumAlgo, digest: Vec<u8>) -> Option<Self> {
+        (digest.len() == algo.digest_len()).then_some(Self { algo, digest })
+    }
+
+    pub fn algo(&self) -> ChecksumAlgo {
+        self.algo
+    }
+
+    pub fn digest(&self) -> &[u8] {
+        &self.digest
+    }
+
+    pub fn hex(&self) -> String {
+        to_hex(&self.digest)
+    }
+}
+
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+impl FromStr for Checksum {
+    type Err = ChecksumParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (algo, hex) = s.split_once('=').ok_or(ChecksumParseError::Shape)?;
+        let algo = match algo.trim().to_ascii_lowercase().replace('-', "").as_str() {
+            "sha256" => ChecksumAlgo::Sha256,
+            "sha512" => ChecksumAlgo::Sha512,
+            "sha1" => ChecksumAlgo::Sha1,
+            "md5" => ChecksumAlgo::Md5,
+            "blake3" => ChecksumAlgo::Blake3,
+            _ => return Err(ChecksumParseError::Algo(algo.to_string())),
+        };
+        let hex = hex.trim();
+        if hex.len() != algo.digest_len() * 2 {
+            return Err(ChecksumParseError::Length {
+                algo,
+                expected: algo.digest_len() * 2,
+                actual: hex.len(),
+            });
+        }
+        let digest = from_hex(hex).ok_or(ChecksumParseError::Hex)?;
+        Ok(Self { algo, digest })
+    }
+}
+
+impl fmt::Display for Checksum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.algo, self.hex())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints() {
+        let text = format!("sha256={}", "ab".repeat(32));
+        let sum: Checksum = text.parse().unwrap();
+        assert_eq!(sum.algo(), ChecksumAlgo::Sha256);
+        assert_eq!(sum.to_string(), text);
+        let upper: Checksum = format!("SHA-256={}", "AB".repeat(32)).parse().unwrap();
+        assert_eq!(upper, sum);
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert_eq!("sha256".parse::<Checksum>(), Err(ChecksumParseError::Shape));
+        assert!(matches!(
+            "crc32=00".parse::<Checksum>(),
+            Err(ChecksumParseError::Algo(_))
+        ));
+        assert!(matches!(
+            "md5=00".parse::<Checksum>(),
+            Err(ChecksumParseError::Length { .. })
+        ));
+        assert_eq!(
+            format!("md5={}", "zz".repeat(16)).parse::<Checksum>(),
+            Err(ChecksumParseError::Hex)
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! Pure types shared by every shoal crate, with no I/O and no async: byte ranges, the
+//! [`Layout`] of a file in pieces, checksum specifications, bitfields of finished pieces or
+//! blocks, and (later) the tracker/agent wire types. Anything here can be unit- and
+//! property-tested without a runtime.
+
+pub mod bitfield;
+pub mod checksum;
+pub mod layout;
+pub mod range;
+
+pub use bitfield::Bitfield;
+pub use checksum::{Checksum, ChecksumAlgo, ChecksumParseError};
+pub use layout::{Layout, LayoutError, PieceIndex};
+pub use range::ByteRange;

@@ -1,0 +1,67 @@
+//! What the engine tells its caller while it works. The engine draws nothing: the binary turns
+//! these into a progress bar, JSON lines, or nothing.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+/// Receives events; dropping the receiver is fine, events are then discarded.
+pub type EventSender = mpsc::UnboundedSender<Event>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The probe answered: where the file goes and what the server offers.
+    Started {
+        /// The final URL after redirects, credentials redacted.
+        url: String,
+        path: PathBuf,
+        size: Option<u64>,
+        /// Whether the server honours byte ranges (so more than one connection can be used).
+        ranges: bool,
+    },
+    /// About ten times a second while bytes flow.
+    Progress(Progress),
+    /// A connection failed and its work is retried or handed to another connection.
+    Retry {
+        attempt: u32,
+        /// What went wrong, credentials redacted.
+        reason: String,
+        after: Duration,
+    },
+    /// A connection delivered nothing (or far less than the others) and lost its work.
+    Stalled { connection: u32 },
+    /// The server asked for fewer connections (429/503) or more did not add throughput.
+    ConnectionsLowered { to: u32, reason: String },
+    /// Every byte is on disk; the checksum is being computed.
+    Verifying { algo: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    /// Bytes of the file on disk so far.
+    pub done: u64,
+    pub total: Option<u64>,
+    /// Bytes per second over the last second or so.
+    pub speed: f64,
+    /// Connections streaming right now.
+    pub connections: u32,
+}
+
+/// How a finished download went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub path: PathBuf,
+    pub size: u64,
+    pub elapsed: Duration,
+    /// The most connections that streamed at the same time.
+    pub max_connections: u32,
+    /// Bytes received from the network, which exceeds `size` when work was redone.
+    pub fetched: u64,
+}
+
+impl Summary {
+    pub fn average_speed(&self) -> f64 {
+        self.size as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}

@@ -1,0 +1,219 @@
+//! What a caller asks of a download, validated once in types.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use shoal_core::Checksum;
+use thiserror::Error;
+use url::Url;
+
+/// Block size of the engine: segments start and end on multiples of this, and resume state
+/// counts in blocks.
+pub const BLOCK: u64 = 64 * 1024;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum OptionError {
+    #[error("connections must be between 1 and {max}, got {got}")]
+    Connections { got: u64, max: u32 },
+    #[error("minimum split must be a multiple of 64 KiB and at least 64 KiB, got {0} bytes")]
+    MinSplit(u64),
+    #[error("rate must be a positive number of bytes per second such as 500K or 20M, got {0:?}")]
+    Rate(String),
+}
+
+/// The most connections one download may use: 1..=1024.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connections(u32);
+
+impl Connections {
+    pub const MAX: u32 = 1024;
+
+    pub fn new(n: u64) -> Result<Self, OptionError> {
+        if (1..=u64::from(Self::MAX)).contains(&n) {
+            Ok(Self(n as u32))
+        } else {
+            Err(OptionError::Connections {
+                got: n,
+                max: Self::MAX,
+            })
+        }
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Self(16)
+    }
+}
+
+/// The smallest piece of work worth a connection of its own; a multiple of [`BLOCK`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinSplit(u64);
+
+impl MinSplit {
+    pub fn new(bytes: u64) -> Result<Self, OptionError> {
+        if bytes >= BLOCK && bytes % BLOCK == 0 {
+            Ok(Self(bytes))
+        } else {
+            Err(OptionError::MinSplit(bytes))
+        }
+    }
+
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for MinSplit {
+    fn default() -> Self {
+        Self(1024 * 1024)
+    }
+}
+
+/// A transfer rate in bytes per second, parsed from `500K`, `20M`, `1.5G` or a plain number.
+/// Suffixes are binary (K = 1024), as in curl and aria2c.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate(u64);
+
+impl Rate {
+    pub fn bytes_per_sec(self) -> u64 {
+        self.0
+    }
+
+    pub fn parse(text: &str) -> Result<Self, OptionError> {
+        let t = text.trim();
+        let t = t.strip_suffix("/s").unwrap_or(t);
+        match parse_bytes(t) {
+            Some(bytes) if bytes >= 1 => Ok(Self(bytes)),
+            _ => Err(OptionError::Rate(text.to_string())),
+        }
+    }
+}
+
+/// Parses a byte count such as `64K`, `1M`, `1.5G`, `2MB` or `1000`. Suffixes are binary
+/// (K = 1024), as in curl and aria2c.
+pub fn parse_bytes(text: &str) -> Option<u64> {
+    let t = text.trim().trim_end_matches(['B', 'b']).trim_end_matches(['i']);
+    let (number, scale) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1 << 20),
+        Some('g' | 'G') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    let value: f64 = number.trim().parse().ok()?;
+    let bytes = value * scale as f64;
+    (bytes.is_finite() && bytes >= 0.0 && bytes <= u64::MAX as f64).then_some(bytes as u64)
+}
+
+/// Where the file goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Exactly this path (`-o`).
+    File(PathBuf),
+    /// This directory, with a name taken from the response (`-d`, or the current directory).
+    Dir(PathBuf),
+}
+
+/// What to do when the final path already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Existing {
+    /// Stop with [`crate::DownloadError::OutputExists`] before touching anything.
+    #[default]
+    Refuse,
+    /// Replace it once the new file is complete and verified.
+    Overwrite,
+}
+
+/// How every HTTP request is made.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Sent with every request (`-H`). May hold credentials: never logged.
+    pub headers: HeaderMap,
+    pub user_agent: String,
+    /// Accept certificates that do not verify (`--insecure`).
+    pub insecure: bool,
+    pub connect_timeout: Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            headers: HeaderMap::new(),
+            user_agent: concat!("shoal/", env!("CARGO_PKG_VERSION")).to_string(),
+            insecure: false,
+            connect_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// One download of one file.
+#[derive(Debug, Clone)]
+pub struct DownloadOptions {
+    pub url: Url,
+    pub output: Output,
+    pub existing: Existing,
+    /// The most connections to use; fewer are kept when more do not add throughput.
+    pub connections: Connections,
+    pub min_split: MinSplit,
+    /// A connection that delivers nothing for this long loses its work to others.
+    pub stall_timeout: Duration,
+    /// Attempts per segment before the download fails.
+    pub max_tries: u32,
+    pub checksum: Option<Checksum>,
+    pub limit_rate: Option<Rate>,
+    pub http: HttpOptions,
+}
+
+impl DownloadOptions {
+    pub fn new(url: Url, output: Output) -> Self {
+        Self {
+            url,
+            output,
+            existing: Existing::default(),
+            connections: Connections::default(),
+            min_split: MinSplit::default(),
+            stall_timeout: Duration::from_secs(15),
+            max_tries: 5,
+            checksum: None,
+            limit_rate: None,
+            http: HttpOptions::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates() {
+        assert_eq!(Rate::parse("500K").unwrap().bytes_per_sec(), 500 * 1024);
+        assert_eq!(Rate::parse("20M").unwrap().bytes_per_sec(), 20 << 20);
+        assert_eq!(Rate::parse("1.5g").unwrap().bytes_per_sec(), 3 << 29);
+        assert_eq!(Rate::parse("1000").unwrap().bytes_per_sec(), 1000);
+        assert_eq!(Rate::parse("2MB/s").unwrap().bytes_per_sec(), 2 << 20);
+        assert_eq!(parse_bytes("64KiB"), Some(64 << 10));
+        for bad in ["", "0", "-1M", "fast", "1T", "NaN"] {
+            assert!(Rate::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn connection_bounds() {
+        assert!(Connections::new(0).is_err());
+        assert_eq!(Connections::new(1024).unwrap().get(), 1024);
+        assert!(Connections::new(1025).is_err());
+    }
+
+    #[test]
+    fn min_split_alignment() {
+        assert!(MinSplit::new(64 * 1024).is_ok());
+        assert!(MinSplit::new(100_000).is_err());
+        assert!(MinSplit::new(0).is_err());
+    }
+}
