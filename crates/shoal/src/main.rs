@@ -1,1 +1,46 @@
-fn main() {}
+//! `shoal`, the one binary: argument parsing, a call into a library, rendering what the library
+//! reports, and mapping failures to documented exit codes (see `exit.rs`). Anything more
+//! belongs in a library crate.
+
+mod exit;
+mod get;
+mod logging;
+mod progress;
+mod signals;
+
+use std::process::ExitCode;
+
+use clap::{ArgAction, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shoal",
+    version,
+    about = "Fast multi-connection downloads, and sharing files across a fleet."
+)]
+struct Cli {
+    /// More logging: -v info, -vv debug, -vvv trace (RUST_LOG overrides)
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// One variant per subcommand, each with its own `Args` struct and `run` in its own module.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Download one file over many connections
+    Get(get::GetArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return exit::usage(&err),
+    };
+    match cli.command {
+        Command::Get(args) => get::run(args, cli.verbose).await,
+    }
+}

@@ -1,0 +1,99 @@
+//! Exit codes, all in one place so the README's table and the code cannot drift apart.
+
+use std::error::Error;
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use shoal_engine::ErrorKind;
+
+pub const OK: u8 = 0;
+/// A bug or a failure that fits no other code.
+pub const INTERNAL: u8 = 1;
+/// The command line was wrong; nothing was fetched.
+pub const USAGE: u8 = 2;
+pub const NETWORK: u8 = 3;
+pub const HTTP_STATUS: u8 = 4;
+pub const CHECKSUM: u8 = 5;
+pub const LOCAL_IO: u8 = 6;
+pub const OUTPUT_EXISTS: u8 = 7;
+/// 128 + SIGINT, what shells report for a command stopped by Ctrl-C.
+pub const INTERRUPTED: u8 = 130;
+
+pub fn for_kind(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Network => NETWORK,
+        ErrorKind::HttpStatus => HTTP_STATUS,
+        ErrorKind::Checksum => CHECKSUM,
+        ErrorKind::LocalIo => LOCAL_IO,
+        ErrorKind::OutputExists => OUTPUT_EXISTS,
+        ErrorKind::Cancelled => INTERRUPTED,
+    }
+}
+
+/// Prints a clap error (or the help and version text clap hands back as one) and picks the
+/// code: help and version are successes, everything else is a usage error.
+pub fn usage(err: &clap::Error) -> ExitCode {
+    let _ = err.print();
+    ExitCode::from(if err.use_stderr() { USAGE } else { OK })
+}
+
+/// Reports a failure that is not a download error (a signal handler that cannot be installed,
+/// the engine panicking) as `shoal: <cause chain>` and exits with [`INTERNAL`].
+pub fn internal(err: &anyhow::Error) -> ExitCode {
+    let chain: &dyn Error = err.as_ref();
+    say(&format!("shoal: {}", message(chain)));
+    ExitCode::from(INTERNAL)
+}
+
+/// The error and its causes on one line. A cause whose text the message already holds is
+/// skipped: library errors often print their source inline and also expose it as `source()`.
+pub fn message(err: &dyn Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(inner) = cause {
+        let part = inner.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = inner.source();
+    }
+    text
+}
+
+/// Writes one line to stderr. A closed stderr is no reason to panic or to change the exit code.
+pub fn say(line: &str) {
+    let _ = writeln!(io::stderr().lock(), "{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Wrapper(io::Error, bool);
+
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            if self.1 {
+                write!(f, "writing x.part: {}", self.0)
+            } else {
+                f.write_str("writing x.part")
+            }
+        }
+    }
+
+    impl Error for Wrapper {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn chain_is_one_line_without_repeats() {
+        let inline = Wrapper(io::Error::other("disk full"), true);
+        assert_eq!(message(&inline), "writing x.part: disk full");
+        let separate = Wrapper(io::Error::other("disk full"), false);
+        assert_eq!(message(&separate), "writing x.part: disk full");
+    }
+}

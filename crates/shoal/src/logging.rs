@@ -1,0 +1,62 @@
+//! Logs with `tracing` to stderr, printed above the progress bar rather than through it.
+
+use std::io::{self, IsTerminal, Write};
+
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::EnvFilter;
+
+use crate::progress;
+
+/// Installs the subscriber. `RUST_LOG` wins; otherwise `-v` raises shoal's own crates to info,
+/// debug or trace (a `shoal` target prefix matches every `shoal_*` crate) and other crates
+/// stay at warn; with neither, `default` applies.
+pub fn init(verbose: u8, default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(match verbose {
+            0 => default,
+            1 => "warn,shoal=info",
+            2 => "warn,shoal=debug",
+            _ => "warn,shoal=trace",
+        })
+    });
+    // Fails only if a subscriber is already installed, which then keeps logging.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(AboveBar)
+        .with_ansi(io::stderr().is_terminal())
+        .try_init();
+}
+
+struct AboveBar;
+
+impl<'a> MakeWriter<'a> for AboveBar {
+    type Writer = LineBuffer;
+
+    fn make_writer(&'a self) -> LineBuffer {
+        LineBuffer(Vec::new())
+    }
+}
+
+/// Collects one log record and writes it in one piece, with the bar cleared, when dropped.
+struct LineBuffer(Vec<u8>);
+
+impl Write for LineBuffer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LineBuffer {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            progress::suspend(|| {
+                let _ = io::stderr().lock().write_all(&self.0);
+            });
+        }
+    }
+}

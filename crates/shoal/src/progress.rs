@@ -1,0 +1,392 @@
+//! Renders the engine's events: a bar on a terminal, one JSON object per line for scripts,
+//! plain warning lines, or nothing. The engine draws nothing itself.
+
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use indicatif::{BinaryBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{json, Value};
+use shoal_engine::{DownloadError, ErrorKind, Event, Progress, Summary};
+use url::Url;
+
+use crate::exit::{message, say};
+
+/// How `shoal get` shows its work, resolved from `--progress`, `-q` and whether stderr is a
+/// terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A live bar, warnings above it, a summary line at the end.
+    Bar,
+    /// Every event and the outcome as JSON lines.
+    Json,
+    /// Warnings and the summary line, no live progress (stderr is not a terminal).
+    Plain,
+    /// Errors only.
+    Quiet,
+}
+
+impl Mode {
+    /// The log filter when neither `-v` nor `RUST_LOG` says otherwise. JSON consumers get only
+    /// JSON on stderr; the events already carry what the warnings would say.
+    pub fn log_default(self) -> &'static str {
+        match self {
+            Mode::Json => "off",
+            Mode::Bar | Mode::Plain | Mode::Quiet => "warn",
+        }
+    }
+}
+
+const INTERRUPTED: &str = "interrupted: run the same command again to resume";
+
+/// The message for a cancelled download, also printed when a second Ctrl-C exits at once.
+pub fn interrupted_line() -> String {
+    format!("shoal: {INTERRUPTED}")
+}
+
+/// The bar being drawn, if any, so that log lines are printed above it rather than through it.
+static BAR: OnceLock<ProgressBar> = OnceLock::new();
+
+/// Runs `print` with the bar (if any) cleared, then redraws it.
+pub fn suspend<R>(print: impl FnOnce() -> R) -> R {
+    match BAR.get() {
+        Some(bar) => bar.suspend(print),
+        None => print(),
+    }
+}
+
+const TICK: Duration = Duration::from_millis(100);
+const CONNECTING: &str = "{spinner} {msg}";
+const SIZED: &str = "{prefix} [{bar:30}] {binary_bytes}/{binary_total_bytes} {percent:>3}% {msg}";
+const UNSIZED: &str = "{spinner} {prefix} {binary_bytes} {msg}";
+
+fn style(template: &str) -> ProgressStyle {
+    // The templates are constants checked by a unit test; the fallback only keeps a broken
+    // template from taking a download down with it.
+    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
+pub struct View {
+    mode: Mode,
+    bar: Option<ProgressBar>,
+    total: Option<u64>,
+}
+
+impl View {
+    pub fn new(mode: Mode, url: &Url) -> Self {
+        let bar = (mode == Mode::Bar).then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.set_style(style(CONNECTING));
+            bar.set_message(format!(
+                "connecting to {}",
+                url.host_str().unwrap_or("server")
+            ));
+            bar.enable_steady_tick(TICK);
+            // One download per process, so the first bar is the only one.
+            let _ = BAR.set(bar.clone());
+            bar
+        });
+        Self {
+            mode,
+            bar,
+            total: None,
+        }
+    }
+
+    pub fn event(&mut self, event: &Event) {
+        match self.mode {
+            Mode::Json => say(&event_json(event).to_string()),
+            Mode::Bar | Mode::Plain => self.show(event),
+            Mode::Quiet => {}
+        }
+    }
+
+    fn show(&mut self, event: &Event) {
+        match event {
+            Event::Started {
+                url,
+                path,
+                size,
+                ranges,
+            } => {
+                tracing::info!(%url, path = %path.display(), ?size, ranges, "started");
+                self.total = *size;
+                if let Some(bar) = &self.bar {
+                    bar.set_prefix(file_name(path));
+                    bar.set_message("");
+                    if let Some(size) = size {
+                        bar.disable_steady_tick();
+                        bar.set_style(style(SIZED));
+                        bar.set_length(*size);
+                    } else {
+                        bar.set_style(style(UNSIZED));
+                    }
+                }
+            }
+            Event::Progress(progress) => {
+                if let Some(bar) = &self.bar {
+                    bar.set_position(progress.done);
+                    bar.set_message(rate_text(progress, self.total));
+                }
+            }
+            Event::Retry {
+                attempt,
+                reason,
+                after,
+            } => self.warn(&format!(
+                "shoal: {reason}; retrying in {:.1} s (attempt {attempt})",
+                after.as_secs_f64()
+            )),
+            Event::Stalled { connection } => {
+                tracing::info!("connection {connection} stalled; its work moved to others");
+            }
+            Event::ConnectionsLowered { to, reason } => {
+                self.warn(&format!("shoal: down to {}: {reason}", connections(*to)));
+            }
+            Event::Verifying { algo } => {
+                tracing::info!("verifying {algo}");
+                if let Some(bar) = &self.bar {
+                    bar.set_message(format!("verifying {algo}"));
+                }
+            }
+        }
+    }
+
+    fn warn(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| say(line)),
+            None => say(line),
+        }
+    }
+
+    pub fn finished(self, summary: &Summary) {
+        self.clear();
+        match self.mode {
+            Mode::Json => say(&finished_json(summary).to_string()),
+            Mode::Bar | Mode::Plain => say(&summary_line(summary)),
+            Mode::Quiet => {}
+        }
+    }
+
+    pub fn failed(self, err: &DownloadError, exit_code: u8) {
+        self.clear();
+        let text = match err {
+            DownloadError::Cancelled => INTERRUPTED.to_string(),
+            _ => message(err),
+        };
+        if self.mode == Mode::Json {
+            say(&error_json(err.kind(), &text, exit_code).to_string());
+        } else {
+            say(&format!("shoal: {text}"));
+        }
+    }
+
+    fn clear(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .unwrap_or(path.as_os_str())
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn connections(n: u32) -> String {
+    if n == 1 {
+        "1 connection".to_string()
+    } else {
+        format!("{n} connections")
+    }
+}
+
+/// Speed, time left and live connections, beside the bar.
+fn rate_text(progress: &Progress, total: Option<u64>) -> String {
+    let speed = format!("{}/s", BinaryBytes(progress.speed.max(0.0) as u64));
+    let eta = total
+        .filter(|_| progress.speed >= 1.0)
+        .map(|total| total.saturating_sub(progress.done) as f64 / progress.speed)
+        .map(|secs| format!(", ETA {}", clock(secs)))
+        .unwrap_or_default();
+    format!("{speed}{eta}, {}", connections(progress.connections))
+}
+
+/// `m:ss` or `h:mm:ss`.
+fn clock(secs: f64) -> String {
+    let secs = secs.ceil().min(u32::MAX as f64) as u64;
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m}:{s:02}")
+    }
+}
+
+pub fn summary_line(summary: &Summary) -> String {
+    format!(
+        "saved {}: {} in {:.2} s, {}/s, {}",
+        summary.path.display(),
+        BinaryBytes(summary.size),
+        summary.elapsed.as_secs_f64(),
+        BinaryBytes(summary.average_speed() as u64),
+        connections(summary.max_connections),
+    )
+}
+
+/// Whole bytes per second: fractions of a byte are noise to a script.
+fn bytes_per_sec(speed: f64) -> u64 {
+    speed.max(0.0).round() as u64
+}
+
+fn event_json(event: &Event) -> Value {
+    match event {
+        Event::Started {
+            url,
+            path,
+            size,
+            ranges,
+        } => json!({
+            "event": "started",
+            "url": url,
+            "path": path.to_string_lossy(),
+            "size": size,
+            "ranges": ranges,
+        }),
+        Event::Progress(progress) => json!({
+            "event": "progress",
+            "done": progress.done,
+            "total": progress.total,
+            "speed": bytes_per_sec(progress.speed),
+            "connections": progress.connections,
+        }),
+        Event::Retry {
+            attempt,
+            reason,
+            after,
+        } => json!({
+            "event": "retry",
+            "attempt": attempt,
+            "reason": reason,
+            "after": after.as_secs_f64(),
+        }),
+        Event::Stalled { connection } => json!({
+            "event": "stalled",
+            "connection": connection,
+        }),
+        Event::ConnectionsLowered { to, reason } => json!({
+            "event": "connections_lowered",
+            "to": to,
+            "reason": reason,
+        }),
+        Event::Verifying { algo } => json!({
+            "event": "verifying",
+            "algo": algo,
+        }),
+    }
+}
+
+fn finished_json(summary: &Summary) -> Value {
+    json!({
+        "event": "finished",
+        "path": summary.path.to_string_lossy(),
+        "size": summary.size,
+        "elapsed": summary.elapsed.as_secs_f64(),
+        "speed": bytes_per_sec(summary.average_speed()),
+        "connections": summary.max_connections,
+        "fetched": summary.fetched,
+    })
+}
+
+fn error_json(kind: ErrorKind, message: &str, exit_code: u8) -> Value {
+    let kind = match kind {
+        ErrorKind::Network => "network",
+        ErrorKind::HttpStatus => "http_status",
+        ErrorKind::Checksum => "checksum",
+        ErrorKind::LocalIo => "local_io",
+        ErrorKind::OutputExists => "output_exists",
+        ErrorKind::Cancelled => "interrupted",
+    };
+    json!({
+        "event": "error",
+        "kind": kind,
+        "message": message,
+        "exit_code": exit_code,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    #[test]
+    fn templates_parse() {
+        for template in [CONNECTING, SIZED, UNSIZED] {
+            assert!(ProgressStyle::with_template(template).is_ok(), "{template}");
+        }
+    }
+
+    #[test]
+    fn summary_reads_well() {
+        let summary = Summary {
+            path: PathBuf::from("big.iso"),
+            size: 512 << 20,
+            elapsed: Duration::from_millis(2040),
+            max_connections: 16,
+            fetched: 512 << 20,
+        };
+        assert_eq!(
+            summary_line(&summary),
+            "saved big.iso: 512.00 MiB in 2.04 s, 250.98 MiB/s, 16 connections"
+        );
+    }
+
+    #[test]
+    fn rate_text_with_and_without_total() {
+        let progress = Progress {
+            done: 10 << 20,
+            total: Some(70 << 20),
+            speed: f64::from(1 << 20),
+            connections: 1,
+        };
+        assert_eq!(
+            rate_text(&progress, progress.total),
+            "1.00 MiB/s, ETA 1:00, 1 connection"
+        );
+        assert_eq!(rate_text(&progress, None), "1.00 MiB/s, 1 connection");
+        assert_eq!(clock(3725.2), "1:02:06");
+    }
+
+    #[test]
+    fn json_lines_have_plain_fields() {
+        let started = event_json(&Event::Started {
+            url: "http://h/f".into(),
+            path: PathBuf::from("out/f"),
+            size: None,
+            ranges: false,
+        });
+        assert_eq!(
+            started,
+            json!({"event": "started", "url": "http://h/f", "path": "out/f", "size": null, "ranges": false})
+        );
+        let retry = event_json(&Event::Retry {
+            attempt: 2,
+            reason: "reset".into(),
+            after: Duration::from_millis(500),
+        });
+        assert_eq!(retry["event"], "retry");
+        assert_eq!(retry["after"], 0.5);
+        let lowered = event_json(&Event::ConnectionsLowered {
+            to: 4,
+            reason: "503".into(),
+        });
+        assert_eq!(lowered["event"], "connections_lowered");
+        let error = error_json(ErrorKind::Cancelled, INTERRUPTED, 130);
+        assert_eq!(error["kind"], "interrupted");
+        assert_eq!(error["exit_code"], 130);
+    }
+}

@@ -1,0 +1,31 @@
+//! Ctrl-C and SIGTERM: the first asks the engine to stop cleanly (so the `.part` file and its
+//! state stay usable), a second exits at once.
+
+use std::io;
+
+use shoal_engine::CancellationToken;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::exit::{self, say};
+use crate::progress;
+
+/// Installs the handlers now, so a signal that arrives before the first poll is not lost,
+/// and watches for signals in a background task.
+pub fn watch(cancel: CancellationToken) -> io::Result<()> {
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        cancel.cancel();
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        progress::suspend(|| say(&progress::interrupted_line()));
+        std::process::exit(exit::INTERRUPTED.into());
+    });
+    Ok(())
+}
