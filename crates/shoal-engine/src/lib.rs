@@ -5,10 +5,19 @@
 //! Every place bytes can come from is a source answering "bytes A..B"; multi-connection,
 //! mirrors and peers are the same scheduler loop with different sources.
 
+mod download;
 pub mod error;
 pub mod events;
+mod http;
+pub mod naming;
 pub mod options;
+mod ratelimit;
 pub mod redact;
+mod retry;
+pub mod segments;
+pub mod storage;
+mod transfer;
+mod verify;
 
 pub use error::{DownloadError, ErrorKind};
 pub use events::{Event, EventSender, Progress, Summary};
@@ -25,6 +34,5 @@ pub async fn download(
     events: EventSender,
     cancel: CancellationToken,
 ) -> Result<Summary, DownloadError> {
-    let _ = (options, events, cancel);
-    Err(DownloadError::Cancelled)
+    download::run(options, events, cancel).await
 }

@@ -98,7 +98,10 @@ impl Rate {
 /// Parses a byte count such as `64K`, `1M`, `1.5G`, `2MB` or `1000`. Suffixes are binary
 /// (K = 1024), as in curl and aria2c.
 pub fn parse_bytes(text: &str) -> Option<u64> {
-    let t = text.trim().trim_end_matches(['B', 'b']).trim_end_matches(['i']);
+    let t = text
+        .trim()
+        .trim_end_matches(['B', 'b'])
+        .trim_end_matches(['i']);
     let (number, scale) = match t.chars().last() {
         Some('k' | 'K') => (&t[..t.len() - 1], 1u64 << 10),
         Some('m' | 'M') => (&t[..t.len() - 1], 1 << 20),

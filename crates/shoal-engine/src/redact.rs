@@ -13,7 +13,10 @@ pub fn redacted(url: &Url) -> String {
             .query_pairs()
             .map(|(k, v)| {
                 let secret = is_secret_param(&k);
-                (k.into_owned(), if secret { "***".into() } else { v.into_owned() })
+                (
+                    k.into_owned(),
+                    if secret { "***".into() } else { v.into_owned() },
+                )
             })
             .collect();
         if pairs.iter().any(|(_, v)| v == "***") {
@@ -25,9 +28,18 @@ pub fn redacted(url: &Url) -> String {
 
 fn is_secret_param(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
-    ["token", "password", "passwd", "secret", "signature", "sig", "key", "auth"]
-        .iter()
-        .any(|s| name == *s || name.ends_with(&format!("_{s}")) || name.ends_with(&format!("-{s}")))
+    [
+        "token",
+        "password",
+        "passwd",
+        "secret",
+        "signature",
+        "sig",
+        "key",
+        "auth",
+    ]
+    .iter()
+    .any(|s| name == *s || name.ends_with(&format!("_{s}")) || name.ends_with(&format!("-{s}")))
         || name.starts_with("x-amz-")
 }
 
@@ -39,8 +51,14 @@ mod tests {
     fn hides_password_and_secret_params() {
         let url = Url::parse("https://alice:hunter2@example.org/f?token=abc&name=x").unwrap();
         let shown = redacted(&url);
-        assert!(!shown.contains("hunter2") && !shown.contains("abc"), "{shown}");
-        assert!(shown.contains("alice") && shown.contains("name=x"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("abc"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("alice") && shown.contains("name=x"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -1,0 +1,486 @@
+//! The segment arithmetic of a download, pure and synchronous so it can be property-tested.
+//!
+//! The file is a set of 64 KiB blocks. Blocks are either done (their bytes are written), owned
+//! by a worker (a connection streaming `[pos, end)`), or pending (unowned and unfinished, e.g.
+//! given up by a failed connection). A worker asks [`Segments::assign`] for work: it gets a
+//! pending interval if there is one, else the back half of the largest owned remainder (work
+//! stealing), else, at the tail, a duplicate of the slowest remainder (endgame). Duplicates are
+//! harmless because every response carries `If-Range`, so both copies hold the same bytes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use shoal_core::{Bitfield, ByteRange};
+
+use crate::options::BLOCK;
+
+pub type WorkerId = u32;
+
+/// An owned remainder that would take longer than this at its worker's speed is worth racing
+/// at the tail.
+const ENDGAME_MIN_SECS: f64 = 1.0;
+
+#[derive(Debug, Clone)]
+struct Owned {
+    /// Everything before `pos` (from where the worker started) is written.
+    pos: u64,
+    end: u64,
+    /// Blocks below this index are already marked done for this worker.
+    marked: u64,
+    /// Bytes per second as last measured by the caller; `None` until measured.
+    speed: Option<f64>,
+    /// The worker racing this one in the endgame, if any.
+    twin: Option<WorkerId>,
+}
+
+/// What a worker should do after writing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Keep streaming until `end` (which may have moved closer since the last call).
+    Continue { end: u64 },
+    /// The range is finished (by this worker or a twin): ask for new work.
+    Finished,
+}
+
+#[derive(Debug, Clone)]
+pub struct Segments {
+    size: u64,
+    min_split: u64,
+    done: Bitfield,
+    pending: BTreeMap<u64, u64>,
+    owned: HashMap<WorkerId, Owned>,
+}
+
+fn block_count(size: u64) -> u32 {
+    u32::try_from(size.div_ceil(BLOCK)).expect("files up to 2^63 bytes have < 2^32 blocks")
+}
+
+fn align_up(offset: u64) -> u64 {
+    offset.div_ceil(BLOCK) * BLOCK
+}
+
+impl Segments {
+    /// A plan for a file of `size` bytes with nothing done yet.
+    pub fn new(size: u64, min_split: u64) -> Self {
+        Self::resume(size, min_split, Bitfield::new(block_count(size)))
+    }
+
+    /// A plan that continues from `done`, a bitfield with one bit per block.
+    pub fn resume(size: u64, min_split: u64, done: Bitfield) -> Self {
+        assert_eq!(
+            done.len(),
+            block_count(size),
+            "bitfield does not fit the file"
+        );
+        assert!(min_split >= BLOCK && min_split % BLOCK == 0);
+        let mut pending = BTreeMap::new();
+        let mut start = None;
+        for block in 0..done.len() {
+            match (done.get(block), start) {
+                (false, None) => start = Some(u64::from(block) * BLOCK),
+                (true, Some(s)) => {
+                    pending.insert(s, u64::from(block) * BLOCK);
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = start {
+            pending.insert(s, size);
+        }
+        Self {
+            size,
+            min_split,
+            done,
+            pending,
+            owned: HashMap::new(),
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn done(&self) -> &Bitfield {
+        &self.done
+    }
+
+    /// Bytes in done blocks.
+    pub fn done_bytes(&self) -> u64 {
+        let blocks = u64::from(self.done.count_ones());
+        let last_short = self.size % BLOCK != 0 && self.done.get(self.done.len().wrapping_sub(1));
+        blocks * BLOCK
+            - if last_short {
+                BLOCK - self.size % BLOCK
+            } else {
+                0
+            }
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.done.is_full()
+    }
+
+    /// Whether [`Segments::assign`] would give a new worker something other than a duplicate.
+    pub fn has_work(&self) -> bool {
+        !self.pending.is_empty() || self.steal_victim().is_some()
+    }
+
+    pub fn owned_by(&self, worker: WorkerId) -> Option<ByteRange> {
+        self.owned
+            .get(&worker)
+            .and_then(|o| ByteRange::new(o.pos, o.end))
+    }
+
+    pub fn workers(&self) -> impl Iterator<Item = WorkerId> + '_ {
+        self.owned.keys().copied()
+    }
+
+    /// Gives `worker` the first interval `[start, ..)` it should stream, taking it for the
+    /// worker; `None` when nothing is left for another connection.
+    pub fn assign(&mut self, worker: WorkerId) -> Option<ByteRange> {
+        self.release(worker);
+        if let Some((&start, &end)) = self.pending.iter().next() {
+            self.pending.remove(&start);
+            return Some(self.own(worker, start, end, None));
+        }
+        if let Some(victim) = self.steal_victim() {
+            let v = self.owned.get_mut(&victim).expect("victim is owned");
+            let split = align_up(v.pos + (v.end - v.pos) / 2);
+            let end = v.end;
+            v.end = split;
+            return Some(self.own(worker, split, end, None));
+        }
+        self.endgame(worker)
+    }
+
+    /// The worker with the largest remainder, if that remainder is big enough to split.
+    fn steal_victim(&self) -> Option<WorkerId> {
+        let (&id, o) = self
+            .owned
+            .iter()
+            .filter(|(_, o)| o.twin.is_none())
+            .max_by_key(|(id, o)| (o.end - o.pos, std::cmp::Reverse(**id)))?;
+        (o.end - o.pos >= 2 * self.min_split).then_some(id)
+    }
+
+    fn endgame(&mut self, worker: WorkerId) -> Option<ByteRange> {
+        let (&victim, o) = self
+            .owned
+            .iter()
+            .filter(|(_, o)| o.twin.is_none() && o.end > o.pos)
+            .filter_map(|(id, o)| Some((id, o, eta(o)?)))
+            .filter(|(_, _, eta)| *eta > ENDGAME_MIN_SECS)
+            .max_by(|a, b| a.2.total_cmp(&b.2))
+            .map(|(id, o, _)| (id, o))?;
+        let start = o.pos / BLOCK * BLOCK;
+        let end = o.end;
+        self.owned.get_mut(&victim).expect("victim is owned").twin = Some(worker);
+        Some(self.own(worker, start, end, Some(victim)))
+    }
+
+    fn own(&mut self, worker: WorkerId, start: u64, end: u64, twin: Option<WorkerId>) -> ByteRange {
+        debug_assert!(start % BLOCK == 0 && start < end);
+        self.owned.insert(
+            worker,
+            Owned {
+                pos: start,
+                end,
+                marked: start / BLOCK,
+                speed: None,
+                twin,
+            },
+        );
+        ByteRange::new(start, end).expect("start < end")
+    }
+
+    /// Where `worker` must stop: the end of its range, which a steal may have moved closer.
+    pub fn end_of(&self, worker: WorkerId) -> Option<u64> {
+        self.owned.get(&worker).map(|o| o.end)
+    }
+
+    /// Records that `worker` has written everything up to `pos` (since its range started) and
+    /// says whether to go on. The caller must have made the bytes durable enough for its
+    /// purpose before calling: blocks below `pos` count as done from here on.
+    pub fn advance(&mut self, worker: WorkerId, pos: u64) -> Next {
+        let size = self.size;
+        let Some(o) = self.owned.get_mut(&worker) else {
+            return Next::Finished;
+        };
+        o.pos = pos.clamp(o.pos, o.end);
+        let full_blocks = if o.pos == size {
+            u64::from(block_count(size))
+        } else {
+            o.pos / BLOCK
+        };
+        for block in o.marked..full_blocks {
+            self.done.set(block as u32);
+        }
+        o.marked = o.marked.max(full_blocks);
+        let (pos, end) = (o.pos, o.end);
+        // Cheap: it stops at the first unfinished block, normally the one at `pos`. A range
+        // is only finished by someone else after an endgame race.
+        if pos >= end || self.range_done(pos, end) {
+            self.finish(worker);
+            Next::Finished
+        } else {
+            Next::Continue { end }
+        }
+    }
+
+    fn range_done(&self, start: u64, end: u64) -> bool {
+        let first = (start / BLOCK) as u32;
+        let last = end.div_ceil(BLOCK) as u32;
+        (first..last).all(|b| self.done.get(b))
+    }
+
+    fn finish(&mut self, worker: WorkerId) {
+        if let Some(o) = self.owned.remove(&worker) {
+            if let Some(twin) = o.twin.and_then(|t| self.owned.get_mut(&t)) {
+                twin.twin = None;
+            }
+        }
+    }
+
+    /// Takes `worker`'s unfinished remainder back into the pending set (the worker failed,
+    /// stalled, or was retired). Safe to call for a worker that owns nothing.
+    pub fn release(&mut self, worker: WorkerId) {
+        let Some(o) = self.owned.get(&worker).cloned() else {
+            return;
+        };
+        self.finish(worker);
+        let start = o.pos / BLOCK * BLOCK;
+        if o.twin.is_some_and(|t| self.owned.contains_key(&t)) || start >= o.end {
+            // A live twin still covers this range, or nothing is left.
+            return;
+        }
+        let mut block = (start / BLOCK) as u32;
+        let last = o.end.div_ceil(BLOCK) as u32;
+        while block < last {
+            while block < last && self.done.get(block) {
+                block += 1;
+            }
+            let run_start = block;
+            while block < last && !self.done.get(block) {
+                block += 1;
+            }
+            if run_start < block {
+                let s = u64::from(run_start) * BLOCK;
+                let e = (u64::from(block) * BLOCK).min(self.size);
+                self.pending.insert(s, e);
+            }
+        }
+    }
+
+    /// Records a worker's measured speed, used to pick endgame victims.
+    pub fn set_speed(&mut self, worker: WorkerId, bytes_per_sec: f64) {
+        if let Some(o) = self.owned.get_mut(&worker) {
+            o.speed = Some(bytes_per_sec);
+        }
+    }
+
+    /// Workers whose whole range was finished by someone else: they can stop at once.
+    pub fn redundant(&self) -> Vec<WorkerId> {
+        self.owned
+            .iter()
+            .filter(|(_, o)| self.range_done(o.pos, o.end))
+            .map(|(&id, _)| id)
+            .collect()
+    }
+}
+
+/// Seconds the remainder would take at the measured speed; `None` while unmeasured.
+fn eta(o: &Owned) -> Option<f64> {
+    let left = (o.end - o.pos) as f64;
+    o.speed.map(|speed| {
+        if speed > 0.0 {
+            left / speed
+        } else {
+            f64::INFINITY
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn first_worker_takes_everything_then_others_halve() {
+        let mut s = Segments::new(16 * MIB, MIB);
+        assert_eq!(s.assign(0), ByteRange::new(0, 16 * MIB));
+        assert_eq!(s.assign(1), ByteRange::new(8 * MIB, 16 * MIB));
+        assert_eq!(s.end_of(0), Some(8 * MIB));
+        assert_eq!(s.assign(2), ByteRange::new(4 * MIB, 8 * MIB));
+        assert_eq!(s.assign(3), ByteRange::new(12 * MIB, 16 * MIB));
+    }
+
+    #[test]
+    fn does_not_split_below_twice_the_minimum() {
+        let mut s = Segments::new(2 * MIB - 1, MIB);
+        s.assign(0).unwrap();
+        assert!(s.assign(1).is_none(), "an unmeasured worker is not raced");
+    }
+
+    #[test]
+    fn released_work_is_pending_again() {
+        let mut s = Segments::new(4 * MIB, MIB);
+        s.assign(0).unwrap();
+        assert_eq!(s.advance(0, MIB + 100), Next::Continue { end: 4 * MIB });
+        s.release(0);
+        assert_eq!(s.done_bytes(), MIB);
+        assert_eq!(s.assign(1), ByteRange::new(MIB, 4 * MIB));
+    }
+
+    #[test]
+    fn endgame_races_a_slow_tail_and_the_loser_is_redundant() {
+        let mut s = Segments::new(MIB, MIB);
+        s.assign(0).unwrap();
+        s.advance(0, 10 * BLOCK + 5);
+        s.set_speed(0, 1000.0);
+        let raced = s.assign(1).unwrap();
+        assert_eq!(raced, ByteRange::new(10 * BLOCK, MIB).unwrap());
+        assert!(s.assign(2).is_none(), "one racer per remainder");
+        assert_eq!(s.advance(1, MIB), Next::Finished);
+        assert!(s.is_complete());
+        assert_eq!(s.redundant(), vec![0]);
+        assert_eq!(s.advance(0, 11 * BLOCK), Next::Finished);
+    }
+
+    #[test]
+    fn resume_skips_done_blocks() {
+        let mut done = Bitfield::new(4);
+        done.set(1);
+        done.set(2);
+        let mut s = Segments::resume(4 * BLOCK - 10, BLOCK, done);
+        assert_eq!(s.done_bytes(), 2 * BLOCK);
+        assert_eq!(s.assign(0), ByteRange::new(0, BLOCK));
+        assert_eq!(s.assign(1), ByteRange::new(3 * BLOCK, 4 * BLOCK - 10));
+        assert_eq!(s.advance(1, 4 * BLOCK - 10), Next::Finished);
+        assert_eq!(s.advance(0, BLOCK), Next::Finished);
+        assert!(s.is_complete());
+        assert_eq!(s.done_bytes(), 4 * BLOCK - 10);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Assign(WorkerId),
+        Advance(WorkerId, u64),
+        Release(WorkerId),
+        Speed(WorkerId, u32),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u32..6).prop_map(Op::Assign),
+            (0u32..6, 0u64..4 * MIB).prop_map(|(w, n)| Op::Advance(w, n)),
+            (0u32..6).prop_map(Op::Release),
+            (0u32..6, 0u32..1000).prop_map(|(w, s)| Op::Speed(w, s)),
+        ]
+    }
+
+    /// Checks that owned ranges never overlap unless they are endgame twins, that no pending
+    /// interval overlaps an owned one or a done block, and that everything unfinished is
+    /// pending or owned: together, the segments partition what is left of the file.
+    fn check_partition(s: &Segments) -> Result<(), TestCaseError> {
+        let blocks = block_count(s.size);
+        let mut cover = vec![0u8; blocks as usize];
+        for (&start, &end) in &s.pending {
+            prop_assert!(start % BLOCK == 0 && start < end && end <= s.size);
+            for b in start / BLOCK..end.div_ceil(BLOCK) {
+                prop_assert!(!s.done.get(b as u32), "pending block {} is done", b);
+                cover[b as usize] += 1;
+            }
+        }
+        for (id, o) in &s.owned {
+            prop_assert!(o.pos <= o.end && o.end <= s.size);
+            if o.twin
+                .is_some_and(|t| s.owned[&t].twin == Some(*id) && t < *id)
+            {
+                continue;
+            }
+            for b in o.pos / BLOCK..o.end.div_ceil(BLOCK) {
+                if !s.done.get(b as u32) {
+                    cover[b as usize] += 1;
+                }
+            }
+        }
+        for b in 0..blocks {
+            let c = cover[b as usize];
+            if s.done.get(b) {
+                prop_assert!(c == 0);
+            } else {
+                prop_assert_eq!(c, 1, "block {} covered {} times", b, c);
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn segments_partition_the_file(
+            size in 1u64..6 * MIB,
+            split_blocks in 1u64..20,
+            ops in proptest::collection::vec(op(), 0..80),
+        ) {
+            let mut s = Segments::new(size, split_blocks * BLOCK);
+            check_partition(&s)?;
+            for op in ops {
+                match op {
+                    Op::Assign(w) => {
+                        if let Some(r) = s.assign(w) {
+                            prop_assert!(r.start() % BLOCK == 0 && !r.is_empty());
+                        }
+                    }
+                    Op::Advance(w, n) => {
+                        if let Some(r) = s.owned_by(w) {
+                            s.advance(w, r.start() + n.min(r.len()));
+                        }
+                    }
+                    Op::Release(w) => s.release(w),
+                    Op::Speed(w, b) => s.set_speed(w, f64::from(b)),
+                }
+                check_partition(&s)?;
+            }
+        }
+
+        /// Workers that each write their whole range and ask again always finish the file,
+        /// within a bounded number of assignments.
+        #[test]
+        fn stealing_terminates(
+            size in 1u64..64 * MIB,
+            split_blocks in 1u64..32,
+            workers in 1u32..40,
+        ) {
+            let mut s = Segments::new(size, split_blocks * BLOCK);
+            let mut assignments = 0;
+            loop {
+                let mut progressed = false;
+                for w in 0..workers {
+                    if s.owned_by(w).is_none() {
+                        if s.assign(w).is_some() {
+                            assignments += 1;
+                        }
+                    }
+                    // Each worker writes half of what it owns per round, at least a block.
+                    if let Some(r) = s.owned_by(w) {
+                        let step = (r.len() / 2).max(BLOCK);
+                        s.advance(w, (r.start() + step).min(r.end()));
+                        progressed = true;
+                    }
+                }
+                check_partition(&s)?;
+                if !progressed {
+                    break;
+                }
+                prop_assert!(assignments < 100_000, "stealing did not terminate");
+            }
+            prop_assert!(s.is_complete());
+            prop_assert_eq!(s.done_bytes(), size);
+        }
+    }
+}

@@ -1,0 +1,705 @@
+//! Moving the bytes: the connections (workers) and the loop that steers them.
+//!
+//! Every worker owns a range from [`Segments`], streams it into the part file with positional
+//! writes, and asks for more when done. The controller ticks ten times a second: it measures
+//! each connection, retires stalled or far-too-slow ones, decides how many connections are worth
+//! keeping, starts new ones while there is work, and reports progress.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::{Client, Response};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::download::network;
+use crate::error::DownloadError;
+use crate::events::{Event, EventSender, Progress};
+use crate::http::{transport_error, FetchError, Probe, RangeSource};
+use crate::options::DownloadOptions;
+use crate::ratelimit::RateLimiter;
+use crate::retry::Backoff;
+use crate::segments::{Next, Segments, WorkerId};
+use crate::storage::PartFile;
+
+/// Bytes gathered before one positional write: large writes keep syscalls few.
+const BUF: usize = 256 * 1024;
+const TICK: Duration = Duration::from_millis(100);
+/// How long the first connection streams alone to measure what one connection can do.
+const PROBE_WINDOW: Duration = Duration::from_millis(50);
+/// How long all connections stream before judging whether they add throughput.
+const RAMP_WINDOW: Duration = Duration::from_millis(400);
+/// More connections must beat one by this factor to be kept.
+const WORTH_IT: f64 = 1.3;
+/// A connection this many times slower than the median (after `SLOW_GRACE` of streaming)
+/// loses its work.
+const SLOW_FACTOR: f64 = 10.0;
+const SLOW_GRACE: Duration = Duration::from_secs(2);
+/// An attempt that wrote at least this much resets the try counter: `--max-tries` bounds
+/// consecutive failures, not the failures of a long download.
+const PROGRESS_RESETS_TRIES: u64 = 1 << 20;
+
+/// What every transfer needs from the download.
+#[derive(Clone)]
+pub struct Transfer {
+    pub options: Arc<DownloadOptions>,
+    pub part: Arc<PartFile>,
+    pub events: EventSender,
+    pub cancel: CancellationToken,
+}
+
+pub struct Outcome {
+    pub size: u64,
+    pub max_connections: u32,
+    pub fetched: u64,
+}
+
+struct Shared {
+    t: Transfer,
+    source: RangeSource,
+    segments: Mutex<Segments>,
+    limiter: Option<RateLimiter>,
+    fetched: AtomicU64,
+    /// Connections worth running: raised by the controller, lowered by servers that say so.
+    target: AtomicU32,
+    alive: AtomicU32,
+    failure: Mutex<Option<DownloadError>>,
+    complete: Notify,
+    start: Instant,
+}
+
+impl Shared {
+    fn segments(&self) -> MutexGuard<'_, Segments> {
+        self.segments.lock().expect("segments lock")
+    }
+
+    fn fail(&self, error: DownloadError) {
+        self.failure
+            .lock()
+            .expect("failure lock")
+            .get_or_insert(error);
+        self.complete.notify_one();
+    }
+
+    fn millis(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// A server asked for fewer connections. Returns whether this worker should stop: it does
+    /// unless it is the last one.
+    fn lower_connections(&self, reason: &str) -> bool {
+        let alive = self.alive.load(Ordering::SeqCst);
+        if alive <= 1 {
+            return false;
+        }
+        let to = alive - 1;
+        let before = self.target.fetch_min(to, Ordering::SeqCst);
+        if before > to {
+            let _ = self.t.events.send(Event::ConnectionsLowered {
+                to,
+                reason: reason.to_string(),
+            });
+        }
+        true
+    }
+}
+
+#[derive(Default)]
+struct Stats {
+    bytes: AtomicU64,
+    /// Milliseconds since the transfer started; `u64::MAX` until the first byte.
+    first_byte: AtomicU64,
+    last_byte: AtomicU64,
+    streaming: AtomicBool,
+}
+
+struct Slot {
+    token: CancellationToken,
+    stats: Arc<Stats>,
+    handle: JoinHandle<()>,
+    seen: u64,
+    speed: f64,
+}
+
+enum Phase {
+    /// Only the probe's connection streams.
+    Probe,
+    /// All connections stream; after the window, keep them only if they beat one.
+    Ramp {
+        single: f64,
+        since: Instant,
+        fetched: u64,
+    },
+    Settled,
+}
+
+pub async fn segmented(
+    t: Transfer,
+    source: RangeSource,
+    first: Response,
+) -> Result<Outcome, DownloadError> {
+    let options = t.options.clone();
+    let mut segments = Segments::new(source.size, options.min_split.get());
+    segments.assign(0);
+    let shared = Arc::new(Shared {
+        limiter: options
+            .limit_rate
+            .map(|r| RateLimiter::new(r.bytes_per_sec())),
+        source,
+        segments: Mutex::new(segments),
+        fetched: AtomicU64::new(0),
+        target: AtomicU32::new(1),
+        alive: AtomicU32::new(0),
+        failure: Mutex::new(None),
+        complete: Notify::new(),
+        start: Instant::now(),
+        t,
+    });
+    let mut slots: HashMap<WorkerId, Slot> = HashMap::new();
+    let mut next_id: WorkerId = 0;
+    slots.insert(0, spawn(&shared, 0, Some(first)));
+    next_id += 1;
+    let max = options.connections.get();
+    let mut phase = if max == 1 {
+        Phase::Settled
+    } else {
+        Phase::Probe
+    };
+    let mut max_connections = 0;
+    let mut ticker = tokio::time::interval(TICK);
+    let mut last_fetched = 0u64;
+    let mut speed = 0.0f64;
+
+    let result = loop {
+        tokio::select! {
+            _ = shared.t.cancel.cancelled() => break Err(DownloadError::Cancelled),
+            _ = shared.complete.notified() => {}
+            _ = ticker.tick() => {}
+        }
+        if let Some(error) = shared.failure.lock().expect("failure lock").take() {
+            break Err(error);
+        }
+        if shared.segments().is_complete() {
+            break Ok(());
+        }
+        slots.retain(|_, slot| !slot.handle.is_finished());
+
+        let now_ms = shared.millis();
+        let tick = TICK.as_secs_f64();
+        for slot in slots.values_mut() {
+            let bytes = slot.stats.bytes.load(Ordering::Relaxed);
+            let inst = (bytes - slot.seen) as f64 / tick;
+            slot.seen = bytes;
+            slot.speed = 0.8 * slot.speed + 0.2 * inst;
+        }
+        {
+            let mut seg = shared.segments();
+            for (&id, slot) in &slots {
+                if streamed_for(&slot.stats, now_ms) >= Duration::from_secs(1) {
+                    seg.set_speed(id, slot.speed);
+                }
+            }
+            for id in seg.redundant() {
+                if let Some(slot) = slots.get(&id) {
+                    slot.token.cancel();
+                }
+            }
+        }
+        retire_slow(&shared, &slots, now_ms);
+
+        let fetched = shared.fetched.load(Ordering::Relaxed);
+        phase = steer(&shared, phase, &slots, max, fetched, now_ms);
+        let target = shared.target.load(Ordering::SeqCst) as usize;
+        let mut surplus: Vec<WorkerId> = slots
+            .iter()
+            .filter(|(_, s)| !s.token.is_cancelled())
+            .map(|(&id, _)| id)
+            .collect();
+        if surplus.len() > target {
+            surplus.sort_unstable();
+            for id in &surplus[target..] {
+                slots[id].token.cancel();
+            }
+        }
+        while slots.len() < target && shared.segments().has_work() {
+            slots.insert(next_id, spawn(&shared, next_id, None));
+            next_id += 1;
+        }
+
+        let streaming = slots
+            .values()
+            .filter(|s| s.stats.streaming.load(Ordering::Relaxed))
+            .count() as u32;
+        max_connections = max_connections.max(streaming);
+        speed = 0.8 * speed + 0.2 * (fetched - last_fetched) as f64 / tick;
+        last_fetched = fetched;
+        let _ = shared.t.events.send(Event::Progress(Progress {
+            done: shared.segments().done_bytes(),
+            total: Some(shared.source.size),
+            speed,
+            connections: streaming,
+        }));
+    };
+
+    for slot in slots.values() {
+        slot.token.cancel();
+    }
+    for (_, slot) in slots.drain() {
+        let _ = slot.handle.await;
+    }
+    result?;
+    // A worker may have failed after the last byte was written; the file is complete anyway.
+    Ok(Outcome {
+        size: shared.source.size,
+        max_connections: max_connections.max(1),
+        fetched: shared.fetched.load(Ordering::Relaxed),
+    })
+}
+
+fn streamed_for(stats: &Stats, now_ms: u64) -> Duration {
+    let first = stats.first_byte.load(Ordering::Relaxed);
+    Duration::from_millis(now_ms.saturating_sub(first))
+}
+
+/// The connection-count policy: stream alone briefly to learn what one connection gets, then
+/// open all, and keep them only if together they clearly beat one. On a link one connection
+/// already fills, extra connections cost CPU and fairness for nothing.
+fn steer(
+    shared: &Shared,
+    phase: Phase,
+    slots: &HashMap<WorkerId, Slot>,
+    max: u32,
+    fetched: u64,
+    now_ms: u64,
+) -> Phase {
+    match phase {
+        Phase::Probe => {
+            let Some(first) = slots.get(&0) else {
+                shared.target.store(max, Ordering::SeqCst);
+                return Phase::Settled;
+            };
+            let streamed = streamed_for(&first.stats, now_ms);
+            if first.stats.first_byte.load(Ordering::Relaxed) == u64::MAX || streamed < PROBE_WINDOW
+            {
+                return Phase::Probe;
+            }
+            let single = first.stats.bytes.load(Ordering::Relaxed) as f64 / streamed.as_secs_f64();
+            shared.target.store(max, Ordering::SeqCst);
+            debug!(single, "one connection measured; opening more");
+            Phase::Ramp {
+                single,
+                since: Instant::now(),
+                fetched,
+            }
+        }
+        Phase::Ramp {
+            single,
+            since,
+            fetched: at,
+        } => {
+            let elapsed = since.elapsed();
+            if elapsed < RAMP_WINDOW {
+                return Phase::Ramp {
+                    single,
+                    since,
+                    fetched: at,
+                };
+            }
+            let together = (fetched - at) as f64 / elapsed.as_secs_f64();
+            let alive = slots.len() as u32;
+            if alive > 1 && together < WORTH_IT * single {
+                let keep = ((together / single).round() as u32).clamp(1, alive);
+                shared.target.fetch_min(keep, Ordering::SeqCst);
+                info!(
+                    single,
+                    together, keep, "more connections did not add throughput"
+                );
+                let _ = shared.t.events.send(Event::ConnectionsLowered {
+                    to: keep,
+                    reason: "more connections did not add throughput".to_string(),
+                });
+            }
+            Phase::Settled
+        }
+        Phase::Settled => Phase::Settled,
+    }
+}
+
+/// A connection far below the median speed loses its work (it is restarted on a fresh
+/// connection), so one bad route cannot hold up the file.
+fn retire_slow(shared: &Shared, slots: &HashMap<WorkerId, Slot>, now_ms: u64) {
+    let mut speeds: Vec<f64> = slots
+        .values()
+        .filter(|s| streamed_for(&s.stats, now_ms) >= SLOW_GRACE)
+        .map(|s| s.speed)
+        .collect();
+    if speeds.len() < 3 {
+        return;
+    }
+    speeds.sort_by(f64::total_cmp);
+    let median = speeds[speeds.len() / 2];
+    for (&id, slot) in slots {
+        if streamed_for(&slot.stats, now_ms) >= SLOW_GRACE
+            && slot.speed * SLOW_FACTOR < median
+            && !slot.token.is_cancelled()
+        {
+            info!(
+                connection = id,
+                speed = slot.speed,
+                median,
+                "connection far below the median; reassigning its work"
+            );
+            let _ = shared.t.events.send(Event::Stalled { connection: id });
+            slot.token.cancel();
+        }
+    }
+}
+
+fn spawn(shared: &Arc<Shared>, id: WorkerId, first: Option<Response>) -> Slot {
+    let token = shared.t.cancel.child_token();
+    let stats = Arc::new(Stats {
+        first_byte: AtomicU64::new(u64::MAX),
+        ..Stats::default()
+    });
+    shared.alive.fetch_add(1, Ordering::SeqCst);
+    let handle = tokio::spawn(worker(
+        shared.clone(),
+        id,
+        first,
+        token.clone(),
+        stats.clone(),
+    ));
+    Slot {
+        token,
+        stats,
+        handle,
+        seen: 0,
+        speed: 0.0,
+    }
+}
+
+enum Streamed {
+    /// The range is done; ask for more work.
+    Finished,
+    /// The worker was told to stop.
+    Cancelled,
+}
+
+enum StreamError {
+    Fetch(FetchError),
+    Local(DownloadError),
+}
+
+async fn worker(
+    shared: Arc<Shared>,
+    id: WorkerId,
+    mut first: Option<Response>,
+    token: CancellationToken,
+    stats: Arc<Stats>,
+) {
+    let options = shared.t.options.clone();
+    let mut tries = 0u32;
+    let mut backoff = Backoff::default();
+    let mut buf = Vec::with_capacity(BUF);
+    loop {
+        let range = {
+            let mut seg = shared.segments();
+            match seg.owned_by(id) {
+                Some(r) if !r.is_empty() => Some(r),
+                _ => seg.assign(id),
+            }
+        };
+        let Some(range) = range else { break };
+        let response = match first.take() {
+            Some(response) => Ok(response),
+            None => tokio::select! {
+                _ = token.cancelled() => break,
+                r = shared.source.fetch(range) => r,
+            },
+        };
+        let mut written = 0;
+        let result = match response {
+            Ok(response) => {
+                stats.streaming.store(true, Ordering::Relaxed);
+                let r = stream(
+                    &shared,
+                    id,
+                    response,
+                    range.start(),
+                    &token,
+                    &stats,
+                    &mut buf,
+                    &mut written,
+                )
+                .await;
+                stats.streaming.store(false, Ordering::Relaxed);
+                r
+            }
+            Err(e) => Err(StreamError::Fetch(e)),
+        };
+        let error = match result {
+            Ok(Streamed::Finished) => {
+                tries = 0;
+                backoff.reset();
+                continue;
+            }
+            Ok(Streamed::Cancelled) => break,
+            Err(StreamError::Local(e)) => {
+                shared.fail(e);
+                break;
+            }
+            Err(StreamError::Fetch(e)) => e,
+        };
+        if written >= PROGRESS_RESETS_TRIES {
+            tries = 0;
+            backoff.reset();
+        }
+        tries += 1;
+        if error.is_fatal() || tries >= options.max_tries {
+            shared.fail(network(&options, &error, tries));
+            break;
+        }
+        let hint = error.slow_down();
+        if hint.is_some() && shared.lower_connections(&error.describe()) {
+            debug!(connection = id, "server asked for fewer connections");
+            break;
+        }
+        if matches!(error, FetchError::Stalled) {
+            // Let a faster connection take the remainder while this one starts over.
+            shared.segments().release(id);
+            let _ = shared.t.events.send(Event::Stalled { connection: id });
+        }
+        let wait = backoff.next(hint.flatten());
+        debug!(connection = id, tries, ?wait, error = %error.describe(), url = %shared.source.shown_url(), "retrying");
+        let _ = shared.t.events.send(Event::Retry {
+            attempt: tries,
+            reason: error.describe(),
+            after: wait,
+        });
+        tokio::select! {
+            _ = token.cancelled() => break,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    shared.segments().release(id);
+    shared.alive.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Streams one response into the part file from `start`, stopping at the worker's current end.
+#[allow(clippy::too_many_arguments)]
+async fn stream(
+    shared: &Shared,
+    id: WorkerId,
+    mut response: Response,
+    start: u64,
+    token: &CancellationToken,
+    stats: &Stats,
+    buf: &mut Vec<u8>,
+    written: &mut u64,
+) -> Result<Streamed, StreamError> {
+    let mut pos = start;
+    let Some(mut end) = shared.segments().end_of(id) else {
+        return Ok(Streamed::Finished);
+    };
+    buf.clear();
+    let stall = shared.t.options.stall_timeout;
+    loop {
+        let chunk = tokio::select! {
+            biased;
+            _ = token.cancelled() => {
+                flush(shared, id, &mut pos, buf).map_err(StreamError::Local)?;
+                return Ok(Streamed::Cancelled);
+            }
+            chunk = tokio::time::timeout(stall, response.chunk()) => chunk,
+        };
+        let chunk: Bytes = match chunk {
+            Ok(Ok(Some(chunk))) => chunk,
+            other => {
+                let next = flush(shared, id, &mut pos, buf).map_err(StreamError::Local)?;
+                *written = pos - start;
+                if next == Next::Finished {
+                    return Ok(Streamed::Finished);
+                }
+                return Err(StreamError::Fetch(match other {
+                    Err(_) => FetchError::Stalled,
+                    Ok(Err(e)) => transport_error(&e),
+                    _ => FetchError::Transport(format!(
+                        "connection closed at byte {pos}, before the end of its range at {end}"
+                    )),
+                }));
+            }
+        };
+        let len = chunk.len() as u64;
+        shared.fetched.fetch_add(len, Ordering::Relaxed);
+        stats.bytes.fetch_add(len, Ordering::Relaxed);
+        let now = shared.millis();
+        let _ =
+            stats
+                .first_byte
+                .compare_exchange(u64::MAX, now, Ordering::Relaxed, Ordering::Relaxed);
+        stats.last_byte.store(now, Ordering::Relaxed);
+        if let Some(limiter) = &shared.limiter {
+            limiter.acquire(chunk.len()).await;
+        }
+        buf.extend_from_slice(&chunk);
+        if buf.len() >= BUF || pos + buf.len() as u64 >= end {
+            match flush(shared, id, &mut pos, buf).map_err(StreamError::Local)? {
+                Next::Finished => {
+                    *written = pos - start;
+                    return Ok(Streamed::Finished);
+                }
+                Next::Continue { end: e } => end = e,
+            }
+        }
+    }
+}
+
+/// Writes what `buf` holds at `pos`, never past the worker's current end, then records it.
+fn flush(
+    shared: &Shared,
+    id: WorkerId,
+    pos: &mut u64,
+    buf: &mut Vec<u8>,
+) -> Result<Next, DownloadError> {
+    let Some(end) = shared.segments().end_of(id) else {
+        buf.clear();
+        return Ok(Next::Finished);
+    };
+    let n = (buf.len() as u64).min(end.saturating_sub(*pos)) as usize;
+    if n > 0 {
+        shared.t.part.write_at(&buf[..n], *pos)?;
+    }
+    *pos += n as u64;
+    buf.clear();
+    let mut seg = shared.segments();
+    let next = seg.advance(id, *pos);
+    if seg.is_complete() {
+        shared.complete.notify_one();
+    }
+    Ok(next)
+}
+
+/// One stream from the start: the server does not do ranges, or the size is unknown. A
+/// failure restarts from byte 0, since there is no way to ask for the rest.
+pub async fn single(t: Transfer, client: Client, probe: Probe) -> Result<Outcome, DownloadError> {
+    let options = t.options.clone();
+    let limiter = options
+        .limit_rate
+        .map(|r| RateLimiter::new(r.bytes_per_sec()));
+    let expected = probe.size;
+    let url = probe.url.clone();
+    let mut response = Ok(probe.response);
+    let mut tries = 1;
+    let mut backoff = Backoff::default();
+    let mut fetched = 0;
+    loop {
+        let result = match response {
+            Ok(r) => stream_whole(&t, r, expected, limiter.as_ref(), &mut fetched).await,
+            Err(e) => Err(StreamError::Fetch(e)),
+        };
+        let error = match result {
+            Ok(size) => {
+                return Ok(Outcome {
+                    size,
+                    max_connections: 1,
+                    fetched,
+                })
+            }
+            Err(StreamError::Local(e)) => return Err(e),
+            Err(StreamError::Fetch(e)) => e,
+        };
+        tries += 1;
+        if error.is_fatal() || tries > options.max_tries {
+            return Err(network(&options, &error, tries - 1));
+        }
+        let wait = backoff.next(error.slow_down().flatten());
+        let _ = t.events.send(Event::Retry {
+            attempt: tries - 1,
+            reason: error.describe(),
+            after: wait,
+        });
+        tokio::select! {
+            _ = t.cancel.cancelled() => return Err(DownloadError::Cancelled),
+            _ = tokio::time::sleep(wait) => {}
+        }
+        response = tokio::select! {
+            _ = t.cancel.cancelled() => return Err(DownloadError::Cancelled),
+            r = client.get(url.clone()).header(reqwest::header::ACCEPT_ENCODING, "identity").send() => {
+                match r {
+                    Ok(r) if r.status().is_success() => Ok(r),
+                    Ok(r) => Err(FetchError::Status { status: r.status(), retry_after: None }),
+                    Err(e) => Err(transport_error(&e)),
+                }
+            }
+        };
+    }
+}
+
+async fn stream_whole(
+    t: &Transfer,
+    mut response: Response,
+    expected: Option<u64>,
+    limiter: Option<&RateLimiter>,
+    fetched: &mut u64,
+) -> Result<u64, StreamError> {
+    let mut pos = 0u64;
+    let mut buf = Vec::with_capacity(BUF);
+    let mut last_report = Instant::now();
+    let mut last_pos = 0;
+    let stall = t.options.stall_timeout;
+    loop {
+        let chunk = tokio::select! {
+            biased;
+            _ = t.cancel.cancelled() => return Err(StreamError::Local(DownloadError::Cancelled)),
+            chunk = tokio::time::timeout(stall, response.chunk()) => chunk,
+        };
+        let chunk = match chunk {
+            Ok(Ok(Some(chunk))) => Some(chunk),
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => return Err(StreamError::Fetch(transport_error(&e))),
+            Err(_) => return Err(StreamError::Fetch(FetchError::Stalled)),
+        };
+        if let Some(chunk) = &chunk {
+            *fetched += chunk.len() as u64;
+            if let Some(limiter) = limiter {
+                limiter.acquire(chunk.len()).await;
+            }
+            buf.extend_from_slice(chunk);
+        }
+        if buf.len() >= BUF || (chunk.is_none() && !buf.is_empty()) {
+            if expected.is_some_and(|size| pos + buf.len() as u64 > size) {
+                return Err(StreamError::Fetch(FetchError::Protocol(
+                    "server sent more bytes than its Content-Length".to_string(),
+                )));
+            }
+            t.part.write_at(&buf, pos).map_err(StreamError::Local)?;
+            pos += buf.len() as u64;
+            buf.clear();
+        }
+        if last_report.elapsed() >= TICK || chunk.is_none() {
+            let speed = (pos - last_pos) as f64 / last_report.elapsed().as_secs_f64().max(1e-3);
+            last_report = Instant::now();
+            last_pos = pos;
+            let _ = t.events.send(Event::Progress(Progress {
+                done: pos,
+                total: expected,
+                speed,
+                connections: 1,
+            }));
+        }
+        if chunk.is_none() {
+            return match expected {
+                Some(size) if pos < size => Err(StreamError::Fetch(FetchError::Transport(
+                    format!("connection closed after {pos} of {size} bytes"),
+                ))),
+                _ => Ok(pos),
+            };
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! Whole-file checksums, computed by reading the finished `.part` back.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use sha2::Digest;
+use shoal_core::{checksum::to_hex, ChecksumAlgo};
+
+use crate::error::DownloadError;
+
+enum Hasher {
+    Sha256(sha2::Sha256),
+    Sha512(sha2::Sha512),
+    Sha1(sha1::Sha1),
+    Md5(md5::Md5),
+    Blake3(Box<blake3::Hasher>),
+}
+
+impl Hasher {
+    fn new(algo: ChecksumAlgo) -> Self {
+        match algo {
+            ChecksumAlgo::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
+            ChecksumAlgo::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
+            ChecksumAlgo::Sha1 => Hasher::Sha1(sha1::Sha1::new()),
+            ChecksumAlgo::Md5 => Hasher::Md5(md5::Md5::new()),
+            ChecksumAlgo::Blake3 => Hasher::Blake3(Box::new(blake3::Hasher::new())),
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(data),
+            Hasher::Sha512(h) => h.update(data),
+            Hasher::Sha1(h) => h.update(data),
+            Hasher::Md5(h) => h.update(data),
+            Hasher::Blake3(h) => {
+                h.update(data);
+            }
+        }
+    }
+
+    fn finish(self) -> Vec<u8> {
+        match self {
+            Hasher::Sha256(h) => h.finalize().to_vec(),
+            Hasher::Sha512(h) => h.finalize().to_vec(),
+            Hasher::Sha1(h) => h.finalize().to_vec(),
+            Hasher::Md5(h) => h.finalize().to_vec(),
+            Hasher::Blake3(h) => h.finalize().as_bytes().to_vec(),
+        }
+    }
+}
+
+/// The hex digest of the file at `path`. Blocking: call from a blocking thread.
+pub fn hash_file(path: &Path, algo: ChecksumAlgo) -> Result<String, DownloadError> {
+    let mut file = File::open(path).map_err(|e| DownloadError::io(path, "open", e))?;
+    let mut hasher = Hasher::new(algo);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| DownloadError::io(path, "read", e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(to_hex(&hasher.finish()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_digests() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("abc");
+        std::fs::write(&path, b"abc").unwrap();
+        let cases = [
+            (
+                ChecksumAlgo::Sha256,
+                "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            ),
+            (
+                ChecksumAlgo::Sha1,
+                "a9993e364706816aba3e25717850c26c9cd0d89d",
+            ),
+            (ChecksumAlgo::Md5, "900150983cd24fb0d6963f7d28e17f72"),
+            (
+                ChecksumAlgo::Blake3,
+                "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85",
+            ),
+        ];
+        for (algo, hex) in cases {
+            assert_eq!(hash_file(&path, algo).unwrap(), hex, "{algo}");
+        }
+        assert!(hash_file(&path, ChecksumAlgo::Sha512)
+            .unwrap()
+            .starts_with("ddaf35a193617aba"));
+    }
+}
