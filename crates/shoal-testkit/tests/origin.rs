@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{get, Client};
-use shoal_testkit::{random_bytes, sha256_hex, Origin, OriginConfig};
+use shoal_testkit::{blake3_hex, random_bytes, sha256_hex, Origin, OriginConfig};
 
 const SIZE: usize = 300_000;
 
@@ -34,6 +34,16 @@ fn random_bytes_are_deterministic_and_sha256_is_standard() {
         sha256_hex(b"abc"),
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
+    assert_eq!(
+        blake3_hex(b"abc"),
+        "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
+    );
+    // Every 1 KiB piece differs, so a block written at the wrong offset is always caught.
+    let big = random_bytes(1 << 20, 4);
+    let mut pieces: Vec<_> = big.chunks(1024).collect();
+    pieces.sort();
+    pieces.dedup();
+    assert_eq!(pieces.len(), 1024);
 }
 
 #[tokio::test]
@@ -533,7 +543,7 @@ async fn tls_resets_after_exact_byte_counts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_connections_fetch_disjoint_ranges() {
     const PARTS: usize = 16;
-    let content = random_bytes(16 << 20, 11);
+    let content = random_bytes(64 << 20, 11);
     let origin = Arc::new(
         Origin::start(OriginConfig {
             content: content.clone(),
@@ -555,7 +565,7 @@ async fn many_connections_fetch_disjoint_ranges() {
         assert_eq!(reply.status, 206);
         joined.extend_from_slice(&reply.body);
     }
-    assert_eq!(sha256_hex(&joined), sha256_hex(&content));
+    assert_eq!(blake3_hex(&joined), blake3_hex(&content));
     assert_eq!(origin.bytes_sent(), content.len() as u64);
     assert_eq!(origin.connections(), PARTS as u64);
 }

@@ -1,7 +1,10 @@
 //! A deliberately raw HTTP/1.1 client for testing the origin: it reports exactly what came over
 //! the wire (partial bodies, resets, silence), which a real client would paper over.
+// Each test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,8 +42,13 @@ pub struct Client {
 impl Client {
     /// Connects to the origin, over TLS trusting its certificate when it serves https.
     pub async fn connect(origin: &Origin) -> Client {
-        let tcp = TcpStream::connect(origin.addr()).await.unwrap();
-        let stream: Box<dyn Io> = match origin.ca_cert_pem() {
+        Client::open(origin.addr(), origin.ca_cert_pem()).await
+    }
+
+    /// Connects to `addr`, over TLS trusting `ca_pem` when given.
+    pub async fn open(addr: SocketAddr, ca_pem: Option<String>) -> Client {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let stream: Box<dyn Io> = match ca_pem {
             None => Box::new(tcp),
             Some(pem) => {
                 let mut roots = rustls::RootCertStore::empty();
