@@ -20,7 +20,6 @@ pub use nginx::{Nginx, NginxConfig};
 pub use origin::{Origin, OriginConfig, RequestRecord};
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 
 /// `len` pseudo-random bytes, the same for the same `seed`; a shorter output is a prefix of a
 /// longer one.
@@ -54,15 +53,10 @@ pub fn random_bytes(len: usize, seed: u64) -> Bytes {
     Bytes::from(out)
 }
 
-/// Lowercase hex SHA-256 of `data`. Unoptimized builds hash only ~20 MB/s: prefer
-/// [`blake3_hex`] for files of many MiB.
+/// Lowercase hex SHA-256 of `data`. Uses ring, whose assembly stays fast in the unoptimized
+/// builds tests run in (the `sha2` crate hashes only ~20 MB/s there).
 pub fn sha256_hex(data: &[u8]) -> String {
-    hex(&Sha256::digest(data))
-}
-
-/// Lowercase hex BLAKE3 of `data`, fast even in unoptimized builds (~1 GB/s, assembly inside).
-pub fn blake3_hex(data: &[u8]) -> String {
-    blake3::hash(data).to_hex().to_string()
+    hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
 }
 
 fn hex(bytes: &[u8]) -> String {

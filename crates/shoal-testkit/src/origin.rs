@@ -339,7 +339,7 @@ impl FileState {
         // HTTP dates have one-second resolution: a replaced file must never look unmodified.
         let modified_secs = previous_secs.map_or(now, |p| now.max(p + 1));
         FileState {
-            etag: format!("\"{}\"", &crate::blake3_hex(&content)[..32]),
+            etag: format!("\"{}\"", &crate::sha256_hex(&content)[..32]),
             last_modified: http1::http_date(modified_secs),
             modified_secs,
             content,
