@@ -45,7 +45,7 @@ pub async fn run(
         ranges: probe.ranges,
     });
     let part = Arc::new(PartFile::create(&path, probe.size)?);
-    let transfer = Transfer {
+    let transfer = || Transfer {
         options: Arc::new(options.clone()),
         part: part.clone(),
         events: events.clone(),
@@ -59,7 +59,7 @@ pub async fn run(
                 size,
                 validator: probe.validator.clone(),
             };
-            transfer::segmented(transfer, source, probe.response).await?
+            transfer::segmented(transfer(), source, probe.response).await?
         }
         // An empty file: the probe's 416 body is an error page, not content.
         (_, Some(0)) => transfer::Outcome {
@@ -67,7 +67,7 @@ pub async fn run(
             max_connections: 0,
             fetched: 0,
         },
-        _ => transfer::single(transfer, client, probe).await?,
+        _ => transfer::single(transfer(), client, probe).await?,
     };
     part.finish(outcome.size)?;
     if let Some(expected) = &options.checksum {

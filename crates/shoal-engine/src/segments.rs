@@ -461,10 +461,8 @@ mod tests {
             loop {
                 let mut progressed = false;
                 for w in 0..workers {
-                    if s.owned_by(w).is_none() {
-                        if s.assign(w).is_some() {
-                            assignments += 1;
-                        }
+                    if s.owned_by(w).is_none() && s.assign(w).is_some() {
+                        assignments += 1;
                     }
                     // Each worker writes half of what it owns per round, at least a block.
                     if let Some(r) = s.owned_by(w) {

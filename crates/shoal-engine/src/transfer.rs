@@ -6,7 +6,7 @@
 //! keeping, starts new ones while there is work, and reports progress.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -31,12 +31,16 @@ use crate::storage::PartFile;
 /// Bytes gathered before one positional write: large writes keep syscalls few.
 const BUF: usize = 256 * 1024;
 const TICK: Duration = Duration::from_millis(100);
-/// How long the first connection streams alone to measure what one connection can do.
-const PROBE_WINDOW: Duration = Duration::from_millis(50);
-/// How long all connections stream before judging whether they add throughput.
-const RAMP_WINDOW: Duration = Duration::from_millis(400);
-/// More connections must beat one by this factor to be kept.
-const WORTH_IT: f64 = 1.3;
+/// All connections stream this long before their worth is judged: slow start and servers
+/// that burst a second's worth of data at first (nginx `limit_rate`) make earlier numbers lie.
+const WARMUP: Duration = Duration::from_millis(1500);
+/// How long a trial with half the connections runs before its throughput is compared.
+const TRIAL: Duration = Duration::from_secs(1);
+/// Trials only run when the download has at least this long to go, so one that costs
+/// throughput costs at most a few percent of the time.
+const TRIAL_MIN_ETA: Duration = Duration::from_secs(8);
+/// Half the connections are kept if they reach this share of what all of them did.
+const HALF_IS_ENOUGH: f64 = 0.9;
 /// A connection this many times slower than the median (after `SLOW_GRACE` of streaming)
 /// loses its work.
 const SLOW_FACTOR: f64 = 10.0;
@@ -69,6 +73,9 @@ struct Shared {
     /// Connections worth running: raised by the controller, lowered by servers that say so.
     target: AtomicU32,
     alive: AtomicU32,
+    /// Connections receiving a response right now, and the most there ever were.
+    streaming: AtomicU32,
+    peak: AtomicU32,
     failure: Mutex<Option<DownloadError>>,
     complete: Notify,
     start: Instant,
@@ -115,8 +122,6 @@ struct Stats {
     bytes: AtomicU64,
     /// Milliseconds since the transfer started; `u64::MAX` until the first byte.
     first_byte: AtomicU64,
-    last_byte: AtomicU64,
-    streaming: AtomicBool,
 }
 
 struct Slot {
@@ -128,13 +133,15 @@ struct Slot {
 }
 
 enum Phase {
-    /// Only the probe's connection streams.
-    Probe,
-    /// All connections stream; after the window, keep them only if they beat one.
-    Ramp {
-        single: f64,
-        since: Instant,
-        fetched: u64,
+    /// Every connection streams; nothing is judged yet.
+    Warmup {
+        until: Instant,
+    },
+    /// `target` connections (half of `from`) stream; `baseline` is what `from` achieved.
+    Trial {
+        baseline: f64,
+        from: u32,
+        until: Instant,
     },
     Settled,
 }
@@ -156,6 +163,8 @@ pub async fn segmented(
         fetched: AtomicU64::new(0),
         target: AtomicU32::new(1),
         alive: AtomicU32::new(0),
+        streaming: AtomicU32::new(0),
+        peak: AtomicU32::new(0),
         failure: Mutex::new(None),
         complete: Notify::new(),
         start: Instant::now(),
@@ -165,13 +174,12 @@ pub async fn segmented(
     let mut next_id: WorkerId = 0;
     slots.insert(0, spawn(&shared, 0, Some(first)));
     next_id += 1;
-    let max = options.connections.get();
-    let mut phase = if max == 1 {
-        Phase::Settled
-    } else {
-        Phase::Probe
+    shared
+        .target
+        .store(options.connections.get(), Ordering::SeqCst);
+    let mut phase = Phase::Warmup {
+        until: Instant::now() + WARMUP,
     };
-    let mut max_connections = 0;
     let mut ticker = tokio::time::interval(TICK);
     let mut last_fetched = 0u64;
     let mut speed = 0.0f64;
@@ -214,7 +222,9 @@ pub async fn segmented(
         retire_slow(&shared, &slots, now_ms);
 
         let fetched = shared.fetched.load(Ordering::Relaxed);
-        phase = steer(&shared, phase, &slots, max, fetched, now_ms);
+        speed = 0.8 * speed + 0.2 * (fetched - last_fetched) as f64 / tick;
+        last_fetched = fetched;
+        phase = steer(&shared, phase, slots.len() as u32, speed);
         let target = shared.target.load(Ordering::SeqCst) as usize;
         let mut surplus: Vec<WorkerId> = slots
             .iter()
@@ -232,13 +242,7 @@ pub async fn segmented(
             next_id += 1;
         }
 
-        let streaming = slots
-            .values()
-            .filter(|s| s.stats.streaming.load(Ordering::Relaxed))
-            .count() as u32;
-        max_connections = max_connections.max(streaming);
-        speed = 0.8 * speed + 0.2 * (fetched - last_fetched) as f64 / tick;
-        last_fetched = fetched;
+        let streaming = shared.streaming.load(Ordering::SeqCst);
         let _ = shared.t.events.send(Event::Progress(Progress {
             done: shared.segments().done_bytes(),
             total: Some(shared.source.size),
@@ -257,7 +261,7 @@ pub async fn segmented(
     // A worker may have failed after the last byte was written; the file is complete anyway.
     Ok(Outcome {
         size: shared.source.size,
-        max_connections: max_connections.max(1),
+        max_connections: shared.peak.load(Ordering::SeqCst).max(1),
         fetched: shared.fetched.load(Ordering::Relaxed),
     })
 }
@@ -267,68 +271,66 @@ fn streamed_for(stats: &Stats, now_ms: u64) -> Duration {
     Duration::from_millis(now_ms.saturating_sub(first))
 }
 
-/// The connection-count policy: stream alone briefly to learn what one connection gets, then
-/// open all, and keep them only if together they clearly beat one. On a link one connection
-/// already fills, extra connections cost CPU and fairness for nothing.
-fn steer(
-    shared: &Shared,
-    phase: Phase,
-    slots: &HashMap<WorkerId, Slot>,
-    max: u32,
-    fetched: u64,
-    now_ms: u64,
-) -> Phase {
+/// The connection-count policy: open every connection at once (the common case is servers
+/// that cap each connection), then, on downloads long enough for a trial to be cheap, halve
+/// the connections and see whether throughput drops. If it does not, the link is full and the
+/// extra connections only cost CPU and fairness: keep halving. If it does, restore them.
+fn steer(shared: &Shared, phase: Phase, alive: u32, speed: f64) -> Phase {
+    let now = Instant::now();
+    let worth_a_trial = |speed: f64| {
+        let left = shared.source.size - shared.segments().done_bytes();
+        speed > 0.0 && Duration::from_secs_f64(left as f64 / speed) > TRIAL_MIN_ETA
+    };
     match phase {
-        Phase::Probe => {
-            let Some(first) = slots.get(&0) else {
-                shared.target.store(max, Ordering::SeqCst);
+        Phase::Warmup { until } if now < until => phase,
+        Phase::Trial { until, .. } if now < until => phase,
+        Phase::Warmup { .. } => {
+            if alive < 2 || !worth_a_trial(speed) {
                 return Phase::Settled;
-            };
-            let streamed = streamed_for(&first.stats, now_ms);
-            if first.stats.first_byte.load(Ordering::Relaxed) == u64::MAX || streamed < PROBE_WINDOW
-            {
-                return Phase::Probe;
             }
-            let single = first.stats.bytes.load(Ordering::Relaxed) as f64 / streamed.as_secs_f64();
-            shared.target.store(max, Ordering::SeqCst);
-            debug!(single, "one connection measured; opening more");
-            Phase::Ramp {
-                single,
-                since: Instant::now(),
-                fetched,
+            let half = alive / 2;
+            debug!(speed, alive, half, "trying half the connections");
+            shared.target.fetch_min(half, Ordering::SeqCst);
+            Phase::Trial {
+                baseline: speed,
+                from: alive,
+                until: now + TRIAL,
             }
         }
-        Phase::Ramp {
-            single,
-            since,
-            fetched: at,
-        } => {
-            let elapsed = since.elapsed();
-            if elapsed < RAMP_WINDOW {
-                return Phase::Ramp {
-                    single,
-                    since,
-                    fetched: at,
+        Phase::Trial { baseline, from, .. } => {
+            let current = shared.target.load(Ordering::SeqCst);
+            if speed < HALF_IS_ENOUGH * baseline {
+                debug!(
+                    speed,
+                    baseline, from, "half the connections were slower; restoring"
+                );
+                shared.target.store(from, Ordering::SeqCst);
+                if from < shared.t.options.connections.get() {
+                    announce_lowered(shared, from);
+                }
+                return Phase::Settled;
+            }
+            if current >= 2 && worth_a_trial(speed) {
+                shared.target.store(current / 2, Ordering::SeqCst);
+                return Phase::Trial {
+                    baseline: speed,
+                    from: current,
+                    until: now + TRIAL,
                 };
             }
-            let together = (fetched - at) as f64 / elapsed.as_secs_f64();
-            let alive = slots.len() as u32;
-            if alive > 1 && together < WORTH_IT * single {
-                let keep = ((together / single).round() as u32).clamp(1, alive);
-                shared.target.fetch_min(keep, Ordering::SeqCst);
-                info!(
-                    single,
-                    together, keep, "more connections did not add throughput"
-                );
-                let _ = shared.t.events.send(Event::ConnectionsLowered {
-                    to: keep,
-                    reason: "more connections did not add throughput".to_string(),
-                });
-            }
+            announce_lowered(shared, current);
             Phase::Settled
         }
         Phase::Settled => Phase::Settled,
     }
+}
+
+fn announce_lowered(shared: &Shared, to: u32) {
+    info!(to, "more connections did not add throughput");
+    let _ = shared.t.events.send(Event::ConnectionsLowered {
+        to,
+        reason: "more connections did not add throughput".to_string(),
+    });
 }
 
 /// A connection far below the median speed loses its work (it is restarted on a fresh
@@ -426,7 +428,8 @@ async fn worker(
         let mut written = 0;
         let result = match response {
             Ok(response) => {
-                stats.streaming.store(true, Ordering::Relaxed);
+                let now = shared.streaming.fetch_add(1, Ordering::SeqCst) + 1;
+                shared.peak.fetch_max(now, Ordering::SeqCst);
                 let r = stream(
                     &shared,
                     id,
@@ -438,7 +441,7 @@ async fn worker(
                     &mut written,
                 )
                 .await;
-                stats.streaming.store(false, Ordering::Relaxed);
+                shared.streaming.fetch_sub(1, Ordering::SeqCst);
                 r
             }
             Err(e) => Err(StreamError::Fetch(e)),
@@ -543,7 +546,6 @@ async fn stream(
             stats
                 .first_byte
                 .compare_exchange(u64::MAX, now, Ordering::Relaxed, Ordering::Relaxed);
-        stats.last_byte.store(now, Ordering::Relaxed);
         if let Some(limiter) = &shared.limiter {
             limiter.acquire(chunk.len()).await;
         }
