@@ -108,29 +108,37 @@ pub async fn run(args: GetArgs, verbose: u8) -> ExitCode {
 
     let mut view = View::new(mode, &options.url);
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let download = shoal_engine::download(options, events_tx, cancel);
-    tokio::pin!(download);
+    // A task of its own, so that a panic in the engine becomes exit code 1 and a message
+    // rather than an abort mid-bar.
+    let mut download = tokio::spawn(shoal_engine::download(options, events_tx, cancel));
     // Events are rendered while the engine runs; when it returns, whatever it sent last is
     // drained so the final progress and warnings come before the summary.
-    let result = loop {
+    let joined = loop {
         tokio::select! {
             Some(event) = events.recv() => view.event(&event),
-            result = &mut download => break result,
+            joined = &mut download => break joined,
         }
     };
     while let Ok(event) = events.try_recv() {
         view.event(&event);
     }
 
-    match result {
-        Ok(summary) => {
+    match joined {
+        Ok(Ok(summary)) => {
             view.finished(&summary);
             ExitCode::from(exit::OK)
         }
-        Err(err) => {
+        Ok(Err(err)) => {
             let code = exit::for_kind(err.kind());
             view.failed(&err, code);
             ExitCode::from(code)
+        }
+        Err(panicked) => {
+            let err = anyhow::Error::new(panicked).context(
+                "the download engine failed unexpectedly; this is a bug in shoal, please report it",
+            );
+            view.crashed(&err, exit::INTERNAL);
+            ExitCode::from(exit::INTERNAL)
         }
     }
 }

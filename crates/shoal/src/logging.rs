@@ -2,23 +2,26 @@
 
 use std::io::{self, IsTerminal, Write};
 
+use tracing::level_filters::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
 use crate::progress;
 
-/// Installs the subscriber. `RUST_LOG` wins; otherwise `-v` raises shoal's own crates to info,
-/// debug or trace (a `shoal` target prefix matches every `shoal_*` crate) and other crates
-/// stay at warn; with neither, `default` applies.
-pub fn init(verbose: u8, default: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(match verbose {
-            0 => default,
-            1 => "warn,shoal=info",
-            2 => "warn,shoal=debug",
-            _ => "warn,shoal=trace",
-        })
-    });
+/// Installs the subscriber. `RUST_LOG` wins; otherwise shoal's own crates log at `default`,
+/// or info, debug or trace with `-v`, `-vv`, `-vvv`. Other crates stay silent unless `RUST_LOG`
+/// names them: what they report (a TLS verifier's error, say) reaches the user as shoal's own
+/// message, and twice is noise.
+pub fn init(verbose: u8, default: LevelFilter) {
+    let level = match verbose {
+        0 => default,
+        1 => LevelFilter::INFO,
+        2 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    };
+    // The `shoal` target prefix matches every `shoal_*` crate as well.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("shoal={level}")));
     // Fails only if a subscriber is already installed, which then keeps logging.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -8,6 +8,7 @@ use std::time::Duration;
 use indicatif::{BinaryBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 use shoal_engine::{DownloadError, ErrorKind, Event, Progress, Summary};
+use tracing::level_filters::LevelFilter;
 use url::Url;
 
 use crate::exit::{message, say};
@@ -27,12 +28,12 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// The log filter when neither `-v` nor `RUST_LOG` says otherwise. JSON consumers get only
+    /// The log level when neither `-v` nor `RUST_LOG` says otherwise. JSON consumers get only
     /// JSON on stderr; the events already carry what the warnings would say.
-    pub fn log_default(self) -> &'static str {
+    pub fn log_default(self) -> LevelFilter {
         match self {
-            Mode::Json => "off",
-            Mode::Bar | Mode::Plain | Mode::Quiet => "warn",
+            Mode::Json => LevelFilter::OFF,
+            Mode::Bar | Mode::Plain | Mode::Quiet => LevelFilter::WARN,
         }
     }
 }
@@ -57,7 +58,8 @@ pub fn suspend<R>(print: impl FnOnce() -> R) -> R {
 
 const TICK: Duration = Duration::from_millis(100);
 const CONNECTING: &str = "{spinner} {msg}";
-const SIZED: &str = "{prefix} [{bar:30}] {binary_bytes}/{binary_total_bytes} {percent:>3}% {msg}";
+// `wide_bar` takes whatever width the rest leaves, so the line never wraps.
+const SIZED: &str = "{prefix} {wide_bar} {binary_bytes}/{binary_total_bytes} {percent:>3}% {msg}";
 const UNSIZED: &str = "{spinner} {prefix} {binary_bytes} {msg}";
 
 fn style(template: &str) -> ProgressStyle {
@@ -112,7 +114,7 @@ impl View {
                 tracing::info!(%url, path = %path.display(), ?size, ranges, "started");
                 self.total = *size;
                 if let Some(bar) = &self.bar {
-                    bar.set_prefix(file_name(path));
+                    bar.set_prefix(short_name(path));
                     bar.set_message("");
                     if let Some(size) = size {
                         bar.disable_steady_tick();
@@ -140,8 +142,10 @@ impl View {
             Event::Stalled { connection } => {
                 tracing::info!("connection {connection} stalled; its work moved to others");
             }
+            // Routine on links where one connection is already as fast as many: not worth a
+            // line by default.
             Event::ConnectionsLowered { to, reason } => {
-                self.warn(&format!("shoal: down to {}: {reason}", connections(*to)));
+                tracing::info!("down to {}: {reason}", connections(*to));
             }
             Event::Verifying { algo } => {
                 tracing::info!("verifying {algo}");
@@ -174,8 +178,18 @@ impl View {
             DownloadError::Cancelled => INTERRUPTED.to_string(),
             _ => message(err),
         };
+        self.report(kind_name(err.kind()), &text, exit_code);
+    }
+
+    /// The engine failed without a [`DownloadError`]: a bug.
+    pub fn crashed(self, err: &anyhow::Error, exit_code: u8) {
+        self.clear();
+        self.report("internal", &message(err.as_ref()), exit_code);
+    }
+
+    fn report(&self, kind: &str, text: &str, exit_code: u8) {
         if self.mode == Mode::Json {
-            say(&error_json(err.kind(), &text, exit_code).to_string());
+            say(&error_json(kind, text, exit_code).to_string());
         } else {
             say(&format!("shoal: {text}"));
         }
@@ -188,11 +202,19 @@ impl View {
     }
 }
 
-fn file_name(path: &Path) -> String {
-    path.file_name()
+/// The file name, cut to leave the bar room on an 80-column terminal.
+fn short_name(path: &Path) -> String {
+    const MAX: usize = 16;
+    let name = path
+        .file_name()
         .unwrap_or(path.as_os_str())
-        .to_string_lossy()
-        .into_owned()
+        .to_string_lossy();
+    if name.chars().count() <= MAX {
+        name.into_owned()
+    } else {
+        let head: String = name.chars().take(MAX - 1).collect();
+        format!("{head}…")
+    }
 }
 
 fn connections(n: u32) -> String {
@@ -203,7 +225,7 @@ fn connections(n: u32) -> String {
     }
 }
 
-/// Speed, time left and live connections, beside the bar.
+/// Speed, time left and live connections, beside the bar; terse to fit 80 columns.
 fn rate_text(progress: &Progress, total: Option<u64>) -> String {
     let speed = format!("{}/s", BinaryBytes(progress.speed.max(0.0) as u64));
     let eta = total
@@ -211,7 +233,11 @@ fn rate_text(progress: &Progress, total: Option<u64>) -> String {
         .map(|total| total.saturating_sub(progress.done) as f64 / progress.speed)
         .map(|secs| format!(", ETA {}", clock(secs)))
         .unwrap_or_default();
-    format!("{speed}{eta}, {}", connections(progress.connections))
+    let conns = match progress.connections {
+        1 => "1 conn".to_string(),
+        n => format!("{n} conns"),
+    };
+    format!("{speed}{eta}, {conns}")
 }
 
 /// `m:ss` or `h:mm:ss`.
@@ -225,10 +251,12 @@ fn clock(secs: f64) -> String {
     }
 }
 
-pub fn summary_line(summary: &Summary) -> String {
+fn summary_line(summary: &Summary) -> String {
+    // `-d .` (the default) joins to `./NAME`; the name alone reads better.
+    let path = summary.path.strip_prefix(".").unwrap_or(&summary.path);
     format!(
         "saved {}: {} in {:.2} s, {}/s, {}",
-        summary.path.display(),
+        path.display(),
         BinaryBytes(summary.size),
         summary.elapsed.as_secs_f64(),
         BinaryBytes(summary.average_speed() as u64),
@@ -300,15 +328,19 @@ fn finished_json(summary: &Summary) -> Value {
     })
 }
 
-fn error_json(kind: ErrorKind, message: &str, exit_code: u8) -> Value {
-    let kind = match kind {
+/// The `kind` of a JSON `error` line; one per exit code.
+fn kind_name(kind: ErrorKind) -> &'static str {
+    match kind {
         ErrorKind::Network => "network",
         ErrorKind::HttpStatus => "http_status",
         ErrorKind::Checksum => "checksum",
         ErrorKind::LocalIo => "local_io",
         ErrorKind::OutputExists => "output_exists",
         ErrorKind::Cancelled => "interrupted",
-    };
+    }
+}
+
+fn error_json(kind: &str, message: &str, exit_code: u8) -> Value {
     json!({
         "event": "error",
         "kind": kind,
@@ -343,6 +375,11 @@ mod tests {
             summary_line(&summary),
             "saved big.iso: 512.00 MiB in 2.04 s, 250.98 MiB/s, 16 connections"
         );
+        let in_cwd = Summary {
+            path: PathBuf::from("./big.iso"),
+            ..summary
+        };
+        assert!(summary_line(&in_cwd).starts_with("saved big.iso: "));
     }
 
     #[test]
@@ -355,9 +392,14 @@ mod tests {
         };
         assert_eq!(
             rate_text(&progress, progress.total),
-            "1.00 MiB/s, ETA 1:00, 1 connection"
+            "1.00 MiB/s, ETA 1:00, 1 conn"
         );
-        assert_eq!(rate_text(&progress, None), "1.00 MiB/s, 1 connection");
+        assert_eq!(rate_text(&progress, None), "1.00 MiB/s, 1 conn");
+        assert_eq!(
+            short_name(Path::new("d/abcdefghijklmnopqrstuvwxyz.iso")),
+            "abcdefghijklmno…"
+        );
+        assert_eq!(short_name(Path::new("d/big.iso")), "big.iso");
         assert_eq!(clock(3725.2), "1:02:06");
     }
 
@@ -385,7 +427,7 @@ mod tests {
             reason: "503".into(),
         });
         assert_eq!(lowered["event"], "connections_lowered");
-        let error = error_json(ErrorKind::Cancelled, INTERRUPTED, 130);
+        let error = error_json(kind_name(ErrorKind::Cancelled), INTERRUPTED, 130);
         assert_eq!(error["kind"], "interrupted");
         assert_eq!(error["exit_code"], 130);
     }
