@@ -5,10 +5,16 @@
 
 pub mod bitfield;
 pub mod checksum;
+pub mod content;
+pub mod hex;
 pub mod layout;
+pub mod manifest;
 pub mod range;
+pub mod wire;
 
 pub use bitfield::Bitfield;
 pub use checksum::{Checksum, ChecksumAlgo, ChecksumParseError};
+pub use content::ContentId;
 pub use layout::{Layout, LayoutError, PieceIndex};
+pub use manifest::{Manifest, ManifestError, PieceDigest, PieceMismatch};
 pub use range::ByteRange;

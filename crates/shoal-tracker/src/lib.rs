@@ -1,1 +1,146 @@
-//! The shoal tracker.
+//! The shoal tracker: the service that knows which agent holds which pieces of which content.
+//!
+//! Agents register with their holdings and keep a lease alive with heartbeats; they announce
+//! pieces as they verify them; an agent that needs a content asks for peers. The tracker also
+//! keeps manifests (piece digests, checked against the content id) and maps URL versions to
+//! contents. The HTTP API is JSON under `/v1` (see [`openapi`] and `shoal_core::wire`), with
+//! bearer tokens by role ([`auth`]) and per-token rate limits ([`ratelimit`]). Storage sits
+//! behind the [`store::Store`] trait; the default backend is SQLite plus in-memory soft state.
+//!
+//! A server is [`app`] (a router) and [`run`] (serve a listener until a shutdown future
+//! completes), so tests bind `127.0.0.1:0` and drive the real thing.
+
+pub mod api;
+pub mod auth;
+pub mod clock;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod openapi;
+pub mod ratelimit;
+pub mod store;
+pub mod urlkey;
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+pub use auth::{Role, Tokens, TokensError};
+pub use clock::Clock;
+pub use error::ApiError;
+pub use ratelimit::RateLimit;
+pub use store::{SqliteLocation, SqliteStore, Store, StoreError, StoreOptions};
+
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+
+/// Server settings other than storage and tokens.
+#[derive(Debug, Clone)]
+pub struct TrackerOptions {
+    /// Largest request body, except manifests.
+    pub body_limit: usize,
+    /// Largest manifest body: 64 hex digits per piece plus a little.
+    pub manifest_body_limit: usize,
+    pub rate_limit: RateLimit,
+    /// How often agents whose lease lapsed are dropped from memory.
+    pub sweep_every: Duration,
+    /// The clock of rate limits (give the store the same one).
+    pub clock: Clock,
+}
+
+impl Default for TrackerOptions {
+    fn default() -> Self {
+        Self {
+            body_limit: 1 << 20,
+            manifest_body_limit: 16 << 20,
+            rate_limit: RateLimit::default(),
+            sweep_every: Duration::from_secs(5),
+            clock: Clock::system(),
+        }
+    }
+}
+
+/// Everything a handler needs; cheap to clone.
+pub struct AppState<S> {
+    shared: Arc<Shared<S>>,
+}
+
+struct Shared<S> {
+    store: S,
+    tokens: Tokens,
+    options: TrackerOptions,
+    limiter: RateLimiter,
+    metrics: Metrics,
+}
+
+impl<S> Clone for AppState<S> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: Store> AppState<S> {
+    pub fn new(store: S, tokens: Tokens, options: TrackerOptions) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                limiter: RateLimiter::new(options.rate_limit, options.clock.clone()),
+                store,
+                tokens,
+                options,
+                metrics: Metrics::default(),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.shared.store
+    }
+}
+
+/// The tracker's router, ready to serve.
+pub fn app<S: Store>(state: AppState<S>) -> Router {
+    api::router::<S>()
+        .fallback(|| async { ApiError::NoRoute })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track::<S>,
+        ))
+        .with_state(state)
+}
+
+/// Serves `listener` until `shutdown` completes, then lets requests in flight finish.
+pub async fn run<S: Store>(
+    listener: TcpListener,
+    state: AppState<S>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let store = state.shared.store.clone();
+    let every = state.shared.options.sweep_every;
+    let sweeper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match store.sweep().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(agents = n, "dropped agents whose lease lapsed"),
+                Err(e) => tracing::warn!(error = ?e, "sweeping lapsed agents failed"),
+            }
+        }
+    });
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "tracker listening");
+    }
+    let served = axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    sweeper.abort();
+    tracing::info!("tracker stopped");
+    served
+}

@@ -1,0 +1,290 @@
+//! The routes and their handlers. The table in [`routes!`] is the one list of routes: it builds
+//! the router and [`ROUTES`], which a test checks against the OpenAPI document.
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use shoal_core::wire::{
+    AgentList, AgentsQuery, AnnounceRequest, ContentList, ContentQuery, HeartbeatRequest,
+    LeaseGrant, PeersQuery, PublishUrlRequest, RegisterRequest, UrlKey, MAX_NAME_LEN,
+};
+use shoal_core::Manifest;
+
+use crate::error::ApiError;
+use crate::extract::{
+    agent_id, content_id, Allow, AnnouncePerm, JsonBody, ListPerm, ManifestBody, QueryParams,
+    QueryPerm,
+};
+use crate::store::{AgentPage, ContentSearch, PeerQuery, Registration, Store, StoreError};
+use crate::urlkey::normalize;
+use crate::AppState;
+
+pub const DEFAULT_PEERS: u32 = 20;
+pub const MAX_PEERS: u32 = 200;
+pub const DEFAULT_LIST: u32 = 100;
+pub const MAX_LIST: u32 = 1000;
+
+macro_rules! routes {
+    ($($method:ident $path:literal => $handler:ident,)*) => {
+        /// Every route as (method, path), in the path syntax OpenAPI also uses.
+        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
+
+        pub(crate) fn router<S: Store>() -> Router<AppState<S>> {
+            Router::new()$(.route($path, $method($handler::<S>)))*
+        }
+    };
+}
+
+routes! {
+    get "/healthz" => healthz,
+    get "/metrics" => metrics,
+    get "/v1/openapi.json" => openapi,
+    get "/v1/agents" => list_agents,
+    put "/v1/agents/{id}" => register,
+    delete "/v1/agents/{id}" => deregister,
+    post "/v1/agents/{id}/heartbeat" => heartbeat,
+    post "/v1/agents/{id}/announce" => announce,
+    get "/v1/content" => search_content,
+    get "/v1/content/{id}" => get_content,
+    get "/v1/content/{id}/peers" => peers,
+    put "/v1/content/{id}/manifest" => put_manifest,
+    get "/v1/content/{id}/manifest" => get_manifest,
+    post "/v1/urls" => publish_url,
+    get "/v1/urls" => lookup_url,
+}
+
+async fn healthz<S: Store>(State(state): State<AppState<S>>) -> Result<&'static str, ApiError> {
+    state.shared.store.stats().await?;
+    Ok("ok\n")
+}
+
+async fn metrics<S: Store>(State(state): State<AppState<S>>) -> Result<Response, ApiError> {
+    let stats = state.shared.store.stats().await?;
+    let text = state.shared.metrics.render(stats);
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+async fn openapi<S: Store>(_: State<AppState<S>>) -> Json<serde_json::Value> {
+    Json(crate::openapi::document())
+}
+
+fn limit(value: Option<u32>, default: u32, max: u32, field: &str) -> Result<usize, ApiError> {
+    match value.unwrap_or(default) {
+        0 => Err(ApiError::field(
+            field,
+            format!("{field} must be at least 1"),
+        )),
+        n if n > max => Err(ApiError::field(
+            field,
+            format!("{field} must be at most {max}"),
+        )),
+        n => Ok(n as usize),
+    }
+}
+
+async fn list_agents<S: Store>(
+    State(state): State<AppState<S>>,
+    _: Allow<ListPerm>,
+    QueryParams(query): QueryParams<AgentsQuery>,
+) -> Result<Json<AgentList>, ApiError> {
+    let page = AgentPage {
+        after: query.after,
+        limit: limit(query.limit, DEFAULT_LIST, MAX_LIST, "limit")?,
+    };
+    let agents = state.shared.store.agents(page).await?;
+    Ok(Json(AgentList { agents }))
+}
+
+async fn register<S: Store>(
+    State(state): State<AppState<S>>,
+    allow: Allow<AnnouncePerm>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<RegisterRequest>,
+) -> Result<Json<LeaseGrant>, ApiError> {
+    let reg = Registration {
+        id: agent_id(&id)?,
+        addr: body.addr,
+        upload_capacity: body.upload_capacity,
+        holdings: body.holdings,
+    };
+    Ok(Json(
+        state.shared.store.register(allow.caller(), reg).await?,
+    ))
+}
+
+async fn deregister<S: Store>(
+    State(state): State<AppState<S>>,
+    allow: Allow<AnnouncePerm>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .shared
+        .store
+        .deregister(allow.caller(), agent_id(&id)?)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn heartbeat<S: Store>(
+    State(state): State<AppState<S>>,
+    allow: Allow<AnnouncePerm>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<HeartbeatRequest>,
+) -> Result<Json<LeaseGrant>, ApiError> {
+    let id = agent_id(&id)?;
+    Ok(Json(
+        state
+            .shared
+            .store
+            .heartbeat(allow.caller(), id, body)
+            .await?,
+    ))
+}
+
+async fn announce<S: Store>(
+    State(state): State<AppState<S>>,
+    allow: Allow<AnnouncePerm>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<AnnounceRequest>,
+) -> Result<Json<LeaseGrant>, ApiError> {
+    let id = agent_id(&id)?;
+    Ok(Json(
+        state
+            .shared
+            .store
+            .announce(allow.caller(), id, body)
+            .await?,
+    ))
+}
+
+async fn search_content<S: Store>(
+    State(state): State<AppState<S>>,
+    _: Allow<ListPerm>,
+    QueryParams(query): QueryParams<ContentQuery>,
+) -> Result<Json<ContentList>, ApiError> {
+    if query.name.as_ref().is_some_and(|n| n.len() > MAX_NAME_LEN) {
+        return Err(ApiError::field(
+            "name",
+            format!("name is over {MAX_NAME_LEN} bytes"),
+        ));
+    }
+    let id_prefix = match query.id {
+        Some(prefix) if prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            return Err(ApiError::field(
+                "id",
+                "id must be a prefix of a content id: up to 64 hex digits",
+            ));
+        }
+        prefix => prefix.map(|p| p.to_ascii_lowercase()),
+    };
+    let search = ContentSearch {
+        name: query.name,
+        id_prefix,
+        limit: limit(query.limit, DEFAULT_LIST, MAX_LIST, "limit")?,
+    };
+    let contents = state.shared.store.search(search).await?;
+    Ok(Json(ContentList { contents }))
+}
+
+async fn get_content<S: Store>(
+    State(state): State<AppState<S>>,
+    _: Allow<QueryPerm>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = content_id(&id)?;
+    Ok(Json(state.shared.store.content(id).await?).into_response())
+}
+
+async fn peers<S: Store>(
+    State(state): State<AppState<S>>,
+    _: Allow<QueryPerm>,
+    Path(id): Path<String>,
+    QueryParams(query): QueryParams<PeersQuery>,
+) -> Result<Response, ApiError> {
+    let id = content_id(&id)?;
+    let query = PeerQuery {
+        k: limit(query.k, DEFAULT_PEERS, MAX_PEERS, "k")?,
+        asker: query.agent,
+    };
+    Ok(Json(state.shared.store.peers(id, query).await?).into_response())
+}
+
+async fn put_manifest<S: Store>(
+    State(state): State<AppState<S>>,
+    allow: Allow<AnnouncePerm>,
+    Path(id): Path<String>,
+    ManifestBody(manifest): ManifestBody<Manifest>,
+) -> Result<Response, ApiError> {
+    let id = content_id(&id)?;
+    let actual = manifest.id();
+    if actual != id {
+        return Err(ApiError::field(
+            "id",
+            format!("the manifest's BLAKE3 is {actual}, not the content id {id}"),
+        ));
+    }
+    let published = state
+        .shared
+        .store
+        .put_manifest(manifest, allow.principal.name.clone())
+        .await?;
+    let status = if published.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(published)).into_response())
+}
+
+async fn get_manifest<S: Store>(
+    State(state): State<AppState<S>>,
+    _: Allow<QueryPerm>,
+    Path(id): Path<String>,
+) -> Result<Json<Manifest>, ApiError> {
+    let id = content_id(&id)?;
+    Ok(Json(state.shared.store.manifest(id).await?))
+}
+
+async fn publish_url<S: Store>(
+    State(state): State<AppState<S>>,
+    allow: Allow<AnnouncePerm>,
+    JsonBody(body): JsonBody<PublishUrlRequest>,
+) -> Result<Response, ApiError> {
+    let key = normalize(body.key, "key.")?;
+    let (mapping, created) = state
+        .shared
+        .store
+        .publish_url(key, body.content, allow.principal.name.clone())
+        .await
+        .map_err(|e| match e {
+            StoreError::NoManifest(_) => ApiError::NotFound {
+                field: "content",
+                message: e.to_string(),
+            },
+            e => e.into(),
+        })?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(mapping)).into_response())
+}
+
+async fn lookup_url<S: Store>(
+    State(state): State<AppState<S>>,
+    _: Allow<QueryPerm>,
+    QueryParams(key): QueryParams<UrlKey>,
+) -> Result<Response, ApiError> {
+    let key = normalize(key, "")?;
+    Ok(Json(state.shared.store.lookup_url(key).await?).into_response())
+}

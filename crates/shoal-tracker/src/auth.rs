@@ -1,0 +1,252 @@
+//! Bearer tokens and roles, loaded from the `--tokens` TOML file:
+//!
+//! ```toml
+//! [[token]]
+//! name = "fleet"                          # shown in logs and as the publisher of manifests
+//! secret = "…at least 16 characters…"     # what clients send as `Authorization: Bearer …`
+//! role = "agent"                          # agent | reader | admin
+//! ```
+//!
+//! Only BLAKE3 hashes of the secrets are kept, and lookups go by hash, so secrets are never
+//! logged and a lookup's timing says nothing useful about them.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+pub const MIN_SECRET_LEN: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Agents: register, heartbeat, announce, query peers, publish and fetch manifests and
+    /// URL mappings.
+    Agent,
+    /// People and dashboards: query peers, fetch manifests and URL mappings, list content and
+    /// agents.
+    Reader,
+    /// Everything, on any agent.
+    Admin,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Agent => "agent",
+            Role::Reader => "reader",
+            Role::Admin => "admin",
+        })
+    }
+}
+
+/// What a request does, for the role check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Register, heartbeat, announce, deregister; publish manifests and URL mappings.
+    Announce,
+    /// Peer queries, manifest and URL lookups, single content.
+    Query,
+    /// Listing and searching content and agents.
+    List,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::Announce => "announce",
+            Action::Query => "query",
+            Action::List => "list",
+        })
+    }
+}
+
+impl Role {
+    pub fn allows(self, action: Action) -> bool {
+        matches!(
+            (self, action),
+            (Role::Admin, _)
+                | (Role::Agent, Action::Announce | Action::Query)
+                | (Role::Reader, Action::Query | Action::List)
+        )
+    }
+}
+
+/// The token a request authenticated with.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub name: Arc<str>,
+    pub role: Role,
+}
+
+#[derive(Debug, Error)]
+pub enum TokensError {
+    /// The message and position only: the parser's own report quotes the offending line, which
+    /// may hold a secret.
+    #[error("tokens file, line {line}: {message}")]
+    Parse { line: usize, message: String },
+    #[error("tokens file has no [[token]] tables")]
+    Empty,
+    #[error("token {name:?}: the name must be 1 to 64 characters without control characters")]
+    BadName { name: String },
+    #[error("token {name:?}: the secret must be at least {MIN_SECRET_LEN} characters")]
+    ShortSecret { name: String },
+    #[error("token name {name:?} is used twice")]
+    DuplicateName { name: String },
+    #[error("tokens {first:?} and {second:?} have the same secret")]
+    DuplicateSecret { first: String, second: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenFile {
+    #[serde(default)]
+    token: Vec<TokenEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenEntry {
+    name: String,
+    secret: String,
+    role: Role,
+}
+
+/// The accepted tokens, by hash of their secret.
+#[derive(Debug, Clone, Default)]
+pub struct Tokens {
+    by_hash: HashMap<[u8; 32], Principal>,
+}
+
+impl Tokens {
+    pub fn from_toml(text: &str) -> Result<Self, TokensError> {
+        let file: TokenFile = toml::from_str(text).map_err(|e| TokensError::Parse {
+            line: e
+                .span()
+                .map_or(0, |span| text[..span.start].matches('\n').count() + 1),
+            message: e.message().to_string(),
+        })?;
+        if file.token.is_empty() {
+            return Err(TokensError::Empty);
+        }
+        let mut tokens = Tokens::default();
+        let mut names = HashSet::new();
+        for entry in file.token {
+            tokens.add(entry.name, &entry.secret, entry.role, &mut names)?;
+        }
+        Ok(tokens)
+    }
+
+    /// Tokens built in code (tests, embedding).
+    pub fn from_entries<'a>(
+        entries: impl IntoIterator<Item = (&'a str, &'a str, Role)>,
+    ) -> Result<Self, TokensError> {
+        let mut tokens = Tokens::default();
+        let mut names = HashSet::new();
+        for (name, secret, role) in entries {
+            tokens.add(name.to_string(), secret, role, &mut names)?;
+        }
+        Ok(tokens)
+    }
+
+    fn add(
+        &mut self,
+        name: String,
+        secret: &str,
+        role: Role,
+        names: &mut HashSet<String>,
+    ) -> Result<(), TokensError> {
+        if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+            return Err(TokensError::BadName { name });
+        }
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(TokensError::ShortSecret { name });
+        }
+        if !names.insert(name.clone()) {
+            return Err(TokensError::DuplicateName { name });
+        }
+        let principal = Principal {
+            name: name.into(),
+            role,
+        };
+        if let Some(first) = self.by_hash.insert(hash(secret), principal.clone()) {
+            return Err(TokensError::DuplicateSecret {
+                first: first.name.to_string(),
+                second: principal.name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+
+    /// The token whose secret this is.
+    pub fn authenticate(&self, secret: &str) -> Option<&Principal> {
+        self.by_hash.get(&hash(secret))
+    }
+}
+
+fn hash(secret: &str) -> [u8; 32] {
+    *blake3::hash(secret.as_bytes()).as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_token_tables() {
+        let tokens = Tokens::from_toml(
+            r#"
+            [[token]]
+            name = "fleet"
+            secret = "0123456789abcdef-agent"
+            role = "agent"
+
+            [[token]]
+            name = "grafana"
+            secret = "0123456789abcdef-reader"
+            role = "reader"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(tokens.len(), 2);
+        let p = tokens.authenticate("0123456789abcdef-reader").unwrap();
+        assert_eq!((&*p.name, p.role), ("grafana", Role::Reader));
+        assert!(tokens.authenticate("0123456789abcdef").is_none());
+    }
+
+    #[test]
+    fn errors_never_quote_secrets() {
+        let text = "[[token]]\nname = \"a\"\nsecret = \"supersecretvalue-1234\"\nrole = \"root\"\n";
+        let err = Tokens::from_toml(text).unwrap_err().to_string();
+        assert!(!err.contains("supersecret"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
+        let short = "[[token]]\nname = \"a\"\nsecret = \"short\"\nrole = \"admin\"\n";
+        assert!(matches!(
+            Tokens::from_toml(short),
+            Err(TokensError::ShortSecret { .. })
+        ));
+        let twice = Tokens::from_entries([
+            ("a", "0123456789abcdef", Role::Agent),
+            ("b", "0123456789abcdef", Role::Agent),
+        ]);
+        assert!(matches!(twice, Err(TokensError::DuplicateSecret { .. })));
+        assert!(matches!(Tokens::from_toml(""), Err(TokensError::Empty)));
+    }
+
+    #[test]
+    fn roles() {
+        assert!(Role::Agent.allows(Action::Announce) && !Role::Agent.allows(Action::List));
+        assert!(Role::Reader.allows(Action::List) && !Role::Reader.allows(Action::Announce));
+        assert!(Role::Admin.allows(Action::Announce) && Role::Admin.allows(Action::List));
+    }
+}

@@ -1,0 +1,113 @@
+//! [`ApiError`]: everything a request can fail with, and the HTTP answer for each: a status
+//! and a JSON [`ErrorBody`] naming the field at fault.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use shoal_core::wire::ErrorBody;
+use thiserror::Error;
+
+use crate::auth::{Action, Role};
+use crate::store::StoreError;
+
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error("missing bearer token: send `Authorization: Bearer <secret>`")]
+    NoToken,
+    #[error("unknown token")]
+    BadToken,
+    #[error("role {role} may not {action}")]
+    Forbidden { role: Role, action: Action },
+    #[error("request body is over the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("{message}")]
+    BadRequest {
+        field: Option<String>,
+        message: String,
+    },
+    #[error("too many requests for this token; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("{message}")]
+    NotFound {
+        field: &'static str,
+        message: String,
+    },
+    #[error("no such route")]
+    NoRoute,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NoToken | ApiError::BadToken => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::NotFound { .. } | ApiError::NoRoute => StatusCode::NOT_FOUND,
+            ApiError::Store(e) => match e {
+                StoreError::UnknownAgent(_)
+                | StoreError::UnknownContent(_)
+                | StoreError::NoManifest(_)
+                | StoreError::UnknownUrl
+                | StoreError::NotHeld { .. } => StatusCode::NOT_FOUND,
+                StoreError::NotOwner(_) => StatusCode::FORBIDDEN,
+                StoreError::Invalid { .. } => StatusCode::BAD_REQUEST,
+                StoreError::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+        }
+    }
+
+    fn field_name(&self) -> Option<String> {
+        match self {
+            ApiError::BadRequest { field, .. } => field.clone(),
+            ApiError::NotFound { field, .. } => Some(field.to_string()),
+            ApiError::Store(e) => match e {
+                StoreError::UnknownAgent(_) | StoreError::NotOwner(_) => Some("id".into()),
+                StoreError::NotHeld { field, .. } | StoreError::Invalid { field, .. } => {
+                    Some(field.clone())
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            // The cause chain goes to the log only; clients get the short message.
+            tracing::error!(error = ?self, "request failed");
+        }
+        let body = ErrorBody {
+            error: self.to_string(),
+            field: self.field_name(),
+        };
+        let mut response = (status, Json(body)).into_response();
+        match self {
+            ApiError::NoToken | ApiError::BadToken => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::RateLimited { retry_after_secs } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            _ => {}
+        }
+        response
+    }
+}

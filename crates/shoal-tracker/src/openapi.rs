@@ -1,0 +1,204 @@
+//! The OpenAPI 3 document served at `/v1/openapi.json`. A test checks that its paths and
+//! methods are exactly the router's ([`crate::api::ROUTES`]).
+
+use serde_json::{json, Value};
+
+fn error_responses(codes: &[&str]) -> Value {
+    let mut map = serde_json::Map::new();
+    for &code in codes {
+        let description = match code {
+            "400" => "Malformed request; `field` names the bad field.",
+            "401" => "Missing or unknown bearer token.",
+            "403" => "The token's role may not do this, or the agent belongs to another token.",
+            "404" => "Unknown id.",
+            "413" => "Body over the size limit.",
+            "429" => "Rate limit of the token exceeded; see `Retry-After`.",
+            _ => "Error.",
+        };
+        map.insert(
+            code.into(),
+            json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}),
+        );
+    }
+    Value::Object(map)
+}
+
+fn ok(status: &str, description: &str, schema: &str, errors: &[&str]) -> Value {
+    let mut responses = error_responses(errors);
+    responses[status] = json!({
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
+    });
+    responses
+}
+
+fn body(schema: &str) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+}
+
+fn path_id(description: &str) -> Value {
+    json!({"name": "id", "in": "path", "required": true, "description": description, "schema": {"type": "string"}})
+}
+
+fn query(name: &str, schema: Value, description: &str) -> Value {
+    json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
+}
+
+const AUTH_ERRORS: [&str; 3] = ["401", "403", "429"];
+
+fn errs(extra: &[&'static str]) -> Vec<&'static str> {
+    let mut all = AUTH_ERRORS.to_vec();
+    all.extend_from_slice(extra);
+    all
+}
+
+pub fn document() -> Value {
+    let agent_id = path_id("Agent id: 1 to 64 characters from A-Z a-z 0-9 . _ -");
+    let content_id = path_id("Content id: 64 hex digits, BLAKE3 of the manifest");
+    let limit = query(
+        "limit",
+        json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
+        "Page size",
+    );
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "shoal tracker",
+            "version": "1",
+            "description": "Which agent holds which pieces of which content. Every /v1 route except this document needs `Authorization: Bearer <secret>`."
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {
+                    "error": {"type": "string"}, "field": {"type": "string"}}},
+                "ContentId": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+                "Layout": {"type": "object", "required": ["size", "piece_size"], "properties": {
+                    "size": {"type": "integer", "format": "uint64", "maximum": 9223372036854775808_u64},
+                    "piece_size": {"type": "integer", "format": "uint64", "description": "a power of two"}}},
+                "Bits": {"type": "string", "pattern": "^([0-9a-fA-F]{2})*$",
+                    "description": "Hex of the bitfield bytes, most significant bit first, one bit per piece of the layout."},
+                "Holding": {"type": "object", "required": ["content", "name", "layout"], "properties": {
+                    "content": {"$ref": "#/components/schemas/ContentId"},
+                    "name": {"type": "string", "maxLength": 1024},
+                    "layout": {"$ref": "#/components/schemas/Layout"},
+                    "pieces": {"$ref": "#/components/schemas/Bits"}}},
+                "RegisterRequest": {"type": "object", "required": ["addr"], "properties": {
+                    "addr": {"type": "string", "example": "10.0.0.5:7701"},
+                    "upload_capacity": {"type": "integer", "format": "uint64"},
+                    "holdings": {"type": "array", "items": {"$ref": "#/components/schemas/Holding"}}}},
+                "HeartbeatRequest": {"type": "object", "properties": {"load": {"type": "integer", "format": "uint32"}}},
+                "AnnounceRequest": {"type": "object", "properties": {
+                    "removed": {"type": "array", "items": {"$ref": "#/components/schemas/ContentId"}},
+                    "holdings": {"type": "array", "items": {"$ref": "#/components/schemas/Holding"}},
+                    "pieces": {"type": "array", "items": {"type": "object", "required": ["content", "have"], "properties": {
+                        "content": {"$ref": "#/components/schemas/ContentId"},
+                        "have": {"type": "array", "items": {"type": "integer", "format": "uint32"}}}}}}},
+                "LeaseGrant": {"type": "object", "required": ["lease_ms"], "properties": {"lease_ms": {"type": "integer"}}},
+                "Peer": {"type": "object", "required": ["id", "addr", "upload_capacity", "load", "complete"], "properties": {
+                    "id": {"type": "string"}, "addr": {"type": "string"},
+                    "upload_capacity": {"type": "integer"}, "load": {"type": "integer"},
+                    "complete": {"type": "boolean"}, "pieces": {"$ref": "#/components/schemas/Bits"}}},
+                "PeersResponse": {"type": "object", "required": ["content", "layout", "peers"], "properties": {
+                    "content": {"$ref": "#/components/schemas/ContentId"},
+                    "layout": {"$ref": "#/components/schemas/Layout"},
+                    "peers": {"type": "array", "items": {"$ref": "#/components/schemas/Peer"}}}},
+                "ContentSummary": {"type": "object", "required": ["id", "name", "layout", "manifest", "complete_holders", "partial_holders"], "properties": {
+                    "id": {"$ref": "#/components/schemas/ContentId"}, "name": {"type": "string"},
+                    "layout": {"$ref": "#/components/schemas/Layout"}, "manifest": {"type": "boolean"},
+                    "complete_holders": {"type": "integer"}, "partial_holders": {"type": "integer"}}},
+                "ContentList": {"type": "object", "required": ["contents"], "properties": {
+                    "contents": {"type": "array", "items": {"$ref": "#/components/schemas/ContentSummary"}}}},
+                "AgentSummary": {"type": "object", "required": ["id", "addr", "upload_capacity", "load", "holdings", "complete_holdings", "lease_remaining_ms"], "properties": {
+                    "id": {"type": "string"}, "addr": {"type": "string"}, "upload_capacity": {"type": "integer"},
+                    "load": {"type": "integer"}, "holdings": {"type": "integer"},
+                    "complete_holdings": {"type": "integer"}, "lease_remaining_ms": {"type": "integer"}}},
+                "AgentList": {"type": "object", "required": ["agents"], "properties": {
+                    "agents": {"type": "array", "items": {"$ref": "#/components/schemas/AgentSummary"}}}},
+                "Manifest": {"type": "object", "required": ["size", "piece_size", "digests"], "properties": {
+                    "size": {"type": "integer"}, "piece_size": {"type": "integer"},
+                    "digests": {"type": "string", "description": "Hex of the 32-byte BLAKE3 of every piece, concatenated."}}},
+                "ManifestPublished": {"type": "object", "required": ["content", "created"], "properties": {
+                    "content": {"$ref": "#/components/schemas/ContentId"}, "created": {"type": "boolean"}}},
+                "UrlKey": {"type": "object", "required": ["url", "size"], "properties": {
+                    "url": {"type": "string"}, "size": {"type": "integer"},
+                    "etag": {"type": "string"}, "last_modified": {"type": "string"}}},
+                "PublishUrlRequest": {"type": "object", "required": ["key", "content"], "properties": {
+                    "key": {"$ref": "#/components/schemas/UrlKey"}, "content": {"$ref": "#/components/schemas/ContentId"}}},
+                "UrlMapping": {"type": "object", "required": ["key", "content", "publisher", "published_at"], "properties": {
+                    "key": {"$ref": "#/components/schemas/UrlKey"}, "content": {"$ref": "#/components/schemas/ContentId"},
+                    "publisher": {"type": "string"}, "published_at": {"type": "integer"}}}
+            }
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/healthz": {"get": {"summary": "Liveness", "security": [],
+                "responses": {"200": {"description": "Serving", "content": {"text/plain": {}}}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "security": [],
+                "responses": {"200": {"description": "Text exposition format", "content": {"text/plain": {}}}}}},
+            "/v1/openapi.json": {"get": {"summary": "This document", "security": [],
+                "responses": {"200": {"description": "OpenAPI 3 document", "content": {"application/json": {}}}}}},
+            "/v1/agents": {"get": {"summary": "List live agents in id order (reader, admin)",
+                "parameters": [query("after", json!({"type": "string"}), "Start after this agent id"), limit.clone()],
+                "responses": ok("200", "Agents", "AgentList", &errs(&["400"]))}},
+            "/v1/agents/{id}": {
+                "put": {"summary": "Register with the full holdings; starts or renews the lease (agent, admin)",
+                    "parameters": [agent_id.clone()], "requestBody": body("RegisterRequest"),
+                    "responses": ok("200", "Lease", "LeaseGrant", &errs(&["400", "413"]))},
+                "delete": {"summary": "Deregister at once (agent, admin)",
+                    "parameters": [agent_id.clone()],
+                    "responses": {
+                        "204": {"description": "Forgotten"},
+                        "401": error_responses(&["401"])["401"], "403": error_responses(&["403"])["403"],
+                        "404": error_responses(&["404"])["404"], "429": error_responses(&["429"])["429"]}}},
+            "/v1/agents/{id}/heartbeat": {"post": {"summary": "Renew the lease (agent, admin); 404 means register again",
+                "parameters": [agent_id.clone()], "requestBody": body("HeartbeatRequest"),
+                "responses": ok("200", "Lease", "LeaseGrant", &errs(&["400", "404", "413"]))}},
+            "/v1/agents/{id}/announce": {"post": {"summary": "Announce a delta: removed, added or replaced holdings, new pieces (agent, admin)",
+                "parameters": [agent_id], "requestBody": body("AnnounceRequest"),
+                "responses": ok("200", "Lease", "LeaseGrant", &errs(&["400", "404", "413"]))}},
+            "/v1/content": {"get": {"summary": "Search content by name substring or id prefix (reader, admin)",
+                "parameters": [
+                    query("name", json!({"type": "string"}), "Case-insensitive substring of the name"),
+                    query("id", json!({"type": "string"}), "Hex prefix of the content id"),
+                    limit],
+                "responses": ok("200", "Matching content", "ContentList", &errs(&["400"]))}},
+            "/v1/content/{id}": {"get": {"summary": "One content (all roles)",
+                "parameters": [content_id.clone()],
+                "responses": ok("200", "Content", "ContentSummary", &errs(&["400", "404"]))}},
+            "/v1/content/{id}/peers": {"get": {"summary": "Up to k live holders: complete first, then most useful pieces, then least load (all roles)",
+                "parameters": [content_id.clone(),
+                    query("k", json!({"type": "integer", "minimum": 1, "maximum": 200, "default": 20}), "How many peers"),
+                    query("agent", json!({"type": "string"}), "The asking agent: never returned; its pieces decide usefulness")],
+                "responses": ok("200", "Peers", "PeersResponse", &errs(&["400", "404"]))}},
+            "/v1/content/{id}/manifest": {
+                "put": {"summary": "Publish a manifest; the id must be its BLAKE3 (agent, admin)",
+                    "parameters": [content_id.clone()], "requestBody": body("Manifest"),
+                    "responses": {
+                        "201": ok("201", "Stored", "ManifestPublished", &[])["201"],
+                        "200": ok("200", "Already stored", "ManifestPublished", &[])["200"],
+                        "400": error_responses(&["400"])["400"], "401": error_responses(&["401"])["401"],
+                        "403": error_responses(&["403"])["403"], "413": error_responses(&["413"])["413"],
+                        "429": error_responses(&["429"])["429"]}},
+                "get": {"summary": "Fetch a manifest (all roles)",
+                    "parameters": [content_id],
+                    "responses": ok("200", "Manifest", "Manifest", &errs(&["400", "404"]))}},
+            "/v1/urls": {
+                "post": {"summary": "Map a URL version to a content whose manifest is published; the first mapping wins (agent, admin)",
+                    "requestBody": body("PublishUrlRequest"),
+                    "responses": {
+                        "201": ok("201", "Mapped", "UrlMapping", &[])["201"],
+                        "200": ok("200", "Already mapped (maybe to another content)", "UrlMapping", &[])["200"],
+                        "400": error_responses(&["400"])["400"], "401": error_responses(&["401"])["401"],
+                        "403": error_responses(&["403"])["403"], "404": error_responses(&["404"])["404"],
+                        "413": error_responses(&["413"])["413"], "429": error_responses(&["429"])["429"]}},
+                "get": {"summary": "Look up a URL version (all roles)",
+                    "parameters": [
+                        {"name": "url", "in": "query", "required": true, "schema": {"type": "string"}},
+                        {"name": "size", "in": "query", "required": true, "schema": {"type": "integer"}},
+                        query("etag", json!({"type": "string"}), "ETag the origin sent"),
+                        query("last_modified", json!({"type": "string"}), "Last-Modified the origin sent")],
+                    "responses": ok("200", "Mapping", "UrlMapping", &errs(&["400", "404"]))}}
+        }
+    })
+}

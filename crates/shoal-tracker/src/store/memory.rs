@@ -1,0 +1,638 @@
+//! The in-memory index behind [`SqliteStore`](super::SqliteStore): a mirror of the content
+//! catalog (loaded from SQLite at start, written through on change) and the soft state of
+//! agent leases and holdings. Peer queries and announce deltas are answered from here alone,
+//! which is what keeps them fast.
+//!
+//! Agents and contents are interned as `u32` slots so that the per-holding cost is a few bytes:
+//! each content keeps a map from agent slot to the pieces that agent has.
+
+use std::cmp::Reverse;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use shoal_core::wire::{
+    AgentId, AgentSummary, AnnounceRequest, ContentSummary, HeartbeatRequest, Holding, LeaseGrant,
+    PackedBits, Peer, PeersResponse, MAX_NAME_LEN,
+};
+use shoal_core::{Bitfield, ContentId, Layout};
+
+use super::{AgentPage, Caller, ContentSearch, PeerQuery, Registration, StoreError, StoreStats};
+
+/// The pieces one agent holds of one content. Complete holdings, the common case, carry no
+/// bitfield.
+#[derive(Debug, Clone)]
+enum Pieces {
+    Complete,
+    Partial(Box<Bitfield>),
+}
+
+impl Pieces {
+    fn from_bitfield(field: Bitfield) -> Self {
+        if field.is_full() {
+            Pieces::Complete
+        } else {
+            Pieces::Partial(Box::new(field))
+        }
+    }
+
+    fn count(&self, piece_count: u32) -> u32 {
+        match self {
+            Pieces::Complete => piece_count,
+            Pieces::Partial(field) => field.count_ones(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Agent {
+    id: AgentId,
+    owner: Arc<str>,
+    addr: SocketAddr,
+    upload_capacity: u64,
+    load: u32,
+    expires_ms: u64,
+    holdings: HashSet<u32>,
+}
+
+#[derive(Debug)]
+struct Content {
+    id: ContentId,
+    name: String,
+    layout: Layout,
+    manifest: bool,
+    holders: HashMap<u32, Pieces>,
+}
+
+/// A catalog entry that changed and must be written to durable storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct CatalogRow {
+    pub id: ContentId,
+    pub name: String,
+    pub layout: Layout,
+}
+
+#[derive(Debug)]
+pub(super) struct Memory {
+    lease_ms: u64,
+    agent_ids: HashMap<AgentId, u32>,
+    agents: Vec<Option<Agent>>,
+    free_agents: Vec<u32>,
+    content_ids: HashMap<ContentId, u32>,
+    contents: Vec<Content>,
+}
+
+/// A holding that passed validation, ready to apply.
+struct Checked {
+    content: ContentId,
+    name: String,
+    layout: Layout,
+    pieces: Pieces,
+}
+
+impl Memory {
+    pub fn new(lease_ms: u64) -> Self {
+        Self {
+            lease_ms,
+            agent_ids: HashMap::new(),
+            agents: Vec::new(),
+            free_agents: Vec::new(),
+            content_ids: HashMap::new(),
+            contents: Vec::new(),
+        }
+    }
+
+    /// Adds a catalog entry read back from durable storage.
+    pub fn load(&mut self, row: CatalogRow, manifest: bool) {
+        let slot = self.add_content(row.id, row.name, row.layout);
+        self.contents[slot as usize].manifest = manifest;
+    }
+
+    fn add_content(&mut self, id: ContentId, name: String, layout: Layout) -> u32 {
+        let slot = self.contents.len() as u32;
+        self.contents.push(Content {
+            id,
+            name,
+            layout,
+            manifest: false,
+            holders: HashMap::new(),
+        });
+        self.content_ids.insert(id, slot);
+        slot
+    }
+
+    fn live(&self, id: &AgentId, now: u64) -> Option<u32> {
+        let slot = *self.agent_ids.get(id)?;
+        let agent = self.agents[slot as usize].as_ref()?;
+        (agent.expires_ms > now).then_some(slot)
+    }
+
+    fn agent(&self, slot: u32) -> &Agent {
+        self.agents[slot as usize]
+            .as_ref()
+            .expect("interned agent slots are occupied")
+    }
+
+    fn agent_mut(&mut self, slot: u32) -> &mut Agent {
+        self.agents[slot as usize]
+            .as_mut()
+            .expect("interned agent slots are occupied")
+    }
+
+    fn grant(&self) -> LeaseGrant {
+        LeaseGrant {
+            lease_ms: self.lease_ms,
+        }
+    }
+
+    /// The live agent `id`, checked to belong to the caller.
+    fn owned(&self, caller: &Caller, id: &AgentId, now: u64) -> Result<u32, StoreError> {
+        let slot = self
+            .live(id, now)
+            .ok_or_else(|| StoreError::UnknownAgent(id.clone()))?;
+        if !caller.admin && self.agent(slot).owner != caller.token {
+            return Err(StoreError::NotOwner(id.clone()));
+        }
+        Ok(slot)
+    }
+
+    /// Validates holdings against the catalog (and each other), without changing anything.
+    fn check_holdings(&self, holdings: Vec<Holding>) -> Result<Vec<Checked>, StoreError> {
+        let mut seen: HashMap<ContentId, usize> = HashMap::with_capacity(holdings.len());
+        let mut checked = Vec::with_capacity(holdings.len());
+        for (i, h) in holdings.into_iter().enumerate() {
+            let field = |name: &str| format!("holdings[{i}].{name}");
+            if let Some(first) = seen.insert(h.content, i) {
+                return Err(StoreError::invalid(
+                    field("content"),
+                    format!("content {} is also listed at holdings[{first}]", h.content),
+                ));
+            }
+            if h.name.len() > MAX_NAME_LEN {
+                return Err(StoreError::invalid(
+                    field("name"),
+                    format!("name is over {MAX_NAME_LEN} bytes"),
+                ));
+            }
+            if let Some(&slot) = self.content_ids.get(&h.content) {
+                let known = self.contents[slot as usize].layout;
+                if known != h.layout {
+                    return Err(StoreError::invalid(
+                        field("layout"),
+                        format!(
+                            "content {} has size {} and piece size {}",
+                            h.content,
+                            known.size(),
+                            known.piece_size()
+                        ),
+                    ));
+                }
+            }
+            let pieces = match &h.pieces {
+                None => Pieces::Complete,
+                Some(bits) => bits
+                    .to_bitfield(h.layout.piece_count())
+                    .map(Pieces::from_bitfield)
+                    .map_err(|e| StoreError::invalid(field("pieces"), e.to_string()))?,
+            };
+            checked.push(Checked {
+                content: h.content,
+                name: h.name,
+                layout: h.layout,
+                pieces,
+            });
+        }
+        Ok(checked)
+    }
+
+    /// Records holdings that passed [`Memory::check_holdings`]; returns catalog rows to persist.
+    fn apply_holdings(&mut self, agent: u32, checked: Vec<Checked>) -> Vec<CatalogRow> {
+        let mut rows = Vec::new();
+        for h in checked {
+            let slot = match self.content_ids.get(&h.content) {
+                Some(&slot) => {
+                    let content = &mut self.contents[slot as usize];
+                    if content.name.is_empty() && !h.name.is_empty() {
+                        content.name = h.name;
+                        rows.push(row_of(content));
+                    }
+                    slot
+                }
+                None => {
+                    let slot = self.add_content(h.content, h.name, h.layout);
+                    rows.push(row_of(&self.contents[slot as usize]));
+                    slot
+                }
+            };
+            self.contents[slot as usize].holders.insert(agent, h.pieces);
+            self.agent_mut(agent).holdings.insert(slot);
+        }
+        rows
+    }
+
+    fn drop_holding(&mut self, agent: u32, content: u32) {
+        self.contents[content as usize].holders.remove(&agent);
+        self.agent_mut(agent).holdings.remove(&content);
+    }
+
+    fn clear_holdings(&mut self, agent: u32) {
+        let held = std::mem::take(&mut self.agent_mut(agent).holdings);
+        for content in held {
+            self.contents[content as usize].holders.remove(&agent);
+        }
+    }
+
+    pub fn register(
+        &mut self,
+        caller: &Caller,
+        reg: Registration,
+        now: u64,
+    ) -> Result<(LeaseGrant, Vec<CatalogRow>), StoreError> {
+        if let Some(slot) = self.live(&reg.id, now) {
+            if !caller.admin && self.agent(slot).owner != caller.token {
+                return Err(StoreError::NotOwner(reg.id));
+            }
+        }
+        let checked = self.check_holdings(reg.holdings)?;
+        let agent = Agent {
+            id: reg.id.clone(),
+            owner: caller.token.clone(),
+            addr: reg.addr,
+            upload_capacity: reg.upload_capacity,
+            load: 0,
+            expires_ms: now + self.lease_ms,
+            holdings: HashSet::with_capacity(checked.len()),
+        };
+        let slot = match self.agent_ids.get(&reg.id) {
+            Some(&slot) => {
+                self.clear_holdings(slot);
+                self.agents[slot as usize] = Some(agent);
+                slot
+            }
+            None => {
+                let slot = match self.free_agents.pop() {
+                    Some(slot) => {
+                        self.agents[slot as usize] = Some(agent);
+                        slot
+                    }
+                    None => {
+                        self.agents.push(Some(agent));
+                        (self.agents.len() - 1) as u32
+                    }
+                };
+                self.agent_ids.insert(reg.id, slot);
+                slot
+            }
+        };
+        let rows = self.apply_holdings(slot, checked);
+        Ok((self.grant(), rows))
+    }
+
+    pub fn heartbeat(
+        &mut self,
+        caller: &Caller,
+        id: &AgentId,
+        beat: HeartbeatRequest,
+        now: u64,
+    ) -> Result<LeaseGrant, StoreError> {
+        let slot = self.owned(caller, id, now)?;
+        let lease_ms = self.lease_ms;
+        let agent = self.agent_mut(slot);
+        agent.load = beat.load;
+        agent.expires_ms = now + lease_ms;
+        Ok(self.grant())
+    }
+
+    pub fn announce(
+        &mut self,
+        caller: &Caller,
+        id: &AgentId,
+        delta: AnnounceRequest,
+        now: u64,
+    ) -> Result<(LeaseGrant, Vec<CatalogRow>), StoreError> {
+        let agent = self.owned(caller, id, now)?;
+        let removed: HashSet<ContentId> = delta.removed.into_iter().collect();
+        let checked = self.check_holdings(delta.holdings)?;
+        // Validate every delta before changing anything, so a bad one leaves no trace.
+        let mut deltas = Vec::with_capacity(delta.pieces.len());
+        for (i, d) in delta.pieces.into_iter().enumerate() {
+            let layout = match checked.iter().find(|c| c.content == d.content) {
+                Some(c) => c.layout,
+                None => match self.content_ids.get(&d.content) {
+                    Some(&slot)
+                        if !removed.contains(&d.content)
+                            && self.agent(agent).holdings.contains(&slot) =>
+                    {
+                        self.contents[slot as usize].layout
+                    }
+                    _ => {
+                        return Err(StoreError::NotHeld {
+                            field: format!("pieces[{i}].content"),
+                            content: d.content,
+                        })
+                    }
+                },
+            };
+            let count = layout.piece_count();
+            if let Some(j) = d.have.iter().position(|&p| p >= count) {
+                return Err(StoreError::invalid(
+                    format!("pieces[{i}].have[{j}]"),
+                    format!(
+                        "piece {} is out of range: the content has {count} pieces",
+                        d.have[j]
+                    ),
+                ));
+            }
+            deltas.push(d);
+        }
+
+        for content in &removed {
+            if let Some(&slot) = self.content_ids.get(content) {
+                self.drop_holding(agent, slot);
+            }
+        }
+        let rows = self.apply_holdings(agent, checked);
+        for d in deltas {
+            let slot = self.content_ids[&d.content];
+            let content = &mut self.contents[slot as usize];
+            let count = content.layout.piece_count();
+            let pieces = content
+                .holders
+                .get_mut(&agent)
+                .expect("validated above: the agent holds this content");
+            if let Pieces::Partial(field) = pieces {
+                for p in d.have {
+                    field.set(p);
+                }
+                if field.count_ones() == count {
+                    *pieces = Pieces::Complete;
+                }
+            }
+        }
+        let lease_ms = self.lease_ms;
+        self.agent_mut(agent).expires_ms = now + lease_ms;
+        Ok((self.grant(), rows))
+    }
+
+    pub fn deregister(
+        &mut self,
+        caller: &Caller,
+        id: &AgentId,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let slot = self.owned(caller, id, now)?;
+        self.remove_agent(slot);
+        Ok(())
+    }
+
+    fn remove_agent(&mut self, slot: u32) {
+        self.clear_holdings(slot);
+        let agent = self.agents[slot as usize]
+            .take()
+            .expect("interned agent slots are occupied");
+        self.agent_ids.remove(&agent.id);
+        self.free_agents.push(slot);
+    }
+
+    pub fn peers(
+        &self,
+        content: &ContentId,
+        query: &PeerQuery,
+        now: u64,
+    ) -> Result<PeersResponse, StoreError> {
+        let slot = *self
+            .content_ids
+            .get(content)
+            .ok_or(StoreError::UnknownContent(*content))?;
+        let entry = &self.contents[slot as usize];
+        let count = entry.layout.piece_count();
+        let asker = query
+            .asker
+            .as_ref()
+            .and_then(|id| self.agent_ids.get(id).copied());
+        let asker_has = asker
+            .filter(|&a| self.agent(a).expires_ms > now)
+            .and_then(|a| entry.holders.get(&a));
+        // Equal candidates are ordered by a hash of the asker, so that different askers spread
+        // over different holders instead of all picking the same first few.
+        let seed = query.asker.as_ref().map_or(0, |id| fnv1a(id.as_str()));
+
+        let mut candidates: Vec<(u32, &Pieces, bool, u32)> = entry
+            .holders
+            .iter()
+            .filter(|(&a, _)| Some(a) != asker && self.agent(a).expires_ms > now)
+            .filter_map(|(&a, pieces)| {
+                let complete = matches!(pieces, Pieces::Complete);
+                let useful = useful_pieces(pieces, asker_has, count);
+                (complete || useful > 0).then_some((a, pieces, complete, useful))
+            })
+            .collect();
+        let key = |&(a, _, complete, useful): &(u32, &Pieces, bool, u32)| {
+            let agent = self.agent(a);
+            (
+                Reverse(complete),
+                Reverse(useful),
+                agent.load,
+                Reverse(agent.upload_capacity),
+                (u64::from(a) ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            )
+        };
+        if candidates.len() > query.k && query.k > 0 {
+            candidates.select_nth_unstable_by_key(query.k - 1, key);
+        }
+        candidates.truncate(query.k);
+        candidates.sort_unstable_by_key(key);
+
+        let peers = candidates
+            .into_iter()
+            .map(|(a, pieces, complete, _)| {
+                let agent = self.agent(a);
+                Peer {
+                    id: agent.id.clone(),
+                    addr: agent.addr,
+                    upload_capacity: agent.upload_capacity,
+                    load: agent.load,
+                    complete,
+                    pieces: match pieces {
+                        Pieces::Complete => None,
+                        Pieces::Partial(field) => Some(PackedBits::of(field)),
+                    },
+                }
+            })
+            .collect();
+        Ok(PeersResponse {
+            content: *content,
+            layout: entry.layout,
+            peers,
+        })
+    }
+
+    fn summary(&self, entry: &Content, now: u64) -> ContentSummary {
+        let (mut complete, mut partial) = (0, 0);
+        for (&a, pieces) in &entry.holders {
+            if self.agent(a).expires_ms > now {
+                match pieces {
+                    Pieces::Complete => complete += 1,
+                    Pieces::Partial(_) => partial += 1,
+                }
+            }
+        }
+        ContentSummary {
+            id: entry.id,
+            name: entry.name.clone(),
+            layout: entry.layout,
+            manifest: entry.manifest,
+            complete_holders: complete,
+            partial_holders: partial,
+        }
+    }
+
+    pub fn content(&self, id: &ContentId, now: u64) -> Result<ContentSummary, StoreError> {
+        let slot = self
+            .content_ids
+            .get(id)
+            .ok_or(StoreError::UnknownContent(*id))?;
+        Ok(self.summary(&self.contents[*slot as usize], now))
+    }
+
+    pub fn search(&self, search: &ContentSearch, now: u64) -> Vec<ContentSummary> {
+        let name = search.name.as_ref().map(|n| n.to_lowercase());
+        let mut found: Vec<&Content> = self
+            .contents
+            .iter()
+            .filter(|c| {
+                name.as_ref()
+                    .is_none_or(|n| c.name.to_lowercase().contains(n.as_str()))
+                    && search
+                        .id_prefix
+                        .as_ref()
+                        .is_none_or(|p| c.id.to_string().starts_with(p.as_str()))
+            })
+            .collect();
+        found.sort_unstable_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        found
+            .into_iter()
+            .take(search.limit)
+            .map(|c| self.summary(c, now))
+            .collect()
+    }
+
+    pub fn agents(&self, page: &AgentPage, now: u64) -> Vec<AgentSummary> {
+        let mut live: Vec<(u32, &Agent)> = self
+            .agents
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, a)| Some((slot as u32, a.as_ref()?)))
+            .filter(|(_, a)| {
+                a.expires_ms > now && page.after.as_ref().is_none_or(|after| a.id > *after)
+            })
+            .collect();
+        live.sort_unstable_by(|(_, a), (_, b)| a.id.cmp(&b.id));
+        live.into_iter()
+            .take(page.limit)
+            .map(|(slot, a)| AgentSummary {
+                id: a.id.clone(),
+                addr: a.addr,
+                upload_capacity: a.upload_capacity,
+                load: a.load,
+                holdings: a.holdings.len() as u32,
+                complete_holdings: a
+                    .holdings
+                    .iter()
+                    .filter(|&&c| {
+                        matches!(
+                            self.contents[c as usize].holders.get(&slot),
+                            Some(Pieces::Complete)
+                        )
+                    })
+                    .count() as u32,
+                lease_remaining_ms: a.expires_ms - now,
+            })
+            .collect()
+    }
+
+    pub fn has_manifest(&self, id: &ContentId) -> bool {
+        self.content_ids
+            .get(id)
+            .is_some_and(|&slot| self.contents[slot as usize].manifest)
+    }
+
+    /// Marks a content's manifest as published. The manifest's layout is authoritative: if
+    /// announces had fixed a different one, it is replaced and their holdings dropped.
+    pub fn manifest_published(&mut self, id: ContentId, layout: Layout) {
+        let slot = match self.content_ids.get(&id) {
+            Some(&slot) => slot,
+            None => self.add_content(id, String::new(), layout),
+        };
+        self.contents[slot as usize].manifest = true;
+        if self.contents[slot as usize].layout != layout {
+            let holders: Vec<u32> = self.contents[slot as usize]
+                .holders
+                .keys()
+                .copied()
+                .collect();
+            for agent in holders {
+                self.drop_holding(agent, slot);
+            }
+            self.contents[slot as usize].layout = layout;
+        }
+    }
+
+    pub fn stats(&self, now: u64) -> StoreStats {
+        let live = self.agents.iter().flatten().filter(|a| a.expires_ms > now);
+        let (agents, holdings) =
+            live.fold((0, 0), |(n, h), a| (n + 1, h + a.holdings.len() as u64));
+        StoreStats {
+            agents,
+            contents: self.contents.len() as u64,
+            manifests: self.contents.iter().filter(|c| c.manifest).count() as u64,
+            holdings,
+        }
+    }
+
+    pub fn sweep(&mut self, now: u64) -> usize {
+        let lapsed: Vec<u32> = self
+            .agents
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, a)| {
+                a.as_ref()
+                    .filter(|a| a.expires_ms <= now)
+                    .map(|_| slot as u32)
+            })
+            .collect();
+        for &slot in &lapsed {
+            self.remove_agent(slot);
+        }
+        lapsed.len()
+    }
+}
+
+fn row_of(content: &Content) -> CatalogRow {
+    CatalogRow {
+        id: content.id,
+        name: content.name.clone(),
+        layout: content.layout,
+    }
+}
+
+/// Pieces `holder` has that the asker lacks.
+fn useful_pieces(holder: &Pieces, asker: Option<&Pieces>, count: u32) -> u32 {
+    match (holder, asker) {
+        (_, Some(Pieces::Complete)) => 0,
+        (holder, None) => holder.count(count),
+        (Pieces::Complete, Some(Pieces::Partial(mine))) => count - mine.count_ones(),
+        (Pieces::Partial(theirs), Some(Pieces::Partial(mine))) => theirs
+            .as_bytes()
+            .iter()
+            .zip(mine.as_bytes())
+            .map(|(t, m)| (t & !m).count_ones())
+            .sum(),
+    }
+}
+
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

@@ -1,0 +1,200 @@
+//! The [`Store`] trait between the HTTP API and storage, and its backends.
+//!
+//! A store keeps two kinds of state. Durable state (manifests, the URL map, the content
+//! catalog of ids, names and layouts) must survive a restart. Soft state (agent leases, what
+//! each agent holds) is rebuilt by agents re-registering, so a backend may keep it in memory.
+//! Every operation is small enough to map to a few commands of a networked store such as
+//! Redis, with leases as key expiry.
+
+mod memory;
+pub mod sqlite;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_core::wire::{
+    AgentId, AgentSummary, AnnounceRequest, ContentSummary, HeartbeatRequest, Holding, LeaseGrant,
+    ManifestPublished, PeersResponse, UrlKey, UrlMapping,
+};
+use shoal_core::{ContentId, Manifest};
+use thiserror::Error;
+
+use crate::clock::Clock;
+
+pub use sqlite::{SqliteLocation, SqliteStore};
+
+/// Who is asking: the token's name owns the agents it registers. An admin may act on any
+/// agent.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub token: Arc<str>,
+    pub admin: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub id: AgentId,
+    pub addr: SocketAddr,
+    pub upload_capacity: u64,
+    pub holdings: Vec<Holding>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PeerQuery {
+    pub k: usize,
+    pub asker: Option<AgentId>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ContentSearch {
+    /// Case-insensitive substring of the name.
+    pub name: Option<String>,
+    /// Lowercase hex prefix of the id.
+    pub id_prefix: Option<String>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AgentPage {
+    pub after: Option<AgentId>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub agents: u64,
+    pub contents: u64,
+    pub manifests: u64,
+    pub holdings: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// How long a lease lasts after each register, heartbeat or announce.
+    pub lease: Duration,
+    pub clock: Clock,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(30),
+            clock: Clock::system(),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("agent {0} is not registered (or its lease lapsed): register again")]
+    UnknownAgent(AgentId),
+    #[error("agent {0} is registered by another token")]
+    NotOwner(AgentId),
+    #[error("content {0} is not known")]
+    UnknownContent(ContentId),
+    #[error("no manifest is published for content {0}")]
+    NoManifest(ContentId),
+    #[error("no content is published for this URL version")]
+    UnknownUrl,
+    #[error("agent does not hold content {content}: announce the holding first")]
+    NotHeld { field: String, content: ContentId },
+    #[error("{message}")]
+    Invalid { field: String, message: String },
+    #[error("storage failed")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Storage for the tracker. Implementations are cheap to share (`Clone` behind an `Arc`
+/// inside) and every method is one short transaction.
+pub trait Store: Clone + Send + Sync + 'static {
+    /// Registers or re-registers an agent with its full holdings, replacing older ones.
+    fn register(
+        &self,
+        caller: Caller,
+        reg: Registration,
+    ) -> impl Future<Output = Result<LeaseGrant, StoreError>> + Send;
+
+    fn heartbeat(
+        &self,
+        caller: Caller,
+        id: AgentId,
+        beat: HeartbeatRequest,
+    ) -> impl Future<Output = Result<LeaseGrant, StoreError>> + Send;
+
+    /// Applies an announce delta whole or not at all, and renews the lease.
+    fn announce(
+        &self,
+        caller: Caller,
+        id: AgentId,
+        delta: AnnounceRequest,
+    ) -> impl Future<Output = Result<LeaseGrant, StoreError>> + Send;
+
+    /// Forgets an agent at once (an agent shutting down cleanly).
+    fn deregister(
+        &self,
+        caller: Caller,
+        id: AgentId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn peers(
+        &self,
+        content: ContentId,
+        query: PeerQuery,
+    ) -> impl Future<Output = Result<PeersResponse, StoreError>> + Send;
+
+    fn content(
+        &self,
+        id: ContentId,
+    ) -> impl Future<Output = Result<ContentSummary, StoreError>> + Send;
+
+    fn search(
+        &self,
+        search: ContentSearch,
+    ) -> impl Future<Output = Result<Vec<ContentSummary>, StoreError>> + Send;
+
+    fn agents(
+        &self,
+        page: AgentPage,
+    ) -> impl Future<Output = Result<Vec<AgentSummary>, StoreError>> + Send;
+
+    /// Stores a manifest under its id (the caller has checked the id); `created` is false when
+    /// it was already there.
+    fn put_manifest(
+        &self,
+        manifest: Manifest,
+        publisher: Arc<str>,
+    ) -> impl Future<Output = Result<ManifestPublished, StoreError>> + Send;
+
+    fn manifest(&self, id: ContentId) -> impl Future<Output = Result<Manifest, StoreError>> + Send;
+
+    /// Maps a normalized URL version to a content whose manifest is published. The first
+    /// mapping wins: the answer is the stored mapping and whether this call created it.
+    fn publish_url(
+        &self,
+        key: UrlKey,
+        content: ContentId,
+        publisher: Arc<str>,
+    ) -> impl Future<Output = Result<(UrlMapping, bool), StoreError>> + Send;
+
+    fn lookup_url(
+        &self,
+        key: UrlKey,
+    ) -> impl Future<Output = Result<UrlMapping, StoreError>> + Send;
+
+    fn stats(&self) -> impl Future<Output = Result<StoreStats, StoreError>> + Send;
+
+    /// Drops agents whose lease lapsed, to reclaim memory; answers already leave them out, so
+    /// this only bounds how long they take space. A store with key expiry does nothing.
+    fn sweep(&self) -> impl Future<Output = Result<usize, StoreError>> + Send;
+}

@@ -1,0 +1,459 @@
+//! The default backend: SQLite (bundled, WAL mode) in the `--data` directory for durable
+//! state, with soft state and a mirror of the catalog in memory ([`super::memory`]).
+//!
+//! SQLite calls block, so one dedicated thread owns the connection and runs jobs sent to it;
+//! async callers await the answer and the runtime never blocks on disk.
+
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use shoal_core::wire::{
+    AgentId, AgentSummary, AnnounceRequest, ContentSummary, HeartbeatRequest, LeaseGrant,
+    ManifestPublished, PeersResponse, UrlKey, UrlMapping,
+};
+use shoal_core::{ContentId, Layout, Manifest};
+use tokio::sync::oneshot;
+
+use super::memory::{CatalogRow, Memory};
+use super::{
+    AgentPage, Caller, ContentSearch, PeerQuery, Registration, Store, StoreError, StoreOptions,
+    StoreStats,
+};
+use crate::clock::Clock;
+
+/// Where the database lives.
+#[derive(Debug, Clone)]
+pub enum SqliteLocation {
+    /// `tracker.sqlite3` inside this directory, which is created if missing.
+    Directory(PathBuf),
+    /// A private in-memory database, gone when the store is dropped (tests).
+    Memory,
+}
+
+pub const DATABASE_FILE: &str = "tracker.sqlite3";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS contents (
+    id BLOB PRIMARY KEY,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    piece_size INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS manifests (
+    id BLOB PRIMARY KEY,
+    size INTEGER NOT NULL,
+    piece_size INTEGER NOT NULL,
+    digests BLOB NOT NULL,
+    publisher TEXT NOT NULL,
+    published_at INTEGER NOT NULL
+);
+-- Absent validators are stored as '' so that the primary key compares them (NULLs would not).
+CREATE TABLE IF NOT EXISTS urls (
+    url TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    last_modified TEXT NOT NULL,
+    content BLOB NOT NULL,
+    publisher TEXT NOT NULL,
+    published_at INTEGER NOT NULL,
+    PRIMARY KEY (url, size, etag, last_modified)
+);
+";
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// The handle to the database thread; the thread ends when the last handle is dropped.
+#[derive(Debug)]
+struct Db {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Db {
+    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            // The caller may have gone away (request cancelled); the work is done regardless.
+            let _ = tx.send(f(conn));
+        });
+        self.jobs.send(job).map_err(|_| db_gone())?;
+        rx.await
+            .map_err(|_| db_gone())?
+            .map_err(|e| StoreError::Backend(Box::new(e)))
+    }
+}
+
+fn db_gone() -> StoreError {
+    StoreError::Backend("the database thread has stopped".into())
+}
+
+/// SQLite-backed [`Store`]. Clones share one database and one in-memory index.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Db,
+    memory: RwLock<Memory>,
+    clock: Clock,
+}
+
+fn open_connection(location: &SqliteLocation) -> rusqlite::Result<Connection> {
+    let conn = match location {
+        SqliteLocation::Directory(dir) => Connection::open(dir.join(DATABASE_FILE))?,
+        SqliteLocation::Memory => Connection::open_in_memory()?,
+    };
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // WAL with NORMAL survives process crashes; only an OS crash may lose the last commits,
+    // which agents re-publish.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+fn load_catalog(conn: &Connection) -> rusqlite::Result<Vec<(CatalogRow, bool)>> {
+    let mut stmt = conn.prepare(
+        "SELECT c.id, c.name, c.size, c.piece_size, m.id IS NOT NULL
+         FROM contents c LEFT JOIN manifests m ON m.id = c.id ORDER BY c.rowid",
+    )?;
+    let rows = stmt.query_map([], |row| {
+        let id: Vec<u8> = row.get(0)?;
+        let size: i64 = row.get(2)?;
+        let piece_size: i64 = row.get(3)?;
+        Ok((id, row.get::<_, String>(1)?, size, piece_size, row.get(4)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, name, size, piece_size, manifest) = row?;
+        // Rows are only written from validated values, so a bad one means a damaged file.
+        let damaged = || {
+            rusqlite::Error::InvalidColumnType(0, "contents".into(), rusqlite::types::Type::Blob)
+        };
+        let id = ContentId::from_bytes(id.try_into().map_err(|_| damaged())?);
+        let layout = Layout::new(size as u64, piece_size as u64).map_err(|_| damaged())?;
+        out.push((CatalogRow { id, name, layout }, manifest));
+    }
+    Ok(out)
+}
+
+fn upsert_rows(conn: &mut Connection, rows: &[CatalogRow]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO contents (id, name, size, piece_size) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, size = excluded.size,
+             piece_size = excluded.piece_size",
+        )?;
+        for row in rows {
+            // Sizes up to 2^63 are stored bit for bit in SQLite's signed 64-bit integers.
+            stmt.execute(params![
+                &row.id.as_bytes()[..],
+                row.name,
+                row.layout.size() as i64,
+                row.layout.piece_size() as i64
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn read_mapping(conn: &Connection, key: &UrlKey) -> rusqlite::Result<Option<UrlMapping>> {
+    conn.prepare_cached(
+        "SELECT content, publisher, published_at FROM urls
+         WHERE url = ?1 AND size = ?2 AND etag = ?3 AND last_modified = ?4",
+    )?
+    .query_row(
+        params![
+            key.url,
+            key.size as i64,
+            key.etag.as_deref().unwrap_or(""),
+            key.last_modified.as_deref().unwrap_or("")
+        ],
+        |row| {
+            let id: Vec<u8> = row.get(0)?;
+            let id: [u8; 32] = id.try_into().map_err(|_| {
+                rusqlite::Error::InvalidColumnType(0, "content".into(), rusqlite::types::Type::Blob)
+            })?;
+            Ok(UrlMapping {
+                key: key.clone(),
+                content: ContentId::from_bytes(id),
+                publisher: row.get(1)?,
+                published_at: row.get::<_, i64>(2)? as u64,
+            })
+        },
+    )
+    .optional()
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and loads the catalog into memory.
+    pub async fn open(location: SqliteLocation, options: StoreOptions) -> Result<Self, StoreError> {
+        let backend = |e: rusqlite::Error| StoreError::Backend(Box::new(e));
+        if let SqliteLocation::Directory(dir) = &location {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        }
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("shoal-tracker-sqlite".into())
+            .spawn(move || {
+                let mut conn = match open_connection(&location).and_then(|conn| {
+                    let catalog = load_catalog(&conn)?;
+                    Ok((conn, catalog))
+                }) {
+                    Ok((conn, catalog)) => {
+                        let _ = ready_tx.send(Ok(catalog));
+                        conn
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                while let Ok(job) = queue.recv() {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        let catalog = ready_rx.await.map_err(|_| db_gone())?.map_err(backend)?;
+
+        let mut memory = Memory::new(options.lease.as_millis() as u64);
+        for (row, manifest) in catalog {
+            memory.load(row, manifest);
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db: Db { jobs },
+                memory: RwLock::new(memory),
+                clock: options.clock,
+            }),
+        })
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Memory> {
+        // Updates validate before they mutate, so a panic elsewhere leaves the index usable.
+        self.inner
+            .memory
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Memory> {
+        self.inner
+            .memory
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn now(&self) -> u64 {
+        self.inner.clock.now_ms()
+    }
+
+    async fn persist(&self, rows: Vec<CatalogRow>) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.inner
+            .db
+            .call(move |conn| upsert_rows(conn, &rows))
+            .await
+    }
+}
+
+impl Store for SqliteStore {
+    async fn register(&self, caller: Caller, reg: Registration) -> Result<LeaseGrant, StoreError> {
+        let now = self.now();
+        let (grant, rows) = self.write().register(&caller, reg, now)?;
+        self.persist(rows).await?;
+        Ok(grant)
+    }
+
+    async fn heartbeat(
+        &self,
+        caller: Caller,
+        id: AgentId,
+        beat: HeartbeatRequest,
+    ) -> Result<LeaseGrant, StoreError> {
+        let now = self.now();
+        self.write().heartbeat(&caller, &id, beat, now)
+    }
+
+    async fn announce(
+        &self,
+        caller: Caller,
+        id: AgentId,
+        delta: AnnounceRequest,
+    ) -> Result<LeaseGrant, StoreError> {
+        let now = self.now();
+        let (grant, rows) = self.write().announce(&caller, &id, delta, now)?;
+        self.persist(rows).await?;
+        Ok(grant)
+    }
+
+    async fn deregister(&self, caller: Caller, id: AgentId) -> Result<(), StoreError> {
+        let now = self.now();
+        self.write().deregister(&caller, &id, now)
+    }
+
+    async fn peers(
+        &self,
+        content: ContentId,
+        query: PeerQuery,
+    ) -> Result<PeersResponse, StoreError> {
+        self.read().peers(&content, &query, self.now())
+    }
+
+    async fn content(&self, id: ContentId) -> Result<ContentSummary, StoreError> {
+        self.read().content(&id, self.now())
+    }
+
+    async fn search(&self, search: ContentSearch) -> Result<Vec<ContentSummary>, StoreError> {
+        Ok(self.read().search(&search, self.now()))
+    }
+
+    async fn agents(&self, page: AgentPage) -> Result<Vec<AgentSummary>, StoreError> {
+        Ok(self.read().agents(&page, self.now()))
+    }
+
+    async fn put_manifest(
+        &self,
+        manifest: Manifest,
+        publisher: Arc<str>,
+    ) -> Result<ManifestPublished, StoreError> {
+        let id = manifest.id();
+        let layout = manifest.layout();
+        let created = self
+            .inner
+            .db
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                let created = tx.execute(
+                    "INSERT OR IGNORE INTO manifests
+                     (id, size, piece_size, digests, publisher, published_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        &id.as_bytes()[..],
+                        layout.size() as i64,
+                        layout.piece_size() as i64,
+                        manifest.digests().as_flattened(),
+                        &*publisher,
+                        unix_now() as i64
+                    ],
+                )? == 1;
+                // The manifest's layout is authoritative for the catalog.
+                tx.execute(
+                    "INSERT INTO contents (id, name, size, piece_size) VALUES (?1, '', ?2, ?3)
+                     ON CONFLICT (id) DO UPDATE SET size = excluded.size,
+                     piece_size = excluded.piece_size",
+                    params![
+                        &id.as_bytes()[..],
+                        layout.size() as i64,
+                        layout.piece_size() as i64
+                    ],
+                )?;
+                tx.commit()?;
+                Ok(created)
+            })
+            .await?;
+        self.write().manifest_published(id, layout);
+        Ok(ManifestPublished {
+            content: id,
+            created,
+        })
+    }
+
+    async fn manifest(&self, id: ContentId) -> Result<Manifest, StoreError> {
+        let found = self
+            .inner
+            .db
+            .call(move |conn| {
+                conn.prepare_cached(
+                    "SELECT size, piece_size, digests FROM manifests WHERE id = ?1",
+                )?
+                .query_row([&id.as_bytes()[..]], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)? as u64,
+                        row.get::<_, i64>(1)? as u64,
+                        row.get::<_, Vec<u8>>(2)?,
+                    ))
+                })
+                .optional()
+            })
+            .await?;
+        let (size, piece_size, digests) = found.ok_or(StoreError::NoManifest(id))?;
+        let damaged =
+            |what: String| StoreError::Backend(format!("stored manifest {id}: {what}").into());
+        let layout = Layout::new(size, piece_size).map_err(|e| damaged(e.to_string()))?;
+        let digests = digests
+            .chunks_exact(32)
+            .map(|c| c.try_into().expect("chunks are 32 bytes"))
+            .collect();
+        Manifest::new(layout, digests).map_err(|e| damaged(e.to_string()))
+    }
+
+    async fn publish_url(
+        &self,
+        key: UrlKey,
+        content: ContentId,
+        publisher: Arc<str>,
+    ) -> Result<(UrlMapping, bool), StoreError> {
+        if !self.read().has_manifest(&content) {
+            return Err(StoreError::NoManifest(content));
+        }
+        self.inner
+            .db
+            .call(move |conn| {
+                let created =
+                    conn.prepare_cached(
+                        "INSERT OR IGNORE INTO urls
+                         (url, size, etag, last_modified, content, publisher, published_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )?
+                    .execute(params![
+                        key.url,
+                        key.size as i64,
+                        key.etag.as_deref().unwrap_or(""),
+                        key.last_modified.as_deref().unwrap_or(""),
+                        &content.as_bytes()[..],
+                        &*publisher,
+                        unix_now() as i64
+                    ])? == 1;
+                let mapping =
+                    read_mapping(conn, &key)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+                Ok((mapping, created))
+            })
+            .await
+    }
+
+    async fn lookup_url(&self, key: UrlKey) -> Result<UrlMapping, StoreError> {
+        self.inner
+            .db
+            .call(move |conn| read_mapping(conn, &key))
+            .await?
+            .ok_or(StoreError::UnknownUrl)
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        Ok(self.read().stats(self.now()))
+    }
+
+    async fn sweep(&self) -> Result<usize, StoreError> {
+        let now = self.now();
+        Ok(self.write().sweep(now))
+    }
+}

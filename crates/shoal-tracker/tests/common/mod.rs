@@ -1,0 +1,189 @@
+//! A tracker on 127.0.0.1:0 with a manual clock, and a client for it.
+
+#![allow(dead_code)] // Each test binary uses a different part of this module.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use shoal_core::Manifest;
+use shoal_tracker::{
+    AppState, Clock, RateLimit, Role, SqliteLocation, SqliteStore, StoreOptions, Tokens,
+    TrackerOptions,
+};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const AGENT: &str = "agent-secret-aaaaaaaaaaaa";
+pub const AGENT2: &str = "agent-secret-bbbbbbbbbbbb";
+pub const READER: &str = "reader-secret-cccccccccccc";
+pub const ADMIN: &str = "admin-secret-dddddddddddd";
+
+pub const LEASE: Duration = Duration::from_secs(10);
+
+pub fn tokens() -> Tokens {
+    Tokens::from_entries([
+        ("fleet", AGENT, Role::Agent),
+        ("fleet2", AGENT2, Role::Agent),
+        ("dashboard", READER, Role::Reader),
+        ("ops", ADMIN, Role::Admin),
+    ])
+    .unwrap()
+}
+
+pub struct Setup {
+    pub data: Option<PathBuf>,
+    pub rate_limit: RateLimit,
+    pub body_limit: usize,
+    pub clock: Clock,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            data: None,
+            rate_limit: RateLimit {
+                per_second: 0,
+                burst: 0,
+            },
+            body_limit: 64 * 1024,
+            clock: Clock::manual(),
+        }
+    }
+}
+
+pub struct Server {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub clock: Clock,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+pub async fn start(setup: Setup) -> Server {
+    let location = match setup.data {
+        Some(dir) => SqliteLocation::Directory(dir),
+        None => SqliteLocation::Memory,
+    };
+    let store = SqliteStore::open(
+        location,
+        StoreOptions {
+            lease: LEASE,
+            clock: setup.clock.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    let state = AppState::new(
+        store,
+        tokens(),
+        TrackerOptions {
+            body_limit: setup.body_limit,
+            manifest_body_limit: 4 * setup.body_limit,
+            rate_limit: setup.rate_limit,
+            clock: setup.clock.clone(),
+            ..TrackerOptions::default()
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(shoal_tracker::run(listener, state, async {
+        let _ = rx.await;
+    }));
+    // reqwest is built without a default TLS provider; plain http still wants one installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Server {
+        base,
+        client: reqwest::Client::new(),
+        clock: setup.clock,
+        shutdown: Some(tx),
+        handle: Some(handle),
+    }
+}
+
+impl Server {
+    pub fn request(&self, method: Method, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
+        let builder = self.client.request(method, format!("{}{path}", self.base));
+        match token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
+    }
+
+    /// Sends a request with an optional JSON body; answers the status and the JSON body
+    /// (`null` when empty).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut builder = self.request(method, path, token);
+        if let Some(body) = body {
+            builder = builder.json(&body);
+        }
+        let response = builder.send().await.unwrap();
+        let status = response.status();
+        let bytes = response.bytes().await.unwrap();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                panic!("non-JSON body: {}", String::from_utf8_lossy(&bytes))
+            })
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn register(&self, token: &str, id: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PUT, &format!("/v1/agents/{id}"), Some(token), Some(body))
+            .await
+    }
+
+    pub async fn announce(&self, token: &str, id: &str, body: Value) -> (StatusCode, Value) {
+        let path = format!("/v1/agents/{id}/announce");
+        self.call(Method::POST, &path, Some(token), Some(body)).await
+    }
+
+    pub async fn heartbeat(&self, token: &str, id: &str) -> (StatusCode, Value) {
+        let path = format!("/v1/agents/{id}/heartbeat");
+        self.call(Method::POST, &path, Some(token), Some(json!({"load": 0})))
+            .await
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.take().unwrap().send(());
+        self.handle.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+/// A content of `size` bytes in 4-byte pieces, its manifest and id.
+pub fn content(seed: u8, size: usize) -> (Manifest, String) {
+    let data: Vec<u8> = (0..size).map(|i| (i as u8).wrapping_mul(seed)).collect();
+    let manifest = Manifest::of_bytes(&data, 4).unwrap();
+    let id = manifest.id().to_string();
+    (manifest, id)
+}
+
+pub fn holding(id: &str, name: &str, size: u64, pieces: Option<&str>) -> Value {
+    let mut h = json!({"content": id, "name": name, "layout": {"size": size, "piece_size": 4}});
+    if let Some(bits) = pieces {
+        h["pieces"] = json!(bits);
+    }
+    h
+}
+
+pub fn error(message: &str, field: Option<&str>) -> Value {
+    match field {
+        Some(field) => json!({"error": message, "field": field}),
+        None => json!({"error": message}),
+    }
+}
