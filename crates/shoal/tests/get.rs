@@ -508,6 +508,15 @@ mod download {
 
     #[test]
     fn sigint_interrupts_with_exit_130() {
+        interrupts_with("-INT");
+    }
+
+    #[test]
+    fn sigterm_interrupts_with_exit_130() {
+        interrupts_with("-TERM");
+    }
+
+    fn interrupts_with(signal: &str) {
         // 8 MiB at 256 KiB/s per connection over 2 connections: about 16 s, far past the signal.
         let origin = origin_with(
             8 << 20,
@@ -530,7 +539,7 @@ mod download {
             std::thread::sleep(Duration::from_millis(20));
         }
         let kill = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
+            .args([signal, &child.id().to_string()])
             .status()
             .expect("run kill");
         assert!(kill.success());
@@ -538,7 +547,7 @@ mod download {
         assert_code(&run, 130);
         assert!(
             run.stderr
-                .contains("interrupted: run the same command again to resume"),
+                .contains("shoal: interrupted: run the same command again to resume"),
             "{}",
             run.stderr
         );
