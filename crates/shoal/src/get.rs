@@ -102,7 +102,7 @@ pub async fn run(args: GetArgs, verbose: u8) -> ExitCode {
     logging::init(verbose, mode.log_default());
 
     let cancel = CancellationToken::new();
-    if let Err(err) = signals::watch(cancel.clone()) {
+    if let Err(err) = signals::watch(cancel.clone(), mode) {
         return exit::internal(&anyhow::Error::new(err).context("installing signal handlers"));
     }
 

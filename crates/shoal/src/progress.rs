@@ -11,7 +11,7 @@ use shoal_engine::{DownloadError, ErrorKind, Event, Progress, Summary};
 use tracing::level_filters::LevelFilter;
 use url::Url;
 
-use crate::exit::{message, say};
+use crate::exit::{self, message, say};
 
 /// How `shoal get` shows its work, resolved from `--progress`, `-q` and whether stderr is a
 /// terminal.
@@ -40,9 +40,25 @@ impl Mode {
 
 const INTERRUPTED: &str = "interrupted: run the same command again to resume";
 
-/// The message for a cancelled download, also printed when a second Ctrl-C exits at once.
-pub fn interrupted_line() -> String {
-    format!("shoal: {INTERRUPTED}")
+/// Reports an interrupt when a second Ctrl-C exits at once, as the view would have reported
+/// the engine's `Cancelled`: JSON in JSON mode, so the last line still parses.
+pub fn interrupted_now(mode: Mode) {
+    let line = match mode {
+        Mode::Json => error_json(
+            kind_name(ErrorKind::Cancelled),
+            INTERRUPTED,
+            exit::INTERRUPTED,
+        )
+        .to_string(),
+        Mode::Bar | Mode::Plain | Mode::Quiet => format!("shoal: {INTERRUPTED}"),
+    };
+    match BAR.get() {
+        Some(bar) => {
+            bar.finish_and_clear();
+            say(&line);
+        }
+        None => say(&line),
+    }
 }
 
 /// The bar being drawn, if any, so that log lines are printed above it rather than through it.

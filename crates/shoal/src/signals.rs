@@ -6,12 +6,12 @@ use std::io;
 use shoal_engine::CancellationToken;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::exit::{self, say};
-use crate::progress;
+use crate::exit;
+use crate::progress::{self, Mode};
 
 /// Installs the handlers now, so a signal that arrives before the first poll is not lost,
 /// and watches for signals in a background task.
-pub fn watch(cancel: CancellationToken) -> io::Result<()> {
+pub fn watch(cancel: CancellationToken, mode: Mode) -> io::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     tokio::spawn(async move {
@@ -24,7 +24,7 @@ pub fn watch(cancel: CancellationToken) -> io::Result<()> {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
-        progress::suspend(|| say(&progress::interrupted_line()));
+        progress::interrupted_now(mode);
         std::process::exit(exit::INTERRUPTED.into());
     });
     Ok(())
