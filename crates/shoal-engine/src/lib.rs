@@ -13,6 +13,7 @@ pub mod naming;
 pub mod options;
 mod ratelimit;
 pub mod redact;
+pub mod resume;
 mod retry;
 pub mod segments;
 pub mod storage;
