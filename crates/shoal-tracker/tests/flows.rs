@@ -14,31 +14,54 @@ async fn register_announce_and_query_peers() {
 
     let seeder = json!({"addr": "127.0.0.1:7001", "upload_capacity": 1000,
         "holdings": [holding(&x, "ubuntu.iso", 40, None)]});
-    assert_eq!(server.register(AGENT, "seeder", seeder).await, (StatusCode::OK, lease.clone()));
+    assert_eq!(
+        server.register(AGENT, "seeder", seeder).await,
+        (StatusCode::OK, lease.clone())
+    );
     let leecher = json!({"addr": "127.0.0.1:7002",
         "holdings": [holding(&x, "ubuntu.iso", 40, Some("f000"))]});
-    assert_eq!(server.register(AGENT, "leecher", leecher).await, (StatusCode::OK, lease.clone()));
+    assert_eq!(
+        server.register(AGENT, "leecher", leecher).await,
+        (StatusCode::OK, lease.clone())
+    );
     let asker = json!({"addr": "127.0.0.1:7003",
         "holdings": [holding(&x, "ubuntu.iso", 40, Some("0000"))]});
-    assert_eq!(server.register(AGENT2, "asker", asker).await, (StatusCode::OK, lease.clone()));
+    assert_eq!(
+        server.register(AGENT2, "asker", asker).await,
+        (StatusCode::OK, lease.clone())
+    );
 
     let layout = json!({"size": 40, "piece_size": 4});
     let seeder_peer = json!({"id": "seeder", "addr": "127.0.0.1:7001", "upload_capacity": 1000,
         "load": 0, "complete": true});
-    let leecher_peer = |bits: &str| json!({"id": "leecher", "addr": "127.0.0.1:7002",
-        "upload_capacity": 0, "load": 0, "complete": false, "pieces": bits});
-    let (status, body) = server.get(&format!("/v1/content/{x}/peers?agent=asker"), AGENT2).await;
+    let leecher_peer = |bits: &str| {
+        json!({"id": "leecher", "addr": "127.0.0.1:7002",
+        "upload_capacity": 0, "load": 0, "complete": false, "pieces": bits})
+    };
+    let (status, body) = server
+        .get(&format!("/v1/content/{x}/peers?agent=asker"), AGENT2)
+        .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, json!({"content": x, "layout": layout,
-        "peers": [seeder_peer.clone(), leecher_peer("f000")]}));
+    assert_eq!(
+        body,
+        json!({"content": x, "layout": layout,
+        "peers": [seeder_peer.clone(), leecher_peer("f000")]})
+    );
 
     // The leecher verifies two more pieces: a small delta.
     let delta = json!({"pieces": [{"content": x, "have": [4, 5]}]});
-    assert_eq!(server.announce(AGENT, "leecher", delta).await, (StatusCode::OK, lease.clone()));
-    let (_, body) = server.get(&format!("/v1/content/{x}/peers?agent=asker&k=1"), AGENT2).await;
+    assert_eq!(
+        server.announce(AGENT, "leecher", delta).await,
+        (StatusCode::OK, lease.clone())
+    );
+    let (_, body) = server
+        .get(&format!("/v1/content/{x}/peers?agent=asker&k=1"), AGENT2)
+        .await;
     assert_eq!(body["peers"], json!([seeder_peer.clone()]));
     // A complete asker needs nothing; an anonymous one gets every holder with pieces.
-    let (_, body) = server.get(&format!("/v1/content/{x}/peers?agent=seeder"), AGENT).await;
+    let (_, body) = server
+        .get(&format!("/v1/content/{x}/peers?agent=seeder"), AGENT)
+        .await;
     assert_eq!(body["peers"], json!([]));
     let (_, body) = server.get(&format!("/v1/content/{x}/peers"), READER).await;
     assert_eq!(body["peers"], json!([seeder_peer, leecher_peer("fc00")]));
@@ -47,12 +70,19 @@ async fn register_announce_and_query_peers() {
     let rest = json!({"pieces": [{"content": x, "have": [6, 7, 8, 9]}]});
     server.announce(AGENT, "leecher", rest).await;
     let (_, body) = server.get(&format!("/v1/content/{x}"), READER).await;
-    assert_eq!(body, json!({"id": x, "name": "ubuntu.iso", "layout": layout, "manifest": false,
-        "complete_holders": 2, "partial_holders": 1}));
+    assert_eq!(
+        body,
+        json!({"id": x, "name": "ubuntu.iso", "layout": layout, "manifest": false,
+        "complete_holders": 2, "partial_holders": 1})
+    );
 
     // Removing a holding, and deregistering, take agents out of answers.
-    server.announce(AGENT, "leecher", json!({"removed": [x]})).await;
-    let (status, _) = server.call(Method::DELETE, "/v1/agents/seeder", Some(AGENT), None).await;
+    server
+        .announce(AGENT, "leecher", json!({"removed": [x]}))
+        .await;
+    let (status, _) = server
+        .call(Method::DELETE, "/v1/agents/seeder", Some(AGENT), None)
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (_, body) = server.get(&format!("/v1/content/{x}/peers"), READER).await;
     assert_eq!(body["peers"], json!([]));
@@ -64,18 +94,44 @@ async fn peers_rank_by_useful_pieces_then_load() {
     let server = start(Setup::default()).await;
     let (_, x) = content(5, 64); // 16 pieces
     let reg = |addr: &str, bits: &str| json!({"addr": addr, "holdings": [holding(&x, "f", 64, Some(bits))]});
-    server.register(AGENT, "me", reg("127.0.0.1:1", "ff00")).await;
+    server
+        .register(AGENT, "me", reg("127.0.0.1:1", "ff00"))
+        .await;
     // Has 8 pieces, all of which "me" already has: useless, so left out.
-    server.register(AGENT, "same", reg("127.0.0.1:2", "ff00")).await;
-    server.register(AGENT, "few", reg("127.0.0.1:3", "0100")).await; // piece 7, which "me" has
-    server.register(AGENT, "two", reg("127.0.0.1:4", "00c0")).await; // pieces 8, 9
-    server.register(AGENT, "busy", reg("127.0.0.1:5", "00f0")).await; // pieces 8..12
-    server.register(AGENT, "idle", reg("127.0.0.1:6", "00f0")).await;
+    server
+        .register(AGENT, "same", reg("127.0.0.1:2", "ff00"))
+        .await;
+    server
+        .register(AGENT, "few", reg("127.0.0.1:3", "0100"))
+        .await; // piece 7, which "me" has
+    server
+        .register(AGENT, "two", reg("127.0.0.1:4", "00c0"))
+        .await; // pieces 8, 9
+    server
+        .register(AGENT, "busy", reg("127.0.0.1:5", "00f0"))
+        .await; // pieces 8..12
+    server
+        .register(AGENT, "idle", reg("127.0.0.1:6", "00f0"))
+        .await;
     let beat = json!({"load": 5});
-    server.call(Method::POST, "/v1/agents/busy/heartbeat", Some(AGENT), Some(beat)).await;
+    server
+        .call(
+            Method::POST,
+            "/v1/agents/busy/heartbeat",
+            Some(AGENT),
+            Some(beat),
+        )
+        .await;
 
-    let (_, body) = server.get(&format!("/v1/content/{x}/peers?agent=me"), AGENT).await;
-    let ids: Vec<&str> = body["peers"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
+    let (_, body) = server
+        .get(&format!("/v1/content/{x}/peers?agent=me"), AGENT)
+        .await;
+    let ids: Vec<&str> = body["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["idle", "busy", "two"]);
     server.stop().await;
 }
@@ -97,15 +153,27 @@ async fn lapsed_leases_leave_every_answer() {
     assert_eq!(body["peers"][0]["id"], "a");
     let (_, agents) = server.get("/v1/agents", READER).await;
     assert_eq!(agents["agents"].as_array().unwrap().len(), 1);
-    assert_eq!(agents["agents"][0]["lease_remaining_ms"], json!(LEASE.as_millis() as u64 * 4 / 10));
+    assert_eq!(
+        agents["agents"][0]["lease_remaining_ms"],
+        json!(LEASE.as_millis() as u64 * 4 / 10)
+    );
     let (_, one) = server.get(&format!("/v1/content/{x}"), READER).await;
     assert_eq!(one["complete_holders"], 1);
 
     // A lapsed agent's heartbeat and announce say: register again.
     let (status, body) = server.heartbeat(AGENT, "b").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(body, error("agent b is not registered (or its lease lapsed): register again", Some("id")));
-    assert_eq!(server.announce(AGENT, "b", json!({})).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        body,
+        error(
+            "agent b is not registered (or its lease lapsed): register again",
+            Some("id")
+        )
+    );
+    assert_eq!(
+        server.announce(AGENT, "b", json!({})).await.0,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(server.register(AGENT, "b", reg).await.0, StatusCode::OK);
 
     server.clock.advance(LEASE * 2);
@@ -123,20 +191,55 @@ async fn manifests_are_checked_against_their_id() {
     let body = serde_json::to_value(&manifest).unwrap();
     let path = format!("/v1/content/{x}/manifest");
 
-    let (status, answer) = server.call(Method::PUT, &path, Some(AGENT), Some(body.clone())).await;
-    assert_eq!((status, answer), (StatusCode::CREATED, json!({"content": x, "created": true})));
-    let (status, answer) = server.call(Method::PUT, &path, Some(AGENT), Some(body.clone())).await;
-    assert_eq!((status, answer), (StatusCode::OK, json!({"content": x, "created": false})));
-    assert_eq!(server.get(&path, READER).await, (StatusCode::OK, body.clone()));
+    let (status, answer) = server
+        .call(Method::PUT, &path, Some(AGENT), Some(body.clone()))
+        .await;
+    assert_eq!(
+        (status, answer),
+        (StatusCode::CREATED, json!({"content": x, "created": true}))
+    );
+    let (status, answer) = server
+        .call(Method::PUT, &path, Some(AGENT), Some(body.clone()))
+        .await;
+    assert_eq!(
+        (status, answer),
+        (StatusCode::OK, json!({"content": x, "created": false}))
+    );
+    assert_eq!(
+        server.get(&path, READER).await,
+        (StatusCode::OK, body.clone())
+    );
 
     let (_, other) = content(10, 40);
     let (status, answer) = server
-        .call(Method::PUT, &format!("/v1/content/{other}/manifest"), Some(AGENT), Some(body))
+        .call(
+            Method::PUT,
+            &format!("/v1/content/{other}/manifest"),
+            Some(AGENT),
+            Some(body),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(answer, error(&format!("the manifest's BLAKE3 is {x}, not the content id {other}"), Some("id")));
-    let (status, answer) = server.get(&format!("/v1/content/{other}/manifest"), READER).await;
-    assert_eq!((status, answer), (StatusCode::NOT_FOUND, error(&format!("no manifest is published for content {other}"), None)));
+    assert_eq!(
+        answer,
+        error(
+            &format!("the manifest's BLAKE3 is {x}, not the content id {other}"),
+            Some("id")
+        )
+    );
+    let (status, answer) = server
+        .get(&format!("/v1/content/{other}/manifest"), READER)
+        .await;
+    assert_eq!(
+        (status, answer),
+        (
+            StatusCode::NOT_FOUND,
+            error(
+                &format!("no manifest is published for content {other}"),
+                None
+            )
+        )
+    );
 
     let (_, summary) = server.get(&format!("/v1/content/{x}"), READER).await;
     assert_eq!(summary["manifest"], true);
@@ -150,19 +253,39 @@ async fn first_url_mapping_wins_and_urls_are_normalized() {
     let (m2, y) = content(12, 40);
     for (m, id) in [(&m1, &x), (&m2, &y)] {
         let body = serde_json::to_value(m).unwrap();
-        server.call(Method::PUT, &format!("/v1/content/{id}/manifest"), Some(AGENT), Some(body)).await;
+        server
+            .call(
+                Method::PUT,
+                &format!("/v1/content/{id}/manifest"),
+                Some(AGENT),
+                Some(body),
+            )
+            .await;
     }
     let publish = |url: &str, content: &str| json!({"key": {"url": url, "size": 40, "etag": "\"v1\""}, "content": content});
     let (status, first) = server
-        .call(Method::POST, "/v1/urls", Some(AGENT), Some(publish("https://user:pw@Example.com:443/a/../f.iso#x", &x)))
+        .call(
+            Method::POST,
+            "/v1/urls",
+            Some(AGENT),
+            Some(publish("https://user:pw@Example.com:443/a/../f.iso#x", &x)),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED);
-    assert_eq!(first["key"], json!({"url": "https://example.com/f.iso", "size": 40, "etag": "\"v1\""}));
+    assert_eq!(
+        first["key"],
+        json!({"url": "https://example.com/f.iso", "size": 40, "etag": "\"v1\""})
+    );
     assert_eq!(first["content"], json!(x));
     assert_eq!(first["publisher"], "fleet");
 
     let (status, second) = server
-        .call(Method::POST, "/v1/urls", Some(AGENT2), Some(publish("https://example.com/f.iso", &y)))
+        .call(
+            Method::POST,
+            "/v1/urls",
+            Some(AGENT2),
+            Some(publish("https://example.com/f.iso", &y)),
+        )
         .await;
     assert_eq!((status, &second), (StatusCode::OK, &first));
 
@@ -171,14 +294,31 @@ async fn first_url_mapping_wins_and_urls_are_normalized() {
     let other_version = "/v1/urls?url=https%3A%2F%2Fexample.com%2Ff.iso&size=40&etag=%22v2%22";
     assert_eq!(
         server.get(other_version, READER).await,
-        (StatusCode::NOT_FOUND, error("no content is published for this URL version", None))
+        (
+            StatusCode::NOT_FOUND,
+            error("no content is published for this URL version", None)
+        )
     );
 
     let (_, z) = content(13, 40);
     let (status, body) = server
-        .call(Method::POST, "/v1/urls", Some(AGENT), Some(publish("https://example.com/g", &z)))
+        .call(
+            Method::POST,
+            "/v1/urls",
+            Some(AGENT),
+            Some(publish("https://example.com/g", &z)),
+        )
         .await;
-    assert_eq!((status, body), (StatusCode::NOT_FOUND, error(&format!("no manifest is published for content {z}"), Some("content"))));
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::NOT_FOUND,
+            error(
+                &format!("no manifest is published for content {z}"),
+                Some("content")
+            )
+        )
+    );
     server.stop().await;
 }
 
@@ -193,16 +333,27 @@ async fn search_and_list_for_people() {
 
     let (status, body) = server.get("/v1/content?name=ubuntu", READER).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, json!({"contents": [{"id": x, "name": "Ubuntu-24.04.iso",
-        "layout": {"size": 8, "piece_size": 4}, "manifest": false, "complete_holders": 1, "partial_holders": 0}]}));
-    let (_, body) = server.get(&format!("/v1/content?id={}", &y[..6].to_uppercase()), READER).await;
+    assert_eq!(
+        body,
+        json!({"contents": [{"id": x, "name": "Ubuntu-24.04.iso",
+        "layout": {"size": 8, "piece_size": 4}, "manifest": false, "complete_holders": 1, "partial_holders": 0}]})
+    );
+    let (_, body) = server
+        .get(
+            &format!("/v1/content?id={}", &y[..6].to_uppercase()),
+            READER,
+        )
+        .await;
     assert_eq!(body["contents"][0]["name"], "debian.iso");
     let (_, body) = server.get("/v1/content?limit=1", ADMIN).await;
     assert_eq!(body["contents"].as_array().unwrap().len(), 1);
 
     let (_, body) = server.get("/v1/agents", READER).await;
-    assert_eq!(body, json!({"agents": [{"id": "web-1", "addr": "127.0.0.1:1", "upload_capacity": 5,
-        "load": 0, "holdings": 2, "complete_holdings": 1, "lease_remaining_ms": LEASE.as_millis() as u64}]}));
+    assert_eq!(
+        body,
+        json!({"agents": [{"id": "web-1", "addr": "127.0.0.1:1", "upload_capacity": 5,
+        "load": 0, "holdings": 2, "complete_holdings": 1, "lease_remaining_ms": LEASE.as_millis() as u64}]})
+    );
     let (_, body) = server.get("/v1/agents?after=web-1", READER).await;
     assert_eq!(body, json!({"agents": []}));
     server.stop().await;

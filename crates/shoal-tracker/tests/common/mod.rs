@@ -104,7 +104,12 @@ pub async fn start(setup: Setup) -> Server {
 }
 
 impl Server {
-    pub fn request(&self, method: Method, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
+    pub fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
         let builder = self.client.request(method, format!("{}{path}", self.base));
         match token {
             Some(token) => builder.bearer_auth(token),
@@ -131,9 +136,8 @@ impl Server {
         let value = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                panic!("non-JSON body: {}", String::from_utf8_lossy(&bytes))
-            })
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("non-JSON body: {}", String::from_utf8_lossy(&bytes)))
         };
         (status, value)
     }
@@ -143,13 +147,19 @@ impl Server {
     }
 
     pub async fn register(&self, token: &str, id: &str, body: Value) -> (StatusCode, Value) {
-        self.call(Method::PUT, &format!("/v1/agents/{id}"), Some(token), Some(body))
-            .await
+        self.call(
+            Method::PUT,
+            &format!("/v1/agents/{id}"),
+            Some(token),
+            Some(body),
+        )
+        .await
     }
 
     pub async fn announce(&self, token: &str, id: &str, body: Value) -> (StatusCode, Value) {
         let path = format!("/v1/agents/{id}/announce");
-        self.call(Method::POST, &path, Some(token), Some(body)).await
+        self.call(Method::POST, &path, Some(token), Some(body))
+            .await
     }
 
     pub async fn heartbeat(&self, token: &str, id: &str) -> (StatusCode, Value) {
