@@ -34,6 +34,8 @@ pub enum ApiError {
     },
     #[error("no such route")]
     NoRoute,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -54,6 +56,7 @@ impl ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound { .. } | ApiError::NoRoute => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Store(e) => match e {
                 StoreError::UnknownAgent(_)
                 | StoreError::UnknownContent(_)

@@ -107,6 +107,7 @@ impl<S: Store> AppState<S> {
 pub fn app<S: Store>(state: AppState<S>) -> Router {
     api::router::<S>()
         .fallback(|| async { ApiError::NoRoute })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track::<S>,

@@ -183,8 +183,15 @@ fn call() -> impl Strategy<Value = Call> {
     ]
 }
 
+/// The id as a path segment, percent-encoded so that it stays one segment.
 fn id_text(v: &Value) -> String {
-    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+    let text = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 proptest! {
