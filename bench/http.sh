@@ -16,9 +16,11 @@
 #   TOOLS="shoal shoal16 aria2c axel curl"   which rows to run
 #   SCENARIOS="throttled fast"              which scenarios to run
 #   TIMEOUT=secs    per command (default: 120, or more for files too big for curl at 16 MiB/s)
-#   WORK=dir        source file, nginx config and logs (default bench/out/http-work; the source
-#                   file is kept there and reused by later runs of the same size)
-#   OUT_DIR=dir     where the tools write (default WORK/dl; wiped before every run)
+#   WORK=dir        source file, nginx config and logs, this run's tool logs in WORK/logs
+#                   (default bench/out/http-work; the source file is kept there and reused by
+#                   later runs of the same size)
+#   OUT_DIR=dir     where the tools write (default WORK): in a fresh mktemp -d directory inside
+#                   it, emptied before every run and removed at exit (OUT_DIR=/dev/shm: no disk)
 #
 # Exit status: 0 when the benchmark ran (FAIL rows and missed targets are in the report),
 # 1 when any tool wrote a wrong file (loud), or the harness itself could not run.
@@ -123,11 +125,14 @@ tool_version() {
 # ----------------------------------------------------------------------------- files
 mkdir -p "$WORK" "$BENCH_DIR/out"
 WORK=$(cd "$WORK" && pwd)
-OUT_DIR=${OUT_DIR:-$WORK/dl}
-mkdir -p "$OUT_DIR"
-OUT_DIR=$(cd "$OUT_DIR" && pwd)
-[[ "$OUT_DIR" != "$WORK" ]] || bench_die "OUT_DIR must not be WORK itself (it is wiped between runs)"
+mkdir -p "${OUT_DIR:-$WORK}"
+# Only a directory of our own is ever emptied or removed, whatever OUT_DIR points at.
+OUT_DIR=$(mktemp -d "$(cd "${OUT_DIR:-$WORK}" && pwd)/shoal-http-dl.XXXXXX")
 bench_cleanup_add "rm -rf $(printf %q "$OUT_DIR")"
+OUT_FS=$(df -PT "$OUT_DIR" | awk 'NR == 2 { print $2 }')
+LOG_DIR=$WORK/logs # this run's tool output, <scenario>-<tool>-r<round>.txt (+ .time)
+rm -rf "$LOG_DIR"
+mkdir -p "$LOG_DIR"
 SRC_DIR=$WORK/files
 SRC_NAME=random-${SIZE_MIB}MiB.bin
 SRC=$SRC_DIR/$SRC_NAME
@@ -195,16 +200,17 @@ for sc in $SCENARIOS; do
     for ((k = 0; k < ntools; k++)); do
       t=${tool_list[$(((k + r - 1) % ntools))]}
       key="$sc|$t"
-      rm -rf "$OUT_DIR"
-      mkdir -p "$OUT_DIR"
+      find "$OUT_DIR" -mindepth 1 -delete
       timeout 60 sync -f "$OUT_DIR" 2>/dev/null || true
       out=$OUT_DIR/$t.bin
       tool_cmd "$t" "$out" "$url"
-      log=$WORK/log-$sc-$t-r$r.txt
+      log=$LOG_DIR/$sc-$t-r$r.txt
       bench_measure "$TIMEOUT" "$log" "${CMD[@]}"
       fail=""
       if ((BENCH_RC == 124 || BENCH_RC == 137)); then
         fail="timed out after ${TIMEOUT}s"
+      elif ((BENCH_RC > 128)); then
+        fail="killed by SIG$(kill -l $((BENCH_RC - 128)) 2>/dev/null || echo "$((BENCH_RC - 128))")"
       elif ((BENCH_RC != 0)); then
         fail="exit $BENCH_RC"
       elif [[ ! -f "$out" ]]; then
@@ -240,7 +246,7 @@ for sc in $SCENARIOS; do
     done
   done
 done
-rm -rf "$OUT_DIR"
+find "$OUT_DIR" -mindepth 1 -delete
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ----------------------------------------------------------------------------- report
@@ -383,7 +389,7 @@ report() {
   echo "## shoal HTTP benchmark — $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   echo "- file: $SIZE_MIB MiB of random data (sha256 ${SRC_SHA:0:16}…), served by $NGINX_VERSION on 127.0.0.1 (worker_processes auto, sendfile on), page cache warmed before the first run"
-  echo "- $ROUNDS round$( ((ROUNDS == 1)) || echo s) per tool per scenario, round-robin with the order rotated each round; wall time from \`date +%s%N\` around each command; median/min/max over successful runs; peak RSS = largest \"Maximum resident set size\" from \`/usr/bin/time -v\`; each command under \`timeout $TIMEOUT\`; every output size-checked, first round of each scenario sha256-checked; outputs in $OUT_DIR, deleted before every run"
+  echo "- $ROUNDS round$( ((ROUNDS == 1)) || echo s) per tool per scenario, round-robin with the order rotated each round; wall time from \`date +%s%N\` around each command; median/min/max over successful runs; peak RSS = largest \"Maximum resident set size\" from \`/usr/bin/time -v\`; each command under \`timeout $TIMEOUT\`; every output size-checked, first round of each scenario sha256-checked; outputs in $OUT_DIR ($OUT_FS), deleted before every run"
   echo "- machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r); load average $LOAD_START at start, $LOAD_END at end"
   echo "- ratios are time / reference time: below 1 is faster"
   echo "- commands (DIR/OUT = output file, URL = http://127.0.0.1:PORT/{throttled,fast}/$SRC_NAME):"
