@@ -27,19 +27,24 @@ pub const MAX_URL_LEN: usize = 8192;
 pub const MAX_VALIDATOR_LEN: usize = 1024;
 
 /// An agent's id: 1 to 64 characters from `A-Z a-z 0-9 . _ -`, so it is safe in a URL path and a
-/// log line without escaping.
+/// log line without escaping; `.` and `..` are refused because URL clients resolve them as
+/// path segments.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct AgentId(String);
 
 #[derive(Debug, Error, PartialEq, Eq)]
-#[error("an agent id is 1 to {MAX_AGENT_ID_LEN} characters from A-Z a-z 0-9 . _ -")]
+#[error(
+    "an agent id is 1 to {MAX_AGENT_ID_LEN} characters from A-Z a-z 0-9 . _ -, other than . and .."
+)]
 pub struct AgentIdError;
 
 impl AgentId {
     pub fn new(id: impl Into<String>) -> Result<Self, AgentIdError> {
         let id = id.into();
         let ok = (1..=MAX_AGENT_ID_LEN).contains(&id.len())
+            && id != "."
+            && id != ".."
             && id
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
@@ -371,6 +376,8 @@ mod tests {
         assert!(AgentId::new("web-01.dc_2").is_ok());
         assert!(AgentId::new("").is_err());
         assert!(AgentId::new("a/b").is_err());
+        assert!(AgentId::new("..").is_err() && AgentId::new(".").is_err());
+        assert!(AgentId::new("...").is_ok());
         assert!(AgentId::new("x".repeat(65)).is_err());
         assert!(serde_json::from_str::<AgentId>("\"a b\"").is_err());
     }

@@ -85,7 +85,7 @@ pub struct Principal {
 pub enum TokensError {
     /// The message and position only: the parser's own report quotes the offending line, which
     /// may hold a secret.
-    #[error("tokens file, line {line}: {message}")]
+    #[error("line {line}: {message}")]
     Parse { line: usize, message: String },
     #[error("tokens file has no [[token]] tables")]
     Empty,

@@ -7,6 +7,7 @@ mod get;
 mod logging;
 mod progress;
 mod signals;
+mod tracker;
 
 use std::process::ExitCode;
 
@@ -32,6 +33,8 @@ struct Cli {
 enum Command {
     /// Download one file over many connections
     Get(get::GetArgs),
+    /// Run the tracker: which agent holds which pieces of which file
+    Tracker(tracker::TrackerArgs),
 }
 
 #[tokio::main]
@@ -42,5 +45,6 @@ async fn main() -> ExitCode {
     };
     match cli.command {
         Command::Get(args) => get::run(args, cli.verbose).await,
+        Command::Tracker(args) => tracker::run(args, cli.verbose).await,
     }
 }

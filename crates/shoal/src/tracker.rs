@@ -1,0 +1,148 @@
+//! `shoal tracker`: reads the tokens file, opens the store in `--data` and serves the tracker
+//! until SIGTERM or Ctrl-C, then finishes requests in flight and exits.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use shoal_engine::parse_bytes;
+use shoal_tracker::{
+    AppState, Clock, RateLimit, SqliteLocation, SqliteStore, StoreOptions, Tokens, TrackerOptions,
+};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::level_filters::LevelFilter;
+
+use crate::{exit, logging};
+
+#[derive(Debug, Args)]
+pub struct TrackerArgs {
+    /// Address to listen on, e.g. 0.0.0.0:7700 to serve other machines
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7700")]
+    listen: SocketAddr,
+
+    /// Directory of the tracker's database (created if missing)
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+
+    /// TOML file of [[token]] tables with name, secret and role (agent, reader, admin)
+    #[arg(long, value_name = "FILE")]
+    tokens: PathBuf,
+
+    /// Seconds an agent's lease lasts after each heartbeat or announce
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    lease: Duration,
+
+    /// Largest request body, e.g. 1M
+    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_size)]
+    max_body: usize,
+
+    /// Largest manifest body (64 hex digits per piece), e.g. 16M
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_size)]
+    max_manifest_body: usize,
+
+    /// Requests per second allowed per token; 0 turns rate limiting off
+    #[arg(long, value_name = "N", default_value = "1000")]
+    rate_limit: u32,
+
+    /// Requests a token may send at once after being idle [default: 2 × --rate-limit]
+    #[arg(long, value_name = "N")]
+    rate_burst: Option<u32>,
+}
+
+fn parse_secs(text: &str) -> Result<Duration, String> {
+    match text.parse::<u64>() {
+        Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+        _ => Err("expected a whole number of seconds, at least 1".into()),
+    }
+}
+
+fn parse_size(text: &str) -> Result<usize, String> {
+    parse_bytes(text)
+        .filter(|&n| n > 0)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| "expected a size such as 1M or 256K".into())
+}
+
+pub async fn run(args: TrackerArgs, verbose: u8) -> ExitCode {
+    logging::init(verbose, LevelFilter::INFO);
+    let tokens = match load_tokens(&args.tokens).await {
+        Ok(tokens) => tokens,
+        Err(e) => {
+            exit::say(&format!("shoal tracker: {}", exit::message(e.as_ref())));
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    match serve(args, tokens).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => exit::internal(&e),
+    }
+}
+
+async fn load_tokens(path: &Path) -> anyhow::Result<Tokens> {
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .with_context(|| format!("reading the tokens file {}", path.display()))?;
+    let tokens =
+        Tokens::from_toml(&text).with_context(|| format!("tokens file {}", path.display()))?;
+    warn_if_readable_by_others(path).await;
+    Ok(tokens)
+}
+
+/// Secrets readable by every local user are not secret; say so, but serve anyway.
+async fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = tokio::fs::metadata(path).await {
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                file = %path.display(),
+                "the tokens file is readable by other users; chmod 600 it"
+            );
+        }
+    }
+}
+
+async fn serve(args: TrackerArgs, tokens: Tokens) -> anyhow::Result<()> {
+    let clock = Clock::system();
+    let store = SqliteStore::open(
+        SqliteLocation::Directory(args.data.clone()),
+        StoreOptions {
+            lease: args.lease,
+            clock: clock.clone(),
+        },
+    )
+    .await
+    .with_context(|| format!("opening the tracker database in {}", args.data.display()))?;
+    let options = TrackerOptions {
+        body_limit: args.max_body,
+        manifest_body_limit: args.max_manifest_body,
+        rate_limit: RateLimit {
+            per_second: args.rate_limit,
+            burst: args
+                .rate_burst
+                .unwrap_or_else(|| args.rate_limit.saturating_mul(2)),
+        },
+        // Lapsed agents are already left out of answers; sweeping only frees their memory.
+        sweep_every: args.lease,
+        clock,
+    };
+    tracing::info!(tokens = tokens.len(), data = %args.data.display(), "tracker starting");
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("shutting down: finishing requests in flight");
+    };
+    shoal_tracker::run(listener, AppState::new(store, tokens, options), shutdown)
+        .await
+        .context("serving")?;
+    Ok(())
+}
