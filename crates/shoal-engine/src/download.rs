@@ -7,14 +7,19 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use shoal_core::Bitfield;
+
+use crate::checkpoint::Checkpoint;
 use crate::error::DownloadError;
 use crate::events::{Event, EventSender, Summary};
 use crate::http::{self, FetchError, Probe, RangeSource};
 use crate::naming;
-use crate::options::{DownloadOptions, Existing, Output};
+use crate::options::{DownloadOptions, Existing, Output, Resume, BLOCK};
 use crate::redact::redacted;
+use crate::resume::{self, State};
 use crate::retry::Backoff;
-use crate::storage::PartFile;
+use crate::segments::Segments;
+use crate::storage::{self, ExistingPart, PartFile};
 use crate::transfer::{self, Transfer};
 use crate::verify;
 
@@ -44,7 +49,31 @@ pub async fn run(
         size: probe.size,
         ranges: probe.ranges,
     });
-    let part = Arc::new(PartFile::create(&path, probe.size)?);
+    let state_path = resume::state_path(&path);
+    let record = State {
+        url_hash: resume::url_hash(&options.url),
+        size: probe.size.unwrap_or(0),
+        block: BLOCK,
+        etag: probe.etag.clone(),
+        last_modified: probe.last_modified.clone(),
+        done: Bitfield::new(0),
+    };
+    let resumable = probe.ranges && probe.size.is_some_and(|size| size > 0);
+    let previous = match options.resume {
+        Resume::Auto if resumable => previous_run(&path, &state_path, &record, &options, &events)?,
+        Resume::Auto | Resume::Never => None,
+    };
+    let (part, done) = match previous {
+        Some((part, done)) => (part, Some(done)),
+        None => {
+            // The old state goes first: a crash before the new `.part` has its own state leaves
+            // a `.part` without one, which is never trusted.
+            resume::remove(&state_path).map_err(|e| DownloadError::io(&state_path, "remove", e))?;
+            resume::sync_dir(&state_path);
+            (PartFile::create(&path, probe.size)?, None)
+        }
+    };
+    let part = Arc::new(part);
     let transfer = || Transfer {
         options: Arc::new(options.clone()),
         part: part.clone(),
@@ -59,7 +88,13 @@ pub async fn run(
                 size,
                 validator: probe.validator.clone(),
             };
-            transfer::segmented(transfer(), source, probe.response).await?
+            let done = done.unwrap_or_else(|| Bitfield::new(block_count(size)));
+            let record = State {
+                done: done.clone(),
+                ..record
+            };
+            let checkpoint = Checkpoint::new(part.clone(), state_path.clone(), record);
+            transfer::segmented(transfer(), source, probe.response, done, checkpoint).await?
         }
         // An empty file: the probe's 416 body is an error page, not content.
         (_, Some(0)) => transfer::Outcome {
@@ -80,6 +115,8 @@ pub async fn run(
             .await
             .expect("hashing does not panic")?;
         if actual != expected.hex() {
+            // The bytes are known to be wrong: nothing of them is worth resuming.
+            let _ = resume::remove(&state_path);
             return Err(DownloadError::ChecksumMismatch {
                 path: path.clone(),
                 part: part.part().to_path_buf(),
@@ -91,6 +128,8 @@ pub async fn run(
     }
     let part = Arc::try_unwrap(part).expect("every connection has stopped");
     let path = part.commit(options.existing)?;
+    resume::remove(&state_path).map_err(|e| DownloadError::io(&state_path, "remove", e))?;
+    resume::sync_dir(&state_path);
     Ok(Summary {
         path,
         size: outcome.size,
@@ -98,6 +137,109 @@ pub async fn run(
         max_connections: outcome.max_connections,
         fetched: outcome.fetched,
     })
+}
+
+fn block_count(size: u64) -> u32 {
+    u32::try_from(size.div_ceil(BLOCK)).expect("files up to 2^63 bytes have < 2^32 blocks")
+}
+
+/// What a previous run left, if it can be continued: the open `.part` and its done blocks.
+/// Anything else is reported as [`Event::Restarted`] with the reason, and the download starts
+/// over; a state that fails any check is never trusted.
+fn previous_run(
+    path: &Path,
+    state_path: &Path,
+    now: &State,
+    options: &DownloadOptions,
+    events: &EventSender,
+) -> Result<Option<(PartFile, Bitfield)>, DownloadError> {
+    let part_path = storage::part_path(path);
+    let restart = |reason: String| {
+        info!(%reason, "starting over");
+        let _ = events.send(Event::Restarted { reason });
+        Ok(None)
+    };
+    let state = match resume::load(state_path) {
+        Ok(Some(state)) => state,
+        Ok(None) if part_path.exists() => {
+            return restart(format!(
+                "{} has no resume state ({}), so its bytes cannot be trusted; starting over",
+                part_path.display(),
+                state_path.display()
+            ))
+        }
+        Ok(None) => return Ok(None),
+        Err(damaged) => {
+            return restart(format!(
+                "the resume state {} {damaged}; starting over",
+                state_path.display()
+            ))
+        }
+    };
+    if let Some(why) = mismatch(&state, now) {
+        return restart(format!("{why}; starting {} over", part_path.display()));
+    }
+    let part = match PartFile::open_existing(path, state.size) {
+        Ok(part) => part,
+        Err(ExistingPart::Missing) => {
+            return restart(format!(
+                "the resume state {} has no {} beside it; starting over",
+                state_path.display(),
+                part_path.display()
+            ))
+        }
+        Err(ExistingPart::WrongLength { len }) => {
+            return restart(format!(
+                "{} is {len} bytes, not the {} its resume state records; starting over",
+                part_path.display(),
+                state.size
+            ))
+        }
+        Err(ExistingPart::Failed(e)) => return Err(e),
+    };
+    let has_validators = state.etag.is_some() || state.last_modified.is_some();
+    let done_bytes =
+        Segments::resume(state.size, options.min_split.get(), state.done.clone()).done_bytes();
+    info!(done = done_bytes, has_validators, "resuming");
+    let _ = events.send(Event::Resumed {
+        done: done_bytes,
+        total: state.size,
+        verified: has_validators || options.checksum.is_some(),
+    });
+    Ok(Some((part, state.done)))
+}
+
+/// Why the state on disk does not describe the file the server has now, if it does not.
+fn mismatch(old: &State, now: &State) -> Option<String> {
+    if old.url_hash != now.url_hash {
+        return Some("the resume state is for another URL".to_string());
+    }
+    if old.block != now.block {
+        return Some(format!(
+            "the resume state counts blocks of {} bytes, this shoal {}",
+            old.block, now.block
+        ));
+    }
+    if old.size != now.size {
+        return Some(format!(
+            "the file on the server changed size (was {} bytes, now {})",
+            old.size, now.size
+        ));
+    }
+    if old.etag != now.etag || old.last_modified != now.last_modified {
+        return Some(format!(
+            "the file on the server changed (ETag {} → {}, Last-Modified {} → {})",
+            shown(&old.etag),
+            shown(&now.etag),
+            shown(&old.last_modified),
+            shown(&now.last_modified)
+        ));
+    }
+    None
+}
+
+fn shown(validator: &Option<String>) -> &str {
+    validator.as_deref().unwrap_or("none")
 }
 
 fn refuse_existing(path: &Path, existing: Existing) -> Result<(), DownloadError> {

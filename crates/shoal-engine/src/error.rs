@@ -1,7 +1,7 @@
 //! Why a download failed, typed so the binary can map each kind to its exit code.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
@@ -55,6 +55,20 @@ pub enum DownloadError {
         source: io::Error,
     },
 
+    #[error(
+        "{path}: the disk is full: {needed} more needed{free}; free space and run the same \
+         command again to continue",
+        needed = human(*needed),
+        free = available.map(|a| format!(" ({} free)", human(a))).unwrap_or_default()
+    )]
+    DiskFull {
+        path: PathBuf,
+        /// Bytes that must be freed (at least) for the download to go on.
+        needed: u64,
+        /// Bytes free to unprivileged users on that file system, when known.
+        available: Option<u64>,
+    },
+
     #[error("{path} already exists; choose another name with -o or replace it with --overwrite")]
     OutputExists { path: PathBuf },
 
@@ -78,7 +92,7 @@ impl DownloadError {
             DownloadError::HttpStatus { .. } => ErrorKind::HttpStatus,
             DownloadError::Network { .. } => ErrorKind::Network,
             DownloadError::ChecksumMismatch { .. } => ErrorKind::Checksum,
-            DownloadError::Io { .. } => ErrorKind::LocalIo,
+            DownloadError::Io { .. } | DownloadError::DiskFull { .. } => ErrorKind::LocalIo,
             DownloadError::OutputExists { .. } => ErrorKind::OutputExists,
             DownloadError::Cancelled => ErrorKind::Cancelled,
         }
@@ -90,5 +104,88 @@ impl DownloadError {
             op,
             source,
         }
+    }
+
+    /// Like [`DownloadError::io`], but a full disk (or quota) becomes [`DownloadError::DiskFull`]
+    /// saying how much space is `needed`.
+    pub(crate) fn io_space(
+        path: impl Into<PathBuf>,
+        op: &'static str,
+        source: io::Error,
+        needed: u64,
+    ) -> Self {
+        let path = path.into();
+        match source.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => DownloadError::DiskFull {
+                available: available_space(&path),
+                path,
+                needed,
+            },
+            _ => DownloadError::io(path, op, source),
+        }
+    }
+}
+
+/// Bytes free to unprivileged users on the file system holding `path` (or its directory).
+fn available_space(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a NUL-terminated path and a pointer to writable memory of the right type.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled the struct.
+    let stat = unsafe { stat.assume_init() };
+    #[allow(clippy::useless_conversion)] // The field types differ between platforms.
+    Some(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
+}
+
+/// `1536` → `1.5 KiB`, for messages.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_full_names_the_path_and_the_space() {
+        let err = DownloadError::io_space(
+            "/mnt/x/big.iso.part",
+            "reserve space",
+            io::Error::from_raw_os_error(libc::ENOSPC),
+            3 << 29,
+        );
+        assert_eq!(err.kind(), ErrorKind::LocalIo);
+        let text = err.to_string();
+        assert!(
+            text.starts_with("/mnt/x/big.iso.part: the disk is full: 1.5 GiB more needed"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("run the same command again to continue"),
+            "{text}"
+        );
+        let other = DownloadError::io_space("x", "write", io::Error::other("boom"), 1);
+        assert!(matches!(other, DownloadError::Io { .. }));
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(10), "10 bytes");
     }
 }

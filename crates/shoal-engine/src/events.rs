@@ -20,6 +20,18 @@ pub enum Event {
         /// Whether the server honours byte ranges (so more than one connection can be used).
         ranges: bool,
     },
+    /// A previous run's `.part` is being continued: `done` of `total` bytes are already on disk.
+    /// `verified` is false when the server sends no `ETag` or `Last-Modified`, so only the size
+    /// says it is the same file (a `--checksum` then checks the result).
+    Resumed {
+        done: u64,
+        total: u64,
+        verified: bool,
+    },
+    /// A previous run's `.part` could not be continued (or the file changed on the server while
+    /// downloading): the download starts over from byte 0. `reason` is one line naming the file
+    /// and what was wrong.
+    Restarted { reason: String },
     /// About ten times a second while bytes flow.
     Progress(Progress),
     /// A connection failed and its work is retried or handed to another connection.

@@ -127,6 +127,9 @@ pub struct Probe {
     pub ranges: bool,
     /// The value to send as `If-Range`: a strong `ETag`, else `Last-Modified`.
     pub validator: Option<String>,
+    /// The raw validators, recorded in the resume state and compared on the next run.
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
     pub content_disposition: Option<String>,
 }
 
@@ -144,6 +147,8 @@ pub async fn probe(client: &Client, url: &Url) -> Result<Probe, FetchError> {
     let final_url = with_credentials(url, response.url());
     let headers = response.headers();
     let validator = validator(headers);
+    let etag = header_str(headers, header::ETAG);
+    let last_modified = header_str(headers, header::LAST_MODIFIED);
     let content_disposition = header_str(headers, header::CONTENT_DISPOSITION);
     let (size, ranges) = match status {
         StatusCode::PARTIAL_CONTENT => match content_range(headers) {
@@ -171,6 +176,8 @@ pub async fn probe(client: &Client, url: &Url) -> Result<Probe, FetchError> {
         size,
         ranges,
         validator,
+        etag,
+        last_modified,
         content_disposition,
     })
 }

@@ -5,6 +5,7 @@
 //! Every place bytes can come from is a source answering "bytes A..B"; multi-connection,
 //! mirrors and peers are the same scheduler loop with different sources.
 
+mod checkpoint;
 mod download;
 pub mod error;
 pub mod events;
@@ -24,7 +25,7 @@ pub use error::{DownloadError, ErrorKind};
 pub use events::{Event, EventSender, Progress, Summary};
 pub use options::{
     parse_bytes, Connections, DownloadOptions, Existing, HttpOptions, MinSplit, OptionError,
-    Output, Rate, BLOCK,
+    Output, Rate, Resume, BLOCK,
 };
 pub use tokio_util::sync::CancellationToken;
 

@@ -132,6 +132,17 @@ pub enum Existing {
     Overwrite,
 }
 
+/// Whether to continue from the state a previous run left in `NAME.part.shoal`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Resume {
+    /// Continue when the state is intact and the server still has the same file; otherwise
+    /// start over and say why.
+    #[default]
+    Auto,
+    /// Always start over, discarding any previous `.part` and its state (`--no-resume`).
+    Never,
+}
+
 /// How every HTTP request is made.
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
@@ -160,6 +171,7 @@ pub struct DownloadOptions {
     pub url: Url,
     pub output: Output,
     pub existing: Existing,
+    pub resume: Resume,
     /// The most connections to use; fewer are kept when more do not add throughput.
     pub connections: Connections,
     pub min_split: MinSplit,
@@ -178,6 +190,7 @@ impl DownloadOptions {
             url,
             output,
             existing: Existing::default(),
+            resume: Resume::default(),
             connections: Connections::default(),
             min_split: MinSplit::default(),
             stall_timeout: Duration::from_secs(15),

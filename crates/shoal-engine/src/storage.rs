@@ -7,7 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -26,6 +26,7 @@ pub struct PartFile {
     file: File,
     part: PathBuf,
     path: PathBuf,
+    size: Option<u64>,
 }
 
 impl PartFile {
@@ -41,12 +42,41 @@ impl PartFile {
             .open(&part)
             .map_err(|e| DownloadError::io(&part, "create", e))?;
         if let Some(size) = size {
-            preallocate(&file, size).map_err(|e| DownloadError::io(&part, "reserve space", e))?;
+            if let Err(e) = preallocate(&file, size) {
+                // Whatever was reserved would only hold space the user needs to free.
+                let _ = std::fs::remove_file(&part);
+                return Err(DownloadError::io_space(&part, "reserve space", e, size));
+            }
         }
         Ok(Self {
             file,
             part,
             path: path.to_path_buf(),
+            size,
+        })
+    }
+
+    /// Opens the `path.part` a previous run left, keeping its bytes; it must be `size` bytes
+    /// long (it was preallocated), else it is not the file the resume state describes.
+    pub fn open_existing(path: &Path, size: u64) -> Result<Self, ExistingPart> {
+        let part = part_path(path);
+        let file = match OpenOptions::new().read(true).write(true).open(&part) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ExistingPart::Missing),
+            Err(e) => return Err(ExistingPart::Failed(DownloadError::io(&part, "open", e))),
+        };
+        let len = file
+            .metadata()
+            .map_err(|e| ExistingPart::Failed(DownloadError::io(&part, "stat", e)))?
+            .len();
+        if len != size {
+            return Err(ExistingPart::WrongLength { len });
+        }
+        Ok(Self {
+            file,
+            part,
+            path: path.to_path_buf(),
+            size: Some(size),
         })
     }
 
@@ -67,7 +97,21 @@ impl PartFile {
     pub fn write_at(&self, data: &[u8], offset: u64) -> Result<(), DownloadError> {
         self.file
             .write_all_at(data, offset)
-            .map_err(|e| DownloadError::io(&self.part, "write", e))
+            .map_err(|e| DownloadError::io_space(&self.part, "write", e, self.unallocated()))
+    }
+
+    /// Makes every byte written so far durable.
+    pub fn sync(&self) -> Result<(), DownloadError> {
+        self.file
+            .sync_data()
+            .map_err(|e| DownloadError::io_space(&self.part, "sync", e, self.unallocated()))
+    }
+
+    /// Bytes of the file the disk has not reserved yet: what a full disk must still find.
+    /// Zero once preallocation succeeded.
+    pub fn unallocated(&self) -> u64 {
+        let allocated = self.file.metadata().map(|m| m.blocks() * 512).unwrap_or(0);
+        self.size.unwrap_or(0).saturating_sub(allocated)
     }
 
     /// Sets the final length (for downloads whose size was unknown) and syncs the data.
@@ -82,9 +126,7 @@ impl PartFile {
                 .set_len(size)
                 .map_err(|e| DownloadError::io(&self.part, "truncate", e))?;
         }
-        self.file
-            .sync_data()
-            .map_err(|e| DownloadError::io(&self.part, "sync", e))
+        self.sync()
     }
 
     /// Gives the synced `.part` its final name. With [`Existing::Refuse`], a file that appeared
@@ -108,6 +150,14 @@ impl PartFile {
         }
         Ok(self.path)
     }
+}
+
+/// Why a previous run's `.part` cannot be continued.
+#[derive(Debug)]
+pub enum ExistingPart {
+    Missing,
+    WrongLength { len: u64 },
+    Failed(DownloadError),
 }
 
 fn preallocate(file: &File, size: u64) -> io::Result<()> {
@@ -172,6 +222,29 @@ mod tests {
         part.finish(3).unwrap();
         part.commit(Existing::Overwrite).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
+    }
+
+    #[test]
+    fn existing_part_keeps_its_bytes_and_must_have_its_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("z");
+        assert!(matches!(
+            PartFile::open_existing(&path, 4),
+            Err(ExistingPart::Missing)
+        ));
+        let part = PartFile::create(&path, Some(4)).unwrap();
+        part.write_at(b"ab", 0).unwrap();
+        part.sync().unwrap();
+        assert_eq!(part.unallocated(), 0);
+        drop(part);
+        assert!(matches!(
+            PartFile::open_existing(&path, 5),
+            Err(ExistingPart::WrongLength { len: 4 })
+        ));
+        let part = PartFile::open_existing(&path, 4).unwrap();
+        part.write_at(b"cd", 2).unwrap();
+        part.finish(4).unwrap();
+        assert_eq!(std::fs::read(part.part()).unwrap(), b"abcd");
     }
 
     #[test]

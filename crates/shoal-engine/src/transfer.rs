@@ -12,12 +12,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::{Client, Response};
+use shoal_core::Bitfield;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
+use crate::checkpoint::{Checkpoint, FLUSH_AGE};
 use crate::download::network;
 use crate::error::DownloadError;
 use crate::events::{Event, EventSender, Progress};
@@ -146,14 +148,27 @@ enum Phase {
     Settled,
 }
 
+/// Downloads the blocks not in `done` over many connections. `first` (the probe's response,
+/// streaming from byte 0) is used when block 0 is still missing. `checkpoint` records progress
+/// durably while this runs and once more when it stops, however it stops.
 pub async fn segmented(
     t: Transfer,
     source: RangeSource,
     first: Response,
+    done: Bitfield,
+    mut checkpoint: Checkpoint,
 ) -> Result<Outcome, DownloadError> {
     let options = t.options.clone();
-    let mut segments = Segments::new(source.size, options.min_split.get());
-    segments.assign(0);
+    let mut segments = Segments::resume(source.size, options.min_split.get(), done);
+    let first = if segments.done().get(0) {
+        // Dropped now, not when this function returns: dropping closes its connection, which
+        // would otherwise keep the server sending what nobody reads.
+        drop(first);
+        None
+    } else {
+        segments.assign(0);
+        Some(first)
+    };
     let shared = Arc::new(Shared {
         limiter: options
             .limit_rate
@@ -172,7 +187,7 @@ pub async fn segmented(
     });
     let mut slots: HashMap<WorkerId, Slot> = HashMap::new();
     let mut next_id: WorkerId = 0;
-    slots.insert(0, spawn(&shared, 0, Some(first)));
+    slots.insert(0, spawn(&shared, 0, first));
     next_id += 1;
     shared
         .target
@@ -249,6 +264,9 @@ pub async fn segmented(
             speed,
             connections: streaming,
         }));
+        if let Err(error) = checkpoint.tick(&shared.segments, streaming).await {
+            break Err(error);
+        }
     };
 
     for slot in slots.values() {
@@ -257,7 +275,13 @@ pub async fn segmented(
     for (_, slot) in slots.drain() {
         let _ = slot.handle.await;
     }
+    // Every worker has written what it held: the last state names all of it.
+    let saved = checkpoint.finish(&shared.segments).await;
+    if let (Err(failed), Err(unsaved)) = (&result, &saved) {
+        warn!("{failed}; the resume state could not be updated either: {unsaved}");
+    }
     result?;
+    saved?;
     // A worker may have failed after the last byte was written; the file is complete anyway.
     Ok(Outcome {
         size: shared.source.size,
@@ -511,6 +535,7 @@ async fn stream(
         return Ok(Streamed::Finished);
     };
     buf.clear();
+    let mut buffered_since = Instant::now();
     let stall = shared.t.options.stall_timeout;
     loop {
         let chunk = tokio::select! {
@@ -549,8 +574,14 @@ async fn stream(
         if let Some(limiter) = &shared.limiter {
             limiter.acquire(chunk.len()).await;
         }
+        if buf.is_empty() {
+            buffered_since = Instant::now();
+        }
         buf.extend_from_slice(&chunk);
-        if buf.len() >= BUF || pos + buf.len() as u64 >= end {
+        if buf.len() >= BUF
+            || pos + buf.len() as u64 >= end
+            || buffered_since.elapsed() >= FLUSH_AGE
+        {
             match flush(shared, id, &mut pos, buf).map_err(StreamError::Local)? {
                 Next::Finished => {
                     *written = pos - start;

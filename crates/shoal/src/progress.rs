@@ -141,6 +141,14 @@ impl View {
                     }
                 }
             }
+            Event::Resumed {
+                done,
+                total,
+                verified,
+            } => {
+                self.warn(&resumed_line(*done, *total, *verified));
+            }
+            Event::Restarted { reason } => self.warn(&format!("shoal: {reason}")),
             Event::Progress(progress) => {
                 if let Some(bar) = &self.bar {
                     bar.set_position(progress.done);
@@ -267,6 +275,22 @@ fn clock(secs: f64) -> String {
     }
 }
 
+fn resumed_line(done: u64, total: u64, verified: bool) -> String {
+    let line = format!(
+        "shoal: resuming: {} of {} already downloaded",
+        BinaryBytes(done),
+        BinaryBytes(total)
+    );
+    if verified {
+        line
+    } else {
+        format!(
+            "{line}; unverified: the server sends no ETag or Last-Modified, so only the size \
+             says it is the same file (add --checksum to check the result)"
+        )
+    }
+}
+
 fn summary_line(summary: &Summary) -> String {
     // `-d .` (the default) joins to `./NAME`; the name alone reads better.
     let path = summary.path.strip_prefix(".").unwrap_or(&summary.path);
@@ -298,6 +322,20 @@ fn event_json(event: &Event) -> Value {
             "path": path.to_string_lossy(),
             "size": size,
             "ranges": ranges,
+        }),
+        Event::Resumed {
+            done,
+            total,
+            verified,
+        } => json!({
+            "event": "resumed",
+            "done": done,
+            "total": total,
+            "verified": verified,
+        }),
+        Event::Restarted { reason } => json!({
+            "event": "restarted",
+            "reason": reason,
         }),
         Event::Progress(progress) => json!({
             "event": "progress",
@@ -438,6 +476,21 @@ mod tests {
         });
         assert_eq!(retry["event"], "retry");
         assert_eq!(retry["after"], 0.5);
+        let resumed = event_json(&Event::Resumed {
+            done: 1,
+            total: 2,
+            verified: false,
+        });
+        assert_eq!(
+            resumed,
+            json!({"event": "resumed", "done": 1, "total": 2, "verified": false})
+        );
+        assert!(resumed_line(1 << 20, 2 << 20, false).contains("unverified"));
+        assert!(!resumed_line(1 << 20, 2 << 20, true).contains("unverified"));
+        let restarted = event_json(&Event::Restarted {
+            reason: "x changed".into(),
+        });
+        assert_eq!(restarted["event"], "restarted");
         let lowered = event_json(&Event::ConnectionsLowered {
             to: 4,
             reason: "503".into(),
