@@ -63,6 +63,9 @@ has_scenario() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 SIZE_BYTES=$((SIZE_MIB * 1024 * 1024))
 IDEAL=$(awk -v s="$SIZE_MIB" -v c="$CONNS" -v r="$RATE_MIB" 'BEGIN { printf "%.3f", s / (c * r) }')
 
+mkdir -p "$WORK" "$BENCH_DIR/out"
+WORK=$(cd "$WORK" && pwd)
+
 # ----------------------------------------------------------------------------- tools
 needs=(nginx:nginx-light curl:curl /usr/bin/time:time timeout:coreutils sha256sum:coreutils)
 has_tool aria2c && needs+=(aria2c:aria2)
@@ -77,12 +80,16 @@ if has_tool shoal || has_tool shoal16; then
     [[ -x "$cargo_bin" ]] || bench_die "cargo not found (or set SHOAL=path/to/shoal)"
     bench_log "building: cargo build --release -p shoal"
     (cd "$REPO" && timeout 3600 "$cargo_bin" build --release -p shoal) ||
-      bench_die "cargo build --release -p shoal failed"
+      bench_die "cargo build --release -p shoal failed (SHOAL=path/to/shoal benchmarks a binary you have)"
     SHOAL="${CARGO_TARGET_DIR:-$REPO/target}/release/shoal"
   fi
   [[ -x "$SHOAL" ]] || bench_die "shoal binary '$SHOAL' is not executable"
-  SHOAL=$(cd "$(dirname "$SHOAL")" && pwd)/$(basename "$SHOAL")
   SHOAL_DESC="$("$SHOAL" --version 2>/dev/null | head -n 1 || true)${SHOAL_DESC:+, $SHOAL_DESC}"
+  # A snapshot, so that a rebuild in the work tree during the benchmark cannot swap binaries.
+  mkdir -p "$WORK/bin"
+  cp -f "$SHOAL" "$WORK/bin/shoal"
+  SHOAL=$WORK/bin/shoal
+  SHOAL_DESC+=", sha256 $(sha256sum "$SHOAL" | cut -c1-12)"
 fi
 
 tool_label() {
@@ -123,8 +130,6 @@ tool_version() {
 }
 
 # ----------------------------------------------------------------------------- files
-mkdir -p "$WORK" "$BENCH_DIR/out"
-WORK=$(cd "$WORK" && pwd)
 mkdir -p "${OUT_DIR:-$WORK}"
 # Only a directory of our own is ever emptied or removed, whatever OUT_DIR points at.
 OUT_DIR=$(mktemp -d "$(cd "${OUT_DIR:-$WORK}" && pwd)/shoal-http-dl.XXXXXX")
