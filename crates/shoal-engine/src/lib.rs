@@ -10,6 +10,7 @@ mod download;
 pub mod error;
 pub mod events;
 mod http;
+pub mod metalink;
 pub mod naming;
 pub mod options;
 mod ratelimit;
@@ -19,6 +20,7 @@ mod retry;
 pub mod segments;
 pub mod storage;
 mod transfer;
+pub mod urllist;
 mod verify;
 
 pub use error::{DownloadError, ErrorKind};
