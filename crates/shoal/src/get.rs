@@ -12,6 +12,7 @@ use shoal_core::Checksum;
 use shoal_engine::redact::redacted;
 use shoal_engine::{
     parse_bytes, CancellationToken, Connections, DownloadOptions, Existing, MinSplit, Output, Rate,
+    Resume,
 };
 use tokio::sync::mpsc;
 use url::Url;
@@ -71,6 +72,10 @@ pub struct GetArgs {
     /// Replace an existing output file once the new one is complete
     #[arg(long)]
     overwrite: bool,
+
+    /// Start over even if a previous run left NAME.part and its resume state
+    #[arg(long)]
+    no_resume: bool,
 
     /// Seconds to wait for a TCP/TLS connection
     #[arg(long, value_name = "SECS", default_value = "15", value_parser = parse_secs)]
@@ -172,6 +177,11 @@ impl GetArgs {
             Existing::Overwrite
         } else {
             Existing::Refuse
+        };
+        options.resume = if self.no_resume {
+            Resume::Never
+        } else {
+            Resume::Auto
         };
         options.connections = self.connections;
         options.min_split = self.min_split;
