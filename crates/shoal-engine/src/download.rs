@@ -50,59 +50,34 @@ pub async fn run(
         ranges: probe.ranges,
     });
     let state_path = resume::state_path(&path);
-    let record = State {
-        url_hash: resume::url_hash(&options.url),
-        size: probe.size.unwrap_or(0),
-        block: BLOCK,
-        etag: probe.etag.clone(),
-        last_modified: probe.last_modified.clone(),
-        done: Bitfield::new(0),
+    let attempt = Attempt {
+        options: &options,
+        client: &client,
+        events: &events,
+        cancel: &cancel,
+        path: &path,
+        state_path: &state_path,
     };
-    let resumable = probe.ranges && probe.size.is_some_and(|size| size > 0);
-    let previous = match options.resume {
-        Resume::Auto if resumable => previous_run(&path, &state_path, &record, &options, &events)?,
-        Resume::Auto | Resume::Never => None,
-    };
-    let (part, done) = match previous {
-        Some((part, done)) => (part, Some(done)),
-        None => {
-            // The old state goes first: a crash before the new `.part` has its own state leaves
-            // a `.part` without one, which is never trusted.
-            resume::remove(&state_path).map_err(|e| DownloadError::io(&state_path, "remove", e))?;
-            resume::sync_dir(&state_path);
-            (PartFile::create(&path, probe.size)?, None)
+    let (part, outcome) = match attempt.run(probe, options.resume).await {
+        // `If-Range` kept the new version out of the `.part`; the old bytes are worthless now.
+        // Once: a file that keeps changing is better fetched later than chased.
+        Err(DownloadError::Changed { .. }) => {
+            let reason = format!(
+                "the file on the server changed while downloading; starting {} over",
+                storage::part_path(&path).display()
+            );
+            info!(%reason);
+            let _ = events.send(Event::Restarted { reason });
+            let probe = probe_with_retries(&client, &options, &cancel).await?;
+            let _ = events.send(Event::Started {
+                url: redacted(&probe.url),
+                path: path.clone(),
+                size: probe.size,
+                ranges: probe.ranges,
+            });
+            attempt.run(probe, Resume::Never).await?
         }
-    };
-    let part = Arc::new(part);
-    let transfer = || Transfer {
-        options: Arc::new(options.clone()),
-        part: part.clone(),
-        events: events.clone(),
-        cancel: cancel.clone(),
-    };
-    let outcome = match (probe.ranges, probe.size) {
-        (true, Some(size)) if size > 0 => {
-            let source = RangeSource {
-                client: client.clone(),
-                url: probe.url.clone(),
-                size,
-                validator: probe.validator.clone(),
-            };
-            let done = done.unwrap_or_else(|| Bitfield::new(block_count(size)));
-            let record = State {
-                done: done.clone(),
-                ..record
-            };
-            let checkpoint = Checkpoint::new(part.clone(), state_path.clone(), record);
-            transfer::segmented(transfer(), source, probe.response, done, checkpoint).await?
-        }
-        // An empty file: the probe's 416 body is an error page, not content.
-        (_, Some(0)) => transfer::Outcome {
-            size: 0,
-            max_connections: 0,
-            fetched: 0,
-        },
-        _ => transfer::single(transfer(), client, probe).await?,
+        other => other?,
     };
     part.finish(outcome.size)?;
     if let Some(expected) = &options.checksum {
@@ -137,6 +112,87 @@ pub async fn run(
         max_connections: outcome.max_connections,
         fetched: outcome.fetched,
     })
+}
+
+/// What one attempt at the bytes needs: an attempt is repeated from scratch when the file
+/// changes on the server mid-way.
+struct Attempt<'a> {
+    options: &'a DownloadOptions,
+    client: &'a reqwest::Client,
+    events: &'a EventSender,
+    cancel: &'a CancellationToken,
+    path: &'a Path,
+    state_path: &'a Path,
+}
+
+impl Attempt<'_> {
+    /// Continues a previous run's `.part` when `resume` allows and it is usable, else starts a
+    /// new one, and fetches what is missing.
+    async fn run(
+        &self,
+        probe: Probe,
+        resume: Resume,
+    ) -> Result<(Arc<PartFile>, transfer::Outcome), DownloadError> {
+        let (options, path, state_path) = (self.options, self.path, self.state_path);
+        let record = State {
+            url_hash: resume::url_hash(&options.url),
+            size: probe.size.unwrap_or(0),
+            block: BLOCK,
+            etag: probe.etag.clone(),
+            last_modified: probe.last_modified.clone(),
+            done: Bitfield::new(0),
+        };
+        let resumable = probe.ranges && probe.size.is_some_and(|size| size > 0);
+        let previous = match resume {
+            Resume::Auto if resumable => {
+                previous_run(path, state_path, &record, options, self.events)?
+            }
+            Resume::Auto | Resume::Never => None,
+        };
+        let (part, done) = match previous {
+            Some((part, done)) => (part, Some(done)),
+            None => {
+                // The old state goes first: a crash before the new `.part` has its own state
+                // leaves a `.part` without one, which is never trusted.
+                resume::remove(state_path)
+                    .map_err(|e| DownloadError::io(state_path, "remove", e))?;
+                resume::sync_dir(state_path);
+                (PartFile::create(path, probe.size)?, None)
+            }
+        };
+        let part = Arc::new(part);
+        let transfer = Transfer {
+            options: Arc::new(options.clone()),
+            part: part.clone(),
+            events: self.events.clone(),
+            cancel: self.cancel.clone(),
+        };
+        let outcome = match (probe.ranges, probe.size) {
+            (true, Some(size)) if size > 0 => {
+                let source = RangeSource {
+                    client: self.client.clone(),
+                    url: probe.url.clone(),
+                    size,
+                    validator: probe.validator.clone(),
+                };
+                let done = done.unwrap_or_else(|| Bitfield::new(block_count(size)));
+                let record = State {
+                    done: done.clone(),
+                    ..record
+                };
+                let checkpoint = Checkpoint::new(part.clone(), state_path.to_path_buf(), record);
+                transfer::segmented(transfer, source, probe.response, done, checkpoint).await?
+            }
+            // An empty file: the probe's 416 body is an error page, not content.
+            (_, Some(0)) => transfer::Outcome {
+                size: 0,
+                max_connections: 0,
+                fetched: 0,
+            },
+            _ => transfer::single(transfer, self.client.clone(), probe).await?,
+        };
+        Ok((part, outcome))
+    }
 }
 
 fn block_count(size: u64) -> u32 {
@@ -284,6 +340,7 @@ async fn probe_with_retries(
 pub(crate) fn network(options: &DownloadOptions, error: &FetchError, tries: u32) -> DownloadError {
     let url = redacted(&options.url);
     match error {
+        FetchError::Changed => DownloadError::Changed { url },
         FetchError::Status { status, .. } => DownloadError::HttpStatus {
             url,
             status: status.as_u16(),

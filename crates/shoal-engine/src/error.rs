@@ -72,6 +72,12 @@ pub enum DownloadError {
     #[error("{path} already exists; choose another name with -o or replace it with --overwrite")]
     OutputExists { path: PathBuf },
 
+    #[error(
+        "{url}: the file changed on the server again while downloading; run the same command \
+         later, when it has settled"
+    )]
+    Changed { url: String },
+
     #[error("download cancelled")]
     Cancelled,
 }
@@ -90,7 +96,7 @@ impl DownloadError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             DownloadError::HttpStatus { .. } => ErrorKind::HttpStatus,
-            DownloadError::Network { .. } => ErrorKind::Network,
+            DownloadError::Network { .. } | DownloadError::Changed { .. } => ErrorKind::Network,
             DownloadError::ChecksumMismatch { .. } => ErrorKind::Checksum,
             DownloadError::Io { .. } | DownloadError::DiskFull { .. } => ErrorKind::LocalIo,
             DownloadError::OutputExists { .. } => ErrorKind::OutputExists,

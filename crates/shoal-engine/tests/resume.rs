@@ -403,3 +403,45 @@ async fn checksum_mismatch_drops_the_state_and_keeps_the_part() {
     assert!(part_path(&s.out).exists());
     assert!(!state_path(&s.out).exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_changing_mid_download_restarts_once_then_gives_up() {
+    // Each probe's response stalls after 128 KiB; only after the stall timeout does the one
+    // connection ask for the rest with a range request. The file is changed in that window,
+    // right after each probe, so each range request meets a new version: the first time the
+    // download starts over, the second time it gives up.
+    let s = setup(
+        2 * MIB,
+        44,
+        OriginConfig {
+            stall_after: Some(128 * 1024),
+            stall_count: 10,
+            ..OriginConfig::default()
+        },
+    )
+    .await;
+    let origin = &s.origin;
+    let versions = std::sync::atomic::AtomicU64::new(0);
+    let mut o = options(&s.url, &s.out);
+    o.connections = Connections::new(1).unwrap();
+    o.stall_timeout = Duration::from_millis(500);
+    let (result, events) = get_until(o, |e| {
+        if matches!(e, Event::Started { .. }) {
+            let n = versions.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            origin.set_content(random_bytes(2 * MIB, 144 + n));
+        }
+        false
+    })
+    .await;
+    let err = result.unwrap_err();
+    assert!(matches!(err, DownloadError::Changed { .. }), "{err}");
+    assert!(
+        err.to_string().contains("changed on the server again"),
+        "{err}"
+    );
+    assert!(restarted(&events).is_some_and(|r| r.contains("changed while downloading")));
+    assert!(
+        !s.out.exists(),
+        "no mix of versions is ever given the final name"
+    );
+}
