@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::checkpoint::{Checkpoint, FLUSH_AGE};
 use crate::download::network;
-use crate::error::DownloadError;
+use crate::error::{DownloadError, ErrorKind};
 use crate::events::{Event, EventSender, Progress};
 use crate::http::{transport_error, FetchError, Probe, RangeSource};
 use crate::options::DownloadOptions;
@@ -278,7 +278,10 @@ pub async fn segmented(
     // Every worker has written what it held: the last state names all of it.
     let saved = checkpoint.finish(&shared.segments).await;
     if let (Err(failed), Err(unsaved)) = (&result, &saved) {
-        warn!("{failed}; the resume state could not be updated either: {unsaved}");
+        // Two local failures are the same full or broken disk, said once by the error itself.
+        if failed.kind() != ErrorKind::LocalIo {
+            warn!("{failed}; the resume state could not be updated either: {unsaved}");
+        }
     }
     result?;
     saved?;

@@ -401,3 +401,119 @@ fn no_resume_starts_over_and_unvalidated_resume_says_so() {
     assert!(origin.bytes_sent() - before >= content.len() as u64);
     assert_complete(&dir, &content);
 }
+
+/// A small tmpfs mounted on a temporary directory for one test, unmounted when dropped (even
+/// when the test fails).
+struct Tmpfs {
+    dir: TempDir,
+}
+
+impl Tmpfs {
+    /// `None`, with a note, where mounting is not allowed (not root, or no CAP_SYS_ADMIN).
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = TempDir::new().unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("note: skipped: cannot mount a tmpfs here (needs root)");
+            return None;
+        }
+        Some(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// Fills the file system holding `path` until it is full; returns how much it wrote.
+fn fill(path: &Path) -> u64 {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    let mut written = 0;
+    // Bounded by the file system's size.
+    while file.write_all(&chunk).is_ok() {
+        written += chunk.len() as u64;
+    }
+    // The last partial chunk may have landed; whatever fits a page more does too.
+    while file.write_all(&[0u8; 512]).is_ok() {
+        written += 512;
+    }
+    written
+}
+
+#[test]
+fn disk_full_up_front_names_the_space_needed() {
+    let Some(fs) = Tmpfs::mount("4m") else { return };
+    let content = random_bytes(6 << 20, 58);
+    let origin = throttled(&content, 64 << 20);
+    let url = origin.url("/f.bin");
+    let full = finish(get(fs.path(), &[&url]).spawn().unwrap());
+    assert_eq!(full.code, 6, "{}", full.stderr);
+    assert!(
+        full.stderr
+            .contains("f.bin.part: the disk is full: 6.0 MiB more needed (")
+            && full.stderr.contains("run the same command again"),
+        "{}",
+        full.stderr
+    );
+    assert!(
+        !fs.path().join("f.bin.part").exists(),
+        "nothing half-made left"
+    );
+}
+
+#[test]
+fn disk_full_mid_download_keeps_the_state_and_resumes_once_space_is_freed() {
+    let Some(fs) = Tmpfs::mount("16m") else {
+        return;
+    };
+    let content = random_bytes(8 << 20, 59);
+    let origin = throttled(&content, 512 << 10);
+    let url = origin.url("/f.bin");
+    let child = get(fs.path(), &[&url]).spawn().unwrap();
+    let state_path = fs.path().join("f.bin.part.shoal");
+    let start = Instant::now();
+    while !state_path.exists() {
+        assert!(start.elapsed() < DEADLINE, "no state saved");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The .part is reserved in full; what fills the disk now is the next state save.
+    let filler = fs.path().join("filler");
+    fill(&filler);
+    let full = finish(child);
+    assert_eq!(full.code, 6, "{}", full.stderr);
+    assert!(
+        full.stderr.contains("f.bin.part.shoal: the disk is full: ")
+            && full.stderr.contains("more needed (")
+            && full
+                .stderr
+                .contains("run the same command again to continue"),
+        "{}",
+        full.stderr
+    );
+    let saved = resume::load(&state_path)
+        .expect("the state on a full disk is still valid")
+        .expect("and still there");
+    assert!(saved.done.count_ones() > 0);
+
+    std::fs::remove_file(&filler).unwrap();
+    let again = run(fs.path(), &[&url]);
+    assert_ok(&again);
+    assert!(again.stderr.contains("resuming: "), "{}", again.stderr);
+    let bytes = std::fs::read(fs.path().join("f.bin")).unwrap();
+    assert_eq!(sha256_hex(&bytes), sha256_hex(&content));
+    let left: Vec<_> = std::fs::read_dir(fs.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "only the file is left: {left:?}");
+}
