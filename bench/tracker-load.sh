@@ -4,13 +4,15 @@
 # Starts `shoal tracker` on 127.0.0.1 with a fresh database, preloads AGENTS agents each holding
 # PER_AGENT of CONTENTS contents (the first 10 holdings partial) with the tracker-load example,
 # then drives it with wrk (-t1 -c32, DURATION s) three ways: a 50/50 mix of peer queries and
-# one-piece announce deltas (the target), queries only, and deltas only. It reports requests/s,
+# one-piece announce deltas (the target), queries only, and deltas only; all of it twice, with
+# tokio's default worker threads and with one (TOKIO_WORKER_THREADS=1). It reports requests/s,
 # p50/p99 latency and the tracker's RSS, then restarts the tracker and times restart-to-serving.
 # Last, opentracker (Debian) takes BitTorrent announces over the same contents with the same wrk
 # settings, for the ratio. The Markdown table also goes to bench/out/tracker-load-<date>.md.
 #
 # Knobs (environment): AGENTS=10000 CONTENTS=10000 PER_AGENT=100 DURATION=10 CONNS=32
 #   SHOAL=path   use this shoal binary instead of `cargo build --release -p shoal`
+#   PRELOAD=path use this preloader instead of building the tracker-load example
 #   SKIP_OPENTRACKER=1
 #
 # Exit status: 0 when the benchmark ran (missed targets are in the report), 1 when the harness
@@ -43,8 +45,10 @@ if [[ -z "${SHOAL:-}" ]]; then
   cargo build --release -q -p shoal
   SHOAL=$REPO/target/release/shoal
 fi
-cargo build --release -q -p shoal-tracker --features loadgen --example tracker-load
-PRELOAD=$REPO/target/release/examples/tracker-load
+if [[ -z "${PRELOAD:-}" ]]; then
+  cargo build --release -q -p shoal-tracker --features loadgen --example tracker-load
+  PRELOAD=$REPO/target/release/examples/tracker-load
+fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/shoal-tracker-load.XXXXXX")
 bench_cleanup_add "rm -rf '$WORK'"
@@ -60,14 +64,15 @@ role = "agent"
 TOML
 chmod 600 "$WORK/tokens.toml"
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 PORT=$(bench_free_port)
 URL=http://127.0.0.1:$PORT
 TRACKER_PID=""
 
-start_tracker() {
+start_tracker() { # [WORKERS]: tokio worker threads, default one per core
   # A long lease: the preload and the runs must not outlive it. The rate limit stays on, high
   # enough not to bite, so its cost is measured.
-  "$SHOAL" tracker --listen "127.0.0.1:$PORT" --data "$WORK/data" --tokens "$WORK/tokens.toml" \
+  env ${1:+TOKIO_WORKER_THREADS=$1} "$SHOAL" tracker --listen "127.0.0.1:$PORT" --data "$WORK/data" --tokens "$WORK/tokens.toml" \
     --lease 900 --rate-limit 1000000 >>"$WORK/tracker.log" 2>&1 &
   TRACKER_PID=$!
   bench_cleanup_add "kill $TRACKER_PID 2>/dev/null || true"
@@ -105,29 +110,36 @@ run_wrk() { # NAME ANNOUNCE_PCT
 }
 
 # ----------------------------------------------------------------------------- shoal tracker
-start_tracker
-bench_log "preloading $AGENTS agents x $PER_AGENT holdings of $CONTENTS contents"
-timeout 600 "$PRELOAD" --url "$URL" --token "$SECRET" --agents "$AGENTS" --contents "$CONTENTS" \
-  --per-agent "$PER_AGENT" --partial 10 >&2
-rss_loaded=$(rss_mib "$TRACKER_PID")
-
-declare -A result
-for run in mixed:50 queries:0 deltas:100; do
-  name=${run%%:*}
-  bench_log "wrk: $name (-t1 -c$CONNS ${DURATION}s)"
-  result[$name]=$(run_wrk "$name" "${run#*:}")
-  read -r _ _ _ bad errs <<<"${result[$name]}"
-  ((bad == 0)) || bench_die "$name: $bad requests failed (see $WORK/wrk-$name.log, $WORK/tracker.log)"
+declare -A result rss
+# Two configurations: tokio's default of one worker thread per core, and one worker thread,
+# which leaves wrk a core of its own on a 2-core machine (as single-threaded opentracker does).
+for workers in default 1; do
+  rm -rf "$WORK/data"
+  start_tracker "${workers#default}"
+  bench_log "[$workers workers] preloading $AGENTS agents x $PER_AGENT holdings of $CONTENTS contents"
+  timeout 600 "$PRELOAD" --url "$URL" --token "$SECRET" --agents "$AGENTS" --contents "$CONTENTS" \
+    --per-agent "$PER_AGENT" --partial 10 >&2
+  rss[$workers.loaded]=$(rss_mib "$TRACKER_PID")
+  for run in mixed:50 queries:0 deltas:100; do
+    name=${run%%:*}
+    bench_log "[$workers workers] wrk: $name (-t1 -c$CONNS ${DURATION}s)"
+    result[$workers.$name]=$(run_wrk "$workers-$name" "${run#*:}")
+    read -r _ _ _ bad _ <<<"${result[$workers.$name]}"
+    ((bad == 0)) || bench_die "$name: $bad requests failed (see $WORK/wrk-$workers-$name.log, $WORK/tracker.log)"
+  done
+  rss[$workers.after]=$(rss_mib "$TRACKER_PID")
+  rss[$workers.peak]=$(hwm_mib "$TRACKER_PID")
+  metrics_agents=$(curl -fs "$URL/metrics" | awk '$1 == "shoal_tracker_agents" { print $2 }')
+  if [[ $workers == 1 ]]; then break; fi
+  kill -TERM "$TRACKER_PID"
+  bench__wait_gone "$TRACKER_PID" 100 || bench_die "the tracker did not stop within 10 s of SIGTERM"
 done
-rss_after=$(rss_mib "$TRACKER_PID")
-rss_peak=$(hwm_mib "$TRACKER_PID")
-metrics_agents=$(curl -fs "$URL/metrics" | awk '$1 == "shoal_tracker_agents" { print $2 }')
 
 bench_log "restart: SIGTERM, then time until the new process answers"
 kill -TERM "$TRACKER_PID"
 bench__wait_gone "$TRACKER_PID" 100 || bench_die "the tracker did not stop within 10 s of SIGTERM"
 t0=$(date +%s.%N)
-start_tracker
+start_tracker 1
 t1=$(date +%s.%N)
 curl -fs -H "Authorization: Bearer $SECRET" "$URL/v1/content/$(printf '%048d%016x' 0 1)" >/dev/null ||
   bench_die "the restarted tracker lost its catalog"
@@ -142,7 +154,8 @@ if [[ -z "${SKIP_OPENTRACKER:-}" ]]; then
   mkdir -p "$WORK/ot"
   for ((c = 0; c < CONTENTS; c++)); do printf '000000000000000000000000%016x\n' "$c"; done >"$WORK/ot/whitelist.txt"
   chmod 755 "$WORK" "$WORK/ot"
-  OT_PORT=$(bench_free_port)
+  OT_LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+PORT=$(bench_free_port)
   opentracker -i 127.0.0.1 -p "$OT_PORT" -P "$OT_PORT" -d "$WORK/ot" -u nobody -w /whitelist.txt \
     >"$WORK/ot.log" 2>&1 &
   OT_PID=$!
@@ -162,30 +175,36 @@ row() { # LABEL "rps p50 p99 ..."
   read -r rps p50 p99 _ <<<"$2"
   printf '| %s | %s | %s | %s |\n' "$1" "$rps" "$p50" "$p99"
 }
-read -r mixed_rps _ mixed_p99 _ <<<"${result[mixed]}"
+read -r mixed_rps _ mixed_p99 _ <<<"${result[1.mixed]}"
 read -r ot_rps _ _ _ <<<"$ot"
+peak=$(bench_max "${rss[default.peak]}" "${rss[1.peak]}")
 verdict() { if "$@"; then echo "met"; else echo "MISSED"; fi; }
 {
   echo "$AGENTS agents x $PER_AGENT holdings of $CONTENTS contents (10 partial per agent, 256 pieces each);"
-  echo "wrk -t1 -c$CONNS -d${DURATION}s on the same $(nproc)-core machine; $(date -u +%Y-%m-%d)."
+  echo "wrk -t1 -c$CONNS -d${DURATION}s on the same $(nproc)-core machine; $(date -u +%Y-%m-%d);"
+  echo "load average before the run: $LOAD_BEFORE."
   echo
   echo "| load | requests/s | p50 ms | p99 ms |"
   echo "|---|---:|---:|---:|"
-  row "shoal tracker, 50% peer queries + 50% one-piece announce deltas" "${result[mixed]}"
-  row "shoal tracker, peer queries only (k=20 of ~100 holders)" "${result[queries]}"
-  row "shoal tracker, announce deltas only" "${result[deltas]}"
+  for workers in default 1; do
+    label="shoal tracker, $workers worker threads"
+    [[ $workers == 1 ]] && label="shoal tracker, 1 worker thread (TOKIO_WORKER_THREADS=1)"
+    row "$label: 50% peer queries + 50% one-piece announce deltas" "${result[$workers.mixed]}"
+    row "$label: peer queries only (k=20 of ~100 holders)" "${result[$workers.queries]}"
+    row "$label: announce deltas only" "${result[$workers.deltas]}"
+  done
   [[ "$ot" == "-" ]] || row "opentracker, BitTorrent announces (numwant=20)" "$ot"
   echo
   echo "| measure | value |"
   echo "|---|---:|"
-  echo "| tracker RSS after preload | $rss_loaded MiB |"
-  echo "| tracker RSS after the runs (peak) | $rss_after MiB ($rss_peak MiB) |"
+  echo "| tracker RSS after preload | ${rss[default.loaded]} MiB |"
+  echo "| tracker RSS after the runs (peak) | ${rss[default.after]} MiB (${rss[default.peak]} MiB); 1 worker: ${rss[1.after]} MiB (${rss[1.peak]} MiB) |"
   [[ "$ot" == "-" ]] || echo "| opentracker RSS after its run | $ot_rss MiB |"
   echo "| live agents (metrics) | $metrics_agents |"
   echo "| restart to serving (SIGTERM → new process answers /healthz) | $restart_s s |"
-  echo "| mixed requests/s ÷ opentracker announces/s | $(bench_ratio "$mixed_rps" "$ot_rps") |"
+  echo "| mixed requests/s (1 worker) ÷ opentracker announces/s | $(bench_ratio "$mixed_rps" "$ot_rps") |"
   echo
-  echo "Targets: ≥ 15,000 mixed requests/s $(verdict bench_le 15000 "$mixed_rps"); p99 ≤ 5 ms $(verdict bench_le "$mixed_p99" 5);" \
-    "RSS ≤ 300 MiB $(verdict bench_le "$rss_peak" 300); restart ≤ 2 s $(verdict bench_le "$restart_s" 2)."
+  echo "Targets (1 worker): ≥ 15,000 mixed requests/s $(verdict bench_le 15000 "$mixed_rps"); p99 ≤ 5 ms $(verdict bench_le "$mixed_p99" 5);" \
+    "RSS ≤ 300 MiB $(verdict bench_le "$peak" 300); restart ≤ 2 s $(verdict bench_le "$restart_s" 2)."
 } | tee "$REPORT"
 bench_log "report written to $REPORT"

@@ -186,9 +186,13 @@ fn call() -> impl Strategy<Value = Call> {
     ]
 }
 
-/// The id as a path segment, percent-encoded so that it stays one segment.
+/// The id as a path segment, percent-encoded so that it stays one segment (`.` and `..` are
+/// resolved by URL clients even when encoded, so they get a suffix).
 fn id_text(v: &Value) -> String {
-    let text = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+    let mut text = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+    if text == "." || text == ".." {
+        text.push('x');
+    }
     text.bytes()
         .map(|b| match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),

@@ -64,6 +64,10 @@ struct Content {
     holders: HashMap<u32, Pieces>,
 }
 
+/// Sort key of a peer candidate, smallest first: complete holders, most useful pieces, least
+/// load, most upload capacity, then a per-asker hash.
+type PeerKey = (Reverse<bool>, Reverse<u32>, u32, Reverse<u64>, u64);
+
 /// A catalog entry that changed and must be written to durable storage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct CatalogRow {
@@ -417,35 +421,38 @@ impl Memory {
         // over different holders instead of all picking the same first few.
         let seed = query.asker.as_ref().map_or(0, |id| fnv1a(id.as_str()));
 
-        let mut candidates: Vec<(u32, &Pieces, bool, u32)> = entry
-            .holders
-            .iter()
-            .filter(|(&a, _)| Some(a) != asker && self.agent(a).expires_ms > now)
-            .filter_map(|(&a, pieces)| {
-                let complete = matches!(pieces, Pieces::Complete);
-                let useful = useful_pieces(pieces, asker_has, count);
-                (complete || useful > 0).then_some((a, pieces, complete, useful))
-            })
-            .collect();
-        let key = |&(a, _, complete, useful): &(u32, &Pieces, bool, u32)| {
+        let asker_count = asker_has.map_or(0, |p| p.count(count));
+
+        // Each candidate's sort key is computed once: this loop is the hot path of the tracker.
+        let mut candidates: Vec<(PeerKey, u32, &Pieces)> = Vec::with_capacity(entry.holders.len());
+        for (&a, pieces) in &entry.holders {
             let agent = self.agent(a);
-            (
+            if Some(a) == asker || agent.expires_ms <= now {
+                continue;
+            }
+            let complete = matches!(pieces, Pieces::Complete);
+            let useful = useful_pieces(pieces, asker_has, asker_count, count);
+            if !complete && useful == 0 {
+                continue;
+            }
+            let key = (
                 Reverse(complete),
                 Reverse(useful),
                 agent.load,
                 Reverse(agent.upload_capacity),
                 (u64::from(a) ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            )
-        };
+            );
+            candidates.push((key, a, pieces));
+        }
         if candidates.len() > query.k && query.k > 0 {
-            candidates.select_nth_unstable_by_key(query.k - 1, key);
+            candidates.select_nth_unstable_by(query.k - 1, |x, y| x.0.cmp(&y.0));
         }
         candidates.truncate(query.k);
-        candidates.sort_unstable_by_key(key);
+        candidates.sort_unstable_by_key(|c| c.0);
 
         let peers = candidates
             .into_iter()
-            .map(|(a, pieces, complete, _)| {
+            .map(|((Reverse(complete), ..), a, pieces)| {
                 let agent = self.agent(a);
                 Peer {
                     id: agent.id.clone(),
@@ -616,12 +623,12 @@ fn row_of(content: &Content) -> CatalogRow {
     }
 }
 
-/// Pieces `holder` has that the asker lacks.
-fn useful_pieces(holder: &Pieces, asker: Option<&Pieces>, count: u32) -> u32 {
+/// Pieces `holder` has that the asker lacks; `asker_count` is how many the asker has.
+fn useful_pieces(holder: &Pieces, asker: Option<&Pieces>, asker_count: u32, count: u32) -> u32 {
     match (holder, asker) {
         (_, Some(Pieces::Complete)) => 0,
         (holder, None) => holder.count(count),
-        (Pieces::Complete, Some(Pieces::Partial(mine))) => count - mine.count_ones(),
+        (Pieces::Complete, Some(Pieces::Partial(_))) => count - asker_count,
         (Pieces::Partial(theirs), Some(Pieces::Partial(mine))) => theirs
             .as_bytes()
             .iter()
