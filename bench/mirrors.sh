@@ -24,7 +24,8 @@
 #   ROUNDS=3         rounds (1–20)
 #   CAPS="100 200 300"   the three mirrors' upload caps, Mbit/s (tc: 1 Mbit = 10^6 bit)
 #   SHOAL=path       use this shoal binary instead of building `cargo build --release -p shoal`
-#   ARIA2_FLAGS="-x4 -s12 -k1M --uri-selector=feedback"   aria2c's split settings (see below)
+#   ARIA2_FLAGS="-x4 -s12 -k1M"   aria2c's split settings (why these: see below)
+#   ROWS="curl1 curl2 curl3 split aria2c shoal"   which rows to run
 #   TIMEOUT=secs     per command (default: twice the slowest mirror's curl time, plus 30)
 #   WORK=dir         source file, nginx configs and logs, this run's tool logs in WORK/logs
 #                    (default bench/out/mirrors-work)
@@ -54,12 +55,20 @@ SIZE_MIB=${SIZE_MIB:-256}
 ROUNDS=${ROUNDS:-3}
 CAPS=${CAPS:-100 200 300}
 # -x4: up to 4 connections per mirror; -s12: up to 12 connections in all (4 × 3 mirrors);
-# -k1M: pieces down to 1 MiB, so the split is not limited by the default 20 MiB minimum;
-# feedback: aria2c's default URI selector, which picks mirrors by the speeds it has seen
-# (the alternative, "adaptive", was no faster here). Like bench/http.sh, --no-conf and
+# -k1M: pieces down to 1 MiB, so the split is not limited by the default 20 MiB minimum. Tried
+# on this setup (256 MiB, 5 rounds each, median s): -x4 -s12 -k1M 4.91, -x8 -s16 -k1M 4.84,
+# -x16 -s16 -k1M 5.12, the same with --uri-selector=adaptive 4.94, -x4 -s12 -k1M with adaptive
+# or inorder ~4.7 over 3 rounds, and the issue's minimum -x4 -s3 6.31: beyond -s3 they are all
+# within noise of each other, so the plain recipe stays. aria2c's default URI selector
+# (feedback) picks mirrors by the speeds it has seen. Like bench/http.sh, --no-conf=true and
 # --file-allocation=none are always added.
-ARIA2_FLAGS=${ARIA2_FLAGS:--x4 -s12 -k1M --uri-selector=feedback}
+ARIA2_FLAGS=${ARIA2_FLAGS:--x4 -s12 -k1M}
 WORK=${WORK:-$BENCH_DIR/out/mirrors-work}
+ROWS_WANTED=${ROWS:-curl1 curl2 curl3 split aria2c shoal}
+for row in $ROWS_WANTED; do
+  case $row in curl1 | curl2 | curl3 | split | aria2c | shoal) ;; *) bench_die "unknown row '$row' in ROWS" ;; esac
+done
+[[ -n "${ROWS_WANTED// /}" ]] || bench_die "ROWS names no row"
 
 [[ "$SIZE_MIB" =~ ^[1-9][0-9]*$ ]] || bench_die "SIZE_MIB must be a positive integer, not '$SIZE_MIB'"
 if ! [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || ((ROUNDS > 20)); then
@@ -218,11 +227,12 @@ done
 bench_log "nginx ($NGINX_VERSION) serving $SRC_NAME at ${URLS[*]}"
 
 # ----------------------------------------------------------------------------- rows
-ROWS=(curl1 curl2 curl3 aria2c shoal)
+read -r -a ROWS <<<"$ROWS_WANTED"
 
 row_label() {
   case $1 in
     curl[123]) echo "curl, mirror ${1#curl} alone (${CAP[${1#curl} - 1]} Mbit)" ;;
+    split) echo "3 curls at once, static split by cap (reference)" ;;
     aria2c) echo "aria2c ${ARIA2_FLAGS}, 3 mirrors" ;;
     shoal) echo "shoal, 3 mirrors" ;;
   esac
@@ -248,11 +258,64 @@ row_cmd() {
       --allow-overwrite=true --auto-file-renaming=false
       -d "$(dirname "$out")" -o "$(basename "$out")" "${URLS[@]}") ;;
     shoal) CMD=("$SHOAL" get -q -o "$out" "${URLS[@]}") ;;
+    # What a client that knew the caps in advance would do: one connection per mirror, each
+    # fetching the share of the file its cap is of the sum, written in place at its offset
+    # (one write per byte, like the others). It shows what this network allows.
+    split) CMD=(bash -c "$SPLIT_SCRIPT" split "$out" "${URLS[@]}" "${SPLIT_AT[@]}" "$SIZE_BYTES") ;;
   esac
 }
 
+# Offsets where the static split cuts the file: after the first mirror's share and the second's.
+SPLIT_AT=(
+  "$(awk -v b="$SIZE_BYTES" -v a="${CAP[0]}" -v t="$CAP_SUM" 'BEGIN { printf "%d", b * a / t }')"
+  "$(awk -v b="$SIZE_BYTES" -v a="$((CAP[0] + CAP[1]))" -v t="$CAP_SUM" 'BEGIN { printf "%d", b * a / t }')"
+)
+# Arguments: OUT URL1 URL2 URL3 CUT1 CUT2 SIZE. Fails if any part fails; the outer timeout
+# (bench_measure) bounds it, and its TERM reaches the children through the process group.
+# shellcheck disable=SC2016  # expanded by the inner bash
+SPLIT_SCRIPT='
+set -euo pipefail
+out=$1; starts=(0 "$5" "$6"); ends=("$(($5 - 1))" "$(($6 - 1))" "$(($7 - 1))")
+: >"$out"
+pids=()
+for i in 0 1 2; do
+  url=${*:2+i:1}
+  curl -q -sS --fail -r "${starts[i]}-${ends[i]}" "$url" |
+    dd of="$out" bs=1M seek="${starts[i]}" oflag=seek_bytes conv=notrunc iflag=fullblock status=none &
+  pids+=($!)
+done
+rc=0
+for p in "${pids[@]}"; do wait "$p" || rc=1; done
+exit "$rc"
+'
+
 # ----------------------------------------------------------------------------- run
-declare -A TIMES=() OKS=() FAILS=() WRONG=()
+declare -A TIMES=() OKS=() FAILS=() WRONG=() SHARES=()
+LOG_MARK=(0 0 0)
+
+# mirror_shares: sets SHARE to "a/b/c", the percentages of the bytes the three mirrors sent
+# (nginx $bytes_sent, the field before rt= in bench/lib.sh's log format) since LOG_MARK.
+mirror_shares() {
+  local i bytes=() total=0
+  for i in 0 1 2; do
+    bytes[i]=$(tail -n "+$((LOG_MARK[i] + 1))" "$WORK/nginx-m$((i + 1))/access.log" |
+      awk '{ for (f = 2; f <= NF; f++) if ($f ~ /^rt=/) { s += $(f - 1); break } } END { printf "%d", s }')
+    total=$((total + bytes[i]))
+  done
+  if ((total == 0)); then
+    SHARE="0/0/0"
+    return
+  fi
+  SHARE=$(awk -v a="${bytes[0]}" -v b="${bytes[1]}" -v c="${bytes[2]}" -v t="$total" \
+    'BEGIN { printf "%.0f/%.0f/%.0f", 100 * a / t, 100 * b / t, 100 * c / t }')
+}
+
+# mean_shares ROW: the mean of the row's per-run shares, "a/b/c" (or "-").
+mean_shares() {
+  # shellcheck disable=SC2086  # one word per run
+  printf '%s\n' ${SHARES[$1]:-} | awk -F/ '{ a += $1; b += $2; c += $3; n++ }
+    END { if (n) printf "%.0f/%.0f/%.0f", a / n, b / n, c / n; else print "-" }'
+}
 WRONG_ANY=0
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 nrows=${#ROWS[@]}
@@ -267,7 +330,11 @@ for ((r = 1; r <= ROUNDS; r++)); do
     out=$OUT_DIR/$row.bin
     row_cmd "$row" "$out"
     log=$LOG_DIR/$row-r$r.txt
+    for i in 0 1 2; do
+      LOG_MARK[i]=$(wc -l <"$WORK/nginx-m$((i + 1))/access.log")
+    done
     bench_measure "$TIMEOUT" "$log" "${CMD[@]}"
+    mirror_shares
     fail=""
     if ((BENCH_RC == 124 || BENCH_RC == 137)); then
       fail="timed out after ${TIMEOUT}s"
@@ -290,10 +357,13 @@ for ((r = 1; r <= ROUNDS; r++)); do
     if [[ -z "$fail" ]]; then
       TIMES[$row]="${TIMES[$row]:-} $BENCH_SECS"
       OKS[$row]=$((${OKS[$row]:-0} + 1))
-      bench_log "r$r/$ROUNDS $label: $BENCH_SECS s, $(mbit "$BENCH_SECS") Mbit/s"
+      SHARES[$row]="${SHARES[$row]:-} $SHARE"
+      bench_log "r$r/$ROUNDS $label: $BENCH_SECS s, $(mbit "$BENCH_SECS") Mbit/s; bytes sent by m1/m2/m3: $SHARE %"
     else
-      FAILS[$row]="${FAILS[$row]:+${FAILS[$row]}; }r$r: $fail"
       last=$(tail -n 2 "$log" 2>/dev/null | tr '\n' ' ' | cut -c1-200)
+      # The first error line says most (clap, curl and aria2c all start theirs so).
+      why=$(grep -m 1 -iE '^(error|curl:|.*exception)' "$log" 2>/dev/null | cut -c1-160 || true)
+      FAILS[$row]="${FAILS[$row]:+${FAILS[$row]}; }r$r: $fail${why:+ ($why)}"
       if [[ "$fail" == WRONG* ]]; then
         WRONG[$row]=1
         WRONG_ANY=1
@@ -325,17 +395,17 @@ report_table() {
   local row aria rate
   stat_of aria2c
   aria=$MED
-  echo "| row | median s | min s | max s | Mbit/s (median) | vs cap | vs aria2c | runs ok |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| row | median s | min s | max s | Mbit/s (median) | vs cap | vs aria2c | bytes from m1/m2/m3 % | runs ok |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
   for row in "${ROWS[@]}"; do
     stat_of "$row"
     if [[ -n "${WRONG[$row]:-}" ]]; then
-      echo "| $(row_label "$row") | WRONG FILE | - | - | - | - | - | ${OKS[$row]:-0}/$ROUNDS |"
+      echo "| $(row_label "$row") | WRONG FILE | - | - | - | - | - | - | ${OKS[$row]:-0}/$ROUNDS |"
     elif [[ $MED == "-" ]]; then
-      echo "| $(row_label "$row") | FAIL | - | - | - | - | - | 0/$ROUNDS |"
+      echo "| $(row_label "$row") | FAIL | - | - | - | - | - | - | 0/$ROUNDS |"
     else
       rate=$(mbit "$MED")
-      echo "| $(row_label "$row") | $MED | $MIN | $MAX | $rate | $(bench_ratio "$rate" "$(row_cap "$row")") | $(bench_ratio "$MED" "$aria") | ${OKS[$row]:-0}/$ROUNDS |"
+      echo "| $(row_label "$row") | $MED | $MIN | $MAX | $rate | $(bench_ratio "$rate" "$(row_cap "$row")") | $(bench_ratio "$MED" "$aria") | $(mean_shares "$row") | ${OKS[$row]:-0}/$ROUNDS |"
     fi
   done
   local any=0
@@ -397,7 +467,7 @@ report() {
   echo "- file: $SIZE_MIB MiB of random data (sha256 ${SRC_SHA:0:16}…), served by $NGINX_VERSION (sendfile on) from three network namespaces, page cache warmed first"
   echo "- mirrors: ${URLS[0]%/files/*} capped at ${CAP[0]} Mbit/s, ${URLS[1]%/files/*} at ${CAP[1]}, ${URLS[2]%/files/*} at ${CAP[2]} (tc tbf on each mirror's egress, burst 256kb, latency 50ms; 1 Mbit = 10^6 bit); sum of caps $CAP_SUM Mbit/s; clients in the root namespace through bridge $BRIDGE"
   echo "- $ROUNDS round$( ((ROUNDS == 1)) || echo s), rows round-robin with the order rotated each round; wall time from \`date +%s%N\` around each command under \`timeout $TIMEOUT\`; median/min/max over successful runs; every output size-checked, round 1 sha256-checked; outputs in $OUT_DIR ($OUT_FS)"
-  echo "- Mbit/s = file bytes × 8 / median seconds / 10^6 (payload; TCP/IP headers take ~4% of a capped link, so ~0.96 × cap is the most one can see); vs cap = that over the mirror's cap (curl rows) or the sum of caps (3-mirror rows); vs aria2c = median time / aria2c's, below 1 is faster"
+  echo "- Mbit/s = file bytes × 8 / median seconds / 10^6 (payload; TCP/IP headers take ~4% of a capped link, so ~0.96 × cap is the most one can see); vs cap = that over the mirror's cap (curl rows) or the sum of caps (3-mirror rows); vs aria2c = median time / aria2c's, below 1 is faster; bytes from m1/m2/m3 = each mirror's share of the bytes nginx sent during the row's runs (mean over runs; with caps ${CAP[0]}/${CAP[1]}/${CAP[2]} the ideal split is $(awk -v a="${CAP[0]}" -v b="${CAP[1]}" -v c="${CAP[2]}" 'BEGIN { t = a + b + c; printf "%.0f/%.0f/%.0f", 100 * a / t, 100 * b / t, 100 * c / t }'); bytes sent twice or cut off count too)"
   echo "- machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r); load average $LOAD_START at start, $LOAD_END at end"
   echo "- commands (URLn = http://10.200.0.1n/files/$SRC_NAME):"
   echo "  - curl: \`curl -q -sS --fail -o OUT URLn\` — $(curl --version 2>/dev/null | head -n 1 | cut -d' ' -f1-2)"
