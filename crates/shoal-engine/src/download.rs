@@ -33,13 +33,18 @@ pub async fn run(
         refuse_existing(path, options.existing)?;
     }
     let client = http::client(&options.http).map_err(|e| network(&options, &e, 1))?;
-    let probe = probe_with_retries(&client, &options, &cancel).await?;
+    let probe = probe_with_retries(&client, &options, &events, &cancel).await?;
     let path = match &options.output {
         Output::File(path) => path.clone(),
-        Output::Dir(dir) => dir.join(naming::file_name(
-            probe.content_disposition.as_deref(),
-            &probe.url,
-        )),
+        Output::Dir(dir) => {
+            // As wget -P and aria2c -d do: a directory that does not exist yet is made.
+            std::fs::create_dir_all(dir)
+                .map_err(|e| DownloadError::io(dir, "create directory", e))?;
+            dir.join(naming::file_name(
+                probe.content_disposition.as_deref(),
+                &probe.url,
+            ))
+        }
     };
     refuse_existing(&path, options.existing)?;
     info!(url = %redacted(&probe.url), size = ?probe.size, ranges = probe.ranges, "probed");
@@ -68,7 +73,7 @@ pub async fn run(
             );
             info!(%reason);
             let _ = events.send(Event::Restarted { reason });
-            let probe = probe_with_retries(&client, &options, &cancel).await?;
+            let probe = probe_with_retries(&client, &options, &events, &cancel).await?;
             let _ = events.send(Event::Started {
                 url: redacted(&probe.url),
                 path: path.clone(),
@@ -186,7 +191,7 @@ impl Attempt<'_> {
             // An empty file: the probe's 416 body is an error page, not content.
             (_, Some(0)) => transfer::Outcome {
                 size: 0,
-                max_connections: 0,
+                max_connections: 1,
                 fetched: 0,
             },
             _ => transfer::single(transfer, self.client.clone(), probe).await?,
@@ -310,6 +315,7 @@ fn refuse_existing(path: &Path, existing: Existing) -> Result<(), DownloadError>
 async fn probe_with_retries(
     client: &reqwest::Client,
     options: &DownloadOptions,
+    events: &EventSender,
     cancel: &CancellationToken,
 ) -> Result<Probe, DownloadError> {
     let mut backoff = Backoff::default();
@@ -329,6 +335,11 @@ async fn probe_with_retries(
         }
         let wait = backoff.next(error.slow_down().flatten());
         debug!(tries, ?wait, error = %error.describe(), "probe failed, retrying");
+        let _ = events.send(Event::Retry {
+            attempt: tries,
+            reason: error.describe(),
+            after: wait,
+        });
         tokio::select! {
             _ = cancel.cancelled() => return Err(DownloadError::Cancelled),
             _ = tokio::time::sleep(wait) => {}

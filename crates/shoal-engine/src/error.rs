@@ -28,7 +28,7 @@ pub enum DownloadError {
     #[error("{url}: server answered {status}")]
     HttpStatus { url: String, status: u16 },
 
-    #[error("{url}: {detail} (after {tries} tries)")]
+    #[error("{url}: {detail} (after {tries} {noun})", noun = if *tries == 1 { "try" } else { "tries" })]
     Network {
         url: String,
         detail: String,

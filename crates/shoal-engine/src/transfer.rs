@@ -687,7 +687,8 @@ async fn stream_whole(
     let mut pos = 0u64;
     let mut buf = Vec::with_capacity(BUF);
     let mut last_report = Instant::now();
-    let mut last_pos = 0;
+    let mut last_fetched = *fetched;
+    let mut speed = 0.0f64;
     let stall = t.options.stall_timeout;
     loop {
         let chunk = tokio::select! {
@@ -719,9 +720,17 @@ async fn stream_whole(
             buf.clear();
         }
         if last_report.elapsed() >= TICK || chunk.is_none() {
-            let speed = (pos - last_pos) as f64 / last_report.elapsed().as_secs_f64().max(1e-3);
+            // Bytes received, not written: writes come in 256 KiB steps, which would make a
+            // slow stream's speed flicker between zero and a burst.
+            let now =
+                (*fetched - last_fetched) as f64 / last_report.elapsed().as_secs_f64().max(1e-3);
+            speed = if speed == 0.0 {
+                now
+            } else {
+                0.8 * speed + 0.2 * now
+            };
             last_report = Instant::now();
-            last_pos = pos;
+            last_fetched = *fetched;
             let _ = t.events.send(Event::Progress(Progress {
                 done: pos,
                 total: expected,
