@@ -154,8 +154,7 @@ if [[ -z "${SKIP_OPENTRACKER:-}" ]]; then
   mkdir -p "$WORK/ot"
   for ((c = 0; c < CONTENTS; c++)); do printf '000000000000000000000000%016x\n' "$c"; done >"$WORK/ot/whitelist.txt"
   chmod 755 "$WORK" "$WORK/ot"
-  OT_LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-PORT=$(bench_free_port)
+  OT_PORT=$(bench_free_port)
   opentracker -i 127.0.0.1 -p "$OT_PORT" -P "$OT_PORT" -d "$WORK/ot" -u nobody -w /whitelist.txt \
     >"$WORK/ot.log" 2>&1 &
   OT_PID=$!
@@ -175,9 +174,7 @@ row() { # LABEL "rps p50 p99 ..."
   read -r rps p50 p99 _ <<<"$2"
   printf '| %s | %s | %s | %s |\n' "$1" "$rps" "$p50" "$p99"
 }
-read -r mixed_rps _ mixed_p99 _ <<<"${result[1.mixed]}"
-read -r ot_rps _ _ _ <<<"$ot"
-peak=$(bench_max "${rss[default.peak]}" "${rss[1.peak]}")
+read -r ot_rps _ ot_p99 _ <<<"$ot"
 verdict() { if "$@"; then echo "met"; else echo "MISSED"; fi; }
 {
   echo "$AGENTS agents x $PER_AGENT holdings of $CONTENTS contents (10 partial per agent, 256 pieces each);"
@@ -202,9 +199,16 @@ verdict() { if "$@"; then echo "met"; else echo "MISSED"; fi; }
   [[ "$ot" == "-" ]] || echo "| opentracker RSS after its run | $ot_rss MiB |"
   echo "| live agents (metrics) | $metrics_agents |"
   echo "| restart to serving (SIGTERM → new process answers /healthz) | $restart_s s |"
-  echo "| mixed requests/s (1 worker) ÷ opentracker announces/s | $(bench_ratio "$mixed_rps" "$ot_rps") |"
+  for workers in default 1; do
+    read -r mixed_rps _ mixed_p99 _ <<<"${result[$workers.mixed]}"
+    echo "| mixed requests/s ($workers workers) ÷ opentracker announces/s | $(bench_ratio "$mixed_rps" "$ot_rps") |"
+  done
   echo
-  echo "Targets (1 worker): ≥ 15,000 mixed requests/s $(verdict bench_le 15000 "$mixed_rps"); p99 ≤ 5 ms $(verdict bench_le "$mixed_p99" 5);" \
-    "RSS ≤ 300 MiB $(verdict bench_le "$peak" 300); restart ≤ 2 s $(verdict bench_le "$restart_s" 2)."
+  for workers in default 1; do
+    read -r mixed_rps _ mixed_p99 _ <<<"${result[$workers.mixed]}"
+    echo "Targets ($workers workers): ≥ 15,000 mixed requests/s $(verdict bench_le 15000 "$mixed_rps");" \
+      "p99 ≤ 5 ms $(verdict bench_le "$mixed_p99" 5) (opentracker's p99 in this run: ${ot_p99:-?} ms);" \
+      "RSS ≤ 300 MiB $(verdict bench_le "${rss[$workers.peak]}" 300); restart ≤ 2 s $(verdict bench_le "$restart_s" 2)."
+  done
 } | tee "$REPORT"
 bench_log "report written to $REPORT"
