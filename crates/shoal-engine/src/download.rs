@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
+use url::Url;
 
 use shoal_core::Bitfield;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::DownloadError;
-use crate::events::{Event, EventSender, Summary};
+use crate::events::{Event, EventSender, SourceUsage, Summary};
 use crate::http::{self, FetchError, Probe, RangeSource};
 use crate::naming;
 use crate::options::{DownloadOptions, Existing, Output, Resume, BLOCK};
@@ -32,8 +33,12 @@ pub async fn run(
     if let Output::File(path) = &options.output {
         refuse_existing(path, options.existing)?;
     }
-    let client = http::client(&options.http).map_err(|e| network(&options, &e, 1))?;
-    let probe = probe_with_retries(&client, &options, &events, &cancel).await?;
+    let client = http::client(&options.http).map_err(|e| network(&options.url, &e, 1))?;
+    let Probed {
+        probe,
+        mirrors,
+        dropped: mut unused,
+    } = probe_sources(&client, &options, &events, &cancel).await?;
     let path = match &options.output {
         Output::File(path) => path.clone(),
         Output::Dir(dir) => {
@@ -63,7 +68,7 @@ pub async fn run(
         path: &path,
         state_path: &state_path,
     };
-    let (part, outcome) = match attempt.run(probe, options.resume).await {
+    let (part, outcome) = match attempt.run(probe, mirrors, options.resume).await {
         // `If-Range` kept the new version out of the `.part`; the old bytes are worthless now.
         // Once: a file that keeps changing is better fetched later than chased.
         Err(DownloadError::Changed { .. }) => {
@@ -73,14 +78,16 @@ pub async fn run(
             );
             info!(%reason);
             let _ = events.send(Event::Restarted { reason });
-            let probe = probe_with_retries(&client, &options, &events, &cancel).await?;
+            let again = probe_sources(&client, &options, &events, &cancel).await?;
+            unused = again.dropped;
+            let (probe, mirrors) = (again.probe, again.mirrors);
             let _ = events.send(Event::Started {
                 url: redacted(&probe.url),
                 path: path.clone(),
                 size: probe.size,
                 ranges: probe.ranges,
             });
-            attempt.run(probe, Resume::Never).await?
+            attempt.run(probe, mirrors, Resume::Never).await?
         }
         other => other?,
     };
@@ -99,10 +106,15 @@ pub async fn run(
             let _ = resume::remove(&state_path);
             return Err(DownloadError::ChecksumMismatch {
                 path: path.clone(),
-                part: part.part().to_path_buf(),
                 algo: algo.to_string(),
                 expected: expected.hex(),
                 actual,
+                sources: outcome
+                    .sources
+                    .iter()
+                    .filter(|s| s.bytes > 0)
+                    .map(|s| s.url.clone())
+                    .collect(),
             });
         }
     }
@@ -116,6 +128,7 @@ pub async fn run(
         elapsed: started.elapsed(),
         max_connections: outcome.max_connections,
         fetched: outcome.fetched,
+        sources: outcome.sources.into_iter().chain(unused).collect(),
     })
 }
 
@@ -136,6 +149,7 @@ impl Attempt<'_> {
     async fn run(
         &self,
         probe: Probe,
+        mirrors: Vec<RangeSource>,
         resume: Resume,
     ) -> Result<(Arc<PartFile>, transfer::Outcome), DownloadError> {
         let (options, path, state_path) = (self.options, self.path, self.state_path);
@@ -186,13 +200,15 @@ impl Attempt<'_> {
                     ..record
                 };
                 let checkpoint = Checkpoint::new(part.clone(), state_path.to_path_buf(), record);
-                transfer::segmented(transfer, source, probe.response, done, checkpoint).await?
+                let sources = std::iter::once(source).chain(mirrors).collect();
+                transfer::segmented(transfer, sources, probe.response, done, checkpoint).await?
             }
             // An empty file: the probe's 416 body is an error page, not content.
             (_, Some(0)) => transfer::Outcome {
                 size: 0,
                 max_connections: 1,
                 fetched: 0,
+                sources: Vec::new(),
             },
             _ => transfer::single(transfer, self.client.clone(), probe).await?,
         };
@@ -312,8 +328,142 @@ fn refuse_existing(path: &Path, existing: Existing) -> Result<(), DownloadError>
     Ok(())
 }
 
+/// Probes the URL and every mirror at once. The first URL, in the order given, that answers
+/// becomes the primary: its response streams as the first segment and names the file. Mirrors
+/// that fail, serve another size than most, or cannot do ranges are dropped with a
+/// [`Event::SourceDropped`]; the rest become range sources beside the primary.
+async fn probe_sources(
+    client: &reqwest::Client,
+    options: &DownloadOptions,
+    events: &EventSender,
+    cancel: &CancellationToken,
+) -> Result<Probed, DownloadError> {
+    if options.mirrors.is_empty() {
+        let probe = probe_with_retries(client, &options.url, options, events, cancel).await?;
+        return Ok(Probed {
+            probe,
+            mirrors: Vec::new(),
+            dropped: Vec::new(),
+        });
+    }
+    let urls: Vec<Url> = std::iter::once(options.url.clone())
+        .chain(options.mirrors.iter().cloned())
+        .collect();
+    let mut probes = tokio::task::JoinSet::new();
+    for (i, url) in urls.iter().cloned().enumerate() {
+        let (client, options, events, cancel) = (
+            client.clone(),
+            options.clone(),
+            events.clone(),
+            cancel.clone(),
+        );
+        probes.spawn(async move {
+            let r = probe_with_retries(&client, &url, &options, &events, &cancel).await;
+            (i, r)
+        });
+    }
+    let mut results: Vec<Option<Result<Probe, DownloadError>>> =
+        urls.iter().map(|_| None).collect();
+    while let Some(joined) = probes.join_next().await {
+        let (i, r) = joined.expect("probes do not panic");
+        results[i] = Some(r);
+    }
+    let results: Vec<Result<Probe, DownloadError>> = results
+        .into_iter()
+        .map(|r| r.expect("every probe reported"))
+        .collect();
+    if results
+        .iter()
+        .any(|r| matches!(r, Err(DownloadError::Cancelled)))
+    {
+        return Err(DownloadError::Cancelled);
+    }
+    // The size most mirrors agree on; on a tie, the earliest URL's.
+    let sizes: Vec<u64> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().filter(|p| p.ranges).and_then(|p| p.size))
+        .collect();
+    let size = sizes.iter().copied().max_by_key(|s| {
+        (
+            sizes.iter().filter(|t| *t == s).count(),
+            std::cmp::Reverse(sizes.iter().position(|t| t == s)),
+        )
+    });
+    let mut dropped = Vec::new();
+    let mut drop_source = |url: &Url, reason: String| {
+        warn!(url = %redacted(url), %reason, "mirror dropped");
+        let _ = events.send(Event::SourceDropped {
+            url: redacted(url),
+            reason: reason.clone(),
+        });
+        dropped.push(SourceUsage {
+            url: redacted(url),
+            bytes: 0,
+            dropped: Some(reason),
+        });
+    };
+    let mut primary: Option<Probe> = None;
+    let mut mirrors = Vec::new();
+    let mut first_error = None;
+    for (url, result) in urls.iter().zip(results) {
+        let probe = match result {
+            Ok(probe) => probe,
+            Err(e) => {
+                drop_source(url, e.to_string());
+                first_error.get_or_insert(e);
+                continue;
+            }
+        };
+        match (probe.ranges, probe.size, size) {
+            (true, Some(s), Some(agreed)) if s != agreed => {
+                drop_source(
+                    url,
+                    format!("serves {s} bytes where the others serve {agreed}"),
+                );
+            }
+            (true, Some(s), _) if primary.is_some() => mirrors.push(RangeSource {
+                client: client.clone(),
+                url: probe.url.clone(),
+                size: s,
+                validator: probe.validator.clone(),
+            }),
+            _ if primary.is_none() => primary = Some(probe),
+            _ => drop_source(url, "does not serve byte ranges".to_string()),
+        }
+    }
+    match primary {
+        Some(probe) => {
+            if !probe.ranges && !mirrors.is_empty() {
+                drop_source(&probe.url, "does not serve byte ranges".to_string());
+                // A mirror that does ranges is worth more than a primary that does not.
+                let first = mirrors.remove(0);
+                let probe = probe_with_retries(client, &first.url, options, events, cancel).await?;
+                return Ok(Probed {
+                    probe,
+                    mirrors,
+                    dropped,
+                });
+            }
+            Ok(Probed {
+                probe,
+                mirrors,
+                dropped,
+            })
+        }
+        None => Err(first_error.expect("no primary means every probe failed")),
+    }
+}
+
+/// What probing found: the primary, the mirrors beside it, and the URLs left out.
+struct Probed {
+    probe: Probe,
+    mirrors: Vec<RangeSource>,
+    dropped: Vec<SourceUsage>,
+}
+
 async fn probe_with_retries(
     client: &reqwest::Client,
+    url: &Url,
     options: &DownloadOptions,
     events: &EventSender,
     cancel: &CancellationToken,
@@ -324,14 +474,14 @@ async fn probe_with_retries(
         tries += 1;
         let result = tokio::select! {
             _ = cancel.cancelled() => return Err(DownloadError::Cancelled),
-            r = http::probe(client, &options.url) => r,
+            r = http::probe(client, url) => r,
         };
         let error = match result {
             Ok(probe) => return Ok(probe),
             Err(e) => e,
         };
         if error.is_fatal() || tries >= options.max_tries {
-            return Err(network(options, &error, tries));
+            return Err(network(url, &error, tries));
         }
         let wait = backoff.next(error.slow_down().flatten());
         debug!(tries, ?wait, error = %error.describe(), "probe failed, retrying");
@@ -348,8 +498,8 @@ async fn probe_with_retries(
 }
 
 /// The error a user sees for a request that failed for good.
-pub(crate) fn network(options: &DownloadOptions, error: &FetchError, tries: u32) -> DownloadError {
-    let url = redacted(&options.url);
+pub(crate) fn network(url: &Url, error: &FetchError, tries: u32) -> DownloadError {
+    let url = redacted(url);
     match error {
         FetchError::Changed => DownloadError::Changed { url },
         FetchError::Status { status, .. } => DownloadError::HttpStatus {

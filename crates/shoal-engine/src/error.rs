@@ -37,14 +37,18 @@ pub enum DownloadError {
 
     #[error(
         "{path}: checksum mismatch: expected {algo}={expected}, got {algo}={actual}; \
-         the download is kept as {part}"
+         the download is kept as {part}{served}",
+        part = crate::storage::part_path(path).display(),
+        served = served_by(sources)
     )]
     ChecksumMismatch {
         path: PathBuf,
-        part: PathBuf,
         algo: String,
         expected: String,
         actual: String,
+        /// The URLs (redacted) that sent bytes of the file, when there were several: one of
+        /// them served other bytes.
+        sources: Box<[String]>,
     },
 
     #[error("{path}: {op}: {source}{hint}", hint = io_hint(source))]
@@ -80,6 +84,16 @@ pub enum DownloadError {
 
     #[error("download cancelled")]
     Cancelled,
+}
+
+fn served_by(sources: &[String]) -> String {
+    if sources.len() < 2 {
+        return String::new();
+    }
+    format!(
+        "; its bytes came from {}, one of which serves a different file",
+        sources.join(", ")
+    )
 }
 
 fn io_hint(error: &io::Error) -> &'static str {

@@ -32,6 +32,13 @@ pub enum Event {
     /// downloading): the download starts over from byte 0. `reason` is one line naming the file
     /// and what was wrong.
     Restarted { reason: String },
+    /// A mirror is not used (any more): it failed, served another size, or cannot do ranges.
+    /// The download goes on with the others.
+    SourceDropped {
+        /// Credentials redacted.
+        url: String,
+        reason: String,
+    },
     /// About ten times a second while bytes flow.
     Progress(Progress),
     /// A connection failed and its work is retried or handed to another connection.
@@ -70,6 +77,19 @@ pub struct Summary {
     pub max_connections: u32,
     /// Bytes received from the network, which exceeds `size` when work was redone.
     pub fetched: u64,
+    /// Where the bytes came from, one entry per URL (the first is the URL asked for); empty
+    /// for a download that needed no range requests.
+    pub sources: Vec<SourceUsage>,
+}
+
+/// How much one URL contributed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceUsage {
+    /// Credentials redacted.
+    pub url: String,
+    pub bytes: u64,
+    /// Why it stopped being used, if it did.
+    pub dropped: Option<String>,
 }
 
 impl Summary {

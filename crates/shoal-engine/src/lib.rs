@@ -24,7 +24,7 @@ pub mod urllist;
 mod verify;
 
 pub use error::{DownloadError, ErrorKind};
-pub use events::{Event, EventSender, Progress, Summary};
+pub use events::{Event, EventSender, Progress, SourceUsage, Summary};
 pub use options::{
     parse_bytes, Connections, DownloadOptions, Existing, HttpOptions, MinSplit, OptionError,
     Output, Rate, Resume, BLOCK,

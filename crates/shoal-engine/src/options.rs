@@ -172,8 +172,14 @@ pub struct DownloadOptions {
     pub output: Output,
     pub existing: Existing,
     pub resume: Resume,
+    /// More URLs serving the same file, fetched from at the same time as `url`. One whose
+    /// size differs from the others' is dropped with [`crate::Event::SourceDropped`].
+    pub mirrors: Vec<Url>,
     /// The most connections to use; fewer are kept when more do not add throughput.
     pub connections: Connections,
+    /// With mirrors, the most connections to any one of them (`--max-connections-per-server`).
+    /// A single URL is bounded by `connections` alone.
+    pub per_server: Connections,
     pub min_split: MinSplit,
     /// A connection that delivers nothing for this long loses its work to others.
     pub stall_timeout: Duration,
@@ -191,7 +197,9 @@ impl DownloadOptions {
             output,
             existing: Existing::default(),
             resume: Resume::default(),
+            mirrors: Vec::new(),
             connections: Connections::default(),
+            per_server: Connections(8),
             min_split: MinSplit::default(),
             stall_timeout: Duration::from_secs(15),
             max_tries: 5,

@@ -138,14 +138,31 @@ impl Segments {
     /// Gives `worker` the first interval `[start, ..)` it should stream, taking it for the
     /// worker; `None` when nothing is left for another connection.
     pub fn assign(&mut self, worker: WorkerId) -> Option<ByteRange> {
+        self.assign_at(worker, None)
+    }
+
+    /// Like [`Segments::assign`], for a worker expected to stream at `speed` bytes per second.
+    /// With speeds known on both sides, the thief takes the remainder with the longest time
+    /// to go and cuts it so that both finish together: a fast mirror takes most of a slow
+    /// one's tail. Without speeds it takes the back half of the largest remainder.
+    pub fn assign_at(&mut self, worker: WorkerId, speed: Option<f64>) -> Option<ByteRange> {
         self.release(worker);
         if let Some((&start, &end)) = self.pending.iter().next() {
             self.pending.remove(&start);
             return Some(self.own(worker, start, end, None));
         }
         if let Some(victim) = self.steal_victim() {
+            let min_split = self.min_split;
             let v = self.owned.get_mut(&victim).expect("victim is owned");
-            let split = align_up(v.pos + (v.end - v.pos) / 2);
+            let left = v.end - v.pos;
+            let keep = match (v.speed, speed) {
+                (Some(theirs), Some(ours)) if theirs + ours > 0.0 => {
+                    let share = (left as f64 * theirs / (theirs + ours)) as u64;
+                    share.clamp(min_split, left - min_split)
+                }
+                _ => left / 2,
+            };
+            let split = align_up(v.pos + keep);
             let end = v.end;
             v.end = split;
             return Some(self.own(worker, split, end, None));
@@ -153,14 +170,25 @@ impl Segments {
         self.endgame(worker)
     }
 
-    /// The worker with the largest remainder, if that remainder is big enough to split.
+    /// The remainder to steal from: the one with the longest time to go when every candidate
+    /// has a measured speed, else the largest; only one big enough to split.
     fn steal_victim(&self) -> Option<WorkerId> {
-        let (&id, o) = self
-            .owned
-            .iter()
-            .filter(|(_, o)| o.twin.is_none())
-            .max_by_key(|(id, o)| (o.end - o.pos, std::cmp::Reverse(**id)))?;
-        (o.end - o.pos >= 2 * self.min_split).then_some(id)
+        let candidates = || {
+            self.owned
+                .iter()
+                .filter(|(_, o)| o.twin.is_none() && o.end - o.pos >= 2 * self.min_split)
+        };
+        if candidates().all(|(_, o)| o.speed.is_some_and(|s| s > 0.0)) {
+            if let Some((&id, _)) = candidates()
+                .filter_map(|(id, o)| Some((id, eta(o)?)))
+                .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(a.0)))
+            {
+                return Some(id);
+            }
+        }
+        candidates()
+            .max_by_key(|(id, o)| (o.end - o.pos, std::cmp::Reverse(**id)))
+            .map(|(&id, _)| id)
     }
 
     fn endgame(&mut self, worker: WorkerId) -> Option<ByteRange> {
@@ -350,6 +378,22 @@ mod tests {
     }
 
     #[test]
+    fn a_fast_thief_takes_most_of_a_slow_remainder() {
+        let mut s = Segments::new(64 * MIB, MIB);
+        s.assign(0).unwrap();
+        s.set_speed(0, 1.0e6);
+        let taken = s.assign_at(1, Some(9.0e6)).unwrap();
+        // Both finish together: the thief, nine times faster, takes nine tenths.
+        assert_eq!(taken.end(), 64 * MIB);
+        let kept = s.end_of(0).unwrap();
+        assert!((6 * MIB..7 * MIB).contains(&kept), "kept {kept}");
+        // The slowest remainder to finish is stolen from next, not the largest.
+        s.set_speed(1, 9.0e6);
+        let next = s.assign_at(2, Some(1.0e6)).unwrap();
+        assert!(next.end() <= kept, "stole from the slow worker: {next}");
+    }
+
+    #[test]
     fn resume_skips_done_blocks() {
         let mut done = Bitfield::new(4);
         done.set(1);
@@ -367,6 +411,7 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Op {
         Assign(WorkerId),
+        AssignAt(WorkerId, u32),
         Advance(WorkerId, u64),
         Release(WorkerId),
         Speed(WorkerId, u32),
@@ -375,6 +420,7 @@ mod tests {
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             (0u32..6).prop_map(Op::Assign),
+            (0u32..6, 1u32..1000).prop_map(|(w, s)| Op::AssignAt(w, s)),
             (0u32..6, 0u64..4 * MIB).prop_map(|(w, n)| Op::Advance(w, n)),
             (0u32..6).prop_map(Op::Release),
             (0u32..6, 0u32..1000).prop_map(|(w, s)| Op::Speed(w, s)),
@@ -439,6 +485,11 @@ mod tests {
                     Op::Advance(w, n) => {
                         if let Some(r) = s.owned_by(w) {
                             s.advance(w, r.start() + n.min(r.len()));
+                        }
+                    }
+                    Op::AssignAt(w, speed) => {
+                        if let Some(r) = s.assign_at(w, Some(f64::from(speed))) {
+                            prop_assert!(r.start() % BLOCK == 0 && !r.is_empty());
                         }
                     }
                     Op::Release(w) => s.release(w),

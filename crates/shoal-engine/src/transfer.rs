@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 use crate::checkpoint::{Checkpoint, FLUSH_AGE};
 use crate::download::network;
 use crate::error::{DownloadError, ErrorKind};
-use crate::events::{Event, EventSender, Progress};
+use crate::events::{Event, EventSender, Progress, SourceUsage};
 use crate::http::{transport_error, FetchError, Probe, RangeSource};
 use crate::options::DownloadOptions;
 use crate::ratelimit::RateLimiter;
@@ -64,11 +64,31 @@ pub struct Outcome {
     pub size: u64,
     pub max_connections: u32,
     pub fetched: u64,
+    pub sources: Vec<SourceUsage>,
+}
+
+/// One server of the file and how it is doing.
+struct Source {
+    range: RangeSource,
+    /// Connections to it right now.
+    connections: AtomicU32,
+    bytes: AtomicU64,
+    /// Bytes per second per connection, as an `f64`'s bits; 0 until measured.
+    speed: AtomicU64,
+    /// Why it is no longer used, once it is not.
+    dropped: Mutex<Option<String>>,
+}
+
+impl Source {
+    fn is_dropped(&self) -> bool {
+        self.dropped.lock().expect("source lock").is_some()
+    }
 }
 
 struct Shared {
     t: Transfer,
-    source: RangeSource,
+    size: u64,
+    sources: Vec<Source>,
     segments: Mutex<Segments>,
     limiter: Option<RateLimiter>,
     fetched: AtomicU64,
@@ -94,6 +114,48 @@ impl Shared {
             .expect("failure lock")
             .get_or_insert(error);
         self.complete.notify_one();
+    }
+
+    /// Stops using a source that keeps failing. Returns false, leaving it in use, when it is
+    /// the last one: then its failure is the download's.
+    fn drop_source(&self, index: usize, reason: String) -> bool {
+        let others = self
+            .sources
+            .iter()
+            .enumerate()
+            .any(|(i, s)| i != index && !s.is_dropped());
+        if !others {
+            return false;
+        }
+        let source = &self.sources[index];
+        let mut dropped = source.dropped.lock().expect("source lock");
+        if dropped.is_none() {
+            warn!(url = %source.range.shown_url(), %reason, "mirror dropped");
+            let _ = self.t.events.send(Event::SourceDropped {
+                url: source.range.shown_url(),
+                reason: reason.clone(),
+            });
+            *dropped = Some(reason);
+        }
+        true
+    }
+
+    /// The source a new connection should use: the live one with the fewest connections,
+    /// under the per-server cap when there are several.
+    fn pick_source(&self) -> Option<usize> {
+        let cap = if self.sources.len() > 1 {
+            self.t.options.per_server.get()
+        } else {
+            u32::MAX
+        };
+        self.sources
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.is_dropped())
+            .map(|(i, s)| (i, s.connections.load(Ordering::SeqCst)))
+            .filter(|&(_, n)| n < cap)
+            .min_by_key(|&(i, n)| (n, i))
+            .map(|(i, _)| i)
     }
 
     fn millis(&self) -> u64 {
@@ -122,11 +184,14 @@ impl Shared {
 #[derive(Default)]
 struct Stats {
     bytes: AtomicU64,
+    /// This connection's measured bytes per second, as an `f64`'s bits; 0 until measured.
+    speed: AtomicU64,
     /// Milliseconds since the transfer started; `u64::MAX` until the first byte.
     first_byte: AtomicU64,
 }
 
 struct Slot {
+    source: usize,
     token: CancellationToken,
     stats: Arc<Stats>,
     handle: JoinHandle<()>,
@@ -153,13 +218,14 @@ enum Phase {
 /// durably while this runs and once more when it stops, however it stops.
 pub async fn segmented(
     t: Transfer,
-    source: RangeSource,
+    sources: Vec<RangeSource>,
     first: Response,
     done: Bitfield,
     mut checkpoint: Checkpoint,
 ) -> Result<Outcome, DownloadError> {
     let options = t.options.clone();
-    let mut segments = Segments::resume(source.size, options.min_split.get(), done);
+    let size = sources[0].size;
+    let mut segments = Segments::resume(size, options.min_split.get(), done);
     let first = if segments.done().get(0) {
         // Dropped now, not when this function returns: dropping closes its connection, which
         // would otherwise keep the server sending what nobody reads.
@@ -173,7 +239,17 @@ pub async fn segmented(
         limiter: options
             .limit_rate
             .map(|r| RateLimiter::new(r.bytes_per_sec())),
-        source,
+        size,
+        sources: sources
+            .into_iter()
+            .map(|range| Source {
+                range,
+                connections: AtomicU32::new(0),
+                bytes: AtomicU64::new(0),
+                speed: AtomicU64::new(0),
+                dropped: Mutex::new(None),
+            })
+            .collect(),
         segments: Mutex::new(segments),
         fetched: AtomicU64::new(0),
         target: AtomicU32::new(1),
@@ -187,7 +263,7 @@ pub async fn segmented(
     });
     let mut slots: HashMap<WorkerId, Slot> = HashMap::new();
     let mut next_id: WorkerId = 0;
-    slots.insert(0, spawn(&shared, 0, first));
+    slots.insert(0, spawn(&shared, 0, 0, first));
     next_id += 1;
     shared
         .target
@@ -220,6 +296,22 @@ pub async fn segmented(
             let inst = (bytes - slot.seen) as f64 / tick;
             slot.seen = bytes;
             slot.speed = 0.8 * slot.speed + 0.2 * inst;
+            if streamed_for(&slot.stats, now_ms) >= Duration::from_secs(1) {
+                slot.stats
+                    .speed
+                    .store(slot.speed.to_bits(), Ordering::Relaxed);
+            }
+        }
+        for (i, source) in shared.sources.iter().enumerate() {
+            let measured: Vec<f64> = slots
+                .values()
+                .filter(|s| s.source == i && s.stats.speed.load(Ordering::Relaxed) != 0)
+                .map(|s| s.speed)
+                .collect();
+            if !measured.is_empty() {
+                let mean = measured.iter().sum::<f64>() / measured.len() as f64;
+                source.speed.store(mean.to_bits(), Ordering::Relaxed);
+            }
         }
         {
             let mut seg = shared.segments();
@@ -253,14 +345,17 @@ pub async fn segmented(
             }
         }
         while slots.len() < target && shared.segments().has_work() {
-            slots.insert(next_id, spawn(&shared, next_id, None));
+            let Some(source) = shared.pick_source() else {
+                break;
+            };
+            slots.insert(next_id, spawn(&shared, next_id, source, None));
             next_id += 1;
         }
 
         let streaming = shared.streaming.load(Ordering::SeqCst);
         let _ = shared.t.events.send(Event::Progress(Progress {
             done: shared.segments().done_bytes(),
-            total: Some(shared.source.size),
+            total: Some(shared.size),
             speed,
             connections: streaming,
         }));
@@ -287,9 +382,18 @@ pub async fn segmented(
     saved?;
     // A worker may have failed after the last byte was written; the file is complete anyway.
     Ok(Outcome {
-        size: shared.source.size,
+        size: shared.size,
         max_connections: shared.peak.load(Ordering::SeqCst).max(1),
         fetched: shared.fetched.load(Ordering::Relaxed),
+        sources: shared
+            .sources
+            .iter()
+            .map(|s| SourceUsage {
+                url: s.range.shown_url(),
+                bytes: s.bytes.load(Ordering::Relaxed),
+                dropped: s.dropped.lock().expect("source lock").clone(),
+            })
+            .collect(),
     })
 }
 
@@ -305,7 +409,7 @@ fn streamed_for(stats: &Stats, now_ms: u64) -> Duration {
 fn steer(shared: &Shared, phase: Phase, alive: u32, speed: f64) -> Phase {
     let now = Instant::now();
     let worth_a_trial = |speed: f64| {
-        let left = shared.source.size - shared.segments().done_bytes();
+        let left = shared.size - shared.segments().done_bytes();
         speed > 0.0 && Duration::from_secs_f64(left as f64 / speed) > TRIAL_MIN_ETA
     };
     match phase {
@@ -390,21 +494,26 @@ fn retire_slow(shared: &Shared, slots: &HashMap<WorkerId, Slot>, now_ms: u64) {
     }
 }
 
-fn spawn(shared: &Arc<Shared>, id: WorkerId, first: Option<Response>) -> Slot {
+fn spawn(shared: &Arc<Shared>, id: WorkerId, source: usize, first: Option<Response>) -> Slot {
     let token = shared.t.cancel.child_token();
     let stats = Arc::new(Stats {
         first_byte: AtomicU64::new(u64::MAX),
         ..Stats::default()
     });
     shared.alive.fetch_add(1, Ordering::SeqCst);
+    shared.sources[source]
+        .connections
+        .fetch_add(1, Ordering::SeqCst);
     let handle = tokio::spawn(worker(
         shared.clone(),
         id,
+        source,
         first,
         token.clone(),
         stats.clone(),
     ));
     Slot {
+        source,
         token,
         stats,
         handle,
@@ -425,23 +534,33 @@ enum StreamError {
     Local(DownloadError),
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn worker(
     shared: Arc<Shared>,
     id: WorkerId,
+    source_index: usize,
     mut first: Option<Response>,
     token: CancellationToken,
     stats: Arc<Stats>,
 ) {
     let options = shared.t.options.clone();
+    let source = &shared.sources[source_index];
     let mut tries = 0u32;
     let mut backoff = Backoff::default();
     let mut buf = Vec::with_capacity(BUF);
     loop {
+        if source.is_dropped() {
+            break;
+        }
+        let speed = [&stats.speed, &source.speed]
+            .iter()
+            .map(|bits| f64::from_bits(bits.load(Ordering::Relaxed)))
+            .find(|&s| s > 0.0);
         let range = {
             let mut seg = shared.segments();
             match seg.owned_by(id) {
                 Some(r) if !r.is_empty() => Some(r),
-                _ => seg.assign(id),
+                _ => seg.assign_at(id, speed),
             }
         };
         let Some(range) = range else { break };
@@ -449,7 +568,7 @@ async fn worker(
             Some(response) => Ok(response),
             None => tokio::select! {
                 _ = token.cancelled() => break,
-                r = shared.source.fetch(range) => r,
+                r = source.range.fetch(range) => r,
             },
         };
         let mut written = 0;
@@ -457,6 +576,7 @@ async fn worker(
             Ok(response) => {
                 let now = shared.streaming.fetch_add(1, Ordering::SeqCst) + 1;
                 shared.peak.fetch_max(now, Ordering::SeqCst);
+                let received = stats.bytes.load(Ordering::Relaxed);
                 let r = stream(
                     &shared,
                     id,
@@ -469,6 +589,10 @@ async fn worker(
                 )
                 .await;
                 shared.streaming.fetch_sub(1, Ordering::SeqCst);
+                source.bytes.fetch_add(
+                    stats.bytes.load(Ordering::Relaxed) - received,
+                    Ordering::Relaxed,
+                );
                 r
             }
             Err(e) => Err(StreamError::Fetch(e)),
@@ -492,7 +616,10 @@ async fn worker(
         }
         tries += 1;
         if error.is_fatal() || tries >= options.max_tries {
-            shared.fail(network(&options, &error, tries));
+            let failure = network(&source.range.url, &error, tries);
+            if !shared.drop_source(source_index, failure.to_string()) {
+                shared.fail(failure);
+            }
             break;
         }
         let hint = error.slow_down();
@@ -506,7 +633,7 @@ async fn worker(
             let _ = shared.t.events.send(Event::Stalled { connection: id });
         }
         let wait = backoff.next(hint.flatten());
-        debug!(connection = id, tries, ?wait, error = %error.describe(), url = %shared.source.shown_url(), "retrying");
+        debug!(connection = id, tries, ?wait, error = %error.describe(), url = %source.range.shown_url(), "retrying");
         let _ = shared.t.events.send(Event::Retry {
             attempt: tries,
             reason: error.describe(),
@@ -518,6 +645,7 @@ async fn worker(
         }
     }
     shared.segments().release(id);
+    source.connections.fetch_sub(1, Ordering::SeqCst);
     shared.alive.fetch_sub(1, Ordering::SeqCst);
 }
 
@@ -645,6 +773,7 @@ pub async fn single(t: Transfer, client: Client, probe: Probe) -> Result<Outcome
                     size,
                     max_connections: 1,
                     fetched,
+                    sources: Vec::new(),
                 })
             }
             Err(StreamError::Local(e)) => return Err(e),
@@ -652,7 +781,7 @@ pub async fn single(t: Transfer, client: Client, probe: Probe) -> Result<Outcome
         };
         tries += 1;
         if error.is_fatal() || tries > options.max_tries {
-            return Err(network(&options, &error, tries - 1));
+            return Err(network(&url, &error, tries - 1));
         }
         let wait = backoff.next(error.slow_down().flatten());
         let _ = t.events.send(Event::Retry {

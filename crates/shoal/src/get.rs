@@ -22,8 +22,14 @@ use crate::{exit, logging, signals};
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// The http:// or https:// URL to download
-    url: String,
+    /// The http:// or https:// URL to download; more URLs are mirrors of the same file,
+    /// fetched from at the same time
+    #[arg(required = true, value_name = "URL")]
+    urls: Vec<String>,
+
+    /// With mirrors, the most connections to any one server
+    #[arg(long, value_name = "N", default_value = "8", value_parser = parse_connections)]
+    max_connections_per_server: Connections,
 
     /// Save to exactly this path
     #[arg(short, long, value_name = "PATH", conflicts_with = "dir")]
@@ -164,8 +170,12 @@ impl GetArgs {
     /// Checks what clap's value parsers cannot without echoing secrets: clap repeats a rejected
     /// value verbatim, and URLs and headers may carry credentials.
     fn options(self) -> Result<DownloadOptions, clap::Error> {
-        let url =
-            parse_url(&self.url).map_err(|msg| usage_error(ClapErrorKind::InvalidValue, msg))?;
+        let mut urls = self
+            .urls
+            .iter()
+            .map(|u| parse_url(u).map_err(|msg| usage_error(ClapErrorKind::InvalidValue, msg)));
+        let url = urls.next().expect("clap requires one URL")?;
+        let mirrors = urls.collect::<Result<Vec<_>, _>>()?;
         let headers = parse_headers(&self.headers)
             .map_err(|msg| usage_error(ClapErrorKind::InvalidValue, msg))?;
         let output = match self.output {
@@ -183,6 +193,8 @@ impl GetArgs {
         } else {
             Resume::Auto
         };
+        options.mirrors = mirrors;
+        options.per_server = self.max_connections_per_server;
         options.connections = self.connections;
         options.min_split = self.min_split;
         options.stall_timeout = self.stall_timeout;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use indicatif::{BinaryBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
-use shoal_engine::{DownloadError, ErrorKind, Event, Progress, Summary};
+use shoal_engine::{DownloadError, ErrorKind, Event, Progress, SourceUsage, Summary};
 use tracing::level_filters::LevelFilter;
 use url::Url;
 
@@ -149,6 +149,9 @@ impl View {
                 self.warn(&resumed_line(*done, *total, *verified));
             }
             Event::Restarted { reason } => self.warn(&format!("shoal: {reason}")),
+            Event::SourceDropped { url, reason } => {
+                self.warn(&format!("shoal: not using {url} any more: {reason}"))
+            }
             Event::Progress(progress) => {
                 if let Some(bar) = &self.bar {
                     bar.set_position(progress.done);
@@ -191,7 +194,15 @@ impl View {
         self.clear();
         match self.mode {
             Mode::Json => say(&finished_json(summary).to_string()),
-            Mode::Bar | Mode::Plain => say(&summary_line(summary)),
+            Mode::Bar | Mode::Plain => {
+                say(&summary_line(summary));
+                // With mirrors, where the bytes came from is the interesting part.
+                if summary.sources.len() > 1 {
+                    for source in &summary.sources {
+                        say(&source_line(source));
+                    }
+                }
+            }
             Mode::Quiet => {}
         }
     }
@@ -304,6 +315,19 @@ fn summary_line(summary: &Summary) -> String {
     )
 }
 
+fn source_line(source: &SourceUsage) -> String {
+    let dropped = source
+        .dropped
+        .as_deref()
+        .map(|why| format!(" (dropped: {why})"))
+        .unwrap_or_default();
+    format!(
+        "  {} from {}{dropped}",
+        BinaryBytes(source.bytes),
+        source.url
+    )
+}
+
 /// Whole bytes per second: fractions of a byte are noise to a script.
 fn bytes_per_sec(speed: f64) -> u64 {
     speed.max(0.0).round() as u64
@@ -335,6 +359,11 @@ fn event_json(event: &Event) -> Value {
         }),
         Event::Restarted { reason } => json!({
             "event": "restarted",
+            "reason": reason,
+        }),
+        Event::SourceDropped { url, reason } => json!({
+            "event": "source_dropped",
+            "url": url,
             "reason": reason,
         }),
         Event::Progress(progress) => json!({
@@ -379,6 +408,11 @@ fn finished_json(summary: &Summary) -> Value {
         "speed": bytes_per_sec(summary.average_speed()),
         "connections": summary.max_connections,
         "fetched": summary.fetched,
+        "sources": summary.sources.iter().map(|s| json!({
+            "url": s.url,
+            "bytes": s.bytes,
+            "dropped": s.dropped,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -424,14 +458,24 @@ mod tests {
             elapsed: Duration::from_millis(2040),
             max_connections: 16,
             fetched: 512 << 20,
+            sources: Vec::new(),
         };
         assert_eq!(
             summary_line(&summary),
             "saved big.iso: 512.00 MiB in 2.04 s, 250.98 MiB/s, 16 connections"
         );
+        let mirror = SourceUsage {
+            url: "http://m1/big.iso".into(),
+            bytes: 3 << 20,
+            dropped: Some("server answered 404 Not Found".into()),
+        };
+        assert_eq!(
+            source_line(&mirror),
+            "  3.00 MiB from http://m1/big.iso (dropped: server answered 404 Not Found)"
+        );
         let in_cwd = Summary {
             path: PathBuf::from("./big.iso"),
-            ..summary
+            ..summary.clone()
         };
         assert!(summary_line(&in_cwd).starts_with("saved big.iso: "));
     }

@@ -1,0 +1,208 @@
+//! One file from several test origins at once: every test checks the bytes on disk, what each
+//! mirror contributed, and which mirrors were dropped and why.
+
+use std::path::Path;
+use std::time::Duration;
+
+use shoal_engine::{
+    download, CancellationToken, Connections, DownloadError, DownloadOptions, ErrorKind, Event,
+    MinSplit, Output, Summary,
+};
+use shoal_testkit::{random_bytes, sha256_hex, Origin, OriginConfig};
+use tokio::sync::mpsc;
+use url::Url;
+
+const MIB: usize = 1 << 20;
+
+fn options(urls: &[String], out: &Path) -> DownloadOptions {
+    let mut o = DownloadOptions::new(
+        Url::parse(&urls[0]).unwrap(),
+        Output::File(out.to_path_buf()),
+    );
+    o.mirrors = urls[1..].iter().map(|u| Url::parse(u).unwrap()).collect();
+    o.min_split = MinSplit::new(256 * 1024).unwrap();
+    o.connections = Connections::new(12).unwrap();
+    o.per_server = Connections::new(4).unwrap();
+    o.stall_timeout = Duration::from_secs(2);
+    o.max_tries = 3;
+    o
+}
+
+async fn get(o: DownloadOptions) -> (Result<Summary, DownloadError>, Vec<Event>) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let result = tokio::time::timeout(
+        Duration::from_secs(60),
+        download(o, tx, CancellationToken::new()),
+    )
+    .await
+    .expect("download finished within a minute");
+    let mut events = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        events.push(e);
+    }
+    (result, events)
+}
+
+fn paced(content: &bytes::Bytes, rate: u64) -> OriginConfig {
+    OriginConfig {
+        content: content.clone(),
+        rate_limit: Some(rate),
+        ..OriginConfig::default()
+    }
+}
+
+fn dropped(events: &[Event]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::SourceDropped { url, reason } => Some((url.clone(), reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_mirrors_share_the_work_by_speed() {
+    let content = random_bytes(12 * MIB, 30);
+    let fast = Origin::start(paced(&content, 2 * MIB as u64)).await;
+    let also_fast = Origin::start(paced(&content, 2 * MIB as u64)).await;
+    let slow = Origin::start(paced(&content, 200 * 1024)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("f");
+    let urls = [fast.url("/f"), also_fast.url("/f"), slow.url("/f")];
+    let summary = get(options(&urls, &out)).await.0.unwrap();
+    assert_eq!(
+        sha256_hex(&std::fs::read(&out).unwrap()),
+        sha256_hex(&content)
+    );
+    assert_eq!(summary.sources.len(), 3);
+    let bytes: Vec<u64> = summary.sources.iter().map(|s| s.bytes).collect();
+    assert!(
+        bytes.iter().all(|&b| b > 0),
+        "every mirror helped: {bytes:?}"
+    );
+    // Ten times slower: its share shrinks well below a third.
+    assert!(
+        bytes[2] * 5 < bytes[0] + bytes[1],
+        "slow mirror's share: {bytes:?}"
+    );
+    assert!(summary.max_connections <= 12);
+    for origin in [&fast, &also_fast, &slow] {
+        assert!(
+            origin.requests().iter().all(|r| r.status == 206),
+            "only range requests"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_mirrors_are_dropped_and_the_download_completes() {
+    let content = random_bytes(8 * MIB, 31);
+    let good = Origin::start(paced(&content, 2 * MIB as u64)).await;
+    let missing = Origin::start(OriginConfig {
+        status: Some(404),
+        ..OriginConfig::default()
+    })
+    .await;
+    let resetting = Origin::start(OriginConfig {
+        reset_after: Some(100_000),
+        reset_count: 1000,
+        ..paced(&content, 2 * MIB as u64)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("f");
+    let urls = [good.url("/f"), missing.url("/f"), resetting.url("/f")];
+    let (result, events) = get(options(&urls, &out)).await;
+    let summary = result.unwrap();
+    assert_eq!(
+        sha256_hex(&std::fs::read(&out).unwrap()),
+        sha256_hex(&content)
+    );
+    let dropped = dropped(&events);
+    assert!(
+        dropped
+            .iter()
+            .any(|(url, why)| *url == missing.url("/f") && why.contains("404")),
+        "{dropped:?}"
+    );
+    assert!(
+        dropped.iter().any(|(url, _)| *url == resetting.url("/f")),
+        "a mirror that always resets is dropped after --max-tries: {dropped:?}"
+    );
+    assert_eq!(missing.requests().len(), 1, "a 404 is not retried");
+    let missing_usage = summary
+        .sources
+        .iter()
+        .find(|s| s.url == missing.url("/f"))
+        .expect("every URL is in the summary");
+    assert!(missing_usage.dropped.is_some());
+    assert_eq!(missing_usage.bytes, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_with_another_size_is_never_used() {
+    let content = random_bytes(4 * MIB, 32);
+    let a = Origin::start(paced(&content, 2 * MIB as u64)).await;
+    let b = Origin::start(paced(&content, 2 * MIB as u64)).await;
+    let other = Origin::start(paced(&random_bytes(4 * MIB + 1, 33), 2 * MIB as u64)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("f");
+    // The odd one out is listed first: the majority still decides.
+    let urls = [other.url("/f"), a.url("/f"), b.url("/f")];
+    let (result, events) = get(options(&urls, &out)).await;
+    result.unwrap();
+    assert_eq!(
+        sha256_hex(&std::fs::read(&out).unwrap()),
+        sha256_hex(&content)
+    );
+    let dropped = dropped(&events);
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    assert_eq!(dropped[0].0, other.url("/f"));
+    assert!(dropped[0].1.contains("4194305"), "{dropped:?}");
+    assert_eq!(other.requests().len(), 1, "only the probe");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_serving_other_bytes_is_named_by_the_checksum_error() {
+    let content = random_bytes(4 * MIB, 34);
+    let honest = Origin::start(paced(&content, 2 * MIB as u64)).await;
+    let liar = Origin::start(paced(&random_bytes(4 * MIB, 35), 2 * MIB as u64)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("f");
+    let urls = [honest.url("/f"), liar.url("/f")];
+    let mut o = options(&urls, &out);
+    o.checksum = Some(format!("sha256={}", sha256_hex(&content)).parse().unwrap());
+    let err = get(o).await.0.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Checksum);
+    let text = err.to_string();
+    assert!(
+        text.contains(&honest.url("/f")) && text.contains(&liar.url("/f")),
+        "{text}"
+    );
+    assert!(!out.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_mirror_fails_the_first_error_is_reported() {
+    let missing = Origin::start(OriginConfig {
+        status: Some(404),
+        ..OriginConfig::default()
+    })
+    .await;
+    let gone = Origin::start(OriginConfig {
+        status: Some(410),
+        ..OriginConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let urls = [missing.url("/f"), gone.url("/f")];
+    let err = get(options(&urls, &dir.path().join("f")))
+        .await
+        .0
+        .unwrap_err();
+    assert!(
+        matches!(err, DownloadError::HttpStatus { status: 404, .. }),
+        "{err}"
+    );
+}
