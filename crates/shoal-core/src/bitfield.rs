@@ -98,7 +98,12 @@ mod tests {
     fn from_bytes_rejects_stray_bits_and_lengths() {
         assert!(Bitfield::from_bytes(10, vec![0, 0x20]).is_none());
         assert!(Bitfield::from_bytes(10, vec![0]).is_none());
-        assert_eq!(Bitfield::from_bytes(10, vec![0xff, 0xc0]).unwrap().count_ones(), 10);
+        assert_eq!(
+            Bitfield::from_bytes(10, vec![0xff, 0xc0])
+                .unwrap()
+                .count_ones(),
+            10
+        );
         assert!(Bitfield::full(10).is_full());
     }
 }
