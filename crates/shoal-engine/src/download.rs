@@ -201,7 +201,15 @@ impl Attempt<'_> {
                 };
                 let checkpoint = Checkpoint::new(part.clone(), state_path.to_path_buf(), record);
                 let sources = std::iter::once(source).chain(mirrors).collect();
-                transfer::segmented(transfer, sources, probe.response, done, checkpoint).await?
+                transfer::segmented(
+                    transfer,
+                    sources,
+                    probe.response,
+                    probe.start,
+                    done,
+                    checkpoint,
+                )
+                .await?
             }
             // An empty file: the probe's 416 body is an error page, not content.
             (_, Some(0)) => transfer::Outcome {
@@ -213,6 +221,28 @@ impl Attempt<'_> {
             _ => transfer::single(transfer, self.client.clone(), probe).await?,
         };
         Ok((part, outcome))
+    }
+}
+
+/// Where the probe should start: the first missing byte of a previous run's `.part`, when its
+/// state is there for this URL (checked in full only after the probe, by `previous_run`), else
+/// 0. With `-d`, the name the URL gives is assumed; a `Content-Disposition` name that differs
+/// only costs the probe's response.
+fn resume_offset(options: &DownloadOptions) -> u64 {
+    if options.resume == Resume::Never {
+        return 0;
+    }
+    let path = match &options.output {
+        Output::File(path) => path.clone(),
+        Output::Dir(dir) => dir.join(naming::file_name(None, &options.url)),
+    };
+    match resume::load(&resume::state_path(&path)) {
+        Ok(Some(state)) if state.url_hash == resume::url_hash(&options.url) => {
+            (0..state.done.len())
+                .find(|&block| !state.done.get(block))
+                .map_or(0, |block| u64::from(block) * state.block)
+        }
+        _ => 0,
     }
 }
 
@@ -340,6 +370,13 @@ async fn probe_sources(
 ) -> Result<Probed, DownloadError> {
     if options.mirrors.is_empty() {
         let probe = probe_with_retries(client, &options.url, options, events, cancel).await?;
+        if let Some(expected) = options.expected_size.filter(|&e| probe.size != Some(e)) {
+            let served = probe
+                .size
+                .map_or("an unknown number of".to_string(), |s| s.to_string());
+            let detail = format!("serves {served} bytes where {expected} were expected");
+            return Err(network(&options.url, &FetchError::Protocol(detail), 1));
+        }
         return Ok(Probed {
             probe,
             mirrors: Vec::new(),
@@ -378,16 +415,19 @@ async fn probe_sources(
     {
         return Err(DownloadError::Cancelled);
     }
-    // The size most mirrors agree on; on a tie, the earliest URL's.
+    // The size given (from a Metalink), else the one most mirrors agree on; on a tie, the
+    // earliest URL's.
     let sizes: Vec<u64> = results
         .iter()
         .filter_map(|r| r.as_ref().ok().filter(|p| p.ranges).and_then(|p| p.size))
         .collect();
-    let size = sizes.iter().copied().max_by_key(|s| {
-        (
-            sizes.iter().filter(|t| *t == s).count(),
-            std::cmp::Reverse(sizes.iter().position(|t| t == s)),
-        )
+    let size = options.expected_size.or_else(|| {
+        sizes.iter().copied().max_by_key(|s| {
+            (
+                sizes.iter().filter(|t| *t == s).count(),
+                std::cmp::Reverse(sizes.iter().position(|t| t == s)),
+            )
+        })
     });
     let mut dropped = Vec::new();
     let mut drop_source = |url: &Url, reason: String| {
@@ -468,13 +508,14 @@ async fn probe_with_retries(
     events: &EventSender,
     cancel: &CancellationToken,
 ) -> Result<Probe, DownloadError> {
+    let from = resume_offset(options);
     let mut backoff = Backoff::default();
     let mut tries = 0;
     loop {
         tries += 1;
         let result = tokio::select! {
             _ = cancel.cancelled() => return Err(DownloadError::Cancelled),
-            r = http::probe(client, url) => r,
+            r = http::probe(client, url, from) => r,
         };
         let error = match result {
             Ok(probe) => return Ok(probe),

@@ -51,6 +51,17 @@ pub enum DownloadError {
         sources: Box<[String]>,
     },
 
+    #[error(
+        "{path}: piece {index} does not match its hash, and {url}, the only source left, \
+         sent it; the download is kept as {part}",
+        part = crate::storage::part_path(path).display()
+    )]
+    PieceMismatch {
+        path: PathBuf,
+        index: u32,
+        url: String,
+    },
+
     #[error("{path}: {op}: {source}{hint}", hint = io_hint(source))]
     Io {
         path: PathBuf,
@@ -111,7 +122,9 @@ impl DownloadError {
         match self {
             DownloadError::HttpStatus { .. } => ErrorKind::HttpStatus,
             DownloadError::Network { .. } | DownloadError::Changed { .. } => ErrorKind::Network,
-            DownloadError::ChecksumMismatch { .. } => ErrorKind::Checksum,
+            DownloadError::ChecksumMismatch { .. } | DownloadError::PieceMismatch { .. } => {
+                ErrorKind::Checksum
+            }
             DownloadError::Io { .. } | DownloadError::DiskFull { .. } => ErrorKind::LocalIo,
             DownloadError::OutputExists { .. } => ErrorKind::OutputExists,
             DownloadError::Cancelled => ErrorKind::Cancelled,

@@ -120,6 +120,8 @@ pub fn client(options: &HttpOptions) -> Result<Client, FetchError> {
 pub struct Probe {
     /// The response, still streaming: it becomes the first segment (or the only stream).
     pub response: Response,
+    /// The offset of the response's first byte: where a `206` starts, 0 for a `200`.
+    pub start: u64,
     /// Where the redirects ended, with the original credentials when the origin is the same.
     pub url: Url,
     pub size: Option<u64>,
@@ -135,14 +137,25 @@ pub struct Probe {
 
 /// Asks for the whole file as a range (`Range: bytes=0-`), so one request both learns the size
 /// and range support and starts streaming.
-pub async fn probe(client: &Client, url: &Url) -> Result<Probe, FetchError> {
-    let response = client
-        .get(url.clone())
-        .header(header::RANGE, "bytes=0-")
-        .header(header::ACCEPT_ENCODING, "identity")
-        .send()
-        .await
-        .map_err(|e| transport_error(&e))?;
+///
+/// A download that continues a previous run asks from `from`, its first missing byte, so the
+/// response is the first segment it still needs (servers such as nginx send a second's worth
+/// at once, which a probe from byte 0 would waste).
+pub async fn probe(client: &Client, url: &Url, from: u64) -> Result<Probe, FetchError> {
+    let ask = |from: u64| {
+        client
+            .get(url.clone())
+            .header(header::RANGE, format!("bytes={from}-"))
+            .header(header::ACCEPT_ENCODING, "identity")
+            .send()
+    };
+    let mut response = ask(from).await.map_err(|e| transport_error(&e))?;
+    let mut from = from;
+    if from > 0 && response.status() == StatusCode::RANGE_NOT_SATISFIABLE {
+        // The file is now shorter than where the previous run stopped: probe it whole.
+        from = 0;
+        response = ask(0).await.map_err(|e| transport_error(&e))?;
+    }
     let status = response.status();
     let final_url = with_credentials(url, response.url());
     let headers = response.headers();
@@ -152,7 +165,7 @@ pub async fn probe(client: &Client, url: &Url) -> Result<Probe, FetchError> {
     let content_disposition = header_str(headers, header::CONTENT_DISPOSITION);
     let (size, ranges) = match status {
         StatusCode::PARTIAL_CONTENT => match content_range(headers) {
-            Some((0, _, Some(total))) => (Some(total), true),
+            Some((start, _, Some(total))) if start == from => (Some(total), true),
             _ => (None, false),
         },
         StatusCode::OK => (response.content_length(), false),
@@ -171,6 +184,7 @@ pub async fn probe(client: &Client, url: &Url) -> Result<Probe, FetchError> {
         )));
     }
     Ok(Probe {
+        start: if ranges { from } else { 0 },
         response,
         url: final_url,
         size,

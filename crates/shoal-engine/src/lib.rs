@@ -13,6 +13,7 @@ mod http;
 pub mod metalink;
 pub mod naming;
 pub mod options;
+mod pieces;
 mod ratelimit;
 pub mod redact;
 pub mod resume;

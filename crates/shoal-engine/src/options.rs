@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 use shoal_core::Checksum;
+
+use crate::metalink::PieceHashes;
 use thiserror::Error;
 use url::Url;
 
@@ -186,6 +188,12 @@ pub struct DownloadOptions {
     /// Attempts per segment before the download fails.
     pub max_tries: u32,
     pub checksum: Option<Checksum>,
+    /// Digests of consecutive pieces (from a Metalink): each piece is checked as soon as all
+    /// its bytes are written; a mismatch is fetched again from another source, and the source
+    /// that sent it is dropped.
+    pub pieces: Option<PieceHashes>,
+    /// The size the file must have (from a Metalink); sources serving another are dropped.
+    pub expected_size: Option<u64>,
     pub limit_rate: Option<Rate>,
     pub http: HttpOptions,
 }
@@ -204,6 +212,8 @@ impl DownloadOptions {
             stall_timeout: Duration::from_secs(15),
             max_tries: 5,
             checksum: None,
+            pieces: None,
+            expected_size: None,
             limit_rate: None,
             http: HttpOptions::default(),
         }

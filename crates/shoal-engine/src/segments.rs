@@ -255,6 +255,22 @@ impl Segments {
         }
     }
 
+    /// Whether every block holding a byte of `range` is done.
+    pub fn is_done(&self, range: ByteRange) -> bool {
+        self.range_done(range.start(), range.end())
+    }
+
+    /// Forgets that the blocks of `range` are done (their bytes failed verification): they
+    /// are fetched again. A block inside a worker's unfinished range is left to that worker.
+    pub fn invalidate(&mut self, range: ByteRange) {
+        let first = (range.start() / BLOCK) as u32;
+        let last = (range.end().div_ceil(BLOCK) as u32).min(self.done.len());
+        for block in first..last {
+            self.done.clear(block);
+        }
+        self.repend(first, last);
+    }
+
     fn range_done(&self, start: u64, end: u64) -> bool {
         let first = (start / BLOCK) as u32;
         let last = end.div_ceil(BLOCK) as u32;
@@ -276,26 +292,42 @@ impl Segments {
             return;
         };
         self.finish(worker);
-        let start = o.pos / BLOCK * BLOCK;
-        if o.twin.is_some_and(|t| self.owned.contains_key(&t)) || start >= o.end {
-            // A live twin still covers this range, or nothing is left.
-            return;
+        self.repend((o.pos / BLOCK) as u32, o.end.div_ceil(BLOCK) as u32);
+    }
+
+    /// Makes the unfinished blocks in `first..last` pending, except those a worker's range
+    /// still covers (an endgame twin's, say) or that are pending already.
+    fn repend(&mut self, first: u32, last: u32) {
+        let mut run: Option<(u64, u64)> = None;
+        for block in first..last.min(self.done.len()) {
+            let start = u64::from(block) * BLOCK;
+            let end = (start + BLOCK).min(self.size);
+            let covered = self.done.get(block)
+                || self
+                    .owned
+                    .values()
+                    .any(|o| o.pos / BLOCK * BLOCK <= start && start < o.end)
+                || self
+                    .pending
+                    .range(..=start)
+                    .next_back()
+                    .is_some_and(|(_, &e)| e > start);
+            run = match (run, covered) {
+                (Some((s, e)), true) => {
+                    self.pending.insert(s, e);
+                    None
+                }
+                (None, true) => None,
+                (Some((s, e)), false) if e == start => Some((s, end)),
+                (Some((s, e)), false) => {
+                    self.pending.insert(s, e);
+                    Some((start, end))
+                }
+                (None, false) => Some((start, end)),
+            };
         }
-        let mut block = (start / BLOCK) as u32;
-        let last = o.end.div_ceil(BLOCK) as u32;
-        while block < last {
-            while block < last && self.done.get(block) {
-                block += 1;
-            }
-            let run_start = block;
-            while block < last && !self.done.get(block) {
-                block += 1;
-            }
-            if run_start < block {
-                let s = u64::from(run_start) * BLOCK;
-                let e = (u64::from(block) * BLOCK).min(self.size);
-                self.pending.insert(s, e);
-            }
+        if let Some((s, e)) = run {
+            self.pending.insert(s, e);
         }
     }
 
@@ -394,6 +426,18 @@ mod tests {
     }
 
     #[test]
+    fn invalidated_blocks_are_fetched_again() {
+        let mut s = Segments::new(4 * BLOCK, BLOCK);
+        s.assign(0).unwrap();
+        assert_eq!(s.advance(0, 4 * BLOCK), Next::Finished);
+        assert!(s.is_complete());
+        s.invalidate(ByteRange::new(BLOCK + 1, 3 * BLOCK).unwrap());
+        assert!(!s.is_done(ByteRange::new(BLOCK, 2 * BLOCK).unwrap()));
+        assert!(s.is_done(ByteRange::new(0, BLOCK).unwrap()));
+        assert_eq!(s.assign(1), ByteRange::new(BLOCK, 3 * BLOCK));
+    }
+
+    #[test]
     fn resume_skips_done_blocks() {
         let mut done = Bitfield::new(4);
         done.set(1);
@@ -414,6 +458,7 @@ mod tests {
         AssignAt(WorkerId, u32),
         Advance(WorkerId, u64),
         Release(WorkerId),
+        Invalidate(u64, u64),
         Speed(WorkerId, u32),
     }
 
@@ -423,6 +468,7 @@ mod tests {
             (0u32..6, 1u32..1000).prop_map(|(w, s)| Op::AssignAt(w, s)),
             (0u32..6, 0u64..4 * MIB).prop_map(|(w, n)| Op::Advance(w, n)),
             (0u32..6).prop_map(Op::Release),
+            (0u64..6 * MIB, 1u64..2 * MIB).prop_map(|(s, l)| Op::Invalidate(s, l)),
             (0u32..6, 0u32..1000).prop_map(|(w, s)| Op::Speed(w, s)),
         ]
     }
@@ -440,15 +486,19 @@ mod tests {
                 cover[b as usize] += 1;
             }
         }
+        // Endgame twins race over the same bytes: together they cover their union once.
+        let blocks_of = |o: &Owned| o.pos / BLOCK..o.end.div_ceil(BLOCK);
         for (id, o) in &s.owned {
             prop_assert!(o.pos <= o.end && o.end <= s.size);
-            if o.twin
-                .is_some_and(|t| s.owned[&t].twin == Some(*id) && t < *id)
-            {
+            let twin = o.twin.filter(|t| s.owned[t].twin == Some(*id));
+            if twin.is_some_and(|t| t < *id) {
                 continue;
             }
-            for b in o.pos / BLOCK..o.end.div_ceil(BLOCK) {
-                if !s.done.get(b as u32) {
+            let other = twin.map(|t| blocks_of(&s.owned[&t]));
+            for b in 0..u64::from(blocks) {
+                let inside =
+                    blocks_of(o).contains(&b) || other.as_ref().is_some_and(|r| r.contains(&b));
+                if inside && !s.done.get(b as u32) {
                     cover[b as usize] += 1;
                 }
             }
@@ -493,6 +543,11 @@ mod tests {
                         }
                     }
                     Op::Release(w) => s.release(w),
+                    Op::Invalidate(start, len) => {
+                        let start = start.min(s.size());
+                        let end = (start + len).min(s.size());
+                        s.invalidate(ByteRange::new(start, end).unwrap());
+                    }
                     Op::Speed(w, b) => s.set_speed(w, f64::from(b)),
                 }
                 check_partition(&s)?;

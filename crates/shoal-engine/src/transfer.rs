@@ -12,20 +12,22 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::{Client, Response};
-use shoal_core::Bitfield;
+use shoal_core::{Bitfield, ByteRange};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::checkpoint::{Checkpoint, FLUSH_AGE};
+use crate::checkpoint::{Checkpoint, DoneBlocks, FLUSH_AGE};
 use crate::download::network;
 use crate::error::{DownloadError, ErrorKind};
 use crate::events::{Event, EventSender, Progress, SourceUsage};
 use crate::http::{transport_error, FetchError, Probe, RangeSource};
 use crate::options::DownloadOptions;
+use crate::pieces::PieceCheck;
 use crate::ratelimit::RateLimiter;
+use crate::redact::redacted;
 use crate::retry::Backoff;
 use crate::segments::{Next, Segments, WorkerId};
 use crate::storage::PartFile;
@@ -88,6 +90,7 @@ impl Source {
 struct Shared {
     t: Transfer,
     size: u64,
+    pieces: Option<PieceCheck>,
     sources: Vec<Source>,
     segments: Mutex<Segments>,
     limiter: Option<RateLimiter>,
@@ -101,6 +104,25 @@ struct Shared {
     failure: Mutex<Option<DownloadError>>,
     complete: Notify,
     start: Instant,
+}
+
+impl DoneBlocks for Shared {
+    fn snapshot(&self) -> (Bitfield, u64) {
+        let segments = self.segments();
+        (segments.done().clone(), segments.done_bytes())
+    }
+
+    fn done_bytes(&self) -> u64 {
+        self.segments().done_bytes()
+    }
+
+    fn connections(&self) -> u32 {
+        self.streaming.load(Ordering::SeqCst)
+    }
+
+    fn fail(&self, error: DownloadError) {
+        Shared::fail(self, error);
+    }
 }
 
 impl Shared {
@@ -183,6 +205,8 @@ impl Shared {
 
 #[derive(Default)]
 struct Stats {
+    /// The source this connection fetches from.
+    source: usize,
     bytes: AtomicU64,
     /// This connection's measured bytes per second, as an `f64`'s bits; 0 until measured.
     speed: AtomicU64,
@@ -214,32 +238,49 @@ enum Phase {
 }
 
 /// Downloads the blocks not in `done` over many connections. `first` (the probe's response,
-/// streaming from byte 0) is used when block 0 is still missing. `checkpoint` records progress
+/// streaming from `first_start`) is used when the first missing block starts there. `checkpoint` records progress
 /// durably while this runs and once more when it stops, however it stops.
 pub async fn segmented(
     t: Transfer,
     sources: Vec<RangeSource>,
     first: Response,
+    first_start: u64,
     done: Bitfield,
-    mut checkpoint: Checkpoint,
+    checkpoint: Checkpoint,
 ) -> Result<Outcome, DownloadError> {
     let options = t.options.clone();
     let size = sources[0].size;
+    let pieces = match options.pieces.clone().map(|p| PieceCheck::new(p, size)) {
+        Some(None) => {
+            return Err(network(
+                &sources[0].url,
+                &FetchError::Protocol(format!(
+                    "the piece hashes do not describe a file of {size} bytes, which the server has"
+                )),
+                1,
+            ))
+        }
+        Some(Some(check)) => Some(check),
+        None => None,
+    };
     let mut segments = Segments::resume(size, options.min_split.get(), done);
-    let first = if segments.done().get(0) {
-        // Dropped now, not when this function returns: dropping closes its connection, which
-        // would otherwise keep the server sending what nobody reads.
-        drop(first);
-        None
-    } else {
-        segments.assign(0);
-        Some(first)
+    let first = match segments.assign(0) {
+        Some(range) if range.start() == first_start => Some(first),
+        _ => {
+            // Not where the work starts. Dropped now, not when this function returns:
+            // dropping closes its connection, which would otherwise keep the server sending
+            // what nobody reads.
+            segments.release(0);
+            drop(first);
+            None
+        }
     };
     let shared = Arc::new(Shared {
         limiter: options
             .limit_rate
             .map(|r| RateLimiter::new(r.bytes_per_sec())),
         size,
+        pieces,
         sources: sources
             .into_iter()
             .map(|range| Source {
@@ -261,6 +302,7 @@ pub async fn segmented(
         start: Instant::now(),
         t,
     });
+    let checkpoint = checkpoint.start(shared.clone());
     let mut slots: HashMap<WorkerId, Slot> = HashMap::new();
     let mut next_id: WorkerId = 0;
     slots.insert(0, spawn(&shared, 0, 0, first));
@@ -284,7 +326,11 @@ pub async fn segmented(
         if let Some(error) = shared.failure.lock().expect("failure lock").take() {
             break Err(error);
         }
-        if shared.segments().is_complete() {
+        if let Err(error) = check_pieces(&shared).await {
+            break Err(error);
+        }
+        let verified = shared.pieces.as_ref().is_none_or(|p| p.all_verified());
+        if shared.segments().is_complete() && verified {
             break Ok(());
         }
         slots.retain(|_, slot| !slot.handle.is_finished());
@@ -359,9 +405,6 @@ pub async fn segmented(
             speed,
             connections: streaming,
         }));
-        if let Err(error) = checkpoint.tick(&shared.segments, streaming).await {
-            break Err(error);
-        }
     };
 
     for slot in slots.values() {
@@ -371,7 +414,7 @@ pub async fn segmented(
         let _ = slot.handle.await;
     }
     // Every worker has written what it held: the last state names all of it.
-    let saved = checkpoint.finish(&shared.segments).await;
+    let saved = checkpoint.finish(shared.as_ref()).await;
     if let (Err(failed), Err(unsaved)) = (&result, &saved) {
         // Two local failures are the same full or broken disk, said once by the error itself.
         if failed.kind() != ErrorKind::LocalIo {
@@ -395,6 +438,36 @@ pub async fn segmented(
             })
             .collect(),
     })
+}
+
+/// Verifies the pieces whose bytes are all written. A bad piece is fetched again, and its
+/// sources are dropped; when no other source is left, the download fails.
+async fn check_pieces(shared: &Shared) -> Result<(), DownloadError> {
+    let Some(pieces) = &shared.pieces else {
+        return Ok(());
+    };
+    let part = &shared.t.part;
+    let bad = pieces
+        .check(part, &shared.segments)
+        .await
+        .map_err(|e| DownloadError::io(part.part(), "read back", e))?;
+    for piece in bad {
+        for &source in &piece.sources {
+            let url = shared.sources[source].range.url.clone();
+            let reason = format!(
+                "sent bytes that do not match the hash of piece {}",
+                piece.index
+            );
+            if !shared.drop_source(source, reason) {
+                return Err(DownloadError::PieceMismatch {
+                    path: part.path().to_path_buf(),
+                    index: piece.index,
+                    url: redacted(&url),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 fn streamed_for(stats: &Stats, now_ms: u64) -> Duration {
@@ -497,6 +570,7 @@ fn retire_slow(shared: &Shared, slots: &HashMap<WorkerId, Slot>, now_ms: u64) {
 fn spawn(shared: &Arc<Shared>, id: WorkerId, source: usize, first: Option<Response>) -> Slot {
     let token = shared.t.cancel.child_token();
     let stats = Arc::new(Stats {
+        source,
         first_byte: AtomicU64::new(u64::MAX),
         ..Stats::default()
     });
@@ -672,7 +746,7 @@ async fn stream(
         let chunk = tokio::select! {
             biased;
             _ = token.cancelled() => {
-                flush(shared, id, &mut pos, buf).map_err(StreamError::Local)?;
+                flush(shared, id, stats, &mut pos, buf).map_err(StreamError::Local)?;
                 return Ok(Streamed::Cancelled);
             }
             chunk = tokio::time::timeout(stall, response.chunk()) => chunk,
@@ -680,7 +754,7 @@ async fn stream(
         let chunk: Bytes = match chunk {
             Ok(Ok(Some(chunk))) => chunk,
             other => {
-                let next = flush(shared, id, &mut pos, buf).map_err(StreamError::Local)?;
+                let next = flush(shared, id, stats, &mut pos, buf).map_err(StreamError::Local)?;
                 *written = pos - start;
                 if next == Next::Finished {
                     return Ok(Streamed::Finished);
@@ -713,7 +787,7 @@ async fn stream(
             || pos + buf.len() as u64 >= end
             || buffered_since.elapsed() >= FLUSH_AGE
         {
-            match flush(shared, id, &mut pos, buf).map_err(StreamError::Local)? {
+            match flush(shared, id, stats, &mut pos, buf).map_err(StreamError::Local)? {
                 Next::Finished => {
                     *written = pos - start;
                     return Ok(Streamed::Finished);
@@ -728,6 +802,7 @@ async fn stream(
 fn flush(
     shared: &Shared,
     id: WorkerId,
+    stats: &Stats,
     pos: &mut u64,
     buf: &mut Vec<u8>,
 ) -> Result<Next, DownloadError> {
@@ -738,6 +813,10 @@ fn flush(
     let n = (buf.len() as u64).min(end.saturating_sub(*pos)) as usize;
     if n > 0 {
         shared.t.part.write_at(&buf[..n], *pos)?;
+        if let Some(pieces) = &shared.pieces {
+            let written = ByteRange::new(*pos, *pos + n as u64).expect("n > 0");
+            pieces.wrote(written, stats.source);
+        }
     }
     *pos += n as u64;
     buf.clear();

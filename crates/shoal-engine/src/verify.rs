@@ -1,11 +1,12 @@
 //! Whole-file checksums, computed by reading the finished `.part` back.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use sha2::Digest;
-use shoal_core::{checksum::to_hex, ChecksumAlgo};
+use shoal_core::{checksum::to_hex, ByteRange, ChecksumAlgo};
 
 use crate::error::DownloadError;
 
@@ -66,6 +67,21 @@ pub fn hash_file(path: &Path, algo: ChecksumAlgo) -> Result<String, DownloadErro
         hasher.update(&buf[..n]);
     }
     Ok(to_hex(&hasher.finish()))
+}
+
+/// The digest of `range` of `file`, read with positional reads (no shared cursor).
+/// Blocking: call from a blocking thread.
+pub fn hash_range(file: &File, range: ByteRange, algo: ChecksumAlgo) -> io::Result<Vec<u8>> {
+    let mut hasher = Hasher::new(algo);
+    let mut buf = vec![0u8; (range.len() as usize).min(1 << 20)];
+    let mut pos = range.start();
+    while pos < range.end() {
+        let n = ((range.end() - pos) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], pos)?;
+        hasher.update(&buf[..n]);
+        pos += n as u64;
+    }
+    Ok(hasher.finish())
 }
 
 #[cfg(test)]

@@ -206,3 +206,70 @@ async fn when_every_mirror_fails_the_first_error_is_reported() {
         "{err}"
     );
 }
+
+fn piece_hashes(content: &[u8], length: usize) -> shoal_engine::metalink::PieceHashes {
+    use sha2::Digest;
+    shoal_engine::metalink::PieceHashes {
+        algo: shoal_core::ChecksumAlgo::Sha256,
+        length: length as u64,
+        hashes: content
+            .chunks(length)
+            .map(|piece| sha2::Sha256::digest(piece).to_vec())
+            .collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn piece_hashes_catch_a_lying_mirror_and_refetch_its_pieces() {
+    let content = random_bytes(6 * MIB, 36);
+    let honest = Origin::start(paced(&content, 2 * MIB as u64)).await;
+    let liar = Origin::start(paced(&random_bytes(6 * MIB, 37), 2 * MIB as u64)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("f");
+    let urls = [honest.url("/f"), liar.url("/f")];
+    let mut o = options(&urls, &out);
+    o.pieces = Some(piece_hashes(&content, 256 * 1024));
+    o.checksum = Some(format!("sha256={}", sha256_hex(&content)).parse().unwrap());
+    let (result, events) = get(o).await;
+    let summary = result.unwrap();
+    assert_eq!(
+        sha256_hex(&std::fs::read(&out).unwrap()),
+        sha256_hex(&content)
+    );
+    let dropped = dropped(&events);
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    assert_eq!(dropped[0].0, liar.url("/f"));
+    assert!(dropped[0].1.contains("hash of piece"), "{dropped:?}");
+    assert!(
+        liar.bytes_sent() > 0,
+        "the liar was used before it was caught"
+    );
+    assert!(summary.sources[1].dropped.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_piece_from_the_only_source_fails_the_download() {
+    let content = random_bytes(2 * MIB, 38);
+    let origin = Origin::start(paced(&random_bytes(2 * MIB, 39), 4 * MIB as u64)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("f");
+    let mut o = options(&[origin.url("/f")], &out);
+    o.pieces = Some(piece_hashes(&content, 512 * 1024));
+    let err = get(o).await.0.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Checksum);
+    assert!(matches!(err, DownloadError::PieceMismatch { .. }), "{err}");
+    assert!(err.to_string().contains(&origin.url("/f")), "{err}");
+    assert!(!out.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expected_size_rules_out_a_server_with_another_size() {
+    let content = random_bytes(MIB, 40);
+    let origin = Origin::start(paced(&content, 4 * MIB as u64)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(&[origin.url("/f")], &dir.path().join("f"));
+    o.expected_size = Some(MIB as u64 + 1);
+    let err = get(o).await.0.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Network);
+    assert!(err.to_string().contains("1048577"), "{err}");
+}
