@@ -273,3 +273,31 @@ async fn expected_size_rules_out_a_server_with_another_size() {
     assert_eq!(err.kind(), ErrorKind::Network);
     assert!(err.to_string().contains("1048577"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_nginx_mirrors_with_different_caps() {
+    use shoal_testkit::{Nginx, NginxConfig};
+    let content = random_bytes(12 * MIB, 41);
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("f.bin"), &content).unwrap();
+    let start = |rate: &str| {
+        Nginx::start(NginxConfig {
+            root: root.path().to_path_buf(),
+            limit_rate: Some(rate.into()),
+            ..NginxConfig::default()
+        })
+        .expect("nginx starts (scripts/test installs nginx-light)")
+    };
+    let (slow, fast) = (start("256k"), start("2m"));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("f.bin");
+    let urls = [slow.url("/f.bin"), fast.url("/f.bin")];
+    let summary = get(options(&urls, &out)).await.0.unwrap();
+    assert_eq!(
+        sha256_hex(&std::fs::read(&out).unwrap()),
+        sha256_hex(&content)
+    );
+    let (from_slow, from_fast) = (summary.sources[0].bytes, summary.sources[1].bytes);
+    assert!(from_slow > 0 && from_fast > 0, "{:?}", summary.sources);
+    assert!(from_fast > 2 * from_slow, "{:?}", summary.sources);
+}
