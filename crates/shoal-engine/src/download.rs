@@ -20,6 +20,7 @@ use crate::redact::redacted;
 use crate::resume::{self, State};
 use crate::retry::Backoff;
 use crate::segments::Segments;
+use crate::single;
 use crate::storage::{self, ExistingPart, PartFile};
 use crate::transfer::{self, Transfer};
 use crate::verify;
@@ -218,7 +219,7 @@ impl Attempt<'_> {
                 fetched: 0,
                 sources: Vec::new(),
             },
-            _ => transfer::single(transfer, self.client.clone(), probe).await?,
+            _ => single::run(transfer, self.client.clone(), probe).await?,
         };
         Ok((part, outcome))
     }

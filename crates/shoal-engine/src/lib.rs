@@ -19,6 +19,7 @@ pub mod redact;
 pub mod resume;
 mod retry;
 pub mod segments;
+mod single;
 pub mod storage;
 mod transfer;
 pub mod urllist;

@@ -1,0 +1,142 @@
+//! One stream from byte 0 to the end: for servers that do not do ranges, or do not say how
+//! long the file is. Nothing can be resumed mid-way, so a failure starts the stream over.
+
+use reqwest::{Client, Response};
+use tokio::time::Instant;
+
+use crate::download::network;
+use crate::error::DownloadError;
+use crate::events::{Event, Progress};
+use crate::http::{transport_error, FetchError, Probe};
+use crate::ratelimit::RateLimiter;
+use crate::retry::Backoff;
+use crate::transfer::{Outcome, StreamError, Transfer, BUF, TICK};
+
+/// One stream from the start: the server does not do ranges, or the size is unknown. A
+/// failure restarts from byte 0, since there is no way to ask for the rest.
+pub async fn run(t: Transfer, client: Client, probe: Probe) -> Result<Outcome, DownloadError> {
+    let options = t.options.clone();
+    let limiter = options
+        .limit_rate
+        .map(|r| RateLimiter::new(r.bytes_per_sec()));
+    let expected = probe.size;
+    let url = probe.url.clone();
+    let mut response = Ok(probe.response);
+    let mut tries = 1;
+    let mut backoff = Backoff::default();
+    let mut fetched = 0;
+    loop {
+        let result = match response {
+            Ok(r) => stream_whole(&t, r, expected, limiter.as_ref(), &mut fetched).await,
+            Err(e) => Err(StreamError::Fetch(e)),
+        };
+        let error = match result {
+            Ok(size) => {
+                return Ok(Outcome {
+                    size,
+                    max_connections: 1,
+                    fetched,
+                    sources: Vec::new(),
+                })
+            }
+            Err(StreamError::Local(e)) => return Err(e),
+            Err(StreamError::Fetch(e)) => e,
+        };
+        tries += 1;
+        if error.is_fatal() || tries > options.max_tries {
+            return Err(network(&url, &error, tries - 1));
+        }
+        let wait = backoff.next(error.slow_down().flatten());
+        let _ = t.events.send(Event::Retry {
+            attempt: tries - 1,
+            reason: error.describe(),
+            after: wait,
+        });
+        tokio::select! {
+            _ = t.cancel.cancelled() => return Err(DownloadError::Cancelled),
+            _ = tokio::time::sleep(wait) => {}
+        }
+        response = tokio::select! {
+            _ = t.cancel.cancelled() => return Err(DownloadError::Cancelled),
+            r = client.get(url.clone()).header(reqwest::header::ACCEPT_ENCODING, "identity").send() => {
+                match r {
+                    Ok(r) if r.status().is_success() => Ok(r),
+                    Ok(r) => Err(FetchError::Status { status: r.status(), retry_after: None }),
+                    Err(e) => Err(transport_error(&e)),
+                }
+            }
+        };
+    }
+}
+
+async fn stream_whole(
+    t: &Transfer,
+    mut response: Response,
+    expected: Option<u64>,
+    limiter: Option<&RateLimiter>,
+    fetched: &mut u64,
+) -> Result<u64, StreamError> {
+    let mut pos = 0u64;
+    let mut buf = Vec::with_capacity(BUF);
+    let mut last_report = Instant::now();
+    let mut last_fetched = *fetched;
+    let mut speed = 0.0f64;
+    let stall = t.options.stall_timeout;
+    loop {
+        let chunk = tokio::select! {
+            biased;
+            _ = t.cancel.cancelled() => return Err(StreamError::Local(DownloadError::Cancelled)),
+            chunk = tokio::time::timeout(stall, response.chunk()) => chunk,
+        };
+        let chunk = match chunk {
+            Ok(Ok(Some(chunk))) => Some(chunk),
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => return Err(StreamError::Fetch(transport_error(&e))),
+            Err(_) => return Err(StreamError::Fetch(FetchError::Stalled)),
+        };
+        if let Some(chunk) = &chunk {
+            *fetched += chunk.len() as u64;
+            if let Some(limiter) = limiter {
+                limiter.acquire(chunk.len()).await;
+            }
+            buf.extend_from_slice(chunk);
+        }
+        if buf.len() >= BUF || (chunk.is_none() && !buf.is_empty()) {
+            if expected.is_some_and(|size| pos + buf.len() as u64 > size) {
+                return Err(StreamError::Fetch(FetchError::Protocol(
+                    "server sent more bytes than its Content-Length".to_string(),
+                )));
+            }
+            t.part.write_at(&buf, pos).map_err(StreamError::Local)?;
+            pos += buf.len() as u64;
+            buf.clear();
+        }
+        if last_report.elapsed() >= TICK || chunk.is_none() {
+            // Bytes received, not written: writes come in 256 KiB steps, which would make a
+            // slow stream's speed flicker between zero and a burst.
+            let now =
+                (*fetched - last_fetched) as f64 / last_report.elapsed().as_secs_f64().max(1e-3);
+            speed = if speed == 0.0 {
+                now
+            } else {
+                0.8 * speed + 0.2 * now
+            };
+            last_report = Instant::now();
+            last_fetched = *fetched;
+            let _ = t.events.send(Event::Progress(Progress {
+                done: pos,
+                total: expected,
+                speed,
+                connections: 1,
+            }));
+        }
+        if chunk.is_none() {
+            return match expected {
+                Some(size) if pos < size => Err(StreamError::Fetch(FetchError::Transport(
+                    format!("connection closed after {pos} of {size} bytes"),
+                ))),
+                _ => Ok(pos),
+            };
+        }
+    }
+}
