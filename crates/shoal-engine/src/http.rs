@@ -140,7 +140,9 @@ pub struct Probe {
 ///
 /// A download that continues a previous run asks from `from`, its first missing byte, so the
 /// response is the first segment it still needs (servers such as nginx send a second's worth
-/// at once, which a probe from byte 0 would waste).
+/// at once, which a probe from byte 0 would waste). The probe carries no `If-Range`: a changed
+/// file would answer `200`, which reads as a server without ranges. Instead its own `ETag` and
+/// `Last-Modified` are compared with the resume state's before any of its bytes are used.
 pub async fn probe(client: &Client, url: &Url, from: u64) -> Result<Probe, FetchError> {
     let ask = |from: u64| {
         client
