@@ -517,3 +517,33 @@ fn disk_full_mid_download_keeps_the_state_and_resumes_once_space_is_freed() {
     let left: Vec<_> = std::fs::read_dir(fs.path()).unwrap().collect();
     assert_eq!(left.len(), 1, "only the file is left: {left:?}");
 }
+
+#[test]
+fn file_changed_mid_download_starts_over_once_and_says_so_in_json() {
+    let new = random_bytes(2 << 20, 61);
+    let origin = Origin::start_blocking(OriginConfig {
+        content: random_bytes(2 << 20, 60),
+        rate_limit: Some(1 << 20),
+        // The probe sees the old file, every later request the new one: If-Range answers 200.
+        etag_changes_after: Some(1),
+        content_after: new.clone(),
+        ..OriginConfig::default()
+    });
+    let url = origin.url("/f.bin");
+    let dir = TempDir::new().unwrap();
+    let changed = run(dir.path(), &["--progress", "json", &url]);
+    assert_ok(&changed);
+    let restarted: Vec<serde_json::Value> = changed
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["event"] == "restarted")
+        .collect();
+    assert_eq!(restarted.len(), 1, "{}", changed.stderr);
+    let reason = restarted[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("changed while downloading") && reason.contains("f.bin.part"),
+        "{reason}"
+    );
+    assert_complete(&dir, &new);
+}
