@@ -1,5 +1,6 @@
 //! `shoal get`: turns the command line into [`DownloadOptions`], runs the engine, renders its
-//! events and maps the outcome to an exit code.
+//! events and maps the outcome to an exit code. A list (`-i`) or a Metalink that lists several
+//! files becomes a batch (`batch.rs`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,21 +12,37 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use shoal_core::Checksum;
 use shoal_engine::redact::redacted;
 use shoal_engine::{
-    parse_bytes, CancellationToken, Connections, DownloadOptions, Existing, MinSplit, Output, Rate,
-    Resume,
+    parse_bytes, CancellationToken, Connections, DownloadOptions, ErrorKind, Existing, HttpOptions,
+    MinSplit, Output, Rate, Resume,
 };
-use tokio::sync::mpsc;
 use url::Url;
 
-use crate::progress::{Mode, View};
+use crate::batch::{self, Job};
+use crate::metalink_input::{self, LoadError, Target};
+use crate::progress::{self, Mode, View};
 use crate::{exit, logging, signals};
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
     /// The http:// or https:// URL to download; more URLs are mirrors of the same file,
-    /// fetched from at the same time
-    #[arg(required = true, value_name = "URL")]
+    /// fetched from at the same time. A path or URL ending in .meta4 or .metalink is read as a
+    /// Metalink
+    #[arg(required_unless_present_any = ["input_file", "metalink"], value_name = "URL")]
     urls: Vec<String>,
+
+    /// Download every URL listed in FILE (- for standard input): one file per line, mirrors of
+    /// one file separated by a TAB, # comments
+    #[arg(short, long, value_name = "FILE", conflicts_with_all = ["urls", "output", "checksum", "metalink"])]
+    input_file: Option<PathBuf>,
+
+    /// Download the files a Metalink (v4 .meta4 or v3 .metalink) describes, from a path or an
+    /// http(s) URL, whatever its name ends with
+    #[arg(long, value_name = "PATH|URL", conflicts_with_all = ["urls", "checksum"])]
+    metalink: Option<String>,
+
+    /// With -i or a Metalink of several files, how many files to download at once, 1..=64
+    #[arg(short, long, value_name = "K", default_value = "1", value_parser = clap::value_parser!(u8).range(1..=64))]
+    jobs: u8,
 
     /// With mirrors, the most connections to any one server
     #[arg(long, value_name = "N", default_value = "8", value_parser = parse_connections)]
@@ -104,10 +121,35 @@ enum ProgressArg {
     None,
 }
 
+/// What to download, from the positional URLs, `-i` or `--metalink`.
+enum Input {
+    /// One file: a URL and its mirrors.
+    Urls(Url, Vec<Url>),
+    List(PathBuf),
+    Metalink(String),
+}
+
+/// Everything on the command line that every download of the command shares.
+struct Common {
+    output: Option<PathBuf>,
+    dir: PathBuf,
+    jobs: usize,
+    existing: Existing,
+    resume: Resume,
+    per_server: Connections,
+    connections: Connections,
+    min_split: MinSplit,
+    stall_timeout: Duration,
+    max_tries: u32,
+    checksum: Option<Checksum>,
+    limit_rate: Option<Rate>,
+    http: HttpOptions,
+}
+
 pub async fn run(args: GetArgs, verbose: u8) -> ExitCode {
     let mode = args.mode();
-    let options = match args.options() {
-        Ok(options) => options,
+    let (input, common) = match args.parse() {
+        Ok(parsed) => parsed,
         Err(err) => return exit::usage(&err),
     };
     logging::init(verbose, mode.log_default());
@@ -117,41 +159,102 @@ pub async fn run(args: GetArgs, verbose: u8) -> ExitCode {
         return exit::internal(&anyhow::Error::new(err).context("installing signal handlers"));
     }
 
-    let mut view = View::new(mode, &options.url);
-    let (events_tx, mut events) = mpsc::unbounded_channel();
-    // A task of its own, so that a panic in the engine becomes exit code 1 and a message
-    // rather than an abort mid-bar.
-    let mut download = tokio::spawn(shoal_engine::download(options, events_tx, cancel));
-    // Events are rendered while the engine runs; when it returns, whatever it sent last is
-    // drained so the final progress and warnings come before the summary.
-    let joined = loop {
-        tokio::select! {
-            Some(event) = events.recv() => view.event(&event),
-            joined = &mut download => break joined,
+    let mut jobs = match input {
+        Input::Urls(url, mirrors) => {
+            let output = match &common.output {
+                Some(path) => Output::File(path.clone()),
+                None => Output::Dir(common.dir.clone()),
+            };
+            return one(common.options(url, mirrors, output), mode, cancel).await;
+        }
+        Input::List(path) => match batch::read_list(&path) {
+            Ok(entries) => entries
+                .into_iter()
+                .map(|entry| {
+                    let mut urls = entry.mirrors.into_iter();
+                    let url = urls.next().expect("a list entry has at least one URL");
+                    Job {
+                        label: redacted(&url),
+                        options: common.options(
+                            url,
+                            urls.collect(),
+                            Output::Dir(common.dir.clone()),
+                        ),
+                    }
+                })
+                .collect(),
+            Err(msg) => return exit::usage(&usage_error(ClapErrorKind::InvalidValue, msg)),
+        },
+        Input::Metalink(arg) => match metalink_jobs(&arg, &common, mode, &cancel).await {
+            Ok(jobs) => jobs,
+            Err(code) => return code,
+        },
+    };
+    if jobs.len() == 1 {
+        let job = jobs.pop().expect("one job");
+        return one(job.options, mode, cancel).await;
+    }
+    batch::run(jobs, common.jobs, mode, cancel).await
+}
+
+/// One download, shown as `shoal get URL` always showed it.
+async fn one(options: DownloadOptions, mode: Mode, cancel: CancellationToken) -> ExitCode {
+    let view = View::new(mode, &options.url);
+    ExitCode::from(batch::drive(options, view, cancel).await.code())
+}
+
+/// Reads the Metalink at `arg` and makes one job per file; errors are reported here and come
+/// back as the exit code.
+async fn metalink_jobs(
+    arg: &str,
+    common: &Common,
+    mode: Mode,
+    cancel: &CancellationToken,
+) -> Result<Vec<Job>, ExitCode> {
+    let (shown, metalink) = match metalink_input::load(arg, &common.http, cancel).await {
+        Ok(loaded) => loaded,
+        Err(LoadError::Usage(msg)) => {
+            return Err(exit::usage(&usage_error(ClapErrorKind::InvalidValue, msg)))
+        }
+        Err(LoadError::Fetch { url, error }) => {
+            let code = exit::for_kind(error.kind());
+            let text = format!(
+                "fetching the Metalink {url}: {}",
+                progress::failure_text(&error)
+            );
+            progress::failed_before_start(mode, error.kind(), &text, code);
+            return Err(ExitCode::from(code));
         }
     };
-    while let Ok(event) = events.try_recv() {
-        view.event(&event);
-    }
-
-    match joined {
-        Ok(Ok(summary)) => {
-            view.finished(&summary);
-            ExitCode::from(exit::OK)
-        }
-        Ok(Err(err)) => {
-            let code = exit::for_kind(err.kind());
-            view.failed(&err, code);
-            ExitCode::from(code)
-        }
-        Err(panicked) => {
-            let err = anyhow::Error::new(panicked).context(
-                "the download engine failed unexpectedly; this is a bug in shoal, please report it",
+    let files = metalink.files.len();
+    let target = match &common.output {
+        Some(path) if files == 1 => Target::File(path),
+        Some(_) => {
+            let msg = format!(
+                "-o names one file, but {shown} describes {files}: use -d DIR to save them all"
             );
-            view.crashed(&err, exit::INTERNAL);
-            ExitCode::from(exit::INTERNAL)
+            return Err(exit::usage(&usage_error(
+                ClapErrorKind::ArgumentConflict,
+                msg,
+            )));
+        }
+        None => Target::Dir(&common.dir),
+    };
+    if let Target::Dir(dir) = target {
+        // The names come from the Metalink, so the engine is given full paths, and their
+        // directory is made here as `-d` makes it for a single URL.
+        if let Err(err) = std::fs::create_dir_all(dir) {
+            let msg = format!("cannot create the directory {}: {err}", dir.display());
+            progress::failed_before_start(mode, ErrorKind::LocalIo, &msg, exit::LOCAL_IO);
+            return Err(ExitCode::from(exit::LOCAL_IO));
         }
     }
+    metalink_input::report_skipped(&shown, &metalink, mode);
+    Ok(metalink_input::jobs(
+        metalink,
+        target,
+        |url, mirrors, output| common.options(url, mirrors, output),
+    ))
 }
 
 impl GetArgs {
@@ -169,45 +272,99 @@ impl GetArgs {
 
     /// Checks what clap's value parsers cannot without echoing secrets: clap repeats a rejected
     /// value verbatim, and URLs and headers may carry credentials.
-    fn options(self) -> Result<DownloadOptions, clap::Error> {
+    fn parse(self) -> Result<(Input, Common), clap::Error> {
+        let input = self.input()?;
+        let headers = parse_headers(&self.headers)
+            .map_err(|msg| usage_error(ClapErrorKind::InvalidValue, msg))?;
+        let mut http = HttpOptions {
+            headers,
+            insecure: self.insecure,
+            connect_timeout: self.connect_timeout,
+            ..HttpOptions::default()
+        };
+        if let Some(agent) = self.user_agent {
+            http.user_agent = agent;
+        }
+        let common = Common {
+            output: self.output,
+            dir: self.dir,
+            jobs: usize::from(self.jobs),
+            existing: if self.overwrite {
+                Existing::Overwrite
+            } else {
+                Existing::Refuse
+            },
+            resume: if self.no_resume {
+                Resume::Never
+            } else {
+                Resume::Auto
+            },
+            per_server: self.max_connections_per_server,
+            connections: self.connections,
+            min_split: self.min_split,
+            stall_timeout: self.stall_timeout,
+            max_tries: self.max_tries,
+            checksum: self.checksum,
+            limit_rate: self.limit_rate,
+            http,
+        };
+        Ok((input, common))
+    }
+
+    fn input(&self) -> Result<Input, clap::Error> {
+        if let Some(list) = &self.input_file {
+            return Ok(Input::List(list.clone()));
+        }
+        if let Some(metalink) = &self.metalink {
+            return Ok(Input::Metalink(metalink.clone()));
+        }
+        if self
+            .urls
+            .iter()
+            .any(|u| metalink_input::looks_like_metalink(u))
+        {
+            let conflict = if self.urls.len() > 1 {
+                Some("a Metalink lists its own mirrors: give it alone, without other URLs")
+            } else if self.checksum.is_some() {
+                Some("--checksum cannot be used with a Metalink: the hashes it holds are checked")
+            } else {
+                None
+            };
+            return match conflict {
+                Some(msg) => Err(usage_error(
+                    ClapErrorKind::ArgumentConflict,
+                    msg.to_string(),
+                )),
+                None => Ok(Input::Metalink(self.urls[0].clone())),
+            };
+        }
         let mut urls = self
             .urls
             .iter()
             .map(|u| parse_url(u).map_err(|msg| usage_error(ClapErrorKind::InvalidValue, msg)));
-        let url = urls.next().expect("clap requires one URL")?;
-        let mirrors = urls.collect::<Result<Vec<_>, _>>()?;
-        let headers = parse_headers(&self.headers)
-            .map_err(|msg| usage_error(ClapErrorKind::InvalidValue, msg))?;
-        let output = match self.output {
-            Some(path) => Output::File(path),
-            None => Output::Dir(self.dir),
-        };
+        let url = urls
+            .next()
+            .expect("clap requires a URL without -i or --metalink")?;
+        Ok(Input::Urls(url, urls.collect::<Result<Vec<_>, _>>()?))
+    }
+}
+
+impl Common {
+    /// The options of one download with the shared settings.
+    fn options(&self, url: Url, mirrors: Vec<Url>, output: Output) -> DownloadOptions {
         let mut options = DownloadOptions::new(url, output);
-        options.existing = if self.overwrite {
-            Existing::Overwrite
-        } else {
-            Existing::Refuse
-        };
-        options.resume = if self.no_resume {
-            Resume::Never
-        } else {
-            Resume::Auto
-        };
+        options.existing = self.existing;
+        options.resume = self.resume;
         options.mirrors = mirrors;
-        options.per_server = self.max_connections_per_server;
+        options.per_server = self.per_server;
         options.connections = self.connections;
         options.min_split = self.min_split;
         options.stall_timeout = self.stall_timeout;
         options.max_tries = self.max_tries;
-        options.checksum = self.checksum;
+        options.checksum = self.checksum.clone();
         options.limit_rate = self.limit_rate;
-        options.http.headers = headers;
-        if let Some(agent) = self.user_agent {
-            options.http.user_agent = agent;
-        }
-        options.http.insecure = self.insecure;
-        options.http.connect_timeout = self.connect_timeout;
-        Ok(options)
+        options.http = self.http.clone();
+        options
     }
 }
 

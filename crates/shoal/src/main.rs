@@ -2,9 +2,11 @@
 //! reports, and mapping failures to documented exit codes (see `exit.rs`). Anything more
 //! belongs in a library crate.
 
+mod batch;
 mod exit;
 mod get;
 mod logging;
+mod metalink_input;
 mod progress;
 mod signals;
 mod tracker;
@@ -31,7 +33,7 @@ struct Cli {
 /// One variant per subcommand, each with its own `Args` struct and `run` in its own module.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Download one file over many connections
+    /// Download a file over many connections, from its mirrors, a Metalink or a list
     Get(get::GetArgs),
     /// Run the tracker: which agent holds which pieces of which file
     Tracker(tracker::TrackerArgs),

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use indicatif::{BinaryBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{BinaryBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 use shoal_engine::{DownloadError, ErrorKind, Event, Progress, SourceUsage, Summary};
 use tracing::level_filters::LevelFilter;
@@ -52,23 +52,65 @@ pub fn interrupted_now(mode: Mode) {
         .to_string(),
         Mode::Bar | Mode::Plain | Mode::Quiet => format!("shoal: {INTERRUPTED}"),
     };
-    match BAR.get() {
-        Some(bar) => {
+    match SCREEN.get() {
+        Some(Screen::Bar(bar)) => {
             bar.finish_and_clear();
+            say(&line);
+        }
+        Some(Screen::Multi(multi)) => {
+            let _ = multi.clear();
             say(&line);
         }
         None => say(&line),
     }
 }
 
-/// The bar being drawn, if any, so that log lines are printed above it rather than through it.
-static BAR: OnceLock<ProgressBar> = OnceLock::new();
+/// What is being drawn on stderr: one bar for one download, or a bar per file of a batch.
+enum Screen {
+    Bar(ProgressBar),
+    Multi(MultiProgress),
+}
 
-/// Runs `print` with the bar (if any) cleared, then redraws it.
+/// The bars being drawn, if any, so that log lines are printed above them rather than through
+/// them. One download or one batch per process, so the first set is the only one.
+static SCREEN: OnceLock<Screen> = OnceLock::new();
+
+/// Runs `print` with the bars (if any) cleared, then redraws them.
 pub fn suspend<R>(print: impl FnOnce() -> R) -> R {
-    match BAR.get() {
-        Some(bar) => bar.suspend(print),
+    match SCREEN.get() {
+        Some(Screen::Bar(bar)) => bar.suspend(print),
+        Some(Screen::Multi(multi)) => multi.suspend(print),
         None => print(),
+    }
+}
+
+/// The bars of a batch on a terminal: one per active file, above a total line that counts
+/// files.
+#[derive(Clone)]
+pub struct BatchBars {
+    multi: MultiProgress,
+    total: ProgressBar,
+}
+
+impl BatchBars {
+    pub fn new(files: usize) -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let _ = SCREEN.set(Screen::Multi(multi.clone()));
+        let total = multi.add(ProgressBar::new(files as u64));
+        total.set_style(style(TOTAL));
+        total.set_message("0 failed");
+        Self { multi, total }
+    }
+
+    /// Counts one more file as ended, and how many of those failed so far.
+    pub fn file_ended(&self, failed: usize) {
+        self.total.set_message(format!("{failed} failed"));
+        self.total.inc(1);
+    }
+
+    pub fn clear(&self) {
+        self.total.finish_and_clear();
+        let _ = self.multi.clear();
     }
 }
 
@@ -77,6 +119,7 @@ const CONNECTING: &str = "{spinner} {msg}";
 // `wide_bar` takes whatever width the rest leaves, so the line never wraps.
 const SIZED: &str = "{prefix} {wide_bar} {binary_bytes}/{binary_total_bytes} {percent:>3}% {msg}";
 const UNSIZED: &str = "{spinner} {prefix} {binary_bytes} {msg}";
+const TOTAL: &str = "total {wide_bar} {pos}/{len} files, {msg}, {elapsed}";
 
 fn style(template: &str) -> ProgressStyle {
     // The templates are constants checked by a unit test; the fallback only keeps a broken
@@ -88,32 +131,52 @@ pub struct View {
     mode: Mode,
     bar: Option<ProgressBar>,
     total: Option<u64>,
+    /// In a batch, the file this view reports on: added to every JSON line as `"file"` and
+    /// after `shoal: ` in text lines, so that lines of parallel downloads can be told apart.
+    file: Option<String>,
+    /// In a batch on a terminal, the bars this view's bar is drawn with.
+    multi: Option<MultiProgress>,
 }
 
 impl View {
+    /// The view of a lone download.
     pub fn new(mode: Mode, url: &Url) -> Self {
         let bar = (mode == Mode::Bar).then(|| {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-            bar.set_style(style(CONNECTING));
-            bar.set_message(format!(
-                "connecting to {}",
-                url.host_str().unwrap_or("server")
-            ));
-            bar.enable_steady_tick(TICK);
-            // One download per process, so the first bar is the only one.
-            let _ = BAR.set(bar.clone());
+            let bar = connecting(
+                ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
+                url,
+            );
+            let _ = SCREEN.set(Screen::Bar(bar.clone()));
             bar
         });
         Self {
             mode,
             bar,
             total: None,
+            file: None,
+            multi: None,
+        }
+    }
+
+    /// The view of one download of a batch, named `file` in its lines; its bar (in bar mode)
+    /// is added to `multi` just above the total line.
+    pub fn in_batch(mode: Mode, url: &Url, file: String, bars: Option<&BatchBars>) -> Self {
+        let bar = bars.map(|bars| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
+            connecting(bars.multi.insert_before(&bars.total, bar), url)
+        });
+        Self {
+            mode,
+            bar,
+            total: None,
+            file: Some(file),
+            multi: bars.map(|bars| bars.multi.clone()),
         }
     }
 
     pub fn event(&mut self, event: &Event) {
         match self.mode {
-            Mode::Json => say(&event_json(event).to_string()),
+            Mode::Json => self.json(event_json(event)),
             Mode::Bar | Mode::Plain => self.show(event),
             Mode::Quiet => {}
         }
@@ -184,22 +247,38 @@ impl View {
     }
 
     fn warn(&self, line: &str) {
-        match &self.bar {
-            Some(bar) => bar.suspend(|| say(line)),
-            None => say(line),
+        match (&self.file, line.strip_prefix("shoal: ")) {
+            (Some(file), Some(rest)) => self.print(&format!("shoal: {}", labelled(file, rest))),
+            _ => self.print(line),
         }
+    }
+
+    /// Prints one line above the bars, if any.
+    fn print(&self, line: &str) {
+        match (&self.multi, &self.bar) {
+            (Some(multi), _) => multi.suspend(|| say(line)),
+            (None, Some(bar)) => bar.suspend(|| say(line)),
+            (None, None) => say(line),
+        }
+    }
+
+    fn json(&self, mut line: Value) {
+        if let Some(file) = &self.file {
+            line["file"] = Value::from(file.as_str());
+        }
+        self.print(&line.to_string());
     }
 
     pub fn finished(self, summary: &Summary) {
         self.clear();
         match self.mode {
-            Mode::Json => say(&finished_json(summary).to_string()),
+            Mode::Json => self.json(finished_json(summary)),
             Mode::Bar | Mode::Plain => {
-                say(&summary_line(summary));
+                self.print(&summary_line(summary));
                 // With mirrors, where the bytes came from is the interesting part.
                 if summary.sources.len() > 1 {
                     for source in &summary.sources {
-                        say(&source_line(source));
+                        self.print(&source_line(source));
                     }
                 }
             }
@@ -209,11 +288,7 @@ impl View {
 
     pub fn failed(self, err: &DownloadError, exit_code: u8) {
         self.clear();
-        let text = match err {
-            DownloadError::Cancelled => INTERRUPTED.to_string(),
-            _ => message(err),
-        };
-        self.report(kind_name(err.kind()), &text, exit_code);
+        self.report(kind_name(err.kind()), &failure_text(err), exit_code);
     }
 
     /// The engine failed without a [`DownloadError`]: a bug.
@@ -224,17 +299,59 @@ impl View {
 
     fn report(&self, kind: &str, text: &str, exit_code: u8) {
         if self.mode == Mode::Json {
-            say(&error_json(kind, text, exit_code).to_string());
+            self.json(error_json(kind, text, exit_code));
         } else {
-            say(&format!("shoal: {text}"));
+            self.warn(&format!("shoal: {text}"));
         }
     }
 
     fn clear(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
+            // An ended file's line goes, so the next file's bar takes its place.
+            if let Some(multi) = &self.multi {
+                multi.remove(bar);
+            }
         }
     }
+}
+
+/// Reports a failure before any download started (fetching a Metalink, making its
+/// directory) as a download's failure would be reported.
+pub fn failed_before_start(mode: Mode, kind: ErrorKind, text: &str, exit_code: u8) {
+    match mode {
+        Mode::Json => say(&error_json(kind_name(kind), text, exit_code).to_string()),
+        Mode::Bar | Mode::Plain | Mode::Quiet => say(&format!("shoal: {text}")),
+    }
+}
+
+/// `text` about the file of a batch named `label`, prefixed with the label unless the text
+/// already names it (engine messages name their URL).
+pub fn labelled(label: &str, text: &str) -> String {
+    if text.contains(label) {
+        text.to_string()
+    } else {
+        format!("{label}: {text}")
+    }
+}
+
+/// What a failed download's line says after `shoal: `.
+pub fn failure_text(err: &DownloadError) -> String {
+    match err {
+        DownloadError::Cancelled => INTERRUPTED.to_string(),
+        _ => message(err),
+    }
+}
+
+/// A bar that waits for the first answer from `url`'s server.
+fn connecting(bar: ProgressBar, url: &Url) -> ProgressBar {
+    bar.set_style(style(CONNECTING));
+    bar.set_message(format!(
+        "connecting to {}",
+        url.host_str().unwrap_or("server")
+    ));
+    bar.enable_steady_tick(TICK);
+    bar
 }
 
 /// The file name, cut to leave the bar room on an 80-column terminal.
@@ -445,7 +562,7 @@ mod tests {
 
     #[test]
     fn templates_parse() {
-        for template in [CONNECTING, SIZED, UNSIZED] {
+        for template in [CONNECTING, SIZED, UNSIZED, TOTAL] {
             assert!(ProgressStyle::with_template(template).is_ok(), "{template}");
         }
     }

@@ -1,0 +1,376 @@
+//! Many sources and many files from one command, as users run them: `shoal get release.meta4`
+//! and `shoal get -i LIST --jobs K`, the real binary against the test kit's origins.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::Value;
+use shoal_testkit::{random_bytes, sha256_hex, Origin, OriginConfig};
+use tempfile::TempDir;
+
+/// Far longer than any of these downloads takes; only a hung binary reaches it.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+struct Finished {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// `shoal get ARGS` in `dir`, with no `RUST_LOG` from the caller's environment.
+fn run(dir: &Path, args: &[&str]) -> Finished {
+    let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .arg("get")
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn shoal");
+    finish(child)
+}
+
+/// Waits for the child, killing it past [`DEADLINE`] so a hang fails the test instead of
+/// blocking the run.
+fn finish(mut child: Child) -> Finished {
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for shoal") {
+            break status;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            panic!("shoal still running after {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    Finished {
+        code: status.code().expect("shoal exited by a signal"),
+        stdout,
+        stderr,
+    }
+}
+
+fn assert_code(run: &Finished, code: i32) {
+    assert_eq!(
+        run.code, code,
+        "exit code; stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+}
+
+/// An origin serving `content` at every path, each connection paced so that a download of a
+/// few MiB lasts long enough for every source to take part.
+fn paced(content: Bytes) -> Origin {
+    Origin::start_blocking(OriginConfig {
+        content,
+        rate_limit: Some(2 << 20),
+        ..OriginConfig::default()
+    })
+}
+
+fn sha256_of(path: &Path) -> String {
+    sha256_hex(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+}
+
+fn saw_ranges(origin: &Origin) -> bool {
+    origin.requests().iter().any(|r| r.range.is_some())
+}
+
+const PIECE: usize = 1 << 20;
+
+/// A Metalink v4 document for one file served by `urls` (priority 1, 2, …), with its size,
+/// the given sha-256, 1 MiB sha-256 pieces, and two entries shoal cannot use.
+fn meta4(name: &str, content: &[u8], sha256: &str, urls: &[String]) -> String {
+    let pieces: String = content
+        .chunks(PIECE)
+        .map(|piece| format!("      <hash>{}</hash>\n", sha256_hex(piece)))
+        .collect();
+    let urls: String = urls
+        .iter()
+        .enumerate()
+        .map(|(i, url)| format!("    <url priority=\"{}\">{url}</url>\n", i + 1))
+        .collect();
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<metalink xmlns="urn:ietf:params:xml:ns:metalink">
+  <file name="{name}">
+    <size>{size}</size>
+    <hash type="sha-256">{sha256}</hash>
+    <hash type="gost">00</hash>
+    <pieces length="{PIECE}" type="sha-256">
+{pieces}    </pieces>
+{urls}    <url priority="9">ftp://ftp.example.org/{name}</url>
+  </file>
+</metalink>
+"#,
+        size = content.len()
+    )
+}
+
+mod metalink {
+    use super::*;
+
+    #[test]
+    fn mirrors_size_and_hashes_from_a_local_file() {
+        let content = random_bytes(6 << 20, 11);
+        let (a, b) = (paced(content.clone()), paced(content.clone()));
+        let dir = TempDir::new().unwrap();
+        let doc = meta4(
+            "release.iso",
+            &content,
+            &sha256_hex(&content),
+            &[a.url("/release.iso"), b.url("/mirror/release.iso")],
+        );
+        std::fs::write(dir.path().join("release.meta4"), doc).unwrap();
+        let run = run(
+            dir.path(),
+            &[
+                "release.meta4",
+                "-d",
+                "out",
+                "--min-split",
+                "256K",
+                "--max-connections-per-server",
+                "2",
+            ],
+        );
+        assert_code(&run, 0);
+        assert_eq!(
+            sha256_of(&dir.path().join("out/release.iso")),
+            sha256_hex(&content)
+        );
+        assert!(saw_ranges(&a), "first mirror: {:?}", a.requests());
+        assert!(saw_ranges(&b), "second mirror: {:?}", b.requests());
+        // What the Metalink holds that shoal cannot use is named, not silently dropped.
+        assert!(run.stderr.contains("gost"), "{}", run.stderr);
+        assert!(
+            run.stderr
+                .contains("skipping source ftp://ftp.example.org/release.iso"),
+            "{}",
+            run.stderr
+        );
+    }
+
+    #[test]
+    fn fetched_from_a_url() {
+        let content = random_bytes(1 << 20, 12);
+        let mirror = paced(content.clone());
+        let doc = meta4(
+            "fetched.bin",
+            &content,
+            &sha256_hex(&content),
+            &[mirror.url("/fetched.bin")],
+        );
+        let publisher = Origin::start_blocking(OriginConfig {
+            content: Bytes::from(doc),
+            ..OriginConfig::default()
+        });
+        let dir = TempDir::new().unwrap();
+        let run = run(
+            dir.path(),
+            &["-o", "saved.bin", &publisher.url("/release.meta4")],
+        );
+        assert_code(&run, 0);
+        assert_eq!(
+            sha256_of(&dir.path().join("saved.bin")),
+            sha256_hex(&content)
+        );
+    }
+
+    #[test]
+    fn wrong_sha256_is_a_checksum_failure() {
+        let content = random_bytes(1 << 20, 13);
+        let origin = paced(content.clone());
+        let dir = TempDir::new().unwrap();
+        // Pieces match, so only the whole-file hash can catch it.
+        let doc = meta4("f.bin", &content, &"ab".repeat(32), &[origin.url("/f.bin")]);
+        std::fs::write(dir.path().join("f.meta4"), doc).unwrap();
+        let run = run(dir.path(), &["--metalink", "f.meta4"]);
+        assert_code(&run, 5);
+        assert!(!dir.path().join("f.bin").exists());
+    }
+
+    #[test]
+    fn malformed_is_a_usage_error_naming_the_line() {
+        let dir = TempDir::new().unwrap();
+        let doc = "<?xml version=\"1.0\"?>\n<metalink xmlns=\"urn:ietf:params:xml:ns:metalink\">\n  <file name=\"x\">\n    <size>1</size\n</metalink>\n";
+        std::fs::write(dir.path().join("bad.meta4"), doc).unwrap();
+        let run = run(dir.path(), &["bad.meta4"]);
+        assert_code(&run, 2);
+        assert!(run.stderr.contains("bad.meta4"), "{}", run.stderr);
+        assert!(run.stderr.contains("line 5"), "{}", run.stderr);
+    }
+
+    #[test]
+    fn output_path_with_several_files_is_refused() {
+        let dir = TempDir::new().unwrap();
+        let file = |name: &str| {
+            format!("<file name=\"{name}\"><url>http://127.0.0.1:9/{name}</url></file>")
+        };
+        let doc = format!(
+            "<metalink xmlns=\"urn:ietf:params:xml:ns:metalink\">{}{}</metalink>",
+            file("a"),
+            file("b")
+        );
+        std::fs::write(dir.path().join("two.meta4"), doc).unwrap();
+        let run = run(dir.path(), &["-o", "x", "two.meta4"]);
+        assert_code(&run, 2);
+        assert!(run.stderr.contains("use -d DIR"), "{}", run.stderr);
+    }
+}
+
+mod lists {
+    use super::*;
+
+    /// Three origins with different files; the last answers 404 to everything.
+    fn three() -> (Vec<Origin>, Vec<Bytes>) {
+        let contents: Vec<Bytes> = (0..3).map(|i| random_bytes(3 << 20, 20 + i)).collect();
+        let mut origins: Vec<Origin> = contents[..2].iter().cloned().map(paced).collect();
+        origins.push(Origin::start_blocking(OriginConfig {
+            status: Some(404),
+            ..OriginConfig::default()
+        }));
+        (origins, contents)
+    }
+
+    #[test]
+    fn jobs_at_once_with_one_failure() {
+        let (origins, contents) = three();
+        let dir = TempDir::new().unwrap();
+        let gone = origins[2].url("/c.bin");
+        let list = format!(
+            "# three files\n{}\n\n{}\n  # the last one is gone\n{gone}\n",
+            origins[0].url("/a.bin"),
+            origins[1].url("/b.bin"),
+        );
+        std::fs::write(dir.path().join("urls.txt"), list).unwrap();
+        let run = run(dir.path(), &["-i", "urls.txt", "--jobs", "2", "-d", "out"]);
+        assert_code(&run, 4);
+        for (name, content) in ["a.bin", "b.bin"].iter().zip(&contents) {
+            assert_eq!(
+                sha256_of(&dir.path().join("out").join(name)),
+                sha256_hex(content)
+            );
+        }
+        assert!(!dir.path().join("out/c.bin").exists());
+        let failed_line = run
+            .stderr
+            .lines()
+            .find(|line| line.contains("FAILED"))
+            .unwrap_or_else(|| panic!("no FAILED line:\n{}", run.stderr));
+        assert!(failed_line.contains(&gone), "{failed_line}");
+        assert!(failed_line.contains("404"), "{failed_line}");
+        let last = run.stderr.lines().last().unwrap();
+        assert!(last.contains("1 of 3 files failed"), "{last}");
+    }
+
+    #[test]
+    fn tab_separates_mirrors_of_one_file() {
+        let content = random_bytes(4 << 20, 30);
+        let (a, b) = (paced(content.clone()), paced(content.clone()));
+        let other = paced(random_bytes(1 << 20, 31));
+        let dir = TempDir::new().unwrap();
+        let list = format!(
+            "{}\t{}\n{}\n",
+            a.url("/img.iso"),
+            b.url("/img.iso"),
+            other.url("/notes.txt")
+        );
+        std::fs::write(dir.path().join("urls.txt"), list).unwrap();
+        let run = run(
+            dir.path(),
+            &[
+                "-i",
+                "urls.txt",
+                "--min-split",
+                "256K",
+                "--max-connections-per-server",
+                "2",
+            ],
+        );
+        assert_code(&run, 0);
+        assert_eq!(sha256_of(&dir.path().join("img.iso")), sha256_hex(&content));
+        assert!(saw_ranges(&a) && saw_ranges(&b));
+        assert!(dir.path().join("notes.txt").exists());
+        assert!(
+            run.stderr
+                .lines()
+                .last()
+                .unwrap()
+                .contains("all 2 files saved"),
+            "{}",
+            run.stderr
+        );
+    }
+
+    #[test]
+    fn json_lines_name_their_file() {
+        let (origins, _) = three();
+        let dir = TempDir::new().unwrap();
+        let urls: Vec<String> = ["/a.bin", "/b.bin", "/c.bin"]
+            .iter()
+            .zip(&origins)
+            .map(|(path, origin)| origin.url(path))
+            .collect();
+        std::fs::write(dir.path().join("urls.txt"), urls.join("\n")).unwrap();
+        let run = run(
+            dir.path(),
+            &["-i", "urls.txt", "-j", "3", "--progress", "json"],
+        );
+        assert_code(&run, 4);
+        let lines: Vec<Value> = run
+            .stderr
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+            .collect();
+        let (last, events) = lines.split_last().unwrap();
+        for event in events {
+            let file = event["file"].as_str().unwrap_or_else(|| panic!("{event}"));
+            assert!(urls.iter().any(|u| u == file), "{event}");
+        }
+        for url in &urls {
+            assert!(events.iter().any(|e| e["file"] == url.as_str()), "{url}");
+        }
+        assert_eq!(last["event"], "batch_finished");
+        assert_eq!(last["saved"], 2);
+        assert_eq!(last["failed"], 1);
+        assert_eq!(last["exit_code"], 4);
+        assert_eq!(last["files"][2]["file"], urls[2].as_str());
+        assert_eq!(last["files"][2]["ok"], false);
+    }
+
+    #[test]
+    fn list_errors_are_usage_errors() {
+        let dir = TempDir::new().unwrap();
+        std::fs::write(dir.path().join("bad.txt"), "# ok\nftp://h/x\n").unwrap();
+        let run = run(dir.path(), &["-i", "bad.txt"]);
+        assert_code(&run, 2);
+        assert!(run.stderr.contains("bad.txt: line 2"), "{}", run.stderr);
+        std::fs::write(dir.path().join("empty.txt"), "# nothing\n").unwrap();
+        let run = super::run(dir.path(), &["-i", "empty.txt"]);
+        assert_code(&run, 2);
+        assert!(run.stderr.contains("lists no URL"), "{}", run.stderr);
+        let run = super::run(dir.path(), &["-i", "empty.txt", "-o", "x"]);
+        assert_code(&run, 2);
+    }
+}
