@@ -6,15 +6,18 @@
 //! running downloads are cancelled, keeping their resume state, and no new one starts);
 //! otherwise the code of the first failed file in list order.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 
 use serde_json::{json, Value};
+use shoal_engine::redact::redacted;
 use shoal_engine::urllist::{self, ListEntry};
-use shoal_engine::{CancellationToken, DownloadOptions, Summary};
+use shoal_engine::{naming, CancellationToken, DownloadOptions, Summary};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use url::Url;
 
 use crate::exit::{self, message, say};
 use crate::progress::{failure_text, labelled, suspend, BatchBars, Mode, View};
@@ -85,8 +88,51 @@ pub async fn drive(options: DownloadOptions, mut view: View, cancel: Cancellatio
     }
 }
 
-/// Reads and parses a `-i` list; `-` is standard input. Errors name the list and the line.
-pub fn read_list(path: &Path) -> Result<Vec<ListEntry>, String> {
+/// Reads and parses a `-i` list (`-` is standard input) and makes one job per line; `base`
+/// makes the options every download shares from a URL and its mirrors. Errors name the list
+/// and the line.
+pub fn list_jobs(
+    path: &Path,
+    base: impl Fn(Url, Vec<Url>) -> DownloadOptions,
+) -> Result<Vec<Job>, String> {
+    let (shown, entries) = read_list(path)?;
+    refuse_same_names(&shown, &entries)?;
+    Ok(entries
+        .into_iter()
+        .map(|entry| {
+            let mut urls = entry.mirrors.into_iter();
+            let url = urls.next().expect("a list entry has at least one URL");
+            Job {
+                label: redacted(&url),
+                options: base(url, urls.collect()),
+            }
+        })
+        .collect())
+}
+
+/// Two lines whose URLs name the same file would be saved to the same path: one after the
+/// other the second is refused as existing, at the same time both would write one `.part`.
+/// Caught before anything is fetched. (A `Content-Disposition` name is known only once the
+/// server answers, so this catches names taken from URLs.)
+fn refuse_same_names(shown: &str, entries: &[ListEntry]) -> Result<(), String> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for entry in entries {
+        let name = naming::file_name(None, &entry.mirrors[0]);
+        if let Some(first) = seen.insert(name.clone(), entry.line) {
+            return Err(format!(
+                "{shown}: lines {first} and {} would both be saved as {name}; put them in \
+                 separate lists with different -d directories, or make them one line of \
+                 TAB-separated mirrors if they are the same file",
+                entry.line
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reads and parses a `-i` list; `-` is standard input. Returns how to name the list in
+/// messages and its entries, at least one.
+fn read_list(path: &Path) -> Result<(String, Vec<ListEntry>), String> {
     let shown = if path == Path::new("-") {
         "standard input".to_string()
     } else {
@@ -106,7 +152,7 @@ pub fn read_list(path: &Path) -> Result<Vec<ListEntry>, String> {
             "{shown} lists no URL: write one URL per line (TAB between mirrors of one file)"
         ));
     }
-    Ok(entries)
+    Ok((shown, entries))
 }
 
 /// Runs `jobs`, `at_once` at a time, and reports on them all (see the module doc for the exit
@@ -255,7 +301,21 @@ fn report_json(labels: &[String], outcomes: &[Outcome], code: u8) -> Value {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
     use super::*;
+
+    fn saved() -> Outcome {
+        Outcome::Saved(Summary {
+            path: PathBuf::from("f"),
+            size: 1,
+            elapsed: Duration::from_secs(1),
+            max_connections: 1,
+            fetched: 1,
+            sources: Vec::new(),
+        })
+    }
 
     fn failed(code: u8) -> Outcome {
         Outcome::Failed {
@@ -267,13 +327,11 @@ mod tests {
     #[test]
     fn first_failure_in_list_order_decides() {
         assert_eq!(batch_code(&[], false), exit::OK);
-        let outcomes = [
-            failed(exit::OK),
-            failed(exit::HTTP_STATUS),
-            failed(exit::CHECKSUM),
-        ];
+        assert_eq!(batch_code(&[saved(), saved()], false), exit::OK);
+        let outcomes = [saved(), failed(exit::HTTP_STATUS), failed(exit::CHECKSUM)];
         assert_eq!(batch_code(&outcomes, false), exit::HTTP_STATUS);
         assert_eq!(batch_code(&outcomes, true), exit::INTERRUPTED);
-        assert_eq!(batch_code(&[failed(exit::OK)], true), exit::OK);
+        // A signal that comes after every file is saved changes nothing.
+        assert_eq!(batch_code(&[saved()], true), exit::OK);
     }
 }

@@ -167,24 +167,15 @@ pub async fn run(args: GetArgs, verbose: u8) -> ExitCode {
             };
             return one(common.options(url, mirrors, output), mode, cancel).await;
         }
-        Input::List(path) => match batch::read_list(&path) {
-            Ok(entries) => entries
-                .into_iter()
-                .map(|entry| {
-                    let mut urls = entry.mirrors.into_iter();
-                    let url = urls.next().expect("a list entry has at least one URL");
-                    Job {
-                        label: redacted(&url),
-                        options: common.options(
-                            url,
-                            urls.collect(),
-                            Output::Dir(common.dir.clone()),
-                        ),
-                    }
-                })
-                .collect(),
-            Err(msg) => return exit::usage(&usage_error(ClapErrorKind::InvalidValue, msg)),
-        },
+        Input::List(path) => {
+            let jobs = batch::list_jobs(&path, |url, mirrors| {
+                common.options(url, mirrors, Output::Dir(common.dir.clone()))
+            });
+            match jobs {
+                Ok(jobs) => jobs,
+                Err(msg) => return exit::usage(&usage_error(ClapErrorKind::InvalidValue, msg)),
+            }
+        }
         Input::Metalink(arg) => match metalink_jobs(&arg, &common, mode, &cancel).await {
             Ok(jobs) => jobs,
             Err(code) => return code,
@@ -224,6 +215,10 @@ async fn metalink_jobs(
             );
             progress::failed_before_start(mode, error.kind(), &text, code);
             return Err(ExitCode::from(code));
+        }
+        Err(LoadError::Local(msg)) => {
+            progress::failed_before_start(mode, ErrorKind::LocalIo, &msg, exit::LOCAL_IO);
+            return Err(ExitCode::from(exit::LOCAL_IO));
         }
     };
     let files = metalink.files.len();

@@ -3,14 +3,17 @@
 //! file's URLs, best priority first, checked against its size, whole-file hash and piece
 //! hashes.
 
+use std::fs::DirBuilder;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 use shoal_engine::metalink::{self, Metalink, MetalinkFile, SkipReason};
 use shoal_engine::redact::redacted;
 use shoal_engine::{
-    resume, CancellationToken, Connections, DownloadError, DownloadOptions, Existing, HttpOptions,
-    Output, Resume,
+    CancellationToken, Connections, DownloadError, DownloadOptions, HttpOptions, Output, Resume,
 };
 use tokio::sync::mpsc;
 use url::Url;
@@ -32,6 +35,8 @@ pub enum LoadError {
         url: String,
         error: Box<DownloadError>,
     },
+    /// No place to put it while it is read: a local I/O error.
+    Local(String),
 }
 
 /// Whether `arg` names a Metalink by its extension (`.meta4` for v4, `.metalink` for v3), as a
@@ -54,13 +59,7 @@ pub async fn load(
     let (shown, text) = match Url::parse(arg) {
         Ok(url) if matches!(url.scheme(), "http" | "https") => {
             let shown = redacted(&url);
-            let text = fetch(url, http, cancel)
-                .await
-                .map_err(|error| LoadError::Fetch {
-                    url: shown.clone(),
-                    error: Box::new(error),
-                })?
-                .map_err(LoadError::Usage)?;
+            let text = fetch(url, http, cancel).await?;
             (shown, text)
         }
         _ => (arg.to_string(), read_local(Path::new(arg))?),
@@ -92,48 +91,68 @@ fn too_big(shown: &str, size: u64) -> String {
     )
 }
 
-/// Fetches a Metalink with the engine itself (one connection, no resume) into the temporary
-/// directory and reads it back; the binary has no HTTP client of its own. The outer error is
-/// the download's, the inner one a document that cannot be a Metalink.
+/// Fetches a Metalink with the engine itself (one connection, no resume) into a private
+/// temporary directory and reads it back; the binary has no HTTP client of its own.
 async fn fetch(
     url: Url,
     http: &HttpOptions,
     cancel: &CancellationToken,
-) -> Result<Result<String, String>, DownloadError> {
+) -> Result<String, LoadError> {
     let shown = redacted(&url);
-    let path = std::env::temp_dir().join(format!("shoal-{}-metalink.xml", std::process::id()));
+    let dir = private_dir().map_err(|err| {
+        LoadError::Local(format!(
+            "fetching the Metalink {shown}: cannot make a directory for it in {}: {err}; \
+             set TMPDIR to a writable directory",
+            std::env::temp_dir().display()
+        ))
+    })?;
+    let path = dir.join("metalink.xml");
     let mut options = DownloadOptions::new(url, Output::File(path.clone()));
-    options.existing = Existing::Overwrite;
     options.resume = Resume::Never;
     options.connections = Connections::new(1).expect("1 is a valid connection count");
     options.http = http.clone();
     // Nobody renders the events of this small fetch: its failure is reported as a whole.
     let (events, _) = mpsc::unbounded_channel();
     let fetched = shoal_engine::download(options, events, cancel.clone()).await;
-    let read = fetched.map(|summary| {
-        if summary.size > MAX_SIZE {
-            Err(too_big(&shown, summary.size))
-        } else {
-            std::fs::read_to_string(&path).map_err(|err| {
-                format!(
-                    "{shown}: cannot read it back from {}: {err}",
-                    path.display()
-                )
-            })
+    let read = match fetched {
+        Ok(summary) if summary.size > MAX_SIZE => {
+            Err(LoadError::Usage(too_big(&shown, summary.size)))
         }
-    });
-    remove_fetched(&path);
+        Ok(_) => std::fs::read_to_string(&path).map_err(|err| {
+            LoadError::Usage(format!("the Metalink {shown} is not readable text: {err}"))
+        }),
+        Err(error) => Err(LoadError::Fetch {
+            url: shown,
+            error: Box::new(error),
+        }),
+    };
+    // The directory holds only this fetch: its copy, or a failed fetch's `.part` and state.
+    let _ = std::fs::remove_dir_all(&dir);
     read
 }
 
-/// Removes the fetched copy and whatever a failed fetch left (`.part` and its state).
-fn remove_fetched(path: &Path) {
-    let mut part = path.as_os_str().to_owned();
-    part.push(".part");
-    let part = PathBuf::from(part);
-    for leftover in [path, &part, &resume::state_path(&part)] {
-        let _ = std::fs::remove_file(leftover);
+/// A new directory only this process can write to: the engine creates files in it by name,
+/// which in a shared temporary directory another user could have planted as symlinks.
+fn private_dir() -> io::Result<PathBuf> {
+    let base = std::env::temp_dir();
+    let salt = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.subsec_nanos())
+        .unwrap_or_default();
+    // A name taken by someone else is skipped; a few tries are plenty when names are unique
+    // per process and instant.
+    for attempt in 0..8 {
+        let dir = base.join(format!("shoal-{}-{salt}-{attempt}", std::process::id()));
+        match DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(err) => return Err(err),
+        }
     }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "every name tried is taken",
+    ))
 }
 
 /// Where the files of a Metalink go: `-o` names the one file, `-d` the directory for all.

@@ -372,5 +372,77 @@ mod lists {
         assert!(run.stderr.contains("lists no URL"), "{}", run.stderr);
         let run = super::run(dir.path(), &["-i", "empty.txt", "-o", "x"]);
         assert_code(&run, 2);
+        // Nothing listens on port 9: the clash is caught before any request.
+        let clash = "http://127.0.0.1:9/a/f.iso\n# x\nhttp://127.0.0.1:9/b/f.iso\n";
+        std::fs::write(dir.path().join("clash.txt"), clash).unwrap();
+        let run = super::run(dir.path(), &["-i", "clash.txt", "-j", "2"]);
+        assert_code(&run, 2);
+        assert!(
+            run.stderr
+                .contains("lines 1 and 3 would both be saved as f.iso"),
+            "{}",
+            run.stderr
+        );
+    }
+
+    #[test]
+    fn ctrl_c_stops_every_job() {
+        // 8 MiB per file at 256 KiB/s per connection over 2 connections: far past the signal.
+        let slow = |seed| {
+            Origin::start_blocking(OriginConfig {
+                content: random_bytes(8 << 20, seed),
+                rate_limit: Some(256 << 10),
+                ..OriginConfig::default()
+            })
+        };
+        let origins = [slow(40), slow(41), slow(42)];
+        let dir = TempDir::new().unwrap();
+        let list: Vec<String> = ["/a.bin", "/b.bin", "/c.bin"]
+            .iter()
+            .zip(&origins)
+            .map(|(path, origin)| origin.url(path))
+            .collect();
+        std::fs::write(dir.path().join("urls.txt"), list.join("\n")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(["get", "-i", "urls.txt", "-j", "2", "-c", "2"])
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn shoal");
+        // Signal once both running files are flowing, so the interrupt lands mid-download.
+        let start = Instant::now();
+        while origins[..2].iter().any(|o| o.bytes_sent() < 256 << 10) {
+            assert!(start.elapsed() < DEADLINE, "no bytes sent to shoal");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let kill = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(kill.success());
+        let run = finish(child);
+        assert_code(&run, 130);
+        // Both running downloads kept their resume state; the third never started.
+        for name in ["a.bin", "b.bin"] {
+            assert!(dir.path().join(format!("{name}.part")).exists(), "{name}");
+        }
+        assert_eq!(origins[2].requests().len(), 0);
+        assert!(
+            run.stderr.contains("not started: interrupted"),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr
+                .lines()
+                .last()
+                .unwrap()
+                .contains("3 of 3 files failed"),
+            "{}",
+            run.stderr
+        );
     }
 }
