@@ -168,7 +168,6 @@ pub async fn run(
     let mut outcomes: Vec<Option<Outcome>> = labels.iter().map(|_| None).collect();
     let mut pending = jobs.into_iter().enumerate();
     let mut running = JoinSet::new();
-    let mut failed = 0;
     // Each turn starts jobs up to the limit and waits for one to end: at most one turn per
     // job, plus one.
     loop {
@@ -176,7 +175,7 @@ pub async fn run(
             let Some((index, job)) = pending.next() else {
                 break;
             };
-            let view = View::in_batch(mode, &job.options.url, job.label, bars.as_ref());
+            let view = View::in_batch(mode, &job.options.url, job.label, bars.as_ref(), index);
             let cancel = cancel.clone();
             running.spawn(async move { (index, drive(job.options, view, cancel).await) });
         }
@@ -185,11 +184,8 @@ pub async fn run(
         };
         match joined {
             Ok((index, outcome)) => {
-                if outcome.code() != exit::OK {
-                    failed += 1;
-                }
                 if let Some(bars) = &bars {
-                    bars.file_ended(failed);
+                    bars.file_ended(index, outcome.code() != exit::OK);
                 }
                 outcomes[index] = Some(outcome);
             }

@@ -159,7 +159,7 @@ pub async fn run(args: GetArgs, verbose: u8) -> ExitCode {
         return exit::internal(&anyhow::Error::new(err).context("installing signal handlers"));
     }
 
-    let mut jobs = match input {
+    let jobs = match input {
         Input::Urls(url, mirrors) => {
             let output = match &common.output {
                 Some(path) => Output::File(path.clone()),
@@ -171,20 +171,23 @@ pub async fn run(args: GetArgs, verbose: u8) -> ExitCode {
             let jobs = batch::list_jobs(&path, |url, mirrors| {
                 common.options(url, mirrors, Output::Dir(common.dir.clone()))
             });
+            // A list is always a batch, even of one line, so scripts get the same lines
+            // (`file` fields, the per-file summary) whatever its length.
             match jobs {
                 Ok(jobs) => jobs,
                 Err(msg) => return exit::usage(&usage_error(ClapErrorKind::InvalidValue, msg)),
             }
         }
         Input::Metalink(arg) => match metalink_jobs(&arg, &common, mode, &cancel).await {
+            // A Metalink of one file is shown as that file's URL would be.
+            Ok(mut jobs) if jobs.len() == 1 => {
+                let job = jobs.pop().expect("one job");
+                return one(job.options, mode, cancel).await;
+            }
             Ok(jobs) => jobs,
             Err(code) => return code,
         },
     };
-    if jobs.len() == 1 {
-        let job = jobs.pop().expect("one job");
-        return one(job.options, mode, cancel).await;
-    }
     batch::run(jobs, common.jobs, mode, cancel).await
 }
 

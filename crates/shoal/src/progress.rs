@@ -2,7 +2,7 @@
 //! plain warning lines, or nothing. The engine draws nothing itself.
 
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use indicatif::{BinaryBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -84,12 +84,20 @@ pub fn suspend<R>(print: impl FnOnce() -> R) -> R {
     }
 }
 
-/// The bars of a batch on a terminal: one per active file, above a total line that counts
-/// files.
+/// The bars of a batch on a terminal: one per active file, above a total line with the files
+/// ended and failed, the bytes of all files and their summed speed. Clones share the bars.
 #[derive(Clone)]
 pub struct BatchBars {
     multi: MultiProgress,
     total: ProgressBar,
+    tally: Arc<Mutex<Tally>>,
+}
+
+/// What the total line adds up.
+struct Tally {
+    /// Per file of the batch, in list order: bytes done and current speed.
+    files: Vec<(u64, f64)>,
+    failed: usize,
 }
 
 impl BatchBars {
@@ -98,14 +106,46 @@ impl BatchBars {
         let _ = SCREEN.set(Screen::Multi(multi.clone()));
         let total = multi.add(ProgressBar::new(files as u64));
         total.set_style(style(TOTAL));
-        total.set_message("0 failed");
-        Self { multi, total }
+        let tally = Tally {
+            files: vec![(0, 0.0); files],
+            failed: 0,
+        };
+        total.set_message(tally.text());
+        Self {
+            multi,
+            total,
+            tally: Arc::new(Mutex::new(tally)),
+        }
     }
 
-    /// Counts one more file as ended, and how many of those failed so far.
-    pub fn file_ended(&self, failed: usize) {
-        self.total.set_message(format!("{failed} failed"));
+    /// Records the progress of file `index` (in list order).
+    fn progress(&self, index: usize, done: u64, speed: f64) {
+        self.update(|tally| {
+            if let Some(file) = tally.files.get_mut(index) {
+                *file = (done, speed);
+            }
+        });
+    }
+
+    /// Counts file `index` as ended, saved or not.
+    pub fn file_ended(&self, index: usize, failed: bool) {
+        self.update(|tally| {
+            if let Some(file) = tally.files.get_mut(index) {
+                file.1 = 0.0;
+            }
+            tally.failed += usize::from(failed);
+        });
         self.total.inc(1);
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Tally)) {
+        // A poisoned lock only means a render panicked mid-update; the numbers still add up.
+        let mut tally = self
+            .tally
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        change(&mut tally);
+        self.total.set_message(tally.text());
     }
 
     pub fn clear(&self) {
@@ -119,7 +159,7 @@ const CONNECTING: &str = "{spinner} {msg}";
 // `wide_bar` takes whatever width the rest leaves, so the line never wraps.
 const SIZED: &str = "{prefix} {wide_bar} {binary_bytes}/{binary_total_bytes} {percent:>3}% {msg}";
 const UNSIZED: &str = "{spinner} {prefix} {binary_bytes} {msg}";
-const TOTAL: &str = "total {wide_bar} {pos}/{len} files, {msg}, {elapsed}";
+const TOTAL: &str = "total {wide_bar} {pos}/{len} files, {msg}";
 
 fn style(template: &str) -> ProgressStyle {
     // The templates are constants checked by a unit test; the fallback only keeps a broken
@@ -134,8 +174,9 @@ pub struct View {
     /// In a batch, the file this view reports on: added to every JSON line as `"file"` and
     /// after `shoal: ` in text lines, so that lines of parallel downloads can be told apart.
     file: Option<String>,
-    /// In a batch on a terminal, the bars this view's bar is drawn with.
-    multi: Option<MultiProgress>,
+    /// In a batch on a terminal, the bars this view's bar is drawn with, and the file's place
+    /// in the list.
+    batch: Option<(BatchBars, usize)>,
 }
 
 impl View {
@@ -154,13 +195,19 @@ impl View {
             bar,
             total: None,
             file: None,
-            multi: None,
+            batch: None,
         }
     }
 
     /// The view of one download of a batch, named `file` in its lines; its bar (in bar mode)
-    /// is added to `multi` just above the total line.
-    pub fn in_batch(mode: Mode, url: &Url, file: String, bars: Option<&BatchBars>) -> Self {
+    /// is added to `bars` just above the total line; `index` is its place in the list.
+    pub fn in_batch(
+        mode: Mode,
+        url: &Url,
+        file: String,
+        bars: Option<&BatchBars>,
+        index: usize,
+    ) -> Self {
         let bar = bars.map(|bars| {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
             connecting(bars.multi.insert_before(&bars.total, bar), url)
@@ -170,7 +217,7 @@ impl View {
             bar,
             total: None,
             file: Some(file),
-            multi: bars.map(|bars| bars.multi.clone()),
+            batch: bars.map(|bars| (bars.clone(), index)),
         }
     }
 
@@ -216,6 +263,9 @@ impl View {
                 self.warn(&format!("shoal: not using {url} any more: {reason}"))
             }
             Event::Progress(progress) => {
+                if let Some((bars, index)) = &self.batch {
+                    bars.progress(*index, progress.done, progress.speed);
+                }
                 if let Some(bar) = &self.bar {
                     bar.set_position(progress.done);
                     bar.set_message(rate_text(progress, self.total));
@@ -255,8 +305,8 @@ impl View {
 
     /// Prints one line above the bars, if any.
     fn print(&self, line: &str) {
-        match (&self.multi, &self.bar) {
-            (Some(multi), _) => multi.suspend(|| say(line)),
+        match (&self.batch, &self.bar) {
+            (Some((bars, _)), _) => bars.multi.suspend(|| say(line)),
             (None, Some(bar)) => bar.suspend(|| say(line)),
             (None, None) => say(line),
         }
@@ -309,10 +359,23 @@ impl View {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
             // An ended file's line goes, so the next file's bar takes its place.
-            if let Some(multi) = &self.multi {
-                multi.remove(bar);
+            if let Some((bars, _)) = &self.batch {
+                bars.multi.remove(bar);
             }
         }
+    }
+}
+
+impl Tally {
+    fn text(&self) -> String {
+        let done: u64 = self.files.iter().map(|file| file.0).sum();
+        let speed: f64 = self.files.iter().map(|file| file.1.max(0.0)).sum();
+        format!(
+            "{} failed, {}, {}/s",
+            self.failed,
+            BinaryBytes(done),
+            BinaryBytes(speed as u64)
+        )
     }
 }
 
@@ -565,6 +628,15 @@ mod tests {
         for template in [CONNECTING, SIZED, UNSIZED, TOTAL] {
             assert!(ProgressStyle::with_template(template).is_ok(), "{template}");
         }
+    }
+
+    #[test]
+    fn total_line_adds_up_files() {
+        let tally = Tally {
+            files: vec![(1 << 20, 1024.0), (2 << 20, 2048.0), (0, -1.0)],
+            failed: 1,
+        };
+        assert_eq!(tally.text(), "1 failed, 3.00 MiB, 3.00 KiB/s");
     }
 
     #[test]
