@@ -198,6 +198,50 @@ mod metalink {
     }
 
     #[test]
+    fn v3_with_json_progress() {
+        let content = random_bytes(1 << 20, 14);
+        let origin = paced(content.clone());
+        let dir = TempDir::new().unwrap();
+        let doc = format!(
+            r#"<?xml version="1.0"?>
+<metalink version="3.0" xmlns="http://www.metalinker.org/">
+  <files>
+    <file name="old.bin">
+      <size>{size}</size>
+      <verification><hash type="sha256">{sha}</hash></verification>
+      <resources>
+        <url type="ftp" preference="100">ftp://ftp.example.org/old.bin</url>
+        <url type="http" preference="90">{url}</url>
+      </resources>
+    </file>
+  </files>
+</metalink>
+"#,
+            size = content.len(),
+            sha = sha256_hex(&content),
+            url = origin.url("/old.bin"),
+        );
+        std::fs::write(dir.path().join("old.metalink"), doc).unwrap();
+        let run = run(dir.path(), &["old.metalink", "--progress", "json"]);
+        assert_code(&run, 0);
+        let lines: Vec<Value> = run
+            .stderr
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+            .collect();
+        assert_eq!(lines[0]["event"], "metalink_skipped", "{}", run.stderr);
+        assert_eq!(lines[0]["file"], "old.bin");
+        assert_eq!(lines[0]["urls"][0]["url"], "ftp://ftp.example.org/old.bin");
+        assert!(
+            lines.iter().any(|l| l["event"] == "verifying"),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(lines.last().unwrap()["event"], "finished");
+        assert_eq!(sha256_of(&dir.path().join("old.bin")), sha256_hex(&content));
+    }
+
+    #[test]
     fn wrong_sha256_is_a_checksum_failure() {
         let content = random_bytes(1 << 20, 13);
         let origin = paced(content.clone());
