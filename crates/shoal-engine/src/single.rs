@@ -95,10 +95,10 @@ async fn stream_whole(
             Err(_) => return Err(StreamError::Fetch(FetchError::Stalled)),
         };
         if let Some(chunk) = &chunk {
-            *fetched += chunk.len() as u64;
             if let Some(limiter) = limiter {
                 limiter.acquire(chunk.len()).await;
             }
+            *fetched += chunk.len() as u64;
             buf.extend_from_slice(chunk);
         }
         if buf.len() >= BUF || (chunk.is_none() && !buf.is_empty()) {

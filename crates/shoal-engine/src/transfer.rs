@@ -6,7 +6,7 @@
 //! keeping, starts new ones while there is work, and reports progress.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -38,13 +38,20 @@ pub(crate) const TICK: Duration = Duration::from_millis(100);
 /// All connections stream this long before their worth is judged: slow start and servers
 /// that burst a second's worth of data at first (nginx `limit_rate`) make earlier numbers lie.
 const WARMUP: Duration = Duration::from_millis(1500);
-/// How long a trial with half the connections runs before its throughput is compared.
-const TRIAL: Duration = Duration::from_secs(1);
+/// How long a trial with half the connections paused runs before its throughput is compared.
+const TRIAL: Duration = Duration::from_millis(1500);
+/// Trials compare exact averages over these windows: the second before a trial, and the end
+/// of the trial, once the connections still reading have taken up the paused ones' share.
+const BASELINE_WINDOW: Duration = Duration::from_secs(1);
+const TRIAL_WINDOW: Duration = Duration::from_millis(1200);
+/// How often a paused connection looks whether it may read again.
+const PAUSE_POLL: Duration = Duration::from_millis(20);
 /// Trials only run when the download has at least this long to go, so one that costs
 /// throughput costs at most a few percent of the time.
 const TRIAL_MIN_ETA: Duration = Duration::from_secs(8);
-/// Half the connections are kept if they reach this share of what all of them did.
-const HALF_IS_ENOUGH: f64 = 0.9;
+/// Fewer connections are enough if they reach this share of what all of them did (measuring
+/// over about a second is noisy by several percent, so this is not closer to 1).
+const HALF_IS_ENOUGH: f64 = 0.85;
 /// A connection this many times slower than the median (after `SLOW_GRACE` of streaming)
 /// loses its work.
 const SLOW_FACTOR: f64 = 10.0;
@@ -210,6 +217,9 @@ struct Stats {
     bytes: AtomicU64,
     /// This connection's measured bytes per second, as an `f64`'s bits; 0 until measured.
     speed: AtomicU64,
+    /// Set during a trial: the connection stops reading (its data waits in the socket, not
+    /// lost) while the others show what they achieve without it.
+    paused: AtomicBool,
     /// Milliseconds since the transfer started; `u64::MAX` until the first byte.
     first_byte: AtomicU64,
 }
@@ -228,10 +238,10 @@ enum Phase {
     Warmup {
         until: Instant,
     },
-    /// `target` connections (half of `from`) stream; `baseline` is what `from` achieved.
+    /// The `paused` connections stop reading; `baseline` is what all achieved before.
     Trial {
         baseline: f64,
-        from: u32,
+        paused: Vec<WorkerId>,
         until: Instant,
     },
     Settled,
@@ -316,6 +326,7 @@ pub async fn segmented(
     let mut ticker = tokio::time::interval(TICK);
     let mut last_fetched = 0u64;
     let mut speed = 0.0f64;
+    let mut history = History::default();
 
     let result = loop {
         tokio::select! {
@@ -377,7 +388,8 @@ pub async fn segmented(
         let fetched = shared.fetched.load(Ordering::Relaxed);
         speed = 0.8 * speed + 0.2 * (fetched - last_fetched) as f64 / tick;
         last_fetched = fetched;
-        phase = steer(&shared, phase, slots.len() as u32, speed);
+        history.record(fetched);
+        phase = steer(&shared, phase, &slots, &history);
         let target = shared.target.load(Ordering::SeqCst) as usize;
         let mut surplus: Vec<WorkerId> = slots
             .iter()
@@ -476,56 +488,135 @@ fn streamed_for(stats: &Stats, now_ms: u64) -> Duration {
 }
 
 /// The connection-count policy: open every connection at once (the common case is servers
-/// that cap each connection), then, on downloads long enough for a trial to be cheap, halve
-/// the connections and see whether throughput drops. If it does not, the link is full and the
-/// extra connections only cost CPU and fairness: keep halving. If it does, restore them.
-fn steer(shared: &Shared, phase: Phase, alive: u32, speed: f64) -> Phase {
+/// that cap each connection), then, on downloads long enough for a trial to be cheap, pause
+/// half the connections and see whether throughput drops. If it does, the paused ones read on
+/// and nothing was lost. If it does not, the link is full and the extra connections only cost
+/// CPU and fairness: they are closed, and the remaining half is tried the same way.
+fn steer(
+    shared: &Shared,
+    phase: Phase,
+    slots: &HashMap<WorkerId, Slot>,
+    history: &History,
+) -> Phase {
     let now = Instant::now();
     let worth_a_trial = |speed: f64| {
         let left = shared.size - shared.segments().done_bytes();
         speed > 0.0 && Duration::from_secs_f64(left as f64 / speed) > TRIAL_MIN_ETA
     };
+    let pause_half = |active: &[WorkerId], baseline: f64| {
+        let paused = active[active.len().div_ceil(2)..].to_vec();
+        debug!(
+            speed = baseline,
+            active = active.len(),
+            paused = paused.len(),
+            "trial"
+        );
+        for id in &paused {
+            slots[id].stats.paused.store(true, Ordering::Relaxed);
+        }
+        Phase::Trial {
+            baseline,
+            paused,
+            until: now + TRIAL,
+        }
+    };
     match phase {
         Phase::Warmup { until } if now < until => phase,
         Phase::Trial { until, .. } if now < until => phase,
         Phase::Warmup { .. } => {
-            if alive < 2 || !worth_a_trial(speed) {
+            let speed = history.rate(BASELINE_WINDOW);
+            let mut active: Vec<WorkerId> = slots
+                .iter()
+                .filter(|(_, s)| !s.token.is_cancelled())
+                .map(|(&id, _)| id)
+                .collect();
+            active.sort_unstable();
+            if active.len() < 2 || !worth_a_trial(speed) {
                 return Phase::Settled;
             }
-            let half = alive / 2;
-            debug!(speed, alive, half, "trying half the connections");
-            shared.target.fetch_min(half, Ordering::SeqCst);
-            Phase::Trial {
-                baseline: speed,
-                from: alive,
-                until: now + TRIAL,
-            }
+            pause_half(&active, speed)
         }
-        Phase::Trial { baseline, from, .. } => {
-            let current = shared.target.load(Ordering::SeqCst);
+        Phase::Trial {
+            baseline, paused, ..
+        } => {
+            let speed = history.rate(TRIAL_WINDOW);
             if speed < HALF_IS_ENOUGH * baseline {
                 debug!(
                     speed,
-                    baseline, from, "half the connections were slower; restoring"
+                    baseline, "half the connections were slower; resuming the rest"
                 );
-                shared.target.store(from, Ordering::SeqCst);
-                if from < shared.t.options.connections.get() {
-                    announce_lowered(shared, from);
+                for id in &paused {
+                    if let Some(slot) = slots.get(id) {
+                        slot.stats.paused.store(false, Ordering::Relaxed);
+                    }
+                }
+                let kept = slots.len() as u32;
+                if kept < shared.t.options.connections.get() {
+                    announce_lowered(shared, kept);
                 }
                 return Phase::Settled;
             }
-            if current >= 2 && worth_a_trial(speed) {
-                shared.target.store(current / 2, Ordering::SeqCst);
-                return Phase::Trial {
-                    baseline: speed,
-                    from: current,
-                    until: now + TRIAL,
-                };
+            for id in &paused {
+                if let Some(slot) = slots.get(id) {
+                    slot.token.cancel();
+                }
             }
-            announce_lowered(shared, current);
+            let mut active: Vec<WorkerId> = slots
+                .iter()
+                .filter(|(_, s)| !s.token.is_cancelled())
+                .map(|(&id, _)| id)
+                .collect();
+            active.sort_unstable();
+            shared
+                .target
+                .fetch_min(active.len().max(1) as u32, Ordering::SeqCst);
+            if active.len() >= 2 && worth_a_trial(speed) {
+                // Every trial is measured against all connections, so small losses do not add up.
+                return pause_half(&active, baseline);
+            }
+            announce_lowered(shared, active.len().max(1) as u32);
             Phase::Settled
         }
         Phase::Settled => Phase::Settled,
+    }
+}
+
+/// Bytes fetched over the last seconds, sampled every tick.
+#[derive(Default)]
+struct History {
+    samples: std::collections::VecDeque<(Instant, u64)>,
+}
+
+impl History {
+    fn record(&mut self, fetched: u64) {
+        let now = Instant::now();
+        self.samples.push_back((now, fetched));
+        while self
+            .samples
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > 2 * BASELINE_WINDOW)
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    /// Bytes per second over about the last `window`; 0 without two samples.
+    fn rate(&self, window: Duration) -> f64 {
+        let Some(&(now, last)) = self.samples.back() else {
+            return 0.0;
+        };
+        let Some(&(then, first)) = self
+            .samples
+            .iter()
+            .find(|(at, _)| now.duration_since(*at) <= window)
+        else {
+            return 0.0;
+        };
+        let secs = now.duration_since(then).as_secs_f64();
+        if secs <= 0.0 {
+            return 0.0;
+        }
+        (last - first) as f64 / secs
     }
 }
 
@@ -540,9 +631,17 @@ fn announce_lowered(shared: &Shared, to: u32) {
 /// A connection far below the median speed loses its work (it is restarted on a fresh
 /// connection), so one bad route cannot hold up the file.
 fn retire_slow(shared: &Shared, slots: &HashMap<WorkerId, Slot>, now_ms: u64) {
+    if shared.limiter.is_some() {
+        // Under `--limit-rate` the shared budget, not the route, decides each connection's
+        // speed: a slow one is not a bad one.
+        return;
+    }
+    let judged = |s: &Slot| {
+        streamed_for(&s.stats, now_ms) >= SLOW_GRACE && !s.stats.paused.load(Ordering::Relaxed)
+    };
     let mut speeds: Vec<f64> = slots
         .values()
-        .filter(|s| streamed_for(&s.stats, now_ms) >= SLOW_GRACE)
+        .filter(|s| judged(s))
         .map(|s| s.speed)
         .collect();
     if speeds.len() < 3 {
@@ -551,10 +650,7 @@ fn retire_slow(shared: &Shared, slots: &HashMap<WorkerId, Slot>, now_ms: u64) {
     speeds.sort_by(f64::total_cmp);
     let median = speeds[speeds.len() / 2];
     for (&id, slot) in slots {
-        if streamed_for(&slot.stats, now_ms) >= SLOW_GRACE
-            && slot.speed * SLOW_FACTOR < median
-            && !slot.token.is_cancelled()
-        {
+        if judged(slot) && slot.speed * SLOW_FACTOR < median && !slot.token.is_cancelled() {
             info!(
                 connection = id,
                 speed = slot.speed,
@@ -743,6 +839,22 @@ async fn stream(
     let mut buffered_since = Instant::now();
     let stall = shared.t.options.stall_timeout;
     loop {
+        if stats.paused.load(Ordering::Relaxed) {
+            // What is buffered counts now, not after the pause.
+            match flush(shared, id, stats, &mut pos, buf).map_err(StreamError::Local)? {
+                Next::Finished => {
+                    *written = pos - start;
+                    return Ok(Streamed::Finished);
+                }
+                Next::Continue { end: e } => end = e,
+            }
+            while stats.paused.load(Ordering::Relaxed) {
+                tokio::select! {
+                    _ = token.cancelled() => return Ok(Streamed::Cancelled),
+                    _ = tokio::time::sleep(PAUSE_POLL) => {}
+                }
+            }
+        }
         let chunk = tokio::select! {
             biased;
             _ = token.cancelled() => {
@@ -768,6 +880,11 @@ async fn stream(
                 }));
             }
         };
+        // Bytes count once the rate limit let them through, so measured speeds (and the
+        // trials that compare them) see the limited rate, not the burst of the first reads.
+        if let Some(limiter) = &shared.limiter {
+            limiter.acquire(chunk.len()).await;
+        }
         let len = chunk.len() as u64;
         shared.fetched.fetch_add(len, Ordering::Relaxed);
         stats.bytes.fetch_add(len, Ordering::Relaxed);
@@ -776,9 +893,6 @@ async fn stream(
             stats
                 .first_byte
                 .compare_exchange(u64::MAX, now, Ordering::Relaxed, Ordering::Relaxed);
-        if let Some(limiter) = &shared.limiter {
-            limiter.acquire(chunk.len()).await;
-        }
         if buf.is_empty() {
             buffered_since = Instant::now();
         }
