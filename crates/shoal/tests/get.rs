@@ -1,83 +1,15 @@
 //! `shoal get` as users run it: the real binary against the test kit's origin, checking exit
 //! codes, messages and the files left behind.
 
-use std::io::Read;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shoal_testkit::{random_bytes, sha256_hex, Origin, OriginConfig};
 use tempfile::TempDir;
 
-/// Far longer than any of these downloads takes; only a hung binary reaches it.
-const DEADLINE: Duration = Duration::from_secs(120);
-
-struct Finished {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// `shoal get ARGS` in `dir`, with no `RUST_LOG` from the caller's environment.
-fn get(dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
-    cmd.arg("get")
-        .args(args)
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-fn run(dir: &Path, args: &[&str]) -> Finished {
-    finish(get(dir, args).spawn().expect("spawn shoal"))
-}
-
-/// Waits for the child, killing it past [`DEADLINE`] so a hang fails the test instead of
-/// blocking the run.
-fn finish(mut child: Child) -> Finished {
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for shoal") {
-            break status;
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = child.kill();
-            panic!("shoal still running after {DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    Finished {
-        code: status.code().expect("shoal exited by a signal"),
-        stdout,
-        stderr,
-    }
-}
-
-fn assert_code(run: &Finished, code: i32) {
-    assert_eq!(
-        run.code, code,
-        "exit code; stdout:\n{}\nstderr:\n{}",
-        run.stdout, run.stderr
-    );
-}
+mod common;
+use common::{assert_code, finish, get, run, sha256_of, DEADLINE};
 
 fn origin_with(content_len: usize, config: OriginConfig) -> Origin {
     Origin::start_blocking(OriginConfig {
@@ -88,10 +20,6 @@ fn origin_with(content_len: usize, config: OriginConfig) -> Origin {
 
 fn origin(content_len: usize) -> Origin {
     origin_with(content_len, OriginConfig::default())
-}
-
-fn sha256_of(path: &Path) -> String {
-    sha256_hex(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
 }
 
 mod usage {

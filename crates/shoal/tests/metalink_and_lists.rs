@@ -1,9 +1,7 @@
 //! Many sources and many files from one command, as users run them: `shoal get release.meta4`
 //! and `shoal get -i LIST --jobs K`, the real binary against the test kit's origins.
 
-use std::io::Read;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -11,72 +9,8 @@ use serde_json::Value;
 use shoal_testkit::{random_bytes, sha256_hex, Origin, OriginConfig};
 use tempfile::TempDir;
 
-/// Far longer than any of these downloads takes; only a hung binary reaches it.
-const DEADLINE: Duration = Duration::from_secs(120);
-
-struct Finished {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// `shoal get ARGS` in `dir`, with no `RUST_LOG` from the caller's environment.
-fn run(dir: &Path, args: &[&str]) -> Finished {
-    let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .arg("get")
-        .args(args)
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn shoal");
-    finish(child)
-}
-
-/// Waits for the child, killing it past [`DEADLINE`] so a hang fails the test instead of
-/// blocking the run.
-fn finish(mut child: Child) -> Finished {
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for shoal") {
-            break status;
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = child.kill();
-            panic!("shoal still running after {DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    Finished {
-        code: status.code().expect("shoal exited by a signal"),
-        stdout,
-        stderr,
-    }
-}
-
-fn assert_code(run: &Finished, code: i32) {
-    assert_eq!(
-        run.code, code,
-        "exit code; stdout:\n{}\nstderr:\n{}",
-        run.stdout, run.stderr
-    );
-}
+mod common;
+use common::{assert_code, finish, run, sha256_of, DEADLINE};
 
 /// An origin serving `content` at every path, each connection paced so that a download of a
 /// few MiB lasts long enough for every source to take part.
@@ -86,10 +20,6 @@ fn paced(content: Bytes) -> Origin {
         rate_limit: Some(2 << 20),
         ..OriginConfig::default()
     })
-}
-
-fn sha256_of(path: &Path) -> String {
-    sha256_hex(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
 }
 
 fn saw_ranges(origin: &Origin) -> bool {

@@ -1,43 +1,18 @@
 //! Proxies from the environment (`HTTP_PROXY`, `NO_PROXY`), as curl and wget take them. The
 //! variables are set for the spawned binary only, so no other test sees them.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
 use shoal_testkit::{random_bytes, sha256_hex, Origin, OriginConfig};
 
-/// Runs `shoal get` with `env`, killing it if it hangs; returns the exit code and stderr.
+mod common;
+
+/// Runs `shoal get` with `env` added for the child only; returns the exit code and stderr.
 fn get(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
-    cmd.arg("get")
-        .args(args)
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
-        .env_remove("http_proxy")
-        .env_remove("HTTP_PROXY")
-        .env_remove("no_proxy")
-        .env_remove("NO_PROXY")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut cmd = common::get(dir, args);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("spawn shoal");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("shoal hung");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    (status.code().unwrap_or(-1), stderr)
+    let done = common::finish(cmd.spawn().expect("spawn shoal"));
+    (done.code, done.stderr)
 }
 
 #[test]

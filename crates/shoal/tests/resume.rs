@@ -2,7 +2,6 @@
 //! moments, interrupted with SIGINT and SIGTERM, facing damaged state files and a file that
 //! changed on the server, and run again with the same command.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,63 +13,30 @@ use shoal_testkit::{random_bytes, sha256_hex, Origin, OriginConfig};
 use tempfile::TempDir;
 use url::Url;
 
+mod common;
+use common::{finish, Finished, DEADLINE};
+
 /// Far longer than any of these downloads takes; only a hung binary reaches it.
-const DEADLINE: Duration = Duration::from_secs(60);
 const CONNS: u64 = 4;
 
-struct Finished {
-    code: i32,
-    stderr: String,
-}
-
 fn get(dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
-    cmd.arg("get")
-        .args([
+    let mut cmd = common::get(
+        dir,
+        &[
             "-c",
             &CONNS.to_string(),
             "--min-split",
             "256K",
             "-o",
             "f.bin",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        ],
+    );
+    cmd.args(args);
     cmd
 }
 
 fn run(dir: &Path, args: &[&str]) -> Finished {
     finish(get(dir, args).spawn().expect("spawn shoal"))
-}
-
-/// Waits for the child, killing it past [`DEADLINE`] so a hang fails the test.
-fn finish(mut child: Child) -> Finished {
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for shoal") {
-            break status;
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = child.kill();
-            panic!("shoal still running after {DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    Finished {
-        code: status.code().unwrap_or(-1),
-        stderr,
-    }
 }
 
 fn signal(child: &Child, name: &str) {

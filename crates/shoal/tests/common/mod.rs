@@ -1,0 +1,82 @@
+//! Running the real `shoal` binary from tests: a command with a clean environment, and a wait
+//! that turns a hang into a failure instead of a stuck test run.
+
+#![allow(dead_code)] // Each test file uses its own part of this module.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shoal_testkit::sha256_hex;
+
+/// Far longer than any test download takes; only a hung binary reaches it.
+pub const DEADLINE: Duration = Duration::from_secs(120);
+
+pub struct Finished {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// `shoal get ARGS` in `dir`, without `RUST_LOG` or proxy settings from the caller's
+/// environment, with stdout and stderr captured.
+pub fn get(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    cmd.arg("get")
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("no_proxy")
+        .env_remove("NO_PROXY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+pub fn run(dir: &Path, args: &[&str]) -> Finished {
+    finish(get(dir, args).spawn().expect("spawn shoal"))
+}
+
+/// Waits for the child, killing it past [`DEADLINE`] so a hang fails the test.
+pub fn finish(mut child: Child) -> Finished {
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for shoal") {
+            break status;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            panic!("shoal still running after {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        out.read_to_string(&mut stdout).unwrap();
+    }
+    if let Some(mut err) = child.stderr.take() {
+        err.read_to_string(&mut stderr).unwrap();
+    }
+    Finished {
+        code: status.code().expect("shoal exited by a signal"),
+        stdout,
+        stderr,
+    }
+}
+
+pub fn assert_code(run: &Finished, code: i32) {
+    assert_eq!(
+        run.code, code,
+        "exit code; stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+}
+
+pub fn sha256_of(path: &Path) -> String {
+    sha256_hex(&std::fs::read(path).unwrap())
+}
