@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use shoal_engine::{
-    download, CancellationToken, Connections, DownloadError, DownloadOptions, ErrorKind, Event,
-    Existing, MinSplit, Output, Summary,
+    Connections, DownloadError, DownloadOptions, ErrorKind, Event, Existing, MinSplit, Output,
 };
 use shoal_testkit::{random_bytes, sha256_hex, Nginx, NginxConfig, Origin, OriginConfig};
-use tokio::sync::mpsc;
 use url::Url;
+
+mod common;
+use common::get;
 
 const MIB: usize = 1 << 20;
 
@@ -20,21 +21,6 @@ fn options(url: &str, out: &Path) -> DownloadOptions {
     o.connections = Connections::new(8).unwrap();
     o.stall_timeout = Duration::from_secs(2);
     o
-}
-
-async fn get(o: DownloadOptions) -> (Result<Summary, DownloadError>, Vec<Event>) {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let result = tokio::time::timeout(
-        Duration::from_secs(60),
-        download(o, tx, CancellationToken::new()),
-    )
-    .await
-    .expect("download finished within a minute");
-    let mut events = Vec::new();
-    while let Ok(e) = rx.try_recv() {
-        events.push(e);
-    }
-    (result, events)
 }
 
 fn hash(path: &Path) -> String {

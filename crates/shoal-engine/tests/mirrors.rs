@@ -5,12 +5,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use shoal_engine::{
-    download, CancellationToken, Connections, DownloadError, DownloadOptions, ErrorKind, Event,
-    MinSplit, Output, Summary,
+    Connections, DownloadError, DownloadOptions, ErrorKind, Event, MinSplit, Output,
 };
 use shoal_testkit::{random_bytes, sha256_hex, Origin, OriginConfig};
-use tokio::sync::mpsc;
 use url::Url;
+
+mod common;
+use common::get;
 
 const MIB: usize = 1 << 20;
 
@@ -26,21 +27,6 @@ fn options(urls: &[String], out: &Path) -> DownloadOptions {
     o.stall_timeout = Duration::from_secs(2);
     o.max_tries = 3;
     o
-}
-
-async fn get(o: DownloadOptions) -> (Result<Summary, DownloadError>, Vec<Event>) {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let result = tokio::time::timeout(
-        Duration::from_secs(60),
-        download(o, tx, CancellationToken::new()),
-    )
-    .await
-    .expect("download finished within a minute");
-    let mut events = Vec::new();
-    while let Ok(e) = rx.try_recv() {
-        events.push(e);
-    }
-    (result, events)
 }
 
 fn paced(content: &bytes::Bytes, rate: u64) -> OriginConfig {

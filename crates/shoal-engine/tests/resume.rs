@@ -11,12 +11,13 @@ use shoal_core::Bitfield;
 use shoal_engine::resume::{self, State};
 use shoal_engine::storage::part_path;
 use shoal_engine::{
-    download, CancellationToken, Connections, DownloadError, DownloadOptions, Event, MinSplit,
-    Output, Resume, Summary, BLOCK,
+    Connections, DownloadError, DownloadOptions, Event, MinSplit, Output, Resume, BLOCK,
 };
 use shoal_testkit::{random_bytes, sha256_hex, Origin, OriginConfig};
-use tokio::sync::mpsc;
 use url::Url;
+
+mod common;
+use common::{get, get_until};
 
 const MIB: usize = 1 << 20;
 const CONNS: u64 = 4;
@@ -27,33 +28,6 @@ fn options(url: &str, out: &Path) -> DownloadOptions {
     o.connections = Connections::new(CONNS).unwrap();
     o.stall_timeout = Duration::from_secs(2);
     o
-}
-
-async fn get(o: DownloadOptions) -> (Result<Summary, DownloadError>, Vec<Event>) {
-    get_until(o, |_| false).await
-}
-
-/// Runs a download, cancelling it once `stop` says so about a progress event.
-async fn get_until(
-    o: DownloadOptions,
-    stop: impl Fn(&Event) -> bool,
-) -> (Result<Summary, DownloadError>, Vec<Event>) {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let cancel = CancellationToken::new();
-    let run = tokio::spawn(download(o, tx, cancel.clone()));
-    let mut events = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, rx.recv()).await {
-        if stop(&event) {
-            cancel.cancel();
-        }
-        events.push(event);
-    }
-    let result = tokio::time::timeout_at(deadline, run)
-        .await
-        .expect("download finished within a minute")
-        .expect("no panic");
-    (result, events)
 }
 
 fn hash(path: &Path) -> String {

@@ -2,14 +2,11 @@
 //! are closed after a trial that pauses half of them; connections that do add are kept, and
 //! the trial wastes nothing because paused connections read on afterwards.
 
-use std::time::Duration;
-
-use shoal_engine::{
-    download, CancellationToken, Connections, DownloadOptions, Event, MinSplit, Output, Rate,
-};
+use shoal_engine::{Connections, DownloadOptions, Event, MinSplit, Output, Rate};
 use shoal_testkit::{random_bytes, sha256_hex, Origin, OriginConfig};
-use tokio::sync::mpsc;
 use url::Url;
+
+mod common;
 
 const MIB: usize = 1 << 20;
 
@@ -26,18 +23,8 @@ async fn run(
     o.connections = Connections::new(8).unwrap();
     o.min_split = MinSplit::new(256 * 1024).unwrap();
     o.limit_rate = limit;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    tokio::time::timeout(
-        Duration::from_secs(90),
-        download(o, tx, CancellationToken::new()),
-    )
-    .await
-    .expect("finished in time")
-    .unwrap();
-    let mut events = Vec::new();
-    while let Ok(e) = rx.try_recv() {
-        events.push(e);
-    }
+    let (result, events) = common::get(o).await;
+    result.unwrap();
     (events, out, dir)
 }
 
