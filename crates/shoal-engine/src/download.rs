@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 use url::Url;
 
 use shoal_core::Bitfield;
@@ -432,7 +432,7 @@ async fn probe_sources(
     });
     let mut dropped = Vec::new();
     let mut drop_source = |url: &Url, reason: String| {
-        warn!(url = %redacted(url), %reason, "mirror dropped");
+        info!(url = %redacted(url), %reason, "mirror dropped");
         let _ = events.send(Event::SourceDropped {
             url: redacted(url),
             reason: reason.clone(),

@@ -159,7 +159,7 @@ impl Shared {
         let source = &self.sources[index];
         let mut dropped = source.dropped.lock().expect("source lock");
         if dropped.is_none() {
-            warn!(url = %source.range.shown_url(), %reason, "mirror dropped");
+            info!(url = %source.range.shown_url(), %reason, "mirror dropped");
             let _ = self.t.events.send(Event::SourceDropped {
                 url: source.range.shown_url(),
                 reason: reason.clone(),
