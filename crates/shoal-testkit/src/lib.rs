@@ -9,15 +9,19 @@
 //!   runtime is blocked (e.g. waiting for a child process) or has its clock paused.
 //! - [`Nginx`]: a real `nginx` (Debian `nginx-light`) started in a temporary directory, for tests
 //!   against the server users actually run.
+//! - [`Redis`]: a real `redis-server` (Debian `redis-server`) on a free loopback port, without
+//!   persistence, that a test can stop and start again.
 //! - [`random_bytes`] and [`sha256_hex`]: deterministic content and its digest.
 
 mod http1;
 mod nginx;
 mod origin;
+mod redis;
 mod tls;
 
 pub use nginx::{Nginx, NginxConfig};
 pub use origin::{Origin, OriginConfig, RequestRecord};
+pub use redis::Redis;
 
 use bytes::Bytes;
 
