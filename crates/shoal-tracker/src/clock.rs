@@ -1,23 +1,32 @@
-//! The tracker's notion of "now" for leases and rate limits: the monotonic system clock, or a
-//! manual clock that tests move forward without sleeping.
+//! The tracker's notion of "now" for leases and rate limits: the monotonic system clock, the
+//! wall clock (shared by tracker replicas on different machines), or a manual clock that tests
+//! move forward without sleeping.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Milliseconds since the clock was made. Cheap to clone and to read.
+/// Milliseconds since the clock was made (the Unix epoch for [`Clock::wall`]). Cheap to clone
+/// and to read.
 #[derive(Debug, Clone)]
 pub struct Clock(Source);
 
 #[derive(Debug, Clone)]
 enum Source {
     System(Instant),
+    Wall,
     Manual(Arc<AtomicU64>),
 }
 
 impl Clock {
     pub fn system() -> Self {
         Self(Source::System(Instant::now()))
+    }
+
+    /// Milliseconds since the Unix epoch: the same instant for every process whose system clock
+    /// is synchronized, which replicas sharing leases in one store need.
+    pub fn wall() -> Self {
+        Self(Source::Wall)
     }
 
     /// A clock that stands still until [`Clock::advance`] moves it.
@@ -28,6 +37,9 @@ impl Clock {
     pub fn now_ms(&self) -> u64 {
         match &self.0 {
             Source::System(start) => start.elapsed().as_millis() as u64,
+            Source::Wall => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
             Source::Manual(ms) => ms.load(Ordering::Relaxed),
         }
     }
@@ -35,7 +47,7 @@ impl Clock {
     /// Moves a manual clock forward; the system clock cannot be moved, so this panics on one.
     pub fn advance(&self, by: Duration) {
         match &self.0 {
-            Source::System(_) => panic!("the system clock cannot be advanced"),
+            Source::System(_) | Source::Wall => panic!("the system clock cannot be advanced"),
             Source::Manual(ms) => {
                 ms.fetch_add(by.as_millis() as u64, Ordering::Relaxed);
             }

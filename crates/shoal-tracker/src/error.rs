@@ -66,6 +66,7 @@ impl ApiError {
                 StoreError::NotOwner(_) => StatusCode::FORBIDDEN,
                 StoreError::Invalid { .. } => StatusCode::BAD_REQUEST,
                 StoreError::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                StoreError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             },
         }
     }

@@ -33,7 +33,7 @@ pub use auth::{Role, Tokens, TokensError};
 pub use clock::Clock;
 pub use error::ApiError;
 pub use ratelimit::RateLimit;
-pub use store::{SqliteLocation, SqliteStore, Store, StoreError, StoreOptions};
+pub use store::{RedisStore, SqliteLocation, SqliteStore, Store, StoreError, StoreOptions};
 
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;

@@ -2,10 +2,11 @@
 
 mod store_suite;
 
-use shoal_tracker::{Clock, SqliteLocation, SqliteStore, StoreOptions};
+use shoal_testkit::Redis;
+use shoal_tracker::{Clock, RedisStore, SqliteLocation, SqliteStore, StoreOptions};
 
 store_suite!(sqlite, |clock: Clock| async move {
-    SqliteStore::open(
+    let store = SqliteStore::open(
         SqliteLocation::Memory,
         StoreOptions {
             lease: store_suite::LEASE,
@@ -13,5 +14,21 @@ store_suite!(sqlite, |clock: Clock| async move {
         },
     )
     .await
-    .unwrap()
+    .unwrap();
+    (store, ())
+});
+
+// Each case gets its own redis-server (it starts in milliseconds), so cases run in parallel.
+store_suite!(redis, |clock: Clock| async move {
+    let server = Redis::start().unwrap();
+    let store = RedisStore::open(
+        &server.url(0),
+        StoreOptions {
+            lease: store_suite::LEASE,
+            clock,
+        },
+    )
+    .await
+    .unwrap();
+    (store, server)
 });

@@ -22,13 +22,13 @@ use super::{AgentPage, Caller, ContentSearch, PeerQuery, Registration, StoreErro
 /// The pieces one agent holds of one content. Complete holdings, the common case, carry no
 /// bitfield.
 #[derive(Debug, Clone)]
-enum Pieces {
+pub(super) enum Pieces {
     Complete,
     Partial(Box<Bitfield>),
 }
 
 impl Pieces {
-    fn from_bitfield(field: Bitfield) -> Self {
+    pub(super) fn from_bitfield(field: Bitfield) -> Self {
         if field.is_full() {
             Pieces::Complete
         } else {
@@ -36,7 +36,7 @@ impl Pieces {
         }
     }
 
-    fn count(&self, piece_count: u32) -> u32 {
+    pub(super) fn count(&self, piece_count: u32) -> u32 {
         match self {
             Pieces::Complete => piece_count,
             Pieces::Partial(field) => field.count_ones(),
@@ -66,7 +66,7 @@ struct Content {
 
 /// Sort key of a peer candidate, smallest first: complete holders, most useful pieces, least
 /// load, most upload capacity, then a per-asker hash.
-type PeerKey = (Reverse<bool>, Reverse<u32>, u32, Reverse<u64>, u64);
+pub(super) type PeerKey = (Reverse<bool>, Reverse<u32>, u32, Reverse<u64>, u64);
 
 /// A catalog entry that changed and must be written to durable storage.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,11 +87,11 @@ pub(super) struct Memory {
 }
 
 /// A holding that passed validation, ready to apply.
-struct Checked {
-    content: ContentId,
-    name: String,
-    layout: Layout,
-    pieces: Pieces,
+pub(super) struct Checked {
+    pub content: ContentId,
+    pub name: String,
+    pub layout: Layout,
+    pub pieces: Pieces,
 }
 
 impl Memory {
@@ -162,51 +162,10 @@ impl Memory {
 
     /// Validates holdings against the catalog (and each other), without changing anything.
     fn check_holdings(&self, holdings: Vec<Holding>) -> Result<Vec<Checked>, StoreError> {
-        let mut seen: HashMap<ContentId, usize> = HashMap::with_capacity(holdings.len());
-        let mut checked = Vec::with_capacity(holdings.len());
-        for (i, h) in holdings.into_iter().enumerate() {
-            let field = |name: &str| format!("holdings[{i}].{name}");
-            if let Some(first) = seen.insert(h.content, i) {
-                return Err(StoreError::invalid(
-                    field("content"),
-                    format!("content {} is also listed at holdings[{first}]", h.content),
-                ));
-            }
-            if h.name.len() > MAX_NAME_LEN {
-                return Err(StoreError::invalid(
-                    field("name"),
-                    format!("name is over {MAX_NAME_LEN} bytes"),
-                ));
-            }
-            if let Some(&slot) = self.content_ids.get(&h.content) {
-                let known = self.contents[slot as usize].layout;
-                if known != h.layout {
-                    return Err(StoreError::invalid(
-                        field("layout"),
-                        format!(
-                            "content {} has size {} and piece size {}",
-                            h.content,
-                            known.size(),
-                            known.piece_size()
-                        ),
-                    ));
-                }
-            }
-            let pieces = match &h.pieces {
-                None => Pieces::Complete,
-                Some(bits) => bits
-                    .to_bitfield(h.layout.piece_count())
-                    .map(Pieces::from_bitfield)
-                    .map_err(|e| StoreError::invalid(field("pieces"), e.to_string()))?,
-            };
-            checked.push(Checked {
-                content: h.content,
-                name: h.name,
-                layout: h.layout,
-                pieces,
-            });
-        }
-        Ok(checked)
+        check_holdings(holdings, |id| {
+            let slot = *self.content_ids.get(id)?;
+            Some(self.contents[slot as usize].layout)
+        })
     }
 
     /// Records holdings that passed [`Memory::check_holdings`]; returns catalog rows to persist.
@@ -624,7 +583,12 @@ fn row_of(content: &Content) -> CatalogRow {
 }
 
 /// Pieces `holder` has that the asker lacks; `asker_count` is how many the asker has.
-fn useful_pieces(holder: &Pieces, asker: Option<&Pieces>, asker_count: u32, count: u32) -> u32 {
+pub(super) fn useful_pieces(
+    holder: &Pieces,
+    asker: Option<&Pieces>,
+    asker_count: u32,
+    count: u32,
+) -> u32 {
     match (holder, asker) {
         (_, Some(Pieces::Complete)) => 0,
         (holder, None) => holder.count(count),
@@ -638,8 +602,59 @@ fn useful_pieces(holder: &Pieces, asker: Option<&Pieces>, asker_count: u32, coun
     }
 }
 
-fn fnv1a(text: &str) -> u64 {
+pub(super) fn fnv1a(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// Validates holdings against the catalog (`known` layouts) and each other.
+pub(super) fn check_holdings(
+    holdings: Vec<Holding>,
+    known: impl Fn(&ContentId) -> Option<Layout>,
+) -> Result<Vec<Checked>, StoreError> {
+    let mut seen: HashMap<ContentId, usize> = HashMap::with_capacity(holdings.len());
+    let mut checked = Vec::with_capacity(holdings.len());
+    for (i, h) in holdings.into_iter().enumerate() {
+        let field = |name: &str| format!("holdings[{i}].{name}");
+        if let Some(first) = seen.insert(h.content, i) {
+            return Err(StoreError::invalid(
+                field("content"),
+                format!("content {} is also listed at holdings[{first}]", h.content),
+            ));
+        }
+        if h.name.len() > MAX_NAME_LEN {
+            return Err(StoreError::invalid(
+                field("name"),
+                format!("name is over {MAX_NAME_LEN} bytes"),
+            ));
+        }
+        if let Some(known) = known(&h.content) {
+            if known != h.layout {
+                return Err(StoreError::invalid(
+                    field("layout"),
+                    format!(
+                        "content {} has size {} and piece size {}",
+                        h.content,
+                        known.size(),
+                        known.piece_size()
+                    ),
+                ));
+            }
+        }
+        let pieces = match &h.pieces {
+            None => Pieces::Complete,
+            Some(bits) => bits
+                .to_bitfield(h.layout.piece_count())
+                .map(Pieces::from_bitfield)
+                .map_err(|e| StoreError::invalid(field("pieces"), e.to_string()))?,
+        };
+        checked.push(Checked {
+            content: h.content,
+            name: h.name,
+            layout: h.layout,
+            pieces,
+        });
+    }
+    Ok(checked)
 }

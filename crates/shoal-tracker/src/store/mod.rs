@@ -3,10 +3,11 @@
 //! A store keeps two kinds of state. Durable state (manifests, the URL map, the content
 //! catalog of ids, names and layouts) must survive a restart. Soft state (agent leases, what
 //! each agent holds) is rebuilt by agents re-registering, so a backend may keep it in memory.
-//! Every operation is small enough to map to a few commands of a networked store such as
-//! Redis, with leases as key expiry.
+//! Every operation is small enough to map to a few commands of a networked store: the Redis
+//! backend keeps all of it in Redis, so that tracker replicas share it.
 
 mod memory;
+pub mod redis;
 pub mod sqlite;
 
 use std::future::Future;
@@ -23,6 +24,7 @@ use thiserror::Error;
 
 use crate::clock::Clock;
 
+pub use redis::RedisStore;
 pub use sqlite::{SqliteLocation, SqliteStore};
 
 /// Who is asking: the token's name owns the agents it registers. An admin may act on any
@@ -104,6 +106,13 @@ pub enum StoreError {
     Invalid { field: String, message: String },
     #[error("storage failed")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A networked store did not answer; `store` is its address without credentials.
+    #[error("the tracker's store ({store}) is unreachable; retrying")]
+    Unavailable {
+        store: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl StoreError {

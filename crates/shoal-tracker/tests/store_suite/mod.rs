@@ -1,6 +1,7 @@
 //! The store test suite, written once against the `Store` trait. A backend runs all of it with
-//! one line: `store_suite!(name, |clock: Clock| async move { make a store using clock });`
-//! The clock is the one the store's leases follow; the suite moves it forward.
+//! one line: `store_suite!(name, |clock: Clock| async move { (store using clock, guard) });`
+//! The clock is the one the store's leases follow; the suite moves it forward. The guard lives
+//! as long as the case (e.g. the Redis server the store talks to); `()` when none is needed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +28,7 @@ macro_rules! store_suite {
                     #[tokio::test]
                     async fn $name() {
                         let clock = shoal_tracker::Clock::manual();
-                        let store = ($make)(clock.clone()).await;
+                        let (store, _guard) = ($make)(clock.clone()).await;
                         suite::$name(store, clock).await;
                     }
                 };

@@ -1,0 +1,104 @@
+//! How the Redis backend names its keys and encodes values: binary strings, compact and
+//! independent of any serialization format's version.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use shoal_core::wire::{AgentId, UrlKey};
+use shoal_core::{Bitfield, ContentId, Layout};
+
+use super::super::memory::Pieces;
+use super::super::StoreError;
+
+/// `redis://host:port/db` with any user name and password left out.
+pub(super) fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        Err(_) => "an unparsable redis URL".into(),
+    }
+}
+
+pub(super) fn agent_key(id: &AgentId) -> String {
+    format!("shoal:agent:{id}")
+}
+
+pub(super) fn held_key(id: &AgentId) -> String {
+    format!("shoal:held:{id}")
+}
+
+pub(super) fn holders_key(content: &ContentId) -> Vec<u8> {
+    let mut key = b"shoal:holders:".to_vec();
+    key.extend_from_slice(content.as_bytes());
+    key
+}
+
+pub(super) fn encode_layout(layout: Layout, tail: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + tail.len());
+    out.extend_from_slice(&layout.size().to_le_bytes());
+    out.extend_from_slice(&layout.piece_size().to_le_bytes());
+    out.extend_from_slice(tail);
+    out
+}
+
+pub(super) fn damaged(what: impl Into<String>) -> StoreError {
+    StoreError::Backend(what.into().into())
+}
+
+pub(super) fn decode_layout(value: &[u8]) -> Result<(Layout, &[u8]), StoreError> {
+    if value.len() < 16 {
+        return Err(damaged("a stored layout is truncated"));
+    }
+    let size = u64::from_le_bytes(value[..8].try_into().expect("8 bytes"));
+    let piece_size = u64::from_le_bytes(value[8..16].try_into().expect("8 bytes"));
+    let layout = Layout::new(size, piece_size).map_err(|e| damaged(e.to_string()))?;
+    Ok((layout, &value[16..]))
+}
+
+/// A catalog entry: layout and name.
+pub(super) fn decode_entry(value: &[u8]) -> Result<(Layout, String), StoreError> {
+    let (layout, name) = decode_layout(value)?;
+    Ok((layout, String::from_utf8_lossy(name).into_owned()))
+}
+
+pub(super) fn encode_pieces(pieces: &Pieces) -> Vec<u8> {
+    match pieces {
+        Pieces::Complete => Vec::new(),
+        Pieces::Partial(field) => field.as_bytes().to_vec(),
+    }
+}
+
+pub(super) fn decode_pieces(value: Vec<u8>, count: u32) -> Result<Pieces, StoreError> {
+    if value.is_empty() {
+        return Ok(Pieces::Complete);
+    }
+    Bitfield::from_bytes(count, value)
+        .map(Pieces::from_bitfield)
+        .ok_or_else(|| damaged("a stored bitfield does not fit its layout"))
+}
+
+pub(super) fn content_of(bytes: &[u8]) -> Result<ContentId, StoreError> {
+    let bytes: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| damaged("a stored content id is not 32 bytes"))?;
+    Ok(ContentId::from_bytes(bytes))
+}
+
+pub(super) fn url_field(key: &UrlKey) -> String {
+    // Newlines cannot occur in a normalized URL or in header values.
+    format!(
+        "{}\n{}\n{}\n{}",
+        key.url,
+        key.size,
+        key.etag.as_deref().unwrap_or(""),
+        key.last_modified.as_deref().unwrap_or("")
+    )
+}
+
+pub(super) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
