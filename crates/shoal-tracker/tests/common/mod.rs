@@ -9,8 +9,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use shoal_core::Manifest;
 use shoal_tracker::{
-    AppState, Clock, RateLimit, Role, SqliteLocation, SqliteStore, StoreOptions, Tokens,
-    TrackerOptions,
+    AppState, Clock, RateLimit, RedisStore, Role, SqliteLocation, SqliteStore, Store, StoreOptions,
+    Tokens, TrackerOptions,
 };
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -62,7 +62,7 @@ pub struct Server {
 }
 
 pub async fn start(setup: Setup) -> Server {
-    let location = match setup.data {
+    let location = match setup.data.clone() {
         Some(dir) => SqliteLocation::Directory(dir),
         None => SqliteLocation::Memory,
     };
@@ -75,6 +75,24 @@ pub async fn start(setup: Setup) -> Server {
     )
     .await
     .unwrap();
+    serve(store, setup).await
+}
+
+/// A tracker replica on the Redis at `url` (`setup.data` is unused).
+pub async fn start_redis(url: &str, setup: Setup) -> Server {
+    let store = RedisStore::open(
+        url,
+        StoreOptions {
+            lease: LEASE,
+            clock: setup.clock.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    serve(store, setup).await
+}
+
+async fn serve<S: Store>(store: S, setup: Setup) -> Server {
     let state = AppState::new(
         store,
         tokens(),

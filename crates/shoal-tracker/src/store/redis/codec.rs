@@ -102,3 +102,18 @@ pub(super) fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_leaves_out_credentials() {
+        assert_eq!(
+            redact("redis://user:hunter2@redis-a:6379/0"),
+            "redis://redis-a:6379/0"
+        );
+        assert_eq!(redact("redis://:hunter2@redis-a/1"), "redis://redis-a/1");
+        assert_eq!(redact("not a url hunter2"), "an unparsable redis URL");
+    }
+}

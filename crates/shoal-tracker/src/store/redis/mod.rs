@@ -108,9 +108,10 @@ impl AgentRecord {
 }
 
 impl RedisStore {
-    /// Connects to Redis at `url` (`redis://[user:password@]host:port/db`). The connection
-    /// reconnects by itself after Redis goes away; requests meanwhile fail with
-    /// [`StoreError::Unavailable`].
+    /// Opens the store on the Redis at `url` (`redis://[user:password@]host:port/db`). Only a
+    /// malformed URL fails: when Redis does not answer yet, this logs a warning and requests fail
+    /// with [`StoreError::Unavailable`] until it does. The connection reconnects by itself
+    /// after Redis goes away.
     pub async fn open(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
         let shown: Arc<str> = redact(url).into();
         let unavailable = |source: RedisError| StoreError::Unavailable {
@@ -123,17 +124,19 @@ impl RedisStore {
             .set_connection_timeout(Some(CONNECTION_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let conn = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(unavailable)?;
-        Ok(Self {
+        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
+        let store = Self {
             conn,
             shown,
             lease_ms: options.lease.as_millis() as u64,
             clock: options.clock,
             sweep: Arc::new(redis::Script::new(SWEEP)),
-        })
+        };
+        let mut conn = store.conn.clone();
+        if let Err(e) = redis::cmd("PING").query_async::<()>(&mut conn).await {
+            tracing::warn!(store = %store.shown, error = %e, "Redis does not answer yet; answering 503 until it does");
+        }
+        Ok(store)
     }
 
     fn now(&self) -> u64 {
