@@ -1,5 +1,6 @@
-//! `shoal tracker`: reads the tokens file, opens the store in `--data` and serves the tracker
-//! until SIGTERM or Ctrl-C, then finishes requests in flight and exits.
+//! `shoal tracker`: reads the tokens file, opens the store (SQLite in `--data`, or the Redis
+//! that `--store` names, shared by tracker replicas) and serves the tracker until SIGTERM or
+//! Ctrl-C, then finishes requests in flight and exits.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,8 +10,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use shoal_engine::parse_bytes;
+use shoal_tracker::store::redis::redact;
 use shoal_tracker::{
-    AppState, Clock, RateLimit, SqliteLocation, SqliteStore, StoreOptions, Tokens, TrackerOptions,
+    AppState, Clock, RateLimit, RedisStore, SqliteLocation, SqliteStore, Store, StoreOptions,
+    Tokens, TrackerOptions,
 };
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::level_filters::LevelFilter;
@@ -24,8 +27,18 @@ pub struct TrackerArgs {
     listen: SocketAddr,
 
     /// Directory of the tracker's database (created if missing)
-    #[arg(long, value_name = "DIR")]
-    data: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "store",
+        conflicts_with = "store"
+    )]
+    data: Option<PathBuf>,
+
+    /// Keep all state in Redis instead, e.g. redis://redis-a:6379/0, so that several tracker
+    /// replicas behind a load balancer share it
+    #[arg(long, value_name = "URL", value_parser = parse_store)]
+    store: Option<String>,
 
     /// TOML file of [[token]] tables with name, secret and role (agent, reader, admin)
     #[arg(long, value_name = "FILE")]
@@ -56,6 +69,15 @@ fn parse_secs(text: &str) -> Result<Duration, String> {
     match text.parse::<u64>() {
         Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
         _ => Err("expected a whole number of seconds, at least 1".into()),
+    }
+}
+
+fn parse_store(text: &str) -> Result<String, String> {
+    match url::Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "redis" | "rediss") && url.has_host() => {
+            Ok(text.to_string())
+        }
+        _ => Err("expected a Redis URL such as redis://redis-a:6379/0".into()),
     }
 }
 
@@ -105,16 +127,42 @@ async fn warn_if_readable_by_others(path: &Path) {
 }
 
 async fn serve(args: TrackerArgs, tokens: Tokens) -> anyhow::Result<()> {
+    if let Some(url) = &args.store {
+        // Replicas compare lease deadlines in one store, so they need one clock: the wall clock.
+        let clock = Clock::wall();
+        let store = RedisStore::open(
+            url,
+            StoreOptions {
+                lease: args.lease,
+                clock: clock.clone(),
+            },
+        )
+        .await
+        .with_context(|| format!("opening the tracker store {}", redact(url)))?;
+        tracing::info!(tokens = tokens.len(), store = %redact(url), "tracker starting");
+        return serve_with(store, clock, args, tokens).await;
+    }
+    let data = args.data.clone().context("--data or --store is required")?;
     let clock = Clock::system();
     let store = SqliteStore::open(
-        SqliteLocation::Directory(args.data.clone()),
+        SqliteLocation::Directory(data.clone()),
         StoreOptions {
             lease: args.lease,
             clock: clock.clone(),
         },
     )
     .await
-    .with_context(|| format!("opening the tracker database in {}", args.data.display()))?;
+    .with_context(|| format!("opening the tracker database in {}", data.display()))?;
+    tracing::info!(tokens = tokens.len(), data = %data.display(), "tracker starting");
+    serve_with(store, clock, args, tokens).await
+}
+
+async fn serve_with<S: Store>(
+    store: S,
+    clock: Clock,
+    args: TrackerArgs,
+    tokens: Tokens,
+) -> anyhow::Result<()> {
     let options = TrackerOptions {
         body_limit: args.max_body,
         manifest_body_limit: args.max_manifest_body,
@@ -128,7 +176,6 @@ async fn serve(args: TrackerArgs, tokens: Tokens) -> anyhow::Result<()> {
         sweep_every: args.lease,
         clock,
     };
-    tracing::info!(tokens = tokens.len(), data = %args.data.display(), "tracker starting");
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;

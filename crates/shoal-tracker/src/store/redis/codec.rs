@@ -10,7 +10,7 @@ use super::super::memory::Pieces;
 use super::super::StoreError;
 
 /// `redis://host:port/db` with any user name and password left out.
-pub(super) fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) => {
             let _ = parsed.set_username("");

@@ -43,9 +43,10 @@ use crate::clock::Clock;
 
 mod codec;
 
+pub use codec::redact;
 use codec::{
     agent_key, content_of, damaged, decode_entry, decode_layout, decode_pieces, encode_layout,
-    encode_pieces, held_key, holders_key, redact, unix_now, url_field,
+    encode_pieces, held_key, holders_key, unix_now, url_field,
 };
 
 const CATALOG: &str = "shoal:catalog";
