@@ -8,12 +8,16 @@
 # tokio's default worker threads and with one (TOKIO_WORKER_THREADS=1). It reports requests/s,
 # p50/p99 latency and the tracker's RSS, then restarts the tracker and times restart-to-serving.
 # Last, opentracker (Debian) takes BitTorrent announces over the same contents with the same wrk
-# settings, for the ratio. The Markdown table also goes to bench/out/tracker-load-<date>.md.
+# settings, for the ratio. Then two tracker replicas share one redis-server (Debian): the same
+# preload through replica 1, then the same three loads with half the wrk connections on each
+# replica (two wrk processes at once; requests/s summed, p99 the worse of the two), each replica
+# with one worker thread. The Markdown table also goes to bench/out/tracker-load-<date>.md.
 #
 # Knobs (environment): AGENTS=10000 CONTENTS=10000 PER_AGENT=100 DURATION=10 CONNS=32
 #   SHOAL=path   use this shoal binary instead of `cargo build --release -p shoal`
 #   PRELOAD=path use this preloader instead of building the tracker-load example
 #   SKIP_OPENTRACKER=1
+#   SKIP_SQLITE=1 (only the Redis replicas)   SKIP_REDIS=1 (no replicas)
 #
 # Exit status: 0 when the benchmark ran (missed targets are in the report), 1 when the harness
 # could not run or any request failed.
@@ -37,6 +41,7 @@ done
 
 bench_need wrk:wrk curl:curl
 [[ -n "${SKIP_OPENTRACKER:-}" ]] || bench_need opentracker:opentracker
+[[ -n "${SKIP_REDIS:-}" ]] || bench_need redis-server:redis-server
 
 # ----------------------------------------------------------------------------- build
 cd "$REPO"
@@ -111,6 +116,9 @@ run_wrk() { # NAME ANNOUNCE_PCT
 
 # ----------------------------------------------------------------------------- shoal tracker
 declare -A result rss
+restart_s="-"
+metrics_agents="-"
+if [[ -z "${SKIP_SQLITE:-}" ]]; then
 # Two configurations: tokio's default of one worker thread per core, and one worker thread,
 # which leaves wrk a core of its own on a 2-core machine (as single-threaded opentracker does).
 for workers in default 1; do
@@ -146,6 +154,58 @@ curl -fs -H "Authorization: Bearer $SECRET" "$URL/v1/content/$(printf '%048d%016
 restart_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
 kill -TERM "$TRACKER_PID"
 bench__wait_gone "$TRACKER_PID" 100 || true
+fi
+
+# ----------------------------------------------------------------------------- Redis replicas
+if [[ -z "${SKIP_REDIS:-}" ]]; then
+  REDIS_PORT=$(bench_free_port)
+  mkdir -p "$WORK/redis"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK/redis" \
+    --logfile "$WORK/redis.log" &
+  REDIS_PID=$!
+  bench_cleanup_add "kill $REDIS_PID 2>/dev/null || true"
+  for ((i = 0; i < 100; i++)); do bench__port_listening "$REDIS_PORT" && break; sleep 0.05; done
+  declare -a REPLICA_URLS=() REPLICA_PIDS=()
+  for replica in 1 2; do
+    rport=$(bench_free_port)
+    TOKIO_WORKER_THREADS=1 "$SHOAL" tracker --listen "127.0.0.1:$rport" \
+      --store "redis://127.0.0.1:$REDIS_PORT/0" --tokens "$WORK/tokens.toml" \
+      --lease 900 --rate-limit 1000000 >>"$WORK/replica-$replica.log" 2>&1 &
+    REPLICA_PIDS+=($!)
+    REPLICA_URLS+=("http://127.0.0.1:$rport")
+    bench_cleanup_add "kill $! 2>/dev/null || true"
+    for ((i = 0; i < 200; i++)); do
+      curl -fs "http://127.0.0.1:$rport/healthz" >/dev/null 2>&1 && break
+      sleep 0.01
+    done
+    curl -fs "http://127.0.0.1:$rport/healthz" >/dev/null 2>&1 ||
+      bench_die "replica $replica did not answer: $(tail -5 "$WORK/replica-$replica.log")"
+  done
+  bench_log "[redis] preloading $AGENTS agents x $PER_AGENT holdings through replica 1"
+  t0=$(date +%s.%N)
+  timeout 900 "$PRELOAD" --url "${REPLICA_URLS[0]}" --token "$SECRET" --agents "$AGENTS" \
+    --contents "$CONTENTS" --per-agent "$PER_AGENT" --partial 10 >&2
+  redis_preload_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  for run in mixed:50 queries:0 deltas:100; do
+    name=${run%%:*}
+    bench_log "[redis] wrk: $name, -c$((CONNS / 2)) on each of 2 replicas, ${DURATION}s"
+    wrk_pids=()
+    for replica in 0 1; do
+      AGENTS=$AGENTS CONTENTS=$CONTENTS PER_AGENT=$PER_AGENT ANNOUNCE_PCT=${run#*:} TRACKER_TOKEN=$SECRET \
+        timeout $((DURATION + 30)) wrk -t1 -c$((CONNS / 2)) -d"${DURATION}s" --latency \
+        -s "$BENCH_DIR/tracker-load.lua" "${REPLICA_URLS[$replica]}" >"$WORK/wrk-redis-$name-$replica.log" 2>&1 &
+      wrk_pids+=($!)
+    done
+    wait "${wrk_pids[@]}" || bench_die "wrk against the replicas failed: $(tail -3 "$WORK/wrk-redis-$name-0.log")"
+    read -r rps0 p500 p990 bad0 _ <<<"$(parse_wrk "$WORK/wrk-redis-$name-0.log")"
+    read -r rps1 p501 p991 bad1 _ <<<"$(parse_wrk "$WORK/wrk-redis-$name-1.log")"
+    ((bad0 + bad1 == 0)) || bench_die "redis $name: $((bad0 + bad1)) requests failed (see $WORK)"
+    result[redis.$name]="$((rps0 + rps1)) $(awk -v a="$p500" -v b="$p501" 'BEGIN { print (a > b ? a : b) }') $(awk -v a="$p990" -v b="$p991" 'BEGIN { print (a > b ? a : b) }')"
+  done
+  rss[redis.replica]=$(rss_mib "${REPLICA_PIDS[0]}")
+  rss[redis.server]=$(rss_mib "$REDIS_PID")
+  kill "${REPLICA_PIDS[@]}" "$REDIS_PID" 2>/dev/null || true
+fi
 
 # ----------------------------------------------------------------------------- opentracker
 ot="-"
@@ -183,7 +243,10 @@ verdict() { if "$@"; then echo "met"; else echo "MISSED"; fi; }
   echo
   echo "| load | requests/s | p50 ms | p99 ms |"
   echo "|---|---:|---:|---:|"
-  for workers in default 1; do
+  [[ -n "${SKIP_REDIS:-}" ]] || for name in mixed queries deltas; do
+    row "2 shoal tracker replicas (1 worker thread each) on one Redis: $name" "${result[redis.$name]}"
+  done
+  [[ -n "${SKIP_SQLITE:-}" ]] || for workers in default 1; do
     label="shoal tracker, $workers worker threads"
     [[ $workers == 1 ]] && label="shoal tracker, 1 worker thread (TOKIO_WORKER_THREADS=1)"
     row "$label: 50% peer queries + 50% one-piece announce deltas" "${result[$workers.mixed]}"
@@ -191,24 +254,30 @@ verdict() { if "$@"; then echo "met"; else echo "MISSED"; fi; }
     row "$label: announce deltas only" "${result[$workers.deltas]}"
   done
   [[ "$ot" == "-" ]] || row "opentracker, BitTorrent announces (numwant=20)" "$ot"
-  echo
-  echo "| measure | value |"
-  echo "|---|---:|"
-  echo "| tracker RSS after preload | ${rss[default.loaded]} MiB |"
-  echo "| tracker RSS after the runs (peak) | ${rss[default.after]} MiB (${rss[default.peak]} MiB); 1 worker: ${rss[1.after]} MiB (${rss[1.peak]} MiB) |"
-  [[ "$ot" == "-" ]] || echo "| opentracker RSS after its run | $ot_rss MiB |"
-  echo "| live agents (metrics) | $metrics_agents |"
-  echo "| restart to serving (SIGTERM → new process answers /healthz) | $restart_s s |"
-  for workers in default 1; do
-    read -r mixed_rps _ mixed_p99 _ <<<"${result[$workers.mixed]}"
-    echo "| mixed requests/s ($workers workers) ÷ opentracker announces/s | $(bench_ratio "$mixed_rps" "$ot_rps") |"
-  done
-  echo
-  for workers in default 1; do
-    read -r mixed_rps _ mixed_p99 _ <<<"${result[$workers.mixed]}"
-    echo "Targets ($workers workers): ≥ 15,000 mixed requests/s $(verdict bench_le 15000 "$mixed_rps");" \
-      "p99 ≤ 5 ms $(verdict bench_le "$mixed_p99" 5) (opentracker's p99 in this run: ${ot_p99:-?} ms);" \
-      "RSS ≤ 300 MiB $(verdict bench_le "${rss[$workers.peak]}" 300); restart ≤ 2 s $(verdict bench_le "$restart_s" 2)."
-  done
+  if [[ -z "${SKIP_SQLITE:-}" ]]; then
+    echo
+    echo "| measure | value |"
+    echo "|---|---:|"
+    echo "| tracker RSS after preload | ${rss[default.loaded]} MiB |"
+    echo "| tracker RSS after the runs (peak) | ${rss[default.after]} MiB (${rss[default.peak]} MiB); 1 worker: ${rss[1.after]} MiB (${rss[1.peak]} MiB) |"
+    [[ "$ot" == "-" ]] || echo "| opentracker RSS after its run | $ot_rss MiB |"
+    echo "| live agents (metrics) | $metrics_agents |"
+    echo "| restart to serving (SIGTERM → new process answers /healthz) | $restart_s s |"
+    for workers in default 1; do
+      read -r mixed_rps _ mixed_p99 _ <<<"${result[$workers.mixed]}"
+      echo "| mixed requests/s ($workers workers) ÷ opentracker announces/s | $(bench_ratio "$mixed_rps" "$ot_rps") |"
+    done
+    echo
+    for workers in default 1; do
+      read -r mixed_rps _ mixed_p99 _ <<<"${result[$workers.mixed]}"
+      echo "Targets ($workers workers): ≥ 15,000 mixed requests/s $(verdict bench_le 15000 "$mixed_rps");" \
+        "p99 ≤ 5 ms $(verdict bench_le "$mixed_p99" 5) (opentracker's p99 in this run: ${ot_p99:-?} ms);" \
+        "RSS ≤ 300 MiB $(verdict bench_le "${rss[$workers.peak]}" 300); restart ≤ 2 s $(verdict bench_le "$restart_s" 2)."
+    done
+  fi
+  if [[ -z "${SKIP_REDIS:-}" ]]; then
+    echo
+    echo "Redis replicas: preload through replica 1 took $redis_preload_s s; RSS of a replica ${rss[redis.replica]} MiB, of redis-server ${rss[redis.server]} MiB."
+  fi
 } | tee "$REPORT"
 bench_log "report written to $REPORT"

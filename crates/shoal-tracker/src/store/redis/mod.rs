@@ -19,7 +19,10 @@
 //! never served as live after its deadline even if no sweep ran.
 //!
 //! Every operation takes a bounded number of round trips (pipelines, one Lua script for the
-//! sweep) whatever the number of agents; nothing scans the key space.
+//! sweep) whatever the number of agents; nothing scans the key space. A write reads what it
+//! validates against, then applies everything in one `MULTI`/`EXEC`, so a rejected request
+//! leaves no trace; two replicas changing the same agent at the same instant (an agent talks to
+//! one tracker at a time) is the one race, and the later write wins.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
