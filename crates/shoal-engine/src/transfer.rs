@@ -56,6 +56,10 @@ const HALF_IS_ENOUGH: f64 = 0.85;
 /// loses its work.
 const SLOW_FACTOR: f64 = 10.0;
 const SLOW_GRACE: Duration = Duration::from_secs(2);
+/// ... and only once it has been that slow for this long: servers that pace in bursts (nginx
+/// sends a second's worth at the start of every request) make connections look slow for a
+/// moment, and closing one throws away what it has in flight.
+const SLOW_FOR: Duration = Duration::from_secs(3);
 /// An attempt that wrote at least this much resets the try counter: `--max-tries` bounds
 /// consecutive failures, not the failures of a long download.
 const PROGRESS_RESETS_TRIES: u64 = 1 << 20;
@@ -231,6 +235,8 @@ struct Slot {
     handle: JoinHandle<()>,
     seen: u64,
     speed: f64,
+    /// Since when (milliseconds into the transfer) it has been far below the median.
+    slow_since: Option<u64>,
 }
 
 enum Phase {
@@ -352,6 +358,11 @@ pub async fn segmented(
             let bytes = slot.stats.bytes.load(Ordering::Relaxed);
             let inst = (bytes - slot.seen) as f64 / tick;
             slot.seen = bytes;
+            if slot.stats.paused.load(Ordering::Relaxed) {
+                // A paused connection keeps the speed it had: otherwise thieves would take
+                // its range for a slow one, and what the server already sent it would be lost.
+                continue;
+            }
             slot.speed = 0.8 * slot.speed + 0.2 * inst;
             if streamed_for(&slot.stats, now_ms) >= Duration::from_secs(1) {
                 slot.stats
@@ -383,7 +394,7 @@ pub async fn segmented(
                 }
             }
         }
-        retire_slow(&shared, &slots, now_ms);
+        retire_slow(&shared, &mut slots, now_ms);
 
         let fetched = shared.fetched.load(Ordering::Relaxed);
         speed = 0.8 * speed + 0.2 * (fetched - last_fetched) as f64 / tick;
@@ -547,6 +558,11 @@ fn steer(
                 );
                 for id in &paused {
                     if let Some(slot) = slots.get(id) {
+                        // Its measured speed fell to nothing while paused: judge it afresh, or
+                        // it would be retired as far too slow and lose what it has in flight.
+                        slot.stats
+                            .first_byte
+                            .store(shared.millis(), Ordering::Relaxed);
                         slot.stats.paused.store(false, Ordering::Relaxed);
                     }
                 }
@@ -630,7 +646,7 @@ fn announce_lowered(shared: &Shared, to: u32) {
 
 /// A connection far below the median speed loses its work (it is restarted on a fresh
 /// connection), so one bad route cannot hold up the file.
-fn retire_slow(shared: &Shared, slots: &HashMap<WorkerId, Slot>, now_ms: u64) {
+fn retire_slow(shared: &Shared, slots: &mut HashMap<WorkerId, Slot>, now_ms: u64) {
     if shared.limiter.is_some() {
         // Under `--limit-rate` the shared budget, not the route, decides each connection's
         // speed: a slow one is not a bad one.
@@ -649,8 +665,13 @@ fn retire_slow(shared: &Shared, slots: &HashMap<WorkerId, Slot>, now_ms: u64) {
     }
     speeds.sort_by(f64::total_cmp);
     let median = speeds[speeds.len() / 2];
-    for (&id, slot) in slots {
-        if judged(slot) && slot.speed * SLOW_FACTOR < median && !slot.token.is_cancelled() {
+    for (&id, slot) in slots.iter_mut() {
+        if !(judged(slot) && slot.speed * SLOW_FACTOR < median) {
+            slot.slow_since = None;
+            continue;
+        }
+        let since = *slot.slow_since.get_or_insert(now_ms);
+        if now_ms - since >= SLOW_FOR.as_millis() as u64 && !slot.token.is_cancelled() {
             info!(
                 connection = id,
                 speed = slot.speed,
@@ -689,6 +710,7 @@ fn spawn(shared: &Arc<Shared>, id: WorkerId, source: usize, first: Option<Respon
         handle,
         seen: 0,
         speed: 0.0,
+        slow_since: None,
     }
 }
 
