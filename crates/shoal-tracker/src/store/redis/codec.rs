@@ -1,6 +1,7 @@
 //! How the Redis backend names its keys and encodes values: binary strings, compact and
 //! independent of any serialization format's version.
 
+use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use shoal_core::wire::{AgentId, UrlKey};
@@ -21,8 +22,33 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-pub(super) fn agent_key(id: &AgentId) -> String {
-    format!("shoal:agent:{id}")
+/// An agent's record in the `agents` hash: where it serves and how busy it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct AgentInfo {
+    pub addr: SocketAddr,
+    pub capacity: u64,
+    pub load: u32,
+    pub owner: String,
+}
+
+/// `addr capacity load owner`: the owner last, since only it may hold spaces.
+pub(super) fn encode_agent(info: &AgentInfo) -> String {
+    format!(
+        "{} {} {} {}",
+        info.addr, info.capacity, info.load, info.owner
+    )
+}
+
+pub(super) fn decode_agent(value: &str) -> Result<AgentInfo, StoreError> {
+    let bad = || damaged("an agent record is damaged");
+    let mut parts = value.splitn(4, ' ');
+    let mut next = || parts.next().ok_or_else(bad);
+    Ok(AgentInfo {
+        addr: next()?.parse().map_err(|_| bad())?,
+        capacity: next()?.parse().map_err(|_| bad())?,
+        load: next()?.parse().map_err(|_| bad())?,
+        owner: next()?.to_string(),
+    })
 }
 
 pub(super) fn held_key(id: &AgentId) -> String {
@@ -106,6 +132,18 @@ pub(super) fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agent_records_round_trip() {
+        let info = AgentInfo {
+            addr: "[::1]:7001".parse().unwrap(),
+            capacity: 1000,
+            load: 3,
+            owner: "fleet ops".into(),
+        };
+        assert_eq!(decode_agent(&encode_agent(&info)).unwrap(), info);
+        assert!(decode_agent("127.0.0.1:1 x 0 a").is_err());
+    }
 
     #[test]
     fn redact_leaves_out_credentials() {

@@ -6,9 +6,10 @@
 //! - `manifests` hash: content id → layout + the piece digests; `urls` hash: URL version →
 //!   JSON mapping (`HSETNX`, so the first mapping wins across replicas);
 //! - `leases` sorted set: agent id scored by the deadline of its lease;
-//! - `agent:{id}` hash: owner, addr, upload capacity, load;
+//! - `agents` hash: agent id → `addr capacity load owner`;
 //! - `held:{id}` hash: content id → the agent's bitfield as a binary string, empty when complete;
-//! - `holders:{content id bytes}` set: the agents holding that content.
+//! - `holders:{content id bytes}` hash: agent id → the same bitfield, so that a peer query reads
+//!   every holder's pieces with one command, and their leases and records with two more.
 //!
 //! Leases are a sorted set scored by the tracker's [`Clock`], not Redis key expiry: the lease
 //! then lapses at the same instant for every replica and for the store test suite, whose manual
@@ -25,7 +26,6 @@
 //! one tracker at a time) is the one race, and the later write wins.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,14 +48,15 @@ mod codec;
 
 pub use codec::redact;
 use codec::{
-    agent_key, content_of, damaged, decode_entry, decode_layout, decode_pieces, encode_layout,
-    encode_pieces, held_key, holders_key, unix_now, url_field,
+    content_of, damaged, decode_agent, decode_entry, decode_layout, decode_pieces, encode_agent,
+    encode_layout, encode_pieces, held_key, holders_key, unix_now, url_field, AgentInfo,
 };
 
 const CATALOG: &str = "shoal:catalog";
 const MANIFESTS: &str = "shoal:manifests";
 const URLS: &str = "shoal:urls";
 const LEASES: &str = "shoal:leases";
+const AGENTS: &str = "shoal:agents";
 /// How long a command may take before the request fails (and the API answers 503).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
@@ -67,9 +68,10 @@ local lapsed = redis.call('ZRANGEBYSCORE', 'shoal:leases', '-inf', ARGV[1])
 for _, id in ipairs(lapsed) do
   local held = 'shoal:held:' .. id
   for _, content in ipairs(redis.call('HKEYS', held)) do
-    redis.call('SREM', 'shoal:holders:' .. content, id)
+    redis.call('HDEL', 'shoal:holders:' .. content, id)
   end
-  redis.call('DEL', held, 'shoal:agent:' .. id)
+  redis.call('DEL', held)
+  redis.call('HDEL', 'shoal:agents', id)
   redis.call('ZREM', 'shoal:leases', id)
 end
 return #lapsed
@@ -96,18 +98,33 @@ impl std::fmt::Debug for RedisStore {
 /// An agent's holdings as stored: content id → bits (empty when complete).
 type Held = HashMap<Vec<u8>, Vec<u8>>;
 
-/// The first round trip of a peer query: catalog entry, holders, the asker's lease and bits.
-type PeersHead = (Option<Vec<u8>>, Vec<String>, Option<f64>, Option<Vec<u8>>);
+/// A content's holders as stored: agent id → bits (empty when complete).
+type Holders = HashMap<String, Vec<u8>>;
 
 /// What an agent's record says, as read in one pipeline.
 struct AgentRecord {
     deadline: Option<u64>,
-    owner: Option<String>,
+    info: Option<AgentInfo>,
 }
 
 impl AgentRecord {
+    fn read(deadline: Option<f64>, info: Option<String>) -> Result<Self, StoreError> {
+        Ok(Self {
+            deadline: deadline.map(|d| d as u64),
+            info: info.as_deref().map(decode_agent).transpose()?,
+        })
+    }
+
     fn live(&self, now: u64) -> bool {
         self.deadline.is_some_and(|d| d > now)
+    }
+
+    fn owned_by(&self, caller: &Caller) -> bool {
+        caller.admin
+            || self
+                .info
+                .as_ref()
+                .is_some_and(|info| info.owner == *caller.token)
     }
 }
 
@@ -169,17 +186,10 @@ impl RedisStore {
     async fn agent_with_holdings(&self, id: &AgentId) -> Result<(AgentRecord, Held), StoreError> {
         let mut pipe = redis::pipe();
         pipe.zscore(LEASES, id.as_str())
-            .hget(agent_key(id), "owner")
+            .hget(AGENTS, id.as_str())
             .hgetall(held_key(id));
-        let (deadline, owner, held): (Option<f64>, Option<String>, Held) =
-            self.query(&pipe).await?;
-        Ok((
-            AgentRecord {
-                deadline: deadline.map(|d| d as u64),
-                owner,
-            },
-            held,
-        ))
+        let (deadline, info, held): (Option<f64>, Option<String>, Held) = self.query(&pipe).await?;
+        Ok((AgentRecord::read(deadline, info)?, held))
     }
 
     fn check_owner(
@@ -191,7 +201,7 @@ impl RedisStore {
         if !record.live(now) {
             return Err(StoreError::UnknownAgent(id.clone()));
         }
-        if !caller.admin && record.owner.as_deref() != Some(&*caller.token) {
+        if !record.owned_by(caller) {
             return Err(StoreError::NotOwner(id.clone()));
         }
         Ok(())
@@ -238,14 +248,11 @@ impl RedisStore {
                 )
                 .ignore();
             }
-            pipe.hset(
-                held_key(id),
-                &h.content.as_bytes()[..],
-                encode_pieces(&h.pieces),
-            )
-            .ignore()
-            .sadd(holders_key(&h.content), id.as_str())
-            .ignore();
+            let bits = encode_pieces(&h.pieces);
+            pipe.hset(held_key(id), &h.content.as_bytes()[..], &bits)
+                .ignore()
+                .hset(holders_key(&h.content), id.as_str(), bits)
+                .ignore();
         }
     }
 
@@ -261,33 +268,36 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         for (id, ..) in &entries {
             pipe.hexists(MANIFESTS, &id.as_bytes()[..])
-                .smembers(holders_key(id));
+                .hgetall(holders_key(id));
         }
-        let rows: Vec<(bool, Vec<String>)> = self.query(&pipe).await?;
-        let (manifests, holders): (Vec<bool>, Vec<Vec<String>>) = rows.into_iter().unzip();
+        let rows: Vec<(bool, Holders)> = self.query(&pipe).await?;
+        let (manifests, holders): (Vec<bool>, Vec<Holders>) = rows.into_iter().unzip();
         let mut pipe = redis::pipe();
-        for ((id, ..), agents) in entries.iter().zip(&holders) {
-            for agent in agents {
-                pipe.zscore(LEASES, agent)
-                    .cmd("HSTRLEN")
-                    .arg(format!("shoal:held:{agent}"))
-                    .arg(&id.as_bytes()[..]);
-            }
+        for agents in holders.iter().filter(|h| !h.is_empty()) {
+            pipe.cmd("ZMSCORE")
+                .arg(LEASES)
+                .arg(agents.keys().collect::<Vec<_>>());
         }
-        let flat: Vec<(Option<f64>, u64)> = if holders.iter().all(Vec::is_empty) {
+        let leases: Vec<Vec<Option<f64>>> = if holders.iter().all(HashMap::is_empty) {
             Vec::new()
         } else {
             self.query(&pipe).await?
         };
-        let mut flat = flat.into_iter();
+        let mut leases = leases.into_iter();
         let mut out = Vec::with_capacity(entries.len());
         for (((id, layout, name), manifest), agents) in
             entries.into_iter().zip(manifests).zip(&holders)
         {
             let (mut complete, mut partial) = (0, 0);
-            for (deadline, len) in flat.by_ref().take(agents.len()) {
+            let deadlines = if agents.is_empty() {
+                Vec::new()
+            } else {
+                leases.next().unwrap_or_default()
+            };
+            // keys() (the ZMSCORE arguments) and values() of one unchanged map agree in order.
+            for (bits, deadline) in agents.values().zip(deadlines) {
                 if deadline.is_some_and(|d| d as u64 > now) {
-                    if len == 0 {
+                    if bits.is_empty() {
                         complete += 1;
                     } else {
                         partial += 1;
@@ -311,7 +321,7 @@ impl Store for RedisStore {
     async fn register(&self, caller: Caller, reg: Registration) -> Result<LeaseGrant, StoreError> {
         let now = self.now();
         let (record, old) = self.agent_with_holdings(&reg.id).await?;
-        if record.live(now) && !caller.admin && record.owner.as_deref() != Some(&*caller.token) {
+        if record.live(now) && !record.owned_by(&caller) {
             return Err(StoreError::NotOwner(reg.id));
         }
         let ids: Vec<ContentId> = reg.holdings.iter().map(|h| h.content).collect();
@@ -321,22 +331,18 @@ impl Store for RedisStore {
         let mut pipe = redis::pipe();
         pipe.atomic();
         for content in old.keys() {
-            pipe.srem(holders_key(&content_of(content)?), reg.id.as_str())
+            pipe.hdel(holders_key(&content_of(content)?), reg.id.as_str())
                 .ignore();
         }
+        let info = AgentInfo {
+            addr: reg.addr,
+            capacity: reg.upload_capacity,
+            load: 0,
+            owner: caller.token.to_string(),
+        };
         pipe.del(held_key(&reg.id))
             .ignore()
-            .del(agent_key(&reg.id))
-            .ignore()
-            .hset_multiple(
-                agent_key(&reg.id),
-                &[
-                    ("owner", caller.token.to_string()),
-                    ("addr", reg.addr.to_string()),
-                    ("capacity", reg.upload_capacity.to_string()),
-                    ("load", "0".to_string()),
-                ],
-            )
+            .hset(AGENTS, reg.id.as_str(), encode_agent(&info))
             .ignore()
             .zadd(LEASES, reg.id.as_str(), now + self.lease_ms)
             .ignore();
@@ -353,17 +359,17 @@ impl Store for RedisStore {
     ) -> Result<LeaseGrant, StoreError> {
         let now = self.now();
         let mut pipe = redis::pipe();
-        pipe.zscore(LEASES, id.as_str())
-            .hget(agent_key(&id), "owner");
-        let (deadline, owner): (Option<f64>, Option<String>) = self.query(&pipe).await?;
-        let record = AgentRecord {
-            deadline: deadline.map(|d| d as u64),
-            owner,
-        };
+        pipe.zscore(LEASES, id.as_str()).hget(AGENTS, id.as_str());
+        let (deadline, info): (Option<f64>, Option<String>) = self.query(&pipe).await?;
+        let record = AgentRecord::read(deadline, info)?;
         Self::check_owner(&caller, &id, &record, now)?;
+        let mut info = record
+            .info
+            .ok_or_else(|| StoreError::UnknownAgent(id.clone()))?;
+        info.load = beat.load;
         let mut pipe = redis::pipe();
         pipe.atomic()
-            .hset(agent_key(&id), "load", beat.load)
+            .hset(AGENTS, id.as_str(), encode_agent(&info))
             .ignore()
             .zadd(LEASES, id.as_str(), now + self.lease_ms)
             .ignore();
@@ -431,17 +437,16 @@ impl Store for RedisStore {
         for content in &removed {
             pipe.hdel(held_key(&id), &content.as_bytes()[..])
                 .ignore()
-                .srem(holders_key(content), id.as_str())
+                .hdel(holders_key(content), id.as_str())
                 .ignore();
         }
         Self::queue_holdings(&mut pipe, &id, &checked, &known);
         for (content, pieces) in &updated {
-            pipe.hset(
-                held_key(&id),
-                &content.as_bytes()[..],
-                encode_pieces(pieces),
-            )
-            .ignore();
+            let bits = encode_pieces(pieces);
+            pipe.hset(held_key(&id), &content.as_bytes()[..], &bits)
+                .ignore()
+                .hset(holders_key(content), id.as_str(), bits)
+                .ignore();
         }
         pipe.zadd(LEASES, id.as_str(), now + self.lease_ms).ignore();
         self.query::<()>(&pipe).await?;
@@ -455,12 +460,12 @@ impl Store for RedisStore {
         let mut pipe = redis::pipe();
         pipe.atomic();
         for content in held.keys() {
-            pipe.srem(holders_key(&content_of(content)?), id.as_str())
+            pipe.hdel(holders_key(&content_of(content)?), id.as_str())
                 .ignore();
         }
         pipe.del(held_key(&id))
             .ignore()
-            .del(agent_key(&id))
+            .hdel(AGENTS, id.as_str())
             .ignore()
             .zrem(LEASES, id.as_str())
             .ignore();
@@ -474,63 +479,53 @@ impl Store for RedisStore {
     ) -> Result<PeersResponse, StoreError> {
         let now = self.now();
         let field = &content.as_bytes()[..];
-        // Round trip 1: the layout, the holders and what the asker has.
+        // Round trip 1: the layout, every holder's pieces and the asker's lease.
         let asker = query.asker.as_ref().map(AgentId::as_str).unwrap_or("");
         let mut pipe = redis::pipe();
         pipe.hget(CATALOG, field)
-            .smembers(holders_key(&content))
-            .zscore(LEASES, asker)
-            .hget(format!("shoal:held:{asker}"), field);
-        let (entry, holders, asker_deadline, asker_bits): PeersHead = self.query(&pipe).await?;
+            .hgetall(holders_key(&content))
+            .zscore(LEASES, asker);
+        let (entry, mut holders, asker_deadline): (Option<Vec<u8>>, Holders, Option<f64>) =
+            self.query(&pipe).await?;
         let (layout, _) = decode_layout(&entry.ok_or(StoreError::UnknownContent(content))?)?;
         let count = layout.piece_count();
-        let asker_has = match (query.asker.is_some(), asker_deadline, asker_bits) {
-            (true, Some(d), Some(bits)) if d as u64 > now => Some(decode_pieces(bits, count)?),
+        let asker_bits = query
+            .asker
+            .as_ref()
+            .and_then(|a| holders.remove(a.as_str()));
+        let asker_has = match (asker_deadline, asker_bits) {
+            (Some(d), Some(bits)) if d as u64 > now => Some(decode_pieces(bits, count)?),
             _ => None,
         };
         let asker_count = asker_has.as_ref().map_or(0, |p| p.count(count));
-        let candidates: Vec<&String> = holders
-            .iter()
-            .filter(|h| {
-                query
-                    .asker
-                    .as_ref()
-                    .is_none_or(|a| a.as_str() != h.as_str())
-            })
-            .collect();
+        let candidates: Vec<(String, Vec<u8>)> = holders.into_iter().collect();
 
-        // Round trip 2: every candidate's lease, record and pieces.
+        // Round trip 2: every candidate's lease and record, in two commands.
+        let names: Vec<&str> = candidates.iter().map(|(a, _)| a.as_str()).collect();
         let mut pipe = redis::pipe();
-        for agent in &candidates {
-            pipe.zscore(LEASES, agent.as_str())
-                .hmget(
-                    format!("shoal:agent:{agent}"),
-                    &["addr", "capacity", "load"][..],
-                )
-                .hget(format!("shoal:held:{agent}"), field);
-        }
-        type Row = (Option<f64>, Vec<Option<String>>, Option<Vec<u8>>);
-        let rows: Vec<Row> = if candidates.is_empty() {
-            Vec::new()
+        pipe.cmd("ZMSCORE")
+            .arg(LEASES)
+            .arg(&names)
+            .cmd("HMGET")
+            .arg(AGENTS)
+            .arg(&names);
+        let (deadlines, infos): (Vec<Option<f64>>, Vec<Option<String>>) = if names.is_empty() {
+            (Vec::new(), Vec::new())
         } else {
             self.query(&pipe).await?
         };
         // Equal candidates are ordered by a hash of the asker, so that different askers spread
         // over different holders instead of all picking the same first few.
         let seed = query.asker.as_ref().map_or(0, |id| fnv1a(id.as_str()));
-        let mut ranked: Vec<(PeerKey, Peer)> = Vec::with_capacity(rows.len());
-        for (agent, (deadline, record, bits)) in candidates.into_iter().zip(rows) {
-            let (Some(deadline), Some(bits)) = (deadline, bits) else {
+        let mut ranked: Vec<(PeerKey, Peer)> = Vec::with_capacity(candidates.len());
+        for (((agent, bits), deadline), info) in candidates.into_iter().zip(deadlines).zip(infos) {
+            let (Some(deadline), Some(info)) = (deadline, info) else {
                 continue;
             };
             if deadline as u64 <= now {
                 continue;
             }
-            let [Some(addr), Some(capacity), Some(load)] = <[Option<String>; 3]>::try_from(record)
-                .map_err(|_| damaged("an agent record is incomplete"))?
-            else {
-                continue;
-            };
+            let info = decode_agent(&info)?;
             let pieces = decode_pieces(bits, count)?;
             let complete = matches!(pieces, Pieces::Complete);
             let useful = useful_pieces(&pieces, asker_has.as_ref(), asker_count, count);
@@ -538,13 +533,10 @@ impl Store for RedisStore {
                 continue;
             }
             let id = AgentId::new(agent.as_str()).map_err(|e| damaged(e.to_string()))?;
-            let parse_err = |_| damaged(format!("agent {agent}'s record is damaged"));
             let peer = Peer {
-                addr: addr
-                    .parse::<SocketAddr>()
-                    .map_err(|_| damaged(format!("agent {agent}'s address is damaged")))?,
-                upload_capacity: capacity.parse().map_err(parse_err)?,
-                load: load.parse().map_err(parse_err)?,
+                addr: info.addr,
+                upload_capacity: info.capacity,
+                load: info.load,
                 complete,
                 pieces: match &pieces {
                     Pieces::Complete => None,
@@ -557,7 +549,7 @@ impl Store for RedisStore {
                 std::cmp::Reverse(useful),
                 peer.load,
                 std::cmp::Reverse(peer.upload_capacity),
-                (fnv1a(agent) ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                (fnv1a(&agent) ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             );
             ranked.push((key, peer));
         }
@@ -626,28 +618,25 @@ impl Store for RedisStore {
         if live.is_empty() {
             return Ok(Vec::new());
         }
+        let names: Vec<&str> = live.iter().map(|(id, _)| id.as_str()).collect();
+        let mut pipe = redis::pipe();
+        pipe.cmd("HMGET").arg(AGENTS).arg(&names);
+        let (infos,): (Vec<Option<String>>,) = self.query(&pipe).await?;
         let mut pipe = redis::pipe();
         for (id, _) in &live {
-            pipe.hmget(agent_key(id), &["addr", "capacity", "load"][..])
-                .hvals(held_key(id));
+            pipe.hvals(held_key(id));
         }
-        // Per agent: addr, capacity, load; the bits of every holding.
-        type Row = (Vec<Option<String>>, Vec<Vec<u8>>);
-        let rows: Vec<Row> = self.query(&pipe).await?;
+        let held: Vec<Vec<Vec<u8>>> = self.query(&pipe).await?;
         let mut out = Vec::with_capacity(live.len());
-        for ((id, deadline), (record, held)) in live.into_iter().zip(rows) {
-            let [Some(addr), Some(capacity), Some(load)] = <[Option<String>; 3]>::try_from(record)
-                .map_err(|_| damaged("an agent record is incomplete"))?
-            else {
+        for (((id, deadline), info), held) in live.into_iter().zip(infos).zip(held) {
+            let Some(info) = info else {
                 continue;
             };
-            let parse_err = |_| damaged(format!("agent {id}'s record is damaged"));
+            let info = decode_agent(&info)?;
             out.push(AgentSummary {
-                addr: addr
-                    .parse::<SocketAddr>()
-                    .map_err(|_| damaged(format!("agent {id}'s address is damaged")))?,
-                upload_capacity: capacity.parse().map_err(parse_err)?,
-                load: load.parse().map_err(parse_err)?,
+                addr: info.addr,
+                upload_capacity: info.capacity,
+                load: info.load,
                 holdings: held.len() as u32,
                 complete_holdings: held.iter().filter(|bits| bits.is_empty()).count() as u32,
                 lease_remaining_ms: deadline - now,
@@ -672,7 +661,7 @@ impl Store for RedisStore {
             encode_layout(layout, manifest.digests().as_flattened()),
         )
         .hget(CATALOG, field)
-        .smembers(holders_key(&id));
+        .hkeys(holders_key(&id));
         let (created, entry, holders): (bool, Option<Vec<u8>>, Vec<String>) =
             self.query(&pipe).await?;
         // The manifest's layout is authoritative: holdings announced with another one go.
