@@ -13,6 +13,7 @@ fn error_responses(codes: &[&str]) -> Value {
             "404" => "Unknown id.",
             "413" => "Body over the size limit.",
             "429" => "Rate limit of the token exceeded; see `Retry-After`.",
+            "503" => "The tracker's store (Redis, for replicas) is unreachable; retry later.",
             _ => "Error.",
         };
         map.insert(
@@ -44,7 +45,8 @@ fn query(name: &str, schema: Value, description: &str) -> Value {
     json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
 }
 
-const AUTH_ERRORS: [&str; 3] = ["401", "403", "429"];
+/// Every authenticated route: 503 when a networked store does not answer.
+const AUTH_ERRORS: [&str; 4] = ["401", "403", "429", "503"];
 
 fn errs(extra: &[&'static str]) -> Vec<&'static str> {
     let mut all = AUTH_ERRORS.to_vec();
