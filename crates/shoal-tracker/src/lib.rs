@@ -48,7 +48,8 @@ pub struct TrackerOptions {
     pub rate_limit: RateLimit,
     /// How often agents whose lease lapsed are dropped from memory.
     pub sweep_every: Duration,
-    /// The clock of rate limits (give the store the same one).
+    /// The clock of rate limits (give the store the same one, unless it is shared by replicas:
+    /// then the store's is [`Clock::wall`]).
     pub clock: Clock,
 }
 

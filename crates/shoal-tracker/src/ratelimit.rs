@@ -57,7 +57,7 @@ impl RateLimiter {
             tokens: burst,
             at_ms: now,
         });
-        bucket.tokens = (bucket.tokens + (now - bucket.at_ms) as f64 * rate).min(burst);
+        bucket.tokens = (bucket.tokens + now.saturating_sub(bucket.at_ms) as f64 * rate).min(burst);
         bucket.at_ms = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;

@@ -127,19 +127,19 @@ async fn warn_if_readable_by_others(path: &Path) {
 
 async fn serve(args: TrackerArgs, tokens: Tokens) -> anyhow::Result<()> {
     if let Some(url) = &args.store {
-        // Replicas compare lease deadlines in one store, so they need one clock: the wall clock.
-        let clock = Clock::wall();
+        // Replicas compare lease deadlines in one store, so leases need one clock: the wall
+        // clock. Rate limits are per process and keep the monotonic one.
         let store = RedisStore::open(
             url,
             StoreOptions {
                 lease: args.lease,
-                clock: clock.clone(),
+                clock: Clock::wall(),
             },
         )
         .await
         .with_context(|| format!("opening the tracker store {}", redact(url)))?;
         tracing::info!(tokens = tokens.len(), store = %redact(url), "tracker starting");
-        return serve_with(store, clock, args, tokens).await;
+        return serve_with(store, Clock::system(), args, tokens).await;
     }
     let data = args.data.clone().context("--data or --store is required")?;
     let clock = Clock::system();
