@@ -296,16 +296,7 @@ impl Memory {
                     }
                 },
             };
-            let count = layout.piece_count();
-            if let Some(j) = d.have.iter().position(|&p| p >= count) {
-                return Err(StoreError::invalid(
-                    format!("pieces[{i}].have[{j}]"),
-                    format!(
-                        "piece {} is out of range: the content has {count} pieces",
-                        d.have[j]
-                    ),
-                ));
-            }
+            check_have(i, &d.have, layout.piece_count())?;
             deltas.push(d);
         }
 
@@ -657,4 +648,19 @@ pub(super) fn check_holdings(
         });
     }
     Ok(checked)
+}
+
+/// Checks that every piece named in an announce delta exists in a content of `count` pieces;
+/// `i` is the delta's index, for the field path in the error.
+pub(crate) fn check_have(i: usize, have: &[u32], count: u32) -> Result<(), StoreError> {
+    match have.iter().position(|&p| p >= count) {
+        Some(j) => Err(StoreError::invalid(
+            format!("pieces[{i}].have[{j}]"),
+            format!(
+                "piece {} is out of range: the content has {count} pieces",
+                have[j]
+            ),
+        )),
+        None => Ok(()),
+    }
 }

@@ -37,7 +37,7 @@ use shoal_core::wire::{
 };
 use shoal_core::{ContentId, Layout, Manifest};
 
-use super::memory::{check_holdings, fnv1a, useful_pieces, Checked, PeerKey, Pieces};
+use super::memory::{check_have, check_holdings, fnv1a, useful_pieces, Checked, PeerKey, Pieces};
 use super::{
     AgentPage, Caller, ContentSearch, PeerQuery, Registration, Store, StoreError, StoreOptions,
     StoreStats,
@@ -409,16 +409,7 @@ impl Store for RedisStore {
                     }
                 },
             };
-            let count = layout.piece_count();
-            if let Some(j) = d.have.iter().position(|&p| p >= count) {
-                return Err(StoreError::invalid(
-                    format!("pieces[{i}].have[{j}]"),
-                    format!(
-                        "piece {} is out of range: the content has {count} pieces",
-                        d.have[j]
-                    ),
-                ));
-            }
+            check_have(i, &d.have, layout.piece_count())?;
             let pieces = updated.remove(&d.content).unwrap_or(pieces);
             let pieces = match pieces {
                 Pieces::Complete => Pieces::Complete,
