@@ -313,3 +313,31 @@ bench_ratio() {
 
 # bench_le A B: exit 0 if A <= B (decimals).
 bench_le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a + 0 <= b + 0) }'; }
+
+# bench_source_file WORK SIZE_MIB: a file of SIZE_MIB MiB of random data in WORK/files, kept
+# and reused by later runs of the same size, read once into the page cache so every tool is
+# served from memory alike. Sets SRC_DIR, SRC_NAME, SRC and SRC_SHA (its sha256).
+bench_source_file() {
+  local work=$1 size_mib=$2
+  local size_bytes=$((size_mib * 1024 * 1024))
+  SRC_DIR=$work/files
+  SRC_NAME=random-${size_mib}MiB.bin
+  SRC=$SRC_DIR/$SRC_NAME
+  mkdir -p "$SRC_DIR"
+  if [[ -f "$SRC" && -s "$SRC.sha256" && $(stat -c %s "$SRC") -eq $size_bytes ]]; then
+    bench_log "reusing $SRC"
+  else
+    local need_kib=$((size_mib * 1024 * 2 + 65536)) avail_kib
+    avail_kib=$(df -Pk "$work" | awk 'NR == 2 { print $4 }')
+    ((avail_kib >= need_kib)) ||
+      bench_die "not enough space in $work: need ~$((need_kib / 1024)) MiB, have $((avail_kib / 1024)) MiB"
+    bench_log "generating $size_mib MiB of random data into $SRC"
+    rm -f "$SRC" "$SRC.sha256"
+    head -c "$size_bytes" /dev/urandom >"$SRC.tmp"
+    mv "$SRC.tmp" "$SRC"
+    sha256sum "$SRC" | cut -d' ' -f1 >"$SRC.sha256"
+  fi
+  # shellcheck disable=SC2034  # read by the scripts that source this file
+  SRC_SHA=$(cat "$SRC.sha256")
+  cat "$SRC" >/dev/null
+}

@@ -181,27 +181,7 @@ OUT_FS=$(df -PT "$OUT_DIR" | awk 'NR == 2 { print $2 }')
 LOG_DIR=$WORK/logs
 rm -rf "$LOG_DIR"
 mkdir -p "$LOG_DIR"
-SRC_DIR=$WORK/files
-SRC_NAME=random-${SIZE_MIB}MiB.bin
-SRC=$SRC_DIR/$SRC_NAME
-mkdir -p "$SRC_DIR"
-
-need_kib=$((SIZE_MIB * 1024 * 2 + 65536))
-avail_kib=$(df -Pk "$WORK" | awk 'NR == 2 { print $4 }')
-if [[ ! -f "$SRC" ]] && ((avail_kib < need_kib)); then
-  bench_die "not enough space in $WORK: need ~$((need_kib / 1024)) MiB, have $((avail_kib / 1024)) MiB"
-fi
-if [[ -f "$SRC" && -s "$SRC.sha256" && $(stat -c %s "$SRC") -eq $SIZE_BYTES ]]; then
-  bench_log "reusing $SRC"
-else
-  bench_log "generating $SIZE_MIB MiB of random data into $SRC"
-  rm -f "$SRC" "$SRC.sha256"
-  head -c "$SIZE_BYTES" /dev/urandom >"$SRC.tmp"
-  mv "$SRC.tmp" "$SRC"
-  sha256sum "$SRC" | cut -d' ' -f1 >"$SRC.sha256"
-fi
-SRC_SHA=$(cat "$SRC.sha256")
-cat "$SRC" >/dev/null # page cache warm: every mirror serves from memory
+bench_source_file "$WORK" "$SIZE_MIB"
 
 # ----------------------------------------------------------------------------- nginx
 for i in 0 1 2; do

@@ -71,20 +71,7 @@ if [[ " $TOOLS " == *" shoal "* ]]; then
   SHOAL=$WORK/bin/shoal
 fi
 
-SRC_DIR=$WORK/files
-SRC_NAME=random-${SIZE_MIB}MiB.bin
-SRC=$SRC_DIR/$SRC_NAME
-mkdir -p "$SRC_DIR"
-if [[ -f "$SRC" && -s "$SRC.sha256" && $(stat -c %s "$SRC") -eq $SIZE_BYTES ]]; then
-  bench_log "reusing $SRC"
-else
-  bench_log "generating $SIZE_MIB MiB of random data into $SRC"
-  head -c "$SIZE_BYTES" /dev/urandom >"$SRC.tmp"
-  mv "$SRC.tmp" "$SRC"
-  sha256sum "$SRC" | cut -d' ' -f1 >"$SRC.sha256"
-fi
-SRC_SHA=$(cat "$SRC.sha256")
-cat "$SRC" >/dev/null # into the page cache, for every tool alike
+bench_source_file "$WORK" "$SIZE_MIB"
 
 NGINX_DIR=$WORK/nginx
 PORT=""
