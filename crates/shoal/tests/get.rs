@@ -9,7 +9,7 @@ use shoal_testkit::{random_bytes, sha256_hex, Origin, OriginConfig};
 use tempfile::TempDir;
 
 mod common;
-use common::{assert_code, finish, get, run, sha256_of, DEADLINE};
+use common::{assert_code, assert_saved, finish, get, run, DEADLINE};
 
 fn origin_with(content_len: usize, config: OriginConfig) -> Origin {
     Origin::start_blocking(OriginConfig {
@@ -126,10 +126,7 @@ mod download {
         let dir = TempDir::new().unwrap();
         let run = run(dir.path(), &["-o", "out.bin", &origin.url("/file.bin")]);
         assert_code(&run, 0);
-        assert_eq!(
-            sha256_of(&dir.path().join("out.bin")),
-            sha256_hex(&origin.content())
-        );
+        assert_saved(&dir.path().join("out.bin"), &origin);
         assert!(!dir.path().join("out.bin.part").exists());
         assert!(
             run.stderr.contains("saved out.bin: 3.00 MiB in "),
@@ -150,7 +147,7 @@ mod download {
         );
         assert_code(&run, 0);
         let saved = dir.path().join("downloads/disk image.iso");
-        assert_eq!(sha256_of(&saved), sha256_hex(&origin.content()));
+        assert_saved(&saved, &origin);
         assert!(run.stderr.contains("disk image.iso"), "{}", run.stderr);
     }
 
@@ -160,10 +157,7 @@ mod download {
         let dir = TempDir::new().unwrap();
         let run = run(dir.path(), &[&origin.url("/here.bin")]);
         assert_code(&run, 0);
-        assert_eq!(
-            sha256_of(&dir.path().join("here.bin")),
-            sha256_hex(&origin.content())
-        );
+        assert_saved(&dir.path().join("here.bin"), &origin);
     }
 
     #[test]
@@ -195,10 +189,7 @@ mod download {
             &["--overwrite", "-o", "out.bin", &origin.url("/file.bin")],
         );
         assert_code(&run, 0);
-        assert_eq!(
-            sha256_of(&dir.path().join("out.bin")),
-            sha256_hex(&origin.content())
-        );
+        assert_saved(&dir.path().join("out.bin"), &origin);
     }
 
     #[test]
@@ -266,10 +257,7 @@ mod download {
             &["--checksum", &sum, "-o", "out.bin", &origin.url("/f")],
         );
         assert_code(&run, 0);
-        assert_eq!(
-            sha256_of(&dir.path().join("out.bin")),
-            sha256_hex(&origin.content())
-        );
+        assert_saved(&dir.path().join("out.bin"), &origin);
     }
 
     #[test]
@@ -414,10 +402,7 @@ mod download {
         assert_code(&run, 3);
         let run = super::run(dir.path(), &["-k", "-o", "out.bin", &url]);
         assert_code(&run, 0);
-        assert_eq!(
-            sha256_of(&dir.path().join("out.bin")),
-            sha256_hex(&origin.content())
-        );
+        assert_saved(&dir.path().join("out.bin"), &origin);
     }
 
     #[test]

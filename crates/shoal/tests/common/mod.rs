@@ -80,3 +80,13 @@ pub fn assert_code(run: &Finished, code: i32) {
 pub fn sha256_of(path: &Path) -> String {
     sha256_hex(&std::fs::read(path).unwrap())
 }
+
+/// The file at `path` holds exactly what `origin` serves.
+pub fn assert_saved(path: &Path, origin: &shoal_testkit::Origin) {
+    assert_eq!(
+        sha256_of(path),
+        sha256_hex(&origin.content()),
+        "{}",
+        path.display()
+    );
+}
