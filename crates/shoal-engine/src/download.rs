@@ -8,21 +8,22 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 use url::Url;
 
-use shoal_core::Bitfield;
+use shoal_core::{Bitfield, ChecksumAlgo};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::DownloadError;
 use crate::events::{Event, EventSender, SourceUsage, Summary};
 use crate::http::{self, FetchError, Probe, RangeSource};
+use crate::metalink::PieceHashes;
 use crate::naming;
-use crate::options::{DownloadOptions, Existing, Output, Resume, BLOCK};
+use crate::options::{DownloadOptions, Existing, OriginUse, Output, Resume, SwarmOptions, BLOCK};
 use crate::redact::redacted;
 use crate::resume::{self, State};
 use crate::retry::Backoff;
 use crate::segments::Segments;
 use crate::single;
 use crate::storage::{self, ExistingPart, PartFile};
-use crate::transfer::{self, Transfer};
+use crate::transfer::{self, Role, Transfer};
 use crate::verify;
 
 pub async fn run(
@@ -35,6 +36,9 @@ pub async fn run(
         refuse_existing(path, options.existing)?;
     }
     let client = http::client(&options.http).map_err(|e| network(&options.url, &e, 1))?;
+    if let Some(swarm) = &options.swarm {
+        return run_swarm(&options, swarm, client, &events, &cancel, started).await;
+    }
     let Probed {
         probe,
         mirrors,
@@ -133,6 +137,121 @@ pub async fn run(
     })
 }
 
+/// A swarm download: the manifest gives the size, so nothing is probed; peers (and the origin,
+/// as a fallback) are sources of one segmented transfer in which every piece is verified.
+async fn run_swarm(
+    options: &DownloadOptions,
+    swarm: &SwarmOptions,
+    client: reqwest::Client,
+    events: &EventSender,
+    cancel: &CancellationToken,
+    started: Instant,
+) -> Result<Summary, DownloadError> {
+    let layout = swarm.manifest.layout();
+    let size = layout.size();
+    let path = match &options.output {
+        Output::File(path) => path.clone(),
+        Output::Dir(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| DownloadError::io(dir, "create directory", e))?;
+            dir.join(swarm.manifest.id().to_string())
+        }
+    };
+    refuse_existing(&path, options.existing)?;
+    let mut options = options.clone();
+    options.pieces = Some(PieceHashes {
+        algo: ChecksumAlgo::Blake3,
+        length: layout.piece_size(),
+        hashes: swarm
+            .manifest
+            .digests()
+            .iter()
+            .map(|d| d.to_vec())
+            .collect(),
+    });
+    let _ = events.send(Event::Started {
+        url: redacted(&options.url),
+        path: path.clone(),
+        size: Some(size),
+        ranges: true,
+    });
+    let state_path = resume::state_path(&path);
+    let record = State {
+        url_hash: resume::url_hash(&options.url),
+        size,
+        block: BLOCK,
+        // The content id names the bytes exactly: a state for other bytes never matches.
+        etag: Some(swarm.manifest.id().to_string()),
+        last_modified: None,
+        done: Bitfield::new(0),
+    };
+    let previous = match options.resume {
+        Resume::Auto if size > 0 => previous_run(&path, &state_path, &record, &options, events)?,
+        Resume::Auto | Resume::Never => None,
+    };
+    let (part, done) = match previous {
+        Some((part, done)) => (part, done),
+        None => {
+            resume::remove(&state_path).map_err(|e| DownloadError::io(&state_path, "remove", e))?;
+            resume::sync_dir(&state_path);
+            (
+                PartFile::create(&path, Some(size))?,
+                Bitfield::new(block_count(size)),
+            )
+        }
+    };
+    let part = Arc::new(part);
+    let outcome = if size == 0 {
+        transfer::Outcome {
+            size: 0,
+            max_connections: 0,
+            fetched: 0,
+            sources: Vec::new(),
+        }
+    } else {
+        let origin = match &swarm.origin {
+            OriginUse::Never => Vec::new(),
+            OriginUse::Fallback { validator, .. } => vec![(
+                RangeSource {
+                    client,
+                    url: options.url.clone(),
+                    size,
+                    validator: validator.clone(),
+                },
+                Role::SwarmOrigin,
+            )],
+        };
+        let checkpoint = Checkpoint::new(
+            part.clone(),
+            state_path.clone(),
+            State {
+                done: done.clone(),
+                ..record
+            },
+        );
+        let transfer = Transfer {
+            options: Arc::new(options.clone()),
+            part: part.clone(),
+            events: events.clone(),
+            cancel: cancel.clone(),
+        };
+        transfer::segmented(transfer, size, origin, None, done, checkpoint).await?
+    };
+    part.finish(size)?;
+    let part = Arc::try_unwrap(part).expect("every connection has stopped");
+    let path = part.commit(options.existing)?;
+    resume::remove(&state_path).map_err(|e| DownloadError::io(&state_path, "remove", e))?;
+    resume::sync_dir(&state_path);
+    Ok(Summary {
+        path,
+        size,
+        elapsed: started.elapsed(),
+        max_connections: outcome.max_connections,
+        fetched: outcome.fetched,
+        sources: outcome.sources,
+    })
+}
+
 /// What one attempt at the bytes needs: an attempt is repeated from scratch when the file
 /// changes on the server mid-way.
 struct Attempt<'a> {
@@ -201,12 +320,15 @@ impl Attempt<'_> {
                     ..record
                 };
                 let checkpoint = Checkpoint::new(part.clone(), state_path.to_path_buf(), record);
-                let sources = std::iter::once(source).chain(mirrors).collect();
+                let sources = std::iter::once(source)
+                    .chain(mirrors)
+                    .map(|s| (s, Role::Whole))
+                    .collect();
                 transfer::segmented(
                     transfer,
+                    size,
                     sources,
-                    probe.response,
-                    probe.start,
+                    Some((probe.response, probe.start)),
                     done,
                     checkpoint,
                 )

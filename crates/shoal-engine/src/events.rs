@@ -52,6 +52,16 @@ pub enum Event {
     Stalled { connection: u32 },
     /// The server asked for fewer connections (429/503) or more did not add throughput.
     ConnectionsLowered { to: u32, reason: String },
+    /// A piece matched its digest (swarm downloads and piece hashes): it may be served and
+    /// announced.
+    PieceVerified { index: u32 },
+    /// A piece did not match its digest; `url` sent some of its bytes (credentials redacted)
+    /// and is not used any more. `peer` names the peer, when it was one.
+    BadPiece {
+        index: u32,
+        url: String,
+        peer: Option<String>,
+    },
     /// Every byte is on disk; the checksum is being computed.
     Verifying { algo: String },
 }

@@ -22,7 +22,9 @@ pub enum FetchError {
         status: StatusCode,
         retry_after: Option<Duration>,
     },
-    /// The connection failed: refused, reset, timed out, cut short.
+    /// No connection could be made (refused, unreachable).
+    Connect(String),
+    /// The connection failed: reset, timed out, cut short.
     Transport(String),
     /// The server answered, but not with what was asked (wrong `Content-Range`, …).
     Protocol(String),
@@ -60,7 +62,9 @@ impl FetchError {
     pub fn describe(&self) -> String {
         match self {
             FetchError::Status { status, .. } => format!("server answered {status}"),
-            FetchError::Transport(detail) | FetchError::Protocol(detail) => detail.clone(),
+            FetchError::Connect(detail)
+            | FetchError::Transport(detail)
+            | FetchError::Protocol(detail) => detail.clone(),
             FetchError::Changed => "the file changed on the server".to_string(),
             FetchError::Stalled => "no data arrived for the stall timeout".to_string(),
         }
@@ -89,7 +93,11 @@ pub fn transport_error(error: &reqwest::Error) -> FetchError {
         }
         source = cause_of(source);
     }
-    FetchError::Transport(text)
+    if error.is_connect() {
+        FetchError::Connect(text)
+    } else {
+        FetchError::Transport(text)
+    }
 }
 
 fn cause_of<'a>(

@@ -29,7 +29,7 @@ pub use error::{DownloadError, ErrorKind};
 pub use events::{Event, EventSender, Progress, SourceUsage, Summary};
 pub use options::{
     parse_bytes, Connections, DownloadOptions, Existing, HttpOptions, MinSplit, OptionError,
-    Output, Rate, Resume, BLOCK,
+    OriginUse, Output, PeerSource, Rate, Resume, SwarmOptions, BLOCK,
 };
 pub use tokio_util::sync::CancellationToken;
 

@@ -1,10 +1,12 @@
 //! What a caller asks of a download, validated once in types.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
-use shoal_core::Checksum;
+use shoal_core::{Bitfield, Checksum, Manifest};
+use tokio::sync::watch;
 
 use crate::metalink::PieceHashes;
 use thiserror::Error;
@@ -196,6 +198,53 @@ pub struct DownloadOptions {
     pub expected_size: Option<u64>,
     pub limit_rate: Option<Rate>,
     pub http: HttpOptions,
+    /// Fetch a content of known manifest from peers (and `url` as a capped origin) instead of
+    /// probing `url`; see [`SwarmOptions`].
+    pub swarm: Option<SwarmOptions>,
+}
+
+/// A download of a content whose manifest is known, from the peers that hold its pieces.
+/// Peers are sources of the same scheduler as mirrors: each connection asks a peer for a piece
+/// it holds, the rarest first (random among equals), and every piece is checked against the
+/// manifest before it counts; a peer whose piece does not match is dropped. No probe is sent:
+/// the manifest gives the size.
+#[derive(Debug, Clone)]
+pub struct SwarmOptions {
+    pub manifest: Arc<Manifest>,
+    /// The peers as the caller knows them now; re-read while the download runs, so peers that
+    /// appear, and pieces they verify, are used as they become known.
+    pub peers: watch::Receiver<Vec<PeerSource>>,
+    /// How requests to peers are made (their `Authorization` header, say).
+    pub peer_http: HttpOptions,
+    /// The most connections to one peer.
+    pub per_peer: Connections,
+    /// How the download's `url` is used.
+    pub origin: OriginUse,
+}
+
+/// A peer's piece server for this content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSource {
+    /// The peer's name (its agent id), for logs and reports.
+    pub name: String,
+    /// Where its bytes of this content are fetched with range requests.
+    pub url: Url,
+    /// Its verified pieces; `None` when it holds every piece.
+    pub have: Option<Bitfield>,
+}
+
+/// Whether a swarm download may fetch from the origin URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginUse {
+    /// Only peers: the content has no origin, or it must not be asked.
+    Never,
+    /// For pieces that no peer holds, and to race peers that are slow at the end, over at most
+    /// `connections` connections. `validator` is sent as `If-Range`, so bytes of another
+    /// version of the file are never mixed in.
+    Fallback {
+        connections: Connections,
+        validator: Option<String>,
+    },
 }
 
 impl DownloadOptions {
@@ -216,6 +265,7 @@ impl DownloadOptions {
             expected_size: None,
             limit_rate: None,
             http: HttpOptions::default(),
+            swarm: None,
         }
     }
 }

@@ -23,6 +23,14 @@ pub struct PieceCheck {
     writers: Vec<AtomicU8>,
 }
 
+/// What one round of checking found.
+#[derive(Default)]
+pub struct Checked {
+    /// Pieces that matched, newly.
+    pub verified: Vec<u32>,
+    pub bad: Vec<BadPiece>,
+}
+
 /// A piece whose bytes did not match.
 pub struct BadPiece {
     pub index: u32,
@@ -71,12 +79,13 @@ impl PieceCheck {
     }
 
     /// Checks every piece whose bytes are all written and that is not verified yet. Bad
-    /// pieces are forgotten in `segments`, so they are fetched again, and returned.
+    /// pieces are forgotten in `segments`, so they are fetched again. Returns which pieces
+    /// matched and which did not.
     pub async fn check(
         &self,
         part: &Arc<PartFile>,
         segments: &Mutex<Segments>,
-    ) -> Result<Vec<BadPiece>, std::io::Error> {
+    ) -> Result<Checked, std::io::Error> {
         let ready: Vec<u32> = {
             let seg = segments.lock().expect("segments lock");
             let verified = self.verified.lock().expect("pieces lock");
@@ -84,7 +93,7 @@ impl PieceCheck {
                 .filter(|&i| !verified.get(i) && seg.is_done(self.range(i)))
                 .collect()
         };
-        let mut bad = Vec::new();
+        let mut checked = Checked::default();
         for index in ready {
             let range = self.range(index);
             let (part, algo) = (part.clone(), self.hashes.algo);
@@ -94,14 +103,15 @@ impl PieceCheck {
                     .expect("hashing does not panic")?;
             if digest == self.hashes.hashes[index as usize] {
                 self.verified.lock().expect("pieces lock").set(index);
+                checked.verified.push(index);
                 continue;
             }
             segments.lock().expect("segments lock").invalidate(range);
             let sources = (range.start() / BLOCK..range.end().div_ceil(BLOCK))
                 .map(|b| usize::from(self.writers[b as usize].load(Ordering::Relaxed)))
                 .collect();
-            bad.push(BadPiece { index, sources });
+            checked.bad.push(BadPiece { index, sources });
         }
-        Ok(bad)
+        Ok(checked)
     }
 }

@@ -170,6 +170,76 @@ impl Segments {
         self.endgame(worker)
     }
 
+    /// Like [`Segments::assign_at`] for a source that can serve only `allowed` (a peer's
+    /// pieces, in the order it should fetch them: rarest first). The worker gets the first
+    /// pending interval inside the first allowed range that has one, clipped to that range;
+    /// failing that, at the tail, a duplicate of the slowest remainder that lies wholly inside
+    /// an allowed range (endgame). There is no stealing: allowed ranges are pieces, small
+    /// enough that racing the tail is cheaper than cutting them.
+    pub fn assign_within(&mut self, worker: WorkerId, allowed: &[ByteRange]) -> Option<ByteRange> {
+        self.release(worker);
+        if let Some((start, end)) = self.pending_within(allowed) {
+            let (&s, &e) = self
+                .pending
+                .range(..=start)
+                .next_back()
+                .expect("the interval is pending");
+            self.pending.remove(&s);
+            if s < start {
+                self.pending.insert(s, start);
+            }
+            if end < e {
+                self.pending.insert(end, e);
+            }
+            return Some(self.own(worker, start, end, None));
+        }
+        self.race_within(worker, allowed)
+    }
+
+    /// The endgame part of [`Segments::assign_within`]: a duplicate of the slowest remainder
+    /// that lies wholly inside an allowed range and would take over a second.
+    pub fn race_within(&mut self, worker: WorkerId, allowed: &[ByteRange]) -> Option<ByteRange> {
+        self.release(worker);
+        let inside = |o: &Owned| {
+            allowed
+                .iter()
+                .any(|a| a.start() <= o.pos / BLOCK * BLOCK && o.end <= a.end())
+        };
+        let (&victim, o) = self
+            .owned
+            .iter()
+            .filter(|(_, o)| o.twin.is_none() && o.end > o.pos && inside(o))
+            .filter_map(|(id, o)| Some((id, o, eta(o)?)))
+            .filter(|(_, _, eta)| *eta > ENDGAME_MIN_SECS)
+            .max_by(|a, b| a.2.total_cmp(&b.2))
+            .map(|(id, o, _)| (id, o))?;
+        let start = o.pos / BLOCK * BLOCK;
+        let end = o.end;
+        self.owned.get_mut(&victim).expect("victim is owned").twin = Some(worker);
+        Some(self.own(worker, start, end, Some(victim)))
+    }
+
+    /// Whether [`Segments::assign_within`] would find a pending interval in `allowed`.
+    pub fn has_work_within(&self, allowed: &[ByteRange]) -> bool {
+        self.pending_within(allowed).is_some()
+    }
+
+    /// The first block-aligned pending stretch inside the first allowed range that has one.
+    fn pending_within(&self, allowed: &[ByteRange]) -> Option<(u64, u64)> {
+        allowed.iter().find_map(|a| {
+            let before = self
+                .pending
+                .range(..=a.start())
+                .next_back()
+                .filter(|(_, &e)| e > a.start());
+            let after = self.pending.range(a.start()..a.end()).next();
+            let (&s, &e) = before.or(after)?;
+            let start = s.max(a.start());
+            let end = e.min(a.end());
+            (start % BLOCK == 0 && start < end).then_some((start, end))
+        })
+    }
+
     /// The remainder to steal from: the one with the longest time to go when every candidate
     /// has a measured speed, else the largest; only one big enough to split.
     fn steal_victim(&self) -> Option<WorkerId> {
@@ -366,6 +436,49 @@ mod tests {
     use proptest::prelude::*;
 
     const MIB: u64 = 1 << 20;
+
+    fn piece(i: u64) -> ByteRange {
+        ByteRange::new(i * MIB, (i + 1) * MIB).unwrap()
+    }
+
+    #[test]
+    fn assign_within_takes_allowed_pieces_in_order() {
+        let mut seg = Segments::new(4 * MIB, MIB);
+        assert_eq!(seg.assign_within(1, &[piece(2), piece(0)]), Some(piece(2)));
+        assert_eq!(seg.assign_within(2, &[piece(2), piece(0)]), Some(piece(0)));
+        // Pieces 1 and 3 stay pending for others; nothing else is allowed to worker 3.
+        assert!(seg.has_work_within(&[piece(1)]));
+        assert!(!seg.has_work_within(&[piece(0), piece(2)]));
+        assert_eq!(seg.assign_within(3, &[piece(0)]), None);
+        assert_eq!(seg.assign(4), Some(piece(1)));
+        assert_eq!(seg.assign_within(5, &[piece(3)]), Some(piece(3)));
+    }
+
+    #[test]
+    fn assign_within_races_a_slow_piece_at_the_tail() {
+        let mut seg = Segments::new(2 * MIB, MIB);
+        assert_eq!(seg.assign_within(1, &[piece(0)]), Some(piece(0)));
+        assert_eq!(seg.assign_within(2, &[piece(1)]), Some(piece(1)));
+        seg.advance(2, 2 * MIB);
+        seg.advance(1, 3 * BLOCK);
+        seg.set_speed(1, 1000.0);
+        let twin = seg.assign_within(3, &[piece(0), piece(1)]).unwrap();
+        assert_eq!((twin.start(), twin.end()), (3 * BLOCK, MIB));
+        seg.advance(3, MIB);
+        assert!(seg.is_complete());
+        assert_eq!(seg.advance(1, 4 * BLOCK), Next::Finished);
+    }
+
+    #[test]
+    fn assign_within_clips_a_pending_interval_and_keeps_the_rest() {
+        let mut seg = Segments::new(3 * MIB + 100, MIB);
+        let last = ByteRange::new(3 * MIB, 3 * MIB + 100).unwrap();
+        assert_eq!(seg.assign_within(1, &[last]), Some(last));
+        assert_eq!(seg.assign_within(2, &[piece(1)]), Some(piece(1)));
+        assert_eq!(seg.assign(3), Some(piece(0)));
+        assert_eq!(seg.assign(4), Some(piece(2)));
+        assert!(!seg.has_work());
+    }
 
     #[test]
     fn first_worker_takes_everything_then_others_halve() {

@@ -7,12 +7,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::Response;
-use shoal_core::{Bitfield, ByteRange};
+use shoal_core::{Bitfield, ByteRange, Layout};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -24,7 +24,7 @@ use crate::download::network;
 use crate::error::{DownloadError, ErrorKind};
 use crate::events::{Event, EventSender, Progress, SourceUsage};
 use crate::http::{transport_error, FetchError, RangeSource};
-use crate::options::DownloadOptions;
+use crate::options::{DownloadOptions, PeerSource};
 use crate::pieces::PieceCheck;
 use crate::ratelimit::RateLimiter;
 use crate::redact::redacted;
@@ -64,6 +64,18 @@ const SLOW_FOR: Duration = Duration::from_secs(3);
 /// consecutive failures, not the failures of a long download.
 const PROGRESS_RESETS_TRIES: u64 = 1 << 20;
 
+/// Consecutive failures after which a peer is not asked any more.
+const PEER_TRIES: u32 = 2;
+/// Connections to a swarm's origin: it is the fallback, not the main source.
+const SWARM_ORIGIN_CONNECTIONS: u32 = 4;
+
+fn origin_cap(options: &DownloadOptions) -> u32 {
+    match options.swarm.as_ref().map(|s| &s.origin) {
+        Some(crate::options::OriginUse::Fallback { connections, .. }) => connections.get(),
+        _ => SWARM_ORIGIN_CONNECTIONS,
+    }
+}
+
 /// What every transfer needs from the download.
 #[derive(Clone)]
 pub struct Transfer {
@@ -80,9 +92,27 @@ pub struct Outcome {
     pub sources: Vec<SourceUsage>,
 }
 
+/// What a source can serve, and so how its connections are given work.
+enum Kind {
+    /// A server of the whole file (the URL asked for, a mirror): it takes pending work and
+    /// steals from others.
+    Whole,
+    /// A peer: only the pieces it has verified, rarest first.
+    Peer {
+        name: String,
+        /// `None` when it holds every piece.
+        have: RwLock<Option<Bitfield>>,
+    },
+    /// The origin of a swarm download: pieces no peer holds, and racing slow peers at the end.
+    SwarmOrigin,
+}
+
 /// One server of the file and how it is doing.
 struct Source {
     range: RangeSource,
+    kind: Kind,
+    /// The most connections to it.
+    cap: u32,
     /// Connections to it right now.
     connections: AtomicU32,
     bytes: AtomicU64,
@@ -93,6 +123,22 @@ struct Source {
 }
 
 impl Source {
+    fn new(range: RangeSource, kind: Kind, cap: u32) -> Self {
+        Self {
+            range,
+            kind,
+            cap,
+            connections: AtomicU32::new(0),
+            bytes: AtomicU64::new(0),
+            speed: AtomicU64::new(0),
+            dropped: Mutex::new(None),
+        }
+    }
+
+    fn is_peer(&self) -> bool {
+        matches!(self.kind, Kind::Peer { .. })
+    }
+
     fn is_dropped(&self) -> bool {
         self.dropped.lock().expect("source lock").is_some()
     }
@@ -102,7 +148,13 @@ struct Shared {
     t: Transfer,
     size: u64,
     pieces: Option<PieceCheck>,
-    sources: Vec<Source>,
+    /// Sources only ever get added (peers as they become known), so an index names one source
+    /// for the whole download.
+    sources: RwLock<Vec<Arc<Source>>>,
+    /// The pieces of a swarm download, which peers hold and the scheduler hands out.
+    layout: Option<Layout>,
+    /// How peers are asked, in a swarm download.
+    peer_client: Option<reqwest::Client>,
     segments: Mutex<Segments>,
     limiter: Option<RateLimiter>,
     fetched: AtomicU64,
@@ -152,15 +204,15 @@ impl Shared {
     /// Stops using a source that keeps failing. Returns false, leaving it in use, when it is
     /// the last one: then its failure is the download's.
     fn drop_source(&self, index: usize, reason: String) -> bool {
-        let others = self
-            .sources
+        let sources = self.all_sources();
+        let others = sources
             .iter()
             .enumerate()
             .any(|(i, s)| i != index && !s.is_dropped());
         if !others {
             return false;
         }
-        let source = &self.sources[index];
+        let source = &sources[index];
         let mut dropped = source.dropped.lock().expect("source lock");
         if dropped.is_none() {
             info!(url = %source.range.shown_url(), %reason, "mirror dropped");
@@ -173,22 +225,141 @@ impl Shared {
         true
     }
 
+    fn source(&self, index: usize) -> Arc<Source> {
+        self.sources.read().expect("sources lock")[index].clone()
+    }
+
+    fn all_sources(&self) -> Vec<Arc<Source>> {
+        self.sources.read().expect("sources lock").clone()
+    }
+
     /// The source a new connection should use: the live one with the fewest connections,
-    /// under the per-server cap when there are several.
+    /// under its cap, that has work a connection could take now.
     fn pick_source(&self) -> Option<usize> {
-        let cap = if self.sources.len() > 1 {
-            self.t.options.per_server.get()
-        } else {
-            u32::MAX
-        };
-        self.sources
+        let sources = self.all_sources();
+        sources
             .iter()
             .enumerate()
             .filter(|(_, s)| !s.is_dropped())
-            .map(|(i, s)| (i, s.connections.load(Ordering::SeqCst)))
-            .filter(|&(_, n)| n < cap)
-            .min_by_key(|&(i, n)| (n, i))
-            .map(|(i, _)| i)
+            .map(|(i, s)| (i, s, s.connections.load(Ordering::SeqCst)))
+            .filter(|&(_, s, n)| n < s.cap && self.has_work_for(s))
+            .min_by_key(|&(i, _, n)| (n, i))
+            .map(|(i, _, _)| i)
+    }
+
+    fn has_work_for(&self, source: &Source) -> bool {
+        match &source.kind {
+            Kind::Whole => self.segments().has_work(),
+            Kind::Peer { .. } | Kind::SwarmOrigin => {
+                let allowed = self.allowed(source);
+                self.segments().has_work_within(&allowed)
+            }
+        }
+    }
+
+    /// The next range for worker `id` of `source`, taken for it in the segments.
+    fn assign(&self, id: WorkerId, source: &Source, speed: Option<f64>) -> Option<ByteRange> {
+        match &source.kind {
+            Kind::Whole => {
+                let mut seg = self.segments();
+                match seg.owned_by(id) {
+                    Some(r) if !r.is_empty() => Some(r),
+                    _ => seg.assign_at(id, speed),
+                }
+            }
+            Kind::Peer { .. } => {
+                let allowed = self.allowed(source);
+                let mut seg = self.segments();
+                match seg.owned_by(id) {
+                    Some(r) if !r.is_empty() => Some(r),
+                    _ => seg.assign_within(id, &allowed),
+                }
+            }
+            Kind::SwarmOrigin => {
+                let allowed = self.allowed(source);
+                let whole = [ByteRange::new(0, self.size).expect("a swarm file is not empty")];
+                let mut seg = self.segments();
+                match seg.owned_by(id) {
+                    Some(r) if !r.is_empty() => Some(r),
+                    _ => seg
+                        .assign_within(id, &allowed)
+                        .or_else(|| seg.race_within(id, &whole)),
+                }
+            }
+        }
+    }
+
+    /// The pieces `source` may be asked for, in the order to ask: for a peer, those it holds,
+    /// rarest among the live peers first, random among equals (so peers that start together
+    /// fetch different pieces and can trade them); for a swarm's origin, those no live peer
+    /// holds, in random order.
+    fn allowed(&self, source: &Source) -> Vec<ByteRange> {
+        let Some(layout) = self.layout else {
+            return vec![ByteRange::new(0, self.size).expect("size > 0")];
+        };
+        let count = layout.piece_count() as usize;
+        let mut holders = vec![0u32; count];
+        for s in self.all_sources().iter().filter(|s| !s.is_dropped()) {
+            if let Kind::Peer { have, .. } = &s.kind {
+                match &*have.read().expect("have lock") {
+                    None => holders.iter_mut().for_each(|h| *h += 1),
+                    Some(bits) => bits.ones().for_each(|p| holders[p as usize] += 1),
+                }
+            }
+        }
+        let held = |p: u32| match &source.kind {
+            Kind::Peer { have, .. } => have
+                .read()
+                .expect("have lock")
+                .as_ref()
+                .is_none_or(|bits| bits.get(p)),
+            Kind::SwarmOrigin => holders[p as usize] == 0,
+            Kind::Whole => true,
+        };
+        let mut order: Vec<(u32, u32, u32)> = (0..count as u32)
+            .filter(|&p| held(p))
+            .map(|p| (holders[p as usize], rand::random::<u32>(), p))
+            .collect();
+        order.sort_unstable();
+        order
+            .into_iter()
+            .map(|(_, _, p)| layout.range(layout.piece(p).expect("p < piece count")))
+            .collect()
+    }
+
+    /// Adds peers not seen before and takes in what known ones hold now.
+    fn refresh_peers(&self, peers: &[PeerSource]) {
+        let mut sources = self.sources.write().expect("sources lock");
+        for peer in peers {
+            let known = sources.iter().find(|s| match &s.kind {
+                Kind::Peer { name, .. } => *name == peer.name && s.range.url == peer.url,
+                _ => false,
+            });
+            match known {
+                Some(source) => {
+                    if let Kind::Peer { have, .. } = &source.kind {
+                        *have.write().expect("have lock") = peer.have.clone();
+                    }
+                }
+                None => {
+                    debug!(peer = %peer.name, url = %redacted(&peer.url), "new peer");
+                    let swarm = self.t.options.swarm.as_ref().expect("peers only in swarms");
+                    sources.push(Arc::new(Source::new(
+                        RangeSource {
+                            client: self.peer_client.clone().expect("a swarm has a peer client"),
+                            url: peer.url.clone(),
+                            size: self.size,
+                            validator: None,
+                        },
+                        Kind::Peer {
+                            name: peer.name.clone(),
+                            have: RwLock::new(peer.have.clone()),
+                        },
+                        swarm.per_peer.get(),
+                    )));
+                }
+            }
+        }
     }
 
     fn millis(&self) -> u64 {
@@ -253,43 +424,74 @@ enum Phase {
     Settled,
 }
 
-/// Downloads the blocks not in `done` over many connections. `first` (the probe's response,
-/// streaming from `first_start`) is used when the first missing block starts there. `checkpoint` records progress
-/// durably while this runs and once more when it stops, however it stops.
+/// How a source given at the start is used.
+pub enum Role {
+    /// It serves the whole file: the URL asked for, or a mirror.
+    Whole,
+    /// The origin of a swarm download, used for pieces no peer holds and to race slow peers.
+    SwarmOrigin,
+}
+
+/// Downloads the blocks not in `done` of a file of `size` bytes over many connections to
+/// `sources` and, in a swarm download, to the peers `options.swarm` names as they become
+/// known. `first` (the probe's response and the offset it streams from) is used when the first
+/// missing block starts there. `checkpoint` records progress durably while this runs and once
+/// more when it stops, however it stops.
 pub async fn segmented(
     t: Transfer,
-    sources: Vec<RangeSource>,
-    first: Response,
-    first_start: u64,
+    size: u64,
+    sources: Vec<(RangeSource, Role)>,
+    first: Option<(Response, u64)>,
     done: Bitfield,
     checkpoint: Checkpoint,
 ) -> Result<Outcome, DownloadError> {
     let options = t.options.clone();
-    let size = sources[0].size;
     let pieces = match options.pieces.clone().map(|p| PieceCheck::new(p, size)) {
         Some(None) => {
-            return Err(network(
-                &sources[0].url,
-                &FetchError::Protocol(format!(
+            return Err(DownloadError::Network {
+                url: redacted(&options.url),
+                detail: format!(
                     "the piece hashes do not describe a file of {size} bytes, which the server has"
-                )),
-                1,
-            ))
+                ),
+                tries: 1,
+            })
         }
         Some(Some(check)) => Some(check),
         None => None,
     };
     let mut segments = Segments::resume(size, options.min_split.get(), done);
-    let first = match segments.assign(0) {
-        Some(range) if range.start() == first_start => Some(first),
-        _ => {
-            // Not where the work starts. Dropped now, not when this function returns:
-            // dropping closes its connection, which would otherwise keep the server sending
-            // what nobody reads.
-            segments.release(0);
-            drop(first);
-            None
+    let first = match (first, segments.owned_by(0)) {
+        (Some((response, start)), None) => match segments.assign(0) {
+            Some(range) if range.start() == start => Some(response),
+            _ => {
+                // Not where the work starts. Dropped now, not when this function returns:
+                // dropping closes its connection, which would otherwise keep the server
+                // sending what nobody reads.
+                segments.release(0);
+                drop(response);
+                None
+            }
+        },
+        _ => None,
+    };
+    let many = sources.len() > 1;
+    let sources: Vec<Arc<Source>> = sources
+        .into_iter()
+        .map(|(range, role)| {
+            let (kind, cap) = match role {
+                Role::Whole if many => (Kind::Whole, options.per_server.get()),
+                Role::Whole => (Kind::Whole, u32::MAX),
+                Role::SwarmOrigin => (Kind::SwarmOrigin, origin_cap(&options)),
+            };
+            Arc::new(Source::new(range, kind, cap))
+        })
+        .collect();
+    let swarm = options.swarm.clone();
+    let peer_client = match &swarm {
+        Some(swarm) => {
+            Some(crate::http::client(&swarm.peer_http).map_err(|e| network(&options.url, &e, 1))?)
         }
+        None => None,
     };
     let shared = Arc::new(Shared {
         limiter: options
@@ -297,16 +499,9 @@ pub async fn segmented(
             .map(|r| RateLimiter::new(r.bytes_per_sec())),
         size,
         pieces,
-        sources: sources
-            .into_iter()
-            .map(|range| Source {
-                range,
-                connections: AtomicU32::new(0),
-                bytes: AtomicU64::new(0),
-                speed: AtomicU64::new(0),
-                dropped: Mutex::new(None),
-            })
-            .collect(),
+        sources: RwLock::new(sources),
+        layout: swarm.as_ref().map(|s| s.manifest.layout()),
+        peer_client,
         segments: Mutex::new(segments),
         fetched: AtomicU64::new(0),
         target: AtomicU32::new(1),
@@ -318,21 +513,36 @@ pub async fn segmented(
         start: Instant::now(),
         t,
     });
+    let mut peers = swarm.map(|s| s.peers);
+    if let Some(peers) = &mut peers {
+        shared.refresh_peers(&peers.borrow_and_update());
+    }
     let checkpoint = checkpoint.start(shared.clone());
     let mut slots: HashMap<WorkerId, Slot> = HashMap::new();
     let mut next_id: WorkerId = 0;
-    slots.insert(0, spawn(&shared, 0, 0, first));
-    next_id += 1;
+    if first.is_some() {
+        slots.insert(0, spawn(&shared, 0, 0, first));
+        next_id += 1;
+    }
     shared
         .target
         .store(options.connections.get(), Ordering::SeqCst);
-    let mut phase = Phase::Warmup {
-        until: Instant::now() + WARMUP,
+    // Trials judge one server's link; a swarm's connections go to many.
+    let mut phase = if peers.is_some() {
+        Phase::Settled
+    } else {
+        Phase::Warmup {
+            until: Instant::now() + WARMUP,
+        }
     };
     let mut ticker = tokio::time::interval(TICK);
     let mut last_fetched = 0u64;
     let mut speed = 0.0f64;
     let mut history = History::default();
+    // A swarm download waits this long for a source of its missing pieces (peers that are
+    // still fetching them, or ones the tracker has yet to name) before it gives up.
+    let swarm_idle_limit = 4 * shared.t.options.stall_timeout;
+    let mut idle = (0u64, Instant::now());
 
     let result = loop {
         tokio::select! {
@@ -351,6 +561,11 @@ pub async fn segmented(
             break Ok(());
         }
         slots.retain(|_, slot| !slot.handle.is_finished());
+        if let Some(peers) = &mut peers {
+            if peers.has_changed().unwrap_or(false) {
+                shared.refresh_peers(&peers.borrow_and_update());
+            }
+        }
 
         let now_ms = shared.millis();
         let tick = TICK.as_secs_f64();
@@ -370,7 +585,7 @@ pub async fn segmented(
                     .store(slot.speed.to_bits(), Ordering::Relaxed);
             }
         }
-        for (i, source) in shared.sources.iter().enumerate() {
+        for (i, source) in shared.all_sources().iter().enumerate() {
             let measured: Vec<f64> = slots
                 .values()
                 .filter(|s| s.source == i && s.stats.speed.load(Ordering::Relaxed) != 0)
@@ -421,6 +636,18 @@ pub async fn segmented(
             next_id += 1;
         }
 
+        if fetched != idle.0 {
+            idle = (fetched, Instant::now());
+        } else if peers.is_some() && slots.is_empty() && idle.1.elapsed() >= swarm_idle_limit {
+            break Err(DownloadError::Network {
+                url: redacted(&shared.t.options.url),
+                detail: format!(
+                    "no peer (and no origin) could serve the missing pieces for {}s",
+                    swarm_idle_limit.as_secs()
+                ),
+                tries: 1,
+            });
+        }
         let streaming = shared.streaming.load(Ordering::SeqCst);
         let _ = shared.t.events.send(Event::Progress(Progress {
             done: shared.segments().done_bytes(),
@@ -452,7 +679,7 @@ pub async fn segmented(
         max_connections: shared.peak.load(Ordering::SeqCst).max(1),
         fetched: shared.fetched.load(Ordering::Relaxed),
         sources: shared
-            .sources
+            .all_sources()
             .iter()
             .map(|s| SourceUsage {
                 url: s.range.shown_url(),
@@ -470,17 +697,31 @@ async fn check_pieces(shared: &Shared) -> Result<(), DownloadError> {
         return Ok(());
     };
     let part = &shared.t.part;
-    let bad = pieces
+    let checked = pieces
         .check(part, &shared.segments)
         .await
         .map_err(|e| DownloadError::io(part.part(), "read back", e))?;
-    for piece in bad {
+    for &index in &checked.verified {
+        let _ = shared.t.events.send(Event::PieceVerified { index });
+    }
+    for piece in checked.bad {
         for &source in &piece.sources {
-            let url = shared.sources[source].range.url.clone();
+            let source_ref = shared.source(source);
+            let url = source_ref.range.url.clone();
             let reason = format!(
                 "sent bytes that do not match the hash of piece {}",
                 piece.index
             );
+            let peer = match &source_ref.kind {
+                Kind::Peer { name, .. } => Some(name.clone()),
+                _ => None,
+            };
+            warn!(piece = piece.index, url = %redacted(&url), ?peer, "piece does not match its digest");
+            let _ = shared.t.events.send(Event::BadPiece {
+                index: piece.index,
+                url: redacted(&url),
+                peer,
+            });
             if !shared.drop_source(source, reason) {
                 return Err(DownloadError::PieceMismatch {
                     path: part.path().to_path_buf(),
@@ -692,7 +933,8 @@ fn spawn(shared: &Arc<Shared>, id: WorkerId, source: usize, first: Option<Respon
         ..Stats::default()
     });
     shared.alive.fetch_add(1, Ordering::SeqCst);
-    shared.sources[source]
+    shared
+        .source(source)
         .connections
         .fetch_add(1, Ordering::SeqCst);
     let handle = tokio::spawn(worker(
@@ -736,7 +978,7 @@ async fn worker(
     stats: Arc<Stats>,
 ) {
     let options = shared.t.options.clone();
-    let source = &shared.sources[source_index];
+    let source = shared.source(source_index);
     let mut tries = 0u32;
     let mut backoff = Backoff::default();
     let mut buf = Vec::with_capacity(BUF);
@@ -748,13 +990,7 @@ async fn worker(
             .iter()
             .map(|bits| f64::from_bits(bits.load(Ordering::Relaxed)))
             .find(|&s| s > 0.0);
-        let range = {
-            let mut seg = shared.segments();
-            match seg.owned_by(id) {
-                Some(r) if !r.is_empty() => Some(r),
-                _ => seg.assign_at(id, speed),
-            }
-        };
+        let range = shared.assign(id, &source, speed);
         let Some(range) = range else { break };
         let response = match first.take() {
             Some(response) => Ok(response),
@@ -807,7 +1043,23 @@ async fn worker(
             backoff.reset();
         }
         tries += 1;
-        if error.is_fatal() || tries >= options.max_tries {
+        if source.is_peer() {
+            // Another peer or the origin can take the piece at once; a peer that fails twice
+            // in a row is gone or broken, and one that is busy is asked again later.
+            shared.segments().release(id);
+            if error.slow_down().is_some() {
+                debug!(connection = id, url = %source.range.shown_url(), "peer is busy");
+                break;
+            }
+        }
+        let max_tries = if source.is_peer() {
+            PEER_TRIES
+        } else {
+            options.max_tries
+        };
+        // A peer that cannot be reached has gone away (its agent stopped): no use waiting.
+        let gone = source.is_peer() && matches!(error, FetchError::Connect(_));
+        if error.is_fatal() || gone || tries >= max_tries {
             let failure = network(&source.range.url, &error, tries);
             if !shared.drop_source(source_index, failure.to_string()) {
                 shared.fail(failure);

@@ -223,6 +223,8 @@ impl View {
 
     pub fn event(&mut self, event: &Event) {
         match self.mode {
+            // One line per piece would drown the rest; the summary counts the bytes.
+            Mode::Json if matches!(event, Event::PieceVerified { .. }) => {}
             Mode::Json => self.json(event_json(event)),
             Mode::Bar | Mode::Plain => self.show(event),
             Mode::Quiet => {}
@@ -287,6 +289,10 @@ impl View {
             Event::ConnectionsLowered { to, reason } => {
                 tracing::info!("down to {}: {reason}", connections(*to));
             }
+            Event::PieceVerified { index } => tracing::debug!("piece {index} verified"),
+            Event::BadPiece { index, url, .. } => self.warn(&format!(
+                "shoal: piece {index} from {url} does not match its digest; fetching it again elsewhere"
+            )),
             Event::Verifying { algo } => {
                 tracing::info!("verifying {algo}");
                 if let Some(bar) = &self.bar {
@@ -575,6 +581,16 @@ fn event_json(event: &Event) -> Value {
         Event::Verifying { algo } => json!({
             "event": "verifying",
             "algo": algo,
+        }),
+        Event::PieceVerified { index } => json!({
+            "event": "piece_verified",
+            "index": index,
+        }),
+        Event::BadPiece { index, url, peer } => json!({
+            "event": "bad_piece",
+            "index": index,
+            "url": url,
+            "peer": peer,
         }),
     }
 }

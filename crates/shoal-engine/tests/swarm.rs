@@ -1,0 +1,273 @@
+//! Swarm downloads: peers as sources of the same scheduler, each asked only for the pieces it
+//! holds, every piece verified against the manifest. Test origins stand in for peers' piece
+//! servers (both answer range requests the same way).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use shoal_core::{Bitfield, Manifest};
+use shoal_engine::{
+    Connections, DownloadOptions, Event, HttpOptions, OriginUse, Output, PeerSource, SwarmOptions,
+};
+use shoal_testkit::{random_bytes, sha256_hex, Origin, OriginConfig};
+use tokio::sync::watch;
+use url::Url;
+
+const PIECE: u64 = 1 << 20;
+const SIZE: usize = 6 * (1 << 20) + 12345;
+
+fn server(content: Bytes) -> Origin {
+    Origin::start_blocking(OriginConfig {
+        content,
+        etag: false,
+        last_modified: false,
+        ..OriginConfig::default()
+    })
+}
+
+fn bits(pieces: u32, have: &[u32]) -> Bitfield {
+    let mut field = Bitfield::new(pieces);
+    have.iter().for_each(|&p| field.set(p));
+    field
+}
+
+fn peer(name: &str, origin: &Origin, have: Option<Bitfield>) -> PeerSource {
+    PeerSource {
+        name: name.to_string(),
+        url: Url::parse(&origin.url("/v1/pieces/x")).unwrap(),
+        have,
+    }
+}
+
+fn options(
+    dir: &std::path::Path,
+    url: &str,
+    manifest: &Manifest,
+    peers: watch::Receiver<Vec<PeerSource>>,
+    origin: OriginUse,
+) -> DownloadOptions {
+    let mut o = DownloadOptions::new(Url::parse(url).unwrap(), Output::File(dir.join("out")));
+    o.swarm = Some(SwarmOptions {
+        manifest: Arc::new(manifest.clone()),
+        peers,
+        peer_http: HttpOptions::default(),
+        per_peer: Connections::new(2).unwrap(),
+        origin,
+    });
+    o.stall_timeout = Duration::from_secs(2);
+    o
+}
+
+/// Every range a server was asked for lies inside the pieces it was said to hold.
+fn asked_within(server: &Origin, have: &[u32]) {
+    for r in server.requests() {
+        let (a, b) = r.parsed_range.expect("range requests only");
+        let b = b.expect("closed ranges");
+        for piece in a / PIECE..=b / PIECE {
+            assert!(have.contains(&(piece as u32)), "asked for piece {piece}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pieces_come_from_the_peers_that_hold_them() {
+    let data = random_bytes(SIZE, 1);
+    let manifest = Manifest::of_bytes(&data, PIECE).unwrap();
+    let n = manifest.layout().piece_count();
+    let (a, b, c) = (
+        server(data.clone()),
+        server(data.clone()),
+        server(data.clone()),
+    );
+    let (a_has, b_has) = ([0, 1, 2], [3, 4]);
+    let (_tx, rx) = watch::channel(vec![
+        peer("a", &a, Some(bits(n, &a_has))),
+        peer("b", &b, Some(bits(n, &b_has))),
+        peer("c", &c, Some(bits(n, &[6]))),
+    ]);
+    // Piece 5 only arrives later, with a fourth peer.
+    let d = server(data.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let o = options(
+        dir.path(),
+        "shoal:blake3:x",
+        &manifest,
+        rx,
+        OriginUse::Never,
+    );
+    let late = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = _tx.send(vec![peer("d", &d, None)]);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(d);
+    });
+    let (result, events) = common::get(o).await;
+    let summary = result.unwrap();
+    late.abort();
+    assert_eq!(
+        sha256_hex(&std::fs::read(dir.path().join("out")).unwrap()),
+        sha256_hex(&data)
+    );
+    asked_within(&a, &a_has);
+    asked_within(&b, &b_has);
+    asked_within(&c, &[6]);
+    let verified: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::PieceVerified { index } => Some(*index),
+            _ => None,
+        })
+        .collect();
+    let mut sorted = verified.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..n).collect::<Vec<_>>(), "each piece once");
+    assert_eq!(
+        summary.sources.iter().map(|s| s.bytes).sum::<u64>(),
+        SIZE as u64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_bad_bytes_is_dropped_and_named() {
+    let data = random_bytes(SIZE, 2);
+    let manifest = Manifest::of_bytes(&data, PIECE).unwrap();
+    let mut bad = data.to_vec();
+    for i in (0..bad.len()).step_by(4096) {
+        bad[i] ^= 0xff;
+    }
+    let liar = server(Bytes::from(bad));
+    let honest = server(data.clone());
+    let (_tx, rx) = watch::channel(vec![
+        peer("liar", &liar, None),
+        peer("honest", &honest, None),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let o = options(
+        dir.path(),
+        "shoal:blake3:x",
+        &manifest,
+        rx,
+        OriginUse::Never,
+    );
+    let (result, events) = common::get(o).await;
+    result.unwrap();
+    assert_eq!(
+        sha256_hex(&std::fs::read(dir.path().join("out")).unwrap()),
+        sha256_hex(&data)
+    );
+    if liar.bytes_sent() > 0 {
+        assert!(events.iter().any(|e| matches!(
+            e,
+            Event::BadPiece { peer: Some(p), .. } if p == "liar"
+        )));
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, Event::SourceDropped { url, .. } if url.contains(&liar.addr().port().to_string()))));
+    }
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::BadPiece { peer: Some(p), .. } if p == "honest")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origin_serves_only_what_no_peer_holds() {
+    let data = random_bytes(SIZE, 3);
+    let manifest = Manifest::of_bytes(&data, PIECE).unwrap();
+    let n = manifest.layout().piece_count();
+    let p = server(data.clone());
+    let origin = server(data.clone());
+    let held: Vec<u32> = (0..n).filter(|i| i % 2 == 0).collect();
+    let (_tx, rx) = watch::channel(vec![peer("p", &p, Some(bits(n, &held)))]);
+    let dir = tempfile::tempdir().unwrap();
+    let o = options(
+        dir.path(),
+        &origin.url("/file"),
+        &manifest,
+        rx,
+        OriginUse::Fallback {
+            connections: Connections::new(2).unwrap(),
+            validator: None,
+        },
+    );
+    let (result, _) = common::get(o).await;
+    result.unwrap();
+    assert_eq!(
+        sha256_hex(&std::fs::read(dir.path().join("out")).unwrap()),
+        sha256_hex(&data)
+    );
+    asked_within(&p, &held);
+    // Odd pieces come from the origin; even ones too only when racing a slow peer at the end,
+    // which loopback peers never are for a second.
+    let odd: Vec<u32> = (0..n).filter(|i| i % 2 == 1).collect();
+    asked_within(&origin, &odd);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_peer_is_replaced_by_others() {
+    let data = random_bytes(SIZE, 4);
+    let manifest = Manifest::of_bytes(&data, PIECE).unwrap();
+    let gone = server(data.clone());
+    let gone_url = gone.url("/v1/pieces/x");
+    drop(gone);
+    let alive = server(data.clone());
+    let (_tx, rx) = watch::channel(vec![
+        PeerSource {
+            name: "gone".into(),
+            url: Url::parse(&gone_url).unwrap(),
+            have: None,
+        },
+        peer("alive", &alive, None),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let o = options(
+        dir.path(),
+        "shoal:blake3:x",
+        &manifest,
+        rx,
+        OriginUse::Never,
+    );
+    let (result, events) = common::get(o).await;
+    let summary = result.unwrap();
+    assert_eq!(
+        sha256_hex(&std::fs::read(dir.path().join("out")).unwrap()),
+        sha256_hex(&data)
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::SourceDropped { url, .. } if *url == gone_url)),
+        "{events:?}"
+    );
+    let alive_bytes: u64 = summary
+        .sources
+        .iter()
+        .filter(|s| s.url.contains(&alive.addr().port().to_string()))
+        .map(|s| s.bytes)
+        .sum();
+    assert_eq!(alive_bytes, SIZE as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_source_for_a_piece_fails_after_the_idle_limit() {
+    let data = random_bytes(SIZE, 5);
+    let manifest = Manifest::of_bytes(&data, PIECE).unwrap();
+    let n = manifest.layout().piece_count();
+    let p = server(data.clone());
+    let (_tx, rx) = watch::channel(vec![peer("p", &p, Some(bits(n, &[0, 1])))]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(
+        dir.path(),
+        "shoal:blake3:x",
+        &manifest,
+        rx,
+        OriginUse::Never,
+    );
+    o.stall_timeout = Duration::from_millis(500);
+    let (result, _) = common::get(o).await;
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("no peer (and no origin)"), "{err}");
+    assert!(dir.path().join("out.part").exists());
+}
