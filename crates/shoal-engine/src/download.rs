@@ -8,15 +8,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 use url::Url;
 
-use shoal_core::{Bitfield, ChecksumAlgo};
+use shoal_core::Bitfield;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::DownloadError;
 use crate::events::{Event, EventSender, SourceUsage, Summary};
 use crate::http::{self, FetchError, Probe, RangeSource};
-use crate::metalink::PieceHashes;
 use crate::naming;
-use crate::options::{DownloadOptions, Existing, OriginUse, Output, Resume, SwarmOptions, BLOCK};
+use crate::options::{
+    Digests, DownloadOptions, Existing, OriginUse, Output, Resume, SwarmOptions, BLOCK,
+};
 use crate::redact::redacted;
 use crate::resume::{self, State};
 use crate::retry::Backoff;
@@ -147,28 +148,17 @@ async fn run_swarm(
     cancel: &CancellationToken,
     started: Instant,
 ) -> Result<Summary, DownloadError> {
-    let layout = swarm.manifest.layout();
-    let size = layout.size();
+    let size = swarm.layout.size();
     let path = match &options.output {
         Output::File(path) => path.clone(),
         Output::Dir(dir) => {
             std::fs::create_dir_all(dir)
                 .map_err(|e| DownloadError::io(dir, "create directory", e))?;
-            dir.join(swarm.manifest.id().to_string())
+            dir.join(naming::file_name(None, &options.url))
         }
     };
     refuse_existing(&path, options.existing)?;
-    let mut options = options.clone();
-    options.pieces = Some(PieceHashes {
-        algo: ChecksumAlgo::Blake3,
-        length: layout.piece_size(),
-        hashes: swarm
-            .manifest
-            .digests()
-            .iter()
-            .map(|d| d.to_vec())
-            .collect(),
-    });
+    let options = options.clone();
     let _ = events.send(Event::Started {
         url: redacted(&options.url),
         path: path.clone(),
@@ -180,8 +170,8 @@ async fn run_swarm(
         url_hash: resume::url_hash(&options.url),
         size,
         block: BLOCK,
-        // The content id names the bytes exactly: a state for other bytes never matches.
-        etag: Some(swarm.manifest.id().to_string()),
+        // The digests name the bytes: a state for other bytes never matches.
+        etag: Some(swarm_tag(swarm)),
         last_modified: None,
         done: Bitfield::new(0),
     };
@@ -250,6 +240,19 @@ async fn run_swarm(
         fetched: outcome.fetched,
         sources: outcome.sources,
     })
+}
+
+/// What the resume state of a swarm download records as its validator: the content id, or
+/// for a swarm still learning its digests, its layout (the URL hash names the version).
+fn swarm_tag(swarm: &SwarmOptions) -> String {
+    match &swarm.digests {
+        Digests::Manifest(m) => m.id().to_string(),
+        Digests::Published(_) => format!(
+            "swarm:{}:{}",
+            swarm.layout.size(),
+            swarm.layout.piece_size()
+        ),
+    }
 }
 
 /// What one attempt at the bytes needs: an attempt is repeated from scratch when the file

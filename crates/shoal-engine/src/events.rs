@@ -55,6 +55,9 @@ pub enum Event {
     /// A piece matched its digest (swarm downloads and piece hashes): it may be served and
     /// announced.
     PieceVerified { index: u32 },
+    /// A piece's bytes are all written and this is their BLAKE3 (with
+    /// [`crate::DownloadOptions::learn_pieces`]).
+    PieceHashed { index: u32, digest: [u8; 32] },
     /// A piece did not match its digest; `url` sent some of its bytes (credentials redacted)
     /// and is not used any more. `peer` names the peer, when it was one.
     BadPiece {

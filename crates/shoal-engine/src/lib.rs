@@ -28,8 +28,8 @@ mod verify;
 pub use error::{DownloadError, ErrorKind};
 pub use events::{Event, EventSender, Progress, SourceUsage, Summary};
 pub use options::{
-    parse_bytes, Connections, DownloadOptions, Existing, HttpOptions, MinSplit, OptionError,
-    OriginUse, Output, PeerSource, Rate, Resume, SwarmOptions, BLOCK,
+    parse_bytes, Connections, Digests, DownloadOptions, Existing, HttpOptions, MinSplit,
+    OptionError, OriginUse, Output, PeerSource, Rate, Resume, SwarmOptions, BLOCK,
 };
 pub use tokio_util::sync::CancellationToken;
 

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
-use shoal_core::{Bitfield, Checksum, Manifest};
+use shoal_core::manifest::PieceDigest;
+use shoal_core::{Bitfield, Checksum, Layout, Manifest};
 use tokio::sync::watch;
 
 use crate::metalink::PieceHashes;
@@ -198,6 +199,9 @@ pub struct DownloadOptions {
     pub expected_size: Option<u64>,
     pub limit_rate: Option<Rate>,
     pub http: HttpOptions,
+    /// Hash every piece of this size as its bytes are written and report its BLAKE3 with
+    /// [`crate::Event::PieceHashed`]: the download is the one a swarm learns the digests from.
+    pub learn_pieces: Option<u64>,
     /// Fetch a content of known manifest from peers (and `url` as a capped origin) instead of
     /// probing `url`; see [`SwarmOptions`].
     pub swarm: Option<SwarmOptions>,
@@ -210,7 +214,8 @@ pub struct DownloadOptions {
 /// the manifest gives the size.
 #[derive(Debug, Clone)]
 pub struct SwarmOptions {
-    pub manifest: Arc<Manifest>,
+    pub layout: Layout,
+    pub digests: Digests,
     /// The peers as the caller knows them now; re-read while the download runs, so peers that
     /// appear, and pieces they verify, are used as they become known.
     pub peers: watch::Receiver<Vec<PeerSource>>,
@@ -220,6 +225,16 @@ pub struct SwarmOptions {
     pub per_peer: Connections,
     /// How the download's `url` is used.
     pub origin: OriginUse,
+}
+
+/// What the pieces of a swarm download must hash to (BLAKE3).
+#[derive(Debug, Clone)]
+pub enum Digests {
+    /// All known: the content's manifest.
+    Manifest(Arc<Manifest>),
+    /// Published by the swarm's leader while it fetches from the origin; `None` until known.
+    /// A piece is accepted only once its digest is known and matches.
+    Published(watch::Receiver<Vec<Option<PieceDigest>>>),
 }
 
 /// A peer's piece server for this content.
@@ -265,6 +280,7 @@ impl DownloadOptions {
             expected_size: None,
             limit_rate: None,
             http: HttpOptions::default(),
+            learn_pieces: None,
             swarm: None,
         }
     }

@@ -1,12 +1,18 @@
-//! Piece hashes (from a Metalink): every piece is checked as soon as all its bytes are on disk.
-//! A piece that does not match is fetched again, and the sources that sent its bytes are not
-//! used any more: with several mirrors, one serving other bytes cannot spoil the file.
+//! Piece digests: every piece is checked as soon as all its bytes are on disk. A piece that
+//! does not match is fetched again, and the sources that sent its bytes are not used any more:
+//! with several mirrors or peers, one serving other bytes cannot spoil the file.
+//!
+//! The digests come from a Metalink or a manifest (all known up front), from a swarm's leader
+//! (published while it fetches: a piece waits until its digest is known), or are learned: the
+//! download is the one fetching from the origin, and reports each piece's BLAKE3 for others.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
-use shoal_core::{Bitfield, ByteRange};
+use shoal_core::manifest::PieceDigest;
+use shoal_core::{Bitfield, ByteRange, ChecksumAlgo};
+use tokio::sync::watch;
 
 use crate::metalink::PieceHashes;
 use crate::options::BLOCK;
@@ -14,9 +20,21 @@ use crate::segments::Segments;
 use crate::storage::PartFile;
 use crate::verify;
 
+/// Where the expected digest of each piece comes from.
+pub enum Expected {
+    /// All known up front.
+    Known(PieceHashes),
+    /// BLAKE3 digests published over time; `None` until known.
+    Published(watch::Receiver<Vec<Option<PieceDigest>>>),
+    /// None: each piece's BLAKE3 is computed and reported, not checked.
+    Learned,
+}
+
 /// Which pieces are verified, and which source wrote each block.
 pub struct PieceCheck {
-    hashes: PieceHashes,
+    expected: Expected,
+    length: u64,
+    count: u32,
     size: u64,
     verified: Mutex<Bitfield>,
     /// Source index per block, as last written.
@@ -26,8 +44,9 @@ pub struct PieceCheck {
 /// What one round of checking found.
 #[derive(Default)]
 pub struct Checked {
-    /// Pieces that matched, newly.
-    pub verified: Vec<u32>,
+    /// Pieces that matched (or were hashed, when learning), newly, with their BLAKE3 when it
+    /// was computed.
+    pub verified: Vec<(u32, Option<PieceDigest>)>,
     pub bad: Vec<BadPiece>,
 }
 
@@ -39,24 +58,31 @@ pub struct BadPiece {
 }
 
 impl PieceCheck {
-    /// `None` when the hashes do not describe a file of `size` bytes.
-    pub fn new(hashes: PieceHashes, size: u64) -> Option<Self> {
-        let count = size.div_ceil(hashes.length.max(1));
-        if hashes.length == 0 || hashes.hashes.len() as u64 != count {
+    /// `None` when known digests do not describe a file of `size` bytes in pieces of
+    /// `length`.
+    pub fn new(expected: Expected, length: u64, size: u64) -> Option<Self> {
+        let count = size.div_ceil(length.max(1));
+        let fits = match &expected {
+            Expected::Known(hashes) => {
+                hashes.length == length && hashes.hashes.len() as u64 == count
+            }
+            Expected::Published(digests) => digests.borrow().len() as u64 == count,
+            Expected::Learned => true,
+        };
+        if length == 0 || !fits {
             return None;
         }
+        let count = u32::try_from(count).ok()?;
         Some(Self {
-            verified: Mutex::new(Bitfield::new(count as u32)),
+            verified: Mutex::new(Bitfield::new(count)),
             writers: (0..size.div_ceil(BLOCK))
                 .map(|_| AtomicU8::new(0))
                 .collect(),
-            hashes,
+            expected,
+            length,
+            count,
             size,
         })
-    }
-
-    pub fn piece_count(&self) -> usize {
-        self.hashes.hashes.len()
     }
 
     pub fn all_verified(&self) -> bool {
@@ -74,13 +100,24 @@ impl PieceCheck {
     }
 
     fn range(&self, index: u32) -> ByteRange {
-        let start = u64::from(index) * self.hashes.length;
-        ByteRange::new(start, (start + self.hashes.length).min(self.size)).expect("in the file")
+        let start = u64::from(index) * self.length;
+        ByteRange::new(start, (start + self.length).min(self.size)).expect("in the file")
     }
 
-    /// Checks every piece whose bytes are all written and that is not verified yet. Bad
-    /// pieces are forgotten in `segments`, so they are fetched again. Returns which pieces
-    /// matched and which did not.
+    /// The digest piece `index` must have, as `algo` computes it; `None` when checking must
+    /// wait, `Some(None)` when the digest is to be learned.
+    fn expected(&self, index: u32) -> Option<(ChecksumAlgo, Option<Vec<u8>>)> {
+        match &self.expected {
+            Expected::Known(h) => Some((h.algo, Some(h.hashes[index as usize].clone()))),
+            Expected::Published(d) => d.borrow()[index as usize]
+                .map(|digest| (ChecksumAlgo::Blake3, Some(digest.to_vec()))),
+            Expected::Learned => Some((ChecksumAlgo::Blake3, None)),
+        }
+    }
+
+    /// Checks every piece whose bytes are all written, that is not verified yet and whose
+    /// digest is known. Bad pieces are forgotten in `segments`, so they are fetched again.
+    /// Returns which pieces matched and which did not.
     pub async fn check(
         &self,
         part: &Arc<PartFile>,
@@ -89,21 +126,27 @@ impl PieceCheck {
         let ready: Vec<u32> = {
             let seg = segments.lock().expect("segments lock");
             let verified = self.verified.lock().expect("pieces lock");
-            (0..self.piece_count() as u32)
+            (0..self.count)
                 .filter(|&i| !verified.get(i) && seg.is_done(self.range(i)))
                 .collect()
         };
         let mut checked = Checked::default();
         for index in ready {
+            let Some((algo, expected)) = self.expected(index) else {
+                continue;
+            };
             let range = self.range(index);
-            let (part, algo) = (part.clone(), self.hashes.algo);
+            let part = part.clone();
             let digest =
                 tokio::task::spawn_blocking(move || verify::hash_range(part.file(), range, algo))
                     .await
                     .expect("hashing does not panic")?;
-            if digest == self.hashes.hashes[index as usize] {
+            if expected.is_none_or(|e| e == digest) {
                 self.verified.lock().expect("pieces lock").set(index);
-                checked.verified.push(index);
+                let blake3 = (algo == ChecksumAlgo::Blake3)
+                    .then(|| digest.as_slice().try_into().ok())
+                    .flatten();
+                checked.verified.push((index, blake3));
                 continue;
             }
             segments.lock().expect("segments lock").invalidate(range);

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::Response;
-use shoal_core::{Bitfield, ByteRange, Layout};
+use shoal_core::{Bitfield, ByteRange, ChecksumAlgo, Layout};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -24,8 +24,10 @@ use crate::download::network;
 use crate::error::{DownloadError, ErrorKind};
 use crate::events::{Event, EventSender, Progress, SourceUsage};
 use crate::http::{transport_error, FetchError, RangeSource};
+use crate::metalink::PieceHashes;
+use crate::options::Digests;
 use crate::options::{DownloadOptions, PeerSource};
-use crate::pieces::PieceCheck;
+use crate::pieces::{Expected, PieceCheck};
 use crate::ratelimit::RateLimiter;
 use crate::redact::redacted;
 use crate::retry::Backoff;
@@ -446,18 +448,15 @@ pub async fn segmented(
     checkpoint: Checkpoint,
 ) -> Result<Outcome, DownloadError> {
     let options = t.options.clone();
-    let pieces = match options.pieces.clone().map(|p| PieceCheck::new(p, size)) {
-        Some(None) => {
+    let pieces = match piece_check(&options, size) {
+        Ok(pieces) => pieces,
+        Err(detail) => {
             return Err(DownloadError::Network {
                 url: redacted(&options.url),
-                detail: format!(
-                    "the piece hashes do not describe a file of {size} bytes, which the server has"
-                ),
+                detail,
                 tries: 1,
             })
         }
-        Some(Some(check)) => Some(check),
-        None => None,
     };
     let mut segments = Segments::resume(size, options.min_split.get(), done);
     let first = match (first, segments.owned_by(0)) {
@@ -500,7 +499,7 @@ pub async fn segmented(
         size,
         pieces,
         sources: RwLock::new(sources),
-        layout: swarm.as_ref().map(|s| s.manifest.layout()),
+        layout: swarm.as_ref().map(|s| s.layout),
         peer_client,
         segments: Mutex::new(segments),
         fetched: AtomicU64::new(0),
@@ -639,12 +638,15 @@ pub async fn segmented(
         if fetched != idle.0 {
             idle = (fetched, Instant::now());
         } else if peers.is_some() && slots.is_empty() && idle.1.elapsed() >= swarm_idle_limit {
+            let secs = swarm_idle_limit.as_secs();
+            let detail = if shared.segments().is_complete() {
+                format!("every byte is here, but the digests of some pieces were not published within {secs}s")
+            } else {
+                format!("no peer (and no origin) could serve the missing pieces for {secs}s")
+            };
             break Err(DownloadError::Network {
                 url: redacted(&shared.t.options.url),
-                detail: format!(
-                    "no peer (and no origin) could serve the missing pieces for {}s",
-                    swarm_idle_limit.as_secs()
-                ),
+                detail,
                 tries: 1,
             });
         }
@@ -690,6 +692,34 @@ pub async fn segmented(
     })
 }
 
+/// What checks the pieces, if anything does: piece hashes (a Metalink), the swarm's digests,
+/// or learning them.
+fn piece_check(options: &DownloadOptions, size: u64) -> Result<Option<PieceCheck>, String> {
+    let (expected, length) = match (&options.swarm, &options.pieces, options.learn_pieces) {
+        (Some(swarm), _, _) => {
+            let expected = match &swarm.digests {
+                Digests::Manifest(m) => Expected::Known(PieceHashes {
+                    algo: ChecksumAlgo::Blake3,
+                    length: m.layout().piece_size(),
+                    hashes: m.digests().iter().map(|d| d.to_vec()).collect(),
+                }),
+                Digests::Published(d) => Expected::Published(d.clone()),
+            };
+            (expected, swarm.layout.piece_size())
+        }
+        (None, Some(hashes), _) => (Expected::Known(hashes.clone()), hashes.length),
+        (None, None, Some(length)) => (Expected::Learned, length),
+        (None, None, None) => return Ok(None),
+    };
+    PieceCheck::new(expected, length, size)
+        .map(Some)
+        .ok_or_else(|| {
+            format!(
+                "the piece digests do not describe a file of {size} bytes, which the server has"
+            )
+        })
+}
+
 /// Verifies the pieces whose bytes are all written. A bad piece is fetched again, and its
 /// sources are dropped; when no other source is left, the download fails.
 async fn check_pieces(shared: &Shared) -> Result<(), DownloadError> {
@@ -701,8 +731,11 @@ async fn check_pieces(shared: &Shared) -> Result<(), DownloadError> {
         .check(part, &shared.segments)
         .await
         .map_err(|e| DownloadError::io(part.part(), "read back", e))?;
-    for &index in &checked.verified {
+    for &(index, digest) in &checked.verified {
         let _ = shared.t.events.send(Event::PieceVerified { index });
+        if let (Some(digest), true) = (digest, shared.t.options.learn_pieces.is_some()) {
+            let _ = shared.t.events.send(Event::PieceHashed { index, digest });
+        }
     }
     for piece in checked.bad {
         for &source in &piece.sources {

@@ -10,7 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use shoal_core::{Bitfield, Manifest};
 use shoal_engine::{
-    Connections, DownloadOptions, Event, HttpOptions, OriginUse, Output, PeerSource, SwarmOptions,
+    Connections, Digests, DownloadOptions, Event, HttpOptions, OriginUse, Output, PeerSource,
+    SwarmOptions,
 };
 use shoal_testkit::{random_bytes, sha256_hex, Origin, OriginConfig};
 use tokio::sync::watch;
@@ -51,7 +52,8 @@ fn options(
 ) -> DownloadOptions {
     let mut o = DownloadOptions::new(Url::parse(url).unwrap(), Output::File(dir.join("out")));
     o.swarm = Some(SwarmOptions {
-        manifest: Arc::new(manifest.clone()),
+        layout: manifest.layout(),
+        digests: Digests::Manifest(Arc::new(manifest.clone())),
         peers,
         peer_http: HttpOptions::default(),
         per_peer: Connections::new(2).unwrap(),
@@ -270,4 +272,72 @@ async fn no_source_for_a_piece_fails_after_the_idle_limit() {
     let err = result.unwrap_err().to_string();
     assert!(err.contains("no peer (and no origin)"), "{err}");
     assert!(dir.path().join("out.part").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_digests_hold_pieces_back_until_known() {
+    let data = random_bytes(SIZE, 6);
+    let manifest = Manifest::of_bytes(&data, PIECE).unwrap();
+    let n = manifest.layout().piece_count() as usize;
+    let p = server(data.clone());
+    let (_tx, rx) = watch::channel(vec![peer("leader", &p, None)]);
+    let mut known: Vec<Option<[u8; 32]>> = manifest.digests().iter().copied().map(Some).collect();
+    known[1] = None;
+    let (digests_tx, digests) = watch::channel(known.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(
+        dir.path(),
+        "shoal:blake3:x",
+        &manifest,
+        rx.clone(),
+        OriginUse::Never,
+    );
+    o.stall_timeout = Duration::from_millis(500);
+    o.swarm.as_mut().unwrap().digests = Digests::Published(digests.clone());
+    // Without piece 1's digest its bytes never count.
+    let (result, events) = common::get(o.clone()).await;
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.contains("digests of some pieces were not published"),
+        "{err}"
+    );
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::PieceVerified { index: 1 })));
+    // Published, it does: the resumed download checks piece 1 and finishes.
+    known[1] = Some(manifest.digests()[1]);
+    digests_tx.send(known).unwrap();
+    let (result, events) = common::get(o).await;
+    result.unwrap();
+    assert_eq!(
+        sha256_hex(&std::fs::read(dir.path().join("out")).unwrap()),
+        sha256_hex(&data)
+    );
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::PieceVerified { index: 1 })));
+    assert!(n > 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learning_reports_every_piece_digest() {
+    let data = random_bytes(SIZE, 7);
+    let manifest = Manifest::of_bytes(&data, PIECE).unwrap();
+    let origin = server(data.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = DownloadOptions::new(
+        Url::parse(&origin.url("/f")).unwrap(),
+        Output::File(dir.path().join("out")),
+    );
+    o.learn_pieces = Some(PIECE);
+    let (result, events) = common::get(o).await;
+    result.unwrap();
+    let mut learned: Vec<Option<[u8; 32]>> = vec![None; manifest.digests().len()];
+    for e in &events {
+        if let Event::PieceHashed { index, digest } = e {
+            assert!(learned[*index as usize].replace(*digest).is_none(), "once");
+        }
+    }
+    let expected: Vec<Option<[u8; 32]>> = manifest.digests().iter().copied().map(Some).collect();
+    assert_eq!(learned, expected);
 }
