@@ -1,0 +1,291 @@
+//! [`Catalog`]: every content this agent holds, whole or in part, by content id. The piece
+//! server answers only from here (never from a path in a request), the announcer reports it to
+//! the tracker, and downloads add to it piece by piece.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use shoal_core::wire::{Holding, PackedBits};
+use shoal_core::{Bitfield, ByteRange, ContentId, Layout, Manifest};
+use tokio::sync::watch;
+
+/// Where a content's bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A file in the shared directory, served in place.
+    Shared,
+    /// Fetched into the data directory; kept and seeded until evicted.
+    Fetched,
+}
+
+/// One content the agent holds.
+#[derive(Debug)]
+pub struct Entry {
+    id: ContentId,
+    layout: Layout,
+    /// `None` for a URL swarm still learning its digests (its id is the swarm's).
+    manifest: Option<Arc<Manifest>>,
+    /// The name people search by (the file name).
+    pub name: String,
+    pub origin: Origin,
+    /// Where the bytes are read from now: a `.part` file while downloading, the final file
+    /// after. Opened afresh for every request, so a rename mid-way is harmless.
+    path: RwLock<PathBuf>,
+    /// Verified pieces; only these are served.
+    have: RwLock<Bitfield>,
+}
+
+impl Entry {
+    pub fn new(manifest: Arc<Manifest>, name: String, origin: Origin, path: PathBuf) -> Self {
+        let have = Bitfield::new(manifest.layout().piece_count());
+        Self {
+            id: manifest.id(),
+            layout: manifest.layout(),
+            manifest: Some(manifest),
+            name,
+            origin,
+            path: RwLock::new(path),
+            have: RwLock::new(have),
+        }
+    }
+
+    /// A URL swarm's content before its manifest is known: pieces are marked as their
+    /// digests are learned or checked against the leader's.
+    pub fn provisional(id: ContentId, layout: Layout, name: String, path: PathBuf) -> Self {
+        Self {
+            id,
+            layout,
+            manifest: None,
+            name,
+            origin: Origin::Fetched,
+            path: RwLock::new(path),
+            have: RwLock::new(Bitfield::new(layout.piece_count())),
+        }
+    }
+
+    /// An entry whose every piece is held (a shared file, or a finished download).
+    pub fn complete(manifest: Arc<Manifest>, name: String, origin: Origin, path: PathBuf) -> Self {
+        let entry = Self::new(manifest, name, origin, path);
+        *entry.have.write().expect("have lock") = Bitfield::full(entry.piece_count());
+        entry
+    }
+
+    pub fn id(&self) -> ContentId {
+        self.id
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    pub fn manifest(&self) -> Option<&Arc<Manifest>> {
+        self.manifest.as_ref()
+    }
+
+    pub fn size(&self) -> u64 {
+        self.layout.size()
+    }
+
+    pub fn piece_count(&self) -> u32 {
+        self.layout.piece_count()
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.path.read().expect("path lock").clone()
+    }
+
+    pub fn set_path(&self, path: PathBuf) {
+        *self.path.write().expect("path lock") = path;
+    }
+
+    pub fn have(&self) -> Bitfield {
+        self.have.read().expect("have lock").clone()
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.have.read().expect("have lock").is_full()
+    }
+
+    /// Marks a verified piece; returns false when it was already marked or is out of range.
+    pub fn mark(&self, piece: u32) -> bool {
+        let mut have = self.have.write().expect("have lock");
+        if piece >= have.len() || have.get(piece) {
+            return false;
+        }
+        have.set(piece);
+        true
+    }
+
+    /// Whether every piece touching `range` is verified: only then may it be served.
+    pub fn holds(&self, range: ByteRange) -> bool {
+        if range.is_empty() {
+            return true;
+        }
+        let layout = self.layout;
+        let (Some(first), Some(last)) = (
+            layout.piece_at(range.start()),
+            layout.piece_at(range.end() - 1),
+        ) else {
+            return false;
+        };
+        let have = self.have.read().expect("have lock");
+        (first.get()..=last.get()).all(|p| have.get(p))
+    }
+
+    /// What the tracker is told about this entry.
+    pub fn holding(&self) -> Holding {
+        let have = self.have();
+        Holding {
+            content: self.id(),
+            name: self.name.clone(),
+            layout: self.layout,
+            pieces: (!have.is_full()).then(|| PackedBits::of(&have)),
+        }
+    }
+}
+
+/// A change the announcer passes on to the tracker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A content was added or replaced whole.
+    Added(ContentId),
+    Removed(ContentId),
+    /// Newly verified pieces of a content already announced.
+    Pieces(ContentId, Vec<u32>),
+}
+
+/// Every content the agent holds. Cheap to clone; all clones share one index.
+#[derive(Clone, Default)]
+pub struct Catalog {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: RwLock<HashMap<ContentId, Arc<Entry>>>,
+    changes: std::sync::Mutex<Vec<Change>>,
+    /// Bumped on every change so the announcer wakes up.
+    version: watch::Sender<u64>,
+}
+
+impl Catalog {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn get(&self, id: &ContentId) -> Option<Arc<Entry>> {
+        self.inner
+            .entries
+            .read()
+            .expect("catalog lock")
+            .get(id)
+            .cloned()
+    }
+
+    pub fn entries(&self) -> Vec<Arc<Entry>> {
+        self.inner
+            .entries
+            .read()
+            .expect("catalog lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The entry holding the file at `path`, if any.
+    pub fn by_path(&self, path: &Path) -> Option<Arc<Entry>> {
+        self.entries().into_iter().find(|e| e.path() == path)
+    }
+
+    /// Adds (or replaces) an entry and queues its announcement.
+    pub fn insert(&self, entry: Arc<Entry>) {
+        let id = entry.id();
+        self.inner
+            .entries
+            .write()
+            .expect("catalog lock")
+            .insert(id, entry);
+        self.push(Change::Added(id));
+    }
+
+    /// Removes an entry and queues its withdrawal; returns it if it was there.
+    pub fn remove(&self, id: &ContentId) -> Option<Arc<Entry>> {
+        let removed = self.inner.entries.write().expect("catalog lock").remove(id);
+        if removed.is_some() {
+            self.push(Change::Removed(*id));
+        }
+        removed
+    }
+
+    /// Marks verified pieces of a held content and queues them for announcement.
+    pub fn mark(&self, id: &ContentId, pieces: &[u32]) {
+        let Some(entry) = self.get(id) else { return };
+        let new: Vec<u32> = pieces.iter().copied().filter(|&p| entry.mark(p)).collect();
+        if !new.is_empty() {
+            self.push(Change::Pieces(*id, new));
+        }
+    }
+
+    /// Takes the changes queued since the last call.
+    pub fn take_changes(&self) -> Vec<Change> {
+        std::mem::take(&mut *self.inner.changes.lock().expect("changes lock"))
+    }
+
+    /// Wakes when something changed since the receiver last looked.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.version.subscribe()
+    }
+
+    fn push(&self, change: Change) {
+        self.inner
+            .changes
+            .lock()
+            .expect("changes lock")
+            .push(change);
+        self.inner.version.send_modify(|v| *v += 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(data: &[u8], piece: u64) -> Arc<Entry> {
+        let manifest = Arc::new(Manifest::of_bytes(data, piece).unwrap());
+        Arc::new(Entry::new(
+            manifest,
+            "f".into(),
+            Origin::Fetched,
+            PathBuf::from("/nowhere"),
+        ))
+    }
+
+    #[test]
+    fn serves_only_verified_pieces() {
+        let e = entry(&[1u8; 10], 4);
+        assert!(!e.holds(ByteRange::new(0, 1).unwrap()));
+        e.mark(1);
+        assert!(e.holds(ByteRange::new(4, 8).unwrap()));
+        assert!(!e.holds(ByteRange::new(3, 8).unwrap()));
+        assert!(!e.holds(ByteRange::new(4, 11).unwrap()));
+        assert_eq!(e.holding().pieces.unwrap().as_bytes(), &[0x40]);
+    }
+
+    #[test]
+    fn changes_are_queued_once() {
+        let catalog = Catalog::new();
+        let e = entry(&[1u8; 10], 4);
+        let id = e.id();
+        catalog.insert(e);
+        catalog.mark(&id, &[0, 2]);
+        catalog.mark(&id, &[2]);
+        assert_eq!(
+            catalog.take_changes(),
+            vec![Change::Added(id), Change::Pieces(id, vec![0, 2])]
+        );
+        catalog.remove(&id);
+        assert_eq!(catalog.take_changes(), vec![Change::Removed(id)]);
+        assert!(catalog.take_changes().is_empty());
+    }
+}

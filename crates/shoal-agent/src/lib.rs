@@ -1,0 +1,12 @@
+//! The shoal agent: the daemon on every machine of a fleet. It shares a directory (a manifest
+//! per file, announced to the tracker), serves the pieces it holds to peers, and downloads
+//! through the engine with peers and the origin as sources of one scheduler, announcing pieces
+//! as they are verified so others fetch from it while it is still downloading.
+
+pub mod catalog;
+pub mod piece_size;
+pub mod serve;
+pub mod share;
+pub mod tracker;
+
+pub use catalog::{Catalog, Change, Entry, Origin};

@@ -1,0 +1,266 @@
+//! [`TrackerClient`]: the agent's side of the tracker's HTTP API (`shoal_core::wire`), with
+//! typed errors that say whether another try may help.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use shoal_core::wire::{
+    path, AgentId, AnnounceRequest, ErrorBody, HeartbeatRequest, LeaseGrant, ManifestPublished,
+    PeersQuery, PeersResponse, PublishUrlRequest, RegisterRequest, UrlKey, UrlMapping,
+};
+use shoal_core::{ContentId, Manifest};
+use thiserror::Error;
+use url::Url;
+
+use shoal_engine::redact::redacted;
+
+#[derive(Debug, Error)]
+pub enum TrackerError {
+    /// The tracker could not be reached, or answered 5xx / 429: worth another try later.
+    #[error("the tracker {url} is unreachable: {detail}")]
+    Unreachable { url: String, detail: String },
+    /// The tracker does not know what was asked for (404).
+    #[error("the tracker {url} has no {what}")]
+    NotFound { url: String, what: String },
+    /// The token was refused (401/403): fix `--token-file`.
+    #[error("the tracker {url} refused the token ({status}): {message}; check --token-file")]
+    Refused {
+        url: String,
+        status: u16,
+        message: String,
+    },
+    /// Anything else the tracker refused (400, 409, …).
+    #[error("the tracker {url} answered {status}: {message}")]
+    Rejected {
+        url: String,
+        status: u16,
+        message: String,
+    },
+}
+
+impl TrackerError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, TrackerError::NotFound { .. })
+    }
+
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, TrackerError::Unreachable { .. })
+    }
+}
+
+/// A client for one tracker; cheap to clone.
+#[derive(Clone)]
+pub struct TrackerClient {
+    base: Url,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for TrackerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("TrackerClient")
+            .field("base", &redacted(&self.base))
+            .finish()
+    }
+}
+
+impl TrackerClient {
+    pub fn new(base: Url, token: String) -> Self {
+        // Only one provider is compiled in; a second install attempt fails harmlessly.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("shoal-agent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("a client without TLS settings builds");
+        Self { base, token, http }
+    }
+
+    pub fn base(&self) -> String {
+        redacted(&self.base)
+    }
+
+    pub async fn register(
+        &self,
+        id: &AgentId,
+        body: &RegisterRequest,
+    ) -> Result<LeaseGrant, TrackerError> {
+        self.call(Method::PUT, &path::agent(id), Some(body), "agent")
+            .await
+    }
+
+    pub async fn heartbeat(
+        &self,
+        id: &AgentId,
+        body: &HeartbeatRequest,
+    ) -> Result<LeaseGrant, TrackerError> {
+        self.call(Method::POST, &path::heartbeat(id), Some(body), "agent")
+            .await
+    }
+
+    pub async fn announce(
+        &self,
+        id: &AgentId,
+        body: &AnnounceRequest,
+    ) -> Result<LeaseGrant, TrackerError> {
+        self.call(Method::POST, &path::announce(id), Some(body), "agent")
+            .await
+    }
+
+    pub async fn deregister(&self, id: &AgentId) -> Result<(), TrackerError> {
+        let response = self
+            .send(Method::DELETE, &path::agent(id), None::<&()>)
+            .await?;
+        self.check(response, "agent").await.map(|_| ())
+    }
+
+    pub async fn peers(
+        &self,
+        content: &ContentId,
+        query: &PeersQuery,
+    ) -> Result<PeersResponse, TrackerError> {
+        let mut target = path::peers(content);
+        target.push('?');
+        target.push_str(&serde_urlencoded::to_string(query).expect("a query serializes"));
+        self.call(Method::GET, &target, None::<&()>, "such content")
+            .await
+    }
+
+    pub async fn manifest(&self, content: &ContentId) -> Result<Manifest, TrackerError> {
+        self.call(
+            Method::GET,
+            &path::manifest(content),
+            None::<&()>,
+            "manifest for it",
+        )
+        .await
+    }
+
+    pub async fn put_manifest(
+        &self,
+        manifest: &Manifest,
+    ) -> Result<ManifestPublished, TrackerError> {
+        self.call(
+            Method::PUT,
+            &path::manifest(&manifest.id()),
+            Some(manifest),
+            "content",
+        )
+        .await
+    }
+
+    pub async fn lookup_url(&self, key: &UrlKey) -> Result<UrlMapping, TrackerError> {
+        let target = format!(
+            "{}?{}",
+            path::URLS,
+            serde_urlencoded::to_string(key).expect("a key serializes")
+        );
+        self.call(Method::GET, &target, None::<&()>, "mapping for this URL")
+            .await
+    }
+
+    pub async fn publish_url(&self, body: &PublishUrlRequest) -> Result<UrlMapping, TrackerError> {
+        self.call(
+            Method::POST,
+            path::URLS,
+            Some(body),
+            "manifest for the content",
+        )
+        .await
+    }
+
+    async fn call<T: DeserializeOwned, B: Serialize>(
+        &self,
+        method: Method,
+        target: &str,
+        body: Option<&B>,
+        what: &str,
+    ) -> Result<T, TrackerError> {
+        let response = self.send(method, target, body).await?;
+        let response = self.check(response, what).await?;
+        response
+            .json()
+            .await
+            .map_err(|e| TrackerError::Unreachable {
+                url: self.base(),
+                detail: format!("unreadable answer to {target}: {e}"),
+            })
+    }
+
+    async fn send<B: Serialize>(
+        &self,
+        method: Method,
+        target: &str,
+        body: Option<&B>,
+    ) -> Result<reqwest::Response, TrackerError> {
+        let url = self.base.join(target).map_err(|e| TrackerError::Rejected {
+            url: self.base(),
+            status: 0,
+            message: format!("cannot form a request for {target}: {e}"),
+        })?;
+        let mut request = self.http.request(method, url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.map_err(|e| TrackerError::Unreachable {
+            url: self.base(),
+            detail: describe(&e),
+        })
+    }
+
+    async fn check(
+        &self,
+        response: reqwest::Response,
+        what: &str,
+    ) -> Result<reqwest::Response, TrackerError> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let message = match response.json::<ErrorBody>().await {
+            Ok(body) => body.error,
+            Err(_) => status.canonical_reason().unwrap_or("error").to_string(),
+        };
+        let url = self.base();
+        Err(match status {
+            StatusCode::NOT_FOUND => TrackerError::NotFound {
+                url,
+                what: what.to_string(),
+            },
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => TrackerError::Refused {
+                url,
+                status: status.as_u16(),
+                message,
+            },
+            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
+                TrackerError::Unreachable {
+                    url,
+                    detail: format!("answered {s}: {message}"),
+                }
+            }
+            s => TrackerError::Rejected {
+                url,
+                status: s.as_u16(),
+                message,
+            },
+        })
+    }
+}
+
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
