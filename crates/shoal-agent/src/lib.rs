@@ -3,10 +3,16 @@
 //! through the engine with peers and the origin as sources of one scheduler, announcing pieces
 //! as they are verified so others fetch from it while it is still downloading.
 
+pub mod agent;
+pub mod announce;
 pub mod catalog;
+pub mod control;
+pub mod fetch;
+pub mod objects;
 pub mod piece_size;
 pub mod serve;
 pub mod share;
 pub mod tracker;
 
+pub use agent::{run, AgentError, AgentOptions};
 pub use catalog::{Catalog, Change, Entry, Origin};

@@ -7,8 +7,10 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use shoal_core::wire::{
-    path, AgentId, AnnounceRequest, ErrorBody, HeartbeatRequest, LeaseGrant, ManifestPublished,
-    PeersQuery, PeersResponse, PublishUrlRequest, RegisterRequest, UrlKey, UrlMapping,
+    path, AgentId, AnnounceRequest, ContentList, ContentQuery, ContentSummary, CreateSwarmRequest,
+    ErrorBody, HeartbeatRequest, LeaseGrant, ManifestPublished, PeersQuery, PeersResponse,
+    PublishDigestsRequest, PublishUrlRequest, RegisterRequest, ReportAccepted, ReportRequest,
+    SwarmInfo, UrlKey, UrlMapping,
 };
 use shoal_core::{ContentId, Manifest};
 use thiserror::Error;
@@ -171,6 +173,65 @@ impl TrackerClient {
             "manifest for the content",
         )
         .await
+    }
+
+    pub async fn content(&self, content: &ContentId) -> Result<ContentSummary, TrackerError> {
+        self.call(
+            Method::GET,
+            &path::content(content),
+            None::<&()>,
+            "such content",
+        )
+        .await
+    }
+
+    pub async fn search(&self, query: &ContentQuery) -> Result<ContentList, TrackerError> {
+        let target = format!(
+            "{}?{}",
+            path::CONTENT,
+            serde_urlencoded::to_string(query).expect("a query serializes")
+        );
+        self.call(Method::GET, &target, None::<&()>, "content list")
+            .await
+    }
+
+    pub async fn create_swarm(&self, body: &CreateSwarmRequest) -> Result<SwarmInfo, TrackerError> {
+        self.call(Method::POST, path::SWARMS, Some(body), "swarm")
+            .await
+    }
+
+    pub async fn swarm(&self, id: &ContentId) -> Result<SwarmInfo, TrackerError> {
+        self.call(Method::GET, &path::swarm(id), None::<&()>, "such swarm")
+            .await
+    }
+
+    pub async fn publish_digests(
+        &self,
+        id: &ContentId,
+        body: &PublishDigestsRequest,
+    ) -> Result<SwarmInfo, TrackerError> {
+        self.call(
+            Method::POST,
+            &path::swarm_digests(id),
+            Some(body),
+            "such swarm",
+        )
+        .await
+    }
+
+    pub async fn report(
+        &self,
+        content: &ContentId,
+        body: &ReportRequest,
+    ) -> Result<(), TrackerError> {
+        self.call::<ReportAccepted, _>(
+            Method::POST,
+            &path::reports(content),
+            Some(body),
+            "such content",
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn call<T: DeserializeOwned, B: Serialize>(

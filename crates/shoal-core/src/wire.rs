@@ -6,7 +6,15 @@
 //! then [`AnnounceRequest`] deltas and [`HeartbeatRequest`]s before the lease in
 //! [`LeaseGrant`] runs out. A `404` to a heartbeat or announce means the tracker forgot the
 //! agent (its lease lapsed, or the tracker restarted): register again with the full list.
+//!
+//! A URL that several agents want before anyone knows its manifest is fetched as a *URL swarm*
+//! ([`CreateSwarmRequest`]): the first agent leads, fetching from the origin and publishing
+//! each piece's digest ([`PublishDigestsRequest`]); the others fetch pieces from the leader
+//! and each other, checking each against those digests. The swarm id ([`UrlKey::swarm_id`])
+//! stands for the content id in register, announce and peers. A peer that sent a piece that
+//! did not match its digest is reported ([`ReportRequest`]).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 
@@ -17,6 +25,7 @@ use crate::bitfield::Bitfield;
 use crate::content::ContentId;
 use crate::hex;
 use crate::layout::Layout;
+use crate::manifest::PieceDigest;
 
 pub const API_PREFIX: &str = "/v1";
 /// The largest file size shoal handles, as [`Layout::new`] enforces.
@@ -25,6 +34,13 @@ pub const MAX_AGENT_ID_LEN: usize = 64;
 pub const MAX_NAME_LEN: usize = 1024;
 pub const MAX_URL_LEN: usize = 8192;
 pub const MAX_VALIDATOR_LEN: usize = 1024;
+/// The most pieces a URL swarm may have, so that its digests stay a few MiB on the wire; a
+/// larger file needs a larger piece size.
+pub const MAX_SWARM_PIECES: u32 = 1 << 20;
+/// The longest `reason` of a [`ReportRequest`], in bytes.
+pub const MAX_REASON_LEN: usize = 1024;
+/// What a swarm id hashes before the [canonical bytes](UrlKey::canonical_bytes) of its key.
+pub const SWARM_ID_TAG: &[u8] = b"shoal url swarm v1\0";
 
 /// An agent's id: 1 to 64 characters from `A-Z a-z 0-9 . _ -`, so it is safe in a URL path and a
 /// log line without escaping; `.` and `..` are refused because URL clients resolve them as
@@ -296,6 +312,45 @@ pub struct UrlKey {
     pub last_modified: Option<String>,
 }
 
+impl UrlKey {
+    /// The bytes a swarm id hashes, each length and number big-endian:
+    ///
+    /// ```text
+    /// url.len()  u64, then the URL's UTF-8 bytes
+    /// size       u64
+    /// etag       0x00 when absent; 0x01, u64 length, the bytes when present
+    /// last_modified  the same
+    /// ```
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.url.len());
+        out.extend_from_slice(&(self.url.len() as u64).to_be_bytes());
+        out.extend_from_slice(self.url.as_bytes());
+        out.extend_from_slice(&self.size.to_be_bytes());
+        for validator in [&self.etag, &self.last_modified] {
+            match validator {
+                None => out.push(0),
+                Some(text) => {
+                    out.push(1);
+                    out.extend_from_slice(&(text.len() as u64).to_be_bytes());
+                    out.extend_from_slice(text.as_bytes());
+                }
+            }
+        }
+        out
+    }
+
+    /// The id of this URL version's swarm: BLAKE3 of [`SWARM_ID_TAG`] and the
+    /// [canonical bytes](UrlKey::canonical_bytes). The tracker hashes the key as it normalized
+    /// it (the `key` of [`SwarmInfo`]), so a client that computes the id itself must hash that
+    /// key, not its own spelling of the URL.
+    pub fn swarm_id(&self) -> ContentId {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(SWARM_ID_TAG);
+        hasher.update(&self.canonical_bytes());
+        ContentId::from_bytes(*hasher.finalize().as_bytes())
+    }
+}
+
 /// `POST /v1/urls`: this URL version has this content (whose manifest must be published).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -323,6 +378,191 @@ pub struct ManifestPublished {
     /// False when the tracker already had this manifest.
     pub created: bool,
 }
+
+/// `POST /v1/swarms`: fetch this URL version together with whoever else wants it. The tracker
+/// normalizes the key and creates the swarm [`UrlKey::swarm_id`] unless it runs already: then
+/// `agent` leads and only the caller's token may publish digests. Answers `201` with a new
+/// swarm, `200` with the running one, `409` (field `layout`) when it runs with another layout.
+/// `layout.size` must equal `key.size`, and the layout may have at most [`MAX_SWARM_PIECES`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSwarmRequest {
+    pub key: UrlKey,
+    pub layout: Layout,
+    /// The agent that leads if this request creates the swarm.
+    pub agent: AgentId,
+}
+
+/// A URL swarm as the tracker knows it: the answer to create, publish and
+/// `GET /v1/swarms/{id}`. A swarm lapses when no create or publish touched it for the
+/// tracker's swarm lifetime (an hour by default); then `GET` answers `404`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwarmInfo {
+    /// [`UrlKey::swarm_id`] of `key`; use it as the content id in register, announce, peers.
+    pub id: ContentId,
+    /// The key as the tracker normalized it.
+    pub key: UrlKey,
+    pub layout: Layout,
+    /// The agent that fetches from the origin and publishes the digests.
+    pub leader: AgentId,
+    /// True only in the answer to the create that made the swarm.
+    pub created: bool,
+    pub digests: SwarmDigests,
+}
+
+/// The piece digests a swarm's leader has published so far. JSON:
+/// `{"known": "<hex bitfield of the pieces with a digest>", "digests": "<hex of the known
+/// digests concatenated, in piece order>"}`; the bitfield is a [`PackedBits`] of the layout's
+/// piece count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawSwarmDigests", into = "RawSwarmDigests")]
+pub struct SwarmDigests {
+    known: PackedBits,
+    /// 32 bytes per set bit of `known`, in piece order.
+    digests: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RawSwarmDigests {
+    known: PackedBits,
+    digests: String,
+}
+
+/// [`SwarmDigests`] that do not fit a layout, or do not decode.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SwarmDigestsError {
+    #[error("known: {0}")]
+    Known(#[from] PackedBitsError),
+    #[error("digests: {0}")]
+    Hex(#[from] crate::hex::HexError),
+    #[error("digests is {0} bytes, not a whole number of 32-byte digests")]
+    Partial(usize),
+    #[error("known marks {known} pieces but there are {actual} digests")]
+    Count { known: u32, actual: usize },
+}
+
+impl TryFrom<RawSwarmDigests> for SwarmDigests {
+    type Error = SwarmDigestsError;
+    fn try_from(raw: RawSwarmDigests) -> Result<Self, Self::Error> {
+        let digests = hex::decode(&raw.digests)?;
+        if digests.len() % 32 != 0 {
+            return Err(SwarmDigestsError::Partial(digests.len()));
+        }
+        Ok(Self {
+            known: raw.known,
+            digests,
+        })
+    }
+}
+
+impl From<SwarmDigests> for RawSwarmDigests {
+    fn from(d: SwarmDigests) -> Self {
+        RawSwarmDigests {
+            known: d.known,
+            digests: hex::encode(&d.digests),
+        }
+    }
+}
+
+impl SwarmDigests {
+    /// One entry per piece of the layout, `None` where no digest is known yet.
+    pub fn of(pieces: &[Option<PieceDigest>]) -> Self {
+        let mut known = Bitfield::new(pieces.len() as u32);
+        let mut digests = Vec::new();
+        for (i, digest) in pieces.iter().enumerate() {
+            if let Some(digest) = digest {
+                known.set(i as u32);
+                digests.extend_from_slice(digest);
+            }
+        }
+        Self {
+            known: PackedBits::of(&known),
+            digests,
+        }
+    }
+
+    /// The digests known of a content of `pieces` pieces, by piece index; entries at or past
+    /// `pieces` are left out.
+    pub fn from_known(pieces: u32, known: &BTreeMap<u32, PieceDigest>) -> Self {
+        let mut field = Bitfield::new(pieces);
+        let mut digests = Vec::with_capacity(32 * known.len());
+        for (&i, digest) in known.range(..pieces) {
+            field.set(i);
+            digests.extend_from_slice(digest);
+        }
+        Self {
+            known: PackedBits::of(&field),
+            digests,
+        }
+    }
+
+    /// One entry per piece of a layout of `pieces` pieces, checking that the bitfield fits the
+    /// layout and that there is a digest for every set bit.
+    pub fn to_digests(&self, pieces: u32) -> Result<Vec<Option<PieceDigest>>, SwarmDigestsError> {
+        let known = self.known.to_bitfield(pieces)?;
+        let count = known.count_ones();
+        if self.digests.len() != 32 * count as usize {
+            return Err(SwarmDigestsError::Count {
+                known: count,
+                actual: self.digests.len() / 32,
+            });
+        }
+        let mut digests = self
+            .digests
+            .chunks_exact(32)
+            .map(|c| PieceDigest::try_from(c).expect("chunks are 32 bytes"));
+        Ok((0..pieces)
+            .map(|i| if known.get(i) { digests.next() } else { None })
+            .collect())
+    }
+}
+
+/// One piece's digest in a [`PublishDigestsRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PieceDigestEntry {
+    pub index: u32,
+    /// BLAKE3 of the piece, 64 hex digits.
+    pub digest: String,
+}
+
+impl PieceDigestEntry {
+    /// The entry of piece `index`, its digest as hex.
+    pub fn new(index: u32, digest: &PieceDigest) -> Self {
+        Self {
+            index,
+            digest: hex::encode(digest),
+        }
+    }
+}
+
+/// `POST /v1/swarms/{id}/digests`: digests of pieces the leader fetched. Only the token that
+/// created the swarm (or an admin) may publish (`403` otherwise). The first digest of a piece
+/// wins: a different one later is ignored (and logged). Answers the swarm's [`SwarmInfo`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishDigestsRequest {
+    pub pieces: Vec<PieceDigestEntry>,
+}
+
+/// `POST /v1/content/{id}/reports`: a peer served a piece of this content that did not match
+/// its digest. The tracker leaves the reported agent out of peers answers for that content, to
+/// everyone, for ten minutes after the latest report. Answers `202` with [`ReportAccepted`],
+/// also when the agent does not hold the content (the report then changes nothing); `404`
+/// when the tracker does not know the content, `400` when `piece` is past its last piece.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportRequest {
+    /// The peer that sent the bad piece.
+    pub agent: AgentId,
+    pub piece: u32,
+    /// For the tracker's log; at most [`MAX_REASON_LEN`] bytes.
+    pub reason: String,
+}
+
+/// The answer to a report: `{}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportAccepted {}
 
 /// The body of every error answer; `field` names the request field at fault, as a path such as
 /// `holdings[2].pieces`, when there is one.
@@ -362,9 +602,22 @@ pub mod path {
         format!("/v1/content/{id}/manifest")
     }
 
+    pub fn reports(id: &ContentId) -> String {
+        format!("/v1/content/{id}/reports")
+    }
+
+    pub fn swarm(id: &ContentId) -> String {
+        format!("/v1/swarms/{id}")
+    }
+
+    pub fn swarm_digests(id: &ContentId) -> String {
+        format!("/v1/swarms/{id}/digests")
+    }
+
     pub const AGENTS: &str = "/v1/agents";
     pub const CONTENT: &str = "/v1/content";
     pub const URLS: &str = "/v1/urls";
+    pub const SWARMS: &str = "/v1/swarms";
 }
 
 #[cfg(test)]
@@ -398,6 +651,112 @@ mod tests {
             stray.to_bitfield(10),
             Err(PackedBitsError::StrayBits { pieces: 10 })
         );
+    }
+
+    fn key() -> UrlKey {
+        UrlKey {
+            url: "https://example.com/a.iso".into(),
+            size: 10,
+            etag: Some("\"e\"".into()),
+            last_modified: None,
+        }
+    }
+
+    #[test]
+    fn swarm_ids_hash_the_tag_and_every_part_of_the_key() {
+        let k = key();
+        let mut expected = b"shoal url swarm v1\0".to_vec();
+        expected.extend_from_slice(&25u64.to_be_bytes());
+        expected.extend_from_slice(b"https://example.com/a.iso");
+        expected.extend_from_slice(&10u64.to_be_bytes());
+        expected.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0, 3]);
+        expected.extend_from_slice(b"\"e\"");
+        expected.push(0);
+        assert_eq!(
+            k.swarm_id(),
+            ContentId::from_bytes(*blake3::hash(&expected).as_bytes())
+        );
+        // An absent validator and an empty one are different versions, and so are the same
+        // text as etag and as last_modified.
+        let empty = UrlKey {
+            etag: Some(String::new()),
+            ..key()
+        };
+        let none = UrlKey {
+            etag: None,
+            ..key()
+        };
+        let moved = UrlKey {
+            etag: None,
+            last_modified: Some("\"e\"".into()),
+            ..key()
+        };
+        let ids = [
+            k.swarm_id(),
+            empty.swarm_id(),
+            none.swarm_id(),
+            moved.swarm_id(),
+        ];
+        for (i, a) in ids.iter().enumerate() {
+            assert!(ids[i + 1..].iter().all(|b| a != b), "{ids:?}");
+        }
+    }
+
+    #[test]
+    fn swarm_digests_round_trip_and_check_lengths() {
+        let pieces = [Some([1u8; 32]), None, Some([3u8; 32])];
+        let digests = SwarmDigests::of(&pieces);
+        let text = serde_json::to_string(&digests).unwrap();
+        let expected = format!(
+            r#"{{"known":"a0","digests":"{}{}"}}"#,
+            "01".repeat(32),
+            "03".repeat(32)
+        );
+        assert_eq!(text, expected);
+        let back: SwarmDigests = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.to_digests(3).unwrap(), pieces);
+        let known = [(0, [1u8; 32]), (2, [3u8; 32]), (7, [9u8; 32])].into();
+        assert_eq!(SwarmDigests::from_known(3, &known), digests);
+
+        assert!(matches!(
+            back.to_digests(9),
+            Err(SwarmDigestsError::Known(PackedBitsError::Length { .. }))
+        ));
+        let short = r#"{"known":"e0","digests":""}"#;
+        let short: SwarmDigests = serde_json::from_str(short).unwrap();
+        assert_eq!(
+            short.to_digests(3),
+            Err(SwarmDigestsError::Count {
+                known: 3,
+                actual: 0
+            })
+        );
+        assert!(serde_json::from_str::<SwarmDigests>(r#"{"known":"","digests":"0102"}"#).is_err());
+        assert!(serde_json::from_str::<SwarmDigests>(r#"{"known":"","digests":"zz"}"#).is_err());
+        assert_eq!(SwarmDigests::of(&[]).to_digests(0).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn swarm_request_shapes() {
+        let text = r#"{"key":{"url":"https://h/f","size":8},"layout":{"size":8,"piece_size":4},"agent":"a"}"#;
+        let create: CreateSwarmRequest = serde_json::from_str(text).unwrap();
+        assert_eq!(create.layout.piece_count(), 2);
+        assert_eq!(serde_json::to_string(&create).unwrap(), text);
+        let publish = PublishDigestsRequest {
+            pieces: vec![PieceDigestEntry::new(1, &[0xab; 32])],
+        };
+        assert_eq!(
+            serde_json::to_string(&publish).unwrap(),
+            format!(
+                r#"{{"pieces":[{{"index":1,"digest":"{}"}}]}}"#,
+                "ab".repeat(32)
+            )
+        );
+        let report = r#"{"agent":"b","piece":3,"reason":"BLAKE3 mismatch","extra":1}"#;
+        assert!(serde_json::from_str::<ReportRequest>(report).is_err());
+        assert_eq!(serde_json::to_string(&ReportAccepted {}).unwrap(), "{}");
+        let id = key().swarm_id();
+        assert_eq!(path::swarm_digests(&id), format!("/v1/swarms/{id}/digests"));
     }
 
     #[test]

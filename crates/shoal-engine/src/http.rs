@@ -206,6 +206,57 @@ pub async fn probe(client: &Client, url: &Url, from: u64) -> Result<Probe, Fetch
     })
 }
 
+/// What identifies the version of a file a URL serves now, learned from a one-byte range
+/// request (no `HEAD`: many servers answer it wrongly).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlVersion {
+    /// Where the redirects ended, with the original credentials when the origin is the same.
+    pub url: Url,
+    pub size: u64,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// The value to send as `If-Range`: a strong `ETag`, else `Last-Modified`.
+    pub validator: Option<String>,
+}
+
+/// Asks for byte 0 only: a `206` gives the size and validators. A server without ranges, or
+/// one that does not say the size, has no version a swarm can share.
+pub async fn version(client: &Client, url: &Url) -> Result<UrlVersion, FetchError> {
+    let response = client
+        .get(url.clone())
+        .header(header::RANGE, "bytes=0-0")
+        .header(header::ACCEPT_ENCODING, "identity")
+        .send()
+        .await
+        .map_err(|e| transport_error(&e))?;
+    let headers = response.headers();
+    let size = match response.status() {
+        StatusCode::PARTIAL_CONTENT => match content_range(headers) {
+            Some((0, 0, Some(total))) => total,
+            _ => {
+                return Err(FetchError::Protocol(format!(
+                    "answered 206 without a usable Content-Range ({:?})",
+                    header_str(headers, header::CONTENT_RANGE)
+                )))
+            }
+        },
+        StatusCode::RANGE_NOT_SATISFIABLE if content_range_total(headers) == Some(0) => 0,
+        StatusCode::OK => {
+            return Err(FetchError::Protocol(
+                "does not answer range requests, so its file cannot be shared by a swarm".into(),
+            ))
+        }
+        _ => return Err(status_error(&response)),
+    };
+    Ok(UrlVersion {
+        url: with_credentials(url, response.url()),
+        size,
+        etag: header_str(headers, header::ETAG),
+        last_modified: header_str(headers, header::LAST_MODIFIED),
+        validator: validator(headers),
+    })
+}
+
 /// Reattaches the user's credentials after redirects that stayed on the same origin; a
 /// redirect to another origin never receives them.
 fn with_credentials(original: &Url, final_url: &Url) -> Url {

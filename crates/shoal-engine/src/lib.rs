@@ -32,6 +32,18 @@ pub use options::{
     OptionError, OriginUse, Output, PeerSource, Rate, Resume, SwarmOptions, BLOCK,
 };
 pub use tokio_util::sync::CancellationToken;
+pub use url::Url;
+
+pub use http::UrlVersion;
+
+/// Learns the size and validators of what `url` serves now with a one-byte range request, so
+/// a caller can name that version (to find it in a swarm) before downloading it.
+pub async fn url_version(url: &Url, http: &HttpOptions) -> Result<UrlVersion, DownloadError> {
+    let client = http::client(http).map_err(|e| download::network(url, &e, 1))?;
+    http::version(&client, url)
+        .await
+        .map_err(|e| download::network(url, &e, 1))
+}
 
 /// Downloads one file as `options` say, sending progress to `events` until it is complete and
 /// in place, fails, or `cancel` fires.

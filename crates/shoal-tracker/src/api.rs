@@ -7,17 +7,21 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use shoal_core::wire::{
-    AgentList, AgentsQuery, AnnounceRequest, ContentList, ContentQuery, HeartbeatRequest,
-    LeaseGrant, PeersQuery, PublishUrlRequest, RegisterRequest, UrlKey, MAX_NAME_LEN,
+    AgentList, AgentsQuery, AnnounceRequest, ContentList, ContentQuery, CreateSwarmRequest,
+    HeartbeatRequest, LeaseGrant, PeersQuery, PublishDigestsRequest, PublishUrlRequest,
+    RegisterRequest, ReportAccepted, ReportRequest, SwarmInfo, UrlKey, MAX_NAME_LEN,
+    MAX_REASON_LEN, MAX_SWARM_PIECES,
 };
-use shoal_core::Manifest;
+use shoal_core::{hex, Manifest};
 
 use crate::error::ApiError;
 use crate::extract::{
-    agent_id, content_id, Allow, AnnouncePerm, JsonBody, ListPerm, ManifestBody, QueryParams,
+    agent_id, content_id, Allow, AnnouncePerm, DigestsBody, JsonBody, ListPerm, QueryParams,
     QueryPerm,
 };
-use crate::store::{AgentPage, ContentSearch, PeerQuery, Registration, Store, StoreError};
+use crate::store::{
+    AgentPage, ContentSearch, NewSwarm, PeerQuery, PeerReport, Registration, Store, StoreError,
+};
 use crate::urlkey::normalize;
 use crate::AppState;
 
@@ -25,6 +29,8 @@ pub const DEFAULT_PEERS: u32 = 20;
 pub const MAX_PEERS: u32 = 200;
 pub const DEFAULT_LIST: u32 = 100;
 pub const MAX_LIST: u32 = 1000;
+/// Digests ignored in one publish that get a log line each; the rest get one line together.
+const LOGGED_IGNORED_DIGESTS: usize = 8;
 
 macro_rules! routes {
     ($($method:ident $path:literal => $handler:ident,)*) => {
@@ -51,8 +57,12 @@ routes! {
     get "/v1/content/{id}/peers" => peers,
     put "/v1/content/{id}/manifest" => put_manifest,
     get "/v1/content/{id}/manifest" => get_manifest,
+    post "/v1/content/{id}/reports" => report,
     post "/v1/urls" => publish_url,
     get "/v1/urls" => lookup_url,
+    post "/v1/swarms" => create_swarm,
+    get "/v1/swarms/{id}" => get_swarm,
+    post "/v1/swarms/{id}/digests" => publish_digests,
 }
 
 async fn healthz<S: Store>(State(state): State<AppState<S>>) -> Result<&'static str, ApiError> {
@@ -222,7 +232,7 @@ async fn put_manifest<S: Store>(
     State(state): State<AppState<S>>,
     allow: Allow<AnnouncePerm>,
     Path(id): Path<String>,
-    ManifestBody(manifest): ManifestBody<Manifest>,
+    DigestsBody(manifest): DigestsBody<Manifest>,
 ) -> Result<Response, ApiError> {
     let id = content_id(&id)?;
     let actual = manifest.id();
@@ -287,4 +297,140 @@ async fn lookup_url<S: Store>(
 ) -> Result<Response, ApiError> {
     let key = normalize(key, "")?;
     Ok(Json(state.shared.store.lookup_url(key).await?).into_response())
+}
+
+async fn report<S: Store>(
+    State(state): State<AppState<S>>,
+    allow: Allow<AnnouncePerm>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<ReportRequest>,
+) -> Result<Response, ApiError> {
+    let content = content_id(&id)?;
+    if body.reason.len() > MAX_REASON_LEN {
+        return Err(ApiError::field(
+            "reason",
+            format!("reason is over {MAX_REASON_LEN} bytes"),
+        ));
+    }
+    let report = PeerReport {
+        content,
+        agent: body.agent,
+        piece: body.piece,
+    };
+    let hidden = state.shared.store.report(report.clone()).await?;
+    state.shared.metrics.count_report();
+    // The reason is the client's text: logged with escapes, so it cannot forge log lines.
+    tracing::warn!(
+        reporter = %allow.principal.name,
+        agent = %report.agent,
+        %content,
+        piece = report.piece,
+        reason = ?body.reason,
+        hidden,
+        "a peer was reported for a piece that did not match its digest"
+    );
+    Ok((StatusCode::ACCEPTED, Json(ReportAccepted {})).into_response())
+}
+
+async fn create_swarm<S: Store>(
+    State(state): State<AppState<S>>,
+    allow: Allow<AnnouncePerm>,
+    JsonBody(body): JsonBody<CreateSwarmRequest>,
+) -> Result<Response, ApiError> {
+    let key = normalize(body.key, "key.")?;
+    if body.layout.size() != key.size {
+        return Err(ApiError::field(
+            "layout.size",
+            format!(
+                "layout.size is {} but key.size is {}",
+                body.layout.size(),
+                key.size
+            ),
+        ));
+    }
+    if body.layout.piece_count() > MAX_SWARM_PIECES {
+        return Err(ApiError::field(
+            "layout.piece_size",
+            format!(
+                "a swarm has at most {MAX_SWARM_PIECES} pieces, this layout {}: use a larger piece size",
+                body.layout.piece_count()
+            ),
+        ));
+    }
+    let swarm = NewSwarm {
+        key,
+        layout: body.layout,
+        leader: body.agent,
+    };
+    let info = state
+        .shared
+        .store
+        .create_swarm(allow.caller(), swarm)
+        .await?;
+    let status = if info.created {
+        // Not the URL: a signed URL's query carries a credential.
+        tracing::debug!(swarm = %info.id, leader = %info.leader, "swarm created");
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(info)).into_response())
+}
+
+async fn get_swarm<S: Store>(
+    State(state): State<AppState<S>>,
+    _: Allow<QueryPerm>,
+    Path(id): Path<String>,
+) -> Result<Json<SwarmInfo>, ApiError> {
+    let id = content_id(&id)?;
+    Ok(Json(state.shared.store.swarm(id).await?))
+}
+
+async fn publish_digests<S: Store>(
+    State(state): State<AppState<S>>,
+    allow: Allow<AnnouncePerm>,
+    Path(id): Path<String>,
+    DigestsBody(body): DigestsBody<PublishDigestsRequest>,
+) -> Result<Json<SwarmInfo>, ApiError> {
+    let id = content_id(&id)?;
+    let digests = body
+        .pieces
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            hex::decode_array::<32>(&entry.digest)
+                .map(|digest| (entry.index, digest))
+                .ok_or_else(|| {
+                    ApiError::field(
+                        format!("pieces[{i}].digest"),
+                        "a digest is 64 hex digits: the BLAKE3 of the piece",
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let published = state
+        .shared
+        .store
+        .publish_digests(allow.caller(), id, digests)
+        .await?;
+    // A leader that publishes another digest for a piece fetched a different file (the origin
+    // changed it, or the leader is broken): the first digest stays, so followers stay
+    // consistent, and the log says which pieces disagreed.
+    for &index in published.ignored.iter().take(LOGGED_IGNORED_DIGESTS) {
+        tracing::warn!(
+            swarm = %id,
+            index,
+            token = %allow.principal.name,
+            "ignored a digest that differs from the one published first"
+        );
+    }
+    if published.ignored.len() > LOGGED_IGNORED_DIGESTS {
+        tracing::warn!(
+            swarm = %id,
+            more = published.ignored.len() - LOGGED_IGNORED_DIGESTS,
+            token = %allow.principal.name,
+            "ignored more digests that differ from the ones published first"
+        );
+    }
+    Ok(Json(published.swarm))
 }

@@ -62,11 +62,15 @@ impl ApiError {
                 | StoreError::UnknownContent(_)
                 | StoreError::NoManifest(_)
                 | StoreError::UnknownUrl
+                | StoreError::UnknownSwarm(_)
                 | StoreError::NotHeld { .. } => StatusCode::NOT_FOUND,
-                StoreError::NotOwner(_) => StatusCode::FORBIDDEN,
+                StoreError::NotOwner(_) | StoreError::NotPublisher(_) => StatusCode::FORBIDDEN,
+                StoreError::SwarmLayout { .. } => StatusCode::CONFLICT,
                 StoreError::Invalid { .. } => StatusCode::BAD_REQUEST,
                 StoreError::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                StoreError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                StoreError::Unavailable { .. } | StoreError::TooManySwarms { .. } => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
             },
         }
     }
@@ -76,7 +80,11 @@ impl ApiError {
             ApiError::BadRequest { field, .. } => field.clone(),
             ApiError::NotFound { field, .. } => Some(field.to_string()),
             ApiError::Store(e) => match e {
-                StoreError::UnknownAgent(_) | StoreError::NotOwner(_) => Some("id".into()),
+                StoreError::UnknownAgent(_)
+                | StoreError::NotOwner(_)
+                | StoreError::UnknownSwarm(_)
+                | StoreError::NotPublisher(_) => Some("id".into()),
+                StoreError::SwarmLayout { .. } => Some("layout".into()),
                 StoreError::NotHeld { field, .. } | StoreError::Invalid { field, .. } => {
                     Some(field.clone())
                 }
@@ -90,7 +98,10 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        if matches!(self, ApiError::Store(StoreError::TooManySwarms { .. })) {
+            // A full table under load, not a fault: worth seeing, not worth an error per request.
+            tracing::warn!(error = %self, "refused a new swarm");
+        } else if status.is_server_error() {
             // The cause chain goes to the log only; clients get the short message.
             tracing::error!(error = ?self, "request failed");
         }

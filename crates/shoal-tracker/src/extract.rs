@@ -157,16 +157,16 @@ impl<S: Store, T: DeserializeOwned> FromRequest<AppState<S>> for JsonBody<T> {
     }
 }
 
-/// A JSON body of at most `TrackerOptions::manifest_body_limit` bytes: manifests of large
-/// files carry 64 hex digits per piece.
-pub struct ManifestBody<T>(pub T);
+/// A JSON body of at most `TrackerOptions::manifest_body_limit` bytes: bodies of piece
+/// digests (a manifest, a swarm's digests) carry 64 hex digits per piece of large files.
+pub struct DigestsBody<T>(pub T);
 
-impl<S: Store, T: DeserializeOwned> FromRequest<AppState<S>> for ManifestBody<T> {
+impl<S: Store, T: DeserializeOwned> FromRequest<AppState<S>> for DigestsBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState<S>) -> Result<Self, Self::Rejection> {
         let bytes = read_body(request, state.shared.options.manifest_body_limit).await?;
-        decode_json(&bytes).map(ManifestBody)
+        decode_json(&bytes).map(DigestsBody)
     }
 }
 

@@ -2,8 +2,9 @@
 //!
 //! Agents register with their holdings and keep a lease alive with heartbeats; they announce
 //! pieces as they verify them; an agent that needs a content asks for peers. The tracker also
-//! keeps manifests (piece digests, checked against the content id) and maps URL versions to
-//! contents. The HTTP API is JSON under `/v1` (see [`openapi`] and `shoal_core::wire`), with
+//! keeps manifests (piece digests, checked against the content id), maps URL versions to
+//! contents, runs URL swarms (agents fetching one URL together before its manifest exists, the
+//! leader publishing piece digests as it goes) and hears reports of peers that sent bad pieces. The HTTP API is JSON under `/v1` (see [`openapi`] and `shoal_core::wire`), with
 //! bearer tokens by role ([`auth`]) and per-token rate limits ([`ratelimit`]). Storage sits
 //! behind the [`store::Store`] trait; the default backend is SQLite plus in-memory soft state.
 //!
@@ -33,7 +34,9 @@ pub use auth::{Role, Tokens, TokensError};
 pub use clock::Clock;
 pub use error::ApiError;
 pub use ratelimit::RateLimit;
-pub use store::{RedisStore, SqliteLocation, SqliteStore, Store, StoreError, StoreOptions};
+pub use store::{
+    RedisStore, SqliteLocation, SqliteStore, Store, StoreError, StoreOptions, SwarmOptions,
+};
 
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
@@ -41,12 +44,14 @@ use crate::ratelimit::RateLimiter;
 /// Server settings other than storage and tokens.
 #[derive(Debug, Clone)]
 pub struct TrackerOptions {
-    /// Largest request body, except manifests.
+    /// Largest request body, except bodies of piece digests.
     pub body_limit: usize,
-    /// Largest manifest body: 64 hex digits per piece plus a little.
+    /// Largest body of piece digests, a manifest (64 hex digits per piece plus a little) or a
+    /// swarm's digests (about 90 bytes per piece, so the 16 MiB default takes 2^16 pieces in
+    /// one publish with room to spare).
     pub manifest_body_limit: usize,
     pub rate_limit: RateLimit,
-    /// How often agents whose lease lapsed are dropped from memory.
+    /// How often agents whose lease lapsed, and lapsed swarms, are dropped from memory.
     pub sweep_every: Duration,
     /// The clock of rate limits (give the store the same one, unless it is shared by replicas:
     /// then the store's is [`Clock::wall`]).
@@ -130,9 +135,13 @@ pub async fn run<S: Store>(
         loop {
             tick.tick().await;
             match store.sweep().await {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(agents = n, "dropped agents whose lease lapsed"),
-                Err(e) => tracing::warn!(error = ?e, "sweeping lapsed agents failed"),
+                Ok(swept) if swept == store::Swept::default() => {}
+                Ok(swept) => tracing::debug!(
+                    agents = swept.agents,
+                    swarms = swept.swarms,
+                    "dropped lapsed agents and swarms"
+                ),
+                Err(e) => tracing::warn!(error = ?e, "sweeping lapsed agents and swarms failed"),
             }
         }
     });

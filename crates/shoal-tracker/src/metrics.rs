@@ -1,8 +1,10 @@
 //! Prometheus metrics in the text exposition format, and the middleware that records every
-//! request (count by route, method and status; latency histogram by route) and logs it.
+//! request (count by route, method and status; latency histogram by route) and logs it. Counts
+//! are per process: Prometheus sums them over tracker replicas.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -31,9 +33,15 @@ struct RouteStats {
 pub struct Metrics {
     /// route → method → stats; routes are the matched patterns, so the label set is bounded.
     routes: Mutex<HashMap<String, BTreeMap<String, RouteStats>>>,
+    /// Accepted reports of peers that served a bad piece.
+    reports: AtomicU64,
 }
 
 impl Metrics {
+    pub fn count_report(&self) {
+        self.reports.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn record(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
         let mut routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
         let methods = match routes.get_mut(route) {
@@ -60,12 +68,26 @@ impl Metrics {
             ("contents", "Contents in the catalog.", store.contents),
             ("manifests", "Published manifests.", store.manifests),
             ("holdings", "Holdings of live agents.", store.holdings),
+            (
+                "swarms",
+                "URL swarms, until a sweep drops lapsed ones.",
+                store.swarms,
+            ),
         ];
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP shoal_tracker_{name} {help}");
             let _ = writeln!(out, "# TYPE shoal_tracker_{name} gauge");
             let _ = writeln!(out, "shoal_tracker_{name} {value}");
         }
+        out.push_str(
+            "# HELP shoal_tracker_reports_total Reports of peers that served a bad piece.\n",
+        );
+        out.push_str("# TYPE shoal_tracker_reports_total counter\n");
+        let _ = writeln!(
+            out,
+            "shoal_tracker_reports_total {}",
+            self.reports.load(Ordering::Relaxed)
+        );
         let routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
         let mut sorted: Vec<_> = routes.iter().collect();
         sorted.sort_by(|a, b| a.0.cmp(b.0));

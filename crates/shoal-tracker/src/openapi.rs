@@ -9,8 +9,9 @@ fn error_responses(codes: &[&str]) -> Value {
         let description = match code {
             "400" => "Malformed request; `field` names the bad field.",
             "401" => "Missing or unknown bearer token.",
-            "403" => "The token's role may not do this, or the agent belongs to another token.",
+            "403" => "The token's role may not do this, or the agent (or swarm) belongs to another token.",
             "404" => "Unknown id.",
+            "409" => "The swarm runs with another layout; `field` is `layout`.",
             "413" => "Body over the size limit.",
             "429" => "Rate limit of the token exceeded; see `Retry-After`.",
             "503" => "The tracker's store (Redis, for replicas) is unreachable; retry later.",
@@ -54,9 +55,95 @@ fn errs(extra: &[&'static str]) -> Vec<&'static str> {
     all
 }
 
+fn schemas() -> Value {
+    json!({
+        "Error": {"type": "object", "required": ["error"], "properties": {
+            "error": {"type": "string"}, "field": {"type": "string"}}},
+        "ContentId": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+        "Layout": {"type": "object", "required": ["size", "piece_size"], "properties": {
+            "size": {"type": "integer", "format": "uint64", "maximum": 9223372036854775808_u64},
+            "piece_size": {"type": "integer", "format": "uint64", "description": "a power of two"}}},
+        "Bits": {"type": "string", "pattern": "^([0-9a-fA-F]{2})*$",
+            "description": "Hex of the bitfield bytes, most significant bit first, one bit per piece of the layout."},
+        "Holding": {"type": "object", "required": ["content", "name", "layout"], "properties": {
+            "content": {"$ref": "#/components/schemas/ContentId"},
+            "name": {"type": "string", "maxLength": 1024},
+            "layout": {"$ref": "#/components/schemas/Layout"},
+            "pieces": {"$ref": "#/components/schemas/Bits"}}},
+        "RegisterRequest": {"type": "object", "required": ["addr"], "properties": {
+            "addr": {"type": "string", "example": "10.0.0.5:7701"},
+            "upload_capacity": {"type": "integer", "format": "uint64"},
+            "holdings": {"type": "array", "items": {"$ref": "#/components/schemas/Holding"}}}},
+        "HeartbeatRequest": {"type": "object", "properties": {"load": {"type": "integer", "format": "uint32"}}},
+        "AnnounceRequest": {"type": "object", "properties": {
+            "removed": {"type": "array", "items": {"$ref": "#/components/schemas/ContentId"}},
+            "holdings": {"type": "array", "items": {"$ref": "#/components/schemas/Holding"}},
+            "pieces": {"type": "array", "items": {"type": "object", "required": ["content", "have"], "properties": {
+                "content": {"$ref": "#/components/schemas/ContentId"},
+                "have": {"type": "array", "items": {"type": "integer", "format": "uint32"}}}}}}},
+        "LeaseGrant": {"type": "object", "required": ["lease_ms"], "properties": {"lease_ms": {"type": "integer"}}},
+        "Peer": {"type": "object", "required": ["id", "addr", "upload_capacity", "load", "complete"], "properties": {
+            "id": {"type": "string"}, "addr": {"type": "string"},
+            "upload_capacity": {"type": "integer"}, "load": {"type": "integer"},
+            "complete": {"type": "boolean"}, "pieces": {"$ref": "#/components/schemas/Bits"}}},
+        "PeersResponse": {"type": "object", "required": ["content", "layout", "peers"], "properties": {
+            "content": {"$ref": "#/components/schemas/ContentId"},
+            "layout": {"$ref": "#/components/schemas/Layout"},
+            "peers": {"type": "array", "items": {"$ref": "#/components/schemas/Peer"}}}},
+        "ContentSummary": {"type": "object", "required": ["id", "name", "layout", "manifest", "complete_holders", "partial_holders"], "properties": {
+            "id": {"$ref": "#/components/schemas/ContentId"}, "name": {"type": "string"},
+            "layout": {"$ref": "#/components/schemas/Layout"}, "manifest": {"type": "boolean"},
+            "complete_holders": {"type": "integer"}, "partial_holders": {"type": "integer"}}},
+        "ContentList": {"type": "object", "required": ["contents"], "properties": {
+            "contents": {"type": "array", "items": {"$ref": "#/components/schemas/ContentSummary"}}}},
+        "AgentSummary": {"type": "object", "required": ["id", "addr", "upload_capacity", "load", "holdings", "complete_holdings", "lease_remaining_ms"], "properties": {
+            "id": {"type": "string"}, "addr": {"type": "string"}, "upload_capacity": {"type": "integer"},
+            "load": {"type": "integer"}, "holdings": {"type": "integer"},
+            "complete_holdings": {"type": "integer"}, "lease_remaining_ms": {"type": "integer"}}},
+        "AgentList": {"type": "object", "required": ["agents"], "properties": {
+            "agents": {"type": "array", "items": {"$ref": "#/components/schemas/AgentSummary"}}}},
+        "Manifest": {"type": "object", "required": ["size", "piece_size", "digests"], "properties": {
+            "size": {"type": "integer"}, "piece_size": {"type": "integer"},
+            "digests": {"type": "string", "description": "Hex of the 32-byte BLAKE3 of every piece, concatenated."}}},
+        "ManifestPublished": {"type": "object", "required": ["content", "created"], "properties": {
+            "content": {"$ref": "#/components/schemas/ContentId"}, "created": {"type": "boolean"}}},
+        "UrlKey": {"type": "object", "required": ["url", "size"], "properties": {
+            "url": {"type": "string"}, "size": {"type": "integer"},
+            "etag": {"type": "string"}, "last_modified": {"type": "string"}}},
+        "PublishUrlRequest": {"type": "object", "required": ["key", "content"], "properties": {
+            "key": {"$ref": "#/components/schemas/UrlKey"}, "content": {"$ref": "#/components/schemas/ContentId"}}},
+        "UrlMapping": {"type": "object", "required": ["key", "content", "publisher", "published_at"], "properties": {
+            "key": {"$ref": "#/components/schemas/UrlKey"}, "content": {"$ref": "#/components/schemas/ContentId"},
+            "publisher": {"type": "string"}, "published_at": {"type": "integer"}}},
+        "CreateSwarmRequest": {"type": "object", "required": ["key", "layout", "agent"], "properties": {
+            "key": {"$ref": "#/components/schemas/UrlKey"},
+            "layout": {"$ref": "#/components/schemas/Layout"},
+            "agent": {"type": "string", "description": "Leads the swarm if this request creates it"}}},
+        "SwarmDigests": {"type": "object", "required": ["known", "digests"], "properties": {
+            "known": {"$ref": "#/components/schemas/Bits"},
+            "digests": {"type": "string", "description": "Hex of the 32-byte BLAKE3 of every piece set in `known`, in piece order."}}},
+        "SwarmInfo": {"type": "object", "required": ["id", "key", "layout", "leader", "created", "digests"], "properties": {
+            "id": {"$ref": "#/components/schemas/ContentId"},
+            "key": {"$ref": "#/components/schemas/UrlKey"},
+            "layout": {"$ref": "#/components/schemas/Layout"},
+            "leader": {"type": "string"}, "created": {"type": "boolean"},
+            "digests": {"$ref": "#/components/schemas/SwarmDigests"}}},
+        "PublishDigestsRequest": {"type": "object", "required": ["pieces"], "properties": {
+            "pieces": {"type": "array", "items": {"type": "object", "required": ["index", "digest"], "properties": {
+                "index": {"type": "integer", "format": "uint32"},
+                "digest": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}}}}}},
+        "ReportRequest": {"type": "object", "required": ["agent", "piece", "reason"], "properties": {
+            "agent": {"type": "string", "description": "The peer that sent the bad piece"},
+            "piece": {"type": "integer", "format": "uint32"},
+            "reason": {"type": "string", "maxLength": 1024}}},
+        "ReportAccepted": {"type": "object"}
+    })
+}
+
 pub fn document() -> Value {
     let agent_id = path_id("Agent id: 1 to 64 characters from A-Z a-z 0-9 . _ -");
     let content_id = path_id("Content id: 64 hex digits, BLAKE3 of the manifest");
+    let swarm_id = path_id("Swarm id: 64 hex digits, from the swarm's URL key");
     let limit = query(
         "limit",
         json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
@@ -71,66 +158,7 @@ pub fn document() -> Value {
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {
-                    "error": {"type": "string"}, "field": {"type": "string"}}},
-                "ContentId": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
-                "Layout": {"type": "object", "required": ["size", "piece_size"], "properties": {
-                    "size": {"type": "integer", "format": "uint64", "maximum": 9223372036854775808_u64},
-                    "piece_size": {"type": "integer", "format": "uint64", "description": "a power of two"}}},
-                "Bits": {"type": "string", "pattern": "^([0-9a-fA-F]{2})*$",
-                    "description": "Hex of the bitfield bytes, most significant bit first, one bit per piece of the layout."},
-                "Holding": {"type": "object", "required": ["content", "name", "layout"], "properties": {
-                    "content": {"$ref": "#/components/schemas/ContentId"},
-                    "name": {"type": "string", "maxLength": 1024},
-                    "layout": {"$ref": "#/components/schemas/Layout"},
-                    "pieces": {"$ref": "#/components/schemas/Bits"}}},
-                "RegisterRequest": {"type": "object", "required": ["addr"], "properties": {
-                    "addr": {"type": "string", "example": "10.0.0.5:7701"},
-                    "upload_capacity": {"type": "integer", "format": "uint64"},
-                    "holdings": {"type": "array", "items": {"$ref": "#/components/schemas/Holding"}}}},
-                "HeartbeatRequest": {"type": "object", "properties": {"load": {"type": "integer", "format": "uint32"}}},
-                "AnnounceRequest": {"type": "object", "properties": {
-                    "removed": {"type": "array", "items": {"$ref": "#/components/schemas/ContentId"}},
-                    "holdings": {"type": "array", "items": {"$ref": "#/components/schemas/Holding"}},
-                    "pieces": {"type": "array", "items": {"type": "object", "required": ["content", "have"], "properties": {
-                        "content": {"$ref": "#/components/schemas/ContentId"},
-                        "have": {"type": "array", "items": {"type": "integer", "format": "uint32"}}}}}}},
-                "LeaseGrant": {"type": "object", "required": ["lease_ms"], "properties": {"lease_ms": {"type": "integer"}}},
-                "Peer": {"type": "object", "required": ["id", "addr", "upload_capacity", "load", "complete"], "properties": {
-                    "id": {"type": "string"}, "addr": {"type": "string"},
-                    "upload_capacity": {"type": "integer"}, "load": {"type": "integer"},
-                    "complete": {"type": "boolean"}, "pieces": {"$ref": "#/components/schemas/Bits"}}},
-                "PeersResponse": {"type": "object", "required": ["content", "layout", "peers"], "properties": {
-                    "content": {"$ref": "#/components/schemas/ContentId"},
-                    "layout": {"$ref": "#/components/schemas/Layout"},
-                    "peers": {"type": "array", "items": {"$ref": "#/components/schemas/Peer"}}}},
-                "ContentSummary": {"type": "object", "required": ["id", "name", "layout", "manifest", "complete_holders", "partial_holders"], "properties": {
-                    "id": {"$ref": "#/components/schemas/ContentId"}, "name": {"type": "string"},
-                    "layout": {"$ref": "#/components/schemas/Layout"}, "manifest": {"type": "boolean"},
-                    "complete_holders": {"type": "integer"}, "partial_holders": {"type": "integer"}}},
-                "ContentList": {"type": "object", "required": ["contents"], "properties": {
-                    "contents": {"type": "array", "items": {"$ref": "#/components/schemas/ContentSummary"}}}},
-                "AgentSummary": {"type": "object", "required": ["id", "addr", "upload_capacity", "load", "holdings", "complete_holdings", "lease_remaining_ms"], "properties": {
-                    "id": {"type": "string"}, "addr": {"type": "string"}, "upload_capacity": {"type": "integer"},
-                    "load": {"type": "integer"}, "holdings": {"type": "integer"},
-                    "complete_holdings": {"type": "integer"}, "lease_remaining_ms": {"type": "integer"}}},
-                "AgentList": {"type": "object", "required": ["agents"], "properties": {
-                    "agents": {"type": "array", "items": {"$ref": "#/components/schemas/AgentSummary"}}}},
-                "Manifest": {"type": "object", "required": ["size", "piece_size", "digests"], "properties": {
-                    "size": {"type": "integer"}, "piece_size": {"type": "integer"},
-                    "digests": {"type": "string", "description": "Hex of the 32-byte BLAKE3 of every piece, concatenated."}}},
-                "ManifestPublished": {"type": "object", "required": ["content", "created"], "properties": {
-                    "content": {"$ref": "#/components/schemas/ContentId"}, "created": {"type": "boolean"}}},
-                "UrlKey": {"type": "object", "required": ["url", "size"], "properties": {
-                    "url": {"type": "string"}, "size": {"type": "integer"},
-                    "etag": {"type": "string"}, "last_modified": {"type": "string"}}},
-                "PublishUrlRequest": {"type": "object", "required": ["key", "content"], "properties": {
-                    "key": {"$ref": "#/components/schemas/UrlKey"}, "content": {"$ref": "#/components/schemas/ContentId"}}},
-                "UrlMapping": {"type": "object", "required": ["key", "content", "publisher", "published_at"], "properties": {
-                    "key": {"$ref": "#/components/schemas/UrlKey"}, "content": {"$ref": "#/components/schemas/ContentId"},
-                    "publisher": {"type": "string"}, "published_at": {"type": "integer"}}}
-            }
+            "schemas": schemas()
         },
         "security": [{"bearer": []}],
         "paths": {
@@ -183,8 +211,11 @@ pub fn document() -> Value {
                         "403": error_responses(&["403"])["403"], "413": error_responses(&["413"])["413"],
                         "429": error_responses(&["429"])["429"]}},
                 "get": {"summary": "Fetch a manifest (all roles)",
-                    "parameters": [content_id],
+                    "parameters": [content_id.clone()],
                     "responses": ok("200", "Manifest", "Manifest", &errs(&["400", "404"]))}},
+            "/v1/content/{id}/reports": {"post": {"summary": "Report a peer that served a piece not matching its digest: it leaves peers answers for this content for 10 minutes (agent, admin)",
+                "parameters": [content_id], "requestBody": body("ReportRequest"),
+                "responses": ok("202", "Accepted (also when the agent does not hold the content)", "ReportAccepted", &errs(&["400", "404", "413"]))}},
             "/v1/urls": {
                 "post": {"summary": "Map a URL version to a content whose manifest is published; the first mapping wins (agent, admin)",
                     "requestBody": body("PublishUrlRequest"),
@@ -200,7 +231,23 @@ pub fn document() -> Value {
                         {"name": "size", "in": "query", "required": true, "schema": {"type": "integer"}},
                         query("etag", json!({"type": "string"}), "ETag the origin sent"),
                         query("last_modified", json!({"type": "string"}), "Last-Modified the origin sent")],
-                    "responses": ok("200", "Mapping", "UrlMapping", &errs(&["400", "404"]))}}
+                    "responses": ok("200", "Mapping", "UrlMapping", &errs(&["400", "404"]))}},
+            "/v1/swarms": {"post": {"summary": "Fetch a URL version together before its manifest exists: create its swarm, led by `agent`, or get the running one (agent, admin)",
+                "requestBody": body("CreateSwarmRequest"),
+                "responses": {
+                    "201": ok("201", "Created; the caller's token alone may publish digests", "SwarmInfo", &[])["201"],
+                    "200": ok("200", "Already running with this layout", "SwarmInfo", &[])["200"],
+                    "400": error_responses(&["400"])["400"], "401": error_responses(&["401"])["401"],
+                    "403": error_responses(&["403"])["403"], "409": error_responses(&["409"])["409"],
+                    "413": error_responses(&["413"])["413"], "429": error_responses(&["429"])["429"],
+                    "503": {"description": "The store is unreachable, or the tracker runs its maximum number of swarms.",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}}},
+            "/v1/swarms/{id}": {"get": {"summary": "A running swarm and the digests known so far (all roles)",
+                "parameters": [swarm_id.clone()],
+                "responses": ok("200", "Swarm", "SwarmInfo", &errs(&["400", "404"]))}},
+            "/v1/swarms/{id}/digests": {"post": {"summary": "Publish piece digests; the first digest of a piece wins (the creating token, admin)",
+                "parameters": [swarm_id], "requestBody": body("PublishDigestsRequest"),
+                "responses": ok("200", "The swarm after the publish", "SwarmInfo", &errs(&["400", "404", "413"]))}}
         }
     })
 }

@@ -11,7 +11,10 @@ use common::*;
 use proptest::prelude::*;
 use reqwest::Method;
 use serde_json::{json, Value};
-use shoal_core::wire::{AnnounceRequest, PublishUrlRequest, RegisterRequest};
+use shoal_core::wire::{
+    AnnounceRequest, CreateSwarmRequest, PublishDigestsRequest, PublishUrlRequest, RegisterRequest,
+    ReportRequest, UrlKey,
+};
 use shoal_core::Manifest;
 use shoal_tracker::extract::{decode_json, decode_query};
 use shoal_tracker::ApiError;
@@ -40,6 +43,9 @@ proptest! {
         assert_bad_request(decode_json::<AnnounceRequest>(&bytes));
         assert_bad_request(decode_json::<Manifest>(&bytes));
         assert_bad_request(decode_json::<PublishUrlRequest>(&bytes));
+        assert_bad_request(decode_json::<CreateSwarmRequest>(&bytes));
+        assert_bad_request(decode_json::<PublishDigestsRequest>(&bytes));
+        assert_bad_request(decode_json::<ReportRequest>(&bytes));
         if let Ok(text) = std::str::from_utf8(&bytes) {
             assert_bad_request(decode_query::<shoal_core::wire::PeersQuery>(text));
             assert_bad_request(decode_query::<shoal_core::wire::UrlKey>(text));
@@ -126,7 +132,22 @@ enum Call {
     Peers(Value, String),
     Manifest(Value, Value),
     Url(Value),
+    Swarm(Value),
+    Digests(String, Value),
+    Report(Value, Value),
     Raw(u8, Vec<u8>),
+}
+
+/// The swarm of `https://h/{n}` at 64 bytes, which [`Call::Swarm`] mostly creates.
+fn swarm_id(n: u8) -> String {
+    UrlKey {
+        url: format!("https://h/{n}"),
+        size: 64,
+        etag: None,
+        last_modified: None,
+    }
+    .swarm_id()
+    .to_string()
 }
 
 fn call() -> impl Strategy<Value = Call> {
@@ -181,6 +202,29 @@ fn call() -> impl Strategy<Value = Call> {
         (".{0,30}", number(), content_id()).prop_map(|(url, size, c)| {
             Call::Url(json!({"key": {"url": url, "size": size}, "content": c}))
         }),
+        (
+            0u8..2,
+            prop_oneof![4 => Just(json!({"size": 64, "piece_size": 16})), 1 => layout()],
+            agent_id()
+        )
+            .prop_map(|(n, layout, agent)| {
+                Call::Swarm(json!({"key": {"url": format!("https://h/{n}"), "size": 64},
+                    "layout": layout, "agent": agent}))
+            }),
+        (
+            0u8..3,
+            proptest::collection::vec((prop_oneof![0u32..6, any::<u32>()], hex_string()), 0..5)
+        )
+            .prop_map(|(n, pieces)| {
+                let pieces: Vec<Value> = pieces
+                    .into_iter()
+                    .map(|(index, digest)| json!({"index": index, "digest": digest}))
+                    .collect();
+                Call::Digests(swarm_id(n), json!({ "pieces": pieces }))
+            }),
+        (content_id(), agent_id(), number(), ".{0,20}").prop_map(|(c, agent, piece, reason)| {
+            Call::Report(c, json!({"agent": agent, "piece": piece, "reason": reason}))
+        }),
         (0u8..4, proptest::collection::vec(any::<u8>(), 0..200))
             .prop_map(|(route, bytes)| Call::Raw(route, bytes)),
     ]
@@ -217,6 +261,9 @@ proptest! {
                     Call::Peers(cid, q) => (Method::GET, format!("/v1/content/{}/peers?{q}", id_text(cid)), None),
                     Call::Manifest(cid, b) => (Method::PUT, format!("/v1/content/{}/manifest", id_text(cid)), Some(b.to_string().into_bytes())),
                     Call::Url(b) => (Method::POST, "/v1/urls".to_string(), Some(b.to_string().into_bytes())),
+                    Call::Swarm(b) => (Method::POST, "/v1/swarms".to_string(), Some(b.to_string().into_bytes())),
+                    Call::Digests(id, b) => (Method::POST, format!("/v1/swarms/{id}/digests"), Some(b.to_string().into_bytes())),
+                    Call::Report(cid, b) => (Method::POST, format!("/v1/content/{}/reports", id_text(cid)), Some(b.to_string().into_bytes())),
                     Call::Raw(route, bytes) => {
                         let path = ["/v1/agents/a", "/v1/agents/a/announce", "/v1/urls", "/v1/agents/b/heartbeat"][*route as usize];
                         let method = if *route == 0 { Method::PUT } else { Method::POST };
@@ -230,7 +277,7 @@ proptest! {
                 let response = request.send().await.expect("the server answers every request");
                 let status = response.status().as_u16();
                 let text = response.text().await.unwrap();
-                assert!(matches!(status, 200 | 201 | 204 | 400 | 403 | 404 | 413), "{c:?} -> {status} {text}");
+                assert!(matches!(status, 200 | 201 | 202 | 204 | 400 | 403 | 404 | 409 | 413), "{c:?} -> {status} {text}");
                 if status >= 400 {
                     let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{c:?} -> {text}"));
                     assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{c:?} -> {text}");

@@ -3,9 +3,9 @@
 mod store_suite;
 
 use shoal_testkit::Redis;
-use shoal_tracker::{Clock, RedisStore, SqliteLocation, SqliteStore, StoreOptions};
+use shoal_tracker::{Clock, RedisStore, SqliteLocation, SqliteStore, StoreOptions, SwarmOptions};
 
-store_suite!(sqlite, |clock: Clock| async move {
+store_suite!(sqlite, |clock: Clock, swarms: SwarmOptions| async move {
     let store = SqliteStore::open(
         SqliteLocation::Memory,
         StoreOptions {
@@ -14,12 +14,13 @@ store_suite!(sqlite, |clock: Clock| async move {
         },
     )
     .await
-    .unwrap();
+    .unwrap()
+    .with_swarms(swarms);
     (store, ())
 });
 
 // Each case gets its own redis-server (it starts in milliseconds), so cases run in parallel.
-store_suite!(redis, |clock: Clock| async move {
+store_suite!(redis, |clock: Clock, swarms: SwarmOptions| async move {
     let server = Redis::start().unwrap();
     let store = RedisStore::open(
         &server.url(0),
@@ -29,6 +30,7 @@ store_suite!(redis, |clock: Clock| async move {
         },
     )
     .await
-    .unwrap();
+    .unwrap()
+    .with_swarms(swarms);
     (store, server)
 });

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::error::ErrorKind as ClapErrorKind;
 use clap::{Args, ValueEnum};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use shoal_core::Checksum;
+use shoal_core::{Checksum, ContentId};
 use shoal_engine::redact::redacted;
 use shoal_engine::{
     parse_bytes, CancellationToken, Connections, DownloadOptions, ErrorKind, Existing, HttpOptions,
@@ -20,7 +20,7 @@ use url::Url;
 use crate::batch::{self, Job};
 use crate::metalink_input::{self, LoadError, Target};
 use crate::progress::{self, Mode, View};
-use crate::{exit, logging, signals};
+use crate::{exit, logging, signals, via_agent};
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
@@ -111,6 +111,11 @@ pub struct GetArgs {
     /// No progress and no summary; errors are still printed
     #[arg(short, long, conflicts_with = "progress")]
     quiet: bool,
+
+    /// Fetch through the local shoal agent at this URL (e.g. http://127.0.0.1:7701), from the
+    /// swarm; URL may then also be shoal:blake3:CONTENT-ID
+    #[arg(long, env = "SHOAL_AGENT", value_name = "URL", conflicts_with_all = ["input_file", "metalink"])]
+    agent: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -148,6 +153,9 @@ struct Common {
 
 pub async fn run(args: GetArgs, verbose: u8) -> ExitCode {
     let mode = args.mode();
+    if let Some(agent) = args.agent.clone() {
+        return through_agent(args, &agent, mode, verbose).await;
+    }
     let (input, common) = match args.parse() {
         Ok(parsed) => parsed,
         Err(err) => return exit::usage(&err),
@@ -189,6 +197,37 @@ pub async fn run(args: GetArgs, verbose: u8) -> ExitCode {
         },
     };
     batch::run(jobs, common.jobs, mode, cancel).await
+}
+
+/// `shoal get --agent`: one URL or content id, fetched by the agent.
+async fn through_agent(args: GetArgs, agent: &str, mode: Mode, verbose: u8) -> ExitCode {
+    let usage = |msg: String| exit::usage(&usage_error(ClapErrorKind::InvalidValue, msg));
+    let agent = match parse_url(agent) {
+        Ok(url) => url,
+        Err(msg) => return usage(format!("--agent: {msg}")),
+    };
+    let [what] = args.urls.as_slice() else {
+        return usage(
+            "--agent fetches one URL or content id at a time; mirrors come from the swarm".into(),
+        );
+    };
+    let target = match what.strip_prefix("shoal:blake3:") {
+        Some(id) => match id.parse::<ContentId>() {
+            Ok(id) => via_agent::Target::Content(id),
+            Err(e) => return usage(e.to_string()),
+        },
+        None => match parse_url(what) {
+            Ok(url) => via_agent::Target::Url(url),
+            Err(msg) => return usage(msg),
+        },
+    };
+    logging::init(verbose, mode.log_default());
+    let place = via_agent::Placement {
+        output: args.output,
+        dir: args.dir,
+        overwrite: args.overwrite,
+    };
+    via_agent::run(agent, target, place, mode).await
 }
 
 /// One download, shown as `shoal get URL` always showed it.

@@ -2,14 +2,17 @@
 //! reports, and mapping failures to documented exit codes (see `exit.rs`). Anything more
 //! belongs in a library crate.
 
+mod agent;
 mod batch;
 mod exit;
 mod get;
 mod logging;
+mod ls;
 mod metalink_input;
 mod progress;
 mod signals;
 mod tracker;
+mod via_agent;
 
 use std::process::ExitCode;
 
@@ -37,6 +40,10 @@ enum Command {
     Get(get::GetArgs),
     /// Run the tracker: which agent holds which pieces of which file
     Tracker(tracker::TrackerArgs),
+    /// Run an agent: share a directory, serve pieces to peers, download from the swarm
+    Agent(agent::AgentArgs),
+    /// List the contents the tracker knows, and who holds them
+    Ls(ls::LsArgs),
 }
 
 #[tokio::main]
@@ -48,5 +55,7 @@ async fn main() -> ExitCode {
     match cli.command {
         Command::Get(args) => get::run(args, cli.verbose).await,
         Command::Tracker(args) => tracker::run(args, cli.verbose).await,
+        Command::Agent(args) => agent::run(args, cli.verbose).await,
+        Command::Ls(args) => ls::run(args, cli.verbose).await,
     }
 }

@@ -224,7 +224,11 @@ impl View {
     pub fn event(&mut self, event: &Event) {
         match self.mode {
             // One line per piece would drown the rest; the summary counts the bytes.
-            Mode::Json if matches!(event, Event::PieceVerified { .. }) => {}
+            Mode::Json
+                if matches!(
+                    event,
+                    Event::PieceVerified { .. } | Event::PieceHashed { .. }
+                ) => {}
             Mode::Json => self.json(event_json(event)),
             Mode::Bar | Mode::Plain => self.show(event),
             Mode::Quiet => {}
@@ -289,7 +293,9 @@ impl View {
             Event::ConnectionsLowered { to, reason } => {
                 tracing::info!("down to {}: {reason}", connections(*to));
             }
-            Event::PieceVerified { index } => tracing::debug!("piece {index} verified"),
+            Event::PieceVerified { index } | Event::PieceHashed { index, .. } => {
+                tracing::debug!("piece {index} verified")
+            }
             Event::BadPiece { index, url, .. } => self.warn(&format!(
                 "shoal: piece {index} from {url} does not match its digest; fetching it again elsewhere"
             )),
@@ -345,6 +351,21 @@ impl View {
     pub fn failed(self, err: &DownloadError, exit_code: u8) {
         self.clear();
         self.report(kind_name(err.kind()), &failure_text(err), exit_code);
+    }
+
+    /// A download through the agent failed: `kind` as the agent named it.
+    pub fn failed_remote(self, kind: &str, text: &str, exit_code: u8) {
+        self.clear();
+        self.report(kind, text, exit_code);
+    }
+
+    /// A line the user should see, above the bar (a JSON `notice` line in JSON mode).
+    pub fn notice(&self, text: &str) {
+        match self.mode {
+            Mode::Json => self.json(json!({"event": "notice", "message": text})),
+            Mode::Bar | Mode::Plain => self.warn(&format!("shoal: {text}")),
+            Mode::Quiet => {}
+        }
     }
 
     /// The engine failed without a [`DownloadError`]: a bug.
@@ -582,7 +603,7 @@ fn event_json(event: &Event) -> Value {
             "event": "verifying",
             "algo": algo,
         }),
-        Event::PieceVerified { index } => json!({
+        Event::PieceVerified { index } | Event::PieceHashed { index, .. } => json!({
             "event": "piece_verified",
             "index": index,
         }),

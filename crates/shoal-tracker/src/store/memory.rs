@@ -4,7 +4,9 @@
 //! which is what keeps them fast.
 //!
 //! Agents and contents are interned as `u32` slots so that the per-holding cost is a few bytes:
-//! each content keeps a map from agent slot to the pieces that agent has.
+//! each content keeps a map from agent slot to the pieces that agent has. Reports of bad peers
+//! are kept by agent id, not slot, because a slot is reused by another agent once its own
+//! lapses, while the report must outlive a re-registration.
 
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
@@ -17,7 +19,10 @@ use shoal_core::wire::{
 };
 use shoal_core::{Bitfield, ContentId, Layout};
 
-use super::{AgentPage, Caller, ContentSearch, PeerQuery, Registration, StoreError, StoreStats};
+use super::{
+    AgentPage, Caller, ContentSearch, PeerQuery, PeerReport, Registration, StoreError, StoreStats,
+    REPORT_HOLD,
+};
 
 /// The pieces one agent holds of one content. Complete holdings, the common case, carry no
 /// bitfield.
@@ -84,6 +89,8 @@ pub(super) struct Memory {
     free_agents: Vec<u32>,
     content_ids: HashMap<ContentId, u32>,
     contents: Vec<Content>,
+    /// Content slot → reported agent → until when (ms) it is left out of peers answers.
+    reports: HashMap<u32, HashMap<AgentId, u64>>,
 }
 
 /// A holding that passed validation, ready to apply.
@@ -103,6 +110,7 @@ impl Memory {
             free_agents: Vec::new(),
             content_ids: HashMap::new(),
             contents: Vec::new(),
+            reports: HashMap::new(),
         }
     }
 
@@ -372,12 +380,16 @@ impl Memory {
         let seed = query.asker.as_ref().map_or(0, |id| fnv1a(id.as_str()));
 
         let asker_count = asker_has.map_or(0, |p| p.count(count));
+        let reported = self.reports.get(&slot);
 
         // Each candidate's sort key is computed once: this loop is the hot path of the tracker.
         let mut candidates: Vec<(PeerKey, u32, &Pieces)> = Vec::with_capacity(entry.holders.len());
         for (&a, pieces) in &entry.holders {
             let agent = self.agent(a);
-            if Some(a) == asker || agent.expires_ms <= now {
+            if Some(a) == asker
+                || agent.expires_ms <= now
+                || reported.is_some_and(|r| r.get(&agent.id).is_some_and(|&until| until > now))
+            {
                 continue;
             }
             let complete = matches!(pieces, Pieces::Complete);
@@ -535,6 +547,26 @@ impl Memory {
         }
     }
 
+    pub fn report(&mut self, report: &PeerReport, now: u64) -> Result<bool, StoreError> {
+        let slot = *self
+            .content_ids
+            .get(&report.content)
+            .ok_or(StoreError::UnknownContent(report.content))?;
+        let entry = &self.contents[slot as usize];
+        check_piece(report.piece, entry.layout.piece_count())?;
+        let holds = self
+            .live(&report.agent, now)
+            .is_some_and(|a| entry.holders.contains_key(&a));
+        if holds {
+            let until = now + REPORT_HOLD.as_millis() as u64;
+            self.reports
+                .entry(slot)
+                .or_default()
+                .insert(report.agent.clone(), until);
+        }
+        Ok(holds)
+    }
+
     pub fn stats(&self, now: u64) -> StoreStats {
         let live = self.agents.iter().flatten().filter(|a| a.expires_ms > now);
         let (agents, holdings) =
@@ -544,6 +576,8 @@ impl Memory {
             contents: self.contents.len() as u64,
             manifests: self.contents.iter().filter(|c| c.manifest).count() as u64,
             holdings,
+            // Swarms are not kept here; the store that holds them counts them.
+            ..StoreStats::default()
         }
     }
 
@@ -561,6 +595,10 @@ impl Memory {
         for &slot in &lapsed {
             self.remove_agent(slot);
         }
+        self.reports.retain(|_, agents| {
+            agents.retain(|_, &mut until| until > now);
+            !agents.is_empty()
+        });
         lapsed.len()
     }
 }
@@ -648,6 +686,18 @@ pub(super) fn check_holdings(
         });
     }
     Ok(checked)
+}
+
+/// Checks that a reported piece exists in a content of `count` pieces.
+pub(super) fn check_piece(piece: u32, count: u32) -> Result<(), StoreError> {
+    if piece < count {
+        Ok(())
+    } else {
+        Err(StoreError::invalid(
+            "piece",
+            format!("piece {piece} is out of range: the content has {count} pieces"),
+        ))
+    }
 }
 
 /// Checks that every piece named in an announce delta exists in a content of `count` pieces;

@@ -3,12 +3,15 @@
 //! A store keeps two kinds of state. Durable state (manifests, the URL map, the content
 //! catalog of ids, names and layouts) must survive a restart. Soft state (agent leases, what
 //! each agent holds) is rebuilt by agents re-registering, so a backend may keep it in memory.
+//! URL swarms ([`SwarmInfo`]) and reports of bad peers are soft state too, with lifetimes of
+//! their own ([`SwarmOptions`], [`REPORT_HOLD`]).
 //! Every operation is small enough to map to a few commands of a networked store: the Redis
 //! backend keeps all of it in Redis, so that tracker replicas share it.
 
 mod memory;
 pub mod redis;
 pub mod sqlite;
+mod swarms;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,9 +20,9 @@ use std::time::Duration;
 
 use shoal_core::wire::{
     AgentId, AgentSummary, AnnounceRequest, ContentSummary, HeartbeatRequest, Holding, LeaseGrant,
-    ManifestPublished, PeersResponse, UrlKey, UrlMapping,
+    ManifestPublished, PeersResponse, SwarmInfo, UrlKey, UrlMapping,
 };
-use shoal_core::{ContentId, Manifest};
+use shoal_core::{ContentId, Layout, Manifest, PieceDigest};
 use thiserror::Error;
 
 use crate::clock::Clock;
@@ -70,6 +73,69 @@ pub struct StoreStats {
     pub contents: u64,
     pub manifests: u64,
     pub holdings: u64,
+    /// Swarms not yet swept, lapsed or not.
+    pub swarms: u64,
+}
+
+/// What one [`Store::sweep`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Agents whose lease lapsed.
+    pub agents: usize,
+    /// Swarms that no create or publish touched for [`SwarmOptions::ttl`].
+    pub swarms: usize,
+}
+
+/// How long a report keeps the reported agent out of peers answers for that content, counted
+/// from the latest report: long enough for the reporter's download to finish from others, short
+/// enough that an agent whose disk was fixed (or that was reported wrongly) comes back by itself.
+pub const REPORT_HOLD: Duration = Duration::from_secs(10 * 60);
+
+/// Limits of URL swarms. Not part of [`StoreOptions`], which callers build field by field;
+/// give them to a store with `with_swarms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwarmOptions {
+    /// A swarm that no create or publish touched for this long is gone.
+    pub ttl: Duration,
+    /// Creating more swarms than this fails with [`StoreError::TooManySwarms`], so that
+    /// clients cannot grow the tracker's memory without bound. Lapsed swarms count until a
+    /// sweep removes them.
+    pub max: usize,
+}
+
+impl Default for SwarmOptions {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(60 * 60),
+            max: 100_000,
+        }
+    }
+}
+
+/// A swarm to create unless one runs for the key already.
+#[derive(Debug, Clone)]
+pub struct NewSwarm {
+    /// Normalized; the swarm id is its [`UrlKey::swarm_id`].
+    pub key: UrlKey,
+    /// Checked by the caller to match `key.size`.
+    pub layout: Layout,
+    pub leader: AgentId,
+}
+
+/// The answer to [`Store::publish_digests`].
+#[derive(Debug, Clone)]
+pub struct DigestsPublished {
+    pub swarm: SwarmInfo,
+    /// Pieces whose published digest differed from the one already known, which stays.
+    pub ignored: Vec<u32>,
+}
+
+/// A peer that served a piece of `content` that did not match its digest.
+#[derive(Debug, Clone)]
+pub struct PeerReport {
+    pub content: ContentId,
+    pub agent: AgentId,
+    pub piece: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +170,18 @@ pub enum StoreError {
     NotHeld { field: String, content: ContentId },
     #[error("{message}")]
     Invalid { field: String, message: String },
+    #[error("swarm {0} is not running (it lapsed, or was never created)")]
+    UnknownSwarm(ContentId),
+    #[error(
+        "swarm {id} runs with size {} and piece size {}",
+        layout.size(),
+        layout.piece_size()
+    )]
+    SwarmLayout { id: ContentId, layout: Layout },
+    #[error("only the token that created swarm {0} may publish its digests")]
+    NotPublisher(ContentId),
+    #[error("the tracker runs its maximum of {max} swarms; fetch from the origin, or retry later")]
+    TooManySwarms { max: usize },
     #[error("storage failed")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A networked store did not answer; `store` is its address without credentials.
@@ -201,9 +279,34 @@ pub trait Store: Clone + Send + Sync + 'static {
         key: UrlKey,
     ) -> impl Future<Output = Result<UrlMapping, StoreError>> + Send;
 
+    /// Creates the swarm of a URL version, led by `swarm.leader`, whose digests only the
+    /// caller's token may publish; or answers the running one (`created` false) when its layout
+    /// is the same, [`StoreError::SwarmLayout`] when not. Both touch the swarm.
+    fn create_swarm(
+        &self,
+        caller: Caller,
+        swarm: NewSwarm,
+    ) -> impl Future<Output = Result<SwarmInfo, StoreError>> + Send;
+
+    fn swarm(&self, id: ContentId) -> impl Future<Output = Result<SwarmInfo, StoreError>> + Send;
+
+    /// Records piece digests of a swarm (the caller has checked the digests' text), the first
+    /// per piece winning, and touches the swarm. Only the creator's token or an admin may.
+    fn publish_digests(
+        &self,
+        caller: Caller,
+        id: ContentId,
+        digests: Vec<(u32, PieceDigest)>,
+    ) -> impl Future<Output = Result<DigestsPublished, StoreError>> + Send;
+
+    /// Leaves the reported agent out of peers answers for the content for [`REPORT_HOLD`];
+    /// answers whether it did so, which it does only while the agent holds the content (so
+    /// reports take no space for agents or contents that do not exist).
+    fn report(&self, report: PeerReport) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     fn stats(&self) -> impl Future<Output = Result<StoreStats, StoreError>> + Send;
 
-    /// Drops agents whose lease lapsed, to reclaim memory; answers already leave them out, so
-    /// this only bounds how long they take space. A store with key expiry does nothing.
-    fn sweep(&self) -> impl Future<Output = Result<usize, StoreError>> + Send;
+    /// Drops agents whose lease lapsed and swarms nothing touched for their lifetime, to reclaim
+    /// memory; answers already leave them out, so this only bounds how long they take space.
+    fn sweep(&self) -> impl Future<Output = Result<Swept, StoreError>> + Send;
 }

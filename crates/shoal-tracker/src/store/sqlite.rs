@@ -1,25 +1,29 @@
 //! The default backend: SQLite (bundled, WAL mode) in the `--data` directory for durable
-//! state, with soft state and a mirror of the catalog in memory ([`super::memory`]).
+//! state, with soft state and a mirror of the catalog in memory ([`super::memory`]; URL
+//! swarms in `swarms.rs`).
 //!
 //! SQLite calls block, so one dedicated thread owns the connection and runs jobs sent to it;
 //! async callers await the answer and the runtime never blocks on disk.
 
 use std::path::PathBuf;
-use std::sync::{mpsc, Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{
+    mpsc, Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use shoal_core::wire::{
     AgentId, AgentSummary, AnnounceRequest, ContentSummary, HeartbeatRequest, LeaseGrant,
-    ManifestPublished, PeersResponse, UrlKey, UrlMapping,
+    ManifestPublished, PeersResponse, SwarmInfo, UrlKey, UrlMapping,
 };
-use shoal_core::{ContentId, Layout, Manifest};
+use shoal_core::{ContentId, Layout, Manifest, PieceDigest};
 use tokio::sync::oneshot;
 
 use super::memory::{CatalogRow, Memory};
+use super::swarms::SwarmTable;
 use super::{
-    AgentPage, Caller, ContentSearch, PeerQuery, Registration, Store, StoreError, StoreOptions,
-    StoreStats,
+    AgentPage, Caller, ContentSearch, DigestsPublished, NewSwarm, PeerQuery, PeerReport,
+    Registration, Store, StoreError, StoreOptions, StoreStats, SwarmOptions, Swept,
 };
 use crate::clock::Clock;
 
@@ -102,6 +106,8 @@ pub struct SqliteStore {
 struct Inner {
     db: Db,
     memory: RwLock<Memory>,
+    /// Apart from `memory`, so that swarm traffic never waits for peer queries or announces.
+    swarms: Mutex<SwarmTable>,
     clock: Clock,
 }
 
@@ -240,9 +246,25 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 db: Db { jobs },
                 memory: RwLock::new(memory),
+                swarms: Mutex::new(SwarmTable::new(SwarmOptions::default())),
                 clock: options.clock,
             }),
         })
+    }
+
+    /// Sets the limits of URL swarms (the default is [`SwarmOptions::default`]); clones share
+    /// them.
+    pub fn with_swarms(self, options: SwarmOptions) -> Self {
+        self.swarms().set_options(options);
+        self
+    }
+
+    fn swarms(&self) -> MutexGuard<'_, SwarmTable> {
+        // Swarm updates validate before they mutate, as memory updates do.
+        self.inner
+            .swarms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Memory> {
@@ -448,12 +470,42 @@ impl Store for SqliteStore {
             .ok_or(StoreError::UnknownUrl)
     }
 
-    async fn stats(&self) -> Result<StoreStats, StoreError> {
-        Ok(self.read().stats(self.now()))
+    async fn create_swarm(&self, caller: Caller, swarm: NewSwarm) -> Result<SwarmInfo, StoreError> {
+        let now = self.now();
+        self.swarms().create(&caller, swarm, now)
     }
 
-    async fn sweep(&self) -> Result<usize, StoreError> {
+    async fn swarm(&self, id: ContentId) -> Result<SwarmInfo, StoreError> {
+        self.swarms().get(&id, self.now())
+    }
+
+    async fn publish_digests(
+        &self,
+        caller: Caller,
+        id: ContentId,
+        digests: Vec<(u32, PieceDigest)>,
+    ) -> Result<DigestsPublished, StoreError> {
         let now = self.now();
-        Ok(self.write().sweep(now))
+        self.swarms().publish(&caller, &id, digests, now)
+    }
+
+    async fn report(&self, report: PeerReport) -> Result<bool, StoreError> {
+        let now = self.now();
+        self.write().report(&report, now)
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let swarms = self.swarms().len() as u64;
+        Ok(StoreStats {
+            swarms,
+            ..self.read().stats(self.now())
+        })
+    }
+
+    async fn sweep(&self) -> Result<Swept, StoreError> {
+        let now = self.now();
+        let agents = self.write().sweep(now);
+        let swarms = self.swarms().sweep(now);
+        Ok(Swept { agents, swarms })
     }
 }

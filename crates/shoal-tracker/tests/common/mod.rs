@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use shoal_core::Manifest;
 use shoal_tracker::{
     AppState, Clock, RateLimit, RedisStore, Role, SqliteLocation, SqliteStore, Store, StoreOptions,
-    Tokens, TrackerOptions,
+    SwarmOptions, Tokens, TrackerOptions,
 };
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -37,6 +37,7 @@ pub struct Setup {
     pub rate_limit: RateLimit,
     pub body_limit: usize,
     pub clock: Clock,
+    pub swarms: SwarmOptions,
 }
 
 impl Default for Setup {
@@ -49,6 +50,7 @@ impl Default for Setup {
             },
             body_limit: 64 * 1024,
             clock: Clock::manual(),
+            swarms: SwarmOptions::default(),
         }
     }
 }
@@ -74,7 +76,8 @@ pub async fn start(setup: Setup) -> Server {
         },
     )
     .await
-    .unwrap();
+    .unwrap()
+    .with_swarms(setup.swarms);
     serve(store, setup).await
 }
 
@@ -88,7 +91,8 @@ pub async fn start_redis(url: &str, setup: Setup) -> Server {
         },
     )
     .await
-    .unwrap();
+    .unwrap()
+    .with_swarms(setup.swarms);
     serve(store, setup).await
 }
 
@@ -178,6 +182,10 @@ impl Server {
         let path = format!("/v1/agents/{id}/announce");
         self.call(Method::POST, &path, Some(token), Some(body))
             .await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(token), Some(body)).await
     }
 
     pub async fn heartbeat(&self, token: &str, id: &str) -> (StatusCode, Value) {

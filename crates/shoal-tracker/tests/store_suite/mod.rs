@@ -1,19 +1,32 @@
 //! The store test suite, written once against the `Store` trait. A backend runs all of it with
-//! one line: `store_suite!(name, |clock: Clock| async move { (store using clock, guard) });`
-//! The clock is the one the store's leases follow; the suite moves it forward. The guard lives
-//! as long as the case (e.g. the Redis server the store talks to); `()` when none is needed.
+//! one line:
+//! `store_suite!(name, |clock: Clock, swarms: SwarmOptions| async move { (store, guard) });`
+//! The clock is the one the store's leases follow; the suite moves it forward. `swarms` are the
+//! swarm limits the store must use ([`swarm_options`]). The guard lives as long as the case
+//! (e.g. the Redis server the store talks to); `()` when none is needed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_core::wire::{
-    AgentId, AnnounceRequest, HeartbeatRequest, Holding, PackedBits, PieceDelta, UrlKey,
+    AgentId, AnnounceRequest, HeartbeatRequest, Holding, PackedBits, PieceDelta, SwarmInfo, UrlKey,
 };
 use shoal_core::{Bitfield, ContentId, Layout, Manifest};
-use shoal_tracker::store::{AgentPage, Caller, ContentSearch, PeerQuery, Registration};
-use shoal_tracker::{Clock, Store, StoreError};
+use shoal_tracker::store::{
+    AgentPage, Caller, ContentSearch, NewSwarm, PeerQuery, PeerReport, Registration, REPORT_HOLD,
+};
+use shoal_tracker::{Clock, Store, StoreError, SwarmOptions};
 
 pub const LEASE: Duration = Duration::from_secs(10);
+pub const SWARM_TTL: Duration = Duration::from_secs(3600);
+pub const MAX_SWARMS: usize = 3;
+
+pub fn swarm_options() -> SwarmOptions {
+    SwarmOptions {
+        ttl: SWARM_TTL,
+        max: MAX_SWARMS,
+    }
+}
 
 #[macro_export]
 macro_rules! store_suite {
@@ -28,7 +41,7 @@ macro_rules! store_suite {
                     #[tokio::test]
                     async fn $name() {
                         let clock = shoal_tracker::Clock::manual();
-                        let (store, _guard) = ($make)(clock.clone()).await;
+                        let (store, _guard) = ($make)(clock.clone(), suite::swarm_options()).await;
                         suite::$name(store, clock).await;
                     }
                 };
@@ -43,6 +56,10 @@ macro_rules! store_suite {
             case!(manifests_fix_the_layout);
             case!(first_url_mapping_wins);
             case!(search_list_stats_and_sweep);
+            case!(swarms_are_created_once_per_key);
+            case!(first_digest_wins_and_only_the_creator_publishes);
+            case!(swarms_lapse_and_are_bounded);
+            case!(reports_hide_a_peer_for_one_content);
         }
     };
 }
@@ -450,11 +467,250 @@ pub async fn search_list_stats_and_sweep<S: Store>(store: S, clock: Clock) {
     assert_eq!((stats.agents, stats.contents, stats.holdings), (2, 2, 3));
     clock.advance(LEASE);
     assert_eq!(store.stats().await.unwrap().agents, 0);
-    assert_eq!(store.sweep().await.unwrap(), 2);
-    assert_eq!(store.sweep().await.unwrap(), 0);
+    assert_eq!(store.sweep().await.unwrap().agents, 2);
+    assert_eq!(store.sweep().await.unwrap().agents, 0);
     assert_eq!(
         store.stats().await.unwrap().contents,
         2,
         "the catalog outlives agents"
     );
+}
+
+fn url_key(n: u8) -> UrlKey {
+    UrlKey {
+        url: format!("https://example.com/{n}.iso"),
+        size: 40,
+        etag: Some("\"v1\"".into()),
+        last_modified: None,
+    }
+}
+
+fn new_swarm(n: u8, leader: &str) -> NewSwarm {
+    NewSwarm {
+        key: url_key(n),
+        layout: layout(),
+        leader: id(leader),
+    }
+}
+
+fn digests(info: &SwarmInfo) -> Vec<Option<[u8; 32]>> {
+    info.digests.to_digests(info.layout.piece_count()).unwrap()
+}
+
+pub async fn swarms_are_created_once_per_key<S: Store>(store: S, _: Clock) {
+    let created = store
+        .create_swarm(caller("t"), new_swarm(1, "a"))
+        .await
+        .unwrap();
+    assert!(created.created);
+    assert_eq!(created.id, url_key(1).swarm_id());
+    assert_eq!(
+        (&created.key, created.layout, created.leader.as_str()),
+        (&url_key(1), layout(), "a")
+    );
+    assert_eq!(digests(&created), vec![None; 10]);
+
+    // Another agent (of another token) asking for the same URL version joins it.
+    let joined = store
+        .create_swarm(caller("u"), new_swarm(1, "b"))
+        .await
+        .unwrap();
+    assert_eq!(
+        joined,
+        SwarmInfo {
+            created: false,
+            ..created.clone()
+        }
+    );
+    assert_eq!(store.swarm(created.id).await.unwrap(), joined);
+
+    let mut other = new_swarm(1, "b");
+    other.layout = Layout::new(40, 8).unwrap();
+    let err = store.create_swarm(caller("u"), other).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::SwarmLayout { id, layout: l } if id == created.id && l == layout()),
+        "{err:?}"
+    );
+    assert!(matches!(
+        store.swarm(url_key(2).swarm_id()).await,
+        Err(StoreError::UnknownSwarm(_))
+    ));
+    assert_eq!(store.stats().await.unwrap().swarms, 1);
+}
+
+pub async fn first_digest_wins_and_only_the_creator_publishes<S: Store>(store: S, _: Clock) {
+    let swarm = store
+        .create_swarm(caller("t"), new_swarm(1, "a"))
+        .await
+        .unwrap()
+        .id;
+    let err = store
+        .publish_digests(caller("u"), swarm, vec![(0, [1; 32])])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotPublisher(id) if id == swarm),
+        "{err:?}"
+    );
+
+    let published = store
+        .publish_digests(caller("t"), swarm, vec![(0, [1; 32]), (9, [9; 32])])
+        .await
+        .unwrap();
+    assert!(published.ignored.is_empty());
+    let mut expected = vec![None; 10];
+    expected[0] = Some([1; 32]);
+    expected[9] = Some([9; 32]);
+    assert_eq!(digests(&published.swarm), expected);
+
+    // Validated whole before anything is recorded.
+    let err = store
+        .publish_digests(caller("t"), swarm, vec![(1, [2; 32]), (10, [2; 32])])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Invalid { ref field, .. } if field == "pieces[1].index"),
+        "{err:?}"
+    );
+
+    // A different digest for a known piece is ignored; the same one again is not a conflict.
+    let published = store
+        .publish_digests(
+            admin(),
+            swarm,
+            vec![(0, [7; 32]), (9, [9; 32]), (3, [3; 32]), (3, [4; 32])],
+        )
+        .await
+        .unwrap();
+    assert_eq!(published.ignored, [0, 3]);
+    expected[3] = Some([3; 32]);
+    assert_eq!(digests(&published.swarm), expected);
+    assert!(!published.swarm.created);
+    assert_eq!(digests(&store.swarm(swarm).await.unwrap()), expected);
+    assert!(matches!(
+        store
+            .publish_digests(caller("t"), url_key(2).swarm_id(), vec![])
+            .await,
+        Err(StoreError::UnknownSwarm(_))
+    ));
+}
+
+pub async fn swarms_lapse_and_are_bounded<S: Store>(store: S, clock: Clock) {
+    for n in 1..=3 {
+        store
+            .create_swarm(caller("t"), new_swarm(n, "a"))
+            .await
+            .unwrap();
+    }
+    let err = store
+        .create_swarm(caller("t"), new_swarm(4, "a"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::TooManySwarms { max: MAX_SWARMS }),
+        "{err:?}"
+    );
+
+    // Publishing and joining keep a swarm alive; nothing else does.
+    clock.advance(SWARM_TTL / 2);
+    let one = url_key(1).swarm_id();
+    store
+        .publish_digests(caller("t"), one, vec![(0, [1; 32])])
+        .await
+        .unwrap();
+    store
+        .create_swarm(caller("u"), new_swarm(2, "b"))
+        .await
+        .unwrap();
+    store.swarm(url_key(3).swarm_id()).await.unwrap();
+    clock.advance(SWARM_TTL / 2);
+    let three = url_key(3).swarm_id();
+    assert!(matches!(
+        store.swarm(three).await,
+        Err(StoreError::UnknownSwarm(_))
+    ));
+    assert!(matches!(
+        store
+            .publish_digests(caller("t"), three, vec![(0, [1; 32])])
+            .await,
+        Err(StoreError::UnknownSwarm(_))
+    ));
+    assert!(digests(&store.swarm(one).await.unwrap())[0].is_some());
+
+    // A lapsed swarm counts against the limit until a sweep drops it...
+    assert!(matches!(
+        store.create_swarm(caller("t"), new_swarm(4, "a")).await,
+        Err(StoreError::TooManySwarms { .. })
+    ));
+    let swept = store.sweep().await.unwrap();
+    assert_eq!((swept.agents, swept.swarms), (0, 1));
+    assert_eq!(store.stats().await.unwrap().swarms, 2);
+    store
+        .create_swarm(caller("t"), new_swarm(4, "a"))
+        .await
+        .unwrap();
+
+    // ...and its key starts afresh, with a new leader and publisher and no digests.
+    clock.advance(SWARM_TTL);
+    let again = store
+        .create_swarm(caller("u"), new_swarm(1, "c"))
+        .await
+        .unwrap();
+    assert!(again.created);
+    assert_eq!(again.leader.as_str(), "c");
+    assert_eq!(digests(&again), vec![None; 10]);
+    assert!(matches!(
+        store
+            .publish_digests(caller("t"), one, vec![(0, [1; 32])])
+            .await,
+        Err(StoreError::NotPublisher(_))
+    ));
+    assert_eq!(store.sweep().await.unwrap().swarms, 2);
+    assert_eq!(store.stats().await.unwrap().swarms, 1);
+}
+
+pub async fn reports_hide_a_peer_for_one_content<S: Store>(store: S, clock: Clock) {
+    let t = || caller("t");
+    store
+        .register(t(), reg("bad", vec![holding(1, None), holding(2, None)]))
+        .await
+        .unwrap();
+    store
+        .register(t(), reg("good", vec![holding(1, Some(&[0]))]))
+        .await
+        .unwrap();
+    let report = |n: u8, agent: &str, piece: u32| PeerReport {
+        content: content(n),
+        agent: id(agent),
+        piece,
+    };
+    assert!(store.report(report(1, "bad", 3)).await.unwrap());
+    assert_eq!(peer_ids(&store, 1, None).await, ["good"]);
+    assert_eq!(peer_ids(&store, 2, None).await, ["bad"]);
+    // Registering again does not lift it.
+    store
+        .register(t(), reg("bad", vec![holding(1, None), holding(2, None)]))
+        .await
+        .unwrap();
+    assert_eq!(peer_ids(&store, 1, None).await, ["good"]);
+
+    // Reports of agents that do not hold the content change nothing.
+    assert!(!store.report(report(2, "good", 0)).await.unwrap());
+    assert!(!store.report(report(2, "nobody", 0)).await.unwrap());
+    assert_eq!(peer_ids(&store, 2, None).await, ["bad"]);
+    assert!(matches!(
+        store.report(report(9, "bad", 0)).await,
+        Err(StoreError::UnknownContent(_))
+    ));
+    let err = store.report(report(1, "bad", 10)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Invalid { ref field, .. } if field == "piece"));
+
+    // The hold ends by itself.
+    clock.advance(REPORT_HOLD);
+    store.sweep().await.unwrap();
+    store
+        .register(t(), reg("bad", vec![holding(1, None)]))
+        .await
+        .unwrap();
+    assert_eq!(peer_ids(&store, 1, None).await, ["bad"]);
 }

@@ -9,7 +9,8 @@
 //! - `agents` hash: agent id → `addr capacity load owner`;
 //! - `held:{id}` hash: content id → the agent's bitfield as a binary string, empty when complete;
 //! - `holders:{content id bytes}` hash: agent id → the same bitfield, so that a peer query reads
-//!   every holder's pieces with one command, and their leases and records with two more.
+//!   every holder's pieces with one command, and their leases and records with two more;
+//! - URL swarms and reports of bad peers: see `swarms.rs`.
 //!
 //! Leases are a sorted set scored by the tracker's [`Clock`], not Redis key expiry: the lease
 //! then lapses at the same instant for every replica and for the store test suite, whose manual
@@ -33,24 +34,27 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Pipeline, RedisError};
 use shoal_core::wire::{
     AgentId, AgentSummary, AnnounceRequest, ContentSummary, HeartbeatRequest, LeaseGrant,
-    ManifestPublished, PackedBits, Peer, PeersResponse, UrlKey, UrlMapping,
+    ManifestPublished, PackedBits, Peer, PeersResponse, SwarmInfo, UrlKey, UrlMapping,
 };
-use shoal_core::{ContentId, Layout, Manifest};
+use shoal_core::{ContentId, Layout, Manifest, PieceDigest};
 
 use super::memory::{check_have, check_holdings, fnv1a, useful_pieces, Checked, PeerKey, Pieces};
 use super::{
-    AgentPage, Caller, ContentSearch, PeerQuery, Registration, Store, StoreError, StoreOptions,
-    StoreStats,
+    AgentPage, Caller, ContentSearch, DigestsPublished, NewSwarm, PeerQuery, PeerReport,
+    Registration, Store, StoreError, StoreOptions, StoreStats, SwarmOptions, Swept,
 };
 use crate::clock::Clock;
 
 mod codec;
+mod swarms;
 
 pub use codec::redact;
 use codec::{
     content_of, damaged, decode_agent, decode_entry, decode_layout, decode_pieces, encode_agent,
-    encode_layout, encode_pieces, held_key, holders_key, unix_now, url_field, AgentInfo,
+    encode_layout, encode_pieces, held_key, holders_key, reported_key, unix_now, url_field,
+    AgentInfo,
 };
+use swarms::{SwarmScripts, SWARMS};
 
 const CATALOG: &str = "shoal:catalog";
 const MANIFESTS: &str = "shoal:manifests";
@@ -85,6 +89,8 @@ pub struct RedisStore {
     lease_ms: u64,
     clock: Clock,
     sweep: Arc<redis::Script>,
+    swarm_options: SwarmOptions,
+    swarm_scripts: Arc<SwarmScripts>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -152,6 +158,8 @@ impl RedisStore {
             lease_ms: options.lease.as_millis() as u64,
             clock: options.clock,
             sweep: Arc::new(redis::Script::new(SWEEP)),
+            swarm_options: SwarmOptions::default(),
+            swarm_scripts: Arc::new(SwarmScripts::new()),
         };
         let mut conn = store.conn.clone();
         if let Err(e) = redis::cmd("PING").query_async::<()>(&mut conn).await {
@@ -470,14 +478,20 @@ impl Store for RedisStore {
     ) -> Result<PeersResponse, StoreError> {
         let now = self.now();
         let field = &content.as_bytes()[..];
-        // Round trip 1: the layout, every holder's pieces and the asker's lease.
+        // Round trip 1: the layout, every holder's pieces, the asker's lease and the agents
+        // reported for this content.
         let asker = query.asker.as_ref().map(AgentId::as_str).unwrap_or("");
         let mut pipe = redis::pipe();
         pipe.hget(CATALOG, field)
             .hgetall(holders_key(&content))
-            .zscore(LEASES, asker);
-        let (entry, mut holders, asker_deadline): (Option<Vec<u8>>, Holders, Option<f64>) =
-            self.query(&pipe).await?;
+            .zscore(LEASES, asker)
+            .zrangebyscore(reported_key(&content), format!("({now}"), "+inf");
+        let (entry, mut holders, asker_deadline, reported): (
+            Option<Vec<u8>>,
+            Holders,
+            Option<f64>,
+            Vec<String>,
+        ) = self.query(&pipe).await?;
         let (layout, _) = decode_layout(&entry.ok_or(StoreError::UnknownContent(content))?)?;
         let count = layout.piece_count();
         let asker_bits = query
@@ -489,6 +503,9 @@ impl Store for RedisStore {
             _ => None,
         };
         let asker_count = asker_has.as_ref().map_or(0, |p| p.count(count));
+        for agent in &reported {
+            holders.remove(agent);
+        }
         let candidates: Vec<(String, Vec<u8>)> = holders.into_iter().collect();
 
         // Round trip 2: every candidate's lease and record, in two commands.
@@ -736,13 +753,36 @@ impl Store for RedisStore {
         serde_json::from_str(&stored).map_err(|e| damaged(e.to_string()))
     }
 
+    async fn create_swarm(&self, caller: Caller, swarm: NewSwarm) -> Result<SwarmInfo, StoreError> {
+        self.create_swarm_in_redis(caller, swarm).await
+    }
+
+    async fn swarm(&self, id: ContentId) -> Result<SwarmInfo, StoreError> {
+        self.swarm_in_redis(id).await
+    }
+
+    async fn publish_digests(
+        &self,
+        caller: Caller,
+        id: ContentId,
+        digests: Vec<(u32, PieceDigest)>,
+    ) -> Result<DigestsPublished, StoreError> {
+        self.publish_digests_in_redis(caller, id, digests).await
+    }
+
+    async fn report(&self, report: PeerReport) -> Result<bool, StoreError> {
+        self.report_in_redis(report).await
+    }
+
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         let now = self.now();
         let mut pipe = redis::pipe();
         pipe.zrangebyscore(LEASES, format!("({now}"), "+inf")
             .hlen(CATALOG)
-            .hlen(MANIFESTS);
-        let (live, contents, manifests): (Vec<String>, u64, u64) = self.query(&pipe).await?;
+            .hlen(MANIFESTS)
+            .zcard(SWARMS);
+        let (live, contents, manifests, swarms): (Vec<String>, u64, u64, u64) =
+            self.query(&pipe).await?;
         let mut pipe = redis::pipe();
         for id in &live {
             pipe.hlen(format!("shoal:held:{id}"));
@@ -757,17 +797,19 @@ impl Store for RedisStore {
             contents,
             manifests,
             holdings: holdings.iter().sum(),
+            swarms,
         })
     }
 
-    async fn sweep(&self) -> Result<usize, StoreError> {
+    async fn sweep(&self) -> Result<Swept, StoreError> {
         let mut conn = self.conn.clone();
-        let removed: usize = self
+        let agents: usize = self
             .sweep
             .arg(self.now())
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.error(e))?;
-        Ok(removed)
+        let swarms = self.sweep_swarms().await?;
+        Ok(Swept { agents, swarms })
     }
 }

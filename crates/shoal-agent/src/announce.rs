@@ -1,0 +1,305 @@
+//! Keeping the tracker told: register with every holding, then announce what changes in the
+//! [`Catalog`] in small batches (newly verified pieces reach the tracker within about
+//! [`BATCH`], so others fetch them from this agent while it is still downloading), and
+//! heartbeat before the lease lapses. A tracker that forgot the agent (404) is registered with
+//! again; a tracker that is down is retried with backoff while serving goes on.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use shoal_core::wire::{AgentId, AnnounceRequest, HeartbeatRequest, PieceDelta, RegisterRequest};
+use shoal_core::ContentId;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::catalog::{Catalog, Change};
+use crate::serve::PieceServer;
+use crate::tracker::{TrackerClient, TrackerError};
+
+/// How long changes gather before they are announced.
+pub const BATCH: Duration = Duration::from_millis(250);
+const RETRY_MIN: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(15);
+
+/// Who this agent is, as the tracker sees it.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub id: AgentId,
+    /// Where peers reach the piece server.
+    pub addr: SocketAddr,
+    /// `--upload-limit` in bytes per second, 0 when unlimited.
+    pub upload_capacity: u64,
+}
+
+pub struct Announcer {
+    pub tracker: TrackerClient,
+    pub identity: Identity,
+    pub catalog: Catalog,
+    pub server: PieceServer,
+    /// Manifests the tracker has from this agent, so peers can verify what it serves.
+    published: Mutex<HashSet<ContentId>>,
+}
+
+enum Step {
+    Ok(Duration),
+    Forgotten,
+    Failed(TrackerError),
+}
+
+impl Announcer {
+    pub fn new(
+        tracker: TrackerClient,
+        identity: Identity,
+        catalog: Catalog,
+        server: PieceServer,
+    ) -> Self {
+        Self {
+            tracker,
+            identity,
+            catalog,
+            server,
+            published: Mutex::default(),
+        }
+    }
+
+    /// Gives the tracker the manifest of every held content it may not have yet: a content
+    /// is only useful to others with its manifest.
+    async fn publish_manifests(&self) -> Result<(), TrackerError> {
+        let due: Vec<_> = {
+            let published = self.published.lock().expect("published lock");
+            self.catalog
+                .entries()
+                .into_iter()
+                .filter_map(|e| e.manifest().cloned())
+                .filter(|m| !published.contains(&m.id()))
+                .collect()
+        };
+        for manifest in due {
+            self.tracker.put_manifest(&manifest).await?;
+            self.published
+                .lock()
+                .expect("published lock")
+                .insert(manifest.id());
+        }
+        Ok(())
+    }
+
+    /// Runs until `stop` fires, then deregisters (briefly: a tracker that is down must not
+    /// hold up the agent's exit).
+    pub async fn run(self, stop: CancellationToken) {
+        let mut changed = self.catalog.subscribe();
+        let mut registered = false;
+        let mut lease = Duration::from_secs(10);
+        let mut last_contact = Instant::now();
+        let mut retry = RETRY_MIN;
+        let mut down_since: Option<Instant> = None;
+        loop {
+            let step = if registered {
+                let heartbeat_due = last_contact + lease / 3;
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = changed.changed() => {
+                        tokio::select! {
+                            _ = stop.cancelled() => break,
+                            _ = tokio::time::sleep(BATCH) => {}
+                        }
+                        self.announce().await
+                    }
+                    _ = tokio::time::sleep_until(heartbeat_due) => self.heartbeat().await,
+                }
+            } else {
+                self.register().await
+            };
+            match step {
+                Step::Ok(granted) => {
+                    if let Some(since) = down_since.take() {
+                        info!(
+                            tracker = %self.tracker.base(),
+                            after = ?since.elapsed(),
+                            "the tracker answers again"
+                        );
+                    }
+                    registered = true;
+                    lease = granted.max(Duration::from_secs(1));
+                    last_contact = Instant::now();
+                    retry = RETRY_MIN;
+                }
+                Step::Forgotten => {
+                    debug!("the tracker forgot this agent; registering again");
+                    registered = false;
+                }
+                Step::Failed(error) => {
+                    if down_since.is_none() {
+                        warn!(
+                            "{error}; serving and downloading go on with the peers already known, \
+                             and the agent registers again when the tracker answers"
+                        );
+                        down_since = Some(Instant::now());
+                    }
+                    // What was not announced is sent whole with the next registration.
+                    registered = false;
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(retry) => {}
+                    }
+                    retry = (retry * 2).min(RETRY_MAX);
+                }
+            }
+        }
+        if registered {
+            let bye = self.tracker.deregister(&self.identity.id);
+            match tokio::time::timeout(Duration::from_secs(2), bye).await {
+                Ok(Ok(())) => debug!("deregistered"),
+                Ok(Err(e)) => debug!("deregistering failed: {e}"),
+                Err(_) => debug!("deregistering timed out"),
+            }
+        }
+    }
+
+    async fn register(&self) -> Step {
+        // The full list covers every change queued so far.
+        self.catalog.take_changes();
+        if let Err(e) = self.publish_manifests().await {
+            return Step::Failed(e);
+        }
+        let body = RegisterRequest {
+            addr: self.identity.addr,
+            upload_capacity: self.identity.upload_capacity,
+            holdings: self.catalog.entries().iter().map(|e| e.holding()).collect(),
+        };
+        match self.tracker.register(&self.identity.id, &body).await {
+            Ok(grant) => {
+                info!(
+                    tracker = %self.tracker.base(),
+                    holdings = body.holdings.len(),
+                    "registered"
+                );
+                Step::Ok(Duration::from_millis(grant.lease_ms))
+            }
+            Err(e) => Step::Failed(e),
+        }
+    }
+
+    async fn heartbeat(&self) -> Step {
+        let body = HeartbeatRequest {
+            load: self.server.load(),
+        };
+        match self.tracker.heartbeat(&self.identity.id, &body).await {
+            Ok(grant) => Step::Ok(Duration::from_millis(grant.lease_ms)),
+            Err(e) if e.is_not_found() => Step::Forgotten,
+            Err(e) => Step::Failed(e),
+        }
+    }
+
+    async fn announce(&self) -> Step {
+        if let Err(e) = self.publish_manifests().await {
+            return Step::Failed(e);
+        }
+        let body = delta(&self.catalog, self.catalog.take_changes());
+        if body == AnnounceRequest::default() {
+            return self.heartbeat().await;
+        }
+        match self.tracker.announce(&self.identity.id, &body).await {
+            Ok(grant) => Step::Ok(Duration::from_millis(grant.lease_ms)),
+            // Also when a content was announced before the tracker knew this agent again.
+            Err(e) if e.is_not_found() => Step::Forgotten,
+            Err(e) => Step::Failed(e),
+        }
+    }
+}
+
+/// One announce request for a run of changes: what was removed, what was added (sent whole,
+/// with its pieces as they are now), and new pieces of the others.
+pub fn delta(catalog: &Catalog, changes: Vec<Change>) -> AnnounceRequest {
+    let mut removed = Vec::new();
+    let mut added: Vec<ContentId> = Vec::new();
+    let mut pieces: BTreeMap<ContentId, Vec<u32>> = BTreeMap::new();
+    for change in changes {
+        match change {
+            Change::Added(id) => {
+                removed.retain(|r| *r != id);
+                pieces.remove(&id);
+                if !added.contains(&id) {
+                    added.push(id);
+                }
+            }
+            Change::Removed(id) => {
+                added.retain(|a| *a != id);
+                pieces.remove(&id);
+                if !removed.contains(&id) {
+                    removed.push(id);
+                }
+            }
+            Change::Pieces(id, new) if !added.contains(&id) => {
+                pieces.entry(id).or_default().extend(new);
+            }
+            Change::Pieces(..) => {}
+        }
+    }
+    AnnounceRequest {
+        removed,
+        holdings: added
+            .iter()
+            .filter_map(|id| catalog.get(id))
+            .map(|e| e.holding())
+            .collect(),
+        pieces: pieces
+            .into_iter()
+            .filter(|(id, _)| catalog.get(id).is_some())
+            .map(|(content, have)| PieceDelta { content, have })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use shoal_core::Manifest;
+
+    use super::*;
+    use crate::catalog::{Entry, Origin};
+
+    #[test]
+    fn a_delta_sends_added_contents_whole_and_pieces_of_the_others() {
+        let catalog = Catalog::new();
+        let entry = |seed: u8| {
+            let manifest = Arc::new(Manifest::of_bytes(&[seed; 100], 32).unwrap());
+            Arc::new(Entry::new(
+                manifest,
+                "f".into(),
+                Origin::Fetched,
+                PathBuf::new(),
+            ))
+        };
+        let (a, b, c) = (entry(1), entry(2), entry(3));
+        let (ida, idb, idc) = (a.id(), b.id(), c.id());
+        catalog.insert(a);
+        catalog.insert(b);
+        catalog.take_changes();
+        catalog.insert(c);
+        catalog.mark(&idc, &[0]);
+        catalog.mark(&ida, &[1, 2]);
+        catalog.mark(&ida, &[3]);
+        catalog.remove(&idb);
+        let body = delta(&catalog, catalog.take_changes());
+        assert_eq!(body.removed, vec![idb]);
+        assert_eq!(body.holdings.len(), 1);
+        assert_eq!(body.holdings[0].content, idc);
+        assert_eq!(
+            body.holdings[0].pieces.as_ref().unwrap().as_bytes(),
+            &[0x80]
+        );
+        assert_eq!(
+            body.pieces,
+            vec![PieceDelta {
+                content: ida,
+                have: vec![1, 2, 3]
+            }]
+        );
+    }
+}

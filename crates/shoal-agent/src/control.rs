@@ -1,0 +1,355 @@
+//! The agent's local control API, which `shoal get --agent` uses: `POST /v1/fetch` with a
+//! [`FetchRequest`] answers a stream of [`ControlEvent`]s, one JSON object per line, ending
+//! with `finished` (where the content now is in the agent's data directory) or `failed`.
+//!
+//! Only clients on the agent's own machine (loopback addresses) are served: the API makes the
+//! agent fetch whatever it is asked. The agent never writes outside its data directory; the
+//! CLI links or copies the content to where its user wants it, with the user's own rights.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use bytes::Bytes;
+use futures_util::stream;
+use serde::{Deserialize, Serialize};
+use shoal_core::wire::ErrorBody;
+use shoal_core::ContentId;
+use shoal_engine::{CancellationToken, Event};
+use tokio::sync::mpsc;
+use url::Url;
+
+use crate::fetch::{FetchError, Fetcher, Want};
+
+pub const FETCH_PATH: &str = "/v1/fetch";
+
+/// What to fetch: exactly one of a URL (`http`/`https`) or a content id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<ContentId>,
+}
+
+/// Where a finished content's bytes came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceLine {
+    /// Credentials redacted.
+    pub url: String,
+    pub bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<String>,
+}
+
+/// One line of the answer to `POST /v1/fetch`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ControlEvent {
+    Started {
+        url: String,
+        size: Option<u64>,
+    },
+    Progress {
+        done: u64,
+        total: Option<u64>,
+        speed: f64,
+        connections: u32,
+    },
+    /// Something the user should know (a peer dropped, a bad piece, a restart).
+    Notice {
+        message: String,
+    },
+    Finished {
+        content: ContentId,
+        name: String,
+        /// The content in the agent's data directory (read-only).
+        path: PathBuf,
+        size: u64,
+        elapsed_ms: u64,
+        /// Bytes received, which exceeds `size` when pieces were fetched twice.
+        fetched: u64,
+        /// The most connections that streamed at once.
+        connections: u32,
+        sources: Vec<SourceLine>,
+    },
+    Failed {
+        message: String,
+        /// `network`, `http`, `checksum`, `local_io`, `cancelled`, `tracker` or `usage`.
+        kind: String,
+    },
+}
+
+impl ControlEvent {
+    /// The line a download event becomes, if any: retries and piece-by-piece news stay in the
+    /// agent's log.
+    fn of(event: Event) -> Option<Self> {
+        Some(match event {
+            Event::Started { url, size, .. } => ControlEvent::Started { url, size },
+            Event::Progress(p) => ControlEvent::Progress {
+                done: p.done,
+                total: p.total,
+                speed: p.speed,
+                connections: p.connections,
+            },
+            Event::Resumed { done, total, .. } => ControlEvent::Notice {
+                message: format!("resuming: {done} of {total} bytes are already here"),
+            },
+            Event::Restarted { reason } => ControlEvent::Notice { message: reason },
+            Event::SourceDropped { url, reason } => ControlEvent::Notice {
+                message: format!("not using {url} any more: {reason}"),
+            },
+            Event::BadPiece { index, url, .. } => ControlEvent::Notice {
+                message: format!(
+                    "piece {index} from {url} did not match its digest; fetching it elsewhere"
+                ),
+            },
+            _ => return None,
+        })
+    }
+
+    fn line(&self) -> Bytes {
+        let mut text = serde_json::to_vec(self).expect("an event serializes");
+        text.push(b'\n');
+        Bytes::from(text)
+    }
+}
+
+/// The error and its causes on one line, each cause once.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let part = inner.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = inner.source();
+    }
+    text
+}
+
+fn kind(error: &FetchError) -> &'static str {
+    use shoal_engine::ErrorKind;
+    match error {
+        FetchError::Download(e) => match e.kind() {
+            ErrorKind::Network => "network",
+            ErrorKind::HttpStatus => "http",
+            ErrorKind::Checksum => "checksum",
+            ErrorKind::LocalIo | ErrorKind::OutputExists => "local_io",
+            ErrorKind::Cancelled => "cancelled",
+        },
+        FetchError::Objects(_) => "local_io",
+        FetchError::ForgedManifest { .. } => "checksum",
+        FetchError::Tracker(e) if e.is_not_found() => "http",
+        FetchError::Tracker(_) => "tracker",
+        FetchError::NoTracker(_) => "usage",
+    }
+}
+
+#[derive(Clone)]
+struct ControlState {
+    fetcher: Fetcher,
+    /// Fires when the agent stops: downloads in flight stop with it.
+    stop: CancellationToken,
+}
+
+/// The control API's routes; serve them with `into_make_service_with_connect_info`, which
+/// the loopback check needs.
+pub fn app(fetcher: Fetcher, stop: CancellationToken) -> Router {
+    Router::new()
+        .route(FETCH_PATH, post(fetch))
+        .with_state(ControlState { fetcher, stop })
+}
+
+fn refuse(status: StatusCode, error: String) -> Response {
+    (status, Json(ErrorBody { error, field: None })).into_response()
+}
+
+async fn fetch(
+    State(state): State<ControlState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Response {
+    if !peer.ip().is_loopback() {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            format!(
+                "the control API only serves this machine, not {}",
+                peer.ip()
+            ),
+        );
+    }
+    let request: FetchRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("not a fetch request: {e}")),
+    };
+    let url = match request.url.as_deref().map(Url::parse).transpose() {
+        Ok(url) => url,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("url: {e}")),
+    };
+    let want = match (url, request.content) {
+        (Some(url), None) if matches!(url.scheme(), "http" | "https") => Want::Url(url),
+        (None, Some(id)) => Want::Content(id),
+        (Some(url), None) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "only http and https URLs can be fetched, not {}:",
+                    url.scheme()
+                ),
+            )
+        }
+        _ => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "give exactly one of url and content".to_string(),
+            )
+        }
+    };
+    let (lines, rx) = mpsc::unbounded_channel::<ControlEvent>();
+    // The download goes on if the client goes away: what it fetches is kept and seeded.
+    tokio::spawn(async move {
+        let (events, mut engine_events) = mpsc::unbounded_channel();
+        let forward_lines = lines.clone();
+        let forward = tokio::spawn(async move {
+            while let Some(event) = engine_events.recv().await {
+                if let Some(line) = ControlEvent::of(event) {
+                    let _ = forward_lines.send(line);
+                }
+            }
+        });
+        let result = state
+            .fetcher
+            .fetch(want, events, state.stop.child_token())
+            .await;
+        let _ = forward.await;
+        let last = match result {
+            Ok(fetched) => {
+                let summary = fetched.summary.as_ref();
+                ControlEvent::Finished {
+                    content: fetched.content,
+                    name: fetched.name.clone(),
+                    path: fetched.path.clone(),
+                    size: fetched.size,
+                    elapsed_ms: summary.map_or(0, |s| s.elapsed.as_millis() as u64),
+                    fetched: summary.map_or(0, |s| s.fetched),
+                    connections: summary.map_or(0, |s| s.max_connections),
+                    sources: summary
+                        .map(|s| {
+                            s.sources
+                                .iter()
+                                .map(|u| SourceLine {
+                                    url: u.url.clone(),
+                                    bytes: u.bytes,
+                                    dropped: u.dropped.clone(),
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                }
+            }
+            Err(e) => ControlEvent::Failed {
+                message: chain(&e),
+                kind: kind(&e).to_string(),
+            },
+        };
+        let _ = lines.send(last);
+    });
+    let body = stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|event| (Ok::<_, Infallible>(event.line()), rx))
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// The CLI's side: asks the agent at `agent` (e.g. `http://127.0.0.1:7701`) to fetch, and hands
+/// every line of the answer to `on_event` as it arrives; returns the last one (`finished` or
+/// `failed`).
+pub async fn request(
+    agent: &Url,
+    body: &FetchRequest,
+    mut on_event: impl FnMut(&ControlEvent),
+) -> Result<ControlEvent, ControlError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let shown = shoal_engine::redact::redacted(agent);
+    let unreachable = |detail: String| ControlError::Unreachable {
+        agent: shown.clone(),
+        detail,
+    };
+    let url = agent
+        .join(FETCH_PATH)
+        .map_err(|e| unreachable(e.to_string()))?;
+    // The agent may be busy a while before the first line (resolving at the tracker).
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .no_proxy()
+        .build()
+        .map_err(|e| unreachable(e.to_string()))?;
+    let mut response = client
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    if !response.status().is_success() {
+        let status = response.status().as_u16();
+        let message = match response.json::<ErrorBody>().await {
+            Ok(body) => body.error,
+            Err(_) => String::new(),
+        };
+        return Err(ControlError::Refused {
+            agent: shown,
+            status,
+            message,
+        });
+    }
+    let mut pending: Vec<u8> = Vec::new();
+    let mut last = None;
+    loop {
+        let chunk = response
+            .chunk()
+            .await
+            .map_err(|e| unreachable(format!("the answer broke off: {e}")))?;
+        let Some(chunk) = chunk else { break };
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let event: ControlEvent = serde_json::from_slice(&line)
+                .map_err(|e| unreachable(format!("unreadable answer line: {e}")))?;
+            on_event(&event);
+            last = Some(event);
+        }
+    }
+    match last {
+        Some(event @ (ControlEvent::Finished { .. } | ControlEvent::Failed { .. })) => Ok(event),
+        _ => Err(unreachable(
+            "the answer ended before the download did (did the agent stop?)".to_string(),
+        )),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("the agent at {agent} is unreachable: {detail}; is `shoal agent` running there?")]
+    Unreachable { agent: String, detail: String },
+    #[error("the agent at {agent} refused the request ({status}): {message}")]
+    Refused {
+        agent: String,
+        status: u16,
+        message: String,
+    },
+}

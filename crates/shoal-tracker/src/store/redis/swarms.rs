@@ -1,0 +1,341 @@
+//! URL swarms and reports of bad peers in Redis, shared by every replica.
+//!
+//! Keys:
+//! - `swarms` sorted set: swarm id (32 bytes) scored by the [`Clock`](crate::Clock) time of the
+//!   last create or publish that touched it; a swarm whose score is older than the lifetime is
+//!   gone for every answer at once, and the sweep deletes it;
+//! - `swarm:{id bytes}` hash: `layout` (2 × u64 LE), `info` (JSON of the key and leader),
+//!   `publisher` (token name), and one field per published piece: its index in decimal → its
+//!   32-byte digest. `HSETNX` makes the first digest of a piece win across replicas;
+//! - `reported:{content id bytes}` sorted set: reported agent id scored by the end of its hold.
+//!   The key expires (Redis expiry) when the latest hold ends, so it needs no sweeping.
+//!
+//! Create and publish are Lua scripts, so that checking a swarm and changing it is one atomic
+//! step whichever replica runs it: the first create of a key wins, and a publish never lands in
+//! a swarm that lapsed and was created again meanwhile.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use shoal_core::wire::{AgentId, SwarmDigests, SwarmInfo, UrlKey};
+use shoal_core::{ContentId, Layout, PieceDigest};
+
+use super::codec::{damaged, decode_layout, encode_layout, reported_key, swarm_key};
+use super::{RedisStore, CATALOG, LEASES};
+use crate::store::memory::check_piece;
+use crate::store::swarms::{check_indices, check_publisher};
+use crate::store::{
+    Caller, DigestsPublished, NewSwarm, PeerReport, StoreError, SwarmOptions, REPORT_HOLD,
+};
+
+pub(super) const SWARMS: &str = "shoal:swarms";
+/// How many lapsed swarms one sweep script deletes, so that it never blocks Redis for long.
+const SWEEP_BATCH: usize = 1000;
+
+/// KEYS: the `swarms` set, the swarm's hash. ARGV: id, now, lapsed (a score at or below it has
+/// lapsed), max swarms, layout, info, publisher. Returns {0 existing | 1 created | 2 other
+/// layout | 3 full, the swarm's hash}.
+const CREATE: &str = r"
+local touched = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if touched and tonumber(touched) > tonumber(ARGV[3]) then
+  if redis.call('HGET', KEYS[2], 'layout') ~= ARGV[5] then
+    return {2, redis.call('HGETALL', KEYS[2])}
+  end
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+  return {0, redis.call('HGETALL', KEYS[2])}
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('UNLINK', KEYS[2])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+  return {3, {}}
+end
+redis.call('HSET', KEYS[2], 'layout', ARGV[5], 'info', ARGV[6], 'publisher', ARGV[7])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+return {1, redis.call('HGETALL', KEYS[2])}
+";
+
+/// KEYS: the `swarms` set, the swarm's hash. ARGV: id, now, lapsed, the layout and publisher
+/// the caller was checked against, then index, digest pairs. Returns {0 gone | 1 done, the
+/// indices whose digest differed from the known one, the swarm's hash}.
+const PUBLISH: &str = r"
+local touched = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not touched or tonumber(touched) <= tonumber(ARGV[3])
+    or redis.call('HGET', KEYS[2], 'layout') ~= ARGV[4]
+    or redis.call('HGET', KEYS[2], 'publisher') ~= ARGV[5] then
+  return {0, {}, {}}
+end
+local ignored = {}
+for i = 6, #ARGV, 2 do
+  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) == 0
+      and redis.call('HGET', KEYS[2], ARGV[i]) ~= ARGV[i + 1] then
+    table.insert(ignored, ARGV[i])
+  end
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+return {1, ignored, redis.call('HGETALL', KEYS[2])}
+";
+
+/// Deletes up to ARGV[2] swarms whose score is at or below ARGV[1]; returns how many.
+const SWEEP: &str = r"
+local lapsed = redis.call('ZRANGEBYSCORE', 'shoal:swarms', '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, id in ipairs(lapsed) do
+  redis.call('UNLINK', 'shoal:swarm:' .. id)
+  redis.call('ZREM', 'shoal:swarms', id)
+end
+return #lapsed
+";
+
+/// The swarm scripts, loaded once per store.
+pub(super) struct SwarmScripts {
+    create: redis::Script,
+    publish: redis::Script,
+    sweep: redis::Script,
+}
+
+impl SwarmScripts {
+    pub fn new() -> Self {
+        Self {
+            create: redis::Script::new(CREATE),
+            publish: redis::Script::new(PUBLISH),
+            sweep: redis::Script::new(SWEEP),
+        }
+    }
+}
+
+/// The `info` field of a swarm's hash.
+#[derive(Serialize, Deserialize)]
+struct StoredInfo {
+    key: UrlKey,
+    leader: AgentId,
+}
+
+/// A swarm's hash, decoded (but for the publisher, which only the scripts compare).
+struct StoredSwarm {
+    layout: Layout,
+    info: StoredInfo,
+    digests: BTreeMap<u32, PieceDigest>,
+}
+
+impl StoredSwarm {
+    fn decode(fields: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<Self, StoreError> {
+        let (mut layout, mut info) = (None, None);
+        let mut digests = BTreeMap::new();
+        for (field, value) in fields {
+            match &field[..] {
+                b"layout" => layout = Some(decode_layout(&value)?.0),
+                b"info" => {
+                    info = Some(serde_json::from_slice(&value).map_err(|e| damaged(e.to_string()))?)
+                }
+                b"publisher" => {}
+                index => {
+                    let index = std::str::from_utf8(index)
+                        .ok()
+                        .and_then(|i| i.parse().ok())
+                        .ok_or_else(|| damaged("a swarm's hash has a stray field"))?;
+                    let digest = value
+                        .try_into()
+                        .map_err(|_| damaged("a stored piece digest is not 32 bytes"))?;
+                    digests.insert(index, digest);
+                }
+            }
+        }
+        match (layout, info) {
+            (Some(layout), Some(info)) => Ok(Self {
+                layout,
+                info,
+                digests,
+            }),
+            _ => Err(damaged("a swarm's hash lacks its layout or info")),
+        }
+    }
+
+    fn into_info(self, id: ContentId, created: bool) -> SwarmInfo {
+        SwarmInfo {
+            id,
+            digests: SwarmDigests::from_known(self.layout.piece_count(), &self.digests),
+            key: self.info.key,
+            layout: self.layout,
+            leader: self.info.leader,
+            created,
+        }
+    }
+}
+
+/// A swarm's hash as (field, value) pairs.
+type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A flat `HGETALL` answer as (field, value) pairs.
+fn pairs(flat: Vec<Vec<u8>>) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
+    let mut flat = flat.into_iter();
+    std::iter::from_fn(move || Some((flat.next()?, flat.next()?)))
+}
+
+impl RedisStore {
+    /// Sets the limits of URL swarms (the default is [`SwarmOptions::default`]); call it before
+    /// cloning the store.
+    pub fn with_swarms(mut self, options: SwarmOptions) -> Self {
+        self.swarm_options = options;
+        self
+    }
+
+    /// The score at or below which a swarm has lapsed, as Lua compares it.
+    fn lapsed_at(&self, now: u64) -> i64 {
+        now as i64 - self.swarm_options.ttl.as_millis() as i64
+    }
+
+    /// Whether a swarm last touched at this score (if it has one) is running at `now`.
+    fn running(&self, touched: Option<f64>, now: u64) -> bool {
+        touched.is_some_and(|t| t as i64 > self.lapsed_at(now))
+    }
+
+    pub(super) async fn create_swarm_in_redis(
+        &self,
+        caller: Caller,
+        new: NewSwarm,
+    ) -> Result<SwarmInfo, StoreError> {
+        let now = self.now();
+        let id = new.key.swarm_id();
+        let info = StoredInfo {
+            key: new.key,
+            leader: new.leader,
+        };
+        let info = serde_json::to_vec(&info).map_err(|e| damaged(e.to_string()))?;
+        let mut conn = self.conn.clone();
+        let (outcome, fields): (u8, Vec<Vec<u8>>) = self
+            .swarm_scripts
+            .create
+            .key(SWARMS)
+            .key(swarm_key(&id))
+            .arg(&id.as_bytes()[..])
+            .arg(now)
+            .arg(self.lapsed_at(now))
+            .arg(self.swarm_options.max)
+            .arg(encode_layout(new.layout, &[]))
+            .arg(info)
+            .arg(&*caller.token)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.error(e))?;
+        match outcome {
+            0 | 1 => Ok(StoredSwarm::decode(pairs(fields))?.into_info(id, outcome == 1)),
+            2 => Err(StoreError::SwarmLayout {
+                id,
+                layout: StoredSwarm::decode(pairs(fields))?.layout,
+            }),
+            _ => Err(StoreError::TooManySwarms {
+                max: self.swarm_options.max,
+            }),
+        }
+    }
+
+    pub(super) async fn swarm_in_redis(&self, id: ContentId) -> Result<SwarmInfo, StoreError> {
+        let now = self.now();
+        let mut pipe = redis::pipe();
+        pipe.zscore(SWARMS, &id.as_bytes()[..])
+            .hgetall(swarm_key(&id));
+        let (touched, fields): (Option<f64>, Fields) = self.query(&pipe).await?;
+        if !self.running(touched, now) || fields.is_empty() {
+            return Err(StoreError::UnknownSwarm(id));
+        }
+        Ok(StoredSwarm::decode(fields)?.into_info(id, false))
+    }
+
+    pub(super) async fn publish_digests_in_redis(
+        &self,
+        caller: Caller,
+        id: ContentId,
+        digests: Vec<(u32, PieceDigest)>,
+    ) -> Result<DigestsPublished, StoreError> {
+        let now = self.now();
+        // Round trip 1: what the request is checked against.
+        let mut pipe = redis::pipe();
+        pipe.zscore(SWARMS, &id.as_bytes()[..])
+            .hget(swarm_key(&id), "layout")
+            .hget(swarm_key(&id), "publisher");
+        let (touched, layout, publisher): (Option<f64>, Option<Vec<u8>>, Option<String>) =
+            self.query(&pipe).await?;
+        let (Some(layout), Some(publisher)) = (layout, publisher) else {
+            return Err(StoreError::UnknownSwarm(id));
+        };
+        if !self.running(touched, now) {
+            return Err(StoreError::UnknownSwarm(id));
+        }
+        check_publisher(&caller, &id, &publisher)?;
+        check_indices(&digests, decode_layout(&layout)?.0.piece_count())?;
+
+        // Round trip 2: record them, first digest per piece winning.
+        let mut invocation = self.swarm_scripts.publish.key(SWARMS);
+        invocation
+            .key(swarm_key(&id))
+            .arg(&id.as_bytes()[..])
+            .arg(now)
+            .arg(self.lapsed_at(now))
+            .arg(layout)
+            .arg(publisher);
+        for (index, digest) in &digests {
+            invocation.arg(index).arg(&digest[..]);
+        }
+        let mut conn = self.conn.clone();
+        let (outcome, ignored, fields): (u8, Vec<u32>, Vec<Vec<u8>>) = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.error(e))?;
+        if outcome == 0 {
+            return Err(StoreError::UnknownSwarm(id));
+        }
+        Ok(DigestsPublished {
+            swarm: StoredSwarm::decode(pairs(fields))?.into_info(id, false),
+            ignored,
+        })
+    }
+
+    pub(super) async fn report_in_redis(&self, report: PeerReport) -> Result<bool, StoreError> {
+        let now = self.now();
+        let field = &report.content.as_bytes()[..];
+        let agent = report.agent.as_str();
+        let mut pipe = redis::pipe();
+        pipe.hget(CATALOG, field)
+            .zscore(LEASES, agent)
+            .hexists(super::codec::holders_key(&report.content), agent);
+        let (entry, deadline, held): (Option<Vec<u8>>, Option<f64>, bool) =
+            self.query(&pipe).await?;
+        let entry = entry.ok_or(StoreError::UnknownContent(report.content))?;
+        check_piece(report.piece, decode_layout(&entry)?.0.piece_count())?;
+        let holds = held && deadline.is_some_and(|d| d as u64 > now);
+        if holds {
+            let key = reported_key(&report.content);
+            let hold_ms = REPORT_HOLD.as_millis() as u64;
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .zadd(&key, agent, now + hold_ms)
+                .ignore()
+                .zrembyscore(&key, "-inf", now)
+                .ignore()
+                .pexpire(&key, hold_ms as i64)
+                .ignore();
+            self.query::<()>(&pipe).await?;
+        }
+        Ok(holds)
+    }
+
+    /// Deletes every lapsed swarm, a batch per script call.
+    pub(super) async fn sweep_swarms(&self) -> Result<usize, StoreError> {
+        let lapsed_at = self.lapsed_at(self.now());
+        let mut total = 0;
+        loop {
+            let mut conn = self.conn.clone();
+            let removed: usize = self
+                .swarm_scripts
+                .sweep
+                .arg(lapsed_at)
+                .arg(SWEEP_BATCH)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| self.error(e))?;
+            total += removed;
+            if removed < SWEEP_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+}

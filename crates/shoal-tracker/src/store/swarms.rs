@@ -1,0 +1,173 @@
+//! URL swarms in memory, for [`SqliteStore`](super::SqliteStore) (swarms are soft state: a
+//! restarted tracker starts without them, and the agents of a lost swarm create it again), and
+//! the checks both backends make of published digests.
+//!
+//! Digests are kept sparse, by piece index, so a swarm costs memory for the pieces its leader
+//! published, not for its layout.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use shoal_core::wire::{AgentId, SwarmDigests, SwarmInfo, UrlKey};
+use shoal_core::{ContentId, Layout, PieceDigest};
+
+use super::{Caller, DigestsPublished, NewSwarm, StoreError, SwarmOptions};
+
+#[derive(Debug)]
+struct Swarm {
+    key: UrlKey,
+    layout: Layout,
+    leader: AgentId,
+    /// The token that created the swarm: the only one (besides admins) that may publish.
+    publisher: Arc<str>,
+    digests: BTreeMap<u32, PieceDigest>,
+    touched_ms: u64,
+}
+
+impl Swarm {
+    fn info(&self, id: ContentId, created: bool) -> SwarmInfo {
+        SwarmInfo {
+            id,
+            key: self.key.clone(),
+            layout: self.layout,
+            leader: self.leader.clone(),
+            created,
+            digests: SwarmDigests::from_known(self.layout.piece_count(), &self.digests),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct SwarmTable {
+    options: SwarmOptions,
+    swarms: HashMap<ContentId, Swarm>,
+}
+
+impl SwarmTable {
+    pub fn new(options: SwarmOptions) -> Self {
+        Self {
+            options,
+            swarms: HashMap::new(),
+        }
+    }
+
+    pub fn set_options(&mut self, options: SwarmOptions) {
+        self.options = options;
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.options.ttl.as_millis() as u64
+    }
+
+    fn live(&self, id: &ContentId, now: u64) -> Option<&Swarm> {
+        self.swarms
+            .get(id)
+            .filter(|s| s.touched_ms + self.ttl_ms() > now)
+    }
+
+    pub fn create(
+        &mut self,
+        caller: &Caller,
+        new: NewSwarm,
+        now: u64,
+    ) -> Result<SwarmInfo, StoreError> {
+        let id = new.key.swarm_id();
+        if let Some(swarm) = self.live(&id, now) {
+            if swarm.layout != new.layout {
+                return Err(StoreError::SwarmLayout {
+                    id,
+                    layout: swarm.layout,
+                });
+            }
+            let swarm = self.swarms.get_mut(&id).expect("live above");
+            swarm.touched_ms = now;
+            return Ok(swarm.info(id, false));
+        }
+        // A lapsed swarm of the same key is replaced, so it does not count against the limit.
+        self.swarms.remove(&id);
+        if self.swarms.len() >= self.options.max {
+            return Err(StoreError::TooManySwarms {
+                max: self.options.max,
+            });
+        }
+        let swarm = Swarm {
+            key: new.key,
+            layout: new.layout,
+            leader: new.leader,
+            publisher: caller.token.clone(),
+            digests: BTreeMap::new(),
+            touched_ms: now,
+        };
+        let info = swarm.info(id, true);
+        self.swarms.insert(id, swarm);
+        Ok(info)
+    }
+
+    pub fn get(&self, id: &ContentId, now: u64) -> Result<SwarmInfo, StoreError> {
+        self.live(id, now)
+            .map(|s| s.info(*id, false))
+            .ok_or(StoreError::UnknownSwarm(*id))
+    }
+
+    pub fn publish(
+        &mut self,
+        caller: &Caller,
+        id: &ContentId,
+        digests: Vec<(u32, PieceDigest)>,
+        now: u64,
+    ) -> Result<DigestsPublished, StoreError> {
+        let swarm = self.live(id, now).ok_or(StoreError::UnknownSwarm(*id))?;
+        check_publisher(caller, id, &swarm.publisher)?;
+        check_indices(&digests, swarm.layout.piece_count())?;
+        let swarm = self.swarms.get_mut(id).expect("live above");
+        let mut ignored = Vec::new();
+        for (index, digest) in digests {
+            let known = swarm.digests.entry(index).or_insert(digest);
+            if *known != digest {
+                ignored.push(index);
+            }
+        }
+        swarm.touched_ms = now;
+        Ok(DigestsPublished {
+            swarm: swarm.info(*id, false),
+            ignored,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.swarms.len()
+    }
+
+    pub fn sweep(&mut self, now: u64) -> usize {
+        let ttl = self.ttl_ms();
+        let before = self.swarms.len();
+        self.swarms.retain(|_, s| s.touched_ms + ttl > now);
+        before - self.swarms.len()
+    }
+}
+
+pub(super) fn check_publisher(
+    caller: &Caller,
+    id: &ContentId,
+    publisher: &str,
+) -> Result<(), StoreError> {
+    if caller.admin || *caller.token == *publisher {
+        Ok(())
+    } else {
+        Err(StoreError::NotPublisher(*id))
+    }
+}
+
+/// Checks that every published piece exists in a swarm of `count` pieces.
+pub(super) fn check_indices(digests: &[(u32, PieceDigest)], count: u32) -> Result<(), StoreError> {
+    match digests.iter().position(|&(index, _)| index >= count) {
+        Some(i) => Err(StoreError::invalid(
+            format!("pieces[{i}].index"),
+            format!(
+                "piece {} is out of range: the swarm has {count} pieces",
+                digests[i].0
+            ),
+        )),
+        None => Ok(()),
+    }
+}

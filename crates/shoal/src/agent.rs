@@ -1,0 +1,195 @@
+//! `shoal agent`: reads the token, builds the agent's options from the command line and runs
+//! the daemon (`shoal_agent::run`) until SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use shoal_agent::fetch::FetchOptions;
+use shoal_agent::serve::ServeOptions;
+use shoal_agent::tracker::TrackerClient;
+use shoal_agent::AgentOptions;
+use shoal_core::wire::AgentId;
+use shoal_engine::{parse_bytes, Connections, Rate};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::level_filters::LevelFilter;
+use url::Url;
+
+use crate::{exit, logging};
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The tracker, e.g. http://tracker:7700; without it the agent only fetches from origins
+    #[arg(long, value_name = "URL")]
+    tracker: Option<Url>,
+
+    /// File holding the fleet's agent token (one line): sent to the tracker, and what peers
+    /// must send to fetch pieces from this agent
+    #[arg(long, value_name = "FILE")]
+    token_file: PathBuf,
+
+    /// Directory whose files are shared with the fleet, in place
+    #[arg(long, value_name = "DIR")]
+    share: Option<PathBuf>,
+
+    /// Directory of fetched contents, manifest cache and resume state (created if missing)
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+
+    /// Address of the piece server and the local control API
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:7701")]
+    listen: SocketAddr,
+
+    /// Address peers reach this agent at [default: --listen, when it names one address]
+    #[arg(long, value_name = "ADDR")]
+    advertise: Option<SocketAddr>,
+
+    /// This agent's id at the tracker, A-Z a-z 0-9 . _ - [default: the host name]
+    #[arg(long, value_name = "ID")]
+    id: Option<String>,
+
+    /// Total upload speed to peers, e.g. 50M (bytes per second)
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    upload_limit: Option<Rate>,
+
+    /// Uploads to peers at once; more are answered 503 and asked again later
+    #[arg(long, value_name = "N", default_value = "64")]
+    max_uploads: usize,
+
+    /// Most bytes of fetched contents to keep, e.g. 50G; least recently used go first
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    cache_size: Option<u64>,
+
+    /// Connections of one download, to all peers and the origin together
+    #[arg(short, long, value_name = "N", default_value = "32", value_parser = parse_connections)]
+    connections: Connections,
+
+    /// Connections to one peer
+    #[arg(long, value_name = "N", default_value = "4", value_parser = parse_connections)]
+    per_peer: Connections,
+}
+
+fn parse_rate(text: &str) -> Result<Rate, String> {
+    Rate::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    parse_bytes(text)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| "expected a size such as 50G or 512M".into())
+}
+
+fn parse_connections(text: &str) -> Result<Connections, String> {
+    let n: u64 = text
+        .parse()
+        .map_err(|_| format!("expected a number from 1 to {}", Connections::MAX))?;
+    Connections::new(n).map_err(|e| e.to_string())
+}
+
+pub async fn run(args: AgentArgs, verbose: u8) -> ExitCode {
+    logging::init(verbose, LevelFilter::INFO);
+    let options = match options(args) {
+        Ok(options) => options,
+        Err(e) => {
+            exit::say(&format!("shoal agent: {}", exit::message(e.as_ref())));
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    match serve(options).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => exit::internal(&e),
+    }
+}
+
+fn read_token(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the token file {}", path.display()))?;
+    let token = text.trim().to_string();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the token file {} is empty; put the fleet's agent token in it",
+        path.display()
+    );
+    Ok(token)
+}
+
+fn options(args: AgentArgs) -> anyhow::Result<(AgentOptions, SocketAddr)> {
+    let token = read_token(&args.token_file)?;
+    let id = match args.id {
+        Some(id) => id,
+        None => host_name().context("cannot read the host name; give --id")?,
+    };
+    let id = AgentId::new(id.clone()).with_context(|| format!("--id {id:?}"))?;
+    let advertise = match args.advertise {
+        Some(addr) => addr,
+        None if !args.listen.ip().is_unspecified() && args.listen.port() != 0 => args.listen,
+        None => anyhow::bail!(
+            "--listen {} does not say where peers reach this agent: give --advertise ADDR:PORT",
+            args.listen
+        ),
+    };
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("creating the data directory {}", args.data.display()))?;
+    let upload_limit = args.upload_limit.map(|r| r.bytes_per_sec());
+    let options = AgentOptions {
+        id,
+        tracker: args
+            .tracker
+            .map(|url| TrackerClient::new(url, token.clone())),
+        share: args.share,
+        data: args.data,
+        advertise,
+        serve: ServeOptions {
+            tokens: vec![token.clone()],
+            upload_limit,
+            max_connections: args.max_uploads.max(1),
+        },
+        fetch: FetchOptions {
+            peer_token: token,
+            per_peer: args.per_peer,
+            connections: args.connections,
+            ..FetchOptions::default()
+        },
+        cache_size: args.cache_size,
+        rescan_every: Duration::from_secs(60),
+    };
+    Ok((options, args.listen))
+}
+
+fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name: String = name
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    (!name.is_empty()).then_some(name)
+}
+
+async fn serve((options, listen): (AgentOptions, SocketAddr)) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("shutting down");
+    };
+    shoal_agent::run(listener, options, shutdown)
+        .await
+        .context("running the agent")
+}

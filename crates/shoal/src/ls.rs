@@ -1,0 +1,72 @@
+//! `shoal ls`: the contents the tracker knows whose name holds a text, with their holders.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::BinaryBytes;
+use shoal_agent::tracker::TrackerClient;
+use shoal_core::wire::ContentQuery;
+use tracing::level_filters::LevelFilter;
+use url::Url;
+
+use crate::{exit, logging};
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Only contents whose name holds this text (case-insensitive)
+    #[arg(value_name = "NAME")]
+    name: Option<String>,
+
+    /// The tracker, e.g. http://tracker:7700
+    #[arg(long, value_name = "URL", env = "SHOAL_TRACKER")]
+    tracker: Url,
+
+    /// File holding a token with the reader (or admin) role
+    #[arg(long, value_name = "FILE")]
+    token_file: PathBuf,
+
+    /// At most this many contents
+    #[arg(long, value_name = "N", default_value = "100")]
+    limit: u32,
+}
+
+pub async fn run(args: LsArgs, verbose: u8) -> ExitCode {
+    logging::init(verbose, LevelFilter::WARN);
+    match list(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            exit::say(&format!("shoal ls: {}", exit::message(e.as_ref())));
+            ExitCode::from(exit::NETWORK)
+        }
+    }
+}
+
+async fn list(args: LsArgs) -> anyhow::Result<()> {
+    let token = std::fs::read_to_string(&args.token_file)
+        .with_context(|| format!("reading the token file {}", args.token_file.display()))?;
+    let tracker = TrackerClient::new(args.tracker, token.trim().to_string());
+    let found = tracker
+        .search(&ContentQuery {
+            name: args.name,
+            id: None,
+            limit: Some(args.limit),
+        })
+        .await?;
+    println!(
+        "{:<64}  {:>10}  {:>8}  {:>7}  NAME",
+        "CONTENT", "SIZE", "COMPLETE", "PARTIAL"
+    );
+    for c in &found.contents {
+        println!(
+            "{}  {:>10}  {:>8}  {:>7}  {}",
+            c.id,
+            BinaryBytes(c.layout.size()).to_string(),
+            c.complete_holders,
+            c.partial_holders,
+            c.name
+        );
+    }
+    Ok(())
+}

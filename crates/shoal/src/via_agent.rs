@@ -1,0 +1,239 @@
+//! `shoal get --agent URL …`: the local agent fetches (from the swarm, the origin as a
+//! fallback) and streams progress back; the file it then holds is reflinked, hard-linked or
+//! copied to the output with the user's own rights (the agent never writes outside its data
+//! directory).
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use shoal_agent::control::{self, ControlEvent, FetchRequest};
+use shoal_core::ContentId;
+use shoal_engine::{Event, Progress, SourceUsage, Summary};
+use url::Url;
+
+use crate::exit;
+use crate::progress::{Mode, View};
+
+/// What the agent is asked for.
+pub enum Target {
+    Url(Url),
+    Content(ContentId),
+}
+
+/// Where the result goes and whether an existing file may be replaced.
+pub struct Placement {
+    pub output: Option<PathBuf>,
+    pub dir: PathBuf,
+    pub overwrite: bool,
+}
+
+pub async fn run(agent: Url, target: Target, place: Placement, mode: Mode) -> ExitCode {
+    let (request, shown) = match &target {
+        Target::Url(url) => (
+            FetchRequest {
+                url: Some(url.to_string()),
+                content: None,
+            },
+            url.clone(),
+        ),
+        Target::Content(id) => (
+            FetchRequest {
+                url: None,
+                content: Some(*id),
+            },
+            shoal_agent::fetch::content_url(id),
+        ),
+    };
+    if let Some(path) = &place.output {
+        if path.exists() && !place.overwrite {
+            return refuse_existing(View::new(mode, &shown), path);
+        }
+    }
+    let mut view = View::new(mode, &shown);
+    let planned = place.output.clone().unwrap_or_else(|| place.dir.clone());
+    let result = control::request(&agent, &request, |event| match event {
+        ControlEvent::Started { url, size } => view.event(&Event::Started {
+            url: url.clone(),
+            path: planned.clone(),
+            size: *size,
+            ranges: true,
+        }),
+        ControlEvent::Progress {
+            done,
+            total,
+            speed,
+            connections,
+        } => view.event(&Event::Progress(Progress {
+            done: *done,
+            total: *total,
+            speed: *speed,
+            connections: *connections,
+        })),
+        ControlEvent::Notice { message } => view.notice(message),
+        ControlEvent::Finished { .. } | ControlEvent::Failed { .. } => {}
+    })
+    .await;
+    let finished = match result {
+        Ok(finished) => finished,
+        Err(e) => {
+            view.failed_remote("network", &e.to_string(), exit::NETWORK);
+            return ExitCode::from(exit::NETWORK);
+        }
+    };
+    let ControlEvent::Finished {
+        content,
+        name,
+        path: held,
+        size,
+        elapsed_ms,
+        fetched,
+        connections,
+        sources,
+    } = finished
+    else {
+        let ControlEvent::Failed { message, kind } = finished else {
+            unreachable!("control::request ends with finished or failed")
+        };
+        let code = code_of(&kind);
+        view.failed_remote(&kind, &message, code);
+        return ExitCode::from(code);
+    };
+    let output = match place.output {
+        Some(path) => path,
+        None => place.dir.join(safe_name(&name, &content)),
+    };
+    if output.exists() && !place.overwrite {
+        return refuse_existing(view, &output);
+    }
+    if let Err(e) = place_file(&held, &output) {
+        let text = format!(
+            "cannot put {} at {}: {e}; the agent keeps it at {}",
+            content,
+            output.display(),
+            held.display()
+        );
+        view.failed_remote("local_io", &text, exit::LOCAL_IO);
+        return ExitCode::from(exit::LOCAL_IO);
+    }
+    view.finished(&Summary {
+        path: output,
+        size,
+        elapsed: Duration::from_millis(elapsed_ms),
+        max_connections: connections,
+        fetched,
+        sources: sources
+            .into_iter()
+            .map(|s| SourceUsage {
+                url: s.url,
+                bytes: s.bytes,
+                dropped: s.dropped,
+            })
+            .collect(),
+    });
+    ExitCode::SUCCESS
+}
+
+fn refuse_existing(view: View, path: &Path) -> ExitCode {
+    let text = format!(
+        "{} already exists; use --overwrite to replace it",
+        path.display()
+    );
+    view.failed_remote("output_exists", &text, exit::OUTPUT_EXISTS);
+    ExitCode::from(exit::OUTPUT_EXISTS)
+}
+
+fn code_of(kind: &str) -> u8 {
+    match kind {
+        "http" => exit::HTTP_STATUS,
+        "checksum" => exit::CHECKSUM,
+        "local_io" => exit::LOCAL_IO,
+        "cancelled" => exit::INTERRUPTED,
+        "usage" => exit::USAGE,
+        _ => exit::NETWORK,
+    }
+}
+
+/// The file name the agent reported, without any directory part (it comes from a URL or the
+/// tracker, so it is not trusted to name a path).
+fn safe_name(name: &str, content: &ContentId) -> String {
+    let base = name.rsplit('/').next().unwrap_or("");
+    if base.is_empty() || base == "." || base == ".." {
+        content.to_string()
+    } else {
+        base.to_string()
+    }
+}
+
+/// Puts the agent's copy at `output`: a reflink (a copy-on-write clone, free and safe to
+/// modify) where the filesystem can, else a hard link (read-only, shared with the agent's
+/// store), else a copy. Through a temporary name beside `output`, so the final name only
+/// ever holds the whole file.
+fn place_file(held: &Path, output: &Path) -> io::Result<()> {
+    let dir = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.shoal-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let placed = reflink(held, &tmp)
+        .or_else(|_| std::fs::hard_link(held, &tmp))
+        .or_else(|_| std::fs::copy(held, &tmp).map(|_| ()));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, output).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+fn reflink(from: &Path, to: &Path) -> io::Result<()> {
+    let src = File::open(from)?;
+    let dst = File::create(to)?;
+    // SAFETY: both descriptors are open files owned by this function for the whole call.
+    let rc = unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    drop(dst);
+    let _ = std::fs::remove_file(to);
+    Err(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_from_the_agent_cannot_climb_out() {
+        let id = ContentId::from_bytes([7; 32]);
+        assert_eq!(safe_name("a/../../etc/passwd", &id), "passwd");
+        assert_eq!(safe_name("..", &id), id.to_string());
+        assert_eq!(safe_name("big.iso", &id), "big.iso");
+    }
+
+    #[test]
+    fn placing_keeps_the_bytes_and_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = dir.path().join("held");
+        std::fs::write(&held, b"swarm bytes").unwrap();
+        let out = dir.path().join("sub/out.bin");
+        place_file(&held, &out).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"swarm bytes");
+        assert_eq!(std::fs::read(&held).unwrap(), b"swarm bytes");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("sub")).unwrap().count(),
+            1
+        );
+    }
+}

@@ -1,0 +1,375 @@
+//! A fleet on loopback, as real processes: one `shoal tracker`, several `shoal agent`s, a test
+//! origin, and `shoal get --agent` as users run it. Asserts what users care about: every
+//! copy hashes to the original, the origin served the file about once, and faults (a lying
+//! agent, a killed agent, a killed tracker, a dead origin) do not spoil a download.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shoal_core::Manifest;
+use shoal_testkit::{random_bytes, sha256_hex, Origin, OriginConfig};
+
+const FLEET: &str = "fleet-secret-aaaaaaaaaaaaaaaa";
+const READER: &str = "reader-secret-bbbbbbbbbbbbbb";
+const MIB: usize = 1 << 20;
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(child: &mut Child, port: u16, what: &str) {
+    let deadline = Instant::now() + common::DEADLINE;
+    // Bounded by the deadline.
+    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{what} exited: {status}");
+        }
+        assert!(Instant::now() < deadline, "{what} did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A process killed (SIGKILL) on drop.
+struct Process {
+    child: Child,
+    port: u16,
+}
+
+impl Process {
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Fleet {
+    dir: tempfile::TempDir,
+    tracker: Process,
+}
+
+impl Fleet {
+    fn start() -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens.toml");
+        std::fs::write(
+            &tokens,
+            format!(
+                "[[token]]\nname = \"fleet\"\nsecret = \"{FLEET}\"\nrole = \"agent\"\n\
+                 [[token]]\nname = \"ops\"\nsecret = \"{READER}\"\nrole = \"admin\"\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("token"), FLEET).unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("tracker.log")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(["tracker", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data")
+            .arg(dir.path().join("tracker"))
+            .arg("--tokens")
+            .arg(&tokens)
+            .args(["--lease", "5"])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn shoal tracker");
+        wait_listening(&mut child, port, "shoal tracker");
+        Fleet {
+            dir,
+            tracker: Process { child, port },
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `shoal agent --id ID` with its own data directory, sharing `share` if given.
+    fn agent(&self, id: &str, share: Option<&Path>, extra: &[&str]) -> Process {
+        let port = free_port();
+        let log = std::fs::File::create(self.path(&format!("{id}.log"))).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+        cmd.args([
+            "agent",
+            "--id",
+            id,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args([
+            "--tracker",
+            &format!("http://127.0.0.1:{}", self.tracker.port),
+        ])
+        .arg("--token-file")
+        .arg(self.path("token"))
+        .arg("--data")
+        .arg(self.path(&format!("{id}-data")))
+        .args(extra)
+        .env("RUST_LOG", "shoal_agent=debug,shoal_engine=info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+        if let Some(share) = share {
+            cmd.arg("--share").arg(share);
+        }
+        let mut child = cmd.spawn().expect("spawn shoal agent");
+        wait_listening(&mut child, port, "shoal agent");
+        Process { child, port }
+    }
+
+    /// A directory holding `data` as `name`, to share.
+    fn share(&self, dir: &str, name: &str, data: &[u8]) -> PathBuf {
+        let path = self.path(dir);
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::write(path.join(name), data).unwrap();
+        path
+    }
+
+    /// `shoal get --agent` through `agent`, saving to `out` in the fleet's directory.
+    fn get(&self, agent: &Process, what: &str, out: &str) -> Child {
+        common::get(self.dir.path(), &["--progress", "none", what, "-o", out])
+            .env("SHOAL_AGENT", format!("http://127.0.0.1:{}", agent.port))
+            .spawn()
+            .expect("spawn shoal get")
+    }
+
+    /// One request to the tracker as the admin; the status and the body.
+    fn tracker_call(&self, method: &str, path: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, self.tracker.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {READER}\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response[9..12].parse().unwrap();
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// Waits until the tracker lists `holders` complete holders of `content`.
+    fn wait_holders(&self, content: &str, holders: u32) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, body) = self.tracker_call("GET", &format!("/v1/content/{content}"));
+            if status == 200 {
+                let summary: serde_json::Value = serde_json::from_str(&body).unwrap();
+                if summary["complete_holders"].as_u64() >= Some(u64::from(holders)) {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{content} never had {holders} complete holders: {status} {body}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()
+    }
+
+    fn assert_file(&self, out: &str, data: &[u8]) {
+        assert_eq!(
+            common::sha256_of(&self.path(out)),
+            sha256_hex(data),
+            "{out} differs from the original"
+        );
+    }
+}
+
+fn content_id(data: &[u8]) -> String {
+    Manifest::of_bytes(data, 1 << 20).unwrap().id().to_string()
+}
+
+fn done(child: Child, fleet: &Fleet, agents: &[&str]) {
+    let run = common::finish(child);
+    if run.code != 0 {
+        for agent in agents {
+            eprintln!("--- {agent}.log\n{}", fleet.log(agent));
+        }
+    }
+    common::assert_code(&run, 0);
+}
+
+#[test]
+fn a_shared_file_reaches_every_agent() {
+    let fleet = Fleet::start();
+    let data = random_bytes(6 * MIB + 4321, 1);
+    let share = fleet.share("share", "image.raw", &data);
+    let _seeder = fleet.agent("seeder", Some(&share), &[]);
+    let id = content_id(&data);
+    fleet.wait_holders(&id, 1);
+    let agents: Vec<Process> = (1..=4)
+        .map(|i| fleet.agent(&format!("a{i}"), None, &[]))
+        .collect();
+    let gets: Vec<Child> = agents
+        .iter()
+        .enumerate()
+        .map(|(i, a)| fleet.get(a, &format!("shoal:blake3:{id}"), &format!("out{i}")))
+        .collect();
+    for get in gets {
+        done(get, &fleet, &["seeder", "a1", "a2", "a3", "a4"]);
+    }
+    for i in 0..4 {
+        fleet.assert_file(&format!("out{i}"), &data);
+    }
+    // Each fetcher seeds what it fetched.
+    fleet.wait_holders(&id, 5);
+}
+
+#[test]
+fn a_url_many_agents_want_crosses_the_origin_about_once() {
+    let fleet = Fleet::start();
+    let data = random_bytes(8 * MIB, 2);
+    // Slow enough per connection that the agents' requests overlap.
+    let origin = Origin::start_blocking(OriginConfig {
+        content: data.clone(),
+        rate_limit: Some(512 * 1024),
+        ..OriginConfig::default()
+    });
+    let url = origin.url("/dataset.tar");
+    let agents: Vec<Process> = (1..=4)
+        .map(|i| fleet.agent(&format!("a{i}"), None, &[]))
+        .collect();
+    let gets: Vec<Child> = agents
+        .iter()
+        .enumerate()
+        .map(|(i, a)| fleet.get(a, &url, &format!("out{i}")))
+        .collect();
+    for get in gets {
+        done(get, &fleet, &["a1", "a2", "a3", "a4"]);
+    }
+    for i in 0..4 {
+        fleet.assert_file(&format!("out{i}"), &data);
+    }
+    let after_four = origin.bytes_sent();
+    assert!(
+        after_four <= data.len() as u64 * 11 / 10,
+        "the origin sent {after_four} bytes for four agents of a {} byte file",
+        data.len()
+    );
+    // A later agent finds the URL's content at the tracker and takes it from the swarm.
+    let late = fleet.agent("late", None, &[]);
+    done(fleet.get(&late, &url, "late-out"), &fleet, &["late"]);
+    fleet.assert_file("late-out", &data);
+    let later = origin.bytes_sent() - after_four;
+    assert!(
+        later <= 4096,
+        "the origin sent {later} more bytes to the late agent"
+    );
+}
+
+#[test]
+fn a_lying_agent_is_dropped_and_reported() {
+    let fleet = Fleet::start();
+    let data = random_bytes(8 * MIB, 3);
+    let honest_dir = fleet.share("honest", "model.bin", &data);
+    let liar_dir = fleet.share("liar", "model.bin", &data);
+    let _honest = fleet.agent("honest", Some(&honest_dir), &[]);
+    let liar = fleet.agent("liar", Some(&liar_dir), &[]);
+    let id = content_id(&data);
+    fleet.wait_holders(&id, 2);
+    // The liar's file changes under it, keeping its size and time: its cached manifest still
+    // names the original, so it serves other bytes under the original's id.
+    let file = liar_dir.join("model.bin");
+    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+    let mut bad = data.to_vec();
+    for i in (0..bad.len()).step_by(1000) {
+        bad[i] ^= 0x5a;
+    }
+    std::fs::write(&file, &bad).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let fetcher = fleet.agent("fetcher", None, &["--per-peer", "2"]);
+    done(
+        fleet.get(&fetcher, &format!("shoal:blake3:{id}"), "out"),
+        &fleet,
+        &["honest", "liar", "fetcher"],
+    );
+    fleet.assert_file("out", &data);
+    let log = fleet.log("fetcher");
+    assert!(
+        log.contains("reported a peer that sent a bad piece") && log.contains("liar"),
+        "{log}"
+    );
+    // The tracker no longer offers the liar for this content.
+    let (status, peers) = fleet.tracker_call("GET", &format!("/v1/content/{id}/peers"));
+    assert_eq!(status, 200, "{peers}");
+    assert!(!peers.contains("\"liar\""), "{peers}");
+    assert!(peers.contains("\"honest\""), "{peers}");
+    drop(liar);
+}
+
+#[test]
+fn a_killed_agent_leaves_its_pieces_to_others() {
+    let fleet = Fleet::start();
+    let data = random_bytes(12 * MIB, 4);
+    let a_dir = fleet.share("a", "disk.img", &data);
+    let b_dir = fleet.share("b", "disk.img", &data);
+    let mut a = fleet.agent("a", Some(&a_dir), &["--upload-limit", "2M"]);
+    let _b = fleet.agent("b", Some(&b_dir), &["--upload-limit", "2M"]);
+    let id = content_id(&data);
+    fleet.wait_holders(&id, 2);
+    let fetcher = fleet.agent("fetcher", None, &[]);
+    let get = fleet.get(&fetcher, &format!("shoal:blake3:{id}"), "out");
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(!fleet.path("out").exists(), "finished before the kill");
+    a.kill();
+    done(get, &fleet, &["a", "b", "fetcher"]);
+    fleet.assert_file("out", &data);
+}
+
+#[test]
+fn a_killed_tracker_does_not_stop_a_download() {
+    let mut fleet = Fleet::start();
+    let data = random_bytes(8 * MIB, 5);
+    let dir = fleet.share("s", "pkg.deb", &data);
+    let _seeder = fleet.agent("seeder", Some(&dir), &["--upload-limit", "2M"]);
+    let id = content_id(&data);
+    fleet.wait_holders(&id, 1);
+    let fetcher = fleet.agent("fetcher", None, &[]);
+    let get = fleet.get(&fetcher, &format!("shoal:blake3:{id}"), "out");
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(!fleet.path("out").exists(), "finished before the kill");
+    fleet.tracker.kill();
+    done(get, &fleet, &["seeder", "fetcher"]);
+    fleet.assert_file("out", &data);
+    assert!(
+        fleet
+            .log("fetcher")
+            .contains("going on with the 1 peers known"),
+        "{}",
+        fleet.log("fetcher")
+    );
+}
