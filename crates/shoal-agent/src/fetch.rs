@@ -385,7 +385,10 @@ impl Job<'_> {
     }
 
     async fn url(&self, url: Url) -> Result<Fetched, FetchError> {
-        let version = shoal_engine::url_version(&url, &self.f.options.http).await?;
+        let version = match shoal_engine::url_version(&url, &self.f.options.http).await {
+            Ok(version) => version,
+            Err(e) => return self.origin_down(url, e).await,
+        };
         let key = key_of(&version);
         let origin = OriginUrl { url, version };
         let Some(tracker) = &self.f.tracker else {
@@ -434,6 +437,31 @@ impl Job<'_> {
                 Err(e) => Err(e),
             }
         }
+    }
+
+    /// The origin did not say which version it serves: when it cannot be reached at all, the
+    /// newest version the tracker knows for the URL is fetched from the swarm alone.
+    async fn origin_down(&self, url: Url, error: DownloadError) -> Result<Fetched, FetchError> {
+        let down = matches!(&error, DownloadError::Network { .. })
+            || matches!(&error, DownloadError::HttpStatus { status, .. } if *status >= 500);
+        let (true, Some(tracker)) = (down, &self.f.tracker) else {
+            return Err(error.into());
+        };
+        let mut bare = url.clone();
+        let _ = bare.set_username("");
+        let _ = bare.set_password(None);
+        let mapping = match tracker.latest_url(bare.as_str()).await {
+            Ok(mapping) => mapping,
+            Err(e) => {
+                debug!("no version of {bare} at the tracker either: {e}");
+                return Err(error.into());
+            }
+        };
+        warn!(
+            "{error}; fetching the version of {} the swarm holds ({} bytes, published at unix time {}) from peers alone",
+            mapping.key.url, mapping.key.size, mapping.published_at
+        );
+        self.content(mapping.content, None).await
     }
 
     /// Fetches from the origin, hashing pieces as they complete: without a tracker, or when

@@ -8,9 +8,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use shoal_core::wire::{
     path, AgentId, AnnounceRequest, ContentList, ContentQuery, ContentSummary, CreateSwarmRequest,
-    ErrorBody, HeartbeatRequest, LeaseGrant, ManifestPublished, PeersQuery, PeersResponse,
-    PublishDigestsRequest, PublishUrlRequest, RegisterRequest, ReportAccepted, ReportRequest,
-    SwarmInfo, UrlKey, UrlMapping,
+    ErrorBody, HeartbeatRequest, LatestUrlQuery, LeaseGrant, ManifestPublished, PeersQuery,
+    PeersResponse, PublishDigestsRequest, PublishUrlRequest, RegisterRequest, ReportAccepted,
+    ReportRequest, SwarmInfo, UrlKey, UrlMapping,
 };
 use shoal_core::{ContentId, Manifest};
 use thiserror::Error;
@@ -162,6 +162,19 @@ impl TrackerClient {
             serde_urlencoded::to_string(key).expect("a key serializes")
         );
         self.call(Method::GET, &target, None::<&()>, "mapping for this URL")
+            .await
+    }
+
+    pub async fn latest_url(&self, url: &str) -> Result<UrlMapping, TrackerError> {
+        let query = LatestUrlQuery {
+            url: url.to_string(),
+        };
+        let target = format!(
+            "{}?{}",
+            path::URLS_LATEST,
+            serde_urlencoded::to_string(&query).expect("a query serializes")
+        );
+        self.call(Method::GET, &target, None::<&()>, "version of this URL")
             .await
     }
 

@@ -351,6 +351,14 @@ impl UrlKey {
     }
 }
 
+/// Query of `GET /v1/urls/latest`: the newest published version of a URL, whatever its size
+/// and validators, for when its origin cannot be asked which version it serves now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatestUrlQuery {
+    pub url: String,
+}
+
 /// `POST /v1/urls`: this URL version has this content (whose manifest must be published).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -617,6 +625,7 @@ pub mod path {
     pub const AGENTS: &str = "/v1/agents";
     pub const CONTENT: &str = "/v1/content";
     pub const URLS: &str = "/v1/urls";
+    pub const URLS_LATEST: &str = "/v1/urls/latest";
     pub const SWARMS: &str = "/v1/swarms";
 }
 

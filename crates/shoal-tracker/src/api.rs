@@ -8,9 +8,9 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use shoal_core::wire::{
     AgentList, AgentsQuery, AnnounceRequest, ContentList, ContentQuery, CreateSwarmRequest,
-    HeartbeatRequest, LeaseGrant, PeersQuery, PublishDigestsRequest, PublishUrlRequest,
-    RegisterRequest, ReportAccepted, ReportRequest, SwarmInfo, UrlKey, MAX_NAME_LEN,
-    MAX_REASON_LEN, MAX_SWARM_PIECES,
+    HeartbeatRequest, LatestUrlQuery, LeaseGrant, PeersQuery, PublishDigestsRequest,
+    PublishUrlRequest, RegisterRequest, ReportAccepted, ReportRequest, SwarmInfo, UrlKey,
+    MAX_NAME_LEN, MAX_REASON_LEN, MAX_SWARM_PIECES,
 };
 use shoal_core::{hex, Manifest};
 
@@ -60,6 +60,7 @@ routes! {
     post "/v1/content/{id}/reports" => report,
     post "/v1/urls" => publish_url,
     get "/v1/urls" => lookup_url,
+    get "/v1/urls/latest" => latest_url,
     post "/v1/swarms" => create_swarm,
     get "/v1/swarms/{id}" => get_swarm,
     post "/v1/swarms/{id}/digests" => publish_digests,
@@ -297,6 +298,21 @@ async fn lookup_url<S: Store>(
 ) -> Result<Response, ApiError> {
     let key = normalize(key, "")?;
     Ok(Json(state.shared.store.lookup_url(key).await?).into_response())
+}
+
+async fn latest_url<S: Store>(
+    State(state): State<AppState<S>>,
+    _: Allow<QueryPerm>,
+    QueryParams(query): QueryParams<LatestUrlQuery>,
+) -> Result<Response, ApiError> {
+    let key = UrlKey {
+        url: query.url,
+        size: 0,
+        etag: None,
+        last_modified: None,
+    };
+    let key = normalize(key, "")?;
+    Ok(Json(state.shared.store.latest_url(key.url).await?).into_response())
 }
 
 async fn report<S: Store>(

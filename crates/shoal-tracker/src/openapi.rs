@@ -232,6 +232,9 @@ pub fn document() -> Value {
                         query("etag", json!({"type": "string"}), "ETag the origin sent"),
                         query("last_modified", json!({"type": "string"}), "Last-Modified the origin sent")],
                     "responses": ok("200", "Mapping", "UrlMapping", &errs(&["400", "404"]))}},
+            "/v1/urls/latest": {"get": {"summary": "The most recently published version of a URL, whatever its size and validators, for when its origin does not answer (all roles)",
+                "parameters": [{"name": "url", "in": "query", "required": true, "schema": {"type": "string"}}],
+                "responses": ok("200", "Mapping", "UrlMapping", &errs(&["400", "404"]))}},
             "/v1/swarms": {"post": {"summary": "Fetch a URL version together before its manifest exists: create its swarm, led by `agent`, or get the running one (agent, admin)",
                 "requestBody": body("CreateSwarmRequest"),
                 "responses": {

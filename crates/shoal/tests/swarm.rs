@@ -373,3 +373,30 @@ fn a_killed_tracker_does_not_stop_a_download() {
         fleet.log("fetcher")
     );
 }
+
+#[test]
+fn a_dead_origin_is_no_loss_when_peers_hold_every_piece() {
+    let fleet = Fleet::start();
+    let data = random_bytes(5 * MIB, 6);
+    let origin = Origin::start_blocking(OriginConfig {
+        content: data.clone(),
+        ..OriginConfig::default()
+    });
+    let url = origin.url("/iso/live.iso");
+    let first = fleet.agent("first", None, &[]);
+    done(fleet.get(&first, &url, "out1"), &fleet, &["first"]);
+    fleet.wait_holders(&content_id(&data), 1);
+    drop(origin);
+    let second = fleet.agent("second", None, &[]);
+    done(
+        fleet.get(&second, &url, "out2"),
+        &fleet,
+        &["first", "second"],
+    );
+    fleet.assert_file("out2", &data);
+    assert!(
+        fleet.log("second").contains("from peers alone"),
+        "{}",
+        fleet.log("second")
+    );
+}

@@ -279,6 +279,13 @@ pub trait Store: Clone + Send + Sync + 'static {
         key: UrlKey,
     ) -> impl Future<Output = Result<UrlMapping, StoreError>> + Send;
 
+    /// The most recently published version of the normalized `url`, whatever its size and
+    /// validators.
+    fn latest_url(
+        &self,
+        url: String,
+    ) -> impl Future<Output = Result<UrlMapping, StoreError>> + Send;
+
     /// Creates the swarm of a URL version, led by `swarm.leader`, whose digests only the
     /// caller's token may publish; or answers the running one (`created` false) when its layout
     /// is the same, [`StoreError::SwarmLayout`] when not. Both touch the swarm.

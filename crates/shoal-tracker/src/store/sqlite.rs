@@ -470,6 +470,33 @@ impl Store for SqliteStore {
             .ok_or(StoreError::UnknownUrl)
     }
 
+    async fn latest_url(&self, url: String) -> Result<UrlMapping, StoreError> {
+        self.inner
+            .db
+            .call(move |conn| {
+                conn.prepare_cached(
+                    "SELECT size, etag, last_modified FROM urls WHERE url = ?1
+                     ORDER BY published_at DESC, rowid DESC LIMIT 1",
+                )?
+                .query_row(params![url], |row| {
+                    let text = |i: usize| -> rusqlite::Result<Option<String>> {
+                        let v: String = row.get(i)?;
+                        Ok((!v.is_empty()).then_some(v))
+                    };
+                    Ok(UrlKey {
+                        url: url.clone(),
+                        size: row.get::<_, i64>(0)? as u64,
+                        etag: text(1)?,
+                        last_modified: text(2)?,
+                    })
+                })
+                .optional()?
+                .map_or(Ok(None), |key| read_mapping(conn, &key))
+            })
+            .await?
+            .ok_or(StoreError::UnknownUrl)
+    }
+
     async fn create_swarm(&self, caller: Caller, swarm: NewSwarm) -> Result<SwarmInfo, StoreError> {
         let now = self.now();
         self.swarms().create(&caller, swarm, now)

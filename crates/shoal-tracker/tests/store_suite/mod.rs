@@ -407,9 +407,25 @@ pub async fn first_url_mapping_wins<S: Store>(store: S, _: Clock) {
     assert!(!created);
     assert_eq!(again, first);
     assert_eq!(store.lookup_url(key.clone()).await.unwrap(), first);
-    let other = UrlKey { etag: None, ..key };
+    assert_eq!(store.latest_url(key.url.clone()).await.unwrap(), first);
+    let other = UrlKey {
+        etag: None,
+        ..key.clone()
+    };
     assert!(matches!(
-        store.lookup_url(other).await,
+        store.lookup_url(other.clone()).await,
+        Err(StoreError::UnknownUrl)
+    ));
+    // A newer version of the same URL is what `latest_url` answers from then on.
+    let (newer, _) = store
+        .publish_url(other.clone(), m2.id(), "t".into())
+        .await
+        .unwrap();
+    let latest = store.latest_url(key.url.clone()).await.unwrap();
+    assert_eq!((latest.key, latest.content), (other, m2.id()));
+    assert_eq!(newer.content, m2.id());
+    assert!(matches!(
+        store.latest_url("https://example.com/none".into()).await,
         Err(StoreError::UnknownUrl)
     ));
 }

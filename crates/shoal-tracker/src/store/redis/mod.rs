@@ -59,6 +59,8 @@ use swarms::{SwarmScripts, SWARMS};
 const CATALOG: &str = "shoal:catalog";
 const MANIFESTS: &str = "shoal:manifests";
 const URLS: &str = "shoal:urls";
+/// URL (normalized) → the mapping of its most recently published version.
+const URLS_LATEST: &str = "shoal:urls:latest";
 const LEASES: &str = "shoal:leases";
 const AGENTS: &str = "shoal:agents";
 /// How long a command may take before the request fails (and the API answers 503).
@@ -737,9 +739,15 @@ impl Store for RedisStore {
         };
         let json = serde_json::to_string(&mapping).map_err(|e| damaged(e.to_string()))?;
         let mut pipe = redis::pipe();
-        pipe.hset_nx(URLS, &field, json).hget(URLS, &field);
+        pipe.hset_nx(URLS, &field, &json).hget(URLS, &field);
         let (created, stored): (bool, String) = self.query(&pipe).await?;
-        let stored = serde_json::from_str(&stored).map_err(|e| damaged(e.to_string()))?;
+        let stored: UrlMapping =
+            serde_json::from_str(&stored).map_err(|e| damaged(e.to_string()))?;
+        if created {
+            let mut latest = redis::pipe();
+            latest.hset(URLS_LATEST, &stored.key.url, &json).ignore();
+            self.query::<()>(&latest).await?;
+        }
         Ok((stored, created))
     }
 
@@ -747,6 +755,16 @@ impl Store for RedisStore {
         let mut conn = self.conn.clone();
         let stored: Option<String> = conn
             .hget(URLS, url_field(&key))
+            .await
+            .map_err(|e| self.error(e))?;
+        let stored = stored.ok_or(StoreError::UnknownUrl)?;
+        serde_json::from_str(&stored).map_err(|e| damaged(e.to_string()))
+    }
+
+    async fn latest_url(&self, url: String) -> Result<UrlMapping, StoreError> {
+        let mut conn = self.conn.clone();
+        let stored: Option<String> = conn
+            .hget(URLS_LATEST, &url)
             .await
             .map_err(|e| self.error(e))?;
         let stored = stored.ok_or(StoreError::UnknownUrl)?;
