@@ -37,7 +37,7 @@ use crate::serve;
 use crate::tracker::{TrackerClient, TrackerError};
 
 /// How often peers (and a swarm's digests) are asked for again while a download runs.
-const REFRESH: Duration = Duration::from_millis(500);
+const REFRESH: Duration = Duration::from_millis(250);
 /// How often a leader publishes the digests it learned.
 const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 
@@ -169,19 +169,27 @@ impl Fetcher {
             .busy
             .lock()
             .expect("busy lock")
-            .entry(key)
+            .entry(key.clone())
             .or_default()
             .clone();
-        let _one_at_a_time = lock.lock().await;
-        let job = Job {
-            f: &self.inner,
-            events,
-            cancel,
+        let result = {
+            let _one_at_a_time = lock.lock().await;
+            let job = Job {
+                f: &self.inner,
+                events,
+                cancel,
+            };
+            match want {
+                Want::Content(id) => job.content(id, None).await,
+                Want::Url(url) => job.url(url).await,
+            }
         };
-        match want {
-            Want::Content(id) => job.content(id, None).await,
-            Want::Url(url) => job.url(url).await,
+        let mut busy = self.inner.busy.lock().expect("busy lock");
+        // The map and this call hold it: nobody else waits for this key.
+        if Arc::strong_count(&lock) == 2 {
+            busy.remove(&key);
         }
+        result
     }
 }
 

@@ -204,8 +204,13 @@ impl Objects {
                 continue;
             }
             catalog.remove(&id);
+            // A URL swarm's id names the same bytes while followers finish.
+            let path = self.path(&id);
+            while let Some(alias) = catalog.by_path(&path) {
+                catalog.remove(&alias.id());
+            }
             let _ = std::fs::remove_file(self.record_path(&id));
-            let _ = std::fs::remove_file(self.path(&id));
+            let _ = std::fs::remove_file(&path);
             info!(content = %id, size, "evicted to stay within --cache-size");
             used -= size;
             removed.push(id);

@@ -98,8 +98,8 @@ pub async fn run(agent: Url, target: Target, place: Placement, mode: Mode) -> Ex
         let ControlEvent::Failed { message, kind } = finished else {
             unreachable!("control::request ends with finished or failed")
         };
-        let code = code_of(&kind);
-        view.failed_remote(&kind, &message, code);
+        let (kind, code) = cli_kind(&kind);
+        view.failed_remote(kind, &message, code);
         return ExitCode::from(code);
     };
     let output = match place.output {
@@ -146,14 +146,16 @@ fn refuse_existing(view: View, path: &Path) -> ExitCode {
     ExitCode::from(exit::OUTPUT_EXISTS)
 }
 
-fn code_of(kind: &str) -> u8 {
+/// The agent's name for a failure as a direct download names it (the JSON `kind`), and its
+/// exit code.
+fn cli_kind(kind: &str) -> (&'static str, u8) {
     match kind {
-        "http" => exit::HTTP_STATUS,
-        "checksum" => exit::CHECKSUM,
-        "local_io" => exit::LOCAL_IO,
-        "cancelled" => exit::INTERRUPTED,
-        "usage" => exit::USAGE,
-        _ => exit::NETWORK,
+        "http" => ("http_status", exit::HTTP_STATUS),
+        "checksum" => ("checksum", exit::CHECKSUM),
+        "local_io" => ("local_io", exit::LOCAL_IO),
+        "cancelled" => ("interrupted", exit::INTERRUPTED),
+        "usage" => ("internal", exit::USAGE),
+        _ => ("network", exit::NETWORK),
     }
 }
 

@@ -75,6 +75,7 @@ impl Fleet {
         )
         .unwrap();
         std::fs::write(dir.path().join("token"), FLEET).unwrap();
+        std::fs::write(dir.path().join("admin-token"), READER).unwrap();
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("tracker.log")).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
@@ -240,8 +241,27 @@ fn a_shared_file_reaches_every_agent() {
     for i in 0..4 {
         fleet.assert_file(&format!("out{i}"), &data);
     }
-    // Each fetcher seeds what it fetched.
+    // Each fetcher seeds what it fetched, and `shoal ls` says so.
     fleet.wait_holders(&id, 5);
+    let ls = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args([
+            "ls",
+            "image",
+            "--tracker",
+            &format!("http://127.0.0.1:{}", fleet.tracker.port),
+        ])
+        .arg("--token-file")
+        .arg(fleet.path("admin-token"))
+        .output()
+        .unwrap();
+    assert!(ls.status.success(), "{ls:?}");
+    let listing = String::from_utf8(ls.stdout).unwrap();
+    let row = listing
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("{listing}"));
+    let columns: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(columns[3..], ["5", "0", "image.raw"], "{listing}");
 }
 
 #[test]
