@@ -4,11 +4,14 @@
 //!
 //! Only clients on the agent's own machine (loopback addresses) are served: the API makes the
 //! agent fetch whatever it is asked. The agent never writes outside its data directory; the
-//! CLI links or copies the content to where its user wants it, with the user's own rights.
+//! CLI puts the content where its user wants it with [`place`], with the user's own rights.
 
 use std::convert::Infallible;
+use std::fs::File;
+use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
@@ -352,4 +355,66 @@ pub enum ControlError {
         status: u16,
         message: String,
     },
+}
+
+/// Puts the agent's copy at `output`: a reflink (a copy-on-write clone, free and safe to
+/// modify) where the filesystem can, else a hard link (read-only, shared with the agent's
+/// store), else a copy. Through a temporary name beside `output`, so the final name only
+/// ever holds the whole file.
+pub fn place(held: &Path, output: &Path) -> io::Result<()> {
+    let dir = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.shoal-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let placed = reflink(held, &tmp)
+        .or_else(|_| std::fs::hard_link(held, &tmp))
+        .or_else(|_| std::fs::copy(held, &tmp).map(|_| ()));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, output).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+fn reflink(from: &Path, to: &Path) -> io::Result<()> {
+    let src = File::open(from)?;
+    let dst = File::create(to)?;
+    // SAFETY: both descriptors are open files owned by this function for the whole call.
+    let rc = unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    drop(dst);
+    let _ = std::fs::remove_file(to);
+    Err(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placing_keeps_the_bytes_and_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = dir.path().join("held");
+        std::fs::write(&held, b"swarm bytes").unwrap();
+        let out = dir.path().join("sub/out.bin");
+        place(&held, &out).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"swarm bytes");
+        assert_eq!(std::fs::read(&held).unwrap(), b"swarm bytes");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("sub")).unwrap().count(),
+            1
+        );
+    }
 }

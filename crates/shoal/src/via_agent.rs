@@ -3,9 +3,6 @@
 //! copied to the output with the user's own rights (the agent never writes outside its data
 //! directory).
 
-use std::fs::File;
-use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -109,7 +106,7 @@ pub async fn run(agent: Url, target: Target, place: Placement, mode: Mode) -> Ex
     if output.exists() && !place.overwrite {
         return refuse_existing(view, &output);
     }
-    if let Err(e) = place_file(&held, &output) {
+    if let Err(e) = control::place(&held, &output) {
         let text = format!(
             "cannot put {} at {}: {e}; the agent keeps it at {}",
             content,
@@ -170,48 +167,6 @@ fn safe_name(name: &str, content: &ContentId) -> String {
     }
 }
 
-/// Puts the agent's copy at `output`: a reflink (a copy-on-write clone, free and safe to
-/// modify) where the filesystem can, else a hard link (read-only, shared with the agent's
-/// store), else a copy. Through a temporary name beside `output`, so the final name only
-/// ever holds the whole file.
-fn place_file(held: &Path, output: &Path) -> io::Result<()> {
-    let dir = output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.shoal-{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let placed = reflink(held, &tmp)
-        .or_else(|_| std::fs::hard_link(held, &tmp))
-        .or_else(|_| std::fs::copy(held, &tmp).map(|_| ()));
-    if let Err(e) = placed {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, output).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
-}
-
-fn reflink(from: &Path, to: &Path) -> io::Result<()> {
-    let src = File::open(from)?;
-    let dst = File::create(to)?;
-    // SAFETY: both descriptors are open files owned by this function for the whole call.
-    let rc = unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let error = io::Error::last_os_error();
-    drop(dst);
-    let _ = std::fs::remove_file(to);
-    Err(error)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,20 +177,5 @@ mod tests {
         assert_eq!(safe_name("a/../../etc/passwd", &id), "passwd");
         assert_eq!(safe_name("..", &id), id.to_string());
         assert_eq!(safe_name("big.iso", &id), "big.iso");
-    }
-
-    #[test]
-    fn placing_keeps_the_bytes_and_the_source() {
-        let dir = tempfile::tempdir().unwrap();
-        let held = dir.path().join("held");
-        std::fs::write(&held, b"swarm bytes").unwrap();
-        let out = dir.path().join("sub/out.bin");
-        place_file(&held, &out).unwrap();
-        assert_eq!(std::fs::read(&out).unwrap(), b"swarm bytes");
-        assert_eq!(std::fs::read(&held).unwrap(), b"swarm bytes");
-        assert_eq!(
-            std::fs::read_dir(dir.path().join("sub")).unwrap().count(),
-            1
-        );
     }
 }
