@@ -3,8 +3,10 @@
 //! the tracker, and downloads add to it piece by piece.
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use shoal_core::wire::{Holding, PackedBits};
 use shoal_core::{Bitfield, ByteRange, ContentId, Layout, Manifest};
@@ -30,8 +32,11 @@ pub struct Entry {
     pub name: String,
     pub origin: Origin,
     /// Where the bytes are read from now: a `.part` file while downloading, the final file
-    /// after. Opened afresh for every request, so a rename mid-way is harmless.
+    /// after.
     path: RwLock<PathBuf>,
+    /// The file, opened at the first read and kept: the download renaming it into place
+    /// cannot break serving, and requests cost no `open`.
+    file: Mutex<Option<Arc<File>>>,
     /// Verified pieces; only these are served.
     have: RwLock<Bitfield>,
 }
@@ -46,6 +51,7 @@ impl Entry {
             name,
             origin,
             path: RwLock::new(path),
+            file: Mutex::new(None),
             have: RwLock::new(have),
         }
     }
@@ -60,6 +66,7 @@ impl Entry {
             name,
             origin: Origin::Fetched,
             path: RwLock::new(path),
+            file: Mutex::new(None),
             have: RwLock::new(Bitfield::new(layout.piece_count())),
         }
     }
@@ -97,6 +104,17 @@ impl Entry {
 
     pub fn set_path(&self, path: PathBuf) {
         *self.path.write().expect("path lock") = path;
+    }
+
+    /// The open file of the bytes (blocking: it may open it).
+    pub fn file(&self) -> io::Result<Arc<File>> {
+        let mut file = self.file.lock().expect("file lock");
+        if let Some(open) = &*file {
+            return Ok(open.clone());
+        }
+        let open = Arc::new(File::open(self.path())?);
+        *file = Some(open.clone());
+        Ok(open)
     }
 
     pub fn have(&self) -> Bitfield {

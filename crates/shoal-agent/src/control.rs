@@ -125,21 +125,6 @@ impl ControlEvent {
     }
 }
 
-/// The error and its causes on one line, each cause once.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        let part = inner.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        cause = inner.source();
-    }
-    text
-}
-
 fn kind(error: &FetchError) -> &'static str {
     use shoal_engine::ErrorKind;
     match error {
@@ -261,7 +246,7 @@ async fn fetch(
                 }
             }
             Err(e) => ControlEvent::Failed {
-                message: chain(&e),
+                message: shoal_engine::error::chain(&e),
                 kind: kind(&e).to_string(),
             },
         };

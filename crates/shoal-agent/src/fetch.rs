@@ -280,6 +280,7 @@ impl Job<'_> {
                 manifest.layout(),
                 Digests::Manifest(manifest.clone()),
                 origin_use,
+                None,
             )
             .await?;
         entry.set_path(path.clone());
@@ -296,6 +297,7 @@ impl Job<'_> {
 
     /// Runs one swarm download of `id` into the objects, with peers refreshed from the
     /// tracker, verified pieces marked in the catalog as they come, and bad peers reported.
+    /// `leader` is a URL swarm's leader, whose upload is kept for first copies.
     async fn swarm(
         &self,
         id: ContentId,
@@ -303,11 +305,12 @@ impl Job<'_> {
         layout: Layout,
         digests: Digests,
         origin: OriginUse,
+        leader: Option<AgentId>,
     ) -> Result<Summary, FetchError> {
         // Known before the first connection opens: otherwise every piece looks held by no
         // peer, and the origin fallback would take them all.
         let first = match &self.f.tracker {
-            Some(tracker) => peers_of(tracker, &self.f.id, &id, layout)
+            Some(tracker) => peers_of(tracker, &self.f.id, &id, layout, leader.as_ref())
                 .await
                 .unwrap_or_default(),
             None => Vec::new(),
@@ -319,6 +322,7 @@ impl Job<'_> {
             self.f.id.clone(),
             id,
             layout,
+            leader,
             peers_tx,
             stop.clone(),
         ));
@@ -336,6 +340,7 @@ impl Job<'_> {
             peer_http.headers.insert(http::header::AUTHORIZATION, value);
         }
         options.swarm = Some(SwarmOptions {
+            me: self.f.id.to_string(),
             layout,
             digests,
             peers,
@@ -486,10 +491,9 @@ impl Job<'_> {
             .await
     }
 
-    /// Leads a URL swarm: fetches from the origin, publishes each piece's digest, and only
-    /// then marks the piece held so followers can check it.
-    async fn lead(&self, origin: OriginUrl, swarm: SwarmInfo) -> Result<Fetched, FetchError> {
-        info!(swarm = %swarm.id, url = %swarm.key.url, "leading the swarm: fetching from the origin");
+    /// Puts a URL swarm's content in the catalog, to be served piece by piece under the
+    /// swarm's id while it downloads; returns where it lands and a pin for it.
+    fn join(&self, origin: &OriginUrl, swarm: &SwarmInfo) -> (PathBuf, Pin) {
         let path = self.f.objects.path(&swarm.id);
         let name = shoal_engine::naming::file_name(None, &origin.url);
         self.f.catalog.insert(Arc::new(Entry::provisional(
@@ -498,7 +502,14 @@ impl Job<'_> {
             name,
             part_path(&path),
         )));
-        let _pin = self.f.objects.pin(swarm.id);
+        (path, self.f.objects.pin(swarm.id))
+    }
+
+    /// Leads a URL swarm: fetches from the origin, publishes each piece's digest, and only
+    /// then marks the piece held so followers can check it.
+    async fn lead(&self, origin: OriginUrl, swarm: SwarmInfo) -> Result<Fetched, FetchError> {
+        info!(swarm = %swarm.id, url = %swarm.key.url, "leading the swarm: fetching from the origin");
+        let (path, _pin) = self.join(&origin, &swarm);
         let (summary, digests) = self
             .fetch_origin(&origin, &path, swarm.layout, Some(swarm.id))
             .await?;
@@ -516,15 +527,7 @@ impl Job<'_> {
             .to_digests(n)
             .unwrap_or_else(|_| vec![None; n as usize]);
         let (digests_tx, digests) = watch::channel(known);
-        let path = self.f.objects.path(&swarm.id);
-        let name = shoal_engine::naming::file_name(None, &origin.url);
-        self.f.catalog.insert(Arc::new(Entry::provisional(
-            swarm.id,
-            swarm.layout,
-            name,
-            part_path(&path),
-        )));
-        let _pin = self.f.objects.pin(swarm.id);
+        let (path, _pin) = self.join(origin, swarm);
         let stop = self.cancel.child_token();
         let refresher = tokio::spawn(refresh_digests(
             self.tracker("a swarm")?.clone(),
@@ -540,6 +543,7 @@ impl Job<'_> {
                 swarm.layout,
                 Digests::Published(digests.clone()),
                 OriginUse::Never,
+                Some(swarm.leader.clone()),
             )
             .await;
         stop.cancel();
@@ -737,6 +741,7 @@ async fn refresh_peers(
     me: AgentId,
     id: ContentId,
     layout: Layout,
+    leader: Option<AgentId>,
     tx: watch::Sender<Vec<PeerSource>>,
     stop: CancellationToken,
 ) {
@@ -747,7 +752,7 @@ async fn refresh_peers(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(REFRESH) => {}
         }
-        match peers_of(&tracker, &me, &id, layout).await {
+        match peers_of(&tracker, &me, &id, layout, leader.as_ref()).await {
             Ok(peers) => {
                 warned = false;
                 tx.send_if_modified(|known| {
@@ -778,6 +783,7 @@ async fn peers_of(
     me: &AgentId,
     id: &ContentId,
     layout: Layout,
+    leader: Option<&AgentId>,
 ) -> Result<Vec<PeerSource>, TrackerError> {
     let query = PeersQuery {
         k: Some(50),
@@ -795,6 +801,7 @@ async fn peers_of(
             };
             let url = Url::parse(&format!("http://{}{}", p.addr, serve::path(id))).ok()?;
             Some(PeerSource {
+                seed: leader == Some(&p.id),
                 name: p.id.to_string(),
                 url,
                 have,

@@ -286,7 +286,7 @@ async fn piece(
 
     let slot = server.slot()?;
     let path = entry.path();
-    let file = open(path.clone(), range.end())
+    let file = open(entry.clone(), range.end())
         .await
         .map_err(|source| ServeError::Unreadable {
             id,
@@ -298,7 +298,7 @@ async fn piece(
         server,
         id,
         path,
-        file: Arc::new(file),
+        file,
         at: range.start(),
         end: range.end(),
         slot: Some(slot),
@@ -324,11 +324,11 @@ fn unverified(entry: &Entry, range: ByteRange) -> String {
     }
 }
 
-/// Opens `path` and checks that it reaches `end`, so that a file that is plainly too short is
-/// refused before any header is sent.
-async fn open(path: PathBuf, end: u64) -> io::Result<File> {
+/// Opens the entry's file and checks that it reaches `end`, so that a file that is plainly too
+/// short is refused before any header is sent.
+async fn open(entry: Arc<Entry>, end: u64) -> io::Result<Arc<File>> {
     tokio::task::spawn_blocking(move || {
-        let file = File::open(&path)?;
+        let file = entry.file()?;
         let len = file.metadata()?.len();
         if len < end {
             return Err(io::Error::new(

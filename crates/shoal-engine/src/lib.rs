@@ -21,6 +21,7 @@ mod retry;
 pub mod segments;
 mod single;
 pub mod storage;
+mod swarm;
 mod transfer;
 pub mod urllist;
 mod verify;

@@ -214,6 +214,9 @@ pub struct DownloadOptions {
 /// the manifest gives the size.
 #[derive(Debug, Clone)]
 pub struct SwarmOptions {
+    /// This downloader's name as peers know it (its agent id): pieces are shared out among
+    /// downloaders by name.
+    pub me: String,
     pub layout: Layout,
     pub digests: Digests,
     /// The peers as the caller knows them now; re-read while the download runs, so peers that
@@ -246,6 +249,9 @@ pub struct PeerSource {
     pub url: Url,
     /// Its verified pieces; `None` when it holds every piece.
     pub have: Option<Bitfield>,
+    /// Its upload is best kept for pieces no one else has yet (a URL swarm's leader, ahead of
+    /// everyone). A peer holding every piece is treated so anyway.
+    pub seed: bool,
 }
 
 /// Whether a swarm download may fetch from the origin URL.

@@ -33,6 +33,7 @@ use crate::redact::redacted;
 use crate::retry::Backoff;
 use crate::segments::{Next, Segments, WorkerId};
 use crate::storage::PartFile;
+use crate::swarm::{self, Asked, PeerState};
 
 /// Bytes gathered before one positional write: large writes keep syscalls few.
 pub(crate) const BUF: usize = 256 * 1024;
@@ -99,12 +100,8 @@ enum Kind {
     /// A server of the whole file (the URL asked for, a mirror): it takes pending work and
     /// steals from others.
     Whole,
-    /// A peer: only the pieces it has verified, rarest first.
-    Peer {
-        name: String,
-        /// `None` when it holds every piece.
-        have: RwLock<Option<Bitfield>>,
-    },
+    /// A peer: only the pieces it has verified, in the order `swarm::order` gives.
+    Peer(PeerState),
     /// The origin of a swarm download: pieces no peer holds, and racing slow peers at the end.
     SwarmOrigin,
 }
@@ -138,7 +135,7 @@ impl Source {
     }
 
     fn is_peer(&self) -> bool {
-        matches!(self.kind, Kind::Peer { .. })
+        matches!(self.kind, Kind::Peer(_))
     }
 
     fn is_dropped(&self) -> bool {
@@ -252,7 +249,7 @@ impl Shared {
     fn has_work_for(&self, source: &Source) -> bool {
         match &source.kind {
             Kind::Whole => self.segments().has_work(),
-            Kind::Peer { .. } | Kind::SwarmOrigin => {
+            Kind::Peer(_) | Kind::SwarmOrigin => {
                 let allowed = self.allowed(source);
                 self.segments().has_work_within(&allowed)
             }
@@ -269,7 +266,7 @@ impl Shared {
                     _ => seg.assign_at(id, speed),
                 }
             }
-            Kind::Peer { .. } => {
+            Kind::Peer(_) => {
                 let allowed = self.allowed(source);
                 let mut seg = self.segments();
                 match seg.owned_by(id) {
@@ -291,58 +288,40 @@ impl Shared {
         }
     }
 
-    /// The pieces `source` may be asked for, in the order to ask: for a peer, those it holds,
-    /// rarest among the live peers first, random among equals (so peers that start together
-    /// fetch different pieces and can trade them); for a swarm's origin, those no live peer
-    /// holds, in random order.
+    /// The pieces `source` may be asked for, in the order to ask (see `swarm::order`); a
+    /// server of the whole file may be asked for anything.
     fn allowed(&self, source: &Source) -> Vec<ByteRange> {
-        let Some(layout) = self.layout else {
+        let (Some(layout), Some(swarm)) = (self.layout, &self.t.options.swarm) else {
             return vec![ByteRange::new(0, self.size).expect("size > 0")];
         };
-        let count = layout.piece_count() as usize;
-        let mut holders = vec![0u32; count];
-        for s in self.all_sources().iter().filter(|s| !s.is_dropped()) {
-            if let Kind::Peer { have, .. } = &s.kind {
-                match &*have.read().expect("have lock") {
-                    None => holders.iter_mut().for_each(|h| *h += 1),
-                    Some(bits) => bits.ones().for_each(|p| holders[p as usize] += 1),
-                }
-            }
-        }
-        let held = |p: u32| match &source.kind {
-            Kind::Peer { have, .. } => have
-                .read()
-                .expect("have lock")
-                .as_ref()
-                .is_none_or(|bits| bits.get(p)),
-            Kind::SwarmOrigin => holders[p as usize] == 0,
-            Kind::Whole => true,
-        };
-        let mut order: Vec<(u32, u32, u32)> = (0..count as u32)
-            .filter(|&p| held(p))
-            .map(|p| (holders[p as usize], rand::random::<u32>(), p))
+        let sources = self.all_sources();
+        let peers: Vec<&PeerState> = sources
+            .iter()
+            .filter(|s| !s.is_dropped())
+            .filter_map(|s| match &s.kind {
+                Kind::Peer(peer) => Some(peer),
+                _ => None,
+            })
             .collect();
-        order.sort_unstable();
-        order
-            .into_iter()
-            .map(|(_, _, p)| layout.range(layout.piece(p).expect("p < piece count")))
-            .collect()
+        let asked = match &source.kind {
+            Kind::Peer(peer) => Asked::Peer(peer),
+            Kind::SwarmOrigin | Kind::Whole => Asked::Origin,
+        };
+        swarm::order(layout, &swarm.me, &peers, asked)
     }
 
     /// Adds peers not seen before and takes in what known ones hold now.
     fn refresh_peers(&self, peers: &[PeerSource]) {
         let mut sources = self.sources.write().expect("sources lock");
         for peer in peers {
-            let known = sources.iter().find(|s| match &s.kind {
-                Kind::Peer { name, .. } => *name == peer.name && s.range.url == peer.url,
-                _ => false,
+            let known = sources.iter().find_map(|s| match &s.kind {
+                Kind::Peer(state) if state.name == peer.name && s.range.url == peer.url => {
+                    Some(state)
+                }
+                _ => None,
             });
             match known {
-                Some(source) => {
-                    if let Kind::Peer { have, .. } = &source.kind {
-                        *have.write().expect("have lock") = peer.have.clone();
-                    }
-                }
+                Some(state) => state.update(peer),
                 None => {
                     debug!(peer = %peer.name, url = %redacted(&peer.url), "new peer");
                     let swarm = self.t.options.swarm.as_ref().expect("peers only in swarms");
@@ -353,10 +332,7 @@ impl Shared {
                             size: self.size,
                             validator: None,
                         },
-                        Kind::Peer {
-                            name: peer.name.clone(),
-                            have: RwLock::new(peer.have.clone()),
-                        },
+                        Kind::Peer(PeerState::new(peer)),
                         swarm.per_peer.get(),
                     )));
                 }
@@ -746,7 +722,7 @@ async fn check_pieces(shared: &Shared) -> Result<(), DownloadError> {
                 piece.index
             );
             let peer = match &source_ref.kind {
-                Kind::Peer { name, .. } => Some(name.clone()),
+                Kind::Peer(peer) => Some(peer.name.clone()),
                 _ => None,
             };
             warn!(piece = piece.index, url = %redacted(&url), ?peer, "piece does not match its digest");

@@ -40,6 +40,7 @@ fn peer(name: &str, origin: &Origin, have: Option<Bitfield>) -> PeerSource {
         name: name.to_string(),
         url: Url::parse(&origin.url("/v1/pieces/x")).unwrap(),
         have,
+        seed: false,
     }
 }
 
@@ -52,6 +53,7 @@ fn options(
 ) -> DownloadOptions {
     let mut o = DownloadOptions::new(Url::parse(url).unwrap(), Output::File(dir.join("out")));
     o.swarm = Some(SwarmOptions {
+        me: "me".to_string(),
         layout: manifest.layout(),
         digests: Digests::Manifest(Arc::new(manifest.clone())),
         peers,
@@ -220,6 +222,7 @@ async fn a_vanished_peer_is_replaced_by_others() {
             name: "gone".into(),
             url: Url::parse(&gone_url).unwrap(),
             have: None,
+            seed: false,
         },
         peer("alive", &alive, None),
     ]);

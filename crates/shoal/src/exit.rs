@@ -45,21 +45,7 @@ pub fn internal(err: &anyhow::Error) -> ExitCode {
     ExitCode::from(INTERNAL)
 }
 
-/// The error and its causes on one line. A cause whose text the message already holds is
-/// skipped: library errors often print their source inline and also expose it as `source()`.
-pub fn message(err: &dyn Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(inner) = cause {
-        let part = inner.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        cause = inner.source();
-    }
-    text
-}
+pub use shoal_engine::error::chain as message;
 
 /// Writes one line to stderr. A closed stderr is no reason to panic or to change the exit code.
 pub fn say(line: &str) {

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,26 +15,6 @@ use shoal_testkit::{random_bytes, sha256_hex, Origin, OriginConfig};
 const FLEET: &str = "fleet-secret-aaaaaaaaaaaaaaaa";
 const READER: &str = "reader-secret-bbbbbbbbbbbbbb";
 const MIB: usize = 1 << 20;
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_listening(child: &mut Child, port: u16, what: &str) {
-    let deadline = Instant::now() + common::DEADLINE;
-    // Bounded by the deadline.
-    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("{what} exited: {status}");
-        }
-        assert!(Instant::now() < deadline, "{what} did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// A process killed (SIGKILL) on drop.
 struct Process {
@@ -76,7 +54,7 @@ impl Fleet {
         .unwrap();
         std::fs::write(dir.path().join("token"), FLEET).unwrap();
         std::fs::write(dir.path().join("admin-token"), READER).unwrap();
-        let port = free_port();
+        let port = common::free_port();
         let log = std::fs::File::create(dir.path().join("tracker.log")).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
             .args(["tracker", "--listen", &format!("127.0.0.1:{port}")])
@@ -91,7 +69,7 @@ impl Fleet {
             .stderr(log)
             .spawn()
             .expect("spawn shoal tracker");
-        wait_listening(&mut child, port, "shoal tracker");
+        common::wait_listening(&mut child, port, "shoal tracker");
         Fleet {
             dir,
             tracker: Process { child, port },
@@ -104,7 +82,7 @@ impl Fleet {
 
     /// `shoal agent --id ID` with its own data directory, sharing `share` if given.
     fn agent(&self, id: &str, share: Option<&Path>, extra: &[&str]) -> Process {
-        let port = free_port();
+        let port = common::free_port();
         let log = std::fs::File::create(self.path(&format!("{id}.log"))).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
         cmd.args([
@@ -131,7 +109,7 @@ impl Fleet {
             cmd.arg("--share").arg(share);
         }
         let mut child = cmd.spawn().expect("spawn shoal agent");
-        wait_listening(&mut child, port, "shoal agent");
+        common::wait_listening(&mut child, port, "shoal agent");
         Process { child, port }
     }
 
@@ -153,24 +131,7 @@ impl Fleet {
 
     /// One request to the tracker as the admin; the status and the body.
     fn tracker_call(&self, method: &str, path: &str) -> (u16, String) {
-        let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, self.tracker.port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {READER}\r\n\
-             Content-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let status = response[9..12].parse().unwrap();
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
+        common::call(self.tracker.port, READER, method, path, "")
     }
 
     /// Waits until the tracker lists `holders` complete holders of `content`.

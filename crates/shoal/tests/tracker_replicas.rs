@@ -3,10 +3,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use shoal_testkit::Redis;
 
@@ -26,11 +23,7 @@ impl Drop for Tracker {
 }
 
 fn start_tracker(tokens: &std::path::Path, store: &str) -> Tracker {
-    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
         .args([
             "tracker",
@@ -48,39 +41,12 @@ fn start_tracker(tokens: &std::path::Path, store: &str) -> Tracker {
         .spawn()
         .expect("spawn shoal tracker");
     let mut tracker = Tracker { child, port };
-    let deadline = Instant::now() + common::DEADLINE;
-    // Bounded by the deadline.
-    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
-        if let Some(status) = tracker.child.try_wait().unwrap() {
-            panic!("shoal tracker exited: {status}");
-        }
-        assert!(Instant::now() < deadline, "shoal tracker did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_listening(&mut tracker.child, port, "shoal tracker");
     tracker
 }
 
-/// One HTTP/1.1 request; answers the status code and the body.
 fn call(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {SECRET}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    common::call(port, SECRET, method, path, body)
 }
 
 #[test]

@@ -1,0 +1,251 @@
+//! Which pieces of a swarm download to ask which peer for: the piece policy of the one
+//! scheduler when its sources are peers.
+//!
+//! Rarest first, random among equals, so peers that start together fetch different pieces and
+//! can trade them. On top of that, the upload of a *seed* (a peer holding everything, or a URL
+//! swarm's leader, which is ahead of everyone) is kept for first copies: a piece only seeds
+//! hold is taken from a seed by one downloader alone, the one the piece is *designated* to
+//! (rendezvous hashing over the downloaders still progressing, the same choice on every
+//! agent), and the others fetch it from that downloader once it has it. A piece some other peer
+//! holds is never taken from a seed. So each piece leaves the seed about once, as in
+//! BitTorrent's super-seeding, and the downloaders' uplinks carry the rest. A downloader whose
+//! bitfield has not grown for [`PROGRESSING`] is no longer designated anything, so a dead or
+//! stuck one holds nobody up for long.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+use shoal_core::{Bitfield, ByteRange, Layout};
+use tokio::time::Instant;
+
+use crate::options::PeerSource;
+
+/// A downloader counts as progressing while its bitfield grew (or it appeared) this recently.
+pub const PROGRESSING: Duration = Duration::from_secs(3);
+
+/// What the scheduler knows of one peer.
+pub struct PeerState {
+    pub name: String,
+    /// Hash of the name, for designation.
+    key: u64,
+    /// `None` when it holds every piece.
+    have: RwLock<Option<Bitfield>>,
+    /// The caller says its upload is for first copies (a URL swarm's leader).
+    leader: AtomicBool,
+    /// When its bitfield last changed.
+    changed_at: Mutex<Instant>,
+}
+
+impl PeerState {
+    pub fn new(peer: &PeerSource) -> Self {
+        Self {
+            name: peer.name.clone(),
+            key: name_key(&peer.name),
+            have: RwLock::new(peer.have.clone()),
+            leader: AtomicBool::new(peer.seed),
+            changed_at: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Takes in what the peer holds now.
+    pub fn update(&self, peer: &PeerSource) {
+        let mut have = self.have.write().expect("have lock");
+        if *have != peer.have {
+            *have = peer.have.clone();
+            *self.changed_at.lock().expect("changed lock") = Instant::now();
+        }
+        self.leader.store(peer.seed, Ordering::Relaxed);
+    }
+
+    fn is_seed(&self) -> bool {
+        self.leader.load(Ordering::Relaxed) || self.have.read().expect("have lock").is_none()
+    }
+
+    fn progressing(&self, now: Instant) -> bool {
+        now.duration_since(*self.changed_at.lock().expect("changed lock")) < PROGRESSING
+    }
+}
+
+/// Who is asked.
+pub enum Asked<'a> {
+    Peer(&'a PeerState),
+    /// The origin of the swarm: only pieces no live peer holds.
+    Origin,
+}
+
+/// One peer as [`order`] sees it, read once.
+struct Seen<'a> {
+    peer: &'a PeerState,
+    have: Option<Bitfield>,
+    seed: bool,
+}
+
+impl Seen<'_> {
+    fn holds(&self, piece: u32) -> bool {
+        self.have.as_ref().is_none_or(|bits| bits.get(piece))
+    }
+}
+
+/// The pieces `asked` may be given, in the order to ask for them; `peers` are the live ones
+/// (not dropped), `me` this downloader's name.
+pub fn order(layout: Layout, me: &str, peers: &[&PeerState], asked: Asked<'_>) -> Vec<ByteRange> {
+    let count = layout.piece_count();
+    let now = Instant::now();
+    let seen: Vec<Seen<'_>> = peers
+        .iter()
+        .map(|&peer| Seen {
+            peer,
+            have: peer.have.read().expect("have lock").clone(),
+            seed: peer.is_seed(),
+        })
+        .collect();
+    let mut holders = vec![0u32; count as usize];
+    let mut by_downloaders = vec![0u32; count as usize];
+    for s in &seen {
+        for p in 0..count {
+            if s.holds(p) {
+                holders[p as usize] += 1;
+                if !s.seed {
+                    by_downloaders[p as usize] += 1;
+                }
+            }
+        }
+    }
+    // Downloaders that may be designated pieces; I am one of them.
+    let me_key = name_key(me);
+    let downloaders: Vec<&Seen<'_>> = seen
+        .iter()
+        .filter(|s| !s.seed && s.peer.progressing(now))
+        .collect();
+    let designated_to_me = |p: u32| {
+        let mine = (mix(me_key, p), me);
+        downloaders
+            .iter()
+            .filter(|d| !d.holds(p))
+            .all(|d| mine < (mix(d.peer.key, p), d.peer.name.as_str()))
+    };
+    let asked = match asked {
+        Asked::Origin => None,
+        Asked::Peer(peer) => Some(Seen {
+            peer,
+            have: peer.have.read().expect("have lock").clone(),
+            seed: peer.is_seed(),
+        }),
+    };
+    let allowed = |p: u32| match &asked {
+        None => holders[p as usize] == 0,
+        Some(peer) if !peer.holds(p) => false,
+        Some(peer) if peer.seed => by_downloaders[p as usize] == 0 && designated_to_me(p),
+        Some(_) => true,
+    };
+    let mut order: Vec<(u32, u32, u32)> = (0..count)
+        .filter(|&p| allowed(p))
+        .map(|p| (holders[p as usize], rand::random::<u32>(), p))
+        .collect();
+    order.sort_unstable();
+    order
+        .into_iter()
+        .map(|(_, _, p)| layout.range(layout.piece(p).expect("p < piece count")))
+        .collect()
+}
+
+/// FNV-1a: stable across agents and runs, which designation needs.
+fn name_key(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// splitmix64 of a name's key and a piece: a rendezvous weight.
+fn mix(key: u64, piece: u32) -> u64 {
+    let mut z = key ^ u64::from(piece).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use url::Url;
+
+    fn peer(name: &str, have: Option<&[u32]>, seed: bool) -> PeerState {
+        PeerState::new(&PeerSource {
+            name: name.into(),
+            url: Url::parse("http://127.0.0.1:1/").unwrap(),
+            have: have.map(|ones| {
+                let mut bits = Bitfield::new(8);
+                ones.iter().for_each(|&p| bits.set(p));
+                bits
+            }),
+            seed,
+        })
+    }
+
+    fn pieces(layout: Layout, ranges: Vec<ByteRange>) -> Vec<u32> {
+        let mut out: Vec<u32> = ranges
+            .iter()
+            .map(|r| layout.piece_at(r.start()).unwrap().get())
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    #[test]
+    fn a_seeds_pieces_are_shared_out_among_the_downloaders() {
+        let layout = Layout::new(8 << 20, 1 << 20).unwrap();
+        let seed = peer("seed", None, false);
+        let (a, b, c) = (
+            peer("a", Some(&[]), false),
+            peer("b", Some(&[]), false),
+            peer("c", Some(&[]), false),
+        );
+        let mut seen = Vec::new();
+        for me in ["a", "b", "c"] {
+            let others: Vec<&PeerState> = [&seed, &a, &b, &c]
+                .into_iter()
+                .filter(|p| p.name != me)
+                .collect();
+            seen.extend(pieces(
+                layout,
+                order(layout, me, &others, Asked::Peer(&seed)),
+            ));
+        }
+        seen.sort_unstable();
+        // Every piece is designated to exactly one of the three.
+        assert_eq!(seen, (0..8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_piece_a_downloader_holds_is_never_taken_from_the_seed() {
+        let layout = Layout::new(8 << 20, 1 << 20).unwrap();
+        let leader = peer("leader", Some(&[0, 1, 2, 3]), true);
+        let b = peer("b", Some(&[0, 1]), false);
+        let from_leader = pieces(
+            layout,
+            order(layout, "a", &[&leader, &b], Asked::Peer(&leader)),
+        );
+        assert!(
+            from_leader.iter().all(|p| [2, 3].contains(p)),
+            "{from_leader:?}"
+        );
+        let from_b = pieces(layout, order(layout, "a", &[&leader, &b], Asked::Peer(&b)));
+        assert_eq!(from_b, vec![0, 1]);
+        let from_origin = pieces(layout, order(layout, "a", &[&leader, &b], Asked::Origin));
+        assert_eq!(from_origin, vec![4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn alone_with_a_seed_everything_is_mine() {
+        let layout = Layout::new(8 << 20, 1 << 20).unwrap();
+        let seed = peer("seed", None, false);
+        let stuck = peer("stuck", Some(&[]), false);
+        *stuck.changed_at.lock().unwrap() = Instant::now() - PROGRESSING;
+        let all = pieces(
+            layout,
+            order(layout, "a", &[&seed, &stuck], Asked::Peer(&seed)),
+        );
+        assert_eq!(all, (0..8).collect::<Vec<_>>());
+    }
+}
