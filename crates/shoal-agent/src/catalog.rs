@@ -39,6 +39,8 @@ pub struct Entry {
     file: Mutex<Option<Arc<File>>>,
     /// Verified pieces; only these are served.
     have: RwLock<Bitfield>,
+    /// How many pieces are verified, for peers that wait for more.
+    count: watch::Sender<u32>,
 }
 
 impl Entry {
@@ -53,6 +55,7 @@ impl Entry {
             path: RwLock::new(path),
             file: Mutex::new(None),
             have: RwLock::new(have),
+            count: watch::Sender::new(0),
         }
     }
 
@@ -68,6 +71,7 @@ impl Entry {
             path: RwLock::new(path),
             file: Mutex::new(None),
             have: RwLock::new(Bitfield::new(layout.piece_count())),
+            count: watch::Sender::new(0),
         }
     }
 
@@ -75,6 +79,7 @@ impl Entry {
     pub fn complete(manifest: Arc<Manifest>, name: String, origin: Origin, path: PathBuf) -> Self {
         let entry = Self::new(manifest, name, origin, path);
         *entry.have.write().expect("have lock") = Bitfield::full(entry.piece_count());
+        entry.count.send_replace(entry.piece_count());
         entry
     }
 
@@ -132,7 +137,13 @@ impl Entry {
             return false;
         }
         have.set(piece);
+        self.count.send_replace(have.count_ones());
         true
+    }
+
+    /// Wakes when more pieces are verified; the value is how many are.
+    pub fn watch_count(&self) -> watch::Receiver<u32> {
+        self.count.subscribe()
     }
 
     /// Whether every piece touching `range` is verified: only then may it be served.

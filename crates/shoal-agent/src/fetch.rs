@@ -16,14 +16,13 @@ use std::time::Duration;
 
 use shoal_core::manifest::PieceDigest;
 use shoal_core::wire::{
-    AgentId, CreateSwarmRequest, PeersQuery, PieceDigestEntry, PublishDigestsRequest,
-    PublishUrlRequest, ReportRequest, SwarmInfo, UrlKey,
+    AgentId, CreateSwarmRequest, PieceDigestEntry, PublishDigestsRequest, PublishUrlRequest,
+    ReportRequest, SwarmInfo, UrlKey,
 };
 use shoal_core::{ContentId, Layout, Manifest};
 use shoal_engine::{
     download, CancellationToken, Connections, Digests, DownloadError, DownloadOptions, Event,
-    EventSender, Existing, HttpOptions, OriginUse, Output, PeerSource, Summary, SwarmOptions,
-    UrlVersion,
+    EventSender, Existing, HttpOptions, OriginUse, Output, Summary, SwarmOptions, UrlVersion,
 };
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
@@ -32,14 +31,13 @@ use url::Url;
 
 use crate::catalog::{Catalog, Entry, Origin};
 use crate::objects::{now, Objects, ObjectsError, Pin, Record};
+use crate::peers;
 use crate::piece_size;
-use crate::serve;
 use crate::tracker::{TrackerClient, TrackerError};
 
-/// How often peers (and a swarm's digests) are asked for again while a download runs.
-const REFRESH: Duration = Duration::from_millis(250);
-/// How often a leader publishes the digests it learned.
-const PUBLISH_EVERY: Duration = Duration::from_millis(250);
+/// How often a follower asks for a swarm's digests again, and a leader publishes the ones it
+/// learned: a piece is only worth fetching once its digest is known.
+const DIGESTS_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Error)]
 pub enum FetchError {
@@ -307,25 +305,19 @@ impl Job<'_> {
         origin: OriginUse,
         leader: Option<AgentId>,
     ) -> Result<Summary, FetchError> {
-        // Known before the first connection opens: otherwise every piece looks held by no
-        // peer, and the origin fallback would take them all.
-        let first = match &self.f.tracker {
-            Some(tracker) => peers_of(tracker, &self.f.id, &id, layout, leader.as_ref())
-                .await
-                .unwrap_or_default(),
-            None => Vec::new(),
-        };
-        let (peers_tx, peers) = watch::channel(first);
         let stop = self.cancel.child_token();
-        let refresher = tokio::spawn(refresh_peers(
-            self.f.tracker.clone(),
-            self.f.id.clone(),
-            id,
-            layout,
-            leader,
-            peers_tx,
+        let (peers, refresher) = peers::follow(
+            peers::Watch {
+                tracker: self.f.tracker.clone(),
+                me: self.f.id.clone(),
+                content: id,
+                layout,
+                leader,
+                token: self.f.options.peer_token.clone(),
+            },
             stop.clone(),
-        ));
+        )
+        .await;
         let mut options = DownloadOptions::new(url, Output::File(self.f.objects.path(&id)));
         options.existing = Existing::Overwrite;
         options.connections = self.f.options.connections;
@@ -586,7 +578,7 @@ impl Job<'_> {
         let digests = Mutex::new(vec![None; layout.piece_count() as usize]);
         let forward = async {
             let mut pending: Vec<(u32, PieceDigest)> = Vec::new();
-            let mut tick = tokio::time::interval(PUBLISH_EVERY);
+            let mut tick = tokio::time::interval(DIGESTS_EVERY);
             loop {
                 tokio::select! {
                     event = rx.recv() => {
@@ -734,82 +726,6 @@ fn part_path(path: &std::path::Path) -> PathBuf {
     shoal_engine::storage::part_path(path)
 }
 
-/// Keeps `tx` holding the peers the tracker names for `id`, each a source for the pieces its
-/// bitfield says. A tracker that stops answering leaves the last list in place.
-async fn refresh_peers(
-    tracker: Option<TrackerClient>,
-    me: AgentId,
-    id: ContentId,
-    layout: Layout,
-    leader: Option<AgentId>,
-    tx: watch::Sender<Vec<PeerSource>>,
-    stop: CancellationToken,
-) {
-    let Some(tracker) = tracker else { return };
-    let mut warned = false;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(REFRESH) => {}
-        }
-        match peers_of(&tracker, &me, &id, layout, leader.as_ref()).await {
-            Ok(peers) => {
-                warned = false;
-                tx.send_if_modified(|known| {
-                    let changed = *known != peers;
-                    *known = peers;
-                    changed
-                });
-            }
-            // Nobody announced it yet (a swarm whose leader has not registered it).
-            Err(e) if e.is_not_found() => {}
-            Err(e) => {
-                if !warned {
-                    warn!(
-                        content = %id,
-                        "{e}; going on with the {} peers known (and the origin, if any)",
-                        tx.borrow().len()
-                    );
-                    warned = true;
-                }
-            }
-        }
-    }
-}
-
-/// The peers the tracker names for `id`, as sources of the pieces their bitfields say.
-async fn peers_of(
-    tracker: &TrackerClient,
-    me: &AgentId,
-    id: &ContentId,
-    layout: Layout,
-    leader: Option<&AgentId>,
-) -> Result<Vec<PeerSource>, TrackerError> {
-    let query = PeersQuery {
-        k: Some(50),
-        agent: Some(me.clone()),
-    };
-    let answer = tracker.peers(id, &query).await?;
-    Ok(answer
-        .peers
-        .into_iter()
-        .filter(|p| p.id != *me)
-        .filter_map(|p| {
-            let have = match p.pieces {
-                Some(bits) => Some(bits.to_bitfield(layout.piece_count()).ok()?),
-                None => None,
-            };
-            let url = Url::parse(&format!("http://{}{}", p.addr, serve::path(id))).ok()?;
-            Some(PeerSource {
-                seed: leader == Some(&p.id),
-                name: p.id.to_string(),
-                url,
-                have,
-            })
-        })
-        .collect())
-}
-
 /// Keeps `tx` holding the digests a swarm's leader published so far.
 async fn refresh_digests(
     tracker: TrackerClient,
@@ -836,7 +752,7 @@ async fn refresh_digests(
         }
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(REFRESH) => {}
+            _ = tokio::time::sleep(DIGESTS_EVERY) => {}
         }
     }
 }

@@ -19,6 +19,10 @@
 //! | 500 | the entry's file cannot be opened or is shorter than the range |
 //! | 503 | every upload slot is busy, or the server is stopping (`Retry-After: 1`) |
 //!
+//! `GET /v1/pieces/{content_id}/have?after=N` answers which pieces are verified here
+//! ([`PeerHave`]), once more than `N` are (or after [`HAVE_WAIT`]): downloaders poll it to
+//! fetch what this agent verifies as soon as it has it. It takes the same token.
+//!
 //! Several ranges in one request are refused (416) rather than served as multipart: the
 //! engine asks for one range per request, and multipart would be a second body format to
 //! parse and verify. Bodies are streamed in chunks read with positional reads, paced by one
@@ -38,15 +42,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use shoal_core::content::ContentIdError;
-use shoal_core::wire::ErrorBody;
+use shoal_core::wire::{ErrorBody, PackedBits};
 use shoal_core::{ByteRange, ContentId};
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -211,6 +216,7 @@ impl Drop for Slot {
 pub fn app(server: PieceServer) -> Router {
     Router::new()
         .route("/v1/pieces/{content_id}", get(piece))
+        .route("/v1/pieces/{content_id}/have", get(have))
         .with_state(server)
 }
 
@@ -306,6 +312,61 @@ async fn piece(
     Ok(response
         .body(upload.into_body())
         .expect("piece headers are valid"))
+}
+
+/// The most a `have` request waits for news.
+pub const HAVE_WAIT: Duration = Duration::from_secs(1);
+
+/// The path of a content's bitfield here, for clients.
+pub fn have_path(id: &ContentId) -> String {
+    format!("/v1/pieces/{id}/have")
+}
+
+/// Query of `GET /v1/pieces/{id}/have`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaveQuery {
+    /// Answer only once more than this many pieces are verified (or after [`HAVE_WAIT`]).
+    #[serde(default)]
+    pub after: Option<u32>,
+}
+
+/// What this agent holds of a content: its answer to `GET /v1/pieces/{id}/have`, which
+/// downloaders poll so that a piece verified here is fetched from here within a round trip,
+/// rather than after the tracker heard of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerHave {
+    /// Verified pieces.
+    pub count: u32,
+    /// Which, while some are missing; absent once every piece is held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pieces: Option<PackedBits>,
+}
+
+async fn have(
+    State(server): State<PieceServer>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    query: Result<Query<HaveQuery>, QueryRejection>,
+) -> Result<Json<PeerHave>, ServeError> {
+    server.authorize(&headers)?;
+    let Path(id) = id.map_err(|_| ServeError::PathEncoding)?;
+    let id: ContentId = id.parse()?;
+    let Query(query) = query.map_err(|_| ServeError::BadQuery)?;
+    let entry = server
+        .inner
+        .catalog
+        .get(&id)
+        .ok_or(ServeError::Unknown(id))?;
+    if let Some(after) = query.after {
+        let mut count = entry.watch_count();
+        let _ = tokio::time::timeout(HAVE_WAIT, count.wait_for(|&n| n > after)).await;
+    }
+    let have = entry.have();
+    Ok(Json(PeerHave {
+        count: have.count_ones(),
+        pieces: (!have.is_full()).then(|| PackedBits::of(&have)),
+    }))
 }
 
 /// Names the pieces of `range` that are not verified, for the error answer.
@@ -534,6 +595,8 @@ enum ServeError {
     PathEncoding,
     #[error("content {0} is not held here")]
     Unknown(ContentId),
+    #[error("malformed query: `after` is a number of pieces")]
+    BadQuery,
     #[error(
         "malformed Range header: send one of `bytes=first-last`, `bytes=first-` or \
          `bytes=-suffix`"
@@ -569,6 +632,7 @@ impl IntoResponse for ServeError {
             ContentId(_) | PathEncoding => (StatusCode::BAD_REQUEST, Some("content_id")),
             Unknown(_) => (StatusCode::NOT_FOUND, Some("content_id")),
             BadRange => (StatusCode::BAD_REQUEST, Some("range")),
+            BadQuery => (StatusCode::BAD_REQUEST, Some("after")),
             Unsatisfiable { .. } | MultipleRanges { .. } | NotHeld { .. } | Incomplete { .. } => {
                 (StatusCode::RANGE_NOT_SATISFIABLE, Some("range"))
             }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_agent::serve::{self, PieceServer, ServeOptions};
+use shoal_agent::serve::{self, PeerHave, PieceServer, ServeOptions};
 use shoal_agent::{Catalog, Entry, Origin};
 use shoal_core::wire::ErrorBody;
 use shoal_core::{ContentId, Manifest};
@@ -638,4 +638,52 @@ fn options_never_print_secrets() {
     let printed = format!("{options:?}");
     assert!(!printed.contains("supersecret"), "{printed}");
     assert!(printed.contains("max_connections: 64"), "{printed}");
+}
+
+#[tokio::test]
+async fn have_answers_at_once_or_when_more_pieces_are_verified() {
+    let peer = start(ServeOptions::default()).await;
+    let entry = peer.add("g.part", &data(9));
+    let id = entry.id();
+    entry.mark(1);
+    let auth = bearer(SECRET);
+    let path = serve::have_path(&id);
+    let answer = fetch(peer.addr, "GET", &path, &[("Authorization", &auth)]).await;
+    assert_eq!(answer.status, 200);
+    let have: PeerHave = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(have.count, 1);
+    assert_eq!(have.pieces.unwrap().as_bytes(), &[0x40]);
+
+    // Asked for news after one piece, it answers once a second piece is verified.
+    let (addr, target, token) = (peer.addr, format!("{path}?after=1"), auth.clone());
+    let waiting =
+        tokio::spawn(
+            async move { fetch(addr, "GET", &target, &[("Authorization", &token)]).await },
+        );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    peer.catalog.mark(&id, &[0, 2, 3]);
+    let answer = waiting.await.unwrap();
+    let have: PeerHave = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(
+        (have.count, have.pieces),
+        (4, None),
+        "complete: no bitfield"
+    );
+
+    assert_eq!(fetch(peer.addr, "GET", &path, &[]).await.status, 401);
+    let bad = fetch(
+        peer.addr,
+        "GET",
+        &format!("{path}?after=x"),
+        &[("Authorization", &auth)],
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    let unknown = serve::have_path(&ContentId::from_bytes([1; 32]));
+    assert_eq!(
+        fetch(peer.addr, "GET", &unknown, &[("Authorization", &auth)])
+            .await
+            .status,
+        404
+    );
 }

@@ -1,0 +1,270 @@
+//! The peers of one download, as the engine's swarm sources see them: named by the tracker
+//! (asked again every [`REFRESH`]), and each one's bitfield then followed at the peer itself
+//! (`GET /v1/pieces/{id}/have`, which answers as soon as the peer verified more), so a piece a
+//! peer verifies is fetched from it within a round trip instead of after the tracker heard.
+//! A tracker that stops answering leaves the peers known in place, with a warning.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shoal_core::wire::{AgentId, PeersQuery};
+use shoal_core::{Bitfield, ContentId, Layout};
+use shoal_engine::{CancellationToken, PeerSource};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+use url::Url;
+
+use crate::serve::{self, PeerHave};
+use crate::tracker::{TrackerClient, TrackerError};
+
+/// How often the tracker is asked for peers while a download runs.
+pub const REFRESH: Duration = Duration::from_millis(250);
+
+/// What to follow.
+pub struct Watch {
+    pub tracker: Option<TrackerClient>,
+    pub me: AgentId,
+    pub content: ContentId,
+    pub layout: Layout,
+    /// A URL swarm's leader, marked as a seed for the scheduler.
+    pub leader: Option<AgentId>,
+    /// The fleet token peers want.
+    pub token: String,
+}
+
+/// Starts following the peers of `watch.content`: the first list is in the receiver before
+/// this returns (otherwise every piece would look held by no one, and an origin fallback would
+/// take them all). Runs until `stop` fires; await the handle after.
+pub async fn follow(
+    watch: Watch,
+    stop: CancellationToken,
+) -> (watch::Receiver<Vec<PeerSource>>, JoinHandle<()>) {
+    let (tx, rx) = watch::channel(Vec::new());
+    let book = Arc::new(Book {
+        known: Mutex::default(),
+        polled: Mutex::default(),
+        tx,
+        http: reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(serve::HAVE_WAIT + Duration::from_secs(5))
+            .no_proxy()
+            .build()
+            .expect("a client without TLS settings builds"),
+        watch,
+        stop,
+    });
+    if let Some(tracker) = &book.watch.tracker {
+        if let Ok(peers) = peers_of(tracker, &book.watch).await {
+            book.take(peers);
+        }
+    }
+    let handle = tokio::spawn(refresh(book));
+    (rx, handle)
+}
+
+struct Book {
+    /// The latest of every peer, by name.
+    known: Mutex<BTreeMap<String, PeerSource>>,
+    /// Peers whose bitfield is followed at the peer.
+    polled: Mutex<HashSet<String>>,
+    tx: watch::Sender<Vec<PeerSource>>,
+    http: reqwest::Client,
+    watch: Watch,
+    stop: CancellationToken,
+}
+
+impl Book {
+    /// Takes in the tracker's list; a peer's own bitfield, when newer, is kept.
+    fn take(self: &Arc<Self>, peers: Vec<PeerSource>) {
+        {
+            let mut known = self.known.lock().expect("known lock");
+            for mut peer in peers {
+                if let Some(old) = known.get(&peer.name) {
+                    peer.have = union(&old.have, &peer.have);
+                }
+                known.insert(peer.name.clone(), peer);
+            }
+        }
+        self.publish();
+        let names: Vec<(String, Url)> = self
+            .known
+            .lock()
+            .expect("known lock")
+            .values()
+            .filter(|p| p.have.is_some())
+            .map(|p| (p.name.clone(), p.url.clone()))
+            .collect();
+        for (name, url) in names {
+            if self
+                .polled
+                .lock()
+                .expect("polled lock")
+                .insert(name.clone())
+            {
+                tokio::spawn(poll(self.clone(), name, url));
+            }
+        }
+    }
+
+    fn update(&self, name: &str, have: Option<Bitfield>) {
+        if let Some(peer) = self.known.lock().expect("known lock").get_mut(name) {
+            peer.have = union(&peer.have, &have);
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let peers: Vec<PeerSource> = self
+            .known
+            .lock()
+            .expect("known lock")
+            .values()
+            .cloned()
+            .collect();
+        self.tx.send_if_modified(|old| {
+            let changed = *old != peers;
+            *old = peers;
+            changed
+        });
+    }
+}
+
+/// What both say a peer holds: pieces are only ever added, so the union is the newer view.
+fn union(a: &Option<Bitfield>, b: &Option<Bitfield>) -> Option<Bitfield> {
+    match (a, b) {
+        (Some(a), Some(b)) if a.len() == b.len() => {
+            let mut both = a.clone();
+            b.ones().for_each(|p| both.set(p));
+            Some(both)
+        }
+        (Some(_), Some(b)) => Some(b.clone()),
+        _ => None,
+    }
+}
+
+async fn refresh(book: Arc<Book>) {
+    let Some(tracker) = book.watch.tracker.clone() else {
+        return;
+    };
+    let mut warned = false;
+    loop {
+        tokio::select! {
+            _ = book.stop.cancelled() => return,
+            _ = tokio::time::sleep(REFRESH) => {}
+        }
+        match peers_of(&tracker, &book.watch).await {
+            Ok(peers) => {
+                warned = false;
+                book.take(peers);
+            }
+            // Nobody announced it yet (a swarm whose leader has not registered it).
+            Err(e) if e.is_not_found() => {}
+            Err(e) => {
+                if !warned {
+                    warn!(
+                        content = %book.watch.content,
+                        "{e}; going on with the {} peers known (and the origin, if any)",
+                        book.tx.borrow().len()
+                    );
+                    warned = true;
+                }
+            }
+        }
+    }
+}
+
+/// Follows one peer's bitfield at the peer until it holds everything, stops answering, or
+/// the download ends.
+async fn poll(book: Arc<Book>, name: String, pieces_url: Url) {
+    let Ok(url) = pieces_url.join(&serve::have_path(&book.watch.content)) else {
+        return;
+    };
+    let pieces = book.watch.layout.piece_count();
+    let mut after: Option<u32> = None;
+    loop {
+        let mut asked = url.clone();
+        if let Some(after) = after {
+            asked.set_query(Some(&format!("after={after}")));
+        }
+        let request = book.http.get(asked).bearer_auth(&book.watch.token).send();
+        let answer = tokio::select! {
+            _ = book.stop.cancelled() => return,
+            answer = request => answer,
+        };
+        let have: PeerHave = match answer.and_then(|r| r.error_for_status()) {
+            Ok(response) => match response.json().await {
+                Ok(have) => have,
+                Err(e) => {
+                    debug!(peer = %name, "unreadable bitfield: {e}");
+                    return;
+                }
+            },
+            Err(e) => {
+                debug!(peer = %name, "stopped following its bitfield: {e}");
+                return;
+            }
+        };
+        let bits = match have.pieces.map(|p| p.to_bitfield(pieces)) {
+            Some(Ok(bits)) => Some(bits),
+            Some(Err(e)) => {
+                debug!(peer = %name, "bad bitfield: {e}");
+                return;
+            }
+            None => None,
+        };
+        let complete = bits.is_none();
+        book.update(&name, bits);
+        if complete {
+            return;
+        }
+        after = Some(have.count);
+    }
+}
+
+/// The peers the tracker names, as sources of the pieces their bitfields say.
+async fn peers_of(tracker: &TrackerClient, watch: &Watch) -> Result<Vec<PeerSource>, TrackerError> {
+    let query = PeersQuery {
+        k: Some(50),
+        agent: Some(watch.me.clone()),
+    };
+    let answer = tracker.peers(&watch.content, &query).await?;
+    let pieces = watch.layout.piece_count();
+    Ok(answer
+        .peers
+        .into_iter()
+        .filter(|p| p.id != watch.me)
+        .filter_map(|p| {
+            let have = match p.pieces {
+                Some(bits) => Some(bits.to_bitfield(pieces).ok()?),
+                None => None,
+            };
+            let url =
+                Url::parse(&format!("http://{}{}", p.addr, serve::path(&watch.content))).ok()?;
+            Some(PeerSource {
+                seed: watch.leader.as_ref() == Some(&p.id),
+                name: p.id.to_string(),
+                url,
+                have,
+            })
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_union_of_two_views_is_the_newer() {
+        let mut a = Bitfield::new(4);
+        a.set(0);
+        let mut b = Bitfield::new(4);
+        b.set(2);
+        let both = union(&Some(a.clone()), &Some(b)).unwrap();
+        assert_eq!(both.ones().collect::<Vec<_>>(), vec![0, 2]);
+        assert_eq!(union(&Some(a.clone()), &None), None);
+        assert_eq!(union(&None, &Some(a)), None);
+    }
+}
