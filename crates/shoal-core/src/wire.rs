@@ -234,8 +234,8 @@ pub struct Peer {
     pub pieces: Option<PackedBits>,
 }
 
-/// Peers in order of preference: complete holders, then most pieces the asker lacks, then
-/// least load.
+/// Peers in order of preference: complete holders, then most pieces the asker lacks (holders
+/// with none come last: they are fetching it too), then least load.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeersResponse {
     pub content: ContentId,

@@ -58,10 +58,6 @@ impl PeerState {
         self.leader.store(peer.seed, Ordering::Relaxed);
     }
 
-    fn is_seed(&self) -> bool {
-        self.leader.load(Ordering::Relaxed) || self.have.read().expect("have lock").is_none()
-    }
-
     fn progressing(&self, now: Instant) -> bool {
         now.duration_since(*self.changed_at.lock().expect("changed lock")) < PROGRESSING
     }
@@ -81,7 +77,15 @@ struct Seen<'a> {
     seed: bool,
 }
 
-impl Seen<'_> {
+impl<'a> Seen<'a> {
+    fn of(peer: &'a PeerState) -> Self {
+        // One read of the lock: a second one while the first is held would deadlock against
+        // a waiting writer.
+        let have = peer.have.read().expect("have lock").clone();
+        let seed = peer.leader.load(Ordering::Relaxed) || have.is_none();
+        Seen { peer, have, seed }
+    }
+
     fn holds(&self, piece: u32) -> bool {
         self.have.as_ref().is_none_or(|bits| bits.get(piece))
     }
@@ -92,14 +96,7 @@ impl Seen<'_> {
 pub fn order(layout: Layout, me: &str, peers: &[&PeerState], asked: Asked<'_>) -> Vec<ByteRange> {
     let count = layout.piece_count();
     let now = Instant::now();
-    let seen: Vec<Seen<'_>> = peers
-        .iter()
-        .map(|&peer| Seen {
-            peer,
-            have: peer.have.read().expect("have lock").clone(),
-            seed: peer.is_seed(),
-        })
-        .collect();
+    let seen: Vec<Seen<'_>> = peers.iter().map(|&peer| Seen::of(peer)).collect();
     let mut holders = vec![0u32; count as usize];
     let mut by_downloaders = vec![0u32; count as usize];
     for s in &seen {
@@ -127,11 +124,7 @@ pub fn order(layout: Layout, me: &str, peers: &[&PeerState], asked: Asked<'_>) -
     };
     let asked = match asked {
         Asked::Origin => None,
-        Asked::Peer(peer) => Some(Seen {
-            peer,
-            have: peer.have.read().expect("have lock").clone(),
-            seed: peer.is_seed(),
-        }),
+        Asked::Peer(peer) => Some(Seen::of(peer)),
     };
     let allowed = |p: u32| match &asked {
         None => holders[p as usize] == 0,

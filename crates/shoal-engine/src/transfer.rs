@@ -67,6 +67,8 @@ const SLOW_FOR: Duration = Duration::from_secs(3);
 /// consecutive failures, not the failures of a long download.
 const PROGRESS_RESETS_TRIES: u64 = 1 << 20;
 
+/// How long a connection to a peer waits for work before it closes.
+const PEER_IDLE: Duration = Duration::from_secs(2);
 /// Consecutive failures after which a peer is not asked any more.
 const PEER_TRIES: u32 = 2;
 /// Connections to a swarm's origin: it is the fallback, not the main source.
@@ -165,6 +167,9 @@ struct Shared {
     peak: AtomicU32,
     failure: Mutex<Option<DownloadError>>,
     complete: Notify,
+    /// Woken when there may be new work for connections to peers: peers' news, or work given
+    /// back.
+    work_changed: Notify,
     start: Instant,
 }
 
@@ -375,6 +380,8 @@ struct Stats {
     paused: AtomicBool,
     /// Milliseconds since the transfer started; `u64::MAX` until the first byte.
     first_byte: AtomicU64,
+    /// A response is streaming (a connection to a peer may wait for work between pieces).
+    streaming: AtomicBool,
 }
 
 struct Slot {
@@ -485,13 +492,24 @@ pub async fn segmented(
         peak: AtomicU32::new(0),
         failure: Mutex::new(None),
         complete: Notify::new(),
+        work_changed: Notify::new(),
         start: Instant::now(),
         t,
     });
-    let mut peers = swarm.map(|s| s.peers);
-    if let Some(peers) = &mut peers {
+    // Peers' news is taken in as it comes, not at the next tick: a piece a peer just verified
+    // is work for a connection waiting on that peer.
+    let in_swarm = swarm.is_some();
+    let peer_news = swarm.map(|s| {
+        let mut peers = s.peers;
         shared.refresh_peers(&peers.borrow_and_update());
-    }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            while peers.changed().await.is_ok() {
+                shared.refresh_peers(&peers.borrow_and_update());
+                shared.work_changed.notify_waiters();
+            }
+        })
+    });
     let checkpoint = checkpoint.start(shared.clone());
     let mut slots: HashMap<WorkerId, Slot> = HashMap::new();
     let mut next_id: WorkerId = 0;
@@ -503,7 +521,7 @@ pub async fn segmented(
         .target
         .store(options.connections.get(), Ordering::SeqCst);
     // Trials judge one server's link; a swarm's connections go to many.
-    let mut phase = if peers.is_some() {
+    let mut phase = if in_swarm {
         Phase::Settled
     } else {
         Phase::Warmup {
@@ -536,11 +554,6 @@ pub async fn segmented(
             break Ok(());
         }
         slots.retain(|_, slot| !slot.handle.is_finished());
-        if let Some(peers) = &mut peers {
-            if peers.has_changed().unwrap_or(false) {
-                shared.refresh_peers(&peers.borrow_and_update());
-            }
-        }
 
         let now_ms = shared.millis();
         let tick = TICK.as_secs_f64();
@@ -613,7 +626,7 @@ pub async fn segmented(
 
         if fetched != idle.0 {
             idle = (fetched, Instant::now());
-        } else if peers.is_some() && slots.is_empty() && idle.1.elapsed() >= swarm_idle_limit {
+        } else if in_swarm && slots.is_empty() && idle.1.elapsed() >= swarm_idle_limit {
             let secs = swarm_idle_limit.as_secs();
             let detail = if shared.segments().is_complete() {
                 format!("every byte is here, but the digests of some pieces were not published within {secs}s")
@@ -642,6 +655,9 @@ pub async fn segmented(
         let _ = slot.handle.await;
     }
     // Every worker has written what it held: the last state names all of it.
+    if let Some(task) = peer_news {
+        task.abort();
+    }
     let saved = checkpoint.finish(shared.as_ref()).await;
     if let (Err(failed), Err(unsaved)) = (&result, &saved) {
         // Two local failures are the same full or broken disk, said once by the error itself.
@@ -712,6 +728,9 @@ async fn check_pieces(shared: &Shared) -> Result<(), DownloadError> {
         if let (Some(digest), true) = (digest, shared.t.options.learn_pieces.is_some()) {
             let _ = shared.t.events.send(Event::PieceHashed { index, digest });
         }
+    }
+    if !checked.bad.is_empty() {
+        shared.work_changed.notify_waiters();
     }
     for piece in checked.bad {
         for &source in &piece.sources {
@@ -903,7 +922,9 @@ fn retire_slow(shared: &Shared, slots: &mut HashMap<WorkerId, Slot>, now_ms: u64
         return;
     }
     let judged = |s: &Slot| {
-        streamed_for(&s.stats, now_ms) >= SLOW_GRACE && !s.stats.paused.load(Ordering::Relaxed)
+        streamed_for(&s.stats, now_ms) >= SLOW_GRACE
+            && !s.stats.paused.load(Ordering::Relaxed)
+            && s.stats.streaming.load(Ordering::Relaxed)
     };
     let mut speeds: Vec<f64> = slots
         .values()
@@ -999,8 +1020,22 @@ async fn worker(
             .iter()
             .map(|bits| f64::from_bits(bits.load(Ordering::Relaxed)))
             .find(|&s| s > 0.0);
-        let range = shared.assign(id, &source, speed);
-        let Some(range) = range else { break };
+        // Registered before looking, so news that comes in between is not missed.
+        let news = shared.work_changed.notified();
+        tokio::pin!(news);
+        news.as_mut().enable();
+        let Some(range) = shared.assign(id, &source, speed) else {
+            if !source.is_peer() || shared.segments().is_complete() {
+                break;
+            }
+            // A peer's connection waits for the peer to verify more (or a piece to be given
+            // back) instead of closing: opening it again would cost a tick and a handshake.
+            tokio::select! {
+                _ = token.cancelled() => break,
+                _ = &mut news => continue,
+                _ = tokio::time::sleep(PEER_IDLE) => break,
+            }
+        };
         let response = match first.take() {
             Some(response) => Ok(response),
             None => tokio::select! {
@@ -1011,6 +1046,7 @@ async fn worker(
         let mut written = 0;
         let result = match response {
             Ok(response) => {
+                stats.streaming.store(true, Ordering::Relaxed);
                 let now = shared.streaming.fetch_add(1, Ordering::SeqCst) + 1;
                 shared.peak.fetch_max(now, Ordering::SeqCst);
                 let received = stats.bytes.load(Ordering::Relaxed);
@@ -1026,6 +1062,7 @@ async fn worker(
                 )
                 .await;
                 shared.streaming.fetch_sub(1, Ordering::SeqCst);
+                stats.streaming.store(false, Ordering::Relaxed);
                 source.bytes.fetch_add(
                     stats.bytes.load(Ordering::Relaxed) - received,
                     Ordering::Relaxed,
@@ -1056,6 +1093,7 @@ async fn worker(
             // Another peer or the origin can take the piece at once; a peer that fails twice
             // in a row is gone or broken, and one that is busy is asked again later.
             shared.segments().release(id);
+            shared.work_changed.notify_waiters();
             if error.slow_down().is_some() {
                 debug!(connection = id, url = %source.range.shown_url(), "peer is busy");
                 break;
@@ -1083,6 +1121,7 @@ async fn worker(
         if matches!(error, FetchError::Stalled) {
             // Let a faster connection take the remainder while this one starts over.
             shared.segments().release(id);
+            shared.work_changed.notify_waiters();
             let _ = shared.t.events.send(Event::Stalled { connection: id });
         }
         let wait = backoff.next(hint.flatten());
@@ -1098,6 +1137,7 @@ async fn worker(
         }
     }
     shared.segments().release(id);
+    shared.work_changed.notify_waiters();
     source.connections.fetch_sub(1, Ordering::SeqCst);
     shared.alive.fetch_sub(1, Ordering::SeqCst);
 }

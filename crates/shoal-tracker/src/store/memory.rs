@@ -393,8 +393,11 @@ impl Memory {
                 continue;
             }
             let complete = matches!(pieces, Pieces::Complete);
+            // Holders with nothing the asker lacks still come, last, unless the asker is
+            // complete: they are fetching the same content, so they will have pieces soon,
+            // and the asker shares work out among the downloaders it knows.
             let useful = useful_pieces(pieces, asker_has, asker_count, count);
-            if !complete && useful == 0 {
+            if !complete && useful == 0 && asker_count == count {
                 continue;
             }
             let key = (

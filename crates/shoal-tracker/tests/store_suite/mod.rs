@@ -314,7 +314,7 @@ pub async fn peers_skip_the_asker_and_rank_holders<S: Store>(store: S, _: Clock)
         .unwrap();
     assert_eq!(
         peer_ids(&store, 1, Some("me")).await,
-        ["full", "many", "few"]
+        ["full", "many", "few", "none"]
     );
     let k1 = store
         .peers(

@@ -538,8 +538,10 @@ impl Store for RedisStore {
             let info = decode_agent(&info)?;
             let pieces = decode_pieces(bits, count)?;
             let complete = matches!(pieces, Pieces::Complete);
+            // Holders with nothing the asker lacks come too, last, unless the asker is
+            // complete (see the memory store).
             let useful = useful_pieces(&pieces, asker_has.as_ref(), asker_count, count);
-            if !complete && useful == 0 {
+            if !complete && useful == 0 && asker_count == count {
                 continue;
             }
             let id = AgentId::new(agent.as_str()).map_err(|e| damaged(e.to_string()))?;
