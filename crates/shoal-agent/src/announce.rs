@@ -102,9 +102,13 @@ impl Announcer {
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = changed.changed() => {
-                        tokio::select! {
-                            _ = stop.cancelled() => break,
-                            _ = tokio::time::sleep(BATCH) => {}
+                        // A new holding goes at once (peers start fetching from it when they
+                        // hear of it); pieces gather for a batch.
+                        if !self.catalog.holdings_changed() {
+                            tokio::select! {
+                                _ = stop.cancelled() => break,
+                                _ = tokio::time::sleep(BATCH) => {}
+                            }
                         }
                         self.announce().await
                     }

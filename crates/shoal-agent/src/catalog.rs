@@ -256,6 +256,16 @@ impl Catalog {
         }
     }
 
+    /// Whether a queued change adds or removes a content, rather than marking pieces.
+    pub fn holdings_changed(&self) -> bool {
+        self.inner
+            .changes
+            .lock()
+            .expect("changes lock")
+            .iter()
+            .any(|c| !matches!(c, Change::Pieces(..)))
+    }
+
     /// Takes the changes queued since the last call.
     pub fn take_changes(&self) -> Vec<Change> {
         std::mem::take(&mut *self.inner.changes.lock().expect("changes lock"))

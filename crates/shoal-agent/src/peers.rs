@@ -21,6 +21,8 @@ use crate::tracker::{TrackerClient, TrackerError};
 
 /// How often the tracker is asked for peers while a download runs.
 pub const REFRESH: Duration = Duration::from_millis(250);
+/// ... and while no peer is known yet: a swarm that starts together finds itself fast.
+const FIRST_REFRESH: Duration = Duration::from_millis(50);
 
 /// What to follow.
 pub struct Watch {
@@ -150,9 +152,14 @@ async fn refresh(book: Arc<Book>) {
     };
     let mut warned = false;
     loop {
+        let every = if book.tx.borrow().is_empty() {
+            FIRST_REFRESH
+        } else {
+            REFRESH
+        };
         tokio::select! {
             _ = book.stop.cancelled() => return,
-            _ = tokio::time::sleep(REFRESH) => {}
+            _ = tokio::time::sleep(every) => {}
         }
         match peers_of(&tracker, &book.watch).await {
             Ok(peers) => {

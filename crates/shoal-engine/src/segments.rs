@@ -173,8 +173,8 @@ impl Segments {
     /// Like [`Segments::assign_at`] for a source that can serve only `allowed` (a peer's
     /// pieces, in the order it should fetch them: rarest first). The worker gets the first
     /// pending interval inside the first allowed range that has one, clipped to that range;
-    /// failing that, at the tail, a duplicate of the slowest remainder that lies wholly inside
-    /// an allowed range (endgame). There is no stealing: allowed ranges are pieces, small
+    /// failing that, once nothing at all is pending, a duplicate of the slowest remainder that
+    /// lies wholly inside an allowed range (endgame). There is no stealing: allowed ranges are pieces, small
     /// enough that racing the tail is cheaper than cutting them.
     pub fn assign_within(&mut self, worker: WorkerId, allowed: &[ByteRange]) -> Option<ByteRange> {
         self.release(worker);
@@ -193,7 +193,13 @@ impl Segments {
             }
             return Some(self.own(worker, start, end, None));
         }
-        self.race_within(worker, allowed)
+        // Only at the tail: before it, a peer that has nothing new yet soon will, and racing
+        // another connection's piece would only fetch it twice.
+        if self.pending.is_empty() {
+            self.race_within(worker, allowed)
+        } else {
+            None
+        }
     }
 
     /// The endgame part of [`Segments::assign_within`]: a duplicate of the slowest remainder

@@ -5,8 +5,8 @@
 //! can trade them. On top of that, the upload of a *seed* (a peer holding everything, or a URL
 //! swarm's leader, which is ahead of everyone) is kept for first copies: a piece only seeds
 //! hold is taken from a seed by one downloader alone, the one the piece is *designated* to
-//! (rendezvous hashing over the downloaders still progressing, the same choice on every
-//! agent), and the others fetch it from that downloader once it has it. A piece some other peer
+//! (round robin over the downloaders still progressing, in name order: the same choice on
+//! every agent, and an equal share for each), and the others fetch it from that downloader once it has it. A piece some other peer
 //! holds is never taken from a seed. So each piece leaves the seed about once, as in
 //! BitTorrent's super-seeding, and the downloaders' uplinks carry the rest. A downloader whose
 //! bitfield has not grown for [`PROGRESSING`] is no longer designated anything, so a dead or
@@ -27,8 +27,6 @@ pub const PROGRESSING: Duration = Duration::from_secs(3);
 /// What the scheduler knows of one peer.
 pub struct PeerState {
     pub name: String,
-    /// Hash of the name, for designation.
-    key: u64,
     /// `None` when it holds every piece.
     have: RwLock<Option<Bitfield>>,
     /// The caller says its upload is for first copies (a URL swarm's leader).
@@ -41,7 +39,6 @@ impl PeerState {
     pub fn new(peer: &PeerSource) -> Self {
         Self {
             name: peer.name.clone(),
-            key: name_key(&peer.name),
             have: RwLock::new(peer.have.clone()),
             leader: AtomicBool::new(peer.seed),
             changed_at: Mutex::new(Instant::now()),
@@ -109,18 +106,23 @@ pub fn order(layout: Layout, me: &str, peers: &[&PeerState], asked: Asked<'_>) -
             }
         }
     }
-    // Downloaders that may be designated pieces; I am one of them.
-    let me_key = name_key(me);
-    let downloaders: Vec<&Seen<'_>> = seen
+    // Downloaders that may be designated pieces, by name; I am one of them.
+    let mut downloaders: Vec<&Seen<'_>> = seen
         .iter()
-        .filter(|s| !s.seed && s.peer.progressing(now))
+        .filter(|s| !s.seed && s.peer.progressing(now) && s.peer.name.as_str() != me)
         .collect();
+    downloaders.sort_by(|a, b| a.peer.name.cmp(&b.peer.name));
+    // Round robin over those lacking the piece, in name order: every agent with the same view
+    // makes the same choice, and each downloader gets an equal share of first copies (an
+    // uneven share would make the busiest one's uplink everyone's bottleneck).
     let designated_to_me = |p: u32| {
-        let mine = (mix(me_key, p), me);
-        downloaders
+        let lacking: Vec<&str> = downloaders
             .iter()
             .filter(|d| !d.holds(p))
-            .all(|d| mine < (mix(d.peer.key, p), d.peer.name.as_str()))
+            .map(|d| d.peer.name.as_str())
+            .collect();
+        let mine = lacking.partition_point(|&name| name < me);
+        p as usize % (lacking.len() + 1) == mine
     };
     let asked = match asked {
         Asked::Origin => None,
@@ -141,21 +143,6 @@ pub fn order(layout: Layout, me: &str, peers: &[&PeerState], asked: Asked<'_>) -
         .into_iter()
         .map(|(_, _, p)| layout.range(layout.piece(p).expect("p < piece count")))
         .collect()
-}
-
-/// FNV-1a: stable across agents and runs, which designation needs.
-fn name_key(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-/// splitmix64 of a name's key and a piece: a rendezvous weight.
-fn mix(key: u64, piece: u32) -> u64 {
-    let mut z = key ^ u64::from(piece).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]
