@@ -12,6 +12,7 @@
 #   bench_free_port                            a TCP port nobody listens on at 127.0.0.1
 #   bench_nginx_start NAME DIR LISTEN BODY     nginx with a generated config, logs/pid in DIR
 #   bench_nginx_stop NAME / bench_nginx_stop_all
+#   bench_stop_pid PID [TENTHS]                TERM, bounded wait, then KILL one process we started
 #   bench_measure TIMEOUT LOG CMD...           wall time + peak RSS of one command, bounded
 #   bench_median / bench_min / bench_max N...  over decimal numbers, 3 decimals
 #   bench_ratio A B                            A / B with 2 decimals, "-" if either is missing
@@ -147,6 +148,9 @@ declare -gA BENCH_NGINX_PIDS=()
 #   a caller can retry on another port; dies on a timeout.
 #   BENCH_NGINX_PREFIX (array, optional) is put before the nginx command, e.g.
 #   (ip netns exec mirror1) for bench/mirrors.sh.
+#   BENCH_NGINX_HTTP_EXTRA (string, optional, empty by default) goes verbatim into the `http`
+#   block, before `server`: e.g. a second log_format and access_log (bench/swarm.sh logs
+#   $body_bytes_sent there). Unset, the generated config is what it always was.
 #   Stopped by bench_nginx_stop NAME, or at exit by the cleanup trap.
 bench_nginx_start() {
   local name=$1 dir=$2 listen=$3 body=$4 user_line="" pid i
@@ -179,6 +183,7 @@ http {
   default_type application/octet-stream;
   client_body_temp_path $dir/tmp_client;
   proxy_temp_path $dir/tmp_proxy;
+${BENCH_NGINX_HTTP_EXTRA:-}
   server {
     listen $listen;
     server_name localhost;
@@ -230,6 +235,23 @@ bench_nginx_stop_all() {
   for name in "${!BENCH_NGINX_PIDS[@]}"; do
     bench_nginx_stop "$name"
   done
+}
+
+# bench_stop_pid PID [TENTHS]: stops one process this script started, by its id: TERM, then up
+# to TENTHS × 0.1 s (default 50) for it to go, then KILL. Reaps it if it is our child. Never
+# fails; a PID that is already gone (or empty) is fine.
+bench_stop_pid() {
+  local pid=${1:-} n=${2:-50}
+  [[ -n "$pid" ]] || return 0
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! bench__wait_gone "$pid" "$n"; then
+      bench_warn "process $pid ignored TERM for $((n / 10)) s, killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+      bench__wait_gone "$pid" 20 || true
+    fi
+  fi
+  wait "$pid" 2>/dev/null || true
 }
 
 # ---------------------------------------------------------------------------------------------

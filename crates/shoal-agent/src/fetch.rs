@@ -21,8 +21,9 @@ use shoal_core::wire::{
 };
 use shoal_core::{ContentId, Layout, Manifest};
 use shoal_engine::{
-    download, CancellationToken, Connections, Digests, DownloadError, DownloadOptions, Event,
-    EventSender, Existing, HttpOptions, OriginUse, Output, Summary, SwarmOptions, UrlVersion,
+    download, CancellationToken, Connections, Digests, DownloadError, DownloadOptions, Endgame,
+    Event, EventSender, Existing, HttpOptions, OriginUse, Output, Summary, SwarmOptions,
+    UrlVersion,
 };
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
@@ -82,6 +83,10 @@ pub struct FetchOptions {
     pub per_peer: Connections,
     /// Connections of one download, to all its sources.
     pub connections: Connections,
+    /// Connections to the origin when fetching from it alone (a URL swarm's leader): fewer
+    /// than a plain download's, since every range a connection gives up costs the origin what
+    /// was in flight, and the origin's egress is what a swarm saves.
+    pub origin_connections: Connections,
     /// Connections to the origin when it is only the fallback of a swarm download.
     pub origin_fallback: Connections,
     /// How the origin is asked (headers, TLS, timeouts).
@@ -96,6 +101,7 @@ impl std::fmt::Debug for FetchOptions {
         f.debug_struct("FetchOptions")
             .field("per_peer", &self.per_peer)
             .field("connections", &self.connections)
+            .field("origin_connections", &self.origin_connections)
             .field("origin_fallback", &self.origin_fallback)
             .field("stall_timeout", &self.stall_timeout)
             .finish_non_exhaustive()
@@ -108,6 +114,7 @@ impl Default for FetchOptions {
             peer_token: String::new(),
             per_peer: Connections::new(4).expect("in range"),
             connections: Connections::new(32).expect("in range"),
+            origin_connections: Connections::new(8).expect("in range"),
             origin_fallback: Connections::new(4).expect("in range"),
             http: HttpOptions::default(),
             stall_timeout: Duration::from_secs(15),
@@ -570,6 +577,9 @@ impl Job<'_> {
         options.existing = Existing::Overwrite;
         options.http = self.f.options.http.clone();
         options.stall_timeout = self.f.options.stall_timeout;
+        options.connections = self.f.options.origin_connections;
+        // Racing the tail would fetch it from the origin twice.
+        options.endgame = Endgame::Never;
         options.learn_pieces = Some(layout.piece_size());
         options.expected_size = Some(layout.size());
         let (tx, mut rx) = mpsc::unbounded_channel();

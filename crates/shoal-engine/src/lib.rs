@@ -32,6 +32,7 @@ pub use options::{
     parse_bytes, Connections, Digests, DownloadOptions, Existing, HttpOptions, MinSplit,
     OptionError, OriginUse, Output, PeerSource, Rate, Resume, SwarmOptions, BLOCK,
 };
+pub use segments::Endgame;
 pub use tokio_util::sync::CancellationToken;
 pub use url::Url;
 

@@ -10,6 +10,7 @@ use shoal_core::{Bitfield, Checksum, Layout, Manifest};
 use tokio::sync::watch;
 
 use crate::metalink::PieceHashes;
+use crate::segments::Endgame;
 use thiserror::Error;
 use url::Url;
 
@@ -199,6 +200,8 @@ pub struct DownloadOptions {
     pub expected_size: Option<u64>,
     pub limit_rate: Option<Rate>,
     pub http: HttpOptions,
+    /// Whether a slow tail is fetched twice.
+    pub endgame: Endgame,
     /// Hash every piece of this size as its bytes are written and report its BLAKE3 with
     /// [`crate::Event::PieceHashed`]: the download is the one a swarm learns the digests from.
     pub learn_pieces: Option<u64>,
@@ -286,6 +289,7 @@ impl DownloadOptions {
             expected_size: None,
             limit_rate: None,
             http: HttpOptions::default(),
+            endgame: Endgame::default(),
             learn_pieces: None,
             swarm: None,
         }

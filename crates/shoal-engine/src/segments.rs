@@ -48,6 +48,20 @@ pub struct Segments {
     done: Bitfield,
     pending: BTreeMap<u64, u64>,
     owned: HashMap<WorkerId, Owned>,
+    /// Whether the tail may be fetched twice (see [`Endgame`]).
+    endgame: Endgame,
+}
+
+/// Whether a slow tail is raced by a second connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Endgame {
+    /// The last blocks of a slow connection are fetched again by another, and the first to
+    /// finish wins: one slow connection never holds up the file.
+    #[default]
+    Race,
+    /// Every byte is fetched once: for a source whose egress is what counts, such as the
+    /// origin of a swarm.
+    Never,
 }
 
 fn block_count(size: u64) -> u32 {
@@ -93,11 +107,16 @@ impl Segments {
             done,
             pending,
             owned: HashMap::new(),
+            endgame: Endgame::Race,
         }
     }
 
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    pub fn set_endgame(&mut self, endgame: Endgame) {
+        self.endgame = endgame;
     }
 
     pub fn done(&self) -> &Bitfield {
@@ -268,6 +287,9 @@ impl Segments {
     }
 
     fn endgame(&mut self, worker: WorkerId) -> Option<ByteRange> {
+        if self.endgame == Endgame::Never {
+            return None;
+        }
         let (&victim, o) = self
             .owned
             .iter()
@@ -445,6 +467,19 @@ mod tests {
 
     fn piece(i: u64) -> ByteRange {
         ByteRange::new(i * MIB, (i + 1) * MIB).unwrap()
+    }
+
+    #[test]
+    fn without_endgame_nothing_is_fetched_twice() {
+        let mut seg = Segments::new(2 * MIB, MIB);
+        seg.set_endgame(Endgame::Never);
+        assert_eq!(seg.assign(1), Some(ByteRange::new(0, 2 * MIB).unwrap()));
+        seg.set_speed(1, 1000.0);
+        // Too small to steal from, and not raced: the second connection gets nothing.
+        seg.advance(1, MIB + BLOCK);
+        assert_eq!(seg.assign(2), None);
+        seg.set_endgame(Endgame::Race);
+        assert!(seg.assign(2).is_some());
     }
 
     #[test]

@@ -442,6 +442,7 @@ pub async fn segmented(
         }
     };
     let mut segments = Segments::resume(size, options.min_split.get(), done);
+    segments.set_endgame(options.endgame);
     let first = match (first, segments.owned_by(0)) {
         (Some((response, start)), None) => match segments.assign(0) {
             Some(range) if range.start() == start => Some(response),
