@@ -22,8 +22,8 @@ use shoal_core::wire::{
 use shoal_core::{ContentId, Layout, Manifest};
 use shoal_engine::{
     download, CancellationToken, Connections, Digests, DownloadError, DownloadOptions, Endgame,
-    Event, EventSender, Existing, HttpOptions, OriginUse, Output, Summary, SwarmOptions,
-    UrlVersion,
+    Event, EventSender, Existing, HttpOptions, OriginUse, Output, PublishedDigests, Summary,
+    SwarmOptions, UrlVersion,
 };
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
@@ -36,9 +36,11 @@ use crate::peers;
 use crate::piece_size;
 use crate::tracker::{TrackerClient, TrackerError};
 
-/// How often a follower asks for a swarm's digests again, and a leader publishes the ones it
-/// learned: a piece is only worth fetching once its digest is known.
+/// How often a leader publishes the digests it learned (a piece is only offered once its
+/// digest is published), and the most often a follower asks for them.
 const DIGESTS_EVERY: Duration = Duration::from_millis(100);
+/// How often a follower asks for digests without being short of one.
+const DIGESTS_ROUTINE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Error)]
 pub enum FetchError {
@@ -526,6 +528,7 @@ impl Job<'_> {
             .to_digests(n)
             .unwrap_or_else(|_| vec![None; n as usize]);
         let (digests_tx, digests) = watch::channel(known);
+        let wanted = Arc::new(tokio::sync::Notify::new());
         let (path, _pin) = self.join(origin, swarm);
         let stop = self.cancel.child_token();
         let refresher = tokio::spawn(refresh_digests(
@@ -533,6 +536,7 @@ impl Job<'_> {
             swarm.id,
             n,
             digests_tx,
+            wanted.clone(),
             stop.clone(),
         ));
         let result = self
@@ -540,7 +544,10 @@ impl Job<'_> {
                 swarm.id,
                 origin.url.clone(),
                 swarm.layout,
-                Digests::Published(digests.clone()),
+                Digests::Published(PublishedDigests {
+                    known: digests.clone(),
+                    wanted,
+                }),
                 OriginUse::Never,
                 Some(swarm.leader.clone()),
             )
@@ -742,6 +749,7 @@ async fn refresh_digests(
     id: ContentId,
     pieces: u32,
     tx: watch::Sender<Vec<Option<PieceDigest>>>,
+    wanted: Arc<tokio::sync::Notify>,
     stop: CancellationToken,
 ) {
     loop {
@@ -759,6 +767,13 @@ async fn refresh_digests(
             }
             Ok(Err(e)) => warn!(swarm = %id, "the tracker sent unusable digests: {e}"),
             Err(e) => debug!(swarm = %id, "cannot refresh the swarm's digests: {e}"),
+        }
+        // The leader publishes a digest before it offers the piece, so a follower rarely
+        // lacks one: it asks when the engine says so, and now and then anyway.
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = wanted.notified() => {}
+            _ = tokio::time::sleep(DIGESTS_ROUTINE) => {}
         }
         tokio::select! {
             _ = stop.cancelled() => return,

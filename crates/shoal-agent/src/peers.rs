@@ -19,8 +19,9 @@ use url::Url;
 use crate::serve::{self, PeerHave};
 use crate::tracker::{TrackerClient, TrackerError};
 
-/// How often the tracker is asked for peers while a download runs.
-pub const REFRESH: Duration = Duration::from_millis(250);
+/// How often the tracker is asked for peers while a download runs: for peers that join, since
+/// known peers' bitfields are followed at the peers.
+pub const REFRESH: Duration = Duration::from_secs(1);
 /// ... and while no peer is known yet: a swarm that starts together finds itself fast.
 const FIRST_REFRESH: Duration = Duration::from_millis(50);
 

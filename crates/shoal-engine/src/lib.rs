@@ -30,7 +30,8 @@ pub use error::{DownloadError, ErrorKind};
 pub use events::{Event, EventSender, Progress, SourceUsage, Summary};
 pub use options::{
     parse_bytes, Connections, Digests, DownloadOptions, Existing, HttpOptions, MinSplit,
-    OptionError, OriginUse, Output, PeerSource, Rate, Resume, SwarmOptions, BLOCK,
+    OptionError, OriginUse, Output, PeerSource, PublishedDigests, Rate, Resume, SwarmOptions,
+    BLOCK,
 };
 pub use segments::Endgame;
 pub use tokio_util::sync::CancellationToken;

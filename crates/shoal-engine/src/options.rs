@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use shoal_core::manifest::PieceDigest;
 use shoal_core::{Bitfield, Checksum, Layout, Manifest};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::metalink::PieceHashes;
 use crate::segments::Endgame;
@@ -240,7 +240,17 @@ pub enum Digests {
     Manifest(Arc<Manifest>),
     /// Published by the swarm's leader while it fetches from the origin; `None` until known.
     /// A piece is accepted only once its digest is known and matches.
-    Published(watch::Receiver<Vec<Option<PieceDigest>>>),
+    Published(PublishedDigests),
+}
+
+/// Digests that arrive while a download runs.
+#[derive(Debug, Clone)]
+pub struct PublishedDigests {
+    /// What is known now, one entry per piece.
+    pub known: watch::Receiver<Vec<Option<PieceDigest>>>,
+    /// Woken when a piece's bytes are all here but its digest is not: the caller should look
+    /// for newer digests now rather than at its next routine refresh.
+    pub wanted: Arc<Notify>,
 }
 
 /// A peer's piece server for this content.

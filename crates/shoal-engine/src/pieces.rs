@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 
 use shoal_core::manifest::PieceDigest;
 use shoal_core::{Bitfield, ByteRange, ChecksumAlgo};
-use tokio::sync::watch;
 
 use crate::metalink::PieceHashes;
+use crate::options::PublishedDigests;
 use crate::options::BLOCK;
 use crate::segments::Segments;
 use crate::storage::PartFile;
@@ -25,7 +25,7 @@ pub enum Expected {
     /// All known up front.
     Known(PieceHashes),
     /// BLAKE3 digests published over time; `None` until known.
-    Published(watch::Receiver<Vec<Option<PieceDigest>>>),
+    Published(PublishedDigests),
     /// None: each piece's BLAKE3 is computed and reported, not checked.
     Learned,
 }
@@ -66,7 +66,7 @@ impl PieceCheck {
             Expected::Known(hashes) => {
                 hashes.length == length && hashes.hashes.len() as u64 == count
             }
-            Expected::Published(digests) => digests.borrow().len() as u64 == count,
+            Expected::Published(digests) => digests.known.borrow().len() as u64 == count,
             Expected::Learned => true,
         };
         if length == 0 || !fits {
@@ -109,8 +109,13 @@ impl PieceCheck {
     fn expected(&self, index: u32) -> Option<(ChecksumAlgo, Option<Vec<u8>>)> {
         match &self.expected {
             Expected::Known(h) => Some((h.algo, Some(h.hashes[index as usize].clone()))),
-            Expected::Published(d) => d.borrow()[index as usize]
-                .map(|digest| (ChecksumAlgo::Blake3, Some(digest.to_vec()))),
+            Expected::Published(d) => {
+                let known = d.known.borrow()[index as usize];
+                if known.is_none() {
+                    d.wanted.notify_one();
+                }
+                known.map(|digest| (ChecksumAlgo::Blake3, Some(digest.to_vec())))
+            }
             Expected::Learned => Some((ChecksumAlgo::Blake3, None)),
         }
     }

@@ -290,18 +290,8 @@ impl Segments {
         if self.endgame == Endgame::Never {
             return None;
         }
-        let (&victim, o) = self
-            .owned
-            .iter()
-            .filter(|(_, o)| o.twin.is_none() && o.end > o.pos)
-            .filter_map(|(id, o)| Some((id, o, eta(o)?)))
-            .filter(|(_, _, eta)| *eta > ENDGAME_MIN_SECS)
-            .max_by(|a, b| a.2.total_cmp(&b.2))
-            .map(|(id, o, _)| (id, o))?;
-        let start = o.pos / BLOCK * BLOCK;
-        let end = o.end;
-        self.owned.get_mut(&victim).expect("victim is owned").twin = Some(worker);
-        Some(self.own(worker, start, end, Some(victim)))
+        let whole = ByteRange::new(0, self.size).expect("0 <= size");
+        self.race_within(worker, &[whole])
     }
 
     fn own(&mut self, worker: WorkerId, start: u64, end: u64, twin: Option<WorkerId>) -> ByteRange {

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use shoal_core::{Bitfield, Manifest};
 use shoal_engine::{
     Connections, Digests, DownloadOptions, Event, HttpOptions, OriginUse, Output, PeerSource,
-    SwarmOptions,
+    PublishedDigests, SwarmOptions,
 };
 use shoal_testkit::{random_bytes, sha256_hex, Origin, OriginConfig};
 use tokio::sync::watch;
@@ -296,7 +296,11 @@ async fn published_digests_hold_pieces_back_until_known() {
         OriginUse::Never,
     );
     o.stall_timeout = Duration::from_millis(500);
-    o.swarm.as_mut().unwrap().digests = Digests::Published(digests.clone());
+    let wanted = std::sync::Arc::new(tokio::sync::Notify::new());
+    o.swarm.as_mut().unwrap().digests = Digests::Published(PublishedDigests {
+        known: digests.clone(),
+        wanted: wanted.clone(),
+    });
     // Without piece 1's digest its bytes never count.
     let (result, events) = common::get(o.clone()).await;
     let err = result.unwrap_err().to_string();
@@ -307,6 +311,10 @@ async fn published_digests_hold_pieces_back_until_known() {
     assert!(!events
         .iter()
         .any(|e| matches!(e, Event::PieceVerified { index: 1 })));
+    // It asked for the missing digest rather than waiting for a routine refresh.
+    tokio::time::timeout(Duration::from_secs(1), wanted.notified())
+        .await
+        .expect("the engine asked for the missing digest");
     // Published, it does: the resumed download checks piece 1 and finishes.
     known[1] = Some(manifest.digests()[1]);
     digests_tx.send(known).unwrap();

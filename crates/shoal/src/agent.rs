@@ -14,11 +14,10 @@ use shoal_agent::tracker::TrackerClient;
 use shoal_agent::AgentOptions;
 use shoal_core::wire::AgentId;
 use shoal_engine::{parse_bytes, Connections, Rate};
-use tokio::signal::unix::{signal, SignalKind};
 use tracing::level_filters::LevelFilter;
 use url::Url;
 
-use crate::{exit, logging};
+use crate::{exit, logging, signals};
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
@@ -180,15 +179,7 @@ async fn serve((options, listen): (AgentOptions, SocketAddr)) -> anyhow::Result<
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
-    let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
-    let shutdown = async move {
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
-        tracing::info!("shutting down");
-    };
+    let shutdown = signals::stop_requested().context("installing signal handlers")?;
     shoal_agent::run(listener, options, shutdown)
         .await
         .context("running the agent")

@@ -29,3 +29,17 @@ pub fn watch(cancel: CancellationToken, mode: Mode) -> io::Result<()> {
     });
     Ok(())
 }
+
+/// Resolves at the first Ctrl-C or SIGTERM: how a server (`shoal tracker`, `shoal agent`) is
+/// told to stop. The handlers are installed now, so an early signal is not lost.
+pub fn stop_requested() -> io::Result<impl std::future::Future<Output = ()>> {
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("shutting down");
+    })
+}

@@ -15,10 +15,9 @@ use shoal_tracker::{
     AppState, Clock, RateLimit, RedisStore, SqliteLocation, SqliteStore, Store, StoreOptions,
     Tokens, TrackerOptions,
 };
-use tokio::signal::unix::{signal, SignalKind};
 use tracing::level_filters::LevelFilter;
 
-use crate::{exit, logging};
+use crate::{exit, logging, signals};
 
 #[derive(Debug, Args)]
 pub struct TrackerArgs {
@@ -178,15 +177,7 @@ async fn serve_with<S: Store>(
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
-    let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
-    let shutdown = async move {
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
-        tracing::info!("shutting down: finishing requests in flight");
-    };
+    let shutdown = signals::stop_requested().context("installing signal handlers")?;
     shoal_tracker::run(listener, AppState::new(store, tokens, options), shutdown)
         .await
         .context("serving")?;
