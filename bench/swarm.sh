@@ -56,7 +56,9 @@
 # Needs root (network namespaces, veths, a bridge, tc); refuses to run otherwise.
 # Exit status: 0 when the benchmark ran (failed gets are in the report), 1 when a copy was wrong,
 # the harness could not run, or (--check) the check failed; 2 for a usage error.
-set -euo pipefail
+set -Eeuo pipefail
+# A command that fails and stops the script says so (the cleanup trap itself is silent).
+trap 'printf "[bench] ERROR: bench/swarm.sh line %s: \"%s\" failed (exit %s)\n" "$LINENO" "$BASH_COMMAND" "$?" >&2' ERR
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$BENCH_DIR/.." && pwd)
@@ -236,6 +238,7 @@ net_teardown() { ns_delete_prefix "$PFX"; }
 # Leftovers of runs killed too hard to clean up: namespaces of a pid that is gone (or is us,
 # before we made any). Another live run is left alone, and named.
 OTHERS=""
+OTHERS_SEEN=""
 sweep_leftovers() {
   local ns pid seen=" "
   for ns in $("${T[@]}" ip netns list 2>/dev/null | awk '{ print $1 }'); do
@@ -250,6 +253,17 @@ sweep_leftovers() {
       ns_delete_prefix "shoal-swarm-$pid-"
     fi
   done
+}
+
+# other_runs: the pids of other live runs that have namespaces now, space-separated. Never fails.
+other_runs() {
+  local pid
+  for pid in $("${T[@]}" ip netns list 2>/dev/null | sed -nE 's/^shoal-swarm-([0-9]+)-.*/\1/p' | sort -u || true); do
+    if [[ "$pid" != "$$" ]] && kill -0 "$pid" 2>/dev/null; then
+      printf '%s ' "$pid"
+    fi
+  done
+  return 0
 }
 
 net_setup() {
@@ -509,6 +523,7 @@ run_phase() {
     sleep 0.1
   done
   ((k < 300)) || bench_die "the $name clients were not all ready within 30 s"
+  OTHERS_SEEN+=" $(other_runs)"
   COUNTERS_BEFORE=$(counters)
   TCP_BEFORE=$(origin_tcp)
   CPU_BEFORE=$(cpu_all)
@@ -537,6 +552,7 @@ run_phase() {
   done
   CLIENT_PIDS=()
   PH_SECS=$(bench_max "${PH_END[@]}")
+  OTHERS_SEEN+=" $(other_runs)"
   CPU_AFTER=$(cpu_all)
   # shellcheck disable=SC2046  # one pid per word
   H0_CPU_AFTER=$(cpu_ticks $("${T[@]}" ip netns pids "$(ns_of 0)"))
@@ -735,6 +751,14 @@ for ((r = 1; r <= ROUNDS; r++)); do
   done
 done
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+OTHERS_SEEN+=" $OTHERS $(other_runs)"
+# shellcheck disable=SC2086  # one pid per word
+OTHERS_SEEN=$(printf '%s\n' $OTHERS_SEEN | sort -un | tr '\n' ' ')
+OTHERS_NOTE=""
+if [[ -n "${OTHERS_SEEN// /}" ]]; then
+  OTHERS_NOTE="; ANOTHER bench/swarm.sh ran at the same time (pid ${OTHERS_SEEN% }), so the timings are off"
+  bench_warn "another bench/swarm.sh ran at the same time (pid ${OTHERS_SEEN% }): the timings of both are off"
+fi
 
 # ----------------------------------------------------------------------------- report
 SW_MED=$(bench_median ${SW_TIMES[@]+"${SW_TIMES[@]}"})
@@ -761,7 +785,7 @@ report() {
   echo "- time: from the release of all clients to the last one's exit; every copy sha256-checked afterwards (not timed); copies and agent data in $OUT_BASE ($OUT_FS)"
   echo "- fluid bound: max(F/u_origin, F/d_min, N·F/(u_origin + Σ u_agents)) = $BOUND s (payload over a tbf-capped link is ~0.96 × the cap, so ~1.05 × the bound is about the best possible)"
   echo "- shoal: $SHOAL_DESC"
-  echo "- machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r); load average $LOAD_START at start, $LOAD_END at end"
+  echo "- machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r); load average $LOAD_START at start, $LOAD_END at end$OTHERS_NOTE"
   echo "- logs: $RUN"
   echo
   echo "| N | rate | size | swarm s | bound s | swarm / bound | origin egress: nginx body bytes | × F | origin veth tx bytes | × F | direct s | speedup (direct / swarm) |"

@@ -22,6 +22,9 @@ use crate::tracker::{TrackerClient, TrackerError};
 /// How often the tracker is asked for peers while a download runs: for peers that join, since
 /// known peers' bitfields are followed at the peers.
 pub const REFRESH: Duration = Duration::from_secs(1);
+/// ... in its first seconds, when the others starting with it join ([`JOINING`]) ...
+const JOIN_REFRESH: Duration = Duration::from_millis(250);
+const JOINING: Duration = Duration::from_secs(3);
 /// ... and while no peer is known yet: a swarm that starts together finds itself fast.
 const FIRST_REFRESH: Duration = Duration::from_millis(50);
 
@@ -152,9 +155,12 @@ async fn refresh(book: Arc<Book>) {
         return;
     };
     let mut warned = false;
+    let started = tokio::time::Instant::now();
     loop {
         let every = if book.tx.borrow().is_empty() {
             FIRST_REFRESH
+        } else if started.elapsed() < JOINING {
+            JOIN_REFRESH
         } else {
             REFRESH
         };
