@@ -124,10 +124,7 @@ pub async fn run(
             });
         }
     }
-    let part = Arc::try_unwrap(part).expect("every connection has stopped");
-    let path = part.commit(options.existing)?;
-    resume::remove(&state_path).map_err(|e| DownloadError::io(&state_path, "remove", e))?;
-    resume::sync_dir(&state_path);
+    let path = commit(part, options.existing, &state_path)?;
     Ok(Summary {
         path,
         size: outcome.size,
@@ -228,10 +225,7 @@ async fn run_swarm(
         transfer::segmented(transfer, size, origin, None, done, checkpoint).await?
     };
     part.finish(size)?;
-    let part = Arc::try_unwrap(part).expect("every connection has stopped");
-    let path = part.commit(options.existing)?;
-    resume::remove(&state_path).map_err(|e| DownloadError::io(&state_path, "remove", e))?;
-    resume::sync_dir(&state_path);
+    let path = commit(part, options.existing, &state_path)?;
     Ok(Summary {
         path,
         size,
@@ -253,6 +247,19 @@ fn swarm_tag(swarm: &SwarmOptions) -> String {
             swarm.layout.piece_size()
         ),
     }
+}
+
+/// Gives the complete, verified `.part` its final name, then drops its resume state.
+fn commit(
+    part: Arc<PartFile>,
+    existing: Existing,
+    state_path: &Path,
+) -> Result<std::path::PathBuf, DownloadError> {
+    let part = Arc::try_unwrap(part).expect("every connection has stopped");
+    let path = part.commit(existing)?;
+    resume::remove(state_path).map_err(|e| DownloadError::io(state_path, "remove", e))?;
+    resume::sync_dir(state_path);
+    Ok(path)
 }
 
 /// What one attempt at the bytes needs: an attempt is repeated from scratch when the file

@@ -65,6 +65,15 @@ fn options(
     o
 }
 
+/// The download's output holds exactly `data`.
+fn assert_out(dir: &std::path::Path, data: &[u8]) {
+    assert_eq!(
+        sha256_hex(&std::fs::read(dir.join("out")).unwrap()),
+        sha256_hex(data),
+        "the file on disk differs from the original"
+    );
+}
+
 /// Every range a server was asked for lies inside the pieces it was said to hold.
 fn asked_within(server: &Origin, have: &[u32]) {
     for r in server.requests() {
@@ -111,10 +120,7 @@ async fn pieces_come_from_the_peers_that_hold_them() {
     let (result, events) = common::get(o).await;
     let summary = result.unwrap();
     late.abort();
-    assert_eq!(
-        sha256_hex(&std::fs::read(dir.path().join("out")).unwrap()),
-        sha256_hex(&data)
-    );
+    assert_out(dir.path(), &data);
     asked_within(&a, &a_has);
     asked_within(&b, &b_has);
     asked_within(&c, &[6]);
@@ -158,10 +164,7 @@ async fn a_peer_with_bad_bytes_is_dropped_and_named() {
     );
     let (result, events) = common::get(o).await;
     result.unwrap();
-    assert_eq!(
-        sha256_hex(&std::fs::read(dir.path().join("out")).unwrap()),
-        sha256_hex(&data)
-    );
+    assert_out(dir.path(), &data);
     if liar.bytes_sent() > 0 {
         assert!(events.iter().any(|e| matches!(
             e,
@@ -198,10 +201,7 @@ async fn the_origin_serves_only_what_no_peer_holds() {
     );
     let (result, _) = common::get(o).await;
     result.unwrap();
-    assert_eq!(
-        sha256_hex(&std::fs::read(dir.path().join("out")).unwrap()),
-        sha256_hex(&data)
-    );
+    assert_out(dir.path(), &data);
     asked_within(&p, &held);
     // Odd pieces come from the origin; even ones too only when racing a slow peer at the end,
     // which loopback peers never are for a second.
@@ -236,10 +236,7 @@ async fn a_vanished_peer_is_replaced_by_others() {
     );
     let (result, events) = common::get(o).await;
     let summary = result.unwrap();
-    assert_eq!(
-        sha256_hex(&std::fs::read(dir.path().join("out")).unwrap()),
-        sha256_hex(&data)
-    );
+    assert_out(dir.path(), &data);
     assert!(
         events
             .iter()
@@ -320,10 +317,7 @@ async fn published_digests_hold_pieces_back_until_known() {
     digests_tx.send(known).unwrap();
     let (result, events) = common::get(o).await;
     result.unwrap();
-    assert_eq!(
-        sha256_hex(&std::fs::read(dir.path().join("out")).unwrap()),
-        sha256_hex(&data)
-    );
+    assert_out(dir.path(), &data);
     assert!(events
         .iter()
         .any(|e| matches!(e, Event::PieceVerified { index: 1 })));
