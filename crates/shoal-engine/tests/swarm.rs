@@ -65,6 +65,15 @@ fn options(
     o
 }
 
+/// A download of content that has no origin: peers only.
+fn peers_only(
+    dir: &std::path::Path,
+    manifest: &Manifest,
+    peers: watch::Receiver<Vec<PeerSource>>,
+) -> DownloadOptions {
+    options(dir, "shoal:blake3:x", manifest, peers, OriginUse::Never)
+}
+
 /// The download's output holds exactly `data`.
 fn assert_out(dir: &std::path::Path, data: &[u8]) {
     assert_eq!(
@@ -104,13 +113,7 @@ async fn pieces_come_from_the_peers_that_hold_them() {
     // Piece 5 only arrives later, with a fourth peer.
     let d = server(data.clone());
     let dir = tempfile::tempdir().unwrap();
-    let o = options(
-        dir.path(),
-        "shoal:blake3:x",
-        &manifest,
-        rx,
-        OriginUse::Never,
-    );
+    let o = peers_only(dir.path(), &manifest, rx);
     let late = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let _ = _tx.send(vec![peer("d", &d, None)]);
@@ -155,13 +158,7 @@ async fn a_peer_with_bad_bytes_is_dropped_and_named() {
         peer("honest", &honest, None),
     ]);
     let dir = tempfile::tempdir().unwrap();
-    let o = options(
-        dir.path(),
-        "shoal:blake3:x",
-        &manifest,
-        rx,
-        OriginUse::Never,
-    );
+    let o = peers_only(dir.path(), &manifest, rx);
     let (result, events) = common::get(o).await;
     result.unwrap();
     assert_out(dir.path(), &data);
@@ -227,13 +224,7 @@ async fn a_vanished_peer_is_replaced_by_others() {
         peer("alive", &alive, None),
     ]);
     let dir = tempfile::tempdir().unwrap();
-    let o = options(
-        dir.path(),
-        "shoal:blake3:x",
-        &manifest,
-        rx,
-        OriginUse::Never,
-    );
+    let o = peers_only(dir.path(), &manifest, rx);
     let (result, events) = common::get(o).await;
     let summary = result.unwrap();
     assert_out(dir.path(), &data);
@@ -260,13 +251,7 @@ async fn no_source_for_a_piece_fails_after_the_idle_limit() {
     let p = server(data.clone());
     let (_tx, rx) = watch::channel(vec![peer("p", &p, Some(bits(n, &[0, 1])))]);
     let dir = tempfile::tempdir().unwrap();
-    let mut o = options(
-        dir.path(),
-        "shoal:blake3:x",
-        &manifest,
-        rx,
-        OriginUse::Never,
-    );
+    let mut o = peers_only(dir.path(), &manifest, rx);
     o.stall_timeout = Duration::from_millis(500);
     let (result, _) = common::get(o).await;
     let err = result.unwrap_err().to_string();
@@ -285,13 +270,7 @@ async fn published_digests_hold_pieces_back_until_known() {
     known[1] = None;
     let (digests_tx, digests) = watch::channel(known.clone());
     let dir = tempfile::tempdir().unwrap();
-    let mut o = options(
-        dir.path(),
-        "shoal:blake3:x",
-        &manifest,
-        rx.clone(),
-        OriginUse::Never,
-    );
+    let mut o = peers_only(dir.path(), &manifest, rx.clone());
     o.stall_timeout = Duration::from_millis(500);
     let wanted = std::sync::Arc::new(tokio::sync::Notify::new());
     o.swarm.as_mut().unwrap().digests = Digests::Published(PublishedDigests {

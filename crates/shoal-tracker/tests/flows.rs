@@ -90,12 +90,7 @@ async fn register_announce_and_query_peers() {
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (_, body) = server.get(&format!("/v1/content/{x}/peers"), READER).await;
-    let ids: Vec<&str> = body["peers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["id"].as_str().unwrap())
-        .collect();
+    let ids = peer_ids(&body);
     assert_eq!(ids, ["asker"]);
     server.stop().await;
 }
@@ -137,12 +132,7 @@ async fn peers_rank_by_useful_pieces_then_load() {
     let (_, body) = server
         .get(&format!("/v1/content/{x}/peers?agent=me"), AGENT)
         .await;
-    let ids: Vec<&str> = body["peers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["id"].as_str().unwrap())
-        .collect();
+    let ids = peer_ids(&body);
     assert_eq!(&ids[..3], ["idle", "busy", "two"]);
     let mut last = ids[3..].to_vec();
     last.sort_unstable();
@@ -371,4 +361,14 @@ async fn search_and_list_for_people() {
     let (_, body) = server.get("/v1/agents?after=web-1", READER).await;
     assert_eq!(body, json!({"agents": []}));
     server.stop().await;
+}
+
+/// The ids in a peers answer, in its order.
+fn peer_ids(body: &serde_json::Value) -> Vec<&str> {
+    body["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect()
 }
