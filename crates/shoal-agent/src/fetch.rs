@@ -23,7 +23,7 @@ use shoal_core::{ContentId, Layout, Manifest};
 use shoal_engine::{
     download, CancellationToken, Connections, Digests, DownloadError, DownloadOptions, Endgame,
     Event, EventSender, Existing, HttpOptions, OriginUse, Output, PublishedDigests, Summary,
-    SwarmOptions, UrlVersion,
+    SwarmOptions, UrlVersion, BLOCK,
 };
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
@@ -39,6 +39,8 @@ use crate::tracker::{TrackerClient, TrackerError};
 /// How often a leader publishes the digests it learned (a piece is only offered once its
 /// digest is published), and the most often a follower asks for them.
 const DIGESTS_EVERY: Duration = Duration::from_millis(100);
+/// The least a leader's connection asks the origin for at once.
+const IN_ORDER_MIN_CHUNK: u64 = 256 << 10;
 /// How often a follower asks for digests without being short of one.
 const DIGESTS_ROUTINE: Duration = Duration::from_secs(1);
 
@@ -588,6 +590,15 @@ impl Job<'_> {
         // Racing the tail would fetch it from the origin twice.
         options.endgame = Endgame::Never;
         options.learn_pieces = Some(layout.piece_size());
+        if swarm.is_some() {
+            // Followers can fetch only verified pieces from the leader: pieces must be complete
+            // as early as they can be, so the connections share a piece or two at a time, in
+            // file order, instead of each streaming its own part of the file.
+            let chunk = (layout.piece_size() / u64::from(self.f.options.origin_connections.get()))
+                .max(IN_ORDER_MIN_CHUNK)
+                .min(layout.piece_size());
+            options.in_order = Some((chunk / BLOCK * BLOCK).max(BLOCK));
+        }
         options.expected_size = Some(layout.size());
         let (tx, mut rx) = mpsc::unbounded_channel();
         let stop = self.cancel.child_token();

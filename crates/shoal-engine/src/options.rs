@@ -205,6 +205,12 @@ pub struct DownloadOptions {
     /// Hash every piece of this size as its bytes are written and report its BLAKE3 with
     /// [`crate::Event::PieceHashed`]: the download is the one a swarm learns the digests from.
     pub learn_pieces: Option<u64>,
+    /// Fetch the file front to back, each connection asking for the next this many bytes (a
+    /// multiple of [`BLOCK`]), instead of splitting it among the connections: pieces are then
+    /// complete one after another at the full rate, from the start, which is what a URL
+    /// swarm's leader needs, since its followers can only fetch complete pieces from it. Costs
+    /// a round trip per request, so it suits a nearby origin better than a far one.
+    pub in_order: Option<u64>,
     /// Fetch a content of known manifest from peers (and `url` as a capped origin) instead of
     /// probing `url`; see [`SwarmOptions`].
     pub swarm: Option<SwarmOptions>,
@@ -301,6 +307,7 @@ impl DownloadOptions {
             http: HttpOptions::default(),
             endgame: Endgame::default(),
             learn_pieces: None,
+            in_order: None,
             swarm: None,
         }
     }

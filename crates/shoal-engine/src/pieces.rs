@@ -99,6 +99,11 @@ impl PieceCheck {
         }
     }
 
+    /// The piece that holds byte `offset`.
+    pub fn piece_around(&self, offset: u64) -> ByteRange {
+        self.range(u32::try_from(offset / self.length).expect("pieces fit a u32"))
+    }
+
     fn range(&self, index: u32) -> ByteRange {
         let start = u64::from(index) * self.length;
         ByteRange::new(start, (start + self.length).min(self.size)).expect("in the file")

@@ -167,6 +167,8 @@ struct Shared {
     peak: AtomicU32,
     failure: Mutex<Option<DownloadError>>,
     complete: Notify,
+    /// Woken when a write completes a piece, which can be checked now.
+    piece_written: Notify,
     /// Woken when there may be new work for connections to peers: peers' news, or work given
     /// back.
     work_changed: Notify,
@@ -266,17 +268,20 @@ impl Shared {
         match &source.kind {
             Kind::Whole => {
                 let mut seg = self.segments();
-                match seg.owned_by(id) {
-                    Some(r) if !r.is_empty() => Some(r),
-                    _ => seg.assign_at(id, speed),
+                match (seg.owned_by(id), self.t.options.in_order) {
+                    (Some(r), _) if !r.is_empty() => Some(r),
+                    (_, Some(chunk)) => seg.assign_front(id, chunk),
+                    (_, None) => seg.assign_at(id, speed),
                 }
             }
+            // Whole pieces: a piece that does not match is blamed on whoever wrote it, and
+            // with two writers an honest peer would be blamed along with a lying one.
             Kind::Peer(_) => {
                 let allowed = self.allowed(source);
                 let mut seg = self.segments();
                 match seg.owned_by(id) {
                     Some(r) if !r.is_empty() => Some(r),
-                    _ => seg.assign_within(id, &allowed),
+                    _ => seg.assign_within(id, &allowed, u64::MAX),
                 }
             }
             Kind::SwarmOrigin => {
@@ -286,7 +291,7 @@ impl Shared {
                 match seg.owned_by(id) {
                     Some(r) if !r.is_empty() => Some(r),
                     _ => seg
-                        .assign_within(id, &allowed)
+                        .assign_within(id, &allowed, u64::MAX)
                         .or_else(|| seg.race_within(id, &whole)),
                 }
             }
@@ -444,7 +449,7 @@ pub async fn segmented(
     let mut segments = Segments::resume(size, options.min_split.get(), done);
     segments.set_endgame(options.endgame);
     let first = match (first, segments.owned_by(0)) {
-        (Some((response, start)), None) => match segments.assign(0) {
+        (Some((response, start)), None) => match first_range(&mut segments, options.in_order) {
             Some(range) if range.start() == start => Some(response),
             _ => {
                 // Not where the work starts. Dropped now, not when this function returns:
@@ -493,6 +498,7 @@ pub async fn segmented(
         peak: AtomicU32::new(0),
         failure: Mutex::new(None),
         complete: Notify::new(),
+        piece_written: Notify::new(),
         work_changed: Notify::new(),
         start: Instant::now(),
         t,
@@ -538,12 +544,27 @@ pub async fn segmented(
     let swarm_idle_limit = 4 * shared.t.options.stall_timeout;
     let mut idle = (0u64, Instant::now());
 
+    // Digests that arrive while a piece waits for one.
+    let mut published = match shared.t.options.swarm.as_ref().map(|s| &s.digests) {
+        Some(Digests::Published(d)) => Some(d.known.clone()),
+        _ => None,
+    };
+
     let result = loop {
-        tokio::select! {
+        // A piece is checked as soon as its bytes or its digest are in, not at the next tick:
+        // in a swarm, a piece is passed on only once verified, and each hop adds this wait.
+        let tick = tokio::select! {
             _ = shared.t.cancel.cancelled() => break Err(DownloadError::Cancelled),
-            _ = shared.complete.notified() => {}
-            _ = ticker.tick() => {}
-        }
+            _ = shared.complete.notified() => true,
+            _ = ticker.tick() => true,
+            _ = shared.piece_written.notified() => false,
+            Ok(()) = async {
+                match published.as_mut() {
+                    Some(known) => known.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => false,
+        };
         if let Some(error) = shared.failure.lock().expect("failure lock").take() {
             break Err(error);
         }
@@ -553,6 +574,9 @@ pub async fn segmented(
         let verified = shared.pieces.as_ref().is_none_or(|p| p.all_verified());
         if shared.segments().is_complete() && verified {
             break Ok(());
+        }
+        if !tick {
+            continue;
         }
         slots.retain(|_, slot| !slot.handle.is_finished());
 
@@ -683,6 +707,14 @@ pub async fn segmented(
             })
             .collect(),
     })
+}
+
+/// The first range of a download, which the probe's response streams.
+fn first_range(segments: &mut Segments, in_order: Option<u64>) -> Option<ByteRange> {
+    match in_order {
+        Some(chunk) => segments.assign_front(0, chunk),
+        None => segments.assign(0),
+    }
 }
 
 /// What checks the pieces, if anything does: piece hashes (a Metalink), the swarm's digests,
@@ -1262,6 +1294,10 @@ fn flush(
     let next = seg.advance(id, *pos);
     if seg.is_complete() {
         shared.complete.notify_one();
+    } else if let (Some(pieces), true) = (&shared.pieces, n > 0) {
+        if seg.is_done(pieces.piece_around(*pos - 1)) {
+            shared.piece_written.notify_one();
+        }
     }
     Ok(next)
 }

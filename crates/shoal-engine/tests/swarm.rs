@@ -325,3 +325,36 @@ async fn learning_reports_every_piece_digest() {
     let expected: Vec<Option<[u8; 32]>> = manifest.digests().iter().copied().map(Some).collect();
     assert_eq!(learned, expected);
 }
+
+/// A URL swarm's leader fetches in file order, a chunk per request, so pieces are complete one
+/// after another from the start: every byte still comes once, and hashes to the origin's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_order_fetches_every_chunk_once_front_to_back() {
+    let data = random_bytes(SIZE, 8);
+    let origin = server(data.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = DownloadOptions::new(
+        Url::parse(&origin.url("/f")).unwrap(),
+        Output::File(dir.path().join("out")),
+    );
+    let chunk = 4 * shoal_engine::BLOCK;
+    o.in_order = Some(chunk);
+    o.endgame = shoal_engine::Endgame::Never;
+    o.connections = shoal_engine::Connections::new(4).unwrap();
+    let (result, _) = common::get(o).await;
+    result.unwrap();
+    assert_out(dir.path(), &data);
+    let mut starts: Vec<u64> = origin
+        .requests()
+        .iter()
+        .filter_map(|r| r.parsed_range.map(|(start, _)| start))
+        .collect();
+    // The probe asks for `bytes=0-` and is cut after its first chunk; every other request is
+    // one chunk, and none is asked twice.
+    let n = starts.len();
+    starts.sort_unstable();
+    starts.dedup();
+    assert_eq!(starts.len(), n, "a chunk was asked for twice");
+    let expected: Vec<u64> = (0..SIZE as u64).step_by(chunk as usize).collect();
+    assert_eq!(starts, expected);
+}
