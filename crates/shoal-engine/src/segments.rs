@@ -204,14 +204,8 @@ impl Segments {
     /// failing that, once nothing at all is pending, a duplicate of the slowest remainder that
     /// lies wholly inside an allowed range (endgame). There is no stealing: allowed ranges are pieces, small
     /// enough that racing the tail is cheaper than cutting them.
-    /// At most `limit` bytes (a multiple of [`BLOCK`], or `u64::MAX`) are given at once.
-    pub fn assign_within(
-        &mut self,
-        worker: WorkerId,
-        allowed: &[ByteRange],
-        limit: u64,
-    ) -> Option<ByteRange> {
-        if let Some(range) = self.take_within(worker, allowed, limit) {
+    pub fn assign_within(&mut self, worker: WorkerId, allowed: &[ByteRange]) -> Option<ByteRange> {
+        if let Some(range) = self.take_within(worker, allowed, u64::MAX) {
             return Some(range);
         }
         // Only at the tail: before it, a peer that has nothing new yet soon will, and racing
@@ -503,31 +497,25 @@ mod tests {
     #[test]
     fn assign_within_takes_allowed_pieces_in_order() {
         let mut seg = Segments::new(4 * MIB, MIB);
-        assert_eq!(
-            seg.assign_within(1, &[piece(2), piece(0)], MIB),
-            Some(piece(2))
-        );
-        assert_eq!(
-            seg.assign_within(2, &[piece(2), piece(0)], MIB),
-            Some(piece(0))
-        );
+        assert_eq!(seg.assign_within(1, &[piece(2), piece(0)]), Some(piece(2)));
+        assert_eq!(seg.assign_within(2, &[piece(2), piece(0)]), Some(piece(0)));
         // Pieces 1 and 3 stay pending for others; nothing else is allowed to worker 3.
         assert!(seg.has_work_within(&[piece(1)]));
         assert!(!seg.has_work_within(&[piece(0), piece(2)]));
-        assert_eq!(seg.assign_within(3, &[piece(0)], MIB), None);
+        assert_eq!(seg.assign_within(3, &[piece(0)]), None);
         assert_eq!(seg.assign(4), Some(piece(1)));
-        assert_eq!(seg.assign_within(5, &[piece(3)], MIB), Some(piece(3)));
+        assert_eq!(seg.assign_within(5, &[piece(3)]), Some(piece(3)));
     }
 
     #[test]
     fn assign_within_races_a_slow_piece_at_the_tail() {
         let mut seg = Segments::new(2 * MIB, MIB);
-        assert_eq!(seg.assign_within(1, &[piece(0)], MIB), Some(piece(0)));
-        assert_eq!(seg.assign_within(2, &[piece(1)], MIB), Some(piece(1)));
+        assert_eq!(seg.assign_within(1, &[piece(0)]), Some(piece(0)));
+        assert_eq!(seg.assign_within(2, &[piece(1)]), Some(piece(1)));
         seg.advance(2, 2 * MIB);
         seg.advance(1, 3 * BLOCK);
         seg.set_speed(1, 1000.0);
-        let twin = seg.assign_within(3, &[piece(0), piece(1)], MIB).unwrap();
+        let twin = seg.assign_within(3, &[piece(0), piece(1)]).unwrap();
         assert_eq!((twin.start(), twin.end()), (3 * BLOCK, MIB));
         seg.advance(3, MIB);
         assert!(seg.is_complete());
@@ -547,23 +535,11 @@ mod tests {
     }
 
     #[test]
-    fn assign_within_shares_a_piece_among_connections() {
-        let mut seg = Segments::new(4 * MIB, MIB);
-        let half = MIB / 2;
-        let first = seg.assign_within(1, &[piece(1)], half).unwrap();
-        let second = seg.assign_within(2, &[piece(1)], half).unwrap();
-        assert_eq!((first.start(), first.end()), (MIB, MIB + half));
-        assert_eq!((second.start(), second.end()), (MIB + half, 2 * MIB));
-        // Other pieces are pending: no duplicate yet.
-        assert_eq!(seg.assign_within(3, &[piece(1)], half), None);
-    }
-
-    #[test]
     fn assign_within_clips_a_pending_interval_and_keeps_the_rest() {
         let mut seg = Segments::new(3 * MIB + 100, MIB);
         let last = ByteRange::new(3 * MIB, 3 * MIB + 100).unwrap();
-        assert_eq!(seg.assign_within(1, &[last], MIB), Some(last));
-        assert_eq!(seg.assign_within(2, &[piece(1)], MIB), Some(piece(1)));
+        assert_eq!(seg.assign_within(1, &[last]), Some(last));
+        assert_eq!(seg.assign_within(2, &[piece(1)]), Some(piece(1)));
         assert_eq!(seg.assign(3), Some(piece(0)));
         assert_eq!(seg.assign(4), Some(piece(2)));
         assert!(!seg.has_work());

@@ -274,14 +274,14 @@ impl Shared {
                     (_, None) => seg.assign_at(id, speed),
                 }
             }
-            // Whole pieces: a piece that does not match is blamed on whoever wrote it, and
-            // with two writers an honest peer would be blamed along with a lying one.
+            // Whole pieces, not shares of one: a piece that does not match is blamed on whoever
+            // wrote it, and with two writers an honest peer would be blamed with a lying one.
             Kind::Peer(_) => {
                 let allowed = self.allowed(source);
                 let mut seg = self.segments();
                 match seg.owned_by(id) {
                     Some(r) if !r.is_empty() => Some(r),
-                    _ => seg.assign_within(id, &allowed, u64::MAX),
+                    _ => seg.assign_within(id, &allowed),
                 }
             }
             Kind::SwarmOrigin => {
@@ -291,7 +291,7 @@ impl Shared {
                 match seg.owned_by(id) {
                     Some(r) if !r.is_empty() => Some(r),
                     _ => seg
-                        .assign_within(id, &allowed, u64::MAX)
+                        .assign_within(id, &allowed)
                         .or_else(|| seg.race_within(id, &whole)),
                 }
             }
