@@ -116,7 +116,7 @@ impl Default for FetchOptions {
     fn default() -> Self {
         Self {
             peer_token: String::new(),
-            per_peer: Connections::new(4).expect("in range"),
+            per_peer: Connections::new(2).expect("in range"),
             connections: Connections::new(32).expect("in range"),
             origin_connections: Connections::new(8).expect("in range"),
             origin_fallback: Connections::new(4).expect("in range"),
@@ -606,20 +606,38 @@ impl Job<'_> {
         let digests = Mutex::new(vec![None; layout.piece_count() as usize]);
         let forward = async {
             let mut pending: Vec<(u32, PieceDigest)> = Vec::new();
-            let mut tick = tokio::time::interval(DIGESTS_EVERY);
+            let take = |event: Event, pending: &mut Vec<(u32, PieceDigest)>| {
+                if let Event::PieceHashed { index, digest } = &event {
+                    digests.lock().expect("digests lock")[*index as usize] = Some(*digest);
+                    pending.push((*index, *digest));
+                }
+                if !matches!(
+                    event,
+                    Event::PieceHashed { .. } | Event::PieceVerified { .. }
+                ) {
+                    let _ = self.events.send(event);
+                }
+            };
+            // Digests go out as soon as they are learned (those learned meanwhile together):
+            // followers can take a piece only once it is published. After a failure, they
+            // are tried again on the tick.
+            let mut failed = false;
+            let mut retry = tokio::time::interval(DIGESTS_EVERY);
             loop {
                 tokio::select! {
                     event = rx.recv() => {
                         let Some(event) = event else { break };
-                        if let Event::PieceHashed { index, digest } = &event {
-                            digests.lock().expect("digests lock")[*index as usize] = Some(*digest);
-                            pending.push((*index, *digest));
+                        take(event, &mut pending);
+                        while let Ok(event) = rx.try_recv() {
+                            take(event, &mut pending);
                         }
-                        if !matches!(event, Event::PieceHashed { .. } | Event::PieceVerified { .. }) {
-                            let _ = self.events.send(event);
+                        if !failed {
+                            failed = !self.publish(swarm, &mut pending).await;
                         }
                     }
-                    _ = tick.tick() => self.publish(swarm, &mut pending).await,
+                    _ = retry.tick(), if failed => {
+                        failed = !self.publish(swarm, &mut pending).await;
+                    }
                 }
             }
             self.publish(swarm, &mut pending).await;
@@ -631,10 +649,14 @@ impl Job<'_> {
     }
 
     /// Publishes learned digests to the swarm and marks their pieces held; what the tracker
-    /// did not take stays pending.
-    async fn publish(&self, swarm: Option<ContentId>, pending: &mut Vec<(u32, PieceDigest)>) {
+    /// did not take stays pending, and the answer is false.
+    async fn publish(
+        &self,
+        swarm: Option<ContentId>,
+        pending: &mut Vec<(u32, PieceDigest)>,
+    ) -> bool {
         let (Some(id), Some(tracker), false) = (swarm, &self.f.tracker, pending.is_empty()) else {
-            return;
+            return true;
         };
         let body = PublishDigestsRequest {
             pieces: pending
@@ -646,8 +668,12 @@ impl Job<'_> {
             Ok(_) => {
                 let pieces: Vec<u32> = pending.drain(..).map(|(i, _)| i).collect();
                 self.f.catalog.mark(&id, &pieces);
+                true
             }
-            Err(e) => debug!(swarm = %id, "publishing digests failed, retrying: {e}"),
+            Err(e) => {
+                debug!(swarm = %id, "publishing digests failed, retrying: {e}");
+                false
+            }
         }
     }
 

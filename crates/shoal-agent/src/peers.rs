@@ -23,7 +23,7 @@ use crate::tracker::{TrackerClient, TrackerError};
 /// known peers' bitfields are followed at the peers.
 pub const REFRESH: Duration = Duration::from_secs(1);
 /// ... in its first seconds, when the others starting with it join ([`JOINING`]) ...
-const JOIN_REFRESH: Duration = Duration::from_millis(250);
+const JOIN_REFRESH: Duration = Duration::from_millis(100);
 const JOINING: Duration = Duration::from_secs(3);
 /// ... and while no peer is known yet: a swarm that starts together finds itself fast.
 const FIRST_REFRESH: Duration = Duration::from_millis(50);

@@ -99,6 +99,17 @@ impl PieceCheck {
         }
     }
 
+    /// Says that the piece holding byte `offset` is being fetched: a published digest not
+    /// known yet is asked for now, so that it is likely here when the bytes are.
+    pub fn expect_digest(&self, offset: u64) {
+        if let Expected::Published(d) = &self.expected {
+            let index = (offset / self.length) as usize;
+            if d.known.borrow().get(index).is_some_and(Option::is_none) {
+                d.wanted.notify_one();
+            }
+        }
+    }
+
     /// The piece that holds byte `offset`.
     pub fn piece_around(&self, offset: u64) -> ByteRange {
         self.range(u32::try_from(offset / self.length).expect("pieces fit a u32"))

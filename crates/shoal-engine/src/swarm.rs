@@ -55,6 +55,11 @@ impl PeerState {
         self.leader.store(peer.seed, Ordering::Relaxed);
     }
 
+    /// Its upload is for first copies: it holds every piece, or leads a URL swarm.
+    pub fn is_seed(&self) -> bool {
+        self.leader.load(Ordering::Relaxed) || self.have.read().expect("have lock").is_none()
+    }
+
     fn progressing(&self, now: Instant) -> bool {
         now.duration_since(*self.changed_at.lock().expect("changed lock")) < PROGRESSING
     }

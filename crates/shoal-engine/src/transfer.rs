@@ -71,6 +71,10 @@ const PROGRESS_RESETS_TRIES: u64 = 1 << 20;
 const PEER_IDLE: Duration = Duration::from_secs(2);
 /// Consecutive failures after which a peer is not asked any more.
 const PEER_TRIES: u32 = 2;
+/// Connections to a seed (a peer holding everything, or a URL swarm's leader): each
+/// downloader takes only first copies from it, whole pieces, and a piece is passed on only once
+/// complete, so fewer pieces in flight at once from its uplink means each arrives sooner.
+const SEED_CONNECTIONS: u32 = 1;
 /// Connections to a swarm's origin: it is the fallback, not the main source.
 const SWARM_ORIGIN_CONNECTIONS: u32 = 4;
 
@@ -133,6 +137,14 @@ impl Source {
             bytes: AtomicU64::new(0),
             speed: AtomicU64::new(0),
             dropped: Mutex::new(None),
+        }
+    }
+
+    /// The most connections to it now: a seed gets fewer (see [`SEED_CONNECTIONS`]).
+    fn cap(&self) -> u32 {
+        match &self.kind {
+            Kind::Peer(peer) if peer.is_seed() => self.cap.min(SEED_CONNECTIONS),
+            _ => self.cap,
         }
     }
 
@@ -248,7 +260,7 @@ impl Shared {
             .enumerate()
             .filter(|(_, s)| !s.is_dropped())
             .map(|(i, s)| (i, s, s.connections.load(Ordering::SeqCst)))
-            .filter(|&(_, s, n)| n < s.cap && self.has_work_for(s))
+            .filter(|&(_, s, n)| n < s.cap() && self.has_work_for(s))
             .min_by_key(|&(i, _, n)| (n, i))
             .map(|(i, _, _)| i)
     }
@@ -279,10 +291,15 @@ impl Shared {
             Kind::Peer(_) => {
                 let allowed = self.allowed(source);
                 let mut seg = self.segments();
-                match seg.owned_by(id) {
+                let range = match seg.owned_by(id) {
                     Some(r) if !r.is_empty() => Some(r),
                     _ => seg.assign_within(id, &allowed),
+                };
+                drop(seg);
+                if let (Some(range), Some(pieces)) = (range, &self.pieces) {
+                    pieces.expect_digest(range.start());
                 }
+                range
             }
             Kind::SwarmOrigin => {
                 let allowed = self.allowed(source);

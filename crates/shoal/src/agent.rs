@@ -66,8 +66,8 @@ pub struct AgentArgs {
     #[arg(short, long, value_name = "N", default_value = "32", value_parser = parse_connections)]
     connections: Connections,
 
-    /// Connections to one peer
-    #[arg(long, value_name = "N", default_value = "4", value_parser = parse_connections)]
+    /// Connections to one peer (one to a seed)
+    #[arg(long, value_name = "N", default_value = "2", value_parser = parse_connections)]
     per_peer: Connections,
 }
 
