@@ -233,7 +233,7 @@ pub struct SwarmOptions {
     pub peers: watch::Receiver<Vec<PeerSource>>,
     /// How requests to peers are made (their `Authorization` header, say).
     pub peer_http: HttpOptions,
-    /// The most connections to one peer.
+    /// The most connections to one peer; a seed gets one.
     pub per_peer: Connections,
     /// How the download's `url` is used.
     pub origin: OriginUse,
