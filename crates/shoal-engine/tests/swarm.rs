@@ -358,3 +358,26 @@ async fn in_order_fetches_every_chunk_once_front_to_back() {
     let expected: Vec<u64> = (0..SIZE as u64).step_by(chunk as usize).collect();
     assert_eq!(starts, expected);
 }
+
+/// A seed's upload is for first copies, whole pieces each: a downloader keeps one connection to
+/// it, however many it may open to other peers, and still gets every byte right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_gets_one_connection() {
+    let data = random_bytes(SIZE, 9);
+    let manifest = Manifest::of_bytes(&data, PIECE).unwrap();
+    let seed = server(data.clone());
+    let (_tx, peers) = watch::channel(vec![peer("seed", &seed, None)]);
+    let dir = tempfile::tempdir().unwrap();
+    let (result, _) = common::get(peers_only(dir.path(), &manifest, peers)).await;
+    result.unwrap();
+    assert_out(dir.path(), &data);
+    let requests = seed.requests();
+    let connections: std::collections::BTreeSet<u64> =
+        requests.iter().map(|r| r.connection).collect();
+    assert_eq!(
+        requests.len(),
+        manifest.digests().len(),
+        "one request per piece"
+    );
+    assert_eq!(connections.len(), 1, "{connections:?}");
+}
