@@ -36,8 +36,8 @@ use crate::peers;
 use crate::piece_size;
 use crate::tracker::{TrackerClient, TrackerError};
 
-/// How often a leader publishes the digests it learned (a piece is only offered once its
-/// digest is published), and the most often a follower asks for them.
+/// How often a leader tries again to publish digests the tracker did not take (a piece is only
+/// offered once its digest is published), and the most often a follower asks for them.
 const DIGESTS_EVERY: Duration = Duration::from_millis(100);
 /// The least a leader's connection asks the origin for at once.
 const IN_ORDER_MIN_CHUNK: u64 = 256 << 10;
