@@ -696,7 +696,9 @@ impl Job<'_> {
                 d.ok_or_else(|| {
                     FetchError::Download(DownloadError::Network {
                         url: shoal_engine::redact::redacted(&origin.url),
-                        detail: format!("piece {i} was never hashed"),
+                        cause: shoal_engine::FetchError::Unserved(format!(
+                            "piece {i} was never hashed"
+                        )),
                         tries: 1,
                     })
                 })
@@ -777,7 +779,7 @@ pub fn content_url(id: &ContentId) -> Url {
 }
 
 fn part_path(path: &std::path::Path) -> PathBuf {
-    shoal_engine::storage::part_path(path)
+    shoal_engine::naming::part_path(path)
 }
 
 /// Keeps `tx` holding the digests a swarm's leader published so far.

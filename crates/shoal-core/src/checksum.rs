@@ -137,6 +137,17 @@ impl fmt::Display for Checksum {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+/// Digests of consecutive pieces of one file (a Metalink's `<pieces>`, a manifest's BLAKE3s).
+pub struct PieceHashes {
+    /// How each piece is hashed.
+    pub algo: ChecksumAlgo,
+    /// Bytes per piece; the last piece may be shorter.
+    pub length: u64,
+    /// One digest per piece, in file order, each `algo.digest_len()` bytes.
+    pub hashes: Vec<Vec<u8>>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
+use url::Url;
+
+use crate::http::FetchError;
+use crate::redact::redacted;
 
 /// What went wrong, at the granularity a user or script acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,17 +32,18 @@ pub enum DownloadError {
     #[error("{url}: server answered {status}")]
     HttpStatus { url: String, status: u16 },
 
-    #[error("{url}: {detail} (after {tries} {noun})", noun = if *tries == 1 { "try" } else { "tries" })]
+    #[error("{url}: {cause} (after {tries} {noun})", noun = if *tries == 1 { "try" } else { "tries" })]
     Network {
         url: String,
-        detail: String,
+        #[source]
+        cause: FetchError,
         tries: u32,
     },
 
     #[error(
         "{path}: checksum mismatch: expected {algo}={expected}, got {algo}={actual}; \
          the download is kept as {part}{served}",
-        part = crate::storage::part_path(path).display(),
+        part = crate::naming::part_path(path).display(),
         served = served_by(sources)
     )]
     ChecksumMismatch {
@@ -54,7 +59,7 @@ pub enum DownloadError {
     #[error(
         "{path}: piece {index} does not match its hash, and {url}, the only source left, \
          sent it; the download is kept as {part}",
-        part = crate::storage::part_path(path).display()
+        part = crate::naming::part_path(path).display()
     )]
     PieceMismatch {
         path: PathBuf,
@@ -155,6 +160,21 @@ impl DownloadError {
                 needed,
             },
             _ => DownloadError::io(path, op, source),
+        }
+    }
+}
+
+impl DownloadError {
+    /// The error a user sees for a request to `url` that failed for good after `tries`.
+    pub fn fetch(url: &Url, error: FetchError, tries: u32) -> Self {
+        let url = redacted(url);
+        match error {
+            FetchError::Changed => DownloadError::Changed { url },
+            FetchError::Status { status, .. } => DownloadError::HttpStatus {
+                url,
+                status: status.as_u16(),
+            },
+            cause => DownloadError::Network { url, cause, tries },
         }
     }
 }

@@ -1,11 +1,15 @@
 //! HTTP as a source of bytes: the client, the probe, range requests, and how every answer is
 //! checked before a byte of it is written.
 
+use std::error::Error as _;
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{redirect, Client, Response, StatusCode};
 use shoal_core::ByteRange;
+use thiserror::Error;
 use url::Url;
 
 use crate::options::HttpOptions;
@@ -14,24 +18,105 @@ use crate::redact::redacted;
 /// Redirects followed before giving up, as curl and browsers do.
 const MAX_REDIRECTS: usize = 10;
 
-/// Why a request did not give us bytes we can use.
-#[derive(Debug, Clone)]
+/// Why a request did not give us bytes we can use. Its text is one line with every cause;
+/// the transport's own error stays reachable as [`std::error::Error::source`].
+#[derive(Debug, Clone, Error)]
 pub enum FetchError {
     /// The server answered with a status we do not retry (404, 401, …) or ran out of retries.
+    #[error("server answered {status}")]
     Status {
         status: StatusCode,
         retry_after: Option<Duration>,
     },
     /// No connection could be made (refused, unreachable).
-    Connect(String),
+    #[error("could not connect{cause}")]
+    Connect {
+        #[source]
+        cause: Cause,
+    },
     /// The connection failed: reset, timed out, cut short.
-    Transport(String),
+    #[error("{what}{cause}")]
+    Transport {
+        what: TransportFailure,
+        #[source]
+        cause: Cause,
+    },
+    /// The connection ended before the range it was answering.
+    #[error("{0}")]
+    CutShort(String),
     /// The server answered, but not with what was asked (wrong `Content-Range`, …).
+    #[error("{0}")]
     Protocol(String),
+    /// No source could serve what is missing (a swarm's peers and origin), said how.
+    #[error("{0}")]
+    Unserved(String),
     /// The file on the server is not the one the download started with: `If-Range` failed.
+    #[error("the file changed on the server")]
     Changed,
     /// No bytes arrived for the stall timeout.
+    #[error("no data arrived for the stall timeout")]
     Stalled,
+}
+
+/// What a transport failure was, in the words of its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportFailure {
+    TimedOut,
+    TooManyRedirects,
+    BrokeWhileReceiving,
+    RequestFailed,
+    Setup,
+}
+
+impl fmt::Display for TransportFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransportFailure::TimedOut => f.write_str("timed out"),
+            TransportFailure::TooManyRedirects => write!(f, "more than {MAX_REDIRECTS} redirects"),
+            TransportFailure::BrokeWhileReceiving => {
+                f.write_str("connection broke while receiving data")
+            }
+            TransportFailure::RequestFailed => f.write_str("request failed"),
+            TransportFailure::Setup => f.write_str("cannot set up HTTP"),
+        }
+    }
+}
+
+/// The transport error under a [`FetchError`], without its URL (messages name the URL
+/// themselves, redacted). It shows as `: ` and the text of each of its causes, so the
+/// failure's message carries the whole chain on one line.
+#[derive(Debug, Clone)]
+pub struct Cause(Arc<reqwest::Error>);
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut shown = String::new();
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !shown.contains(&text) {
+                shown.push_str(": ");
+                shown.push_str(&text);
+            }
+            source = cause.source();
+        }
+        f.write_str(&shown)
+    }
+}
+
+impl Cause {
+    /// The HTTP client's own error.
+    pub fn reqwest(&self) -> &reqwest::Error {
+        &self.0
+    }
+}
+
+/// Its sources are those of the client's error: the client's own text ("error sending
+/// request") says nothing the message does not, so a chain printer skips straight to them.
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }
 
 impl FetchError {
@@ -59,51 +144,30 @@ impl FetchError {
         }
     }
 
+    /// The message with every cause, for events and logs.
     pub fn describe(&self) -> String {
-        match self {
-            FetchError::Status { status, .. } => format!("server answered {status}"),
-            FetchError::Connect(detail)
-            | FetchError::Transport(detail)
-            | FetchError::Protocol(detail) => detail.clone(),
-            FetchError::Changed => "the file changed on the server".to_string(),
-            FetchError::Stalled => "no data arrived for the stall timeout".to_string(),
-        }
+        self.to_string()
     }
 }
 
-/// Describes a transport error with its causes, without the URL (callers add it, redacted).
-pub fn transport_error(error: &reqwest::Error) -> FetchError {
-    let mut text = if error.is_connect() {
-        "could not connect".to_string()
+/// Classifies a transport error, keeping it (without the URL) as the cause.
+pub fn transport_error(error: reqwest::Error) -> FetchError {
+    let what = if error.is_connect() {
+        None
     } else if error.is_timeout() {
-        "timed out".to_string()
+        Some(TransportFailure::TimedOut)
     } else if error.is_redirect() {
-        format!("more than {MAX_REDIRECTS} redirects")
+        Some(TransportFailure::TooManyRedirects)
     } else if error.is_body() || error.is_decode() {
-        "connection broke while receiving data".to_string()
+        Some(TransportFailure::BrokeWhileReceiving)
     } else {
-        "request failed".to_string()
+        Some(TransportFailure::RequestFailed)
     };
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
-            text.push_str(": ");
-            text.push_str(&cause);
-        }
-        source = cause_of(source);
+    let cause = Cause(Arc::new(error.without_url()));
+    match what {
+        None => FetchError::Connect { cause },
+        Some(what) => FetchError::Transport { what, cause },
     }
-    if error.is_connect() {
-        FetchError::Connect(text)
-    } else {
-        FetchError::Transport(text)
-    }
-}
-
-fn cause_of<'a>(
-    e: Option<&'a (dyn std::error::Error + 'static)>,
-) -> Option<&'a (dyn std::error::Error + 'static)> {
-    e.and_then(|e| e.source())
 }
 
 /// One client per download: HTTP/1.1 only, so each concurrent request is its own TCP
@@ -120,7 +184,10 @@ pub fn client(options: &HttpOptions) -> Result<Client, FetchError> {
         .tcp_nodelay(true)
         .tls_danger_accept_invalid_certs(options.insecure)
         .build()
-        .map_err(|e| FetchError::Transport(format!("cannot set up HTTP: {e}")))
+        .map_err(|e| FetchError::Transport {
+            what: TransportFailure::Setup,
+            cause: Cause(Arc::new(e)),
+        })
 }
 
 /// What the probe learned about the file.
@@ -159,12 +226,12 @@ pub async fn probe(client: &Client, url: &Url, from: u64) -> Result<Probe, Fetch
             .header(header::ACCEPT_ENCODING, "identity")
             .send()
     };
-    let mut response = ask(from).await.map_err(|e| transport_error(&e))?;
+    let mut response = ask(from).await.map_err(transport_error)?;
     let mut from = from;
     if from > 0 && response.status() == StatusCode::RANGE_NOT_SATISFIABLE {
         // The file is now shorter than where the previous run stopped: probe it whole.
         from = 0;
-        response = ask(0).await.map_err(|e| transport_error(&e))?;
+        response = ask(0).await.map_err(transport_error)?;
     }
     let status = response.status();
     let final_url = with_credentials(url, response.url());
@@ -228,7 +295,7 @@ pub async fn version(client: &Client, url: &Url) -> Result<UrlVersion, FetchErro
         .header(header::ACCEPT_ENCODING, "identity")
         .send()
         .await
-        .map_err(|e| transport_error(&e))?;
+        .map_err(transport_error)?;
     let headers = response.headers();
     let size = match response.status() {
         StatusCode::PARTIAL_CONTENT => match content_range(headers) {
@@ -338,7 +405,7 @@ impl RangeSource {
                 request = request.header(header::IF_RANGE, value);
             }
         }
-        let response = request.send().await.map_err(|e| transport_error(&e))?;
+        let response = request.send().await.map_err(transport_error)?;
         match response.status() {
             StatusCode::PARTIAL_CONTENT => {}
             StatusCode::OK

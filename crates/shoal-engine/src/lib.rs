@@ -14,12 +14,13 @@ pub mod metalink;
 pub mod naming;
 pub mod options;
 mod pieces;
+mod plan;
 mod ratelimit;
 pub mod redact;
 pub mod resume;
 mod retry;
 pub mod segments;
-mod single;
+mod source;
 pub mod storage;
 mod swarm;
 mod transfer;
@@ -29,23 +30,22 @@ mod verify;
 pub use error::{DownloadError, ErrorKind};
 pub use events::{Event, EventSender, Progress, SourceUsage, Summary};
 pub use options::{
-    parse_bytes, Connections, Digests, DownloadOptions, Existing, HttpOptions, MinSplit,
+    parse_bytes, Connections, Digests, DownloadOptions, Endgame, Existing, HttpOptions, MinSplit,
     OptionError, OriginUse, Output, PeerSource, PublishedDigests, Rate, Resume, SwarmOptions,
     BLOCK,
 };
-pub use segments::Endgame;
 pub use tokio_util::sync::CancellationToken;
 pub use url::Url;
 
-pub use http::UrlVersion;
+pub use http::{FetchError, UrlVersion};
 
 /// Learns the size and validators of what `url` serves now with a one-byte range request, so
 /// a caller can name that version (to find it in a swarm) before downloading it.
 pub async fn url_version(url: &Url, http: &HttpOptions) -> Result<UrlVersion, DownloadError> {
-    let client = http::client(http).map_err(|e| download::network(url, &e, 1))?;
+    let client = http::client(http).map_err(|e| DownloadError::fetch(url, e, 1))?;
     http::version(&client, url)
         .await
-        .map_err(|e| download::network(url, &e, 1))
+        .map_err(|e| DownloadError::fetch(url, e, 1))
 }
 
 /// Downloads one file as `options` say, sending progress to `events` until it is complete and

@@ -27,6 +27,7 @@
 //!   order; every set's count must match the size when the size is known.
 
 use roxmltree::{Document, Node};
+pub use shoal_core::checksum::PieceHashes;
 use shoal_core::{hex, Checksum, ChecksumAlgo};
 use thiserror::Error;
 use url::Url;
@@ -80,15 +81,6 @@ pub struct MirrorUrl {
     pub priority: Option<u32>,
     /// Where the mirror is, as the document says (v4: an ISO 3166-1 country code).
     pub location: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PieceHashes {
-    pub algo: ChecksumAlgo,
-    /// Bytes per piece; the last piece may be shorter.
-    pub length: u64,
-    /// One digest per piece, in file order, each `algo.digest_len()` bytes.
-    pub hashes: Vec<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

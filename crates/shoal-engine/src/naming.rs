@@ -1,12 +1,21 @@
 //! Choosing the output file name: `Content-Disposition`, else the URL's last path segment,
 //! else `index.html`; always sanitized so a server cannot make us write outside the directory.
 
+use std::path::{Path, PathBuf};
+
 use percent_encoding::percent_decode_str;
 use url::Url;
 
 const FALLBACK: &str = "index.html";
 /// Most file systems allow 255 bytes per name; keep room for the `.part` suffix.
 const MAX_NAME_BYTES: usize = 200;
+
+/// `big.iso` → `big.iso.part`.
+pub fn part_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".part");
+    path.with_file_name(name)
+}
 
 /// The name to save a response under, given its `Content-Disposition` header (if any) and the
 /// final URL.

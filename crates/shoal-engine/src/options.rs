@@ -9,8 +9,7 @@ use shoal_core::manifest::PieceDigest;
 use shoal_core::{Bitfield, Checksum, Layout, Manifest};
 use tokio::sync::{watch, Notify};
 
-use crate::metalink::PieceHashes;
-use crate::segments::Endgame;
+use shoal_core::checksum::PieceHashes;
 use thiserror::Error;
 use url::Url;
 
@@ -146,6 +145,18 @@ pub enum Resume {
     #[default]
     Auto,
     /// Always start over, discarding any previous `.part` and its state (`--no-resume`).
+    Never,
+}
+
+/// Whether a slow tail is raced by a second connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Endgame {
+    /// The last blocks of a slow connection are fetched again by another, and the first to
+    /// finish wins: one slow connection never holds up the file.
+    #[default]
+    Race,
+    /// Every byte is fetched once: for a source whose egress is what counts, such as the
+    /// origin of a swarm.
     Never,
 }
 

@@ -13,12 +13,12 @@ use std::sync::{Arc, Mutex};
 use shoal_core::manifest::PieceDigest;
 use shoal_core::{Bitfield, ByteRange, ChecksumAlgo};
 
-use crate::metalink::PieceHashes;
 use crate::options::PublishedDigests;
 use crate::options::BLOCK;
 use crate::segments::Segments;
 use crate::storage::PartFile;
 use crate::verify;
+use shoal_core::checksum::PieceHashes;
 
 /// Where the expected digest of each piece comes from.
 pub enum Expected {

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use shoal_core::{Bitfield, ByteRange};
 
-use crate::options::BLOCK;
+use crate::options::{Endgame, BLOCK};
 
 pub type WorkerId = u32;
 
@@ -50,18 +50,6 @@ pub struct Segments {
     owned: HashMap<WorkerId, Owned>,
     /// Whether the tail may be fetched twice (see [`Endgame`]).
     endgame: Endgame,
-}
-
-/// Whether a slow tail is raced by a second connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Endgame {
-    /// The last blocks of a slow connection are fetched again by another, and the first to
-    /// finish wins: one slow connection never holds up the file.
-    #[default]
-    Race,
-    /// Every byte is fetched once: for a source whose egress is what counts, such as the
-    /// origin of a swarm.
-    Never,
 }
 
 fn block_count(size: u64) -> u32 {

@@ -12,14 +12,8 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::error::DownloadError;
+use crate::naming::part_path;
 use crate::options::Existing;
-
-/// `big.iso` → `big.iso.part`.
-pub fn part_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".part");
-    path.with_file_name(name)
-}
 
 #[derive(Debug)]
 pub struct PartFile {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use shoal_core::Bitfield;
+use shoal_engine::naming::part_path;
 use shoal_engine::resume::{self, State};
-use shoal_engine::storage::part_path;
 use shoal_engine::{
     Connections, DownloadError, DownloadOptions, Event, MinSplit, Output, Resume, BLOCK,
 };

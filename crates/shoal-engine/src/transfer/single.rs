@@ -4,13 +4,14 @@
 use reqwest::{Client, Response};
 use tokio::time::Instant;
 
-use crate::download::network;
 use crate::error::DownloadError;
 use crate::events::{Event, Progress};
 use crate::http::{transport_error, FetchError, Probe};
 use crate::ratelimit::RateLimiter;
 use crate::retry::Backoff;
-use crate::transfer::{Outcome, StreamError, Transfer, BUF, TICK};
+
+use super::worker::{StreamError, BUF, TICK};
+use super::{Outcome, Transfer};
 
 /// One stream from the start: the server does not do ranges, or the size is unknown. A
 /// failure restarts from byte 0, since there is no way to ask for the rest.
@@ -44,7 +45,7 @@ pub async fn run(t: Transfer, client: Client, probe: Probe) -> Result<Outcome, D
         };
         tries += 1;
         if error.is_fatal() || tries > options.max_tries {
-            return Err(network(&url, &error, tries - 1));
+            return Err(DownloadError::fetch(&url, error, tries - 1));
         }
         let wait = backoff.next(error.slow_down().flatten());
         let _ = t.events.send(Event::Retry {
@@ -62,7 +63,7 @@ pub async fn run(t: Transfer, client: Client, probe: Probe) -> Result<Outcome, D
                 match r {
                     Ok(r) if r.status().is_success() => Ok(r),
                     Ok(r) => Err(FetchError::Status { status: r.status(), retry_after: None }),
-                    Err(e) => Err(transport_error(&e)),
+                    Err(e) => Err(transport_error(e)),
                 }
             }
         };
@@ -91,7 +92,7 @@ async fn stream_whole(
         let chunk = match chunk {
             Ok(Ok(Some(chunk))) => Some(chunk),
             Ok(Ok(None)) => None,
-            Ok(Err(e)) => return Err(StreamError::Fetch(transport_error(&e))),
+            Ok(Err(e)) => return Err(StreamError::Fetch(transport_error(e))),
             Err(_) => return Err(StreamError::Fetch(FetchError::Stalled)),
         };
         if let Some(chunk) = &chunk {
@@ -132,9 +133,9 @@ async fn stream_whole(
         }
         if chunk.is_none() {
             return match expected {
-                Some(size) if pos < size => Err(StreamError::Fetch(FetchError::Transport(
-                    format!("connection closed after {pos} of {size} bytes"),
-                ))),
+                Some(size) if pos < size => Err(StreamError::Fetch(FetchError::CutShort(format!(
+                    "connection closed after {pos} of {size} bytes"
+                )))),
                 _ => Ok(pos),
             };
         }
