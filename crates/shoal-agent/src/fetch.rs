@@ -356,12 +356,12 @@ impl Job<'_> {
         let forward = async {
             while let Some(event) = rx.recv().await {
                 match &event {
-                    Event::PieceVerified { index } => self.f.catalog.mark(&id, &[*index]),
+                    Event::PieceVerified { index } => self.f.catalog.mark(&id, &[index.get()]),
                     Event::BadPiece {
                         index,
                         peer: Some(peer),
                         ..
-                    } => self.report(id, peer, *index).await,
+                    } => self.report(id, peer, index.get()).await,
                     _ => {}
                 }
                 let _ = self.events.send(event);
@@ -608,8 +608,8 @@ impl Job<'_> {
             let mut pending: Vec<(u32, PieceDigest)> = Vec::new();
             let take = |event: Event, pending: &mut Vec<(u32, PieceDigest)>| {
                 if let Event::PieceHashed { index, digest } = &event {
-                    digests.lock().expect("digests lock")[*index as usize] = Some(*digest);
-                    pending.push((*index, *digest));
+                    digests.lock().expect("digests lock")[index.get() as usize] = Some(*digest);
+                    pending.push((index.get(), *digest));
                 }
                 if !matches!(
                     event,

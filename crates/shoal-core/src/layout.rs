@@ -54,9 +54,31 @@ impl PieceIndex {
     }
 }
 
+impl std::fmt::Display for PieceIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Sent as the plain number; read back only through a [`Layout`], never deserialized alone.
+impl Serialize for PieceIndex {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
 impl Layout {
     pub fn new(size: u64, piece_size: u64) -> Result<Self, LayoutError> {
-        if piece_size == 0 || !piece_size.is_power_of_two() {
+        if !piece_size.is_power_of_two() {
+            return Err(LayoutError::PieceSize(piece_size));
+        }
+        Self::for_hashes(size, piece_size)
+    }
+
+    /// Like [`Layout::new`] for pieces of any length, as a Metalink's piece hashes may have;
+    /// swarms and manifests use [`Layout::new`]'s powers of two.
+    pub fn for_hashes(size: u64, piece_size: u64) -> Result<Self, LayoutError> {
+        if piece_size == 0 {
             return Err(LayoutError::PieceSize(piece_size));
         }
         if size > 1 << 63 {

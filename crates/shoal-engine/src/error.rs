@@ -3,6 +3,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use shoal_core::PieceIndex;
 use thiserror::Error;
 use url::Url;
 
@@ -63,7 +64,7 @@ pub enum DownloadError {
     )]
     PieceMismatch {
         path: PathBuf,
-        index: u32,
+        index: PieceIndex,
         url: String,
     },
 

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use shoal_core::PieceIndex;
 use tokio::sync::mpsc;
 
 /// Receives events; dropping the receiver is fine, events are then discarded.
@@ -54,14 +55,14 @@ pub enum Event {
     ConnectionsLowered { to: u32, reason: String },
     /// A piece matched its digest (swarm downloads and piece hashes): it may be served and
     /// announced.
-    PieceVerified { index: u32 },
+    PieceVerified { index: PieceIndex },
     /// A piece's bytes are all written and this is their BLAKE3 (with
     /// [`crate::DownloadOptions::learn_pieces`]).
-    PieceHashed { index: u32, digest: [u8; 32] },
+    PieceHashed { index: PieceIndex, digest: [u8; 32] },
     /// A piece did not match its digest; `url` sent some of its bytes (credentials redacted)
     /// and is not used any more. `peer` names the peer, when it was one.
     BadPiece {
-        index: u32,
+        index: PieceIndex,
         url: String,
         peer: Option<String>,
     },

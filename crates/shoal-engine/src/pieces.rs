@@ -10,15 +10,14 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
+use shoal_core::checksum::PieceHashes;
 use shoal_core::manifest::PieceDigest;
-use shoal_core::{Bitfield, ByteRange, ChecksumAlgo};
+use shoal_core::{Bitfield, ByteRange, ChecksumAlgo, Layout, PieceIndex};
 
-use crate::options::PublishedDigests;
-use crate::options::BLOCK;
+use crate::options::{PublishedDigests, BLOCK};
 use crate::segments::Segments;
 use crate::storage::PartFile;
 use crate::verify;
-use shoal_core::checksum::PieceHashes;
 
 /// Where the expected digest of each piece comes from.
 pub enum Expected {
@@ -33,9 +32,7 @@ pub enum Expected {
 /// Which pieces are verified, and which source wrote each block.
 pub struct PieceCheck {
     expected: Expected,
-    length: u64,
-    count: u32,
-    size: u64,
+    layout: Layout,
     verified: Mutex<Bitfield>,
     /// Source index per block, as last written.
     writers: Vec<AtomicU8>,
@@ -46,13 +43,13 @@ pub struct PieceCheck {
 pub struct Checked {
     /// Pieces that matched (or were hashed, when learning), newly, with their BLAKE3 when it
     /// was computed.
-    pub verified: Vec<(u32, Option<PieceDigest>)>,
+    pub verified: Vec<(PieceIndex, Option<PieceDigest>)>,
     pub bad: Vec<BadPiece>,
 }
 
 /// A piece whose bytes did not match.
 pub struct BadPiece {
-    pub index: u32,
+    pub index: PieceIndex,
     /// Sources that wrote some of its bytes.
     pub sources: BTreeSet<usize>,
 }
@@ -61,27 +58,20 @@ impl PieceCheck {
     /// `None` when known digests do not describe a file of `size` bytes in pieces of
     /// `length`.
     pub fn new(expected: Expected, length: u64, size: u64) -> Option<Self> {
-        let count = size.div_ceil(length.max(1));
+        let layout = Layout::for_hashes(size, length).ok()?;
+        let count = layout.piece_count() as usize;
         let fits = match &expected {
-            Expected::Known(hashes) => {
-                hashes.length == length && hashes.hashes.len() as u64 == count
-            }
-            Expected::Published(digests) => digests.known.borrow().len() as u64 == count,
+            Expected::Known(hashes) => hashes.length == length && hashes.hashes.len() == count,
+            Expected::Published(digests) => digests.known.borrow().len() == count,
             Expected::Learned => true,
         };
-        if length == 0 || !fits {
-            return None;
-        }
-        let count = u32::try_from(count).ok()?;
-        Some(Self {
-            verified: Mutex::new(Bitfield::new(count)),
+        fits.then(|| Self {
+            verified: Mutex::new(Bitfield::new(layout.piece_count())),
             writers: (0..size.div_ceil(BLOCK))
                 .map(|_| AtomicU8::new(0))
                 .collect(),
             expected,
-            length,
-            count,
-            size,
+            layout,
         })
     }
 
@@ -103,8 +93,10 @@ impl PieceCheck {
     /// known yet is asked for now, so that it is likely here when the bytes are.
     pub fn expect_digest(&self, offset: u64) {
         if let Expected::Published(d) = &self.expected {
-            let index = (offset / self.length) as usize;
-            if d.known.borrow().get(index).is_some_and(Option::is_none) {
+            let Some(index) = self.layout.piece_at(offset) else {
+                return;
+            };
+            if d.known.borrow()[index.get() as usize].is_none() {
                 d.wanted.notify_one();
             }
         }
@@ -112,21 +104,21 @@ impl PieceCheck {
 
     /// The piece that holds byte `offset`.
     pub fn piece_around(&self, offset: u64) -> ByteRange {
-        self.range(u32::try_from(offset / self.length).expect("pieces fit a u32"))
-    }
-
-    fn range(&self, index: u32) -> ByteRange {
-        let start = u64::from(index) * self.length;
-        ByteRange::new(start, (start + self.length).min(self.size)).expect("in the file")
+        let index = self
+            .layout
+            .piece_at(offset)
+            .expect("a written byte is in the file");
+        self.layout.range(index)
     }
 
     /// The digest piece `index` must have, as `algo` computes it; `None` when checking must
     /// wait, `Some(None)` when the digest is to be learned.
-    fn expected(&self, index: u32) -> Option<(ChecksumAlgo, Option<Vec<u8>>)> {
+    fn expected(&self, index: PieceIndex) -> Option<(ChecksumAlgo, Option<Vec<u8>>)> {
+        let i = index.get() as usize;
         match &self.expected {
-            Expected::Known(h) => Some((h.algo, Some(h.hashes[index as usize].clone()))),
+            Expected::Known(h) => Some((h.algo, Some(h.hashes[i].clone()))),
             Expected::Published(d) => {
-                let known = d.known.borrow()[index as usize];
+                let known = d.known.borrow()[i];
                 if known.is_none() {
                     d.wanted.notify_one();
                 }
@@ -144,11 +136,12 @@ impl PieceCheck {
         part: &Arc<PartFile>,
         segments: &Mutex<Segments>,
     ) -> Result<Checked, std::io::Error> {
-        let ready: Vec<u32> = {
+        let ready: Vec<PieceIndex> = {
             let seg = segments.lock().expect("segments lock");
             let verified = self.verified.lock().expect("pieces lock");
-            (0..self.count)
-                .filter(|&i| !verified.get(i) && seg.is_done(self.range(i)))
+            self.layout
+                .pieces()
+                .filter(|&i| !verified.get(i.get()) && seg.is_done(self.layout.range(i)))
                 .collect()
         };
         let mut checked = Checked::default();
@@ -156,14 +149,14 @@ impl PieceCheck {
             let Some((algo, expected)) = self.expected(index) else {
                 continue;
             };
-            let range = self.range(index);
+            let range = self.layout.range(index);
             let part = part.clone();
             let digest =
                 tokio::task::spawn_blocking(move || verify::hash_range(part.file(), range, algo))
                     .await
                     .expect("hashing does not panic")?;
             if expected.is_none_or(|e| e == digest) {
-                self.verified.lock().expect("pieces lock").set(index);
+                self.verified.lock().expect("pieces lock").set(index.get());
                 let blake3 = (algo == ChecksumAlgo::Blake3)
                     .then(|| digest.as_slice().try_into().ok())
                     .flatten();

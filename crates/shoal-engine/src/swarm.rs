@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
-use shoal_core::{Bitfield, ByteRange, Layout};
+use shoal_core::{Bitfield, ByteRange, Layout, PieceIndex};
 use tokio::time::Instant;
 
 use crate::options::PeerSource;
@@ -88,25 +88,25 @@ impl<'a> Seen<'a> {
         Seen { peer, have, seed }
     }
 
-    fn holds(&self, piece: u32) -> bool {
-        self.have.as_ref().is_none_or(|bits| bits.get(piece))
+    fn holds(&self, piece: PieceIndex) -> bool {
+        self.have.as_ref().is_none_or(|bits| bits.get(piece.get()))
     }
 }
 
 /// The pieces `asked` may be given, in the order to ask for them; `peers` are the live ones
 /// (not dropped), `me` this downloader's name.
 pub fn order(layout: Layout, me: &str, peers: &[&PeerState], asked: Asked<'_>) -> Vec<ByteRange> {
-    let count = layout.piece_count();
+    let count = layout.piece_count() as usize;
     let now = Instant::now();
     let seen: Vec<Seen<'_>> = peers.iter().map(|&peer| Seen::of(peer)).collect();
-    let mut holders = vec![0u32; count as usize];
-    let mut by_downloaders = vec![0u32; count as usize];
+    let mut holders = vec![0u32; count];
+    let mut by_downloaders = vec![0u32; count];
     for s in &seen {
-        for p in 0..count {
+        for p in layout.pieces() {
             if s.holds(p) {
-                holders[p as usize] += 1;
+                holders[p.get() as usize] += 1;
                 if !s.seed {
-                    by_downloaders[p as usize] += 1;
+                    by_downloaders[p.get() as usize] += 1;
                 }
             }
         }
@@ -120,34 +120,32 @@ pub fn order(layout: Layout, me: &str, peers: &[&PeerState], asked: Asked<'_>) -
     // Round robin over those lacking the piece, in name order: every agent with the same view
     // makes the same choice, and each downloader gets an equal share of first copies (an
     // uneven share would make the busiest one's uplink everyone's bottleneck).
-    let designated_to_me = |p: u32| {
+    let designated_to_me = |p: PieceIndex| {
         let lacking: Vec<&str> = downloaders
             .iter()
             .filter(|d| !d.holds(p))
             .map(|d| d.peer.name.as_str())
             .collect();
         let mine = lacking.partition_point(|&name| name < me);
-        p as usize % (lacking.len() + 1) == mine
+        p.get() as usize % (lacking.len() + 1) == mine
     };
     let asked = match asked {
         Asked::Origin => None,
         Asked::Peer(peer) => Some(Seen::of(peer)),
     };
-    let allowed = |p: u32| match &asked {
-        None => holders[p as usize] == 0,
+    let allowed = |p: PieceIndex| match &asked {
+        None => holders[p.get() as usize] == 0,
         Some(peer) if !peer.holds(p) => false,
-        Some(peer) if peer.seed => by_downloaders[p as usize] == 0 && designated_to_me(p),
+        Some(peer) if peer.seed => by_downloaders[p.get() as usize] == 0 && designated_to_me(p),
         Some(_) => true,
     };
-    let mut order: Vec<(u32, u32, u32)> = (0..count)
+    let mut order: Vec<(u32, u32, PieceIndex)> = layout
+        .pieces()
         .filter(|&p| allowed(p))
-        .map(|p| (holders[p as usize], rand::random::<u32>(), p))
+        .map(|p| (holders[p.get() as usize], rand::random::<u32>(), p))
         .collect();
     order.sort_unstable();
-    order
-        .into_iter()
-        .map(|(_, _, p)| layout.range(layout.piece(p).expect("p < piece count")))
-        .collect()
+    order.into_iter().map(|(_, _, p)| layout.range(p)).collect()
 }
 
 #[cfg(test)]

@@ -453,7 +453,7 @@ async fn check_pieces(shared: &Shared) -> Result<(), DownloadError> {
             let source = shared.source(index);
             let url = redacted(&source.range.url);
             let peer = source.peer().map(|p| p.name.clone());
-            warn!(piece = piece.index, %url, ?peer, "piece does not match its digest");
+            warn!(piece = %piece.index, %url, ?peer, "piece does not match its digest");
             let _ = shared.t.events.send(Event::BadPiece {
                 index: piece.index,
                 url: url.clone(),
