@@ -10,6 +10,7 @@ pub mod hex;
 pub mod layout;
 pub mod manifest;
 pub mod range;
+pub mod redact;
 pub mod wire;
 
 pub use bitfield::Bitfield;
@@ -18,3 +19,4 @@ pub use content::ContentId;
 pub use layout::{Layout, LayoutError, PieceIndex};
 pub use manifest::{Manifest, ManifestError, PieceDigest, PieceMismatch};
 pub use range::ByteRange;
+pub use redact::SafeUrl;
