@@ -10,6 +10,7 @@ pub mod hex;
 pub mod layout;
 pub mod manifest;
 pub mod range;
+pub mod rate;
 pub mod redact;
 pub mod wire;
 
@@ -19,4 +20,5 @@ pub use content::ContentId;
 pub use layout::{Layout, LayoutError, PieceIndex};
 pub use manifest::{Manifest, ManifestError, PieceDigest, PieceMismatch};
 pub use range::ByteRange;
+pub use rate::TokenBucket;
 pub use redact::SafeUrl;
