@@ -3,6 +3,7 @@
 //! blocks, and (later) the tracker/agent wire types. Anything here can be unit- and
 //! property-tested without a runtime.
 
+pub mod bearer;
 pub mod bitfield;
 pub mod checksum;
 pub mod content;
