@@ -6,6 +6,7 @@
 pub mod bearer;
 pub mod bitfield;
 pub mod checksum;
+pub mod clock;
 pub mod content;
 pub mod hex;
 pub mod layout;
