@@ -1,7 +1,9 @@
 //! Pure types shared by every shoal crate, with no I/O and no async: byte ranges, the
 //! [`Layout`] of a file in pieces, checksum specifications, bitfields of finished pieces or
-//! blocks, and (later) the tracker/agent wire types. Anything here can be unit- and
-//! property-tested without a runtime.
+//! blocks, the tracker/agent wire types, and the small helpers every server and client needs
+//! alike: URLs that redact themselves ([`SafeUrl`]), a [`TokenBucket`], bearer credentials,
+//! safe file names and Unix time. Anything here can be unit- and property-tested without a
+//! runtime.
 
 pub mod bearer;
 pub mod bitfield;
@@ -11,6 +13,7 @@ pub mod content;
 pub mod hex;
 pub mod layout;
 pub mod manifest;
+pub mod naming;
 pub mod range;
 pub mod rate;
 pub mod redact;
