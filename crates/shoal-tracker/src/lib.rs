@@ -39,7 +39,7 @@ pub use store::{
 };
 
 use crate::metrics::Metrics;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::RequestLimiter;
 
 /// Server settings other than storage and tokens.
 #[derive(Debug, Clone)]
@@ -79,7 +79,7 @@ struct Shared<S> {
     store: S,
     tokens: Tokens,
     options: TrackerOptions,
-    limiter: RateLimiter,
+    limiter: RequestLimiter,
     metrics: Metrics,
 }
 
@@ -95,7 +95,7 @@ impl<S: Store> AppState<S> {
     pub fn new(store: S, tokens: Tokens, options: TrackerOptions) -> Self {
         Self {
             shared: Arc::new(Shared {
-                limiter: RateLimiter::new(options.rate_limit, options.clock.clone()),
+                limiter: RequestLimiter::new(options.rate_limit, options.clock.clone()),
                 store,
                 tokens,
                 options,
