@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use std::sync::{
     mpsc, Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
+use shoal_core::clock::unix_now;
 use shoal_core::wire::{
     AgentId, AgentSummary, AnnounceRequest, ContentSummary, HeartbeatRequest, LeaseGrant,
     ManifestPublished, PeersResponse, SwarmInfo, UrlKey, UrlMapping,
@@ -168,12 +168,6 @@ fn upsert_rows(conn: &mut Connection, rows: &[CatalogRow]) -> rusqlite::Result<(
         }
     }
     tx.commit()
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn read_mapping(conn: &Connection, key: &UrlKey) -> rusqlite::Result<Option<UrlMapping>> {

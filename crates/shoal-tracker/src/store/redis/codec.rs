@@ -2,7 +2,6 @@
 //! independent of any serialization format's version.
 
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use shoal_core::wire::{AgentId, UrlKey};
 use shoal_core::{Bitfield, ContentId, Layout};
@@ -133,12 +132,6 @@ pub(super) fn url_field(key: &UrlKey) -> String {
         key.etag.as_deref().unwrap_or(""),
         key.last_modified.as_deref().unwrap_or("")
     )
-}
-
-pub(super) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Pipeline, RedisError};
+use shoal_core::clock::unix_now;
 use shoal_core::wire::{
     AgentId, AgentSummary, AnnounceRequest, ContentSummary, HeartbeatRequest, LeaseGrant,
     ManifestPublished, PackedBits, Peer, PeersResponse, SwarmInfo, UrlKey, UrlMapping,
@@ -51,8 +52,7 @@ mod swarms;
 pub use codec::redact;
 use codec::{
     content_of, damaged, decode_agent, decode_entry, decode_layout, decode_pieces, encode_agent,
-    encode_layout, encode_pieces, held_key, holders_key, reported_key, unix_now, url_field,
-    AgentInfo,
+    encode_layout, encode_pieces, held_key, holders_key, reported_key, url_field, AgentInfo,
 };
 use swarms::{SwarmScripts, SWARMS};
 
