@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use shoal_core::redact::without_credentials;
 use shoal_core::wire::{AgentId, UrlKey};
 use shoal_core::{Bitfield, ContentId, Layout};
 
@@ -12,11 +13,7 @@ use super::super::StoreError;
 /// `redis://host:port/db` with any user name and password left out.
 pub fn redact(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut parsed) => {
-            let _ = parsed.set_username("");
-            let _ = parsed.set_password(None);
-            parsed.to_string()
-        }
+        Ok(parsed) => without_credentials(&parsed).into(),
         Err(_) => "an unparsable redis URL".into(),
     }
 }
