@@ -36,7 +36,7 @@ pub use clock::Clock;
 pub use error::ApiError;
 pub use ratelimit::RateLimit;
 pub use store::{
-    RedisStore, SqliteLocation, SqliteStore, Store, StoreError, StoreOptions, SwarmOptions,
+    RedisStore, SqliteLocation, SqliteStore, Store, StoreError, StoreOptions, SwarmLimits,
 };
 
 use crate::metrics::Metrics;

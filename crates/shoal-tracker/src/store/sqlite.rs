@@ -23,7 +23,7 @@ use super::memory::{CatalogRow, Memory};
 use super::swarms::SwarmTable;
 use super::{
     AgentPage, Caller, ContentSearch, DigestsPublished, NewSwarm, PeerQuery, PeerReport,
-    Registration, Store, StoreError, StoreOptions, StoreStats, SwarmOptions, Swept,
+    Registration, Store, StoreError, StoreOptions, StoreStats, SwarmLimits, Swept,
 };
 use crate::clock::Clock;
 
@@ -240,16 +240,16 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 db: Db { jobs },
                 memory: RwLock::new(memory),
-                swarms: Mutex::new(SwarmTable::new(SwarmOptions::default())),
+                swarms: Mutex::new(SwarmTable::new(SwarmLimits::default())),
                 clock: options.clock,
             }),
         })
     }
 
-    /// Sets the limits of URL swarms (the default is [`SwarmOptions::default`]); clones share
+    /// Sets the limits of URL swarms (the default is [`SwarmLimits::default`]); clones share
     /// them.
-    pub fn with_swarms(self, options: SwarmOptions) -> Self {
-        self.swarms().set_options(options);
+    pub fn with_swarms(self, limits: SwarmLimits) -> Self {
+        self.swarms().set_limits(limits);
         self
     }
 

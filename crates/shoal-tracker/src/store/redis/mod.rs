@@ -42,7 +42,7 @@ use shoal_core::{ContentId, Layout, Manifest, PieceDigest};
 use super::memory::{check_have, check_holdings, fnv1a, useful_pieces, Checked, PeerKey, Pieces};
 use super::{
     AgentPage, Caller, ContentSearch, DigestsPublished, NewSwarm, PeerQuery, PeerReport,
-    Registration, Store, StoreError, StoreOptions, StoreStats, SwarmOptions, Swept,
+    Registration, Store, StoreError, StoreOptions, StoreStats, SwarmLimits, Swept,
 };
 use crate::clock::Clock;
 
@@ -91,7 +91,7 @@ pub struct RedisStore {
     lease_ms: u64,
     clock: Clock,
     sweep: Arc<redis::Script>,
-    swarm_options: SwarmOptions,
+    swarm_limits: SwarmLimits,
     swarm_scripts: Arc<SwarmScripts>,
 }
 
@@ -160,7 +160,7 @@ impl RedisStore {
             lease_ms: options.lease.as_millis() as u64,
             clock: options.clock,
             sweep: Arc::new(redis::Script::new(SWEEP)),
-            swarm_options: SwarmOptions::default(),
+            swarm_limits: SwarmLimits::default(),
             swarm_scripts: Arc::new(SwarmScripts::new()),
         };
         let mut conn = store.conn.clone();

@@ -25,7 +25,7 @@ use super::{RedisStore, CATALOG, LEASES};
 use crate::store::memory::check_piece;
 use crate::store::swarms::{check_indices, check_publisher};
 use crate::store::{
-    Caller, DigestsPublished, NewSwarm, PeerReport, StoreError, SwarmOptions, REPORT_HOLD,
+    Caller, DigestsPublished, NewSwarm, PeerReport, StoreError, SwarmLimits, REPORT_HOLD,
 };
 
 pub(super) const SWARMS: &str = "shoal:swarms";
@@ -171,16 +171,16 @@ fn pairs(flat: Vec<Vec<u8>>) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
 }
 
 impl RedisStore {
-    /// Sets the limits of URL swarms (the default is [`SwarmOptions::default`]); call it before
+    /// Sets the limits of URL swarms (the default is [`SwarmLimits::default`]); call it before
     /// cloning the store.
-    pub fn with_swarms(mut self, options: SwarmOptions) -> Self {
-        self.swarm_options = options;
+    pub fn with_swarms(mut self, limits: SwarmLimits) -> Self {
+        self.swarm_limits = limits;
         self
     }
 
     /// The score at or below which a swarm has lapsed, as Lua compares it.
     fn lapsed_at(&self, now: u64) -> i64 {
-        now as i64 - self.swarm_options.ttl.as_millis() as i64
+        now as i64 - self.swarm_limits.ttl.as_millis() as i64
     }
 
     /// Whether a swarm last touched at this score (if it has one) is running at `now`.
@@ -209,7 +209,7 @@ impl RedisStore {
             .arg(&id.as_bytes()[..])
             .arg(now)
             .arg(self.lapsed_at(now))
-            .arg(self.swarm_options.max)
+            .arg(self.swarm_limits.max)
             .arg(encode_layout(new.layout, &[]))
             .arg(info)
             .arg(&*caller.token)
@@ -223,7 +223,7 @@ impl RedisStore {
                 layout: StoredSwarm::decode(pairs(fields))?.layout,
             }),
             _ => Err(StoreError::TooManySwarms {
-                max: self.swarm_options.max,
+                max: self.swarm_limits.max,
             }),
         }
     }
