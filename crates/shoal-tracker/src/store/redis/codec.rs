@@ -10,6 +10,15 @@ use shoal_core::{Bitfield, ContentId, Layout};
 use super::super::memory::Pieces;
 use super::super::StoreError;
 
+pub(super) const CATALOG: &str = "shoal:catalog";
+pub(super) const MANIFESTS: &str = "shoal:manifests";
+pub(super) const URLS: &str = "shoal:urls";
+/// URL (normalized) → the mapping of its most recently published version.
+pub(super) const URLS_LATEST: &str = "shoal:urls:latest";
+pub(super) const LEASES: &str = "shoal:leases";
+pub(super) const AGENTS: &str = "shoal:agents";
+pub(super) const SWARMS: &str = "shoal:swarms";
+
 /// `redis://host:port/db` with any user name and password left out.
 pub fn redact(url: &str) -> String {
     match url::Url::parse(url) {

@@ -20,15 +20,17 @@ use serde::{Deserialize, Serialize};
 use shoal_core::wire::{AgentId, SwarmDigests, SwarmInfo, UrlKey};
 use shoal_core::{ContentId, Layout, PieceDigest};
 
-use super::codec::{damaged, decode_layout, encode_layout, reported_key, swarm_key};
-use super::{RedisStore, CATALOG, LEASES};
+use super::codec::{
+    damaged, decode_layout, encode_layout, holders_key, reported_key, swarm_key, CATALOG, LEASES,
+    SWARMS,
+};
+use super::RedisStore;
 use crate::store::memory::check_piece;
 use crate::store::swarms::{check_indices, check_publisher};
 use crate::store::{
     Caller, DigestsPublished, NewSwarm, PeerReport, StoreError, SwarmLimits, REPORT_HOLD,
 };
 
-pub(super) const SWARMS: &str = "shoal:swarms";
 /// How many lapsed swarms one sweep script deletes, so that it never blocks Redis for long.
 const SWEEP_BATCH: usize = 1000;
 
@@ -296,7 +298,7 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         pipe.hget(CATALOG, field)
             .zscore(LEASES, agent)
-            .hexists(super::codec::holders_key(&report.content), agent);
+            .hexists(holders_key(&report.content), agent);
         let (entry, deadline, held): (Option<Vec<u8>>, Option<f64>, bool) =
             self.query(&pipe).await?;
         let entry = entry.ok_or(StoreError::UnknownContent(report.content))?;
