@@ -19,16 +19,13 @@ use crate::extract::{
     agent_id, content_id, Allow, AnnouncePerm, DigestsBody, JsonBody, ListPerm, QueryParams,
     QueryPerm,
 };
+use crate::limits::{DEFAULT_LIST, DEFAULT_PEERS, MAX_LIST, MAX_PEERS};
 use crate::store::{
     AgentPage, ContentSearch, NewSwarm, PeerQuery, PeerReport, Registration, Store, StoreError,
 };
 use crate::urlkey::normalize;
 use crate::AppState;
 
-pub const DEFAULT_PEERS: u32 = 20;
-pub const MAX_PEERS: u32 = 200;
-pub const DEFAULT_LIST: u32 = 100;
-pub const MAX_LIST: u32 = 1000;
 /// Digests ignored in one publish that get a log line each; the rest get one line together.
 const LOGGED_IGNORED_DIGESTS: usize = 8;
 

@@ -4,7 +4,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use shoal_core::clock::unix_now_ms;
 
 /// Milliseconds since the clock was made (the Unix epoch for [`Clock::wall`]). Cheap to clone
 /// and to read.
@@ -37,9 +39,7 @@ impl Clock {
     pub fn now_ms(&self) -> u64 {
         match &self.0 {
             Source::System(start) => start.elapsed().as_millis() as u64,
-            Source::Wall => SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            Source::Wall => unix_now_ms(),
             Source::Manual(ms) => ms.load(Ordering::Relaxed),
         }
     }

@@ -10,6 +10,7 @@ use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH};
 use axum::http::request::Parts;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
+use shoal_core::bearer::{self, BearerError};
 use shoal_core::wire::AgentId;
 use shoal_core::ContentId;
 
@@ -78,20 +79,15 @@ impl<S: Store, P: Permission> FromRequestParts<AppState<S>> for Allow<P> {
 }
 
 fn authenticate<S: Store>(parts: &Parts, state: &AppState<S>) -> Result<Principal, ApiError> {
-    let value = parts
-        .headers
-        .get(AUTHORIZATION)
-        .ok_or(ApiError::NoToken)?
-        .to_str()
-        .map_err(|_| ApiError::BadToken)?;
-    let (scheme, secret) = value.split_once(' ').ok_or(ApiError::NoToken)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(ApiError::NoToken);
-    }
+    let value = parts.headers.get(AUTHORIZATION).ok_or(ApiError::NoToken)?;
+    let secret = bearer::parse(value.as_bytes()).map_err(|e| match e {
+        BearerError::NotBearer => ApiError::NoToken,
+        BearerError::Malformed => ApiError::BadToken,
+    })?;
     state
         .shared
         .tokens
-        .authenticate(secret.trim())
+        .authenticate(secret)
         .cloned()
         .ok_or(ApiError::BadToken)
 }

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod clock;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
@@ -35,11 +36,11 @@ pub use clock::Clock;
 pub use error::ApiError;
 pub use ratelimit::RateLimit;
 pub use store::{
-    RedisStore, SqliteLocation, SqliteStore, Store, StoreError, StoreOptions, SwarmOptions,
+    RedisStore, SqliteLocation, SqliteStore, Store, StoreError, StoreOptions, SwarmLimits,
 };
 
 use crate::metrics::Metrics;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::RequestLimiter;
 
 /// Server settings other than storage and tokens.
 #[derive(Debug, Clone)]
@@ -79,7 +80,7 @@ struct Shared<S> {
     store: S,
     tokens: Tokens,
     options: TrackerOptions,
-    limiter: RateLimiter,
+    limiter: RequestLimiter,
     metrics: Metrics,
 }
 
@@ -95,7 +96,7 @@ impl<S: Store> AppState<S> {
     pub fn new(store: S, tokens: Tokens, options: TrackerOptions) -> Self {
         Self {
             shared: Arc::new(Shared {
-                limiter: RateLimiter::new(options.rate_limit, options.clock.clone()),
+                limiter: RequestLimiter::new(options.rate_limit, options.clock.clone()),
                 store,
                 tokens,
                 options,

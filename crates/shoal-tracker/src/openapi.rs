@@ -1,7 +1,9 @@
-//! The OpenAPI 3 document served at `/v1/openapi.json`. A test checks that its paths and
-//! methods are exactly the router's ([`crate::api::ROUTES`]).
+//! The OpenAPI 3 document served at `/v1/openapi.json`. A test (`tests/server.rs`) checks that
+//! its paths and methods are exactly the ones the router serves.
 
 use serde_json::{json, Value};
+
+use crate::limits::{DEFAULT_LIST, DEFAULT_PEERS, MAX_LIST, MAX_PEERS};
 
 fn error_responses(codes: &[&str]) -> Value {
     let mut map = serde_json::Map::new();
@@ -146,7 +148,7 @@ pub fn document() -> Value {
     let swarm_id = path_id("Swarm id: 64 hex digits, from the swarm's URL key");
     let limit = query(
         "limit",
-        json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
+        json!({"type": "integer", "minimum": 1, "maximum": MAX_LIST, "default": DEFAULT_LIST}),
         "Page size",
     );
     json!({
@@ -198,7 +200,7 @@ pub fn document() -> Value {
                 "responses": ok("200", "Content", "ContentSummary", &errs(&["400", "404"]))}},
             "/v1/content/{id}/peers": {"get": {"summary": "Up to k live holders: complete first, then most useful pieces, then least load (all roles)",
                 "parameters": [content_id.clone(),
-                    query("k", json!({"type": "integer", "minimum": 1, "maximum": 200, "default": 20}), "How many peers"),
+                    query("k", json!({"type": "integer", "minimum": 1, "maximum": MAX_PEERS, "default": DEFAULT_PEERS}), "How many peers"),
                     query("agent", json!({"type": "string"}), "The asking agent: never returned; its pieces decide usefulness")],
                 "responses": ok("200", "Peers", "PeersResponse", &errs(&["400", "404"]))}},
             "/v1/content/{id}/manifest": {

@@ -1,7 +1,11 @@
 //! Per-token request rate limits: a token bucket per token name, refilled continuously.
 
 use std::collections::HashMap;
+use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use shoal_core::TokenBucket;
 
 use crate::clock::Clock;
 
@@ -22,20 +26,16 @@ impl Default for RateLimit {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at_ms: u64,
-}
-
+/// Keeps each token to its [`RateLimit`], refusing (not delaying) the requests over it.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub struct RequestLimiter {
     limit: RateLimit,
     clock: Clock,
-    buckets: Mutex<HashMap<Arc<str>, Bucket>>,
+    buckets: Mutex<HashMap<Arc<str>, TokenBucket>>,
 }
 
-impl RateLimiter {
+impl RequestLimiter {
+    /// A limiter that reads time from `clock`; every token starts with a full burst.
     pub fn new(limit: RateLimit, clock: Clock) -> Self {
         Self {
             limit,
@@ -46,39 +46,28 @@ impl RateLimiter {
 
     /// Takes one request from `token`'s bucket, or says how many whole seconds to wait.
     pub fn check(&self, token: &Arc<str>) -> Result<(), u64> {
-        if self.limit.per_second == 0 {
+        let Some(rate) = NonZeroU64::new(self.limit.per_second.into()) else {
             return Ok(());
-        }
-        let now = self.clock.now_ms();
-        let rate = f64::from(self.limit.per_second) / 1000.0;
+        };
+        let now = Duration::from_millis(self.clock.now_ms());
         let burst = f64::from(self.limit.burst.max(1));
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        let bucket = buckets.entry(token.clone()).or_insert(Bucket {
-            tokens: burst,
-            at_ms: now,
-        });
-        bucket.tokens = (bucket.tokens + now.saturating_sub(bucket.at_ms) as f64 * rate).min(burst);
-        bucket.at_ms = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait_ms = (1.0 - bucket.tokens) / rate;
-            Err((wait_ms / 1000.0).ceil().max(1.0) as u64)
-        }
+        buckets
+            .entry(token.clone())
+            .or_insert_with(|| TokenBucket::full(rate, burst, now))
+            .try_take(1, now)
+            .map_err(|wait| wait.as_secs_f64().ceil().max(1.0) as u64)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     #[test]
     fn bucket_refills_with_time() {
         let clock = Clock::manual();
-        let limiter = RateLimiter::new(
+        let limiter = RequestLimiter::new(
             RateLimit {
                 per_second: 2,
                 burst: 2,

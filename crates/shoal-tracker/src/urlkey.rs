@@ -2,6 +2,7 @@
 //! scheme and host are lowercased, default ports, `.` and `..` segments and the fragment are
 //! removed, and credentials are stripped (they must never be stored or shown).
 
+use shoal_core::redact::without_credentials;
 use shoal_core::wire::{UrlKey, MAX_FILE_SIZE, MAX_URL_LEN, MAX_VALIDATOR_LEN};
 use url::Url;
 
@@ -17,17 +18,15 @@ pub fn normalize(key: UrlKey, prefix: &str) -> Result<UrlKey, ApiError> {
             format!("url is over {MAX_URL_LEN} bytes"),
         ));
     }
-    let mut url = Url::parse(&key.url)
+    let parsed = Url::parse(&key.url)
         .map_err(|e| ApiError::field(field("url"), format!("url does not parse: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
+    if !matches!(parsed.scheme(), "http" | "https") || !parsed.has_host() {
         return Err(ApiError::field(
             field("url"),
             "url must be an http or https URL with a host",
         ));
     }
-    // Cannot fail for http(s) URLs with a host, which were checked above.
-    let _ = url.set_username("");
-    let _ = url.set_password(None);
+    let mut url = without_credentials(&parsed);
     url.set_fragment(None);
     if key.size > MAX_FILE_SIZE {
         return Err(ApiError::field(

@@ -3,9 +3,9 @@
 mod store_suite;
 
 use shoal_testkit::Redis;
-use shoal_tracker::{Clock, RedisStore, SqliteLocation, SqliteStore, StoreOptions, SwarmOptions};
+use shoal_tracker::{Clock, RedisStore, SqliteLocation, SqliteStore, StoreOptions, SwarmLimits};
 
-store_suite!(sqlite, |clock: Clock, swarms: SwarmOptions| async move {
+store_suite!(sqlite, |clock: Clock, swarms: SwarmLimits| async move {
     let store = SqliteStore::open(
         SqliteLocation::Memory,
         StoreOptions {
@@ -20,7 +20,7 @@ store_suite!(sqlite, |clock: Clock, swarms: SwarmOptions| async move {
 });
 
 // Each case gets its own redis-server (it starts in milliseconds), so cases run in parallel.
-store_suite!(redis, |clock: Clock, swarms: SwarmOptions| async move {
+store_suite!(redis, |clock: Clock, swarms: SwarmLimits| async move {
     let server = Redis::start().unwrap();
     let store = RedisStore::open(
         &server.url(0),

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use shoal_core::hex;
 use shoal_core::wire::{PieceDigestEntry, PublishDigestsRequest, SwarmInfo, UrlKey};
 use shoal_testkit::Redis;
-use shoal_tracker::{Clock, SwarmOptions, TrackerOptions};
+use shoal_tracker::{Clock, SwarmLimits, TrackerOptions};
 
 const SWARMS: &str = "/v1/swarms";
 
@@ -135,7 +135,7 @@ async fn swarms_are_created_joined_and_fed_digests() {
     assert_eq!(peers["peers"][0]["id"], "follower");
 
     // Nothing touched it for the lifetime: gone.
-    server.clock.advance(SwarmOptions::default().ttl);
+    server.clock.advance(SwarmLimits::default().ttl);
     let (status, _) = server.get(&path, READER).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     server.stop().await;
@@ -246,9 +246,9 @@ async fn swarm_requests_are_checked() {
 #[tokio::test]
 async fn the_swarm_table_is_bounded() {
     let server = start(Setup {
-        swarms: SwarmOptions {
+        swarms: SwarmLimits {
             max: 1,
-            ..SwarmOptions::default()
+            ..SwarmLimits::default()
         },
         ..Setup::default()
     })
@@ -500,7 +500,7 @@ async fn replicas_share_swarms_and_reports() {
     assert_eq!(peers["peers"].as_array().unwrap().len(), 1);
     assert_eq!(peers["peers"][0]["id"], "other");
 
-    clock.advance(SwarmOptions::default().ttl);
+    clock.advance(SwarmLimits::default().ttl);
     assert_eq!(
         one.get(&format!("/v1/swarms/{id}"), READER).await.0,
         StatusCode::NOT_FOUND

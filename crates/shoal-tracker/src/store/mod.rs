@@ -4,7 +4,7 @@
 //! catalog of ids, names and layouts) must survive a restart. Soft state (agent leases, what
 //! each agent holds) is rebuilt by agents re-registering, so a backend may keep it in memory.
 //! URL swarms ([`SwarmInfo`]) and reports of bad peers are soft state too, with lifetimes of
-//! their own ([`SwarmOptions`], [`REPORT_HOLD`]).
+//! their own ([`SwarmLimits`], [`REPORT_HOLD`]).
 //! Every operation is small enough to map to a few commands of a networked store: the Redis
 //! backend keeps all of it in Redis, so that tracker replicas share it.
 
@@ -82,7 +82,7 @@ pub struct StoreStats {
 pub struct Swept {
     /// Agents whose lease lapsed.
     pub agents: usize,
-    /// Swarms that no create or publish touched for [`SwarmOptions::ttl`].
+    /// Swarms that no create or publish touched for [`SwarmLimits::ttl`].
     pub swarms: usize,
 }
 
@@ -94,7 +94,7 @@ pub const REPORT_HOLD: Duration = Duration::from_secs(10 * 60);
 /// Limits of URL swarms. Not part of [`StoreOptions`], which callers build field by field;
 /// give them to a store with `with_swarms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SwarmOptions {
+pub struct SwarmLimits {
     /// A swarm that no create or publish touched for this long is gone.
     pub ttl: Duration,
     /// Creating more swarms than this fails with [`StoreError::TooManySwarms`], so that
@@ -103,7 +103,7 @@ pub struct SwarmOptions {
     pub max: usize,
 }
 
-impl Default for SwarmOptions {
+impl Default for SwarmLimits {
     fn default() -> Self {
         Self {
             ttl: Duration::from_secs(60 * 60),

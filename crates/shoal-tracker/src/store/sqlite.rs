@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use std::sync::{
     mpsc, Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
+use shoal_core::clock::unix_now;
 use shoal_core::wire::{
     AgentId, AgentSummary, AnnounceRequest, ContentSummary, HeartbeatRequest, LeaseGrant,
     ManifestPublished, PeersResponse, SwarmInfo, UrlKey, UrlMapping,
@@ -23,7 +23,7 @@ use super::memory::{CatalogRow, Memory};
 use super::swarms::SwarmTable;
 use super::{
     AgentPage, Caller, ContentSearch, DigestsPublished, NewSwarm, PeerQuery, PeerReport,
-    Registration, Store, StoreError, StoreOptions, StoreStats, SwarmOptions, Swept,
+    Registration, Store, StoreError, StoreOptions, StoreStats, SwarmLimits, Swept,
 };
 use crate::clock::Clock;
 
@@ -170,12 +170,6 @@ fn upsert_rows(conn: &mut Connection, rows: &[CatalogRow]) -> rusqlite::Result<(
     tx.commit()
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn read_mapping(conn: &Connection, key: &UrlKey) -> rusqlite::Result<Option<UrlMapping>> {
     conn.prepare_cached(
         "SELECT content, publisher, published_at FROM urls
@@ -246,16 +240,16 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 db: Db { jobs },
                 memory: RwLock::new(memory),
-                swarms: Mutex::new(SwarmTable::new(SwarmOptions::default())),
+                swarms: Mutex::new(SwarmTable::new(SwarmLimits::default())),
                 clock: options.clock,
             }),
         })
     }
 
-    /// Sets the limits of URL swarms (the default is [`SwarmOptions::default`]); clones share
+    /// Sets the limits of URL swarms (the default is [`SwarmLimits::default`]); clones share
     /// them.
-    pub fn with_swarms(self, options: SwarmOptions) -> Self {
-        self.swarms().set_options(options);
+    pub fn with_swarms(self, limits: SwarmLimits) -> Self {
+        self.swarms().set_limits(limits);
         self
     }
 

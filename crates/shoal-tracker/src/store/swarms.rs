@@ -11,7 +11,7 @@ use std::sync::Arc;
 use shoal_core::wire::{AgentId, SwarmDigests, SwarmInfo, UrlKey};
 use shoal_core::{ContentId, Layout, PieceDigest};
 
-use super::{Caller, DigestsPublished, NewSwarm, StoreError, SwarmOptions};
+use super::{Caller, DigestsPublished, NewSwarm, StoreError, SwarmLimits};
 
 #[derive(Debug)]
 struct Swarm {
@@ -39,24 +39,24 @@ impl Swarm {
 
 #[derive(Debug)]
 pub(super) struct SwarmTable {
-    options: SwarmOptions,
+    limits: SwarmLimits,
     swarms: HashMap<ContentId, Swarm>,
 }
 
 impl SwarmTable {
-    pub fn new(options: SwarmOptions) -> Self {
+    pub fn new(limits: SwarmLimits) -> Self {
         Self {
-            options,
+            limits,
             swarms: HashMap::new(),
         }
     }
 
-    pub fn set_options(&mut self, options: SwarmOptions) {
-        self.options = options;
+    pub fn set_limits(&mut self, limits: SwarmLimits) {
+        self.limits = limits;
     }
 
     fn ttl_ms(&self) -> u64 {
-        self.options.ttl.as_millis() as u64
+        self.limits.ttl.as_millis() as u64
     }
 
     fn live(&self, id: &ContentId, now: u64) -> Option<&Swarm> {
@@ -85,9 +85,9 @@ impl SwarmTable {
         }
         // A lapsed swarm of the same key is replaced, so it does not count against the limit.
         self.swarms.remove(&id);
-        if self.swarms.len() >= self.options.max {
+        if self.swarms.len() >= self.limits.max {
             return Err(StoreError::TooManySwarms {
-                max: self.options.max,
+                max: self.limits.max,
             });
         }
         let swarm = Swarm {

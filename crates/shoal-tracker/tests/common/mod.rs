@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use shoal_core::Manifest;
 use shoal_tracker::{
     AppState, Clock, RateLimit, RedisStore, Role, SqliteLocation, SqliteStore, Store, StoreOptions,
-    SwarmOptions, Tokens, TrackerOptions,
+    SwarmLimits, Tokens, TrackerOptions,
 };
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -37,7 +37,7 @@ pub struct Setup {
     pub rate_limit: RateLimit,
     pub body_limit: usize,
     pub clock: Clock,
-    pub swarms: SwarmOptions,
+    pub swarms: SwarmLimits,
 }
 
 impl Default for Setup {
@@ -50,7 +50,7 @@ impl Default for Setup {
             },
             body_limit: 64 * 1024,
             clock: Clock::manual(),
-            swarms: SwarmOptions::default(),
+            swarms: SwarmLimits::default(),
         }
     }
 }

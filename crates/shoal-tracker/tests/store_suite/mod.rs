@@ -1,8 +1,8 @@
 //! The store test suite, written once against the `Store` trait. A backend runs all of it with
 //! one line:
-//! `store_suite!(name, |clock: Clock, swarms: SwarmOptions| async move { (store, guard) });`
+//! `store_suite!(name, |clock: Clock, swarms: SwarmLimits| async move { (store, guard) });`
 //! The clock is the one the store's leases follow; the suite moves it forward. `swarms` are the
-//! swarm limits the store must use ([`swarm_options`]). The guard lives as long as the case
+//! swarm limits the store must use ([`swarm_limits`]). The guard lives as long as the case
 //! (e.g. the Redis server the store talks to); `()` when none is needed.
 
 use std::sync::Arc;
@@ -15,14 +15,14 @@ use shoal_core::{Bitfield, ContentId, Layout, Manifest};
 use shoal_tracker::store::{
     AgentPage, Caller, ContentSearch, NewSwarm, PeerQuery, PeerReport, Registration, REPORT_HOLD,
 };
-use shoal_tracker::{Clock, Store, StoreError, SwarmOptions};
+use shoal_tracker::{Clock, Store, StoreError, SwarmLimits};
 
 pub const LEASE: Duration = Duration::from_secs(10);
 pub const SWARM_TTL: Duration = Duration::from_secs(3600);
 pub const MAX_SWARMS: usize = 3;
 
-pub fn swarm_options() -> SwarmOptions {
-    SwarmOptions {
+pub fn swarm_limits() -> SwarmLimits {
+    SwarmLimits {
         ttl: SWARM_TTL,
         max: MAX_SWARMS,
     }
@@ -41,7 +41,7 @@ macro_rules! store_suite {
                     #[tokio::test]
                     async fn $name() {
                         let clock = shoal_tracker::Clock::manual();
-                        let (store, _guard) = ($make)(clock.clone(), suite::swarm_options()).await;
+                        let (store, _guard) = ($make)(clock.clone(), suite::swarm_limits()).await;
                         suite::$name(store, clock).await;
                     }
                 };

@@ -2,22 +2,27 @@
 //! independent of any serialization format's version.
 
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use shoal_core::redact::without_credentials;
 use shoal_core::wire::{AgentId, UrlKey};
 use shoal_core::{Bitfield, ContentId, Layout};
 
 use super::super::memory::Pieces;
 use super::super::StoreError;
 
+pub(super) const CATALOG: &str = "shoal:catalog";
+pub(super) const MANIFESTS: &str = "shoal:manifests";
+pub(super) const URLS: &str = "shoal:urls";
+/// URL (normalized) → the mapping of its most recently published version.
+pub(super) const URLS_LATEST: &str = "shoal:urls:latest";
+pub(super) const LEASES: &str = "shoal:leases";
+pub(super) const AGENTS: &str = "shoal:agents";
+pub(super) const SWARMS: &str = "shoal:swarms";
+
 /// `redis://host:port/db` with any user name and password left out.
 pub fn redact(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut parsed) => {
-            let _ = parsed.set_username("");
-            let _ = parsed.set_password(None);
-            parsed.to_string()
-        }
+        Ok(parsed) => without_credentials(&parsed).into(),
         Err(_) => "an unparsable redis URL".into(),
     }
 }
@@ -133,12 +138,6 @@ pub(super) fn url_field(key: &UrlKey) -> String {
         key.etag.as_deref().unwrap_or(""),
         key.last_modified.as_deref().unwrap_or("")
     )
-}
-
-pub(super) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

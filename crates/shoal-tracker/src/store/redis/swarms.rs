@@ -20,15 +20,17 @@ use serde::{Deserialize, Serialize};
 use shoal_core::wire::{AgentId, SwarmDigests, SwarmInfo, UrlKey};
 use shoal_core::{ContentId, Layout, PieceDigest};
 
-use super::codec::{damaged, decode_layout, encode_layout, reported_key, swarm_key};
-use super::{RedisStore, CATALOG, LEASES};
+use super::codec::{
+    damaged, decode_layout, encode_layout, holders_key, reported_key, swarm_key, CATALOG, LEASES,
+    SWARMS,
+};
+use super::RedisStore;
 use crate::store::memory::check_piece;
 use crate::store::swarms::{check_indices, check_publisher};
 use crate::store::{
-    Caller, DigestsPublished, NewSwarm, PeerReport, StoreError, SwarmOptions, REPORT_HOLD,
+    Caller, DigestsPublished, NewSwarm, PeerReport, StoreError, SwarmLimits, REPORT_HOLD,
 };
 
-pub(super) const SWARMS: &str = "shoal:swarms";
 /// How many lapsed swarms one sweep script deletes, so that it never blocks Redis for long.
 const SWEEP_BATCH: usize = 1000;
 
@@ -171,16 +173,16 @@ fn pairs(flat: Vec<Vec<u8>>) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
 }
 
 impl RedisStore {
-    /// Sets the limits of URL swarms (the default is [`SwarmOptions::default`]); call it before
+    /// Sets the limits of URL swarms (the default is [`SwarmLimits::default`]); call it before
     /// cloning the store.
-    pub fn with_swarms(mut self, options: SwarmOptions) -> Self {
-        self.swarm_options = options;
+    pub fn with_swarms(mut self, limits: SwarmLimits) -> Self {
+        self.swarm_limits = limits;
         self
     }
 
     /// The score at or below which a swarm has lapsed, as Lua compares it.
     fn lapsed_at(&self, now: u64) -> i64 {
-        now as i64 - self.swarm_options.ttl.as_millis() as i64
+        now as i64 - self.swarm_limits.ttl.as_millis() as i64
     }
 
     /// Whether a swarm last touched at this score (if it has one) is running at `now`.
@@ -209,7 +211,7 @@ impl RedisStore {
             .arg(&id.as_bytes()[..])
             .arg(now)
             .arg(self.lapsed_at(now))
-            .arg(self.swarm_options.max)
+            .arg(self.swarm_limits.max)
             .arg(encode_layout(new.layout, &[]))
             .arg(info)
             .arg(&*caller.token)
@@ -223,7 +225,7 @@ impl RedisStore {
                 layout: StoredSwarm::decode(pairs(fields))?.layout,
             }),
             _ => Err(StoreError::TooManySwarms {
-                max: self.swarm_options.max,
+                max: self.swarm_limits.max,
             }),
         }
     }
@@ -296,7 +298,7 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         pipe.hget(CATALOG, field)
             .zscore(LEASES, agent)
-            .hexists(super::codec::holders_key(&report.content), agent);
+            .hexists(holders_key(&report.content), agent);
         let (entry, deadline, held): (Option<Vec<u8>>, Option<f64>, bool) =
             self.query(&pipe).await?;
         let entry = entry.ok_or(StoreError::UnknownContent(report.content))?;
