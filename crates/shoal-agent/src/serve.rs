@@ -21,7 +21,8 @@
 //!
 //! `GET /v1/pieces/{content_id}/have?after=N` answers which pieces are verified here
 //! ([`PeerHave`]), once more than `N` are (or after [`HAVE_WAIT`]): downloaders poll it to
-//! fetch what this agent verifies as soon as it has it. It takes the same token.
+//! fetch what this agent verifies as soon as it has it. It takes the same token. The requests
+//! and answers of both routes are defined in [`shoal_core::wire::peer`].
 //!
 //! Several ranges in one request are refused (416) rather than served as multipart: the
 //! engine asks for one range per request, and multipart would be a second body format to
@@ -49,9 +50,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use shoal_core::content::ContentIdError;
-use shoal_core::wire::{ErrorBody, PackedBits};
+use shoal_core::wire::peer::{self, HaveQuery, PeerHave, HAVE_WAIT};
+use shoal_core::wire::ErrorBody;
 use shoal_core::{ByteRange, ContentId};
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -65,11 +66,6 @@ const CHUNK: usize = 256 * 1024;
 /// The smallest chunk under a low rate limit: smaller chunks pace more smoothly, but below
 /// this the per-chunk overhead of a blocking read dominates.
 const MIN_CHUNK: usize = 16 * 1024;
-
-/// The request path of a content's bytes on a piece server.
-pub fn path(id: &ContentId) -> String {
-    format!("/v1/pieces/{id}")
-}
 
 /// Piece server settings.
 #[derive(Clone)]
@@ -215,8 +211,8 @@ impl Drop for Slot {
 /// paths get axum's empty 404 unless the merged router sets its own fallback.
 pub fn app(server: PieceServer) -> Router {
     Router::new()
-        .route("/v1/pieces/{content_id}", get(piece))
-        .route("/v1/pieces/{content_id}/have", get(have))
+        .route(peer::path::PIECES_ROUTE, get(piece))
+        .route(peer::path::HAVE_ROUTE, get(have))
         .with_state(server)
 }
 
@@ -314,35 +310,6 @@ async fn piece(
         .expect("piece headers are valid"))
 }
 
-/// The most a `have` request waits for news.
-pub const HAVE_WAIT: Duration = Duration::from_secs(1);
-
-/// The path of a content's bitfield here, for clients.
-pub fn have_path(id: &ContentId) -> String {
-    format!("/v1/pieces/{id}/have")
-}
-
-/// Query of `GET /v1/pieces/{id}/have`.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HaveQuery {
-    /// Answer only once more than this many pieces are verified (or after [`HAVE_WAIT`]).
-    #[serde(default)]
-    pub after: Option<u32>,
-}
-
-/// What this agent holds of a content: its answer to `GET /v1/pieces/{id}/have`, which
-/// downloaders poll so that a piece verified here is fetched from here within a round trip,
-/// rather than after the tracker heard of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerHave {
-    /// Verified pieces.
-    pub count: u32,
-    /// Which, while some are missing; absent once every piece is held.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pieces: Option<PackedBits>,
-}
-
 async fn have(
     State(server): State<PieceServer>,
     headers: HeaderMap,
@@ -362,11 +329,7 @@ async fn have(
         let mut count = entry.watch_count();
         let _ = tokio::time::timeout(HAVE_WAIT, count.wait_for(|&n| n > after)).await;
     }
-    let have = entry.have();
-    Ok(Json(PeerHave {
-        count: have.count_ones(),
-        pieces: (!have.is_full()).then(|| PackedBits::of(&have)),
-    }))
+    Ok(Json(PeerHave::of(&entry.have())))
 }
 
 /// Names the pieces of `range` that are not verified, for the error answer.
