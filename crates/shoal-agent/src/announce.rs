@@ -266,7 +266,7 @@ mod tests {
     use shoal_core::Manifest;
 
     use super::*;
-    use crate::catalog::{Entry, Origin};
+    use crate::catalog::{Entry, Provenance};
 
     #[test]
     fn a_delta_sends_added_contents_whole_and_pieces_of_the_others() {
@@ -276,7 +276,7 @@ mod tests {
             Arc::new(Entry::new(
                 manifest,
                 "f".into(),
-                Origin::Fetched,
+                Provenance::Fetched,
                 PathBuf::new(),
             ))
         };

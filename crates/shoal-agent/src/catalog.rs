@@ -12,9 +12,10 @@ use shoal_core::wire::{Holding, PackedBits};
 use shoal_core::{Bitfield, ByteRange, ContentId, Layout, Manifest};
 use tokio::sync::watch;
 
-/// Where a content's bytes come from.
+/// How the agent came to hold a content, which says what keeps the entry up to date: the
+/// shared directory's scans, or the store of fetched contents (and its eviction).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
+pub enum Provenance {
     /// A file in the shared directory, served in place.
     Shared,
     /// Fetched into the data directory; kept and seeded until evicted.
@@ -30,7 +31,7 @@ pub struct Entry {
     manifest: Option<Arc<Manifest>>,
     /// The name people search by (the file name).
     pub name: String,
-    pub origin: Origin,
+    pub provenance: Provenance,
     /// Where the bytes are read from now: a `.part` file while downloading, the final file
     /// after.
     path: RwLock<PathBuf>,
@@ -44,14 +45,19 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn new(manifest: Arc<Manifest>, name: String, origin: Origin, path: PathBuf) -> Self {
+    pub fn new(
+        manifest: Arc<Manifest>,
+        name: String,
+        provenance: Provenance,
+        path: PathBuf,
+    ) -> Self {
         let have = Bitfield::new(manifest.layout().piece_count());
         Self {
             id: manifest.id(),
             layout: manifest.layout(),
             manifest: Some(manifest),
             name,
-            origin,
+            provenance,
             path: RwLock::new(path),
             file: Mutex::new(None),
             have: RwLock::new(have),
@@ -67,7 +73,7 @@ impl Entry {
             layout,
             manifest: None,
             name,
-            origin: Origin::Fetched,
+            provenance: Provenance::Fetched,
             path: RwLock::new(path),
             file: Mutex::new(None),
             have: RwLock::new(Bitfield::new(layout.piece_count())),
@@ -76,8 +82,13 @@ impl Entry {
     }
 
     /// An entry whose every piece is held (a shared file, or a finished download).
-    pub fn complete(manifest: Arc<Manifest>, name: String, origin: Origin, path: PathBuf) -> Self {
-        let entry = Self::new(manifest, name, origin, path);
+    pub fn complete(
+        manifest: Arc<Manifest>,
+        name: String,
+        provenance: Provenance,
+        path: PathBuf,
+    ) -> Self {
+        let entry = Self::new(manifest, name, provenance, path);
         *entry.have.write().expect("have lock") = Bitfield::full(entry.piece_count());
         entry.count.send_replace(entry.piece_count());
         entry
@@ -295,7 +306,7 @@ mod tests {
         Arc::new(Entry::new(
             manifest,
             "f".into(),
-            Origin::Fetched,
+            Provenance::Fetched,
             PathBuf::from("/nowhere"),
         ))
     }

@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 use url::Url;
 
-use crate::catalog::{Catalog, Entry, Origin};
+use crate::catalog::{Catalog, Entry, Provenance};
 use crate::objects::{now, Objects, ObjectsError, Pin, Record};
 use crate::peers;
 use crate::piece_size;
@@ -44,19 +44,26 @@ const IN_ORDER_MIN_CHUNK: u64 = 256 << 10;
 /// How often a follower asks for digests without being short of one.
 const DIGESTS_ROUTINE: Duration = Duration::from_secs(1);
 
+/// Why a fetch through the agent failed (unlike the engine's `http::FetchError`, which is one
+/// HTTP request's failure).
 #[derive(Debug, Error)]
-pub enum FetchError {
+pub enum AgentFetchError {
+    /// The engine's download failed.
     #[error(transparent)]
     Download(#[from] DownloadError),
+    /// The tracker refused or did not answer, where the fetch could not do without it.
     #[error(transparent)]
     Tracker(#[from] TrackerError),
+    /// The content could not be kept in the data directory.
     #[error(transparent)]
     Objects(#[from] ObjectsError),
+    /// The tracker's manifest is not the content's: its hash is another id.
     #[error("the tracker's manifest for {content} hashes to {actual}; not using it")]
     ForgedManifest {
         content: ContentId,
         actual: ContentId,
     },
+    /// A fetch by content id (or of a swarm) in an agent started without a tracker.
     #[error("{0} needs a tracker to find its peers; start the agent with --tracker")]
     NoTracker(String),
 }
@@ -168,7 +175,7 @@ impl Fetcher {
         want: Want,
         events: EventSender,
         cancel: CancellationToken,
-    ) -> Result<Fetched, FetchError> {
+    ) -> Result<Fetched, AgentFetchError> {
         let key = match &want {
             Want::Url(url) => url.to_string(),
             Want::Content(id) => id.to_string(),
@@ -215,11 +222,11 @@ struct OriginUrl {
 }
 
 impl Job<'_> {
-    fn tracker(&self, what: &str) -> Result<&TrackerClient, FetchError> {
+    fn tracker(&self, what: &str) -> Result<&TrackerClient, AgentFetchError> {
         self.f
             .tracker
             .as_ref()
-            .ok_or_else(|| FetchError::NoTracker(what.to_string()))
+            .ok_or_else(|| AgentFetchError::NoTracker(what.to_string()))
     }
 
     /// The content if held whole already.
@@ -242,14 +249,14 @@ impl Job<'_> {
         &self,
         id: ContentId,
         origin: Option<OriginUrl>,
-    ) -> Result<Fetched, FetchError> {
+    ) -> Result<Fetched, AgentFetchError> {
         if let Some(held) = self.held(&id) {
             return Ok(held);
         }
         let tracker = self.tracker(&format!("content {id}"))?;
         let manifest = tracker.manifest(&id).await?;
         if manifest.id() != id {
-            return Err(FetchError::ForgedManifest {
+            return Err(AgentFetchError::ForgedManifest {
                 content: id,
                 actual: manifest.id(),
             });
@@ -268,7 +275,7 @@ impl Job<'_> {
         let entry = Arc::new(Entry::new(
             manifest.clone(),
             name.clone(),
-            Origin::Fetched,
+            Provenance::Fetched,
             part_path(&path),
         ));
         self.f.catalog.insert(entry.clone());
@@ -315,7 +322,7 @@ impl Job<'_> {
         digests: Digests,
         origin: OriginUse,
         leader: Option<AgentId>,
-    ) -> Result<Summary, FetchError> {
+    ) -> Result<Summary, AgentFetchError> {
         let stop = self.cancel.child_token();
         let (peers, refresher) = peers::follow(
             peers::Watch {
@@ -389,7 +396,12 @@ impl Job<'_> {
     }
 
     /// Records a content held whole in the objects, and makes room for it.
-    fn keep(&self, manifest: &Manifest, name: &str, url: Option<UrlKey>) -> Result<(), FetchError> {
+    fn keep(
+        &self,
+        manifest: &Manifest,
+        name: &str,
+        url: Option<UrlKey>,
+    ) -> Result<(), AgentFetchError> {
         self.f.objects.save(&Record {
             manifest: manifest.clone(),
             name: name.to_string(),
@@ -400,7 +412,7 @@ impl Job<'_> {
         Ok(())
     }
 
-    async fn url(&self, url: Url) -> Result<Fetched, FetchError> {
+    async fn url(&self, url: Url) -> Result<Fetched, AgentFetchError> {
         let version = match shoal_engine::url_version(&url, &self.f.options.http).await {
             Ok(version) => version,
             Err(e) => return self.origin_down(url, e).await,
@@ -442,7 +454,9 @@ impl Job<'_> {
         } else {
             match self.follow(&origin, &swarm).await {
                 Ok(fetched) => Ok(fetched),
-                Err(FetchError::Download(e)) if e.kind() != shoal_engine::ErrorKind::Cancelled => {
+                Err(AgentFetchError::Download(e))
+                    if e.kind() != shoal_engine::ErrorKind::Cancelled =>
+                {
                     warn!(
                         swarm = %swarm.id,
                         "the swarm for {} did not finish ({e}); fetching from the origin",
@@ -457,7 +471,11 @@ impl Job<'_> {
 
     /// The origin did not say which version it serves: when it cannot be reached at all, the
     /// newest version the tracker knows for the URL is fetched from the swarm alone.
-    async fn origin_down(&self, url: Url, error: DownloadError) -> Result<Fetched, FetchError> {
+    async fn origin_down(
+        &self,
+        url: Url,
+        error: DownloadError,
+    ) -> Result<Fetched, AgentFetchError> {
         let down = matches!(&error, DownloadError::Network { .. })
             || matches!(&error, DownloadError::HttpStatus { status, .. } if *status >= 500);
         let (true, Some(tracker)) = (down, &self.f.tracker) else {
@@ -482,7 +500,7 @@ impl Job<'_> {
 
     /// Fetches from the origin, hashing pieces as they complete: without a tracker, or when
     /// the file is empty. The manifest is published if a tracker answers.
-    async fn alone(&self, origin: OriginUrl) -> Result<Fetched, FetchError> {
+    async fn alone(&self, origin: OriginUrl) -> Result<Fetched, AgentFetchError> {
         let size = origin.version.size;
         let layout = Layout::new(size, piece_size::for_size(size)).expect("a valid piece size");
         let tmp = self.f.objects.dir().join(format!(
@@ -510,7 +528,7 @@ impl Job<'_> {
 
     /// Leads a URL swarm: fetches from the origin, publishes each piece's digest, and only
     /// then marks the piece held so followers can check it.
-    async fn lead(&self, origin: OriginUrl, swarm: SwarmInfo) -> Result<Fetched, FetchError> {
+    async fn lead(&self, origin: OriginUrl, swarm: SwarmInfo) -> Result<Fetched, AgentFetchError> {
         info!(swarm = %swarm.id, url = %swarm.key.url, "leading the swarm: fetching from the origin");
         let (path, _pin) = self.join(&origin, &swarm);
         let (summary, digests) = self
@@ -522,7 +540,11 @@ impl Job<'_> {
 
     /// Follows a URL swarm: pieces from the leader and the other followers, each checked
     /// against the digest the leader published.
-    async fn follow(&self, origin: &OriginUrl, swarm: &SwarmInfo) -> Result<Fetched, FetchError> {
+    async fn follow(
+        &self,
+        origin: &OriginUrl,
+        swarm: &SwarmInfo,
+    ) -> Result<Fetched, AgentFetchError> {
         info!(swarm = %swarm.id, leader = %swarm.leader, url = %swarm.key.url, "following the swarm");
         let n = swarm.layout.piece_count();
         let known = swarm
@@ -580,7 +602,7 @@ impl Job<'_> {
         path: &std::path::Path,
         layout: Layout,
         swarm: Option<ContentId>,
-    ) -> Result<(Summary, Vec<Option<PieceDigest>>), FetchError> {
+    ) -> Result<(Summary, Vec<Option<PieceDigest>>), AgentFetchError> {
         let mut options =
             DownloadOptions::new(origin.url.clone(), Output::File(path.to_path_buf()));
         options.existing = Existing::Overwrite;
@@ -688,13 +710,13 @@ impl Job<'_> {
         digests: Vec<Option<PieceDigest>>,
         summary: Summary,
         swarm: Option<ContentId>,
-    ) -> Result<Fetched, FetchError> {
+    ) -> Result<Fetched, AgentFetchError> {
         let digests: Vec<PieceDigest> = digests
             .into_iter()
             .enumerate()
             .map(|(i, d)| {
                 d.ok_or_else(|| {
-                    FetchError::Download(DownloadError::Network {
+                    AgentFetchError::Download(DownloadError::Network {
                         url: shoal_engine::redact::redacted(&origin.url),
                         detail: format!("piece {i} was never hashed"),
                         tries: 1,
@@ -721,7 +743,7 @@ impl Job<'_> {
         self.f.catalog.insert(Arc::new(Entry::complete(
             manifest.clone(),
             name.clone(),
-            Origin::Fetched,
+            Provenance::Fetched,
             target.clone(),
         )));
         let key = key_of(&origin.version);

@@ -21,7 +21,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::catalog::{Catalog, Entry, Origin};
+use crate::catalog::{Catalog, Entry, Provenance};
 use crate::piece_size;
 
 pub const DEFAULT_HASH_THREADS: usize = 2;
@@ -240,8 +240,8 @@ impl Share {
     }
 }
 
-/// Makes the catalog's [`Origin::Shared`] entries match `files` exactly, leaving
-/// [`Origin::Fetched`] entries alone. Files with identical bytes share one content id and so
+/// Makes the catalog's [`Provenance::Shared`] entries match `files` exactly, leaving
+/// [`Provenance::Fetched`] entries alone. Files with identical bytes share one content id and so
 /// one entry, which stays while any of them remains.
 pub fn apply(catalog: &Catalog, files: &[SharedFile]) {
     let mut wanted: HashMap<ContentId, Vec<&SharedFile>> = HashMap::new();
@@ -249,7 +249,7 @@ pub fn apply(catalog: &Catalog, files: &[SharedFile]) {
         wanted.entry(file.manifest.id()).or_default().push(file);
     }
     for entry in catalog.entries() {
-        if entry.origin == Origin::Shared && !wanted.contains_key(&entry.id()) {
+        if entry.provenance == Provenance::Shared && !wanted.contains_key(&entry.id()) {
             catalog.remove(&entry.id());
         }
     }
@@ -258,14 +258,14 @@ pub fn apply(catalog: &Catalog, files: &[SharedFile]) {
         // A held entry stays as long as it reads from one of the files with these bytes; one
         // whose file was renamed or deleted is replaced so path and name are right again.
         let keep = current.is_some_and(|e| {
-            e.origin == Origin::Fetched || same.iter().any(|f| f.path == e.path())
+            e.provenance == Provenance::Fetched || same.iter().any(|f| f.path == e.path())
         });
         if !keep {
             let file = same[0];
             catalog.insert(Arc::new(Entry::complete(
                 file.manifest.clone(),
                 file.name.clone(),
-                Origin::Shared,
+                Provenance::Shared,
                 file.path.clone(),
             )));
         }
@@ -703,7 +703,7 @@ mod tests {
         let fetched = Arc::new(Entry::new(
             Arc::new(Manifest::of_bytes(b"fetched", 4).unwrap()),
             "fetched".into(),
-            Origin::Fetched,
+            Provenance::Fetched,
             PathBuf::from("/data/fetched"),
         ));
         catalog.insert(fetched.clone());
@@ -716,7 +716,9 @@ mod tests {
         let old_id = file(&report, "edit").manifest.id();
         assert_eq!(catalog.entries().len(), 3);
         let entry = catalog.get(&gone_id).unwrap();
-        assert!(entry.is_complete() && entry.origin == Origin::Shared && entry.name == "gone");
+        assert!(
+            entry.is_complete() && entry.provenance == Provenance::Shared && entry.name == "gone"
+        );
         catalog.take_changes();
 
         fs::remove_file(&gone).unwrap();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_agent::serve::{self, PieceServer, ServeOptions};
-use shoal_agent::{Catalog, Entry, Origin};
+use shoal_agent::{Catalog, Entry, Provenance};
 use shoal_core::wire::peer::{path, PeerHave};
 use shoal_core::wire::ErrorBody;
 use shoal_core::{ContentId, Manifest};
@@ -181,7 +181,7 @@ impl Peer {
         let path = self.dir.path().join(name);
         std::fs::write(&path, data).unwrap();
         let manifest = Arc::new(Manifest::of_bytes(data, PIECE).unwrap());
-        let entry = Arc::new(Entry::new(manifest, name.into(), Origin::Fetched, path));
+        let entry = Arc::new(Entry::new(manifest, name.into(), Provenance::Fetched, path));
         self.catalog.insert(entry.clone());
         entry
     }
