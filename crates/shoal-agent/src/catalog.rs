@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use shoal_core::wire::{Holding, PackedBits};
-use shoal_core::{Bitfield, ByteRange, ContentId, Layout, Manifest};
+use shoal_core::{Bitfield, ByteRange, ContentId, Layout, Manifest, PieceIndex};
 use tokio::sync::watch;
 
 /// How the agent came to hold a content, which says what keeps the entry up to date: the
@@ -141,9 +141,11 @@ impl Entry {
         self.have.read().expect("have lock").is_full()
     }
 
-    /// Marks a verified piece; returns false when it was already marked or is out of range.
-    pub fn mark(&self, piece: u32) -> bool {
+    /// Marks a verified piece; returns false when it was already marked, or is past this
+    /// entry's pieces (an index made by another layout).
+    pub fn mark(&self, piece: PieceIndex) -> bool {
         let mut have = self.have.write().expect("have lock");
+        let piece = piece.get();
         if piece >= have.len() || have.get(piece) {
             return false;
         }
@@ -192,7 +194,7 @@ pub enum Change {
     Added(ContentId),
     Removed(ContentId),
     /// Newly verified pieces of a content already announced.
-    Pieces(ContentId, Vec<u32>),
+    Pieces(ContentId, Vec<PieceIndex>),
 }
 
 /// Every content the agent holds. Cheap to clone; all clones share one index.
@@ -259,9 +261,9 @@ impl Catalog {
     }
 
     /// Marks verified pieces of a held content and queues them for announcement.
-    pub fn mark(&self, id: &ContentId, pieces: &[u32]) {
+    pub fn mark(&self, id: &ContentId, pieces: &[PieceIndex]) {
         let Some(entry) = self.get(id) else { return };
-        let new: Vec<u32> = pieces.iter().copied().filter(|&p| entry.mark(p)).collect();
+        let new: Vec<PieceIndex> = pieces.iter().copied().filter(|&p| entry.mark(p)).collect();
         if !new.is_empty() {
             self.push(Change::Pieces(*id, new));
         }
@@ -311,11 +313,22 @@ mod tests {
         ))
     }
 
+    fn pieces(e: &Entry, indexes: &[u32]) -> Vec<PieceIndex> {
+        indexes
+            .iter()
+            .map(|&i| e.layout().piece(i).unwrap())
+            .collect()
+    }
+
     #[test]
     fn serves_only_verified_pieces() {
         let e = entry(&[1u8; 10], 4);
         assert!(!e.holds(ByteRange::new(0, 1).unwrap()));
-        e.mark(1);
+        let one = e.layout().piece(1).unwrap();
+        assert!(e.mark(one));
+        assert!(!e.mark(one), "marked already");
+        let other = Layout::new(100, 4).unwrap();
+        assert!(!e.mark(other.piece(20).unwrap()));
         assert!(e.holds(ByteRange::new(4, 8).unwrap()));
         assert!(!e.holds(ByteRange::new(3, 8).unwrap()));
         assert!(!e.holds(ByteRange::new(4, 11).unwrap()));
@@ -326,13 +339,13 @@ mod tests {
     fn changes_are_queued_once() {
         let catalog = Catalog::new();
         let e = entry(&[1u8; 10], 4);
-        let id = e.id();
+        let (id, p) = (e.id(), pieces(&e, &[0, 2]));
         catalog.insert(e);
-        catalog.mark(&id, &[0, 2]);
-        catalog.mark(&id, &[2]);
+        catalog.mark(&id, &p);
+        catalog.mark(&id, &p[1..]);
         assert_eq!(
             catalog.take_changes(),
-            vec![Change::Added(id), Change::Pieces(id, vec![0, 2])]
+            vec![Change::Added(id), Change::Pieces(id, p)]
         );
         catalog.remove(&id);
         assert_eq!(catalog.take_changes(), vec![Change::Removed(id)]);

@@ -19,7 +19,7 @@ use shoal_core::wire::{
     AgentId, CreateSwarmRequest, PieceDigestEntry, PublishDigestsRequest, PublishUrlRequest,
     ReportRequest, SwarmInfo, UrlKey,
 };
-use shoal_core::{ContentId, Layout, Manifest};
+use shoal_core::{ContentId, Layout, Manifest, PieceIndex};
 use shoal_engine::{
     download, CancellationToken, Connections, Digests, DownloadError, DownloadOptions, Endgame,
     Event, EventSender, Existing, HttpOptions, OriginUse, Output, PublishedDigests, Summary,
@@ -363,12 +363,20 @@ impl Job<'_> {
         let forward = async {
             while let Some(event) = rx.recv().await {
                 match &event {
-                    Event::PieceVerified { index } => self.f.catalog.mark(&id, &[*index]),
+                    Event::PieceVerified { index } => {
+                        if let Some(piece) = layout.piece(*index) {
+                            self.f.catalog.mark(&id, &[piece]);
+                        }
+                    }
                     Event::BadPiece {
                         index,
                         peer: Some(peer),
                         ..
-                    } => self.report(id, peer, *index).await,
+                    } => {
+                        if let Some(piece) = layout.piece(*index) {
+                            self.report(id, peer, piece).await;
+                        }
+                    }
                     _ => {}
                 }
                 let _ = self.events.send(event);
@@ -380,17 +388,19 @@ impl Job<'_> {
         Ok(result?)
     }
 
-    async fn report(&self, content: ContentId, peer: &str, piece: u32) {
+    async fn report(&self, content: ContentId, peer: &str, piece: PieceIndex) {
         let (Some(tracker), Ok(agent)) = (&self.f.tracker, AgentId::new(peer)) else {
             return;
         };
         let body = ReportRequest {
             agent,
-            piece,
+            piece: piece.get(),
             reason: "the piece did not match its digest".to_string(),
         };
         match tracker.report(&content, &body).await {
-            Ok(()) => info!(%content, peer, piece, "reported a peer that sent a bad piece"),
+            Ok(()) => {
+                info!(%content, peer, piece = piece.get(), "reported a peer that sent a bad piece")
+            }
             Err(e) => warn!(%content, peer, "could not report a bad piece: {e}"),
         }
     }
@@ -627,11 +637,13 @@ impl Job<'_> {
         let run = download(options, tx, stop.clone());
         let digests = Mutex::new(vec![None; layout.piece_count() as usize]);
         let forward = async {
-            let mut pending: Vec<(u32, PieceDigest)> = Vec::new();
-            let take = |event: Event, pending: &mut Vec<(u32, PieceDigest)>| {
+            let mut pending: Vec<(PieceIndex, PieceDigest)> = Vec::new();
+            let take = |event: Event, pending: &mut Vec<(PieceIndex, PieceDigest)>| {
                 if let Event::PieceHashed { index, digest } = &event {
-                    digests.lock().expect("digests lock")[*index as usize] = Some(*digest);
-                    pending.push((*index, *digest));
+                    if let Some(piece) = layout.piece(*index) {
+                        digests.lock().expect("digests lock")[piece.get() as usize] = Some(*digest);
+                        pending.push((piece, *digest));
+                    }
                 }
                 if !matches!(
                     event,
@@ -675,7 +687,7 @@ impl Job<'_> {
     async fn publish(
         &self,
         swarm: Option<ContentId>,
-        pending: &mut Vec<(u32, PieceDigest)>,
+        pending: &mut Vec<(PieceIndex, PieceDigest)>,
     ) -> bool {
         let (Some(id), Some(tracker), false) = (swarm, &self.f.tracker, pending.is_empty()) else {
             return true;
@@ -683,12 +695,12 @@ impl Job<'_> {
         let body = PublishDigestsRequest {
             pieces: pending
                 .iter()
-                .map(|(i, d)| PieceDigestEntry::new(*i, d))
+                .map(|(i, d)| PieceDigestEntry::new(i.get(), d))
                 .collect(),
         };
         match tracker.publish_digests(&id, &body).await {
             Ok(_) => {
-                let pieces: Vec<u32> = pending.drain(..).map(|(i, _)| i).collect();
+                let pieces: Vec<PieceIndex> = pending.drain(..).map(|(i, _)| i).collect();
                 self.f.catalog.mark(&id, &pieces);
                 true
             }
@@ -738,7 +750,7 @@ impl Job<'_> {
             alias.set_path(target.clone());
             self.f
                 .catalog
-                .mark(&alias.id(), &(0..layout.piece_count()).collect::<Vec<_>>());
+                .mark(&alias.id(), &layout.pieces().collect::<Vec<_>>());
         }
         self.f.catalog.insert(Arc::new(Entry::complete(
             manifest.clone(),

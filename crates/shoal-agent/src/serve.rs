@@ -53,7 +53,7 @@ use bytes::Bytes;
 use shoal_core::content::ContentIdError;
 use shoal_core::wire::peer::{self, HaveQuery, PeerHave, HAVE_WAIT};
 use shoal_core::wire::ErrorBody;
-use shoal_core::{ByteRange, ContentId};
+use shoal_core::{ByteRange, ContentId, PieceIndex};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -335,16 +335,22 @@ async fn have(
 /// Names the pieces of `range` that are not verified, for the error answer.
 fn unverified(entry: &Entry, range: ByteRange) -> String {
     let (layout, have) = (entry.layout(), entry.have());
-    let piece = |offset| layout.piece_at(offset).map(|p| p.get());
-    let missing: Vec<u32> = match (piece(range.start()), piece(range.end() - 1)) {
-        (Some(first), Some(last)) => (first..=last).filter(|&p| !have.get(p)).collect(),
+    let touched = (
+        layout.piece_at(range.start()),
+        layout.piece_at(range.end() - 1),
+    );
+    let missing: Vec<PieceIndex> = match touched {
+        (Some(first), Some(last)) => (first.get()..=last.get())
+            .filter_map(|i| layout.piece(i))
+            .filter(|p| !have.get(p.get()))
+            .collect(),
         _ => Vec::new(),
     };
     match missing.as_slice() {
         // Verified since `holds` looked.
         [] => "some pieces".into(),
-        [one] => format!("piece {one}"),
-        [first, rest @ ..] => format!("pieces {first} and {} more", rest.len()),
+        [one] => format!("piece {}", one.get()),
+        [first, rest @ ..] => format!("pieces {} and {} more", first.get(), rest.len()),
     }
 }
 

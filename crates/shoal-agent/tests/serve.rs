@@ -12,7 +12,7 @@ use shoal_agent::serve::{self, PieceServer, ServeOptions};
 use shoal_agent::{Catalog, Entry, Provenance};
 use shoal_core::wire::peer::{path, PeerHave};
 use shoal_core::wire::ErrorBody;
-use shoal_core::{ContentId, Manifest};
+use shoal_core::{ContentId, Manifest, PieceIndex};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -24,6 +24,11 @@ const WRONG: &str = "wrong-secret-0123456789";
 const PIECE: u64 = 1 << 20;
 /// Four pieces, the last one short.
 const SIZE: usize = 3 * (1 << 20) + 12_345;
+
+/// Piece `index` of the entry's layout.
+fn piece(entry: &Entry, index: u32) -> PieceIndex {
+    entry.layout().piece(index).unwrap()
+}
 
 /// One answer: status, headers (names in lower case) and, once read, the body.
 struct Answer {
@@ -189,7 +194,7 @@ impl Peer {
     /// Writes `data` to `name` and catalogs it as whole.
     fn share(&self, name: &str, data: &[u8]) -> ContentId {
         let entry = self.add(name, data);
-        for piece in 0..entry.piece_count() {
+        for piece in entry.layout().pieces() {
             entry.mark(piece);
         }
         entry.id()
@@ -335,8 +340,8 @@ async fn only_verified_pieces_are_served() {
     let data = data(5);
     let entry = peer.add("f.part", &data);
     let id = entry.id();
-    entry.mark(0);
-    entry.mark(2);
+    entry.mark(piece(&entry, 0));
+    entry.mark(piece(&entry, 2));
 
     let answer = peer.get(&id, Some("bytes=0-1048575")).await;
     assert_eq!(answer.status, 206);
@@ -552,7 +557,7 @@ async fn a_part_file_renamed_mid_way_still_serves() {
     let data = data(11);
     let entry = peer.add("f.part", &data);
     let id = entry.id();
-    entry.mark(0);
+    entry.mark(piece(&entry, 0));
 
     // An upload in progress keeps the file it opened.
     let (mut in_flight, mut answer) = peer.open(&id, Some("bytes=0-524287")).await;
@@ -560,7 +565,7 @@ async fn a_part_file_renamed_mid_way_still_serves() {
     let done = peer.dir.path().join("f");
     std::fs::rename(entry.path(), &done).unwrap();
     entry.set_path(done);
-    for piece in 1..entry.piece_count() {
+    for piece in entry.layout().pieces().skip(1) {
         entry.mark(piece);
     }
     in_flight.body(&mut answer).await.unwrap();
@@ -646,7 +651,7 @@ async fn have_answers_at_once_or_when_more_pieces_are_verified() {
     let peer = start(ServeOptions::default()).await;
     let entry = peer.add("g.part", &data(9));
     let id = entry.id();
-    entry.mark(1);
+    entry.mark(piece(&entry, 1));
     let auth = bearer(SECRET);
     let path = path::have(&id);
     let answer = fetch(peer.addr, "GET", &path, &[("Authorization", &auth)]).await;
@@ -662,7 +667,8 @@ async fn have_answers_at_once_or_when_more_pieces_are_verified() {
             async move { fetch(addr, "GET", &target, &[("Authorization", &token)]).await },
         );
     tokio::time::sleep(Duration::from_millis(50)).await;
-    peer.catalog.mark(&id, &[0, 2, 3]);
+    let more = [0, 2, 3].map(|i| piece(&entry, i));
+    peer.catalog.mark(&id, &more);
     let answer = waiting.await.unwrap();
     let have: PeerHave = serde_json::from_slice(&answer.body).unwrap();
     assert_eq!(
