@@ -85,7 +85,7 @@ impl<'de> Deserialize<'de> for AgentId {
 }
 
 /// The bytes of a [`Bitfield`] (MSB first, one bit per piece) as hex text; its length is the
-/// piece count of the content's [`Layout`], so it is not sent.
+/// piece count of the content's [`Layout`](crate::Layout), so it is not sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackedBits(Vec<u8>);
 
