@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use shoal_core::wire::{AgentId, AnnounceRequest, HeartbeatRequest, PieceDelta, RegisterRequest};
-use shoal_core::ContentId;
+use shoal_core::{ContentId, PieceIndex};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -220,7 +220,7 @@ impl Announcer {
 pub fn delta(catalog: &Catalog, changes: Vec<Change>) -> AnnounceRequest {
     let mut removed = Vec::new();
     let mut added: Vec<ContentId> = Vec::new();
-    let mut pieces: BTreeMap<ContentId, Vec<u32>> = BTreeMap::new();
+    let mut pieces: BTreeMap<ContentId, Vec<PieceIndex>> = BTreeMap::new();
     for change in changes {
         match change {
             Change::Added(id) => {
@@ -253,7 +253,10 @@ pub fn delta(catalog: &Catalog, changes: Vec<Change>) -> AnnounceRequest {
         pieces: pieces
             .into_iter()
             .filter(|(id, _)| catalog.get(id).is_some())
-            .map(|(content, have)| PieceDelta { content, have })
+            .map(|(content, have)| PieceDelta {
+                content,
+                have: have.into_iter().map(PieceIndex::get).collect(),
+            })
             .collect(),
     }
 }
@@ -266,7 +269,7 @@ mod tests {
     use shoal_core::Manifest;
 
     use super::*;
-    use crate::catalog::{Entry, Origin};
+    use crate::catalog::{Entry, Provenance};
 
     #[test]
     fn a_delta_sends_added_contents_whole_and_pieces_of_the_others() {
@@ -276,7 +279,7 @@ mod tests {
             Arc::new(Entry::new(
                 manifest,
                 "f".into(),
-                Origin::Fetched,
+                Provenance::Fetched,
                 PathBuf::new(),
             ))
         };
@@ -286,9 +289,11 @@ mod tests {
         catalog.insert(b);
         catalog.take_changes();
         catalog.insert(c);
-        catalog.mark(&idc, &[0]);
-        catalog.mark(&ida, &[1, 2]);
-        catalog.mark(&ida, &[3]);
+        let layout = catalog.get(&ida).unwrap().layout();
+        let p: Vec<PieceIndex> = layout.pieces().collect();
+        catalog.mark(&idc, &p[..1]);
+        catalog.mark(&ida, &p[1..3]);
+        catalog.mark(&ida, &p[3..]);
         catalog.remove(&idb);
         let body = delta(&catalog, catalog.take_changes());
         assert_eq!(body.removed, vec![idb]);

@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use shoal_core::wire::{Holding, PackedBits};
-use shoal_core::{Bitfield, ByteRange, ContentId, Layout, Manifest};
+use shoal_core::{Bitfield, ByteRange, ContentId, Layout, Manifest, PieceIndex};
 use tokio::sync::watch;
 
-/// Where a content's bytes come from.
+/// How the agent came to hold a content, which says what keeps the entry up to date: the
+/// shared directory's scans, or the store of fetched contents (and its eviction).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
+pub enum Provenance {
     /// A file in the shared directory, served in place.
     Shared,
     /// Fetched into the data directory; kept and seeded until evicted.
@@ -30,7 +31,7 @@ pub struct Entry {
     manifest: Option<Arc<Manifest>>,
     /// The name people search by (the file name).
     pub name: String,
-    pub origin: Origin,
+    pub provenance: Provenance,
     /// Where the bytes are read from now: a `.part` file while downloading, the final file
     /// after.
     path: RwLock<PathBuf>,
@@ -44,14 +45,19 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn new(manifest: Arc<Manifest>, name: String, origin: Origin, path: PathBuf) -> Self {
+    pub fn new(
+        manifest: Arc<Manifest>,
+        name: String,
+        provenance: Provenance,
+        path: PathBuf,
+    ) -> Self {
         let have = Bitfield::new(manifest.layout().piece_count());
         Self {
             id: manifest.id(),
             layout: manifest.layout(),
             manifest: Some(manifest),
             name,
-            origin,
+            provenance,
             path: RwLock::new(path),
             file: Mutex::new(None),
             have: RwLock::new(have),
@@ -67,7 +73,7 @@ impl Entry {
             layout,
             manifest: None,
             name,
-            origin: Origin::Fetched,
+            provenance: Provenance::Fetched,
             path: RwLock::new(path),
             file: Mutex::new(None),
             have: RwLock::new(Bitfield::new(layout.piece_count())),
@@ -76,8 +82,13 @@ impl Entry {
     }
 
     /// An entry whose every piece is held (a shared file, or a finished download).
-    pub fn complete(manifest: Arc<Manifest>, name: String, origin: Origin, path: PathBuf) -> Self {
-        let entry = Self::new(manifest, name, origin, path);
+    pub fn complete(
+        manifest: Arc<Manifest>,
+        name: String,
+        provenance: Provenance,
+        path: PathBuf,
+    ) -> Self {
+        let entry = Self::new(manifest, name, provenance, path);
         *entry.have.write().expect("have lock") = Bitfield::full(entry.piece_count());
         entry.count.send_replace(entry.piece_count());
         entry
@@ -130,9 +141,11 @@ impl Entry {
         self.have.read().expect("have lock").is_full()
     }
 
-    /// Marks a verified piece; returns false when it was already marked or is out of range.
-    pub fn mark(&self, piece: u32) -> bool {
+    /// Marks a verified piece; returns false when it was already marked, or is past this
+    /// entry's pieces (an index made by another layout).
+    pub fn mark(&self, piece: PieceIndex) -> bool {
         let mut have = self.have.write().expect("have lock");
+        let piece = piece.get();
         if piece >= have.len() || have.get(piece) {
             return false;
         }
@@ -181,7 +194,7 @@ pub enum Change {
     Added(ContentId),
     Removed(ContentId),
     /// Newly verified pieces of a content already announced.
-    Pieces(ContentId, Vec<u32>),
+    Pieces(ContentId, Vec<PieceIndex>),
 }
 
 /// Every content the agent holds. Cheap to clone; all clones share one index.
@@ -248,9 +261,9 @@ impl Catalog {
     }
 
     /// Marks verified pieces of a held content and queues them for announcement.
-    pub fn mark(&self, id: &ContentId, pieces: &[u32]) {
+    pub fn mark(&self, id: &ContentId, pieces: &[PieceIndex]) {
         let Some(entry) = self.get(id) else { return };
-        let new: Vec<u32> = pieces.iter().copied().filter(|&p| entry.mark(p)).collect();
+        let new: Vec<PieceIndex> = pieces.iter().copied().filter(|&p| entry.mark(p)).collect();
         if !new.is_empty() {
             self.push(Change::Pieces(*id, new));
         }
@@ -295,16 +308,27 @@ mod tests {
         Arc::new(Entry::new(
             manifest,
             "f".into(),
-            Origin::Fetched,
+            Provenance::Fetched,
             PathBuf::from("/nowhere"),
         ))
+    }
+
+    fn pieces(e: &Entry, indexes: &[u32]) -> Vec<PieceIndex> {
+        indexes
+            .iter()
+            .map(|&i| e.layout().piece(i).unwrap())
+            .collect()
     }
 
     #[test]
     fn serves_only_verified_pieces() {
         let e = entry(&[1u8; 10], 4);
         assert!(!e.holds(ByteRange::new(0, 1).unwrap()));
-        e.mark(1);
+        let one = e.layout().piece(1).unwrap();
+        assert!(e.mark(one));
+        assert!(!e.mark(one), "marked already");
+        let other = Layout::new(100, 4).unwrap();
+        assert!(!e.mark(other.piece(20).unwrap()));
         assert!(e.holds(ByteRange::new(4, 8).unwrap()));
         assert!(!e.holds(ByteRange::new(3, 8).unwrap()));
         assert!(!e.holds(ByteRange::new(4, 11).unwrap()));
@@ -315,13 +339,13 @@ mod tests {
     fn changes_are_queued_once() {
         let catalog = Catalog::new();
         let e = entry(&[1u8; 10], 4);
-        let id = e.id();
+        let (id, p) = (e.id(), pieces(&e, &[0, 2]));
         catalog.insert(e);
-        catalog.mark(&id, &[0, 2]);
-        catalog.mark(&id, &[2]);
+        catalog.mark(&id, &p);
+        catalog.mark(&id, &p[1..]);
         assert_eq!(
             catalog.take_changes(),
-            vec![Change::Added(id), Change::Pieces(id, vec![0, 2])]
+            vec![Change::Added(id), Change::Pieces(id, p)]
         );
         catalog.remove(&id);
         assert_eq!(catalog.take_changes(), vec![Change::Removed(id)]);

@@ -28,7 +28,7 @@ use shoal_engine::{CancellationToken, Event};
 use tokio::sync::mpsc;
 use url::Url;
 
-use crate::fetch::{FetchError, Fetcher, Want};
+use crate::fetch::{AgentFetchError, Fetcher, Want};
 
 pub const FETCH_PATH: &str = "/v1/fetch";
 
@@ -125,21 +125,21 @@ impl ControlEvent {
     }
 }
 
-fn kind(error: &FetchError) -> &'static str {
+fn kind(error: &AgentFetchError) -> &'static str {
     use shoal_engine::ErrorKind;
     match error {
-        FetchError::Download(e) => match e.kind() {
+        AgentFetchError::Download(e) => match e.kind() {
             ErrorKind::Network => "network",
             ErrorKind::HttpStatus => "http",
             ErrorKind::Checksum => "checksum",
             ErrorKind::LocalIo | ErrorKind::OutputExists => "local_io",
             ErrorKind::Cancelled => "cancelled",
         },
-        FetchError::Objects(_) => "local_io",
-        FetchError::ForgedManifest { .. } => "checksum",
-        FetchError::Tracker(e) if e.is_not_found() => "http",
-        FetchError::Tracker(_) => "tracker",
-        FetchError::NoTracker(_) => "usage",
+        AgentFetchError::Objects(_) => "local_io",
+        AgentFetchError::ForgedManifest { .. } => "checksum",
+        AgentFetchError::Tracker(e) if e.is_not_found() => "http",
+        AgentFetchError::Tracker(_) => "tracker",
+        AgentFetchError::NoTracker(_) => "usage",
     }
 }
 

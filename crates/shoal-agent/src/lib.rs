@@ -16,4 +16,4 @@ pub mod share;
 pub mod tracker;
 
 pub use agent::{run, AgentError, AgentOptions};
-pub use catalog::{Catalog, Change, Entry, Origin};
+pub use catalog::{Catalog, Change, Entry, Provenance};

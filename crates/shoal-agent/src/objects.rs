@@ -16,7 +16,7 @@ use shoal_core::{ContentId, Manifest};
 use thiserror::Error;
 use tracing::{info, warn};
 
-use crate::catalog::{Catalog, Entry, Origin};
+use crate::catalog::{Catalog, Entry, Provenance};
 
 #[derive(Debug, Error)]
 #[error("cannot {op} {}: {source}", path.display())]
@@ -133,7 +133,7 @@ impl Objects {
             catalog.insert(Arc::new(Entry::complete(
                 Arc::new(record.manifest),
                 record.name,
-                Origin::Fetched,
+                Provenance::Fetched,
                 path,
             )));
             loaded += 1;
@@ -187,7 +187,7 @@ impl Objects {
         let mut held: Vec<(u64, u64, ContentId)> = catalog
             .entries()
             .iter()
-            .filter(|e| e.origin == Origin::Fetched && e.manifest().is_some())
+            .filter(|e| e.provenance == Provenance::Fetched && e.manifest().is_some())
             .filter_map(|e| {
                 let record = self.record(&e.id())?;
                 Some((record.last_used, e.size(), e.id()))
@@ -245,7 +245,7 @@ mod tests {
         catalog.insert(Arc::new(Entry::complete(
             Arc::new(manifest),
             "f".into(),
-            Origin::Fetched,
+            Provenance::Fetched,
             objects.path(&id),
         )));
         id

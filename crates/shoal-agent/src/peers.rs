@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use shoal_core::wire::peer::{self, HaveQuery, PeerHave};
 use shoal_core::wire::{AgentId, PeersQuery};
 use shoal_core::{Bitfield, ContentId, Layout};
 use shoal_engine::{CancellationToken, PeerSource};
@@ -16,7 +17,6 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 use url::Url;
 
-use crate::serve::{self, PeerHave};
 use crate::tracker::{TrackerClient, TrackerError};
 
 /// How often the tracker is asked for peers while a download runs: for peers that join, since
@@ -54,7 +54,7 @@ pub async fn follow(
         tx,
         http: reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
-            .timeout(serve::HAVE_WAIT + Duration::from_secs(5))
+            .timeout(peer::HAVE_WAIT + Duration::from_secs(5))
             .no_proxy()
             .build()
             .expect("a client without TLS settings builds"),
@@ -192,15 +192,16 @@ async fn refresh(book: Arc<Book>) {
 /// Follows one peer's bitfield at the peer until it holds everything, stops answering, or
 /// the download ends.
 async fn poll(book: Arc<Book>, name: String, pieces_url: Url) {
-    let Ok(url) = pieces_url.join(&serve::have_path(&book.watch.content)) else {
+    let Ok(url) = pieces_url.join(&peer::path::have(&book.watch.content)) else {
         return;
     };
     let pieces = book.watch.layout.piece_count();
     let mut after: Option<u32> = None;
     loop {
         let mut asked = url.clone();
-        if let Some(after) = after {
-            asked.set_query(Some(&format!("after={after}")));
+        if after.is_some() {
+            let query = serde_urlencoded::to_string(HaveQuery { after });
+            asked.set_query(Some(&query.expect("a query serializes")));
         }
         let request = book.http.get(asked).bearer_auth(&book.watch.token).send();
         let answer = tokio::select! {
@@ -220,13 +221,12 @@ async fn poll(book: Arc<Book>, name: String, pieces_url: Url) {
                 return;
             }
         };
-        let bits = match have.pieces.map(|p| p.to_bitfield(pieces)) {
-            Some(Ok(bits)) => Some(bits),
-            Some(Err(e)) => {
+        let bits = match have.to_bitfield(pieces) {
+            Ok(bits) => bits,
+            Err(e) => {
                 debug!(peer = %name, "bad bitfield: {e}");
                 return;
             }
-            None => None,
         };
         let complete = bits.is_none();
         book.update(&name, bits);
@@ -254,8 +254,12 @@ async fn peers_of(tracker: &TrackerClient, watch: &Watch) -> Result<Vec<PeerSour
                 Some(bits) => Some(bits.to_bitfield(pieces).ok()?),
                 None => None,
             };
-            let url =
-                Url::parse(&format!("http://{}{}", p.addr, serve::path(&watch.content))).ok()?;
+            let url = Url::parse(&format!(
+                "http://{}{}",
+                p.addr,
+                peer::path::pieces(&watch.content)
+            ))
+            .ok()?;
             Some(PeerSource {
                 seed: watch.leader.as_ref() == Some(&p.id),
                 name: p.id.to_string(),

@@ -1,5 +1,5 @@
-//! [`TrackerClient`]: the agent's side of the tracker's HTTP API (`shoal_core::wire`), with
-//! typed errors that say whether another try may help.
+//! [`TrackerClient`]: the agent's side of the tracker's HTTP API
+//! (`shoal_core::wire::tracker`), with typed errors that say whether another try may help.
 
 use std::time::Duration;
 

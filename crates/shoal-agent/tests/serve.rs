@@ -8,10 +8,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_agent::serve::{self, PeerHave, PieceServer, ServeOptions};
-use shoal_agent::{Catalog, Entry, Origin};
+use shoal_agent::serve::{self, PieceServer, ServeOptions};
+use shoal_agent::{Catalog, Entry, Provenance};
+use shoal_core::wire::peer::{path, PeerHave};
 use shoal_core::wire::ErrorBody;
-use shoal_core::{ContentId, Manifest};
+use shoal_core::{ContentId, Manifest, PieceIndex};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -23,6 +24,11 @@ const WRONG: &str = "wrong-secret-0123456789";
 const PIECE: u64 = 1 << 20;
 /// Four pieces, the last one short.
 const SIZE: usize = 3 * (1 << 20) + 12_345;
+
+/// Piece `index` of the entry's layout.
+fn piece(entry: &Entry, index: u32) -> PieceIndex {
+    entry.layout().piece(index).unwrap()
+}
 
 /// One answer: status, headers (names in lower case) and, once read, the body.
 struct Answer {
@@ -180,7 +186,7 @@ impl Peer {
         let path = self.dir.path().join(name);
         std::fs::write(&path, data).unwrap();
         let manifest = Arc::new(Manifest::of_bytes(data, PIECE).unwrap());
-        let entry = Arc::new(Entry::new(manifest, name.into(), Origin::Fetched, path));
+        let entry = Arc::new(Entry::new(manifest, name.into(), Provenance::Fetched, path));
         self.catalog.insert(entry.clone());
         entry
     }
@@ -188,7 +194,7 @@ impl Peer {
     /// Writes `data` to `name` and catalogs it as whole.
     fn share(&self, name: &str, data: &[u8]) -> ContentId {
         let entry = self.add(name, data);
-        for piece in 0..entry.piece_count() {
+        for piece in entry.layout().pieces() {
             entry.mark(piece);
         }
         entry.id()
@@ -207,7 +213,7 @@ impl Peer {
         let mut headers = vec![("Authorization", auth.as_str())];
         headers.extend(range.map(|r| ("Range", r)));
         let mut conn = Conn::open(self.addr).await;
-        conn.send("GET", &serve::path(id), &headers).await;
+        conn.send("GET", &path::pieces(id), &headers).await;
         let answer = conn.head().await;
         (conn, answer)
     }
@@ -296,7 +302,7 @@ async fn one_connection_serves_many_requests() {
     for start in [0, 2_000_000, SIZE - 7] {
         let range = format!("bytes={start}-{}", start + 6);
         let headers = [("Authorization", auth.as_str()), ("Range", range.as_str())];
-        conn.send("GET", &serve::path(&id), &headers).await;
+        conn.send("GET", &path::pieces(&id), &headers).await;
         let mut answer = conn.head().await;
         conn.body(&mut answer).await.unwrap();
         assert_eq!(answer.status, 206);
@@ -334,8 +340,8 @@ async fn only_verified_pieces_are_served() {
     let data = data(5);
     let entry = peer.add("f.part", &data);
     let id = entry.id();
-    entry.mark(0);
-    entry.mark(2);
+    entry.mark(piece(&entry, 0));
+    entry.mark(piece(&entry, 2));
 
     let answer = peer.get(&id, Some("bytes=0-1048575")).await;
     assert_eq!(answer.status, 206);
@@ -368,15 +374,15 @@ async fn bearer_token_comes_before_everything() {
     let (right, wrong) = (bearer(SECRET), bearer(WRONG));
     let auth = |value: &'static str| [("Authorization", value)];
 
-    let answer = fetch(peer.addr, "GET", &serve::path(&id), &[]).await;
+    let answer = fetch(peer.addr, "GET", &path::pieces(&id), &[]).await;
     assert_eq!(answer.status, 401);
     assert_eq!(answer.header("www-authenticate"), Some("Bearer"));
-    let answer = fetch(peer.addr, "GET", &serve::path(&id), &auth("Basic YTpi")).await;
+    let answer = fetch(peer.addr, "GET", &path::pieces(&id), &auth("Basic YTpi")).await;
     assert_eq!(answer.status, 401);
-    let answer = fetch(peer.addr, "GET", &serve::path(&id), &auth("Bearer ")).await;
+    let answer = fetch(peer.addr, "GET", &path::pieces(&id), &auth("Bearer ")).await;
     assert_eq!(answer.status, 401);
     let headers = [("Authorization", wrong.as_str())];
-    let answer = fetch(peer.addr, "GET", &serve::path(&id), &headers).await;
+    let answer = fetch(peer.addr, "GET", &path::pieces(&id), &headers).await;
     assert_eq!(answer.status, 403);
     assert_eq!(answer.header("etag"), None);
     // The scheme is case-insensitive.
@@ -384,21 +390,21 @@ async fn bearer_token_comes_before_everything() {
     let answer = fetch(
         peer.addr,
         "HEAD",
-        &serve::path(&id),
+        &path::pieces(&id),
         &[("Authorization", lower.as_str())],
     )
     .await;
     assert_eq!(answer.status, 200);
 
     // Nothing about a content is told before the token is checked.
-    for target in [serve::path(&unknown), "/v1/pieces/nonsense".into()] {
+    for target in [path::pieces(&unknown), "/v1/pieces/nonsense".into()] {
         assert_eq!(fetch(peer.addr, "GET", &target, &[]).await.status, 401);
         let headers = [("Authorization", wrong.as_str())];
         assert_eq!(fetch(peer.addr, "GET", &target, &headers).await.status, 403);
     }
 
     let headers = [("Authorization", right.as_str())];
-    let answer = fetch(peer.addr, "GET", &serve::path(&unknown), &headers).await;
+    let answer = fetch(peer.addr, "GET", &path::pieces(&unknown), &headers).await;
     assert_eq!(answer.status, 404);
     assert!(answer.error().error.contains(&unknown.to_string()));
     let target = format!("/v1/pieces/{}", "ab".repeat(31));
@@ -452,7 +458,7 @@ async fn request_paths_never_reach_the_file_system() {
     assert_eq!(peer.server.bytes_served(), 0);
 
     // The same client does get the content by its id.
-    let answer = fetch(peer.addr, "GET", &serve::path(&id), &headers).await;
+    let answer = fetch(peer.addr, "GET", &path::pieces(&id), &headers).await;
     assert_eq!(answer.status, 200);
     assert_eq!(peer.server.bytes_served(), SIZE as u64);
 }
@@ -462,7 +468,7 @@ async fn head_answers_headers_only() {
     let peer = start(ServeOptions::default()).await;
     let id = peer.share("f", &data(8));
     let auth = bearer(SECRET);
-    let path = serve::path(&id);
+    let path = path::pieces(&id);
     let headers = [("Authorization", auth.as_str())];
 
     let mut conn = Conn::open(peer.addr).await;
@@ -508,7 +514,7 @@ async fn uploads_over_the_cap_are_refused_at_once() {
     let head = fetch(
         peer.addr,
         "HEAD",
-        &serve::path(&id),
+        &path::pieces(&id),
         &[("Authorization", auth.as_str())],
     )
     .await;
@@ -551,7 +557,7 @@ async fn a_part_file_renamed_mid_way_still_serves() {
     let data = data(11);
     let entry = peer.add("f.part", &data);
     let id = entry.id();
-    entry.mark(0);
+    entry.mark(piece(&entry, 0));
 
     // An upload in progress keeps the file it opened.
     let (mut in_flight, mut answer) = peer.open(&id, Some("bytes=0-524287")).await;
@@ -559,7 +565,7 @@ async fn a_part_file_renamed_mid_way_still_serves() {
     let done = peer.dir.path().join("f");
     std::fs::rename(entry.path(), &done).unwrap();
     entry.set_path(done);
-    for piece in 1..entry.piece_count() {
+    for piece in entry.layout().pieces().skip(1) {
         entry.mark(piece);
     }
     in_flight.body(&mut answer).await.unwrap();
@@ -625,7 +631,7 @@ async fn app_merges_with_a_router_that_has_a_fallback() {
         fetch(addr, "GET", "/elsewhere", &[]).await.body,
         b"no such route"
     );
-    let piece = serve::path(&ContentId::of_canonical(b"x"));
+    let piece = path::pieces(&ContentId::of_canonical(b"x"));
     assert_eq!(fetch(addr, "GET", &piece, &[]).await.status, 401);
 }
 
@@ -645,9 +651,9 @@ async fn have_answers_at_once_or_when_more_pieces_are_verified() {
     let peer = start(ServeOptions::default()).await;
     let entry = peer.add("g.part", &data(9));
     let id = entry.id();
-    entry.mark(1);
+    entry.mark(piece(&entry, 1));
     let auth = bearer(SECRET);
-    let path = serve::have_path(&id);
+    let path = path::have(&id);
     let answer = fetch(peer.addr, "GET", &path, &[("Authorization", &auth)]).await;
     assert_eq!(answer.status, 200);
     let have: PeerHave = serde_json::from_slice(&answer.body).unwrap();
@@ -661,7 +667,8 @@ async fn have_answers_at_once_or_when_more_pieces_are_verified() {
             async move { fetch(addr, "GET", &target, &[("Authorization", &token)]).await },
         );
     tokio::time::sleep(Duration::from_millis(50)).await;
-    peer.catalog.mark(&id, &[0, 2, 3]);
+    let more = [0, 2, 3].map(|i| piece(&entry, i));
+    peer.catalog.mark(&id, &more);
     let answer = waiting.await.unwrap();
     let have: PeerHave = serde_json::from_slice(&answer.body).unwrap();
     assert_eq!(
@@ -679,7 +686,7 @@ async fn have_answers_at_once_or_when_more_pieces_are_verified() {
     )
     .await;
     assert_eq!(bad.status, 400);
-    let unknown = serve::have_path(&ContentId::from_bytes([1; 32]));
+    let unknown = path::have(&ContentId::from_bytes([1; 32]));
     assert_eq!(
         fetch(peer.addr, "GET", &unknown, &[("Authorization", &auth)])
             .await

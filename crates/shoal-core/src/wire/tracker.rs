@@ -1,6 +1,5 @@
-//! The tracker's HTTP API as Rust types, shared by the tracker (which serves them) and the
-//! agent (which sends them), so both ends have one definition. Every body is JSON; every path
-//! is under [`API_PREFIX`]. Ids and bitfields travel as hex text.
+//! The tracker's HTTP API: the tracker serves these types and agents (and `shoal ls`) send
+//! them. Every path is under [`API_PREFIX`](super::API_PREFIX); [`path`] builds them.
 //!
 //! The agent's protocol: `PUT /v1/agents/{id}` with [`RegisterRequest`] (its full holdings),
 //! then [`AnnounceRequest`] deltas and [`HeartbeatRequest`]s before the lease in
@@ -15,24 +14,25 @@
 //! did not match its digest is reported ([`ReportRequest`]).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::{AgentId, PackedBits, PackedBitsError};
 use crate::bitfield::Bitfield;
 use crate::content::ContentId;
 use crate::hex;
 use crate::layout::Layout;
 use crate::manifest::PieceDigest;
 
-pub const API_PREFIX: &str = "/v1";
 /// The largest file size shoal handles, as [`Layout::new`] enforces.
 pub const MAX_FILE_SIZE: u64 = 1 << 63;
-pub const MAX_AGENT_ID_LEN: usize = 64;
+/// The longest name of a holding, in bytes.
 pub const MAX_NAME_LEN: usize = 1024;
+/// The longest URL of a [`UrlKey`], in bytes.
 pub const MAX_URL_LEN: usize = 8192;
+/// The longest validator (`etag`, `last_modified`) of a [`UrlKey`], in bytes.
 pub const MAX_VALIDATOR_LEN: usize = 1024;
 /// The most pieces a URL swarm may have, so that its digests stay a few MiB on the wire; a
 /// larger file needs a larger piece size.
@@ -41,109 +41,6 @@ pub const MAX_SWARM_PIECES: u32 = 1 << 20;
 pub const MAX_REASON_LEN: usize = 1024;
 /// What a swarm id hashes before the [canonical bytes](UrlKey::canonical_bytes) of its key.
 pub const SWARM_ID_TAG: &[u8] = b"shoal url swarm v1\0";
-
-/// An agent's id: 1 to 64 characters from `A-Z a-z 0-9 . _ -`, so it is safe in a URL path and a
-/// log line without escaping; `.` and `..` are refused because URL clients resolve them as
-/// path segments.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct AgentId(String);
-
-#[derive(Debug, Error, PartialEq, Eq)]
-#[error(
-    "an agent id is 1 to {MAX_AGENT_ID_LEN} characters from A-Z a-z 0-9 . _ -, other than . and .."
-)]
-pub struct AgentIdError;
-
-impl AgentId {
-    pub fn new(id: impl Into<String>) -> Result<Self, AgentIdError> {
-        let id = id.into();
-        let ok = (1..=MAX_AGENT_ID_LEN).contains(&id.len())
-            && id != "."
-            && id != ".."
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        ok.then_some(Self(id)).ok_or(AgentIdError)
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for AgentId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for AgentId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AgentId({})", self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for AgentId {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        AgentId::new(String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
-    }
-}
-
-/// The bytes of a [`Bitfield`] (MSB first, one bit per piece) as hex text; its length is the
-/// piece count of the content's [`Layout`], so it is not sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PackedBits(Vec<u8>);
-
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum PackedBitsError {
-    #[error("bitfield is {actual} bytes but {pieces} pieces take {expected}")]
-    Length {
-        pieces: u32,
-        expected: usize,
-        actual: usize,
-    },
-    #[error("bitfield sets bits past the last piece ({pieces} pieces)")]
-    StrayBits { pieces: u32 },
-}
-
-impl PackedBits {
-    pub fn of(field: &Bitfield) -> Self {
-        Self(field.as_bytes().to_vec())
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// The bitfield for a content of `pieces` pieces; the byte length must match exactly.
-    pub fn to_bitfield(&self, pieces: u32) -> Result<Bitfield, PackedBitsError> {
-        let expected = (pieces as usize).div_ceil(8);
-        if self.0.len() != expected {
-            return Err(PackedBitsError::Length {
-                pieces,
-                expected,
-                actual: self.0.len(),
-            });
-        }
-        Bitfield::from_bytes(pieces, self.0.clone()).ok_or(PackedBitsError::StrayBits { pieces })
-    }
-}
-
-impl Serialize for PackedBits {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&hex::encode(&self.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for PackedBits {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        hex::decode(&text)
-            .map(Self)
-            .map_err(|e| serde::de::Error::custom(format!("bitfield: {e}")))
-    }
-}
 
 /// One content an agent holds, whole or in part.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,6 +119,7 @@ pub struct PeersQuery {
     pub agent: Option<AgentId>,
 }
 
+/// One agent that holds a content, in a [`PeersResponse`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Peer {
     pub id: AgentId,
@@ -256,6 +154,7 @@ pub struct ContentQuery {
     pub limit: Option<u32>,
 }
 
+/// One content in a [`ContentList`] or the answer to `GET /v1/content/{id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContentSummary {
     pub id: ContentId,
@@ -267,6 +166,7 @@ pub struct ContentSummary {
     pub partial_holders: u32,
 }
 
+/// The answer to `GET /v1/content`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContentList {
     pub contents: Vec<ContentSummary>,
@@ -283,6 +183,7 @@ pub struct AgentsQuery {
     pub limit: Option<u32>,
 }
 
+/// One agent in an [`AgentList`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentSummary {
     pub id: AgentId,
@@ -294,6 +195,7 @@ pub struct AgentSummary {
     pub lease_remaining_ms: u64,
 }
 
+/// The answer to `GET /v1/agents`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentList {
     pub agents: Vec<AgentSummary>,
@@ -572,15 +474,6 @@ pub struct ReportRequest {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportAccepted {}
 
-/// The body of every error answer; `field` names the request field at fault, as a path such as
-/// `holdings[2].pieces`, when there is one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    pub error: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-}
-
 /// Request paths, so clients build them the way the tracker routes them.
 pub mod path {
     use super::AgentId;
@@ -632,35 +525,6 @@ pub mod path {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn agent_ids_are_validated() {
-        assert!(AgentId::new("web-01.dc_2").is_ok());
-        assert!(AgentId::new("").is_err());
-        assert!(AgentId::new("a/b").is_err());
-        assert!(AgentId::new("..").is_err() && AgentId::new(".").is_err());
-        assert!(AgentId::new("...").is_ok());
-        assert!(AgentId::new("x".repeat(65)).is_err());
-        assert!(serde_json::from_str::<AgentId>("\"a b\"").is_err());
-    }
-
-    #[test]
-    fn packed_bits_check_length_and_stray_bits() {
-        let mut field = Bitfield::new(10);
-        field.set(9);
-        let packed = PackedBits::of(&field);
-        assert_eq!(serde_json::to_string(&packed).unwrap(), "\"0040\"");
-        assert_eq!(packed.to_bitfield(10).unwrap(), field);
-        assert!(matches!(
-            packed.to_bitfield(8),
-            Err(PackedBitsError::Length { expected: 1, .. })
-        ));
-        let stray: PackedBits = serde_json::from_str("\"0020\"").unwrap();
-        assert_eq!(
-            stray.to_bitfield(10),
-            Err(PackedBitsError::StrayBits { pieces: 10 })
-        );
-    }
 
     fn key() -> UrlKey {
         UrlKey {

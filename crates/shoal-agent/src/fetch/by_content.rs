@@ -1,0 +1,81 @@
+//! Fetching a content by id: its manifest from the tracker (checked against the id), its
+//! pieces from the peers that hold it and, for a URL the tracker mapped to it, the origin as a
+//! capped fallback.
+
+use std::sync::Arc;
+
+use shoal_core::ContentId;
+use shoal_engine::{Digests, OriginUse};
+
+use super::{content_url, key_of, part_path, AgentFetchError, Fetched, Job, OriginUrl};
+use crate::catalog::{Entry, Provenance};
+
+impl Job<'_> {
+    /// Fetches content `id` (or finds it held already); `origin` is the URL the tracker mapped
+    /// to it, if that is how it was asked for.
+    pub(super) async fn content(
+        &self,
+        id: ContentId,
+        origin: Option<OriginUrl>,
+    ) -> Result<Fetched, AgentFetchError> {
+        if let Some(held) = self.held(&id) {
+            return Ok(held);
+        }
+        let tracker = self.tracker(&format!("content {id}"))?;
+        let manifest = tracker.manifest(&id).await?;
+        if manifest.id() != id {
+            return Err(AgentFetchError::ForgedManifest {
+                content: id,
+                actual: manifest.id(),
+            });
+        }
+        let name = match &origin {
+            Some(o) => shoal_engine::naming::file_name(None, &o.url),
+            None => tracker
+                .content(&id)
+                .await
+                .map(|c| c.name)
+                .unwrap_or_else(|_| id.to_string()),
+        };
+        let manifest = Arc::new(manifest);
+        let pin = self.f.objects.pin(id);
+        let path = self.f.objects.path(&id);
+        let entry = Arc::new(Entry::new(
+            manifest.clone(),
+            name.clone(),
+            Provenance::Fetched,
+            part_path(&path),
+        ));
+        self.f.catalog.insert(entry.clone());
+        let (url, origin_use) = match &origin {
+            Some(o) => (
+                o.url.clone(),
+                OriginUse::Fallback {
+                    connections: self.f.options.origin_fallback,
+                    validator: o.version.validator.clone(),
+                },
+            ),
+            None => (content_url(&id), OriginUse::Never),
+        };
+        let summary = self
+            .swarm(
+                id,
+                url,
+                manifest.layout(),
+                Digests::Manifest(manifest.clone()),
+                origin_use,
+                None,
+            )
+            .await?;
+        entry.set_path(path.clone());
+        self.keep(&manifest, &name, origin.map(|o| key_of(&o.version)))?;
+        Ok(Fetched {
+            content: id,
+            name,
+            path,
+            size: manifest.layout().size(),
+            summary: Some(summary),
+            pin,
+        })
+    }
+}

@@ -1,0 +1,292 @@
+//! Downloading through the agent: a content id, or a URL resolved to one at the tracker, is
+//! fetched by the engine with the peers the tracker names (and the origin as a capped
+//! fallback) as sources of one scheduler. Verified pieces go into the [`Catalog`] at once, so
+//! the announcer tells the tracker and the piece server serves them while the download runs.
+//!
+//! A URL the tracker has no content for yet is fetched as a *URL swarm*: the first agent to
+//! ask leads (it fetches from the origin and publishes each piece's digest as it completes);
+//! agents asking meanwhile follow (they fetch from the leader and each other, checking every
+//! piece against the leader's digest). When the last piece is in, each computes the manifest,
+//! so all hold the same content id, and the leader publishes the manifest and the URL mapping.
+//!
+//! Here: what a fetch is asked and answers, and the [`Fetcher`] that runs one per content or
+//! URL at a time. The parts of a fetch:
+//!
+//! - `role`: which part this agent plays for a URL, from the origin's and the tracker's
+//!   answers (pure, unit-tested);
+//! - `url_swarm`: each part played (lead, follow, alone, origin down) and the content a URL
+//!   download becomes;
+//! - `digests`: the leader's origin download, which learns and publishes piece digests, and a
+//!   follower's view of them;
+//! - `by_content`: a content fetched by id with its manifest from the tracker;
+//! - `swarm`: the one swarm download both of those run, with peers followed and bad peers
+//!   reported.
+
+mod by_content;
+mod digests;
+mod role;
+mod swarm;
+mod url_swarm;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shoal_core::wire::{AgentId, UrlKey};
+use shoal_core::{ContentId, Manifest};
+use shoal_engine::{
+    CancellationToken, Connections, DownloadError, EventSender, HttpOptions, Summary, UrlVersion,
+};
+use thiserror::Error;
+use url::Url;
+
+use crate::catalog::Catalog;
+use crate::objects::{now, Objects, ObjectsError, Pin, Record};
+use crate::tracker::{TrackerClient, TrackerError};
+
+/// Why a fetch through the agent failed (unlike the engine's `http::FetchError`, which is one
+/// HTTP request's failure).
+#[derive(Debug, Error)]
+pub enum AgentFetchError {
+    /// The engine's download failed.
+    #[error(transparent)]
+    Download(#[from] DownloadError),
+    /// The tracker refused or did not answer, where the fetch could not do without it.
+    #[error(transparent)]
+    Tracker(#[from] TrackerError),
+    /// The content could not be kept in the data directory.
+    #[error(transparent)]
+    Objects(#[from] ObjectsError),
+    /// The tracker's manifest is not the content's: its hash is another id.
+    #[error("the tracker's manifest for {content} hashes to {actual}; not using it")]
+    ForgedManifest {
+        content: ContentId,
+        actual: ContentId,
+    },
+    /// A fetch by content id (or of a swarm) in an agent started without a tracker.
+    #[error("{0} needs a tracker to find its peers; start the agent with --tracker")]
+    NoTracker(String),
+}
+
+/// What to fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Want {
+    Url(Url),
+    Content(ContentId),
+}
+
+/// A content the agent now holds whole, pinned against eviction while the caller uses it.
+pub struct Fetched {
+    pub content: ContentId,
+    pub name: String,
+    pub path: PathBuf,
+    pub size: u64,
+    /// How the download went; `None` when the agent held the content already.
+    pub summary: Option<Summary>,
+    pub pin: Pin,
+}
+
+/// How downloads through the agent are made.
+#[derive(Clone)]
+pub struct FetchOptions {
+    /// Sent to peers as `Authorization: Bearer …`.
+    pub peer_token: String,
+    pub per_peer: Connections,
+    /// Connections of one download, to all its sources.
+    pub connections: Connections,
+    /// Connections to the origin when fetching from it alone (a URL swarm's leader): fewer
+    /// than a plain download's, since every range a connection gives up costs the origin what
+    /// was in flight, and the origin's egress is what a swarm saves.
+    pub origin_connections: Connections,
+    /// Connections to the origin when it is only the fallback of a swarm download.
+    pub origin_fallback: Connections,
+    /// How the origin is asked (headers, TLS, timeouts).
+    pub http: HttpOptions,
+    /// A download with no progress for this long from any source gives up.
+    pub stall_timeout: Duration,
+}
+
+impl std::fmt::Debug for FetchOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the peer token.
+        f.debug_struct("FetchOptions")
+            .field("per_peer", &self.per_peer)
+            .field("connections", &self.connections)
+            .field("origin_connections", &self.origin_connections)
+            .field("origin_fallback", &self.origin_fallback)
+            .field("stall_timeout", &self.stall_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        Self {
+            peer_token: String::new(),
+            per_peer: Connections::new(2).expect("in range"),
+            connections: Connections::new(32).expect("in range"),
+            origin_connections: Connections::new(8).expect("in range"),
+            origin_fallback: Connections::new(4).expect("in range"),
+            http: HttpOptions::default(),
+            stall_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Runs downloads for the control API; cheap to clone.
+#[derive(Clone)]
+pub struct Fetcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: AgentId,
+    catalog: Catalog,
+    objects: Objects,
+    tracker: Option<TrackerClient>,
+    options: FetchOptions,
+    /// One download per content or URL at a time; others asking wait for it.
+    busy: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Fetcher {
+    pub fn new(
+        id: AgentId,
+        catalog: Catalog,
+        objects: Objects,
+        tracker: Option<TrackerClient>,
+        options: FetchOptions,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                id,
+                catalog,
+                objects,
+                tracker,
+                options,
+                busy: Mutex::default(),
+            }),
+        }
+    }
+
+    /// Fetches `want` (or finds it held already), sending the engine's events to `events`.
+    pub async fn fetch(
+        &self,
+        want: Want,
+        events: EventSender,
+        cancel: CancellationToken,
+    ) -> Result<Fetched, AgentFetchError> {
+        let key = match &want {
+            Want::Url(url) => url.to_string(),
+            Want::Content(id) => id.to_string(),
+        };
+        let lock = self
+            .inner
+            .busy
+            .lock()
+            .expect("busy lock")
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let result = {
+            let _one_at_a_time = lock.lock().await;
+            let job = Job {
+                f: &self.inner,
+                events,
+                cancel,
+            };
+            match want {
+                Want::Content(id) => job.content(id, None).await,
+                Want::Url(url) => job.url(url).await,
+            }
+        };
+        let mut busy = self.inner.busy.lock().expect("busy lock");
+        // The map and this call hold it: nobody else waits for this key.
+        if Arc::strong_count(&lock) == 2 {
+            busy.remove(&key);
+        }
+        result
+    }
+}
+
+/// One fetch in progress: the fetcher's state, where the engine's events go, and what
+/// cancels it. Its steps are methods spread over this module's parts.
+struct Job<'a> {
+    f: &'a Inner,
+    events: EventSender,
+    cancel: CancellationToken,
+}
+
+/// The origin of a content fetched by URL.
+#[derive(Clone)]
+struct OriginUrl {
+    url: Url,
+    version: UrlVersion,
+}
+
+impl Job<'_> {
+    /// The tracker, without which `what` cannot be fetched.
+    fn tracker(&self, what: &str) -> Result<&TrackerClient, AgentFetchError> {
+        self.f
+            .tracker
+            .as_ref()
+            .ok_or_else(|| AgentFetchError::NoTracker(what.to_string()))
+    }
+
+    /// The content if held whole already.
+    fn held(&self, id: &ContentId) -> Option<Fetched> {
+        let entry = self.f.catalog.get(id)?;
+        (entry.is_complete() && entry.manifest().is_some()).then(|| {
+            self.f.objects.touch(id);
+            Fetched {
+                content: *id,
+                name: entry.name.clone(),
+                path: entry.path(),
+                size: entry.size(),
+                summary: None,
+                pin: self.f.objects.pin(*id),
+            }
+        })
+    }
+
+    /// Records a content held whole in the objects, and makes room for it.
+    fn keep(
+        &self,
+        manifest: &Manifest,
+        name: &str,
+        url: Option<UrlKey>,
+    ) -> Result<(), AgentFetchError> {
+        self.f.objects.save(&Record {
+            manifest: manifest.clone(),
+            name: name.to_string(),
+            url,
+            last_used: now(),
+        })?;
+        self.f.objects.evict(&self.f.catalog, 0);
+        Ok(())
+    }
+}
+
+/// What the tracker is asked about a URL version: the URL without credentials (they are the
+/// user's, not the fleet's), its size and validators.
+fn key_of(version: &UrlVersion) -> UrlKey {
+    let mut url = version.url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    UrlKey {
+        url: url.to_string(),
+        size: version.size,
+        etag: version.etag.clone(),
+        last_modified: version.last_modified.clone(),
+    }
+}
+
+/// The name a swarm-only content goes by in events and resume state.
+pub fn content_url(id: &ContentId) -> Url {
+    Url::parse(&format!("shoal:blake3:{id}")).expect("a valid URL")
+}
+
+fn part_path(path: &Path) -> PathBuf {
+    shoal_engine::naming::part_path(path)
+}

@@ -1,0 +1,304 @@
+//! Which part this agent plays in fetching a URL, decided from what the origin and the tracker
+//! answered, one answer at a time. Pure: the caller asks, acts and logs.
+//!
+//! 1. The origin's probe failed: [`origin_is_down`] says whether the swarm may stand in for it.
+//! 2. The tracker's lookup of the URL version: [`after_lookup`] (a mapped content, a swarm to
+//!    create, or the origin alone).
+//! 3. The tracker's answer to creating the swarm: [`after_create`] (lead, follow, or alone).
+//! 4. A follower's swarm did not finish: [`fall_back_after_follow`] (the origin, unless the
+//!    fetch was cancelled or failed outside the download).
+//!
+//! An agent without a tracker fetches alone ([`Alone::NoTracker`]) without asking.
+
+use shoal_core::wire::{AgentId, SwarmInfo};
+use shoal_core::ContentId;
+use shoal_engine::{DownloadError, ErrorKind};
+
+use super::AgentFetchError;
+use crate::tracker::TrackerError;
+
+/// The part an agent plays in fetching one version of a URL.
+#[derive(Debug)]
+pub(super) enum Role {
+    /// The tracker maps the URL version to this content: fetch it by id from the peers that
+    /// hold it, with the origin as a capped fallback.
+    Mapped(ContentId),
+    /// This agent leads the URL swarm: it fetches from the origin and publishes each piece's
+    /// digest.
+    Lead(SwarmInfo),
+    /// Another agent leads the URL swarm: fetch from it and the other followers.
+    Follow(SwarmInfo),
+    /// Fetch from the origin without a swarm, hashing pieces as they complete.
+    Alone(Alone),
+}
+
+/// Why an agent fetches a URL from the origin alone.
+#[derive(Debug)]
+pub(super) enum Alone {
+    /// The agent was started without a tracker.
+    NoTracker,
+    /// The tracker did not answer; the agent goes on without it.
+    TrackerDown(TrackerError),
+    /// An empty file has no pieces to share.
+    Empty,
+}
+
+/// What the tracker's answer to "which content has this URL version" leads to.
+#[derive(Debug)]
+pub(super) enum AfterLookup {
+    /// [`Role::Mapped`].
+    Mapped(ContentId),
+    /// Nobody published the URL version yet: ask the tracker to create its swarm (or join the
+    /// one running), then [`after_create`].
+    CreateSwarm,
+    /// [`Role::Alone`].
+    Alone(Alone),
+}
+
+/// Whether the origin's failure to say which version it serves means it is down, so that the
+/// newest version the tracker knows may be fetched from peers instead: it could not be reached,
+/// or answered with a server error. Any other answer (a 404, a refusal) is the URL's own answer
+/// and stands.
+pub(super) fn origin_is_down(error: &DownloadError) -> bool {
+    matches!(error, DownloadError::Network { .. })
+        || matches!(error, DownloadError::HttpStatus { status, .. } if *status >= 500)
+}
+
+/// Decides from the tracker's lookup of a URL version of `size` bytes (the content it maps
+/// the version to). A tracker that refuses fails the fetch.
+pub(super) fn after_lookup(
+    lookup: Result<ContentId, TrackerError>,
+    size: u64,
+) -> Result<AfterLookup, TrackerError> {
+    match lookup {
+        Ok(content) => Ok(AfterLookup::Mapped(content)),
+        Err(e) if e.is_not_found() && size == 0 => Ok(AfterLookup::Alone(Alone::Empty)),
+        Err(e) if e.is_not_found() => Ok(AfterLookup::CreateSwarm),
+        Err(e) if e.is_unreachable() => Ok(AfterLookup::Alone(Alone::TrackerDown(e))),
+        Err(e) => Err(e),
+    }
+}
+
+/// Decides from the tracker's answer to creating the URL swarm, which names its leader: this
+/// agent (`me`) leads only when the tracker says so. A tracker that refuses (another layout
+/// already running, a bad token) fails the fetch.
+pub(super) fn after_create(
+    created: Result<SwarmInfo, TrackerError>,
+    me: &AgentId,
+) -> Result<Role, TrackerError> {
+    match created {
+        Ok(swarm) if swarm.leader == *me => Ok(Role::Lead(swarm)),
+        Ok(swarm) => Ok(Role::Follow(swarm)),
+        Err(e) if e.is_unreachable() => Ok(Role::Alone(Alone::TrackerDown(e))),
+        Err(e) => Err(e),
+    }
+}
+
+/// A follower whose swarm did not finish (its leader vanished, its peers stalled or kept
+/// sending bad pieces) fetches from the origin alone: `Ok` with why the swarm's download
+/// failed. A cancelled fetch, or one that failed outside the download, stays failed.
+pub(super) fn fall_back_after_follow(
+    error: AgentFetchError,
+) -> Result<DownloadError, AgentFetchError> {
+    match error {
+        AgentFetchError::Download(e) if e.kind() != ErrorKind::Cancelled => Ok(e),
+        other => Err(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use shoal_core::wire::{SwarmDigests, UrlKey};
+    use shoal_core::Layout;
+
+    use super::*;
+    use crate::objects::ObjectsError;
+
+    fn me() -> AgentId {
+        AgentId::new("me").unwrap()
+    }
+
+    fn content() -> ContentId {
+        ContentId::from_bytes([7; 32])
+    }
+
+    fn swarm(leader: &str) -> SwarmInfo {
+        let key = UrlKey {
+            url: "https://origin.example/big.iso".into(),
+            size: 10,
+            etag: Some("\"v1\"".into()),
+            last_modified: None,
+        };
+        let layout = Layout::new(10, 4).unwrap();
+        SwarmInfo {
+            id: key.swarm_id(),
+            key,
+            layout,
+            leader: AgentId::new(leader).unwrap(),
+            created: false,
+            digests: SwarmDigests::of(&[None; 3]),
+        }
+    }
+
+    fn unreachable() -> TrackerError {
+        TrackerError::Unreachable {
+            url: "http://tracker".into(),
+            detail: "connection refused".into(),
+        }
+    }
+
+    fn not_found() -> TrackerError {
+        TrackerError::NotFound {
+            url: "http://tracker".into(),
+            what: "mapping for this URL".into(),
+        }
+    }
+
+    fn refused() -> TrackerError {
+        TrackerError::Refused {
+            url: "http://tracker".into(),
+            status: 403,
+            message: "unknown token".into(),
+        }
+    }
+
+    fn rejected(status: u16) -> TrackerError {
+        TrackerError::Rejected {
+            url: "http://tracker".into(),
+            status,
+            message: "no".into(),
+        }
+    }
+
+    fn network() -> DownloadError {
+        DownloadError::Network {
+            url: "https://origin.example/big.iso".into(),
+            cause: shoal_engine::FetchError::CutShort("connection reset".into()),
+            tries: 3,
+        }
+    }
+
+    fn status(status: u16) -> DownloadError {
+        DownloadError::HttpStatus {
+            url: "https://origin.example/big.iso".into(),
+            status,
+        }
+    }
+
+    #[test]
+    fn the_origin_is_down_when_unreachable_or_failing_not_when_it_refuses() {
+        assert!(origin_is_down(&network()));
+        assert!(origin_is_down(&status(500)));
+        assert!(origin_is_down(&status(503)));
+        assert!(!origin_is_down(&status(404)));
+        assert!(!origin_is_down(&status(403)));
+        assert!(!origin_is_down(&DownloadError::Changed {
+            url: "https://origin.example/big.iso".into()
+        }));
+        assert!(!origin_is_down(&DownloadError::Cancelled));
+    }
+
+    #[test]
+    fn a_mapped_url_is_fetched_by_its_content_whatever_its_size() {
+        for size in [0, 10] {
+            let decided = after_lookup(Ok(content()), size).unwrap();
+            assert!(
+                matches!(decided, AfterLookup::Mapped(c) if c == content()),
+                "{decided:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_url_makes_a_swarm_unless_it_is_empty() {
+        let decided = after_lookup(Err(not_found()), 10).unwrap();
+        assert!(matches!(decided, AfterLookup::CreateSwarm), "{decided:?}");
+        let decided = after_lookup(Err(not_found()), 0).unwrap();
+        assert!(
+            matches!(decided, AfterLookup::Alone(Alone::Empty)),
+            "{decided:?}"
+        );
+    }
+
+    #[test]
+    fn a_lookup_without_a_tracker_goes_alone_and_a_refusal_fails() {
+        for size in [0, 10] {
+            let decided = after_lookup(Err(unreachable()), size).unwrap();
+            assert!(
+                matches!(decided, AfterLookup::Alone(Alone::TrackerDown(_))),
+                "{decided:?}"
+            );
+        }
+        assert!(matches!(
+            after_lookup(Err(refused()), 10),
+            Err(TrackerError::Refused { .. })
+        ));
+        assert!(matches!(
+            after_lookup(Err(rejected(400)), 10),
+            Err(TrackerError::Rejected { status: 400, .. })
+        ));
+    }
+
+    #[test]
+    fn the_agent_the_tracker_names_leads_and_the_others_follow() {
+        let led = after_create(Ok(swarm("me")), &me()).unwrap();
+        assert!(matches!(&led, Role::Lead(s) if s.leader == me()), "{led:?}");
+        let followed = after_create(Ok(swarm("first")), &me()).unwrap();
+        assert!(
+            matches!(&followed, Role::Follow(s) if s.leader.as_str() == "first"),
+            "{followed:?}"
+        );
+        // A leader id that merely starts like this agent's is another agent.
+        let other = after_create(Ok(swarm("me-2")), &me()).unwrap();
+        assert!(matches!(other, Role::Follow(_)), "{other:?}");
+    }
+
+    #[test]
+    fn a_swarm_the_tracker_cannot_create_goes_alone_or_fails() {
+        let alone = after_create(Err(unreachable()), &me()).unwrap();
+        assert!(
+            matches!(alone, Role::Alone(Alone::TrackerDown(_))),
+            "{alone:?}"
+        );
+        // A swarm running with another layout (409) or a bad token is not worked around.
+        assert!(matches!(
+            after_create(Err(rejected(409)), &me()),
+            Err(TrackerError::Rejected { status: 409, .. })
+        ));
+        assert!(matches!(
+            after_create(Err(refused()), &me()),
+            Err(TrackerError::Refused { .. })
+        ));
+        assert!(matches!(
+            after_create(Err(not_found()), &me()),
+            Err(TrackerError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn a_follower_whose_swarm_failed_takes_the_origin_unless_cancelled() {
+        // The leader vanished: the download stalled.
+        let stalled = fall_back_after_follow(AgentFetchError::Download(network())).unwrap();
+        assert!(matches!(stalled, DownloadError::Network { .. }));
+        let bad = fall_back_after_follow(AgentFetchError::Download(status(502))).unwrap();
+        assert!(matches!(bad, DownloadError::HttpStatus { status: 502, .. }));
+
+        let cancelled = fall_back_after_follow(AgentFetchError::Download(DownloadError::Cancelled));
+        assert!(matches!(
+            cancelled,
+            Err(AgentFetchError::Download(DownloadError::Cancelled))
+        ));
+        let tracker = fall_back_after_follow(AgentFetchError::Tracker(refused()));
+        assert!(matches!(tracker, Err(AgentFetchError::Tracker(_))));
+        let local = fall_back_after_follow(AgentFetchError::Objects(ObjectsError {
+            path: PathBuf::from("/data/objects/x"),
+            op: "move into place",
+            source: std::io::Error::other("disk full"),
+        }));
+        assert!(matches!(local, Err(AgentFetchError::Objects(_))));
+        let none = fall_back_after_follow(AgentFetchError::NoTracker("a swarm".into()));
+        assert!(matches!(none, Err(AgentFetchError::NoTracker(_))));
+    }
+}

@@ -1,0 +1,258 @@
+//! A URL fetched in the part this agent plays (see `role`): leading its swarm, following it,
+//! fetching alone, or, when the origin is down, fetching the version the swarm holds. Each
+//! ends in [`Job::finish`], which turns the bytes into a content and publishes it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use shoal_core::manifest::PieceDigest;
+use shoal_core::wire::{CreateSwarmRequest, PublishUrlRequest, SwarmInfo, UrlKey};
+use shoal_core::{ContentId, Layout, Manifest};
+use shoal_engine::{DownloadError, OriginUse, Summary};
+use tracing::{debug, info, warn};
+use url::Url;
+
+use super::digests::Following;
+use super::role::{self, AfterLookup, Alone, Role};
+use super::{key_of, part_path, AgentFetchError, Fetched, Job, OriginUrl};
+use crate::catalog::{Entry, Provenance};
+use crate::objects::{ObjectsError, Pin};
+use crate::piece_size;
+
+impl Job<'_> {
+    /// Fetches a URL in the part the origin's and the tracker's answers give this agent.
+    pub(super) async fn url(&self, url: Url) -> Result<Fetched, AgentFetchError> {
+        let version = match shoal_engine::url_version(&url, &self.f.options.http).await {
+            Ok(version) => version,
+            Err(e) => return self.origin_down(url, e).await,
+        };
+        let key = key_of(&version);
+        let origin = OriginUrl { url, version };
+        match self.role(&key).await? {
+            Role::Mapped(content) => self.content(content, Some(origin)).await,
+            Role::Lead(swarm) => self.lead(origin, swarm).await,
+            Role::Follow(swarm) => match self.follow(&origin, &swarm).await {
+                Ok(fetched) => Ok(fetched),
+                Err(error) => {
+                    let e = role::fall_back_after_follow(error)?;
+                    warn!(
+                        swarm = %swarm.id,
+                        "the swarm for {} did not finish ({e}); fetching from the origin",
+                        swarm.key.url
+                    );
+                    self.alone(origin).await
+                }
+            },
+            Role::Alone(why) => {
+                if let Alone::TrackerDown(e) = why {
+                    warn!("{e}; fetching {} from the origin alone", key.url);
+                }
+                self.alone(origin).await
+            }
+        }
+    }
+
+    /// Asks the tracker what part this agent plays for the URL version `key`.
+    async fn role(&self, key: &UrlKey) -> Result<Role, AgentFetchError> {
+        let Some(tracker) = &self.f.tracker else {
+            return Ok(Role::Alone(Alone::NoTracker));
+        };
+        let lookup = tracker.lookup_url(key).await.map(|m| m.content);
+        Ok(match role::after_lookup(lookup, key.size)? {
+            AfterLookup::Mapped(content) => Role::Mapped(content),
+            AfterLookup::Alone(why) => Role::Alone(why),
+            AfterLookup::CreateSwarm => {
+                let size = key.size;
+                let request = CreateSwarmRequest {
+                    key: key.clone(),
+                    layout: Layout::new(size, piece_size::for_size(size))
+                        .expect("a valid piece size"),
+                    agent: self.f.id.clone(),
+                };
+                role::after_create(tracker.create_swarm(&request).await, &self.f.id)?
+            }
+        })
+    }
+
+    /// The origin did not say which version it serves: when it cannot be reached at all, the
+    /// newest version the tracker knows for the URL is fetched from the swarm alone.
+    async fn origin_down(
+        &self,
+        url: Url,
+        error: DownloadError,
+    ) -> Result<Fetched, AgentFetchError> {
+        let (true, Some(tracker)) = (role::origin_is_down(&error), &self.f.tracker) else {
+            return Err(error.into());
+        };
+        let mut bare = url.clone();
+        let _ = bare.set_username("");
+        let _ = bare.set_password(None);
+        let mapping = match tracker.latest_url(bare.as_str()).await {
+            Ok(mapping) => mapping,
+            Err(e) => {
+                debug!("no version of {bare} at the tracker either: {e}");
+                return Err(error.into());
+            }
+        };
+        warn!(
+            "{error}; fetching the version of {} the swarm holds ({} bytes, published at unix time {}) from peers alone",
+            mapping.key.url, mapping.key.size, mapping.published_at
+        );
+        self.content(mapping.content, None).await
+    }
+
+    /// Fetches from the origin without a swarm, hashing pieces as they complete (see
+    /// [`Alone`], and a follower whose swarm failed). The manifest is published if a tracker
+    /// answers.
+    async fn alone(&self, origin: OriginUrl) -> Result<Fetched, AgentFetchError> {
+        let size = origin.version.size;
+        let layout = Layout::new(size, piece_size::for_size(size)).expect("a valid piece size");
+        let tmp = self.f.objects.dir().join(format!(
+            "url-{}",
+            &blake3::hash(origin.url.as_str().as_bytes()).to_hex()[..32]
+        ));
+        let (summary, digests) = self.fetch_origin(&origin, &tmp, layout, None).await?;
+        self.finish(origin, tmp, layout, digests, summary, None)
+            .await
+    }
+
+    /// Puts a URL swarm's content in the catalog, to be served piece by piece under the
+    /// swarm's id while it downloads; returns where it lands and a pin for it.
+    fn join(&self, origin: &OriginUrl, swarm: &SwarmInfo) -> (PathBuf, Pin) {
+        let path = self.f.objects.path(&swarm.id);
+        let name = shoal_engine::naming::file_name(None, &origin.url);
+        self.f.catalog.insert(Arc::new(Entry::provisional(
+            swarm.id,
+            swarm.layout,
+            name,
+            part_path(&path),
+        )));
+        (path, self.f.objects.pin(swarm.id))
+    }
+
+    /// Leads a URL swarm: fetches from the origin, publishes each piece's digest, and only
+    /// then marks the piece held so followers can check it.
+    async fn lead(&self, origin: OriginUrl, swarm: SwarmInfo) -> Result<Fetched, AgentFetchError> {
+        info!(swarm = %swarm.id, url = %swarm.key.url, "leading the swarm: fetching from the origin");
+        let (path, _pin) = self.join(&origin, &swarm);
+        let (summary, digests) = self
+            .fetch_origin(&origin, &path, swarm.layout, Some(swarm.id))
+            .await?;
+        self.finish(origin, path, swarm.layout, digests, summary, Some(swarm.id))
+            .await
+    }
+
+    /// Follows a URL swarm: pieces from the leader and the other followers, each checked
+    /// against the digest the leader published.
+    async fn follow(
+        &self,
+        origin: &OriginUrl,
+        swarm: &SwarmInfo,
+    ) -> Result<Fetched, AgentFetchError> {
+        info!(swarm = %swarm.id, leader = %swarm.leader, url = %swarm.key.url, "following the swarm");
+        let (path, _pin) = self.join(origin, swarm);
+        let following = Following::start(self.tracker("a swarm")?.clone(), swarm, &self.cancel);
+        let result = self
+            .swarm(
+                swarm.id,
+                origin.url.clone(),
+                swarm.layout,
+                following.digests(),
+                OriginUse::Never,
+                Some(swarm.leader.clone()),
+            )
+            .await;
+        let learned = following.stop().await;
+        let summary = result?;
+        self.finish(
+            origin.clone(),
+            path,
+            swarm.layout,
+            learned,
+            summary,
+            Some(swarm.id),
+        )
+        .await
+    }
+
+    /// Turns a finished download at `path` into a content: builds its manifest from the
+    /// digests, moves the bytes to the content's place, seeds it (also under the swarm's id,
+    /// for followers still fetching), and publishes the manifest and the URL mapping.
+    async fn finish(
+        &self,
+        origin: OriginUrl,
+        path: PathBuf,
+        layout: Layout,
+        digests: Vec<Option<PieceDigest>>,
+        summary: Summary,
+        swarm: Option<ContentId>,
+    ) -> Result<Fetched, AgentFetchError> {
+        let digests: Vec<PieceDigest> = digests
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| {
+                d.ok_or_else(|| {
+                    AgentFetchError::Download(DownloadError::Network {
+                        url: shoal_engine::redact::redacted(&origin.url),
+                        cause: shoal_engine::FetchError::Unserved(format!(
+                            "piece {i} was never hashed"
+                        )),
+                        tries: 1,
+                    })
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let manifest = Arc::new(Manifest::new(layout, digests).expect("one digest per piece"));
+        let id = manifest.id();
+        let name = shoal_engine::naming::file_name(None, &origin.url);
+        let pin = self.f.objects.pin(id);
+        let target = self.f.objects.path(&id);
+        std::fs::rename(&path, &target).map_err(|source| ObjectsError {
+            path: target.clone(),
+            op: "move into place",
+            source,
+        })?;
+        if let Some(alias) = swarm.and_then(|s| self.f.catalog.get(&s)) {
+            alias.set_path(target.clone());
+            self.f
+                .catalog
+                .mark(&alias.id(), &layout.pieces().collect::<Vec<_>>());
+        }
+        self.f.catalog.insert(Arc::new(Entry::complete(
+            manifest.clone(),
+            name.clone(),
+            Provenance::Fetched,
+            target.clone(),
+        )));
+        let key = key_of(&origin.version);
+        self.keep(&manifest, &name, Some(key.clone()))?;
+        if let Some(tracker) = &self.f.tracker {
+            let published = async {
+                tracker.put_manifest(&manifest).await?;
+                tracker
+                    .publish_url(&PublishUrlRequest {
+                        key: key.clone(),
+                        content: id,
+                    })
+                    .await
+            };
+            match published.await {
+                Ok(mapping) if mapping.content != id => warn!(
+                    "the tracker maps {} to {}, but its bytes here hash to {id}; \
+                     the file may have changed on the origin",
+                    key.url, mapping.content
+                ),
+                Ok(_) => info!(content = %id, url = %key.url, "published"),
+                Err(e) => warn!(content = %id, "could not publish the manifest: {e}"),
+            }
+        }
+        Ok(Fetched {
+            content: id,
+            name,
+            path: target,
+            size: layout.size(),
+            summary: Some(summary),
+            pin,
+        })
+    }
+}

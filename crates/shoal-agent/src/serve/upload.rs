@@ -1,0 +1,173 @@
+//! Streaming a range to a peer: the body is read in chunks with positional reads off the
+//! runtime, paced by one token bucket shared by all uploads, and cut short with an error when
+//! the file cannot be read to the end or the server stops.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use shoal_core::ContentId;
+use tokio::time::Instant;
+
+use super::{PieceServer, Slot, MIN_CHUNK};
+
+/// A body in progress: the rest of one range of one file.
+pub(super) struct Upload {
+    pub(super) server: PieceServer,
+    pub(super) id: ContentId,
+    pub(super) path: PathBuf,
+    pub(super) file: Arc<File>,
+    pub(super) at: u64,
+    pub(super) end: u64,
+    /// Given back as soon as the last chunk is out, so `load` does not wait for the
+    /// connection to drop the body.
+    pub(super) slot: Option<Slot>,
+}
+
+impl Upload {
+    pub(super) fn into_body(self) -> Body {
+        let chunks = futures_util::stream::unfold(Some(self), |upload| async move {
+            let mut upload = upload?;
+            if upload.at >= upload.end {
+                return None;
+            }
+            match upload.next_chunk().await {
+                Ok(chunk) => Some((Ok(chunk), Some(upload))),
+                Err(error) if upload.server.inner.stop.is_cancelled() => {
+                    tracing::debug!(content = %upload.id, "upload cut short by shutdown");
+                    Some((Err(error), None))
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        content = %upload.id,
+                        path = %upload.path.display(),
+                        offset = upload.at,
+                        %error,
+                        "upload ended early: reading the file failed"
+                    );
+                    Some((Err(error), None))
+                }
+            }
+        });
+        Body::from_stream(chunks)
+    }
+
+    async fn next_chunk(&mut self) -> io::Result<Bytes> {
+        let inner = &self.server.inner;
+        let len = (self.end - self.at).min(inner.chunk as u64) as usize;
+        let file = self.file.clone();
+        let at = self.at;
+        let read = tokio::task::spawn_blocking(move || read_chunk(&file, at, len));
+        let chunk = tokio::select! {
+            joined = read => joined.map_err(io::Error::other)??,
+            () = inner.stop.cancelled() => return Err(stopped()),
+        };
+        if let Some(bucket) = &inner.bucket {
+            tokio::select! {
+                () = bucket.take(chunk.len()) => {}
+                () = inner.stop.cancelled() => return Err(stopped()),
+            }
+        }
+        self.at += chunk.len() as u64;
+        inner
+            .served
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        if self.at >= self.end {
+            self.slot = None;
+        }
+        Ok(chunk)
+    }
+}
+
+fn stopped() -> io::Error {
+    io::Error::new(io::ErrorKind::Interrupted, "the piece server is stopping")
+}
+
+/// Up to `len` bytes at `at`; fewer only at the end of the file, and an error when there is
+/// nothing left to read (the file shrank under the upload).
+fn read_chunk(file: &File, at: u64, len: usize) -> io::Result<Bytes> {
+    let mut buf = vec![0; len];
+    let mut filled = 0;
+    while filled < len {
+        match file.read_at(&mut buf[filled..], at + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if filled == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("the file ends before offset {at}, inside the range being sent"),
+        ));
+    }
+    buf.truncate(filled);
+    Ok(Bytes::from(buf))
+}
+
+/// One token bucket for every upload, so the limit holds however many peers fetch at once.
+pub(super) struct Bucket {
+    rate: f64,
+    /// Up to this many bytes may pass at once after an idle spell.
+    burst: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Bucket {
+    pub(super) fn new(bytes_per_sec: u64) -> Self {
+        let rate = bytes_per_sec as f64;
+        Self {
+            rate,
+            burst: (rate / 10.0).max(MIN_CHUNK as f64),
+            state: Mutex::new((0.0, Instant::now())),
+        }
+    }
+
+    /// Takes `bytes`, waiting as long as the rate requires.
+    async fn take(&self, bytes: usize) {
+        let wait = self.reserve(bytes, Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Takes `bytes` at `now` and says how long the taker must wait. Tokens may go negative (a
+    /// debt the next taker waits out too), so each chunk costs one sleep however many uploads
+    /// share the bucket.
+    fn reserve(&self, bytes: usize, now: Instant) -> Duration {
+        let mut state = self.state.lock().expect("upload bucket lock");
+        let (tokens, at) = &mut *state;
+        let refill = now.saturating_duration_since(*at).as_secs_f64() * self.rate;
+        *tokens = (*tokens + refill).min(self.burst) - bytes as f64;
+        *at = now.max(*at);
+        Duration::from_secs_f64((-*tokens).max(0.0) / self.rate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_bucket_paces_every_upload() {
+        let bucket = Bucket::new(1_000_000);
+        let t0 = Instant::now();
+        // 200 chunks of 10 kB at once, from any number of uploads: 2 s of debt.
+        let mut wait = Duration::ZERO;
+        for _ in 0..200 {
+            wait = bucket.reserve(10_000, t0);
+        }
+        assert!((1.99..=2.0).contains(&wait.as_secs_f64()), "{wait:?}");
+        // Once the debt is waited out, an idle spell saves up only the burst.
+        let later = t0 + Duration::from_secs(12);
+        assert_eq!(bucket.reserve(100_000, later), Duration::ZERO);
+        assert!(bucket.reserve(1_000, later) >= Duration::from_millis(1));
+    }
+}
