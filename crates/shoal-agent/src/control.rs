@@ -24,6 +24,7 @@ use futures_util::stream;
 use serde::{Deserialize, Serialize};
 use shoal_core::wire::ErrorBody;
 use shoal_core::ContentId;
+use shoal_core::SafeUrl;
 use shoal_engine::{CancellationToken, Event};
 use tokio::sync::mpsc;
 use url::Url;
@@ -45,8 +46,8 @@ pub struct FetchRequest {
 /// Where a finished content's bytes came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SourceLine {
-    /// Credentials redacted.
-    pub url: String,
+    /// Travels redacted.
+    pub url: SafeUrl,
     pub bytes: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dropped: Option<String>,
@@ -57,7 +58,8 @@ pub struct SourceLine {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum ControlEvent {
     Started {
-        url: String,
+        /// Travels redacted.
+        url: SafeUrl,
         size: Option<u64>,
     },
     Progress {
@@ -67,9 +69,7 @@ pub enum ControlEvent {
         connections: u32,
     },
     /// Something the user should know (a peer dropped, a bad piece, a restart).
-    Notice {
-        message: String,
-    },
+    Notice { message: String },
     Finished {
         content: ContentId,
         name: String,
@@ -273,7 +273,7 @@ pub async fn request(
     mut on_event: impl FnMut(&ControlEvent),
 ) -> Result<ControlEvent, ControlError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let shown = shoal_engine::redact::redacted(agent);
+    let shown = shoal_core::redact::redacted(agent);
     let unreachable = |detail: String| ControlError::Unreachable {
         agent: shown.clone(),
         detail,

@@ -16,7 +16,7 @@ use shoal_core::{ContentId, Manifest};
 use thiserror::Error;
 use url::Url;
 
-use shoal_engine::redact::redacted;
+use shoal_core::redact::redacted;
 
 #[derive(Debug, Error)]
 pub enum TrackerError {

@@ -48,6 +48,24 @@ impl From<Url> for SafeUrl {
     }
 }
 
+/// Serialized redacted, like its `Display`: a URL that leaves the process in a message or an
+/// event never carries its credentials.
+impl serde::Serialize for SafeUrl {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.redacted())
+    }
+}
+
+/// Read back as the URL written, which (when it was serialized by shoal) is the redacted one.
+impl<'de> serde::Deserialize<'de> for SafeUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Url::parse(&text)
+            .map(SafeUrl)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for SafeUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.redacted())
@@ -118,6 +136,15 @@ fn is_secret_param(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serialized_redacted() {
+        let url = SafeUrl::new(Url::parse("https://u:hunter2@h/f?token=abc").unwrap());
+        let json = serde_json::to_string(&url).unwrap();
+        assert!(!json.contains("hunter2") && !json.contains("abc"), "{json}");
+        let back: SafeUrl = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.to_string(), url.to_string());
+    }
 
     fn url(text: &str) -> Url {
         Url::parse(text).unwrap()

@@ -3,12 +3,11 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use shoal_core::PieceIndex;
+use shoal_core::{PieceIndex, SafeUrl};
 use thiserror::Error;
 use url::Url;
 
 use crate::http::FetchError;
-use crate::redact::redacted;
 
 /// What went wrong, at the granularity a user or script acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,11 +30,11 @@ pub enum ErrorKind {
 #[derive(Debug, Error)]
 pub enum DownloadError {
     #[error("{url}: server answered {status}")]
-    HttpStatus { url: String, status: u16 },
+    HttpStatus { url: SafeUrl, status: u16 },
 
     #[error("{url}: {cause} (after {tries} {noun})", noun = if *tries == 1 { "try" } else { "tries" })]
     Network {
-        url: String,
+        url: SafeUrl,
         #[source]
         cause: FetchError,
         tries: u32,
@@ -54,7 +53,7 @@ pub enum DownloadError {
         actual: String,
         /// The URLs (redacted) that sent bytes of the file, when there were several: one of
         /// them served other bytes.
-        sources: Box<[String]>,
+        sources: Box<[SafeUrl]>,
     },
 
     #[error(
@@ -65,7 +64,7 @@ pub enum DownloadError {
     PieceMismatch {
         path: PathBuf,
         index: PieceIndex,
-        url: String,
+        url: SafeUrl,
     },
 
     #[error("{path}: {op}: {source}{hint}", hint = io_hint(source))]
@@ -97,19 +96,23 @@ pub enum DownloadError {
         "{url}: the file changed on the server again while downloading; run the same command \
          later, when it has settled"
     )]
-    Changed { url: String },
+    Changed { url: SafeUrl },
 
     #[error("download cancelled")]
     Cancelled,
 }
 
-fn served_by(sources: &[String]) -> String {
+fn served_by(sources: &[SafeUrl]) -> String {
     if sources.len() < 2 {
         return String::new();
     }
     format!(
         "; its bytes came from {}, one of which serves a different file",
-        sources.join(", ")
+        sources
+            .iter()
+            .map(SafeUrl::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 
@@ -168,7 +171,7 @@ impl DownloadError {
 impl DownloadError {
     /// The error a user sees for a request to `url` that failed for good after `tries`.
     pub fn fetch(url: &Url, error: FetchError, tries: u32) -> Self {
-        let url = redacted(url);
+        let url = SafeUrl::new(url.clone());
         match error {
             FetchError::Changed => DownloadError::Changed { url },
             FetchError::Status { status, .. } => DownloadError::HttpStatus {

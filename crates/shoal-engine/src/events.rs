@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shoal_core::PieceIndex;
+use shoal_core::{PieceIndex, SafeUrl};
 use tokio::sync::mpsc;
 
 /// Receives events; dropping the receiver is fine, events are then discarded.
@@ -15,7 +15,7 @@ pub enum Event {
     /// The probe answered: where the file goes and what the server offers.
     Started {
         /// The final URL after redirects, credentials redacted.
-        url: String,
+        url: SafeUrl,
         path: PathBuf,
         size: Option<u64>,
         /// Whether the server honours byte ranges (so more than one connection can be used).
@@ -37,7 +37,7 @@ pub enum Event {
     /// The download goes on with the others.
     SourceDropped {
         /// Credentials redacted.
-        url: String,
+        url: SafeUrl,
         reason: String,
     },
     /// About ten times a second while bytes flow.
@@ -63,7 +63,7 @@ pub enum Event {
     /// and is not used any more. `peer` names the peer, when it was one.
     BadPiece {
         index: PieceIndex,
-        url: String,
+        url: SafeUrl,
         peer: Option<String>,
     },
     /// Every byte is on disk; the checksum is being computed.
@@ -100,7 +100,7 @@ pub struct Summary {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceUsage {
     /// Credentials redacted.
-    pub url: String,
+    pub url: SafeUrl,
     pub bytes: u64,
     /// Why it stopped being used, if it did.
     pub dropped: Option<String>,

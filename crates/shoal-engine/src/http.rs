@@ -8,12 +8,11 @@ use std::time::Duration;
 
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{redirect, Client, Response, StatusCode};
-use shoal_core::ByteRange;
+use shoal_core::{ByteRange, SafeUrl};
 use thiserror::Error;
 use url::Url;
 
 use crate::options::HttpOptions;
-use crate::redact::redacted;
 
 /// Redirects followed before giving up, as curl and browsers do.
 const MAX_REDIRECTS: usize = 10;
@@ -386,7 +385,7 @@ fn content_range_total(headers: &HeaderMap) -> Option<u64> {
 #[derive(Debug, Clone)]
 pub struct RangeSource {
     pub client: Client,
-    pub url: Url,
+    pub url: SafeUrl,
     pub size: u64,
     pub validator: Option<String>,
 }
@@ -397,7 +396,7 @@ impl RangeSource {
     pub async fn fetch(&self, range: ByteRange) -> Result<Response, FetchError> {
         let mut request = self
             .client
-            .get(self.url.clone())
+            .get(self.url.as_url().clone())
             .header(header::RANGE, range.http_header())
             .header(header::ACCEPT_ENCODING, "identity");
         if let Some(v) = &self.validator {
@@ -432,8 +431,8 @@ impl RangeSource {
         }
     }
 
-    pub fn shown_url(&self) -> String {
-        redacted(&self.url)
+    pub fn shown_url(&self) -> SafeUrl {
+        self.url.clone()
     }
 }
 

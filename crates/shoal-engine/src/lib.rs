@@ -16,7 +16,6 @@ pub mod options;
 mod pieces;
 mod plan;
 mod ratelimit;
-pub mod redact;
 pub mod resume;
 mod retry;
 pub mod segments;

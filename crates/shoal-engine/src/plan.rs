@@ -16,17 +16,18 @@ use crate::events::{Event, EventSender, SourceUsage};
 use crate::http::{self, FetchError, Probe, RangeSource};
 use crate::naming;
 use crate::options::{Digests, DownloadOptions, OriginUse, Output, Resume, SwarmOptions, BLOCK};
-use crate::redact::redacted;
 use crate::resume::{self, State};
 use crate::retry::Backoff;
 use crate::source::{Policy, Reach, Source};
+use shoal_core::redact::redacted;
+use shoal_core::SafeUrl;
 
 /// One download, planned.
 pub(crate) struct Plan {
     /// Where the file goes.
     pub path: PathBuf,
     /// The URL the user is shown (the final one after redirects), redacted.
-    pub shown_url: String,
+    pub shown_url: SafeUrl,
     pub size: Option<u64>,
     /// Whether the sources honour byte ranges, so more than one connection can be used.
     pub ranges: bool,
@@ -76,13 +77,13 @@ impl Plan {
             last_modified: probe.last_modified.clone(),
             done: Bitfield::new(0),
         };
-        let (shown_url, size, ranges) = (redacted(&probe.url), probe.size, probe.ranges);
+        let (shown_url, size, ranges) = (SafeUrl::new(probe.url.clone()), probe.size, probe.ranges);
         let fetch = match (probe.ranges, probe.size) {
             (true, Some(size)) if size > 0 => {
                 let alone = mirrors.is_empty();
                 let primary = RangeSource {
                     client: client.clone(),
-                    url: probe.url.clone(),
+                    url: probe.url.clone().into(),
                     size,
                     validator: probe.validator.clone(),
                 };
@@ -141,7 +142,7 @@ impl Plan {
                 OriginUse::Fallback { validator, .. } => vec![Source::new(
                     RangeSource {
                         client: client.clone(),
-                        url: options.url.clone(),
+                        url: options.url.clone().into(),
                         size,
                         validator: validator.clone(),
                     },
@@ -156,7 +157,7 @@ impl Plan {
         };
         Ok(Self {
             path,
-            shown_url: redacted(&options.url),
+            shown_url: SafeUrl::new(options.url.clone()),
             size: Some(size),
             ranges: true,
             record,
@@ -298,11 +299,11 @@ async fn probe_sources(
     let mut drop_source = |url: &Url, reason: String| {
         info!(url = %redacted(url), %reason, "mirror dropped");
         let _ = events.send(Event::SourceDropped {
-            url: redacted(url),
+            url: SafeUrl::new(url.clone()),
             reason: reason.clone(),
         });
         dropped.push(SourceUsage {
-            url: redacted(url),
+            url: SafeUrl::new(url.clone()),
             bytes: 0,
             dropped: Some(reason),
         });
@@ -328,7 +329,7 @@ async fn probe_sources(
             }
             (true, Some(s), _) if primary.is_some() => mirrors.push(RangeSource {
                 client: client.clone(),
-                url: probe.url.clone(),
+                url: probe.url.clone().into(),
                 size: s,
                 validator: probe.validator.clone(),
             }),
@@ -342,7 +343,8 @@ async fn probe_sources(
                 drop_source(&probe.url, "does not serve byte ranges".to_string());
                 // A mirror that does ranges is worth more than a primary that does not.
                 let first = mirrors.remove(0);
-                let probe = probe_with_retries(client, &first.url, options, events, cancel).await?;
+                let probe =
+                    probe_with_retries(client, first.url.as_url(), options, events, cancel).await?;
                 return Ok(Probed {
                     probe,
                     mirrors,

@@ -23,7 +23,7 @@ use shoal_core::Bitfield;
 use thiserror::Error;
 use url::Url;
 
-use crate::redact::redacted;
+use shoal_core::redact::redacted;
 
 const MAGIC: &[u8; 8] = b"SHOALST\n";
 pub const VERSION: u32 = 1;

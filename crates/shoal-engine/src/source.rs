@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use shoal_core::ByteRange;
+use shoal_core::{ByteRange, SafeUrl};
 
 use crate::http::{FetchError, RangeSource};
 use crate::options::{DownloadOptions, OriginUse};
@@ -228,7 +228,7 @@ impl Source {
         }
     }
 
-    pub fn shown_url(&self) -> String {
+    pub fn shown_url(&self) -> SafeUrl {
         self.range.shown_url()
     }
 }
@@ -243,7 +243,7 @@ mod tests {
     fn source(policy: Policy) -> Source {
         let range = RangeSource {
             client: crate::http::client(&crate::HttpOptions::default()).unwrap(),
-            url: Url::parse("http://127.0.0.1:1/f").unwrap(),
+            url: Url::parse("http://127.0.0.1:1/f").unwrap().into(),
             size: 1 << 20,
             validator: None,
         };

@@ -15,7 +15,7 @@
 use thiserror::Error;
 use url::Url;
 
-use crate::redact::redacted;
+use shoal_core::redact::redacted;
 
 /// One download from a list: the mirrors of one file, in the order the line gives them.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -41,7 +41,7 @@ fn dropped(events: &[Event]) -> Vec<(String, String)> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::SourceDropped { url, reason } => Some((url.clone(), reason.clone())),
+            Event::SourceDropped { url, reason } => Some((url.to_string(), reason.clone())),
             _ => None,
         })
         .collect()
@@ -120,7 +120,7 @@ async fn failing_mirrors_are_dropped_and_the_download_completes() {
     let missing_usage = summary
         .sources
         .iter()
-        .find(|s| s.url == missing.url("/f"))
+        .find(|s| s.url.to_string() == missing.url("/f"))
         .expect("every URL is in the summary");
     assert!(missing_usage.dropped.is_some());
     assert_eq!(missing_usage.bytes, 0);

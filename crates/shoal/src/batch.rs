@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use serde_json::{json, Value};
-use shoal_engine::redact::redacted;
+use shoal_core::redact::redacted;
 use shoal_engine::urllist::{self, ListEntry};
 use shoal_engine::{naming, CancellationToken, DownloadOptions, Summary};
 use tokio::sync::mpsc;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use clap::error::ErrorKind as ClapErrorKind;
 use clap::{Args, ValueEnum};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use shoal_core::redact::redacted;
 use shoal_core::{Checksum, ContentId};
-use shoal_engine::redact::redacted;
 use shoal_engine::{
     parse_bytes, CancellationToken, Connections, DownloadOptions, ErrorKind, Existing, HttpOptions,
     MinSplit, Output, Rate, Resume,

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
+use shoal_core::redact::redacted;
 use shoal_engine::metalink::{self, Metalink, MetalinkFile, SkipReason};
-use shoal_engine::redact::redacted;
 use shoal_engine::{
     CancellationToken, Connections, DownloadError, DownloadOptions, HttpOptions, Output, Resume,
 };

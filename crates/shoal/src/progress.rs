@@ -691,7 +691,7 @@ mod tests {
             "saved big.iso: 512.00 MiB in 2.04 s, 250.98 MiB/s, 16 connections"
         );
         let mirror = SourceUsage {
-            url: "http://m1/big.iso".into(),
+            url: url::Url::parse("http://m1/big.iso").unwrap().into(),
             bytes: 3 << 20,
             dropped: Some("server answered 404 Not Found".into()),
         };
@@ -730,7 +730,7 @@ mod tests {
     #[test]
     fn json_lines_have_plain_fields() {
         let started = event_json(&Event::Started {
-            url: "http://h/f".into(),
+            url: url::Url::parse("http://h/f").unwrap().into(),
             path: PathBuf::from("out/f"),
             size: None,
             ranges: false,

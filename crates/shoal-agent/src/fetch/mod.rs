@@ -271,9 +271,7 @@ impl Job<'_> {
 /// What the tracker is asked about a URL version: the URL without credentials (they are the
 /// user's, not the fleet's), its size and validators.
 fn key_of(version: &UrlVersion) -> UrlKey {
-    let mut url = version.url.clone();
-    let _ = url.set_username("");
-    let _ = url.set_password(None);
+    let url = shoal_core::redact::without_credentials(&version.url);
     UrlKey {
         url: url.to_string(),
         size: version.size,

@@ -126,7 +126,9 @@ mod tests {
 
     fn swarm(leader: &str) -> SwarmInfo {
         let key = UrlKey {
-            url: "https://origin.example/big.iso".into(),
+            url: url::Url::parse("https://origin.example/big.iso")
+                .unwrap()
+                .into(),
             size: 10,
             etag: Some("\"v1\"".into()),
             last_modified: None,
@@ -174,7 +176,9 @@ mod tests {
 
     fn network() -> DownloadError {
         DownloadError::Network {
-            url: "https://origin.example/big.iso".into(),
+            url: url::Url::parse("https://origin.example/big.iso")
+                .unwrap()
+                .into(),
             cause: shoal_engine::FetchError::CutShort("connection reset".into()),
             tries: 3,
         }
@@ -182,7 +186,9 @@ mod tests {
 
     fn status(status: u16) -> DownloadError {
         DownloadError::HttpStatus {
-            url: "https://origin.example/big.iso".into(),
+            url: url::Url::parse("https://origin.example/big.iso")
+                .unwrap()
+                .into(),
             status,
         }
     }
@@ -195,7 +201,9 @@ mod tests {
         assert!(!origin_is_down(&status(404)));
         assert!(!origin_is_down(&status(403)));
         assert!(!origin_is_down(&DownloadError::Changed {
-            url: "https://origin.example/big.iso".into()
+            url: url::Url::parse("https://origin.example/big.iso")
+                .unwrap()
+                .into()
         }));
         assert!(!origin_is_down(&DownloadError::Cancelled));
     }

@@ -84,9 +84,7 @@ impl Job<'_> {
         let (true, Some(tracker)) = (role::origin_is_down(&error), &self.f.tracker) else {
             return Err(error.into());
         };
-        let mut bare = url.clone();
-        let _ = bare.set_username("");
-        let _ = bare.set_password(None);
+        let bare = shoal_core::redact::without_credentials(&url);
         let mapping = match tracker.latest_url(bare.as_str()).await {
             Ok(mapping) => mapping,
             Err(e) => {
@@ -193,7 +191,7 @@ impl Job<'_> {
             .map(|(i, d)| {
                 d.ok_or_else(|| {
                     AgentFetchError::Download(DownloadError::Network {
-                        url: shoal_engine::redact::redacted(&origin.url),
+                        url: origin.url.clone().into(),
                         cause: shoal_engine::FetchError::Unserved(format!(
                             "piece {i} was never hashed"
                         )),

@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 use reqwest::Response;
 use shoal_core::checksum::PieceHashes;
-use shoal_core::{Bitfield, ByteRange, ChecksumAlgo};
+use shoal_core::{Bitfield, ByteRange, ChecksumAlgo, SafeUrl};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -47,7 +47,6 @@ use crate::events::{Event, EventSender, Progress, SourceUsage};
 use crate::http::FetchError;
 use crate::options::{Digests, DownloadOptions};
 use crate::pieces::{Expected, PieceCheck};
-use crate::redact::redacted;
 use crate::segments::{Segments, WorkerId};
 use crate::source::Source;
 
@@ -101,7 +100,7 @@ pub(crate) async fn run(
 ) -> Result<Outcome, DownloadError> {
     let options = t.options.clone();
     let pieces = piece_check(&options, size).map_err(|detail| DownloadError::Network {
-        url: redacted(&options.url),
+        url: SafeUrl::new(options.url.clone()),
         cause: FetchError::Protocol(detail),
         tries: 1,
     })?;
@@ -262,7 +261,7 @@ pub(crate) async fn run(
                 format!("no peer (and no origin) could serve the missing pieces for {secs}s")
             };
             break Err(DownloadError::Network {
-                url: redacted(&options.url),
+                url: SafeUrl::new(options.url.clone()),
                 cause: FetchError::Unserved(detail),
                 tries: 1,
             });
@@ -451,7 +450,7 @@ async fn check_pieces(shared: &Shared) -> Result<(), DownloadError> {
     for piece in checked.bad {
         for &index in &piece.sources {
             let source = shared.source(index);
-            let url = redacted(&source.range.url);
+            let url = source.shown_url();
             let peer = source.peer().map(|p| p.name.clone());
             warn!(piece = %piece.index, %url, ?peer, "piece does not match its digest");
             let _ = shared.t.events.send(Event::BadPiece {

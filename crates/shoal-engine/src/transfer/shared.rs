@@ -17,10 +17,10 @@ use crate::http::RangeSource;
 use crate::options::PeerSource;
 use crate::pieces::PieceCheck;
 use crate::ratelimit::RateLimiter;
-use crate::redact::redacted;
 use crate::segments::{Segments, WorkerId};
 use crate::source::{Policy, Reach, Source};
 use crate::swarm::{self, Asked, PeerState};
+use shoal_core::redact::redacted;
 
 use super::Transfer;
 
@@ -207,7 +207,7 @@ impl Shared {
         for peer in peers {
             let known = sources.iter().find_map(|s| {
                 s.peer()
-                    .filter(|state| state.name == peer.name && s.range.url == peer.url)
+                    .filter(|state| state.name == peer.name && *s.range.url.as_url() == peer.url)
             });
             match known {
                 Some(state) => state.update(peer),
@@ -216,7 +216,7 @@ impl Shared {
                     sources.push(Arc::new(Source::new(
                         RangeSource {
                             client: self.peer_client.clone().expect("a swarm has a peer client"),
-                            url: peer.url.clone(),
+                            url: peer.url.clone().into(),
                             size: self.size,
                             validator: None,
                         },

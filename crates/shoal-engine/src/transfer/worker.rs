@@ -217,7 +217,7 @@ async fn worker(
                 break;
             }
             Verdict::Drop => {
-                let failure = DownloadError::fetch(&source.range.url, error, tries);
+                let failure = DownloadError::fetch(source.range.url.as_url(), error, tries);
                 if !shared.drop_source(source_index, failure.to_string()) {
                     shared.fail(failure);
                 }
