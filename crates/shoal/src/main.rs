@@ -29,6 +29,17 @@ struct Cli {
     #[arg(short, long, action = ArgAction::Count, global = true)]
     verbose: u8,
 
+    /// Log lines as text, or as one JSON object per line for log collectors
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        value_enum,
+        default_value = "text",
+        env = "SHOAL_LOG_FORMAT",
+        global = true
+    )]
+    log_format: logging::Format,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -52,10 +63,14 @@ async fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return exit::usage(&err),
     };
+    let log = logging::Options {
+        verbose: cli.verbose,
+        format: cli.log_format,
+    };
     match cli.command {
-        Command::Get(args) => get::run(args, cli.verbose).await,
-        Command::Tracker(args) => tracker::run(args, cli.verbose).await,
-        Command::Agent(args) => agent::run(args, cli.verbose).await,
-        Command::Ls(args) => ls::run(args, cli.verbose).await,
+        Command::Get(args) => get::run(args, log).await,
+        Command::Tracker(args) => tracker::run(args, log).await,
+        Command::Agent(args) => agent::run(args, log).await,
+        Command::Ls(args) => ls::run(args, log).await,
     }
 }

@@ -86,8 +86,8 @@ fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| "expected a size such as 1M or 256K".into())
 }
 
-pub async fn run(args: TrackerArgs, verbose: u8) -> ExitCode {
-    logging::init(verbose, LevelFilter::INFO);
+pub async fn run(args: TrackerArgs, log: logging::Options) -> ExitCode {
+    logging::init(log, LevelFilter::INFO);
     let tokens = match load_tokens(&args.tokens).await {
         Ok(tokens) => tokens,
         Err(e) => {
