@@ -4,6 +4,7 @@
 
 mod agent;
 mod batch;
+mod config;
 mod exit;
 mod get;
 mod logging;
@@ -14,9 +15,10 @@ mod signals;
 mod tracker;
 mod via_agent;
 
+use std::io::Write;
 use std::process::ExitCode;
 
-use clap::{ArgAction, Parser, Subcommand};
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -57,9 +59,27 @@ enum Command {
     Ls(ls::LsArgs),
 }
 
+/// The whole command line: the derived one, with the daemons' `--config`, `--print-config`
+/// and `SHOAL_*` variables.
+fn command() -> clap::Command {
+    config::for_daemons(Cli::command())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let parsed = match config::parse(command(), std::env::args_os().collect()) {
+        Ok(parsed) => parsed,
+        Err(config::Error::Usage(err)) => return exit::usage(&err),
+        Err(config::Error::File(message)) => {
+            exit::say(&message);
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    if let Some(text) = parsed.printed_config() {
+        let _ = std::io::stdout().lock().write_all(text.as_bytes());
+        return ExitCode::SUCCESS;
+    }
+    let cli = match Cli::from_arg_matches(&parsed.matches) {
         Ok(cli) => cli,
         Err(err) => return exit::usage(&err),
     };
