@@ -9,6 +9,7 @@ mod exit;
 mod get;
 mod logging;
 mod ls;
+mod manual;
 mod metalink_input;
 mod progress;
 mod signals;
@@ -57,10 +58,14 @@ enum Command {
     Agent(agent::AgentArgs),
     /// List the contents the tracker knows, and who holds them
     Ls(ls::LsArgs),
+    /// Print a shell completion script
+    Completions(manual::CompletionsArgs),
+    /// Print the man page, or write one per subcommand into a directory
+    Man(manual::ManArgs),
 }
 
 /// The whole command line: the derived one, with the daemons' `--config`, `--print-config`
-/// and `SHOAL_*` variables.
+/// and `SHOAL_*` variables. Completions and man pages are made from it too.
 fn command() -> clap::Command {
     config::for_daemons(Cli::command())
 }
@@ -92,5 +97,7 @@ async fn main() -> ExitCode {
         Command::Tracker(args) => tracker::run(args, log).await,
         Command::Agent(args) => agent::run(args, log).await,
         Command::Ls(args) => ls::run(args, log).await,
+        Command::Completions(args) => manual::completions(&args, command()),
+        Command::Man(args) => manual::man(&args, command()),
     }
 }
