@@ -8,12 +8,13 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-# The release profile keeps line tables, compressed, so a panic's backtrace still names files
-# and lines (RUST_BACKTRACE=1); shoal.dwp, which adds the inlined frames, stays in the builder.
+# The binary without its debug info (scripts/build-release). Its shoal.debug, which lets
+# backtraces name files and lines, is left out of the image to keep it small; to ship it, copy
+# it from /usr/local/bin in this stage to /usr/bin beside the binary.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p shoal \
-    && cp target/release/shoal /usr/local/bin/shoal
+    scripts/build-release \
+    && cp target/release/shoal target/release/shoal.debug /usr/local/bin/
 
 # Debian 12 like the builder, so the glibc the binary was linked against is there.
 FROM gcr.io/distroless/cc-debian12:nonroot
