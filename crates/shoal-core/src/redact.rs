@@ -6,19 +6,21 @@
 //! or shared with others (a tracker's URL keys, a store's address).
 
 use std::fmt;
+use std::sync::Arc;
 
 use url::Url;
 
 /// A URL whose [`Display`](fmt::Display) and [`Debug`] print it redacted (see [`redacted`]),
 /// so that it can be logged without thought. The real URL, for making requests, is
-/// [`SafeUrl::as_url`].
+/// [`SafeUrl::as_url`]. Shared, not copied, when cloned: events and errors carry it around,
+/// and it keeps them small.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct SafeUrl(Url);
+pub struct SafeUrl(Arc<Url>);
 
 impl SafeUrl {
     /// Wraps `url`.
     pub fn new(url: Url) -> Self {
-        Self(url)
+        Self(Arc::new(url))
     }
 
     /// The real URL, credentials included: for requests, never for messages.
@@ -28,7 +30,7 @@ impl SafeUrl {
 
     /// The real URL, credentials included.
     pub fn into_url(self) -> Url {
-        self.0
+        Arc::unwrap_or_clone(self.0)
     }
 
     /// The URL as it is displayed: see [`redacted`].
@@ -44,7 +46,7 @@ impl SafeUrl {
 
 impl From<Url> for SafeUrl {
     fn from(url: Url) -> Self {
-        Self(url)
+        Self::new(url)
     }
 }
 
@@ -61,7 +63,7 @@ impl<'de> serde::Deserialize<'de> for SafeUrl {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         Url::parse(&text)
-            .map(SafeUrl)
+            .map(SafeUrl::new)
             .map_err(serde::de::Error::custom)
     }
 }

@@ -231,7 +231,7 @@ fn previous_run(
                 state.size
             ))
         }
-        Err(ExistingPart::Failed(e)) => return Err(e),
+        Err(ExistingPart::Failed(e)) => return Err(*e),
     };
     let has_validators = state.etag.is_some() || state.last_modified.is_some();
     let done_bytes =

@@ -57,11 +57,15 @@ impl PartFile {
         let file = match OpenOptions::new().read(true).write(true).open(&part) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ExistingPart::Missing),
-            Err(e) => return Err(ExistingPart::Failed(DownloadError::io(&part, "open", e))),
+            Err(e) => {
+                return Err(ExistingPart::Failed(Box::new(DownloadError::io(
+                    &part, "open", e,
+                ))))
+            }
         };
         let len = file
             .metadata()
-            .map_err(|e| ExistingPart::Failed(DownloadError::io(&part, "stat", e)))?
+            .map_err(|e| ExistingPart::Failed(Box::new(DownloadError::io(&part, "stat", e))))?
             .len();
         if len != size {
             return Err(ExistingPart::WrongLength { len });
@@ -153,7 +157,7 @@ impl PartFile {
 pub enum ExistingPart {
     Missing,
     WrongLength { len: u64 },
-    Failed(DownloadError),
+    Failed(Box<DownloadError>),
 }
 
 /// Asks the kernel to start writing these pages to disk now, without waiting. Syncs (the

@@ -88,8 +88,8 @@ fn parse_connections(text: &str) -> Result<Connections, String> {
     Connections::new(n).map_err(|e| e.to_string())
 }
 
-pub async fn run(args: AgentArgs, verbose: u8) -> ExitCode {
-    logging::init(verbose, LevelFilter::INFO);
+pub async fn run(args: AgentArgs, log: logging::Options) -> ExitCode {
+    logging::init(log, LevelFilter::INFO);
     let options = match options(args) {
         Ok(options) => options,
         Err(e) => {

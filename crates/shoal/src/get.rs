@@ -151,16 +151,16 @@ struct Common {
     http: HttpOptions,
 }
 
-pub async fn run(args: GetArgs, verbose: u8) -> ExitCode {
+pub async fn run(args: GetArgs, log: logging::Options) -> ExitCode {
     let mode = args.mode();
     if let Some(agent) = args.agent.clone() {
-        return through_agent(args, &agent, mode, verbose).await;
+        return through_agent(args, &agent, mode, log).await;
     }
     let (input, common) = match args.parse() {
         Ok(parsed) => parsed,
         Err(err) => return exit::usage(&err),
     };
-    logging::init(verbose, mode.log_default());
+    logging::init(log, mode.log_default());
 
     let cancel = CancellationToken::new();
     if let Err(err) = signals::watch(cancel.clone(), mode) {
@@ -200,7 +200,7 @@ pub async fn run(args: GetArgs, verbose: u8) -> ExitCode {
 }
 
 /// `shoal get --agent`: one URL or content id, fetched by the agent.
-async fn through_agent(args: GetArgs, agent: &str, mode: Mode, verbose: u8) -> ExitCode {
+async fn through_agent(args: GetArgs, agent: &str, mode: Mode, log: logging::Options) -> ExitCode {
     let usage = |msg: String| exit::usage(&usage_error(ClapErrorKind::InvalidValue, msg));
     let agent = match parse_url(agent) {
         Ok(url) => url,
@@ -221,7 +221,7 @@ async fn through_agent(args: GetArgs, agent: &str, mode: Mode, verbose: u8) -> E
             Err(msg) => return usage(msg),
         },
     };
-    logging::init(verbose, mode.log_default());
+    logging::init(log, mode.log_default());
     let place = via_agent::Placement {
         output: args.output,
         dir: args.dir,

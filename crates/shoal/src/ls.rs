@@ -32,8 +32,8 @@ pub struct LsArgs {
     limit: u32,
 }
 
-pub async fn run(args: LsArgs, verbose: u8) -> ExitCode {
-    logging::init(verbose, LevelFilter::WARN);
+pub async fn run(args: LsArgs, log: logging::Options) -> ExitCode {
+    logging::init(log, LevelFilter::WARN);
     match list(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -25,13 +25,10 @@ pub struct TrackerArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7700")]
     listen: SocketAddr,
 
-    /// Directory of the tracker's database (created if missing)
-    #[arg(
-        long,
-        value_name = "DIR",
-        required_unless_present = "store",
-        conflicts_with = "store"
-    )]
+    /// Directory of the tracker's database (created if missing); this or --store is required
+    // One of --data and --store is checked in `state`, not by clap: clap does not count a value
+    // from --config (a default, to clap) when it checks requirements and conflicts.
+    #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
 
     /// Keep all state in Redis instead, e.g. redis://redis-a:6379/0, so that several tracker
@@ -86,16 +83,45 @@ fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| "expected a size such as 1M or 256K".into())
 }
 
-pub async fn run(args: TrackerArgs, verbose: u8) -> ExitCode {
-    logging::init(verbose, LevelFilter::INFO);
-    let tokens = match load_tokens(&args.tokens).await {
-        Ok(tokens) => tokens,
+/// Where the tracker keeps its state.
+enum State {
+    Sqlite(PathBuf),
+    Redis(String),
+}
+
+impl TrackerArgs {
+    fn state(&self) -> anyhow::Result<State> {
+        match (&self.data, &self.store) {
+            (Some(dir), None) => Ok(State::Sqlite(dir.clone())),
+            (None, Some(url)) => Ok(State::Redis(url.clone())),
+            (Some(_), Some(_)) => anyhow::bail!(
+                "--data and --store exclude each other (either may come from --config or SHOAL_*): \
+                 keep one"
+            ),
+            (None, None) => anyhow::bail!(
+                "give --data DIR for a database of its own, or --store redis://HOST:6379/0 to share \
+                 one with other replicas"
+            ),
+        }
+    }
+}
+
+pub async fn run(args: TrackerArgs, log: logging::Options) -> ExitCode {
+    logging::init(log, LevelFilter::INFO);
+    let loaded = match args.state() {
+        Ok(state) => load_tokens(&args.tokens)
+            .await
+            .map(|tokens| (state, tokens)),
+        Err(e) => Err(e),
+    };
+    let (state, tokens) = match loaded {
+        Ok(loaded) => loaded,
         Err(e) => {
             exit::say(&format!("shoal tracker: {}", exit::message(e.as_ref())));
             return ExitCode::from(exit::USAGE);
         }
     };
-    match serve(args, tokens).await {
+    match serve(args, state, tokens).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => exit::internal(&e),
     }
@@ -124,23 +150,25 @@ async fn warn_if_readable_by_others(path: &Path) {
     }
 }
 
-async fn serve(args: TrackerArgs, tokens: Tokens) -> anyhow::Result<()> {
-    if let Some(url) = &args.store {
-        // Replicas compare lease deadlines in one store, so leases need one clock: the wall
-        // clock. Rate limits are per process and keep the monotonic one.
-        let store = RedisStore::open(
-            url,
-            StoreOptions {
-                lease: args.lease,
-                clock: Clock::wall(),
-            },
-        )
-        .await
-        .with_context(|| format!("opening the tracker store {}", redact(url)))?;
-        tracing::info!(tokens = tokens.len(), store = %redact(url), "tracker starting");
-        return serve_with(store, Clock::system(), args, tokens).await;
-    }
-    let data = args.data.clone().context("--data or --store is required")?;
+async fn serve(args: TrackerArgs, state: State, tokens: Tokens) -> anyhow::Result<()> {
+    let data = match state {
+        State::Sqlite(data) => data,
+        State::Redis(url) => {
+            // Replicas compare lease deadlines in one store, so leases need one clock: the
+            // wall clock. Rate limits are per process and keep the monotonic one.
+            let store = RedisStore::open(
+                &url,
+                StoreOptions {
+                    lease: args.lease,
+                    clock: Clock::wall(),
+                },
+            )
+            .await
+            .with_context(|| format!("opening the tracker store {}", redact(&url)))?;
+            tracing::info!(tokens = tokens.len(), store = %redact(&url), "tracker starting");
+            return serve_with(store, Clock::system(), args, tokens).await;
+        }
+    };
     let clock = Clock::system();
     let store = SqliteStore::open(
         SqliteLocation::Directory(data.clone()),
