@@ -10,7 +10,7 @@
 //!
 //! What is kept and how it is normalized:
 //!
-//! - **Names** go through [`crate::naming::sanitize`]: `../../etc/passwd` becomes `passwd`, and
+//! - **Names** go through [`shoal_core::naming::sanitize_file_name`]: `../../etc/passwd` becomes `passwd`, and
 //!   two files that end up with the same name are an error rather than one overwriting the other.
 //! - **Mirrors**: only `http` and `https` URLs. Others (ftp, magnet, a v4 `<metaurl>` or v3
 //!   `type="bittorrent"` torrent, text that is not a URL) are listed in
@@ -32,8 +32,8 @@ use shoal_core::{hex, Checksum, ChecksumAlgo};
 use thiserror::Error;
 use url::Url;
 
-use crate::naming::sanitize;
 use crate::urllist::{shown_unparsed, shown_url};
+use shoal_core::naming::sanitize_file_name;
 
 /// The XML namespace of Metalink v4 (RFC 5854).
 pub const NS_V4: &str = "urn:ietf:params:xml:ns:metalink";
@@ -288,7 +288,7 @@ impl<'d, 'i> Reader<'d, 'i> {
             .map(str::trim)
             .filter(|n| !n.is_empty())
             .ok_or_else(|| MetalinkError::MissingName { line: line() })?;
-        let name = sanitize(raw_name).ok_or_else(|| MetalinkError::BadName {
+        let name = sanitize_file_name(raw_name).ok_or_else(|| MetalinkError::BadName {
             line: line(),
             name: raw_name.to_string(),
         })?;

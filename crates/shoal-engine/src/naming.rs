@@ -4,11 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use percent_encoding::percent_decode_str;
+use shoal_core::naming::sanitize_file_name;
 use url::Url;
 
 const FALLBACK: &str = "index.html";
-/// Most file systems allow 255 bytes per name; keep room for the `.part` suffix.
-const MAX_NAME_BYTES: usize = 200;
 
 /// `big.iso` → `big.iso.part`.
 pub fn part_path(path: &Path) -> PathBuf {
@@ -22,7 +21,7 @@ pub fn part_path(path: &Path) -> PathBuf {
 pub fn file_name(content_disposition: Option<&str>, url: &Url) -> String {
     content_disposition
         .and_then(disposition_name)
-        .and_then(|name| sanitize(&name))
+        .and_then(|name| sanitize_file_name(&name))
         .or_else(|| url_name(url))
         .unwrap_or_else(|| FALLBACK.to_string())
 }
@@ -30,7 +29,7 @@ pub fn file_name(content_disposition: Option<&str>, url: &Url) -> String {
 fn url_name(url: &Url) -> Option<String> {
     let segment = url.path_segments()?.next_back()?;
     let decoded = percent_decode_str(segment).decode_utf8_lossy();
-    sanitize(&decoded)
+    sanitize_file_name(&decoded)
 }
 
 /// The file name a `Content-Disposition` value carries: RFC 6266 `filename*` (RFC 5987
@@ -101,27 +100,6 @@ fn decode_ext_value(value: &str) -> Option<String> {
     Some(percent_decode_str(encoded).decode_utf8_lossy().into_owned())
 }
 
-/// A name safe to join to a directory: the last component only, no control characters, not
-/// `.` or `..`, not hidden behind leading dots, bounded in length. `None` if nothing is left.
-pub fn sanitize(name: &str) -> Option<String> {
-    let last = name.rsplit(['/', '\\']).next().unwrap_or(name);
-    let cleaned: String = last
-        .chars()
-        .filter(|c| !c.is_control())
-        .collect::<String>()
-        .trim()
-        .trim_start_matches('.')
-        .to_string();
-    if cleaned.is_empty() {
-        return None;
-    }
-    let mut end = cleaned.len().min(MAX_NAME_BYTES);
-    while !cleaned.is_char_boundary(end) {
-        end -= 1;
-    }
-    Some(cleaned[..end].to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +164,6 @@ mod tests {
         }
         let long = format!("attachment; filename=\"{}\"", "é".repeat(300));
         let name = file_name(Some(&long), &u);
-        assert!(name.len() <= MAX_NAME_BYTES && name.starts_with('é'));
+        assert!(name.len() <= shoal_core::naming::MAX_NAME_BYTES && name.starts_with('é'));
     }
 }

@@ -1,5 +1,6 @@
 //! What a caller asks of a download, validated once in types.
 
+use std::num::NonZeroU64;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,20 +84,25 @@ impl Default for MinSplit {
 /// A transfer rate in bytes per second, parsed from `500K`, `20M`, `1.5G` or a plain number.
 /// Suffixes are binary (K = 1024), as in curl and aria2c.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate(u64);
+pub struct Rate(NonZeroU64);
 
 impl Rate {
     pub fn bytes_per_sec(self) -> u64 {
+        self.0.get()
+    }
+
+    /// The same, typed as never zero.
+    pub fn per_second(self) -> NonZeroU64 {
         self.0
     }
 
     pub fn parse(text: &str) -> Result<Self, OptionError> {
         let t = text.trim();
         let t = t.strip_suffix("/s").unwrap_or(t);
-        match parse_bytes(t) {
-            Some(bytes) if bytes >= 1 => Ok(Self(bytes)),
-            _ => Err(OptionError::Rate(text.to_string())),
-        }
+        parse_bytes(t)
+            .and_then(NonZeroU64::new)
+            .map(Self)
+            .ok_or_else(|| OptionError::Rate(text.to_string()))
     }
 }
 

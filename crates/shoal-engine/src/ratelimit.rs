@@ -1,36 +1,27 @@
-//! One token bucket shared by every connection of a download (`--limit-rate`).
+//! One token bucket shared by every connection of a download (`--limit-rate`): the bucket's
+//! arithmetic is [`shoal_core::rate::TokenBucket`]; this adds the clock, the lock and the sleep.
 
+use std::num::NonZeroU64;
 use std::sync::Mutex;
-use std::time::Duration;
 
+use shoal_core::TokenBucket;
 use tokio::time::Instant;
 
 #[derive(Debug)]
 pub struct RateLimiter {
-    rate: f64,
-    /// Up to this many bytes may pass at once after an idle spell.
-    burst: f64,
-    state: Mutex<Bucket>,
-}
-
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
+    /// The bucket's time is measured from here.
+    start: Instant,
+    bucket: Mutex<TokenBucket>,
 }
 
 impl RateLimiter {
-    pub fn new(bytes_per_sec: u64) -> Self {
-        let rate = bytes_per_sec as f64;
-        // A tenth of a second of burst keeps the rate smooth without per-chunk sleeps.
-        let burst = (rate / 10.0).max(16.0 * 1024.0);
+    pub fn new(bytes_per_sec: NonZeroU64) -> Self {
         Self {
-            rate,
-            burst,
-            state: Mutex::new(Bucket {
-                tokens: 0.0,
-                at: Instant::now(),
-            }),
+            start: Instant::now(),
+            bucket: Mutex::new(TokenBucket::for_bytes(
+                bytes_per_sec,
+                std::time::Duration::ZERO,
+            )),
         }
     }
 
@@ -38,16 +29,9 @@ impl RateLimiter {
     /// (tokens may go negative) keeps each caller to one sleep per call.
     pub async fn acquire(&self, bytes: usize) {
         let wait = {
-            let mut b = self.state.lock().expect("rate limiter lock");
-            let now = Instant::now();
-            let refill = now.duration_since(b.at).as_secs_f64() * self.rate;
-            b.tokens = (b.tokens + refill).min(self.burst) - bytes as f64;
-            b.at = now;
-            if b.tokens >= 0.0 {
-                Duration::ZERO
-            } else {
-                Duration::from_secs_f64(-b.tokens / self.rate)
-            }
+            let now = self.start.elapsed();
+            let mut bucket = self.bucket.lock().expect("rate limiter lock");
+            bucket.take(bytes as u64, now)
         };
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
@@ -61,7 +45,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn holds_the_rate_across_callers() {
-        let limiter = std::sync::Arc::new(RateLimiter::new(1_000_000));
+        let limiter = std::sync::Arc::new(RateLimiter::new(NonZeroU64::new(1_000_000).unwrap()));
         let start = Instant::now();
         let mut tasks = Vec::new();
         for _ in 0..4 {

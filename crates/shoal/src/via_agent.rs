@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use shoal_agent::control::{self, ControlEvent, FetchRequest};
+use shoal_core::naming::sanitize_file_name;
 use shoal_core::ContentId;
 use shoal_engine::{Event, Progress, SourceUsage, Summary};
 use url::Url;
@@ -156,15 +157,10 @@ fn cli_kind(kind: &str) -> (&'static str, u8) {
     }
 }
 
-/// The file name the agent reported, without any directory part (it comes from a URL or the
-/// tracker, so it is not trusted to name a path).
+/// The file name the agent reported, sanitized as any name from a server is (it comes from a
+/// URL or the tracker, so it is not trusted to name a path); the content id when nothing is left.
 fn safe_name(name: &str, content: &ContentId) -> String {
-    let base = name.rsplit('/').next().unwrap_or("");
-    if base.is_empty() || base == "." || base == ".." {
-        content.to_string()
-    } else {
-        base.to_string()
-    }
+    sanitize_file_name(name).unwrap_or_else(|| content.to_string())
 }
 
 #[cfg(test)]
@@ -177,5 +173,7 @@ mod tests {
         assert_eq!(safe_name("a/../../etc/passwd", &id), "passwd");
         assert_eq!(safe_name("..", &id), id.to_string());
         assert_eq!(safe_name("big.iso", &id), "big.iso");
+        assert_eq!(safe_name(".bashrc", &id), "bashrc");
+        assert_eq!(safe_name("a\u{1b}[2Jb", &id), "a[2Jb");
     }
 }

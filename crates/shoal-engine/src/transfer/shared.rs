@@ -75,7 +75,7 @@ impl Shared {
             limiter: t
                 .options
                 .limit_rate
-                .map(|r| RateLimiter::new(r.bytes_per_sec())),
+                .map(|r| RateLimiter::new(r.per_second())),
             size: parts.size,
             pieces: parts.pieces,
             sources: RwLock::new(parts.sources.into_iter().map(Arc::new).collect()),

@@ -17,9 +17,7 @@ use super::{Outcome, Transfer};
 /// failure restarts from byte 0, since there is no way to ask for the rest.
 pub async fn run(t: Transfer, client: Client, probe: Probe) -> Result<Outcome, DownloadError> {
     let options = t.options.clone();
-    let limiter = options
-        .limit_rate
-        .map(|r| RateLimiter::new(r.bytes_per_sec()));
+    let limiter = options.limit_rate.map(|r| RateLimiter::new(r.per_second()));
     let expected = probe.size;
     let url = probe.url.clone();
     let mut response = Ok(probe.response);
