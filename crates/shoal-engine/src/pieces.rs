@@ -7,7 +7,7 @@
 //! download is the one fetching from the origin, and reports each piece's BLAKE3 for others.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use shoal_core::checksum::PieceHashes;
@@ -29,13 +29,23 @@ pub enum Expected {
     Learned,
 }
 
+/// A block's writer is not known: it was written by a previous run, before a resume.
+const UNKNOWN_WRITER: u32 = u32::MAX;
+
 /// Which pieces are verified, and which source wrote each block.
+///
+/// A verified piece is never written again: [`PieceCheck::writable`] leaves it out of every
+/// write. Writes and checks race (two connections may hold the same range at the end), so
+/// each piece counts its writes: a check whose piece was written to while it was hashed, or
+/// by the time it would be marked verified, does not count, and the piece is checked again.
 pub struct PieceCheck {
     expected: Expected,
     layout: Layout,
     verified: Mutex<Bitfield>,
-    /// Source index per block, as last written.
-    writers: Vec<AtomicU8>,
+    /// Source index per block, as last written; [`UNKNOWN_WRITER`] when not written this run.
+    writers: Vec<AtomicU32>,
+    /// Writes begun per piece.
+    writes: Vec<AtomicU64>,
 }
 
 /// What one round of checking found.
@@ -50,7 +60,7 @@ pub struct Checked {
 /// A piece whose bytes did not match.
 pub struct BadPiece {
     pub index: PieceIndex,
-    /// Sources that wrote some of its bytes.
+    /// Sources that wrote some of its bytes in this run (bytes from a previous run name none).
     pub sources: BTreeSet<usize>,
 }
 
@@ -68,8 +78,9 @@ impl PieceCheck {
         fits.then(|| Self {
             verified: Mutex::new(Bitfield::new(layout.piece_count())),
             writers: (0..size.div_ceil(BLOCK))
-                .map(|_| AtomicU8::new(0))
+                .map(|_| AtomicU32::new(UNKNOWN_WRITER))
                 .collect(),
+            writes: (0..count).map(|_| AtomicU64::new(0)).collect(),
             expected,
             layout,
         })
@@ -79,9 +90,45 @@ impl PieceCheck {
         self.verified.lock().expect("pieces lock").is_full()
     }
 
+    /// The parts of `range` that may be written now: all of it but the pieces already
+    /// verified. Counts a write begun on every piece `range` touches first, so a check racing
+    /// this write does not count (see [`PieceCheck`]).
+    pub fn writable(&self, range: ByteRange) -> Vec<ByteRange> {
+        let first = self
+            .layout
+            .piece_at(range.start())
+            .expect("a write inside the file");
+        let last = self
+            .layout
+            .piece_at(range.end() - 1)
+            .expect("a write inside the file");
+        for i in first.get()..=last.get() {
+            self.writes[i as usize].fetch_add(1, Ordering::SeqCst);
+        }
+        let verified = self.verified.lock().expect("pieces lock");
+        let mut parts: Vec<ByteRange> = Vec::new();
+        for i in first.get()..=last.get() {
+            if verified.get(i) {
+                continue;
+            }
+            let piece = self
+                .layout
+                .range(self.layout.piece(i).expect("in the layout"));
+            let start = piece.start().max(range.start());
+            let end = piece.end().min(range.end());
+            match parts.last_mut() {
+                Some(prev) if prev.end() == start => {
+                    *prev = ByteRange::new(prev.start(), end).expect("start < end");
+                }
+                _ => parts.push(ByteRange::new(start, end).expect("start < end")),
+            }
+        }
+        parts
+    }
+
     /// Notes that `source` wrote `range`.
     pub fn wrote(&self, range: ByteRange, source: usize) {
-        let source = u8::try_from(source).unwrap_or(u8::MAX);
+        let source = u32::try_from(source).unwrap_or(UNKNOWN_WRITER - 1);
         for block in range.start() / BLOCK..range.end().div_ceil(BLOCK) {
             if let Some(w) = self.writers.get(block as usize) {
                 w.store(source, Ordering::Relaxed);
@@ -150,13 +197,28 @@ impl PieceCheck {
                 continue;
             };
             let range = self.layout.range(index);
+            let writes = &self.writes[index.get() as usize];
+            let before = writes.load(Ordering::SeqCst);
             let part = part.clone();
             let digest =
                 tokio::task::spawn_blocking(move || verify::hash_range(part.file(), range, algo))
                     .await
                     .expect("hashing does not panic")?;
+            if writes.load(Ordering::SeqCst) != before {
+                // Written while hashed: the digest says nothing of what is there now.
+                continue;
+            }
             if expected.is_none_or(|e| e == digest) {
-                self.verified.lock().expect("pieces lock").set(index.get());
+                {
+                    let mut verified = self.verified.lock().expect("pieces lock");
+                    verified.set(index.get());
+                    // A write that began before it was marked is not seen by `writable`
+                    // as verified: the piece is checked again once that write is done.
+                    if writes.load(Ordering::SeqCst) != before {
+                        verified.clear(index.get());
+                        continue;
+                    }
+                }
                 let blake3 = (algo == ChecksumAlgo::Blake3)
                     .then(|| digest.as_slice().try_into().ok())
                     .flatten();
@@ -165,10 +227,88 @@ impl PieceCheck {
             }
             segments.lock().expect("segments lock").invalidate(range);
             let sources = (range.start() / BLOCK..range.end().div_ceil(BLOCK))
-                .map(|b| usize::from(self.writers[b as usize].load(Ordering::Relaxed)))
+                .map(|b| self.writers[b as usize].load(Ordering::Relaxed))
+                .filter(|&w| w != UNKNOWN_WRITER)
+                .map(|w| w as usize)
                 .collect();
             checked.bad.push(BadPiece { index, sources });
         }
         Ok(checked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PIECE: u64 = 4 * BLOCK;
+
+    fn known(content: &[u8]) -> PieceCheck {
+        let hashes = content
+            .chunks(PIECE as usize)
+            .map(|c| blake3::hash(c).as_bytes().to_vec())
+            .collect();
+        let hashes = PieceHashes {
+            algo: ChecksumAlgo::Blake3,
+            length: PIECE,
+            hashes,
+        };
+        PieceCheck::new(Expected::Known(hashes), PIECE, content.len() as u64).unwrap()
+    }
+
+    fn range(start: u64, end: u64) -> ByteRange {
+        ByteRange::new(start, end).unwrap()
+    }
+
+    /// A part file holding `content`, every block marked done.
+    fn written(dir: &std::path::Path, content: &[u8]) -> (Arc<PartFile>, Mutex<Segments>) {
+        let part = PartFile::create(&dir.join("f"), Some(content.len() as u64)).unwrap();
+        part.write_at(content, 0).unwrap();
+        let size = content.len() as u64;
+        let blocks = size.div_ceil(BLOCK) as u32;
+        let mut done = Bitfield::new(blocks);
+        (0..blocks).for_each(|b| done.set(b));
+        (
+            Arc::new(part),
+            Mutex::new(Segments::resume(size, BLOCK, done)),
+        )
+    }
+
+    #[tokio::test]
+    async fn verified_pieces_are_left_out_of_every_write() {
+        let content: Vec<u8> = (0..3 * PIECE).map(|i| (i % 251) as u8).collect();
+        let check = known(&content);
+        let dir = tempfile::tempdir().unwrap();
+        let (part, segments) = written(dir.path(), &content);
+        let checked = check.check(&part, &segments).await.unwrap();
+        assert_eq!(checked.verified.len(), 3);
+        // A write over pieces 0..3 touches none of them now.
+        assert!(check.writable(range(0, 3 * PIECE)).is_empty());
+        let fresh = known(&content);
+        fresh.verified.lock().unwrap().set(1);
+        assert_eq!(
+            fresh.writable(range(PIECE / 2, 3 * PIECE)),
+            vec![range(PIECE / 2, PIECE), range(2 * PIECE, 3 * PIECE)]
+        );
+    }
+
+    #[tokio::test]
+    async fn blame_names_writers_past_255_and_never_a_previous_run() {
+        let content: Vec<u8> = (0..2 * PIECE).map(|i| (i % 7) as u8).collect();
+        let check = known(&content);
+        let dir = tempfile::tempdir().unwrap();
+        let mut bad = content.clone();
+        bad[10] ^= 1;
+        bad[(PIECE + 10) as usize] ^= 1;
+        let (part, segments) = written(dir.path(), &bad);
+        // Piece 0 was written by source 300 and a resumed run; piece 1 only by the resumed run.
+        check.wrote(range(0, BLOCK), 300);
+        let checked = check.check(&part, &segments).await.unwrap();
+        let blamed: Vec<(u32, Vec<usize>)> = checked
+            .bad
+            .iter()
+            .map(|b| (b.index.get(), b.sources.iter().copied().collect()))
+            .collect();
+        assert_eq!(blamed, vec![(0, vec![300]), (1, vec![])]);
     }
 }

@@ -363,10 +363,19 @@ impl Stream<'_> {
         };
         let n = (self.buf.len() as u64).min(end.saturating_sub(*pos)) as usize;
         if n > 0 {
-            shared.t.part.write_at(&self.buf[..n], *pos)?;
-            if let Some(pieces) = &shared.pieces {
-                let written = ByteRange::new(*pos, *pos + n as u64).expect("n > 0");
-                pieces.wrote(written, self.stats.source);
+            let range = ByteRange::new(*pos, *pos + n as u64).expect("n > 0");
+            match &shared.pieces {
+                // Verified pieces are never written again: a source racing for the same range
+                // cannot change bytes that were checked (and may be served to others).
+                Some(pieces) => {
+                    for part in pieces.writable(range) {
+                        let at = (part.start() - *pos) as usize;
+                        let data = &self.buf[at..at + part.len() as usize];
+                        shared.t.part.write_at(data, part.start())?;
+                        pieces.wrote(part, self.stats.source);
+                    }
+                }
+                None => shared.t.part.write_at(&self.buf[..n], *pos)?,
             }
         }
         *pos += n as u64;
