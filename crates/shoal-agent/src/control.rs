@@ -140,6 +140,7 @@ fn kind(error: &AgentFetchError) -> &'static str {
         AgentFetchError::Tracker(e) if e.is_not_found() => "http",
         AgentFetchError::Tracker(_) => "tracker",
         AgentFetchError::NoTracker(_) => "usage",
+        AgentFetchError::Layout(_) => "network",
     }
 }
 

@@ -15,10 +15,10 @@ use crate::error::DownloadError;
 use crate::events::{Event, EventSender, SourceUsage, Summary};
 use crate::http;
 use crate::naming::part_path;
-use crate::options::{DownloadOptions, Existing, Output, Resume, BLOCK};
+use crate::options::{DownloadOptions, Existing, Output, Resume};
 use crate::plan::{Fetch, Plan};
 use crate::resume::{self, State};
-use crate::segments::Segments;
+use crate::segments::{block_count, Segments};
 use crate::storage::{ExistingPart, PartFile};
 use crate::transfer::{self, single, Outcome, Transfer};
 use crate::verify;
@@ -173,10 +173,6 @@ fn commit(part: Arc<PartFile>, existing: Existing) -> Result<PathBuf, DownloadEr
     resume::remove(&state_path).map_err(|e| DownloadError::io(&state_path, "remove", e))?;
     resume::sync_dir(&state_path);
     Ok(path)
-}
-
-fn block_count(size: u64) -> u32 {
-    u32::try_from(size.div_ceil(BLOCK)).expect("files up to 2^63 bytes have < 2^32 blocks")
 }
 
 /// What a previous run left, if it can be continued: the open `.part` and its done blocks.

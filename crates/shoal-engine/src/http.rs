@@ -12,7 +12,7 @@ use shoal_core::{ByteRange, SafeUrl};
 use thiserror::Error;
 use url::Url;
 
-use crate::options::HttpOptions;
+use crate::options::{HttpOptions, MAX_SIZE};
 
 /// Redirects followed before giving up, as curl and browsers do.
 const MAX_REDIRECTS: usize = 10;
@@ -252,6 +252,9 @@ pub async fn probe(client: &Client, url: &Url, from: u64) -> Result<Probe, Fetch
         },
         _ => return Err(status_error(&response)),
     };
+    if let Some(size) = size.filter(|&s| s > MAX_SIZE) {
+        return Err(too_large(size));
+    }
     let partial_without_range = status == StatusCode::PARTIAL_CONTENT && !ranges;
     if partial_without_range {
         return Err(FetchError::Protocol(format!(
@@ -314,6 +317,9 @@ pub async fn version(client: &Client, url: &Url) -> Result<UrlVersion, FetchErro
         }
         _ => return Err(status_error(&response)),
     };
+    if size > MAX_SIZE {
+        return Err(too_large(size));
+    }
     Ok(UrlVersion {
         url: with_credentials(url, response.url()),
         size,
@@ -332,6 +338,12 @@ fn with_credentials(original: &Url, final_url: &Url) -> Url {
         let _ = url.set_password(original.password());
     }
     url
+}
+
+fn too_large(size: u64) -> FetchError {
+    FetchError::Protocol(format!(
+        "says the file is {size} bytes, more than the {MAX_SIZE} (256 TiB) shoal can download"
+    ))
 }
 
 fn status_error(response: &Response) -> FetchError {

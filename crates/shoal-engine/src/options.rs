@@ -14,6 +14,10 @@ use shoal_core::checksum::PieceHashes;
 use thiserror::Error;
 use url::Url;
 
+/// The largest file shoal downloads, 256 TiB: the resume state counts blocks of [`BLOCK`]
+/// bytes in a `u32`. A server that says its file is larger is answered with an error.
+pub const MAX_SIZE: u64 = u32::MAX as u64 * BLOCK;
+
 /// Block size of the engine: segments start and end on multiples of this, and resume state
 /// counts in blocks.
 pub const BLOCK: u64 = 64 * 1024;

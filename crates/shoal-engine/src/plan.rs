@@ -15,7 +15,9 @@ use crate::error::DownloadError;
 use crate::events::{Event, EventSender, SourceUsage};
 use crate::http::{self, FetchError, Probe, RangeSource};
 use crate::naming;
-use crate::options::{Digests, DownloadOptions, OriginUse, Output, Resume, SwarmOptions, BLOCK};
+use crate::options::{
+    Digests, DownloadOptions, OriginUse, Output, Resume, SwarmOptions, BLOCK, MAX_SIZE,
+};
 use crate::resume::{self, State};
 use crate::retry::Backoff;
 use crate::source::{Policy, Reach, Source};
@@ -124,6 +126,16 @@ impl Plan {
         swarm: &SwarmOptions,
     ) -> Result<Self, DownloadError> {
         let size = swarm.layout.size();
+        if size > MAX_SIZE {
+            let detail = format!(
+                "the swarm's file is {size} bytes, more than the {MAX_SIZE} (256 TiB) shoal can download"
+            );
+            return Err(DownloadError::fetch(
+                &options.url,
+                FetchError::Protocol(detail),
+                1,
+            ));
+        }
         let path = output_path(options, None, &options.url)?;
         let record = State {
             url_hash: resume::url_hash(&options.url),

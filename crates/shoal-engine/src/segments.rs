@@ -52,8 +52,10 @@ pub struct Segments {
     endgame: Endgame,
 }
 
-fn block_count(size: u64) -> u32 {
-    u32::try_from(size.div_ceil(BLOCK)).expect("files up to 2^63 bytes have < 2^32 blocks")
+/// Blocks in a file of `size` bytes; sizes are checked against [`crate::options::MAX_SIZE`] where they come
+/// in (the probe, a swarm's layout), so they fit.
+pub(crate) fn block_count(size: u64) -> u32 {
+    u32::try_from(size.div_ceil(BLOCK)).expect("sizes are at most MAX_SIZE")
 }
 
 fn align_up(offset: u64) -> u64 {

@@ -374,6 +374,40 @@ async fn connection_refused_is_a_network_error_after_retries() {
     assert!(err.to_string().contains("could not connect"), "{err}");
 }
 
+/// A server claiming a file too large to count in blocks is an error naming the size, not a
+/// panic (the resume state counts 64 KiB blocks in a u32: 256 TiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_claiming_an_impossible_size_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut head = [0u8; 4096];
+                let _ = socket.read(&mut head).await;
+                let response = "HTTP/1.1 206 Partial Content\r\n\
+                    Content-Range: bytes 0-0/18446744073709551615\r\n\
+                    Content-Length: 1\r\n\r\nx";
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(&format!("http://127.0.0.1:{port}/x"), &dir.path().join("x"));
+    o.max_tries = 1;
+    let err = get(o).await.0.unwrap_err();
+    assert!(matches!(err, DownloadError::Network { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("says the file is 18446744073709551615 bytes, more than the"),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn name_comes_from_content_disposition_then_url() {
     let content = random_bytes(100_000, 16);

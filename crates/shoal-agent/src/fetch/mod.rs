@@ -64,6 +64,9 @@ pub enum AgentFetchError {
         content: ContentId,
         actual: ContentId,
     },
+    /// The origin's file cannot be cut into pieces (it says it is larger than 2^63 bytes).
+    #[error("the origin's file cannot be shared in pieces: {0}")]
+    Layout(#[from] shoal_core::LayoutError),
     /// A fetch by content id (or of a swarm) in an agent started without a tracker.
     #[error("{0} needs a tracker to find its peers; start the agent with --tracker")]
     NoTracker(String),

@@ -65,8 +65,7 @@ impl Job<'_> {
                 let size = key.size;
                 let request = CreateSwarmRequest {
                     key: key.clone(),
-                    layout: Layout::new(size, piece_size::for_size(size))
-                        .expect("a valid piece size"),
+                    layout: Layout::new(size, piece_size::for_size(size))?,
                     agent: self.f.id.clone(),
                 };
                 role::after_create(tracker.create_swarm(&request).await, &self.f.id)?
@@ -104,7 +103,7 @@ impl Job<'_> {
     /// answers.
     async fn alone(&self, origin: OriginUrl) -> Result<Fetched, AgentFetchError> {
         let size = origin.version.size;
-        let layout = Layout::new(size, piece_size::for_size(size)).expect("a valid piece size");
+        let layout = Layout::new(size, piece_size::for_size(size))?;
         let tmp = self.f.objects.dir().join(format!(
             "url-{}",
             &blake3::hash(origin.url.as_str().as_bytes()).to_hex()[..32]

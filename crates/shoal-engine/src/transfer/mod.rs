@@ -282,7 +282,10 @@ pub(crate) async fn run(
     }
     // Every worker has written what it held: the last state names all of it.
     if let Some(task) = peer_news {
+        // Awaited, not only aborted: it holds the shared state, part file included, which
+        // the commit must be the last to hold.
         task.abort();
+        let _ = task.await;
     }
     let saved = checkpoint.finish(shared.as_ref()).await;
     if let (Err(failed), Err(unsaved)) = (&result, &saved) {
