@@ -247,7 +247,7 @@ async fn fetch(
                 }
             }
             Err(e) => ControlEvent::Failed {
-                message: shoal_engine::error::chain(&e),
+                message: shoal_core::chain::chain(&e),
                 kind: kind(&e).to_string(),
             },
         };

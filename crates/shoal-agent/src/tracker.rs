@@ -326,5 +326,5 @@ impl TrackerClient {
 }
 
 fn describe(error: &reqwest::Error) -> String {
-    shoal_engine::error::chain(error)
+    shoal_core::chain::chain(error)
 }

@@ -7,6 +7,7 @@
 
 pub mod bearer;
 pub mod bitfield;
+pub mod chain;
 pub mod checksum;
 pub mod clock;
 pub mod content;

@@ -90,15 +90,7 @@ pub struct Cause(Arc<reqwest::Error>);
 impl fmt::Display for Cause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut shown = String::new();
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            let text = cause.to_string();
-            if !shown.contains(&text) {
-                shown.push_str(": ");
-                shown.push_str(&text);
-            }
-            source = cause.source();
-        }
+        shoal_core::chain::append_causes(&mut shown, self.0.source());
         f.write_str(&shown)
     }
 }

@@ -45,41 +45,9 @@ pub fn internal(err: &anyhow::Error) -> ExitCode {
     ExitCode::from(INTERNAL)
 }
 
-pub use shoal_engine::error::chain as message;
+pub use shoal_core::chain::chain as message;
 
 /// Writes one line to stderr. A closed stderr is no reason to panic or to change the exit code.
 pub fn say(line: &str) {
     let _ = writeln!(io::stderr().lock(), "{line}");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug)]
-    struct Wrapper(io::Error, bool);
-
-    impl std::fmt::Display for Wrapper {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            if self.1 {
-                write!(f, "writing x.part: {}", self.0)
-            } else {
-                f.write_str("writing x.part")
-            }
-        }
-    }
-
-    impl Error for Wrapper {
-        fn source(&self) -> Option<&(dyn Error + 'static)> {
-            Some(&self.0)
-        }
-    }
-
-    #[test]
-    fn chain_is_one_line_without_repeats() {
-        let inline = Wrapper(io::Error::other("disk full"), true);
-        assert_eq!(message(&inline), "writing x.part: disk full");
-        let separate = Wrapper(io::Error::other("disk full"), false);
-        assert_eq!(message(&separate), "writing x.part: disk full");
-    }
 }
