@@ -40,6 +40,7 @@ use std::fmt;
 use std::fs::File;
 use std::future::Future;
 use std::io;
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -50,6 +51,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
+use shoal_core::bearer::{self, BearerError};
 use shoal_core::wire::peer::{self, HaveQuery, PeerHave, HAVE_WAIT};
 use shoal_core::{ByteRange, ContentId, PieceIndex};
 use tokio::net::TcpListener;
@@ -121,10 +123,10 @@ struct Inner {
 
 impl PieceServer {
     pub fn new(catalog: Catalog, options: ServeOptions) -> Self {
-        let limit = options.upload_limit.filter(|&rate| rate > 0);
+        let limit = options.upload_limit.and_then(NonZeroU64::new);
         let chunk = limit.map_or(CHUNK, |rate| {
             // About a quarter second of the rate per chunk.
-            usize::try_from(rate / 4).map_or(CHUNK, |c| c.clamp(MIN_CHUNK, CHUNK))
+            usize::try_from(rate.get() / 4).map_or(CHUNK, |c| c.clamp(MIN_CHUNK, CHUNK))
         });
         Self {
             inner: Arc::new(Inner {
@@ -160,17 +162,12 @@ impl PieceServer {
     fn authorize(&self, headers: &HeaderMap) -> Result<(), ServeError> {
         let value = headers
             .get(header::AUTHORIZATION)
-            .ok_or(ServeError::NoToken)?
-            .as_bytes();
-        let space = value
-            .iter()
-            .position(|&b| b == b' ')
             .ok_or(ServeError::NoToken)?;
-        let (scheme, secret) = (&value[..space], value[space..].trim_ascii());
-        if !scheme.eq_ignore_ascii_case(b"bearer") || secret.is_empty() {
-            return Err(ServeError::NoToken);
-        }
-        if self.inner.tokens.contains(&hash(secret)) {
+        let secret = bearer::parse(value.as_bytes()).map_err(|e| match e {
+            BearerError::NotBearer => ServeError::NoToken,
+            BearerError::Malformed => ServeError::BadToken,
+        })?;
+        if self.inner.tokens.contains(&hash(secret.as_bytes())) {
             Ok(())
         } else {
             Err(ServeError::BadToken)
