@@ -201,6 +201,7 @@ async fn serve_with<S: Store>(
         // Lapsed agents are already left out of answers; sweeping only frees their memory.
         sweep_every: args.lease,
         clock,
+        ..TrackerOptions::default()
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -54,6 +54,7 @@ use axum::{Json, Router};
 use shoal_core::bearer::{self, BearerError};
 use shoal_core::wire::peer::{self, HaveQuery, PeerHave, HAVE_WAIT};
 use shoal_core::{ByteRange, ContentId, PieceIndex};
+use shoal_serve::ServeLimits;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -78,6 +79,8 @@ pub struct ServeOptions {
     pub upload_limit: Option<u64>,
     /// Uploads at once; a request beyond this gets 503 at once rather than waiting.
     pub max_connections: usize,
+    /// Header and idle timeouts and connection caps of the listener.
+    pub limits: ServeLimits,
 }
 
 impl Default for ServeOptions {
@@ -86,6 +89,7 @@ impl Default for ServeOptions {
             tokens: Vec::new(),
             upload_limit: None,
             max_connections: 64,
+            limits: ServeLimits::default(),
         }
     }
 }
@@ -97,6 +101,7 @@ impl fmt::Debug for ServeOptions {
             .field("tokens", &format_args!("<{} secrets>", self.tokens.len()))
             .field("upload_limit", &self.upload_limit)
             .field("max_connections", &self.max_connections)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -116,6 +121,7 @@ struct Inner {
     bucket: Option<Bucket>,
     chunk: usize,
     max_uploads: usize,
+    limits: ServeLimits,
     uploads: AtomicUsize,
     served: AtomicU64,
     stop: CancellationToken,
@@ -135,6 +141,7 @@ impl PieceServer {
                 bucket: limit.map(Bucket::new),
                 chunk,
                 max_uploads: options.max_connections,
+                limits: options.limits,
                 uploads: AtomicUsize::new(0),
                 served: AtomicU64::new(0),
                 stop: CancellationToken::new(),
@@ -212,8 +219,9 @@ pub fn app(server: PieceServer) -> Router {
         .with_state(server)
 }
 
-/// Serves `listener` until `shutdown` completes, then ends uploads in progress (see
-/// [`PieceServer::stop_uploads`]) and returns once every connection is closed.
+/// Serves `listener` within [`ServeOptions::limits`] until `shutdown` completes, then ends
+/// uploads in progress (see [`PieceServer::stop_uploads`]) and returns once every connection
+/// is closed.
 pub async fn run(
     listener: TcpListener,
     server: PieceServer,
@@ -223,12 +231,12 @@ pub async fn run(
         tracing::info!(%addr, "piece server listening");
     }
     let stopping = server.clone();
-    let served = axum::serve(listener, app(server))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            stopping.stop_uploads();
-        })
-        .await;
+    let limits = server.inner.limits.clone();
+    let served = shoal_serve::serve(listener, app(server), limits, async move {
+        shutdown.await;
+        stopping.stop_uploads();
+    })
+    .await;
     tracing::info!("piece server stopped");
     served
 }
