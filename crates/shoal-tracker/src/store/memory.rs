@@ -91,6 +91,11 @@ pub(super) struct Memory {
     contents: Vec<Content>,
     /// Content slot → reported agent → until when (ms) it is left out of peers answers.
     reports: HashMap<u32, HashMap<AgentId, u64>>,
+    /// Holdings of every agent not yet swept, kept as they change so [`Memory::stats`] walks
+    /// nothing.
+    holdings: u64,
+    /// Contents whose manifest is published, kept as they change.
+    manifests: u64,
 }
 
 /// A holding that passed validation, ready to apply.
@@ -111,6 +116,8 @@ impl Memory {
             content_ids: HashMap::new(),
             contents: Vec::new(),
             reports: HashMap::new(),
+            holdings: 0,
+            manifests: 0,
         }
     }
 
@@ -118,6 +125,7 @@ impl Memory {
     pub fn load(&mut self, row: CatalogRow, manifest: bool) {
         let slot = self.add_content(row.id, row.name, row.layout);
         self.contents[slot as usize].manifest = manifest;
+        self.manifests += u64::from(manifest);
     }
 
     fn add_content(&mut self, id: ContentId, name: String, layout: Layout) -> u32 {
@@ -196,18 +204,23 @@ impl Memory {
                 }
             };
             self.contents[slot as usize].holders.insert(agent, h.pieces);
-            self.agent_mut(agent).holdings.insert(slot);
+            if self.agent_mut(agent).holdings.insert(slot) {
+                self.holdings += 1;
+            }
         }
         rows
     }
 
     fn drop_holding(&mut self, agent: u32, content: u32) {
         self.contents[content as usize].holders.remove(&agent);
-        self.agent_mut(agent).holdings.remove(&content);
+        if self.agent_mut(agent).holdings.remove(&content) {
+            self.holdings -= 1;
+        }
     }
 
     fn clear_holdings(&mut self, agent: u32) {
         let held = std::mem::take(&mut self.agent_mut(agent).holdings);
+        self.holdings -= held.len() as u64;
         for content in held {
             self.contents[content as usize].holders.remove(&agent);
         }
@@ -536,7 +549,9 @@ impl Memory {
             Some(&slot) => slot,
             None => self.add_content(id, String::new(), layout),
         };
-        self.contents[slot as usize].manifest = true;
+        if !std::mem::replace(&mut self.contents[slot as usize].manifest, true) {
+            self.manifests += 1;
+        }
         if self.contents[slot as usize].layout != layout {
             let holders: Vec<u32> = self.contents[slot as usize]
                 .holders
@@ -570,15 +585,14 @@ impl Memory {
         Ok(holds)
     }
 
-    pub fn stats(&self, now: u64) -> StoreStats {
-        let live = self.agents.iter().flatten().filter(|a| a.expires_ms > now);
-        let (agents, holdings) =
-            live.fold((0, 0), |(n, h), a| (n + 1, h + a.holdings.len() as u64));
+    /// Counts kept as things change: agents (and their holdings) count until the sweep drops
+    /// them, a lease period at most after their lease lapsed.
+    pub fn stats(&self) -> StoreStats {
         StoreStats {
-            agents,
+            agents: self.agent_ids.len() as u64,
             contents: self.contents.len() as u64,
-            manifests: self.contents.iter().filter(|c| c.manifest).count() as u64,
-            holdings,
+            manifests: self.manifests,
+            holdings: Some(self.holdings),
             // Swarms are not kept here; the store that holds them counts them.
             ..StoreStats::default()
         }

@@ -68,11 +68,15 @@ pub struct AgentPage {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What `/metrics` reports of a store: counts it keeps as things change, or reads in O(1)
+/// (Redis' `ZCOUNT`, `HLEN`, `ZCARD`), never a walk over agents or contents.
 pub struct StoreStats {
+    /// Agents registered: with a live lease on Redis; until the sweep drops them in memory.
     pub agents: u64,
     pub contents: u64,
     pub manifests: u64,
-    pub holdings: u64,
+    /// Holdings of those agents; `None` where the store keeps no count of them (Redis).
+    pub holdings: Option<u64>,
     /// Swarms not yet swept, lapsed or not.
     pub swarms: u64,
 }

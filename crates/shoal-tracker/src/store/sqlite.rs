@@ -519,7 +519,7 @@ impl Store for SqliteStore {
         let swarms = self.swarms().len() as u64;
         Ok(StoreStats {
             swarms,
-            ..self.read().stats(self.now())
+            ..self.read().stats()
         })
     }
 

@@ -239,26 +239,16 @@ impl Store for RedisStore {
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         let now = self.now();
         let mut pipe = redis::pipe();
-        pipe.zrangebyscore(LEASES, format!("({now}"), "+inf")
+        pipe.zcount(LEASES, format!("({now}"), "+inf")
             .hlen(CATALOG)
             .hlen(MANIFESTS)
             .zcard(SWARMS);
-        let (live, contents, manifests, swarms): (Vec<String>, u64, u64, u64) =
-            self.query(&pipe).await?;
-        let mut pipe = redis::pipe();
-        for id in &live {
-            pipe.hlen(format!("shoal:held:{id}"));
-        }
-        let holdings: Vec<u64> = if live.is_empty() {
-            Vec::new()
-        } else {
-            self.query(&pipe).await?
-        };
+        let (agents, contents, manifests, swarms): (u64, u64, u64, u64) = self.query(&pipe).await?;
         Ok(StoreStats {
-            agents: live.len() as u64,
+            agents,
             contents,
             manifests,
-            holdings: holdings.iter().sum(),
+            holdings: None,
             swarms,
         })
     }
