@@ -161,6 +161,7 @@ async fn serve(args: TrackerArgs, state: State, tokens: Tokens) -> anyhow::Resul
                 StoreOptions {
                     lease: args.lease,
                     clock: Clock::wall(),
+                    ..StoreOptions::default()
                 },
             )
             .await
@@ -175,6 +176,7 @@ async fn serve(args: TrackerArgs, state: State, tokens: Tokens) -> anyhow::Resul
         StoreOptions {
             lease: args.lease,
             clock: clock.clone(),
+            ..StoreOptions::default()
         },
     )
     .await

@@ -84,6 +84,7 @@ pub(super) struct CatalogRow {
 #[derive(Debug)]
 pub(super) struct Memory {
     lease_ms: u64,
+    max_holdings: usize,
     agent_ids: HashMap<AgentId, u32>,
     agents: Vec<Option<Agent>>,
     free_agents: Vec<u32>,
@@ -107,9 +108,10 @@ pub(super) struct Checked {
 }
 
 impl Memory {
-    pub fn new(lease_ms: u64) -> Self {
+    pub fn new(lease_ms: u64, max_holdings: usize) -> Self {
         Self {
             lease_ms,
+            max_holdings,
             agent_ids: HashMap::new(),
             agents: Vec::new(),
             free_agents: Vec::new(),
@@ -237,6 +239,7 @@ impl Memory {
                 return Err(StoreError::NotOwner(reg.id));
             }
         }
+        check_holding_count(&reg.id, reg.holdings.len(), self.max_holdings)?;
         let checked = self.check_holdings(reg.holdings)?;
         let agent = Agent {
             id: reg.id.clone(),
@@ -297,6 +300,16 @@ impl Memory {
         let agent = self.owned(caller, id, now)?;
         let removed: HashSet<ContentId> = delta.removed.into_iter().collect();
         let checked = self.check_holdings(delta.holdings)?;
+        let held = &self.agent(agent).holdings;
+        let kept = |c: &ContentId| {
+            !removed.contains(c) && self.content_ids.get(c).is_some_and(|s| held.contains(s))
+        };
+        let gone = removed
+            .iter()
+            .filter(|c| self.content_ids.get(c).is_some_and(|s| held.contains(s)))
+            .count();
+        let added = checked.iter().filter(|c| !kept(&c.content)).count();
+        check_holding_count(id, held.len() - gone + added, self.max_holdings)?;
         // Validate every delta before changing anything, so a bad one leaves no trace.
         let mut deltas = Vec::with_capacity(delta.pieces.len());
         for (i, d) in delta.pieces.into_iter().enumerate() {
@@ -706,6 +719,22 @@ pub(super) fn check_holdings(
 }
 
 /// Checks that a reported piece exists in a content of `count` pieces.
+/// Refuses `count` holdings of agent `id` past `max`.
+pub(super) fn check_holding_count(
+    id: &AgentId,
+    count: usize,
+    max: usize,
+) -> Result<(), StoreError> {
+    if count > max {
+        return Err(StoreError::TooManyHoldings {
+            id: id.clone(),
+            count,
+            max,
+        });
+    }
+    Ok(())
+}
+
 pub(super) fn check_piece(piece: u32, count: u32) -> Result<(), StoreError> {
     if piece < count {
         Ok(())

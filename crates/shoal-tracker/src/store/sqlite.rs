@@ -235,7 +235,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
         let catalog = ready_rx.await.map_err(|_| db_gone())?.map_err(backend)?;
 
-        let mut memory = Memory::new(options.lease.as_millis() as u64);
+        let mut memory = Memory::new(options.lease.as_millis() as u64, options.max_holdings);
         for (row, manifest) in catalog {
             memory.load(row, manifest);
         }

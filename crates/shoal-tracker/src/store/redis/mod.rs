@@ -67,6 +67,7 @@ pub struct RedisStore {
     /// The store's URL without credentials, for messages.
     shown: Arc<str>,
     lease_ms: u64,
+    max_holdings: usize,
     clock: Clock,
     /// Removes agents whose lease lapsed ([`agents::SWEEP`]).
     agent_sweep: Arc<redis::Script>,
@@ -104,6 +105,7 @@ impl RedisStore {
             conn,
             shown,
             lease_ms: options.lease.as_millis() as u64,
+            max_holdings: options.max_holdings,
             clock: options.clock,
             agent_sweep: Arc::new(redis::Script::new(agents::SWEEP)),
             swarm_limits: SwarmLimits::default(),
