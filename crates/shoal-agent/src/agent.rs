@@ -109,11 +109,7 @@ pub async fn run(
     info!(%addr, advertise = %options.advertise, id = %options.id, seeded, "agent listening");
     let stopping = stop.clone();
     let uploads = server.clone();
-    let served = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let served = shoal_serve::serve(listener, router, options.serve.limits.clone(), async move {
         shutdown.await;
         // Long uploads and downloads would hold the graceful shutdown open.
         stopping.cancel();

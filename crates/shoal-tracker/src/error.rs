@@ -66,6 +66,7 @@ impl ApiError {
                 | StoreError::NotHeld { .. } => StatusCode::NOT_FOUND,
                 StoreError::NotOwner(_) | StoreError::NotPublisher(_) => StatusCode::FORBIDDEN,
                 StoreError::SwarmLayout { .. } => StatusCode::CONFLICT,
+                StoreError::TooManyHoldings { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 StoreError::Invalid { .. } => StatusCode::BAD_REQUEST,
                 StoreError::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 StoreError::Unavailable { .. } | StoreError::TooManySwarms { .. } => {
@@ -85,6 +86,7 @@ impl ApiError {
                 | StoreError::UnknownSwarm(_)
                 | StoreError::NotPublisher(_) => Some("id".into()),
                 StoreError::SwarmLayout { .. } => Some("layout".into()),
+                StoreError::TooManyHoldings { .. } => Some("holdings".into()),
                 StoreError::NotHeld { field, .. } | StoreError::Invalid { field, .. } => {
                     Some(field.clone())
                 }

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use shoal_serve::ServeLimits;
 use tokio::net::TcpListener;
 
 pub use auth::{Role, Tokens, TokensError};
@@ -57,6 +58,8 @@ pub struct TrackerOptions {
     /// The clock of rate limits (give the store the same one, unless it is shared by replicas:
     /// then the store's is [`Clock::wall`]).
     pub clock: Clock,
+    /// Header and idle timeouts and connection caps.
+    pub limits: ServeLimits,
 }
 
 impl Default for TrackerOptions {
@@ -67,6 +70,7 @@ impl Default for TrackerOptions {
             rate_limit: RateLimit::default(),
             sweep_every: Duration::from_secs(5),
             clock: Clock::system(),
+            limits: ServeLimits::default(),
         }
     }
 }
@@ -122,7 +126,8 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
         .with_state(state)
 }
 
-/// Serves `listener` until `shutdown` completes, then lets requests in flight finish.
+/// Serves `listener` within [`TrackerOptions::limits`] until `shutdown` completes, then lets
+/// requests in flight finish.
 pub async fn run<S: Store>(
     listener: TcpListener,
     state: AppState<S>,
@@ -149,9 +154,8 @@ pub async fn run<S: Store>(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "tracker listening");
     }
-    let served = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let limits = state.shared.options.limits.clone();
+    let served = shoal_serve::serve(listener, app(state), limits, shutdown).await;
     sweeper.abort();
     tracing::info!("tracker stopped");
     served

@@ -64,17 +64,22 @@ impl Metrics {
     pub fn render(&self, store: StoreStats) -> String {
         let mut out = String::new();
         let gauges = [
-            ("agents", "Agents with a live lease.", store.agents),
-            ("contents", "Contents in the catalog.", store.contents),
-            ("manifests", "Published manifests.", store.manifests),
-            ("holdings", "Holdings of live agents.", store.holdings),
+            (
+                "agents",
+                "Agents registered, until a sweep drops lapsed ones.",
+                Some(store.agents),
+            ),
+            ("contents", "Contents in the catalog.", Some(store.contents)),
+            ("manifests", "Published manifests.", Some(store.manifests)),
+            ("holdings", "Holdings of registered agents.", store.holdings),
             (
                 "swarms",
                 "URL swarms, until a sweep drops lapsed ones.",
-                store.swarms,
+                Some(store.swarms),
             ),
         ];
         for (name, help, value) in gauges {
+            let Some(value) = value else { continue };
             let _ = writeln!(out, "# HELP shoal_tracker_{name} {help}");
             let _ = writeln!(out, "# TYPE shoal_tracker_{name} gauge");
             let _ = writeln!(out, "shoal_tracker_{name} {value}");

@@ -123,3 +123,29 @@ async fn redis_down_is_a_503_and_the_tracker_recovers_by_itself() {
     tracker.stop().await;
     late.stop().await;
 }
+
+#[tokio::test]
+async fn health_answers_without_the_store() {
+    let mut redis = Redis::start().unwrap();
+    let clock = Clock::manual();
+    let tracker = start_redis(&redis.url(0), setup(&clock)).await;
+    for n in 0..50u8 {
+        let (_, x) = content(n, 40);
+        let reg = json!({"addr": format!("127.0.0.1:{}", 7000 + u16::from(n)),
+            "holdings": [holding(&x, "f", 40, None)]});
+        let (status, _) = tracker.register(AGENT, &format!("agent-{n}"), reg).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    // With the store gone, only a check that touches it could fail.
+    redis.stop();
+    let response = tracker
+        .request(reqwest::Method::GET, "/healthz", None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (response.status(), response.text().await.unwrap()),
+        (StatusCode::OK, "ok\n".to_string())
+    );
+    tracker.stop().await;
+}

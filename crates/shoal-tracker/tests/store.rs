@@ -11,6 +11,7 @@ store_suite!(sqlite, |clock: Clock, swarms: SwarmLimits| async move {
         StoreOptions {
             lease: store_suite::LEASE,
             clock,
+            max_holdings: store_suite::MAX_HOLDINGS,
         },
     )
     .await
@@ -27,6 +28,7 @@ store_suite!(redis, |clock: Clock, swarms: SwarmLimits| async move {
         StoreOptions {
             lease: store_suite::LEASE,
             clock,
+            max_holdings: store_suite::MAX_HOLDINGS,
         },
     )
     .await

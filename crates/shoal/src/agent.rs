@@ -145,6 +145,7 @@ fn options(args: AgentArgs) -> anyhow::Result<(AgentOptions, SocketAddr)> {
             tokens: vec![token.clone()],
             upload_limit,
             max_connections: args.max_uploads.max(1),
+            ..ServeOptions::default()
         },
         fetch: FetchOptions {
             peer_token: token,

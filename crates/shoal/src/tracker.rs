@@ -161,6 +161,7 @@ async fn serve(args: TrackerArgs, state: State, tokens: Tokens) -> anyhow::Resul
                 StoreOptions {
                     lease: args.lease,
                     clock: Clock::wall(),
+                    ..StoreOptions::default()
                 },
             )
             .await
@@ -175,6 +176,7 @@ async fn serve(args: TrackerArgs, state: State, tokens: Tokens) -> anyhow::Resul
         StoreOptions {
             lease: args.lease,
             clock: clock.clone(),
+            ..StoreOptions::default()
         },
     )
     .await
@@ -201,6 +203,7 @@ async fn serve_with<S: Store>(
         // Lapsed agents are already left out of answers; sweeping only frees their memory.
         sweep_every: args.lease,
         clock,
+        ..TrackerOptions::default()
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -40,6 +40,7 @@ use std::fmt;
 use std::fs::File;
 use std::future::Future;
 use std::io;
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -50,8 +51,10 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
+use shoal_core::bearer::{self, BearerError};
 use shoal_core::wire::peer::{self, HaveQuery, PeerHave, HAVE_WAIT};
 use shoal_core::{ByteRange, ContentId, PieceIndex};
+use shoal_serve::ServeLimits;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -76,6 +79,8 @@ pub struct ServeOptions {
     pub upload_limit: Option<u64>,
     /// Uploads at once; a request beyond this gets 503 at once rather than waiting.
     pub max_connections: usize,
+    /// Header and idle timeouts and connection caps of the listener.
+    pub limits: ServeLimits,
 }
 
 impl Default for ServeOptions {
@@ -84,6 +89,7 @@ impl Default for ServeOptions {
             tokens: Vec::new(),
             upload_limit: None,
             max_connections: 64,
+            limits: ServeLimits::default(),
         }
     }
 }
@@ -95,6 +101,7 @@ impl fmt::Debug for ServeOptions {
             .field("tokens", &format_args!("<{} secrets>", self.tokens.len()))
             .field("upload_limit", &self.upload_limit)
             .field("max_connections", &self.max_connections)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -114,6 +121,7 @@ struct Inner {
     bucket: Option<Bucket>,
     chunk: usize,
     max_uploads: usize,
+    limits: ServeLimits,
     uploads: AtomicUsize,
     served: AtomicU64,
     stop: CancellationToken,
@@ -121,10 +129,10 @@ struct Inner {
 
 impl PieceServer {
     pub fn new(catalog: Catalog, options: ServeOptions) -> Self {
-        let limit = options.upload_limit.filter(|&rate| rate > 0);
+        let limit = options.upload_limit.and_then(NonZeroU64::new);
         let chunk = limit.map_or(CHUNK, |rate| {
             // About a quarter second of the rate per chunk.
-            usize::try_from(rate / 4).map_or(CHUNK, |c| c.clamp(MIN_CHUNK, CHUNK))
+            usize::try_from(rate.get() / 4).map_or(CHUNK, |c| c.clamp(MIN_CHUNK, CHUNK))
         });
         Self {
             inner: Arc::new(Inner {
@@ -133,6 +141,7 @@ impl PieceServer {
                 bucket: limit.map(Bucket::new),
                 chunk,
                 max_uploads: options.max_connections,
+                limits: options.limits,
                 uploads: AtomicUsize::new(0),
                 served: AtomicU64::new(0),
                 stop: CancellationToken::new(),
@@ -160,17 +169,12 @@ impl PieceServer {
     fn authorize(&self, headers: &HeaderMap) -> Result<(), ServeError> {
         let value = headers
             .get(header::AUTHORIZATION)
-            .ok_or(ServeError::NoToken)?
-            .as_bytes();
-        let space = value
-            .iter()
-            .position(|&b| b == b' ')
             .ok_or(ServeError::NoToken)?;
-        let (scheme, secret) = (&value[..space], value[space..].trim_ascii());
-        if !scheme.eq_ignore_ascii_case(b"bearer") || secret.is_empty() {
-            return Err(ServeError::NoToken);
-        }
-        if self.inner.tokens.contains(&hash(secret)) {
+        let secret = bearer::parse(value.as_bytes()).map_err(|e| match e {
+            BearerError::NotBearer => ServeError::NoToken,
+            BearerError::Malformed => ServeError::BadToken,
+        })?;
+        if self.inner.tokens.contains(&hash(secret.as_bytes())) {
             Ok(())
         } else {
             Err(ServeError::BadToken)
@@ -215,8 +219,9 @@ pub fn app(server: PieceServer) -> Router {
         .with_state(server)
 }
 
-/// Serves `listener` until `shutdown` completes, then ends uploads in progress (see
-/// [`PieceServer::stop_uploads`]) and returns once every connection is closed.
+/// Serves `listener` within [`ServeOptions::limits`] until `shutdown` completes, then ends
+/// uploads in progress (see [`PieceServer::stop_uploads`]) and returns once every connection
+/// is closed.
 pub async fn run(
     listener: TcpListener,
     server: PieceServer,
@@ -226,12 +231,12 @@ pub async fn run(
         tracing::info!(%addr, "piece server listening");
     }
     let stopping = server.clone();
-    let served = axum::serve(listener, app(server))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            stopping.stop_uploads();
-        })
-        .await;
+    let limits = server.inner.limits.clone();
+    let served = shoal_serve::serve(listener, app(server), limits, async move {
+        shutdown.await;
+        stopping.stop_uploads();
+    })
+    .await;
     tracing::info!("piece server stopped");
     served
 }

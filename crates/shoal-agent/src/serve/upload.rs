@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::io;
+use std::num::NonZeroU64;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -12,10 +13,10 @@ use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
-use shoal_core::ContentId;
+use shoal_core::{ContentId, TokenBucket};
 use tokio::time::Instant;
 
-use super::{PieceServer, Slot, MIN_CHUNK};
+use super::{PieceServer, Slot};
 
 /// A body in progress: the rest of one range of one file.
 pub(super) struct Upload {
@@ -114,19 +115,16 @@ fn read_chunk(file: &File, at: u64, len: usize) -> io::Result<Bytes> {
 
 /// One token bucket for every upload, so the limit holds however many peers fetch at once.
 pub(super) struct Bucket {
-    rate: f64,
-    /// Up to this many bytes may pass at once after an idle spell.
-    burst: f64,
-    state: Mutex<(f64, Instant)>,
+    /// The time the bucket counts from.
+    origin: Instant,
+    bucket: Mutex<TokenBucket>,
 }
 
 impl Bucket {
-    pub(super) fn new(bytes_per_sec: u64) -> Self {
-        let rate = bytes_per_sec as f64;
+    pub(super) fn new(bytes_per_sec: NonZeroU64) -> Self {
         Self {
-            rate,
-            burst: (rate / 10.0).max(MIN_CHUNK as f64),
-            state: Mutex::new((0.0, Instant::now())),
+            origin: Instant::now(),
+            bucket: Mutex::new(TokenBucket::for_bytes(bytes_per_sec, Duration::ZERO)),
         }
     }
 
@@ -138,16 +136,13 @@ impl Bucket {
         }
     }
 
-    /// Takes `bytes` at `now` and says how long the taker must wait. Tokens may go negative (a
-    /// debt the next taker waits out too), so each chunk costs one sleep however many uploads
-    /// share the bucket.
+    /// Takes `bytes` at `now` and says how long the taker must wait (see [`TokenBucket::take`]).
     fn reserve(&self, bytes: usize, now: Instant) -> Duration {
-        let mut state = self.state.lock().expect("upload bucket lock");
-        let (tokens, at) = &mut *state;
-        let refill = now.saturating_duration_since(*at).as_secs_f64() * self.rate;
-        *tokens = (*tokens + refill).min(self.burst) - bytes as f64;
-        *at = now.max(*at);
-        Duration::from_secs_f64((-*tokens).max(0.0) / self.rate)
+        let since = now.saturating_duration_since(self.origin);
+        self.bucket
+            .lock()
+            .expect("upload bucket lock")
+            .take(bytes as u64, since)
     }
 }
 
@@ -157,8 +152,8 @@ mod tests {
 
     #[test]
     fn one_bucket_paces_every_upload() {
-        let bucket = Bucket::new(1_000_000);
-        let t0 = Instant::now();
+        let bucket = Bucket::new(NonZeroU64::new(1_000_000).unwrap());
+        let t0 = bucket.origin;
         // 200 chunks of 10 kB at once, from any number of uploads: 2 s of debt.
         let mut wait = Duration::ZERO;
         for _ in 0..200 {

@@ -84,6 +84,7 @@ pub(super) struct CatalogRow {
 #[derive(Debug)]
 pub(super) struct Memory {
     lease_ms: u64,
+    max_holdings: usize,
     agent_ids: HashMap<AgentId, u32>,
     agents: Vec<Option<Agent>>,
     free_agents: Vec<u32>,
@@ -91,6 +92,11 @@ pub(super) struct Memory {
     contents: Vec<Content>,
     /// Content slot → reported agent → until when (ms) it is left out of peers answers.
     reports: HashMap<u32, HashMap<AgentId, u64>>,
+    /// Holdings of every agent not yet swept, kept as they change so [`Memory::stats`] walks
+    /// nothing.
+    holdings: u64,
+    /// Contents whose manifest is published, kept as they change.
+    manifests: u64,
 }
 
 /// A holding that passed validation, ready to apply.
@@ -102,15 +108,18 @@ pub(super) struct Checked {
 }
 
 impl Memory {
-    pub fn new(lease_ms: u64) -> Self {
+    pub fn new(lease_ms: u64, max_holdings: usize) -> Self {
         Self {
             lease_ms,
+            max_holdings,
             agent_ids: HashMap::new(),
             agents: Vec::new(),
             free_agents: Vec::new(),
             content_ids: HashMap::new(),
             contents: Vec::new(),
             reports: HashMap::new(),
+            holdings: 0,
+            manifests: 0,
         }
     }
 
@@ -118,6 +127,7 @@ impl Memory {
     pub fn load(&mut self, row: CatalogRow, manifest: bool) {
         let slot = self.add_content(row.id, row.name, row.layout);
         self.contents[slot as usize].manifest = manifest;
+        self.manifests += u64::from(manifest);
     }
 
     fn add_content(&mut self, id: ContentId, name: String, layout: Layout) -> u32 {
@@ -196,18 +206,23 @@ impl Memory {
                 }
             };
             self.contents[slot as usize].holders.insert(agent, h.pieces);
-            self.agent_mut(agent).holdings.insert(slot);
+            if self.agent_mut(agent).holdings.insert(slot) {
+                self.holdings += 1;
+            }
         }
         rows
     }
 
     fn drop_holding(&mut self, agent: u32, content: u32) {
         self.contents[content as usize].holders.remove(&agent);
-        self.agent_mut(agent).holdings.remove(&content);
+        if self.agent_mut(agent).holdings.remove(&content) {
+            self.holdings -= 1;
+        }
     }
 
     fn clear_holdings(&mut self, agent: u32) {
         let held = std::mem::take(&mut self.agent_mut(agent).holdings);
+        self.holdings -= held.len() as u64;
         for content in held {
             self.contents[content as usize].holders.remove(&agent);
         }
@@ -224,6 +239,7 @@ impl Memory {
                 return Err(StoreError::NotOwner(reg.id));
             }
         }
+        check_holding_count(&reg.id, reg.holdings.len(), self.max_holdings)?;
         let checked = self.check_holdings(reg.holdings)?;
         let agent = Agent {
             id: reg.id.clone(),
@@ -284,6 +300,16 @@ impl Memory {
         let agent = self.owned(caller, id, now)?;
         let removed: HashSet<ContentId> = delta.removed.into_iter().collect();
         let checked = self.check_holdings(delta.holdings)?;
+        let held = &self.agent(agent).holdings;
+        let kept = |c: &ContentId| {
+            !removed.contains(c) && self.content_ids.get(c).is_some_and(|s| held.contains(s))
+        };
+        let gone = removed
+            .iter()
+            .filter(|c| self.content_ids.get(c).is_some_and(|s| held.contains(s)))
+            .count();
+        let added = checked.iter().filter(|c| !kept(&c.content)).count();
+        check_holding_count(id, held.len() - gone + added, self.max_holdings)?;
         // Validate every delta before changing anything, so a bad one leaves no trace.
         let mut deltas = Vec::with_capacity(delta.pieces.len());
         for (i, d) in delta.pieces.into_iter().enumerate() {
@@ -536,7 +562,9 @@ impl Memory {
             Some(&slot) => slot,
             None => self.add_content(id, String::new(), layout),
         };
-        self.contents[slot as usize].manifest = true;
+        if !std::mem::replace(&mut self.contents[slot as usize].manifest, true) {
+            self.manifests += 1;
+        }
         if self.contents[slot as usize].layout != layout {
             let holders: Vec<u32> = self.contents[slot as usize]
                 .holders
@@ -570,15 +598,14 @@ impl Memory {
         Ok(holds)
     }
 
-    pub fn stats(&self, now: u64) -> StoreStats {
-        let live = self.agents.iter().flatten().filter(|a| a.expires_ms > now);
-        let (agents, holdings) =
-            live.fold((0, 0), |(n, h), a| (n + 1, h + a.holdings.len() as u64));
+    /// Counts kept as things change: agents (and their holdings) count until the sweep drops
+    /// them, a lease period at most after their lease lapsed.
+    pub fn stats(&self) -> StoreStats {
         StoreStats {
-            agents,
+            agents: self.agent_ids.len() as u64,
             contents: self.contents.len() as u64,
-            manifests: self.contents.iter().filter(|c| c.manifest).count() as u64,
-            holdings,
+            manifests: self.manifests,
+            holdings: Some(self.holdings),
             // Swarms are not kept here; the store that holds them counts them.
             ..StoreStats::default()
         }
@@ -692,6 +719,22 @@ pub(super) fn check_holdings(
 }
 
 /// Checks that a reported piece exists in a content of `count` pieces.
+/// Refuses `count` holdings of agent `id` past `max`.
+pub(super) fn check_holding_count(
+    id: &AgentId,
+    count: usize,
+    max: usize,
+) -> Result<(), StoreError> {
+    if count > max {
+        return Err(StoreError::TooManyHoldings {
+            id: id.clone(),
+            count,
+            max,
+        });
+    }
+    Ok(())
+}
+
 pub(super) fn check_piece(piece: u32, count: u32) -> Result<(), StoreError> {
     if piece < count {
         Ok(())

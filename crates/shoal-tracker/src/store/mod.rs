@@ -68,11 +68,15 @@ pub struct AgentPage {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What `/metrics` reports of a store: counts it keeps as things change, or reads in O(1)
+/// (Redis' `ZCOUNT`, `HLEN`, `ZCARD`), never a walk over agents or contents.
 pub struct StoreStats {
+    /// Agents registered: with a live lease on Redis; until the sweep drops them in memory.
     pub agents: u64,
     pub contents: u64,
     pub manifests: u64,
-    pub holdings: u64,
+    /// Holdings of those agents; `None` where the store keeps no count of them (Redis).
+    pub holdings: Option<u64>,
     /// Swarms not yet swept, lapsed or not.
     pub swarms: u64,
 }
@@ -143,13 +147,20 @@ pub struct StoreOptions {
     /// How long a lease lasts after each register, heartbeat or announce.
     pub lease: Duration,
     pub clock: Clock,
+    /// Contents one agent may hold; a register or announce past it is refused
+    /// ([`StoreError::TooManyHoldings`]), so no agent grows the tracker without bound.
+    pub max_holdings: usize,
 }
+
+/// The default of [`StoreOptions::max_holdings`].
+pub const MAX_HOLDINGS: usize = 100_000;
 
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             lease: Duration::from_secs(30),
             clock: Clock::system(),
+            max_holdings: MAX_HOLDINGS,
         }
     }
 }
@@ -182,6 +193,12 @@ pub enum StoreError {
     NotPublisher(ContentId),
     #[error("the tracker runs its maximum of {max} swarms; fetch from the origin, or retry later")]
     TooManySwarms { max: usize },
+    #[error("agent {id} would hold {count} contents; the tracker keeps at most {max} per agent")]
+    TooManyHoldings {
+        id: AgentId,
+        count: usize,
+        max: usize,
+    },
     #[error("storage failed")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A networked store did not answer; `store` is its address without credentials.

@@ -2,13 +2,12 @@
 //! state, with soft state and a mirror of the catalog in memory ([`super::memory`]; URL
 //! swarms in `swarms.rs`).
 //!
-//! SQLite calls block, so one dedicated thread owns the connection and runs jobs sent to it;
+//! SQLite calls block, so one dedicated thread owns the connection and runs jobs sent to it
+//! through a bounded queue (a caller waits for room when it is full);
 //! async callers await the answer and the runtime never blocks on disk.
 
 use std::path::PathBuf;
-use std::sync::{
-    mpsc, Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
-};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use shoal_core::clock::unix_now;
@@ -17,7 +16,7 @@ use shoal_core::wire::{
     ManifestPublished, PeersResponse, SwarmInfo, UrlKey, UrlMapping,
 };
 use shoal_core::{ContentId, Layout, Manifest, PieceDigest};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::memory::{CatalogRow, Memory};
 use super::swarms::SwarmTable;
@@ -68,6 +67,10 @@ CREATE TABLE IF NOT EXISTS urls (
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
+/// Jobs waiting for the database thread at most; a caller beyond them waits for room, so a
+/// flood of writes slows its senders down instead of growing the queue without bound.
+const JOB_QUEUE: usize = 1024;
+
 /// The handle to the database thread; the thread ends when the last handle is dropped.
 #[derive(Debug)]
 struct Db {
@@ -85,7 +88,7 @@ impl Db {
             // The caller may have gone away (request cancelled); the work is done regardless.
             let _ = tx.send(f(conn));
         });
-        self.jobs.send(job).map_err(|_| db_gone())?;
+        self.jobs.send(job).await.map_err(|_| db_gone())?;
         rx.await
             .map_err(|_| db_gone())?
             .map_err(|e| StoreError::Backend(Box::new(e)))
@@ -207,7 +210,7 @@ impl SqliteStore {
                 .await
                 .map_err(|e| StoreError::Backend(Box::new(e)))?;
         }
-        let (jobs, queue) = mpsc::channel::<Job>();
+        let (jobs, mut queue) = mpsc::channel::<Job>(JOB_QUEUE);
         let (ready_tx, ready_rx) = oneshot::channel();
         std::thread::Builder::new()
             .name("shoal-tracker-sqlite".into())
@@ -225,14 +228,14 @@ impl SqliteStore {
                         return;
                     }
                 };
-                while let Ok(job) = queue.recv() {
+                while let Some(job) = queue.blocking_recv() {
                     job(&mut conn);
                 }
             })
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
         let catalog = ready_rx.await.map_err(|_| db_gone())?.map_err(backend)?;
 
-        let mut memory = Memory::new(options.lease.as_millis() as u64);
+        let mut memory = Memory::new(options.lease.as_millis() as u64, options.max_holdings);
         for (row, manifest) in catalog {
             memory.load(row, manifest);
         }
@@ -519,7 +522,7 @@ impl Store for SqliteStore {
         let swarms = self.swarms().len() as u64;
         Ok(StoreStats {
             swarms,
-            ..self.read().stats(self.now())
+            ..self.read().stats()
         })
     }
 
@@ -528,5 +531,48 @@ impl Store for SqliteStore {
         let agents = self.write().sweep(now);
         let swarms = self.swarms().sweep(now);
         Ok(Swept { agents, swarms })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_job_queue_is_bounded() {
+        let store = SqliteStore::open(SqliteLocation::Memory, StoreOptions::default())
+            .await
+            .unwrap();
+        // Hold the database thread in one job until released.
+        let (started, running) = std::sync::mpsc::channel();
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let held = store.clone();
+        let blocker = tokio::spawn(async move {
+            held.inner
+                .db
+                .call(move |_| {
+                    let _ = started.send(());
+                    let _ = wait.recv();
+                    Ok(())
+                })
+                .await
+        });
+        tokio::task::spawn_blocking(move || running.recv().unwrap())
+            .await
+            .unwrap();
+        let jobs = &store.inner.db.jobs;
+        for _ in 0..JOB_QUEUE {
+            jobs.try_send(Box::new(|_: &mut Connection| {}))
+                .map_err(|_| ())
+                .unwrap();
+        }
+        // Full: a caller now waits for room instead of growing the queue.
+        assert!(matches!(
+            jobs.try_send(Box::new(|_: &mut Connection| {})),
+            Err(mpsc::error::TrySendError::Full(_))
+        ));
+        release.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        assert!(store.stats().await.is_ok());
     }
 }

@@ -73,6 +73,7 @@ pub async fn start(setup: Setup) -> Server {
         StoreOptions {
             lease: LEASE,
             clock: setup.clock.clone(),
+            ..StoreOptions::default()
         },
     )
     .await
@@ -88,6 +89,7 @@ pub async fn start_redis(url: &str, setup: Setup) -> Server {
         StoreOptions {
             lease: LEASE,
             clock: setup.clock.clone(),
+            ..StoreOptions::default()
         },
     )
     .await

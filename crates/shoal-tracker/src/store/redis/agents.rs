@@ -15,7 +15,7 @@ use super::codec::{
     holders_key, AgentInfo, AGENTS, CATALOG, LEASES,
 };
 use super::RedisStore;
-use crate::store::memory::{check_have, check_holdings, Checked, Pieces};
+use crate::store::memory::{check_have, check_holding_count, check_holdings, Checked, Pieces};
 use crate::store::{AgentPage, Caller, Registration, StoreError};
 
 /// Removes every agent whose lease lapsed by ARGV[1] (ms), with its holdings, in one atomic
@@ -127,6 +127,7 @@ impl RedisStore {
         if record.live(now) && !record.owned_by(&caller) {
             return Err(StoreError::NotOwner(reg.id));
         }
+        check_holding_count(&reg.id, reg.holdings.len(), self.max_holdings)?;
         let ids: Vec<ContentId> = reg.holdings.iter().map(|h| h.content).collect();
         let known = self.entries(&ids).await?;
         let checked = check_holdings(reg.holdings, |id| known.get(id).map(|(l, _)| *l))?;
@@ -194,6 +195,13 @@ impl RedisStore {
         ids.extend(delta.pieces.iter().map(|d| d.content));
         let known = self.entries(&ids).await?;
         let checked = check_holdings(delta.holdings, |c| known.get(c).map(|(l, _)| *l))?;
+        let holds = |c: &ContentId| held.contains_key(&c.as_bytes()[..]);
+        let gone = removed.iter().filter(|c| holds(c)).count();
+        let added = checked
+            .iter()
+            .filter(|c| removed.contains(&c.content) || !holds(&c.content))
+            .count();
+        check_holding_count(&id, held.len() - gone + added, self.max_holdings)?;
 
         // Validate every delta before changing anything, so a bad one leaves no trace.
         let mut updated: HashMap<ContentId, Pieces> = HashMap::new();

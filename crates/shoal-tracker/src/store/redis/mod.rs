@@ -67,6 +67,7 @@ pub struct RedisStore {
     /// The store's URL without credentials, for messages.
     shown: Arc<str>,
     lease_ms: u64,
+    max_holdings: usize,
     clock: Clock,
     /// Removes agents whose lease lapsed ([`agents::SWEEP`]).
     agent_sweep: Arc<redis::Script>,
@@ -104,6 +105,7 @@ impl RedisStore {
             conn,
             shown,
             lease_ms: options.lease.as_millis() as u64,
+            max_holdings: options.max_holdings,
             clock: options.clock,
             agent_sweep: Arc::new(redis::Script::new(agents::SWEEP)),
             swarm_limits: SwarmLimits::default(),
@@ -239,26 +241,16 @@ impl Store for RedisStore {
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         let now = self.now();
         let mut pipe = redis::pipe();
-        pipe.zrangebyscore(LEASES, format!("({now}"), "+inf")
+        pipe.zcount(LEASES, format!("({now}"), "+inf")
             .hlen(CATALOG)
             .hlen(MANIFESTS)
             .zcard(SWARMS);
-        let (live, contents, manifests, swarms): (Vec<String>, u64, u64, u64) =
-            self.query(&pipe).await?;
-        let mut pipe = redis::pipe();
-        for id in &live {
-            pipe.hlen(format!("shoal:held:{id}"));
-        }
-        let holdings: Vec<u64> = if live.is_empty() {
-            Vec::new()
-        } else {
-            self.query(&pipe).await?
-        };
+        let (agents, contents, manifests, swarms): (u64, u64, u64, u64) = self.query(&pipe).await?;
         Ok(StoreStats {
-            agents: live.len() as u64,
+            agents,
             contents,
             manifests,
-            holdings: holdings.iter().sum(),
+            holdings: None,
             swarms,
         })
     }
