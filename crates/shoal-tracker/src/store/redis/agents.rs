@@ -124,8 +124,19 @@ impl RedisStore {
     ) -> Result<LeaseGrant, StoreError> {
         let now = self.now();
         let (record, old) = self.agent_with_holdings(&reg.id).await?;
-        if record.live(now) && !record.owned_by(&caller) {
-            return Err(StoreError::NotOwner(reg.id));
+        if record.live(now) {
+            if !record.owned_by(&caller) {
+                return Err(StoreError::NotOwner(reg.id));
+            }
+            if let Some(held) = record.info.as_ref().map(|info| info.addr) {
+                if held != reg.addr {
+                    return Err(StoreError::IdInUse {
+                        held,
+                        asked: reg.addr,
+                        id: reg.id,
+                    });
+                }
+            }
         }
         let ids: Vec<ContentId> = reg.holdings.iter().map(|h| h.content).collect();
         let known = self.entries(&ids).await?;
