@@ -20,7 +20,7 @@ use crate::control::{self, door, Door, DoorError};
 use crate::fetch::{FetchOptions, Fetcher};
 use crate::objects::{Objects, ObjectsError};
 use crate::serve::{self, PieceServer, ServeOptions};
-use crate::share::{self, Share, ShareError, ShareOptions};
+use crate::share::{self, Share, ShareError, ShareOptions, Symlinks};
 use crate::tracker::TrackerClient;
 
 #[derive(Debug, Error)]
@@ -49,6 +49,8 @@ pub struct AgentOptions {
     pub tracker: Option<TrackerClient>,
     /// The directory whose files are shared in place.
     pub share: Option<PathBuf>,
+    /// Which symlinks in `share` are followed.
+    pub symlinks: Symlinks,
     /// Where fetched contents, the manifest cache and resume state live.
     pub data: PathBuf,
     /// Where peers reach this agent (told to the tracker).
@@ -103,7 +105,10 @@ pub async fn run(
     // Fires when the tracker refuses this agent's id: the agent then stops.
     let refused = CancellationToken::new();
     if let Some(dir) = &options.share {
-        let share = Share::new(ShareOptions::new(dir, options.data.join("manifests.json")));
+        let share = Share::new(ShareOptions {
+            symlinks: options.symlinks,
+            ..ShareOptions::new(dir, options.data.join("manifests.json"))
+        });
         let (share, report) = scan(share, &catalog).await;
         let report = report?;
         info!(

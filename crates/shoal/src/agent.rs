@@ -11,6 +11,7 @@ use clap::Args;
 use shoal_agent::agent::ControlOptions;
 use shoal_agent::fetch::FetchOptions;
 use shoal_agent::serve::ServeOptions;
+use shoal_agent::share::Symlinks;
 use shoal_agent::tracker::TrackerClient;
 use shoal_agent::AgentOptions;
 use shoal_core::wire::AgentId;
@@ -34,6 +35,11 @@ pub struct AgentArgs {
     /// Directory whose files are shared with the fleet, in place
     #[arg(long, value_name = "DIR")]
     share: Option<PathBuf>,
+
+    /// Share what every symlink in --share points to, also outside it [default: only targets
+    /// inside --share]
+    #[arg(long, requires = "share")]
+    follow_symlinks: bool,
 
     /// Directory of fetched contents, manifest cache and resume state (created if missing)
     #[arg(long, value_name = "DIR")]
@@ -164,6 +170,11 @@ fn options(args: AgentArgs) -> anyhow::Result<(AgentOptions, SocketAddr)> {
             .tracker
             .map(|url| TrackerClient::new(url, token.clone())),
         share: args.share,
+        symlinks: if args.follow_symlinks {
+            Symlinks::Follow
+        } else {
+            Symlinks::Inside
+        },
         data: args.data,
         advertise,
         serve: ServeOptions {
