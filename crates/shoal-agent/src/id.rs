@@ -18,6 +18,7 @@ pub const ID_FILE: &str = "agent-id";
 /// Hex digits of the random suffix.
 const SUFFIX_LEN: usize = 8;
 
+/// Why no default id could be chosen (or kept).
 #[derive(Debug, Error)]
 pub enum IdError {
     #[error("cannot read the host name: {0}")]

@@ -29,14 +29,15 @@ impl Drop for Agent {
 }
 
 impl Agent {
-    fn start(dir: &Path) -> Agent {
+    /// With a TCP control listener on `control_ip`.
+    fn start(dir: &Path, control_ip: &str) -> Agent {
         std::fs::write(dir.join("token"), "fleet-secret").unwrap();
         let data = dir.join("data");
         let (port, control) = (common::free_port(), common::free_port());
         let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
             .args(["agent", "--id", "solo"])
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--control-listen", &format!("127.0.0.1:{control}")])
+            .args(["--control-listen", &format!("{control_ip}:{control}")])
             .arg("--token-file")
             .arg(dir.join("token"))
             .arg("--data")
@@ -66,9 +67,13 @@ impl Agent {
     }
 }
 
-/// One raw request to `port` with `headers`; the status.
+/// One raw request to `port` on loopback with `headers`; the status.
 fn post(port: u16, headers: &[&str], body: &str) -> u16 {
-    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+    post_to(Ipv4Addr::LOCALHOST, port, headers, body)
+}
+
+fn post_to(ip: Ipv4Addr, port: u16, headers: &[&str], body: &str) -> u16 {
+    let mut stream = TcpStream::connect((ip, port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -98,7 +103,7 @@ fn origin() -> Origin {
 #[test]
 fn the_control_socket_is_private_and_serves_shoal_get() {
     let dir = tempfile::tempdir().unwrap();
-    let agent = Agent::start(dir.path());
+    let agent = Agent::start(dir.path(), "127.0.0.1");
     let meta = std::fs::metadata(agent.socket()).unwrap();
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
@@ -129,7 +134,7 @@ fn the_control_socket_is_private_and_serves_shoal_get() {
 #[test]
 fn the_tcp_control_listener_wants_the_token_and_refuses_web_pages() {
     let dir = tempfile::tempdir().unwrap();
-    let agent = Agent::start(dir.path());
+    let agent = Agent::start(dir.path(), "127.0.0.1");
     let origin = origin();
     let url = origin.url("/f.bin");
     let body = format!("{{\"url\":\"{url}\"}}");
@@ -181,4 +186,32 @@ fn the_tcp_control_listener_wants_the_token_and_refuses_web_pages() {
     );
     common::assert_code(&run, 0);
     common::assert_saved(&dir.path().join("out"), &origin);
+}
+
+/// This machine's address on its default route, if it has one besides loopback.
+fn own_address() -> Option<Ipv4Addr> {
+    let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    // Connecting a UDP socket sends nothing; it only picks the route and the local address.
+    socket.connect(("192.0.2.1", 9)).ok()?;
+    match socket.local_addr().ok()?.ip() {
+        std::net::IpAddr::V4(ip) if !ip.is_loopback() && !ip.is_unspecified() => Some(ip),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_request_with_the_token_from_the_machines_own_address_is_served() {
+    let Some(ip) = own_address() else {
+        eprintln!("SKIPPED: this machine has no address besides loopback");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), "0.0.0.0");
+    let origin = origin();
+    let body = format!("{{\"url\":\"{}\"}}", origin.url("/f.bin"));
+    let token = std::fs::read_to_string(agent.data.join("control.token")).unwrap();
+    let bearer = format!("Authorization: Bearer {}", token.trim());
+    let json = "Content-Type: application/json";
+    assert_eq!(post_to(ip, agent.control, &[json], &body), 401);
+    assert_eq!(post_to(ip, agent.control, &[&bearer, json], &body), 200);
 }

@@ -24,7 +24,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// it), or `http://HOST:PORT` for a TCP control listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentLocation {
+    /// The agent's control socket.
     Unix(PathBuf),
+    /// A TCP control listener (`--control-listen`).
     Http(Url),
 }
 

@@ -97,6 +97,7 @@ pub(crate) fn refuse(status: StatusCode, error: String) -> Response {
     (status, Json(ErrorBody { error, field: None })).into_response()
 }
 
+/// Why a door of the control API could not be opened.
 #[derive(Debug, Error)]
 pub enum DoorError {
     #[error("another agent serves {} (is one already running with this data directory?)", path.display())]
