@@ -16,7 +16,7 @@
 # killed too hard to clean up are removed by the next run.
 #
 # Each round, from a fresh tracker database and fresh agent data directories:
-#   1. swarm  — every host runs `shoal get --agent http://127.0.0.1:7701 URL` at the same moment
+#   1. swarm  — every host runs `shoal get --agent unix:DATA/control.sock URL` at the same moment
 #      (a barrier file): the time until all N hold a copy (each exits 0; the sha256 of every
 #      copy is checked afterwards, outside the time), and the origin's egress two ways:
 #      nginx's count (the sum of $body_bytes_sent) and the bytes that left host 0's veth
@@ -593,7 +593,7 @@ host_tx() {
   paste <(sed -n "$(($1 + 1))p" <<<"$COUNTERS_BEFORE") <(sed -n "$(($1 + 1))p" <<<"$COUNTERS_AFTER") | awk '{ print $3 - $1 }'
 }
 
-swarm_cmd() { CMD=("$SHOAL" get --agent "http://127.0.0.1:$AGENT_PORT" --progress json -o "$2" "$URL"); }
+swarm_cmd() { CMD=("$SHOAL" get --agent "unix:$OUT_ROUND/h$1/data/control.sock" --progress json -o "$2" "$URL"); }
 direct_cmd() { CMD=(curl -q -sS --fail -o "$2" "$URL"); }
 
 # verify: sets PH_OK[i] to ok / why not, PH_ALL_OK (1/0) and PH_WRONG (1 if a copy exited 0
@@ -780,7 +780,7 @@ report() {
   echo "- command: \`bench/swarm.sh$( ((CHECK)) && echo " --check") $N $RATE $SIZE_ARG\`, ROUNDS=$ROUNDS, TIMEOUT=${TIMEOUT}s per phase"
   echo "- network: $((N + 1)) network namespaces on one bridge; host 0 ($ORIGIN_IP) runs nginx ($NGINX_VERSION, sendfile on) and \`shoal tracker\`, hosts 1..$N run \`shoal agent\`; every host capped at $RATE up and down (tc tbf, burst $BURST bytes, latency 50ms, on both ends of its veth; 1 mbit = 10^6 bit/s)"
   echo "- file: $SIZE_MIB MiB of random data (F = $SIZE_BYTES bytes, sha256 ${SRC_SHA:0:16}…), page cache warmed first"
-  echo "- swarm: \`shoal get --agent http://127.0.0.1:$AGENT_PORT --progress json -o OUT $URL\` on every host at the same moment, each agent started fresh as \`shoal agent --id hI --tracker $TRACKER_URL --token-file F --data DIR --listen 0.0.0.0:$AGENT_PORT --advertise 10.77.0.(10+I):$AGENT_PORT${AGENT_ARGS:+ $AGENT_ARGS}\` (RUST_LOG=$AGENT_LOG), a fresh tracker database each round"
+  echo "- swarm: \`shoal get --agent unix:DATA/control.sock --progress json -o OUT $URL\` on every host at the same moment, each agent started fresh as \`shoal agent --id hI --tracker $TRACKER_URL --token-file F --data DIR --listen 0.0.0.0:$AGENT_PORT --advertise 10.77.0.(10+I):$AGENT_PORT${AGENT_ARGS:+ $AGENT_ARGS}\` (RUST_LOG=$AGENT_LOG), a fresh tracker database each round"
   ((CHECK)) || echo "- direct: \`curl -q -sS --fail -o OUT $URL\` on every host at the same moment (ideal N·F/RATE = $DIRECT_IDEAL s)"
   echo "- time: from the release of all clients to the last one's exit; every copy sha256-checked afterwards (not timed); copies and agent data in $OUT_BASE ($OUT_FS)"
   echo "- fluid bound: max(F/u_origin, F/d_min, N·F/(u_origin + Σ u_agents)) = $BOUND s (payload over a tbf-capped link is ~0.96 × the cap, so ~1.05 × the bound is about the best possible)"

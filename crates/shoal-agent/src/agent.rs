@@ -1,5 +1,6 @@
 //! The daemon put together: the store of fetched contents, the shared directory kept in the
-//! catalog, the piece server and the control API on one listener, and the announcer.
+//! catalog, the piece server, the control API (on its socket, and on a TCP listener if asked)
+//! and the announcer.
 
 use std::future::Future;
 use std::io;
@@ -13,13 +14,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::announce::{Announcer, Identity};
+use crate::announce::{Announcer, IdRefused, Identity};
 use crate::catalog::Catalog;
-use crate::control;
+use crate::control::{self, door, Door, DoorError};
 use crate::fetch::{FetchOptions, Fetcher};
 use crate::objects::{Objects, ObjectsError};
 use crate::serve::{self, PieceServer, ServeOptions};
-use crate::share::{self, Share, ShareError, ShareOptions};
+use crate::share::{self, Share, ShareError, ShareOptions, Symlinks};
 use crate::tracker::TrackerClient;
 
 #[derive(Debug, Error)]
@@ -28,6 +29,10 @@ pub enum AgentError {
     Objects(#[from] ObjectsError),
     #[error(transparent)]
     Share(#[from] ShareError),
+    #[error(transparent)]
+    IdRefused(#[from] IdRefused),
+    #[error("opening the control API: {0}")]
+    Control(#[from] DoorError),
     #[error("serving on {addr} failed: {source}")]
     Serve {
         addr: String,
@@ -44,6 +49,8 @@ pub struct AgentOptions {
     pub tracker: Option<TrackerClient>,
     /// The directory whose files are shared in place.
     pub share: Option<PathBuf>,
+    /// Which symlinks in `share` are followed.
+    pub symlinks: Symlinks,
     /// Where fetched contents, the manifest cache and resume state live.
     pub data: PathBuf,
     /// Where peers reach this agent (told to the tracker).
@@ -54,10 +61,22 @@ pub struct AgentOptions {
     pub cache_size: Option<u64>,
     /// The shared directory is scanned again this often even without change notices.
     pub rescan_every: Duration,
+    pub control: ControlOptions,
+}
+
+/// The control API's doors besides its Unix socket, `control.sock` in the data directory.
+#[derive(Debug, Clone, Default)]
+pub struct ControlOptions {
+    /// A TCP listener for the control API, which then requires the token.
+    pub listen: Option<SocketAddr>,
+    /// The file holding the TCP listener's token, created (mode 0600) when missing; `None`:
+    /// `control.token` in the data directory.
+    pub token_file: Option<PathBuf>,
 }
 
 /// Runs the agent on `listener` until `shutdown` completes: then uploads and downloads stop,
-/// and the agent deregisters.
+/// and the agent deregisters. Stops by itself with [`AgentError::IdRefused`] when the tracker
+/// says another live agent holds this agent's id.
 pub async fn run(
     listener: TcpListener,
     options: AgentOptions,
@@ -65,10 +84,31 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     let catalog = Catalog::new();
     let objects = Objects::open(&options.data, options.cache_size)?;
+    let socket = door::bind_socket(&options.data.join(door::SOCKET_FILE)).await?;
+    let control_tcp = match options.control.listen {
+        Some(addr) => {
+            let token_file = (options.control.token_file.clone())
+                .unwrap_or_else(|| options.data.join(door::TOKEN_FILE));
+            let token = door::token(&token_file)?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| AgentError::Serve {
+                    addr: addr.to_string(),
+                    source,
+                })?;
+            Some((listener, token))
+        }
+        None => None,
+    };
     let seeded = objects.load(&catalog)?;
     let stop = CancellationToken::new();
+    // Fires when the tracker refuses this agent's id: the agent then stops.
+    let refused = CancellationToken::new();
     if let Some(dir) = &options.share {
-        let share = Share::new(ShareOptions::new(dir, options.data.join("manifests.json")));
+        let share = Share::new(ShareOptions {
+            symlinks: options.symlinks,
+            ..ShareOptions::new(dir, options.data.join("manifests.json"))
+        });
         let (share, report) = scan(share, &catalog).await;
         let report = report?;
         info!(
@@ -100,28 +140,72 @@ pub async fn run(
             upload_capacity: options.serve.upload_limit.unwrap_or(0),
         };
         let announcer = Announcer::new(tracker, identity, catalog.clone(), server.clone());
-        tokio::spawn(announcer.run(stop.clone()))
+        let (stop, refused) = (stop.clone(), refused.clone());
+        tokio::spawn(async move {
+            let result = announcer.run(stop).await;
+            if result.is_err() {
+                refused.cancel();
+            }
+            result
+        })
     });
-    let router = serve::app(server.clone()).merge(control::app(fetcher, stop.clone()));
     let addr = listener
         .local_addr()
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
     info!(%addr, advertise = %options.advertise, id = %options.id, seeded, "agent listening");
+    // Fires on `shutdown` (or a refused id): every server then stops taking connections.
+    let closing = CancellationToken::new();
     let stopping = stop.clone();
     let uploads = server.clone();
-    let served = shoal_serve::serve(listener, router, options.serve.limits.clone(), async move {
-        shutdown.await;
+    let close = closing.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = shutdown => {}
+            _ = refused.cancelled() => {}
+        }
         // Long uploads and downloads would hold the graceful shutdown open.
         stopping.cancel();
         uploads.stop_uploads();
-    })
-    .await;
+        close.cancel();
+    });
+    let control_app = |door| control::app(fetcher.clone(), stop.clone(), door);
+    let control_socket = axum::serve(socket, control_app(Door::Socket))
+        .with_graceful_shutdown(closing.clone().cancelled_owned());
+    let control_tcp = control_tcp.map(|(listener, token)| {
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, "control API listening, with its token");
+        }
+        shoal_serve::serve(
+            listener,
+            control_app(Door::Tcp { token }),
+            options.serve.limits.clone(),
+            closing.clone().cancelled_owned(),
+        )
+    });
+    let pieces = shoal_serve::serve(
+        listener,
+        serve::app(server.clone()),
+        options.serve.limits.clone(),
+        closing.clone().cancelled_owned(),
+    );
+    let (served, socket_served, tcp_served) = tokio::join!(pieces, control_socket, async move {
+        match control_tcp {
+            Some(tcp) => tcp.await,
+            None => Ok(()),
+        }
+    });
     stop.cancel();
+    let _ = std::fs::remove_file(options.data.join(door::SOCKET_FILE));
     if let Some(announcer) = announcer {
-        let _ = announcer.await;
+        if let Ok(Err(refused)) = announcer.await {
+            return Err(refused.into());
+        }
     }
     info!("agent stopped");
-    served.map_err(|source| AgentError::Serve { addr, source })
+    served
+        .and(socket_served)
+        .and(tcp_served)
+        .map_err(|source| AgentError::Serve { addr, source })
 }
 
 /// Scans the shared directory off the runtime and puts what it holds in the catalog; returns

@@ -2,7 +2,8 @@
 //! [`Catalog`] in small batches (newly verified pieces reach the tracker within about
 //! [`BATCH`], so others fetch them from this agent while it is still downloading), and
 //! heartbeat before the lease lapses. A tracker that forgot the agent (404) is registered with
-//! again; a tracker that is down is retried with backoff while serving goes on.
+//! again; a tracker that is down is retried with backoff while serving goes on. A tracker
+//! that says another live agent holds this agent's id ends the announcer with [`IdRefused`].
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use shoal_core::wire::{AgentId, AnnounceRequest, HeartbeatRequest, PieceDelta, RegisterRequest};
 use shoal_core::{ContentId, PieceIndex};
+use thiserror::Error;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -34,6 +36,16 @@ pub struct Identity {
     pub upload_capacity: u64,
 }
 
+/// The tracker gave this agent's id to another live agent, at another address: two agents
+/// were started with one id.
+#[derive(Debug, Error)]
+#[error("another agent uses the id {id}")]
+pub struct IdRefused {
+    pub id: AgentId,
+    #[source]
+    pub source: TrackerError,
+}
+
 pub struct Announcer {
     pub tracker: TrackerClient,
     pub identity: Identity,
@@ -47,6 +59,7 @@ enum Step {
     Ok(Duration),
     Forgotten,
     Failed(TrackerError),
+    Refused(TrackerError),
 }
 
 impl Announcer {
@@ -88,8 +101,8 @@ impl Announcer {
     }
 
     /// Runs until `stop` fires, then deregisters (briefly: a tracker that is down must not
-    /// hold up the agent's exit).
-    pub async fn run(self, stop: CancellationToken) {
+    /// hold up the agent's exit); or until the tracker refuses this agent's id.
+    pub async fn run(self, stop: CancellationToken) -> Result<(), IdRefused> {
         let mut changed = self.catalog.subscribe();
         let mut registered = false;
         let mut lease = Duration::from_secs(10);
@@ -135,6 +148,12 @@ impl Announcer {
                     debug!("the tracker forgot this agent; registering again");
                     registered = false;
                 }
+                Step::Refused(source) => {
+                    return Err(IdRefused {
+                        id: self.identity.id.clone(),
+                        source,
+                    })
+                }
                 Step::Failed(error) => {
                     if down_since.is_none() {
                         warn!(
@@ -161,6 +180,7 @@ impl Announcer {
                 Err(_) => debug!("deregistering timed out"),
             }
         }
+        Ok(())
     }
 
     async fn register(&self) -> Step {
@@ -183,6 +203,7 @@ impl Announcer {
                 );
                 Step::Ok(Duration::from_millis(grant.lease_ms))
             }
+            Err(e @ TrackerError::IdInUse { .. }) => Step::Refused(e),
             Err(e) => Step::Failed(e),
         }
     }

@@ -8,6 +8,7 @@ pub mod announce;
 pub mod catalog;
 pub mod control;
 pub mod fetch;
+pub mod id;
 pub mod objects;
 pub mod peers;
 pub mod piece_size;

@@ -33,6 +33,10 @@ pub enum TrackerError {
         status: u16,
         message: String,
     },
+    /// Another live agent holds this agent's id (409 to a registration): waiting does not
+    /// help while it runs.
+    #[error("the tracker {url} refused this agent's id: {message}")]
+    IdInUse { url: String, message: String },
     /// Anything else the tracker refused (400, 409, …).
     #[error("the tracker {url} answered {status}: {message}")]
     Rejected {
@@ -86,13 +90,23 @@ impl TrackerClient {
         redacted(&self.base)
     }
 
+    /// Registers `id`; [`TrackerError::IdInUse`] when a live agent elsewhere holds it.
     pub async fn register(
         &self,
         id: &AgentId,
         body: &RegisterRequest,
     ) -> Result<LeaseGrant, TrackerError> {
-        self.call(Method::PUT, &path::agent(id), Some(body), "agent")
+        match self
+            .call(Method::PUT, &path::agent(id), Some(body), "agent")
             .await
+        {
+            Err(TrackerError::Rejected {
+                url,
+                status: 409,
+                message,
+            }) => Err(TrackerError::IdInUse { url, message }),
+            other => other,
+        }
     }
 
     pub async fn heartbeat(

@@ -65,7 +65,7 @@ impl ApiError {
                 | StoreError::UnknownSwarm(_)
                 | StoreError::NotHeld { .. } => StatusCode::NOT_FOUND,
                 StoreError::NotOwner(_) | StoreError::NotPublisher(_) => StatusCode::FORBIDDEN,
-                StoreError::SwarmLayout { .. } => StatusCode::CONFLICT,
+                StoreError::SwarmLayout { .. } | StoreError::IdInUse { .. } => StatusCode::CONFLICT,
                 StoreError::TooManyHoldings { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 StoreError::Invalid { .. } => StatusCode::BAD_REQUEST,
                 StoreError::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -83,6 +83,7 @@ impl ApiError {
             ApiError::Store(e) => match e {
                 StoreError::UnknownAgent(_)
                 | StoreError::NotOwner(_)
+                | StoreError::IdInUse { .. }
                 | StoreError::UnknownSwarm(_)
                 | StoreError::NotPublisher(_) => Some("id".into()),
                 StoreError::SwarmLayout { .. } => Some("layout".into()),

@@ -13,7 +13,7 @@ fn error_responses(codes: &[&str]) -> Value {
             "401" => "Missing or unknown bearer token.",
             "403" => "The token's role may not do this, or the agent (or swarm) belongs to another token.",
             "404" => "Unknown id.",
-            "409" => "The swarm runs with another layout; `field` is `layout`.",
+            "409" => "The swarm runs with another layout (`field` is `layout`), or a live agent at another address holds the id (`field` is `id`).",
             "413" => "Body over the size limit.",
             "429" => "Rate limit of the token exceeded; see `Retry-After`.",
             "503" => "The tracker's store (Redis, for replicas) is unreachable; retry later.",
@@ -176,7 +176,7 @@ pub fn document() -> Value {
             "/v1/agents/{id}": {
                 "put": {"summary": "Register with the full holdings; starts or renews the lease (agent, admin)",
                     "parameters": [agent_id.clone()], "requestBody": body("RegisterRequest"),
-                    "responses": ok("200", "Lease", "LeaseGrant", &errs(&["400", "413"]))},
+                    "responses": ok("200", "Lease", "LeaseGrant", &errs(&["400", "409", "413"]))},
                 "delete": {"summary": "Deregister at once (agent, admin)",
                     "parameters": [agent_id.clone()],
                     "responses": {

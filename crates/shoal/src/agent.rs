@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use shoal_agent::agent::ControlOptions;
 use shoal_agent::fetch::FetchOptions;
 use shoal_agent::serve::ServeOptions;
+use shoal_agent::share::Symlinks;
 use shoal_agent::tracker::TrackerClient;
 use shoal_agent::AgentOptions;
 use shoal_core::wire::AgentId;
@@ -34,19 +36,34 @@ pub struct AgentArgs {
     #[arg(long, value_name = "DIR")]
     share: Option<PathBuf>,
 
+    /// Share what every symlink in --share points to, also outside it [default: only targets
+    /// inside --share]
+    #[arg(long, requires = "share")]
+    follow_symlinks: bool,
+
     /// Directory of fetched contents, manifest cache and resume state (created if missing)
     #[arg(long, value_name = "DIR")]
     data: PathBuf,
 
-    /// Address of the piece server and the local control API
+    /// Address of the piece server (the control API is on DATA/control.sock)
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:7701")]
     listen: SocketAddr,
+
+    /// Also serve the control API on this TCP address, to clients that send its token
+    #[arg(long, value_name = "ADDR")]
+    control_listen: Option<SocketAddr>,
+
+    /// File holding the TCP control listener's token, created (mode 0600) if missing
+    /// [default: DATA/control.token]
+    #[arg(long, value_name = "FILE", requires = "control_listen")]
+    control_token_file: Option<PathBuf>,
 
     /// Address peers reach this agent at [default: --listen, when it names one address]
     #[arg(long, value_name = "ADDR")]
     advertise: Option<SocketAddr>,
 
-    /// This agent's id at the tracker, A-Z a-z 0-9 . _ - [default: the host name]
+    /// This agent's id at the tracker, A-Z a-z 0-9 . _ - [default: the host name and a random
+    /// suffix, chosen once and kept in DATA/agent-id]
     #[arg(long, value_name = "ID")]
     id: Option<String>,
 
@@ -99,8 +116,23 @@ pub async fn run(args: AgentArgs, log: logging::Options) -> ExitCode {
     };
     match serve(options).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_id_refused(&e) => {
+            exit::say(&format!(
+                "shoal agent: {}; set a distinct --id (or, on a machine cloned with its data \
+                 directory, remove agent-id from --data)",
+                exit::message(e.as_ref())
+            ));
+            ExitCode::from(exit::USAGE)
+        }
         Err(e) => exit::internal(&e),
     }
+}
+
+fn is_id_refused(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<shoal_agent::AgentError>(),
+        Some(shoal_agent::AgentError::IdRefused(_))
+    )
 }
 
 fn read_token(path: &Path) -> anyhow::Result<String> {
@@ -117,11 +149,12 @@ fn read_token(path: &Path) -> anyhow::Result<String> {
 
 fn options(args: AgentArgs) -> anyhow::Result<(AgentOptions, SocketAddr)> {
     let token = read_token(&args.token_file)?;
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("creating the data directory {}", args.data.display()))?;
     let id = match args.id {
-        Some(id) => id,
-        None => host_name().context("cannot read the host name; give --id")?,
+        Some(id) => AgentId::new(id.clone()).with_context(|| format!("--id {id:?}"))?,
+        None => shoal_agent::id::default_id(&args.data).context("choosing an id; give --id")?,
     };
-    let id = AgentId::new(id.clone()).with_context(|| format!("--id {id:?}"))?;
     let advertise = match args.advertise {
         Some(addr) => addr,
         None if !args.listen.ip().is_unspecified() && args.listen.port() != 0 => args.listen,
@@ -130,8 +163,6 @@ fn options(args: AgentArgs) -> anyhow::Result<(AgentOptions, SocketAddr)> {
             args.listen
         ),
     };
-    std::fs::create_dir_all(&args.data)
-        .with_context(|| format!("creating the data directory {}", args.data.display()))?;
     let upload_limit = args.upload_limit.map(|r| r.bytes_per_sec());
     let options = AgentOptions {
         id,
@@ -139,6 +170,11 @@ fn options(args: AgentArgs) -> anyhow::Result<(AgentOptions, SocketAddr)> {
             .tracker
             .map(|url| TrackerClient::new(url, token.clone())),
         share: args.share,
+        symlinks: if args.follow_symlinks {
+            Symlinks::Follow
+        } else {
+            Symlinks::Inside
+        },
         data: args.data,
         advertise,
         serve: ServeOptions {
@@ -155,25 +191,12 @@ fn options(args: AgentArgs) -> anyhow::Result<(AgentOptions, SocketAddr)> {
         },
         cache_size: args.cache_size,
         rescan_every: Duration::from_secs(60),
+        control: ControlOptions {
+            listen: args.control_listen,
+            token_file: args.control_token_file,
+        },
     };
     Ok((options, args.listen))
-}
-
-fn host_name() -> Option<String> {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
-    let name: String = name
-        .trim()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(64)
-        .collect();
-    (!name.is_empty()).then_some(name)
 }
 
 async fn serve((options, listen): (AgentOptions, SocketAddr)) -> anyhow::Result<()> {

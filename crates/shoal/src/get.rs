@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::error::ErrorKind as ClapErrorKind;
 use clap::{Args, ValueEnum};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use shoal_agent::control::AgentLocation;
 use shoal_core::redact::redacted;
 use shoal_core::{Checksum, ContentId};
 use shoal_engine::{
@@ -112,10 +113,19 @@ pub struct GetArgs {
     #[arg(short, long, conflicts_with = "progress")]
     quiet: bool,
 
-    /// Fetch through the local shoal agent at this URL (e.g. http://127.0.0.1:7701), from the
-    /// swarm; URL may then also be shoal:blake3:CONTENT-ID
-    #[arg(long, env = "SHOAL_AGENT", value_name = "URL", conflicts_with_all = ["input_file", "metalink"])]
+    /// Fetch through the local shoal agent, from the swarm: unix:PATH (its DATA/control.sock)
+    /// or http://HOST:PORT (its --control-listen); URL may then also be shoal:blake3:CONTENT-ID
+    #[arg(long, env = "SHOAL_AGENT", value_name = "WHERE", conflicts_with_all = ["input_file", "metalink"])]
     agent: Option<String>,
+
+    /// The agent's control token (its DATA/control.token), for an http:// --agent
+    #[arg(
+        long,
+        env = "SHOAL_AGENT_TOKEN_FILE",
+        value_name = "FILE",
+        requires = "agent"
+    )]
+    agent_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -202,9 +212,16 @@ pub async fn run(args: GetArgs, log: logging::Options) -> ExitCode {
 /// `shoal get --agent`: one URL or content id, fetched by the agent.
 async fn through_agent(args: GetArgs, agent: &str, mode: Mode, log: logging::Options) -> ExitCode {
     let usage = |msg: String| exit::usage(&usage_error(ClapErrorKind::InvalidValue, msg));
-    let agent = match parse_url(agent) {
-        Ok(url) => url,
-        Err(msg) => return usage(format!("--agent: {msg}")),
+    let agent = match agent.parse::<AgentLocation>() {
+        Ok(agent) => agent,
+        Err(e) => return usage(format!("--agent: {e}")),
+    };
+    let token = match &args.agent_token_file {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => Some(text.trim().to_string()),
+            Err(e) => return usage(format!("--agent-token-file {}: {e}", path.display())),
+        },
+        None => None,
     };
     let [what] = args.urls.as_slice() else {
         return usage(
@@ -227,7 +244,7 @@ async fn through_agent(args: GetArgs, agent: &str, mode: Mode, log: logging::Opt
         dir: args.dir,
         overwrite: args.overwrite,
     };
-    via_agent::run(agent, target, place, mode).await
+    via_agent::run(agent, token, target, place, mode).await
 }
 
 /// One download, shown as `shoal get URL` always showed it.

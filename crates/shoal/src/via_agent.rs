@@ -1,4 +1,4 @@
-//! `shoal get --agent URL …`: the local agent fetches (from the swarm, the origin as a
+//! `shoal get --agent WHERE …`: the local agent fetches (from the swarm, the origin as a
 //! fallback) and streams progress back; the file it then holds is reflinked, hard-linked or
 //! copied to the output with the user's own rights (the agent never writes outside its data
 //! directory).
@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use shoal_agent::control::{self, ControlEvent, FetchRequest};
+use shoal_agent::control::{self, AgentLocation, ControlEvent, FetchRequest};
 use shoal_core::naming::sanitize_file_name;
 use shoal_core::ContentId;
 use shoal_engine::{Event, Progress, SourceUsage, Summary};
@@ -29,7 +29,14 @@ pub struct Placement {
     pub overwrite: bool,
 }
 
-pub async fn run(agent: Url, target: Target, place: Placement, mode: Mode) -> ExitCode {
+/// Asks the agent at `agent` (with its control `token`, for a TCP control listener).
+pub async fn run(
+    agent: AgentLocation,
+    token: Option<String>,
+    target: Target,
+    place: Placement,
+    mode: Mode,
+) -> ExitCode {
     let (request, shown) = match &target {
         Target::Url(url) => (
             FetchRequest {
@@ -53,7 +60,7 @@ pub async fn run(agent: Url, target: Target, place: Placement, mode: Mode) -> Ex
     }
     let mut view = View::new(mode, &shown);
     let planned = place.output.clone().unwrap_or_else(|| place.dir.clone());
-    let result = control::request(&agent, &request, |event| match event {
+    let result = control::request(&agent, token.as_deref(), &request, |event| match event {
         ControlEvent::Started { url, size } => view.event(&Event::Started {
             url: url.clone(),
             path: planned.clone(),
@@ -77,6 +84,14 @@ pub async fn run(agent: Url, target: Target, place: Placement, mode: Mode) -> Ex
     .await;
     let finished = match result {
         Ok(finished) => finished,
+        Err(e) if e.status() == Some(401) => {
+            let text = format!(
+                "{e}; give the agent's DATA/control.token with --agent-token-file, or use \
+                 --agent unix:DATA/control.sock"
+            );
+            view.failed_remote("internal", &text, exit::USAGE);
+            return ExitCode::from(exit::USAGE);
+        }
         Err(e) => {
             view.failed_remote("network", &e.to_string(), exit::NETWORK);
             return ExitCode::from(exit::NETWORK);

@@ -20,6 +20,8 @@ const MIB: usize = 1 << 20;
 struct Process {
     child: Child,
     port: u16,
+    /// An agent's data directory (empty for the tracker).
+    data: PathBuf,
 }
 
 impl Process {
@@ -72,7 +74,11 @@ impl Fleet {
         common::wait_listening(&mut child, port, "shoal tracker");
         Fleet {
             dir,
-            tracker: Process { child, port },
+            tracker: Process {
+                child,
+                port,
+                data: PathBuf::new(),
+            },
         }
     }
 
@@ -82,8 +88,33 @@ impl Fleet {
 
     /// `shoal agent --id ID` with its own data directory, sharing `share` if given.
     fn agent(&self, id: &str, share: Option<&Path>, extra: &[&str]) -> Process {
+        let data = self.path(&format!("{id}-data"));
         let port = common::free_port();
-        let log = std::fs::File::create(self.path(&format!("{id}.log"))).unwrap();
+        let mut cmd = self.agent_command(id, port, &data, &format!("{id}.log"));
+        cmd.args(extra);
+        if let Some(share) = share {
+            cmd.arg("--share").arg(share);
+        }
+        let mut child = cmd.spawn().expect("spawn shoal agent");
+        common::wait_listening(&mut child, port, "shoal agent");
+        // The control socket comes a moment after the piece server's port.
+        let socket = data.join("control.sock");
+        let deadline = Instant::now() + common::DEADLINE;
+        while !socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "{} never appeared",
+                socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Process { child, port, data }
+    }
+
+    /// The command line of `shoal agent --id ID` on `port` with `data`, logging to `log` in
+    /// the fleet's directory.
+    fn agent_command(&self, id: &str, port: u16, data: &Path, log: &str) -> Command {
+        let log = std::fs::File::create(self.path(log)).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
         cmd.args([
             "agent",
@@ -99,18 +130,12 @@ impl Fleet {
         .arg("--token-file")
         .arg(self.path("token"))
         .arg("--data")
-        .arg(self.path(&format!("{id}-data")))
-        .args(extra)
+        .arg(data)
         .env("RUST_LOG", "shoal_agent=debug,shoal_engine=info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
-        if let Some(share) = share {
-            cmd.arg("--share").arg(share);
-        }
-        let mut child = cmd.spawn().expect("spawn shoal agent");
-        common::wait_listening(&mut child, port, "shoal agent");
-        Process { child, port }
+        cmd
     }
 
     /// A directory holding `data` as `name`, to share.
@@ -124,7 +149,10 @@ impl Fleet {
     /// `shoal get --agent` through `agent`, saving to `out` in the fleet's directory.
     fn get(&self, agent: &Process, what: &str, out: &str) -> Child {
         common::get(self.dir.path(), &["--progress", "none", what, "-o", out])
-            .env("SHOAL_AGENT", format!("http://127.0.0.1:{}", agent.port))
+            .env(
+                "SHOAL_AGENT",
+                format!("unix:{}", agent.data.join("control.sock").display()),
+            )
             .spawn()
             .expect("spawn shoal get")
     }
@@ -379,5 +407,65 @@ fn a_dead_origin_is_no_loss_when_peers_hold_every_piece() {
         fleet.log("second").contains("from peers alone"),
         "{}",
         fleet.log("second")
+    );
+}
+
+/// Waits until `log` (in the fleet's directory) says `needle`, or `child` exits.
+fn wait_log(fleet: &Fleet, child: &mut Child, log: &str, needle: &str) {
+    let deadline = Instant::now() + common::DEADLINE;
+    while !fleet.log(log).contains(needle) {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "{log} exited ({status}) before saying {needle:?}:\n{}",
+                fleet.log(log)
+            );
+        }
+        assert!(Instant::now() < deadline, "{log} never said {needle:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_live_agent_id_is_refused_elsewhere_and_taken_back_by_a_restart() {
+    let fleet = Fleet::start();
+    let port = common::free_port();
+    let data = fleet.path("twin-data");
+    let mut cmd = fleet.agent_command("twin", port, &data, "twin.log");
+    let mut first = Process {
+        child: cmd.spawn().unwrap(),
+        port,
+        data: data.clone(),
+    };
+    wait_log(&fleet, &mut first.child, "twin", "registered");
+
+    // A clone with the same id at another address exits, naming the id, both addresses and --id.
+    let other = common::free_port();
+    let mut cmd = fleet.agent_command("twin", other, &fleet.path("clone-data"), "clone.log");
+    let clone = common::finish(cmd.spawn().unwrap());
+    let said = fleet.log("clone");
+    assert_ne!(clone.code, 0, "{said}");
+    for needle in [
+        "twin".to_string(),
+        format!("127.0.0.1:{port}"),
+        format!("127.0.0.1:{other}"),
+        "--id".to_string(),
+    ] {
+        assert!(said.contains(&needle), "no {needle:?} in:\n{said}");
+    }
+
+    // Killed without deregistering, the agent restarts at its address and registers at once,
+    // well within the lapsed agent's lease.
+    first.kill();
+    let mut cmd = fleet.agent_command("twin", port, &data, "twin.log");
+    let mut again = Process {
+        child: cmd.spawn().unwrap(),
+        port,
+        data,
+    };
+    wait_log(&fleet, &mut again.child, "twin", "registered");
+    assert!(
+        again.child.try_wait().unwrap().is_none(),
+        "{}",
+        fleet.log("twin")
     );
 }

@@ -38,6 +38,19 @@ pub struct ShareOptions {
     pub cache: PathBuf,
     /// OS threads that hash in parallel; pieces of one big file are spread over all of them.
     pub hash_threads: usize,
+    /// Which symlinks are followed.
+    pub symlinks: Symlinks,
+}
+
+/// Which symlinks in the shared directory are followed (to a file; never to a directory).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Symlinks {
+    /// Only those whose target is inside the shared directory, so that a link cannot share
+    /// what its owner did not mean to (`/etc/shadow`, another user's files).
+    #[default]
+    Inside,
+    /// All of them (`--follow-symlinks`).
+    Follow,
 }
 
 impl ShareOptions {
@@ -48,6 +61,7 @@ impl ShareOptions {
             dir: dir.into(),
             cache: cache.into(),
             hash_threads: DEFAULT_HASH_THREADS,
+            symlinks: Symlinks::Inside,
         }
     }
 }
@@ -132,7 +146,7 @@ impl Share {
         let mut next = BTreeMap::new();
         let mut files = Vec::new();
         let mut pending = Vec::new();
-        for found in walk(&root)? {
+        for found in walk(&root, self.options.symlinks)? {
             match self.cache.get(&found.name) {
                 Some(c)
                     if c.size == found.size

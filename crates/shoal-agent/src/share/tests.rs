@@ -128,6 +128,30 @@ fn walks_nested_directories_and_skips_hidden_names_and_directory_links() {
 }
 
 #[test]
+fn symlinks_out_of_the_shared_directory_are_not_shared_unless_followed() {
+    let (tmp, mut options) = setup();
+    let inside = write(&options, "top", b"inside");
+    let secret = tmp.path().join("secret");
+    fs::write(&secret, b"not for the fleet").unwrap();
+    std::os::unix::fs::symlink(&secret, options.dir.join("out")).unwrap();
+    std::os::unix::fs::symlink(&inside, options.dir.join("in")).unwrap();
+    let report = Share::new(options.clone()).scan().unwrap();
+    let names: Vec<_> = report.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["in", "top"]);
+    // Read at the target checked, whatever the link says later.
+    assert_eq!(file(&report, "in").path, inside);
+    // In the catalog (what is served and announced): the one content of `in` and `top`.
+    let catalog = Catalog::new();
+    apply(&catalog, &report.files);
+    assert_eq!(catalog.entries().len(), 1);
+    assert_eq!(catalog.entries()[0].path(), inside);
+
+    options.symlinks = Symlinks::Follow;
+    let (names, ..) = scan(&mut Share::new(options));
+    assert_eq!(names, ["in", "out", "top"]);
+}
+
+#[test]
 fn apply_follows_additions_changes_and_removals() {
     let (_tmp, options) = setup();
     let catalog = Catalog::new();

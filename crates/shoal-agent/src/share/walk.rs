@@ -9,7 +9,7 @@ use std::time::UNIX_EPOCH;
 use shoal_core::Layout;
 use tracing::{debug, warn};
 
-use super::ShareError;
+use super::{ShareError, Symlinks};
 use crate::piece_size;
 
 /// A regular file found by the walk, before its manifest is known.
@@ -41,9 +41,12 @@ pub(super) fn shared_dir(dir: &Path) -> Result<PathBuf, ShareError> {
     Ok(root)
 }
 
-/// Every regular file under `root`, skipping hidden names and symlinks to directories (which
-/// could loop). Only an unreadable `root` is an error; anything deeper is logged and skipped.
-pub(super) fn walk(root: &Path) -> Result<Vec<Found>, ShareError> {
+/// Every regular file under `root` (canonical), skipping hidden names, symlinks to directories
+/// (which could loop) and, unless `symlinks` says to follow them all, symlinks whose target is
+/// outside `root`. A followed link is found at its target's path, so that what is read later
+/// is what was checked, even if the link is changed. Only an unreadable `root` is an error;
+/// anything deeper is logged and skipped.
+pub(super) fn walk(root: &Path, symlinks: Symlinks) -> Result<Vec<Found>, ShareError> {
     let mut found = Vec::new();
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
@@ -72,15 +75,37 @@ pub(super) fn walk(root: &Path) -> Result<Vec<Found>, ShareError> {
             if entry.file_name().as_encoded_bytes().starts_with(b".") {
                 continue;
             }
-            let path = entry.path();
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                dirs.push(path);
+            let link = entry.path();
+            let file_type = entry.file_type();
+            if file_type.as_ref().is_ok_and(|t| t.is_dir()) {
+                dirs.push(link);
                 continue;
             }
-            // Follows symlinks: a link to a file is shared, a link to a directory is not.
+            let path = if file_type.is_ok_and(|t| t.is_symlink()) {
+                match fs::canonicalize(&link) {
+                    Ok(target) if symlinks == Symlinks::Follow || target.starts_with(root) => {
+                        target
+                    }
+                    Ok(target) => {
+                        warn!(
+                            path = %link.display(),
+                            target = %target.display(),
+                            "a symlink out of the shared directory; not shared (see --follow-symlinks)"
+                        );
+                        continue;
+                    }
+                    Err(e) => {
+                        debug!(path = %link.display(), "a dangling symlink; not shared: {e}");
+                        continue;
+                    }
+                }
+            } else {
+                link.clone()
+            };
+            // A link to a file is shared under the link's name; a link to a directory is not.
             match fs::metadata(&path) {
                 Ok(meta) if meta.is_file() => {
-                    let name = relative_name(root, &path);
+                    let name = relative_name(root, &link);
                     let size = meta.len();
                     match Layout::new(size, piece_size::for_size(size)) {
                         Ok(layout) => found.push(Found {

@@ -235,8 +235,16 @@ impl Memory {
         now: u64,
     ) -> Result<(LeaseGrant, Vec<CatalogRow>), StoreError> {
         if let Some(slot) = self.live(&reg.id, now) {
-            if !caller.admin && self.agent(slot).owner != caller.token {
+            let live = self.agent(slot);
+            if !caller.admin && live.owner != caller.token {
                 return Err(StoreError::NotOwner(reg.id));
+            }
+            if live.addr != reg.addr {
+                return Err(StoreError::IdInUse {
+                    held: live.addr,
+                    asked: reg.addr,
+                    id: reg.id,
+                });
             }
         }
         check_holding_count(&reg.id, reg.holdings.len(), self.max_holdings)?;

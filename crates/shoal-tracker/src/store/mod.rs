@@ -171,6 +171,16 @@ pub enum StoreError {
     UnknownAgent(AgentId),
     #[error("agent {0} is registered by another token")]
     NotOwner(AgentId),
+    /// Two agents claim one id: the live one keeps it until its lease lapses.
+    #[error(
+        "agent id {id} is held by a live agent at {held}, and this registration comes from \
+         {asked}: give each agent its own id"
+    )]
+    IdInUse {
+        id: AgentId,
+        held: SocketAddr,
+        asked: SocketAddr,
+    },
     #[error("content {0} is not known")]
     UnknownContent(ContentId),
     #[error("no manifest is published for content {0}")]
@@ -222,7 +232,9 @@ impl StoreError {
 /// Storage for the tracker. Implementations are cheap to share (`Clone` behind an `Arc`
 /// inside) and every method is one short transaction.
 pub trait Store: Clone + Send + Sync + 'static {
-    /// Registers or re-registers an agent with its full holdings, replacing older ones.
+    /// Registers or re-registers an agent with its full holdings, replacing older ones. An id
+    /// that a live agent holds from another address is [`StoreError::IdInUse`]; from the same
+    /// address (the agent restarted) it is taken back at once.
     fn register(
         &self,
         caller: Caller,

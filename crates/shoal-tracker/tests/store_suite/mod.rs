@@ -54,6 +54,7 @@ macro_rules! store_suite {
             case!(deltas_complete_a_holding);
             case!(leases_lapse_and_heartbeats_renew);
             case!(agents_belong_to_their_token);
+            case!(a_live_id_is_held_by_one_address);
             case!(peers_skip_the_asker_and_rank_holders);
             case!(manifests_fix_the_layout);
             case!(first_url_mapping_wins);
@@ -291,6 +292,59 @@ pub async fn agents_belong_to_their_token<S: Store>(store: S, clock: Clock) {
         store.deregister(caller("u"), id("a")).await,
         Err(StoreError::UnknownAgent(_))
     ));
+}
+
+pub async fn a_live_id_is_held_by_one_address<S: Store>(store: S, clock: Clock) {
+    let from = |addr: &str| Registration {
+        addr: addr.parse().unwrap(),
+        ..reg("a", vec![holding(1, None)])
+    };
+    store
+        .register(caller("t"), from("10.0.0.1:7701"))
+        .await
+        .unwrap();
+    // A clone with the same id (and the same token) elsewhere is refused, naming both.
+    let err = store
+        .register(caller("t"), from("10.0.0.2:7701"))
+        .await
+        .unwrap_err();
+    let StoreError::IdInUse {
+        id: held_id,
+        held,
+        asked,
+    } = &err
+    else {
+        panic!("expected IdInUse, got {err:?}");
+    };
+    assert_eq!(held_id.as_str(), "a");
+    assert_eq!(held.to_string(), "10.0.0.1:7701");
+    assert_eq!(asked.to_string(), "10.0.0.2:7701");
+    let text = err.to_string();
+    assert!(
+        text.contains("a") && text.contains("10.0.0.1:7701") && text.contains("10.0.0.2:7701"),
+        "{text}"
+    );
+    assert_eq!(peer_ids(&store, 1, None).await, ["a"]);
+    // The agent itself, restarted at its address, takes the id back at once.
+    store
+        .register(caller("t"), from("10.0.0.1:7701"))
+        .await
+        .unwrap();
+    // Once the holder's lease lapses, the id is free for another address.
+    clock.advance(LEASE);
+    store
+        .register(caller("t"), from("10.0.0.2:7701"))
+        .await
+        .unwrap();
+    let agents = store
+        .agents(AgentPage {
+            after: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(agents.len(), 1);
+    assert_eq!(agents[0].addr.to_string(), "10.0.0.2:7701");
 }
 
 pub async fn peers_skip_the_asker_and_rank_holders<S: Store>(store: S, _: Clock) {

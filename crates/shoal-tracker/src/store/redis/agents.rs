@@ -124,8 +124,19 @@ impl RedisStore {
     ) -> Result<LeaseGrant, StoreError> {
         let now = self.now();
         let (record, old) = self.agent_with_holdings(&reg.id).await?;
-        if record.live(now) && !record.owned_by(&caller) {
-            return Err(StoreError::NotOwner(reg.id));
+        if record.live(now) {
+            if !record.owned_by(&caller) {
+                return Err(StoreError::NotOwner(reg.id));
+            }
+            if let Some(held) = record.info.as_ref().map(|info| info.addr) {
+                if held != reg.addr {
+                    return Err(StoreError::IdInUse {
+                        held,
+                        asked: reg.addr,
+                        id: reg.id,
+                    });
+                }
+            }
         }
         check_holding_count(&reg.id, reg.holdings.len(), self.max_holdings)?;
         let ids: Vec<ContentId> = reg.holdings.iter().map(|h| h.content).collect();

@@ -2,27 +2,30 @@
 //! [`FetchRequest`] answers a stream of [`ControlEvent`]s, one JSON object per line, ending
 //! with `finished` (where the content now is in the agent's data directory) or `failed`.
 //!
-//! Only clients on the agent's own machine (loopback addresses) are served: the API makes the
-//! agent fetch whatever it is asked. The agent never writes outside its data directory; the
-//! CLI puts the content where its user wants it with [`place`], with the user's own rights.
+//! The API makes the agent fetch whatever it is asked, so it is served only through the doors
+//! of [`door`]: the Unix socket `control.sock` in the data directory (mode 0600) and, if the
+//! operator opens one, a TCP listener that requires a token; neither serves web pages. The
+//! agent never writes outside its data directory; the CLI puts the content where its user
+//! wants it with [`place`], with the user's own rights. [`client`] is the CLI's side.
+
+pub mod client;
+pub mod door;
 
 use std::convert::Infallible;
 use std::fs::File;
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{header, StatusCode};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Router;
 use bytes::Bytes;
 use futures_util::stream;
 use serde::{Deserialize, Serialize};
-use shoal_core::wire::ErrorBody;
 use shoal_core::ContentId;
 use shoal_core::SafeUrl;
 use shoal_engine::{CancellationToken, Event};
@@ -30,7 +33,11 @@ use tokio::sync::mpsc;
 use url::Url;
 
 use crate::fetch::{AgentFetchError, Fetcher, Want};
+pub use client::{request, AgentLocation, ControlError};
+use door::refuse;
+pub use door::{Door, DoorError};
 
+/// The one route: fetch and stream the progress.
 pub const FETCH_PATH: &str = "/v1/fetch";
 
 /// What to fetch: exactly one of a URL (`http`/`https`) or a content id.
@@ -149,33 +156,23 @@ struct ControlState {
     fetcher: Fetcher,
     /// Fires when the agent stops: downloads in flight stop with it.
     stop: CancellationToken,
+    door: Door,
 }
 
-/// The control API's routes; serve them with `into_make_service_with_connect_info`, which
-/// the loopback check needs.
-pub fn app(fetcher: Fetcher, stop: CancellationToken) -> Router {
+/// The control API's routes, as served through `door`.
+pub fn app(fetcher: Fetcher, stop: CancellationToken, door: Door) -> Router {
     Router::new()
         .route(FETCH_PATH, post(fetch))
-        .with_state(ControlState { fetcher, stop })
+        .with_state(ControlState {
+            fetcher,
+            stop,
+            door,
+        })
 }
 
-fn refuse(status: StatusCode, error: String) -> Response {
-    (status, Json(ErrorBody { error, field: None })).into_response()
-}
-
-async fn fetch(
-    State(state): State<ControlState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    body: Bytes,
-) -> Response {
-    if !peer.ip().is_loopback() {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            format!(
-                "the control API only serves this machine, not {}",
-                peer.ip()
-            ),
-        );
+async fn fetch(State(state): State<ControlState>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(refusal) = state.door.refusal(&headers) {
+        return refusal;
     }
     let request: FetchRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
@@ -263,84 +260,6 @@ async fn fetch(
         Body::from_stream(body),
     )
         .into_response()
-}
-
-/// The CLI's side: asks the agent at `agent` (e.g. `http://127.0.0.1:7701`) to fetch, and hands
-/// every line of the answer to `on_event` as it arrives; returns the last one (`finished` or
-/// `failed`).
-pub async fn request(
-    agent: &Url,
-    body: &FetchRequest,
-    mut on_event: impl FnMut(&ControlEvent),
-) -> Result<ControlEvent, ControlError> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let shown = shoal_core::redact::redacted(agent);
-    let unreachable = |detail: String| ControlError::Unreachable {
-        agent: shown.clone(),
-        detail,
-    };
-    let url = agent
-        .join(FETCH_PATH)
-        .map_err(|e| unreachable(e.to_string()))?;
-    // The agent may be busy a while before the first line (resolving at the tracker).
-    let client = reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .no_proxy()
-        .build()
-        .map_err(|e| unreachable(e.to_string()))?;
-    let mut response = client
-        .post(url)
-        .json(body)
-        .send()
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
-    if !response.status().is_success() {
-        let status = response.status().as_u16();
-        let message = match response.json::<ErrorBody>().await {
-            Ok(body) => body.error,
-            Err(_) => String::new(),
-        };
-        return Err(ControlError::Refused {
-            agent: shown,
-            status,
-            message,
-        });
-    }
-    let mut pending: Vec<u8> = Vec::new();
-    let mut last = None;
-    loop {
-        let chunk = response
-            .chunk()
-            .await
-            .map_err(|e| unreachable(format!("the answer broke off: {e}")))?;
-        let Some(chunk) = chunk else { break };
-        pending.extend_from_slice(&chunk);
-        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            let event: ControlEvent = serde_json::from_slice(&line)
-                .map_err(|e| unreachable(format!("unreadable answer line: {e}")))?;
-            on_event(&event);
-            last = Some(event);
-        }
-    }
-    match last {
-        Some(event @ (ControlEvent::Finished { .. } | ControlEvent::Failed { .. })) => Ok(event),
-        _ => Err(unreachable(
-            "the answer ended before the download did (did the agent stop?)".to_string(),
-        )),
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ControlError {
-    #[error("the agent at {agent} is unreachable: {detail}; is `shoal agent` running there?")]
-    Unreachable { agent: String, detail: String },
-    #[error("the agent at {agent} refused the request ({status}): {message}")]
-    Refused {
-        agent: String,
-        status: u16,
-        message: String,
-    },
 }
 
 /// Puts the agent's copy at `output`: a reflink (a copy-on-write clone, free and safe to

@@ -1,0 +1,230 @@
+//! The CLI's side of the control API: where the agent is ([`AgentLocation`]: its Unix socket
+//! or a TCP control listener) and [`request`], a small HTTP/1 client over either.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Request};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use shoal_core::wire::ErrorBody;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixStream};
+use url::Url;
+
+use super::{ControlEvent, FetchRequest, FETCH_PATH};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where `shoal get --agent` finds the agent: `unix:PATH` (or `unix://PATH`, as Docker writes
+/// it), or `http://HOST:PORT` for a TCP control listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentLocation {
+    /// The agent's control socket.
+    Unix(PathBuf),
+    /// A TCP control listener (`--control-listen`).
+    Http(Url),
+}
+
+/// An `--agent` value that names neither a socket nor an `http` URL.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is neither unix:PATH (the agent's control.sock) nor http://HOST:PORT")]
+pub struct BadLocation(String);
+
+impl FromStr for AgentLocation {
+    type Err = BadLocation;
+
+    fn from_str(text: &str) -> Result<Self, BadLocation> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err(BadLocation(text.to_string()));
+            }
+            return Ok(AgentLocation::Unix(PathBuf::from(path)));
+        }
+        match Url::parse(text) {
+            Ok(url) if url.scheme() == "http" && url.host().is_some() => {
+                Ok(AgentLocation::Http(url))
+            }
+            _ => Err(BadLocation(text.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for AgentLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AgentLocation::Unix(path) => write!(f, "unix:{}", path.display()),
+            AgentLocation::Http(url) => f.write_str(&shoal_core::redact::redacted(url)),
+        }
+    }
+}
+
+/// Asks the agent at `agent` to fetch, with `token` (a TCP control listener's) if given, and
+/// hands every line of the answer to `on_event` as it arrives; returns the last one
+/// (`finished` or `failed`).
+pub async fn request(
+    agent: &AgentLocation,
+    token: Option<&str>,
+    body: &FetchRequest,
+    on_event: impl FnMut(&ControlEvent),
+) -> Result<ControlEvent, ControlError> {
+    let shown = agent.to_string();
+    let unreachable = |detail: String| ControlError::Unreachable {
+        agent: shown.clone(),
+        detail,
+    };
+    let mut request = Request::post(FETCH_PATH)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::ACCEPT, "application/x-ndjson");
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let json = serde_json::to_vec(body).expect("a fetch request serializes");
+    let response = match agent {
+        AgentLocation::Unix(path) => {
+            let stream = connect(UnixStream::connect(path)).await;
+            let stream = stream.map_err(unreachable)?;
+            let request = request.header(header::HOST, "localhost");
+            send(stream, request.body(Full::from(json))).await
+        }
+        AgentLocation::Http(url) => {
+            let host = url.host_str().unwrap_or_default();
+            let port = url.port_or_known_default().unwrap_or(80);
+            let stream = connect(TcpStream::connect((host, port))).await;
+            let stream = stream.map_err(unreachable)?;
+            let request = request.header(header::HOST, format!("{host}:{port}"));
+            send(stream, request.body(Full::from(json))).await
+        }
+    }
+    .map_err(unreachable)?;
+    if !response.status().is_success() {
+        let status = response.status().as_u16();
+        let message = match response.into_body().collect().await {
+            Ok(body) => serde_json::from_slice::<ErrorBody>(&body.to_bytes())
+                .map(|b| b.error)
+                .unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        return Err(ControlError::Refused {
+            agent: shown,
+            status,
+            message,
+        });
+    }
+    read_lines(response.into_body(), on_event)
+        .await
+        .map_err(unreachable)
+}
+
+async fn connect<S>(
+    connecting: impl std::future::Future<Output = std::io::Result<S>>,
+) -> Result<S, String> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "no connection within {}s",
+            CONNECT_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// One request on a new HTTP/1 connection over `stream`.
+async fn send<S>(
+    stream: S,
+    request: http::Result<Request<Full<Bytes>>>,
+) -> Result<http::Response<Incoming>, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let request = request.map_err(|e| e.to_string())?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Reads the answer's lines as they come; the last must end the download.
+async fn read_lines(
+    mut body: Incoming,
+    mut on_event: impl FnMut(&ControlEvent),
+) -> Result<ControlEvent, String> {
+    let mut pending: Vec<u8> = Vec::new();
+    let mut last = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("the answer broke off: {e}"))?;
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let event: ControlEvent = serde_json::from_slice(&line)
+                .map_err(|e| format!("unreadable answer line: {e}"))?;
+            on_event(&event);
+            last = Some(event);
+        }
+    }
+    match last {
+        Some(event @ (ControlEvent::Finished { .. } | ControlEvent::Failed { .. })) => Ok(event),
+        _ => Err("the answer ended before the download did (did the agent stop?)".to_string()),
+    }
+}
+
+/// Why [`request`] got no download result.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("the agent at {agent} is unreachable: {detail}; is `shoal agent` running there?")]
+    Unreachable { agent: String, detail: String },
+    #[error("the agent at {agent} refused the request ({status}): {message}")]
+    Refused {
+        agent: String,
+        status: u16,
+        message: String,
+    },
+}
+
+impl ControlError {
+    /// The HTTP status the agent refused with, if it did.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ControlError::Refused { status, .. } => Some(*status),
+            ControlError::Unreachable { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_are_sockets_or_http() {
+        let parse = |s: &str| s.parse::<AgentLocation>();
+        assert_eq!(
+            parse("unix:/var/lib/shoal/control.sock").unwrap(),
+            AgentLocation::Unix("/var/lib/shoal/control.sock".into())
+        );
+        assert_eq!(
+            parse("unix:///run/a.sock").unwrap(),
+            AgentLocation::Unix("/run/a.sock".into())
+        );
+        assert_eq!(parse("unix:rel.sock").unwrap().to_string(), "unix:rel.sock");
+        assert!(matches!(
+            parse("http://127.0.0.1:7702").unwrap(),
+            AgentLocation::Http(_)
+        ));
+        assert!(parse("https://127.0.0.1:7702").is_err());
+        assert!(parse("unix:").is_err());
+        assert!(parse("/run/a.sock").is_err());
+    }
+}
