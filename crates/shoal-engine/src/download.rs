@@ -158,7 +158,7 @@ impl Runner<'_> {
                 let checkpoint = Checkpoint::new(part.clone(), state_path, record);
                 transfer::run(transfer, size, sources, first, done, checkpoint).await?
             }
-            Fetch::Stream { client, probe } => single::run(transfer, client, probe).await?,
+            Fetch::Stream { probe } => single::run(transfer, probe).await?,
             Fetch::Nothing { connections } => Outcome::empty(connections),
         };
         Ok((part, outcome, plan.unused))

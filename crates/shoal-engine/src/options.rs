@@ -173,8 +173,13 @@ pub enum Endgame {
 /// How every HTTP request is made.
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
-    /// Sent with every request (`-H`). May hold credentials: never logged.
+    /// Sent with every request (`-H`). May hold credentials: never logged. `Authorization`,
+    /// `Cookie` and `Proxy-Authorization` go only to the origin of the URL they were given
+    /// with, unless `location_trusted`.
     pub headers: HeaderMap,
+    /// Send credentials to the other origins redirects name too (`--location-trusted`), except
+    /// from `https` to plain `http`.
+    pub location_trusted: bool,
     pub user_agent: String,
     /// Accept certificates that do not verify (`--insecure`).
     pub insecure: bool,
@@ -185,6 +190,7 @@ impl Default for HttpOptions {
     fn default() -> Self {
         Self {
             headers: HeaderMap::new(),
+            location_trusted: false,
             user_agent: concat!("shoal/", env!("CARGO_PKG_VERSION")).to_string(),
             insecure: false,
             connect_timeout: Duration::from_secs(15),

@@ -84,6 +84,11 @@ pub struct GetArgs {
     #[arg(short = 'H', long = "header", value_name = "'Name: value'")]
     headers: Vec<String>,
 
+    /// Send Authorization, Cookie and Proxy-Authorization headers and URL credentials to the
+    /// other hosts redirects name too (never from https to plain http)
+    #[arg(long)]
+    location_trusted: bool,
+
     /// User-Agent header [default: shoal/VERSION]
     #[arg(long, value_name = "UA")]
     user_agent: Option<String>,
@@ -315,6 +320,7 @@ impl GetArgs {
             .map_err(|msg| usage_error(ClapErrorKind::InvalidValue, msg))?;
         let mut http = HttpOptions {
             headers,
+            location_trusted: self.location_trusted,
             insecure: self.insecure,
             connect_timeout: self.connect_timeout,
             ..HttpOptions::default()

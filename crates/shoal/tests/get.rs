@@ -467,3 +467,100 @@ mod download {
         assert!(!dir.path().join("out.bin").exists());
     }
 }
+
+/// `Authorization`, `Cookie` and URL credentials go only to the origin the user named, as
+/// curl's; `--location-trusted` opts in to other origins, never over a downgrade to http.
+mod credentials {
+    use super::*;
+
+    /// Runs `shoal get` on `front`'s URL (redirected to `back`) with credentials, and returns
+    /// the `Authorization` and `Cookie` headers each origin saw, one pair per request.
+    fn through_redirect(
+        front: OriginConfig,
+        extra: &[&str],
+    ) -> (Origin, Vec<(bool, bool)>, Vec<(bool, bool)>, String) {
+        let back = origin(4 << 20);
+        let front = Origin::start_blocking(OriginConfig {
+            redirect_to: Some(back.url("/f.bin")),
+            ..front
+        });
+        let dir = TempDir::new().unwrap();
+        let mut args = vec!["-H", "Authorization: Bearer s3cret", "-H", "Cookie: c=1"];
+        args.extend_from_slice(extra);
+        let url = front.url("/f.bin").replace("://", "://user:pw@");
+        args.extend_from_slice(&["-c", "4", "-o", "out.bin", &url]);
+        let run = run(dir.path(), &args);
+        assert_code(&run, 0);
+        assert_saved(&dir.path().join("out.bin"), &back);
+        let seen = |o: &Origin| {
+            o.requests()
+                .iter()
+                .map(|r| {
+                    (
+                        r.headers.contains_key("authorization"),
+                        r.headers.contains_key("cookie"),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let (front_seen, back_seen) = (seen(&front), seen(&back));
+        (back, front_seen, back_seen, run.stderr)
+    }
+
+    #[test]
+    fn stay_on_the_origin_named() {
+        let (_back, front, back, _) = through_redirect(OriginConfig::default(), &[]);
+        assert!(
+            !front.is_empty() && front.iter().all(|&s| s == (true, true)),
+            "{front:?}"
+        );
+        assert!(
+            back.len() > 1,
+            "range requests went to the redirect's target: {back:?}"
+        );
+        assert!(back.iter().all(|&s| s == (false, false)), "{back:?}");
+    }
+
+    #[test]
+    fn location_trusted_sends_them_on() {
+        let (_back, _, back, _) =
+            through_redirect(OriginConfig::default(), &["--location-trusted"]);
+        assert!(
+            back.len() > 1 && back.iter().all(|&s| s == (true, true)),
+            "{back:?}"
+        );
+    }
+
+    #[test]
+    fn never_over_a_downgrade_to_http() {
+        let tls = OriginConfig {
+            tls: true,
+            ..OriginConfig::default()
+        };
+        let (_back, front, back, stderr) = through_redirect(tls, &["-k", "--location-trusted"]);
+        assert!(front.iter().all(|&s| s == (true, true)), "{front:?}");
+        assert!(back.iter().all(|&s| s == (false, false)), "{back:?}");
+        assert!(stderr.contains("from https to plain http"), "{stderr}");
+        assert!(
+            !stderr.contains("s3cret") && !stderr.contains("pw@"),
+            "{stderr}"
+        );
+    }
+
+    #[test]
+    fn url_credentials_follow_same_origin_redirects() {
+        let origin = origin_with(
+            1 << 20,
+            OriginConfig {
+                redirects: 2,
+                basic_auth: Some(("user".into(), "pw".into())),
+                ..OriginConfig::default()
+            },
+        );
+        let dir = TempDir::new().unwrap();
+        let url = origin.url("/f.bin").replace("://", "://user:pw@");
+        let run = run(dir.path(), &["-o", "out.bin", &url]);
+        assert_code(&run, 0);
+        assert_saved(&dir.path().join("out.bin"), &origin);
+    }
+}

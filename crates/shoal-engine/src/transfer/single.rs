@@ -1,12 +1,12 @@
 //! One stream from byte 0 to the end: for servers that do not do ranges, or do not say how
 //! long the file is. Nothing can be resumed mid-way, so a failure starts the stream over.
 
-use reqwest::{Client, Response};
+use reqwest::Response;
 use tokio::time::Instant;
 
 use crate::error::DownloadError;
 use crate::events::{Event, Progress};
-use crate::http::{transport_error, FetchError, Probe};
+use crate::http::{identity, transport_error, FetchError, Probe};
 use crate::ratelimit::RateLimiter;
 use crate::retry::Backoff;
 
@@ -15,11 +15,12 @@ use super::{Outcome, Transfer};
 
 /// One stream from the start: the server does not do ranges, or the size is unknown. A
 /// failure restarts from byte 0, since there is no way to ask for the rest.
-pub async fn run(t: Transfer, client: Client, probe: Probe) -> Result<Outcome, DownloadError> {
+pub async fn run(t: Transfer, probe: Probe) -> Result<Outcome, DownloadError> {
     let options = t.options.clone();
     let limiter = options.limit_rate.map(|r| RateLimiter::new(r.per_second()));
     let expected = probe.size;
     let url = probe.url.clone();
+    let client = probe.client.clone();
     let mut response = Ok(probe.response);
     let mut tries = 1;
     let mut backoff = Backoff::default();
@@ -57,12 +58,12 @@ pub async fn run(t: Transfer, client: Client, probe: Probe) -> Result<Outcome, D
         }
         response = tokio::select! {
             _ = t.cancel.cancelled() => return Err(DownloadError::Cancelled),
-            r = client.get(url.clone()).header(reqwest::header::ACCEPT_ENCODING, "identity").send() => {
-                match r {
-                    Ok(r) if r.status().is_success() => Ok(r),
-                    Ok(r) => Err(FetchError::Status { status: r.status(), retry_after: None }),
-                    Err(e) => Err(transport_error(e)),
-                }
+            r = client.get(&url, identity()) => {
+                r.and_then(|r| if r.status().is_success() {
+                    Ok(r)
+                } else {
+                    Err(FetchError::Status { status: r.status(), retry_after: None })
+                })
             }
         };
     }
