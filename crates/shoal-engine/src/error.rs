@@ -89,6 +89,15 @@ pub enum DownloadError {
         available: Option<u64>,
     },
 
+    #[error(
+        "another shoal is writing {part}; wait for it or choose another name with -o",
+        part = part.display()
+    )]
+    Busy {
+        /// The `.part` file another download holds locked.
+        part: PathBuf,
+    },
+
     #[error("{path} already exists; choose another name with -o or replace it with --overwrite")]
     OutputExists { path: PathBuf },
 
@@ -134,7 +143,9 @@ impl DownloadError {
             DownloadError::ChecksumMismatch { .. } | DownloadError::PieceMismatch { .. } => {
                 ErrorKind::Checksum
             }
-            DownloadError::Io { .. } | DownloadError::DiskFull { .. } => ErrorKind::LocalIo,
+            DownloadError::Io { .. }
+            | DownloadError::DiskFull { .. }
+            | DownloadError::Busy { .. } => ErrorKind::LocalIo,
             DownloadError::OutputExists { .. } => ErrorKind::OutputExists,
             DownloadError::Cancelled => ErrorKind::Cancelled,
         }
