@@ -11,6 +11,8 @@ use shoal_core::{Bitfield, Checksum, Layout, Manifest};
 use tokio::sync::{watch, Notify};
 
 use shoal_core::checksum::PieceHashes;
+
+use crate::naming::Claims;
 use thiserror::Error;
 use url::Url;
 
@@ -203,6 +205,9 @@ impl Default for HttpOptions {
 pub struct DownloadOptions {
     pub url: Url,
     pub output: Output,
+    /// With [`Output::Dir`], the batch this download is part of: the name the response gives
+    /// is claimed there, and numbered when another download of the batch took it first.
+    pub names: Option<Claims>,
     pub existing: Existing,
     pub resume: Resume,
     /// More URLs serving the same file, fetched from at the same time as `url`. One whose
@@ -319,6 +324,7 @@ impl DownloadOptions {
         Self {
             url,
             output,
+            names: None,
             existing: Existing::default(),
             resume: Resume::default(),
             mirrors: Vec::new(),

@@ -189,7 +189,11 @@ fn output_path(
         Output::Dir(dir) => {
             std::fs::create_dir_all(dir)
                 .map_err(|e| DownloadError::io(dir, "create directory", e))?;
-            Ok(dir.join(naming::file_name(content_disposition, url)))
+            let path = dir.join(naming::file_name(content_disposition, url));
+            Ok(match &options.names {
+                Some(names) => names.claim(&path),
+                None => path,
+            })
         }
     }
 }

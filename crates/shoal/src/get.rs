@@ -12,8 +12,8 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use shoal_core::redact::redacted;
 use shoal_core::{Checksum, ContentId};
 use shoal_engine::{
-    parse_bytes, CancellationToken, Connections, DownloadOptions, ErrorKind, Existing, HttpOptions,
-    MinSplit, Output, Rate, Resume,
+    naming::Claims, parse_bytes, CancellationToken, Connections, DownloadOptions, ErrorKind,
+    Existing, HttpOptions, MinSplit, Output, Rate, Resume,
 };
 use url::Url;
 
@@ -181,8 +181,10 @@ pub async fn run(args: GetArgs, log: logging::Options) -> ExitCode {
             return one(common.options(url, mirrors, output), mode, cancel).await;
         }
         Input::List(path) => {
-            let jobs = batch::list_jobs(&path, |url, mirrors| {
-                common.options(url, mirrors, Output::Dir(common.dir.clone()))
+            let names = Claims::default();
+            let jobs = batch::list_jobs(&path, |url, mirrors| DownloadOptions {
+                names: Some(names.clone()),
+                ..common.options(url, mirrors, Output::Dir(common.dir.clone()))
             });
             // A list is always a batch, even of one line, so scripts get the same lines
             // (`file` fields, the per-file summary) whatever its length.

@@ -258,6 +258,43 @@ mod lists {
         assert!(last.contains("1 of 3 files failed"), "{last}");
     }
 
+    /// Servers that name two files alike (`Content-Disposition`) get them saved side by side,
+    /// numbered as aria2c numbers them, whether they run at once or one after the other.
+    #[test]
+    fn files_the_servers_name_alike_get_numbered_names() {
+        for jobs in ["1", "2"] {
+            let contents: Vec<Bytes> = (0..3).map(|i| random_bytes(1 << 20, 40 + i)).collect();
+            let origins: Vec<Origin> = contents
+                .iter()
+                .map(|content| {
+                    Origin::start_blocking(OriginConfig {
+                        content: content.clone(),
+                        rate_limit: Some(2 << 20),
+                        content_disposition: Some("attachment; filename=\"same.tar.gz\"".into()),
+                        ..OriginConfig::default()
+                    })
+                })
+                .collect();
+            let dir = TempDir::new().unwrap();
+            let list: String = ["a", "b", "c"]
+                .iter()
+                .zip(&origins)
+                .map(|(name, o)| o.url(name) + "\n")
+                .collect();
+            std::fs::write(dir.path().join("urls.txt"), list).unwrap();
+            let run = run(dir.path(), &["-i", "urls.txt", "--jobs", jobs, "-d", "out"]);
+            assert_code(&run, 0);
+            let mut saved: Vec<String> = ["same.tar.gz", "same.tar.1.gz", "same.tar.2.gz"]
+                .iter()
+                .map(|name| sha256_of(&dir.path().join("out").join(name)))
+                .collect();
+            let mut expected: Vec<String> = contents.iter().map(|c| sha256_hex(c)).collect();
+            saved.sort();
+            expected.sort();
+            assert_eq!(saved, expected, "jobs {jobs}");
+        }
+    }
+
     #[test]
     fn tab_separates_mirrors_of_one_file() {
         let content = random_bytes(4 << 20, 30);
