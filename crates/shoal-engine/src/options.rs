@@ -228,8 +228,13 @@ pub struct DownloadOptions {
     /// its bytes are written; a mismatch is fetched again from another source, and the source
     /// that sent it is dropped.
     pub pieces: Option<PieceHashes>,
-    /// The size the file must have (from a Metalink); sources serving another are dropped.
+    /// The size the file must have (from a Metalink); sources serving another are dropped,
+    /// and a stream of unknown length is stopped as soon as it sends more.
     pub expected_size: Option<u64>,
+    /// The largest file to accept (`--max-filesize`): a larger announced size is refused
+    /// before any byte is written, and a stream of unknown length is stopped as soon as it
+    /// sends more.
+    pub max_filesize: Option<u64>,
     pub limit_rate: Option<Rate>,
     pub http: HttpOptions,
     /// Whether a slow tail is fetched twice.
@@ -325,6 +330,7 @@ impl DownloadOptions {
             url,
             output,
             names: None,
+            max_filesize: None,
             existing: Existing::default(),
             resume: Resume::default(),
             mirrors: Vec::new(),

@@ -69,6 +69,15 @@ impl Plan {
             mirrors,
             dropped,
         } = probe_sources(client, options, events, cancel).await?;
+        if let (Some(limit), Some(size)) = (options.max_filesize, probe.size) {
+            if size > limit {
+                return Err(DownloadError::TooLarge {
+                    url: SafeUrl::new(probe.url),
+                    limit,
+                    size: Some(size),
+                });
+            }
+        }
         let path = output_path(options, probe.content_disposition.as_deref(), &probe.url)?;
         info!(url = %redacted(&probe.url), size = ?probe.size, ranges = probe.ranges, "probed");
         let record = State {

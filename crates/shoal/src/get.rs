@@ -80,6 +80,11 @@ pub struct GetArgs {
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     limit_rate: Option<Rate>,
 
+    /// Refuse a file larger than SIZE (e.g. 100M), before writing it when the server says its
+    /// size, else as soon as more arrives
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_filesize: Option<u64>,
+
     /// Extra request header, repeatable
     #[arg(short = 'H', long = "header", value_name = "'Name: value'")]
     headers: Vec<String>,
@@ -153,6 +158,7 @@ struct Common {
     max_tries: u32,
     checksum: Option<Checksum>,
     limit_rate: Option<Rate>,
+    max_filesize: Option<u64>,
     http: HttpOptions,
 }
 
@@ -351,6 +357,7 @@ impl GetArgs {
             max_tries: self.max_tries,
             checksum: self.checksum,
             limit_rate: self.limit_rate,
+            max_filesize: self.max_filesize,
             http,
         };
         Ok((input, common))
@@ -408,6 +415,7 @@ impl Common {
         options.max_tries = self.max_tries;
         options.checksum = self.checksum.clone();
         options.limit_rate = self.limit_rate;
+        options.max_filesize = self.max_filesize;
         options.http = self.http.clone();
         options
     }
@@ -461,6 +469,10 @@ fn parse_connections(text: &str) -> Result<Connections, String> {
 fn parse_min_split(text: &str) -> Result<MinSplit, String> {
     let bytes = parse_bytes(text).ok_or("expected a size such as 1M or 256K")?;
     MinSplit::new(bytes).map_err(|err| err.to_string())
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    parse_bytes(text).ok_or_else(|| "expected a size such as 100M or 2G".to_string())
 }
 
 fn parse_rate(text: &str) -> Result<Rate, String> {

@@ -564,3 +564,51 @@ mod credentials {
         assert_saved(&dir.path().join("out.bin"), &origin);
     }
 }
+
+/// `--max-filesize`: a file announced larger is refused before a byte is written; a stream of
+/// unknown length is stopped as soon as it passes the limit.
+mod max_filesize {
+    use super::*;
+
+    #[test]
+    fn an_announced_size_over_the_limit_is_refused_up_front() {
+        let origin = origin(2 << 20);
+        let dir = TempDir::new().unwrap();
+        let url = origin.url("/f.bin");
+        let run = run(dir.path(), &["--max-filesize", "1M", &url]);
+        assert_code(&run, 6);
+        let message =
+            format!("{url}: serves 2097152 bytes, more than --max-filesize allows (1048576 bytes)");
+        assert!(run.stderr.contains(&message), "{}", run.stderr);
+        assert!(!dir.path().join("f.bin.part").exists());
+        assert!(!dir.path().join("f.bin").exists());
+        let run = super::run(dir.path(), &["--max-filesize", "2M", &url]);
+        assert_code(&run, 0);
+    }
+
+    #[test]
+    fn a_stream_of_unknown_length_is_stopped_at_the_limit() {
+        let origin = origin_with(
+            8 << 20,
+            OriginConfig {
+                content_length: false,
+                rate_limit: Some(2 << 20),
+                ..OriginConfig::default()
+            },
+        );
+        let dir = TempDir::new().unwrap();
+        let url = origin.url("/f.bin");
+        let run = run(dir.path(), &["--max-filesize", "1M", &url]);
+        assert_code(&run, 6);
+        let message = format!("{url}: sent more than --max-filesize allows (1048576 bytes)");
+        assert!(run.stderr.contains(&message), "{}", run.stderr);
+        assert!(
+            origin.bytes_sent() < 4 << 20,
+            "sent {}",
+            origin.bytes_sent()
+        );
+        let part = std::fs::metadata(dir.path().join("f.bin.part")).unwrap();
+        assert!(part.len() <= 1 << 20, "{} bytes written", part.len());
+        assert!(!dir.path().join("f.bin").exists());
+    }
+}

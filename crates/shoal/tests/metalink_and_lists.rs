@@ -60,6 +60,43 @@ fn meta4(name: &str, content: &[u8], sha256: &str, urls: &[String]) -> String {
 mod metalink {
     use super::*;
 
+    /// Mirrors that do not say their size can still send no more than the Metalink's size:
+    /// the stream is stopped as it passes it, not checked after.
+    #[test]
+    fn a_stream_longer_than_its_size_is_stopped_as_it_arrives() {
+        let promised = random_bytes(1 << 20, 12);
+        let origins: Vec<Origin> = (0..2)
+            .map(|_| {
+                Origin::start_blocking(OriginConfig {
+                    content: random_bytes(8 << 20, 13),
+                    content_length: false,
+                    rate_limit: Some(2 << 20),
+                    ..OriginConfig::default()
+                })
+            })
+            .collect();
+        let dir = TempDir::new().unwrap();
+        let doc = meta4(
+            "f.iso",
+            &promised,
+            &sha256_hex(&promised),
+            &[origins[0].url("/f.iso"), origins[1].url("/f.iso")],
+        );
+        std::fs::write(dir.path().join("f.meta4"), doc).unwrap();
+        let run = run(dir.path(), &["f.meta4", "-d", "out"]);
+        assert_code(&run, 3);
+        assert!(
+            run.stderr
+                .contains("sent more than the 1048576 bytes its Metalink gives"),
+            "{}",
+            run.stderr
+        );
+        let sent: u64 = origins.iter().map(Origin::bytes_sent).sum();
+        assert!(sent < 4 << 20, "the origins sent {sent} bytes");
+        let part = std::fs::metadata(dir.path().join("out/f.iso.part")).unwrap();
+        assert!(part.len() <= 1 << 20, "{} bytes written", part.len());
+    }
+
     #[test]
     fn mirrors_size_and_hashes_from_a_local_file() {
         let content = random_bytes(6 << 20, 11);

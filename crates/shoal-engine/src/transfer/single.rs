@@ -2,7 +2,9 @@
 //! long the file is. Nothing can be resumed mid-way, so a failure starts the stream over.
 
 use reqwest::Response;
+use shoal_core::SafeUrl;
 use tokio::time::Instant;
+use url::Url;
 
 use crate::error::DownloadError;
 use crate::events::{Event, Progress};
@@ -27,7 +29,7 @@ pub async fn run(t: Transfer, probe: Probe) -> Result<Outcome, DownloadError> {
     let mut fetched = 0;
     loop {
         let result = match response {
-            Ok(r) => stream_whole(&t, r, expected, limiter.as_ref(), &mut fetched).await,
+            Ok(r) => stream_whole(&t, &url, r, expected, limiter.as_ref(), &mut fetched).await,
             Err(e) => Err(StreamError::Fetch(e)),
         };
         let error = match result {
@@ -69,8 +71,27 @@ pub async fn run(t: Transfer, probe: Probe) -> Result<Outcome, DownloadError> {
     }
 }
 
+/// Stops a stream that has sent more than `--max-filesize` or the Metalink's size allow,
+/// before those bytes are written.
+fn over_limit(t: &Transfer, url: &Url, received: u64) -> Result<(), DownloadError> {
+    let options = &t.options;
+    if let Some(limit) = options.max_filesize.filter(|&limit| received > limit) {
+        return Err(DownloadError::TooLarge {
+            url: SafeUrl::new(url.clone()),
+            limit,
+            size: None,
+        });
+    }
+    if let Some(size) = options.expected_size.filter(|&size| received > size) {
+        let detail = format!("sent more than the {size} bytes its Metalink gives");
+        return Err(DownloadError::fetch(url, FetchError::Protocol(detail), 1));
+    }
+    Ok(())
+}
+
 async fn stream_whole(
     t: &Transfer,
+    url: &Url,
     mut response: Response,
     expected: Option<u64>,
     limiter: Option<&RateLimiter>,
@@ -100,6 +121,7 @@ async fn stream_whole(
             }
             *fetched += chunk.len() as u64;
             buf.extend_from_slice(chunk);
+            over_limit(t, url, pos + buf.len() as u64).map_err(StreamError::Local)?;
         }
         if buf.len() >= BUF || (chunk.is_none() && !buf.is_empty()) {
             if expected.is_some_and(|size| pos + buf.len() as u64 > size) {
