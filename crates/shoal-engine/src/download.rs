@@ -159,7 +159,7 @@ impl Runner<'_> {
                 let checkpoint = Checkpoint::new(part.clone(), state_path, record);
                 transfer::run(transfer, size, sources, first, done, checkpoint).await?
             }
-            Fetch::Stream { probe } => single::run(transfer, probe).await?,
+            Fetch::Stream { probe } => single::run(transfer, *probe).await?,
             Fetch::Nothing { connections } => Outcome::empty(connections),
         };
         Ok((part, outcome, plan.unused))

@@ -51,7 +51,7 @@ pub(crate) enum Fetch {
         first: Option<(Response, u64)>,
     },
     /// One stream from byte 0: the server does not do ranges, or does not say the size.
-    Stream { probe: Probe },
+    Stream { probe: Box<Probe> },
     /// Nothing: the file is empty. `connections` is what the summary reports.
     Nothing { connections: u32 },
 }
@@ -109,7 +109,9 @@ impl Plan {
             }
             // An empty file: the probe's 416 body is an error page, not content.
             (_, Some(0)) => Fetch::Nothing { connections: 1 },
-            _ => Fetch::Stream { probe },
+            _ => Fetch::Stream {
+                probe: Box::new(probe),
+            },
         };
         Ok(Self {
             path,

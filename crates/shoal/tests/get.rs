@@ -473,12 +473,18 @@ mod download {
 mod credentials {
     use super::*;
 
-    /// Runs `shoal get` on `front`'s URL (redirected to `back`) with credentials, and returns
-    /// the `Authorization` and `Cookie` headers each origin saw, one pair per request.
-    fn through_redirect(
-        front: OriginConfig,
-        extra: &[&str],
-    ) -> (Origin, Vec<(bool, bool)>, Vec<(bool, bool)>, String) {
+    /// Whether a request carried `Authorization` and `Cookie`.
+    type Carried = (bool, bool);
+
+    /// What each origin saw, one pair per request, and what shoal printed.
+    struct Seen {
+        front: Vec<Carried>,
+        back: Vec<Carried>,
+        stderr: String,
+    }
+
+    /// Runs `shoal get` with credentials on `front`'s URL, which redirects to another origin.
+    fn through_redirect(front: OriginConfig, extra: &[&str]) -> Seen {
         let back = origin(4 << 20);
         let front = Origin::start_blocking(OriginConfig {
             redirect_to: Some(back.url("/f.bin")),
@@ -503,13 +509,16 @@ mod credentials {
                 })
                 .collect::<Vec<_>>()
         };
-        let (front_seen, back_seen) = (seen(&front), seen(&back));
-        (back, front_seen, back_seen, run.stderr)
+        Seen {
+            front: seen(&front),
+            back: seen(&back),
+            stderr: run.stderr,
+        }
     }
 
     #[test]
     fn stay_on_the_origin_named() {
-        let (_back, front, back, _) = through_redirect(OriginConfig::default(), &[]);
+        let Seen { front, back, .. } = through_redirect(OriginConfig::default(), &[]);
         assert!(
             !front.is_empty() && front.iter().all(|&s| s == (true, true)),
             "{front:?}"
@@ -523,8 +532,7 @@ mod credentials {
 
     #[test]
     fn location_trusted_sends_them_on() {
-        let (_back, _, back, _) =
-            through_redirect(OriginConfig::default(), &["--location-trusted"]);
+        let Seen { back, .. } = through_redirect(OriginConfig::default(), &["--location-trusted"]);
         assert!(
             back.len() > 1 && back.iter().all(|&s| s == (true, true)),
             "{back:?}"
@@ -537,7 +545,11 @@ mod credentials {
             tls: true,
             ..OriginConfig::default()
         };
-        let (_back, front, back, stderr) = through_redirect(tls, &["-k", "--location-trusted"]);
+        let Seen {
+            front,
+            back,
+            stderr,
+        } = through_redirect(tls, &["-k", "--location-trusted"]);
         assert!(front.iter().all(|&s| s == (true, true)), "{front:?}");
         assert!(back.iter().all(|&s| s == (false, false)), "{back:?}");
         assert!(stderr.contains("from https to plain http"), "{stderr}");
