@@ -147,9 +147,15 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::AUTHORIZATION, "Bearer t".parse().unwrap());
         headers.insert(header::ACCEPT, "*/*".parse().unwrap());
-        let sensitive = HttpClient::split_sensitive(&mut headers);
-        assert_eq!(headers.len(), 1, "only the credentials are split off");
-        HttpClient::new(Client::new(), sensitive, trusted)
+        let mut rest = headers.clone();
+        assert_eq!(HttpClient::split_sensitive(&mut rest).len(), 1);
+        assert_eq!(rest.len(), 1, "only the credentials are split off");
+        let options = crate::HttpOptions {
+            headers,
+            location_trusted: trusted,
+            ..crate::HttpOptions::default()
+        };
+        super::super::client(&options).unwrap()
     }
 
     fn url(s: &str) -> Url {
