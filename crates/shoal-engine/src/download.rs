@@ -19,7 +19,7 @@ use crate::options::{DownloadOptions, Existing, Output, Resume};
 use crate::plan::{Fetch, Plan};
 use crate::resume::{self, State};
 use crate::segments::{block_count, Segments};
-use crate::storage::{ExistingPart, PartFile};
+use crate::storage::{ExistingPart, PartFile, PartLock};
 use crate::transfer::{self, single, Outcome, Transfer};
 use crate::verify;
 
@@ -116,6 +116,7 @@ impl Runner<'_> {
     ) -> Result<(Arc<PartFile>, Outcome, Vec<SourceUsage>), DownloadError> {
         let (options, path) = (self.options, plan.path.as_path());
         refuse_existing(path, options.existing)?;
+        let lock = PartLock::acquire(path)?;
         let _ = self.events.send(Event::Started {
             url: plan.shown_url.clone(),
             path: path.to_path_buf(),
@@ -125,7 +126,7 @@ impl Runner<'_> {
         let state_path = resume::state_path(path);
         let previous = match resume {
             Resume::Auto if plan.resumable => {
-                previous_run(path, &state_path, &plan.record, options, self.events)?
+                previous_run(&lock, &state_path, &plan.record, options, self.events)?
             }
             Resume::Auto | Resume::Never => None,
         };
@@ -137,7 +138,7 @@ impl Runner<'_> {
                 resume::remove(&state_path)
                     .map_err(|e| DownloadError::io(&state_path, "remove", e))?;
                 resume::sync_dir(&state_path);
-                (PartFile::create(path, plan.size)?, None)
+                (PartFile::create(&lock, plan.size)?, None)
             }
         };
         let part = Arc::new(part);
@@ -158,7 +159,7 @@ impl Runner<'_> {
                 let checkpoint = Checkpoint::new(part.clone(), state_path, record);
                 transfer::run(transfer, size, sources, first, done, checkpoint).await?
             }
-            Fetch::Stream { client, probe } => single::run(transfer, client, probe).await?,
+            Fetch::Stream { probe } => single::run(transfer, *probe).await?,
             Fetch::Nothing { connections } => Outcome::empty(connections),
         };
         Ok((part, outcome, plan.unused))
@@ -179,13 +180,13 @@ fn commit(part: Arc<PartFile>, existing: Existing) -> Result<PathBuf, DownloadEr
 /// Anything else is reported as [`Event::Restarted`] with the reason, and the download starts
 /// over; a state that fails any check is never trusted.
 fn previous_run(
-    path: &Path,
+    lock: &PartLock,
     state_path: &Path,
     now: &State,
     options: &DownloadOptions,
     events: &EventSender,
 ) -> Result<Option<(PartFile, Bitfield)>, DownloadError> {
-    let part_path = part_path(path);
+    let part_path = lock.part();
     let restart = |reason: String| {
         info!(%reason, "starting over");
         let _ = events.send(Event::Restarted { reason });
@@ -193,7 +194,7 @@ fn previous_run(
     };
     let state = match resume::load(state_path) {
         Ok(Some(state)) => state,
-        Ok(None) if part_path.exists() => {
+        Ok(None) if !lock.created() => {
             return restart(format!(
                 "{} has no resume state ({}), so its bytes cannot be trusted; starting over",
                 part_path.display(),
@@ -211,7 +212,7 @@ fn previous_run(
     if let Some(why) = mismatch(&state, now) {
         return restart(format!("{why}; starting {} over", part_path.display()));
     }
-    let part = match PartFile::open_existing(path, state.size) {
+    let part = match PartFile::open_existing(lock, state.size) {
         Ok(part) => part,
         Err(ExistingPart::Missing) => {
             return restart(format!(

@@ -19,7 +19,8 @@ pub enum ErrorKind {
     HttpStatus,
     /// The file does not hash to the expected checksum.
     Checksum,
-    /// Reading or writing a local file failed (disk full, permission denied, …).
+    /// Reading or writing a local file failed (disk full, permission denied, another download
+    /// holds the file, …), or the file is larger than the space it may take (`--max-filesize`).
     LocalIo,
     /// The output path exists and overwriting was not asked for.
     OutputExists,
@@ -89,6 +90,27 @@ pub enum DownloadError {
         available: Option<u64>,
     },
 
+    #[error(
+        "{url}: {what} more than --max-filesize allows ({limit} bytes); stopped",
+        what = size.map_or("sent".to_string(), |s| format!("serves {s} bytes,"))
+    )]
+    TooLarge {
+        url: SafeUrl,
+        /// The limit (`--max-filesize`), in bytes.
+        limit: u64,
+        /// The size the server announced, when it did; else it sent more than `limit`.
+        size: Option<u64>,
+    },
+
+    #[error(
+        "another shoal is writing {part}; wait for it or choose another name with -o",
+        part = part.display()
+    )]
+    Busy {
+        /// The `.part` file another download holds locked.
+        part: PathBuf,
+    },
+
     #[error("{path} already exists; choose another name with -o or replace it with --overwrite")]
     OutputExists { path: PathBuf },
 
@@ -134,7 +156,10 @@ impl DownloadError {
             DownloadError::ChecksumMismatch { .. } | DownloadError::PieceMismatch { .. } => {
                 ErrorKind::Checksum
             }
-            DownloadError::Io { .. } | DownloadError::DiskFull { .. } => ErrorKind::LocalIo,
+            DownloadError::Io { .. }
+            | DownloadError::DiskFull { .. }
+            | DownloadError::Busy { .. }
+            | DownloadError::TooLarge { .. } => ErrorKind::LocalIo,
             DownloadError::OutputExists { .. } => ErrorKind::OutputExists,
             DownloadError::Cancelled => ErrorKind::Cancelled,
         }

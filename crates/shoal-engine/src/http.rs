@@ -14,6 +14,10 @@ use url::Url;
 
 use crate::options::{HttpOptions, MAX_SIZE};
 
+mod client;
+
+pub use client::HttpClient;
+
 /// Redirects followed before giving up, as curl and browsers do.
 const MAX_REDIRECTS: usize = 10;
 
@@ -55,13 +59,15 @@ pub enum FetchError {
     /// No bytes arrived for the stall timeout.
     #[error("no data arrived for the stall timeout")]
     Stalled,
+    /// The redirects went on past [`MAX_REDIRECTS`].
+    #[error("more than {MAX_REDIRECTS} redirects")]
+    TooManyRedirects,
 }
 
 /// What a transport failure was, in the words of its message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportFailure {
     TimedOut,
-    TooManyRedirects,
     BrokeWhileReceiving,
     RequestFailed,
     Setup,
@@ -71,7 +77,6 @@ impl fmt::Display for TransportFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TransportFailure::TimedOut => f.write_str("timed out"),
-            TransportFailure::TooManyRedirects => write!(f, "more than {MAX_REDIRECTS} redirects"),
             TransportFailure::BrokeWhileReceiving => {
                 f.write_str("connection broke while receiving data")
             }
@@ -147,8 +152,6 @@ pub fn transport_error(error: reqwest::Error) -> FetchError {
         None
     } else if error.is_timeout() {
         Some(TransportFailure::TimedOut)
-    } else if error.is_redirect() {
-        Some(TransportFailure::TooManyRedirects)
     } else if error.is_body() || error.is_decode() {
         Some(TransportFailure::BrokeWhileReceiving)
     } else {
@@ -162,15 +165,18 @@ pub fn transport_error(error: reqwest::Error) -> FetchError {
 }
 
 /// One client per download: HTTP/1.1 only, so each concurrent request is its own TCP
-/// connection (HTTP/2 streams share one connection and add no bandwidth).
-pub fn client(options: &HttpOptions) -> Result<Client, FetchError> {
+/// connection (HTTP/2 streams share one connection and add no bandwidth). Redirects are
+/// followed by [`HttpClient`], which decides where credentials go.
+pub fn client(options: &HttpOptions) -> Result<HttpClient, FetchError> {
     // Only one provider is compiled in; a second install attempt fails harmlessly.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    Client::builder()
+    let mut headers = options.headers.clone();
+    let sensitive = HttpClient::split_sensitive(&mut headers);
+    let client = Client::builder()
         .http1_only()
-        .redirect(redirect::Policy::limited(MAX_REDIRECTS))
+        .redirect(redirect::Policy::none())
         .user_agent(options.user_agent.clone())
-        .default_headers(options.headers.clone())
+        .default_headers(headers)
         .connect_timeout(options.connect_timeout)
         .tcp_nodelay(true)
         .tls_danger_accept_invalid_certs(options.insecure)
@@ -178,17 +184,20 @@ pub fn client(options: &HttpOptions) -> Result<Client, FetchError> {
         .map_err(|e| FetchError::Transport {
             what: TransportFailure::Setup,
             cause: Cause(Arc::new(e)),
-        })
+        })?;
+    Ok(HttpClient::new(client, sensitive, options.location_trusted))
 }
 
 /// What the probe learned about the file.
 #[derive(Debug)]
 pub struct Probe {
+    /// The client, with the probed URL's credentials: for every later request of its file.
+    pub client: HttpClient,
     /// The response, still streaming: it becomes the first segment (or the only stream).
     pub response: Response,
     /// The offset of the response's first byte: where a `206` starts, 0 for a `200`.
     pub start: u64,
-    /// Where the redirects ended, with the original credentials when the origin is the same.
+    /// Where the redirects ended, without credentials.
     pub url: Url,
     pub size: Option<u64>,
     /// `206` with a usable `Content-Range`: other connections may ask for ranges.
@@ -209,23 +218,18 @@ pub struct Probe {
 /// at once, which a probe from byte 0 would waste). The probe carries no `If-Range`: a changed
 /// file would answer `200`, which reads as a server without ranges. Instead its own `ETag` and
 /// `Last-Modified` are compared with the resume state's before any of its bytes are used.
-pub async fn probe(client: &Client, url: &Url, from: u64) -> Result<Probe, FetchError> {
-    let ask = |from: u64| {
-        client
-            .get(url.clone())
-            .header(header::RANGE, format!("bytes={from}-"))
-            .header(header::ACCEPT_ENCODING, "identity")
-            .send()
-    };
-    let mut response = ask(from).await.map_err(transport_error)?;
+pub async fn probe(client: &HttpClient, url: &Url, from: u64) -> Result<Probe, FetchError> {
+    let client = client.owned_by(url);
+    let ask = |from: u64| client.get(url, range_headers(&format!("bytes={from}-")));
+    let mut response = ask(from).await?;
     let mut from = from;
     if from > 0 && response.status() == StatusCode::RANGE_NOT_SATISFIABLE {
         // The file is now shorter than where the previous run stopped: probe it whole.
         from = 0;
-        response = ask(0).await.map_err(transport_error)?;
+        response = ask(0).await?;
     }
     let status = response.status();
-    let final_url = with_credentials(url, response.url());
+    let final_url = response.url().clone();
     let headers = response.headers();
     let validator = validator(headers);
     let etag = header_str(headers, header::ETAG);
@@ -255,6 +259,7 @@ pub async fn probe(client: &Client, url: &Url, from: u64) -> Result<Probe, Fetch
         )));
     }
     Ok(Probe {
+        client,
         start: if ranges { from } else { 0 },
         response,
         url: final_url,
@@ -271,7 +276,7 @@ pub async fn probe(client: &Client, url: &Url, from: u64) -> Result<Probe, Fetch
 /// request (no `HEAD`: many servers answer it wrongly).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UrlVersion {
-    /// Where the redirects ended, with the original credentials when the origin is the same.
+    /// Where the redirects ended, without credentials.
     pub url: Url,
     pub size: u64,
     pub etag: Option<String>,
@@ -282,14 +287,11 @@ pub struct UrlVersion {
 
 /// Asks for byte 0 only: a `206` gives the size and validators. A server without ranges, or
 /// one that does not say the size, has no version a swarm can share.
-pub async fn version(client: &Client, url: &Url) -> Result<UrlVersion, FetchError> {
+pub async fn version(client: &HttpClient, url: &Url) -> Result<UrlVersion, FetchError> {
     let response = client
-        .get(url.clone())
-        .header(header::RANGE, "bytes=0-0")
-        .header(header::ACCEPT_ENCODING, "identity")
-        .send()
-        .await
-        .map_err(transport_error)?;
+        .owned_by(url)
+        .get(url, range_headers("bytes=0-0"))
+        .await?;
     let headers = response.headers();
     let size = match response.status() {
         StatusCode::PARTIAL_CONTENT => match content_range(headers) {
@@ -313,7 +315,7 @@ pub async fn version(client: &Client, url: &Url) -> Result<UrlVersion, FetchErro
         return Err(too_large(size));
     }
     Ok(UrlVersion {
-        url: with_credentials(url, response.url()),
+        url: response.url().clone(),
         size,
         etag: header_str(headers, header::ETAG),
         last_modified: header_str(headers, header::LAST_MODIFIED),
@@ -321,15 +323,23 @@ pub async fn version(client: &Client, url: &Url) -> Result<UrlVersion, FetchErro
     })
 }
 
-/// Reattaches the user's credentials after redirects that stayed on the same origin; a
-/// redirect to another origin never receives them.
-fn with_credentials(original: &Url, final_url: &Url) -> Url {
-    let mut url = final_url.clone();
-    if original.origin() == final_url.origin() && !original.username().is_empty() {
-        let _ = url.set_username(original.username());
-        let _ = url.set_password(original.password());
+/// `Accept-Encoding: identity`: a compressed answer would have other offsets and length.
+pub fn identity() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    headers
+}
+
+/// `Range: range`, uncompressed.
+fn range_headers(range: &str) -> HeaderMap {
+    let mut headers = identity();
+    if let Ok(value) = HeaderValue::from_str(range) {
+        headers.insert(header::RANGE, value);
     }
-    url
+    headers
 }
 
 fn too_large(size: u64) -> FetchError {
@@ -388,7 +398,8 @@ fn content_range_total(headers: &HeaderMap) -> Option<u64> {
 /// A server that answers range requests for one version of one file.
 #[derive(Debug, Clone)]
 pub struct RangeSource {
-    pub client: Client,
+    /// Owned by the URL the user named, which `url` may have been redirected from.
+    pub client: HttpClient,
     pub url: SafeUrl,
     pub size: u64,
     pub validator: Option<String>,
@@ -398,17 +409,13 @@ impl RangeSource {
     /// Asks for exactly `range`, and accepts the answer only if it is a `206` for that exact
     /// range of a file of the same size.
     pub async fn fetch(&self, range: ByteRange) -> Result<Response, FetchError> {
-        let mut request = self
-            .client
-            .get(self.url.as_url().clone())
-            .header(header::RANGE, range.http_header())
-            .header(header::ACCEPT_ENCODING, "identity");
+        let mut headers = range_headers(&range.http_header());
         if let Some(v) = &self.validator {
             if let Ok(value) = HeaderValue::from_str(v) {
-                request = request.header(header::IF_RANGE, value);
+                headers.insert(header::IF_RANGE, value);
             }
         }
-        let response = request.send().await.map_err(transport_error)?;
+        let response = self.client.get(self.url.as_url(), headers).await?;
         match response.status() {
             StatusCode::PARTIAL_CONTENT => {}
             StatusCode::OK
@@ -486,15 +493,6 @@ mod tests {
         );
         let h = headers(&[("etag", "\"abc\"")]);
         assert_eq!(validator(&h).as_deref(), Some("\"abc\""));
-    }
-
-    #[test]
-    fn credentials_follow_same_origin_redirects_only() {
-        let original = Url::parse("http://u:p@h:1/a").unwrap();
-        let same = with_credentials(&original, &Url::parse("http://h:1/b").unwrap());
-        assert_eq!(same.as_str(), "http://u:p@h:1/b");
-        let other = with_credentials(&original, &Url::parse("http://evil:1/b").unwrap());
-        assert_eq!(other.as_str(), "http://evil:1/b");
     }
 
     #[test]

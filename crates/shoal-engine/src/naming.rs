@@ -1,13 +1,48 @@
 //! Choosing the output file name: `Content-Disposition`, else the URL's last path segment,
 //! else `index.html`; always sanitized so a server cannot make us write outside the directory.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use percent_encoding::percent_decode_str;
 use shoal_core::naming::sanitize_file_name;
 use url::Url;
 
 const FALLBACK: &str = "index.html";
+
+/// The names the downloads of one batch have taken, so that two whose servers give the same
+/// name (`Content-Disposition`) save under distinct ones, as aria2c's auto-renaming does:
+/// `name.ext`, then `name.1.ext`, `name.2.ext`, … Cheap to clone; clones share the names.
+#[derive(Debug, Clone, Default)]
+pub struct Claims(Arc<Mutex<HashSet<PathBuf>>>);
+
+impl Claims {
+    /// `path`, or the first numbered variant of it no other download of the batch has taken;
+    /// the name returned is taken from then on.
+    pub fn claim(&self, path: &Path) -> PathBuf {
+        let mut taken = self.0.lock().expect("claims lock");
+        let free = (0..)
+            .map(|n| numbered(path, n))
+            .find(|p| !taken.contains(p))
+            .expect("some number is free");
+        taken.insert(free.clone());
+        free
+    }
+}
+
+/// `dir/name.ext` → `dir/name.N.ext` (`n` = 0: unchanged).
+fn numbered(path: &Path, n: u64) -> PathBuf {
+    if n == 0 {
+        return path.to_path_buf();
+    }
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}.{n}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.{n}"),
+    };
+    path.with_file_name(name)
+}
 
 /// `big.iso` → `big.iso.part`.
 pub fn part_path(path: &Path) -> PathBuf {
@@ -103,6 +138,25 @@ fn decode_ext_value(value: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn claimed_names_are_numbered_as_aria2c_does() {
+        let claims = Claims::default();
+        let other = claims.clone();
+        assert_eq!(claims.claim(Path::new("d/a.iso")), Path::new("d/a.iso"));
+        assert_eq!(other.claim(Path::new("d/a.iso")), Path::new("d/a.1.iso"));
+        assert_eq!(claims.claim(Path::new("d/a.iso")), Path::new("d/a.2.iso"));
+        assert_eq!(
+            claims.claim(Path::new("d/b.tar.gz")),
+            Path::new("d/b.tar.gz")
+        );
+        assert_eq!(
+            claims.claim(Path::new("d/b.tar.gz")),
+            Path::new("d/b.tar.1.gz")
+        );
+        assert_eq!(claims.claim(Path::new("d/README")), Path::new("d/README"));
+        assert_eq!(claims.claim(Path::new("d/README")), Path::new("d/README.1"));
+    }
 
     fn url(s: &str) -> Url {
         Url::parse(s).unwrap()

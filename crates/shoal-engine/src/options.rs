@@ -11,6 +11,8 @@ use shoal_core::{Bitfield, Checksum, Layout, Manifest};
 use tokio::sync::{watch, Notify};
 
 use shoal_core::checksum::PieceHashes;
+
+use crate::naming::Claims;
 use thiserror::Error;
 use url::Url;
 
@@ -173,8 +175,13 @@ pub enum Endgame {
 /// How every HTTP request is made.
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
-    /// Sent with every request (`-H`). May hold credentials: never logged.
+    /// Sent with every request (`-H`). May hold credentials: never logged. `Authorization`,
+    /// `Cookie` and `Proxy-Authorization` go only to the origin of the URL they were given
+    /// with, unless `location_trusted`.
     pub headers: HeaderMap,
+    /// Send credentials to the other origins redirects name too (`--location-trusted`), except
+    /// from `https` to plain `http`.
+    pub location_trusted: bool,
     pub user_agent: String,
     /// Accept certificates that do not verify (`--insecure`).
     pub insecure: bool,
@@ -185,6 +192,7 @@ impl Default for HttpOptions {
     fn default() -> Self {
         Self {
             headers: HeaderMap::new(),
+            location_trusted: false,
             user_agent: concat!("shoal/", env!("CARGO_PKG_VERSION")).to_string(),
             insecure: false,
             connect_timeout: Duration::from_secs(15),
@@ -197,6 +205,9 @@ impl Default for HttpOptions {
 pub struct DownloadOptions {
     pub url: Url,
     pub output: Output,
+    /// With [`Output::Dir`], the batch this download is part of: the name the response gives
+    /// is claimed there, and numbered when another download of the batch took it first.
+    pub names: Option<Claims>,
     pub existing: Existing,
     pub resume: Resume,
     /// More URLs serving the same file, fetched from at the same time as `url`. One whose
@@ -217,8 +228,13 @@ pub struct DownloadOptions {
     /// its bytes are written; a mismatch is fetched again from another source, and the source
     /// that sent it is dropped.
     pub pieces: Option<PieceHashes>,
-    /// The size the file must have (from a Metalink); sources serving another are dropped.
+    /// The size the file must have (from a Metalink); sources serving another are dropped,
+    /// and a stream of unknown length is stopped as soon as it sends more.
     pub expected_size: Option<u64>,
+    /// The largest file to accept (`--max-filesize`): a larger announced size is refused
+    /// before any byte is written, and a stream of unknown length is stopped as soon as it
+    /// sends more.
+    pub max_filesize: Option<u64>,
     pub limit_rate: Option<Rate>,
     pub http: HttpOptions,
     /// Whether a slow tail is fetched twice.
@@ -313,6 +329,8 @@ impl DownloadOptions {
         Self {
             url,
             output,
+            names: None,
+            max_filesize: None,
             existing: Existing::default(),
             resume: Resume::default(),
             mirrors: Vec::new(),

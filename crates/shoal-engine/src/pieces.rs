@@ -262,7 +262,11 @@ mod tests {
 
     /// A part file holding `content`, every block marked done.
     fn written(dir: &std::path::Path, content: &[u8]) -> (Arc<PartFile>, Mutex<Segments>) {
-        let part = PartFile::create(&dir.join("f"), Some(content.len() as u64)).unwrap();
+        let part = PartFile::create(
+            &crate::storage::PartLock::acquire(&dir.join("f")).unwrap(),
+            Some(content.len() as u64),
+        )
+        .unwrap();
         part.write_at(content, 0).unwrap();
         let size = content.len() as u64;
         let blocks = size.div_ceil(BLOCK) as u32;

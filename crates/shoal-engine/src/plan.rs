@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use reqwest::{Client, Response};
+use reqwest::Response;
 use shoal_core::Bitfield;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
@@ -13,7 +13,7 @@ use url::Url;
 
 use crate::error::DownloadError;
 use crate::events::{Event, EventSender, SourceUsage};
-use crate::http::{self, FetchError, Probe, RangeSource};
+use crate::http::{self, FetchError, HttpClient, Probe, RangeSource};
 use crate::naming;
 use crate::options::{
     Digests, DownloadOptions, OriginUse, Output, Resume, SwarmOptions, BLOCK, MAX_SIZE,
@@ -51,7 +51,7 @@ pub(crate) enum Fetch {
         first: Option<(Response, u64)>,
     },
     /// One stream from byte 0: the server does not do ranges, or does not say the size.
-    Stream { client: Client, probe: Probe },
+    Stream { probe: Box<Probe> },
     /// Nothing: the file is empty. `connections` is what the summary reports.
     Nothing { connections: u32 },
 }
@@ -59,7 +59,7 @@ pub(crate) enum Fetch {
 impl Plan {
     /// The plan for a URL (and its mirrors): probe them, name the file.
     pub async fn probe(
-        client: &Client,
+        client: &HttpClient,
         options: &DownloadOptions,
         events: &EventSender,
         cancel: &CancellationToken,
@@ -69,6 +69,15 @@ impl Plan {
             mirrors,
             dropped,
         } = probe_sources(client, options, events, cancel).await?;
+        if let (Some(limit), Some(size)) = (options.max_filesize, probe.size) {
+            if size > limit {
+                return Err(DownloadError::TooLarge {
+                    url: SafeUrl::new(probe.url),
+                    limit,
+                    size: Some(size),
+                });
+            }
+        }
         let path = output_path(options, probe.content_disposition.as_deref(), &probe.url)?;
         info!(url = %redacted(&probe.url), size = ?probe.size, ranges = probe.ranges, "probed");
         let record = State {
@@ -84,7 +93,7 @@ impl Plan {
             (true, Some(size)) if size > 0 => {
                 let alone = mirrors.is_empty();
                 let primary = RangeSource {
-                    client: client.clone(),
+                    client: probe.client.clone(),
                     url: probe.url.clone().into(),
                     size,
                     validator: probe.validator.clone(),
@@ -101,8 +110,7 @@ impl Plan {
             // An empty file: the probe's 416 body is an error page, not content.
             (_, Some(0)) => Fetch::Nothing { connections: 1 },
             _ => Fetch::Stream {
-                client: client.clone(),
-                probe,
+                probe: Box::new(probe),
             },
         };
         Ok(Self {
@@ -121,7 +129,7 @@ impl Plan {
     /// nothing is probed; peers (and the origin, as a fallback) are the sources, and every
     /// piece is verified.
     pub fn swarm(
-        client: &Client,
+        client: &HttpClient,
         options: &DownloadOptions,
         swarm: &SwarmOptions,
     ) -> Result<Self, DownloadError> {
@@ -153,7 +161,7 @@ impl Plan {
                 OriginUse::Never => Vec::new(),
                 OriginUse::Fallback { validator, .. } => vec![Source::new(
                     RangeSource {
-                        client: client.clone(),
+                        client: client.owned_by(&options.url),
                         url: options.url.clone().into(),
                         size,
                         validator: validator.clone(),
@@ -192,7 +200,11 @@ fn output_path(
         Output::Dir(dir) => {
             std::fs::create_dir_all(dir)
                 .map_err(|e| DownloadError::io(dir, "create directory", e))?;
-            Ok(dir.join(naming::file_name(content_disposition, url)))
+            let path = dir.join(naming::file_name(content_disposition, url));
+            Ok(match &options.names {
+                Some(names) => names.claim(&path),
+                None => path,
+            })
         }
     }
 }
@@ -237,7 +249,7 @@ fn resume_offset(options: &DownloadOptions) -> u64 {
 /// that fail, serve another size than most, or cannot do ranges are dropped with a
 /// [`Event::SourceDropped`]; the rest become range sources beside the primary.
 async fn probe_sources(
-    client: &Client,
+    client: &HttpClient,
     options: &DownloadOptions,
     events: &EventSender,
     cancel: &CancellationToken,
@@ -340,7 +352,7 @@ async fn probe_sources(
                 );
             }
             (true, Some(s), _) if primary.is_some() => mirrors.push(RangeSource {
-                client: client.clone(),
+                client: probe.client.clone(),
                 url: probe.url.clone().into(),
                 size: s,
                 validator: probe.validator.clone(),
@@ -381,7 +393,7 @@ struct Probed {
 }
 
 async fn probe_with_retries(
-    client: &Client,
+    client: &HttpClient,
     url: &Url,
     options: &DownloadOptions,
     events: &EventSender,

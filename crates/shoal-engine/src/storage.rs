@@ -15,6 +15,63 @@ use crate::error::DownloadError;
 use crate::naming::part_path;
 use crate::options::Existing;
 
+/// `NAME.part`, open (created when missing) and exclusively locked (`flock`) before anything
+/// reads or changes it, so two downloads to one name never write one file. The lock goes
+/// with the [`PartFile`] made from it, and ends when its last descriptor closes (at the
+/// latest, when the process exits).
+#[derive(Debug)]
+pub struct PartLock {
+    file: File,
+    part: PathBuf,
+    path: PathBuf,
+    created: bool,
+}
+
+impl PartLock {
+    /// Opens and locks the `.part` of `path` without waiting: another process (or download)
+    /// holding it is [`DownloadError::Busy`].
+    pub fn acquire(path: &Path) -> Result<Self, DownloadError> {
+        let part = part_path(path);
+        let open = |create_new| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(create_new)
+                .open(&part)
+        };
+        let (file, created) = match open(true) {
+            Ok(file) => (Ok(file), true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (open(false), false),
+            Err(e) => (Err(e), true),
+        };
+        let file = file.map_err(|e| DownloadError::io(&part, "create", e))?;
+        // SAFETY: flock on an owned, open descriptor.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::EWOULDBLOCK) => DownloadError::Busy { part },
+                _ => DownloadError::io(&part, "lock", e),
+            });
+        }
+        Ok(Self {
+            file,
+            part,
+            path: path.to_path_buf(),
+            created,
+        })
+    }
+
+    /// The `.part` file's path.
+    pub fn part(&self) -> &Path {
+        &self.part
+    }
+
+    /// Whether the `.part` did not exist before: nothing of a previous run is in it.
+    pub fn created(&self) -> bool {
+        self.created
+    }
+}
+
 #[derive(Debug)]
 pub struct PartFile {
     file: File,
@@ -24,17 +81,16 @@ pub struct PartFile {
 }
 
 impl PartFile {
-    /// Creates (or truncates) `path.part`; reserves `size` bytes when known, so a disk that is
-    /// too small fails now rather than halfway.
-    pub fn create(path: &Path, size: Option<u64>) -> Result<Self, DownloadError> {
-        let part = part_path(path);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&part)
-            .map_err(|e| DownloadError::io(&part, "create", e))?;
+    /// Empties the locked `.part`; reserves `size` bytes when known, so a disk that is too
+    /// small fails now rather than halfway.
+    pub fn create(lock: &PartLock, size: Option<u64>) -> Result<Self, DownloadError> {
+        let part = lock.part.clone();
+        let file = lock
+            .file
+            .try_clone()
+            .map_err(|e| DownloadError::io(&part, "open", e))?;
+        file.set_len(0)
+            .map_err(|e| DownloadError::io(&part, "truncate", e))?;
         if let Some(size) = size {
             if let Err(e) = preallocate(&file, size) {
                 // Whatever was reserved would only hold space the user needs to free.
@@ -45,35 +101,28 @@ impl PartFile {
         Ok(Self {
             file,
             part,
-            path: path.to_path_buf(),
+            path: lock.path.clone(),
             size,
         })
     }
 
-    /// Opens the `path.part` a previous run left, keeping its bytes; it must be `size` bytes
-    /// long (it was preallocated), else it is not the file the resume state describes.
-    pub fn open_existing(path: &Path, size: u64) -> Result<Self, ExistingPart> {
-        let part = part_path(path);
-        let file = match OpenOptions::new().read(true).write(true).open(&part) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ExistingPart::Missing),
-            Err(e) => {
-                return Err(ExistingPart::Failed(Box::new(DownloadError::io(
-                    &part, "open", e,
-                ))))
-            }
-        };
-        let len = file
-            .metadata()
-            .map_err(|e| ExistingPart::Failed(Box::new(DownloadError::io(&part, "stat", e))))?
-            .len();
+    /// Continues the locked `.part` a previous run left, keeping its bytes; it must be `size`
+    /// bytes long (it was preallocated), else it is not the file the resume state describes.
+    pub fn open_existing(lock: &PartLock, size: u64) -> Result<Self, ExistingPart> {
+        let part = lock.part.clone();
+        if lock.created {
+            return Err(ExistingPart::Missing);
+        }
+        let failed = |op, e| ExistingPart::Failed(Box::new(DownloadError::io(&part, op, e)));
+        let file = lock.file.try_clone().map_err(|e| failed("open", e))?;
+        let len = file.metadata().map_err(|e| failed("stat", e))?.len();
         if len != size {
             return Err(ExistingPart::WrongLength { len });
         }
         Ok(Self {
             file,
             part,
-            path: path.to_path_buf(),
+            path: lock.path.clone(),
             size: Some(size),
         })
     }
@@ -203,7 +252,7 @@ mod tests {
     fn positional_writes_from_threads_land_in_place() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.bin");
-        let part = PartFile::create(&path, Some(8 * 4096)).unwrap();
+        let part = PartFile::create(&PartLock::acquire(&path).unwrap(), Some(8 * 4096)).unwrap();
         std::thread::scope(|s| {
             for i in 0..8u8 {
                 let part = &part;
@@ -226,7 +275,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x");
         std::fs::write(&path, b"old").unwrap();
-        let part = PartFile::create(&path, Some(3)).unwrap();
+        let part = PartFile::create(&PartLock::acquire(&path).unwrap(), Some(3)).unwrap();
         part.write_at(b"new", 0).unwrap();
         part.finish(3).unwrap();
         assert!(matches!(
@@ -234,7 +283,7 @@ mod tests {
             Err(DownloadError::OutputExists { .. })
         ));
         assert_eq!(std::fs::read(&path).unwrap(), b"old");
-        let part = PartFile::create(&path, Some(3)).unwrap();
+        let part = PartFile::create(&PartLock::acquire(&path).unwrap(), Some(3)).unwrap();
         part.write_at(b"new", 0).unwrap();
         part.finish(3).unwrap();
         part.commit(Existing::Overwrite).unwrap();
@@ -245,30 +294,55 @@ mod tests {
     fn existing_part_keeps_its_bytes_and_must_have_its_length() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("z");
+        let lock = PartLock::acquire(&path).unwrap();
         assert!(matches!(
-            PartFile::open_existing(&path, 4),
+            PartFile::open_existing(&lock, 4),
             Err(ExistingPart::Missing)
         ));
-        let part = PartFile::create(&path, Some(4)).unwrap();
+        let part = PartFile::create(&lock, Some(4)).unwrap();
+        drop(lock);
         part.write_at(b"ab", 0).unwrap();
         part.sync().unwrap();
         assert_eq!(part.unallocated(), 0);
         drop(part);
+        let lock = PartLock::acquire(&path).unwrap();
         assert!(matches!(
-            PartFile::open_existing(&path, 5),
+            PartFile::open_existing(&lock, 5),
             Err(ExistingPart::WrongLength { len: 4 })
         ));
-        let part = PartFile::open_existing(&path, 4).unwrap();
+        let part = PartFile::open_existing(&lock, 4).unwrap();
         part.write_at(b"cd", 2).unwrap();
         part.finish(4).unwrap();
         assert_eq!(std::fs::read(part.part()).unwrap(), b"abcd");
     }
 
     #[test]
+    fn a_locked_part_is_busy_until_its_file_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w");
+        std::fs::write(part_path(&path), b"kept").unwrap();
+        let lock = PartLock::acquire(&path).unwrap();
+        assert!(!lock.created());
+        let part = PartFile::open_existing(&lock, 4).unwrap();
+        drop(lock);
+        match PartLock::acquire(&path) {
+            Err(DownloadError::Busy { part }) => assert_eq!(part, part_path(&path)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            std::fs::read(part_path(&path)).unwrap(),
+            b"kept",
+            "untouched"
+        );
+        drop(part);
+        PartLock::acquire(&path).unwrap();
+    }
+
+    #[test]
     fn unknown_size_is_fixed_at_finish() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("y");
-        let part = PartFile::create(&path, None).unwrap();
+        let part = PartFile::create(&PartLock::acquire(&path).unwrap(), None).unwrap();
         part.write_at(b"hello", 0).unwrap();
         part.finish(5).unwrap();
         assert_eq!(std::fs::read(part.part()).unwrap(), b"hello");

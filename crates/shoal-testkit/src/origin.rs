@@ -29,6 +29,8 @@ pub struct OriginConfig {
     /// Number of `302` hops: a request whose query lacks `hop=N` or has N below this is redirected
     /// to the same path with `hop=N+1` (absolute `Location`); only the last hop serves the file.
     pub redirects: u32,
+    /// Every request is answered `302` to this absolute URL (another origin, say).
+    pub redirect_to: Option<String>,
     /// The first this-many requests get `fail_status` with a short body.
     pub fail_first: u32,
     /// The status of the `fail_first` failures (default 503).
@@ -81,6 +83,7 @@ impl Default for OriginConfig {
             ranges: true,
             content_length: true,
             redirects: 0,
+            redirect_to: None,
             fail_first: 0,
             fail_status: 503,
             retry_after: None,
@@ -454,6 +457,11 @@ impl Shared {
             if !present {
                 return Some(Response::short(403));
             }
+        }
+        if let Some(location) = &config.redirect_to {
+            let mut response = Response::short(302);
+            response.header("Location", location.clone());
+            return Some(response);
         }
         let hop = http1::query_hop(&request.target);
         if hop < config.redirects {

@@ -13,8 +13,8 @@ use shoal_agent::control::AgentLocation;
 use shoal_core::redact::redacted;
 use shoal_core::{Checksum, ContentId};
 use shoal_engine::{
-    parse_bytes, CancellationToken, Connections, DownloadOptions, ErrorKind, Existing, HttpOptions,
-    MinSplit, Output, Rate, Resume,
+    naming::Claims, parse_bytes, CancellationToken, Connections, DownloadOptions, ErrorKind,
+    Existing, HttpOptions, MinSplit, Output, Rate, Resume,
 };
 use url::Url;
 
@@ -81,9 +81,19 @@ pub struct GetArgs {
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     limit_rate: Option<Rate>,
 
+    /// Refuse a file larger than SIZE (e.g. 100M), before writing it when the server says its
+    /// size, else as soon as more arrives
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_filesize: Option<u64>,
+
     /// Extra request header, repeatable
     #[arg(short = 'H', long = "header", value_name = "'Name: value'")]
     headers: Vec<String>,
+
+    /// Send Authorization, Cookie and Proxy-Authorization headers and URL credentials to the
+    /// other hosts redirects name too (never from https to plain http)
+    #[arg(long)]
+    location_trusted: bool,
 
     /// User-Agent header [default: shoal/VERSION]
     #[arg(long, value_name = "UA")]
@@ -158,6 +168,7 @@ struct Common {
     max_tries: u32,
     checksum: Option<Checksum>,
     limit_rate: Option<Rate>,
+    max_filesize: Option<u64>,
     http: HttpOptions,
 }
 
@@ -186,8 +197,10 @@ pub async fn run(args: GetArgs, log: logging::Options) -> ExitCode {
             return one(common.options(url, mirrors, output), mode, cancel).await;
         }
         Input::List(path) => {
-            let jobs = batch::list_jobs(&path, |url, mirrors| {
-                common.options(url, mirrors, Output::Dir(common.dir.clone()))
+            let names = Claims::default();
+            let jobs = batch::list_jobs(&path, |url, mirrors| DownloadOptions {
+                names: Some(names.clone()),
+                ..common.options(url, mirrors, Output::Dir(common.dir.clone()))
             });
             // A list is always a batch, even of one line, so scripts get the same lines
             // (`file` fields, the per-file summary) whatever its length.
@@ -332,6 +345,7 @@ impl GetArgs {
             .map_err(|msg| usage_error(ClapErrorKind::InvalidValue, msg))?;
         let mut http = HttpOptions {
             headers,
+            location_trusted: self.location_trusted,
             insecure: self.insecure,
             connect_timeout: self.connect_timeout,
             ..HttpOptions::default()
@@ -360,6 +374,7 @@ impl GetArgs {
             max_tries: self.max_tries,
             checksum: self.checksum,
             limit_rate: self.limit_rate,
+            max_filesize: self.max_filesize,
             http,
         };
         Ok((input, common))
@@ -417,6 +432,7 @@ impl Common {
         options.max_tries = self.max_tries;
         options.checksum = self.checksum.clone();
         options.limit_rate = self.limit_rate;
+        options.max_filesize = self.max_filesize;
         options.http = self.http.clone();
         options
     }
@@ -470,6 +486,10 @@ fn parse_connections(text: &str) -> Result<Connections, String> {
 fn parse_min_split(text: &str) -> Result<MinSplit, String> {
     let bytes = parse_bytes(text).ok_or("expected a size such as 1M or 256K")?;
     MinSplit::new(bytes).map_err(|err| err.to_string())
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    parse_bytes(text).ok_or_else(|| "expected a size such as 100M or 2G".to_string())
 }
 
 fn parse_rate(text: &str) -> Result<Rate, String> {

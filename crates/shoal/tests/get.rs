@@ -467,3 +467,160 @@ mod download {
         assert!(!dir.path().join("out.bin").exists());
     }
 }
+
+/// `Authorization`, `Cookie` and URL credentials go only to the origin the user named, as
+/// curl's; `--location-trusted` opts in to other origins, never over a downgrade to http.
+mod credentials {
+    use super::*;
+
+    /// Whether a request carried `Authorization` and `Cookie`.
+    type Carried = (bool, bool);
+
+    /// What each origin saw, one pair per request, and what shoal printed.
+    struct Seen {
+        front: Vec<Carried>,
+        back: Vec<Carried>,
+        stderr: String,
+    }
+
+    /// Runs `shoal get` with credentials on `front`'s URL, which redirects to another origin.
+    fn through_redirect(front: OriginConfig, extra: &[&str]) -> Seen {
+        let back = origin(4 << 20);
+        let front = Origin::start_blocking(OriginConfig {
+            redirect_to: Some(back.url("/f.bin")),
+            ..front
+        });
+        let dir = TempDir::new().unwrap();
+        let mut args = vec!["-H", "Authorization: Bearer s3cret", "-H", "Cookie: c=1"];
+        args.extend_from_slice(extra);
+        let url = front.url("/f.bin").replace("://", "://user:pw@");
+        args.extend_from_slice(&["-c", "4", "-o", "out.bin", &url]);
+        let run = run(dir.path(), &args);
+        assert_code(&run, 0);
+        assert_saved(&dir.path().join("out.bin"), &back);
+        let seen = |o: &Origin| {
+            o.requests()
+                .iter()
+                .map(|r| {
+                    (
+                        r.headers.contains_key("authorization"),
+                        r.headers.contains_key("cookie"),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        Seen {
+            front: seen(&front),
+            back: seen(&back),
+            stderr: run.stderr,
+        }
+    }
+
+    #[test]
+    fn stay_on_the_origin_named() {
+        let Seen { front, back, .. } = through_redirect(OriginConfig::default(), &[]);
+        assert!(
+            !front.is_empty() && front.iter().all(|&s| s == (true, true)),
+            "{front:?}"
+        );
+        assert!(
+            back.len() > 1,
+            "range requests went to the redirect's target: {back:?}"
+        );
+        assert!(back.iter().all(|&s| s == (false, false)), "{back:?}");
+    }
+
+    #[test]
+    fn location_trusted_sends_them_on() {
+        let Seen { back, .. } = through_redirect(OriginConfig::default(), &["--location-trusted"]);
+        assert!(
+            back.len() > 1 && back.iter().all(|&s| s == (true, true)),
+            "{back:?}"
+        );
+    }
+
+    #[test]
+    fn never_over_a_downgrade_to_http() {
+        let tls = OriginConfig {
+            tls: true,
+            ..OriginConfig::default()
+        };
+        let Seen {
+            front,
+            back,
+            stderr,
+        } = through_redirect(tls, &["-k", "--location-trusted"]);
+        assert!(front.iter().all(|&s| s == (true, true)), "{front:?}");
+        assert!(back.iter().all(|&s| s == (false, false)), "{back:?}");
+        assert!(stderr.contains("from https to plain http"), "{stderr}");
+        assert!(
+            !stderr.contains("s3cret") && !stderr.contains("pw@"),
+            "{stderr}"
+        );
+    }
+
+    #[test]
+    fn url_credentials_follow_same_origin_redirects() {
+        let origin = origin_with(
+            1 << 20,
+            OriginConfig {
+                redirects: 2,
+                basic_auth: Some(("user".into(), "pw".into())),
+                ..OriginConfig::default()
+            },
+        );
+        let dir = TempDir::new().unwrap();
+        let url = origin.url("/f.bin").replace("://", "://user:pw@");
+        let run = run(dir.path(), &["-o", "out.bin", &url]);
+        assert_code(&run, 0);
+        assert_saved(&dir.path().join("out.bin"), &origin);
+    }
+}
+
+/// `--max-filesize`: a file announced larger is refused before a byte is written; a stream of
+/// unknown length is stopped as soon as it passes the limit.
+mod max_filesize {
+    use super::*;
+
+    #[test]
+    fn an_announced_size_over_the_limit_is_refused_up_front() {
+        let origin = origin(2 << 20);
+        let dir = TempDir::new().unwrap();
+        let url = origin.url("/f.bin");
+        let run = run(dir.path(), &["--max-filesize", "1M", &url]);
+        assert_code(&run, 6);
+        let message =
+            format!("{url}: serves 2097152 bytes, more than --max-filesize allows (1048576 bytes)");
+        assert!(run.stderr.contains(&message), "{}", run.stderr);
+        assert!(!dir.path().join("f.bin.part").exists());
+        assert!(!dir.path().join("f.bin").exists());
+        let run = super::run(dir.path(), &["--max-filesize", "2M", &url]);
+        assert_code(&run, 0);
+    }
+
+    #[test]
+    fn a_stream_of_unknown_length_is_stopped_at_the_limit() {
+        let origin = origin_with(
+            8 << 20,
+            OriginConfig {
+                content_length: false,
+                rate_limit: Some(2 << 20),
+                ..OriginConfig::default()
+            },
+        );
+        let dir = TempDir::new().unwrap();
+        let url = origin.url("/f.bin");
+        let run = run(dir.path(), &["--max-filesize", "1M", &url]);
+        assert_code(&run, 6);
+        let message = format!("{url}: sent more than --max-filesize allows (1048576 bytes)");
+        assert!(run.stderr.contains(&message), "{}", run.stderr);
+        assert!(
+            origin.bytes_sent() < 4 << 20,
+            "sent {}",
+            origin.bytes_sent()
+        );
+        let part = std::fs::metadata(dir.path().join("f.bin.part")).unwrap();
+        assert!(part.len() <= 1 << 20, "{} bytes written", part.len());
+        assert!(!dir.path().join("f.bin").exists());
+    }
+}

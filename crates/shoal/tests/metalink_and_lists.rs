@@ -60,6 +60,43 @@ fn meta4(name: &str, content: &[u8], sha256: &str, urls: &[String]) -> String {
 mod metalink {
     use super::*;
 
+    /// Mirrors that do not say their size can still send no more than the Metalink's size:
+    /// the stream is stopped as it passes it, not checked after.
+    #[test]
+    fn a_stream_longer_than_its_size_is_stopped_as_it_arrives() {
+        let promised = random_bytes(1 << 20, 12);
+        let origins: Vec<Origin> = (0..2)
+            .map(|_| {
+                Origin::start_blocking(OriginConfig {
+                    content: random_bytes(8 << 20, 13),
+                    content_length: false,
+                    rate_limit: Some(2 << 20),
+                    ..OriginConfig::default()
+                })
+            })
+            .collect();
+        let dir = TempDir::new().unwrap();
+        let doc = meta4(
+            "f.iso",
+            &promised,
+            &sha256_hex(&promised),
+            &[origins[0].url("/f.iso"), origins[1].url("/f.iso")],
+        );
+        std::fs::write(dir.path().join("f.meta4"), doc).unwrap();
+        let run = run(dir.path(), &["f.meta4", "-d", "out"]);
+        assert_code(&run, 3);
+        assert!(
+            run.stderr
+                .contains("sent more than the 1048576 bytes its Metalink gives"),
+            "{}",
+            run.stderr
+        );
+        let sent: u64 = origins.iter().map(Origin::bytes_sent).sum();
+        assert!(sent < 4 << 20, "the origins sent {sent} bytes");
+        let part = std::fs::metadata(dir.path().join("out/f.iso.part")).unwrap();
+        assert!(part.len() <= 1 << 20, "{} bytes written", part.len());
+    }
+
     #[test]
     fn mirrors_size_and_hashes_from_a_local_file() {
         let content = random_bytes(6 << 20, 11);
@@ -256,6 +293,43 @@ mod lists {
         assert!(failed_line.contains("404"), "{failed_line}");
         let last = run.stderr.lines().last().unwrap();
         assert!(last.contains("1 of 3 files failed"), "{last}");
+    }
+
+    /// Servers that name two files alike (`Content-Disposition`) get them saved side by side,
+    /// numbered as aria2c numbers them, whether they run at once or one after the other.
+    #[test]
+    fn files_the_servers_name_alike_get_numbered_names() {
+        for jobs in ["1", "2"] {
+            let contents: Vec<Bytes> = (0..3).map(|i| random_bytes(1 << 20, 40 + i)).collect();
+            let origins: Vec<Origin> = contents
+                .iter()
+                .map(|content| {
+                    Origin::start_blocking(OriginConfig {
+                        content: content.clone(),
+                        rate_limit: Some(2 << 20),
+                        content_disposition: Some("attachment; filename=\"same.tar.gz\"".into()),
+                        ..OriginConfig::default()
+                    })
+                })
+                .collect();
+            let dir = TempDir::new().unwrap();
+            let list: String = ["a", "b", "c"]
+                .iter()
+                .zip(&origins)
+                .map(|(name, o)| o.url(name) + "\n")
+                .collect();
+            std::fs::write(dir.path().join("urls.txt"), list).unwrap();
+            let run = run(dir.path(), &["-i", "urls.txt", "--jobs", jobs, "-d", "out"]);
+            assert_code(&run, 0);
+            let mut saved: Vec<String> = ["same.tar.gz", "same.tar.1.gz", "same.tar.2.gz"]
+                .iter()
+                .map(|name| sha256_of(&dir.path().join("out").join(name)))
+                .collect();
+            let mut expected: Vec<String> = contents.iter().map(|c| sha256_hex(c)).collect();
+            saved.sort();
+            expected.sort();
+            assert_eq!(saved, expected, "jobs {jobs}");
+        }
     }
 
     #[test]

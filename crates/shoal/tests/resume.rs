@@ -513,3 +513,34 @@ fn file_changed_mid_download_starts_over_once_and_says_so_in_json() {
     );
     assert_complete(&dir, &new);
 }
+
+#[test]
+fn a_second_run_on_the_same_target_is_refused_until_the_first_exits() {
+    let content = random_bytes(2 << 20, 53);
+    let origin = throttled(&content, 128 << 10);
+    let url = origin.url("/f.bin");
+    let dir = TempDir::new().unwrap();
+    let first = get(dir.path(), &[&url]).spawn().expect("spawn shoal");
+    wait_for_bytes(&origin, 128 << 10);
+    let second = run(dir.path(), &[&url]);
+    assert_eq!(second.code, 6, "stderr:\n{}", second.stderr);
+    let message = "another shoal is writing f.bin.part; wait for it or choose another name";
+    assert!(second.stderr.contains(message), "{}", second.stderr);
+    assert_ok(&finish(first));
+    assert_complete(&dir, &content);
+
+    // The lock dies with its process: a run killed mid-way is continued by the next.
+    std::fs::remove_file(out(&dir)).unwrap();
+    let mut killed = get(dir.path(), &[&url]).spawn().expect("spawn shoal");
+    let start = Instant::now();
+    while !state(&dir).exists() {
+        assert!(start.elapsed() < DEADLINE, "no resume state written");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    killed.kill().expect("SIGKILL");
+    killed.wait().unwrap();
+    let again = run(dir.path(), &[&url]);
+    assert_ok(&again);
+    assert!(again.stderr.contains("resuming: "), "{}", again.stderr);
+    assert_complete(&dir, &content);
+}

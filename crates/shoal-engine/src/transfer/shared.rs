@@ -35,7 +35,7 @@ pub(super) struct Shared {
     /// The pieces of a swarm download, which peers hold and the scheduler hands out.
     layout: Option<Layout>,
     /// How peers are asked, in a swarm download.
-    peer_client: Option<reqwest::Client>,
+    peer_client: Option<crate::http::HttpClient>,
     segments: Mutex<Segments>,
     pub limiter: Option<RateLimiter>,
     /// Bytes received, counting work that was redone.
@@ -65,7 +65,7 @@ pub(super) struct Parts {
     pub pieces: Option<PieceCheck>,
     pub sources: Vec<Source>,
     pub layout: Option<Layout>,
-    pub peer_client: Option<reqwest::Client>,
+    pub peer_client: Option<crate::http::HttpClient>,
     pub segments: Segments,
 }
 
@@ -215,7 +215,11 @@ impl Shared {
                     debug!(peer = %peer.name, url = %redacted(&peer.url), "new peer");
                     sources.push(Arc::new(Source::new(
                         RangeSource {
-                            client: self.peer_client.clone().expect("a swarm has a peer client"),
+                            client: self
+                                .peer_client
+                                .as_ref()
+                                .expect("a swarm has a peer client")
+                                .owned_by(&peer.url),
                             url: peer.url.clone().into(),
                             size: self.size,
                             validator: None,

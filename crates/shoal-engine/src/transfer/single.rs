@@ -1,12 +1,14 @@
 //! One stream from byte 0 to the end: for servers that do not do ranges, or do not say how
 //! long the file is. Nothing can be resumed mid-way, so a failure starts the stream over.
 
-use reqwest::{Client, Response};
+use reqwest::Response;
+use shoal_core::SafeUrl;
 use tokio::time::Instant;
+use url::Url;
 
 use crate::error::DownloadError;
 use crate::events::{Event, Progress};
-use crate::http::{transport_error, FetchError, Probe};
+use crate::http::{identity, transport_error, FetchError, Probe};
 use crate::ratelimit::RateLimiter;
 use crate::retry::Backoff;
 
@@ -15,18 +17,19 @@ use super::{Outcome, Transfer};
 
 /// One stream from the start: the server does not do ranges, or the size is unknown. A
 /// failure restarts from byte 0, since there is no way to ask for the rest.
-pub async fn run(t: Transfer, client: Client, probe: Probe) -> Result<Outcome, DownloadError> {
+pub async fn run(t: Transfer, probe: Probe) -> Result<Outcome, DownloadError> {
     let options = t.options.clone();
     let limiter = options.limit_rate.map(|r| RateLimiter::new(r.per_second()));
     let expected = probe.size;
     let url = probe.url.clone();
+    let client = probe.client.clone();
     let mut response = Ok(probe.response);
     let mut tries = 1;
     let mut backoff = Backoff::default();
     let mut fetched = 0;
     loop {
         let result = match response {
-            Ok(r) => stream_whole(&t, r, expected, limiter.as_ref(), &mut fetched).await,
+            Ok(r) => stream_whole(&t, &url, r, expected, limiter.as_ref(), &mut fetched).await,
             Err(e) => Err(StreamError::Fetch(e)),
         };
         let error = match result {
@@ -57,19 +60,38 @@ pub async fn run(t: Transfer, client: Client, probe: Probe) -> Result<Outcome, D
         }
         response = tokio::select! {
             _ = t.cancel.cancelled() => return Err(DownloadError::Cancelled),
-            r = client.get(url.clone()).header(reqwest::header::ACCEPT_ENCODING, "identity").send() => {
-                match r {
-                    Ok(r) if r.status().is_success() => Ok(r),
-                    Ok(r) => Err(FetchError::Status { status: r.status(), retry_after: None }),
-                    Err(e) => Err(transport_error(e)),
-                }
+            r = client.get(&url, identity()) => {
+                r.and_then(|r| if r.status().is_success() {
+                    Ok(r)
+                } else {
+                    Err(FetchError::Status { status: r.status(), retry_after: None })
+                })
             }
         };
     }
 }
 
+/// Stops a stream that has sent more than `--max-filesize` or the Metalink's size allow,
+/// before those bytes are written.
+fn over_limit(t: &Transfer, url: &Url, received: u64) -> Result<(), DownloadError> {
+    let options = &t.options;
+    if let Some(limit) = options.max_filesize.filter(|&limit| received > limit) {
+        return Err(DownloadError::TooLarge {
+            url: SafeUrl::new(url.clone()),
+            limit,
+            size: None,
+        });
+    }
+    if let Some(size) = options.expected_size.filter(|&size| received > size) {
+        let detail = format!("sent more than the {size} bytes its Metalink gives");
+        return Err(DownloadError::fetch(url, FetchError::Protocol(detail), 1));
+    }
+    Ok(())
+}
+
 async fn stream_whole(
     t: &Transfer,
+    url: &Url,
     mut response: Response,
     expected: Option<u64>,
     limiter: Option<&RateLimiter>,
@@ -99,6 +121,7 @@ async fn stream_whole(
             }
             *fetched += chunk.len() as u64;
             buf.extend_from_slice(chunk);
+            over_limit(t, url, pos + buf.len() as u64).map_err(StreamError::Local)?;
         }
         if buf.len() >= BUF || (chunk.is_none() && !buf.is_empty()) {
             if expected.is_some_and(|size| pos + buf.len() as u64 > size) {
