@@ -30,10 +30,10 @@ const BLOCKS_PER_CONNECTION: u64 = 1;
 const LOOK: Duration = Duration::from_millis(20);
 /// Data a worker has buffered is written at least this often, so buffers do not hold back
 /// blocks from the next checkpoint on slow connections.
-pub const FLUSH_AGE: Duration = Duration::from_millis(50);
+pub(crate) const FLUSH_AGE: Duration = Duration::from_millis(50);
 
 /// What a checkpoint needs from the running transfer.
-pub trait DoneBlocks: Send + Sync + 'static {
+pub(crate) trait DoneBlocks: Send + Sync + 'static {
     /// The done blocks and their bytes, taken together.
     fn snapshot(&self) -> (Bitfield, u64);
     fn done_bytes(&self) -> u64;
@@ -43,7 +43,7 @@ pub trait DoneBlocks: Send + Sync + 'static {
     fn fail(&self, error: DownloadError);
 }
 
-pub struct Checkpoint {
+pub(crate) struct Checkpoint {
     part: Arc<PartFile>,
     path: PathBuf,
     /// What every save records; its `done` is replaced by the snapshot of the moment.
@@ -54,13 +54,13 @@ pub struct Checkpoint {
 }
 
 /// A checkpoint saving in the background while the transfer runs.
-pub struct Running {
+pub(crate) struct Running {
     stop: CancellationToken,
     task: JoinHandle<Checkpoint>,
 }
 
 impl Checkpoint {
-    pub fn new(part: Arc<PartFile>, path: PathBuf, record: State) -> Self {
+    pub(crate) fn new(part: Arc<PartFile>, path: PathBuf, record: State) -> Self {
         let saved_bytes = u64::from(record.done.count_ones()) * BLOCK;
         Self {
             part,
@@ -73,7 +73,7 @@ impl Checkpoint {
 
     /// Saves whenever enough is done, on a task of its own so that neither the connections
     /// nor the controller ever wait for the disk. A failed save stops the download.
-    pub fn start(mut self, transfer: Arc<dyn DoneBlocks>) -> Running {
+    pub(crate) fn start(mut self, transfer: Arc<dyn DoneBlocks>) -> Running {
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         let task = tokio::spawn(async move {
@@ -139,7 +139,7 @@ impl Checkpoint {
 impl Running {
     /// At exit (complete, failed or cancelled, after every worker has written what it holds):
     /// stops the background saves and saves the final state.
-    pub async fn finish(self, transfer: &dyn DoneBlocks) -> Result<(), DownloadError> {
+    pub(crate) async fn finish(self, transfer: &dyn DoneBlocks) -> Result<(), DownloadError> {
         self.stop.cancel();
         let mut checkpoint = match self.task.await {
             Ok(checkpoint) => checkpoint,

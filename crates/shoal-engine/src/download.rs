@@ -23,7 +23,7 @@ use crate::storage::{ExistingPart, PartFile, PartLock};
 use crate::transfer::{self, single, Outcome, Transfer};
 use crate::verify;
 
-pub async fn run(
+pub(crate) async fn run(
     options: DownloadOptions,
     events: EventSender,
     cancel: CancellationToken,

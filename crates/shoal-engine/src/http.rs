@@ -16,7 +16,7 @@ use crate::options::{HttpOptions, MAX_SIZE};
 
 mod client;
 
-pub use client::HttpClient;
+pub(crate) use client::HttpClient;
 
 /// Redirects followed before giving up, as curl and browsers do.
 const MAX_REDIRECTS: usize = 10;
@@ -147,7 +147,7 @@ impl FetchError {
 }
 
 /// Classifies a transport error, keeping it (without the URL) as the cause.
-pub fn transport_error(error: reqwest::Error) -> FetchError {
+pub(crate) fn transport_error(error: reqwest::Error) -> FetchError {
     let what = if error.is_connect() {
         None
     } else if error.is_timeout() {
@@ -167,7 +167,7 @@ pub fn transport_error(error: reqwest::Error) -> FetchError {
 /// One client per download: HTTP/1.1 only, so each concurrent request is its own TCP
 /// connection (HTTP/2 streams share one connection and add no bandwidth). Redirects are
 /// followed by [`HttpClient`], which decides where credentials go.
-pub fn client(options: &HttpOptions) -> Result<HttpClient, FetchError> {
+pub(crate) fn client(options: &HttpOptions) -> Result<HttpClient, FetchError> {
     // Only one provider is compiled in; a second install attempt fails harmlessly.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut headers = options.headers.clone();
@@ -190,7 +190,7 @@ pub fn client(options: &HttpOptions) -> Result<HttpClient, FetchError> {
 
 /// What the probe learned about the file.
 #[derive(Debug)]
-pub struct Probe {
+pub(crate) struct Probe {
     /// The client, with the probed URL's credentials: for every later request of its file.
     pub client: HttpClient,
     /// The response, still streaming: it becomes the first segment (or the only stream).
@@ -218,7 +218,7 @@ pub struct Probe {
 /// at once, which a probe from byte 0 would waste). The probe carries no `If-Range`: a changed
 /// file would answer `200`, which reads as a server without ranges. Instead its own `ETag` and
 /// `Last-Modified` are compared with the resume state's before any of its bytes are used.
-pub async fn probe(client: &HttpClient, url: &Url, from: u64) -> Result<Probe, FetchError> {
+pub(crate) async fn probe(client: &HttpClient, url: &Url, from: u64) -> Result<Probe, FetchError> {
     let client = client.owned_by(url);
     let ask = |from: u64| client.get(url, range_headers(&format!("bytes={from}-")));
     let mut response = ask(from).await?;
@@ -287,7 +287,7 @@ pub struct UrlVersion {
 
 /// Asks for byte 0 only: a `206` gives the size and validators. A server without ranges, or
 /// one that does not say the size, has no version a swarm can share.
-pub async fn version(client: &HttpClient, url: &Url) -> Result<UrlVersion, FetchError> {
+pub(crate) async fn version(client: &HttpClient, url: &Url) -> Result<UrlVersion, FetchError> {
     let response = client
         .owned_by(url)
         .get(url, range_headers("bytes=0-0"))
@@ -324,7 +324,7 @@ pub async fn version(client: &HttpClient, url: &Url) -> Result<UrlVersion, Fetch
 }
 
 /// `Accept-Encoding: identity`: a compressed answer would have other offsets and length.
-pub fn identity() -> HeaderMap {
+pub(crate) fn identity() -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(
         header::ACCEPT_ENCODING,
@@ -397,7 +397,7 @@ fn content_range_total(headers: &HeaderMap) -> Option<u64> {
 
 /// A server that answers range requests for one version of one file.
 #[derive(Debug, Clone)]
-pub struct RangeSource {
+pub(crate) struct RangeSource {
     /// Owned by the URL the user named, which `url` may have been redirected from.
     pub client: HttpClient,
     pub url: SafeUrl,
@@ -408,7 +408,7 @@ pub struct RangeSource {
 impl RangeSource {
     /// Asks for exactly `range`, and accepts the answer only if it is a `206` for that exact
     /// range of a file of the same size.
-    pub async fn fetch(&self, range: ByteRange) -> Result<Response, FetchError> {
+    pub(crate) async fn fetch(&self, range: ByteRange) -> Result<Response, FetchError> {
         let mut headers = range_headers(&range.http_header());
         if let Some(v) = &self.validator {
             if let Ok(value) = HeaderValue::from_str(v) {
@@ -442,7 +442,7 @@ impl RangeSource {
         }
     }
 
-    pub fn shown_url(&self) -> SafeUrl {
+    pub(crate) fn shown_url(&self) -> SafeUrl {
         self.url.clone()
     }
 }

@@ -20,7 +20,7 @@ use crate::storage::PartFile;
 use crate::verify;
 
 /// Where the expected digest of each piece comes from.
-pub enum Expected {
+pub(crate) enum Expected {
     /// All known up front.
     Known(PieceHashes),
     /// BLAKE3 digests published over time; `None` until known.
@@ -38,7 +38,7 @@ const UNKNOWN_WRITER: u32 = u32::MAX;
 /// write. Writes and checks race (two connections may hold the same range at the end), so
 /// each piece counts its writes: a check whose piece was written to while it was hashed, or
 /// by the time it would be marked verified, does not count, and the piece is checked again.
-pub struct PieceCheck {
+pub(crate) struct PieceCheck {
     expected: Expected,
     layout: Layout,
     verified: Mutex<Bitfield>,
@@ -50,7 +50,7 @@ pub struct PieceCheck {
 
 /// What one round of checking found.
 #[derive(Default)]
-pub struct Checked {
+pub(crate) struct Checked {
     /// Pieces that matched (or were hashed, when learning), newly, with their BLAKE3 when it
     /// was computed.
     pub verified: Vec<(PieceIndex, Option<PieceDigest>)>,
@@ -58,7 +58,7 @@ pub struct Checked {
 }
 
 /// A piece whose bytes did not match.
-pub struct BadPiece {
+pub(crate) struct BadPiece {
     pub index: PieceIndex,
     /// Sources that wrote some of its bytes in this run (bytes from a previous run name none).
     pub sources: BTreeSet<usize>,
@@ -67,7 +67,7 @@ pub struct BadPiece {
 impl PieceCheck {
     /// `None` when known digests do not describe a file of `size` bytes in pieces of
     /// `length`.
-    pub fn new(expected: Expected, length: u64, size: u64) -> Option<Self> {
+    pub(crate) fn new(expected: Expected, length: u64, size: u64) -> Option<Self> {
         let layout = Layout::for_hashes(size, length).ok()?;
         let count = layout.piece_count() as usize;
         let fits = match &expected {
@@ -86,14 +86,14 @@ impl PieceCheck {
         })
     }
 
-    pub fn all_verified(&self) -> bool {
+    pub(crate) fn all_verified(&self) -> bool {
         self.verified.lock().expect("pieces lock").is_full()
     }
 
     /// The parts of `range` that may be written now: all of it but the pieces already
     /// verified. Counts a write begun on every piece `range` touches first, so a check racing
     /// this write does not count (see [`PieceCheck`]).
-    pub fn writable(&self, range: ByteRange) -> Vec<ByteRange> {
+    pub(crate) fn writable(&self, range: ByteRange) -> Vec<ByteRange> {
         let first = self
             .layout
             .piece_at(range.start())
@@ -127,7 +127,7 @@ impl PieceCheck {
     }
 
     /// Notes that `source` wrote `range`.
-    pub fn wrote(&self, range: ByteRange, source: usize) {
+    pub(crate) fn wrote(&self, range: ByteRange, source: usize) {
         let source = u32::try_from(source).unwrap_or(UNKNOWN_WRITER - 1);
         for block in range.start() / BLOCK..range.end().div_ceil(BLOCK) {
             if let Some(w) = self.writers.get(block as usize) {
@@ -138,7 +138,7 @@ impl PieceCheck {
 
     /// Says that the piece holding byte `offset` is being fetched: a published digest not
     /// known yet is asked for now, so that it is likely here when the bytes are.
-    pub fn expect_digest(&self, offset: u64) {
+    pub(crate) fn expect_digest(&self, offset: u64) {
         if let Expected::Published(d) = &self.expected {
             let Some(index) = self.layout.piece_at(offset) else {
                 return;
@@ -150,7 +150,7 @@ impl PieceCheck {
     }
 
     /// The piece that holds byte `offset`.
-    pub fn piece_around(&self, offset: u64) -> ByteRange {
+    pub(crate) fn piece_around(&self, offset: u64) -> ByteRange {
         let index = self
             .layout
             .piece_at(offset)
@@ -178,7 +178,7 @@ impl PieceCheck {
     /// Checks every piece whose bytes are all written, that is not verified yet and whose
     /// digest is known. Bad pieces are forgotten in `segments`, so they are fetched again.
     /// Returns which pieces matched and which did not.
-    pub async fn check(
+    pub(crate) async fn check(
         &self,
         part: &Arc<PartFile>,
         segments: &Mutex<Segments>,

@@ -58,7 +58,7 @@ pub(crate) enum Fetch {
 
 impl Plan {
     /// The plan for a URL (and its mirrors): probe them, name the file.
-    pub async fn probe(
+    pub(crate) async fn probe(
         client: &HttpClient,
         options: &DownloadOptions,
         events: &EventSender,
@@ -128,7 +128,7 @@ impl Plan {
     /// The plan for a swarm download: the manifest (or the swarm's layout) gives the size, so
     /// nothing is probed; peers (and the origin, as a fallback) are the sources, and every
     /// piece is verified.
-    pub fn swarm(
+    pub(crate) fn swarm(
         client: &HttpClient,
         options: &DownloadOptions,
         swarm: &SwarmOptions,

@@ -8,14 +8,14 @@ use shoal_core::TokenBucket;
 use tokio::time::Instant;
 
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     /// The bucket's time is measured from here.
     start: Instant,
     bucket: Mutex<TokenBucket>,
 }
 
 impl RateLimiter {
-    pub fn new(bytes_per_sec: NonZeroU64) -> Self {
+    pub(crate) fn new(bytes_per_sec: NonZeroU64) -> Self {
         Self {
             start: Instant::now(),
             bucket: Mutex::new(TokenBucket::for_bytes(
@@ -27,7 +27,7 @@ impl RateLimiter {
 
     /// Takes `bytes` from the bucket, waiting as long as the rate requires. The debt model
     /// (tokens may go negative) keeps each caller to one sleep per call.
-    pub async fn acquire(&self, bytes: usize) {
+    pub(crate) async fn acquire(&self, bytes: usize) {
         let wait = {
             let now = self.start.elapsed();
             let mut bucket = self.bucket.lock().expect("rate limiter lock");

@@ -9,14 +9,14 @@ const BASE: Duration = Duration::from_millis(250);
 const CAP: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     attempt: u32,
 }
 
 impl Backoff {
     /// The wait before the next attempt: the server's `Retry-After` when it gave one, else
     /// 250 ms doubling per attempt up to 10 s, each with ±25 % jitter.
-    pub fn next(&mut self, server_hint: Option<Duration>) -> Duration {
+    pub(crate) fn next(&mut self, server_hint: Option<Duration>) -> Duration {
         let attempt = self.attempt;
         self.attempt = self.attempt.saturating_add(1);
         if let Some(hint) = server_hint {
@@ -26,7 +26,7 @@ impl Backoff {
         base.mul_f64(rand::rng().random_range(0.75..1.25))
     }
 
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.attempt = 0;
     }
 }

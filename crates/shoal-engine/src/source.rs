@@ -63,7 +63,7 @@ pub(crate) struct Policy {
 impl Policy {
     /// The URL asked for, or a mirror of it. Alone it may take every connection; beside
     /// mirrors, at most `--max-connections-per-server`.
-    pub fn server(options: &DownloadOptions, alone: bool) -> Self {
+    pub(crate) fn server(options: &DownloadOptions, alone: bool) -> Self {
         Self {
             cap: if alone {
                 u32::MAX
@@ -78,7 +78,7 @@ impl Policy {
     }
 
     /// The origin of a swarm download: a capped fallback.
-    pub fn swarm_origin(options: &DownloadOptions) -> Self {
+    pub(crate) fn swarm_origin(options: &DownloadOptions) -> Self {
         let cap = match options.swarm.as_ref().map(|s| &s.origin) {
             Some(OriginUse::Fallback { connections, .. }) => connections.get(),
             _ => SWARM_ORIGIN_CONNECTIONS,
@@ -91,7 +91,7 @@ impl Policy {
 
     /// A peer agent: a few connections, given up on quickly, kept open while it may verify
     /// more.
-    pub fn peer(per_peer: u32) -> Self {
+    pub(crate) fn peer(per_peer: u32) -> Self {
         Self {
             cap: per_peer,
             tries: PEER_TRIES,
@@ -128,7 +128,7 @@ pub(crate) struct Source {
 }
 
 impl Source {
-    pub fn new(range: RangeSource, reach: Reach, policy: Policy) -> Self {
+    pub(crate) fn new(range: RangeSource, reach: Reach, policy: Policy) -> Self {
         Self {
             range,
             reach,
@@ -141,7 +141,7 @@ impl Source {
     }
 
     /// The most connections to it now: a seed gets fewer (see [`SEED_CONNECTIONS`]).
-    pub fn cap(&self) -> u32 {
+    pub(crate) fn cap(&self) -> u32 {
         match &self.reach {
             Reach::Held(peer) if peer.is_seed() => self.policy.cap.min(SEED_CONNECTIONS),
             _ => self.policy.cap,
@@ -149,19 +149,19 @@ impl Source {
     }
 
     /// The peer behind it, when it is one.
-    pub fn peer(&self) -> Option<&PeerState> {
+    pub(crate) fn peer(&self) -> Option<&PeerState> {
         match &self.reach {
             Reach::Held(peer) => Some(peer),
             Reach::Whole | Reach::Unheld => None,
         }
     }
 
-    pub fn is_dropped(&self) -> bool {
+    pub(crate) fn is_dropped(&self) -> bool {
         self.dropped.lock().expect("source lock").is_some()
     }
 
     /// Marks it dropped for `reason`; false when it already was.
-    pub fn mark_dropped(&self, reason: &str) -> bool {
+    pub(crate) fn mark_dropped(&self, reason: &str) -> bool {
         let mut dropped = self.dropped.lock().expect("source lock");
         if dropped.is_some() {
             return false;
@@ -170,18 +170,18 @@ impl Source {
         true
     }
 
-    pub fn drop_reason(&self) -> Option<String> {
+    pub(crate) fn drop_reason(&self) -> Option<String> {
         self.dropped.lock().expect("source lock").clone()
     }
 
     /// Measured bytes per second per connection, if measured.
-    pub fn measured_speed(&self) -> Option<f64> {
+    pub(crate) fn measured_speed(&self) -> Option<f64> {
         Some(f64::from_bits(self.speed.load(Ordering::Relaxed))).filter(|&s| s > 0.0)
     }
 
     /// Whether a new connection to it would find work now; `allowed` is what it may be asked
     /// for (ignored for a server of the whole file).
-    pub fn has_work(&self, segments: &Segments, allowed: &[ByteRange]) -> bool {
+    pub(crate) fn has_work(&self, segments: &Segments, allowed: &[ByteRange]) -> bool {
         match self.reach {
             Reach::Whole => segments.has_work(),
             Reach::Held(_) | Reach::Unheld => segments.has_work_within(allowed),
@@ -191,7 +191,7 @@ impl Source {
     /// The next range for `worker`, taken for it in `segments`: what it still owns, else new
     /// work as its reach allows. `allowed` is what it may be asked for, in order; `whole` the
     /// entire file; `in_order` the chunk size when the file is fetched front to back.
-    pub fn take(
+    pub(crate) fn take(
         &self,
         segments: &mut Segments,
         worker: WorkerId,
@@ -216,7 +216,7 @@ impl Source {
     }
 
     /// What the failure of a range means after `tries` consecutive failures.
-    pub fn judge(&self, error: &FetchError, tries: u32) -> Verdict {
+    pub(crate) fn judge(&self, error: &FetchError, tries: u32) -> Verdict {
         if self.policy.gives_back && error.slow_down().is_some() {
             return Verdict::Busy;
         }
@@ -228,7 +228,7 @@ impl Source {
         }
     }
 
-    pub fn shown_url(&self) -> SafeUrl {
+    pub(crate) fn shown_url(&self) -> SafeUrl {
         self.range.shown_url()
     }
 }

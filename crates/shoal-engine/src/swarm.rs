@@ -22,10 +22,10 @@ use tokio::time::Instant;
 use crate::options::PeerSource;
 
 /// A downloader counts as progressing while its bitfield grew (or it appeared) this recently.
-pub const PROGRESSING: Duration = Duration::from_secs(3);
+pub(crate) const PROGRESSING: Duration = Duration::from_secs(3);
 
 /// What the scheduler knows of one peer.
-pub struct PeerState {
+pub(crate) struct PeerState {
     pub name: String,
     /// `None` when it holds every piece.
     have: RwLock<Option<Bitfield>>,
@@ -36,7 +36,7 @@ pub struct PeerState {
 }
 
 impl PeerState {
-    pub fn new(peer: &PeerSource) -> Self {
+    pub(crate) fn new(peer: &PeerSource) -> Self {
         Self {
             name: peer.name.clone(),
             have: RwLock::new(peer.have.clone()),
@@ -46,7 +46,7 @@ impl PeerState {
     }
 
     /// Takes in what the peer holds now.
-    pub fn update(&self, peer: &PeerSource) {
+    pub(crate) fn update(&self, peer: &PeerSource) {
         let mut have = self.have.write().expect("have lock");
         if *have != peer.have {
             *have = peer.have.clone();
@@ -56,7 +56,7 @@ impl PeerState {
     }
 
     /// Its upload is for first copies: it holds every piece, or leads a URL swarm.
-    pub fn is_seed(&self) -> bool {
+    pub(crate) fn is_seed(&self) -> bool {
         self.leader.load(Ordering::Relaxed) || self.have.read().expect("have lock").is_none()
     }
 
@@ -66,7 +66,7 @@ impl PeerState {
 }
 
 /// Who is asked.
-pub enum Asked<'a> {
+pub(crate) enum Asked<'a> {
     Peer(&'a PeerState),
     /// The origin of the swarm: only pieces no live peer holds.
     Origin,
@@ -95,7 +95,12 @@ impl<'a> Seen<'a> {
 
 /// The pieces `asked` may be given, in the order to ask for them; `peers` are the live ones
 /// (not dropped), `me` this downloader's name.
-pub fn order(layout: Layout, me: &str, peers: &[&PeerState], asked: Asked<'_>) -> Vec<ByteRange> {
+pub(crate) fn order(
+    layout: Layout,
+    me: &str,
+    peers: &[&PeerState],
+    asked: Asked<'_>,
+) -> Vec<ByteRange> {
     let count = layout.piece_count() as usize;
     let now = Instant::now();
     let seen: Vec<Seen<'_>> = peers.iter().map(|&peer| Seen::of(peer)).collect();

@@ -53,7 +53,7 @@ impl Hasher {
 }
 
 /// The hex digest of the file at `path`. Blocking: call from a blocking thread.
-pub fn hash_file(path: &Path, algo: ChecksumAlgo) -> Result<String, DownloadError> {
+pub(crate) fn hash_file(path: &Path, algo: ChecksumAlgo) -> Result<String, DownloadError> {
     let mut file = File::open(path).map_err(|e| DownloadError::io(path, "open", e))?;
     let mut hasher = Hasher::new(algo);
     let mut buf = vec![0u8; 1 << 20];
@@ -71,7 +71,7 @@ pub fn hash_file(path: &Path, algo: ChecksumAlgo) -> Result<String, DownloadErro
 
 /// The digest of `range` of `file`, read with positional reads (no shared cursor).
 /// Blocking: call from a blocking thread.
-pub fn hash_range(file: &File, range: ByteRange, algo: ChecksumAlgo) -> io::Result<Vec<u8>> {
+pub(crate) fn hash_range(file: &File, range: ByteRange, algo: ChecksumAlgo) -> io::Result<Vec<u8>> {
     let mut hasher = Hasher::new(algo);
     let mut buf = vec![0u8; (range.len() as usize).min(1 << 20)];
     let mut pos = range.start();

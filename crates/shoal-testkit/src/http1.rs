@@ -38,7 +38,7 @@ pub(crate) struct Request {
 }
 
 impl Request {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
@@ -52,7 +52,7 @@ pub(crate) struct Response {
 
 impl Response {
     /// A status with a one-line text body, for everything that is not the file.
-    pub fn short(status: u16) -> Response {
+    pub(crate) fn short(status: u16) -> Response {
         let reason = http::StatusCode::from_u16(status)
             .ok()
             .and_then(|s| s.canonical_reason())
@@ -65,7 +65,7 @@ impl Response {
         }
     }
 
-    pub fn header(&mut self, name: &'static str, value: String) {
+    pub(crate) fn header(&mut self, name: &'static str, value: String) {
         self.headers.push((name, value));
     }
 }
@@ -353,7 +353,7 @@ pub(crate) enum RangeSpec {
 
 impl RangeSpec {
     /// The inclusive byte span served for a file of `size` bytes; `None` when unsatisfiable.
-    pub fn resolve(self, size: u64) -> Option<(u64, u64)> {
+    pub(crate) fn resolve(self, size: u64) -> Option<(u64, u64)> {
         let last = size.checked_sub(1)?;
         match self {
             RangeSpec::From(start, end) if start <= last => {

@@ -88,7 +88,7 @@ fn content_id() -> impl Strategy<Value = Value> {
 }
 
 mod hex {
-    pub fn repeat(n: u8) -> String {
+    pub(crate) fn repeat(n: u8) -> String {
         format!("{n:02x}").repeat(32)
     }
 }

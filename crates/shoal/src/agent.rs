@@ -22,7 +22,7 @@ use url::Url;
 use crate::{exit, logging, signals};
 
 #[derive(Debug, Args)]
-pub struct AgentArgs {
+pub(crate) struct AgentArgs {
     /// The tracker, e.g. http://tracker:7700; without it the agent only fetches from origins
     #[arg(long, value_name = "URL")]
     tracker: Option<Url>,
@@ -105,7 +105,7 @@ fn parse_connections(text: &str) -> Result<Connections, String> {
     Connections::new(n).map_err(|e| e.to_string())
 }
 
-pub async fn run(args: AgentArgs, log: logging::Options) -> ExitCode {
+pub(crate) async fn run(args: AgentArgs, log: logging::Options) -> ExitCode {
     logging::init(log, LevelFilter::INFO);
     let options = match options(args) {
         Ok(options) => options,

@@ -23,7 +23,7 @@ use crate::exit::{self, message, say};
 use crate::progress::{failure_text, labelled, suspend, BatchBars, Mode, View};
 
 /// One download of a batch.
-pub struct Job {
+pub(crate) struct Job {
     /// How lines about this download name it: the Metalink's file name, or the first URL of
     /// the list line (redacted).
     pub label: String,
@@ -31,13 +31,13 @@ pub struct Job {
 }
 
 /// How one download ended.
-pub enum Outcome {
+pub(crate) enum Outcome {
     Saved(Summary),
     Failed { code: u8, reason: String },
 }
 
 impl Outcome {
-    pub fn code(&self) -> u8 {
+    pub(crate) fn code(&self) -> u8 {
         match self {
             Outcome::Saved(_) => exit::OK,
             Outcome::Failed { code, .. } => *code,
@@ -46,7 +46,11 @@ impl Outcome {
 }
 
 /// Runs one download, rendering its events with `view` as they come.
-pub async fn drive(options: DownloadOptions, mut view: View, cancel: CancellationToken) -> Outcome {
+pub(crate) async fn drive(
+    options: DownloadOptions,
+    mut view: View,
+    cancel: CancellationToken,
+) -> Outcome {
     let (events_tx, mut events) = mpsc::unbounded_channel();
     // A task of its own, so that a panic in the engine becomes exit code 1 and a message
     // rather than an abort mid-bar.
@@ -91,7 +95,7 @@ pub async fn drive(options: DownloadOptions, mut view: View, cancel: Cancellatio
 /// Reads and parses a `-i` list (`-` is standard input) and makes one job per line; `base`
 /// makes the options every download shares from a URL and its mirrors. Errors name the list
 /// and the line.
-pub fn list_jobs(
+pub(crate) fn list_jobs(
     path: &Path,
     base: impl Fn(Url, Vec<Url>) -> DownloadOptions,
 ) -> Result<Vec<Job>, String> {
@@ -157,7 +161,7 @@ fn read_list(path: &Path) -> Result<(String, Vec<ListEntry>), String> {
 
 /// Runs `jobs`, `at_once` at a time, and reports on them all (see the module doc for the exit
 /// code).
-pub async fn run(
+pub(crate) async fn run(
     jobs: Vec<Job>,
     at_once: usize,
     mode: Mode,

@@ -37,7 +37,7 @@ const PRINT_CONFIG: &str = "print_config";
 /// variable, `SHOAL_` and the long name in capitals with `_` for `-` (`--token-file` reads
 /// `SHOAL_TOKEN_FILE`). The variables' values are never shown in `--help`: a Redis URL may
 /// hold a password.
-pub fn for_daemons(mut cmd: Command) -> Command {
+pub(crate) fn for_daemons(mut cmd: Command) -> Command {
     for name in DAEMONS {
         cmd = cmd.mut_subcommand(name, |sub| {
             sub.mut_args(|arg| match arg.get_long().map(env_name) {
@@ -70,7 +70,7 @@ fn env_name(long: &str) -> String {
 }
 
 /// The command line, parsed with the configuration file (if any) under it.
-pub struct Parsed {
+pub(crate) struct Parsed {
     pub matches: ArgMatches,
     /// The command as defined, built, for `--print-config` to list the options in their order
     /// (installing a default moves an argument to the end).
@@ -79,7 +79,7 @@ pub struct Parsed {
     file: Option<(PathBuf, Vec<String>)>,
 }
 
-pub enum Error {
+pub(crate) enum Error {
     /// A usage error (or help or version text) from clap.
     Usage(clap::Error),
     /// The configuration file cannot be read or holds a bad key or value: one line naming the
@@ -87,7 +87,7 @@ pub enum Error {
     File(String),
 }
 
-pub fn parse(mut cmd: Command, args: Vec<OsString>) -> Result<Parsed, Error> {
+pub(crate) fn parse(mut cmd: Command, args: Vec<OsString>) -> Result<Parsed, Error> {
     let mut defined = cmd.clone();
     defined.build();
     let file = match config_file(&cmd, &args) {
@@ -258,7 +258,7 @@ fn shown(text: &str) -> String {
 impl Parsed {
     /// With a daemon's `--print-config`: its effective configuration as TOML that `--config`
     /// accepts, each value followed by where it came from, and unset options as comments.
-    pub fn printed_config(&self) -> Option<String> {
+    pub(crate) fn printed_config(&self) -> Option<String> {
         let (name, sub) = self.matches.subcommand()?;
         if !matches!(sub.try_get_one::<bool>(PRINT_CONFIG), Ok(Some(true))) {
             return None;

@@ -6,20 +6,20 @@ use std::process::ExitCode;
 
 use shoal_engine::ErrorKind;
 
-pub const OK: u8 = 0;
+pub(crate) const OK: u8 = 0;
 /// A bug or a failure that fits no other code.
-pub const INTERNAL: u8 = 1;
+pub(crate) const INTERNAL: u8 = 1;
 /// The command line was wrong; nothing was fetched.
-pub const USAGE: u8 = 2;
-pub const NETWORK: u8 = 3;
-pub const HTTP_STATUS: u8 = 4;
-pub const CHECKSUM: u8 = 5;
-pub const LOCAL_IO: u8 = 6;
-pub const OUTPUT_EXISTS: u8 = 7;
+pub(crate) const USAGE: u8 = 2;
+pub(crate) const NETWORK: u8 = 3;
+pub(crate) const HTTP_STATUS: u8 = 4;
+pub(crate) const CHECKSUM: u8 = 5;
+pub(crate) const LOCAL_IO: u8 = 6;
+pub(crate) const OUTPUT_EXISTS: u8 = 7;
 /// 128 + SIGINT, what shells report for a command stopped by Ctrl-C.
-pub const INTERRUPTED: u8 = 130;
+pub(crate) const INTERRUPTED: u8 = 130;
 
-pub fn for_kind(kind: ErrorKind) -> u8 {
+pub(crate) fn for_kind(kind: ErrorKind) -> u8 {
     match kind {
         ErrorKind::Network => NETWORK,
         ErrorKind::HttpStatus => HTTP_STATUS,
@@ -32,22 +32,22 @@ pub fn for_kind(kind: ErrorKind) -> u8 {
 
 /// Prints a clap error (or the help and version text clap hands back as one) and picks the
 /// code: help and version are successes, everything else is a usage error.
-pub fn usage(err: &clap::Error) -> ExitCode {
+pub(crate) fn usage(err: &clap::Error) -> ExitCode {
     let _ = err.print();
     ExitCode::from(if err.use_stderr() { USAGE } else { OK })
 }
 
 /// Reports a failure that is not a download error (a signal handler that cannot be installed,
 /// the engine panicking) as `shoal: <cause chain>` and exits with [`INTERNAL`].
-pub fn internal(err: &anyhow::Error) -> ExitCode {
+pub(crate) fn internal(err: &anyhow::Error) -> ExitCode {
     let chain: &dyn Error = err.as_ref();
     say(&format!("shoal: {}", message(chain)));
     ExitCode::from(INTERNAL)
 }
 
-pub use shoal_core::chain::chain as message;
+pub(crate) use shoal_core::chain::chain as message;
 
 /// Writes one line to stderr. A closed stderr is no reason to panic or to change the exit code.
-pub fn say(line: &str) {
+pub(crate) fn say(line: &str) {
     let _ = writeln!(io::stderr().lock(), "{line}");
 }

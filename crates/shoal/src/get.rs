@@ -24,7 +24,7 @@ use crate::progress::{self, Mode, View};
 use crate::{exit, logging, signals, via_agent};
 
 #[derive(Debug, Args)]
-pub struct GetArgs {
+pub(crate) struct GetArgs {
     /// The http:// or https:// URL to download; more URLs are mirrors of the same file,
     /// fetched from at the same time. A path or URL ending in .meta4 or .metalink is read as a
     /// Metalink
@@ -172,7 +172,7 @@ struct Common {
     http: HttpOptions,
 }
 
-pub async fn run(args: GetArgs, log: logging::Options) -> ExitCode {
+pub(crate) async fn run(args: GetArgs, log: logging::Options) -> ExitCode {
     let mode = args.mode();
     if let Some(agent) = args.agent.clone() {
         return through_agent(args, &agent, mode, log).await;

@@ -12,7 +12,7 @@ use crate::progress;
 
 /// How log lines are written (`--log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// One readable line per record, colored on a terminal
     Text,
     /// One JSON object per record: timestamp, level, target, fields (with the message)
@@ -21,7 +21,7 @@ pub enum Format {
 
 /// What the command line says about logging; every subcommand gets it.
 #[derive(Debug, Clone, Copy)]
-pub struct Options {
+pub(crate) struct Options {
     /// `-v` given this many times.
     pub verbose: u8,
     pub format: Format,
@@ -31,7 +31,7 @@ pub struct Options {
 /// or info, debug or trace with `-v`, `-vv`, `-vvv`. Other crates stay silent unless `RUST_LOG`
 /// names them: what they report (a TLS verifier's error, say) reaches the user as shoal's own
 /// message, and twice is noise.
-pub fn init(options: Options, default: LevelFilter) {
+pub(crate) fn init(options: Options, default: LevelFilter) {
     let level = match options.verbose {
         0 => default,
         1 => LevelFilter::INFO,

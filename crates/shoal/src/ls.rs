@@ -14,7 +14,7 @@ use url::Url;
 use crate::{exit, logging};
 
 #[derive(Debug, Args)]
-pub struct LsArgs {
+pub(crate) struct LsArgs {
     /// Only contents whose name holds this text (case-insensitive)
     #[arg(value_name = "NAME")]
     name: Option<String>,
@@ -32,7 +32,7 @@ pub struct LsArgs {
     limit: u32,
 }
 
-pub async fn run(args: LsArgs, log: logging::Options) -> ExitCode {
+pub(crate) async fn run(args: LsArgs, log: logging::Options) -> ExitCode {
     logging::init(log, LevelFilter::WARN);
     match list(args).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,26 +11,26 @@ use clap_complete::Shell;
 use crate::exit;
 
 #[derive(Debug, Args)]
-pub struct CompletionsArgs {
+pub(crate) struct CompletionsArgs {
     /// The shell to complete for
     #[arg(value_name = "SHELL", value_enum)]
     shell: Shell,
 }
 
 #[derive(Debug, Args)]
-pub struct ManArgs {
+pub(crate) struct ManArgs {
     /// Write shoal.1 and one page per subcommand (shoal-get.1, …) into this directory instead
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
 }
 
-pub fn completions(args: &CompletionsArgs, mut cmd: clap::Command) -> ExitCode {
+pub(crate) fn completions(args: &CompletionsArgs, mut cmd: clap::Command) -> ExitCode {
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut cmd, "shoal", &mut script);
     written(io::stdout().lock().write_all(&script), "writing the script")
 }
 
-pub fn man(args: &ManArgs, cmd: clap::Command) -> ExitCode {
+pub(crate) fn man(args: &ManArgs, cmd: clap::Command) -> ExitCode {
     match &args.dir {
         Some(dir) => written(
             clap_mangen::generate_to(cmd, dir),

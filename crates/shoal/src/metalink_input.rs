@@ -27,7 +27,7 @@ use crate::progress::{suspend, Mode};
 const MAX_SIZE: u64 = 64 << 20;
 
 /// Why a Metalink could not be read.
-pub enum LoadError {
+pub(crate) enum LoadError {
     /// Unreadable or invalid: a usage error, with the path or URL in the message.
     Usage(String),
     /// Fetching it from its URL failed.
@@ -41,7 +41,7 @@ pub enum LoadError {
 
 /// Whether `arg` names a Metalink by its extension (`.meta4` for v4, `.metalink` for v3), as a
 /// local path or as the path of an http(s) URL.
-pub fn looks_like_metalink(arg: &str) -> bool {
+pub(crate) fn looks_like_metalink(arg: &str) -> bool {
     let path = match Url::parse(arg) {
         Ok(url) if matches!(url.scheme(), "http" | "https") => url.path().to_ascii_lowercase(),
         _ => arg.to_ascii_lowercase(),
@@ -51,7 +51,7 @@ pub fn looks_like_metalink(arg: &str) -> bool {
 
 /// Reads and parses the Metalink at `arg` (a path, or an http(s) URL fetched with `http`).
 /// Returns how to name it in messages (the path, or the redacted URL) and the document.
-pub async fn load(
+pub(crate) async fn load(
     arg: &str,
     http: &HttpOptions,
     cancel: &CancellationToken,
@@ -156,14 +156,14 @@ fn private_dir() -> io::Result<PathBuf> {
 }
 
 /// Where the files of a Metalink go: `-o` names the one file, `-d` the directory for all.
-pub enum Target<'a> {
+pub(crate) enum Target<'a> {
     File(&'a Path),
     Dir(&'a Path),
 }
 
 /// One job per file of the Metalink. `base` makes the options every download shares from a
 /// URL, its mirrors and an output.
-pub fn jobs(
+pub(crate) fn jobs(
     metalink: Metalink,
     target: Target<'_>,
     base: impl Fn(Url, Vec<Url>, Output) -> DownloadOptions,
@@ -194,7 +194,7 @@ pub fn jobs(
 
 /// Says on stderr what of each file's entry shoal cannot use: hash types it does not know and
 /// sources that are not http(s). JSON mode gets one `metalink_skipped` line per such file.
-pub fn report_skipped(shown: &str, metalink: &Metalink, mode: Mode) {
+pub(crate) fn report_skipped(shown: &str, metalink: &Metalink, mode: Mode) {
     for file in &metalink.files {
         if file.skipped_hashes.is_empty() && file.skipped_urls.is_empty() {
             continue;

@@ -16,7 +16,7 @@ use crate::exit::{self, message, say};
 /// How `shoal get` shows its work, resolved from `--progress`, `-q` and whether stderr is a
 /// terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// A live bar, warnings above it, a summary line at the end.
     Bar,
     /// Every event and the outcome as JSON lines.
@@ -30,7 +30,7 @@ pub enum Mode {
 impl Mode {
     /// The log level when neither `-v` nor `RUST_LOG` says otherwise. JSON consumers get only
     /// JSON on stderr; the events already carry what the warnings would say.
-    pub fn log_default(self) -> LevelFilter {
+    pub(crate) fn log_default(self) -> LevelFilter {
         match self {
             Mode::Json => LevelFilter::OFF,
             Mode::Bar | Mode::Plain | Mode::Quiet => LevelFilter::WARN,
@@ -42,7 +42,7 @@ const INTERRUPTED: &str = "interrupted: run the same command again to resume";
 
 /// Reports an interrupt when a second Ctrl-C exits at once, as the view would have reported
 /// the engine's `Cancelled`: JSON in JSON mode, so the last line still parses.
-pub fn interrupted_now(mode: Mode) {
+pub(crate) fn interrupted_now(mode: Mode) {
     let line = match mode {
         Mode::Json => error_json(
             kind_name(ErrorKind::Cancelled),
@@ -76,7 +76,7 @@ enum Screen {
 static SCREEN: OnceLock<Screen> = OnceLock::new();
 
 /// Runs `print` with the bars (if any) cleared, then redraws them.
-pub fn suspend<R>(print: impl FnOnce() -> R) -> R {
+pub(crate) fn suspend<R>(print: impl FnOnce() -> R) -> R {
     match SCREEN.get() {
         Some(Screen::Bar(bar)) => bar.suspend(print),
         Some(Screen::Multi(multi)) => multi.suspend(print),
@@ -87,7 +87,7 @@ pub fn suspend<R>(print: impl FnOnce() -> R) -> R {
 /// The bars of a batch on a terminal: one per active file, above a total line with the files
 /// ended and failed, the bytes of all files and their summed speed. Clones share the bars.
 #[derive(Clone)]
-pub struct BatchBars {
+pub(crate) struct BatchBars {
     multi: MultiProgress,
     total: ProgressBar,
     tally: Arc<Mutex<Tally>>,
@@ -101,7 +101,7 @@ struct Tally {
 }
 
 impl BatchBars {
-    pub fn new(files: usize) -> Self {
+    pub(crate) fn new(files: usize) -> Self {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         let _ = SCREEN.set(Screen::Multi(multi.clone()));
         let total = multi.add(ProgressBar::new(files as u64));
@@ -128,7 +128,7 @@ impl BatchBars {
     }
 
     /// Counts file `index` as ended, saved or not.
-    pub fn file_ended(&self, index: usize, failed: bool) {
+    pub(crate) fn file_ended(&self, index: usize, failed: bool) {
         self.update(|tally| {
             if let Some(file) = tally.files.get_mut(index) {
                 file.1 = 0.0;
@@ -148,7 +148,7 @@ impl BatchBars {
         self.total.set_message(tally.text());
     }
 
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.total.finish_and_clear();
         let _ = self.multi.clear();
     }
@@ -167,7 +167,7 @@ fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
 }
 
-pub struct View {
+pub(crate) struct View {
     mode: Mode,
     bar: Option<ProgressBar>,
     total: Option<u64>,
@@ -181,7 +181,7 @@ pub struct View {
 
 impl View {
     /// The view of a lone download.
-    pub fn new(mode: Mode, url: &Url) -> Self {
+    pub(crate) fn new(mode: Mode, url: &Url) -> Self {
         let bar = (mode == Mode::Bar).then(|| {
             let bar = connecting(
                 ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
@@ -201,7 +201,7 @@ impl View {
 
     /// The view of one download of a batch, named `file` in its lines; its bar (in bar mode)
     /// is added to `bars` just above the total line; `index` is its place in the list.
-    pub fn in_batch(
+    pub(crate) fn in_batch(
         mode: Mode,
         url: &Url,
         file: String,
@@ -221,7 +221,7 @@ impl View {
         }
     }
 
-    pub fn event(&mut self, event: &Event) {
+    pub(crate) fn event(&mut self, event: &Event) {
         match self.mode {
             // One line per piece would drown the rest; the summary counts the bytes.
             Mode::Json
@@ -331,7 +331,7 @@ impl View {
         self.print(&line.to_string());
     }
 
-    pub fn finished(self, summary: &Summary) {
+    pub(crate) fn finished(self, summary: &Summary) {
         self.clear();
         match self.mode {
             Mode::Json => self.json(finished_json(summary)),
@@ -348,19 +348,19 @@ impl View {
         }
     }
 
-    pub fn failed(self, err: &DownloadError, exit_code: u8) {
+    pub(crate) fn failed(self, err: &DownloadError, exit_code: u8) {
         self.clear();
         self.report(kind_name(err.kind()), &failure_text(err), exit_code);
     }
 
     /// A download through the agent failed: `kind` as the agent named it.
-    pub fn failed_remote(self, kind: &str, text: &str, exit_code: u8) {
+    pub(crate) fn failed_remote(self, kind: &str, text: &str, exit_code: u8) {
         self.clear();
         self.report(kind, text, exit_code);
     }
 
     /// A line the user should see, above the bar (a JSON `notice` line in JSON mode).
-    pub fn notice(&self, text: &str) {
+    pub(crate) fn notice(&self, text: &str) {
         match self.mode {
             Mode::Json => self.json(json!({"event": "notice", "message": text})),
             Mode::Bar | Mode::Plain => self.warn(&format!("shoal: {text}")),
@@ -369,7 +369,7 @@ impl View {
     }
 
     /// The engine failed without a [`DownloadError`]: a bug.
-    pub fn crashed(self, err: &anyhow::Error, exit_code: u8) {
+    pub(crate) fn crashed(self, err: &anyhow::Error, exit_code: u8) {
         self.clear();
         self.report("internal", &message(err.as_ref()), exit_code);
     }
@@ -408,7 +408,7 @@ impl Tally {
 
 /// Reports a failure before any download started (fetching a Metalink, making its
 /// directory) as a download's failure would be reported.
-pub fn failed_before_start(mode: Mode, kind: ErrorKind, text: &str, exit_code: u8) {
+pub(crate) fn failed_before_start(mode: Mode, kind: ErrorKind, text: &str, exit_code: u8) {
     match mode {
         Mode::Json => say(&error_json(kind_name(kind), text, exit_code).to_string()),
         Mode::Bar | Mode::Plain | Mode::Quiet => say(&format!("shoal: {text}")),
@@ -417,7 +417,7 @@ pub fn failed_before_start(mode: Mode, kind: ErrorKind, text: &str, exit_code: u
 
 /// `text` about the file of a batch named `label`, prefixed with the label unless the text
 /// already names it (engine messages name their URL).
-pub fn labelled(label: &str, text: &str) -> String {
+pub(crate) fn labelled(label: &str, text: &str) -> String {
     if text.contains(label) {
         text.to_string()
     } else {
@@ -426,7 +426,7 @@ pub fn labelled(label: &str, text: &str) -> String {
 }
 
 /// What a failed download's line says after `shoal: `.
-pub fn failure_text(err: &DownloadError) -> String {
+pub(crate) fn failure_text(err: &DownloadError) -> String {
     match err {
         DownloadError::Cancelled => INTERRUPTED.to_string(),
         _ => message(err),

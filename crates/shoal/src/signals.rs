@@ -11,7 +11,7 @@ use crate::progress::{self, Mode};
 
 /// Installs the handlers now, so a signal that arrives before the first poll is not lost,
 /// and watches for signals in a background task.
-pub fn watch(cancel: CancellationToken, mode: Mode) -> io::Result<()> {
+pub(crate) fn watch(cancel: CancellationToken, mode: Mode) -> io::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     tokio::spawn(async move {
@@ -32,7 +32,7 @@ pub fn watch(cancel: CancellationToken, mode: Mode) -> io::Result<()> {
 
 /// Resolves at the first Ctrl-C or SIGTERM: how a server (`shoal tracker`, `shoal agent`) is
 /// told to stop. The handlers are installed now, so an early signal is not lost.
-pub fn stop_requested() -> io::Result<impl std::future::Future<Output = ()>> {
+pub(crate) fn stop_requested() -> io::Result<impl std::future::Future<Output = ()>> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     Ok(async move {

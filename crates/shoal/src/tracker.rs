@@ -20,7 +20,7 @@ use tracing::level_filters::LevelFilter;
 use crate::{exit, logging, signals};
 
 #[derive(Debug, Args)]
-pub struct TrackerArgs {
+pub(crate) struct TrackerArgs {
     /// Address to listen on, e.g. 0.0.0.0:7700 to serve other machines
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7700")]
     listen: SocketAddr,
@@ -106,7 +106,7 @@ impl TrackerArgs {
     }
 }
 
-pub async fn run(args: TrackerArgs, log: logging::Options) -> ExitCode {
+pub(crate) async fn run(args: TrackerArgs, log: logging::Options) -> ExitCode {
     logging::init(log, LevelFilter::INFO);
     let loaded = match args.state() {
         Ok(state) => load_tokens(&args.tokens)

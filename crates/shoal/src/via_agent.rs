@@ -17,20 +17,20 @@ use crate::exit;
 use crate::progress::{Mode, View};
 
 /// What the agent is asked for.
-pub enum Target {
+pub(crate) enum Target {
     Url(Url),
     Content(ContentId),
 }
 
 /// Where the result goes and whether an existing file may be replaced.
-pub struct Placement {
+pub(crate) struct Placement {
     pub output: Option<PathBuf>,
     pub dir: PathBuf,
     pub overwrite: bool,
 }
 
 /// Asks the agent at `agent` (with its control `token`, for a TCP control listener).
-pub async fn run(
+pub(crate) async fn run(
     agent: AgentLocation,
     token: Option<String>,
     target: Target,

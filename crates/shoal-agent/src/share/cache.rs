@@ -31,11 +31,16 @@ struct CacheFile<M> {
 mod arc_manifest {
     use super::*;
 
-    pub fn serialize<S: serde::Serializer>(m: &Arc<Manifest>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: serde::Serializer>(
+        m: &Arc<Manifest>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         m.as_ref().serialize(s)
     }
 
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Arc<Manifest>, D::Error> {
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Arc<Manifest>, D::Error> {
         Manifest::deserialize(d).map(Arc::new)
     }
 }

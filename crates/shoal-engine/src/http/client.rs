@@ -24,7 +24,7 @@ const SENSITIVE: [HeaderName; 3] = [
 /// A client whose requests carry the user's credentials only where they belong; cheap to
 /// clone. [`HttpClient::owned_by`] names the URL whose origin owns them.
 #[derive(Debug, Clone)]
-pub struct HttpClient {
+pub(crate) struct HttpClient {
     client: Client,
     /// The credential headers given (`-H`), kept off the client's default headers.
     sensitive: Arc<HeaderMap>,
@@ -45,7 +45,7 @@ struct Owner {
 impl HttpClient {
     /// Wraps `client`, which must not follow redirects itself, with the credential headers
     /// (see [`HttpClient::split_sensitive`]).
-    pub fn new(client: Client, sensitive: HeaderMap, trusted: bool) -> Self {
+    pub(crate) fn new(client: Client, sensitive: HeaderMap, trusted: bool) -> Self {
         Self {
             client,
             sensitive: Arc::new(sensitive),
@@ -55,7 +55,7 @@ impl HttpClient {
     }
 
     /// Splits the credential headers off `headers`, which keeps the rest.
-    pub fn split_sensitive(headers: &mut HeaderMap) -> HeaderMap {
+    pub(crate) fn split_sensitive(headers: &mut HeaderMap) -> HeaderMap {
         let mut sensitive = HeaderMap::new();
         for name in SENSITIVE {
             for value in headers.get_all(&name) {
@@ -68,7 +68,7 @@ impl HttpClient {
 
     /// The same client, with the credentials owned by `url`'s origin (the `-H` ones and
     /// `url`'s own user name and password).
-    pub fn owned_by(&self, url: &Url) -> Self {
+    pub(crate) fn owned_by(&self, url: &Url) -> Self {
         Self {
             owner: Some(Arc::new(Owner {
                 origin: url.origin(),
@@ -83,7 +83,7 @@ impl HttpClient {
     /// `GET url` with `headers`, following redirects; every hop carries the credentials only
     /// if [`HttpClient::may_carry`] says so. The response's URL is where the redirects ended,
     /// without credentials.
-    pub async fn get(&self, url: &Url, headers: HeaderMap) -> Result<Response, FetchError> {
+    pub(crate) async fn get(&self, url: &Url, headers: HeaderMap) -> Result<Response, FetchError> {
         let mut url = url.clone();
         for _ in 0..=MAX_REDIRECTS {
             let (target, credentials) = self.prepare(&url);

@@ -113,7 +113,7 @@ pub(crate) struct Controller {
 impl Controller {
     /// `trials`: whether connection counts are tried at all (a swarm's connections go to
     /// many links, and a trial judges one).
-    pub fn new(now: Instant, trials: bool, limited: bool) -> Self {
+    pub(super) fn new(now: Instant, trials: bool, limited: bool) -> Self {
         Self {
             phase: if trials {
                 Phase::Warmup {
@@ -129,7 +129,7 @@ impl Controller {
     }
 
     /// One tick: the connections as they are now, and what to do about them.
-    pub fn tick(&mut self, tick: Tick, samples: &[Sample]) -> Decisions {
+    pub(super) fn tick(&mut self, tick: Tick, samples: &[Sample]) -> Decisions {
         let mut decisions = Decisions {
             retire: self.retire_slow(tick.now, samples),
             ..Decisions::default()

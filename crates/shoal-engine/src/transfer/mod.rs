@@ -75,7 +75,7 @@ pub(crate) struct Outcome {
 
 impl Outcome {
     /// Nothing to fetch: an empty file.
-    pub fn empty(max_connections: u32) -> Self {
+    pub(crate) fn empty(max_connections: u32) -> Self {
         Self {
             size: 0,
             max_connections,

@@ -70,7 +70,7 @@ pub(super) struct Parts {
 }
 
 impl Shared {
-    pub fn new(t: Transfer, parts: Parts) -> Self {
+    pub(super) fn new(t: Transfer, parts: Parts) -> Self {
         Self {
             limiter: t
                 .options
@@ -96,15 +96,15 @@ impl Shared {
         }
     }
 
-    pub fn segments(&self) -> MutexGuard<'_, Segments> {
+    pub(super) fn segments(&self) -> MutexGuard<'_, Segments> {
         self.segments.lock().expect("segments lock")
     }
 
-    pub fn segments_lock(&self) -> &Mutex<Segments> {
+    pub(super) fn segments_lock(&self) -> &Mutex<Segments> {
         &self.segments
     }
 
-    pub fn fail(&self, error: DownloadError) {
+    pub(super) fn fail(&self, error: DownloadError) {
         self.failure
             .lock()
             .expect("failure lock")
@@ -112,13 +112,13 @@ impl Shared {
         self.complete.notify_one();
     }
 
-    pub fn take_failure(&self) -> Option<DownloadError> {
+    pub(super) fn take_failure(&self) -> Option<DownloadError> {
         self.failure.lock().expect("failure lock").take()
     }
 
     /// Stops using a source that keeps failing. Returns false, leaving it in use, when it is
     /// the last one: then its failure is the download's.
-    pub fn drop_source(&self, index: usize, reason: String) -> bool {
+    pub(super) fn drop_source(&self, index: usize, reason: String) -> bool {
         let sources = self.all_sources();
         let others = sources
             .iter()
@@ -138,17 +138,17 @@ impl Shared {
         true
     }
 
-    pub fn source(&self, index: usize) -> Arc<Source> {
+    pub(super) fn source(&self, index: usize) -> Arc<Source> {
         self.sources.read().expect("sources lock")[index].clone()
     }
 
-    pub fn all_sources(&self) -> Vec<Arc<Source>> {
+    pub(super) fn all_sources(&self) -> Vec<Arc<Source>> {
         self.sources.read().expect("sources lock").clone()
     }
 
     /// The source a new connection should use: the live one with the fewest connections,
     /// under its cap, that has work a connection could take now.
-    pub fn pick_source(&self) -> Option<usize> {
+    pub(super) fn pick_source(&self) -> Option<usize> {
         let sources = self.all_sources();
         sources
             .iter()
@@ -167,7 +167,12 @@ impl Shared {
     }
 
     /// The next range for worker `id` of `source`, taken for it in the segments.
-    pub fn assign(&self, id: WorkerId, source: &Source, speed: Option<f64>) -> Option<ByteRange> {
+    pub(super) fn assign(
+        &self,
+        id: WorkerId,
+        source: &Source,
+        speed: Option<f64>,
+    ) -> Option<ByteRange> {
         let allowed = self.allowed(source, &self.all_sources());
         let range = source.take(
             &mut self.segments(),
@@ -201,7 +206,7 @@ impl Shared {
     }
 
     /// Adds peers not seen before and takes in what known ones hold now.
-    pub fn refresh_peers(&self, peers: &[PeerSource]) {
+    pub(super) fn refresh_peers(&self, peers: &[PeerSource]) {
         let swarm = self.t.options.swarm.as_ref().expect("peers only in swarms");
         let mut sources = self.sources.write().expect("sources lock");
         for peer in peers {
@@ -233,13 +238,13 @@ impl Shared {
     }
 
     /// Milliseconds since the transfer started.
-    pub fn millis(&self) -> u64 {
+    pub(super) fn millis(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
     }
 
     /// A server asked for fewer connections. Returns whether this worker should stop: it does
     /// unless it is the last one.
-    pub fn lower_connections(&self, reason: &str) -> bool {
+    pub(super) fn lower_connections(&self, reason: &str) -> bool {
         let alive = self.alive.load(Ordering::SeqCst);
         if alive <= 1 {
             return false;
@@ -256,7 +261,7 @@ impl Shared {
     }
 
     /// Gives back what worker `id` owns, so others may take it now.
-    pub fn give_back(&self, id: WorkerId) {
+    pub(super) fn give_back(&self, id: WorkerId) {
         self.segments().release(id);
         self.work_changed.notify_waiters();
     }

@@ -17,7 +17,7 @@ use super::{Outcome, Transfer};
 
 /// One stream from the start: the server does not do ranges, or the size is unknown. A
 /// failure restarts from byte 0, since there is no way to ask for the rest.
-pub async fn run(t: Transfer, probe: Probe) -> Result<Outcome, DownloadError> {
+pub(crate) async fn run(t: Transfer, probe: Probe) -> Result<Outcome, DownloadError> {
     let options = t.options.clone();
     let limiter = options.limit_rate.map(|r| RateLimiter::new(r.per_second()));
     let expected = probe.size;

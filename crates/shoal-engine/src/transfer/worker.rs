@@ -53,7 +53,7 @@ pub(super) struct Stats {
 
 impl Stats {
     /// How long it has streamed, `now_ms` into the transfer.
-    pub fn streamed_for(&self, now_ms: u64) -> Duration {
+    pub(super) fn streamed_for(&self, now_ms: u64) -> Duration {
         let first = self.first_byte.load(Ordering::Relaxed);
         Duration::from_millis(now_ms.saturating_sub(first))
     }

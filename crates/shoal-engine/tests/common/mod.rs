@@ -7,12 +7,12 @@ use std::time::Duration;
 use shoal_engine::{download, CancellationToken, DownloadError, DownloadOptions, Event, Summary};
 use tokio::sync::mpsc;
 
-pub async fn get(o: DownloadOptions) -> (Result<Summary, DownloadError>, Vec<Event>) {
+pub(crate) async fn get(o: DownloadOptions) -> (Result<Summary, DownloadError>, Vec<Event>) {
     get_until(o, |_| false).await
 }
 
 /// Runs a download, cancelling it once `stop` says so about a progress event.
-pub async fn get_until(
+pub(crate) async fn get_until(
     o: DownloadOptions,
     stop: impl Fn(&Event) -> bool,
 ) -> (Result<Summary, DownloadError>, Vec<Event>) {

@@ -15,10 +15,10 @@ use shoal_testkit::Origin;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub headers: HeaderMap,
     pub body: Vec<u8>,
@@ -27,12 +27,12 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(|v| v.to_str().unwrap())
     }
 }
 
-pub struct Client {
+pub(crate) struct Client {
     stream: Box<dyn Io>,
     buf: Vec<u8>,
     /// Longest wait for any single read.
@@ -41,12 +41,12 @@ pub struct Client {
 
 impl Client {
     /// Connects to the origin, over TLS trusting its certificate when it serves https.
-    pub async fn connect(origin: &Origin) -> Client {
+    pub(crate) async fn connect(origin: &Origin) -> Client {
         Client::open(origin.addr(), origin.ca_cert_pem()).await
     }
 
     /// Connects to `addr`, over TLS trusting `ca_pem` when given.
-    pub async fn open(addr: SocketAddr, ca_pem: Option<String>) -> Client {
+    pub(crate) async fn open(addr: SocketAddr, ca_pem: Option<String>) -> Client {
         let tcp = TcpStream::connect(addr).await.unwrap();
         let stream: Box<dyn Io> = match ca_pem {
             None => Box::new(tcp),
@@ -73,7 +73,12 @@ impl Client {
         }
     }
 
-    pub async fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    pub(crate) async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
         for (name, value) in headers {
             head.push_str(&format!("{name}: {value}\r\n"));
@@ -167,7 +172,7 @@ impl Client {
     }
 
     /// Reads until the server closes the connection: how it ended (`TimedOut` if it did not).
-    pub async fn wait_closed(&mut self) -> io::ErrorKind {
+    pub(crate) async fn wait_closed(&mut self) -> io::ErrorKind {
         // Bounded by the read timeout: the origin sends nothing more on a stalled connection.
         loop {
             if let Err(end) = self.fill().await {
@@ -192,7 +197,7 @@ impl Client {
 }
 
 /// One request on a fresh connection.
-pub async fn get(origin: &Origin, path: &str, headers: &[(&str, &str)]) -> Reply {
+pub(crate) async fn get(origin: &Origin, path: &str, headers: &[(&str, &str)]) -> Reply {
     Client::connect(origin)
         .await
         .request("GET", path, headers)

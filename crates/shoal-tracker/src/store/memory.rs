@@ -108,7 +108,7 @@ pub(super) struct Checked {
 }
 
 impl Memory {
-    pub fn new(lease_ms: u64, max_holdings: usize) -> Self {
+    pub(super) fn new(lease_ms: u64, max_holdings: usize) -> Self {
         Self {
             lease_ms,
             max_holdings,
@@ -124,7 +124,7 @@ impl Memory {
     }
 
     /// Adds a catalog entry read back from durable storage.
-    pub fn load(&mut self, row: CatalogRow, manifest: bool) {
+    pub(super) fn load(&mut self, row: CatalogRow, manifest: bool) {
         let slot = self.add_content(row.id, row.name, row.layout);
         self.contents[slot as usize].manifest = manifest;
         self.manifests += u64::from(manifest);
@@ -228,7 +228,7 @@ impl Memory {
         }
     }
 
-    pub fn register(
+    pub(super) fn register(
         &mut self,
         caller: &Caller,
         reg: Registration,
@@ -283,7 +283,7 @@ impl Memory {
         Ok((self.grant(), rows))
     }
 
-    pub fn heartbeat(
+    pub(super) fn heartbeat(
         &mut self,
         caller: &Caller,
         id: &AgentId,
@@ -298,7 +298,7 @@ impl Memory {
         Ok(self.grant())
     }
 
-    pub fn announce(
+    pub(super) fn announce(
         &mut self,
         caller: &Caller,
         id: &AgentId,
@@ -370,7 +370,7 @@ impl Memory {
         Ok((self.grant(), rows))
     }
 
-    pub fn deregister(
+    pub(super) fn deregister(
         &mut self,
         caller: &Caller,
         id: &AgentId,
@@ -390,7 +390,7 @@ impl Memory {
         self.free_agents.push(slot);
     }
 
-    pub fn peers(
+    pub(super) fn peers(
         &self,
         content: &ContentId,
         query: &PeerQuery,
@@ -493,7 +493,7 @@ impl Memory {
         }
     }
 
-    pub fn content(&self, id: &ContentId, now: u64) -> Result<ContentSummary, StoreError> {
+    pub(super) fn content(&self, id: &ContentId, now: u64) -> Result<ContentSummary, StoreError> {
         let slot = self
             .content_ids
             .get(id)
@@ -501,7 +501,7 @@ impl Memory {
         Ok(self.summary(&self.contents[*slot as usize], now))
     }
 
-    pub fn search(&self, search: &ContentSearch, now: u64) -> Vec<ContentSummary> {
+    pub(super) fn search(&self, search: &ContentSearch, now: u64) -> Vec<ContentSummary> {
         let name = search.name.as_ref().map(|n| n.to_lowercase());
         let mut found: Vec<&Content> = self
             .contents
@@ -523,7 +523,7 @@ impl Memory {
             .collect()
     }
 
-    pub fn agents(&self, page: &AgentPage, now: u64) -> Vec<AgentSummary> {
+    pub(super) fn agents(&self, page: &AgentPage, now: u64) -> Vec<AgentSummary> {
         let mut live: Vec<(u32, &Agent)> = self
             .agents
             .iter()
@@ -557,7 +557,7 @@ impl Memory {
             .collect()
     }
 
-    pub fn has_manifest(&self, id: &ContentId) -> bool {
+    pub(super) fn has_manifest(&self, id: &ContentId) -> bool {
         self.content_ids
             .get(id)
             .is_some_and(|&slot| self.contents[slot as usize].manifest)
@@ -565,7 +565,7 @@ impl Memory {
 
     /// Marks a content's manifest as published. The manifest's layout is authoritative: if
     /// announces had fixed a different one, it is replaced and their holdings dropped.
-    pub fn manifest_published(&mut self, id: ContentId, layout: Layout) {
+    pub(super) fn manifest_published(&mut self, id: ContentId, layout: Layout) {
         let slot = match self.content_ids.get(&id) {
             Some(&slot) => slot,
             None => self.add_content(id, String::new(), layout),
@@ -586,7 +586,7 @@ impl Memory {
         }
     }
 
-    pub fn report(&mut self, report: &PeerReport, now: u64) -> Result<bool, StoreError> {
+    pub(super) fn report(&mut self, report: &PeerReport, now: u64) -> Result<bool, StoreError> {
         let slot = *self
             .content_ids
             .get(&report.content)
@@ -608,7 +608,7 @@ impl Memory {
 
     /// Counts kept as things change: agents (and their holdings) count until the sweep drops
     /// them, a lease period at most after their lease lapsed.
-    pub fn stats(&self) -> StoreStats {
+    pub(super) fn stats(&self) -> StoreStats {
         StoreStats {
             agents: self.agent_ids.len() as u64,
             contents: self.contents.len() as u64,
@@ -619,7 +619,7 @@ impl Memory {
         }
     }
 
-    pub fn sweep(&mut self, now: u64) -> usize {
+    pub(super) fn sweep(&mut self, now: u64) -> usize {
         let lapsed: Vec<u32> = self
             .agents
             .iter()

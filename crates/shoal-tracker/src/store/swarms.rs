@@ -44,14 +44,14 @@ pub(super) struct SwarmTable {
 }
 
 impl SwarmTable {
-    pub fn new(limits: SwarmLimits) -> Self {
+    pub(super) fn new(limits: SwarmLimits) -> Self {
         Self {
             limits,
             swarms: HashMap::new(),
         }
     }
 
-    pub fn set_limits(&mut self, limits: SwarmLimits) {
+    pub(super) fn set_limits(&mut self, limits: SwarmLimits) {
         self.limits = limits;
     }
 
@@ -65,7 +65,7 @@ impl SwarmTable {
             .filter(|s| s.touched_ms + self.ttl_ms() > now)
     }
 
-    pub fn create(
+    pub(super) fn create(
         &mut self,
         caller: &Caller,
         new: NewSwarm,
@@ -103,13 +103,13 @@ impl SwarmTable {
         Ok(info)
     }
 
-    pub fn get(&self, id: &ContentId, now: u64) -> Result<SwarmInfo, StoreError> {
+    pub(super) fn get(&self, id: &ContentId, now: u64) -> Result<SwarmInfo, StoreError> {
         self.live(id, now)
             .map(|s| s.info(*id, false))
             .ok_or(StoreError::UnknownSwarm(*id))
     }
 
-    pub fn publish(
+    pub(super) fn publish(
         &mut self,
         caller: &Caller,
         id: &ContentId,
@@ -134,11 +134,11 @@ impl SwarmTable {
         })
     }
 
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.swarms.len()
     }
 
-    pub fn sweep(&mut self, now: u64) -> usize {
+    pub(super) fn sweep(&mut self, now: u64) -> usize {
         let ttl = self.ttl_ms();
         let before = self.swarms.len();
         self.swarms.retain(|_, s| s.touched_ms + ttl > now);

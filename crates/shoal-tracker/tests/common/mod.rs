@@ -15,14 +15,14 @@ use shoal_tracker::{
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub const AGENT: &str = "agent-secret-aaaaaaaaaaaa";
-pub const AGENT2: &str = "agent-secret-bbbbbbbbbbbb";
-pub const READER: &str = "reader-secret-cccccccccccc";
-pub const ADMIN: &str = "admin-secret-dddddddddddd";
+pub(crate) const AGENT: &str = "agent-secret-aaaaaaaaaaaa";
+pub(crate) const AGENT2: &str = "agent-secret-bbbbbbbbbbbb";
+pub(crate) const READER: &str = "reader-secret-cccccccccccc";
+pub(crate) const ADMIN: &str = "admin-secret-dddddddddddd";
 
-pub const LEASE: Duration = Duration::from_secs(10);
+pub(crate) const LEASE: Duration = Duration::from_secs(10);
 
-pub fn tokens() -> Tokens {
+pub(crate) fn tokens() -> Tokens {
     Tokens::from_entries([
         ("fleet", AGENT, Role::Agent),
         ("fleet2", AGENT2, Role::Agent),
@@ -32,7 +32,7 @@ pub fn tokens() -> Tokens {
     .unwrap()
 }
 
-pub struct Setup {
+pub(crate) struct Setup {
     pub data: Option<PathBuf>,
     pub rate_limit: RateLimit,
     pub body_limit: usize,
@@ -55,7 +55,7 @@ impl Default for Setup {
     }
 }
 
-pub struct Server {
+pub(crate) struct Server {
     pub base: String,
     pub client: reqwest::Client,
     pub clock: Clock,
@@ -63,7 +63,7 @@ pub struct Server {
     handle: Option<JoinHandle<std::io::Result<()>>>,
 }
 
-pub async fn start(setup: Setup) -> Server {
+pub(crate) async fn start(setup: Setup) -> Server {
     let location = match setup.data.clone() {
         Some(dir) => SqliteLocation::Directory(dir),
         None => SqliteLocation::Memory,
@@ -83,7 +83,7 @@ pub async fn start(setup: Setup) -> Server {
 }
 
 /// A tracker replica on the Redis at `url` (`setup.data` is unused).
-pub async fn start_redis(url: &str, setup: Setup) -> Server {
+pub(crate) async fn start_redis(url: &str, setup: Setup) -> Server {
     let store = RedisStore::open(
         url,
         StoreOptions {
@@ -128,7 +128,7 @@ async fn serve<S: Store>(store: S, setup: Setup) -> Server {
 }
 
 impl Server {
-    pub fn request(
+    pub(crate) fn request(
         &self,
         method: Method,
         path: &str,
@@ -143,7 +143,7 @@ impl Server {
 
     /// Sends a request with an optional JSON body; answers the status and the JSON body
     /// (`null` when empty).
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,
@@ -166,11 +166,11 @@ impl Server {
         (status, value)
     }
 
-    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+    pub(crate) async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
         self.call(Method::GET, path, Some(token), None).await
     }
 
-    pub async fn register(&self, token: &str, id: &str, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn register(&self, token: &str, id: &str, body: Value) -> (StatusCode, Value) {
         self.call(
             Method::PUT,
             &format!("/v1/agents/{id}"),
@@ -180,38 +180,38 @@ impl Server {
         .await
     }
 
-    pub async fn announce(&self, token: &str, id: &str, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn announce(&self, token: &str, id: &str, body: Value) -> (StatusCode, Value) {
         let path = format!("/v1/agents/{id}/announce");
         self.call(Method::POST, &path, Some(token), Some(body))
             .await
     }
 
-    pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
         self.call(Method::POST, path, Some(token), Some(body)).await
     }
 
-    pub async fn heartbeat(&self, token: &str, id: &str) -> (StatusCode, Value) {
+    pub(crate) async fn heartbeat(&self, token: &str, id: &str) -> (StatusCode, Value) {
         let path = format!("/v1/agents/{id}/heartbeat");
         self.call(Method::POST, &path, Some(token), Some(json!({"load": 0})))
             .await
     }
 
     /// Stops the server gracefully and waits for it.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.shutdown.take().unwrap().send(());
         self.handle.take().unwrap().await.unwrap().unwrap();
     }
 }
 
 /// A content of `size` bytes in 4-byte pieces, its manifest and id.
-pub fn content(seed: u8, size: usize) -> (Manifest, String) {
+pub(crate) fn content(seed: u8, size: usize) -> (Manifest, String) {
     let data: Vec<u8> = (0..size).map(|i| (i as u8).wrapping_mul(seed)).collect();
     let manifest = Manifest::of_bytes(&data, 4).unwrap();
     let id = manifest.id().to_string();
     (manifest, id)
 }
 
-pub fn holding(id: &str, name: &str, size: u64, pieces: Option<&str>) -> Value {
+pub(crate) fn holding(id: &str, name: &str, size: u64, pieces: Option<&str>) -> Value {
     let mut h = json!({"content": id, "name": name, "layout": {"size": size, "piece_size": 4}});
     if let Some(bits) = pieces {
         h["pieces"] = json!(bits);
@@ -219,7 +219,7 @@ pub fn holding(id: &str, name: &str, size: u64, pieces: Option<&str>) -> Value {
     h
 }
 
-pub fn error(message: &str, field: Option<&str>) -> Value {
+pub(crate) fn error(message: &str, field: Option<&str>) -> Value {
     match field {
         Some(field) => json!({"error": message, "field": field}),
         None => json!({"error": message}),

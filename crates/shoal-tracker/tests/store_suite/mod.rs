@@ -17,13 +17,13 @@ use shoal_tracker::store::{
 };
 use shoal_tracker::{Clock, Store, StoreError, SwarmLimits};
 
-pub const LEASE: Duration = Duration::from_secs(10);
-pub const SWARM_TTL: Duration = Duration::from_secs(3600);
-pub const MAX_SWARMS: usize = 3;
+pub(crate) const LEASE: Duration = Duration::from_secs(10);
+pub(crate) const SWARM_TTL: Duration = Duration::from_secs(3600);
+pub(crate) const MAX_SWARMS: usize = 3;
 /// The stores' `max_holdings` in the suite.
-pub const MAX_HOLDINGS: usize = 3;
+pub(crate) const MAX_HOLDINGS: usize = 3;
 
-pub fn swarm_limits() -> SwarmLimits {
+pub(crate) fn swarm_limits() -> SwarmLimits {
     SwarmLimits {
         ttl: SWARM_TTL,
         max: MAX_SWARMS,
@@ -125,7 +125,7 @@ async fn peer_ids<S: Store>(store: &S, n: u8, asker: Option<&str>) -> Vec<String
     answer.peers.iter().map(|p| p.id.to_string()).collect()
 }
 
-pub async fn register_replaces_holdings<S: Store>(store: S, _: Clock) {
+pub(crate) async fn register_replaces_holdings<S: Store>(store: S, _: Clock) {
     let grant = store
         .register(
             caller("t"),
@@ -143,7 +143,7 @@ pub async fn register_replaces_holdings<S: Store>(store: S, _: Clock) {
     assert_eq!(peer_ids(&store, 2, None).await, ["a"]);
 }
 
-pub async fn announce_applies_whole_or_not_at_all<S: Store>(store: S, _: Clock) {
+pub(crate) async fn announce_applies_whole_or_not_at_all<S: Store>(store: S, _: Clock) {
     store
         .register(caller("t"), reg("a", vec![holding(1, Some(&[0]))]))
         .await
@@ -204,7 +204,7 @@ pub async fn announce_applies_whole_or_not_at_all<S: Store>(store: S, _: Clock) 
     );
 }
 
-pub async fn deltas_complete_a_holding<S: Store>(store: S, _: Clock) {
+pub(crate) async fn deltas_complete_a_holding<S: Store>(store: S, _: Clock) {
     store
         .register(
             caller("t"),
@@ -231,7 +231,7 @@ pub async fn deltas_complete_a_holding<S: Store>(store: S, _: Clock) {
     assert!(peers.peers[0].complete && peers.peers[0].pieces.is_none());
 }
 
-pub async fn leases_lapse_and_heartbeats_renew<S: Store>(store: S, clock: Clock) {
+pub(crate) async fn leases_lapse_and_heartbeats_renew<S: Store>(store: S, clock: Clock) {
     store
         .register(caller("t"), reg("a", vec![holding(1, None)]))
         .await
@@ -265,7 +265,7 @@ pub async fn leases_lapse_and_heartbeats_renew<S: Store>(store: S, clock: Clock)
     assert_eq!(store.content(content(1)).await.unwrap().complete_holders, 0);
 }
 
-pub async fn agents_belong_to_their_token<S: Store>(store: S, clock: Clock) {
+pub(crate) async fn agents_belong_to_their_token<S: Store>(store: S, clock: Clock) {
     store.register(caller("t"), reg("a", vec![])).await.unwrap();
     let err = store
         .register(caller("u"), reg("a", vec![]))
@@ -294,7 +294,7 @@ pub async fn agents_belong_to_their_token<S: Store>(store: S, clock: Clock) {
     ));
 }
 
-pub async fn a_live_id_is_held_by_one_address<S: Store>(store: S, clock: Clock) {
+pub(crate) async fn a_live_id_is_held_by_one_address<S: Store>(store: S, clock: Clock) {
     let from = |addr: &str| Registration {
         addr: addr.parse().unwrap(),
         ..reg("a", vec![holding(1, None)])
@@ -347,7 +347,7 @@ pub async fn a_live_id_is_held_by_one_address<S: Store>(store: S, clock: Clock) 
     assert_eq!(agents[0].addr.to_string(), "10.0.0.2:7701");
 }
 
-pub async fn peers_skip_the_asker_and_rank_holders<S: Store>(store: S, _: Clock) {
+pub(crate) async fn peers_skip_the_asker_and_rank_holders<S: Store>(store: S, _: Clock) {
     let t = || caller("t");
     store
         .register(t(), reg("me", vec![holding(1, Some(&[0, 1]))]))
@@ -393,7 +393,7 @@ pub async fn peers_skip_the_asker_and_rank_holders<S: Store>(store: S, _: Clock)
     ));
 }
 
-pub async fn manifests_fix_the_layout<S: Store>(store: S, _: Clock) {
+pub(crate) async fn manifests_fix_the_layout<S: Store>(store: S, _: Clock) {
     let data = vec![1u8; 48];
     let manifest = Manifest::of_bytes(&data, 16).unwrap();
     let cid = manifest.id();
@@ -436,7 +436,7 @@ pub async fn manifests_fix_the_layout<S: Store>(store: S, _: Clock) {
         .is_empty());
 }
 
-pub async fn first_url_mapping_wins<S: Store>(store: S, _: Clock) {
+pub(crate) async fn first_url_mapping_wins<S: Store>(store: S, _: Clock) {
     let m1 = Manifest::of_bytes(b"one", 4).unwrap();
     let m2 = Manifest::of_bytes(b"two", 4).unwrap();
     let key = UrlKey {
@@ -487,7 +487,7 @@ pub async fn first_url_mapping_wins<S: Store>(store: S, _: Clock) {
     ));
 }
 
-pub async fn search_list_stats_and_sweep<S: Store>(store: S, clock: Clock) {
+pub(crate) async fn search_list_stats_and_sweep<S: Store>(store: S, clock: Clock) {
     let mut named = holding(1, None);
     named.name = "Ubuntu-24.04.iso".into();
     store
@@ -573,7 +573,7 @@ fn digests(info: &SwarmInfo) -> Vec<Option<[u8; 32]>> {
     info.digests.to_digests(info.layout.piece_count()).unwrap()
 }
 
-pub async fn swarms_are_created_once_per_key<S: Store>(store: S, _: Clock) {
+pub(crate) async fn swarms_are_created_once_per_key<S: Store>(store: S, _: Clock) {
     let created = store
         .create_swarm(caller("t"), new_swarm(1, "a"))
         .await
@@ -614,7 +614,7 @@ pub async fn swarms_are_created_once_per_key<S: Store>(store: S, _: Clock) {
     assert_eq!(store.stats().await.unwrap().swarms, 1);
 }
 
-pub async fn first_digest_wins_and_only_the_creator_publishes<S: Store>(store: S, _: Clock) {
+pub(crate) async fn first_digest_wins_and_only_the_creator_publishes<S: Store>(store: S, _: Clock) {
     let swarm = store
         .create_swarm(caller("t"), new_swarm(1, "a"))
         .await
@@ -671,7 +671,7 @@ pub async fn first_digest_wins_and_only_the_creator_publishes<S: Store>(store: S
     ));
 }
 
-pub async fn swarms_lapse_and_are_bounded<S: Store>(store: S, clock: Clock) {
+pub(crate) async fn swarms_lapse_and_are_bounded<S: Store>(store: S, clock: Clock) {
     for n in 1..=3 {
         store
             .create_swarm(caller("t"), new_swarm(n, "a"))
@@ -745,7 +745,7 @@ pub async fn swarms_lapse_and_are_bounded<S: Store>(store: S, clock: Clock) {
     assert_eq!(store.stats().await.unwrap().swarms, 1);
 }
 
-pub async fn reports_hide_a_peer_for_one_content<S: Store>(store: S, clock: Clock) {
+pub(crate) async fn reports_hide_a_peer_for_one_content<S: Store>(store: S, clock: Clock) {
     let t = || caller("t");
     store
         .register(t(), reg("bad", vec![holding(1, None), holding(2, None)]))
@@ -791,7 +791,7 @@ pub async fn reports_hide_a_peer_for_one_content<S: Store>(store: S, clock: Cloc
     assert_eq!(peer_ids(&store, 1, None).await, ["bad"]);
 }
 
-pub async fn holdings_per_agent_are_capped<S: Store>(store: S, _: Clock) {
+pub(crate) async fn holdings_per_agent_are_capped<S: Store>(store: S, _: Clock) {
     let over = |err: StoreError| {
         matches!(
             err,

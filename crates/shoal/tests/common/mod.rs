@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use shoal_testkit::sha256_hex;
 
 /// Far longer than any test download takes; only a hung binary reaches it.
-pub const DEADLINE: Duration = Duration::from_secs(120);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(120);
 
-pub struct Finished {
+pub(crate) struct Finished {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
@@ -22,7 +22,7 @@ pub struct Finished {
 
 /// `shoal get ARGS` in `dir`, without `RUST_LOG` or proxy settings from the caller's
 /// environment, with stdout and stderr captured.
-pub fn get(dir: &Path, args: &[&str]) -> Command {
+pub(crate) fn get(dir: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
     cmd.arg("get")
         .args(args)
@@ -38,12 +38,12 @@ pub fn get(dir: &Path, args: &[&str]) -> Command {
     cmd
 }
 
-pub fn run(dir: &Path, args: &[&str]) -> Finished {
+pub(crate) fn run(dir: &Path, args: &[&str]) -> Finished {
     finish(get(dir, args).spawn().expect("spawn shoal"))
 }
 
 /// Waits for the child, killing it past [`DEADLINE`] so a hang fails the test.
-pub fn finish(mut child: Child) -> Finished {
+pub(crate) fn finish(mut child: Child) -> Finished {
     let start = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait for shoal") {
@@ -70,7 +70,7 @@ pub fn finish(mut child: Child) -> Finished {
     }
 }
 
-pub fn assert_code(run: &Finished, code: i32) {
+pub(crate) fn assert_code(run: &Finished, code: i32) {
     assert_eq!(
         run.code, code,
         "exit code; stdout:\n{}\nstderr:\n{}",
@@ -78,12 +78,12 @@ pub fn assert_code(run: &Finished, code: i32) {
     );
 }
 
-pub fn sha256_of(path: &Path) -> String {
+pub(crate) fn sha256_of(path: &Path) -> String {
     sha256_hex(&std::fs::read(path).unwrap())
 }
 
 /// The file at `path` holds exactly what `origin` serves.
-pub fn assert_saved(path: &Path, origin: &shoal_testkit::Origin) {
+pub(crate) fn assert_saved(path: &Path, origin: &shoal_testkit::Origin) {
     assert_eq!(
         sha256_of(path),
         sha256_hex(&origin.content()),
@@ -93,7 +93,7 @@ pub fn assert_saved(path: &Path, origin: &shoal_testkit::Origin) {
 }
 
 /// A loopback port nothing listens on right now.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .unwrap()
         .local_addr()
@@ -102,7 +102,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Waits until `child` (`what`, for messages) accepts connections on `port`.
-pub fn wait_listening(child: &mut Child, port: u16, what: &str) {
+pub(crate) fn wait_listening(child: &mut Child, port: u16, what: &str) {
     let deadline = Instant::now() + DEADLINE;
     // Bounded by the deadline.
     while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
@@ -116,7 +116,7 @@ pub fn wait_listening(child: &mut Child, port: u16, what: &str) {
 
 /// One HTTP/1.1 request with a bearer token and a JSON body; answers the status code and the
 /// body.
-pub fn call(port: u16, token: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+pub(crate) fn call(port: u16, token: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))

@@ -95,7 +95,7 @@ pub(super) struct SwarmScripts {
 }
 
 impl SwarmScripts {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             create: redis::Script::new(CREATE),
             publish: redis::Script::new(PUBLISH),
