@@ -3,28 +3,12 @@
 //! and a message naming the file and the key, and an agent that runs from its file alone.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use tempfile::TempDir;
 
 mod common;
-use common::{finish, free_port, wait_listening, Finished};
-
-/// `shoal ARGS` without any `SHOAL_*` or `RUST_LOG` variable from the caller's environment.
-fn shoal(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
-    cmd.args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("SHOAL_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
-}
+use common::{finish, free_port, shoal, wait_listening, Finished};
 
 fn run(mut cmd: Command) -> Finished {
     finish(cmd.spawn().expect("spawn shoal"))

@@ -14,16 +14,7 @@ fn dist() -> PathBuf {
 }
 
 fn shoal(args: &[&str]) -> Finished {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("SHOAL_") {
-            cmd.env_remove(name);
-        }
-    }
+    let mut cmd = common::shoal(args);
     finish(cmd.spawn().expect("spawn shoal"))
 }
 

@@ -38,6 +38,23 @@ pub(crate) fn get(dir: &Path, args: &[&str]) -> Command {
     cmd
 }
 
+/// `shoal ARGS` without any `SHOAL_*` or `RUST_LOG` variable from the caller's environment,
+/// with stdout and stderr captured.
+pub(crate) fn shoal(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("SHOAL_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
 pub(crate) fn run(dir: &Path, args: &[&str]) -> Finished {
     finish(get(dir, args).spawn().expect("spawn shoal"))
 }
