@@ -11,6 +11,7 @@ pub struct Bitfield {
 }
 
 impl Bitfield {
+    /// An empty set of `len` bits, all clear.
     pub fn new(len: u32) -> Self {
         Self {
             len,
@@ -18,6 +19,7 @@ impl Bitfield {
         }
     }
 
+    /// A set of `len` bits, all set: what a holder of the whole file announces.
     pub fn full(len: u32) -> Self {
         let mut field = Self::new(len);
         for i in 0..len {
@@ -39,40 +41,50 @@ impl Bitfield {
         Some(Self { len, bytes })
     }
 
+    /// The wire form: `len.div_ceil(8)` bytes, spare bits of the last byte clear; `from_bytes`
+    /// reads it back.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }
 
+    /// The number of bits (blocks or pieces), set or not.
     pub fn len(&self) -> u32 {
         self.len
     }
 
+    /// True when the set has no bits at all (a zero-length file), not when no bit is set.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// Whether bit `i` is set; an `i` past the end reads as clear.
     pub fn get(&self, i: u32) -> bool {
         i < self.len && self.bytes[(i / 8) as usize] & (0x80 >> (i % 8)) != 0
     }
 
+    /// Sets bit `i`. Panics when `i >= len`: an index past the end is a bug in the caller.
     pub fn set(&mut self, i: u32) {
         assert!(i < self.len, "bit {i} out of range {}", self.len);
         self.bytes[(i / 8) as usize] |= 0x80 >> (i % 8);
     }
 
+    /// Clears bit `i`. Panics when `i >= len`.
     pub fn clear(&mut self, i: u32) {
         assert!(i < self.len, "bit {i} out of range {}", self.len);
         self.bytes[(i / 8) as usize] &= !(0x80 >> (i % 8));
     }
 
+    /// How many bits are set.
     pub fn count_ones(&self) -> u32 {
         self.bytes.iter().map(|b| b.count_ones()).sum()
     }
 
+    /// True when every bit is set (a zero-length set is full).
     pub fn is_full(&self) -> bool {
         self.count_ones() == self.len
     }
 
+    /// The indices of the set bits, in increasing order.
     pub fn ones(&self) -> impl Iterator<Item = u32> + '_ {
         (0..self.len).filter(|&i| self.get(i))
     }

@@ -6,16 +6,25 @@ use std::str::FromStr;
 
 use thiserror::Error;
 
+/// A digest algorithm a whole-file checksum may use; `name` gives the spelling the command line and
+/// Metalink use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChecksumAlgo {
+    /// SHA-256, 32-byte digest.
     Sha256,
+    /// SHA-512, 64-byte digest.
     Sha512,
+    /// SHA-1, 20-byte digest.
     Sha1,
+    /// MD5, 16-byte digest.
     Md5,
+    /// BLAKE3, 32-byte digest.
     Blake3,
 }
 
 impl ChecksumAlgo {
+    /// Every supported algorithm, strongest first among the SHA family, for listing in help and
+    /// parsing.
     pub const ALL: [ChecksumAlgo; 5] = [
         ChecksumAlgo::Sha256,
         ChecksumAlgo::Sha512,
@@ -24,6 +33,7 @@ impl ChecksumAlgo {
         ChecksumAlgo::Blake3,
     ];
 
+    /// The lower-case name used in `ALGO=HEX` specifications (`sha256`, `blake3`, …).
     pub fn name(self) -> &'static str {
         match self {
             ChecksumAlgo::Sha256 => "sha256",
@@ -34,6 +44,7 @@ impl ChecksumAlgo {
         }
     }
 
+    /// The digest length in bytes (not hex digits).
     pub fn digest_len(self) -> usize {
         match self {
             ChecksumAlgo::Sha256 | ChecksumAlgo::Blake3 => 32,
@@ -50,18 +61,26 @@ impl fmt::Display for ChecksumAlgo {
     }
 }
 
+/// Why an `ALGO=HEX` checksum specification was refused; the message says what form to use.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ChecksumParseError {
+    /// No `=` between algorithm and digest.
     #[error("expected ALGO=HEX, e.g. sha256=9f86d0…")]
     Shape,
+    /// The algorithm name (as given) is not one shoal knows.
     #[error("unknown checksum algorithm {0:?}; use one of sha256, sha512, sha1, md5, blake3")]
     Algo(String),
+    /// The digest has the wrong number of hex digits for its algorithm.
     #[error("{algo} digest must be {expected} hex digits, got {actual}")]
     Length {
+        /// The algorithm named before the `=`.
         algo: ChecksumAlgo,
+        /// Hex digits this algorithm needs (twice its digest length in bytes).
         expected: usize,
+        /// Hex digits given, after trimming whitespace.
         actual: usize,
     },
+    /// The digest has a character that is not a hex digit.
     #[error("digest is not hexadecimal")]
     Hex,
 }
@@ -74,23 +93,28 @@ pub struct Checksum {
 }
 
 impl Checksum {
+    /// A checksum from a raw digest; `None` when `digest` is not `algo.digest_len()` bytes long.
     pub fn new(algo: ChecksumAlgo, digest: Vec<u8>) -> Option<Self> {
         (digest.len() == algo.digest_len()).then_some(Self { algo, digest })
     }
 
+    /// The algorithm the digest was made with.
     pub fn algo(&self) -> ChecksumAlgo {
         self.algo
     }
 
+    /// The raw digest bytes (`algo().digest_len()` of them).
     pub fn digest(&self) -> &[u8] {
         &self.digest
     }
 
+    /// The digest as lower-case hex, as users write it after `ALGO=`.
     pub fn hex(&self) -> String {
         to_hex(&self.digest)
     }
 }
 
+/// Lower-case hex of `bytes`, two digits per byte.
 pub fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -14,15 +14,19 @@ use crate::hex;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ContentId([u8; 32]);
 
+/// A content id's text was not 64 hex digits; holds the text as given.
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("a content id is 64 hex digits, got {0:?}")]
 pub struct ContentIdError(String);
 
 impl ContentId {
+    /// The id whose 32 BLAKE3 bytes are `bytes`; no check is possible, so use
+    /// [`ContentId::of_canonical`] for a manifest you hold.
     pub const fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
 
+    /// The 32 raw BLAKE3 bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }

@@ -4,16 +4,20 @@
 
 use thiserror::Error;
 
+/// Why hex text did not decode.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum HexError {
+    /// The text has an odd number of digits (the count given), so the last byte is half missing.
     #[error("hex text has an odd number of digits ({0})")]
     OddLength(usize),
+    /// The character at this byte offset (from 0) is not `0-9`, `a-f` or `A-F`.
     #[error("character {0} is not a hex digit")]
     NotHex(usize),
 }
 
 const DIGITS: &[u8; 16] = b"0123456789abcdef";
 
+/// Lowercase hex, two digits per byte.
 pub fn encode(bytes: &[u8]) -> String {
     let mut text = String::with_capacity(bytes.len() * 2);
     for &b in bytes {
@@ -32,6 +36,8 @@ fn digit(c: u8) -> Option<u8> {
     }
 }
 
+/// The bytes of `text`, two digits per byte, either letter case; anything else is an error naming
+/// the offending offset.
 pub fn decode(text: &str) -> Result<Vec<u8>, HexError> {
     let raw = text.as_bytes();
     if raw.len() % 2 != 0 {

@@ -5,10 +5,14 @@ use thiserror::Error;
 
 use crate::range::ByteRange;
 
+/// Why a file size and piece size do not make a [`Layout`].
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum LayoutError {
+    /// The piece size (in bytes, as given) is zero, not a power of two where one is required, or so
+    /// small that the file would have more than `u32::MAX` pieces.
     #[error("piece size must be a power of two of at least 1 byte, got {0}")]
     PieceSize(u64),
+    /// The file size (bytes, as given) is over 2^63.
     #[error("file size {0} is over the supported maximum of 2^63 bytes")]
     TooLarge(u64),
 }
@@ -49,6 +53,7 @@ impl From<Layout> for RawLayout {
 pub struct PieceIndex(u32);
 
 impl PieceIndex {
+    /// The piece's position in the file, from 0.
     pub fn get(self) -> u32 {
         self.0
     }
@@ -68,6 +73,9 @@ impl Serialize for PieceIndex {
 }
 
 impl Layout {
+    /// A layout of `size` bytes in pieces of `piece_size` bytes; the piece size must be a power of
+    /// two (swarms and manifests agree on piece boundaries that way) and the file at most 2^63
+    /// bytes with at most `u32::MAX` pieces.
     pub fn new(size: u64, piece_size: u64) -> Result<Self, LayoutError> {
         if !piece_size.is_power_of_two() {
             return Err(LayoutError::PieceSize(piece_size));
@@ -91,27 +99,33 @@ impl Layout {
         Ok(Self { size, piece_size })
     }
 
+    /// The file's length in bytes.
     pub fn size(&self) -> u64 {
         self.size
     }
 
+    /// The length of every piece but the last, in bytes.
     pub fn piece_size(&self) -> u64 {
         self.piece_size
     }
 
+    /// The number of pieces, the last one possibly shorter; 0 for an empty file.
     pub fn piece_count(&self) -> u32 {
         // Bounded by the check in `new`.
         self.size.div_ceil(self.piece_size) as u32
     }
 
+    /// The piece with this index, or `None` when the file has no such piece.
     pub fn piece(&self, index: u32) -> Option<PieceIndex> {
         (index < self.piece_count()).then_some(PieceIndex(index))
     }
 
+    /// Every piece of the file, first to last.
     pub fn pieces(&self) -> impl Iterator<Item = PieceIndex> {
         (0..self.piece_count()).map(PieceIndex)
     }
 
+    /// The bytes `piece` covers: `piece_size` bytes, fewer for the last piece.
     pub fn range(&self, piece: PieceIndex) -> ByteRange {
         let start = u64::from(piece.0) * self.piece_size;
         let end = (start + self.piece_size).min(self.size);

@@ -22,17 +22,29 @@ use crate::content::ContentId;
 use crate::hex;
 use crate::layout::{Layout, LayoutError, PieceIndex};
 
+/// The first 8 bytes of a manifest's canonical encoding: format tag and version, so a future
+/// encoding cannot hash to the same id.
 pub const MANIFEST_TAG: &[u8; 8] = b"SHOALMF1";
 
 /// BLAKE3 of one piece.
 pub type PieceDigest = [u8; 32];
 
+/// Why piece digests and a layout do not make a [`Manifest`].
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ManifestError {
+    /// The size and piece size do not make a layout (piece size not a power of two, file too
+    /// large).
     #[error(transparent)]
     Layout(#[from] LayoutError),
+    /// The number of digests does not match the layout's piece count.
     #[error("the layout has {expected} pieces but {actual} digests were given")]
-    DigestCount { expected: u64, actual: u64 },
+    DigestCount {
+        /// Pieces the layout has.
+        expected: u64,
+        /// Digests given (for the wire form, the hex text's length over 64).
+        actual: u64,
+    },
+    /// The wire's `digests` text is not hex (the decoder's message).
     #[error("digests must be hex of 32 bytes per piece: {0}")]
     DigestText(String),
 }
@@ -45,8 +57,11 @@ pub enum ManifestError {
     hex::encode(expected)
 )]
 pub struct PieceMismatch {
+    /// The piece's position in the file, from 0.
     pub index: u32,
+    /// The BLAKE3 digest the manifest holds for the piece.
     pub expected: PieceDigest,
+    /// The BLAKE3 digest of the bytes received.
     pub actual: PieceDigest,
 }
 
@@ -101,6 +116,8 @@ impl From<Manifest> for RawManifest {
 }
 
 impl Manifest {
+    /// A manifest of `layout` with one digest per piece, in order; an error when the count differs
+    /// from `layout.piece_count()`.
     pub fn new(layout: Layout, digests: Vec<PieceDigest>) -> Result<Self, ManifestError> {
         let expected = u64::from(layout.piece_count());
         if digests.len() as u64 != expected {
@@ -126,14 +143,17 @@ impl Manifest {
         Self::new(layout, digests)
     }
 
+    /// The file size and piece size the digests are for.
     pub fn layout(&self) -> Layout {
         self.layout
     }
 
+    /// One BLAKE3 digest per piece, in piece order.
     pub fn digests(&self) -> &[PieceDigest] {
         &self.digests
     }
 
+    /// The digest the manifest holds for `piece`.
     pub fn digest(&self, piece: PieceIndex) -> &PieceDigest {
         // A PieceIndex of this layout is below piece_count, which equals digests.len().
         &self.digests[piece.get() as usize]
@@ -149,6 +169,7 @@ impl Manifest {
         out
     }
 
+    /// The content id naming this manifest: BLAKE3 of [`Manifest::canonical_bytes`].
     pub fn id(&self) -> ContentId {
         ContentId::of_canonical(&self.canonical_bytes())
     }
@@ -169,6 +190,7 @@ impl Manifest {
     }
 }
 
+/// BLAKE3 of one piece's bytes, as a manifest holds it.
 pub fn digest_piece(data: &[u8]) -> PieceDigest {
     *blake3::hash(data).as_bytes()
 }

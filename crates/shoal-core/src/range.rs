@@ -17,22 +17,27 @@ impl ByteRange {
         (start <= end).then_some(Self { start, end })
     }
 
+    /// The first byte's offset.
     pub fn start(&self) -> u64 {
         self.start
     }
 
+    /// The offset one past the last byte (exclusive).
     pub fn end(&self) -> u64 {
         self.end
     }
 
+    /// The number of bytes, `end - start`.
     pub fn len(&self) -> u64 {
         self.end - self.start
     }
 
+    /// True when the range holds no bytes (`start == end`).
     pub fn is_empty(&self) -> bool {
         self.start == self.end
     }
 
+    /// Whether byte `offset` is inside `[start, end)`.
     pub fn contains(&self, offset: u64) -> bool {
         self.start <= offset && offset < self.end
     }

@@ -92,14 +92,22 @@ pub struct PackedBits(Vec<u8>);
 /// [`PackedBits`] that do not fit a layout.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum PackedBitsError {
+    /// The byte length is not the one the layout's piece count takes.
     #[error("bitfield is {actual} bytes but {pieces} pieces take {expected}")]
     Length {
+        /// The content's piece count.
         pieces: u32,
+        /// Bytes that many pieces take, one bit each, rounded up.
         expected: usize,
+        /// Bytes received.
         actual: usize,
     },
+    /// A spare bit after the last piece is set, so the field has two spellings.
     #[error("bitfield sets bits past the last piece ({pieces} pieces)")]
-    StrayBits { pieces: u32 },
+    StrayBits {
+        /// The content's piece count.
+        pieces: u32,
+    },
 }
 
 impl PackedBits {
@@ -148,6 +156,8 @@ impl<'de> Deserialize<'de> for PackedBits {
 pub struct ErrorBody {
     /// What went wrong and, where it helps, what to do about it.
     pub error: String,
+    /// The request field at fault as a path (`holdings[2].pieces`); `None` when the error is
+    /// not about one field (authentication, a missing content, a server fault).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
 }

@@ -50,6 +50,7 @@ pub struct Holding {
     pub content: ContentId,
     /// A name people search by, e.g. the file name.
     pub name: String,
+    /// The file's size and piece size; `pieces` (when present) has one bit per piece of it.
     pub layout: Layout,
     /// The verified pieces of a partial holding; absent when the agent holds every piece.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,6 +67,8 @@ pub struct RegisterRequest {
     /// Upload capacity in bytes per second, 0 when unknown.
     #[serde(default)]
     pub upload_capacity: u64,
+    /// Everything the agent holds now; replaces what the tracker had. Empty registers an agent that
+    /// holds nothing yet.
     #[serde(default)]
     pub holdings: Vec<Holding>,
 }
@@ -73,6 +76,8 @@ pub struct RegisterRequest {
 /// The answer to register, heartbeat and announce: the lease now runs `lease_ms` from now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseGrant {
+    /// Milliseconds from the answer until the tracker forgets the agent unless it heartbeats or
+    /// announces again.
     pub lease_ms: u64,
 }
 
@@ -89,7 +94,9 @@ pub struct HeartbeatRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PieceDelta {
+    /// The content the pieces belong to; the agent must have announced or registered it.
     pub content: ContentId,
+    /// Indices (from 0) of the pieces verified since the last announce.
     pub have: Vec<u32>,
 }
 
@@ -99,10 +106,13 @@ pub struct PieceDelta {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnnounceRequest {
+    /// Contents the agent no longer holds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed: Vec<ContentId>,
+    /// Contents added, or replaced whole (name, layout, bitfield).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub holdings: Vec<Holding>,
+    /// Pieces newly verified in contents already held.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pieces: Vec<PieceDelta>,
 }
@@ -122,10 +132,15 @@ pub struct PeersQuery {
 /// One agent that holds a content, in a [`PeersResponse`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Peer {
+    /// The peer's agent id.
     pub id: AgentId,
+    /// Where the peer's piece server listens.
     pub addr: SocketAddr,
+    /// The peer's upload capacity in bytes per second as it registered, 0 when unknown.
     pub upload_capacity: u64,
+    /// Uploads the peer had in progress at its last heartbeat.
     pub load: u32,
+    /// True when the peer holds every piece; `pieces` is then absent.
     pub complete: bool,
     /// Verified pieces of a partial holder; absent for complete holders.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,8 +151,11 @@ pub struct Peer {
 /// with none come last: they are fetching it too), then least load.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeersResponse {
+    /// The content asked about.
     pub content: ContentId,
+    /// Its file size and piece size, so `pieces` bitfields can be read.
     pub layout: Layout,
+    /// At most `k` peers, best first; never the asking agent.
     pub peers: Vec<Peer>,
 }
 
@@ -145,11 +163,13 @@ pub struct PeersResponse {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContentQuery {
+    /// Case-insensitive substring of the holding's name; `None` matches every name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Hex prefix of the content id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// At most this many results (default 100, at most 1000); results sort by name, then id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
 }
@@ -157,18 +177,24 @@ pub struct ContentQuery {
 /// One content in a [`ContentList`] or the answer to `GET /v1/content/{id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContentSummary {
+    /// The content id.
     pub id: ContentId,
+    /// The name the holder announced it under.
     pub name: String,
+    /// Its file size and piece size.
     pub layout: Layout,
     /// Whether the tracker has the manifest.
     pub manifest: bool,
+    /// Live agents holding every piece.
     pub complete_holders: u32,
+    /// Live agents holding some pieces but not all.
     pub partial_holders: u32,
 }
 
 /// The answer to `GET /v1/content`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContentList {
+    /// Matching contents sorted by name, then id; at most the query's `limit`.
     pub contents: Vec<ContentSummary>,
 }
 
@@ -179,6 +205,7 @@ pub struct AgentsQuery {
     /// Only agents whose id sorts after this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<AgentId>,
+    /// At most this many agents (default 100, at most 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
 }
@@ -186,18 +213,27 @@ pub struct AgentsQuery {
 /// One agent in an [`AgentList`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentSummary {
+    /// The agent's id (its token's name where tokens are per agent).
     pub id: AgentId,
+    /// Where its piece server listens.
     pub addr: SocketAddr,
+    /// Its upload capacity in bytes per second as it registered, 0 when unknown.
     pub upload_capacity: u64,
+    /// Uploads in progress at its last heartbeat.
     pub load: u32,
+    /// Contents it holds, whole or in part.
     pub holdings: u32,
+    /// Contents it holds whole.
     pub complete_holdings: u32,
+    /// Milliseconds until its lease runs out unless it heartbeats or announces.
     pub lease_remaining_ms: u64,
 }
 
 /// The answer to `GET /v1/agents`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentList {
+    /// Live agents in id order, after the query's `after`; at most its `limit`. An empty page ends
+    /// the listing.
     pub agents: Vec<AgentSummary>,
 }
 
@@ -206,10 +242,15 @@ pub struct AgentList {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UrlKey {
+    /// The file's URL; the tracker normalizes it (lowercase scheme and host, no default port,
+    /// fragment or credentials) and refuses one over [`MAX_URL_LEN`] bytes.
     pub url: String,
+    /// The file's length in bytes, as the origin said.
     pub size: u64,
+    /// The origin's `ETag`, as sent (quotes included); `None` when it sent none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
+    /// The origin's `Last-Modified`, as sent; `None` when it sent none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_modified: Option<String>,
 }
@@ -258,6 +299,7 @@ impl UrlKey {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LatestUrlQuery {
+    /// The URL, normalized as in [`UrlKey::url`] before it is looked up.
     pub url: String,
 }
 
@@ -265,7 +307,9 @@ pub struct LatestUrlQuery {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishUrlRequest {
+    /// The URL version; the tracker normalizes it before storing.
     pub key: UrlKey,
+    /// The content that version's bytes hash to; its manifest must be on the tracker already.
     pub content: ContentId,
 }
 
@@ -274,6 +318,7 @@ pub struct PublishUrlRequest {
 pub struct UrlMapping {
     /// `key.url` as the tracker normalized it.
     pub key: UrlKey,
+    /// The content id those bytes have.
     pub content: ContentId,
     /// The name of the token that published it.
     pub publisher: String,
@@ -284,6 +329,7 @@ pub struct UrlMapping {
 /// The answer to `PUT /v1/content/{id}/manifest`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestPublished {
+    /// The content id the manifest hashes to.
     pub content: ContentId,
     /// False when the tracker already had this manifest.
     pub created: bool,
@@ -297,7 +343,9 @@ pub struct ManifestPublished {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSwarmRequest {
+    /// The URL version to fetch; the tracker normalizes it.
     pub key: UrlKey,
+    /// The file size and piece size the caller proposes; a running swarm keeps its own.
     pub layout: Layout,
     /// The agent that leads if this request creates the swarm.
     pub agent: AgentId,
@@ -312,11 +360,13 @@ pub struct SwarmInfo {
     pub id: ContentId,
     /// The key as the tracker normalized it.
     pub key: UrlKey,
+    /// The file size and piece size every member fetches by.
     pub layout: Layout,
     /// The agent that fetches from the origin and publishes the digests.
     pub leader: AgentId,
     /// True only in the answer to the create that made the swarm.
     pub created: bool,
+    /// The piece digests the leader has published so far.
     pub digests: SwarmDigests,
 }
 
@@ -341,14 +391,23 @@ struct RawSwarmDigests {
 /// [`SwarmDigests`] that do not fit a layout, or do not decode.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum SwarmDigestsError {
+    /// The `known` bitfield does not fit the layout.
     #[error("known: {0}")]
     Known(#[from] PackedBitsError),
+    /// The `digests` text is not hex.
     #[error("digests: {0}")]
     Hex(#[from] crate::hex::HexError),
+    /// The decoded `digests` (this many bytes) are not a whole number of 32-byte digests.
     #[error("digests is {0} bytes, not a whole number of 32-byte digests")]
     Partial(usize),
+    /// The number of digests differs from the number of bits set in `known`.
     #[error("known marks {known} pieces but there are {actual} digests")]
-    Count { known: u32, actual: usize },
+    Count {
+        /// Pieces `known` marks.
+        known: u32,
+        /// Whole 32-byte digests given.
+        actual: usize,
+    },
 }
 
 impl TryFrom<RawSwarmDigests> for SwarmDigests {
@@ -431,6 +490,7 @@ impl SwarmDigests {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PieceDigestEntry {
+    /// The piece's index, from 0; past the last piece is refused.
     pub index: u32,
     /// BLAKE3 of the piece, 64 hex digits.
     pub digest: String,
@@ -452,6 +512,7 @@ impl PieceDigestEntry {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishDigestsRequest {
+    /// The digests, in any order; at most one per piece.
     pub pieces: Vec<PieceDigestEntry>,
 }
 
@@ -465,6 +526,7 @@ pub struct PublishDigestsRequest {
 pub struct ReportRequest {
     /// The peer that sent the bad piece.
     pub agent: AgentId,
+    /// Index (from 0) of the piece that did not match its digest.
     pub piece: u32,
     /// For the tracker's log; at most [`MAX_REASON_LEN`] bytes.
     pub reason: String,
@@ -479,46 +541,60 @@ pub mod path {
     use super::AgentId;
     use crate::content::ContentId;
 
+    /// `/v1/agents/{id}`: register (`PUT`).
     pub fn agent(id: &AgentId) -> String {
         format!("/v1/agents/{id}")
     }
 
+    /// `/v1/agents/{id}/heartbeat`: renew the lease (`POST`).
     pub fn heartbeat(id: &AgentId) -> String {
         format!("/v1/agents/{id}/heartbeat")
     }
 
+    /// `/v1/agents/{id}/announce`: holdings changes (`POST`).
     pub fn announce(id: &AgentId) -> String {
         format!("/v1/agents/{id}/announce")
     }
 
+    /// `/v1/content/{id}`: one content's summary (`GET`).
     pub fn content(id: &ContentId) -> String {
         format!("/v1/content/{id}")
     }
 
+    /// `/v1/content/{id}/peers`: who holds it (`GET`, [`PeersQuery`](super::PeersQuery)).
     pub fn peers(id: &ContentId) -> String {
         format!("/v1/content/{id}/peers")
     }
 
+    /// `/v1/content/{id}/manifest`: its manifest (`GET`, `PUT`).
     pub fn manifest(id: &ContentId) -> String {
         format!("/v1/content/{id}/manifest")
     }
 
+    /// `/v1/content/{id}/reports`: report a peer's bad piece (`POST`).
     pub fn reports(id: &ContentId) -> String {
         format!("/v1/content/{id}/reports")
     }
 
+    /// `/v1/swarms/{id}`: a URL swarm's state (`GET`).
     pub fn swarm(id: &ContentId) -> String {
         format!("/v1/swarms/{id}")
     }
 
+    /// `/v1/swarms/{id}/digests`: publish piece digests (`POST`).
     pub fn swarm_digests(id: &ContentId) -> String {
         format!("/v1/swarms/{id}/digests")
     }
 
+    /// List agents (`GET`, [`AgentsQuery`](super::AgentsQuery)).
     pub const AGENTS: &str = "/v1/agents";
+    /// Search contents (`GET`, [`ContentQuery`](super::ContentQuery)).
     pub const CONTENT: &str = "/v1/content";
+    /// Publish a URL version's content (`POST`).
     pub const URLS: &str = "/v1/urls";
+    /// The newest published version of a URL (`GET`, [`LatestUrlQuery`](super::LatestUrlQuery)).
     pub const URLS_LATEST: &str = "/v1/urls/latest";
+    /// Create or join a URL swarm (`POST`).
     pub const SWARMS: &str = "/v1/swarms";
 }
 
