@@ -17,8 +17,10 @@ use std::sync::Arc;
 use serde::Deserialize;
 use thiserror::Error;
 
+/// The shortest secret a tokens file may hold, in bytes, so a secret cannot be guessed by trying.
 pub const MIN_SECRET_LEN: usize = 16;
 
+/// What a token may do; the `role` of a `[[token]]` table, spelled in lower case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -64,6 +66,8 @@ impl fmt::Display for Action {
 }
 
 impl Role {
+    /// Whether a token of this role may do `action`: admins anything, agents announce and query,
+    /// readers query and list.
     pub fn allows(self, action: Action) -> bool {
         matches!(
             (self, action),
@@ -77,26 +81,56 @@ impl Role {
 /// The token a request authenticated with.
 #[derive(Debug, Clone)]
 pub struct Principal {
+    /// The token's `name` from the tokens file: shown in logs, recorded as the publisher of
+    /// manifests, URL mappings and swarms, and the key of its rate limit.
     pub name: Arc<str>,
+    /// What the token may do.
     pub role: Role,
 }
 
+/// Why a tokens file was refused; the message names the line or token to fix and never quotes a
+/// secret.
 #[derive(Debug, Error)]
 pub enum TokensError {
-    /// The message and position only: the parser's own report quotes the offending line, which
-    /// may hold a secret.
+    /// The file is not valid TOML or not the tokens schema (unknown keys, a missing field, an
+    /// unknown role). The message and position only: the parser's own report quotes the
+    /// offending line, which may hold a secret.
     #[error("line {line}: {message}")]
-    Parse { line: usize, message: String },
+    Parse {
+        /// The 1-based line of the fault; 0 when the parser gave no position.
+        line: usize,
+        /// The parser's message, without the quoted line.
+        message: String,
+    },
+    /// The file has no `[[token]]` table, so nobody could use the tracker.
     #[error("tokens file has no [[token]] tables")]
     Empty,
+    /// A name is empty, over 64 bytes, or has control characters.
     #[error("token {name:?}: the name must be 1 to 64 characters without control characters")]
-    BadName { name: String },
+    BadName {
+        /// The name as written.
+        name: String,
+    },
+    /// A secret is shorter than [`MIN_SECRET_LEN`].
     #[error("token {name:?}: the secret must be at least {MIN_SECRET_LEN} characters")]
-    ShortSecret { name: String },
+    ShortSecret {
+        /// The name of the token with the short secret.
+        name: String,
+    },
+    /// Two tokens have the same name, so logs could not tell them apart.
     #[error("token name {name:?} is used twice")]
-    DuplicateName { name: String },
+    DuplicateName {
+        /// The repeated name.
+        name: String,
+    },
+    /// Two tokens have the same secret, so a request could not say which one it is.
     #[error("tokens {first:?} and {second:?} have the same secret")]
-    DuplicateSecret { first: String, second: String },
+    DuplicateSecret {
+        /// The first token's name.
+        first: String,
+        /// The second token's name.
+        second: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -121,6 +155,7 @@ pub struct Tokens {
 }
 
 impl Tokens {
+    /// Parses and checks a `--tokens` file's text (the format in the module documentation).
     pub fn from_toml(text: &str) -> Result<Self, TokensError> {
         let file: TokenFile = toml::from_str(text).map_err(|e| TokensError::Parse {
             line: e
@@ -180,10 +215,13 @@ impl Tokens {
         Ok(())
     }
 
+    /// How many tokens are accepted.
     pub fn len(&self) -> usize {
         self.by_hash.len()
     }
 
+    /// True when no token is accepted (only a [`Tokens::default`] is; a parsed file has at least
+    /// one).
     pub fn is_empty(&self) -> bool {
         self.by_hash.is_empty()
     }

@@ -21,6 +21,8 @@ enum Source {
 }
 
 impl Clock {
+    /// Milliseconds since this call, from the monotonic clock: immune to wall-clock jumps, right
+    /// for one tracker process.
     pub fn system() -> Self {
         Self(Source::System(Instant::now()))
     }
@@ -36,6 +38,7 @@ impl Clock {
         Self(Source::Manual(Arc::new(AtomicU64::new(0))))
     }
 
+    /// Milliseconds since the clock's start (the Unix epoch for [`Clock::wall`]).
     pub fn now_ms(&self) -> u64 {
         match &self.0 {
             Source::System(start) => start.elapsed().as_millis() as u64,

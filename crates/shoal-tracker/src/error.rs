@@ -10,37 +10,66 @@ use thiserror::Error;
 use crate::auth::{Action, Role};
 use crate::store::StoreError;
 
+/// Everything a request can fail with; [`ApiError::status`] gives the HTTP status, and the answer's
+/// body is an [`ErrorBody`] with this error's message.
 #[derive(Debug, Error)]
 pub enum ApiError {
+    /// No `Authorization: Bearer` header: `401`.
     #[error("missing bearer token: send `Authorization: Bearer <secret>`")]
     NoToken,
+    /// The bearer secret matches no token in the tokens file: `401`.
     #[error("unknown token")]
     BadToken,
+    /// The token's role may not do what the route does: `403`.
     #[error("role {role} may not {action}")]
-    Forbidden { role: Role, action: Action },
+    Forbidden {
+        /// The role of the token the request used.
+        role: Role,
+        /// What the route does.
+        action: Action,
+    },
+    /// The body is larger than the route allows: `413`.
     #[error("request body is over the limit of {limit} bytes")]
-    TooLarge { limit: usize },
+    TooLarge {
+        /// The route's body limit in bytes (`TrackerOptions::body_limit` or `manifest_body_limit`).
+        limit: usize,
+    },
+    /// A field or query parameter is invalid: `400`.
     #[error("{message}")]
     BadRequest {
+        /// The field at fault as a path (`holdings[2].pieces`); `None` when the body as a whole is
+        /// wrong (not JSON).
         field: Option<String>,
+        /// What is wrong and what is allowed.
         message: String,
     },
+    /// The token is over its rate limit: `429` with `Retry-After`.
     #[error("too many requests for this token; retry in {retry_after_secs} s")]
-    RateLimited { retry_after_secs: u64 },
+    RateLimited {
+        /// Seconds until the token may send another request.
+        retry_after_secs: u64,
+    },
+    /// A content or other object the request names does not exist: `404`.
     #[error("{message}")]
     NotFound {
+        /// The request field naming it.
         field: &'static str,
+        /// What is missing and what to do first (publish the manifest, …).
         message: String,
     },
+    /// No route matches the path: `404`.
     #[error("no such route")]
     NoRoute,
+    /// The route exists but not with this method: `405`.
     #[error("method not allowed on this route")]
     MethodNotAllowed,
+    /// The store refused or failed; the status depends on the [`StoreError`].
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 impl ApiError {
+    /// A `400` naming `field` (a path such as `key.url`), with a message saying what is wrong.
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::BadRequest {
             field: Some(field.into()),
@@ -48,6 +77,7 @@ impl ApiError {
         }
     }
 
+    /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::NoToken | ApiError::BadToken => StatusCode::UNAUTHORIZED,

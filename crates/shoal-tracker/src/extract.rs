@@ -21,11 +21,17 @@ use crate::AppState;
 
 /// The role check an [`Allow`] makes.
 pub trait Permission {
+    /// The action the route does; [`Role::allows`](crate::auth::Role::allows) decides whether the
+    /// token's role may.
     const ACTION: Action;
 }
 
+/// Routes that change an agent's state or publish: register, heartbeat, announce, manifests, URL
+/// mappings, swarms, reports.
 pub struct AnnouncePerm;
+/// Routes that look one thing up: peers, a manifest, a URL mapping, a swarm, one content.
 pub struct QueryPerm;
+/// Routes that list or search contents and agents.
 pub struct ListPerm;
 
 impl Permission for AnnouncePerm {
@@ -40,11 +46,14 @@ impl Permission for ListPerm {
 
 /// A request whose bearer token is valid, within its rate limit, and whose role allows `P`.
 pub struct Allow<P> {
+    /// The token the request authenticated with.
     pub principal: Principal,
     permission: PhantomData<P>,
 }
 
 impl<P> Allow<P> {
+    /// The caller as the store sees it: the token's name and whether it is an admin, for ownership
+    /// checks.
     pub fn caller(&self) -> Caller {
         Caller {
             token: self.principal.name.clone(),
@@ -177,11 +186,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
     }
 }
 
+/// Parses a content id from a path segment; a `400` on field `id` when it is not 64 hex digits.
 pub fn content_id(text: &str) -> Result<ContentId, ApiError> {
     text.parse()
         .map_err(|e: shoal_core::content::ContentIdError| ApiError::field("id", e.to_string()))
 }
 
+/// Parses an agent id from a path segment; a `400` on field `id` when it is not a valid agent id.
 pub fn agent_id(text: &str) -> Result<AgentId, ApiError> {
     AgentId::new(text).map_err(|e| ApiError::field("id", e.to_string()))
 }

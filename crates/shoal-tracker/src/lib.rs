@@ -52,6 +52,7 @@ pub struct TrackerOptions {
     /// swarm's digests (about 90 bytes per piece, so the 16 MiB default takes 2^16 pieces in
     /// one publish with room to spare).
     pub manifest_body_limit: usize,
+    /// Requests per token per second, and burst; refused beyond with `429`.
     pub rate_limit: RateLimit,
     /// How often agents whose lease lapsed, and lapsed swarms, are dropped from memory.
     pub sweep_every: Duration,
@@ -97,6 +98,7 @@ impl<S> Clone for AppState<S> {
 }
 
 impl<S: Store> AppState<S> {
+    /// The state of a tracker over `store`, accepting `tokens`; rate limits read `options.clock`.
     pub fn new(store: S, tokens: Tokens, options: TrackerOptions) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -109,6 +111,7 @@ impl<S: Store> AppState<S> {
         }
     }
 
+    /// The store the handlers read and write, for an embedder that inspects it directly.
     pub fn store(&self) -> &S {
         &self.shared.store
     }

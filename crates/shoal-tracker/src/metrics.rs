@@ -29,6 +29,8 @@ struct RouteStats {
     sum_secs: f64,
 }
 
+/// The counters `/metrics` reports for this process: requests by route, method and status,
+/// latencies by route, and accepted reports.
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// route → method → stats; routes are the matched patterns, so the label set is bounded.
@@ -38,6 +40,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Counts one accepted report of a peer that served a bad piece.
     pub fn count_report(&self) {
         self.reports.fetch_add(1, Ordering::Relaxed);
     }
@@ -61,6 +64,7 @@ impl Metrics {
         stats.sum_secs += secs;
     }
 
+    /// The Prometheus text exposition of every counter, plus the store's gauges from `store`.
     pub fn render(&self, store: StoreStats) -> String {
         let mut out = String::new();
         let gauges = [

@@ -142,6 +142,7 @@ fn schemas() -> Value {
     })
 }
 
+/// The OpenAPI 3 document of every route the router serves, with the limits of `limits`.
 pub fn document() -> Value {
     let agent_id = path_id("Agent id: 1 to 64 characters from A-Z a-z 0-9 . _ -");
     let content_id = path_id("Content id: 64 hex digits, BLAKE3 of the manifest");

@@ -9,6 +9,8 @@ use shoal_core::TokenBucket;
 
 use crate::clock::Clock;
 
+/// How many requests each token may make: a sustained rate and a burst. The default, 1000 per
+/// second with bursts of 2000, stops a runaway client without slowing a fleet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
     /// Sustained requests per second per token; 0 turns the limit off.

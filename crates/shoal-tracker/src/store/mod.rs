@@ -34,36 +34,52 @@ pub use sqlite::{SqliteLocation, SqliteStore};
 /// agent.
 #[derive(Debug, Clone)]
 pub struct Caller {
+    /// The token's name; it owns the agents it registers and the swarms it creates.
     pub token: Arc<str>,
+    /// True for an admin token, which may act on any agent and publish any swarm's digests.
     pub admin: bool,
 }
 
+/// A register request with the agent id from its path, validated by the handler.
 #[derive(Debug, Clone)]
 pub struct Registration {
+    /// The agent's id, from the request path.
     pub id: AgentId,
+    /// Where peers reach the agent's piece server.
     pub addr: SocketAddr,
+    /// Upload capacity in bytes per second, 0 when unknown.
     pub upload_capacity: u64,
+    /// Everything the agent holds; replaces what the store had.
     pub holdings: Vec<Holding>,
 }
 
+/// A peers question, bounded by the handler.
 #[derive(Debug, Clone, Default)]
 pub struct PeerQuery {
+    /// At most this many peers (the handler's default 20, at most 200).
     pub k: usize,
+    /// The asking agent: left out of the answer, and its bitfield decides which peers are useful;
+    /// `None` for a reader.
     pub asker: Option<AgentId>,
 }
 
+/// A content search, bounded by the handler.
 #[derive(Debug, Clone, Default)]
 pub struct ContentSearch {
     /// Case-insensitive substring of the name.
     pub name: Option<String>,
     /// Lowercase hex prefix of the id.
     pub id_prefix: Option<String>,
+    /// At most this many results (the handler's default 100, at most 1000).
     pub limit: usize,
 }
 
+/// One page of the agents listing, in id order.
 #[derive(Debug, Clone, Default)]
 pub struct AgentPage {
+    /// Only agents whose id sorts after this one; `None` starts at the first.
     pub after: Option<AgentId>,
+    /// At most this many agents (the handler's default 100, at most 1000).
     pub limit: usize,
 }
 
@@ -73,7 +89,9 @@ pub struct AgentPage {
 pub struct StoreStats {
     /// Agents registered: with a live lease on Redis; until the sweep drops them in memory.
     pub agents: u64,
+    /// Contents in the durable catalog (every id ever registered or announced, until removed).
     pub contents: u64,
+    /// Manifests published.
     pub manifests: u64,
     /// Holdings of those agents; `None` where the store keeps no count of them (Redis).
     pub holdings: Option<u64>,
@@ -123,12 +141,14 @@ pub struct NewSwarm {
     pub key: UrlKey,
     /// Checked by the caller to match `key.size`.
     pub layout: Layout,
+    /// The agent that fetches from the origin and publishes digests.
     pub leader: AgentId,
 }
 
 /// The answer to [`Store::publish_digests`].
 #[derive(Debug, Clone)]
 pub struct DigestsPublished {
+    /// The swarm after the publish, with every digest now known.
     pub swarm: SwarmInfo,
     /// Pieces whose published digest differed from the one already known, which stays.
     pub ignored: Vec<u32>,
@@ -137,15 +157,21 @@ pub struct DigestsPublished {
 /// A peer that served a piece of `content` that did not match its digest.
 #[derive(Debug, Clone)]
 pub struct PeerReport {
+    /// The content (or swarm id) the piece belongs to.
     pub content: ContentId,
+    /// The peer that sent the bad piece.
     pub agent: AgentId,
+    /// The piece's index, from 0; the handler has checked it is inside the layout.
     pub piece: u32,
 }
 
+/// How a store keeps soft state: lease length, clock and per-agent holding cap. The default is a
+/// 30-second lease on the system clock with at most [`MAX_HOLDINGS`] holdings per agent.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// How long a lease lasts after each register, heartbeat or announce.
     pub lease: Duration,
+    /// The clock of leases; replicas sharing one store need [`Clock::wall`].
     pub clock: Clock,
     /// Contents one agent may hold; a register or announce past it is refused
     /// ([`StoreError::TooManyHoldings`]), so no agent grows the tracker without bound.
@@ -165,10 +191,14 @@ impl Default for StoreOptions {
     }
 }
 
+/// Why a store refused or failed an operation; [`ApiError::status`](crate::ApiError::status) maps
+/// each to an HTTP status, and the message says what to do.
 #[derive(Debug, Error)]
 pub enum StoreError {
+    /// The agent is not registered or its lease lapsed: it must register again (`404`).
     #[error("agent {0} is not registered (or its lease lapsed): register again")]
     UnknownAgent(AgentId),
+    /// The agent was registered by another token, which alone (or an admin) may change it (`403`).
     #[error("agent {0} is registered by another token")]
     NotOwner(AgentId),
     /// Two agents claim one id: the live one keeps it until its lease lapses.
@@ -177,44 +207,84 @@ pub enum StoreError {
          {asked}: give each agent its own id"
     )]
     IdInUse {
+        /// The contested id.
         id: AgentId,
+        /// The address the live agent registered from.
         held: SocketAddr,
+        /// The address this registration comes from.
         asked: SocketAddr,
     },
+    /// No agent ever registered or announced this content (`404`).
     #[error("content {0} is not known")]
     UnknownContent(ContentId),
+    /// The content is known but its manifest was never published (`404`).
     #[error("no manifest is published for content {0}")]
     NoManifest(ContentId),
+    /// No content is published for this URL version (`404`); the caller fetches from the origin.
     #[error("no content is published for this URL version")]
     UnknownUrl,
+    /// An announce names pieces of a content the agent does not hold (`404`).
     #[error("agent does not hold content {content}: announce the holding first")]
-    NotHeld { field: String, content: ContentId },
+    NotHeld {
+        /// The request field at fault, e.g. `pieces[0].content`.
+        field: String,
+        /// The content the agent does not hold.
+        content: ContentId,
+    },
+    /// The request is well-formed JSON but inconsistent with what the store holds (`400`).
     #[error("{message}")]
-    Invalid { field: String, message: String },
+    Invalid {
+        /// The request field at fault.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// No swarm with this id runs: it lapsed or was never created (`404`).
     #[error("swarm {0} is not running (it lapsed, or was never created)")]
     UnknownSwarm(ContentId),
+    /// A swarm runs for this URL version with another layout (`409`); the caller should join with
+    /// that layout.
     #[error(
         "swarm {id} runs with size {} and piece size {}",
         layout.size(),
         layout.piece_size()
     )]
-    SwarmLayout { id: ContentId, layout: Layout },
+    SwarmLayout {
+        /// The swarm's id.
+        id: ContentId,
+        /// The layout it runs with.
+        layout: Layout,
+    },
+    /// The caller's token did not create the swarm, so may not publish its digests (`403`).
     #[error("only the token that created swarm {0} may publish its digests")]
     NotPublisher(ContentId),
+    /// The tracker holds [`SwarmLimits::max`] swarms already (`503`).
     #[error("the tracker runs its maximum of {max} swarms; fetch from the origin, or retry later")]
-    TooManySwarms { max: usize },
-    #[error("agent {id} would hold {count} contents; the tracker keeps at most {max} per agent")]
-    TooManyHoldings {
-        id: AgentId,
-        count: usize,
+    TooManySwarms {
+        /// That maximum.
         max: usize,
     },
+    /// A register or announce would give the agent more holdings than
+    /// [`StoreOptions::max_holdings`] (`413`).
+    #[error("agent {id} would hold {count} contents; the tracker keeps at most {max} per agent")]
+    TooManyHoldings {
+        /// The agent.
+        id: AgentId,
+        /// Holdings it would have.
+        count: usize,
+        /// The most it may have.
+        max: usize,
+    },
+    /// The storage backend failed (a SQLite error, a corrupt row); `500`, the cause goes to the log
+    /// only.
     #[error("storage failed")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A networked store did not answer; `store` is its address without credentials.
     #[error("the tracker's store ({store}) is unreachable; retrying")]
     Unavailable {
+        /// The store's address, credentials removed.
         store: String,
+        /// Why the connection failed.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -241,6 +311,8 @@ pub trait Store: Clone + Send + Sync + 'static {
         reg: Registration,
     ) -> impl Future<Output = Result<LeaseGrant, StoreError>> + Send;
 
+    /// Renews the lease and records the agent's load; [`StoreError::UnknownAgent`] when the lease
+    /// lapsed, so the agent registers again.
     fn heartbeat(
         &self,
         caller: Caller,
@@ -263,22 +335,27 @@ pub trait Store: Clone + Send + Sync + 'static {
         id: AgentId,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Peers of a content (or swarm id) in order of preference (see `PeersResponse`), leaving out
+    /// reported and lapsed agents; [`StoreError::UnknownContent`] when nobody holds it.
     fn peers(
         &self,
         content: ContentId,
         query: PeerQuery,
     ) -> impl Future<Output = Result<PeersResponse, StoreError>> + Send;
 
+    /// One content's summary; [`StoreError::UnknownContent`] when it is not in the catalog.
     fn content(
         &self,
         id: ContentId,
     ) -> impl Future<Output = Result<ContentSummary, StoreError>> + Send;
 
+    /// Contents matching the search, sorted by name then id.
     fn search(
         &self,
         search: ContentSearch,
     ) -> impl Future<Output = Result<Vec<ContentSummary>, StoreError>> + Send;
 
+    /// One page of live agents in id order.
     fn agents(
         &self,
         page: AgentPage,
@@ -292,6 +369,7 @@ pub trait Store: Clone + Send + Sync + 'static {
         publisher: Arc<str>,
     ) -> impl Future<Output = Result<ManifestPublished, StoreError>> + Send;
 
+    /// The manifest published for `id`; [`StoreError::NoManifest`] when there is none.
     fn manifest(&self, id: ContentId) -> impl Future<Output = Result<Manifest, StoreError>> + Send;
 
     /// Maps a normalized URL version to a content whose manifest is published. The first
@@ -303,6 +381,8 @@ pub trait Store: Clone + Send + Sync + 'static {
         publisher: Arc<str>,
     ) -> impl Future<Output = Result<(UrlMapping, bool), StoreError>> + Send;
 
+    /// The content published for this exact (normalized) URL version; [`StoreError::UnknownUrl`]
+    /// when none is.
     fn lookup_url(
         &self,
         key: UrlKey,
@@ -324,6 +404,7 @@ pub trait Store: Clone + Send + Sync + 'static {
         swarm: NewSwarm,
     ) -> impl Future<Output = Result<SwarmInfo, StoreError>> + Send;
 
+    /// The running swarm `id`; [`StoreError::UnknownSwarm`] when it lapsed or never ran.
     fn swarm(&self, id: ContentId) -> impl Future<Output = Result<SwarmInfo, StoreError>> + Send;
 
     /// Records piece digests of a swarm (the caller has checked the digests' text), the first
@@ -340,6 +421,7 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// reports take no space for agents or contents that do not exist).
     fn report(&self, report: PeerReport) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Counts for `/metrics`, each read in O(1).
     fn stats(&self) -> impl Future<Output = Result<StoreStats, StoreError>> + Send;
 
     /// Drops agents whose lease lapsed and swarms nothing touched for their lifetime, to reclaim

@@ -35,6 +35,7 @@ pub enum SqliteLocation {
     Memory,
 }
 
+/// The database's file name inside [`SqliteLocation::Directory`].
 pub const DATABASE_FILE: &str = "tracker.sqlite3";
 
 const SCHEMA: &str = "

@@ -30,6 +30,9 @@ pub(crate) fn swarm_limits() -> SwarmLimits {
     }
 }
 
+/// Expands to a module named `$backend` with one `#[tokio::test]` per case of the suite. Each
+/// case calls `$make(clock, swarm_limits)` with a fresh manual clock and the suite's swarm
+/// limits; it returns the store to test and a guard the case keeps alive (a Redis server).
 #[macro_export]
 macro_rules! store_suite {
     ($backend:ident, $make:expr) => {
