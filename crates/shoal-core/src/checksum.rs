@@ -23,8 +23,8 @@ pub enum ChecksumAlgo {
 }
 
 impl ChecksumAlgo {
-    /// Every supported algorithm, strongest first among the SHA family, for listing in help and
-    /// parsing.
+    /// Every supported algorithm in the engine's order of preference: of several hashes of one
+    /// file (a Metalink's), the first in this list is the one checked.
     pub const ALL: [ChecksumAlgo; 5] = [
         ChecksumAlgo::Sha256,
         ChecksumAlgo::Sha512,
