@@ -28,19 +28,34 @@ pub enum ErrorKind {
     Cancelled,
 }
 
+/// Why a download failed. Every message names the file or URL (credentials redacted) and what to do
+/// next; [`DownloadError::kind`] groups the variants for exit codes.
 #[derive(Debug, Error)]
 pub enum DownloadError {
+    /// The server answered an error status (`4xx`, `5xx` after retries) to a request it must serve.
     #[error("{url}: server answered {status}")]
-    HttpStatus { url: SafeUrl, status: u16 },
+    HttpStatus {
+        /// The URL asked, credentials redacted.
+        url: SafeUrl,
+        /// The HTTP status code, e.g. 404.
+        status: u16,
+    },
 
+    /// Requests to a URL failed (connect, TLS, reset, stall, a protocol break) as many times as the
+    /// tries allow.
     #[error("{url}: {cause} (after {tries} {noun})", noun = if *tries == 1 { "try" } else { "tries" })]
     Network {
+        /// The URL asked, credentials redacted.
         url: SafeUrl,
+        /// The last failure; its own source chain keeps the transport's cause.
         #[source]
         cause: FetchError,
+        /// Requests made before giving up, the last one included.
         tries: u32,
     },
 
+    /// The finished file does not hash to the expected checksum; the bytes stay in the `.part`
+    /// file.
     #[error(
         "{path}: checksum mismatch: expected {algo}={expected}, got {algo}={actual}; \
          the download is kept as {part}{served}",
@@ -48,34 +63,50 @@ pub enum DownloadError {
         served = served_by(sources)
     )]
     ChecksumMismatch {
+        /// The output path the file was to take.
         path: PathBuf,
+        /// The algorithm's name (`sha256`, …).
         algo: String,
+        /// The expected digest, lower-case hex.
         expected: String,
+        /// The digest of the bytes received, lower-case hex.
         actual: String,
         /// The URLs (redacted) that sent bytes of the file, when there were several: one of
         /// them served other bytes.
         sources: Box<[SafeUrl]>,
     },
 
+    /// A piece failed its hash and no other source is left to fetch it from; the bytes stay in the
+    /// `.part` file.
     #[error(
         "{path}: piece {index} does not match its hash, and {url}, the only source left, \
          sent it; the download is kept as {part}",
         part = crate::naming::part_path(path).display()
     )]
     PieceMismatch {
+        /// The output path the file was to take.
         path: PathBuf,
+        /// The piece that did not match.
         index: PieceIndex,
+        /// The last source that sent it, credentials redacted.
         url: SafeUrl,
     },
 
+    /// A local file operation failed; the message adds a hint for a full disk or a permission
+    /// error.
     #[error("{path}: {op}: {source}{hint}", hint = io_hint(source))]
     Io {
+        /// The file or directory the operation was on.
         path: PathBuf,
+        /// What was being done, e.g. `create`, `write`, `rename`, `reserve space`.
         op: &'static str,
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },
 
+    /// The file system has no room for the rest of the file (`ENOSPC` or `EDQUOT`); the `.part` and
+    /// its state stay, so the same command continues.
     #[error(
         "{path}: the disk is full: {needed} more needed{free}; free space and run the same \
          command again to continue",
@@ -83,6 +114,7 @@ pub enum DownloadError {
         free = available.map(|a| format!(" ({} free)", human(a))).unwrap_or_default()
     )]
     DiskFull {
+        /// The file whose write or reservation failed.
         path: PathBuf,
         /// Bytes that must be freed (at least) for the download to go on.
         needed: u64,
@@ -90,11 +122,13 @@ pub enum DownloadError {
         available: Option<u64>,
     },
 
+    /// The file is, or grew, larger than `--max-filesize`; the download stopped.
     #[error(
         "{url}: {what} more than --max-filesize allows ({limit} bytes); stopped",
         what = size.map_or("sent".to_string(), |s| format!("serves {s} bytes,"))
     )]
     TooLarge {
+        /// The URL, credentials redacted.
         url: SafeUrl,
         /// The limit (`--max-filesize`), in bytes.
         limit: u64,
@@ -102,6 +136,7 @@ pub enum DownloadError {
         size: Option<u64>,
     },
 
+    /// Another shoal process holds the `.part` file's lock.
     #[error(
         "another shoal is writing {part}; wait for it or choose another name with -o",
         part = part.display()
@@ -111,15 +146,25 @@ pub enum DownloadError {
         part: PathBuf,
     },
 
+    /// The output path exists and `--overwrite` was not given.
     #[error("{path} already exists; choose another name with -o or replace it with --overwrite")]
-    OutputExists { path: PathBuf },
+    OutputExists {
+        /// The existing file.
+        path: PathBuf,
+    },
 
+    /// The file changed on the server (`If-Range` failed) a second time, after one restart from
+    /// zero.
     #[error(
         "{url}: the file changed on the server again while downloading; run the same command \
          later, when it has settled"
     )]
-    Changed { url: SafeUrl },
+    Changed {
+        /// The URL, credentials redacted.
+        url: SafeUrl,
+    },
 
+    /// The caller's cancel token fired; the `.part` and its state stay for a resume.
     #[error("download cancelled")]
     Cancelled,
 }
@@ -149,6 +194,7 @@ fn io_hint(error: &io::Error) -> &'static str {
 }
 
 impl DownloadError {
+    /// The group this error belongs to, which the binary maps to an exit code.
     pub fn kind(&self) -> ErrorKind {
         match self {
             DownloadError::HttpStatus { .. } => ErrorKind::HttpStatus,

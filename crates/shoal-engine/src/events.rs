@@ -10,13 +10,16 @@ use tokio::sync::mpsc;
 /// Receives events; dropping the receiver is fine, events are then discarded.
 pub type EventSender = mpsc::UnboundedSender<Event>;
 
+/// What the engine reports while a download runs, in order, on the caller's [`EventSender`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// The probe answered: where the file goes and what the server offers.
     Started {
         /// The final URL after redirects, credentials redacted.
         url: SafeUrl,
+        /// Where the finished file will be (the `.part` sits beside it).
         path: PathBuf,
+        /// The file's length in bytes; `None` when the server sent no length (one stream to EOF).
         size: Option<u64>,
         /// Whether the server honours byte ranges (so more than one connection can be used).
         ranges: bool,
@@ -25,55 +28,89 @@ pub enum Event {
     /// `verified` is false when the server sends no `ETag` or `Last-Modified`, so only the size
     /// says it is the same file (a `--checksum` then checks the result).
     Resumed {
+        /// Bytes the state file records as durably written.
         done: u64,
+        /// The file's length in bytes.
         total: u64,
+        /// Whether the server's `ETag` or `Last-Modified` matched the ones saved with the `.part`.
         verified: bool,
     },
     /// A previous run's `.part` could not be continued (or the file changed on the server while
     /// downloading): the download starts over from byte 0. `reason` is one line naming the file
     /// and what was wrong.
-    Restarted { reason: String },
+    Restarted {
+        /// One line naming the `.part` file and what was wrong.
+        reason: String,
+    },
     /// A mirror is not used (any more): it failed, served another size, or cannot do ranges.
     /// The download goes on with the others.
     SourceDropped {
         /// Credentials redacted.
         url: SafeUrl,
+        /// Why, one line, credentials redacted.
         reason: String,
     },
     /// About ten times a second while bytes flow.
     Progress(Progress),
     /// A connection failed and its work is retried or handed to another connection.
     Retry {
+        /// The number of the try that failed, from 1.
         attempt: u32,
         /// What went wrong, credentials redacted.
         reason: String,
+        /// How long the engine waits before the next try (backoff, or the server's `Retry-After`).
         after: Duration,
     },
     /// A connection delivered nothing (or far less than the others) and lost its work.
-    Stalled { connection: u32 },
+    Stalled {
+        /// The connection's number within this download, as logs name it.
+        connection: u32,
+    },
     /// The server asked for fewer connections (429/503) or more did not add throughput.
-    ConnectionsLowered { to: u32, reason: String },
+    ConnectionsLowered {
+        /// The connection cap from now on.
+        to: u32,
+        /// Why: the server's answer (429/503) or that throughput did not grow.
+        reason: String,
+    },
     /// A piece matched its digest (swarm downloads and piece hashes): it may be served and
     /// announced.
-    PieceVerified { index: PieceIndex },
+    PieceVerified {
+        /// The piece, now durable and matching its digest.
+        index: PieceIndex,
+    },
     /// A piece's bytes are all written and this is their BLAKE3 (with
     /// [`crate::DownloadOptions::learn_pieces`]).
-    PieceHashed { index: PieceIndex, digest: [u8; 32] },
+    PieceHashed {
+        /// The piece whose bytes were hashed.
+        index: PieceIndex,
+        /// BLAKE3 of the piece's bytes.
+        digest: [u8; 32],
+    },
     /// A piece did not match its digest; `url` sent some of its bytes (credentials redacted)
     /// and is not used any more. `peer` names the peer, when it was one.
     BadPiece {
+        /// The piece that did not match.
         index: PieceIndex,
+        /// A source that sent bytes of it, credentials redacted.
         url: SafeUrl,
+        /// The peer's name (its agent id) when the source was a peer; `None` for the origin or a
+        /// mirror.
         peer: Option<String>,
     },
     /// Every byte is on disk; the checksum is being computed.
-    Verifying { algo: String },
+    Verifying {
+        /// The checksum algorithm's name (`sha256`, …).
+        algo: String,
+    },
 }
 
+/// A snapshot of a running download, sent about ten times a second.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Progress {
     /// Bytes of the file on disk so far.
     pub done: u64,
+    /// The file's length in bytes; `None` when the server sent no length.
     pub total: Option<u64>,
     /// Bytes per second over the last second or so.
     pub speed: f64,
@@ -84,8 +121,11 @@ pub struct Progress {
 /// How a finished download went.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
+    /// Where the finished file is.
     pub path: PathBuf,
+    /// The file's length in bytes.
     pub size: u64,
+    /// Wall time from the start of the call to the rename into place, the checksum included.
     pub elapsed: Duration,
     /// The most connections that streamed at the same time.
     pub max_connections: u32,
@@ -101,12 +141,14 @@ pub struct Summary {
 pub struct SourceUsage {
     /// Credentials redacted.
     pub url: SafeUrl,
+    /// Bytes this URL delivered, counting bytes later fetched again elsewhere.
     pub bytes: u64,
     /// Why it stopped being used, if it did.
     pub dropped: Option<String>,
 }
 
 impl Summary {
+    /// Bytes of the file per second over the whole download (`size / elapsed`).
     pub fn average_speed(&self) -> f64 {
         self.size as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }

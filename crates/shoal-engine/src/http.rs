@@ -28,19 +28,25 @@ pub enum FetchError {
     /// The server answered with a status we do not retry (404, 401, …) or ran out of retries.
     #[error("server answered {status}")]
     Status {
+        /// The status the server answered.
         status: StatusCode,
+        /// The server's `Retry-After` in seconds (capped at an hour); `None` when absent or an HTTP
+        /// date.
         retry_after: Option<Duration>,
     },
     /// No connection could be made (refused, unreachable).
     #[error("could not connect{cause}")]
     Connect {
+        /// The transport's error, credentials redacted from its URL.
         #[source]
         cause: Cause,
     },
     /// The connection failed: reset, timed out, cut short.
     #[error("{what}{cause}")]
     Transport {
+        /// Which kind of failure, for the message.
         what: TransportFailure,
+        /// The transport's error, credentials redacted from its URL.
         #[source]
         cause: Cause,
     },
@@ -278,8 +284,11 @@ pub(crate) async fn probe(client: &HttpClient, url: &Url, from: u64) -> Result<P
 pub struct UrlVersion {
     /// Where the redirects ended, without credentials.
     pub url: Url,
+    /// The file's length in bytes, from the `206`'s `Content-Range` total.
     pub size: u64,
+    /// The `ETag` as sent (quotes included); `None` when the server sent none.
     pub etag: Option<String>,
+    /// The `Last-Modified` as sent; `None` when the server sent none.
     pub last_modified: Option<String>,
     /// The value to send as `If-Range`: a strong `ETag`, else `Last-Modified`.
     pub validator: Option<String>,

@@ -45,28 +45,37 @@ const BEST_PRIORITY: u32 = 1;
 /// Highest priority value RFC 5854 allows.
 const WORST_PRIORITY: u32 = 999_999;
 
+/// Which Metalink format a document was written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
+    /// Metalink v3 (`.metalink`, namespace [`NS_V3`]).
     V3,
+    /// Metalink v4, RFC 5854 (`.meta4`, namespace [`NS_V4`]).
     V4,
 }
 
+/// A parsed, checked Metalink document, as [`parse`] returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Metalink {
+    /// The format the document was written in; fields read the same either way.
     pub version: Version,
     /// At least one file, in document order, with distinct names.
     pub files: Vec<MetalinkFile>,
 }
 
+/// One file a Metalink describes: where to fetch it and how to check it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetalinkFile {
     /// Sanitized: one path component, safe to join to the output directory.
     pub name: String,
+    /// The file's length in bytes from `<size>`; `None` when the document gives none.
     pub size: Option<u64>,
     /// At least one, `http`/`https` only, best first (see the module doc), no duplicates.
     pub urls: Vec<MirrorUrl>,
     /// Whole-file hashes of known types, preferred first, one per type.
     pub hashes: Vec<Checksum>,
+    /// Hashes of equal-length pieces (the preferred known type, when several are given); `None`
+    /// when there are none.
     pub pieces: Option<PieceHashes>,
     /// Hash types (whole-file or pieces) present but not understood, as spelled, once each.
     pub skipped_hashes: Vec<String>,
@@ -74,8 +83,10 @@ pub struct MetalinkFile {
     pub skipped_urls: Vec<SkippedUrl>,
 }
 
+/// One HTTP(S) mirror of a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MirrorUrl {
+    /// The mirror's URL, credentials and all as written (redact before showing it).
     pub url: Url,
     /// 1 (best) to 999999 with the v4 meaning, lower is preferred; `None` ranks last.
     pub priority: Option<u32>,
@@ -83,13 +94,16 @@ pub struct MirrorUrl {
     pub location: Option<String>,
 }
 
+/// A source of a file that an HTTP downloader cannot use, listed so the user can be told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedUrl {
     /// The URL with credentials redacted (or only the part safe to show, if it is not a URL).
     pub url: String,
+    /// Why it is not used.
     pub reason: SkipReason,
 }
 
+/// Why a Metalink source was skipped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SkipReason {
     /// Not http or https: the scheme (`ftp`, `magnet`, …, or a v3 `type` attribute).
@@ -101,86 +115,147 @@ pub enum SkipReason {
     Unparseable,
 }
 
+/// Why a Metalink document was refused; every message gives the line, and the file where it
+/// applies.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum MetalinkError {
+    /// The text is not well-formed XML (or has a DTD, which the parser refuses).
     #[error("malformed XML at line {line}, column {column}: {detail}")]
     Xml {
+        /// The 1-based line of the fault.
         line: u32,
+        /// The 1-based column of the fault.
         column: u32,
+        /// The XML parser's message.
         detail: String,
     },
 
+    /// The root element is not `<metalink>` in the v3 or v4 namespace.
     #[error(
         "not a Metalink document: the root element is {found}; expected <metalink> in \
          namespace {NS_V4} (v4, .meta4) or {NS_V3} (v3, .metalink)"
     )]
-    NotMetalink { found: String },
+    NotMetalink {
+        /// The root element's name, with its namespace when it has one.
+        found: String,
+    },
 
+    /// No `<file>` element.
     #[error("the Metalink document describes no file")]
     NoFiles,
 
+    /// A `<file>` has no `name` attribute, or an empty one.
     #[error("line {line}: a <file> without a name")]
-    MissingName { line: u32 },
+    MissingName {
+        /// The 1-based line of the `<file>`.
+        line: u32,
+    },
 
+    /// A file name that sanitizing reduces to nothing (`..`, `/`).
     #[error("line {line}: file name {name:?} leaves nothing to save under")]
-    BadName { line: u32, name: String },
+    BadName {
+        /// The 1-based line of the `<file>`.
+        line: u32,
+        /// The name as written.
+        name: String,
+    },
 
+    /// Two files' names are the same after sanitizing.
     #[error(
         "line {line}: a second file named {name:?} (names are reduced to their last component)"
     )]
-    DuplicateName { line: u32, name: String },
+    DuplicateName {
+        /// The 1-based line of the second `<file>`.
+        line: u32,
+        /// The name as written.
+        name: String,
+    },
 
+    /// A file has no `http` or `https` URL to fetch from.
     #[error("{file} (line {line}): no http or https URL ({skipped} other sources skipped)")]
     NoUsableUrl {
+        /// The file's sanitized name.
         file: String,
+        /// The 1-based line of the `<file>`.
         line: u32,
+        /// How many other sources (ftp, torrents, …) were skipped.
         skipped: usize,
     },
 
+    /// A `<size>` is not a whole number of bytes.
     #[error("{file} (line {line}): size {text:?} is not a number of bytes")]
     BadSize {
+        /// The file's sanitized name.
         file: String,
+        /// The 1-based line of the `<size>`.
         line: u32,
+        /// The size text as written.
         text: String,
     },
 
+    /// A hash of a known type has the wrong length or is not hex.
     #[error("{file} (line {line}): {algo} hash is not {} hex digits: {text:?}", algo.digest_len() * 2)]
     BadHash {
+        /// The file's sanitized name.
         file: String,
+        /// The 1-based line of the `<hash>`.
         line: u32,
+        /// The hash's algorithm.
         algo: ChecksumAlgo,
+        /// The hash text as written.
         text: String,
     },
 
+    /// Two hashes of one type disagree.
     #[error("{file} (line {line}): two different {algo} hashes")]
     ConflictingHash {
+        /// The file's sanitized name.
         file: String,
+        /// The 1-based line of the second `<hash>`.
         line: u32,
+        /// The algorithm of both.
         algo: ChecksumAlgo,
     },
 
+    /// A `<pieces>` `length` is not a positive number of bytes.
     #[error("{file} (line {line}): piece length {text:?} is not a positive number of bytes")]
     BadPieceLength {
+        /// The file's sanitized name.
         file: String,
+        /// The 1-based line of the `<pieces>`.
         line: u32,
+        /// The length text as written.
         text: String,
     },
 
+    /// A `<pieces>` set has a different number of hashes than the size and piece length make.
     #[error(
         "{file} (line {line}): {actual} piece hashes, but {size} bytes in pieces of {length} \
          make {expected}"
     )]
     PieceCount {
+        /// The file's sanitized name.
         file: String,
+        /// The 1-based line of the `<pieces>`.
         line: u32,
+        /// The file's length in bytes.
         size: u64,
+        /// The piece length in bytes.
         length: u64,
+        /// Hashes needed: `size` over `length`, rounded up.
         expected: u64,
+        /// Hashes given.
         actual: usize,
     },
 
+    /// v3 `<hash piece="N">` numbers do not name the pieces 0 to n-1 each once.
     #[error("{file} (line {line}): piece numbers are not 0, 1, 2, … each once")]
-    PieceIndex { file: String, line: u32 },
+    PieceIndex {
+        /// The file's sanitized name.
+        file: String,
+        /// The 1-based line of the `<pieces>`.
+        line: u32,
+    },
 }
 
 /// Parses a Metalink v4 or v3 document (see the module doc for what is kept).

@@ -24,12 +24,21 @@ pub const MAX_SIZE: u64 = u32::MAX as u64 * BLOCK;
 /// counts in blocks.
 pub const BLOCK: u64 = 64 * 1024;
 
+/// A download option out of its range; the message gives the range and the value given.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum OptionError {
+    /// The connection count is 0 or over [`Connections::MAX`].
     #[error("connections must be between 1 and {max}, got {got}")]
-    Connections { got: u64, max: u32 },
+    Connections {
+        /// The count given.
+        got: u64,
+        /// The most allowed, [`Connections::MAX`].
+        max: u32,
+    },
+    /// The minimum split (bytes, as given) is under 64 KiB or not a multiple of it.
     #[error("minimum split must be a multiple of 64 KiB and at least 64 KiB, got {0} bytes")]
     MinSplit(u64),
+    /// The rate text (as given) is not a positive byte count such as `500K`.
     #[error("rate must be a positive number of bytes per second such as 500K or 20M, got {0:?}")]
     Rate(String),
 }
@@ -39,8 +48,10 @@ pub enum OptionError {
 pub struct Connections(u32);
 
 impl Connections {
+    /// The most connections a download may be given.
     pub const MAX: u32 = 1024;
 
+    /// `n` connections; an error when `n` is 0 or over [`Connections::MAX`]. The default is 16.
     pub fn new(n: u64) -> Result<Self, OptionError> {
         if (1..=u64::from(Self::MAX)).contains(&n) {
             Ok(Self(n as u32))
@@ -52,6 +63,7 @@ impl Connections {
         }
     }
 
+    /// The number of connections, 1 to [`Connections::MAX`].
     pub fn get(self) -> u32 {
         self.0
     }
@@ -68,6 +80,8 @@ impl Default for Connections {
 pub struct MinSplit(u64);
 
 impl MinSplit {
+    /// `bytes` as the minimum split; an error unless it is a positive multiple of [`BLOCK`]. The
+    /// default is 1 MiB.
     pub fn new(bytes: u64) -> Result<Self, OptionError> {
         if bytes >= BLOCK && bytes % BLOCK == 0 {
             Ok(Self(bytes))
@@ -76,6 +90,7 @@ impl MinSplit {
         }
     }
 
+    /// The minimum split in bytes.
     pub fn get(self) -> u64 {
         self.0
     }
@@ -93,6 +108,7 @@ impl Default for MinSplit {
 pub struct Rate(NonZeroU64);
 
 impl Rate {
+    /// The rate in bytes per second, at least 1.
     pub fn bytes_per_sec(self) -> u64 {
         self.0.get()
     }
@@ -102,6 +118,7 @@ impl Rate {
         self.0
     }
 
+    /// Parses `500K`, `20M`, `1.5G`, `2MB/s` or a plain byte count per second; zero is refused.
     pub fn parse(text: &str) -> Result<Self, OptionError> {
         let t = text.trim();
         let t = t.strip_suffix("/s").unwrap_or(t);
@@ -182,9 +199,11 @@ pub struct HttpOptions {
     /// Send credentials to the other origins redirects name too (`--location-trusted`), except
     /// from `https` to plain `http`.
     pub location_trusted: bool,
+    /// The `User-Agent` header of every request; `shoal/VERSION` by default.
     pub user_agent: String,
     /// Accept certificates that do not verify (`--insecure`).
     pub insecure: bool,
+    /// How long a TCP and TLS connect may take before it counts as a failed try; 15 s by default.
     pub connect_timeout: Duration,
 }
 
@@ -203,12 +222,16 @@ impl Default for HttpOptions {
 /// One download of one file.
 #[derive(Debug, Clone)]
 pub struct DownloadOptions {
+    /// The URL to fetch; with [`DownloadOptions::swarm`], the origin the swarm may fall back to.
     pub url: Url,
+    /// Where the file goes.
     pub output: Output,
     /// With [`Output::Dir`], the batch this download is part of: the name the response gives
     /// is claimed there, and numbered when another download of the batch took it first.
     pub names: Option<Claims>,
+    /// What to do when the final path exists; refuse by default.
     pub existing: Existing,
+    /// Whether to continue a previous run's `.part`; when it is intact, by default.
     pub resume: Resume,
     /// More URLs serving the same file, fetched from at the same time as `url`. One whose
     /// size differs from the others' is dropped with [`crate::Event::SourceDropped`].
@@ -218,11 +241,14 @@ pub struct DownloadOptions {
     /// With mirrors, the most connections to any one of them (`--max-connections-per-server`).
     /// A single URL is bounded by `connections` alone.
     pub per_server: Connections,
+    /// The smallest range worth its own connection; 1 MiB by default.
     pub min_split: MinSplit,
     /// A connection that delivers nothing for this long loses its work to others.
     pub stall_timeout: Duration,
     /// Attempts per segment before the download fails.
     pub max_tries: u32,
+    /// The whole-file checksum the finished file must have; checked before the rename, and a
+    /// mismatch keeps the bytes as `.part`.
     pub checksum: Option<Checksum>,
     /// Digests of consecutive pieces (from a Metalink): each piece is checked as soon as all
     /// its bytes are written; a mismatch is fetched again from another source, and the source
@@ -235,7 +261,10 @@ pub struct DownloadOptions {
     /// before any byte is written, and a stream of unknown length is stopped as soon as it
     /// sends more.
     pub max_filesize: Option<u64>,
+    /// Bytes per second for the whole download, over all its connections; `None` (the default) for
+    /// no limit.
     pub limit_rate: Option<Rate>,
+    /// Headers, TLS and timeouts of every request.
     pub http: HttpOptions,
     /// Whether a slow tail is fetched twice.
     pub endgame: Endgame,
@@ -263,7 +292,9 @@ pub struct SwarmOptions {
     /// This downloader's name as peers know it (its agent id): pieces are shared out among
     /// downloaders by name.
     pub me: String,
+    /// The content's file size and piece size.
     pub layout: Layout,
+    /// What each piece must hash to.
     pub digests: Digests,
     /// The peers as the caller knows them now; re-read while the download runs, so peers that
     /// appear, and pieces they verify, are used as they become known.
@@ -319,12 +350,18 @@ pub enum OriginUse {
     /// `connections` connections. `validator` is sent as `If-Range`, so bytes of another
     /// version of the file are never mixed in.
     Fallback {
+        /// The most connections to the origin.
         connections: Connections,
+        /// The `If-Range` value (a strong `ETag` or `Last-Modified`) of the version the swarm
+        /// fetches; `None` when the origin sent neither.
         validator: Option<String>,
     },
 }
 
 impl DownloadOptions {
+    /// The options of a download of `url` to `output`, everything else at its default: 16
+    /// connections, at most 8 per mirror, 1 MiB minimum split, a 15 s stall timeout, 5 tries per
+    /// segment, no checksum, no rate limit.
     pub fn new(url: Url, output: Output) -> Self {
         Self {
             url,

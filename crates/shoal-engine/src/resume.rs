@@ -26,6 +26,7 @@ use url::Url;
 use shoal_core::redact::redacted;
 
 const MAGIC: &[u8; 8] = b"SHOALST\n";
+/// The state file format this build writes and reads; a file with another is started over.
 pub const VERSION: u32 = 1;
 const HEADER: usize = MAGIC.len() + 4 + 4;
 const CHECKSUM: usize = 32;
@@ -48,11 +49,15 @@ pub fn url_hash(url: &Url) -> [u8; 32] {
 /// What a state file records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct State {
+    /// BLAKE3 of the download's redacted URL ([`url_hash`]); another URL's state is not used.
     pub url_hash: [u8; 32],
+    /// The file's length in bytes as the server said when the `.part` was made.
     pub size: u64,
     /// The block size the bitfield counts in.
     pub block: u64,
+    /// The server's `ETag` then, as sent; `None` when it sent none.
     pub etag: Option<String>,
+    /// The server's `Last-Modified` then, as sent; `None` when it sent none.
     pub last_modified: Option<String>,
     /// One bit per block; a set bit means the block's bytes were durable in `.part` before
     /// this record was written.
@@ -62,16 +67,26 @@ pub struct State {
 /// Why a state file cannot be trusted. Each reads as the end of "the resume state ...".
 #[derive(Debug, Error)]
 pub enum Damaged {
+    /// The file exists but reading it failed.
     #[error("cannot be read: {0}")]
     Unreadable(#[source] io::Error),
+    /// The file is shorter than a header and checksum, or than the body it announces.
     #[error("is truncated ({len} bytes)")]
-    Truncated { len: usize },
+    Truncated {
+        /// The file's length in bytes, shorter than its header and checksum.
+        len: usize,
+    },
+    /// The magic bytes are wrong: another program's file.
     #[error("is not a shoal state file")]
     NotAState,
+    /// The file is of another format version (the one given) than [`VERSION`].
     #[error("has format version {0}; this shoal reads version {VERSION}")]
     Version(u32),
+    /// The BLAKE3 at the end does not match: a torn or edited file.
     #[error("fails its checksum")]
     Checksum,
+    /// The fields contradict each other (the message says which), e.g. a bitfield of the wrong
+    /// length.
     #[error("is inconsistent: {0}")]
     Invalid(&'static str),
 }

@@ -13,6 +13,7 @@ use shoal_core::{Bitfield, ByteRange};
 
 use crate::options::{Endgame, BLOCK};
 
+/// A connection's number within one download, chosen by the caller; [`Segments`] tracks work by it.
 pub type WorkerId = u32;
 
 /// An owned remainder that would take longer than this at its worker's speed is worth racing
@@ -36,11 +37,16 @@ struct Owned {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
     /// Keep streaming until `end` (which may have moved closer since the last call).
-    Continue { end: u64 },
+    Continue {
+        /// The offset (exclusive) where this worker's range now ends.
+        end: u64,
+    },
     /// The range is finished (by this worker or a twin): ask for new work.
     Finished,
 }
 
+/// Which 64 KiB blocks of a file are done, owned by a worker, or pending, and the rules that hand
+/// work out (see the module doc). Not thread-safe: the transfer loop keeps it behind a mutex.
 #[derive(Debug, Clone)]
 pub struct Segments {
     size: u64,
@@ -101,14 +107,17 @@ impl Segments {
         }
     }
 
+    /// The file's length in bytes.
     pub fn size(&self) -> u64 {
         self.size
     }
 
+    /// Whether the tail may be fetched twice from now on ([`Endgame::Race`] until set).
     pub fn set_endgame(&mut self, endgame: Endgame) {
         self.endgame = endgame;
     }
 
+    /// One bit per block, set once the block's bytes are written.
     pub fn done(&self) -> &Bitfield {
         &self.done
     }
@@ -125,6 +134,7 @@ impl Segments {
             }
     }
 
+    /// True when every block is done.
     pub fn is_complete(&self) -> bool {
         self.done.is_full()
     }
@@ -134,12 +144,14 @@ impl Segments {
         !self.pending.is_empty() || self.steal_victim().is_some()
     }
 
+    /// The range `worker` still has to stream, `[pos, end)`; `None` when it owns nothing.
     pub fn owned_by(&self, worker: WorkerId) -> Option<ByteRange> {
         self.owned
             .get(&worker)
             .and_then(|o| ByteRange::new(o.pos, o.end))
     }
 
+    /// The workers that own a range now, in no particular order.
     pub fn workers(&self) -> impl Iterator<Item = WorkerId> + '_ {
         self.owned.keys().copied()
     }
@@ -150,10 +162,6 @@ impl Segments {
         self.assign_at(worker, None)
     }
 
-    /// Like [`Segments::assign`], for a worker expected to stream at `speed` bytes per second.
-    /// With speeds known on both sides, the thief takes the remainder with the longest time
-    /// to go and cuts it so that both finish together: a fast mirror takes most of a slow
-    /// one's tail. Without speeds it takes the back half of the largest remainder.
     /// Work for `worker` in file order: the next `limit` bytes (a multiple of [`BLOCK`]) of
     /// the first pending interval, else, at the tail, the endgame. No stealing: the front is
     /// always where the next request goes, so the file fills from the front at the full rate.
@@ -163,6 +171,10 @@ impl Segments {
             .or_else(|| self.endgame(worker))
     }
 
+    /// Like [`Segments::assign`], for a worker expected to stream at `speed` bytes per second.
+    /// With speeds known on both sides, the thief takes the remainder with the longest time
+    /// to go and cuts it so that both finish together: a fast mirror takes most of a slow
+    /// one's tail. Without speeds it takes the back half of the largest remainder.
     pub fn assign_at(&mut self, worker: WorkerId, speed: Option<f64>) -> Option<ByteRange> {
         self.release(worker);
         if let Some((&start, &end)) = self.pending.iter().next() {

@@ -72,6 +72,8 @@ impl PartLock {
     }
 }
 
+/// The locked, preallocated `NAME.part` a download writes into with positional writes, and the
+/// final path it is renamed to once complete.
 #[derive(Debug)]
 pub struct PartFile {
     file: File,
@@ -127,14 +129,17 @@ impl PartFile {
         })
     }
 
+    /// The `.part` file's path (`NAME.part`).
     pub fn part(&self) -> &Path {
         &self.part
     }
 
+    /// The final path the file takes when committed.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// The open `.part`, for reading back (verification, hashing pieces).
     pub fn file(&self) -> &File {
         &self.file
     }
@@ -204,8 +209,14 @@ impl PartFile {
 /// Why a previous run's `.part` cannot be continued.
 #[derive(Debug)]
 pub enum ExistingPart {
+    /// There was no `.part` (the lock created it just now).
     Missing,
-    WrongLength { len: u64 },
+    /// The `.part` is not the preallocated length; the size is wrong or it was truncated.
+    WrongLength {
+        /// Its length in bytes.
+        len: u64,
+    },
+    /// Reading the `.part`'s metadata failed.
     Failed(Box<DownloadError>),
 }
 

@@ -26,25 +26,42 @@ pub struct ListEntry {
     pub line: usize,
 }
 
+/// Why a download list (`-i FILE`) was refused; the message names the line and what to write
+/// instead.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ListError {
+    /// A line's text does not parse as a URL.
     #[error("line {line}: not a URL ({source}): {shown}")]
     BadUrl {
+        /// The line, counting from 1.
         line: usize,
         /// The text, with anything that may hold credentials hidden.
         shown: String,
+        /// The URL parser's error.
         #[source]
         source: url::ParseError,
     },
 
+    /// A URL's scheme is not `http` or `https`.
     #[error("line {line}: {shown}: only http and https URLs can be downloaded")]
-    Scheme { line: usize, shown: String },
+    Scheme {
+        /// The line, counting from 1.
+        line: usize,
+        /// The URL, credentials redacted.
+        shown: String,
+    },
 
+    /// A URL holds a space (mirrors are separated by TABs).
     #[error(
         "line {line}: {shown}: a URL cannot contain spaces; separate mirrors of one file \
          with a TAB, and write a space in a URL as %20"
     )]
-    Space { line: usize, shown: String },
+    Space {
+        /// The line, counting from 1.
+        line: usize,
+        /// The text, with anything that may hold credentials hidden.
+        shown: String,
+    },
 }
 
 /// Parses a download list. An empty list (only blank and comment lines) is `Ok(vec![])`; what
