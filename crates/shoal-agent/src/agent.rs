@@ -23,19 +23,27 @@ use crate::serve::{self, PieceServer, ServeOptions};
 use crate::share::{self, Share, ShareError, ShareOptions, Symlinks};
 use crate::tracker::TrackerClient;
 
+/// Why the agent could not start or stopped; the message names the file, address or id to fix.
 #[derive(Debug, Error)]
 pub enum AgentError {
+    /// The store of fetched contents in the data directory could not be opened or loaded.
     #[error(transparent)]
     Objects(#[from] ObjectsError),
+    /// The shared directory could not be scanned.
     #[error(transparent)]
     Share(#[from] ShareError),
+    /// The tracker says another live agent uses this agent's id.
     #[error(transparent)]
     IdRefused(#[from] IdRefused),
+    /// The control API's socket, token file or TCP listener could not be opened.
     #[error("opening the control API: {0}")]
     Control(#[from] DoorError),
+    /// Binding the control API's TCP listener failed, or a server stopped with an error.
     #[error("serving on {addr} failed: {source}")]
     Serve {
+        /// The address bound or served, e.g. `127.0.0.1:7001`.
         addr: String,
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },
@@ -44,6 +52,8 @@ pub enum AgentError {
 /// Everything `shoal agent` is told.
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
+    /// This agent's id, as the tracker and peers know it (its token's name where tokens are per
+    /// agent).
     pub id: AgentId,
     /// `None`: no fleet, only the control API and the origin.
     pub tracker: Option<TrackerClient>,
@@ -55,12 +65,15 @@ pub struct AgentOptions {
     pub data: PathBuf,
     /// Where peers reach this agent (told to the tracker).
     pub advertise: SocketAddr,
+    /// The piece server's tokens, upload limit and connection cap.
     pub serve: ServeOptions,
+    /// How downloads through the agent are made (tokens, connections, timeouts).
     pub fetch: FetchOptions,
     /// Most bytes of fetched contents kept; least recently used go first.
     pub cache_size: Option<u64>,
     /// The shared directory is scanned again this often even without change notices.
     pub rescan_every: Duration,
+    /// The control API's TCP door and its token file, besides the Unix socket.
     pub control: ControlOptions,
 }
 

@@ -29,6 +29,7 @@ const RETRY_MAX: Duration = Duration::from_secs(15);
 /// Who this agent is, as the tracker sees it.
 #[derive(Debug, Clone)]
 pub struct Identity {
+    /// The agent's id.
     pub id: AgentId,
     /// Where peers reach the piece server.
     pub addr: SocketAddr,
@@ -41,15 +42,23 @@ pub struct Identity {
 #[derive(Debug, Error)]
 #[error("another agent uses the id {id}")]
 pub struct IdRefused {
+    /// The id the tracker refused.
     pub id: AgentId,
+    /// The tracker's answer (`409` with its message).
     #[source]
     pub source: TrackerError,
 }
 
+/// Keeps the tracker told of the agent's holdings: register, announce batched changes, heartbeat;
+/// see the module doc. Built once and consumed by `run`.
 pub struct Announcer {
+    /// The tracker to keep told.
     pub tracker: TrackerClient,
+    /// Who this agent is to the tracker.
     pub identity: Identity,
+    /// The holdings to announce; its changes are what the announcer sends.
     pub catalog: Catalog,
+    /// The piece server, whose uploads in progress are the load each heartbeat reports.
     pub server: PieceServer,
     /// Manifests the tracker has from this agent, so peers can verify what it serves.
     published: Mutex<HashSet<ContentId>>,
@@ -63,6 +72,7 @@ enum Step {
 }
 
 impl Announcer {
+    /// An announcer that has published no manifest yet.
     pub fn new(
         tracker: TrackerClient,
         identity: Identity,

@@ -31,6 +31,7 @@ pub struct Entry {
     manifest: Option<Arc<Manifest>>,
     /// The name people search by (the file name).
     pub name: String,
+    /// Whether the shared directory or the fetched store keeps this entry up to date.
     pub provenance: Provenance,
     /// Where the bytes are read from now: a `.part` file while downloading, the final file
     /// after.
@@ -45,6 +46,8 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// An entry with a known manifest and no piece verified yet: a download about to start, whose
+    /// bytes will be at `path`.
     pub fn new(
         manifest: Arc<Manifest>,
         name: String,
@@ -94,30 +97,38 @@ impl Entry {
         entry
     }
 
+    /// The content id (for a URL swarm still learning its digests, the swarm id).
     pub fn id(&self) -> ContentId {
         self.id
     }
 
+    /// The file size and piece size.
     pub fn layout(&self) -> Layout {
         self.layout
     }
 
+    /// The manifest; `None` for a URL swarm whose digests are still being learned.
     pub fn manifest(&self) -> Option<&Arc<Manifest>> {
         self.manifest.as_ref()
     }
 
+    /// The content's length in bytes.
     pub fn size(&self) -> u64 {
         self.layout.size()
     }
 
+    /// The number of pieces, the last one possibly shorter.
     pub fn piece_count(&self) -> u32 {
         self.layout.piece_count()
     }
 
+    /// Where the bytes are read from now: the `.part` while downloading, the final file after.
     pub fn path(&self) -> PathBuf {
         self.path.read().expect("path lock").clone()
     }
 
+    /// Records where the bytes are after a rename; a file already open stays in use (it is the same
+    /// file).
     pub fn set_path(&self, path: PathBuf) {
         *self.path.write().expect("path lock") = path;
     }
@@ -133,10 +144,12 @@ impl Entry {
         Ok(open)
     }
 
+    /// A copy of the verified pieces.
     pub fn have(&self) -> Bitfield {
         self.have.read().expect("have lock").clone()
     }
 
+    /// True when every piece is verified.
     pub fn is_complete(&self) -> bool {
         self.have.read().expect("have lock").is_full()
     }
@@ -192,6 +205,7 @@ impl Entry {
 pub enum Change {
     /// A content was added or replaced whole.
     Added(ContentId),
+    /// A content is no longer held (deleted from the shared directory, or evicted).
     Removed(ContentId),
     /// Newly verified pieces of a content already announced.
     Pieces(ContentId, Vec<PieceIndex>),
@@ -212,10 +226,12 @@ struct Inner {
 }
 
 impl Catalog {
+    /// An empty catalog.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// The entry of `id`, if the agent holds it.
     pub fn get(&self, id: &ContentId) -> Option<Arc<Entry>> {
         self.inner
             .entries
@@ -225,6 +241,7 @@ impl Catalog {
             .cloned()
     }
 
+    /// Every entry, in no particular order.
     pub fn entries(&self) -> Vec<Arc<Entry>> {
         self.inner
             .entries

@@ -21,15 +21,24 @@ const SUFFIX_LEN: usize = 8;
 /// Why no default id could be chosen (or kept).
 #[derive(Debug, Error)]
 pub enum IdError {
+    /// The host name could not be read.
     #[error("cannot read the host name: {0}")]
     HostName(#[source] io::Error),
+    /// The host name is empty, so no id can be made from it.
     #[error("the host name is empty")]
     NoHostName,
+    /// The id file in the data directory does not hold a valid agent id.
     #[error("{} does not hold a valid agent id; remove it or give --id", path.display())]
-    BadFile { path: PathBuf },
+    BadFile {
+        /// The id file's path.
+        path: PathBuf,
+    },
+    /// The id file could not be read or written.
     #[error("keeping the agent id in {}: {source}", path.display())]
     Io {
+        /// The id file's path.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },

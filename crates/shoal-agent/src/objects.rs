@@ -18,11 +18,16 @@ use tracing::{info, warn};
 
 use crate::catalog::{Catalog, Entry, Provenance};
 
+/// A file of the store of fetched contents (`DATA/objects`) could not be read or written; the
+/// message names the file.
 #[derive(Debug, Error)]
 #[error("cannot {op} {}: {source}", path.display())]
 pub struct ObjectsError {
+    /// The file or directory at fault.
     pub path: PathBuf,
+    /// What was being done, e.g. `create`, `write`, `rename`, `make read-only`.
     pub op: &'static str,
+    /// The operating system's error.
     #[source]
     pub source: io::Error,
 }
@@ -38,8 +43,11 @@ fn err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Object
 /// What `ID.json` records.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
+    /// The content's manifest; its id names the record and the bytes.
     pub manifest: Manifest,
+    /// The name the content was fetched under, announced to the tracker.
     pub name: String,
+    /// The URL version it was fetched from; `None` for a fetch by content id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<UrlKey>,
     /// Unix seconds.
@@ -72,6 +80,8 @@ impl Drop for Pin {
 }
 
 impl Objects {
+    /// Opens (creating it if missing) the store in `data/objects`; `cache_size` is the most bytes
+    /// of contents it keeps, `None` for no limit.
     pub fn open(data: &Path, cache_size: Option<u64>) -> Result<Self, ObjectsError> {
         let dir = data.join("objects");
         std::fs::create_dir_all(&dir).map_err(err(&dir, "create"))?;
@@ -82,6 +92,7 @@ impl Objects {
         })
     }
 
+    /// The store's directory, `DATA/objects`.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -95,6 +106,7 @@ impl Objects {
         self.dir.join(format!("{id}.json"))
     }
 
+    /// Keeps `id` from eviction until the returned [`Pin`] is dropped.
     pub fn pin(&self, id: ContentId) -> Pin {
         self.pinned.lock().expect("pins lock").insert(id);
         Pin {
@@ -141,6 +153,7 @@ impl Objects {
         Ok(loaded)
     }
 
+    /// The record of `id`; `None` when there is none, or it is damaged (logged).
     pub fn record(&self, id: &ContentId) -> Option<Record> {
         let path = self.record_path(id);
         let text = std::fs::read(&path).ok()?;
@@ -219,6 +232,7 @@ impl Objects {
     }
 }
 
+/// Seconds since the Unix epoch now, 0 if the clock is before it; what [`Record::last_used`] holds.
 pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

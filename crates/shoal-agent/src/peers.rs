@@ -30,9 +30,13 @@ const FIRST_REFRESH: Duration = Duration::from_millis(50);
 
 /// What to follow.
 pub struct Watch {
+    /// The tracker to ask for peers; `None` in an agent without one, so no peers are found.
     pub tracker: Option<TrackerClient>,
+    /// This agent, left out of the peers answers.
     pub me: AgentId,
+    /// The content (or swarm id) whose peers to follow.
     pub content: ContentId,
+    /// Its file size and piece size, to read the peers' bitfields.
     pub layout: Layout,
     /// A URL swarm's leader, marked as a seed for the scheduler.
     pub leader: Option<AgentId>,

@@ -18,39 +18,65 @@ use url::Url;
 
 use shoal_core::redact::redacted;
 
+/// Why a tracker request failed, grouped by what the agent should do: retry later, register again,
+/// or fix its configuration. Every `url` is the tracker's base URL, credentials redacted.
 #[derive(Debug, Error)]
 pub enum TrackerError {
     /// The tracker could not be reached, or answered 5xx / 429: worth another try later.
     #[error("the tracker {url} is unreachable: {detail}")]
-    Unreachable { url: String, detail: String },
+    Unreachable {
+        /// The tracker's base URL, credentials redacted.
+        url: String,
+        /// The transport's error, or the status and the tracker's message.
+        detail: String,
+    },
     /// The tracker does not know what was asked for (404).
     #[error("the tracker {url} has no {what}")]
-    NotFound { url: String, what: String },
+    NotFound {
+        /// The tracker's base URL, credentials redacted.
+        url: String,
+        /// What was missing, as in "the tracker has no manifest for it".
+        what: String,
+    },
     /// The token was refused (401/403): fix `--token-file`.
     #[error("the tracker {url} refused the token ({status}): {message}; check --token-file")]
     Refused {
+        /// The tracker's base URL, credentials redacted.
         url: String,
+        /// The HTTP status, 401 or 403.
         status: u16,
+        /// The tracker's error message.
         message: String,
     },
     /// Another live agent holds this agent's id (409 to a registration): waiting does not
     /// help while it runs.
     #[error("the tracker {url} refused this agent's id: {message}")]
-    IdInUse { url: String, message: String },
+    IdInUse {
+        /// The tracker's base URL, credentials redacted.
+        url: String,
+        /// The tracker's error message, naming the address that holds the id.
+        message: String,
+    },
     /// Anything else the tracker refused (400, 409, …).
     #[error("the tracker {url} answered {status}: {message}")]
     Rejected {
+        /// The tracker's base URL, credentials redacted.
         url: String,
+        /// The HTTP status.
         status: u16,
+        /// The tracker's error message.
         message: String,
     },
 }
 
 impl TrackerError {
+    /// True for a `404`: the tracker forgot the agent (register again) or does not know the
+    /// content.
     pub fn is_not_found(&self) -> bool {
         matches!(self, TrackerError::NotFound { .. })
     }
 
+    /// True when another try later may succeed (no answer, 5xx, 429).
     pub fn is_unreachable(&self) -> bool {
         matches!(self, TrackerError::Unreachable { .. })
     }
@@ -74,6 +100,8 @@ impl std::fmt::Debug for TrackerClient {
 }
 
 impl TrackerClient {
+    /// A client for the tracker at `base` (its `/v1` API under it) that sends `token` as its bearer
+    /// token; 5 s to connect and 30 s per request.
     pub fn new(base: Url, token: String) -> Self {
         // Only one provider is compiled in; a second install attempt fails harmlessly.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -86,6 +114,7 @@ impl TrackerClient {
         Self { base, token, http }
     }
 
+    /// The tracker's base URL with credentials redacted, for messages.
     pub fn base(&self) -> String {
         redacted(&self.base)
     }
@@ -109,6 +138,8 @@ impl TrackerClient {
         }
     }
 
+    /// Renews the lease; [`TrackerError::NotFound`] when the tracker forgot the agent, which must
+    /// then register again.
     pub async fn heartbeat(
         &self,
         id: &AgentId,
@@ -118,6 +149,8 @@ impl TrackerClient {
             .await
     }
 
+    /// Sends holdings changes and renews the lease; [`TrackerError::NotFound`] when the tracker
+    /// forgot the agent.
     pub async fn announce(
         &self,
         id: &AgentId,
@@ -127,6 +160,7 @@ impl TrackerClient {
             .await
     }
 
+    /// Asks the tracker to forget the agent now (a clean shutdown).
     pub async fn deregister(&self, id: &AgentId) -> Result<(), TrackerError> {
         let response = self
             .send(Method::DELETE, &path::agent(id), None::<&()>)
@@ -134,6 +168,7 @@ impl TrackerClient {
         self.check(response, "agent").await.map(|_| ())
     }
 
+    /// Peers holding `content`, best first.
     pub async fn peers(
         &self,
         content: &ContentId,
@@ -146,6 +181,7 @@ impl TrackerClient {
             .await
     }
 
+    /// The manifest published for `content`; [`TrackerError::NotFound`] when none is.
     pub async fn manifest(&self, content: &ContentId) -> Result<Manifest, TrackerError> {
         self.call(
             Method::GET,
@@ -156,6 +192,7 @@ impl TrackerClient {
         .await
     }
 
+    /// Publishes a manifest under its id; succeeds also when the tracker had it.
     pub async fn put_manifest(
         &self,
         manifest: &Manifest,
@@ -169,6 +206,7 @@ impl TrackerClient {
         .await
     }
 
+    /// The content published for this exact URL version; [`TrackerError::NotFound`] when none is.
     pub async fn lookup_url(&self, key: &UrlKey) -> Result<UrlMapping, TrackerError> {
         let target = format!(
             "{}?{}",
@@ -179,6 +217,8 @@ impl TrackerClient {
             .await
     }
 
+    /// The newest content published for `url` whatever its size and validators;
+    /// [`TrackerError::NotFound`] when none is.
     pub async fn latest_url(&self, url: &str) -> Result<UrlMapping, TrackerError> {
         let query = LatestUrlQuery {
             url: url.to_string(),
@@ -192,6 +232,8 @@ impl TrackerClient {
             .await
     }
 
+    /// Maps a URL version to a content whose manifest is published; the first mapping wins and is
+    /// the answer.
     pub async fn publish_url(&self, body: &PublishUrlRequest) -> Result<UrlMapping, TrackerError> {
         self.call(
             Method::POST,
@@ -202,6 +244,7 @@ impl TrackerClient {
         .await
     }
 
+    /// One content's summary.
     pub async fn content(&self, content: &ContentId) -> Result<ContentSummary, TrackerError> {
         self.call(
             Method::GET,
@@ -212,6 +255,7 @@ impl TrackerClient {
         .await
     }
 
+    /// Contents whose name or id prefix match `query`.
     pub async fn search(&self, query: &ContentQuery) -> Result<ContentList, TrackerError> {
         let target = format!(
             "{}?{}",
@@ -222,16 +266,20 @@ impl TrackerClient {
             .await
     }
 
+    /// Creates or joins the URL swarm of a URL version (see [`CreateSwarmRequest`]).
     pub async fn create_swarm(&self, body: &CreateSwarmRequest) -> Result<SwarmInfo, TrackerError> {
         self.call(Method::POST, path::SWARMS, Some(body), "swarm")
             .await
     }
 
+    /// A URL swarm's state and the digests published so far; [`TrackerError::NotFound`] when it
+    /// lapsed.
     pub async fn swarm(&self, id: &ContentId) -> Result<SwarmInfo, TrackerError> {
         self.call(Method::GET, &path::swarm(id), None::<&()>, "such swarm")
             .await
     }
 
+    /// Publishes piece digests of a swarm this agent leads.
     pub async fn publish_digests(
         &self,
         id: &ContentId,
@@ -246,6 +294,7 @@ impl TrackerClient {
         .await
     }
 
+    /// Reports a peer that sent a piece not matching its digest.
     pub async fn report(
         &self,
         content: &ContentId,

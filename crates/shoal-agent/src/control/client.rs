@@ -183,12 +183,23 @@ async fn read_lines(
 /// Why [`request`] got no download result.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
+    /// The agent's socket or address could not be reached, or the connection broke before the
+    /// result.
     #[error("the agent at {agent} is unreachable: {detail}; is `shoal agent` running there?")]
-    Unreachable { agent: String, detail: String },
+    Unreachable {
+        /// Where the agent was looked for (`unix:PATH` or `http://HOST:PORT`).
+        agent: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The agent answered the request with an error status.
     #[error("the agent at {agent} refused the request ({status}): {message}")]
     Refused {
+        /// Where the agent was asked.
         agent: String,
+        /// The HTTP status, e.g. 400 or 401.
         status: u16,
+        /// The agent's error message; empty when its body was not an error body.
         message: String,
     },
 }

@@ -30,7 +30,10 @@ pub enum Door {
     /// The Unix socket: whoever can connect is trusted.
     Socket,
     /// A TCP listener: the request must carry this bearer token.
-    Tcp { token: String },
+    Tcp {
+        /// The secret the request's `Authorization: Bearer` must carry.
+        token: String,
+    },
 }
 
 impl std::fmt::Debug for Door {
@@ -100,19 +103,37 @@ pub(crate) fn refuse(status: StatusCode, error: String) -> Response {
 /// Why a door of the control API could not be opened.
 #[derive(Debug, Error)]
 pub enum DoorError {
+    /// Another live process answers on the control socket.
     #[error("another agent serves {} (is one already running with this data directory?)", path.display())]
-    SocketInUse { path: PathBuf },
+    SocketInUse {
+        /// The socket's path.
+        path: PathBuf,
+    },
+    /// The token file is readable by group or others.
     #[error(
         "the control token file {} can be read by others (mode {mode:o}); make it 0600",
         path.display()
     )]
-    TokenOpen { path: PathBuf, mode: u32 },
+    TokenOpen {
+        /// The token file's path.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The token file holds no token.
     #[error("the control token file {} is empty", path.display())]
-    TokenEmpty { path: PathBuf },
+    TokenEmpty {
+        /// The token file's path.
+        path: PathBuf,
+    },
+    /// Creating, reading or binding a file of the control API failed.
     #[error("{action} {}: {source}", path.display())]
     Io {
+        /// What was being done, e.g. `bind`, `read`.
         action: &'static str,
+        /// The file at fault.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },

@@ -44,8 +44,10 @@ pub const FETCH_PATH: &str = "/v1/fetch";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FetchRequest {
+    /// The `http` or `https` URL to fetch (credentials allowed: the agent never shows them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The content id to fetch from peers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<ContentId>,
 }
@@ -55,7 +57,9 @@ pub struct FetchRequest {
 pub struct SourceLine {
     /// Travels redacted.
     pub url: SafeUrl,
+    /// Bytes this source delivered.
     pub bytes: u64,
+    /// Why the source stopped being used; `None` when it served to the end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dropped: Option<String>,
 }
@@ -64,33 +68,51 @@ pub struct SourceLine {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum ControlEvent {
+    /// The download started.
     Started {
         /// Travels redacted.
         url: SafeUrl,
+        /// The file's length in bytes; `None` when the origin sent no length.
         size: Option<u64>,
     },
+    /// A snapshot about ten times a second while bytes flow.
     Progress {
+        /// Bytes on disk so far.
         done: u64,
+        /// The file's length in bytes; `None` when unknown.
         total: Option<u64>,
+        /// Bytes per second over the last second or so.
         speed: f64,
+        /// Connections streaming now.
         connections: u32,
     },
     /// Something the user should know (a peer dropped, a bad piece, a restart).
-    Notice { message: String },
+    Notice {
+        /// One line, credentials redacted.
+        message: String,
+    },
+    /// The content is held whole; the last line of a successful answer.
     Finished {
+        /// The content's id.
         content: ContentId,
+        /// The name it is held under.
         name: String,
         /// The content in the agent's data directory (read-only).
         path: PathBuf,
+        /// The content's length in bytes.
         size: u64,
+        /// Milliseconds the download took; 0 when the agent held the content already.
         elapsed_ms: u64,
         /// Bytes received, which exceeds `size` when pieces were fetched twice.
         fetched: u64,
         /// The most connections that streamed at once.
         connections: u32,
+        /// Where the bytes came from, one line per source; empty when nothing was downloaded.
         sources: Vec<SourceLine>,
     },
+    /// The fetch failed; the last line of a failed answer.
     Failed {
+        /// What went wrong and what to do, with every cause.
         message: String,
         /// `network`, `http`, `checksum`, `local_io`, `cancelled`, `tracker` or `usage`.
         kind: String,

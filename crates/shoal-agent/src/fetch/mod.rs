@@ -61,7 +61,9 @@ pub enum AgentFetchError {
     /// The tracker's manifest is not the content's: its hash is another id.
     #[error("the tracker's manifest for {content} hashes to {actual}; not using it")]
     ForgedManifest {
+        /// The content id asked for.
         content: ContentId,
+        /// What the tracker's manifest hashes to.
         actual: ContentId,
     },
     /// The origin's file cannot be cut into pieces (it says it is larger than 2^63 bytes).
@@ -75,18 +77,25 @@ pub enum AgentFetchError {
 /// What to fetch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Want {
+    /// A URL, fetched through the fleet when others have it or fetch it too.
     Url(Url),
+    /// A content by id, from its peers only.
     Content(ContentId),
 }
 
 /// A content the agent now holds whole, pinned against eviction while the caller uses it.
 pub struct Fetched {
+    /// The content's id (for a URL, the id its manifest hashes to).
     pub content: ContentId,
+    /// The name it is held under: the URL's file name, or the tracker's name for the content.
     pub name: String,
+    /// Where its bytes are: the shared file, or the read-only object in the data directory.
     pub path: PathBuf,
+    /// Its length in bytes.
     pub size: u64,
     /// How the download went; `None` when the agent held the content already.
     pub summary: Option<Summary>,
+    /// Keeps the content from eviction until dropped.
     pub pin: Pin,
 }
 
@@ -95,6 +104,7 @@ pub struct Fetched {
 pub struct FetchOptions {
     /// Sent to peers as `Authorization: Bearer …`.
     pub peer_token: String,
+    /// The most connections to one peer.
     pub per_peer: Connections,
     /// Connections of one download, to all its sources.
     pub connections: Connections,
@@ -154,6 +164,8 @@ struct Inner {
 }
 
 impl Fetcher {
+    /// A fetcher for agent `id` that adds what it fetches to `catalog` and keeps it in `objects`;
+    /// `tracker` is `None` for an agent without a fleet (origin only).
     pub fn new(
         id: AgentId,
         catalog: Catalog,

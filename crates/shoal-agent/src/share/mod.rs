@@ -69,29 +69,48 @@ impl ShareOptions {
 /// Why the shared directory cannot be scanned or watched.
 #[derive(Debug, Error)]
 pub enum ShareError {
+    /// The shared directory does not exist.
     #[error("the shared directory {} does not exist; create it or fix --share", dir.display())]
-    MissingDir { dir: PathBuf },
+    MissingDir {
+        /// The directory as given (`--share`).
+        dir: PathBuf,
+    },
+    /// The shared path exists but is not a directory.
     #[error("the shared directory {} is not a directory; fix --share", dir.display())]
-    NotADir { dir: PathBuf },
+    NotADir {
+        /// The path as given (`--share`).
+        dir: PathBuf,
+    },
+    /// Opening or reading a directory of the share failed.
     #[error("{}: {op}: {source}", path.display())]
     Io {
+        /// The directory at fault.
         path: PathBuf,
+        /// What was being done, e.g. `read the shared directory`.
         op: &'static str,
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },
+    /// The directory cannot be watched; it is rescanned every `AgentOptions::rescan_every` instead.
     #[error(
         "cannot watch {} for changes: {source} (on Linux, raising fs.inotify.max_user_watches \
          may help); the directory is rescanned periodically instead",
         dir.display()
     )]
     Watch {
+        /// The shared directory.
         dir: PathBuf,
+        /// The watcher's error (e.g. out of inotify watches).
         #[source]
         source: notify::Error,
     },
+    /// The watcher ended; the directory is rescanned periodically instead.
     #[error("the watcher of {} stopped; the directory is rescanned periodically instead", dir.display())]
-    WatchStopped { dir: PathBuf },
+    WatchStopped {
+        /// The shared directory.
+        dir: PathBuf,
+    },
 }
 
 /// A file of the shared directory, hashed.
@@ -101,8 +120,12 @@ pub struct SharedFile {
     pub path: PathBuf,
     /// The path relative to the shared directory, with `/` between components.
     pub name: String,
+    /// The file's length in bytes when hashed.
     pub size: u64,
+    /// Its modification time in nanoseconds since the Unix epoch when hashed; with `size`, what
+    /// tells a later scan it has not changed.
     pub mtime_ns: u128,
+    /// Its manifest (BLAKE3 of every piece).
     pub manifest: Arc<Manifest>,
 }
 
@@ -111,7 +134,9 @@ pub struct SharedFile {
 pub struct ScanReport {
     /// Every shared file as it is now, sorted by name.
     pub files: Vec<SharedFile>,
+    /// Files hashed this time (new or changed).
     pub hashed: usize,
+    /// Files whose cached manifest still held (same size and modification time).
     pub reused: usize,
     /// Files left out this time (changed while hashed, or unreadable); see the logs.
     pub skipped: usize,
