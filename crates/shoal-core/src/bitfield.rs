@@ -19,7 +19,7 @@ impl Bitfield {
         }
     }
 
-    /// A set of `len` bits, all set: what a holder of the whole file announces.
+    /// A set of `len` bits, all set: every block or piece held.
     pub fn full(len: u32) -> Self {
         let mut field = Self::new(len);
         for i in 0..len {

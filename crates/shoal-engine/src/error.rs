@@ -32,7 +32,8 @@ pub enum ErrorKind {
 /// next; [`DownloadError::kind`] groups the variants for exit codes.
 #[derive(Debug, Error)]
 pub enum DownloadError {
-    /// The server answered an error status (`4xx`, `5xx` after retries) to a request it must serve.
+    /// The server answered an error status: a `4xx` at once, a `5xx`, `408` or `429` once the
+    /// tries ran out.
     #[error("{url}: server answered {status}")]
     HttpStatus {
         /// The URL asked, credentials redacted.
@@ -105,8 +106,8 @@ pub enum DownloadError {
         source: io::Error,
     },
 
-    /// The file system has no room for the rest of the file (`ENOSPC` or `EDQUOT`); the `.part` and
-    /// its state stay, so the same command continues.
+    /// The file system has no room for the rest of the file (`ENOSPC` or `EDQUOT`); freeing space
+    /// and running the same command again continues.
     #[error(
         "{path}: the disk is full: {needed} more needed{free}; free space and run the same \
          command again to continue",
@@ -153,8 +154,8 @@ pub enum DownloadError {
         path: PathBuf,
     },
 
-    /// The file changed on the server (`If-Range` failed) a second time, after one restart from
-    /// zero.
+    /// The file changed on the server (`If-Range` failed) while downloading, and again after the
+    /// one restart from zero (a swarm download does not restart).
     #[error(
         "{url}: the file changed on the server again while downloading; run the same command \
          later, when it has settled"

@@ -46,7 +46,7 @@ pub enum Next {
 }
 
 /// Which 64 KiB blocks of a file are done, owned by a worker, or pending, and the rules that hand
-/// work out (see the module doc). Not thread-safe: the transfer loop keeps it behind a mutex.
+/// work out (see the module doc). Plain data changed through `&mut`: the transfer loop keeps it behind a mutex.
 #[derive(Debug, Clone)]
 pub struct Segments {
     size: u64,

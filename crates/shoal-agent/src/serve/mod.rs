@@ -129,7 +129,7 @@ struct Inner {
 
 impl PieceServer {
     /// A piece server for the contents of `catalog`, accepting the peer tokens of `options`; serve
-    /// it with its router.
+    /// it with [`app`] and [`run`].
     pub fn new(catalog: Catalog, options: ServeOptions) -> Self {
         let limit = options.upload_limit.and_then(NonZeroU64::new);
         let chunk = limit.map_or(CHUNK, |rate| {

@@ -94,7 +94,8 @@ pub struct HeartbeatRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PieceDelta {
-    /// The content the pieces belong to; the agent must have announced or registered it.
+    /// The content the pieces belong to; the agent must hold it (registered, or added by this
+    /// announce's `holdings`), else the announce is refused whole.
     pub content: ContentId,
     /// Indices (from 0) of the pieces verified since the last announce.
     pub have: Vec<u32>,
@@ -345,7 +346,8 @@ pub struct ManifestPublished {
 pub struct CreateSwarmRequest {
     /// The URL version to fetch; the tracker normalizes it.
     pub key: UrlKey,
-    /// The file size and piece size the caller proposes; a running swarm keeps its own.
+    /// The file size and piece size to fetch by; a running swarm with another layout answers
+    /// `409`.
     pub layout: Layout,
     /// The agent that leads if this request creates the swarm.
     pub agent: AgentId,
@@ -512,7 +514,8 @@ impl PieceDigestEntry {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishDigestsRequest {
-    /// The digests, in any order; at most one per piece.
+    /// The digests, in any order. A piece's first published digest stays: a different one
+    /// later is ignored.
     pub pieces: Vec<PieceDigestEntry>,
 }
 
