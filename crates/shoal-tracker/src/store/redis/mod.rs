@@ -61,7 +61,7 @@ use swarms::SwarmScripts;
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A [`Store`](super::Store) that keeps all state in one Redis, so tracker replicas share it; cheap
+/// A [`Store`] that keeps all state in one Redis, so tracker replicas share it; cheap
 /// to clone (one multiplexed connection that reconnects by itself).
 #[derive(Clone)]
 pub struct RedisStore {
