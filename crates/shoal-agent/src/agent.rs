@@ -1,6 +1,6 @@
 //! The daemon put together: the store of fetched contents, the shared directory kept in the
 //! catalog, the piece server, the control API (on its socket, and on a TCP listener if asked)
-//! and the announcer.
+//! and the announcer; `/metrics` and `/healthz` beside the piece server.
 
 use std::future::Future;
 use std::io;
@@ -18,6 +18,7 @@ use crate::announce::{Announcer, IdRefused, Identity};
 use crate::catalog::Catalog;
 use crate::control::{self, door, Door, DoorError};
 use crate::fetch::{FetchOptions, Fetcher};
+use crate::metrics::{self, DataCheck, Observed};
 use crate::objects::{Objects, ObjectsError};
 use crate::serve::{self, PieceServer, ServeOptions};
 use crate::share::{self, Share, ShareError, ShareOptions, Symlinks};
@@ -142,10 +143,21 @@ pub async fn run(
     let fetcher = Fetcher::new(
         options.id.clone(),
         catalog.clone(),
-        objects,
+        objects.clone(),
         options.tracker.clone(),
         options.fetch.clone(),
     );
+    let data = DataCheck::new(options.data.clone());
+    data.check().await;
+    tokio::spawn(data.clone().run(stop.clone()));
+    let observed = Observed {
+        server: server.clone(),
+        fetcher: fetcher.clone(),
+        objects,
+        catalog: catalog.clone(),
+        tracker: options.tracker.clone(),
+        data,
+    };
     let announcer = options.tracker.clone().map(|tracker| {
         let identity = Identity {
             id: options.id.clone(),
@@ -197,7 +209,7 @@ pub async fn run(
     });
     let pieces = shoal_serve::serve(
         listener,
-        serve::app(server.clone()),
+        serve::app(server.clone()).merge(metrics::app(observed)),
         options.serve.limits.clone(),
         closing.clone().cancelled_owned(),
     );

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod control;
 pub mod fetch;
 pub mod id;
+pub mod metrics;
 pub mod objects;
 pub mod peers;
 pub mod piece_size;

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -61,6 +62,8 @@ pub struct Objects {
     cache_size: Option<u64>,
     /// Contents being fetched or handed out right now: never evicted.
     pinned: Arc<Mutex<HashSet<ContentId>>>,
+    /// Contents evicted since the store was opened.
+    evictions: Arc<AtomicU64>,
 }
 
 /// Keeps a content from eviction while it lives.
@@ -89,7 +92,13 @@ impl Objects {
             dir,
             cache_size,
             pinned: Arc::default(),
+            evictions: Arc::default(),
         })
+    }
+
+    /// Contents evicted to stay within `--cache-size` since the store was opened.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
     }
 
     /// The store's directory, `DATA/objects`.
@@ -225,6 +234,7 @@ impl Objects {
             let _ = std::fs::remove_file(self.record_path(&id));
             let _ = std::fs::remove_file(&path);
             info!(content = %id, size, "evicted to stay within --cache-size");
+            self.evictions.fetch_add(1, Ordering::Relaxed);
             used -= size;
             removed.push(id);
         }
@@ -278,6 +288,7 @@ mod tests {
         assert!(catalog.get(&old).is_none() && !objects.path(&old).exists());
         assert!(catalog.get(&new).is_some() && catalog.get(&pinned).is_some());
         assert_eq!(objects.evict(&catalog, 1000), vec![new]);
+        assert_eq!(objects.evictions(), 2);
     }
 
     #[test]

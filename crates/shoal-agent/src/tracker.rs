@@ -1,11 +1,14 @@
 //! [`TrackerClient`]: the agent's side of the tracker's HTTP API
 //! (`shoal_core::wire::tracker`), with typed errors that say whether another try may help.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use shoal_core::metrics::Histogram;
 use shoal_core::wire::{
     path, AgentId, AnnounceRequest, ContentList, ContentQuery, ContentSummary, CreateSwarmRequest,
     ErrorBody, HeartbeatRequest, LatestUrlQuery, LeaseGrant, ManifestPublished, PeersQuery,
@@ -80,6 +83,33 @@ impl TrackerError {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, TrackerError::Unreachable { .. })
     }
+
+    /// A short name of the kind of failure, for a metric's label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TrackerError::Unreachable { .. } => "unreachable",
+            TrackerError::NotFound { .. } => "not_found",
+            TrackerError::Refused { .. } => "refused",
+            TrackerError::IdInUse { .. } => "id_in_use",
+            TrackerError::Rejected { .. } => "rejected",
+        }
+    }
+}
+
+/// What a [`TrackerClient`] and its clones saw of the tracker: request latency and failures by
+/// route, for the agent's `/metrics`, and how long it has been unreachable, for `/healthz`.
+#[derive(Debug, Default)]
+pub struct TrackerStats {
+    /// Latency of every answered request, by method and route pattern.
+    pub latency: BTreeMap<(Method, String), Histogram>,
+    /// Failed requests by method, route pattern and [`TrackerError::kind`].
+    pub errors: BTreeMap<(Method, String, &'static str), u64>,
+    /// When the tracker became unreachable: the first failure to reach it since it last
+    /// answered; `None` while it answers.
+    pub unreachable_since: Option<Instant>,
+    /// The lease the tracker last granted: how long it may be out of reach before the agent is
+    /// unhealthy (its holdings lapse there).
+    pub lease: Option<Duration>,
 }
 
 /// A client for one tracker; cheap to clone.
@@ -88,6 +118,7 @@ pub struct TrackerClient {
     base: Url,
     token: String,
     http: reqwest::Client,
+    stats: Arc<Mutex<TrackerStats>>,
 }
 
 impl std::fmt::Debug for TrackerClient {
@@ -111,7 +142,17 @@ impl TrackerClient {
             .user_agent(concat!("shoal-agent/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("a client without TLS settings builds");
-        Self { base, token, http }
+        Self {
+            base,
+            token,
+            http,
+            stats: Arc::default(),
+        }
+    }
+
+    /// Runs `read` on what this client (and its clones) saw of the tracker.
+    pub fn stats<T>(&self, read: impl FnOnce(&TrackerStats) -> T) -> T {
+        read(&self.stats.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// The tracker's base URL with credentials redacted, for messages.
@@ -125,10 +166,10 @@ impl TrackerClient {
         id: &AgentId,
         body: &RegisterRequest,
     ) -> Result<LeaseGrant, TrackerError> {
-        match self
+        let registered = self
             .call(Method::PUT, &path::agent(id), Some(body), "agent")
-            .await
-        {
+            .await;
+        match self.granted(registered) {
             Err(TrackerError::Rejected {
                 url,
                 status: 409,
@@ -145,8 +186,10 @@ impl TrackerClient {
         id: &AgentId,
         body: &HeartbeatRequest,
     ) -> Result<LeaseGrant, TrackerError> {
-        self.call(Method::POST, &path::heartbeat(id), Some(body), "agent")
-            .await
+        let renewed = self
+            .call(Method::POST, &path::heartbeat(id), Some(body), "agent")
+            .await;
+        self.granted(renewed)
     }
 
     /// Sends holdings changes and renews the lease; [`TrackerError::NotFound`] when the tracker
@@ -156,16 +199,29 @@ impl TrackerClient {
         id: &AgentId,
         body: &AnnounceRequest,
     ) -> Result<LeaseGrant, TrackerError> {
-        self.call(Method::POST, &path::announce(id), Some(body), "agent")
-            .await
+        let announced = self
+            .call(Method::POST, &path::announce(id), Some(body), "agent")
+            .await;
+        self.granted(announced)
+    }
+
+    /// Notes the lease a registration, heartbeat or announce was granted.
+    fn granted(
+        &self,
+        answer: Result<LeaseGrant, TrackerError>,
+    ) -> Result<LeaseGrant, TrackerError> {
+        if let Ok(grant) = &answer {
+            let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+            stats.lease = Some(Duration::from_millis(grant.lease_ms));
+        }
+        answer
     }
 
     /// Asks the tracker to forget the agent now (a clean shutdown).
     pub async fn deregister(&self, id: &AgentId) -> Result<(), TrackerError> {
-        let response = self
-            .send(Method::DELETE, &path::agent(id), None::<&()>)
-            .await?;
-        self.check(response, "agent").await.map(|_| ())
+        self.request(Method::DELETE, &path::agent(id), None::<&()>, "agent")
+            .await
+            .map(|_| ())
     }
 
     /// Peers holding `content`, best first.
@@ -317,8 +373,7 @@ impl TrackerClient {
         body: Option<&B>,
         what: &str,
     ) -> Result<T, TrackerError> {
-        let response = self.send(method, target, body).await?;
-        let response = self.check(response, what).await?;
+        let response = self.request(method, target, body, what).await?;
         response
             .json()
             .await
@@ -326,6 +381,44 @@ impl TrackerClient {
                 url: self.base(),
                 detail: format!("unreadable answer to {target}: {e}"),
             })
+    }
+
+    /// Sends a request and checks its status, counting it in [`TrackerStats`].
+    async fn request<B: Serialize>(
+        &self,
+        method: Method,
+        target: &str,
+        body: Option<&B>,
+        what: &str,
+    ) -> Result<reqwest::Response, TrackerError> {
+        let start = Instant::now();
+        let result = match self.send(method.clone(), target, body).await {
+            Ok(response) => self.check(response, what).await,
+            Err(e) => Err(e),
+        };
+        let elapsed = start.elapsed();
+        let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        let route = route_of(target);
+        match &result {
+            Err(e) => {
+                *stats
+                    .errors
+                    .entry((method.clone(), route.clone(), e.kind()))
+                    .or_default() += 1;
+                if e.is_unreachable() {
+                    stats.unreachable_since.get_or_insert(start);
+                }
+            }
+            Ok(_) => stats.unreachable_since = None,
+        }
+        if !matches!(&result, Err(e) if e.is_unreachable()) {
+            stats
+                .latency
+                .entry((method, route))
+                .or_default()
+                .observe(elapsed);
+        }
+        result
     }
 
     async fn send<B: Serialize>(
@@ -388,6 +481,79 @@ impl TrackerClient {
     }
 }
 
+/// The route pattern of a request target, for a metric's label: content ids and agent ids
+/// become `{id}` and the query goes, so the label set stays bounded.
+fn route_of(target: &str) -> String {
+    let path = target.split('?').next().unwrap_or_default();
+    let mut after_agents = false;
+    let segments: Vec<&str> = path
+        .split('/')
+        .map(|segment| {
+            let id = after_agents || segment.parse::<ContentId>().is_ok();
+            after_agents = segment == "agents";
+            if id {
+                "{id}"
+            } else {
+                segment
+            }
+        })
+        .collect();
+    segments.join("/")
+}
+
 fn describe(error: &reqwest::Error) -> String {
     shoal_core::chain::chain(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_name_ids_as_patterns() {
+        let content = ContentId::from_bytes([7; 32]);
+        let agent = AgentId::new("host-1.a").unwrap();
+        assert_eq!(route_of(&path::peers(&content)), "/v1/content/{id}/peers");
+        assert_eq!(
+            route_of(&path::heartbeat(&agent)),
+            "/v1/agents/{id}/heartbeat"
+        );
+        assert_eq!(route_of(&path::agent(&agent)), "/v1/agents/{id}");
+        assert_eq!(route_of("/v1/urls/latest?url=x"), "/v1/urls/latest");
+        assert_eq!(route_of(path::SWARMS), "/v1/swarms");
+    }
+
+    #[tokio::test]
+    async fn failures_and_answers_are_counted_and_unreachable_since_is_kept() {
+        // A port nothing listens on: bind, learn it, close.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = TrackerClient::new(
+            Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap(),
+            "t".into(),
+        );
+        let id = ContentId::from_bytes([1; 32]);
+        assert!(client.manifest(&id).await.unwrap_err().is_unreachable());
+        let first = client
+            .stats(|s| s.unreachable_since)
+            .expect("set on failure");
+        assert!(client.manifest(&id).await.is_err());
+        client.stats(|s| {
+            assert_eq!(
+                s.unreachable_since,
+                Some(first),
+                "kept from the first failure"
+            );
+            let key = (
+                Method::GET,
+                "/v1/content/{id}/manifest".to_string(),
+                "unreachable",
+            );
+            assert_eq!(s.errors.get(&key), Some(&2));
+            assert!(s.latency.is_empty(), "no answer, no latency");
+        });
+    }
 }

@@ -14,6 +14,7 @@ pub mod content;
 pub mod hex;
 pub mod layout;
 pub mod manifest;
+pub mod metrics;
 pub mod naming;
 pub mod range;
 pub mod rate;

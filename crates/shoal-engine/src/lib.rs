@@ -22,6 +22,7 @@ pub mod segments;
 mod source;
 pub mod storage;
 mod swarm;
+mod tally;
 mod transfer;
 pub mod urllist;
 mod verify;
@@ -37,6 +38,7 @@ pub use tokio_util::sync::CancellationToken;
 pub use url::Url;
 
 pub use http::{FetchError, UrlVersion};
+pub use tally::Tally;
 
 /// Learns the size and validators of what `url` serves now with a one-byte range request, so
 /// a caller can name that version (to find it in a swarm) before downloading it.

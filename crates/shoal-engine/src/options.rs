@@ -13,6 +13,7 @@ use tokio::sync::{watch, Notify};
 use shoal_core::checksum::PieceHashes;
 
 use crate::naming::Claims;
+use crate::tally::Tally;
 use thiserror::Error;
 use url::Url;
 
@@ -280,6 +281,8 @@ pub struct DownloadOptions {
     /// Fetch a content of known manifest from peers (and `url` as a capped origin) instead of
     /// probing `url`; see [`SwarmOptions`].
     pub swarm: Option<SwarmOptions>,
+    /// Totals this download adds to as it runs (a daemon's metrics); `None`: not counted.
+    pub tally: Option<Arc<Tally>>,
 }
 
 /// A download of a content whose manifest is known, from the peers that hold its pieces.
@@ -385,6 +388,7 @@ impl DownloadOptions {
             learn_pieces: None,
             in_order: None,
             swarm: None,
+            tally: None,
         }
     }
 }

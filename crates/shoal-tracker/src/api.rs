@@ -73,10 +73,7 @@ async fn metrics<S: Store>(State(state): State<AppState<S>>) -> Result<Response,
     let stats = state.shared.store.stats().await?;
     let text = state.shared.metrics.render(stats);
     Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, shoal_core::metrics::CONTENT_TYPE)],
         text,
     )
         .into_response())

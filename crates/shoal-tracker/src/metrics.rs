@@ -3,7 +3,6 @@
 //! are per process: Prometheus sums them over tracker replicas.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -11,22 +10,16 @@ use std::time::{Duration, Instant};
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use shoal_core::metrics::{Exposition, Histogram, Kind};
 use tracing::Instrument;
 
 use crate::store::{Store, StoreStats};
 use crate::AppState;
 
-/// Upper bounds of the latency histogram buckets, in seconds.
-const BUCKETS: [f64; 12] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
-];
-
 #[derive(Debug, Default)]
 struct RouteStats {
     by_status: BTreeMap<u16, u64>,
-    buckets: [u64; BUCKETS.len()],
-    count: u64,
-    sum_secs: f64,
+    latency: Histogram,
 }
 
 /// The counters `/metrics` reports for this process: requests by route, method and status,
@@ -56,17 +49,12 @@ impl Metrics {
             None => methods.entry(method.to_string()).or_default(),
         };
         *stats.by_status.entry(status).or_default() += 1;
-        let secs = elapsed.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
-            stats.buckets[i] += 1;
-        }
-        stats.count += 1;
-        stats.sum_secs += secs;
+        stats.latency.observe(elapsed);
     }
 
     /// The Prometheus text exposition of every counter, plus the store's gauges from `store`.
     pub fn render(&self, store: StoreStats) -> String {
-        let mut out = String::new();
+        let mut out = Exposition::new();
         let gauges = [
             (
                 "agents",
@@ -84,66 +72,46 @@ impl Metrics {
         ];
         for (name, help, value) in gauges {
             let Some(value) = value else { continue };
-            let _ = writeln!(out, "# HELP shoal_tracker_{name} {help}");
-            let _ = writeln!(out, "# TYPE shoal_tracker_{name} gauge");
-            let _ = writeln!(out, "shoal_tracker_{name} {value}");
+            out.single(&format!("shoal_tracker_{name}"), Kind::Gauge, help, value);
         }
-        out.push_str(
-            "# HELP shoal_tracker_reports_total Reports of peers that served a bad piece.\n",
-        );
-        out.push_str("# TYPE shoal_tracker_reports_total counter\n");
-        let _ = writeln!(
-            out,
-            "shoal_tracker_reports_total {}",
-            self.reports.load(Ordering::Relaxed)
+        out.single(
+            "shoal_tracker_reports_total",
+            Kind::Counter,
+            "Reports of peers that served a bad piece.",
+            self.reports.load(Ordering::Relaxed),
         );
         let routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
         let mut sorted: Vec<_> = routes.iter().collect();
         sorted.sort_by(|a, b| a.0.cmp(b.0));
 
-        out.push_str("# HELP shoal_tracker_requests_total Requests by route, method and status.\n");
-        out.push_str("# TYPE shoal_tracker_requests_total counter\n");
+        let requests = "shoal_tracker_requests_total";
+        out.family(
+            requests,
+            Kind::Counter,
+            "Requests by route, method and status.",
+        );
         for (route, methods) in &sorted {
             for (method, stats) in methods.iter() {
                 for (status, n) in &stats.by_status {
-                    let _ = writeln!(
-                        out,
-                        "shoal_tracker_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {n}"
-                    );
+                    let status = status.to_string();
+                    let labels = [
+                        ("route", route.as_str()),
+                        ("method", method),
+                        ("status", &status),
+                    ];
+                    out.sample(requests, &labels, n);
                 }
             }
         }
-        out.push_str("# HELP shoal_tracker_request_duration_seconds Request latency.\n");
-        out.push_str("# TYPE shoal_tracker_request_duration_seconds histogram\n");
+        let latency = "shoal_tracker_request_duration_seconds";
+        out.family(latency, Kind::Histogram, "Request latency.");
         for (route, methods) in &sorted {
             for (method, stats) in methods.iter() {
-                let labels = format!("route=\"{route}\",method=\"{method}\"");
-                let mut cumulative = 0;
-                for (bound, n) in BUCKETS.iter().zip(stats.buckets) {
-                    cumulative += n;
-                    let _ = writeln!(
-                        out,
-                        "shoal_tracker_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
-                    );
-                }
-                let _ = writeln!(
-                    out,
-                    "shoal_tracker_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                    stats.count
-                );
-                let _ = writeln!(
-                    out,
-                    "shoal_tracker_request_duration_seconds_sum{{{labels}}} {}",
-                    stats.sum_secs
-                );
-                let _ = writeln!(
-                    out,
-                    "shoal_tracker_request_duration_seconds_count{{{labels}}} {}",
-                    stats.count
-                );
+                let labels = [("route", route.as_str()), ("method", method.as_str())];
+                out.histogram(latency, &labels, &stats.latency);
             }
         }
-        out
+        out.finish()
     }
 }
 

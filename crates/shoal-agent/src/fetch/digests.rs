@@ -44,6 +44,7 @@ impl Job<'_> {
             DownloadOptions::new(origin.url.clone(), Output::File(path.to_path_buf()));
         options.existing = Existing::Overwrite;
         options.http = self.f.options.http.clone();
+        options.tally = Some(self.f.tally.clone());
         options.stall_timeout = self.f.options.stall_timeout;
         options.connections = self.f.options.origin_connections;
         // Racing the tail would fetch it from the origin twice.

@@ -30,13 +30,15 @@ mod url_swarm;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_core::wire::{AgentId, UrlKey};
 use shoal_core::{ContentId, Manifest};
 use shoal_engine::{
-    CancellationToken, Connections, DownloadError, EventSender, HttpOptions, Summary, UrlVersion,
+    CancellationToken, Connections, DownloadError, EventSender, HttpOptions, Summary, Tally,
+    UrlVersion,
 };
 use thiserror::Error;
 use url::Url;
@@ -161,6 +163,10 @@ struct Inner {
     options: FetchOptions,
     /// One download per content or URL at a time; others asking wait for it.
     busy: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// What every download adds to: bytes by source, pieces checked.
+    tally: Arc<Tally>,
+    /// Fetches running now (waiting for another's download included).
+    active: AtomicU64,
 }
 
 impl Fetcher {
@@ -181,8 +187,21 @@ impl Fetcher {
                 tracker,
                 options,
                 busy: Mutex::default(),
+                tally: Arc::default(),
+                active: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// What the downloads made so far added up to: bytes from origins and peers, pieces
+    /// verified and rejected.
+    pub fn tally(&self) -> &Tally {
+        &self.inner.tally
+    }
+
+    /// Fetches running now, those waiting for another's download of the same content included.
+    pub fn active(&self) -> u64 {
+        self.inner.active.load(Ordering::Relaxed)
     }
 
     /// Fetches `want` (or finds it held already), sending the engine's events to `events`.
@@ -205,6 +224,7 @@ impl Fetcher {
             .or_default()
             .clone();
         let result = {
+            let _active = Active::count(&self.inner.active);
             let _one_at_a_time = lock.lock().await;
             let job = Job {
                 f: &self.inner,
@@ -222,6 +242,22 @@ impl Fetcher {
             busy.remove(&key);
         }
         result
+    }
+}
+
+/// One fetch counted in [`Fetcher::active`] while it lives.
+struct Active<'a>(&'a AtomicU64);
+
+impl<'a> Active<'a> {
+    fn count(active: &'a AtomicU64) -> Self {
+        active.fetch_add(1, Ordering::Relaxed);
+        Self(active)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

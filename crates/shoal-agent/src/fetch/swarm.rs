@@ -49,6 +49,7 @@ impl Job<'_> {
         options.connections = self.f.options.connections;
         options.stall_timeout = self.f.options.stall_timeout;
         options.http = self.f.options.http.clone();
+        options.tally = Some(self.f.tally.clone());
         let mut peer_http = HttpOptions {
             connect_timeout: Duration::from_secs(3),
             ..HttpOptions::default()

@@ -441,7 +441,11 @@ async fn check_pieces(shared: &Shared) -> Result<(), DownloadError> {
         .check(part, shared.segments_lock())
         .await
         .map_err(|e| DownloadError::io(part.part(), "read back", e))?;
+    let tally = shared.t.options.tally.as_deref();
     for &(index, digest) in &checked.verified {
+        if let Some(tally) = tally {
+            tally.verified();
+        }
         let _ = shared.t.events.send(Event::PieceVerified { index });
         if let (Some(digest), true) = (digest, shared.t.options.learn_pieces.is_some()) {
             let _ = shared.t.events.send(Event::PieceHashed { index, digest });
@@ -451,6 +455,9 @@ async fn check_pieces(shared: &Shared) -> Result<(), DownloadError> {
         shared.work_changed.notify_waiters();
     }
     for piece in checked.bad {
+        if let Some(tally) = tally {
+            tally.rejected();
+        }
         for &index in &piece.sources {
             let source = shared.source(index);
             let url = source.shown_url();

@@ -120,6 +120,9 @@ async fn stream_whole(
                 limiter.acquire(chunk.len()).await;
             }
             *fetched += chunk.len() as u64;
+            if let Some(tally) = &t.options.tally {
+                tally.received(false, chunk.len() as u64);
+            }
             buf.extend_from_slice(chunk);
             over_limit(t, url, pos + buf.len() as u64).map_err(StreamError::Local)?;
         }

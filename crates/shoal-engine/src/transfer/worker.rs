@@ -178,6 +178,7 @@ async fn worker(
                     stats: &stats,
                     token: &token,
                     buf: &mut buf,
+                    from_peer: source.peer().is_some(),
                 };
                 let r = stream.run(response, range.start(), &mut written).await;
                 shared.streaming.fetch_sub(1, Ordering::SeqCst);
@@ -259,6 +260,8 @@ struct Stream<'a> {
     stats: &'a Stats,
     token: &'a CancellationToken,
     buf: &'a mut Vec<u8>,
+    /// The source is a peer, for the download's [`crate::Tally`].
+    from_peer: bool,
 }
 
 impl Stream<'_> {
@@ -327,6 +330,9 @@ impl Stream<'_> {
             let len = chunk.len() as u64;
             self.shared.fetched.fetch_add(len, Ordering::Relaxed);
             self.stats.bytes.fetch_add(len, Ordering::Relaxed);
+            if let Some(tally) = &self.shared.t.options.tally {
+                tally.received(self.from_peer, len);
+            }
             let now = self.shared.millis();
             let _ = self.stats.first_byte.compare_exchange(
                 u64::MAX,
