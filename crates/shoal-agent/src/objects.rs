@@ -3,13 +3,13 @@
 //! what the agent knows of it (manifest, name, URL, last use). Contents are kept and seeded
 //! until the store is over `--cache-size`, then the least recently used go first.
 
+use shoal_core::clock::unix_now;
 use std::collections::HashSet;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use shoal_core::wire::UrlKey;
@@ -192,7 +192,7 @@ impl Objects {
     /// Notes that a content was used now.
     pub fn touch(&self, id: &ContentId) {
         if let Some(mut record) = self.record(id) {
-            record.last_used = now();
+            record.last_used = unix_now();
             if let Err(e) = self.save(&record) {
                 warn!("{e}");
             }
@@ -240,13 +240,6 @@ impl Objects {
         }
         removed
     }
-}
-
-/// Seconds since the Unix epoch now, 0 if the clock is before it; what [`Record::last_used`] holds.
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ use thiserror::Error;
 use url::Url;
 
 use crate::catalog::Catalog;
-use crate::objects::{now, Objects, ObjectsError, Pin, Record};
+use crate::objects::{Objects, ObjectsError, Pin, Record};
 use crate::tracker::{TrackerClient, TrackerError};
 
 /// Why a fetch through the agent failed (unlike the engine's `http::FetchError`, which is one
@@ -312,7 +312,7 @@ impl Job<'_> {
             manifest: manifest.clone(),
             name: name.to_string(),
             url,
-            last_used: now(),
+            last_used: shoal_core::clock::unix_now(),
         })?;
         self.f.objects.evict(&self.f.catalog, 0);
         Ok(())
