@@ -2,8 +2,9 @@
 //! through real processes: the text parses with Prometheus' own Python parser
 //! (`prometheus-client`, which scripts/test installs in its virtualenv; without it the test
 //! says SKIP for that part and checks the samples itself), counters move while a download
-//! runs, and health turns 503 with a reason when the tracker is gone for longer than its lease
-//! or the data directory cannot be written.
+//! runs, `promtool check metrics` finds nothing to say of the agent's and the tracker's names
+//! (SKIP without it), and health turns 503 with a reason when the tracker is gone for longer
+//! than its lease or the data directory cannot be written.
 
 mod common;
 
@@ -173,6 +174,42 @@ fn parse_with_prometheus(text: &str) -> Result<BTreeMap<String, String>, String>
         .collect())
 }
 
+/// Runs `promtool check metrics` (Prometheus' own linter of names, types, units and help) on
+/// `text`: `Ok` with what it found wrong (nothing when clean), or why it could not run.
+fn promtool_check(text: &str) -> Result<String, String> {
+    let mut child = match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => {
+            return Err(format!(
+                "promtool cannot run ({e}); apt-get install prometheus"
+            ))
+        }
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(if out.status.success() {
+        String::new()
+    } else {
+        said
+    })
+}
+
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + common::DEADLINE;
     while !done() {
@@ -218,6 +255,17 @@ fn metrics_parse_and_move_while_a_download_runs() {
             }
         }
         Err(why) => eprintln!("SKIP (Prometheus parser): {why}; checked the samples only"),
+    }
+    let (status, tracker_text) = get(tracker_port, "/metrics");
+    assert_eq!(status, 200);
+    for (whose, text) in [("agent", &text), ("tracker", &tracker_text)] {
+        match promtool_check(text) {
+            Ok(problems) => assert!(
+                problems.is_empty(),
+                "promtool on the {whose}'s /metrics: {problems}\n{text}"
+            ),
+            Err(why) => eprintln!("SKIP (promtool, {whose}): {why}"),
+        }
     }
     let before = samples(&text);
     let origin_bytes = "shoal_agent_received_bytes_total{source=\"origin\"}";
