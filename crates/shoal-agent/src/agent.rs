@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use crate::announce::{Announcer, IdRefused, Identity};
 use crate::catalog::Catalog;
 use crate::control::{self, door, Door, DoorError};
+use crate::downloads::Downloads;
 use crate::fetch::{FetchOptions, Fetcher};
 use crate::objects::{Objects, ObjectsError};
 use crate::serve::{self, PieceServer, ServeOptions};
@@ -114,6 +115,10 @@ pub async fn run(
         None => None,
     };
     let seeded = objects.load(&catalog)?;
+    // Before anything is announced or served: the pieces of downloads a previous run left
+    // unfinished are served again from the start.
+    let downloads = Downloads::open(&options.data)?;
+    let unfinished = downloads.restore(&objects, &catalog);
     let stop = CancellationToken::new();
     // Fires when the tracker refuses this agent's id: the agent then stops.
     let refused = CancellationToken::new();
@@ -145,7 +150,9 @@ pub async fn run(
         objects,
         options.tracker.clone(),
         options.fetch.clone(),
+        downloads,
     );
+    fetcher.resume(unfinished, &stop);
     let announcer = options.tracker.clone().map(|tracker| {
         let identity = Identity {
             id: options.id.clone(),

@@ -9,6 +9,7 @@ use shoal_engine::{Digests, OriginUse};
 
 use super::{content_url, key_of, part_path, AgentFetchError, Fetched, Job, OriginUrl};
 use crate::catalog::{Entry, Provenance};
+use crate::downloads::Part;
 
 impl Job<'_> {
     /// Fetches content `id` (or finds it held already); `origin` is the URL the tracker mapped
@@ -40,13 +41,19 @@ impl Job<'_> {
         let manifest = Arc::new(manifest);
         let pin = self.f.objects.pin(id);
         let path = self.f.objects.path(&id);
-        let entry = Arc::new(Entry::new(
-            manifest.clone(),
-            name.clone(),
-            Provenance::Fetched,
-            part_path(&path),
-        ));
-        self.f.catalog.insert(entry.clone());
+        let part = match &origin {
+            Some(_) => Part::WithOrigin,
+            None => Part::PeersOnly,
+        };
+        let entry = self.start_entry(
+            Entry::new(
+                manifest.clone(),
+                name.clone(),
+                Provenance::Fetched,
+                part_path(&path),
+            ),
+            part,
+        );
         let (url, origin_use) = match &origin {
             Some(o) => (
                 o.url.clone(),

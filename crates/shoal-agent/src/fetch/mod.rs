@@ -20,10 +20,13 @@
 //!   follower's view of them;
 //! - `by_content`: a content fetched by id with its manifest from the tracker;
 //! - `swarm`: the one swarm download both of those run, with peers followed and bad peers
-//!   reported.
+//!   reported;
+//! - `record`: the fetch's record in the data directory, which a restarted agent resumes it
+//!   from.
 
 mod by_content;
 mod digests;
+mod record;
 mod role;
 mod swarm;
 mod url_swarm;
@@ -39,9 +42,13 @@ use shoal_engine::{
     CancellationToken, Connections, DownloadError, EventSender, HttpOptions, Summary, UrlVersion,
 };
 use thiserror::Error;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
 use url::Url;
 
-use crate::catalog::Catalog;
+use self::record::Recording;
+use crate::catalog::{Catalog, Entry};
+use crate::downloads::{self, Downloads, Part, Unfinished};
 use crate::objects::{now, Objects, ObjectsError, Pin, Record};
 use crate::tracker::{TrackerClient, TrackerError};
 
@@ -81,6 +88,16 @@ pub enum Want {
     Url(Url),
     /// A content by id, from its peers only.
     Content(ContentId),
+}
+
+impl Want {
+    /// What names this fetch: one runs per key at a time, and its record is kept by key.
+    pub(crate) fn key(&self) -> String {
+        match self {
+            Want::Url(url) => url.to_string(),
+            Want::Content(id) => id.to_string(),
+        }
+    }
 }
 
 /// A content the agent now holds whole, pinned against eviction while the caller uses it.
@@ -161,17 +178,24 @@ struct Inner {
     options: FetchOptions,
     /// One download per content or URL at a time; others asking wait for it.
     busy: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The records of the downloads in progress.
+    downloads: Downloads,
+    /// Entries put back in the catalog at start, with the part their download played: their
+    /// pieces are carried into the resumed download's entry if it plays the same part.
+    restored: Mutex<HashMap<ContentId, Part>>,
 }
 
 impl Fetcher {
     /// A fetcher for agent `id` that adds what it fetches to `catalog` and keeps it in `objects`;
-    /// `tracker` is `None` for an agent without a fleet (origin only).
-    pub fn new(
+    /// `tracker` is `None` for an agent without a fleet (origin only); `downloads` records the
+    /// downloads in progress, so that a restarted agent resumes them.
+    pub(crate) fn new(
         id: AgentId,
         catalog: Catalog,
         objects: Objects,
         tracker: Option<TrackerClient>,
         options: FetchOptions,
+        downloads: Downloads,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -181,7 +205,34 @@ impl Fetcher {
                 tracker,
                 options,
                 busy: Mutex::default(),
+                downloads,
+                restored: Mutex::default(),
             }),
+        }
+    }
+
+    /// Resumes the downloads an earlier run left unfinished, each in a task of its own: the
+    /// client that asked may be gone, and one asking again joins the running download. They
+    /// stop with `stop` (and are resumed at the next start).
+    pub(crate) fn resume(&self, unfinished: Vec<Unfinished>, stop: &CancellationToken) {
+        for download in unfinished {
+            if let Some((content, part)) = download.restored {
+                self.inner
+                    .restored
+                    .lock()
+                    .expect("restored lock")
+                    .insert(content, part);
+            }
+            let (fetcher, cancel) = (self.clone(), stop.child_token());
+            tokio::spawn(async move {
+                let shown = downloads::shown(&download.want);
+                info!(download = %shown, "resuming an unfinished download");
+                // Nobody follows the progress: the events are dropped.
+                let (events, _) = mpsc::unbounded_channel();
+                if let Ok(fetched) = fetcher.fetch(download.want, events, cancel).await {
+                    info!(download = %shown, content = %fetched.content, "resumed download finished");
+                }
+            });
         }
     }
 
@@ -192,10 +243,7 @@ impl Fetcher {
         events: EventSender,
         cancel: CancellationToken,
     ) -> Result<Fetched, AgentFetchError> {
-        let key = match &want {
-            Want::Url(url) => url.to_string(),
-            Want::Content(id) => id.to_string(),
-        };
+        let key = want.key();
         let lock = self
             .inner
             .busy
@@ -206,15 +254,34 @@ impl Fetcher {
             .clone();
         let result = {
             let _one_at_a_time = lock.lock().await;
+            let shown = downloads::shown(&want);
+            let recording = Recording::begin(&self.inner.downloads, &want);
             let job = Job {
                 f: &self.inner,
                 events,
-                cancel,
+                cancel: cancel.clone(),
+                recording: &recording,
             };
-            match want {
+            let result = match want {
                 Want::Content(id) => job.content(id, None).await,
                 Want::Url(url) => job.url(url).await,
+            };
+            // Only the agent stopping cancels a fetch: the next start resumes it.
+            let keep = result.is_err() && cancel.is_cancelled();
+            if let (Err(e), false) = (&result, keep) {
+                let missing = recording
+                    .missing()
+                    .map_or_else(String::new, |(missing, of)| {
+                        format!("; {missing} of its {of} pieces were missing")
+                    });
+                warn!(
+                    download = %shown,
+                    "the download cannot go on: {}{missing}; forgetting it",
+                    shoal_core::chain::chain(e)
+                );
             }
+            recording.end(keep).await;
+            result
         };
         let mut busy = self.inner.busy.lock().expect("busy lock");
         // The map and this call hold it: nobody else waits for this key.
@@ -231,6 +298,7 @@ struct Job<'a> {
     f: &'a Inner,
     events: EventSender,
     cancel: CancellationToken,
+    recording: &'a Recording,
 }
 
 /// The origin of a content fetched by URL.
@@ -263,6 +331,26 @@ impl Job<'_> {
                 pin: self.f.objects.pin(*id),
             }
         })
+    }
+
+    /// Puts the entry of this fetch's download in the catalog, where it is served piece by
+    /// piece, and keeps its verified pieces recorded. An entry restored at start for the same
+    /// download played the same way passes its pieces on: the engine continues the same
+    /// `.part`, so they stay valid.
+    fn start_entry(&self, entry: Entry, part: Part) -> Arc<Entry> {
+        let id = entry.id();
+        let restored = self.f.restored.lock().expect("restored lock").remove(&id);
+        if let Some(old) = self.f.catalog.get(&id) {
+            if restored == Some(part) && old.layout() == entry.layout() {
+                for piece in old.have().ones() {
+                    entry.mark(entry.layout().piece(piece).expect("the same layout"));
+                }
+            }
+        }
+        let entry = Arc::new(entry);
+        self.f.catalog.insert(entry.clone());
+        self.recording.follow(entry.clone(), part);
+        entry
     }
 
     /// Records a content held whole in the objects, and makes room for it.

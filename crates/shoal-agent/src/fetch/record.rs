@@ -1,0 +1,171 @@
+//! A running fetch's record in the data directory (see `crate::downloads`): written when the
+//! fetch begins, kept up to date with the pieces its entry verifies, and removed when it ends,
+//! unless it ends because the agent stops, so that the next start resumes it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shoal_core::wire::PackedBits;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::Want;
+use crate::catalog::Entry;
+use crate::downloads::{Downloads, Held, Part, Record, Wanted};
+
+/// The most often the verified pieces are recorded: each time costs a sync of the `.part`
+/// (as the engine's own resume state does, at about the same pace). Pieces verified since
+/// the last record are checked again after a crash, not lost.
+const RECORD_EVERY: Duration = Duration::from_secs(1);
+
+/// The record of one running fetch.
+pub(super) struct Recording {
+    downloads: Downloads,
+    key: String,
+    record: Arc<Mutex<Record>>,
+    /// The task keeping the verified pieces recorded, once the fetch has an entry.
+    follower: Mutex<Option<Follower>>,
+}
+
+struct Follower {
+    entry: Arc<Entry>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Recording {
+    /// Records that `want` is being fetched; a record already there (a download resumed at
+    /// start) is kept as it is until the fetch has its entry again.
+    pub(super) fn begin(downloads: &Downloads, want: &Want) -> Self {
+        let key = want.key();
+        let record = match downloads.get(&key) {
+            Some(record) if record.want == Wanted::of(want) => record,
+            _ => {
+                let record = Record {
+                    want: Wanted::of(want),
+                    held: None,
+                };
+                if let Err(e) = downloads.save(&key, &record) {
+                    warn!("{e}; this download will not be resumed if the agent restarts");
+                }
+                record
+            }
+        };
+        Self {
+            downloads: downloads.clone(),
+            key,
+            record: Arc::new(Mutex::new(record)),
+            follower: Mutex::new(None),
+        }
+    }
+
+    /// Keeps the pieces `entry` verifies recorded, as the entry of this fetch playing `part`.
+    pub(super) fn follow(&self, entry: Arc<Entry>, part: Part) {
+        self.record.lock().expect("record lock").held = Some(Held {
+            content: entry.id(),
+            layout: entry.layout(),
+            name: entry.name.clone(),
+            part,
+            verified: PackedBits::of(&entry.have()),
+        });
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(keep_recorded(
+            self.downloads.clone(),
+            self.key.clone(),
+            self.record.clone(),
+            entry.clone(),
+            stop.clone(),
+        ));
+        let previous = self
+            .follower
+            .lock()
+            .expect("follower lock")
+            .replace(Follower { entry, stop, task });
+        if let Some(previous) = previous {
+            previous.stop.cancel();
+        }
+    }
+
+    /// The pieces the fetch's entry lacks, and how many it has in all, once it has one.
+    pub(super) fn missing(&self) -> Option<(u32, u32)> {
+        let follower = self.follower.lock().expect("follower lock");
+        let entry = &follower.as_ref()?.entry;
+        let have = entry.have();
+        Some((have.len() - have.count_ones(), have.len()))
+    }
+
+    /// Ends the record: kept (with the pieces verified by now) when `keep`, else removed.
+    pub(super) async fn end(self, keep: bool) {
+        let follower = self.follower.lock().expect("follower lock").take();
+        if let Some(follower) = follower {
+            follower.stop.cancel();
+            let _ = follower.task.await;
+            if keep {
+                save_verified(&self.downloads, &self.key, &self.record, &follower.entry).await;
+            }
+        }
+        if !keep {
+            let downloads = self.downloads.clone();
+            let key = self.key.clone();
+            let _ = tokio::task::spawn_blocking(move || downloads.remove(&key)).await;
+        }
+    }
+}
+
+/// Records the pieces `entry` verifies as they come, at most every [`RECORD_EVERY`], until
+/// `stop`.
+async fn keep_recorded(
+    downloads: Downloads,
+    key: String,
+    record: Arc<Mutex<Record>>,
+    entry: Arc<Entry>,
+    stop: CancellationToken,
+) {
+    let mut count = entry.watch_count();
+    // Bounded by `stop`, which the fetch fires when it ends.
+    loop {
+        save_verified(&downloads, &key, &record, &entry).await;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(RECORD_EVERY) => {}
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = count.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Syncs `entry`'s file, then records the pieces verified before the sync: a piece the
+/// record names is on disk (a verified piece is never written again).
+async fn save_verified(
+    downloads: &Downloads,
+    key: &str,
+    record: &Mutex<Record>,
+    entry: &Arc<Entry>,
+) {
+    let verified = entry.have();
+    let snapshot = {
+        let mut record = record.lock().expect("record lock");
+        if let Some(held) = &mut record.held {
+            held.verified = PackedBits::of(&verified);
+        }
+        record.clone()
+    };
+    let (downloads, key, path) = (downloads.clone(), key.to_string(), entry.path());
+    let saved = tokio::task::spawn_blocking(move || {
+        // The bytes first: the record must never name a piece whose bytes are not durable.
+        // (Before the first piece, the engine may not have made the file yet.)
+        if verified.count_ones() > 0 {
+            std::fs::File::open(&path)
+                .and_then(|file| file.sync_data())
+                .map_err(|e| format!("cannot sync {}: {e}", path.display()))?;
+        }
+        downloads.save(&key, &snapshot).map_err(|e| e.to_string())
+    })
+    .await;
+    if let Ok(Err(e)) = saved {
+        warn!("{e}; pieces verified since the last record are checked again after a restart");
+    }
+}
