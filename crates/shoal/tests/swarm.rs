@@ -516,7 +516,7 @@ fn restart_resumes_a_killed_agents_download_and_serves_its_pieces_at_once() {
     let url = origin.url("/images/disk.img");
     let mut agent = fleet.agent("r", None, &[]);
     let (port, dir) = (agent.port, agent.data.clone());
-    let get = fleet.get(&agent, &url, "killed-out");
+    let mut get = fleet.get(&agent, &url, "killed-out");
     wait_log(&fleet, &mut agent.child, "r", "leading the swarm");
     let log = fleet.log("r");
     let swarm = log
@@ -533,6 +533,12 @@ fn restart_resumes_a_killed_agents_download_and_serves_its_pieces_at_once() {
         if held.len() >= 2 {
             break held;
         }
+        assert!(
+            get.try_wait().unwrap().is_none(),
+            "the download finished without recording two verified pieces in {}:\n{}",
+            dir.join("downloads").display(),
+            fleet.log("r")
+        );
         assert!(
             Instant::now() < deadline,
             "no piece recorded:\n{}",

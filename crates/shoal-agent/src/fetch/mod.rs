@@ -232,7 +232,31 @@ impl Fetcher {
                 if let Ok(fetched) = fetcher.fetch(download.want, events, cancel).await {
                     info!(download = %shown, content = %fetched.content, "resumed download finished");
                 }
+                if let Some((content, _)) = download.restored {
+                    fetcher.forget_restored(content);
+                }
             });
+        }
+    }
+
+    /// Drops the entry restored at start as `content` if its download did not take it over
+    /// (it became another content: the URL was published meanwhile, or its origin changed),
+    /// with its `.part` and resume state: nothing would ever finish it.
+    fn forget_restored(&self, content: ContentId) {
+        let unused = self
+            .inner
+            .restored
+            .lock()
+            .expect("restored lock")
+            .remove(&content);
+        if unused.is_none() || self.inner.objects.is_pinned(&content) {
+            return;
+        }
+        if let Some(entry) = self.inner.catalog.remove(&content) {
+            let path = self.inner.objects.path(&content);
+            info!(%content, "dropping the pieces of an unfinished download that became another content");
+            let _ = std::fs::remove_file(entry.path());
+            let _ = shoal_engine::resume::remove(&shoal_engine::resume::state_path(&path));
         }
     }
 
@@ -255,7 +279,7 @@ impl Fetcher {
         let result = {
             let _one_at_a_time = lock.lock().await;
             let shown = downloads::shown(&want);
-            let recording = Recording::begin(&self.inner.downloads, &want);
+            let recording = Recording::begin(&self.inner.downloads, &want).await;
             let job = Job {
                 f: &self.inner,
                 events,

@@ -37,21 +37,25 @@ struct Follower {
 impl Recording {
     /// Records that `want` is being fetched; a record already there (a download resumed at
     /// start) is kept as it is until the fetch has its entry again.
-    pub(super) fn begin(downloads: &Downloads, want: &Want) -> Self {
+    pub(super) async fn begin(downloads: &Downloads, want: &Want) -> Self {
         let key = want.key();
-        let record = match downloads.get(&key) {
-            Some(record) if record.want == Wanted::of(want) => record,
+        let wanted = Wanted::of(want);
+        let (store, name) = (downloads.clone(), key.clone());
+        let record = tokio::task::spawn_blocking(move || match store.get(&name) {
+            Some(record) if record.want == wanted => record,
             _ => {
                 let record = Record {
-                    want: Wanted::of(want),
+                    want: wanted,
                     held: None,
                 };
-                if let Err(e) = downloads.save(&key, &record) {
+                if let Err(e) = store.save(&name, &record) {
                     warn!("{e}; this download will not be resumed if the agent restarts");
                 }
                 record
             }
-        };
+        })
+        .await
+        .expect("recording does not panic");
         Self {
             downloads: downloads.clone(),
             key,
