@@ -7,7 +7,6 @@ pub mod agent;
 pub mod announce;
 pub mod catalog;
 pub mod control;
-mod downloads;
 pub mod fetch;
 pub mod id;
 pub mod objects;

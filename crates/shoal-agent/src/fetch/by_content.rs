@@ -7,9 +7,9 @@ use std::sync::Arc;
 use shoal_core::ContentId;
 use shoal_engine::{Digests, OriginUse};
 
+use super::downloads::Part;
 use super::{content_url, key_of, part_path, AgentFetchError, Fetched, Job, OriginUrl};
 use crate::catalog::{Entry, Provenance};
-use crate::downloads::Part;
 
 impl Job<'_> {
     /// Fetches content `id` (or finds it held already); `origin` is the URL the tracker mapped

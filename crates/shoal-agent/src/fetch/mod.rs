@@ -21,12 +21,14 @@
 //! - `by_content`: a content fetched by id with its manifest from the tracker;
 //! - `swarm`: the one swarm download both of those run, with peers followed and bad peers
 //!   reported;
-//! - `record`: the fetch's record in the data directory, which a restarted agent resumes it
-//!   from.
+//! - `downloads`: the records of the downloads in progress in the data directory, and what a
+//!   starting agent restores from them;
+//! - `recording`: a running fetch's record, kept up to date.
 
 mod by_content;
 mod digests;
-mod record;
+mod downloads;
+mod recording;
 mod role;
 mod swarm;
 mod url_swarm;
@@ -46,9 +48,10 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 use url::Url;
 
-use self::record::Recording;
+use self::downloads::Part;
+pub(crate) use self::downloads::{Downloads, Unfinished};
+use self::recording::Recording;
 use crate::catalog::{Catalog, Entry};
-use crate::downloads::{self, Downloads, Part, Unfinished};
 use crate::objects::{now, Objects, ObjectsError, Pin, Record};
 use crate::tracker::{TrackerClient, TrackerError};
 
@@ -229,11 +232,12 @@ impl Fetcher {
                 info!(download = %shown, "resuming an unfinished download");
                 // Nobody follows the progress: the events are dropped.
                 let (events, _) = mpsc::unbounded_channel();
+                // A failure is logged by `fetch`; the pieces restored stay served.
                 if let Ok(fetched) = fetcher.fetch(download.want, events, cancel).await {
                     info!(download = %shown, content = %fetched.content, "resumed download finished");
-                }
-                if let Some((content, _)) = download.restored {
-                    fetcher.forget_restored(content);
+                    if let Some((content, _)) = download.restored {
+                        fetcher.forget_restored(content);
+                    }
                 }
             });
         }

@@ -13,10 +13,10 @@ use tracing::{debug, info, warn};
 use url::Url;
 
 use super::digests::Following;
+use super::downloads::Part;
 use super::role::{self, AfterLookup, Alone, Role};
 use super::{key_of, part_path, AgentFetchError, Fetched, Job, OriginUrl};
 use crate::catalog::{Entry, Provenance};
-use crate::downloads::Part;
 use crate::objects::{ObjectsError, Pin};
 use crate::piece_size;
 

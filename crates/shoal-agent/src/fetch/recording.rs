@@ -1,4 +1,4 @@
-//! A running fetch's record in the data directory (see `crate::downloads`): written when the
+//! A running fetch's record in the data directory (see `downloads`): written when the
 //! fetch begins, kept up to date with the pieces its entry verifies, and removed when it ends,
 //! unless it ends because the agent stops, so that the next start resumes it.
 
@@ -10,9 +10,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::downloads::{Downloads, Held, Part, Record, Wanted};
 use super::Want;
 use crate::catalog::Entry;
-use crate::downloads::{Downloads, Held, Part, Record, Wanted};
 
 /// The most often the verified pieces are recorded: each time costs a sync of the `.part`
 /// (as the engine's own resume state does, at about the same pace). Pieces verified since

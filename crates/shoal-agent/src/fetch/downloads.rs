@@ -27,8 +27,8 @@ use shoal_engine::{resume, BLOCK};
 use tracing::{info, warn};
 use url::Url;
 
+use super::Want;
 use crate::catalog::{Catalog, Entry};
-use crate::fetch::Want;
 use crate::objects::{Objects, ObjectsError};
 
 /// The directory of the records, in the data directory.
