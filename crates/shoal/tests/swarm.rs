@@ -554,6 +554,7 @@ fn restart_resumes_a_killed_agents_download_and_serves_its_pieces_at_once() {
     // Started again on the same data with the same id: the first request it answers gets a
     // piece it had.
     let mut cmd = fleet.agent_command("r", port, &dir, "r2.log");
+    let started = Instant::now();
     let mut again = Process {
         child: cmd.spawn().unwrap(),
         port,
@@ -563,6 +564,10 @@ fn restart_resumes_a_killed_agents_download_and_serves_its_pieces_at_once() {
     let p = held[0];
     let range = (p * piece, (p + 1) * piece - 1);
     let (status, body) = common::get_range(port, FLEET, &format!("/v1/pieces/{swarm}"), range);
+    eprintln!(
+        "piece {p} served {:?} after the restarted agent was spawned",
+        started.elapsed()
+    );
     assert_eq!(
         status,
         206,
