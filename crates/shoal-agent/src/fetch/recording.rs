@@ -152,8 +152,10 @@ async fn save_verified(
     let verified = entry.have();
     let snapshot = {
         let mut record = record.lock().expect("record lock");
-        if let Some(held) = &mut record.held {
-            held.verified = PackedBits::of(&verified);
+        match &mut record.held {
+            Some(held) if held.content == entry.id() => held.verified = PackedBits::of(&verified),
+            // The fetch followed another entry since: this one's pieces are not its.
+            _ => return,
         }
         record.clone()
     };
@@ -171,5 +173,57 @@ async fn save_verified(
     .await;
     if let Ok(Err(e)) = saved {
         warn!("{e}; pieces verified since the last record are checked again after a restart");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_core::{ContentId, Layout};
+    use url::Url;
+
+    use super::*;
+
+    fn entry(dir: &std::path::Path) -> Arc<Entry> {
+        let part = dir.join("x.part");
+        std::fs::write(&part, [0u8; 10]).unwrap();
+        let layout = Layout::new(10, 4).unwrap();
+        Arc::new(Entry::provisional(
+            ContentId::from_bytes([3; 32]),
+            layout,
+            "x".into(),
+            part,
+        ))
+    }
+
+    #[tokio::test]
+    async fn verified_pieces_are_recorded_and_kept_only_when_the_agent_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let downloads = Downloads::open(dir.path()).unwrap();
+        let want = Want::Url(Url::parse("http://origin.example/x").unwrap());
+        for keep in [true, false] {
+            let recording = Recording::begin(&downloads, &want).await;
+            let record = downloads.get(&want.key()).expect("recorded at once");
+            assert_eq!(record.want, Wanted::of(&want));
+            let entry = entry(dir.path());
+            recording.follow(entry.clone(), Part::Follow);
+            entry.mark(entry.layout().piece(2).unwrap());
+            assert_eq!(recording.missing(), Some((2, 3)));
+            recording.end(keep).await;
+            let kept = downloads.get(&want.key());
+            if keep {
+                let held = kept.expect("kept").held.expect("with its entry");
+                assert_eq!(held.part, Part::Follow);
+                assert_eq!(
+                    held.verified
+                        .to_bitfield(3)
+                        .unwrap()
+                        .ones()
+                        .collect::<Vec<_>>(),
+                    vec![2]
+                );
+            } else {
+                assert_eq!(kept, None);
+            }
+        }
     }
 }
