@@ -14,7 +14,6 @@
 //! engine's state names is checked by the engine when the download resumes, and served once
 //! it matches.
 
-use std::collections::HashMap;
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -228,7 +227,7 @@ impl Downloads {
     /// `catalog` (see the module's doc for which are trusted), and returns them to be
     /// resumed. Reads the records and the engine's resume states, never the bytes.
     pub(crate) fn restore(&self, objects: &Objects, catalog: &Catalog) -> Vec<Unfinished> {
-        let mut found: HashMap<String, Unfinished> = HashMap::new();
+        let mut found = Vec::new();
         for record in self.load() {
             let Some(want) = record.want.want() else {
                 continue;
@@ -256,9 +255,9 @@ impl Downloads {
                 catalog.insert(Arc::new(entry));
                 Some((held.content, held.part))
             });
-            found.insert(want.key(), Unfinished { want, restored });
+            found.push(Unfinished { want, restored });
         }
-        found.into_values().collect()
+        found
     }
 }
 
