@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use crate::announce::{Announcer, IdRefused, Identity};
 use crate::catalog::Catalog;
 use crate::control::{self, door, Door, DoorError};
-use crate::fetch::{FetchOptions, Fetcher};
+use crate::fetch::{Downloads, FetchOptions, Fetcher};
 use crate::metrics::{self, DataCheck, Observed};
 use crate::objects::{Objects, ObjectsError};
 use crate::serve::{self, PieceServer, ServeOptions};
@@ -115,6 +115,10 @@ pub async fn run(
         None => None,
     };
     let seeded = objects.load(&catalog)?;
+    // Before anything is announced or served: the pieces of downloads a previous run left
+    // unfinished are served again from the start.
+    let downloads = Downloads::open(&options.data)?;
+    let unfinished = downloads.restore(&objects, &catalog);
     let stop = CancellationToken::new();
     // Fires when the tracker refuses this agent's id: the agent then stops.
     let refused = CancellationToken::new();
@@ -146,7 +150,9 @@ pub async fn run(
         objects.clone(),
         options.tracker.clone(),
         options.fetch.clone(),
+        downloads,
     );
+    fetcher.resume(unfinished, &stop);
     let data = DataCheck::new(options.data.clone());
     data.check().await;
     tokio::spawn(data.clone().run(stop.clone()));

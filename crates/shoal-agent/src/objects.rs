@@ -124,6 +124,11 @@ impl Objects {
         }
     }
 
+    /// Whether a fetch or a user holds `id` now.
+    pub(crate) fn is_pinned(&self, id: &ContentId) -> bool {
+        self.pinned.lock().expect("pins lock").contains(id)
+    }
+
     /// Puts every complete content of the store into the catalog, to be seeded again; a
     /// record without its bytes (or with bytes of another size) is dropped.
     pub fn load(&self, catalog: &Catalog) -> Result<usize, ObjectsError> {

@@ -469,3 +469,153 @@ fn a_live_agent_id_is_refused_elsewhere_and_taken_back_by_a_restart() {
         fleet.log("twin")
     );
 }
+
+/// The pieces an agent's download record (`DATA/downloads/*.json`) names verified whose
+/// blocks its engine's resume state (`DATA/objects/ID.part.shoal`) names durable: what a
+/// restart may serve before checking anything.
+fn recorded_pieces(data: &Path, swarm: &str, piece: u64) -> Vec<u64> {
+    let Some(record) = std::fs::read_dir(data.join("downloads"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .find_map(|e| {
+            let text = std::fs::read(e.path()).ok()?;
+            serde_json::from_slice::<serde_json::Value>(&text).ok()
+        })
+    else {
+        return Vec::new();
+    };
+    let verified = record["held"]["verified"].as_str().unwrap_or_default();
+    let state = shoal_engine::resume::load(&data.join(format!("objects/{swarm}.part.shoal")));
+    let Ok(Some(state)) = state else {
+        return Vec::new();
+    };
+    let blocks = piece / shoal_engine::BLOCK;
+    (0..verified.len() as u64 / 2)
+        .flat_map(|byte| {
+            let bits = u8::from_str_radix(&verified[2 * byte as usize..][..2], 16).unwrap();
+            (0..8)
+                .filter(move |b| bits & (0x80 >> b) != 0)
+                .map(move |b| byte * 8 + b)
+        })
+        .filter(|p| (p * blocks..(p + 1) * blocks).all(|b| state.done.get(b as u32)))
+        .collect()
+}
+
+#[test]
+fn restart_resumes_a_killed_agents_download_and_serves_its_pieces_at_once() {
+    let fleet = Fleet::start();
+    let data = random_bytes(16 * MIB, 7);
+    let piece = MIB as u64;
+    let origin = Origin::start_blocking(OriginConfig {
+        content: data.clone(),
+        rate_limit: Some(256 * 1024),
+        ..OriginConfig::default()
+    });
+    let url = origin.url("/images/disk.img");
+    let mut agent = fleet.agent("r", None, &[]);
+    let (port, dir) = (agent.port, agent.data.clone());
+    let mut get = fleet.get(&agent, &url, "killed-out");
+    wait_log(&fleet, &mut agent.child, "r", "leading the swarm");
+    let log = fleet.log("r");
+    let swarm = log
+        .split("swarm=")
+        .nth(1)
+        .and_then(|rest| rest.get(..64))
+        .unwrap_or_else(|| panic!("no swarm id in:\n{log}"))
+        .to_string();
+
+    // Killed (SIGKILL) once a couple of pieces are recorded verified and durable.
+    let deadline = Instant::now() + common::DEADLINE;
+    let held = loop {
+        let held = recorded_pieces(&dir, &swarm, piece);
+        if held.len() >= 2 {
+            break held;
+        }
+        assert!(
+            get.try_wait().unwrap().is_none(),
+            "the download finished without recording two verified pieces in {}:\n{}",
+            dir.join("downloads").display(),
+            fleet.log("r")
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no piece recorded:\n{}",
+            fleet.log("r")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    agent.kill();
+    assert!(held.len() < 16, "finished before the kill");
+    let _ = common::finish(get);
+    let sent_before = origin.bytes_sent();
+
+    // Started again on the same data with the same id: the first request it answers gets a
+    // piece it had.
+    let mut cmd = fleet.agent_command("r", port, &dir, "r2.log");
+    let started = Instant::now();
+    let mut again = Process {
+        child: cmd.spawn().unwrap(),
+        port,
+        data: dir,
+    };
+    common::wait_listening(&mut again.child, port, "the restarted agent");
+    let p = held[0];
+    let range = (p * piece, (p + 1) * piece - 1);
+    let (status, body) = common::get_range(port, FLEET, &format!("/v1/pieces/{swarm}"), range);
+    eprintln!(
+        "piece {p} served {:?} after the restarted agent was spawned",
+        started.elapsed()
+    );
+    assert_eq!(
+        status,
+        206,
+        "piece {p} right after the restart:\n{}",
+        fleet.log("r2")
+    );
+    assert!(
+        body == data[range.0 as usize..=range.1 as usize],
+        "piece {p} differs"
+    );
+
+    // The download goes on by itself, with nobody asking: the agent comes to hold every piece.
+    let deadline = Instant::now() + common::DEADLINE;
+    loop {
+        let (status, have) = common::call(
+            port,
+            FLEET,
+            "GET",
+            &format!("/v1/pieces/{swarm}/have?after=15"),
+            "",
+        );
+        if status == 200 && serde_json::from_str::<serde_json::Value>(&have).unwrap()["count"] == 16
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never finished: {status} {have}\n{}",
+            fleet.log("r2")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A client asking again gets the file, and the origin sent the pieces held only once.
+    done(fleet.get(&again, &url, "out"), &fleet, &["r", "r2"]);
+    fleet.assert_file("out", &data);
+    let sent = origin.bytes_sent();
+    eprintln!(
+        "the origin sent {sent} bytes ({sent_before} before the kill) for a {} byte file",
+        data.len()
+    );
+    assert!(
+        sent < data.len() as u64 * 3 / 2,
+        "the origin sent {sent} bytes ({sent_before} before the kill) for a {} byte file",
+        data.len()
+    );
+    let log = fleet.log("r2");
+    assert!(
+        log.contains("serving the verified pieces of an unfinished download again"),
+        "{log}"
+    );
+}

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use shoal_core::ContentId;
 use shoal_engine::{Digests, OriginUse};
 
+use super::downloads::Part;
 use super::{content_url, key_of, part_path, AgentFetchError, Fetched, Job, OriginUrl};
 use crate::catalog::{Entry, Provenance};
 
@@ -40,13 +41,19 @@ impl Job<'_> {
         let manifest = Arc::new(manifest);
         let pin = self.f.objects.pin(id);
         let path = self.f.objects.path(&id);
-        let entry = Arc::new(Entry::new(
-            manifest.clone(),
-            name.clone(),
-            Provenance::Fetched,
-            part_path(&path),
-        ));
-        self.f.catalog.insert(entry.clone());
+        let part = match &origin {
+            Some(_) => Part::WithOrigin,
+            None => Part::PeersOnly,
+        };
+        let entry = self.start_entry(
+            Entry::new(
+                manifest.clone(),
+                name.clone(),
+                Provenance::Fetched,
+                part_path(&path),
+            ),
+            part,
+        );
         let (url, origin_use) = match &origin {
             Some(o) => (
                 o.url.clone(),

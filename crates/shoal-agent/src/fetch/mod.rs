@@ -20,10 +20,15 @@
 //!   follower's view of them;
 //! - `by_content`: a content fetched by id with its manifest from the tracker;
 //! - `swarm`: the one swarm download both of those run, with peers followed and bad peers
-//!   reported.
+//!   reported;
+//! - `downloads`: the records of the downloads in progress in the data directory, and what a
+//!   starting agent restores from them;
+//! - `recording`: a running fetch's record, kept up to date.
 
 mod by_content;
 mod digests;
+mod downloads;
+mod recording;
 mod role;
 mod swarm;
 mod url_swarm;
@@ -41,9 +46,14 @@ use shoal_engine::{
     UrlVersion,
 };
 use thiserror::Error;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
 use url::Url;
 
-use crate::catalog::Catalog;
+use self::downloads::Part;
+pub(crate) use self::downloads::{Downloads, Unfinished};
+use self::recording::Recording;
+use crate::catalog::{Catalog, Entry};
 use crate::objects::{Objects, ObjectsError, Pin, Record};
 use crate::tracker::{TrackerClient, TrackerError};
 
@@ -83,6 +93,16 @@ pub enum Want {
     Url(Url),
     /// A content by id, from its peers only.
     Content(ContentId),
+}
+
+impl Want {
+    /// What names this fetch: one runs per key at a time, and its record is kept by key.
+    pub(crate) fn key(&self) -> String {
+        match self {
+            Want::Url(url) => url.to_string(),
+            Want::Content(id) => id.to_string(),
+        }
+    }
 }
 
 /// A content the agent now holds whole, pinned against eviction while the caller uses it.
@@ -167,17 +187,24 @@ struct Inner {
     tally: Arc<Tally>,
     /// Fetches running now (waiting for another's download included).
     active: AtomicU64,
+    /// The records of the downloads in progress.
+    downloads: Downloads,
+    /// Entries put back in the catalog at start, with the part their download played: their
+    /// pieces are carried into the resumed download's entry if it plays the same part.
+    restored: Mutex<HashMap<ContentId, Part>>,
 }
 
 impl Fetcher {
     /// A fetcher for agent `id` that adds what it fetches to `catalog` and keeps it in `objects`;
-    /// `tracker` is `None` for an agent without a fleet (origin only).
-    pub fn new(
+    /// `tracker` is `None` for an agent without a fleet (origin only); `downloads` records the
+    /// downloads in progress, so that a restarted agent resumes them.
+    pub(crate) fn new(
         id: AgentId,
         catalog: Catalog,
         objects: Objects,
         tracker: Option<TrackerClient>,
         options: FetchOptions,
+        downloads: Downloads,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -189,6 +216,8 @@ impl Fetcher {
                 busy: Mutex::default(),
                 tally: Arc::default(),
                 active: AtomicU64::new(0),
+                downloads,
+                restored: Mutex::default(),
             }),
         }
     }
@@ -204,6 +233,56 @@ impl Fetcher {
         self.inner.active.load(Ordering::Relaxed)
     }
 
+    /// Resumes the downloads an earlier run left unfinished, each in a task of its own: the
+    /// client that asked may be gone, and one asking again joins the running download. They
+    /// stop with `stop` (and are resumed at the next start).
+    pub(crate) fn resume(&self, unfinished: Vec<Unfinished>, stop: &CancellationToken) {
+        for download in unfinished {
+            if let Some((content, part)) = download.restored {
+                self.inner
+                    .restored
+                    .lock()
+                    .expect("restored lock")
+                    .insert(content, part);
+            }
+            let (fetcher, cancel) = (self.clone(), stop.child_token());
+            tokio::spawn(async move {
+                let shown = downloads::shown(&download.want);
+                info!(download = %shown, "resuming an unfinished download");
+                // Nobody follows the progress: the events are dropped.
+                let (events, _) = mpsc::unbounded_channel();
+                // A failure is logged by `fetch`; the pieces restored stay served.
+                if let Ok(fetched) = fetcher.fetch(download.want, events, cancel).await {
+                    info!(download = %shown, content = %fetched.content, "resumed download finished");
+                    if let Some((content, _)) = download.restored {
+                        fetcher.forget_restored(content);
+                    }
+                }
+            });
+        }
+    }
+
+    /// Drops the entry restored at start as `content` if its download did not take it over
+    /// (it became another content: the URL was published meanwhile, or its origin changed),
+    /// with its `.part` and resume state: nothing would ever finish it.
+    fn forget_restored(&self, content: ContentId) {
+        let unused = self
+            .inner
+            .restored
+            .lock()
+            .expect("restored lock")
+            .remove(&content);
+        if unused.is_none() || self.inner.objects.is_pinned(&content) {
+            return;
+        }
+        if let Some(entry) = self.inner.catalog.remove(&content) {
+            let path = self.inner.objects.path(&content);
+            info!(%content, "dropping the pieces of an unfinished download that became another content");
+            let _ = std::fs::remove_file(entry.path());
+            let _ = shoal_engine::resume::remove(&shoal_engine::resume::state_path(&path));
+        }
+    }
+
     /// Fetches `want` (or finds it held already), sending the engine's events to `events`.
     pub async fn fetch(
         &self,
@@ -211,10 +290,7 @@ impl Fetcher {
         events: EventSender,
         cancel: CancellationToken,
     ) -> Result<Fetched, AgentFetchError> {
-        let key = match &want {
-            Want::Url(url) => url.to_string(),
-            Want::Content(id) => id.to_string(),
-        };
+        let key = want.key();
         let lock = self
             .inner
             .busy
@@ -226,15 +302,34 @@ impl Fetcher {
         let result = {
             let _active = Active::count(&self.inner.active);
             let _one_at_a_time = lock.lock().await;
+            let shown = downloads::shown(&want);
+            let recording = Recording::begin(&self.inner.downloads, &want).await;
             let job = Job {
                 f: &self.inner,
                 events,
-                cancel,
+                cancel: cancel.clone(),
+                recording: &recording,
             };
-            match want {
+            let result = match want {
                 Want::Content(id) => job.content(id, None).await,
                 Want::Url(url) => job.url(url).await,
+            };
+            // Only the agent stopping cancels a fetch: the next start resumes it.
+            let keep = result.is_err() && cancel.is_cancelled();
+            if let (Err(e), false) = (&result, keep) {
+                let missing = recording
+                    .missing()
+                    .map_or_else(String::new, |(missing, of)| {
+                        format!("; {missing} of its {of} pieces were missing")
+                    });
+                warn!(
+                    download = %shown,
+                    "the download cannot go on: {}{missing}; forgetting it",
+                    shoal_core::chain::chain(e)
+                );
             }
+            recording.end(keep).await;
+            result
         };
         let mut busy = self.inner.busy.lock().expect("busy lock");
         // The map and this call hold it: nobody else waits for this key.
@@ -267,6 +362,7 @@ struct Job<'a> {
     f: &'a Inner,
     events: EventSender,
     cancel: CancellationToken,
+    recording: &'a Recording,
 }
 
 /// The origin of a content fetched by URL.
@@ -299,6 +395,26 @@ impl Job<'_> {
                 pin: self.f.objects.pin(*id),
             }
         })
+    }
+
+    /// Puts the entry of this fetch's download in the catalog, where it is served piece by
+    /// piece, and keeps its verified pieces recorded. An entry restored at start for the same
+    /// download played the same way passes its pieces on: the engine continues the same
+    /// `.part`, so they stay valid.
+    fn start_entry(&self, entry: Entry, part: Part) -> Arc<Entry> {
+        let id = entry.id();
+        let restored = self.f.restored.lock().expect("restored lock").remove(&id);
+        if let Some(old) = self.f.catalog.get(&id) {
+            if restored == Some(part) && old.layout() == entry.layout() {
+                for piece in old.have().ones() {
+                    entry.mark(entry.layout().piece(piece).expect("the same layout"));
+                }
+            }
+        }
+        let entry = Arc::new(entry);
+        self.f.catalog.insert(entry.clone());
+        self.recording.follow(entry.clone(), part);
+        entry
     }
 
     /// Records a content held whole in the objects, and makes room for it.

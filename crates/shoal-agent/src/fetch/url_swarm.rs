@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 use url::Url;
 
 use super::digests::Following;
+use super::downloads::Part;
 use super::role::{self, AfterLookup, Alone, Role};
 use super::{key_of, part_path, AgentFetchError, Fetched, Job, OriginUrl};
 use crate::catalog::{Entry, Provenance};
@@ -115,15 +116,13 @@ impl Job<'_> {
 
     /// Puts a URL swarm's content in the catalog, to be served piece by piece under the
     /// swarm's id while it downloads; returns where it lands and a pin for it.
-    fn join(&self, origin: &OriginUrl, swarm: &SwarmInfo) -> (PathBuf, Pin) {
+    fn join(&self, origin: &OriginUrl, swarm: &SwarmInfo, part: Part) -> (PathBuf, Pin) {
         let path = self.f.objects.path(&swarm.id);
         let name = shoal_engine::naming::file_name(None, &origin.url);
-        self.f.catalog.insert(Arc::new(Entry::provisional(
-            swarm.id,
-            swarm.layout,
-            name,
-            part_path(&path),
-        )));
+        self.start_entry(
+            Entry::provisional(swarm.id, swarm.layout, name, part_path(&path)),
+            part,
+        );
         (path, self.f.objects.pin(swarm.id))
     }
 
@@ -131,7 +130,7 @@ impl Job<'_> {
     /// then marks the piece held so followers can check it.
     async fn lead(&self, origin: OriginUrl, swarm: SwarmInfo) -> Result<Fetched, AgentFetchError> {
         info!(swarm = %swarm.id, url = %swarm.key.url, "leading the swarm: fetching from the origin");
-        let (path, _pin) = self.join(&origin, &swarm);
+        let (path, _pin) = self.join(&origin, &swarm, Part::Lead);
         let (summary, digests) = self
             .fetch_origin(&origin, &path, swarm.layout, Some(swarm.id))
             .await?;
@@ -147,7 +146,7 @@ impl Job<'_> {
         swarm: &SwarmInfo,
     ) -> Result<Fetched, AgentFetchError> {
         info!(swarm = %swarm.id, leader = %swarm.leader, url = %swarm.key.url, "following the swarm");
-        let (path, _pin) = self.join(origin, swarm);
+        let (path, _pin) = self.join(origin, swarm, Part::Follow);
         let following = Following::start(self.tracker("a swarm")?.clone(), swarm, &self.cancel);
         let result = self
             .swarm(

@@ -154,3 +154,31 @@ pub(crate) fn call(port: u16, token: &str, method: &str, path: &str, body: &str)
         .unwrap_or_default();
     (status, body)
 }
+
+/// One `GET` of `path` with a bearer token and `Range: bytes=START-END` (inclusive), as a
+/// peer asks an agent's piece server; answers the status code and the body's bytes.
+pub(crate) fn get_range(port: u16, token: &str, path: &str, range: (u64, u64)) -> (u16, Vec<u8>) {
+    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+         Range: bytes={}-{}\r\nConnection: close\r\n\r\n",
+        range.0, range.1
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let status = std::str::from_utf8(&response[9..12])
+        .unwrap()
+        .parse()
+        .unwrap();
+    let body = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| response[at + 4..].to_vec())
+        .unwrap_or_default();
+    (status, body)
+}
