@@ -375,8 +375,10 @@ struct Tmpfs {
 }
 
 impl Tmpfs {
-    /// `None`, with a note, where mounting is not allowed (not root, or no CAP_SYS_ADMIN).
-    fn mount(size: &str) -> Option<Tmpfs> {
+    /// `None` where mounting is not allowed (not root, or no CAP_SYS_ADMIN), after a `SKIP:`
+    /// line naming `test`: nextest shows these tests' output even when they pass
+    /// (`.config/nextest.toml`) and `scripts/test` lists the skips in its summary.
+    fn mount(test: &str, size: &str) -> Option<Tmpfs> {
         let dir = TempDir::new().unwrap();
         let mounted = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
@@ -385,7 +387,7 @@ impl Tmpfs {
             .status()
             .is_ok_and(|s| s.success());
         if !mounted {
-            eprintln!("note: skipped: cannot mount a tmpfs here (needs root)");
+            eprintln!("SKIP: {test}: needs root (CAP_SYS_ADMIN) to mount a small tmpfs");
             return None;
         }
         Some(Tmpfs { dir })
@@ -421,7 +423,9 @@ fn fill(path: &Path) -> u64 {
 
 #[test]
 fn disk_full_up_front_names_the_space_needed() {
-    let Some(fs) = Tmpfs::mount("4m") else { return };
+    let Some(fs) = Tmpfs::mount("disk_full_up_front_names_the_space_needed", "4m") else {
+        return;
+    };
     let content = random_bytes(6 << 20, 58);
     let origin = throttled(&content, 64 << 20);
     let url = origin.url("/f.bin");
@@ -442,7 +446,10 @@ fn disk_full_up_front_names_the_space_needed() {
 
 #[test]
 fn disk_full_mid_download_keeps_the_state_and_resumes_once_space_is_freed() {
-    let Some(fs) = Tmpfs::mount("16m") else {
+    let Some(fs) = Tmpfs::mount(
+        "disk_full_mid_download_keeps_the_state_and_resumes_once_space_is_freed",
+        "16m",
+    ) else {
         return;
     };
     let content = random_bytes(8 << 20, 59);
