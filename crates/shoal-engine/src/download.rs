@@ -13,11 +13,12 @@ use shoal_core::Bitfield;
 use crate::checkpoint::Checkpoint;
 use crate::error::DownloadError;
 use crate::events::{Event, EventSender, SourceUsage, Summary};
-use crate::http;
+use crate::http::{self, RangeSource};
 use crate::naming::part_path;
 use crate::options::{DownloadOptions, Existing, Output, Resume};
 use crate::plan::{Fetch, Plan};
 use crate::resume::{self, State};
+use crate::sample::{self, PartCheck};
 use crate::segments::{block_count, Segments};
 use crate::storage::{ExistingPart, PartFile, PartLock};
 use crate::transfer::{self, single, Outcome, Transfer};
@@ -126,7 +127,8 @@ impl Runner<'_> {
         let state_path = resume::state_path(path);
         let previous = match resume {
             Resume::Auto if plan.resumable => {
-                previous_run(&lock, &state_path, &plan.record, options, self.events)?
+                self.previous_run(&lock, &state_path, &plan.record, sample_from(&plan, options))
+                    .await?
             }
             Resume::Auto | Resume::Never => None,
         };
@@ -164,6 +166,81 @@ impl Runner<'_> {
         };
         Ok((part, outcome, plan.unused))
     }
+
+    /// What a previous run left, if it can be continued: the open `.part` and its done blocks.
+    /// Anything else is reported as [`Event::Restarted`] with the reason, and the download starts
+    /// over; a state that fails any check is never trusted. With `sample_from`, a block of the
+    /// `.part` must also match what that server sends for it ([`sample::compare_part`]).
+    async fn previous_run(
+        &self,
+        lock: &PartLock,
+        state_path: &Path,
+        now: &State,
+        sample_from: Option<&RangeSource>,
+    ) -> Result<Option<(PartFile, Bitfield)>, DownloadError> {
+        let (options, events) = (self.options, self.events);
+        let part_path = lock.part();
+        let restart = |reason: String| {
+            info!(%reason, "starting over");
+            let _ = events.send(Event::Restarted { reason });
+            Ok(None)
+        };
+        let state = match resume::load(state_path) {
+            Ok(Some(state)) => state,
+            Ok(None) if !lock.created() => {
+                return restart(format!(
+                    "{} has no resume state ({}), so its bytes cannot be trusted; starting over",
+                    part_path.display(),
+                    state_path.display()
+                ))
+            }
+            Ok(None) => return Ok(None),
+            Err(damaged) => {
+                return restart(format!(
+                    "the resume state {} {damaged}; starting over",
+                    state_path.display()
+                ))
+            }
+        };
+        if let Some(why) = mismatch(&state, now) {
+            return restart(format!("{why}; starting {} over", part_path.display()));
+        }
+        let part = match PartFile::open_existing(lock, state.size) {
+            Ok(part) => part,
+            Err(ExistingPart::Missing) => {
+                return restart(format!(
+                    "the resume state {} has no {} beside it; starting over",
+                    state_path.display(),
+                    part_path.display()
+                ))
+            }
+            Err(ExistingPart::WrongLength { len }) => {
+                return restart(format!(
+                    "{} is {len} bytes, not the {} its resume state records; starting over",
+                    part_path.display(),
+                    state.size
+                ))
+            }
+            Err(ExistingPart::Failed(e)) => return Err(*e),
+        };
+        if let (Some(server), Some(block)) = (sample_from, sample::resume_block(&state.done)) {
+            let check =
+                sample::compare_part(&part, state.size, block, server, options, self.cancel).await?;
+            if let PartCheck::Changed { reason } = check {
+                return restart(reason);
+            }
+        }
+        let has_validators = state.etag.is_some() || state.last_modified.is_some();
+        let done_bytes =
+            Segments::resume(state.size, options.min_split.get(), state.done.clone()).done_bytes();
+        info!(done = done_bytes, has_validators, "resuming");
+        let _ = events.send(Event::Resumed {
+            done: done_bytes,
+            total: state.size,
+            verified: has_validators || options.checksum.is_some(),
+        });
+        Ok(Some((part, state.done)))
+    }
 }
 
 /// Gives the complete, verified `.part` its final name, then drops its resume state.
@@ -176,70 +253,17 @@ fn commit(part: Arc<PartFile>, existing: Existing) -> Result<PathBuf, DownloadEr
     Ok(path)
 }
 
-/// What a previous run left, if it can be continued: the open `.part` and its done blocks.
-/// Anything else is reported as [`Event::Restarted`] with the reason, and the download starts
-/// over; a state that fails any check is never trusted.
-fn previous_run(
-    lock: &PartLock,
-    state_path: &Path,
-    now: &State,
-    options: &DownloadOptions,
-    events: &EventSender,
-) -> Result<Option<(PartFile, Bitfield)>, DownloadError> {
-    let part_path = lock.part();
-    let restart = |reason: String| {
-        info!(%reason, "starting over");
-        let _ = events.send(Event::Restarted { reason });
-        Ok(None)
-    };
-    let state = match resume::load(state_path) {
-        Ok(Some(state)) => state,
-        Ok(None) if !lock.created() => {
-            return restart(format!(
-                "{} has no resume state ({}), so its bytes cannot be trusted; starting over",
-                part_path.display(),
-                state_path.display()
-            ))
+/// The server a resume's `.part` is compared with before it is continued: the primary, when
+/// nothing else could tell another version of the file from this one (the server sends
+/// neither `ETag` nor `Last-Modified`, and no `--checksum` checks the result).
+fn sample_from<'p>(plan: &'p Plan, options: &DownloadOptions) -> Option<&'p RangeSource> {
+    let validated = plan.record.etag.is_some() || plan.record.last_modified.is_some();
+    match &plan.fetch {
+        Fetch::Ranges { sources, .. } if !validated && options.checksum.is_none() => {
+            sources.first().map(|s| &s.range)
         }
-        Ok(None) => return Ok(None),
-        Err(damaged) => {
-            return restart(format!(
-                "the resume state {} {damaged}; starting over",
-                state_path.display()
-            ))
-        }
-    };
-    if let Some(why) = mismatch(&state, now) {
-        return restart(format!("{why}; starting {} over", part_path.display()));
+        _ => None,
     }
-    let part = match PartFile::open_existing(lock, state.size) {
-        Ok(part) => part,
-        Err(ExistingPart::Missing) => {
-            return restart(format!(
-                "the resume state {} has no {} beside it; starting over",
-                state_path.display(),
-                part_path.display()
-            ))
-        }
-        Err(ExistingPart::WrongLength { len }) => {
-            return restart(format!(
-                "{} is {len} bytes, not the {} its resume state records; starting over",
-                part_path.display(),
-                state.size
-            ))
-        }
-        Err(ExistingPart::Failed(e)) => return Err(*e),
-    };
-    let has_validators = state.etag.is_some() || state.last_modified.is_some();
-    let done_bytes =
-        Segments::resume(state.size, options.min_split.get(), state.done.clone()).done_bytes();
-    info!(done = done_bytes, has_validators, "resuming");
-    let _ = events.send(Event::Resumed {
-        done: done_bytes,
-        total: state.size,
-        verified: has_validators || options.checksum.is_some(),
-    });
-    Ok(Some((part, state.done)))
 }
 
 /// Why the state on disk does not describe the file the server has now, if it does not.

@@ -26,7 +26,8 @@ pub enum Event {
     },
     /// A previous run's `.part` is being continued: `done` of `total` bytes are already on disk.
     /// `verified` is false when the server sends no `ETag` or `Last-Modified`, so only the size
-    /// says it is the same file (a `--checksum` then checks the result).
+    /// and one block compared with the server's say it is the same file (a `--checksum` then
+    /// checks the result).
     Resumed {
         /// Bytes the state file records as durably written.
         done: u64,

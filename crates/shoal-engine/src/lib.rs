@@ -18,6 +18,7 @@ mod plan;
 mod ratelimit;
 pub mod resume;
 mod retry;
+mod sample;
 pub mod segments;
 mod source;
 pub mod storage;

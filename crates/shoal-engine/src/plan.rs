@@ -20,6 +20,7 @@ use crate::options::{
 };
 use crate::resume::{self, State};
 use crate::retry::Backoff;
+use crate::sample;
 use crate::source::{Policy, Reach, Source};
 use shoal_core::redact::redacted;
 use shoal_core::SafeUrl;
@@ -66,8 +67,8 @@ impl Plan {
     ) -> Result<Self, DownloadError> {
         let Probed {
             probe,
-            mirrors,
-            dropped,
+            mut mirrors,
+            mut dropped,
         } = probe_sources(client, options, events, cancel).await?;
         if let (Some(limit), Some(size)) = (options.max_filesize, probe.size) {
             if size > limit {
@@ -91,13 +92,30 @@ impl Plan {
         let (shown_url, size, ranges) = (SafeUrl::new(probe.url.clone()), probe.size, probe.ranges);
         let fetch = match (probe.ranges, probe.size) {
             (true, Some(size)) if size > 0 => {
-                let alone = mirrors.is_empty();
                 let primary = RangeSource {
                     client: probe.client.clone(),
                     url: probe.url.clone().into(),
                     size,
                     validator: probe.validator.clone(),
                 };
+                if needs_sample(&primary, &mirrors, options) {
+                    let (same, other) = sample::compare_mirrors(
+                        &primary,
+                        std::mem::take(&mut mirrors),
+                        size,
+                        options,
+                        events,
+                        cancel,
+                    )
+                    .await?;
+                    mirrors = same;
+                    dropped.extend(other.into_iter().map(|(url, reason)| SourceUsage {
+                        url,
+                        bytes: 0,
+                        dropped: Some(reason),
+                    }));
+                }
+                let alone = mirrors.is_empty();
                 let sources = std::iter::once(primary)
                     .chain(mirrors)
                     .map(|range| Source::new(range, Reach::Whole, Policy::server(options, alone)))
@@ -186,6 +204,18 @@ impl Plan {
             unused: Vec::new(),
         })
     }
+}
+
+/// Whether the mirrors' bytes must be compared with the primary's before they get work: a size
+/// alone does not tell two files apart. Not when the result is checked anyway (`--checksum`,
+/// a Metalink's piece hashes, which also find the mirror that lied), nor when every mirror
+/// sends the primary's own `If-Range` validator (the same strong `ETag`, or with none, the same
+/// `Last-Modified`: mirrors copied with their dates, as rsync does, of one file).
+fn needs_sample(primary: &RangeSource, mirrors: &[RangeSource], options: &DownloadOptions) -> bool {
+    if mirrors.is_empty() || options.checksum.is_some() || options.pieces.is_some() {
+        return false;
+    }
+    primary.validator.is_none() || mirrors.iter().any(|m| m.validator != primary.validator)
 }
 
 /// Where the file goes: `-o`, or `-d` (made when missing, as wget -P and aria2c -d do) with a

@@ -287,3 +287,49 @@ async fn real_nginx_mirrors_with_different_caps() {
     assert!(from_slow > 0 && from_fast > 0, "{:?}", summary.sources);
     assert!(from_fast > 2 * from_slow, "{:?}", summary.sources);
 }
+
+/// Test origins sending neither `ETag` nor `Last-Modified`.
+fn unvalidated(content: &bytes::Bytes) -> OriginConfig {
+    OriginConfig {
+        etag: false,
+        last_modified: false,
+        ..paced(content, 2 * MIB as u64)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_validators_a_mirror_of_another_file_of_the_same_size_is_dropped() {
+    let content = random_bytes(4 * MIB, 42);
+    let primary = Origin::start(unvalidated(&content)).await;
+    let same = Origin::start(unvalidated(&content)).await;
+    let other = Origin::start(unvalidated(&random_bytes(4 * MIB, 43))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("f");
+    let urls = [primary.url("/f"), other.url("/f"), same.url("/f")];
+    let (result, events) = get(options(&urls, &out)).await;
+    let summary = result.unwrap();
+    assert_eq!(
+        sha256_hex(&std::fs::read(&out).unwrap()),
+        sha256_hex(&content)
+    );
+    let dropped = dropped(&events);
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    assert_eq!(dropped[0].0, other.url("/f"));
+    assert!(
+        dropped[0].1.contains("sends other bytes at bytes ")
+            && dropped[0].1.contains(&primary.url("/f")),
+        "{dropped:?}"
+    );
+    // The probe and the sample, nothing after.
+    assert_eq!(other.requests().len(), 2, "{:?}", other.requests());
+    let usage = |url: String| {
+        summary
+            .sources
+            .iter()
+            .find(|s| s.url.to_string() == url)
+            .cloned()
+            .expect("every URL is in the summary")
+    };
+    assert!(usage(other.url("/f")).dropped.is_some());
+    assert!(usage(same.url("/f")).bytes > 0, "{:?}", summary.sources);
+}

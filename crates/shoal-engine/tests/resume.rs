@@ -432,3 +432,70 @@ async fn file_changing_mid_download_restarts_once_then_gives_up() {
         "no mix of versions is ever given the final name"
     );
 }
+
+/// An origin that sends neither `ETag` nor `Last-Modified`.
+fn unvalidated() -> OriginConfig {
+    OriginConfig {
+        etag: false,
+        last_modified: false,
+        ..OriginConfig::default()
+    }
+}
+
+/// The ranges the origin was asked for that start before `offset`.
+fn ranges_before(origin: &Origin, offset: u64) -> Vec<(u64, Option<u64>)> {
+    origin
+        .requests()
+        .iter()
+        .filter_map(|r| r.parsed_range)
+        .filter(|&(start, _)| start < offset)
+        .collect()
+}
+
+#[tokio::test]
+async fn without_validators_a_changed_file_is_caught_by_the_sample_and_started_over() {
+    let s = setup(2 * MIB, 45, unvalidated()).await;
+    lay_down(&s.origin, &s.url, &s.out, &s.content, 8);
+    // Same size, no validator: only the bytes can tell.
+    s.origin.set_content(random_bytes(2 * MIB, 145));
+    let (result, events) = get(options(&s.url, &s.out)).await;
+    result.unwrap();
+    let reason = restarted(&events).expect("a reason to start over");
+    assert!(
+        reason.contains("f.bin.part: ")
+            && reason.contains(&s.url)
+            && reason.contains("sends other bytes at bytes 458752-524287")
+            && reason.contains("starting over"),
+        "{reason}"
+    );
+    assert!(resumed(&events).is_none(), "{events:?}");
+    s.assert_complete();
+}
+
+#[tokio::test]
+async fn without_validators_the_same_file_resumes_after_one_sample() {
+    let s = setup(2 * MIB, 46, unvalidated()).await;
+    lay_down(&s.origin, &s.url, &s.out, &s.content, 8);
+    let (result, events) = get(options(&s.url, &s.out)).await;
+    result.unwrap();
+    assert!(restarted(&events).is_none(), "{events:?}");
+    assert_eq!(resumed(&events), Some((8 * BLOCK, false)));
+    s.assert_complete();
+    // One block before the resume point (the one the resumed bytes join), then only what was
+    // missing.
+    assert_eq!(
+        ranges_before(&s.origin, 8 * BLOCK),
+        [(7 * BLOCK, Some(8 * BLOCK - 1))]
+    );
+}
+
+#[tokio::test]
+async fn with_validators_no_sample_is_fetched() {
+    let s = setup(2 * MIB, 47, OriginConfig::default()).await;
+    lay_down(&s.origin, &s.url, &s.out, &s.content, 8);
+    let (result, events) = get(options(&s.url, &s.out)).await;
+    result.unwrap();
+    assert_eq!(resumed(&events), Some((8 * BLOCK, true)));
+    s.assert_complete();
+    assert_eq!(ranges_before(&s.origin, 8 * BLOCK), []);
+}

@@ -504,7 +504,7 @@ fn resumed_line(done: u64, total: u64, verified: bool) -> String {
     } else {
         format!(
             "{line}; unverified: the server sends no ETag or Last-Modified, so only the size \
-             says it is the same file (add --checksum to check the result)"
+             and a 64 KiB sample say it is the same file (add --checksum to check the result)"
         )
     }
 }

@@ -368,6 +368,41 @@ fn no_resume_starts_over_and_unvalidated_resume_says_so() {
     assert_complete(&dir, &content);
 }
 
+#[test]
+fn without_validators_a_file_changed_between_runs_is_caught_by_a_sample() {
+    let old = random_bytes(2 << 20, 62);
+    let new = random_bytes(2 << 20, 63);
+    let origin = Origin::start_blocking(OriginConfig {
+        content: old.clone(),
+        etag: false,
+        last_modified: false,
+        ..OriginConfig::default()
+    });
+    let url = origin.url("/f.bin");
+    let dir = TempDir::new().unwrap();
+    lay_down(&origin, &url, &dir, &old);
+    // Same size and no validator: only the bytes tell the versions apart.
+    origin.set_content(new.clone());
+    let again = run(dir.path(), &[&url]);
+    assert_ok(&again);
+    let lines: Vec<&str> = again
+        .stderr
+        .lines()
+        .filter(|l| l.contains("starting over"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", again.stderr);
+    assert!(
+        lines[0].starts_with("shoal: ")
+            && lines[0].contains("f.bin.part: ")
+            && lines[0].contains(&format!("{url} sends other bytes at bytes 983040-1048575"))
+            && lines[0].contains("no ETag or Last-Modified"),
+        "{}",
+        lines[0]
+    );
+    assert!(!again.stderr.contains("resuming"), "{}", again.stderr);
+    assert_complete(&dir, &new);
+}
+
 /// A small tmpfs mounted on a temporary directory for one test, unmounted when dropped (even
 /// when the test fails).
 struct Tmpfs {
