@@ -127,8 +127,13 @@ impl Runner<'_> {
         let state_path = resume::state_path(path);
         let previous = match resume {
             Resume::Auto if plan.resumable => {
-                self.previous_run(&lock, &state_path, &plan.record, sample_from(&plan, options))
-                    .await?
+                self.previous_run(
+                    &lock,
+                    &state_path,
+                    &plan.record,
+                    sample_from(&plan, options),
+                )
+                .await?
             }
             Resume::Auto | Resume::Never => None,
         };
@@ -225,7 +230,8 @@ impl Runner<'_> {
         };
         if let (Some(server), Some(block)) = (sample_from, sample::resume_block(&state.done)) {
             let check =
-                sample::compare_part(&part, state.size, block, server, options, self.cancel).await?;
+                sample::compare_part(&part, state.size, block, server, options, self.cancel)
+                    .await?;
             if let PartCheck::Changed { reason } = check {
                 return restart(reason);
             }

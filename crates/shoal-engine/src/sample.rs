@@ -36,7 +36,9 @@ pub(crate) enum PartCheck {
 /// run stopped shows there first); else, when the first block is missing, the last done block.
 /// `None` when nothing is done.
 pub(crate) fn resume_block(done: &Bitfield) -> Option<u32> {
-    let first_missing = (0..done.len()).find(|&b| !done.get(b)).unwrap_or(done.len());
+    let first_missing = (0..done.len())
+        .find(|&b| !done.get(b))
+        .unwrap_or(done.len());
     match first_missing.checked_sub(1) {
         Some(before) => Some(before),
         None => (0..done.len()).rev().find(|&b| done.get(b)),

@@ -38,6 +38,7 @@ pub use error::ApiError;
 pub use ratelimit::RateLimit;
 pub use store::{
     RedisStore, SqliteLocation, SqliteStore, Store, StoreError, StoreOptions, SwarmLimits,
+    RETENTION,
 };
 
 use crate::metrics::Metrics;
@@ -148,9 +149,10 @@ pub async fn run<S: Store>(
                 Ok(swept) => tracing::debug!(
                     agents = swept.agents,
                     swarms = swept.swarms,
-                    "dropped lapsed agents and swarms"
+                    contents = swept.contents,
+                    "dropped lapsed agents and swarms, and contents past their retention"
                 ),
-                Err(e) => tracing::warn!(error = ?e, "sweeping lapsed agents and swarms failed"),
+                Err(e) => tracing::warn!(error = ?e, "sweeping the tracker's state failed"),
             }
         }
     });

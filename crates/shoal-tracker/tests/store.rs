@@ -12,6 +12,7 @@ store_suite!(sqlite, |clock: Clock, swarms: SwarmLimits| async move {
             lease: store_suite::LEASE,
             clock,
             max_holdings: store_suite::MAX_HOLDINGS,
+            retention: Some(store_suite::RETENTION),
         },
     )
     .await
@@ -29,6 +30,7 @@ store_suite!(redis, |clock: Clock, swarms: SwarmLimits| async move {
             lease: store_suite::LEASE,
             clock,
             max_holdings: store_suite::MAX_HOLDINGS,
+            retention: Some(store_suite::RETENTION),
         },
     )
     .await

@@ -44,6 +44,11 @@ pub(crate) struct TrackerArgs {
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
     lease: Duration,
 
+    /// How long a content that no agent holds is kept (its catalog entry, manifest and URL
+    /// mappings): seconds, or with a unit (90m, 36h, 7d); "never" (or 0) keeps it for ever
+    #[arg(long, value_name = "TIME", default_value = "7d", value_parser = parse_retention)]
+    retention: Retention,
+
     /// Largest request body, e.g. 1M
     #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_size)]
     max_body: usize,
@@ -66,6 +71,36 @@ fn parse_secs(text: &str) -> Result<Duration, String> {
         Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
         _ => Err("expected a whole number of seconds, at least 1".into()),
     }
+}
+
+/// `--retention`: how long, or `None` for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Retention(Option<Duration>);
+
+fn parse_retention(text: &str) -> Result<Retention, String> {
+    let bad = || {
+        format!(
+            "expected a time such as 3600, 90m, 36h or 7d, or \"never\" (0 means never too), \
+             not {text:?}"
+        )
+    };
+    if text == "never" {
+        return Ok(Retention(None));
+    }
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 60 * 60,
+        "d" => 24 * 60 * 60,
+        _ => return Err(bad()),
+    };
+    let secs = number.checked_mul(scale).ok_or_else(bad)?;
+    Ok(Retention((secs > 0).then(|| Duration::from_secs(secs))))
 }
 
 fn parse_store(text: &str) -> Result<String, String> {
@@ -161,6 +196,7 @@ async fn serve(args: TrackerArgs, state: State, tokens: Tokens) -> anyhow::Resul
                 StoreOptions {
                     lease: args.lease,
                     clock: Clock::wall(),
+                    retention: args.retention.0,
                     ..StoreOptions::default()
                 },
             )
@@ -176,6 +212,7 @@ async fn serve(args: TrackerArgs, state: State, tokens: Tokens) -> anyhow::Resul
         StoreOptions {
             lease: args.lease,
             clock: clock.clone(),
+            retention: args.retention.0,
             ..StoreOptions::default()
         },
     )
@@ -213,4 +250,38 @@ async fn serve_with<S: Store>(
         .await
         .context("serving")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_takes_units_and_never() {
+        let days = |d: u64| Retention(Some(Duration::from_secs(d * 24 * 60 * 60)));
+        assert_eq!(
+            parse_retention("7d").unwrap(),
+            Retention(Some(shoal_tracker::RETENTION)),
+            "the default is the store's"
+        );
+        assert_eq!(parse_retention("2d").unwrap(), days(2));
+        assert_eq!(
+            parse_retention("36h").unwrap(),
+            Retention(Some(Duration::from_secs(36 * 3600)))
+        );
+        assert_eq!(
+            parse_retention("90m").unwrap(),
+            Retention(Some(Duration::from_secs(5400)))
+        );
+        assert_eq!(
+            parse_retention("3600").unwrap(),
+            Retention(Some(Duration::from_secs(3600)))
+        );
+        assert_eq!(parse_retention("never").unwrap(), Retention(None));
+        assert_eq!(parse_retention("0").unwrap(), Retention(None));
+        for bad in ["", "7w", "d", "-1", "1.5h", "99999999999999999999d"] {
+            let err = parse_retention(bad).unwrap_err();
+            assert!(err.contains("never"), "{bad}: {err}");
+        }
+    }
 }

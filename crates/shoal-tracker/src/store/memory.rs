@@ -19,6 +19,8 @@ use shoal_core::wire::{
 };
 use shoal_core::{Bitfield, ContentId, Layout};
 
+mod retention;
+
 use super::{
     AgentPage, Caller, ContentSearch, PeerQuery, PeerReport, Registration, StoreError, StoreStats,
     REPORT_HOLD,
@@ -67,6 +69,8 @@ struct Content {
     layout: Layout,
     manifest: bool,
     holders: HashMap<u32, Pieces>,
+    /// When a sweep first found no agent holding it (ms), if none has since ([`retention`]).
+    unheld_since: Option<u64>,
 }
 
 /// Sort key of a peer candidate, smallest first: complete holders, most useful pieces, least
@@ -85,6 +89,8 @@ pub(super) struct CatalogRow {
 pub(super) struct Memory {
     lease_ms: u64,
     max_holdings: usize,
+    /// How long a content no agent holds is kept; `None`: for ever.
+    retention_ms: Option<u64>,
     agent_ids: HashMap<AgentId, u32>,
     agents: Vec<Option<Agent>>,
     free_agents: Vec<u32>,
@@ -108,10 +114,11 @@ pub(super) struct Checked {
 }
 
 impl Memory {
-    pub(super) fn new(lease_ms: u64, max_holdings: usize) -> Self {
+    pub(super) fn new(lease_ms: u64, max_holdings: usize, retention_ms: Option<u64>) -> Self {
         Self {
             lease_ms,
             max_holdings,
+            retention_ms,
             agent_ids: HashMap::new(),
             agents: Vec::new(),
             free_agents: Vec::new(),
@@ -138,6 +145,7 @@ impl Memory {
             layout,
             manifest: false,
             holders: HashMap::new(),
+            unheld_since: None,
         });
         self.content_ids.insert(id, slot);
         slot

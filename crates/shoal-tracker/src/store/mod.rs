@@ -106,6 +106,9 @@ pub struct Swept {
     pub agents: usize,
     /// Swarms that no create or publish touched for [`SwarmLimits::ttl`].
     pub swarms: usize,
+    /// Contents (catalog entry, manifest, URL mappings) that no agent held for
+    /// [`StoreOptions::retention`].
+    pub contents: usize,
 }
 
 /// How long a report keeps the reported agent out of peers answers for that content, counted
@@ -176,10 +179,19 @@ pub struct StoreOptions {
     /// Contents one agent may hold; a register or announce past it is refused
     /// ([`StoreError::TooManyHoldings`]), so no agent grows the tracker without bound.
     pub max_holdings: usize,
+    /// How long a content that no agent holds is kept (its catalog entry, manifest and URL
+    /// mappings) before a sweep removes it; `None`: for ever.
+    pub retention: Option<Duration>,
 }
 
 /// The default of [`StoreOptions::max_holdings`].
 pub const MAX_HOLDINGS: usize = 100_000;
+
+/// The default of [`StoreOptions::retention`]: a week. Long enough that a fleet switched off
+/// over a weekend or a holiday finds its catalog (and its URL mappings, so nothing is fetched
+/// from the origin twice) when it comes back; short enough that a tracker fed new builds every
+/// day keeps about a week of them.
+pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -187,6 +199,7 @@ impl Default for StoreOptions {
             lease: Duration::from_secs(30),
             clock: Clock::system(),
             max_holdings: MAX_HOLDINGS,
+            retention: Some(RETENTION),
         }
     }
 }
@@ -426,5 +439,7 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Drops agents whose lease lapsed and swarms nothing touched for their lifetime, to reclaim
     /// memory; answers already leave them out, so this only bounds how long they take space.
+    /// Then removes contents that no agent held for [`StoreOptions::retention`] (counted from
+    /// the first sweep that found them unheld): their catalog entry, manifest and URL mappings.
     fn sweep(&self) -> impl Future<Output = Result<Swept, StoreError>> + Send;
 }

@@ -64,6 +64,8 @@ CREATE TABLE IF NOT EXISTS urls (
     published_at INTEGER NOT NULL,
     PRIMARY KEY (url, size, etag, last_modified)
 );
+-- The sweep deletes the mappings of contents past their retention.
+CREATE INDEX IF NOT EXISTS urls_by_content ON urls (content);
 ";
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -202,6 +204,19 @@ fn read_mapping(conn: &Connection, key: &UrlKey) -> rusqlite::Result<Option<UrlM
     .optional()
 }
 
+/// Deletes the durable rows of contents past their retention: catalog entry, manifest, and
+/// every URL mapping to them.
+fn delete_contents(conn: &mut Connection, ids: &[ContentId]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for id in ids {
+        let id = &id.as_bytes()[..];
+        tx.execute("DELETE FROM contents WHERE id = ?1", [id])?;
+        tx.execute("DELETE FROM manifests WHERE id = ?1", [id])?;
+        tx.execute("DELETE FROM urls WHERE content = ?1", [id])?;
+    }
+    tx.commit()
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database and loads the catalog into memory.
     pub async fn open(location: SqliteLocation, options: StoreOptions) -> Result<Self, StoreError> {
@@ -236,7 +251,11 @@ impl SqliteStore {
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
         let catalog = ready_rx.await.map_err(|_| db_gone())?.map_err(backend)?;
 
-        let mut memory = Memory::new(options.lease.as_millis() as u64, options.max_holdings);
+        let mut memory = Memory::new(
+            options.lease.as_millis() as u64,
+            options.max_holdings,
+            options.retention.map(|r| r.as_millis() as u64),
+        );
         for (row, manifest) in catalog {
             memory.load(row, manifest);
         }
@@ -529,9 +548,24 @@ impl Store for SqliteStore {
 
     async fn sweep(&self) -> Result<Swept, StoreError> {
         let now = self.now();
-        let agents = self.write().sweep(now);
+        let (agents, expired) = {
+            let mut memory = self.write();
+            let agents = memory.sweep(now);
+            (agents, memory.sweep_contents(now))
+        };
         let swarms = self.swarms().sweep(now);
-        Ok(Swept { agents, swarms })
+        let contents = expired.len();
+        if !expired.is_empty() {
+            self.inner
+                .db
+                .call(move |conn| delete_contents(conn, &expired))
+                .await?;
+        }
+        Ok(Swept {
+            agents,
+            swarms,
+            contents,
+        })
     }
 }
 

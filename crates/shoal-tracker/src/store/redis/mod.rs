@@ -10,7 +10,9 @@
 //! - `held:{id}` hash: content id → the agent's bitfield as a binary string, empty when complete;
 //! - `holders:{content id bytes}` hash: agent id → the same bitfield, so that a peer query reads
 //!   every holder's pieces with one command, and their leases and records with two more;
-//! - URL swarms and reports of bad peers: see `swarms.rs`.
+//! - URL swarms and reports of bad peers: see `swarms.rs`;
+//! - `unheld` sorted set: content ids no agent holds, scored by when a sweep first found them
+//!   so; see `retention.rs`.
 //!
 //! The code follows what it keeps: agents (leases, records, holdings) in `agents.rs`; contents
 //! (catalog, manifests, peers answers) in `content.rs`; the URL map in `urls.rs`; URL swarms and
@@ -50,6 +52,7 @@ use crate::clock::Clock;
 mod agents;
 mod codec;
 mod content;
+mod retention;
 mod swarms;
 mod urls;
 
@@ -73,6 +76,10 @@ pub struct RedisStore {
     clock: Clock,
     /// Removes agents whose lease lapsed ([`agents::SWEEP`]).
     agent_sweep: Arc<redis::Script>,
+    /// How long a content no agent holds is kept; `None`: for ever.
+    retention_ms: Option<u64>,
+    /// Removes contents past their retention ([`retention::SWEEP`]).
+    content_sweep: Arc<redis::Script>,
     swarm_limits: SwarmLimits,
     swarm_scripts: Arc<SwarmScripts>,
 }
@@ -110,6 +117,8 @@ impl RedisStore {
             max_holdings: options.max_holdings,
             clock: options.clock,
             agent_sweep: Arc::new(redis::Script::new(agents::SWEEP)),
+            retention_ms: options.retention.map(|r| r.as_millis() as u64),
+            content_sweep: Arc::new(redis::Script::new(retention::SWEEP)),
             swarm_limits: SwarmLimits::default(),
             swarm_scripts: Arc::new(SwarmScripts::new()),
         };
@@ -260,6 +269,11 @@ impl Store for RedisStore {
     async fn sweep(&self) -> Result<Swept, StoreError> {
         let agents = self.sweep_agents().await?;
         let swarms = self.sweep_swarms().await?;
-        Ok(Swept { agents, swarms })
+        let contents = self.sweep_contents().await?;
+        Ok(Swept {
+            agents,
+            swarms,
+            contents,
+        })
     }
 }
