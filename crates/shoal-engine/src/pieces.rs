@@ -1,6 +1,8 @@
-//! Piece digests: every piece is checked as soon as all its bytes are on disk. A piece that
-//! does not match is fetched again, and the sources that sent its bytes are not used any more:
-//! with several mirrors or peers, one serving other bytes cannot spoil the file.
+//! Piece digests: every piece is checked as soon as all its bytes are on disk and no write into
+//! it is in flight. A piece that does not match is fetched again, and the source that sent its
+//! bytes is not used any more; when several did, each is asked for the piece alone and only
+//! those whose bytes are wrong are dropped (`transfer::blame`). With several mirrors or peers,
+//! one serving other bytes cannot spoil the file, nor get an honest one dropped with it.
 //!
 //! The digests come from a Metalink or a manifest (all known up front), from a swarm's leader
 //! (published while it fetches: a piece waits until its digest is known), or are learned: the

@@ -43,7 +43,9 @@ impl Peer {
             .expect("the piece size describes the content");
         let mut served = config.content.to_vec();
         for &lie in &config.lies {
-            let piece = layout.piece(lie).expect("a lie about a piece of the content");
+            let piece = layout
+                .piece(lie)
+                .expect("a lie about a piece of the content");
             let range = layout.range(piece);
             served[range.start() as usize..range.end() as usize]
                 .iter_mut()
