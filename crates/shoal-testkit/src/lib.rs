@@ -19,6 +19,7 @@ mod http1;
 mod nginx;
 mod origin;
 mod peer;
+mod peer_routes;
 mod redis;
 mod tls;
 

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 
 use crate::http1::{self, Body, Fault, RangeSpec, Request, Response};
-use crate::peer::PeerRoutes;
+use crate::peer_routes::PeerRoutes;
 use crate::tls;
 
 /// How an [`Origin`] behaves. `Default` is a well-behaved server for empty content; every fault
