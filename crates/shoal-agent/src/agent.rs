@@ -114,7 +114,13 @@ pub async fn run(
         }
         None => None,
     };
-    let seeded = objects.load(&catalog)?;
+    // Reads every record and checks every object's file: on a blocking thread.
+    let seeded = {
+        let (objects, catalog) = (objects.clone(), catalog.clone());
+        tokio::task::spawn_blocking(move || objects.load(&catalog))
+            .await
+            .expect("loading does not panic")?
+    };
     // Before anything is announced or served: the pieces of downloads a previous run left
     // unfinished are served again from the start.
     let downloads = Downloads::open(&options.data)?;

@@ -61,7 +61,13 @@ pub(crate) async fn run(
         }
         other => other?,
     };
-    part.finish(outcome.size)?;
+    // Syncing a whole file and renaming it with a directory sync block for as long as the
+    // disk takes: on a blocking thread, not on the runtime's.
+    let finishing = part.clone();
+    let size = outcome.size;
+    tokio::task::spawn_blocking(move || finishing.finish(size))
+        .await
+        .expect("syncing does not panic")?;
     if let Some(expected) = &options.checksum {
         let _ = events.send(Event::Verifying {
             algo: expected.algo().to_string(),
@@ -88,7 +94,10 @@ pub(crate) async fn run(
             });
         }
     }
-    let path = commit(part, options.existing)?;
+    let existing = options.existing;
+    let path = tokio::task::spawn_blocking(move || commit(part, existing))
+        .await
+        .expect("committing does not panic")?;
     Ok(Summary {
         path,
         size: outcome.size,
@@ -250,6 +259,7 @@ impl Runner<'_> {
 }
 
 /// Gives the complete, verified `.part` its final name, then drops its resume state.
+/// Blocking: call from a blocking thread.
 fn commit(part: Arc<PartFile>, existing: Existing) -> Result<PathBuf, DownloadError> {
     let part = Arc::try_unwrap(part).expect("every connection has stopped");
     let state_path = resume::state_path(part.path());

@@ -1,13 +1,15 @@
-//! Piece digests: every piece is checked as soon as all its bytes are on disk. A piece that
-//! does not match is fetched again, and the sources that sent its bytes are not used any more:
-//! with several mirrors or peers, one serving other bytes cannot spoil the file.
+//! Piece digests: every piece is checked as soon as all its bytes are on disk and no write into
+//! it is in flight. A piece that does not match is fetched again, and the source that sent its
+//! bytes is not used any more; when several did, each is asked for the piece alone and only
+//! those whose bytes are wrong are dropped (`transfer::blame`). With several mirrors or peers,
+//! one serving other bytes cannot spoil the file, nor get an honest one dropped with it.
 //!
 //! The digests come from a Metalink or a manifest (all known up front), from a swarm's leader
 //! (published while it fetches: a piece waits until its digest is known), or are learned: the
 //! download is the one fetching from the origin, and reports each piece's BLAKE3 for others.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use shoal_core::checksum::PieceHashes;
@@ -29,23 +31,80 @@ pub(crate) enum Expected {
     Learned,
 }
 
-/// A block's writer is not known: it was written by a previous run, before a resume.
-const UNKNOWN_WRITER: u32 = u32::MAX;
-
-/// Which pieces are verified, and which source wrote each block.
+/// Which pieces are verified, and which sources wrote each piece.
 ///
 /// A verified piece is never written again: [`PieceCheck::writable`] leaves it out of every
-/// write. Writes and checks race (two connections may hold the same range at the end), so
-/// each piece counts its writes: a check whose piece was written to while it was hashed, or
-/// by the time it would be marked verified, does not count, and the piece is checked again.
+/// write. Writes and checks race (two connections may hold the same range at the end, or a
+/// range given back is fetched again by another source), so each piece counts the writes
+/// begun into it and the writes ended: a piece is hashed only while no write into it is in
+/// flight, and the check counts only if no write began by the time the piece is marked
+/// verified. So the digest is always that of the bytes on disk after the piece's last write,
+/// whoever wrote them; otherwise the piece is checked again once the write is done.
 pub(crate) struct PieceCheck {
     expected: Expected,
     layout: Layout,
     verified: Mutex<Bitfield>,
-    /// Source index per block, as last written; [`UNKNOWN_WRITER`] when not written this run.
-    writers: Vec<AtomicU32>,
+    /// Who wrote each piece since its bytes were last found bad (or this run started). A
+    /// leaf lock, taken alone.
+    writers: Mutex<Vec<Writers>>,
     /// Writes begun per piece.
-    writes: Vec<AtomicU64>,
+    begun: Vec<AtomicU64>,
+    /// Writes ended per piece; equal to `begun` while none is in flight.
+    ended: Vec<AtomicU64>,
+}
+
+/// Who wrote a piece's bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Writers {
+    /// Sources (by index) that wrote some of its bytes in this run.
+    pub sources: BTreeSet<usize>,
+    /// Some of its bytes were written by a previous run, before a resume, by sources not
+    /// known now.
+    pub earlier: bool,
+}
+
+impl Writers {
+    /// The one source that wrote every byte, when there is one: it alone can be blamed for
+    /// bytes that do not match. With several, any one of them may be the liar.
+    pub(crate) fn sole(&self) -> Option<usize> {
+        match (self.earlier, self.sources.len()) {
+            (false, 1) => self.sources.first().copied(),
+            _ => None,
+        }
+    }
+}
+
+/// A write in progress into the pieces a range touches (see [`PieceCheck::writable`]): until
+/// it is dropped, none of them is checked.
+pub(crate) struct Writing<'a> {
+    check: &'a PieceCheck,
+    pieces: std::ops::RangeInclusive<u32>,
+    parts: Vec<ByteRange>,
+}
+
+impl Writing<'_> {
+    /// The parts of the range that may be written: all of it but the pieces already verified.
+    pub(crate) fn parts(&self) -> &[ByteRange] {
+        &self.parts
+    }
+
+    /// Notes that `source` wrote `part`, one of [`Writing::parts`].
+    pub(crate) fn wrote(&self, part: ByteRange, source: usize) {
+        let first = self.check.piece_index(part.start());
+        let last = self.check.piece_index(part.end() - 1);
+        let mut writers = self.check.writers.lock().expect("writers lock");
+        for i in first..=last {
+            writers[i as usize].sources.insert(source);
+        }
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        for i in self.pieces.clone() {
+            self.check.ended[i as usize].fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 /// What one round of checking found.
@@ -60,14 +119,16 @@ pub(crate) struct Checked {
 /// A piece whose bytes did not match.
 pub(crate) struct BadPiece {
     pub index: PieceIndex,
-    /// Sources that wrote some of its bytes in this run (bytes from a previous run name none).
-    pub sources: BTreeSet<usize>,
+    /// Its bytes in the file.
+    pub range: ByteRange,
+    /// Who wrote the bytes that did not match.
+    pub writers: Writers,
 }
 
 impl PieceCheck {
     /// `None` when known digests do not describe a file of `size` bytes in pieces of
-    /// `length`.
-    pub(crate) fn new(expected: Expected, length: u64, size: u64) -> Option<Self> {
+    /// `length`. `done` names the blocks a previous run wrote, whose writers are not known.
+    pub(crate) fn new(expected: Expected, length: u64, size: u64, done: &Bitfield) -> Option<Self> {
         let layout = Layout::for_hashes(size, length).ok()?;
         let count = layout.piece_count() as usize;
         let fits = match &expected {
@@ -75,12 +136,16 @@ impl PieceCheck {
             Expected::Published(digests) => digests.known.borrow().len() == count,
             Expected::Learned => true,
         };
+        let mut writers = vec![Writers::default(); count];
+        for block in (0..done.len()).filter(|&b| done.get(b)) {
+            let piece = layout.piece_at(u64::from(block) * BLOCK)?;
+            writers[piece.get() as usize].earlier = true;
+        }
         fits.then(|| Self {
             verified: Mutex::new(Bitfield::new(layout.piece_count())),
-            writers: (0..size.div_ceil(BLOCK))
-                .map(|_| AtomicU32::new(UNKNOWN_WRITER))
-                .collect(),
-            writes: (0..count).map(|_| AtomicU64::new(0)).collect(),
+            writers: Mutex::new(writers),
+            begun: (0..count).map(|_| AtomicU64::new(0)).collect(),
+            ended: (0..count).map(|_| AtomicU64::new(0)).collect(),
             expected,
             layout,
         })
@@ -90,24 +155,29 @@ impl PieceCheck {
         self.verified.lock().expect("pieces lock").is_full()
     }
 
-    /// The parts of `range` that may be written now: all of it but the pieces already
-    /// verified. Counts a write begun on every piece `range` touches first, so a check racing
-    /// this write does not count (see [`PieceCheck`]).
-    pub(crate) fn writable(&self, range: ByteRange) -> Vec<ByteRange> {
-        let first = self
-            .layout
-            .piece_at(range.start())
-            .expect("a write inside the file");
-        let last = self
-            .layout
-            .piece_at(range.end() - 1)
-            .expect("a write inside the file");
-        for i in first.get()..=last.get() {
-            self.writes[i as usize].fetch_add(1, Ordering::SeqCst);
+    fn piece_index(&self, offset: u64) -> u32 {
+        self.layout
+            .piece_at(offset)
+            .expect("a write inside the file")
+            .get()
+    }
+
+    /// Begins a write of `range`: counts it begun on every piece it touches first, so that a
+    /// check racing it does not count (see [`PieceCheck`]), then leaves out the pieces already
+    /// verified. The write ends when the returned [`Writing`] is dropped.
+    pub(crate) fn writable(&self, range: ByteRange) -> Writing<'_> {
+        let first = self.piece_index(range.start());
+        let last = self.piece_index(range.end() - 1);
+        for i in first..=last {
+            self.begun[i as usize].fetch_add(1, Ordering::SeqCst);
         }
+        let mut writing = Writing {
+            check: self,
+            pieces: first..=last,
+            parts: Vec::new(),
+        };
         let verified = self.verified.lock().expect("pieces lock");
-        let mut parts: Vec<ByteRange> = Vec::new();
-        for i in first.get()..=last.get() {
+        for i in first..=last {
             if verified.get(i) {
                 continue;
             }
@@ -116,24 +186,16 @@ impl PieceCheck {
                 .range(self.layout.piece(i).expect("in the layout"));
             let start = piece.start().max(range.start());
             let end = piece.end().min(range.end());
-            match parts.last_mut() {
+            match writing.parts.last_mut() {
                 Some(prev) if prev.end() == start => {
                     *prev = ByteRange::new(prev.start(), end).expect("start < end");
                 }
-                _ => parts.push(ByteRange::new(start, end).expect("start < end")),
+                _ => writing
+                    .parts
+                    .push(ByteRange::new(start, end).expect("start < end")),
             }
         }
-        parts
-    }
-
-    /// Notes that `source` wrote `range`.
-    pub(crate) fn wrote(&self, range: ByteRange, source: usize) {
-        let source = u32::try_from(source).unwrap_or(UNKNOWN_WRITER - 1);
-        for block in range.start() / BLOCK..range.end().div_ceil(BLOCK) {
-            if let Some(w) = self.writers.get(block as usize) {
-                w.store(source, Ordering::Relaxed);
-            }
-        }
+        writing
     }
 
     /// Says that the piece holding byte `offset` is being fetched: a published digest not
@@ -175,9 +237,17 @@ impl PieceCheck {
         }
     }
 
-    /// Checks every piece whose bytes are all written, that is not verified yet and whose
-    /// digest is known. Bad pieces are forgotten in `segments`, so they are fetched again.
-    /// Returns which pieces matched and which did not.
+    /// Whether `data` are the bytes piece `index` must have; `None` when its digest is not
+    /// known (not published yet, or learned). Blocking: hashes a whole piece.
+    pub(crate) fn matches(&self, index: PieceIndex, data: &[u8]) -> Option<bool> {
+        let (algo, expected) = self.expected(index)?;
+        Some(verify::hash_bytes(data, algo) == expected?)
+    }
+
+    /// Checks every piece whose bytes are all written, that is not verified yet, that no
+    /// write is in flight into, and whose digest is known. Bad pieces are forgotten in
+    /// `segments`, so they are fetched again, and so are their writers. Returns which pieces
+    /// matched and which did not.
     pub(crate) async fn check(
         &self,
         part: &Arc<PartFile>,
@@ -197,14 +267,21 @@ impl PieceCheck {
                 continue;
             };
             let range = self.layout.range(index);
-            let writes = &self.writes[index.get() as usize];
-            let before = writes.load(Ordering::SeqCst);
+            let i = index.get() as usize;
+            // Ended before begun: equal, no write was in flight when `ended` was read, and
+            // none began before `begun` was (see [`PieceCheck`]).
+            let ended = self.ended[i].load(Ordering::SeqCst);
+            let before = self.begun[i].load(Ordering::SeqCst);
+            if ended != before {
+                // Checked once that write is done, and woken by it.
+                continue;
+            }
             let part = part.clone();
             let digest =
                 tokio::task::spawn_blocking(move || verify::hash_range(part.file(), range, algo))
                     .await
                     .expect("hashing does not panic")?;
-            if writes.load(Ordering::SeqCst) != before {
+            if self.begun[i].load(Ordering::SeqCst) != before {
                 // Written while hashed: the digest says nothing of what is there now.
                 continue;
             }
@@ -214,7 +291,7 @@ impl PieceCheck {
                     verified.set(index.get());
                     // A write that began before it was marked is not seen by `writable`
                     // as verified: the piece is checked again once that write is done.
-                    if writes.load(Ordering::SeqCst) != before {
+                    if self.begun[i].load(Ordering::SeqCst) != before {
                         verified.clear(index.get());
                         continue;
                     }
@@ -226,12 +303,12 @@ impl PieceCheck {
                 continue;
             }
             segments.lock().expect("segments lock").invalidate(range);
-            let sources = (range.start() / BLOCK..range.end().div_ceil(BLOCK))
-                .map(|b| self.writers[b as usize].load(Ordering::Relaxed))
-                .filter(|&w| w != UNKNOWN_WRITER)
-                .map(|w| w as usize)
-                .collect();
-            checked.bad.push(BadPiece { index, sources });
+            let writers = std::mem::take(&mut self.writers.lock().expect("writers lock")[i]);
+            checked.bad.push(BadPiece {
+                index,
+                range,
+                writers,
+            });
         }
         Ok(checked)
     }
@@ -243,7 +320,8 @@ mod tests {
 
     const PIECE: u64 = 4 * BLOCK;
 
-    fn known(content: &[u8]) -> PieceCheck {
+    /// A check of `content`'s pieces; `resumed` names the blocks a previous run wrote.
+    fn known_resumed(content: &[u8], resumed: &[u32]) -> PieceCheck {
         let hashes = content
             .chunks(PIECE as usize)
             .map(|c| blake3::hash(c).as_bytes().to_vec())
@@ -253,7 +331,14 @@ mod tests {
             length: PIECE,
             hashes,
         };
-        PieceCheck::new(Expected::Known(hashes), PIECE, content.len() as u64).unwrap()
+        let size = content.len() as u64;
+        let mut done = Bitfield::new(size.div_ceil(BLOCK) as u32);
+        resumed.iter().for_each(|&b| done.set(b));
+        PieceCheck::new(Expected::Known(hashes), PIECE, size, &done).unwrap()
+    }
+
+    fn known(content: &[u8]) -> PieceCheck {
+        known_resumed(content, &[])
     }
 
     fn range(start: u64, end: u64) -> ByteRange {
@@ -287,32 +372,86 @@ mod tests {
         let checked = check.check(&part, &segments).await.unwrap();
         assert_eq!(checked.verified.len(), 3);
         // A write over pieces 0..3 touches none of them now.
-        assert!(check.writable(range(0, 3 * PIECE)).is_empty());
+        assert!(check.writable(range(0, 3 * PIECE)).parts().is_empty());
         let fresh = known(&content);
         fresh.verified.lock().unwrap().set(1);
         assert_eq!(
-            fresh.writable(range(PIECE / 2, 3 * PIECE)),
-            vec![range(PIECE / 2, PIECE), range(2 * PIECE, 3 * PIECE)]
+            fresh.writable(range(PIECE / 2, 3 * PIECE)).parts(),
+            [range(PIECE / 2, PIECE), range(2 * PIECE, 3 * PIECE)]
         );
     }
 
+    /// Bytes that land after a piece was hashed must not ride on its verdict: while a write
+    /// into a piece is in flight (begun before the check, ended after it), the piece is not
+    /// checked; once it ends, it is hashed as it is then.
     #[tokio::test]
-    async fn blame_names_writers_past_255_and_never_a_previous_run() {
-        let content: Vec<u8> = (0..2 * PIECE).map(|i| (i % 7) as u8).collect();
+    async fn a_piece_is_checked_only_after_its_last_write() {
+        let content: Vec<u8> = (0..2 * PIECE).map(|i| (i % 13) as u8).collect();
         let check = known(&content);
         let dir = tempfile::tempdir().unwrap();
-        let mut bad = content.clone();
-        bad[10] ^= 1;
-        bad[(PIECE + 10) as usize] ^= 1;
-        let (part, segments) = written(dir.path(), &bad);
-        // Piece 0 was written by source 300 and a resumed run; piece 1 only by the resumed run.
-        check.wrote(range(0, BLOCK), 300);
+        let (part, segments) = written(dir.path(), &content);
+        // A twin's write into piece 0 has begun: its bytes are not on disk yet.
+        let writing = check.writable(range(BLOCK, 2 * BLOCK));
         let checked = check.check(&part, &segments).await.unwrap();
-        let blamed: Vec<(u32, Vec<usize>)> = checked
+        let verified: Vec<u32> = checked.verified.iter().map(|(i, _)| i.get()).collect();
+        assert_eq!(verified, [1], "piece 0 must wait for the write in flight");
+        // The write lands wrong bytes; only now is piece 0 hashed, and found bad.
+        part.write_at(&[0xee; BLOCK as usize], BLOCK).unwrap();
+        writing.wrote(range(BLOCK, 2 * BLOCK), 4);
+        drop(writing);
+        let checked = check.check(&part, &segments).await.unwrap();
+        assert!(checked.verified.is_empty());
+        let bad: Vec<u32> = checked.bad.iter().map(|b| b.index.get()).collect();
+        assert_eq!(bad, [0]);
+        assert_eq!(checked.bad[0].writers.sole(), Some(4));
+    }
+
+    #[tokio::test]
+    async fn writers_are_named_past_255_sources_and_after_a_resume() {
+        let content: Vec<u8> = (0..4 * PIECE).map(|i| (i % 7) as u8).collect();
+        let blocks_of = |piece: u32| (piece * 4..piece * 4 + 4).collect::<Vec<u32>>();
+        // Pieces 1 and 3 hold bytes of a previous run.
+        let resumed: Vec<u32> = [blocks_of(1), vec![blocks_of(3)[2]]].concat();
+        let check = known_resumed(&content, &resumed);
+        let dir = tempfile::tempdir().unwrap();
+        let mut bad = content.clone();
+        for piece in 0..4 {
+            bad[(piece * PIECE + 10) as usize] ^= 1;
+        }
+        let (part, segments) = written(dir.path(), &bad);
+        let write = |at: ByteRange, source: usize| {
+            let writing = check.writable(at);
+            writing.wrote(at, source);
+        };
+        // Piece 0: two writers of this run (an endgame race, a range given back).
+        write(range(0, BLOCK), 300);
+        write(range(BLOCK / 2, PIECE), 7);
+        // Piece 2: one writer only, number 70000.
+        write(range(2 * PIECE, 3 * PIECE), 70_000);
+        // Piece 3: a writer of this run beside a block of the previous run.
+        write(range(3 * PIECE, 3 * PIECE + BLOCK), 5);
+        let checked = check.check(&part, &segments).await.unwrap();
+        let blamed: Vec<(u32, Vec<usize>, bool, Option<usize>)> = checked
             .bad
             .iter()
-            .map(|b| (b.index.get(), b.sources.iter().copied().collect()))
+            .map(|b| {
+                let w = &b.writers;
+                let sources = w.sources.iter().copied().collect();
+                (b.index.get(), sources, w.earlier, w.sole())
+            })
             .collect();
-        assert_eq!(blamed, vec![(0, vec![300]), (1, vec![])]);
+        assert_eq!(
+            blamed,
+            vec![
+                (0, vec![7, 300], false, None),
+                (1, vec![], true, None),
+                (2, vec![70_000], false, Some(70_000)),
+                (3, vec![5], true, None),
+            ]
+        );
+        // Found bad, the pieces are fetched again: their writers are forgotten with them.
+        write(range(3 * PIECE, 4 * PIECE), 9);
+        let w = check.writers.lock().unwrap()[3].clone();
+        assert_eq!(w.sole(), Some(9));
     }
 }

@@ -84,6 +84,13 @@ pub(crate) fn hash_range(file: &File, range: ByteRange, algo: ChecksumAlgo) -> i
     Ok(hasher.finish())
 }
 
+/// The digest of `data`. Blocking for large `data`: call from a blocking thread.
+pub(crate) fn hash_bytes(data: &[u8], algo: ChecksumAlgo) -> Vec<u8> {
+    let mut hasher = Hasher::new(algo);
+    hasher.update(data);
+    hasher.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use shoal_engine::{
     Connections, Digests, DownloadOptions, Event, HttpOptions, OriginUse, Output, PeerSource,
     PublishedDigests, SwarmOptions,
 };
-use shoal_testkit::{random_bytes, sha256_hex, Origin, OriginConfig};
+use shoal_testkit::{random_bytes, sha256_hex, Origin, OriginConfig, Peer, PeerConfig};
 use tokio::sync::watch;
 use url::Url;
 
@@ -383,4 +383,80 @@ async fn a_seed_gets_one_connection() {
         "one request per piece"
     );
     assert_eq!(connections.len(), 1, "{connections:?}");
+}
+
+/// A liar and an honest peer both write piece 0: the liar sends half of it (wrong) and stalls,
+/// and the honest peer finishes it. The piece does not match; each writer is asked for it
+/// alone, and only the liar is named and dropped. The honest peer keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_liar_sharing_a_piece_with_an_honest_peer_is_the_only_one_blamed() {
+    let data = random_bytes(2 * PIECE as usize, 10);
+    let manifest = Manifest::of_bytes(&data, PIECE).unwrap();
+    let n = manifest.layout().piece_count();
+    let liar = Peer::start(PeerConfig {
+        content: data.clone(),
+        piece_size: PIECE,
+        lies: vec![0],
+        token: None,
+        origin: OriginConfig {
+            stall_after: Some(PIECE / 2),
+            ..OriginConfig::default()
+        },
+    });
+    let honest = server(data.clone());
+    let liar_source = PeerSource {
+        name: "liar".to_string(),
+        url: Url::parse(&liar.url(&manifest.id())).unwrap(),
+        have: Some(bits(n, &[0])),
+        seed: false,
+    };
+    // Not a seed (a seed is asked only for first copies, which piece 0 is not).
+    let honest_source = peer("honest", &honest, Some(bits(n, &[0, 1])));
+    let (_tx, rx) = watch::channel(vec![liar_source, honest_source]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = peers_only(dir.path(), &manifest, rx);
+    o.swarm.as_mut().unwrap().per_peer = Connections::new(1).unwrap();
+    o.stall_timeout = Duration::from_secs(1);
+    let (result, events) = common::get(o).await;
+    let summary = result.unwrap();
+    assert_out(dir.path(), &data);
+    // Piece 0 had two writers: the honest peer was asked for the rest of it.
+    let rest_of_0 = honest.requests().iter().any(|r| {
+        let (start, _) = r.parsed_range.unwrap();
+        start > 0 && start < PIECE
+    });
+    assert!(
+        rest_of_0,
+        "{:?}\n{:?}\n{events:?}",
+        honest.requests(),
+        liar.origin().requests()
+    );
+    let blamed: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::BadPiece { peer, .. } => peer.as_deref(),
+            _ => None,
+        })
+        .collect();
+    assert!(!blamed.is_empty(), "the liar is named: {events:?}");
+    assert!(blamed.iter().all(|&p| p == "liar"), "{blamed:?}");
+    let port = |origin: &Origin| format!(":{}/", origin.addr().port());
+    let dropped: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::SourceDropped { url, .. } => Some(url.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        dropped.iter().all(|u| u.contains(&port(liar.origin()))) && !dropped.is_empty(),
+        "{dropped:?}"
+    );
+    let honest_usage = summary
+        .sources
+        .iter()
+        .find(|s| s.url.to_string().contains(&port(&honest)))
+        .unwrap();
+    assert!(honest_usage.dropped.is_none(), "{honest_usage:?}");
+    assert!(honest_usage.bytes >= PIECE, "{honest_usage:?}");
 }

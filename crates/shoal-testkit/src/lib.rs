@@ -7,6 +7,8 @@
 //!   socket open, and lying headers need control of every byte written, which hyper hides.
 //!   Each origin runs on its own small tokio runtime, so it keeps serving while the test's
 //!   runtime is blocked (e.g. waiting for a child process) or has its clock paused.
+//! - [`Peer`]: a liar peer, an origin that speaks the agents' piece protocol and serves wrong
+//!   bytes for the pieces it is told to lie about.
 //! - [`Nginx`]: a real `nginx` (Debian `nginx-light`) started in a temporary directory, for tests
 //!   against the server users actually run.
 //! - [`Redis`]: a real `redis-server` (Debian `redis-server`) on a free loopback port, without
@@ -16,11 +18,14 @@
 mod http1;
 mod nginx;
 mod origin;
+mod peer;
+mod peer_routes;
 mod redis;
 mod tls;
 
 pub use nginx::{Nginx, NginxConfig};
 pub use origin::{Origin, OriginConfig, RequestRecord};
+pub use peer::{Peer, PeerConfig};
 pub use redis::Redis;
 
 use bytes::Bytes;

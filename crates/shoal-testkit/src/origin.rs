@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 
 use crate::http1::{self, Body, Fault, RangeSpec, Request, Response};
+use crate::peer_routes::PeerRoutes;
 use crate::tls;
 
 /// How an [`Origin`] behaves. `Default` is a well-behaved server for empty content; every fault
@@ -151,6 +152,11 @@ impl Origin {
     /// # Panics
     /// If the loopback socket or the runtime cannot be created: a test cannot go on without them.
     pub fn start_blocking(config: OriginConfig) -> Origin {
+        Origin::start_with(config, None)
+    }
+
+    /// An origin that answers as a peer too (see [`crate::Peer`]).
+    pub(crate) fn start_with(config: OriginConfig, peer: Option<PeerRoutes>) -> Origin {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("shoal-testkit-origin")
@@ -166,7 +172,7 @@ impl Origin {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let base = format!("{scheme}://{addr}");
         let ca_cert_pem = tls.as_ref().map(|t| t.cert_pem.clone());
-        let shared = Arc::new(Shared::new(config, base.clone()));
+        let shared = Arc::new(Shared::new(config, peer, base.clone()));
         let listener = {
             let _guard = runtime.enter();
             tokio::net::TcpListener::from_std(listener).expect("tokio listener")
@@ -311,6 +317,7 @@ async fn serve<C: http1::Conn>(mut conn: C, connection: u64, shared: &Shared) {
 
 struct Shared {
     config: OriginConfig,
+    peer: Option<PeerRoutes>,
     base: String,
     bytes_sent: AtomicU64,
     connections: AtomicU64,
@@ -357,10 +364,11 @@ impl State {
 }
 
 impl Shared {
-    fn new(config: OriginConfig, base: String) -> Shared {
+    fn new(config: OriginConfig, peer: Option<PeerRoutes>, base: String) -> Shared {
         let file = FileState::new(config.content.clone(), None);
         Shared {
             config,
+            peer,
             base,
             bytes_sent: AtomicU64::new(0),
             connections: AtomicU64::new(0),
@@ -418,6 +426,9 @@ impl Shared {
         request: &Request,
         spec: Option<RangeSpec>,
     ) -> Response {
+        if let Some(answer) = self.peer.as_ref().and_then(|p| p.answer(request)) {
+            return answer;
+        }
         let config = &self.config;
         let mut response = match self.refusal(number, request) {
             Some(refusal) => refusal,

@@ -122,7 +122,14 @@ pub(crate) async fn run(
     if output.exists() && !place.overwrite {
         return refuse_existing(view, &output);
     }
-    if let Err(e) = control::place(&held, &output) {
+    // A copy may be many GiB: on a blocking thread, not the runtime's.
+    let placed = {
+        let (held, output) = (held.clone(), output.clone());
+        tokio::task::spawn_blocking(move || control::place(&held, &output))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    };
+    if let Err(e) = placed {
         let text = format!(
             "cannot put {} at {}: {e}; the agent keeps it at {}",
             content,

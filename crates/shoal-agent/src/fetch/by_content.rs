@@ -19,7 +19,7 @@ impl Job<'_> {
         id: ContentId,
         origin: Option<OriginUrl>,
     ) -> Result<Fetched, AgentFetchError> {
-        if let Some(held) = self.held(&id) {
+        if let Some(held) = self.held(&id).await {
             return Ok(held);
         }
         let tracker = self.tracker(&format!("content {id}"))?;
@@ -75,7 +75,8 @@ impl Job<'_> {
             )
             .await?;
         entry.set_path(path.clone());
-        self.keep(&manifest, &name, origin.map(|o| key_of(&o.version)))?;
+        self.keep(&manifest, &name, origin.map(|o| key_of(&o.version)))
+            .await?;
         Ok(Fetched {
             content: id,
             name,

@@ -382,18 +382,23 @@ impl Job<'_> {
     }
 
     /// The content if held whole already.
-    fn held(&self, id: &ContentId) -> Option<Fetched> {
+    async fn held(&self, id: &ContentId) -> Option<Fetched> {
         let entry = self.f.catalog.get(id)?;
-        (entry.is_complete() && entry.manifest().is_some()).then(|| {
-            self.f.objects.touch(id);
-            Fetched {
-                content: *id,
-                name: entry.name.clone(),
-                path: entry.path(),
-                size: entry.size(),
-                summary: None,
-                pin: self.f.objects.pin(*id),
-            }
+        if !(entry.is_complete() && entry.manifest().is_some()) {
+            return None;
+        }
+        // Its record is read and written again: file I/O, on a blocking thread.
+        let (objects, touched) = (self.f.objects.clone(), *id);
+        tokio::task::spawn_blocking(move || objects.touch(&touched))
+            .await
+            .expect("touching does not panic");
+        Some(Fetched {
+            content: *id,
+            name: entry.name.clone(),
+            path: entry.path(),
+            size: entry.size(),
+            summary: None,
+            pin: self.f.objects.pin(*id),
         })
     }
 
@@ -417,21 +422,28 @@ impl Job<'_> {
         entry
     }
 
-    /// Records a content held whole in the objects, and makes room for it.
-    fn keep(
+    /// Records a content held whole in the objects, and makes room for it. Writing the
+    /// record and removing evicted contents (whole files) run on a blocking thread.
+    async fn keep(
         &self,
         manifest: &Manifest,
         name: &str,
         url: Option<UrlKey>,
     ) -> Result<(), AgentFetchError> {
-        self.f.objects.save(&Record {
+        let record = Record {
             manifest: manifest.clone(),
             name: name.to_string(),
             url,
             last_used: shoal_core::clock::unix_now(),
-        })?;
-        self.f.objects.evict(&self.f.catalog, 0);
-        Ok(())
+        };
+        let (objects, catalog) = (self.f.objects.clone(), self.f.catalog.clone());
+        tokio::task::spawn_blocking(move || {
+            objects.save(&record)?;
+            objects.evict(&catalog, 0);
+            Ok(())
+        })
+        .await
+        .expect("keeping does not panic")
     }
 }
 

@@ -203,11 +203,15 @@ impl Job<'_> {
         let name = shoal_engine::naming::file_name(None, &origin.url);
         let pin = self.f.objects.pin(id);
         let target = self.f.objects.path(&id);
-        std::fs::rename(&path, &target).map_err(|source| ObjectsError {
-            path: target.clone(),
-            op: "move into place",
-            source,
-        })?;
+        let to = target.clone();
+        tokio::task::spawn_blocking(move || std::fs::rename(&path, &to))
+            .await
+            .expect("renaming does not panic")
+            .map_err(|source| ObjectsError {
+                path: target.clone(),
+                op: "move into place",
+                source,
+            })?;
         if let Some(alias) = swarm.and_then(|s| self.f.catalog.get(&s)) {
             alias.set_path(target.clone());
             self.f
@@ -221,7 +225,7 @@ impl Job<'_> {
             target.clone(),
         )));
         let key = key_of(&origin.version);
-        self.keep(&manifest, &name, Some(key.clone()))?;
+        self.keep(&manifest, &name, Some(key.clone())).await?;
         if let Some(tracker) = &self.f.tracker {
             let published = async {
                 tracker.put_manifest(&manifest).await?;

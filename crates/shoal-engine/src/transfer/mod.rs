@@ -7,7 +7,9 @@
 //!   [`shared::Shared::pick_source`] names), checks pieces as soon as their bytes or digests
 //!   are in, and reports progress.
 //! - **Workers** ([`worker`]), one per connection: ask their source for a range, stream it into
-//!   the part file with positional writes, ask for more.
+//!   the part file with positional writes (on blocking threads), ask for more.
+//! - **Blame** ([`blame`]), one per bad piece that had several writers: fetches it from each
+//!   writer alone to find which one lied.
 //! - **Peer news** (swarm downloads): takes in the peers the caller names as they change.
 //! - **The checkpoint** ([`crate::checkpoint`]): saves the done blocks durably in the
 //!   background.
@@ -25,6 +27,7 @@
 //! `failure` and a source's `dropped` are leaves, taken alone. No lock is held across an
 //! `.await`.
 
+mod blame;
 mod control;
 mod shared;
 pub(crate) mod single;
@@ -37,6 +40,7 @@ use std::sync::Arc;
 use reqwest::Response;
 use shoal_core::checksum::PieceHashes;
 use shoal_core::{Bitfield, ByteRange, ChecksumAlgo, SafeUrl};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -99,7 +103,7 @@ pub(crate) async fn run(
     checkpoint: Checkpoint,
 ) -> Result<Outcome, DownloadError> {
     let options = t.options.clone();
-    let pieces = piece_check(&options, size).map_err(|detail| DownloadError::Network {
+    let pieces = piece_check(&options, size, &done).map_err(|detail| DownloadError::Network {
         url: SafeUrl::new(options.url.clone()),
         cause: FetchError::Protocol(detail),
         tries: 1,
@@ -177,6 +181,8 @@ pub(crate) async fn run(
         _ => None,
     };
 
+    // Bad pieces whose writers are being asked alone (see `blame`).
+    let mut isolating = JoinSet::new();
     let result = loop {
         // A piece is checked as soon as its bytes or its digest are in, not at the next tick:
         // in a swarm, a piece is passed on only once verified, and each hop adds this wait.
@@ -191,15 +197,17 @@ pub(crate) async fn run(
                     None => std::future::pending().await,
                 }
             } => false,
+            Some(_) = isolating.join_next(), if !isolating.is_empty() => false,
         };
         if let Some(error) = shared.take_failure() {
             break Err(error);
         }
-        if let Err(error) = check_pieces(&shared).await {
+        if let Err(error) = check_pieces(&shared, &mut isolating).await {
             break Err(error);
         }
         let verified = shared.pieces.as_ref().is_none_or(|p| p.all_verified());
-        if shared.segments().is_complete() && verified {
+        // A liar being looked for is found before the download ends, so that it is named.
+        if shared.segments().is_complete() && verified && isolating.is_empty() {
             break Ok(());
         }
         if !tick {
@@ -280,6 +288,9 @@ pub(crate) async fn run(
     for (_, slot) in slots.drain() {
         let _ = slot.handle.await;
     }
+    // They hold the shared state too (see below).
+    isolating.abort_all();
+    while isolating.join_next().await.is_some() {}
     // Every worker has written what it held: the last state names all of it.
     if let Some(task) = peer_news {
         // Awaited, not only aborted: it holds the shared state, part file included, which
@@ -404,7 +415,11 @@ fn first_range(segments: &mut Segments, in_order: Option<u64>) -> Option<ByteRan
 
 /// What checks the pieces, if anything does: piece hashes (a Metalink), the swarm's digests,
 /// or learning them.
-fn piece_check(options: &DownloadOptions, size: u64) -> Result<Option<PieceCheck>, String> {
+fn piece_check(
+    options: &DownloadOptions,
+    size: u64,
+    done: &Bitfield,
+) -> Result<Option<PieceCheck>, String> {
     let (expected, length) = match (&options.swarm, &options.pieces, options.learn_pieces) {
         (Some(swarm), _, _) => {
             let expected = match &swarm.digests {
@@ -421,7 +436,7 @@ fn piece_check(options: &DownloadOptions, size: u64) -> Result<Option<PieceCheck
         (None, None, Some(length)) => (Expected::Learned, length),
         (None, None, None) => return Ok(None),
     };
-    PieceCheck::new(expected, length, size)
+    PieceCheck::new(expected, length, size, done)
         .map(Some)
         .ok_or_else(|| {
             format!(
@@ -430,9 +445,13 @@ fn piece_check(options: &DownloadOptions, size: u64) -> Result<Option<PieceCheck
         })
 }
 
-/// Verifies the pieces whose bytes are all written. A bad piece is fetched again, and its
-/// sources are dropped; when no other source is left, the download fails.
-async fn check_pieces(shared: &Shared) -> Result<(), DownloadError> {
+/// Verifies the pieces whose bytes are all written. A bad piece is fetched again; its writer
+/// is dropped when it had one, and with several, each is asked for the piece alone by a task
+/// in `isolating` (see [`blame`]). When no other source is left, the download fails.
+async fn check_pieces(
+    shared: &Arc<Shared>,
+    isolating: &mut JoinSet<()>,
+) -> Result<(), DownloadError> {
     let Some(pieces) = &shared.pieces else {
         return Ok(());
     };
@@ -458,26 +477,14 @@ async fn check_pieces(shared: &Shared) -> Result<(), DownloadError> {
         if let Some(tally) = tally {
             tally.rejected();
         }
-        for &index in &piece.sources {
-            let source = shared.source(index);
-            let url = source.shown_url();
-            let peer = source.peer().map(|p| p.name.clone());
-            warn!(piece = %piece.index, %url, ?peer, "piece does not match its digest");
-            let _ = shared.t.events.send(Event::BadPiece {
-                index: piece.index,
-                url: url.clone(),
-                peer,
-            });
-            let reason = format!(
-                "sent bytes that do not match the hash of piece {}",
-                piece.index
-            );
-            if !shared.drop_source(index, reason) {
-                return Err(DownloadError::PieceMismatch {
-                    path: part.path().to_path_buf(),
-                    index: piece.index,
-                    url,
-                });
+        match piece.writers.sole() {
+            Some(source) => blame::blame(shared, piece.index, source)?,
+            // Only bytes of a previous run: nobody to blame.
+            None if piece.writers.sources.is_empty() => {
+                warn!(piece = %piece.index, "piece written before a resume does not match its digest; fetching it again");
+            }
+            None => {
+                isolating.spawn(blame::isolate(shared.clone(), piece));
             }
         }
     }

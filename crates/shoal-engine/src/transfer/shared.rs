@@ -260,6 +260,28 @@ impl Shared {
         true
     }
 
+    /// Writes `data`, the bytes of `range` that `source` sent, into the part file, leaving out
+    /// the pieces already verified: a source racing for the same range cannot change bytes
+    /// that were checked (and may be served to others). Blocking: call from a blocking thread.
+    pub(super) fn write(
+        &self,
+        range: ByteRange,
+        data: &[u8],
+        source: usize,
+    ) -> Result<(), DownloadError> {
+        let Some(pieces) = &self.pieces else {
+            return self.t.part.write_at(data, range.start());
+        };
+        let writing = pieces.writable(range);
+        for &part in writing.parts() {
+            let at = (part.start() - range.start()) as usize;
+            let bytes = &data[at..at + part.len() as usize];
+            self.t.part.write_at(bytes, part.start())?;
+            writing.wrote(part, source);
+        }
+        Ok(())
+    }
+
     /// Gives back what worker `id` owns, so others may take it now.
     pub(super) fn give_back(&self, id: WorkerId) {
         self.segments().release(id);

@@ -132,7 +132,17 @@ async fn stream_whole(
                     "server sent more bytes than its Content-Length".to_string(),
                 )));
             }
-            t.part.write_at(&buf, pos).map_err(StreamError::Local)?;
+            // A write may block (dirty page cache, a slow disk): on a blocking thread.
+            let part = t.part.clone();
+            let data = std::mem::take(&mut buf);
+            let (data, written) = tokio::task::spawn_blocking(move || {
+                let written = part.write_at(&data, pos);
+                (data, written)
+            })
+            .await
+            .expect("writing does not panic");
+            buf = data;
+            written.map_err(StreamError::Local)?;
             pos += buf.len() as u64;
             buf.clear();
         }

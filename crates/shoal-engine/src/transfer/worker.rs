@@ -255,7 +255,7 @@ async fn worker(
 
 /// One response being streamed into the part file by worker `id`.
 struct Stream<'a> {
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
     id: WorkerId,
     stats: &'a Stats,
     token: &'a CancellationToken,
@@ -283,7 +283,7 @@ impl Stream<'_> {
         loop {
             if self.stats.paused.load(Ordering::Relaxed) {
                 // What is buffered counts now, not after the pause.
-                match self.flush(&mut pos).map_err(StreamError::Local)? {
+                match self.flush(&mut pos).await.map_err(StreamError::Local)? {
                     Next::Finished => {
                         *written = pos - start;
                         return Ok(Streamed::Finished);
@@ -300,7 +300,7 @@ impl Stream<'_> {
             let chunk = tokio::select! {
                 biased;
                 _ = self.token.cancelled() => {
-                    self.flush(&mut pos).map_err(StreamError::Local)?;
+                    self.flush(&mut pos).await.map_err(StreamError::Local)?;
                     return Ok(Streamed::Cancelled);
                 }
                 chunk = tokio::time::timeout(stall, response.chunk()) => chunk,
@@ -308,7 +308,7 @@ impl Stream<'_> {
             let chunk: Bytes = match chunk {
                 Ok(Ok(Some(chunk))) => chunk,
                 other => {
-                    let next = self.flush(&mut pos).map_err(StreamError::Local)?;
+                    let next = self.flush(&mut pos).await.map_err(StreamError::Local)?;
                     *written = pos - start;
                     if next == Next::Finished {
                         return Ok(Streamed::Finished);
@@ -348,7 +348,7 @@ impl Stream<'_> {
                 || pos + self.buf.len() as u64 >= end
                 || buffered_since.elapsed() >= FLUSH_AGE
             {
-                match self.flush(&mut pos).map_err(StreamError::Local)? {
+                match self.flush(&mut pos).await.map_err(StreamError::Local)? {
                     Next::Finished => {
                         *written = pos - start;
                         return Ok(Streamed::Finished);
@@ -361,7 +361,7 @@ impl Stream<'_> {
 
     /// Writes what the buffer holds at `pos`, never past the worker's current end, then
     /// records it.
-    fn flush(&mut self, pos: &mut u64) -> Result<Next, DownloadError> {
+    async fn flush(&mut self, pos: &mut u64) -> Result<Next, DownloadError> {
         let shared = self.shared;
         let Some(end) = shared.segments().end_of(self.id) else {
             self.buf.clear();
@@ -370,19 +370,19 @@ impl Stream<'_> {
         let n = (self.buf.len() as u64).min(end.saturating_sub(*pos)) as usize;
         if n > 0 {
             let range = ByteRange::new(*pos, *pos + n as u64).expect("n > 0");
-            match &shared.pieces {
-                // Verified pieces are never written again: a source racing for the same range
-                // cannot change bytes that were checked (and may be served to others).
-                Some(pieces) => {
-                    for part in pieces.writable(range) {
-                        let at = (part.start() - *pos) as usize;
-                        let data = &self.buf[at..at + part.len() as usize];
-                        shared.t.part.write_at(data, part.start())?;
-                        pieces.wrote(part, self.stats.source);
-                    }
-                }
-                None => shared.t.part.write_at(&self.buf[..n], *pos)?,
-            }
+            let data = std::mem::take(self.buf);
+            let owner = Arc::clone(shared);
+            let source = self.stats.source;
+            // A write may block (dirty page cache, a slow disk): it runs on a blocking thread,
+            // not on the runtime's, which the other connections need.
+            let (data, written) = tokio::task::spawn_blocking(move || {
+                let written = owner.write(range, &data[..n], source);
+                (data, written)
+            })
+            .await
+            .expect("writing does not panic");
+            *self.buf = data;
+            written?;
         }
         *pos += n as u64;
         self.buf.clear();
