@@ -5,6 +5,8 @@
 //! swarm limits the store must use ([`swarm_limits`]). The guard lives as long as the case
 //! (e.g. the Redis server the store talks to); `()` when none is needed.
 
+mod takeover;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +24,11 @@ pub(crate) const SWARM_TTL: Duration = Duration::from_secs(3600);
 pub(crate) const MAX_SWARMS: usize = 3;
 /// The stores' `max_holdings` in the suite.
 pub(crate) const MAX_HOLDINGS: usize = 3;
+
+pub(crate) use takeover::{
+    a_gone_leader_is_taken_over_at_once, a_stalled_leader_is_taken_over_by_the_first_to_ask,
+    publishing_follows_the_leader,
+};
 
 pub(crate) fn swarm_limits() -> SwarmLimits {
     SwarmLimits {
@@ -67,6 +74,9 @@ macro_rules! store_suite {
             case!(swarms_lapse_and_are_bounded);
             case!(reports_hide_a_peer_for_one_content);
             case!(holdings_per_agent_are_capped);
+            case!(a_stalled_leader_is_taken_over_by_the_first_to_ask);
+            case!(a_gone_leader_is_taken_over_at_once);
+            case!(publishing_follows_the_leader);
         }
     };
 }
