@@ -359,6 +359,16 @@ pub enum OriginUse {
         /// fetches; `None` when the origin sent neither.
         validator: Option<String>,
     },
+    /// As the swarm's leader (one that took over from a leader that died): for pieces that no
+    /// peer holds, over at most `connections` connections, and its bytes are the file's. A
+    /// piece it sent whole whose digest is not published is not waited for: its BLAKE3 is
+    /// learned and reported with [`crate::Event::PieceHashed`] (before its
+    /// [`crate::Event::PieceVerified`]), for the caller to publish. A piece with a published
+    /// digest is checked against it, whoever sent it.
+    Lead {
+        connections: Connections,
+        validator: Option<String>,
+    },
 }
 
 impl DownloadOptions {

@@ -3,8 +3,10 @@
 //! with several mirrors or peers, one serving other bytes cannot spoil the file.
 //!
 //! The digests come from a Metalink or a manifest (all known up front), from a swarm's leader
-//! (published while it fetches: a piece waits until its digest is known), or are learned: the
-//! download is the one fetching from the origin, and reports each piece's BLAKE3 for others.
+//! (published while it fetches: a piece waits until its digest is known, unless a trusted
+//! source, the origin of a member that took over the lead, wrote it whole: then it is learned),
+//! or are learned: the download is the one fetching from the origin, and reports each piece's
+//! BLAKE3 for others.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -52,7 +54,7 @@ pub(crate) struct PieceCheck {
 #[derive(Default)]
 pub(crate) struct Checked {
     /// Pieces that matched (or were hashed, when learning), newly, with their BLAKE3 when it
-    /// was computed.
+    /// was learned rather than checked.
     pub verified: Vec<(PieceIndex, Option<PieceDigest>)>,
     pub bad: Vec<BadPiece>,
 }
@@ -159,29 +161,49 @@ impl PieceCheck {
     }
 
     /// The digest piece `index` must have, as `algo` computes it; `None` when checking must
-    /// wait, `Some(None)` when the digest is to be learned.
-    fn expected(&self, index: PieceIndex) -> Option<(ChecksumAlgo, Option<Vec<u8>>)> {
+    /// wait, `Some(None)` when the digest is to be learned. `trusted`: whether trusted sources
+    /// alone wrote the piece, in this run.
+    fn expected(
+        &self,
+        index: PieceIndex,
+        trusted: bool,
+    ) -> Option<(ChecksumAlgo, Option<Vec<u8>>)> {
         let i = index.get() as usize;
         match &self.expected {
             Expected::Known(h) => Some((h.algo, Some(h.hashes[i].clone()))),
             Expected::Published(d) => {
                 let known = d.known.borrow()[i];
-                if known.is_none() {
-                    d.wanted.notify_one();
+                match known {
+                    Some(digest) => Some((ChecksumAlgo::Blake3, Some(digest.to_vec()))),
+                    None if trusted => Some((ChecksumAlgo::Blake3, None)),
+                    None => {
+                        d.wanted.notify_one();
+                        None
+                    }
                 }
-                known.map(|digest| (ChecksumAlgo::Blake3, Some(digest.to_vec())))
             }
             Expected::Learned => Some((ChecksumAlgo::Blake3, None)),
         }
     }
 
+    /// Whether sources that `trusted` says are trusted wrote every block of `range` in this
+    /// run (bytes of a previous run count as untrusted).
+    fn written_by_trusted(&self, range: ByteRange, trusted: &(dyn Fn(usize) -> bool + Sync)) -> bool {
+        (range.start() / BLOCK..range.end().div_ceil(BLOCK)).all(|b| {
+            let w = self.writers[b as usize].load(Ordering::Relaxed);
+            w != UNKNOWN_WRITER && trusted(w as usize)
+        })
+    }
+
     /// Checks every piece whose bytes are all written, that is not verified yet and whose
-    /// digest is known. Bad pieces are forgotten in `segments`, so they are fetched again.
-    /// Returns which pieces matched and which did not.
+    /// digest is known (or, with published digests, that sources `trusted` says are trusted
+    /// wrote whole: its digest is learned). Bad pieces are forgotten in `segments`, so they
+    /// are fetched again. Returns which pieces matched and which did not.
     pub(crate) async fn check(
         &self,
         part: &Arc<PartFile>,
         segments: &Mutex<Segments>,
+        trusted: &(dyn Fn(usize) -> bool + Sync),
     ) -> Result<Checked, std::io::Error> {
         let ready: Vec<PieceIndex> = {
             let seg = segments.lock().expect("segments lock");
@@ -193,10 +215,11 @@ impl PieceCheck {
         };
         let mut checked = Checked::default();
         for index in ready {
-            let Some((algo, expected)) = self.expected(index) else {
+            let range = self.layout.range(index);
+            let from_trusted = self.written_by_trusted(range, trusted);
+            let Some((algo, expected)) = self.expected(index, from_trusted) else {
                 continue;
             };
-            let range = self.layout.range(index);
             let writes = &self.writes[index.get() as usize];
             let before = writes.load(Ordering::SeqCst);
             let part = part.clone();
@@ -208,6 +231,7 @@ impl PieceCheck {
                 // Written while hashed: the digest says nothing of what is there now.
                 continue;
             }
+            let learned = expected.is_none();
             if expected.is_none_or(|e| e == digest) {
                 {
                     let mut verified = self.verified.lock().expect("pieces lock");
@@ -219,7 +243,7 @@ impl PieceCheck {
                         continue;
                     }
                 }
-                let blake3 = (algo == ChecksumAlgo::Blake3)
+                let blake3 = learned
                     .then(|| digest.as_slice().try_into().ok())
                     .flatten();
                 checked.verified.push((index, blake3));
@@ -284,7 +308,7 @@ mod tests {
         let check = known(&content);
         let dir = tempfile::tempdir().unwrap();
         let (part, segments) = written(dir.path(), &content);
-        let checked = check.check(&part, &segments).await.unwrap();
+        let checked = check.check(&part, &segments, &|_| false).await.unwrap();
         assert_eq!(checked.verified.len(), 3);
         // A write over pieces 0..3 touches none of them now.
         assert!(check.writable(range(0, 3 * PIECE)).is_empty());
@@ -307,7 +331,7 @@ mod tests {
         let (part, segments) = written(dir.path(), &bad);
         // Piece 0 was written by source 300 and a resumed run; piece 1 only by the resumed run.
         check.wrote(range(0, BLOCK), 300);
-        let checked = check.check(&part, &segments).await.unwrap();
+        let checked = check.check(&part, &segments, &|_| false).await.unwrap();
         let blamed: Vec<(u32, Vec<usize>)> = checked
             .bad
             .iter()

@@ -159,7 +159,8 @@ impl Plan {
         } else {
             let sources = match &swarm.origin {
                 OriginUse::Never => Vec::new(),
-                OriginUse::Fallback { validator, .. } => vec![Source::new(
+                OriginUse::Fallback { validator, .. } | OriginUse::Lead { validator, .. } => {
+                    vec![Source::new(
                     RangeSource {
                         client: client.owned_by(&options.url),
                         url: options.url.clone().into(),
@@ -168,7 +169,8 @@ impl Plan {
                     },
                     Reach::Unheld,
                     Policy::swarm_origin(options),
-                )],
+                )]
+                }
             };
             Fetch::Ranges {
                 sources,
