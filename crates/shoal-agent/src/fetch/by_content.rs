@@ -64,7 +64,7 @@ impl Job<'_> {
             ),
             None => (content_url(&id), OriginUse::Never),
         };
-        let summary = self
+        let (summary, _) = self
             .swarm(
                 id,
                 url,
@@ -72,6 +72,7 @@ impl Job<'_> {
                 Digests::Manifest(manifest.clone()),
                 origin_use,
                 None,
+                &self.cancel,
             )
             .await?;
         entry.set_path(path.clone());
