@@ -276,7 +276,8 @@ pub struct DownloadOptions {
     /// multiple of [`BLOCK`]), instead of splitting it among the connections: pieces are then
     /// complete one after another at the full rate, from the start, which is what a URL
     /// swarm's leader needs, since its followers can only fetch complete pieces from it. Costs
-    /// a round trip per request, so it suits a nearby origin better than a far one.
+    /// a round trip per request, so it suits a nearby origin better than a far one. In a swarm
+    /// download it orders the origin's share (the pieces no peer holds) the same way.
     pub in_order: Option<u64>,
     /// Fetch a content of known manifest from peers (and `url` as a capped origin) instead of
     /// probing `url`; see [`SwarmOptions`].

@@ -207,7 +207,19 @@ impl Segments {
     /// lies wholly inside an allowed range (endgame). There is no stealing: allowed ranges are pieces, small
     /// enough that racing the tail is cheaper than cutting them.
     pub fn assign_within(&mut self, worker: WorkerId, allowed: &[ByteRange]) -> Option<ByteRange> {
-        if let Some(range) = self.take_within(worker, allowed, u64::MAX) {
+        self.assign_within_by(worker, allowed, u64::MAX)
+    }
+
+    /// Like [`Segments::assign_within`], at most `limit` bytes (a multiple of [`BLOCK`]) at a
+    /// time: connections share a range instead of each taking its own, so that with `allowed`
+    /// in file order the ranges complete one after another.
+    pub fn assign_within_by(
+        &mut self,
+        worker: WorkerId,
+        allowed: &[ByteRange],
+        limit: u64,
+    ) -> Option<ByteRange> {
+        if let Some(range) = self.take_within(worker, allowed, limit) {
             return Some(range);
         }
         // Only at the tail: before it, a peer that has nothing new yet soon will, and racing

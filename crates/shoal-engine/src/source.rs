@@ -215,10 +215,22 @@ impl Source {
                 None => segments.assign_at(worker, speed),
             },
             Reach::Held(_) => segments.assign_within(worker, allowed),
-            Reach::Unheld => segments.assign_within(worker, allowed).or_else(|| {
-                let whole = ByteRange::new(0, segments.size()).expect("a file with sources");
-                segments.race_within(worker, &[whole])
-            }),
+            Reach::Unheld => {
+                let taken = match in_order {
+                    // A swarm leader's origin: front to back, the connections sharing a piece
+                    // or two, so its pieces complete (and are passed on) one after another.
+                    Some(chunk) => {
+                        let mut front = allowed.to_vec();
+                        front.sort_unstable_by_key(|r| r.start());
+                        segments.assign_within_by(worker, &front, chunk)
+                    }
+                    None => segments.assign_within(worker, allowed),
+                };
+                taken.or_else(|| {
+                    let whole = ByteRange::new(0, segments.size()).expect("a file with sources");
+                    segments.race_within(worker, &[whole])
+                })
+            }
         }
     }
 

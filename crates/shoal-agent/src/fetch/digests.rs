@@ -58,13 +58,7 @@ impl Job<'_> {
         options.endgame = Endgame::Never;
         options.learn_pieces = Some(layout.piece_size());
         if swarm.is_some() {
-            // Followers can fetch only verified pieces from the leader: pieces must be complete
-            // as early as they can be, so the connections share a piece or two at a time, in
-            // file order, instead of each streaming its own part of the file.
-            let chunk = (layout.piece_size() / u64::from(self.f.options.origin_connections.get()))
-                .max(IN_ORDER_MIN_CHUNK)
-                .min(layout.piece_size());
-            options.in_order = Some((chunk / BLOCK * BLOCK).max(BLOCK));
+            options.in_order = Some(self.in_order_chunk(layout));
         }
         options.expected_size = Some(layout.size());
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -97,6 +91,17 @@ impl Job<'_> {
         stop.cancel();
         let summary = result?;
         Ok((summary, digests))
+    }
+
+    /// What a leader's origin connection asks for at once. Followers can fetch only verified
+    /// pieces from the leader: pieces must be complete as early as they can be, so the
+    /// connections share a piece or two at a time, in file order, instead of each streaming
+    /// its own part of the file.
+    pub(super) fn in_order_chunk(&self, layout: Layout) -> u64 {
+        let chunk = (layout.piece_size() / u64::from(self.f.options.origin_connections.get()))
+            .max(IN_ORDER_MIN_CHUNK)
+            .min(layout.piece_size());
+        (chunk / BLOCK * BLOCK).max(BLOCK)
     }
 
     /// Publishes learned digests to the swarm and marks their pieces held; what the tracker

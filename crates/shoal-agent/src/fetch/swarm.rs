@@ -65,6 +65,9 @@ impl Job<'_> {
         if let Ok(value) = bearer.parse() {
             peer_http.headers.insert(http::header::AUTHORIZATION, value);
         }
+        if matches!(origin, OriginUse::Lead { .. }) {
+            options.in_order = Some(self.in_order_chunk(layout));
+        }
         options.swarm = Some(SwarmOptions {
             me: self.f.id.to_string(),
             layout,
