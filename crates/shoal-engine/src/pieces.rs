@@ -188,7 +188,11 @@ impl PieceCheck {
 
     /// Whether sources that `trusted` says are trusted wrote every block of `range` in this
     /// run (bytes of a previous run count as untrusted).
-    fn written_by_trusted(&self, range: ByteRange, trusted: &(dyn Fn(usize) -> bool + Sync)) -> bool {
+    fn written_by_trusted(
+        &self,
+        range: ByteRange,
+        trusted: &(dyn Fn(usize) -> bool + Sync),
+    ) -> bool {
         (range.start() / BLOCK..range.end().div_ceil(BLOCK)).all(|b| {
             let w = self.writers[b as usize].load(Ordering::Relaxed);
             w != UNKNOWN_WRITER && trusted(w as usize)
@@ -243,9 +247,7 @@ impl PieceCheck {
                         continue;
                     }
                 }
-                let blake3 = learned
-                    .then(|| digest.as_slice().try_into().ok())
-                    .flatten();
+                let blake3 = learned.then(|| digest.as_slice().try_into().ok()).flatten();
                 checked.verified.push((index, blake3));
                 continue;
             }

@@ -161,15 +161,15 @@ impl Plan {
                 OriginUse::Never => Vec::new(),
                 OriginUse::Fallback { validator, .. } | OriginUse::Lead { validator, .. } => {
                     vec![Source::new(
-                    RangeSource {
-                        client: client.owned_by(&options.url),
-                        url: options.url.clone().into(),
-                        size,
-                        validator: validator.clone(),
-                    },
-                    Reach::Unheld,
-                    Policy::swarm_origin(options),
-                )]
+                        RangeSource {
+                            client: client.owned_by(&options.url),
+                            url: options.url.clone().into(),
+                            size,
+                            validator: validator.clone(),
+                        },
+                        Reach::Unheld,
+                        Policy::swarm_origin(options),
+                    )]
                 }
             };
             Fetch::Ranges {

@@ -509,6 +509,28 @@ mod tests {
     }
 
     #[test]
+    fn assign_within_by_shares_a_range_in_chunks() {
+        let mut seg = Segments::new(4 * MIB, MIB);
+        let allowed = [
+            ByteRange::new(MIB, 2 * MIB).unwrap(),
+            ByteRange::new(3 * MIB, 4 * MIB).unwrap(),
+        ];
+        let half = MIB / 2;
+        assert_eq!(
+            seg.assign_within_by(1, &allowed, half),
+            Some(ByteRange::new(MIB, MIB + half).unwrap())
+        );
+        assert_eq!(
+            seg.assign_within_by(2, &allowed, half),
+            Some(ByteRange::new(MIB + half, 2 * MIB).unwrap())
+        );
+        assert_eq!(
+            seg.assign_within_by(3, &allowed, half),
+            Some(ByteRange::new(3 * MIB, 3 * MIB + half).unwrap())
+        );
+    }
+
+    #[test]
     fn assign_within_takes_allowed_pieces_in_order() {
         let mut seg = Segments::new(4 * MIB, MIB);
         assert_eq!(seg.assign_within(1, &[piece(2), piece(0)]), Some(piece(2)));

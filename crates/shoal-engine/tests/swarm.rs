@@ -373,7 +373,10 @@ async fn a_leaders_origin_is_trusted_for_pieces_without_a_digest() {
     );
     let (result, _) = common::get(o).await;
     let err = result.unwrap_err().to_string();
-    assert!(err.contains("digests of some pieces were not published"), "{err}");
+    assert!(
+        err.contains("digests of some pieces were not published"),
+        "{err}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let (p, origin) = (server(data.clone()), server(data.clone()));
@@ -399,7 +402,10 @@ async fn a_leaders_origin_is_trusted_for_pieces_without_a_digest() {
                 assert!(learned[index.get() as usize].replace(*digest).is_none());
             }
             Event::PieceVerified { index } if index.get() % 2 == 1 => {
-                assert!(learned[index.get() as usize].is_some(), "{index} before its digest");
+                assert!(
+                    learned[index.get() as usize].is_some(),
+                    "{index} before its digest"
+                );
             }
             _ => {}
         }

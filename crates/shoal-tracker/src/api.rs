@@ -10,8 +10,7 @@ use shoal_core::wire::{
     AgentList, AgentsQuery, AnnounceRequest, ContentList, ContentQuery, CreateSwarmRequest,
     HeartbeatRequest, LatestUrlQuery, LeaseGrant, PeersQuery, PublishDigestsRequest,
     PublishUrlRequest, RegisterRequest, ReportAccepted, ReportRequest, SwarmInfo, TakeOverRequest,
-    UrlKey,
-    MAX_NAME_LEN, MAX_REASON_LEN, MAX_SWARM_PIECES,
+    UrlKey, MAX_NAME_LEN, MAX_REASON_LEN, MAX_SWARM_PIECES,
 };
 use shoal_core::{hex, Manifest};
 

@@ -11,8 +11,8 @@ use shoal_core::manifest::PieceDigest;
 use shoal_core::wire::{AgentId, ReportRequest};
 use shoal_core::{ContentId, Layout, PieceIndex};
 use shoal_engine::{
-    download, CancellationToken, Digests, DownloadOptions, Event, Existing, HttpOptions,
-    OriginUse, Output, Summary, SwarmOptions,
+    download, CancellationToken, Digests, DownloadOptions, Event, Existing, HttpOptions, OriginUse,
+    Output, Summary, SwarmOptions,
 };
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};

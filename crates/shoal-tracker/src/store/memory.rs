@@ -179,7 +179,12 @@ impl Memory {
     }
 
     /// Checks that the caller may act for the live agent `id` (its token registered it).
-    pub(super) fn acts_for(&self, caller: &Caller, id: &AgentId, now: u64) -> Result<(), StoreError> {
+    pub(super) fn acts_for(
+        &self,
+        caller: &Caller,
+        id: &AgentId,
+        now: u64,
+    ) -> Result<(), StoreError> {
         self.owned(caller, id, now).map(|_| ())
     }
 

@@ -7,7 +7,10 @@ use super::{caller, digests, id, layout, new_swarm, reg, url_key};
 
 /// Registers `agent` under `token`, with nothing held.
 async fn live<S: Store>(store: &S, token: &str, agent: &str) {
-    store.register(caller(token), reg(agent, vec![])).await.unwrap();
+    store
+        .register(caller(token), reg(agent, vec![]))
+        .await
+        .unwrap();
 }
 
 /// Renews the leases of `agents`, each under its token.

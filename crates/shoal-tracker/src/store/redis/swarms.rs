@@ -174,7 +174,9 @@ impl StoredSwarm {
                 }
                 b"publisher" | b"progress" => {}
                 b"leader" => {
-                    let id = String::from_utf8(value).ok().and_then(|v| AgentId::new(v).ok());
+                    let id = String::from_utf8(value)
+                        .ok()
+                        .and_then(|v| AgentId::new(v).ok());
                     leader = Some(id.ok_or_else(|| damaged("a swarm's leader is no agent id"))?);
                 }
                 index => {
