@@ -367,7 +367,10 @@ pub enum OriginUse {
     /// [`crate::Event::PieceVerified`]), for the caller to publish. A piece with a published
     /// digest is checked against it, whoever sent it.
     Lead {
+        /// The most connections to the origin.
         connections: Connections,
+        /// The `If-Range` value of the version the swarm fetches, as for
+        /// [`OriginUse::Fallback`].
         validator: Option<String>,
     },
 }

@@ -511,23 +511,19 @@ mod tests {
     #[test]
     fn assign_within_by_shares_a_range_in_chunks() {
         let mut seg = Segments::new(4 * MIB, MIB);
-        let allowed = [
-            ByteRange::new(MIB, 2 * MIB).unwrap(),
-            ByteRange::new(3 * MIB, 4 * MIB).unwrap(),
+        let r = |a: u64, b: u64| Some(ByteRange::new(a, b).unwrap());
+        let allowed = [r(MIB, 2 * MIB).unwrap(), r(3 * MIB, 4 * MIB).unwrap()];
+        let (half, got): (u64, Vec<_>) = (MIB / 2, (1..=3).collect());
+        let got: Vec<_> = got
+            .iter()
+            .map(|&w| seg.assign_within_by(w, &allowed, half))
+            .collect();
+        let want = [
+            r(MIB, MIB + half),
+            r(MIB + half, 2 * MIB),
+            r(3 * MIB, 3 * MIB + half),
         ];
-        let half = MIB / 2;
-        assert_eq!(
-            seg.assign_within_by(1, &allowed, half),
-            Some(ByteRange::new(MIB, MIB + half).unwrap())
-        );
-        assert_eq!(
-            seg.assign_within_by(2, &allowed, half),
-            Some(ByteRange::new(MIB + half, 2 * MIB).unwrap())
-        );
-        assert_eq!(
-            seg.assign_within_by(3, &allowed, half),
-            Some(ByteRange::new(3 * MIB, 3 * MIB + half).unwrap())
-        );
+        assert_eq!(got, want);
     }
 
     #[test]

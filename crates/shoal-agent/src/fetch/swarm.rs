@@ -22,22 +22,37 @@ use super::digests::{Publisher, DIGESTS_EVERY};
 use super::{AgentFetchError, Job};
 use crate::peers;
 
+/// What one swarm download fetches, and from where.
+pub(super) struct SwarmRun {
+    /// The content (or URL swarm) id, under which pieces are marked, published and served.
+    pub(super) id: ContentId,
+    /// The origin, or the content's `shoal:` name when it has none.
+    pub(super) url: Url,
+    pub(super) layout: Layout,
+    pub(super) digests: Digests,
+    pub(super) origin: OriginUse,
+    /// A URL swarm's leader as it is now, whose upload is kept for first copies.
+    pub(super) leader: Option<watch::Receiver<AgentId>>,
+}
+
 impl Job<'_> {
-    /// Runs one swarm download of `id` into the objects, with peers refreshed from the
-    /// tracker, verified pieces marked in the catalog as they come, and bad peers reported;
-    /// answers with the digests it learned (with [`OriginUse::Lead`]), each published to the
-    /// swarm `id` before its piece was marked. `leader` is a URL swarm's leader as it is now,
-    /// whose upload is kept for first copies. Stops with `cancel`.
+    /// Runs one swarm download into the objects, with peers refreshed from the tracker,
+    /// verified pieces marked in the catalog as they come, and bad peers reported; answers
+    /// with the digests it learned (with [`OriginUse::Lead`]), each published to the swarm
+    /// before its piece was marked. Stops with `cancel`.
     pub(super) async fn swarm(
         &self,
-        id: ContentId,
-        url: Url,
-        layout: Layout,
-        digests: Digests,
-        origin: OriginUse,
-        leader: Option<watch::Receiver<AgentId>>,
+        run: SwarmRun,
         cancel: &CancellationToken,
     ) -> Result<(Summary, Vec<Option<PieceDigest>>), AgentFetchError> {
+        let SwarmRun {
+            id,
+            url,
+            layout,
+            digests,
+            origin,
+            leader,
+        } = run;
         let stop = cancel.child_token();
         let (peers, refresher) = peers::follow(
             peers::Watch {

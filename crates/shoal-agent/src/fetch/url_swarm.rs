@@ -15,6 +15,7 @@ use url::Url;
 use super::digests::Following;
 use super::downloads::Part;
 use super::role::{self, AfterLookup, Alone, Role};
+use super::swarm::SwarmRun;
 use super::{key_of, part_path, AgentFetchError, Fetched, Job, OriginUrl};
 use crate::catalog::{Entry, Provenance};
 use crate::objects::{ObjectsError, Pin};
@@ -151,15 +152,15 @@ impl Job<'_> {
         let tracker = self.tracker("a swarm")?;
         let following = Following::start(tracker.clone(), swarm, &self.cancel);
         let stop = self.cancel.child_token();
-        let followed = self.swarm(
-            swarm.id,
-            origin.url.clone(),
-            swarm.layout,
-            following.digests(),
-            OriginUse::Never,
-            Some(following.leader()),
-            &stop,
-        );
+        let run = SwarmRun {
+            id: swarm.id,
+            url: origin.url.clone(),
+            layout: swarm.layout,
+            digests: following.digests(),
+            origin: OriginUse::Never,
+            leader: Some(following.leader()),
+        };
+        let followed = self.swarm(run, &stop);
         tokio::pin!(followed);
         let result = tokio::select! {
             result = &mut followed => result,
@@ -205,19 +206,18 @@ impl Job<'_> {
             url = %swarm.key.url,
             "the swarm's leader stalled or died; leading it now: fetching from the origin what no peer holds"
         );
-        self.swarm(
-            swarm.id,
-            origin.url.clone(),
-            swarm.layout,
-            following.digests(),
-            OriginUse::Lead {
+        let run = SwarmRun {
+            id: swarm.id,
+            url: origin.url.clone(),
+            layout: swarm.layout,
+            digests: following.digests(),
+            origin: OriginUse::Lead {
                 connections: self.f.options.origin_connections,
                 validator: origin.version.validator.clone(),
             },
-            None,
-            &self.cancel,
-        )
-        .await
+            leader: None,
+        };
+        self.swarm(run, &self.cancel).await
     }
 
     /// Turns a finished download at `path` into a content: builds its manifest from the

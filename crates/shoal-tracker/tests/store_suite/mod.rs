@@ -25,10 +25,7 @@ pub(crate) const MAX_SWARMS: usize = 3;
 /// The stores' `max_holdings` in the suite.
 pub(crate) const MAX_HOLDINGS: usize = 3;
 
-pub(crate) use takeover::{
-    a_gone_leader_is_taken_over_at_once, a_stalled_leader_is_taken_over_by_the_first_to_ask,
-    publishing_follows_the_leader,
-};
+pub(crate) use takeover::*;
 
 pub(crate) fn swarm_limits() -> SwarmLimits {
     SwarmLimits {
