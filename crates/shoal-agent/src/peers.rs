@@ -38,8 +38,9 @@ pub struct Watch {
     pub content: ContentId,
     /// Its file size and piece size, to read the peers' bitfields.
     pub layout: Layout,
-    /// A URL swarm's leader, marked as a seed for the scheduler.
-    pub leader: Option<AgentId>,
+    /// A URL swarm's leader as it is now (another member takes over when it dies), marked as
+    /// a seed for the scheduler.
+    pub leader: Option<watch::Receiver<AgentId>>,
     /// The fleet token peers want.
     pub token: String,
 }
@@ -265,7 +266,7 @@ async fn peers_of(tracker: &TrackerClient, watch: &Watch) -> Result<Vec<PeerSour
             ))
             .ok()?;
             Some(PeerSource {
-                seed: watch.leader.as_ref() == Some(&p.id),
+                seed: watch.leader.as_ref().is_some_and(|l| *l.borrow() == p.id),
                 name: p.id.to_string(),
                 url,
                 have,

@@ -276,7 +276,8 @@ pub struct DownloadOptions {
     /// multiple of [`BLOCK`]), instead of splitting it among the connections: pieces are then
     /// complete one after another at the full rate, from the start, which is what a URL
     /// swarm's leader needs, since its followers can only fetch complete pieces from it. Costs
-    /// a round trip per request, so it suits a nearby origin better than a far one.
+    /// a round trip per request, so it suits a nearby origin better than a far one. In a swarm
+    /// download it orders the origin's share (the pieces no peer holds) the same way.
     pub in_order: Option<u64>,
     /// Fetch a content of known manifest from peers (and `url` as a capped origin) instead of
     /// probing `url`; see [`SwarmOptions`].
@@ -357,6 +358,19 @@ pub enum OriginUse {
         connections: Connections,
         /// The `If-Range` value (a strong `ETag` or `Last-Modified`) of the version the swarm
         /// fetches; `None` when the origin sent neither.
+        validator: Option<String>,
+    },
+    /// As the swarm's leader (one that took over from a leader that died): for pieces that no
+    /// peer holds, over at most `connections` connections, and its bytes are the file's. A
+    /// piece it sent whole whose digest is not published is not waited for: its BLAKE3 is
+    /// learned and reported with [`crate::Event::PieceHashed`] (before its
+    /// [`crate::Event::PieceVerified`]), for the caller to publish. A piece with a published
+    /// digest is checked against it, whoever sent it.
+    Lead {
+        /// The most connections to the origin.
+        connections: Connections,
+        /// The `If-Range` value of the version the swarm fetches, as for
+        /// [`OriginUse::Fallback`].
         validator: Option<String>,
     },
 }

@@ -58,6 +58,9 @@ pub(crate) struct Policy {
     /// With no work for it, a connection waits this long for news (a piece verified, work
     /// given back) before it closes; `None`: it closes at once, as nothing new will come.
     pub idle: Option<Duration>,
+    /// Its bytes are the file's (the origin of a swarm's leader): a piece it wrote whole needs
+    /// no published digest; its digest is learned instead.
+    pub trusted: bool,
 }
 
 impl Policy {
@@ -74,17 +77,20 @@ impl Policy {
             gives_back: false,
             gone_when_refused: false,
             idle: None,
+            trusted: false,
         }
     }
 
-    /// The origin of a swarm download: a capped fallback.
+    /// The origin of a swarm download: a capped fallback, or the leader's trusted source.
     pub(crate) fn swarm_origin(options: &DownloadOptions) -> Self {
-        let cap = match options.swarm.as_ref().map(|s| &s.origin) {
-            Some(OriginUse::Fallback { connections, .. }) => connections.get(),
-            _ => SWARM_ORIGIN_CONNECTIONS,
+        let (cap, trusted) = match options.swarm.as_ref().map(|s| &s.origin) {
+            Some(OriginUse::Fallback { connections, .. }) => (connections.get(), false),
+            Some(OriginUse::Lead { connections, .. }) => (connections.get(), true),
+            _ => (SWARM_ORIGIN_CONNECTIONS, false),
         };
         Self {
             cap,
+            trusted,
             ..Self::server(options, true)
         }
     }
@@ -98,6 +104,7 @@ impl Policy {
             gives_back: true,
             gone_when_refused: true,
             idle: Some(PEER_IDLE),
+            trusted: false,
         }
     }
 }
@@ -208,10 +215,22 @@ impl Source {
                 None => segments.assign_at(worker, speed),
             },
             Reach::Held(_) => segments.assign_within(worker, allowed),
-            Reach::Unheld => segments.assign_within(worker, allowed).or_else(|| {
-                let whole = ByteRange::new(0, segments.size()).expect("a file with sources");
-                segments.race_within(worker, &[whole])
-            }),
+            Reach::Unheld => {
+                let taken = match in_order {
+                    // A swarm leader's origin: front to back, the connections sharing a piece
+                    // or two, so its pieces complete (and are passed on) one after another.
+                    Some(chunk) => {
+                        let mut front = allowed.to_vec();
+                        front.sort_unstable_by_key(|r| r.start());
+                        segments.assign_within_by(worker, &front, chunk)
+                    }
+                    None => segments.assign_within(worker, allowed),
+                };
+                taken.or_else(|| {
+                    let whole = ByteRange::new(0, segments.size()).expect("a file with sources");
+                    segments.race_within(worker, &[whole])
+                })
+            }
         }
     }
 
@@ -295,6 +314,44 @@ mod tests {
         let s = source(Policy::swarm_origin(&options));
         assert_eq!(s.cap(), SWARM_ORIGIN_CONNECTIONS);
         assert_eq!(s.policy.idle, None);
+        assert!(!s.policy.trusted);
+    }
+
+    #[test]
+    fn a_leaders_origin_is_trusted_and_a_fallback_is_not() {
+        let mut options = DownloadOptions::new(
+            Url::parse("http://127.0.0.1:1/f").unwrap(),
+            crate::Output::Dir(".".into()),
+        );
+        let swarm = |origin| crate::SwarmOptions {
+            me: "me".into(),
+            layout: shoal_core::Layout::new(1 << 20, 1 << 20).unwrap(),
+            digests: crate::Digests::Manifest(std::sync::Arc::new(
+                shoal_core::Manifest::new(
+                    shoal_core::Layout::new(1 << 20, 1 << 20).unwrap(),
+                    vec![[0; 32]],
+                )
+                .unwrap(),
+            )),
+            peers: tokio::sync::watch::channel(Vec::new()).1,
+            peer_http: crate::HttpOptions::default(),
+            per_peer: Connections::new(2).unwrap(),
+            origin,
+        };
+        let connections = Connections::new(3).unwrap();
+        options.swarm = Some(swarm(OriginUse::Lead {
+            connections,
+            validator: None,
+        }));
+        let lead = Policy::swarm_origin(&options);
+        assert!(lead.trusted);
+        assert_eq!(lead.cap, 3);
+        options.swarm = Some(swarm(OriginUse::Fallback {
+            connections,
+            validator: None,
+        }));
+        assert!(!Policy::swarm_origin(&options).trusted);
+        assert!(!Policy::peer(2).trusted);
     }
 
     #[test]

@@ -329,6 +329,96 @@ async fn learning_reports_every_piece_digest() {
     assert_eq!(learned, expected);
 }
 
+/// A member that took over a URL swarm's lead: pieces whose digest the dead leader published
+/// are checked against it, wherever they come from; the others come from the origin alone,
+/// which is trusted, and their digests are learned and reported before they count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaders_origin_is_trusted_for_pieces_without_a_digest() {
+    let data = random_bytes(SIZE, 9);
+    let manifest = Manifest::of_bytes(&data, PIECE).unwrap();
+    let n = manifest.layout().piece_count();
+    let even: Vec<u32> = (0..n).filter(|i| i % 2 == 0).collect();
+    let odd: Vec<u32> = (0..n).filter(|i| i % 2 == 1).collect();
+    // The dead leader published the even pieces' digests, and a peer holds those pieces.
+    let known: Vec<Option<[u8; 32]>> = manifest
+        .digests()
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (i % 2 == 0).then_some(*d))
+        .collect();
+    let (_digests_tx, digests) = watch::channel(known);
+    let run = |dir: &std::path::Path, p: &Origin, origin: &Origin, use_origin: OriginUse| {
+        let (tx, rx) = watch::channel(vec![peer("p", p, Some(bits(n, &even)))]);
+        let mut o = options(dir, &origin.url("/file"), &manifest, rx, use_origin);
+        o.stall_timeout = Duration::from_millis(500);
+        o.swarm.as_mut().unwrap().digests = Digests::Published(PublishedDigests {
+            known: digests.clone(),
+            wanted: Arc::new(tokio::sync::Notify::new()),
+        });
+        (o, tx)
+    };
+    let connections = Connections::new(2).unwrap();
+
+    // A follower's fallback origin is not trusted: the odd pieces wait for digests forever.
+    let fallback = tempfile::tempdir().unwrap();
+    let (p, origin) = (server(data.clone()), server(data.clone()));
+    let (o, _peers) = run(
+        fallback.path(),
+        &p,
+        &origin,
+        OriginUse::Fallback {
+            connections,
+            validator: None,
+        },
+    );
+    let (result, _) = common::get(o).await;
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.contains("digests of some pieces were not published"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let (p, origin) = (server(data.clone()), server(data.clone()));
+    let (o, _peers) = run(
+        dir.path(),
+        &p,
+        &origin,
+        OriginUse::Lead {
+            connections,
+            validator: None,
+        },
+    );
+    let (result, events) = common::get(o).await;
+    result.unwrap();
+    assert_out(dir.path(), &data);
+    asked_within(&p, &even);
+    asked_within(&origin, &odd);
+    // Each odd piece's digest is learned once, right, and reported before the piece counts.
+    let mut learned: Vec<Option<[u8; 32]>> = vec![None; n as usize];
+    for e in &events {
+        match e {
+            Event::PieceHashed { index, digest } => {
+                assert!(learned[index.get() as usize].replace(*digest).is_none());
+            }
+            Event::PieceVerified { index } if index.get() % 2 == 1 => {
+                assert!(
+                    learned[index.get() as usize].is_some(),
+                    "{index} before its digest"
+                );
+            }
+            _ => {}
+        }
+    }
+    let expected: Vec<Option<[u8; 32]>> = manifest
+        .digests()
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (i % 2 == 1).then_some(*d))
+        .collect();
+    assert_eq!(learned, expected);
+}
+
 /// A URL swarm's leader fetches in file order, a chunk per request, so pieces are complete one
 /// after another from the start: every byte still comes once, and hashes to the origin's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

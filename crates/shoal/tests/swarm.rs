@@ -410,6 +410,92 @@ fn a_dead_origin_is_no_loss_when_peers_hold_every_piece() {
     );
 }
 
+/// A URL swarm whose leader is killed (`kill -9`) after it published some digests: a follower
+/// takes over the origin from the pieces no one holds, the other follows it, both keep what
+/// they hold, and the origin sends at most one extra copy.
+#[test]
+fn a_killed_leader_is_replaced_and_the_origin_sends_at_most_one_extra_copy() {
+    let fleet = Fleet::start();
+    let data = random_bytes(12 * MIB, 7);
+    // 8 leader connections at 128 KiB/s each: a piece about every second, well inside the
+    // leader's stall limit (5.5 s for 1 MiB pieces), and 12 s for the whole file.
+    let origin = Origin::start_blocking(OriginConfig {
+        content: data.clone(),
+        rate_limit: Some(128 * 1024),
+        ..OriginConfig::default()
+    });
+    let url = origin.url("/weights.bin");
+    let mut leader = fleet.agent("lead", None, &[]);
+    let mut led = fleet.get(&leader, &url, "out-lead");
+    wait_log(&fleet, &mut led, "lead", "leading the swarm");
+    let log = fleet.log("lead");
+    let swarm = log
+        .lines()
+        .find(|l| l.contains("leading the swarm"))
+        .and_then(|l| l.split("swarm=").nth(1))
+        .map(|rest| rest[..64].to_string())
+        .unwrap_or_else(|| panic!("no swarm id in the leader's log:\n{log}"));
+    let followers: Vec<Process> = ["f1", "f2"]
+        .iter()
+        .map(|id| fleet.agent(id, None, &[]))
+        .collect();
+    let gets: Vec<Child> = followers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| fleet.get(a, &url, &format!("out{i}")))
+        .collect();
+    // Killed once it published a few digests, well before it has the file.
+    let published = |fleet: &Fleet| {
+        let (status, body) = fleet.tracker_call("GET", &format!("/v1/swarms/{swarm}"));
+        assert_eq!(status, 200, "{body}");
+        let info: shoal_core::wire::SwarmInfo = serde_json::from_str(&body).unwrap();
+        let digests = info.digests.to_digests(info.layout.piece_count()).unwrap();
+        digests.iter().filter(|d| d.is_some()).count()
+    };
+    let deadline = Instant::now() + common::DEADLINE;
+    while published(&fleet) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the leader never published 3 digests"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    leader.kill();
+    let before = published(&fleet);
+    assert!(before < 12, "the leader finished before the kill");
+    let _ = common::finish(led);
+    for get in gets {
+        done(get, &fleet, &["lead", "f1", "f2"]);
+    }
+    for i in 0..2 {
+        fleet.assert_file(&format!("out{i}"), &data);
+    }
+    let sent = origin.bytes_sent();
+    assert!(
+        sent <= 2 * data.len() as u64,
+        "the origin sent {sent} bytes ({:.2} copies) for a {} byte file",
+        sent as f64 / data.len() as f64,
+        data.len()
+    );
+    let logs = [fleet.log("f1"), fleet.log("f2")];
+    assert!(
+        logs.iter().any(|l| l.contains("leading it now")),
+        "no follower took over:\n{}\n{}",
+        logs[0],
+        logs[1]
+    );
+    assert!(
+        logs.iter().all(|l| !l.contains("did not finish")),
+        "a follower fell back to the origin alone:\n{}\n{}",
+        logs[0],
+        logs[1]
+    );
+    eprintln!(
+        "leader killed after {before} of 12 digests; the origin sent {:.2} copies",
+        sent as f64 / data.len() as f64
+    );
+}
+
 /// Waits until `log` (in the fleet's directory) says `needle`, or `child` exits.
 fn wait_log(fleet: &Fleet, child: &mut Child, log: &str, needle: &str) {
     let deadline = Instant::now() + common::DEADLINE;

@@ -456,8 +456,9 @@ async fn check_pieces(
         return Ok(());
     };
     let part = &shared.t.part;
+    let trusted = |source: usize| shared.source(source).policy.trusted;
     let checked = pieces
-        .check(part, shared.segments_lock())
+        .check(part, shared.segments_lock(), &trusted)
         .await
         .map_err(|e| DownloadError::io(part.part(), "read back", e))?;
     let tally = shared.t.options.tally.as_deref();
@@ -465,10 +466,11 @@ async fn check_pieces(
         if let Some(tally) = tally {
             tally.verified();
         }
-        let _ = shared.t.events.send(Event::PieceVerified { index });
-        if let (Some(digest), true) = (digest, shared.t.options.learn_pieces.is_some()) {
+        // A learned digest first: a swarm's leader holds the piece back until it is published.
+        if let Some(digest) = digest {
             let _ = shared.t.events.send(Event::PieceHashed { index, digest });
         }
+        let _ = shared.t.events.send(Event::PieceVerified { index });
     }
     if !checked.bad.is_empty() {
         shared.work_changed.notify_waiters();
