@@ -206,7 +206,11 @@ impl Origin {
     /// # Panics
     /// If the accept loop does not end within 10 s.
     pub fn go_down(&self) {
-        let serving = self.serving.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let serving = self
+            .serving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(serving) = serving {
             serving.task.abort();
             serving
@@ -226,11 +230,15 @@ impl Origin {
         if serving.is_some() {
             return;
         }
-        let listener = std::net::TcpListener::bind(self.addr).expect("bind the origin's address again");
+        let listener =
+            std::net::TcpListener::bind(self.addr).expect("bind the origin's address again");
         listener
             .set_nonblocking(true)
             .expect("nonblocking listener");
-        let runtime = self.runtime.as_ref().expect("a running origin has its runtime");
+        let runtime = self
+            .runtime
+            .as_ref()
+            .expect("a running origin has its runtime");
         *serving = Some(serve_on(
             runtime,
             listener,
