@@ -178,6 +178,47 @@ bench_fleet_origin_up() {
 }
 bench_fleet_origin_down() { bench_nginx_stop origin; }
 
+# bench_dump_threads PID FILE: what a process that did not finish is doing, for its log directory:
+# every thread's state, wait channel and kernel stack, and (gdb installed) every thread's
+# backtrace. Bounded; never fails.
+bench_dump_threads() {
+  local pid=$1 out=$2 t
+  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
+  {
+    echo "# $(date -u '+%H:%M:%S') pid $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-300)"
+    for t in /proc/"$pid"/task/*; do
+      echo "## thread ${t##*/} $(cat "$t/comm" 2>/dev/null): state $(awk '{ print $3 }' "$t/stat" 2>/dev/null), wchan $(cat "$t/wchan" 2>/dev/null)"
+      cat "$t/stack" 2>/dev/null
+    done
+    if command -v gdb >/dev/null 2>&1; then
+      timeout 60 gdb -p "$pid" -batch -nx -ex 'set pagination off' -ex 'thread apply all bt' 2>&1
+    fi
+  } >"$out" 2>&1 || true
+  bench_log "$(basename "$out"): the threads of pid $pid, which did not finish"
+}
+
+bench_stop_fleet() {
+  local i
+  for i in "${!AGENT_PIDS[@]}"; do
+    bench_stop_pid "${AGENT_PIDS[$i]}"
+  done
+  AGENT_PIDS=()
+  bench_stop_pid "$TRACKER_PID"
+  TRACKER_PID=""
+}
+bench_stop_clients() {
+  local pid
+  for pid in "${CLIENT_PIDS[@]}"; do
+    bench_stop_pid "$pid" 20
+  done
+  CLIENT_PIDS=()
+}
+
+# bench_tracker_get PATH: the tracker's answer to a reader's GET, from host 0.
+bench_tracker_get() {
+  bench_in_ns 0 curl -q -sS --fail --max-time 5 -H "Authorization: Bearer $READER_SECRET" "$TRACKER_URL$1"
+}
+
 # bench_tracker_start DIR: `shoal tracker` in host 0 on DIR/tracker (fresh, or the same one
 # again after a kill), logging to DIR/tracker.log (appended); returns once it answers /healthz.
 bench_tracker_start() {
@@ -391,7 +432,8 @@ bench_verify() {
   PH_ALL_OK=1
   PH_WRONG=0
   sums=$(for ((i = 1; i <= N; i++)); do
-    [[ "${PH_RC[i]}" == 0 && -f "${PH_OUT[i]}" ]] && printf '%s\0' "${PH_OUT[i]}"
+    # An if, not &&: a last host without a copy must not fail the pipeline.
+    if [[ "${PH_RC[i]}" == 0 && -f "${PH_OUT[i]}" ]]; then printf '%s\0' "${PH_OUT[i]}"; fi
   done | xargs -0 -r -P 2 -n 1 sha256sum)
   for ((i = 1; i <= N; i++)); do
     if [[ "${PH_RC[i]}" != 0 ]]; then
