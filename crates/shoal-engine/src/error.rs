@@ -172,6 +172,8 @@ pub enum DownloadError {
         secs = waited.as_secs(),
         last = last_failure.as_ref().map(|f| format!(" (last failure: {f})")).unwrap_or_default()
     )]
+    /// No source sent anything for `--max-wait` (or a swarm's idle limit): what is missing is
+    /// named, and what arrived is kept for the next run to resume.
     Unserved {
         /// The file's URL (its origin, in a swarm).
         url: SafeUrl,
