@@ -166,14 +166,14 @@ pub enum DownloadError {
         url: SafeUrl,
     },
 
+    /// No source sent anything for `--max-wait` (or a swarm's idle limit): what is missing is
+    /// named, and what arrived is kept for the next run to resume.
     #[error(
         "{url}: no source sent anything for {secs}s, and {missing} still missing{last}; what \
          arrived is kept: run the same command again to resume, or allow a longer --max-wait",
         secs = waited.as_secs(),
         last = last_failure.as_ref().map(|f| format!(" (last failure: {f})")).unwrap_or_default()
     )]
-    /// No source sent anything for `--max-wait` (or a swarm's idle limit): what is missing is
-    /// named, and what arrived is kept for the next run to resume.
     Unserved {
         /// The file's URL (its origin, in a swarm).
         url: SafeUrl,
