@@ -248,6 +248,14 @@ pub struct DownloadOptions {
     pub stall_timeout: Duration,
     /// Attempts per segment before the download fails.
     pub max_tries: u32,
+    /// Outlast outages of the server: with a value, a source failing as one that is down
+    /// (refused, reset, cut short, stalled, answering 5xx) is not given up after `max_tries`
+    /// but asked again with back-off (1 s doubling to 30 s), its work given to other sources
+    /// meanwhile; the download fails only once no byte has arrived from any source for this
+    /// long, with [`crate::DownloadError::Unserved`] naming what is missing. `None`: a source
+    /// is given up after `max_tries`, and a swarm download waits 4 × `stall_timeout` for a
+    /// source of its missing pieces.
+    pub max_wait: Option<Duration>,
     /// The whole-file checksum the finished file must have; checked before the rename, and a
     /// mismatch keeps the bytes as `.part`.
     pub checksum: Option<Checksum>,
@@ -393,6 +401,7 @@ impl DownloadOptions {
             min_split: MinSplit::default(),
             stall_timeout: Duration::from_secs(15),
             max_tries: 5,
+            max_wait: None,
             checksum: None,
             pieces: None,
             expected_size: None,

@@ -153,6 +153,11 @@ impl PieceCheck {
         })
     }
 
+    /// The size of every piece but the last.
+    pub(crate) fn piece_size(&self) -> u64 {
+        self.layout.piece_size()
+    }
+
     pub(crate) fn all_verified(&self) -> bool {
         self.verified.lock().expect("pieces lock").is_full()
     }

@@ -61,6 +61,9 @@ pub(crate) struct Policy {
     /// Its bytes are the file's (the origin of a swarm's leader): a piece it wrote whole needs
     /// no published digest; its digest is learned instead.
     pub trusted: bool,
+    /// Failures of a source that is down are waited out past `tries` (an origin, with
+    /// [`DownloadOptions::max_wait`]); the download's idle limit ends the wait.
+    pub outlasts_outages: bool,
 }
 
 impl Policy {
@@ -78,6 +81,7 @@ impl Policy {
             gone_when_refused: false,
             idle: None,
             trusted: false,
+            outlasts_outages: options.max_wait.is_some(),
         }
     }
 
@@ -105,6 +109,8 @@ impl Policy {
             gone_when_refused: true,
             idle: Some(PEER_IDLE),
             trusted: false,
+            // A peer that went away is another peer's job: only the origin is waited for.
+            outlasts_outages: false,
         }
     }
 }
@@ -118,6 +124,9 @@ pub(crate) enum Verdict {
     Drop,
     /// Try again after a backoff.
     Retry,
+    /// The source is down: this connection gives its work to the others and asks again
+    /// after the outage back-off, however many tries it took.
+    Wait,
 }
 
 /// One server of the file, its policy and how it is doing.
@@ -240,10 +249,14 @@ impl Source {
             return Verdict::Busy;
         }
         let gone = self.policy.gone_when_refused && matches!(error, FetchError::Connect { .. });
-        if error.is_fatal() || gone || tries >= self.policy.tries {
+        if error.is_fatal() || gone {
             Verdict::Drop
-        } else {
+        } else if tries < self.policy.tries {
             Verdict::Retry
+        } else if self.policy.outlasts_outages && error.is_outage() {
+            Verdict::Wait
+        } else {
+            Verdict::Drop
         }
     }
 
@@ -293,6 +306,32 @@ mod tests {
         assert_eq!(s.judge(&status(503), 1), Verdict::Retry);
         assert_eq!(s.judge(&status(404), 1), Verdict::Drop);
         assert_eq!(s.judge(&FetchError::Changed, 1), Verdict::Drop);
+    }
+
+    #[test]
+    fn with_max_wait_a_server_that_is_down_is_waited_for() {
+        let mut options = DownloadOptions::new(
+            Url::parse("http://127.0.0.1:1/f").unwrap(),
+            crate::Output::Dir(".".into()),
+        );
+        options.max_tries = 2;
+        options.max_wait = Some(Duration::from_secs(60));
+        let refused = FetchError::CutShort("connection closed".into());
+        for s in [
+            source(Policy::server(&options, true)),
+            source(Policy::swarm_origin(&options)),
+        ] {
+            assert_eq!(s.judge(&refused, 1), Verdict::Retry);
+            assert_eq!(s.judge(&refused, 2), Verdict::Wait);
+            assert_eq!(s.judge(&FetchError::Stalled, 9), Verdict::Wait);
+            assert_eq!(s.judge(&status(502), 9), Verdict::Wait);
+            // What asking again cannot cure still ends it.
+            assert_eq!(s.judge(&status(404), 1), Verdict::Drop);
+            assert_eq!(s.judge(&FetchError::Protocol("x".into()), 2), Verdict::Drop);
+        }
+        let peer = source(Policy::peer(2));
+        assert_eq!(peer.judge(&refused, PEER_TRIES), Verdict::Drop);
+        assert_eq!(peer.judge(&FetchError::Stalled, PEER_TRIES), Verdict::Drop);
     }
 
     #[test]

@@ -53,6 +53,7 @@ impl Job<'_> {
         options.http = self.f.options.http.clone();
         options.tally = Some(self.f.tally.clone());
         options.stall_timeout = self.f.options.stall_timeout;
+        options.max_wait = Some(self.f.options.max_wait);
         options.connections = self.f.options.origin_connections;
         // Racing the tail would fetch it from the origin twice.
         options.endgame = Endgame::Never;

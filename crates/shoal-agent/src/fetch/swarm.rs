@@ -53,6 +53,9 @@ impl Job<'_> {
             origin,
             leader,
         } = run;
+        // Pieces that come from an origin, directly or through the leader, are waited for
+        // through its outages; a content without one gives up when its peers do.
+        let from_origin = origin != OriginUse::Never || leader.is_some();
         let stop = cancel.child_token();
         let (peers, refresher) = peers::follow(
             peers::Watch {
@@ -70,6 +73,9 @@ impl Job<'_> {
         options.existing = Existing::Overwrite;
         options.connections = self.f.options.connections;
         options.stall_timeout = self.f.options.stall_timeout;
+        if from_origin {
+            options.max_wait = Some(self.f.options.max_wait);
+        }
         options.http = self.f.options.http.clone();
         options.tally = Some(self.f.tally.clone());
         let mut peer_http = HttpOptions {
