@@ -116,8 +116,10 @@ async fn register<S: Store>(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<RegisterRequest>,
 ) -> Result<Json<LeaseGrant>, ApiError> {
+    let id = agent_id(&id)?;
+    allow.acts_for(&id, "id")?;
     let reg = Registration {
-        id: agent_id(&id)?,
+        id,
         addr: body.addr,
         upload_capacity: body.upload_capacity,
         holdings: body.holdings,
@@ -132,11 +134,9 @@ async fn deregister<S: Store>(
     allow: Allow<AnnouncePerm>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .shared
-        .store
-        .deregister(allow.caller(), agent_id(&id)?)
-        .await?;
+    let id = agent_id(&id)?;
+    allow.acts_for(&id, "id")?;
+    state.shared.store.deregister(allow.caller(), id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -147,6 +147,7 @@ async fn heartbeat<S: Store>(
     JsonBody(body): JsonBody<HeartbeatRequest>,
 ) -> Result<Json<LeaseGrant>, ApiError> {
     let id = agent_id(&id)?;
+    allow.acts_for(&id, "id")?;
     Ok(Json(
         state
             .shared
@@ -163,6 +164,7 @@ async fn announce<S: Store>(
     JsonBody(body): JsonBody<AnnounceRequest>,
 ) -> Result<Json<LeaseGrant>, ApiError> {
     let id = agent_id(&id)?;
+    allow.acts_for(&id, "id")?;
     Ok(Json(
         state
             .shared
@@ -348,6 +350,7 @@ async fn create_swarm<S: Store>(
     allow: Allow<AnnouncePerm>,
     JsonBody(body): JsonBody<CreateSwarmRequest>,
 ) -> Result<Response, ApiError> {
+    allow.acts_for(&body.agent, "agent")?;
     let key = normalize(body.key, "key.")?;
     if body.layout.size() != key.size {
         return Err(ApiError::field(
