@@ -21,7 +21,8 @@ use crate::extract::{
 };
 use crate::limits::{DEFAULT_LIST, DEFAULT_PEERS, MAX_LIST, MAX_PEERS};
 use crate::store::{
-    AgentPage, ContentSearch, NewSwarm, PeerQuery, PeerReport, Registration, Store, StoreError,
+    AgentPage, ContentSearch, NewSwarm, PeerQuery, PeerReport, Registration, Reporter, Store,
+    StoreError,
 };
 use crate::urlkey::normalize;
 use crate::AppState;
@@ -325,16 +326,33 @@ async fn report<S: Store>(
             format!("reason is over {MAX_REASON_LEN} bytes"),
         ));
     }
+    let by = if allow.caller().admin {
+        Reporter::Admin
+    } else {
+        let reporter = body
+            .reporter
+            .or_else(|| allow.principal.agent.clone())
+            .ok_or_else(|| {
+                ApiError::field(
+                    "reporter",
+                    "reporter is required with a fleet token: the id of the reporting agent",
+                )
+            })?;
+        allow.acts_for(&reporter, "reporter")?;
+        Reporter::Agent(reporter)
+    };
     let report = PeerReport {
         content,
         agent: body.agent,
         piece: body.piece,
+        by,
     };
     let hidden = state.shared.store.report(report.clone()).await?;
     state.shared.metrics.count_report();
     // The reason is the client's text: logged with escapes, so it cannot forge log lines.
     tracing::warn!(
-        reporter = %allow.principal.name,
+        token = %allow.principal.name,
+        by = ?report.by,
         agent = %report.agent,
         %content,
         piece = report.piece,

@@ -137,6 +137,7 @@ fn schemas() -> Value {
         "ReportRequest": {"type": "object", "required": ["agent", "piece", "reason"], "properties": {
             "agent": {"type": "string", "description": "The peer that sent the bad piece"},
             "piece": {"type": "integer", "format": "uint32"},
+            "reporter": {"type": "string", "description": "The reporting agent; required with a fleet token"},
             "reason": {"type": "string", "maxLength": 1024}}},
         "ReportAccepted": {"type": "object"}
     })

@@ -520,10 +520,11 @@ pub struct PublishDigestsRequest {
 }
 
 /// `POST /v1/content/{id}/reports`: a peer served a piece of this content that did not match
-/// its digest. The tracker leaves the reported agent out of peers answers for that content, to
-/// everyone, for ten minutes after the latest report. Answers `202` with [`ReportAccepted`],
-/// also when the agent does not hold the content (the report then changes nothing); `404`
-/// when the tracker does not know the content, `400` when `piece` is past its last piece.
+/// its digest. Once two distinct agents (or one admin token) reported it within ten minutes,
+/// the tracker leaves the reported agent out of peers answers for that content, to everyone,
+/// for ten minutes after the latest report. Answers `202` with [`ReportAccepted`], also when
+/// the agent does not hold the content (the report then changes nothing); `404` when the
+/// tracker does not know the content, `400` when `piece` is past its last piece.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReportRequest {
@@ -531,6 +532,10 @@ pub struct ReportRequest {
     pub agent: AgentId,
     /// Index (from 0) of the piece that did not match its digest.
     pub piece: u32,
+    /// The reporting agent: required with a fleet token, implied by a per-agent token (and
+    /// then, if given, must be its agent), unused with an admin token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reporter: Option<AgentId>,
     /// For the tracker's log; at most [`MAX_REASON_LEN`] bytes.
     pub reason: String,
 }

@@ -22,8 +22,8 @@ use shoal_core::{Bitfield, ContentId, Layout};
 mod retention;
 
 use super::{
-    AgentPage, Caller, ContentSearch, PeerQuery, PeerReport, Registration, StoreError, StoreStats,
-    REPORT_HOLD,
+    AgentPage, Caller, ContentSearch, PeerQuery, PeerReport, Registration, Reporter, StoreError,
+    StoreStats, REPORTS_TO_HIDE, REPORT_HOLD,
 };
 
 /// The pieces one agent holds of one content. Complete holdings, the common case, carry no
@@ -98,6 +98,8 @@ pub(super) struct Memory {
     contents: Vec<Content>,
     /// Content slot → reported agent → until when (ms) it is left out of peers answers.
     reports: HashMap<u32, HashMap<AgentId, u64>>,
+    /// (Content slot, reported agent) → reporting agent → until when (ms) its report counts.
+    evidence: HashMap<(u32, AgentId), HashMap<AgentId, u64>>,
     /// Holdings of every agent not yet swept, kept as they change so [`Memory::stats`] walks
     /// nothing.
     holdings: u64,
@@ -125,6 +127,7 @@ impl Memory {
             content_ids: HashMap::new(),
             contents: Vec::new(),
             reports: HashMap::new(),
+            evidence: HashMap::new(),
             holdings: 0,
             manifests: 0,
         }
@@ -604,14 +607,33 @@ impl Memory {
         let holds = self
             .live(&report.agent, now)
             .is_some_and(|a| entry.holders.contains_key(&a));
-        if holds {
-            let until = now + REPORT_HOLD.as_millis() as u64;
+        if !holds {
+            return Ok(false);
+        }
+        let until = now + REPORT_HOLD.as_millis() as u64;
+        let corroborated = match &report.by {
+            Reporter::Admin => true,
+            Reporter::Agent(reporter) => {
+                let reporters = self
+                    .evidence
+                    .entry((slot, report.agent.clone()))
+                    .or_default();
+                reporters.retain(|_, &mut until| until > now);
+                reporters.insert(reporter.clone(), until);
+                reporters.len() >= REPORTS_TO_HIDE
+            }
+        };
+        if corroborated {
             self.reports
                 .entry(slot)
                 .or_default()
                 .insert(report.agent.clone(), until);
         }
-        Ok(holds)
+        Ok(self
+            .reports
+            .get(&slot)
+            .and_then(|r| r.get(&report.agent))
+            .is_some_and(|&until| until > now))
     }
 
     /// Counts kept as things change: agents (and their holdings) count until the sweep drops
@@ -644,6 +666,10 @@ impl Memory {
         self.reports.retain(|_, agents| {
             agents.retain(|_, &mut until| until > now);
             !agents.is_empty()
+        });
+        self.evidence.retain(|_, reporters| {
+            reporters.retain(|_, &mut until| until > now);
+            !reporters.is_empty()
         });
         lapsed.len()
     }

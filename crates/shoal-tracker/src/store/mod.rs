@@ -166,7 +166,24 @@ pub struct PeerReport {
     pub agent: AgentId,
     /// The piece's index, from 0; the handler has checked it is inside the layout.
     pub piece: u32,
+    /// Who says so.
+    pub by: Reporter,
 }
+
+/// Who made a [`PeerReport`]. One agent's word is not evidence enough to hide a peer from the
+/// fleet (the reporter may be the liar, or hold a stolen token), so an agent's report counts
+/// only with another agent's for the same peer and content ([`REPORTS_TO_HIDE`]); an admin is
+/// trusted alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reporter {
+    /// An admin token: hides the peer at once.
+    Admin,
+    /// An agent, by its id (checked against a per-agent token's).
+    Agent(AgentId),
+}
+
+/// Distinct agents whose reports, each within [`REPORT_HOLD`] of the latest, hide a peer.
+pub const REPORTS_TO_HIDE: usize = 2;
 
 /// How a store keeps soft state: lease length, clock and per-agent holding cap. The default is a
 /// 30-second lease on the system clock with at most [`MAX_HOLDINGS`] holdings per agent.
@@ -429,9 +446,11 @@ pub trait Store: Clone + Send + Sync + 'static {
         digests: Vec<(u32, PieceDigest)>,
     ) -> impl Future<Output = Result<DigestsPublished, StoreError>> + Send;
 
-    /// Leaves the reported agent out of peers answers for the content for [`REPORT_HOLD`];
-    /// answers whether it did so, which it does only while the agent holds the content (so
-    /// reports take no space for agents or contents that do not exist).
+    /// Records a report for [`REPORT_HOLD`]. Once an admin, or [`REPORTS_TO_HIDE`] distinct
+    /// agents within that time, reported the agent for the content, leaves it out of peers
+    /// answers for the content for [`REPORT_HOLD`]; answers whether it is left out now. Only
+    /// reports of agents that hold the content are kept (so reports take no space for agents
+    /// or contents that do not exist).
     fn report(&self, report: PeerReport) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Counts for `/metrics`, each read in O(1).

@@ -13,7 +13,8 @@ use shoal_core::wire::{
 };
 use shoal_core::{Bitfield, ContentId, Layout, Manifest};
 use shoal_tracker::store::{
-    AgentPage, Caller, ContentSearch, NewSwarm, PeerQuery, PeerReport, Registration, REPORT_HOLD,
+    AgentPage, Caller, ContentSearch, NewSwarm, PeerQuery, PeerReport, Registration, Reporter,
+    REPORT_HOLD,
 };
 use shoal_tracker::{Clock, Store, StoreError, SwarmLimits};
 
@@ -71,6 +72,7 @@ macro_rules! store_suite {
             case!(first_digest_wins_and_only_the_creator_publishes);
             case!(swarms_lapse_and_are_bounded);
             case!(reports_hide_a_peer_for_one_content);
+            case!(reports_need_corroboration);
             case!(holdings_per_agent_are_capped);
             case!(unheld_contents_go_after_the_retention);
         }
@@ -768,6 +770,7 @@ pub(crate) async fn reports_hide_a_peer_for_one_content<S: Store>(store: S, cloc
         content: content(n),
         agent: id(agent),
         piece,
+        by: Reporter::Admin,
     };
     assert!(store.report(report(1, "bad", 3)).await.unwrap());
     assert_eq!(peer_ids(&store, 1, None).await, ["good"]);
@@ -798,6 +801,61 @@ pub(crate) async fn reports_hide_a_peer_for_one_content<S: Store>(store: S, cloc
         .await
         .unwrap();
     assert_eq!(peer_ids(&store, 1, None).await, ["bad"]);
+}
+
+/// Registers `bad` and `good` again, holding content 1: leases are shorter than a report's
+/// hold, and reports count only against live holders.
+async fn renew_bad_and_good<S: Store>(store: &S) {
+    for agent in ["bad", "good"] {
+        store
+            .register(caller("t"), reg(agent, vec![holding(1, None)]))
+            .await
+            .unwrap();
+    }
+}
+
+async fn offered<S: Store>(store: &S) -> Vec<String> {
+    let mut ids = peer_ids(store, 1, None).await;
+    ids.sort();
+    ids
+}
+
+pub(crate) async fn reports_need_corroboration<S: Store>(store: S, clock: Clock) {
+    renew_bad_and_good(&store).await;
+    let by = |reporter: &str| PeerReport {
+        content: content(1),
+        agent: id("bad"),
+        piece: 0,
+        by: Reporter::Agent(id(reporter)),
+    };
+    let both = ["bad", "good"];
+    // One report, and the same agent's again, hide nothing.
+    assert!(!store.report(by("r1")).await.unwrap());
+    assert!(!store.report(by("r1")).await.unwrap());
+    assert_eq!(offered(&store).await, both);
+    // A second agent's report, within the hold of the first, does.
+    clock.advance(REPORT_HOLD / 2);
+    renew_bad_and_good(&store).await;
+    assert!(store.report(by("r2")).await.unwrap());
+    assert_eq!(offered(&store).await, ["good"]);
+
+    // Reports that lapsed before the next one corroborate nothing.
+    clock.advance(REPORT_HOLD);
+    renew_bad_and_good(&store).await;
+    assert_eq!(offered(&store).await, both);
+    assert!(!store.report(by("r1")).await.unwrap());
+    clock.advance(REPORT_HOLD);
+    renew_bad_and_good(&store).await;
+    assert!(!store.report(by("r2")).await.unwrap());
+    assert_eq!(offered(&store).await, both);
+
+    // One admin report is enough.
+    let admin_report = PeerReport {
+        by: Reporter::Admin,
+        ..by("r1")
+    };
+    assert!(store.report(admin_report).await.unwrap());
+    assert_eq!(offered(&store).await, ["good"]);
 }
 
 pub(crate) async fn holdings_per_agent_are_capped<S: Store>(store: S, _: Clock) {

@@ -1,4 +1,4 @@
-//! URL swarms and reports of bad peers in Redis, shared by every replica.
+//! URL swarms in Redis, shared by every replica.
 //!
 //! Keys:
 //! - `swarms` sorted set: swarm id (32 bytes) scored by the [`Clock`](crate::Clock) time of the
@@ -7,8 +7,6 @@
 //! - `swarm:{id bytes}` hash: `layout` (2 × u64 LE), `info` (JSON of the key and leader),
 //!   `publisher` (token name), and one field per published piece: its index in decimal → its
 //!   32-byte digest. `HSETNX` makes the first digest of a piece win across replicas;
-//! - `reported:{content id bytes}` sorted set: reported agent id scored by the end of its hold.
-//!   The key expires (Redis expiry) when the latest hold ends, so it needs no sweeping.
 //!
 //! Create and publish are Lua scripts, so that checking a swarm and changing it is one atomic
 //! step whichever replica runs it: the first create of a key wins, and a publish never lands in
@@ -20,16 +18,10 @@ use serde::{Deserialize, Serialize};
 use shoal_core::wire::{AgentId, SwarmDigests, SwarmInfo, UrlKey};
 use shoal_core::{ContentId, Layout, PieceDigest};
 
-use super::codec::{
-    damaged, decode_layout, encode_layout, holders_key, reported_key, swarm_key, CATALOG, LEASES,
-    SWARMS,
-};
+use super::codec::{damaged, decode_layout, encode_layout, swarm_key, SWARMS};
 use super::RedisStore;
-use crate::store::memory::check_piece;
 use crate::store::swarms::{check_indices, check_publisher};
-use crate::store::{
-    Caller, DigestsPublished, NewSwarm, PeerReport, StoreError, SwarmLimits, REPORT_HOLD,
-};
+use crate::store::{Caller, DigestsPublished, NewSwarm, StoreError, SwarmLimits};
 
 /// How many lapsed swarms one sweep script deletes, so that it never blocks Redis for long.
 const SWEEP_BATCH: usize = 1000;
@@ -289,35 +281,6 @@ impl RedisStore {
             swarm: StoredSwarm::decode(pairs(fields))?.into_info(id, false),
             ignored,
         })
-    }
-
-    pub(super) async fn report_in_redis(&self, report: PeerReport) -> Result<bool, StoreError> {
-        let now = self.now();
-        let field = &report.content.as_bytes()[..];
-        let agent = report.agent.as_str();
-        let mut pipe = redis::pipe();
-        pipe.hget(CATALOG, field)
-            .zscore(LEASES, agent)
-            .hexists(holders_key(&report.content), agent);
-        let (entry, deadline, held): (Option<Vec<u8>>, Option<f64>, bool) =
-            self.query(&pipe).await?;
-        let entry = entry.ok_or(StoreError::UnknownContent(report.content))?;
-        check_piece(report.piece, decode_layout(&entry)?.0.piece_count())?;
-        let holds = held && deadline.is_some_and(|d| d as u64 > now);
-        if holds {
-            let key = reported_key(&report.content);
-            let hold_ms = REPORT_HOLD.as_millis() as u64;
-            let mut pipe = redis::pipe();
-            pipe.atomic()
-                .zadd(&key, agent, now + hold_ms)
-                .ignore()
-                .zrembyscore(&key, "-inf", now)
-                .ignore()
-                .pexpire(&key, hold_ms as i64)
-                .ignore();
-            self.query::<()>(&pipe).await?;
-        }
-        Ok(holds)
     }
 
     /// Deletes every lapsed swarm, a batch per script call.
