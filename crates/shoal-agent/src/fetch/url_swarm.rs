@@ -58,8 +58,17 @@ impl Job<'_> {
         let Some(tracker) = &self.f.tracker else {
             return Ok(Role::Alone(Alone::NoTracker));
         };
-        let lookup = tracker.lookup_url(key).await.map(|m| m.content);
-        Ok(match role::after_lookup(lookup, key.size)? {
+        let lookup = tracker.lookup_url(key).await;
+        if let Some(mapping) = lookup.as_ref().ok().filter(|m| !role::fits(key, m)) {
+            warn!(
+                content = %mapping.content,
+                publisher = %mapping.publisher,
+                "the tracker maps {} to a version other than the origin serves now \
+                 (size {}, ETag {:?}, Last-Modified {:?}); ignoring the mapping",
+                key.url, mapping.key.size, mapping.key.etag, mapping.key.last_modified
+            );
+        }
+        Ok(match role::after_lookup(lookup, key)? {
             AfterLookup::Mapped(content) => Role::Mapped(content),
             AfterLookup::Alone(why) => Role::Alone(why),
             AfterLookup::CreateSwarm => {
