@@ -7,10 +7,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use shoal_core::wire::{
-    AgentList, AgentsQuery, AnnounceRequest, ContentList, ContentQuery, CreateSwarmRequest,
-    HeartbeatRequest, LatestUrlQuery, LeaseGrant, PeersQuery, PublishDigestsRequest,
-    PublishUrlRequest, RegisterRequest, ReportAccepted, ReportRequest, SwarmInfo, UrlKey,
-    MAX_NAME_LEN, MAX_REASON_LEN, MAX_SWARM_PIECES,
+    AgentId, AgentList, AgentsQuery, AnnounceRequest, ContentList, ContentQuery,
+    CreateSwarmRequest, HeartbeatRequest, LatestUrlQuery, LeaseGrant, PeersQuery,
+    PublishDigestsRequest, PublishUrlRequest, RegisterRequest, ReportAccepted, ReportRequest,
+    SwarmInfo, UrlKey, UrlReportAccepted, UrlReportRequest, MAX_NAME_LEN, MAX_REASON_LEN,
+    MAX_SWARM_PIECES,
 };
 use shoal_core::{hex, Manifest};
 
@@ -22,7 +23,7 @@ use crate::extract::{
 use crate::limits::{DEFAULT_LIST, DEFAULT_PEERS, MAX_LIST, MAX_PEERS};
 use crate::store::{
     AgentPage, ContentSearch, NewSwarm, PeerQuery, PeerReport, Registration, Reporter, Store,
-    StoreError,
+    StoreError, UrlReport,
 };
 use crate::urlkey::normalize;
 use crate::AppState;
@@ -59,6 +60,7 @@ routes! {
     post "/v1/urls" => publish_url,
     get "/v1/urls" => lookup_url,
     get "/v1/urls/latest" => latest_url,
+    post "/v1/urls/reports" => report_url,
     post "/v1/swarms" => create_swarm,
     get "/v1/swarms/{id}" => get_swarm,
     post "/v1/swarms/{id}/digests" => publish_digests,
@@ -326,21 +328,7 @@ async fn report<S: Store>(
             format!("reason is over {MAX_REASON_LEN} bytes"),
         ));
     }
-    let by = if allow.caller().admin {
-        Reporter::Admin
-    } else {
-        let reporter = body
-            .reporter
-            .or_else(|| allow.principal.agent.clone())
-            .ok_or_else(|| {
-                ApiError::field(
-                    "reporter",
-                    "reporter is required with a fleet token: the id of the reporting agent",
-                )
-            })?;
-        allow.acts_for(&reporter, "reporter")?;
-        Reporter::Agent(reporter)
-    };
+    let by = reporter(&allow, body.reporter)?;
     let report = PeerReport {
         content,
         agent: body.agent,
@@ -361,6 +349,56 @@ async fn report<S: Store>(
         "a peer was reported for a piece that did not match its digest"
     );
     Ok((StatusCode::ACCEPTED, Json(ReportAccepted {})).into_response())
+}
+
+/// Who reports: an admin token, or the agent a per-agent token is bound to, or the one a fleet
+/// token names.
+fn reporter(allow: &Allow<AnnouncePerm>, named: Option<AgentId>) -> Result<Reporter, ApiError> {
+    if allow.caller().admin {
+        return Ok(Reporter::Admin);
+    }
+    let reporter = named
+        .or_else(|| allow.principal.agent.clone())
+        .ok_or_else(|| {
+            ApiError::field(
+                "reporter",
+                "reporter is required with a fleet token: the id of the reporting agent",
+            )
+        })?;
+    allow.acts_for(&reporter, "reporter")?;
+    Ok(Reporter::Agent(reporter))
+}
+
+async fn report_url<S: Store>(
+    State(state): State<AppState<S>>,
+    allow: Allow<AnnouncePerm>,
+    JsonBody(body): JsonBody<UrlReportRequest>,
+) -> Result<Response, ApiError> {
+    if body.reason.len() > MAX_REASON_LEN {
+        return Err(ApiError::field(
+            "reason",
+            format!("reason is over {MAX_REASON_LEN} bytes"),
+        ));
+    }
+    let report = UrlReport {
+        key: normalize(body.key, "key.")?,
+        content: body.content,
+        by: reporter(&allow, body.reporter)?,
+    };
+    let (content, by) = (report.content, report.by.clone());
+    let withdrawn = state.shared.store.report_url(report).await?;
+    state.shared.metrics.count_report();
+    // Not the URL: a signed URL's query carries a credential. The reason is the client's text.
+    tracing::warn!(
+        token = %allow.principal.name,
+        ?by,
+        %content,
+        piece = body.piece,
+        reason = ?body.reason,
+        withdrawn,
+        "a URL mapping was reported: the origin's bytes do not match its content"
+    );
+    Ok((StatusCode::ACCEPTED, Json(UrlReportAccepted { withdrawn })).into_response())
 }
 
 async fn create_swarm<S: Store>(

@@ -30,7 +30,7 @@ impl Job<'_> {
         let key = key_of(&version);
         let origin = OriginUrl { url, version };
         match self.role(&key).await? {
-            Role::Mapped(content) => self.content(content, Some(origin)).await,
+            Role::Mapped(content) => self.mapped(content, origin).await,
             Role::Lead(swarm) => self.lead(origin, swarm).await,
             Role::Follow(swarm) => match self.follow(&origin, &swarm).await {
                 Ok(fetched) => Ok(fetched),
@@ -111,7 +111,7 @@ impl Job<'_> {
     /// Fetches from the origin without a swarm, hashing pieces as they complete (see
     /// [`Alone`], and a follower whose swarm failed). The manifest is published if a tracker
     /// answers.
-    async fn alone(&self, origin: OriginUrl) -> Result<Fetched, AgentFetchError> {
+    pub(super) async fn alone(&self, origin: OriginUrl) -> Result<Fetched, AgentFetchError> {
         let size = origin.version.size;
         let layout = Layout::new(size, piece_size::for_size(size))?;
         let tmp = self.f.objects.dir().join(format!(

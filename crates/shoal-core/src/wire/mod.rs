@@ -24,8 +24,9 @@ pub use tracker::{
     ContentSummary, CreateSwarmRequest, HeartbeatRequest, Holding, LatestUrlQuery, LeaseGrant,
     ManifestPublished, Peer, PeersQuery, PeersResponse, PieceDelta, PieceDigestEntry,
     PublishDigestsRequest, PublishUrlRequest, RegisterRequest, ReportAccepted, ReportRequest,
-    SwarmDigests, SwarmDigestsError, SwarmInfo, UrlKey, UrlMapping, MAX_FILE_SIZE, MAX_NAME_LEN,
-    MAX_REASON_LEN, MAX_SWARM_PIECES, MAX_URL_LEN, MAX_VALIDATOR_LEN, SWARM_ID_TAG,
+    SwarmDigests, SwarmDigestsError, SwarmInfo, UrlKey, UrlMapping, UrlReportAccepted,
+    UrlReportRequest, MAX_FILE_SIZE, MAX_NAME_LEN, MAX_REASON_LEN, MAX_SWARM_PIECES, MAX_URL_LEN,
+    MAX_VALIDATOR_LEN, SWARM_ID_TAG,
 };
 
 /// Every path of both protocols is under this prefix.

@@ -544,6 +544,35 @@ pub struct ReportRequest {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportAccepted {}
 
+/// `POST /v1/urls/reports`: the origin of `key` answered a range request for `piece` with
+/// bytes that do not hash to the digest the manifest of `content` (which the tracker maps `key`
+/// to) has for it, so the mapping is not the origin's file. Once two distinct agents (or one
+/// admin token) reported the mapping within ten minutes, the tracker withdraws it and the next
+/// publish of the URL version wins. Answers `202` with [`UrlReportAccepted`], also when `key`
+/// no longer maps to `content` (the report then changes nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UrlReportRequest {
+    /// The URL version, as the reporter probed it.
+    pub key: UrlKey,
+    /// The content the tracker maps `key` to.
+    pub content: ContentId,
+    /// The piece the origin disagreed on.
+    pub piece: u32,
+    /// The reporting agent, as in [`ReportRequest::reporter`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reporter: Option<AgentId>,
+    /// For the tracker's log; at most [`MAX_REASON_LEN`] bytes.
+    pub reason: String,
+}
+
+/// The answer to a [`UrlReportRequest`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UrlReportAccepted {
+    /// Whether this report withdrew the mapping.
+    pub withdrawn: bool,
+}
+
 /// Request paths, so clients build them the way the tracker routes them.
 pub mod path {
     use super::AgentId;
@@ -602,6 +631,8 @@ pub mod path {
     pub const URLS: &str = "/v1/urls";
     /// The newest published version of a URL (`GET`, [`LatestUrlQuery`](super::LatestUrlQuery)).
     pub const URLS_LATEST: &str = "/v1/urls/latest";
+    /// Report a URL mapping the origin disagrees with (`POST`, [`UrlReportRequest`](super::UrlReportRequest)).
+    pub const URL_REPORTS: &str = "/v1/urls/reports";
     /// Create or join a URL swarm (`POST`).
     pub const SWARMS: &str = "/v1/swarms";
 }

@@ -21,9 +21,10 @@ use shoal_core::{Bitfield, ContentId, Layout};
 
 mod retention;
 
+use super::evidence::Evidence;
 use super::{
-    AgentPage, Caller, ContentSearch, PeerQuery, PeerReport, Registration, Reporter, StoreError,
-    StoreStats, REPORTS_TO_HIDE, REPORT_HOLD,
+    AgentPage, Caller, ContentSearch, PeerQuery, PeerReport, Registration, StoreError, StoreStats,
+    REPORT_HOLD,
 };
 
 /// The pieces one agent holds of one content. Complete holdings, the common case, carry no
@@ -98,8 +99,8 @@ pub(super) struct Memory {
     contents: Vec<Content>,
     /// Content slot → reported agent → until when (ms) it is left out of peers answers.
     reports: HashMap<u32, HashMap<AgentId, u64>>,
-    /// (Content slot, reported agent) → reporting agent → until when (ms) its report counts.
-    evidence: HashMap<(u32, AgentId), HashMap<AgentId, u64>>,
+    /// Reports of (content slot, agent) not yet corroborated.
+    evidence: Evidence<(u32, AgentId)>,
     /// Holdings of every agent not yet swept, kept as they change so [`Memory::stats`] walks
     /// nothing.
     holdings: u64,
@@ -127,7 +128,7 @@ impl Memory {
             content_ids: HashMap::new(),
             contents: Vec::new(),
             reports: HashMap::new(),
-            evidence: HashMap::new(),
+            evidence: Evidence::default(),
             holdings: 0,
             manifests: 0,
         }
@@ -611,19 +612,8 @@ impl Memory {
             return Ok(false);
         }
         let until = now + REPORT_HOLD.as_millis() as u64;
-        let corroborated = match &report.by {
-            Reporter::Admin => true,
-            Reporter::Agent(reporter) => {
-                let reporters = self
-                    .evidence
-                    .entry((slot, report.agent.clone()))
-                    .or_default();
-                reporters.retain(|_, &mut until| until > now);
-                reporters.insert(reporter.clone(), until);
-                reporters.len() >= REPORTS_TO_HIDE
-            }
-        };
-        if corroborated {
+        let subject = (slot, report.agent.clone());
+        if self.evidence.record(subject, &report.by, until, now) {
             self.reports
                 .entry(slot)
                 .or_default()
@@ -667,10 +657,7 @@ impl Memory {
             agents.retain(|_, &mut until| until > now);
             !agents.is_empty()
         });
-        self.evidence.retain(|_, reporters| {
-            reporters.retain(|_, &mut until| until > now);
-            !reporters.is_empty()
-        });
+        self.evidence.sweep(now);
         lapsed.len()
     }
 }

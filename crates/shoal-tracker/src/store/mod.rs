@@ -8,6 +8,7 @@
 //! Every operation is small enough to map to a few commands of a networked store: the Redis
 //! backend keeps all of it in Redis, so that tracker replicas share it.
 
+mod evidence;
 mod memory;
 pub mod redis;
 pub mod sqlite;
@@ -182,8 +183,21 @@ pub enum Reporter {
     Agent(AgentId),
 }
 
-/// Distinct agents whose reports, each within [`REPORT_HOLD`] of the latest, hide a peer.
+/// Distinct agents whose reports, each within [`REPORT_HOLD`] of the latest, hide a peer or
+/// withdraw a URL mapping.
 pub const REPORTS_TO_HIDE: usize = 2;
+
+/// A URL mapping whose content did not match the origin: the reporter fetched a piece of
+/// `key` from the origin, and it did not hash to the manifest's digest for it.
+#[derive(Debug, Clone)]
+pub struct UrlReport {
+    /// Normalized.
+    pub key: UrlKey,
+    /// The content the reporter was told `key` maps to.
+    pub content: ContentId,
+    /// Who says so.
+    pub by: Reporter,
+}
 
 /// How a store keeps soft state: lease length, clock and per-agent holding cap. The default is a
 /// 30-second lease on the system clock with at most [`MAX_HOLDINGS`] holdings per agent.
@@ -452,6 +466,15 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// reports of agents that hold the content are kept (so reports take no space for agents
     /// or contents that do not exist).
     fn report(&self, report: PeerReport) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Records a report that `report.key` is not `report.content`, for [`REPORT_HOLD`], while
+    /// the key maps to that content. Once an admin, or [`REPORTS_TO_HIDE`] distinct agents
+    /// within that time, reported it, the mapping is withdrawn (the next publish of the key
+    /// wins); answers whether it was.
+    fn report_url(
+        &self,
+        report: UrlReport,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Counts for `/metrics`, each read in O(1).
     fn stats(&self) -> impl Future<Output = Result<StoreStats, StoreError>> + Send;

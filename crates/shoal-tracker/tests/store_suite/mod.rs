@@ -14,7 +14,7 @@ use shoal_core::wire::{
 use shoal_core::{Bitfield, ContentId, Layout, Manifest};
 use shoal_tracker::store::{
     AgentPage, Caller, ContentSearch, NewSwarm, PeerQuery, PeerReport, Registration, Reporter,
-    REPORT_HOLD,
+    UrlReport, REPORT_HOLD,
 };
 use shoal_tracker::{Clock, Store, StoreError, SwarmLimits};
 
@@ -73,6 +73,7 @@ macro_rules! store_suite {
             case!(swarms_lapse_and_are_bounded);
             case!(reports_hide_a_peer_for_one_content);
             case!(reports_need_corroboration);
+            case!(url_reports_withdraw_a_mapping_on_corroboration);
             case!(holdings_per_agent_are_capped);
             case!(unheld_contents_go_after_the_retention);
         }
@@ -856,6 +857,88 @@ pub(crate) async fn reports_need_corroboration<S: Store>(store: S, clock: Clock)
     };
     assert!(store.report(admin_report).await.unwrap());
     assert_eq!(offered(&store).await, ["good"]);
+}
+
+pub(crate) async fn url_reports_withdraw_a_mapping_on_corroboration<S: Store>(
+    store: S,
+    clock: Clock,
+) {
+    let key = |version: &str| UrlKey {
+        url: "https://origin.example/f.iso".into(),
+        size: 40,
+        etag: Some(format!("\"{version}\"")),
+        last_modified: None,
+    };
+    let mut ids = Vec::new();
+    for seed in [1, 2] {
+        let data: Vec<u8> = (0..40u8).map(|i| i.wrapping_mul(seed)).collect();
+        let manifest = Manifest::of_bytes(&data, 4).unwrap();
+        ids.push(manifest.id());
+        store.put_manifest(manifest, Arc::from("t")).await.unwrap();
+    }
+    let (poisoned, honest) = (ids[0], ids[1]);
+    for version in ["v1", "v2"] {
+        store
+            .publish_url(key(version), poisoned, Arc::from("liar"))
+            .await
+            .unwrap();
+    }
+    let report = |version: &str, content: ContentId, by: Reporter| UrlReport {
+        key: key(version),
+        content,
+        by,
+    };
+    let agent = |name: &str| Reporter::Agent(id(name));
+    let mapped = |version: &'static str| {
+        let store = store.clone();
+        async move { store.lookup_url(key(version)).await.map(|m| m.content).ok() }
+    };
+
+    // One agent's reports, a report of another content, and one that lapsed withdraw nothing.
+    assert!(!store
+        .report_url(report("v1", poisoned, agent("r1")))
+        .await
+        .unwrap());
+    assert!(!store
+        .report_url(report("v1", poisoned, agent("r1")))
+        .await
+        .unwrap());
+    assert!(!store
+        .report_url(report("v1", honest, agent("r2")))
+        .await
+        .unwrap());
+    assert_eq!(mapped("v1").await, Some(poisoned));
+    clock.advance(REPORT_HOLD);
+    store.sweep().await.unwrap();
+    assert!(!store
+        .report_url(report("v1", poisoned, agent("r2")))
+        .await
+        .unwrap());
+    assert_eq!(mapped("v1").await, Some(poisoned));
+
+    // A second agent within the hold does; then the next publish of the version wins.
+    assert!(store
+        .report_url(report("v1", poisoned, agent("r3")))
+        .await
+        .unwrap());
+    assert_eq!(mapped("v1").await, None);
+    assert_eq!(mapped("v2").await, Some(poisoned));
+    assert!(!store
+        .report_url(report("v1", poisoned, agent("r4")))
+        .await
+        .unwrap());
+    let (mapping, created) = store
+        .publish_url(key("v1"), honest, Arc::from("honest"))
+        .await
+        .unwrap();
+    assert!(created && mapping.content == honest);
+
+    // One admin report is enough.
+    assert!(store
+        .report_url(report("v2", poisoned, Reporter::Admin))
+        .await
+        .unwrap());
+    assert_eq!(mapped("v2").await, None);
 }
 
 pub(crate) async fn holdings_per_agent_are_capped<S: Store>(store: S, _: Clock) {

@@ -45,7 +45,7 @@ use shoal_core::{ContentId, Manifest, PieceDigest};
 
 use super::{
     AgentPage, Caller, ContentSearch, DigestsPublished, NewSwarm, PeerQuery, PeerReport,
-    Registration, Store, StoreError, StoreOptions, StoreStats, SwarmLimits, Swept,
+    Registration, Store, StoreError, StoreOptions, StoreStats, SwarmLimits, Swept, UrlReport,
 };
 use crate::clock::Clock;
 
@@ -248,6 +248,10 @@ impl Store for RedisStore {
 
     async fn report(&self, report: PeerReport) -> Result<bool, StoreError> {
         self.report_in_redis(report).await
+    }
+
+    async fn report_url(&self, report: UrlReport) -> Result<bool, StoreError> {
+        self.report_url_in_redis(report).await
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
