@@ -37,7 +37,7 @@ impl Job<'_> {
         content: ContentId,
         origin: OriginUrl,
     ) -> Result<Fetched, AgentFetchError> {
-        if let Some(held) = self.held(&content) {
+        if let Some(held) = self.held(&content).await {
             return Ok(held);
         }
         let manifest = self.manifest(content).await?;
