@@ -13,7 +13,8 @@ use shoal_core::wire::{
     path, AgentId, AnnounceRequest, ContentList, ContentQuery, ContentSummary, CreateSwarmRequest,
     ErrorBody, HeartbeatRequest, LatestUrlQuery, LeaseGrant, ManifestPublished, PeersQuery,
     PeersResponse, PublishDigestsRequest, PublishUrlRequest, RegisterRequest, ReportAccepted,
-    ReportRequest, SwarmInfo, TakeOverRequest, UrlKey, UrlMapping,
+    ReportRequest, SwarmInfo, TakeOverRequest, UrlKey, UrlMapping, UrlReportAccepted,
+    UrlReportRequest,
 };
 use shoal_core::{ContentId, Manifest};
 use thiserror::Error;
@@ -379,6 +380,15 @@ impl TrackerClient {
         )
         .await
         .map(|_| ())
+    }
+
+    /// Reports that the origin disagrees with the content a URL version is mapped to.
+    pub async fn report_url(
+        &self,
+        body: &UrlReportRequest,
+    ) -> Result<UrlReportAccepted, TrackerError> {
+        self.call(Method::POST, path::URL_REPORTS, Some(body), "such URL")
+            .await
     }
 
     async fn call<T: DeserializeOwned, B: Serialize>(

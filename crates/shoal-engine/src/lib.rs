@@ -50,6 +50,51 @@ pub async fn url_version(url: &Url, http: &HttpOptions) -> Result<UrlVersion, Do
         .map_err(|e| DownloadError::fetch(url, e, 1))
 }
 
+/// Fetches exactly `range` of the version `version` of `url` names (sent as `If-Range`, so
+/// another version is an error, not other bytes) into memory, reading no more than `range`
+/// holds: a sample of the origin to check another source's copy against, so `range` is a
+/// piece, not a file.
+pub async fn fetch_sample(
+    url: &Url,
+    version: &UrlVersion,
+    range: shoal_core::ByteRange,
+    http: &HttpOptions,
+) -> Result<Vec<u8>, DownloadError> {
+    let fail = |e| DownloadError::fetch(url, e, 1);
+    let client = http::client(http).map_err(fail)?;
+    let source = http::RangeSource {
+        client: client.owned_by(url),
+        url: url.clone().into(),
+        size: version.size,
+        validator: version.validator.clone(),
+    };
+    let mut response = source.fetch(range).await.map_err(fail)?;
+    let mut bytes = Vec::with_capacity(range.len() as usize);
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| fail(http::transport_error(e)))?
+    {
+        if (bytes.len() + chunk.len()) as u64 > range.len() {
+            return Err(fail(FetchError::Protocol(format!(
+                "sent more than the {} bytes of {}",
+                range.len(),
+                range.http_header()
+            ))));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    if bytes.len() as u64 != range.len() {
+        return Err(fail(FetchError::CutShort(format!(
+            "{} of the {} bytes of {} arrived",
+            bytes.len(),
+            range.len(),
+            range.http_header()
+        ))));
+    }
+    Ok(bytes)
+}
+
 /// Downloads one file as `options` say, sending progress to `events` until it is complete and
 /// in place, fails, or `cancel` fires.
 pub async fn download(

@@ -15,10 +15,16 @@
 //!   `worker_connections`; the total is kept below the process's descriptor limit, whose soft
 //!   value [`raise_nofile_limit`] lifts to the hard one.
 //!
+//! With a [`ServerTls`] ([`serve_tls`]), every connection is TLS: its handshake must finish
+//! within the header timeout.
+//!
 //! Handlers see the client's address as axum's `ConnectInfo<SocketAddr>`.
 
 mod gate;
 mod idle;
+mod tls;
+
+pub use tls::{ServerTls, TlsError};
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -116,6 +122,17 @@ pub async fn serve(
     limits: ServeLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    serve_tls(listener, router, limits, None, shutdown).await
+}
+
+/// As [`serve`], and with `tls`, every connection speaks TLS (HTTP/1.1 inside).
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    limits: ServeLimits,
+    tls: Option<ServerTls>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
     let limits = match raise_nofile_limit() {
         Ok(descriptors) => limits.within_descriptors(descriptors),
         Err(error) => {
@@ -154,12 +171,16 @@ pub async fn serve(
         };
         let connection = Connection {
             stream,
-            peer,
-            _ticket: ticket,
-            router: router.clone(),
-            http: http.clone(),
-            idle_timeout: limits.idle_timeout,
-            closing: closing.subscribe(),
+            tls: tls.clone(),
+            handshake_timeout: limits.header_timeout,
+            http: HttpConnection {
+                peer,
+                _ticket: ticket,
+                router: router.clone(),
+                http: http.clone(),
+                idle_timeout: limits.idle_timeout,
+                closing: closing.subscribe(),
+            },
         };
         tokio::spawn(connection.run());
     }
@@ -179,9 +200,33 @@ fn is_per_connection(error: &io::Error) -> bool {
     )
 }
 
-/// One accepted connection and what it needs until it closes.
+/// One accepted connection, before its TLS handshake if any.
 struct Connection {
     stream: TcpStream,
+    tls: Option<ServerTls>,
+    /// How long a TLS handshake may take: the header timeout, since it comes before the head.
+    handshake_timeout: Duration,
+    http: HttpConnection,
+}
+
+impl Connection {
+    async fn run(self) {
+        let activity = Activity::new();
+        let stream = Tracked::new(self.stream, activity.clone());
+        let Some(tls) = self.tls else {
+            return self.http.serve(TokioIo::new(stream), activity).await;
+        };
+        let peer = self.http.peer;
+        match tokio::time::timeout(self.handshake_timeout, tls.acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => self.http.serve(TokioIo::new(stream), activity).await,
+            Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        }
+    }
+}
+
+/// What an accepted connection needs to serve HTTP until it closes.
+struct HttpConnection {
     peer: SocketAddr,
     /// Counts the connection against the caps until it closes.
     _ticket: Ticket,
@@ -192,10 +237,11 @@ struct Connection {
     closing: watch::Receiver<()>,
 }
 
-impl Connection {
-    async fn run(mut self) {
-        let activity = Activity::new();
-        let io = TokioIo::new(Tracked::new(self.stream, activity.clone()));
+impl HttpConnection {
+    async fn serve<I>(mut self, io: TokioIo<I>, activity: Activity)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (peer, router) = (self.peer, self.router);
         let service = service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));

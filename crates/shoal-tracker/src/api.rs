@@ -7,10 +7,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use shoal_core::wire::{
-    AgentList, AgentsQuery, AnnounceRequest, ContentList, ContentQuery, CreateSwarmRequest,
-    HeartbeatRequest, LatestUrlQuery, LeaseGrant, PeersQuery, PublishDigestsRequest,
-    PublishUrlRequest, RegisterRequest, ReportAccepted, ReportRequest, SwarmInfo, TakeOverRequest,
-    UrlKey, MAX_NAME_LEN, MAX_REASON_LEN, MAX_SWARM_PIECES,
+    AgentId, AgentList, AgentsQuery, AnnounceRequest, ContentList, ContentQuery,
+    CreateSwarmRequest, HeartbeatRequest, LatestUrlQuery, LeaseGrant, PeersQuery,
+    PublishDigestsRequest, PublishUrlRequest, RegisterRequest, ReportAccepted, ReportRequest,
+    SwarmInfo, TakeOverRequest, UrlKey, UrlReportAccepted, UrlReportRequest, MAX_NAME_LEN,
+    MAX_REASON_LEN, MAX_SWARM_PIECES,
 };
 use shoal_core::{hex, Manifest};
 
@@ -21,7 +22,8 @@ use crate::extract::{
 };
 use crate::limits::{DEFAULT_LIST, DEFAULT_PEERS, MAX_LIST, MAX_PEERS};
 use crate::store::{
-    AgentPage, ContentSearch, NewSwarm, PeerQuery, PeerReport, Registration, Store, StoreError,
+    AgentPage, ContentSearch, NewSwarm, PeerQuery, PeerReport, Registration, Reporter, Store,
+    StoreError, UrlReport,
 };
 use crate::urlkey::normalize;
 use crate::AppState;
@@ -58,6 +60,7 @@ routes! {
     post "/v1/urls" => publish_url,
     get "/v1/urls" => lookup_url,
     get "/v1/urls/latest" => latest_url,
+    post "/v1/urls/reports" => report_url,
     post "/v1/swarms" => create_swarm,
     get "/v1/swarms/{id}" => get_swarm,
     post "/v1/swarms/{id}/digests" => publish_digests,
@@ -117,8 +120,10 @@ async fn register<S: Store>(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<RegisterRequest>,
 ) -> Result<Json<LeaseGrant>, ApiError> {
+    let id = agent_id(&id)?;
+    allow.acts_for(&id, "id")?;
     let reg = Registration {
-        id: agent_id(&id)?,
+        id,
         addr: body.addr,
         upload_capacity: body.upload_capacity,
         holdings: body.holdings,
@@ -133,11 +138,9 @@ async fn deregister<S: Store>(
     allow: Allow<AnnouncePerm>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .shared
-        .store
-        .deregister(allow.caller(), agent_id(&id)?)
-        .await?;
+    let id = agent_id(&id)?;
+    allow.acts_for(&id, "id")?;
+    state.shared.store.deregister(allow.caller(), id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -148,6 +151,7 @@ async fn heartbeat<S: Store>(
     JsonBody(body): JsonBody<HeartbeatRequest>,
 ) -> Result<Json<LeaseGrant>, ApiError> {
     let id = agent_id(&id)?;
+    allow.acts_for(&id, "id")?;
     Ok(Json(
         state
             .shared
@@ -164,6 +168,7 @@ async fn announce<S: Store>(
     JsonBody(body): JsonBody<AnnounceRequest>,
 ) -> Result<Json<LeaseGrant>, ApiError> {
     let id = agent_id(&id)?;
+    allow.acts_for(&id, "id")?;
     Ok(Json(
         state
             .shared
@@ -324,16 +329,19 @@ async fn report<S: Store>(
             format!("reason is over {MAX_REASON_LEN} bytes"),
         ));
     }
+    let by = reporter(&allow, body.reporter)?;
     let report = PeerReport {
         content,
         agent: body.agent,
         piece: body.piece,
+        by,
     };
     let hidden = state.shared.store.report(report.clone()).await?;
     state.shared.metrics.count_report();
     // The reason is the client's text: logged with escapes, so it cannot forge log lines.
     tracing::warn!(
-        reporter = %allow.principal.name,
+        token = %allow.principal.name,
+        by = ?report.by,
         agent = %report.agent,
         %content,
         piece = report.piece,
@@ -344,11 +352,62 @@ async fn report<S: Store>(
     Ok((StatusCode::ACCEPTED, Json(ReportAccepted {})).into_response())
 }
 
+/// Who reports: an admin token, or the agent a per-agent token is bound to, or the one a fleet
+/// token names.
+fn reporter(allow: &Allow<AnnouncePerm>, named: Option<AgentId>) -> Result<Reporter, ApiError> {
+    if allow.caller().admin {
+        return Ok(Reporter::Admin);
+    }
+    let reporter = named
+        .or_else(|| allow.principal.agent.clone())
+        .ok_or_else(|| {
+            ApiError::field(
+                "reporter",
+                "reporter is required with a fleet token: the id of the reporting agent",
+            )
+        })?;
+    allow.acts_for(&reporter, "reporter")?;
+    Ok(Reporter::Agent(reporter))
+}
+
+async fn report_url<S: Store>(
+    State(state): State<AppState<S>>,
+    allow: Allow<AnnouncePerm>,
+    JsonBody(body): JsonBody<UrlReportRequest>,
+) -> Result<Response, ApiError> {
+    if body.reason.len() > MAX_REASON_LEN {
+        return Err(ApiError::field(
+            "reason",
+            format!("reason is over {MAX_REASON_LEN} bytes"),
+        ));
+    }
+    let report = UrlReport {
+        key: normalize(body.key, "key.")?,
+        content: body.content,
+        by: reporter(&allow, body.reporter)?,
+    };
+    let (content, by) = (report.content, report.by.clone());
+    let withdrawn = state.shared.store.report_url(report).await?;
+    state.shared.metrics.count_report();
+    // Not the URL: a signed URL's query carries a credential. The reason is the client's text.
+    tracing::warn!(
+        token = %allow.principal.name,
+        ?by,
+        %content,
+        piece = body.piece,
+        reason = ?body.reason,
+        withdrawn,
+        "a URL mapping was reported: the origin's bytes do not match its content"
+    );
+    Ok((StatusCode::ACCEPTED, Json(UrlReportAccepted { withdrawn })).into_response())
+}
+
 async fn create_swarm<S: Store>(
     State(state): State<AppState<S>>,
     allow: Allow<AnnouncePerm>,
     JsonBody(body): JsonBody<CreateSwarmRequest>,
 ) -> Result<Response, ApiError> {
+    allow.acts_for(&body.agent, "agent")?;
     let key = normalize(body.key, "key.")?;
     if body.layout.size() != key.size {
         return Err(ApiError::field(

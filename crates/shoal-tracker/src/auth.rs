@@ -7,6 +7,12 @@
 //! role = "agent"                          # agent | reader | admin
 //! ```
 //!
+//! A name of the form `agent:ID` makes a *per-agent* token: it may act only for agent `ID`
+//! (register, heartbeat, announce, deregister, lead a swarm, report as that agent). A token
+//! named otherwise is a *fleet* token shared by many agents, which may act for any agent id
+//! it registered; it is weaker, since one stolen fleet token can act as any agent of the
+//! fleet.
+//!
 //! Only BLAKE3 hashes of the secrets are kept, and lookups go by hash, so secrets are never
 //! logged and a lookup's timing says nothing useful about them.
 
@@ -15,10 +21,14 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::Deserialize;
+use shoal_core::wire::AgentId;
 use thiserror::Error;
 
 /// The shortest secret a tokens file may hold, in bytes, so a secret cannot be guessed by trying.
 pub const MIN_SECRET_LEN: usize = 16;
+
+/// The name prefix of a per-agent token: `agent:ID` may act for agent `ID` only.
+pub const AGENT_TOKEN_PREFIX: &str = "agent:";
 
 /// What a token may do; the `role` of a `[[token]]` table, spelled in lower case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -86,6 +96,15 @@ pub struct Principal {
     pub name: Arc<str>,
     /// What the token may do.
     pub role: Role,
+    /// The one agent a per-agent token (`agent:ID`) may act for; `None` for fleet tokens.
+    pub agent: Option<AgentId>,
+}
+
+impl Principal {
+    /// Whether this token may act for agent `id`: a per-agent token for its own id only.
+    pub fn may_act_for(&self, id: &AgentId) -> bool {
+        self.agent.as_ref().is_none_or(|bound| bound == id)
+    }
 }
 
 /// Why a tokens file was refused; the message names the line or token to fix and never quotes a
@@ -116,6 +135,17 @@ pub enum TokensError {
     ShortSecret {
         /// The name of the token with the short secret.
         name: String,
+    },
+    /// A name `agent:ID` whose `ID` is not a valid agent id, or whose role is not `agent`.
+    #[error(
+        "token {name:?}: a per-agent token is named `{AGENT_TOKEN_PREFIX}ID` with a valid agent \
+         id and has the role agent ({message})"
+    )]
+    BadAgent {
+        /// The name as written.
+        name: String,
+        /// What is wrong with it.
+        message: String,
     },
     /// Two tokens have the same name, so logs could not tell them apart.
     #[error("token name {name:?} is used twice")]
@@ -199,12 +229,31 @@ impl Tokens {
         if secret.len() < MIN_SECRET_LEN {
             return Err(TokensError::ShortSecret { name });
         }
+        let agent = match name.strip_prefix(AGENT_TOKEN_PREFIX) {
+            None => None,
+            Some(_) if role != Role::Agent => {
+                return Err(TokensError::BadAgent {
+                    message: format!("not {role}"),
+                    name,
+                })
+            }
+            Some(id) => match AgentId::new(id) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    return Err(TokensError::BadAgent {
+                        message: e.to_string(),
+                        name,
+                    })
+                }
+            },
+        };
         if !names.insert(name.clone()) {
             return Err(TokensError::DuplicateName { name });
         }
         let principal = Principal {
             name: name.into(),
             role,
+            agent,
         };
         if let Some(first) = self.by_hash.insert(hash(secret), principal.clone()) {
             return Err(TokensError::DuplicateSecret {
@@ -279,6 +328,25 @@ mod tests {
         ]);
         assert!(matches!(twice, Err(TokensError::DuplicateSecret { .. })));
         assert!(matches!(Tokens::from_toml(""), Err(TokensError::Empty)));
+    }
+
+    #[test]
+    fn agent_names_bind_an_agent_id() {
+        let tokens = Tokens::from_entries([
+            ("agent:web1", "0123456789abcdef-web1", Role::Agent),
+            ("fleet", "0123456789abcdef-fleet", Role::Agent),
+        ])
+        .unwrap();
+        let web1 = tokens.authenticate("0123456789abcdef-web1").unwrap();
+        let id = |s: &str| AgentId::new(s).unwrap();
+        assert_eq!(web1.agent, Some(id("web1")));
+        assert!(web1.may_act_for(&id("web1")) && !web1.may_act_for(&id("web2")));
+        let fleet = tokens.authenticate("0123456789abcdef-fleet").unwrap();
+        assert!(fleet.agent.is_none() && fleet.may_act_for(&id("web2")));
+        for (name, role) in [("agent:", Role::Agent), ("agent:ops", Role::Admin)] {
+            let err = Tokens::from_entries([(name, "0123456789abcdef", role)]).unwrap_err();
+            assert!(matches!(err, TokensError::BadAgent { .. }), "{name}: {err}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use shoal_core::wire::ErrorBody;
+use shoal_core::wire::{AgentId, ErrorBody};
 use thiserror::Error;
 
 use crate::auth::{Action, Role};
@@ -27,6 +27,21 @@ pub enum ApiError {
         role: Role,
         /// What the route does.
         action: Action,
+    },
+    /// A per-agent token acting for another agent: `403`.
+    #[error(
+        "token {token} may act for agent {bound} only, not for agent {asked}: give agent \
+         {asked} its own token, named agent:{asked}"
+    )]
+    WrongAgent {
+        /// Where the agent id was: `id` (the path), `agent`, `reporter`.
+        field: &'static str,
+        /// The token's name.
+        token: String,
+        /// The agent the token may act for.
+        bound: AgentId,
+        /// The agent the request acts for.
+        asked: AgentId,
     },
     /// The body is larger than the route allows: `413`.
     #[error("request body is over the limit of {limit} bytes")]
@@ -81,7 +96,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::NoToken | ApiError::BadToken => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::Forbidden { .. } | ApiError::WrongAgent { .. } => StatusCode::FORBIDDEN,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -111,7 +126,9 @@ impl ApiError {
     fn field_name(&self) -> Option<String> {
         match self {
             ApiError::BadRequest { field, .. } => field.clone(),
-            ApiError::NotFound { field, .. } => Some(field.to_string()),
+            ApiError::NotFound { field, .. } | ApiError::WrongAgent { field, .. } => {
+                Some(field.to_string())
+            }
             ApiError::Store(e) => match e {
                 StoreError::UnknownAgent(_)
                 | StoreError::NotOwner(_)

@@ -60,6 +60,20 @@ impl<P> Allow<P> {
             admin: self.principal.role == crate::auth::Role::Admin,
         }
     }
+
+    /// Checks that this token may act for agent `id`, named by the request's `field` (see
+    /// [`Principal::may_act_for`]).
+    pub fn acts_for(&self, id: &AgentId, field: &'static str) -> Result<(), ApiError> {
+        match &self.principal.agent {
+            Some(bound) if bound != id => Err(ApiError::WrongAgent {
+                field,
+                token: self.principal.name.to_string(),
+                bound: bound.clone(),
+                asked: id.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl<S: Store, P: Permission> FromRequestParts<AppState<S>> for Allow<P> {

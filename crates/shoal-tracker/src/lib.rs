@@ -36,6 +36,7 @@ pub use auth::{Role, Tokens, TokensError};
 pub use clock::Clock;
 pub use error::ApiError;
 pub use ratelimit::RateLimit;
+pub use shoal_serve::ServerTls;
 pub use store::{
     RedisStore, SqliteLocation, SqliteStore, Store, StoreError, StoreOptions, SwarmLimits,
     RETENTION,
@@ -62,6 +63,8 @@ pub struct TrackerOptions {
     pub clock: Clock,
     /// Header and idle timeouts and connection caps.
     pub limits: ServeLimits,
+    /// Serve TLS with this certificate and key instead of plain HTTP.
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for TrackerOptions {
@@ -73,6 +76,7 @@ impl Default for TrackerOptions {
             sweep_every: Duration::from_secs(5),
             clock: Clock::system(),
             limits: ServeLimits::default(),
+            tls: None,
         }
     }
 }
@@ -130,7 +134,8 @@ pub fn app<S: Store>(state: AppState<S>) -> Router {
         .with_state(state)
 }
 
-/// Serves `listener` within [`TrackerOptions::limits`] until `shutdown` completes, then lets
+/// Serves `listener` within [`TrackerOptions::limits`] (over TLS with
+/// [`TrackerOptions::tls`]) until `shutdown` completes, then lets
 /// requests in flight finish.
 pub async fn run<S: Store>(
     listener: TcpListener,
@@ -160,7 +165,8 @@ pub async fn run<S: Store>(
         tracing::info!(%addr, "tracker listening");
     }
     let limits = state.shared.options.limits.clone();
-    let served = shoal_serve::serve(listener, app(state), limits, shutdown).await;
+    let tls = state.shared.options.tls.clone();
+    let served = shoal_serve::serve_tls(listener, app(state), limits, tls, shutdown).await;
     sweeper.abort();
     tracing::info!("tracker stopped");
     served

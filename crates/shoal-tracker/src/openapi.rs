@@ -140,8 +140,17 @@ fn schemas() -> Value {
         "ReportRequest": {"type": "object", "required": ["agent", "piece", "reason"], "properties": {
             "agent": {"type": "string", "description": "The peer that sent the bad piece"},
             "piece": {"type": "integer", "format": "uint32"},
+            "reporter": {"type": "string", "description": "The reporting agent; required with a fleet token"},
             "reason": {"type": "string", "maxLength": 1024}}},
-        "ReportAccepted": {"type": "object"}
+        "ReportAccepted": {"type": "object"},
+        "UrlReportRequest": {"type": "object", "required": ["key", "content", "piece", "reason"], "properties": {
+            "key": {"$ref": "#/components/schemas/UrlKey"},
+            "content": {"$ref": "#/components/schemas/ContentId"},
+            "piece": {"type": "integer", "format": "uint32"},
+            "reporter": {"type": "string", "description": "The reporting agent; required with a fleet token"},
+            "reason": {"type": "string", "maxLength": 1024}}},
+        "UrlReportAccepted": {"type": "object", "required": ["withdrawn"], "properties": {
+            "withdrawn": {"type": "boolean"}}}
     })
 }
 
@@ -219,7 +228,7 @@ pub fn document() -> Value {
                 "get": {"summary": "Fetch a manifest (all roles)",
                     "parameters": [content_id.clone()],
                     "responses": ok("200", "Manifest", "Manifest", &errs(&["400", "404"]))}},
-            "/v1/content/{id}/reports": {"post": {"summary": "Report a peer that served a piece not matching its digest: it leaves peers answers for this content for 10 minutes (agent, admin)",
+            "/v1/content/{id}/reports": {"post": {"summary": "Report a peer that served a piece not matching its digest: on reports of two distinct agents (or one admin) it leaves peers answers for this content for 10 minutes (agent, admin)",
                 "parameters": [content_id], "requestBody": body("ReportRequest"),
                 "responses": ok("202", "Accepted (also when the agent does not hold the content)", "ReportAccepted", &errs(&["400", "404", "413"]))}},
             "/v1/urls": {
@@ -238,6 +247,9 @@ pub fn document() -> Value {
                         query("etag", json!({"type": "string"}), "ETag the origin sent"),
                         query("last_modified", json!({"type": "string"}), "Last-Modified the origin sent")],
                     "responses": ok("200", "Mapping", "UrlMapping", &errs(&["400", "404"]))}},
+            "/v1/urls/reports": {"post": {"summary": "Report a URL mapping whose content the origin disagrees with: reports of two distinct agents (or one admin) withdraw it (agent, admin)",
+                "requestBody": body("UrlReportRequest"),
+                "responses": ok("202", "Accepted (also when the URL version no longer maps to that content)", "UrlReportAccepted", &errs(&["400", "403", "413"]))}},
             "/v1/urls/latest": {"get": {"summary": "The most recently published version of a URL, whatever its size and validators, for when its origin does not answer (all roles)",
                 "parameters": [{"name": "url", "in": "query", "required": true, "schema": {"type": "string"}}],
                 "responses": ok("200", "Mapping", "UrlMapping", &errs(&["400", "404"]))}},

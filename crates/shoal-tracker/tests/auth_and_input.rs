@@ -56,6 +56,52 @@ async fn missing_and_wrong_tokens_are_401() {
 }
 
 #[tokio::test]
+async fn a_per_agent_token_acts_for_its_agent_only() {
+    let server = start(Setup::default()).await;
+    let (_, x) = content(1, 40);
+    let wrong = |asked: &str, field: &str| {
+        error(
+            &format!(
+                "token agent:web1 may act for agent web1 only, not for agent {asked}: give \
+                 agent {asked} its own token, named agent:{asked}"
+            ),
+            Some(field),
+        )
+    };
+    let (status, body) = server.register(WEB1, "web2", register_body(&x)).await;
+    assert_eq!((status, body), (StatusCode::FORBIDDEN, wrong("web2", "id")));
+    let (status, _) = server.register(WEB1, "web1", register_body(&x)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = server.register(WEB2, "web2", register_body(&x)).await;
+    assert_eq!(status, StatusCode::OK);
+    // Another agent's lease, holdings and swarms are out of reach, however they were registered.
+    let (status, body) = server.heartbeat(WEB1, "web2").await;
+    assert_eq!((status, body), (StatusCode::FORBIDDEN, wrong("web2", "id")));
+    let announce = json!({"pieces": []});
+    let (status, body) = server.announce(WEB1, "web2", announce.clone()).await;
+    assert_eq!((status, body), (StatusCode::FORBIDDEN, wrong("web2", "id")));
+    let (status, _) = server
+        .call(Method::DELETE, "/v1/agents/web2", Some(WEB1), None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let swarm = json!({"key": {"url": "https://h/f", "size": 40},
+        "layout": {"size": 40, "piece_size": 4}, "agent": "web2"});
+    let (status, body) = server.post("/v1/swarms", WEB1, swarm).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::FORBIDDEN, wrong("web2", "agent"))
+    );
+    let (status, _) = server.announce(WEB1, "web1", announce).await;
+    assert_eq!(status, StatusCode::OK);
+    // The fleet token still acts for any agent it registers (the weaker setup).
+    for id in ["a", "b"] {
+        let (status, _) = server.register(AGENT, id, register_body(&x)).await;
+        assert_eq!(status, StatusCode::OK, "{id}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn roles_limit_what_a_token_does() {
     let server = start(Setup::default()).await;
     let (_, x) = content(1, 40);

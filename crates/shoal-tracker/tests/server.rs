@@ -175,3 +175,61 @@ async fn shutdown_finishes_and_stops_listening() {
     let addr = base.trim_start_matches("http://");
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test]
+async fn a_tracker_with_a_certificate_serves_tls_only_to_clients_that_trust_it() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let store = shoal_tracker::SqliteStore::open(
+        shoal_tracker::SqliteLocation::Memory,
+        shoal_tracker::StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    let options = shoal_tracker::TrackerOptions {
+        tls: Some(shoal_tracker::ServerTls::from_pem_files(&cert, &key).unwrap()),
+        ..shoal_tracker::TrackerOptions::default()
+    };
+    let state = shoal_tracker::AppState::new(store, tokens(), options);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("https://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(shoal_tracker::run(listener, state, async {
+        let _ = stopped.await;
+    }));
+
+    let ca = reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap();
+    let trusting = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .unwrap();
+    let (_, x) = content(1, 40);
+    let reg = json!({"addr": "127.0.0.1:1", "holdings": [holding(&x, "f", 40, None)]});
+    let registered = trusting
+        .put(format!("{base}/v1/agents/a"))
+        .bearer_auth(AGENT)
+        .json(&reg)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), StatusCode::OK);
+
+    let error = reqwest::Client::new()
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap_err();
+    let mut chain = error.to_string();
+    let mut cause = std::error::Error::source(&error);
+    while let Some(e) = cause {
+        chain.push_str(&format!(": {e}"));
+        cause = e.source();
+    }
+    assert!(chain.to_lowercase().contains("certificate"), "{chain}");
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}

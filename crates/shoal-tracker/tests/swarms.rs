@@ -354,9 +354,39 @@ async fn reports_hide_a_peer_from_peers_of_that_content() {
     };
 
     let reports = format!("/v1/content/{x}/reports");
-    let report = json!({"agent": "bad", "piece": 2, "reason": "BLAKE3 mismatch"});
+    let by = |reporter: &str| json!({"agent": "bad", "piece": 2, "reason": "BLAKE3 mismatch", "reporter": reporter});
+    let report = by("r1");
+    // One agent's word is not enough, however often it is said.
+    for _ in 0..2 {
+        assert_eq!(
+            server.post(&reports, AGENT2, report.clone()).await,
+            (StatusCode::ACCEPTED, json!({}))
+        );
+        let (_, peers) = server.get(&format!("/v1/content/{x}/peers"), READER).await;
+        let mut offered = ids(&peers);
+        offered.sort();
+        assert_eq!(offered, ["bad", "good"]);
+    }
+    // A fleet token must say which agent reports; a per-agent token reports as its agent only.
+    let anonymous = json!({"agent": "bad", "piece": 2, "reason": ""});
     assert_eq!(
-        server.post(&reports, AGENT2, report.clone()).await,
+        server.post(&reports, AGENT2, anonymous.clone()).await,
+        (
+            StatusCode::BAD_REQUEST,
+            error(
+                "reporter is required with a fleet token: the id of the reporting agent",
+                Some("reporter")
+            )
+        )
+    );
+    let (status, body) = server.post(&reports, WEB1, by("web2")).await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::FORBIDDEN, Some("reporter"))
+    );
+    // A second agent corroborates (here a per-agent token, which implies its reporter).
+    assert_eq!(
+        server.post(&reports, WEB1, anonymous).await,
         (StatusCode::ACCEPTED, json!({}))
     );
     let (_, peers) = server.get(&format!("/v1/content/{x}/peers"), READER).await;
@@ -364,7 +394,7 @@ async fn reports_hide_a_peer_from_peers_of_that_content() {
     let (_, peers) = server.get(&format!("/v1/content/{y}/peers"), READER).await;
     assert_eq!(ids(&peers), ["bad"]);
     // Reporting an agent that does not hold the content is accepted and changes nothing.
-    let nobody = json!({"agent": "good", "piece": 0, "reason": "?"});
+    let nobody = json!({"agent": "good", "piece": 0, "reason": "?", "reporter": "r1"});
     assert_eq!(
         server
             .post(&format!("/v1/content/{y}/reports"), AGENT2, nobody)
@@ -381,7 +411,7 @@ async fn reports_hide_a_peer_from_peers_of_that_content() {
             error("reason is over 1024 bytes", Some("reason"))
         )
     );
-    let past = json!({"agent": "bad", "piece": 10, "reason": ""});
+    let past = json!({"agent": "bad", "piece": 10, "reason": "", "reporter": "r1"});
     assert_eq!(
         server.post(&reports, AGENT2, past).await,
         (
@@ -413,7 +443,7 @@ async fn reports_hide_a_peer_from_peers_of_that_content() {
         .await
         .unwrap();
     assert!(
-        text.lines().any(|l| l == "shoal_tracker_reports_total 2"),
+        text.lines().any(|l| l == "shoal_tracker_reports_total 4"),
         "{text}"
     );
 
@@ -489,13 +519,18 @@ async fn replicas_share_swarms_and_reports() {
     let other =
         json!({"addr": "127.0.0.1:7003", "holdings": [holding(&id, "f.iso", 40, Some("8000"))]});
     one.register(AGENT, "other", other).await;
-    let report = json!({"agent": "leader", "piece": 0, "reason": "BLAKE3 mismatch"});
-    assert_eq!(
-        one.post(&format!("/v1/content/{id}/reports"), AGENT2, report)
-            .await
-            .0,
-        StatusCode::ACCEPTED
-    );
+    // Two agents' reports through two replicas corroborate each other.
+    for (replica, reporter) in [(&one, "r1"), (&two, "r2")] {
+        let report = json!({"agent": "leader", "piece": 0, "reason": "BLAKE3 mismatch",
+            "reporter": reporter});
+        assert_eq!(
+            replica
+                .post(&format!("/v1/content/{id}/reports"), AGENT2, report)
+                .await
+                .0,
+            StatusCode::ACCEPTED
+        );
+    }
     let (_, peers) = two.get(&format!("/v1/content/{id}/peers"), READER).await;
     assert_eq!(peers["peers"].as_array().unwrap().len(), 1);
     assert_eq!(peers["peers"][0]["id"], "other");

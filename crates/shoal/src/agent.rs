@@ -27,10 +27,16 @@ pub(crate) struct AgentArgs {
     #[arg(long, value_name = "URL")]
     tracker: Option<Url>,
 
-    /// File holding the fleet's agent token (one line): sent to the tracker, and what peers
-    /// must send to fetch pieces from this agent
+    /// File holding this agent's token for the tracker (one line): its own `agent:ID` token,
+    /// or the fleet's agent token; also the peer token unless --peer-token-file is given
     #[arg(long, value_name = "FILE")]
     token_file: PathBuf,
+
+    /// File holding the token peers exchange (one line): sent to peers, and what peers must
+    /// send to fetch pieces from this agent; needed when --token-file holds a per-agent token
+    /// [default: --token-file]
+    #[arg(long, value_name = "FILE")]
+    peer_token_file: Option<PathBuf>,
 
     /// Directory whose files are shared with the fleet, in place
     #[arg(long, value_name = "DIR")]
@@ -155,6 +161,10 @@ fn read_token(path: &Path) -> anyhow::Result<String> {
 
 fn options(args: AgentArgs) -> anyhow::Result<(AgentOptions, SocketAddr)> {
     let token = read_token(&args.token_file)?;
+    let peer_token = match &args.peer_token_file {
+        Some(path) => read_token(path)?,
+        None => token.clone(),
+    };
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("creating the data directory {}", args.data.display()))?;
     let id = match args.id {
@@ -184,13 +194,13 @@ fn options(args: AgentArgs) -> anyhow::Result<(AgentOptions, SocketAddr)> {
         data: args.data,
         advertise,
         serve: ServeOptions {
-            tokens: vec![token.clone()],
+            tokens: vec![peer_token.clone()],
             upload_limit,
             max_connections: args.max_uploads.max(1),
             ..ServeOptions::default()
         },
         fetch: FetchOptions {
-            peer_token: token,
+            peer_token,
             per_peer: args.per_peer,
             connections: args.connections,
             max_wait: args.max_wait,

@@ -12,8 +12,8 @@ use clap::Args;
 use shoal_engine::parse_bytes;
 use shoal_tracker::store::redis::redact;
 use shoal_tracker::{
-    AppState, Clock, RateLimit, RedisStore, SqliteLocation, SqliteStore, Store, StoreOptions,
-    Tokens, TrackerOptions,
+    AppState, Clock, RateLimit, RedisStore, ServerTls, SqliteLocation, SqliteStore, Store,
+    StoreOptions, Tokens, TrackerOptions,
 };
 use tracing::level_filters::LevelFilter;
 
@@ -64,6 +64,15 @@ pub(crate) struct TrackerArgs {
     /// Requests a token may send at once after being idle [default: 2 × --rate-limit]
     #[arg(long, value_name = "N")]
     rate_burst: Option<u32>,
+
+    /// Serve HTTPS with this PEM certificate chain (leaf first), so tokens never cross the
+    /// network in clear text
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn parse_secs(text: &str) -> Result<Duration, String> {
@@ -149,14 +158,21 @@ pub(crate) async fn run(args: TrackerArgs, log: logging::Options) -> ExitCode {
             .map(|tokens| (state, tokens)),
         Err(e) => Err(e),
     };
-    let (state, tokens) = match loaded {
+    let loaded = loaded.and_then(|(state, tokens)| {
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(ServerTls::from_pem_files(cert, key)?),
+            _ => None,
+        };
+        Ok((state, tokens, tls))
+    });
+    let (state, tokens, tls) = match loaded {
         Ok(loaded) => loaded,
         Err(e) => {
             exit::say(&format!("shoal tracker: {}", exit::message(e.as_ref())));
             return ExitCode::from(exit::USAGE);
         }
     };
-    match serve(args, state, tokens).await {
+    match serve(args, state, tokens, tls).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => exit::internal(&e),
     }
@@ -185,7 +201,12 @@ async fn warn_if_readable_by_others(path: &Path) {
     }
 }
 
-async fn serve(args: TrackerArgs, state: State, tokens: Tokens) -> anyhow::Result<()> {
+async fn serve(
+    args: TrackerArgs,
+    state: State,
+    tokens: Tokens,
+    tls: Option<ServerTls>,
+) -> anyhow::Result<()> {
     let data = match state {
         State::Sqlite(data) => data,
         State::Redis(url) => {
@@ -203,7 +224,7 @@ async fn serve(args: TrackerArgs, state: State, tokens: Tokens) -> anyhow::Resul
             .await
             .with_context(|| format!("opening the tracker store {}", redact(&url)))?;
             tracing::info!(tokens = tokens.len(), store = %redact(&url), "tracker starting");
-            return serve_with(store, Clock::system(), args, tokens).await;
+            return serve_with(store, Clock::system(), args, tokens, tls).await;
         }
     };
     let clock = Clock::system();
@@ -219,7 +240,7 @@ async fn serve(args: TrackerArgs, state: State, tokens: Tokens) -> anyhow::Resul
     .await
     .with_context(|| format!("opening the tracker database in {}", data.display()))?;
     tracing::info!(tokens = tokens.len(), data = %data.display(), "tracker starting");
-    serve_with(store, clock, args, tokens).await
+    serve_with(store, clock, args, tokens, tls).await
 }
 
 async fn serve_with<S: Store>(
@@ -227,8 +248,10 @@ async fn serve_with<S: Store>(
     clock: Clock,
     args: TrackerArgs,
     tokens: Tokens,
+    tls: Option<ServerTls>,
 ) -> anyhow::Result<()> {
     let options = TrackerOptions {
+        tls,
         body_limit: args.max_body,
         manifest_body_limit: args.max_manifest_body,
         rate_limit: RateLimit {

@@ -284,14 +284,22 @@ fn a_url_many_agents_want_crosses_the_origin_about_once() {
         "the origin sent {after_four} bytes for four agents of a {} byte file",
         data.len()
     );
-    // A later agent finds the URL's content at the tracker and takes it from the swarm.
+    // A later agent finds the URL's content at the tracker and takes it from the swarm, but
+    // for one piece (1 MiB) it checks against the origin.
     let late = fleet.agent("late", None, &[]);
     done(fleet.get(&late, &url, "late-out"), &fleet, &["late"]);
     fleet.assert_file("late-out", &data);
     let later = origin.bytes_sent() - after_four;
     assert!(
-        later <= 4096,
+        later <= MIB as u64 + 4096,
         "the origin sent {later} more bytes to the late agent"
+    );
+    assert!(
+        fleet
+            .log("late")
+            .contains("the origin agrees with the mapped content"),
+        "{}",
+        fleet.log("late")
     );
 }
 
@@ -332,12 +340,96 @@ fn a_lying_agent_is_dropped_and_reported() {
         log.contains("reported a peer that sent a bad piece") && log.contains("liar"),
         "{log}"
     );
-    // The tracker no longer offers the liar for this content.
-    let (status, peers) = fleet.tracker_call("GET", &format!("/v1/content/{id}/peers"));
+    // One agent's report is not enough to hide the liar from everyone (the reporter could be
+    // the liar); an admin's is.
+    let peers_path = format!("/v1/content/{id}/peers");
+    let (status, peers) = fleet.tracker_call("GET", &peers_path);
     assert_eq!(status, 200, "{peers}");
+    assert!(peers.contains("\"liar\""), "{peers}");
+    let report = r#"{"agent": "liar", "piece": 0, "reason": "checked by hand"}"#;
+    let (status, body) = common::call(
+        fleet.tracker.port,
+        READER,
+        "POST",
+        &format!("/v1/content/{id}/reports"),
+        report,
+    );
+    assert_eq!(status, 202, "{body}");
+    let (_, peers) = fleet.tracker_call("GET", &peers_path);
     assert!(!peers.contains("\"liar\""), "{peers}");
     assert!(peers.contains("\"honest\""), "{peers}");
     drop(liar);
+}
+
+#[test]
+fn a_poisoned_url_mapping_is_caught_against_the_origin_and_withdrawn() {
+    let fleet = Fleet::start();
+    let data = random_bytes(4 * MIB, 5);
+    let fake = random_bytes(4 * MIB, 6);
+    let origin = Origin::start_blocking(OriginConfig {
+        content: data.clone(),
+        ..OriginConfig::default()
+    });
+    let url = origin.url("/dataset.tar");
+    // A holder of the fleet token shares other bytes of the same size, and maps the origin's
+    // URL version (its size and validators copied from the origin) to them.
+    let fake_dir = fleet.share("poisoner", "dataset.tar", &fake);
+    let _poisoner = fleet.agent("poisoner", Some(&fake_dir), &[]);
+    let fake_id = content_id(&fake);
+    fleet.wait_holders(&fake_id, 1);
+    let key = serde_json::json!({"url": url, "size": data.len(),
+        "etag": origin.etag().unwrap(), "last_modified": origin.last_modified().unwrap()});
+    let publish = serde_json::json!({"key": key, "content": fake_id}).to_string();
+    let (status, body) = common::call(fleet.tracker.port, FLEET, "POST", "/v1/urls", &publish);
+    assert_eq!(status, 201, "{body}");
+    let lookup = format!(
+        "/v1/urls?{}",
+        url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("url", &url)
+            .append_pair("size", &data.len().to_string())
+            .append_pair("etag", &origin.etag().unwrap())
+            .append_pair("last_modified", &origin.last_modified().unwrap())
+            .finish()
+    );
+    let mapped = || {
+        let (status, body) = fleet.tracker_call("GET", &lookup);
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(mapped(), fake_id);
+
+    // Each agent that wants the URL checks a piece against the origin, gets the origin's
+    // bytes, and reports the mapping; the second report withdraws it.
+    for (i, agent) in ["b", "c"].into_iter().enumerate() {
+        let process = fleet.agent(agent, None, &[]);
+        let out = format!("out-{agent}");
+        done(
+            fleet.get(&process, &url, &out),
+            &fleet,
+            &["poisoner", agent],
+        );
+        fleet.assert_file(&out, &data);
+        let log = fleet.log(agent);
+        assert!(
+            log.contains("reported a URL mapping the origin disagrees with"),
+            "{log}"
+        );
+        if i == 0 {
+            // One agent's word does not withdraw a mapping.
+            assert_eq!(mapped(), fake_id);
+        }
+    }
+    // Withdrawn, and published again by the agent that fetched from the origin.
+    assert_eq!(mapped(), content_id(&data));
+    let tracker_log = std::fs::read_to_string(fleet.path("tracker.log")).unwrap();
+    assert!(
+        tracker_log.contains("a URL mapping was reported")
+            && tracker_log.contains("withdrawn=true"),
+        "{tracker_log}"
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use shoal_core::ContentId;
+use shoal_core::{ContentId, Manifest};
 use shoal_engine::{Digests, OriginUse};
 
 use super::downloads::Part;
@@ -23,6 +23,12 @@ impl Job<'_> {
         if let Some(held) = self.held(&id).await {
             return Ok(held);
         }
+        let manifest = self.manifest(id).await?;
+        self.fetch_content(manifest, origin).await
+    }
+
+    /// The manifest of content `id` from the tracker, checked to be that content's.
+    pub(super) async fn manifest(&self, id: ContentId) -> Result<Manifest, AgentFetchError> {
         let tracker = self.tracker(&format!("content {id}"))?;
         let manifest = tracker.manifest(&id).await?;
         if manifest.id() != id {
@@ -31,6 +37,17 @@ impl Job<'_> {
                 actual: manifest.id(),
             });
         }
+        Ok(manifest)
+    }
+
+    /// Fetches the content of `manifest` (not held yet); `origin` as for [`Job::content`].
+    pub(super) async fn fetch_content(
+        &self,
+        manifest: Manifest,
+        origin: Option<OriginUrl>,
+    ) -> Result<Fetched, AgentFetchError> {
+        let id = manifest.id();
+        let tracker = self.tracker(&format!("content {id}"))?;
         let name = match &origin {
             Some(o) => shoal_engine::naming::file_name(None, &o.url),
             None => tracker

@@ -19,6 +19,8 @@
 //! - `digests`: the leader's origin download, which learns and publishes piece digests, and a
 //!   follower's view of them;
 //! - `by_content`: a content fetched by id with its manifest from the tracker;
+//! - `spot_check`: a URL's mapped content checked against a random piece from the origin
+//!   before peers are trusted with it;
 //! - `swarm`: the one swarm download both of those run, with peers followed and bad peers
 //!   reported;
 //! - `downloads`: the records of the downloads in progress in the data directory, and what a
@@ -30,6 +32,7 @@ mod digests;
 mod downloads;
 mod recording;
 mod role;
+mod spot_check;
 mod swarm;
 mod url_swarm;
 

@@ -3,7 +3,8 @@
 //!
 //! 1. The origin's probe failed: [`origin_is_down`] says whether the swarm may stand in for it.
 //! 2. The tracker's lookup of the URL version: [`after_lookup`] (a mapped content, a swarm to
-//!    create, or the origin alone).
+//!    create, or the origin alone). A mapping counts only if it [`fits`] this agent's own
+//!    probe of the origin: the tracker's word, or its publisher's, is not trusted alone.
 //! 3. The tracker's answer to creating the swarm: [`after_create`] (lead, follow, or alone).
 //! 4. While following, the leader published nothing new for a while:
 //!    [`wait_before_take_over`] (when to ask to take over the lead), then the tracker's answer
@@ -16,7 +17,7 @@
 
 use std::time::Duration;
 
-use shoal_core::wire::{AgentId, SwarmInfo};
+use shoal_core::wire::{AgentId, SwarmInfo, UrlKey, UrlMapping};
 use shoal_core::ContentId;
 use shoal_engine::{DownloadError, ErrorKind};
 
@@ -70,14 +71,27 @@ pub(super) fn origin_is_down(error: &DownloadError) -> bool {
         || matches!(error, DownloadError::HttpStatus { status, .. } if *status >= 500)
 }
 
-/// Decides from the tracker's lookup of a URL version of `size` bytes (the content it maps
-/// the version to). A tracker that refuses fails the fetch.
+/// Whether a mapping was published for the version this agent's own probe (`probe`) found:
+/// the same size, `ETag` and `Last-Modified`, each present or absent alike. The tracker looks
+/// mappings up by exactly those, so a mapping that does not fit comes from a tracker (or
+/// store) that cannot be trusted, and is ignored.
+pub(super) fn fits(probe: &UrlKey, mapping: &UrlMapping) -> bool {
+    let seen = &mapping.key;
+    seen.size == probe.size && seen.etag == probe.etag && seen.last_modified == probe.last_modified
+}
+
+/// Decides from the tracker's lookup of the URL version `probe` (the mapping it has for it),
+/// a mapping that does not [`fit`](fits) the probe counting as none. A tracker that refuses
+/// fails the fetch.
 pub(super) fn after_lookup(
-    lookup: Result<ContentId, TrackerError>,
-    size: u64,
+    lookup: Result<UrlMapping, TrackerError>,
+    probe: &UrlKey,
 ) -> Result<AfterLookup, TrackerError> {
+    let size = probe.size;
     match lookup {
-        Ok(content) => Ok(AfterLookup::Mapped(content)),
+        Ok(mapping) if fits(probe, &mapping) => Ok(AfterLookup::Mapped(mapping.content)),
+        Ok(_) if size == 0 => Ok(AfterLookup::Alone(Alone::Empty)),
+        Ok(_) => Ok(AfterLookup::CreateSwarm),
         Err(e) if e.is_not_found() && size == 0 => Ok(AfterLookup::Alone(Alone::Empty)),
         Err(e) if e.is_not_found() => Ok(AfterLookup::CreateSwarm),
         Err(e) if e.is_unreachable() => Ok(AfterLookup::Alone(Alone::TrackerDown(e))),
@@ -148,7 +162,7 @@ pub(super) fn fall_back_after_follow(
 mod tests {
     use std::path::PathBuf;
 
-    use shoal_core::wire::{SwarmDigests, UrlKey};
+    use shoal_core::wire::SwarmDigests;
     use shoal_core::Layout;
 
     use super::*;
@@ -246,10 +260,28 @@ mod tests {
         assert!(!origin_is_down(&DownloadError::Cancelled));
     }
 
+    fn probe(size: u64) -> UrlKey {
+        UrlKey {
+            url: "https://origin.example/big.iso".into(),
+            size,
+            etag: Some("\"v1\"".into()),
+            last_modified: Some("Tue, 01 Dec 2026 10:00:00 GMT".into()),
+        }
+    }
+
+    fn mapping(key: UrlKey) -> UrlMapping {
+        UrlMapping {
+            key,
+            content: content(),
+            publisher: "fleet".into(),
+            published_at: 0,
+        }
+    }
+
     #[test]
     fn a_mapped_url_is_fetched_by_its_content_whatever_its_size() {
         for size in [0, 10] {
-            let decided = after_lookup(Ok(content()), size).unwrap();
+            let decided = after_lookup(Ok(mapping(probe(size))), &probe(size)).unwrap();
             assert!(
                 matches!(decided, AfterLookup::Mapped(c) if c == content()),
                 "{decided:?}"
@@ -258,10 +290,42 @@ mod tests {
     }
 
     #[test]
+    fn a_mapping_whose_validators_differ_from_the_probe_counts_as_none() {
+        let changes: [fn(&mut UrlKey); 5] = [
+            |k| k.size += 1,
+            |k| k.etag = Some("\"v2\"".into()),
+            |k| k.etag = None,
+            |k| k.last_modified = Some("Wed, 02 Dec 2026 10:00:00 GMT".into()),
+            |k| k.last_modified = None,
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut seen = probe(10);
+            change(&mut seen);
+            assert!(!fits(&probe(10), &mapping(seen.clone())), "change {i}");
+            let decided = after_lookup(Ok(mapping(seen)), &probe(10)).unwrap();
+            assert!(
+                matches!(decided, AfterLookup::CreateSwarm),
+                "{i}: {decided:?}"
+            );
+        }
+        // The URL's spelling is the tracker's to normalize; the version is what must agree.
+        let mut respelled = probe(10);
+        respelled.url = "https://ORIGIN.example:443/big.iso".into();
+        assert!(fits(&probe(10), &mapping(respelled)));
+        let mut empty = probe(0);
+        empty.etag = None;
+        let decided = after_lookup(Ok(mapping(empty)), &probe(0)).unwrap();
+        assert!(
+            matches!(decided, AfterLookup::Alone(Alone::Empty)),
+            "{decided:?}"
+        );
+    }
+
+    #[test]
     fn an_unknown_url_makes_a_swarm_unless_it_is_empty() {
-        let decided = after_lookup(Err(not_found()), 10).unwrap();
+        let decided = after_lookup(Err(not_found()), &probe(10)).unwrap();
         assert!(matches!(decided, AfterLookup::CreateSwarm), "{decided:?}");
-        let decided = after_lookup(Err(not_found()), 0).unwrap();
+        let decided = after_lookup(Err(not_found()), &probe(0)).unwrap();
         assert!(
             matches!(decided, AfterLookup::Alone(Alone::Empty)),
             "{decided:?}"
@@ -271,18 +335,18 @@ mod tests {
     #[test]
     fn a_lookup_without_a_tracker_goes_alone_and_a_refusal_fails() {
         for size in [0, 10] {
-            let decided = after_lookup(Err(unreachable()), size).unwrap();
+            let decided = after_lookup(Err(unreachable()), &probe(size)).unwrap();
             assert!(
                 matches!(decided, AfterLookup::Alone(Alone::TrackerDown(_))),
                 "{decided:?}"
             );
         }
         assert!(matches!(
-            after_lookup(Err(refused()), 10),
+            after_lookup(Err(refused()), &probe(10)),
             Err(TrackerError::Refused { .. })
         ));
         assert!(matches!(
-            after_lookup(Err(rejected(400)), 10),
+            after_lookup(Err(rejected(400)), &probe(10)),
             Err(TrackerError::Rejected { status: 400, .. })
         ));
     }

@@ -141,6 +141,7 @@ impl Job<'_> {
         let body = ReportRequest {
             agent,
             piece: piece.get(),
+            reporter: Some(self.f.id.clone()),
             reason: "the piece did not match its digest".to_string(),
         };
         match tracker.report(&content, &body).await {

@@ -31,7 +31,7 @@ impl Job<'_> {
         let key = key_of(&version);
         let origin = OriginUrl { url, version };
         match self.role(&key).await? {
-            Role::Mapped(content) => self.content(content, Some(origin)).await,
+            Role::Mapped(content) => self.mapped(content, origin).await,
             Role::Lead(swarm) => self.lead(origin, swarm).await,
             Role::Follow(swarm) => match self.follow(&origin, &swarm).await {
                 Ok(fetched) => Ok(fetched),
@@ -59,8 +59,17 @@ impl Job<'_> {
         let Some(tracker) = &self.f.tracker else {
             return Ok(Role::Alone(Alone::NoTracker));
         };
-        let lookup = tracker.lookup_url(key).await.map(|m| m.content);
-        Ok(match role::after_lookup(lookup, key.size)? {
+        let lookup = tracker.lookup_url(key).await;
+        if let Some(mapping) = lookup.as_ref().ok().filter(|m| !role::fits(key, m)) {
+            warn!(
+                content = %mapping.content,
+                publisher = %mapping.publisher,
+                "the tracker maps {} to a version other than the origin serves now \
+                 (size {}, ETag {:?}, Last-Modified {:?}); ignoring the mapping",
+                key.url, mapping.key.size, mapping.key.etag, mapping.key.last_modified
+            );
+        }
+        Ok(match role::after_lookup(lookup, key)? {
             AfterLookup::Mapped(content) => Role::Mapped(content),
             AfterLookup::Alone(why) => Role::Alone(why),
             AfterLookup::CreateSwarm => {
@@ -103,7 +112,7 @@ impl Job<'_> {
     /// Fetches from the origin without a swarm, hashing pieces as they complete (see
     /// [`Alone`], and a follower whose swarm failed). The manifest is published if a tracker
     /// answers.
-    async fn alone(&self, origin: OriginUrl) -> Result<Fetched, AgentFetchError> {
+    pub(super) async fn alone(&self, origin: OriginUrl) -> Result<Fetched, AgentFetchError> {
         let size = origin.version.size;
         let layout = Layout::new(size, piece_size::for_size(size))?;
         let tmp = self.f.objects.dir().join(format!(

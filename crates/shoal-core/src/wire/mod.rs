@@ -25,8 +25,9 @@ pub use tracker::{
     LeaseGrant, ManifestPublished, Peer, PeersQuery, PeersResponse, PieceDelta, PieceDigestEntry,
     PublishDigestsRequest, PublishUrlRequest, RegisterRequest, ReportAccepted, ReportRequest,
     SwarmDigests, SwarmDigestsError, SwarmInfo, TakeOverRequest, UrlKey, UrlMapping,
-    LEADER_STALL_FLOOR, MAX_FILE_SIZE, MAX_NAME_LEN, MAX_REASON_LEN, MAX_SWARM_PIECES, MAX_URL_LEN,
-    MAX_VALIDATOR_LEN, SLOWEST_LEADER_RATE, SWARM_ID_TAG,
+    UrlReportAccepted, UrlReportRequest, LEADER_STALL_FLOOR, MAX_FILE_SIZE, MAX_NAME_LEN,
+    MAX_REASON_LEN, MAX_SWARM_PIECES, MAX_URL_LEN, MAX_VALIDATOR_LEN, SLOWEST_LEADER_RATE,
+    SWARM_ID_TAG,
 };
 
 /// Every path of both protocols is under this prefix.

@@ -558,10 +558,11 @@ pub struct PublishDigestsRequest {
 }
 
 /// `POST /v1/content/{id}/reports`: a peer served a piece of this content that did not match
-/// its digest. The tracker leaves the reported agent out of peers answers for that content, to
-/// everyone, for ten minutes after the latest report. Answers `202` with [`ReportAccepted`],
-/// also when the agent does not hold the content (the report then changes nothing); `404`
-/// when the tracker does not know the content, `400` when `piece` is past its last piece.
+/// its digest. Once two distinct agents (or one admin token) reported it within ten minutes,
+/// the tracker leaves the reported agent out of peers answers for that content, to everyone,
+/// for ten minutes after the latest report. Answers `202` with [`ReportAccepted`], also when
+/// the agent does not hold the content (the report then changes nothing); `404` when the
+/// tracker does not know the content, `400` when `piece` is past its last piece.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReportRequest {
@@ -569,6 +570,10 @@ pub struct ReportRequest {
     pub agent: AgentId,
     /// Index (from 0) of the piece that did not match its digest.
     pub piece: u32,
+    /// The reporting agent: required with a fleet token, implied by a per-agent token (and
+    /// then, if given, must be its agent), unused with an admin token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reporter: Option<AgentId>,
     /// For the tracker's log; at most [`MAX_REASON_LEN`] bytes.
     pub reason: String,
 }
@@ -576,6 +581,35 @@ pub struct ReportRequest {
 /// The answer to a report: `{}`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportAccepted {}
+
+/// `POST /v1/urls/reports`: the origin of `key` answered a range request for `piece` with
+/// bytes that do not hash to the digest the manifest of `content` (which the tracker maps `key`
+/// to) has for it, so the mapping is not the origin's file. Once two distinct agents (or one
+/// admin token) reported the mapping within ten minutes, the tracker withdraws it and the next
+/// publish of the URL version wins. Answers `202` with [`UrlReportAccepted`], also when `key`
+/// no longer maps to `content` (the report then changes nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UrlReportRequest {
+    /// The URL version, as the reporter probed it.
+    pub key: UrlKey,
+    /// The content the tracker maps `key` to.
+    pub content: ContentId,
+    /// The piece the origin disagreed on.
+    pub piece: u32,
+    /// The reporting agent, as in [`ReportRequest::reporter`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reporter: Option<AgentId>,
+    /// For the tracker's log; at most [`MAX_REASON_LEN`] bytes.
+    pub reason: String,
+}
+
+/// The answer to a [`UrlReportRequest`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UrlReportAccepted {
+    /// Whether this report withdrew the mapping.
+    pub withdrawn: bool,
+}
 
 /// Request paths, so clients build them the way the tracker routes them.
 pub mod path {
@@ -641,6 +675,8 @@ pub mod path {
     pub const URLS: &str = "/v1/urls";
     /// The newest published version of a URL (`GET`, [`LatestUrlQuery`](super::LatestUrlQuery)).
     pub const URLS_LATEST: &str = "/v1/urls/latest";
+    /// Report a URL mapping the origin disagrees with (`POST`, [`UrlReportRequest`](super::UrlReportRequest)).
+    pub const URL_REPORTS: &str = "/v1/urls/reports";
     /// Create or join a URL swarm (`POST`).
     pub const SWARMS: &str = "/v1/swarms";
 }

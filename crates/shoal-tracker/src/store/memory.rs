@@ -21,6 +21,7 @@ use shoal_core::{Bitfield, ContentId, Layout};
 
 mod retention;
 
+use super::evidence::Evidence;
 use super::{
     AgentPage, Caller, ContentSearch, PeerQuery, PeerReport, Registration, StoreError, StoreStats,
     REPORT_HOLD,
@@ -98,6 +99,8 @@ pub(super) struct Memory {
     contents: Vec<Content>,
     /// Content slot → reported agent → until when (ms) it is left out of peers answers.
     reports: HashMap<u32, HashMap<AgentId, u64>>,
+    /// Reports of (content slot, agent) not yet corroborated.
+    evidence: Evidence<(u32, AgentId)>,
     /// Holdings of every agent not yet swept, kept as they change so [`Memory::stats`] walks
     /// nothing.
     holdings: u64,
@@ -125,6 +128,7 @@ impl Memory {
             content_ids: HashMap::new(),
             contents: Vec::new(),
             reports: HashMap::new(),
+            evidence: Evidence::default(),
             holdings: 0,
             manifests: 0,
         }
@@ -619,14 +623,22 @@ impl Memory {
         let holds = self
             .live(&report.agent, now)
             .is_some_and(|a| entry.holders.contains_key(&a));
-        if holds {
-            let until = now + REPORT_HOLD.as_millis() as u64;
+        if !holds {
+            return Ok(false);
+        }
+        let until = now + REPORT_HOLD.as_millis() as u64;
+        let subject = (slot, report.agent.clone());
+        if self.evidence.record(subject, &report.by, until, now) {
             self.reports
                 .entry(slot)
                 .or_default()
                 .insert(report.agent.clone(), until);
         }
-        Ok(holds)
+        Ok(self
+            .reports
+            .get(&slot)
+            .and_then(|r| r.get(&report.agent))
+            .is_some_and(|&until| until > now))
     }
 
     /// Counts kept as things change: agents (and their holdings) count until the sweep drops
@@ -660,6 +672,7 @@ impl Memory {
             agents.retain(|_, &mut until| until > now);
             !agents.is_empty()
         });
+        self.evidence.sweep(now);
         lapsed.len()
     }
 }

@@ -8,6 +8,7 @@
 //! Every operation is small enough to map to a few commands of a networked store: the Redis
 //! backend keeps all of it in Redis, so that tracker replicas share it.
 
+mod evidence;
 mod memory;
 pub mod redis;
 pub mod sqlite;
@@ -166,6 +167,36 @@ pub struct PeerReport {
     pub agent: AgentId,
     /// The piece's index, from 0; the handler has checked it is inside the layout.
     pub piece: u32,
+    /// Who says so.
+    pub by: Reporter,
+}
+
+/// Who made a [`PeerReport`]. One agent's word is not evidence enough to hide a peer from the
+/// fleet (the reporter may be the liar, or hold a stolen token), so an agent's report counts
+/// only with another agent's for the same peer and content ([`REPORTS_TO_HIDE`]); an admin is
+/// trusted alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reporter {
+    /// An admin token: hides the peer at once.
+    Admin,
+    /// An agent, by its id (checked against a per-agent token's).
+    Agent(AgentId),
+}
+
+/// Distinct agents whose reports, each within [`REPORT_HOLD`] of the latest, hide a peer or
+/// withdraw a URL mapping.
+pub const REPORTS_TO_HIDE: usize = 2;
+
+/// A URL mapping whose content did not match the origin: the reporter fetched a piece of
+/// `key` from the origin, and it did not hash to the manifest's digest for it.
+#[derive(Debug, Clone)]
+pub struct UrlReport {
+    /// Normalized.
+    pub key: UrlKey,
+    /// The content the reporter was told `key` maps to.
+    pub content: ContentId,
+    /// Who says so.
+    pub by: Reporter,
 }
 
 /// How a store keeps soft state: lease length, clock and per-agent holding cap. The default is a
@@ -459,10 +490,21 @@ pub trait Store: Clone + Send + Sync + 'static {
         digests: Vec<(u32, PieceDigest)>,
     ) -> impl Future<Output = Result<DigestsPublished, StoreError>> + Send;
 
-    /// Leaves the reported agent out of peers answers for the content for [`REPORT_HOLD`];
-    /// answers whether it did so, which it does only while the agent holds the content (so
-    /// reports take no space for agents or contents that do not exist).
+    /// Records a report for [`REPORT_HOLD`]. Once an admin, or [`REPORTS_TO_HIDE`] distinct
+    /// agents within that time, reported the agent for the content, leaves it out of peers
+    /// answers for the content for [`REPORT_HOLD`]; answers whether it is left out now. Only
+    /// reports of agents that hold the content are kept (so reports take no space for agents
+    /// or contents that do not exist).
     fn report(&self, report: PeerReport) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Records a report that `report.key` is not `report.content`, for [`REPORT_HOLD`], while
+    /// the key maps to that content. Once an admin, or [`REPORTS_TO_HIDE`] distinct agents
+    /// within that time, reported it, the mapping is withdrawn (the next publish of the key
+    /// wins); answers whether it was.
+    fn report_url(
+        &self,
+        report: UrlReport,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Counts for `/metrics`, each read in O(1).
     fn stats(&self) -> impl Future<Output = Result<StoreStats, StoreError>> + Send;

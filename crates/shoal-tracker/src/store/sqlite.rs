@@ -18,11 +18,13 @@ use shoal_core::wire::{
 use shoal_core::{ContentId, Layout, Manifest, PieceDigest};
 use tokio::sync::{mpsc, oneshot};
 
+use super::evidence::Evidence;
 use super::memory::{CatalogRow, Memory};
 use super::swarms::{Leader, SwarmTable};
 use super::{
     AgentPage, Caller, ContentSearch, DigestsPublished, NewSwarm, PeerQuery, PeerReport,
-    Registration, Store, StoreError, StoreOptions, StoreStats, SwarmLimits, Swept,
+    Registration, Store, StoreError, StoreOptions, StoreStats, SwarmLimits, Swept, UrlReport,
+    REPORT_HOLD,
 };
 use crate::clock::Clock;
 
@@ -114,6 +116,8 @@ struct Inner {
     memory: RwLock<Memory>,
     /// Apart from `memory`, so that swarm traffic never waits for peer queries or announces.
     swarms: Mutex<SwarmTable>,
+    /// Reports of URL mappings (canonical key bytes, content) not yet corroborated.
+    url_reports: Mutex<Evidence<(Vec<u8>, ContentId)>>,
     clock: Clock,
 }
 
@@ -264,6 +268,7 @@ impl SqliteStore {
                 db: Db { jobs },
                 memory: RwLock::new(memory),
                 swarms: Mutex::new(SwarmTable::new(SwarmLimits::default())),
+                url_reports: Mutex::default(),
                 clock: options.clock,
             }),
         })
@@ -558,6 +563,47 @@ impl Store for SqliteStore {
         self.write().report(&report, now)
     }
 
+    async fn report_url(&self, report: UrlReport) -> Result<bool, StoreError> {
+        let now = self.now();
+        match self.lookup_url(report.key.clone()).await {
+            Ok(mapping) if mapping.content == report.content => {}
+            Ok(_) | Err(StoreError::UnknownUrl) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        let until = now + REPORT_HOLD.as_millis() as u64;
+        let subject = (report.key.canonical_bytes(), report.content);
+        {
+            let mut reports = self
+                .inner
+                .url_reports
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if !reports.record(subject.clone(), &report.by, until, now) {
+                return Ok(false);
+            }
+            reports.forget(&subject);
+        }
+        let key = report.key;
+        self.inner
+            .db
+            .call(move |conn| {
+                conn.prepare_cached(
+                    "DELETE FROM urls
+                     WHERE url = ?1 AND size = ?2 AND etag = ?3 AND last_modified = ?4
+                     AND content = ?5",
+                )?
+                .execute(params![
+                    key.url,
+                    key.size as i64,
+                    key.etag.as_deref().unwrap_or(""),
+                    key.last_modified.as_deref().unwrap_or(""),
+                    &report.content.as_bytes()[..],
+                ])
+            })
+            .await
+            .map(|deleted| deleted > 0)
+    }
+
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         let swarms = self.swarms().len() as u64;
         Ok(StoreStats {
@@ -574,6 +620,11 @@ impl Store for SqliteStore {
             (agents, memory.sweep_contents(now))
         };
         let swarms = self.swarms().sweep(now);
+        self.inner
+            .url_reports
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .sweep(now);
         let contents = expired.len();
         if !expired.is_empty() {
             self.inner

@@ -19,6 +19,10 @@ pub(crate) const AGENT: &str = "agent-secret-aaaaaaaaaaaa";
 pub(crate) const AGENT2: &str = "agent-secret-bbbbbbbbbbbb";
 pub(crate) const READER: &str = "reader-secret-cccccccccccc";
 pub(crate) const ADMIN: &str = "admin-secret-dddddddddddd";
+/// The per-agent token of agent `web1`.
+pub(crate) const WEB1: &str = "web1-secret-eeeeeeeeeeeee";
+/// The per-agent token of agent `web2`.
+pub(crate) const WEB2: &str = "web2-secret-fffffffffffff";
 
 pub(crate) const LEASE: Duration = Duration::from_secs(10);
 
@@ -28,6 +32,8 @@ pub(crate) fn tokens() -> Tokens {
         ("fleet2", AGENT2, Role::Agent),
         ("dashboard", READER, Role::Reader),
         ("ops", ADMIN, Role::Admin),
+        ("agent:web1", WEB1, Role::Agent),
+        ("agent:web2", WEB2, Role::Agent),
     ])
     .unwrap()
 }

@@ -14,9 +14,7 @@ use shoal_core::wire::{
     AgentId, AnnounceRequest, HeartbeatRequest, Holding, PackedBits, PieceDelta, SwarmInfo, UrlKey,
 };
 use shoal_core::{Bitfield, ContentId, Layout, Manifest};
-use shoal_tracker::store::{
-    AgentPage, Caller, ContentSearch, NewSwarm, PeerQuery, PeerReport, Registration, REPORT_HOLD,
-};
+use shoal_tracker::store::{AgentPage, Caller, ContentSearch, NewSwarm, PeerQuery, Registration};
 use shoal_tracker::{Clock, Store, StoreError, SwarmLimits};
 
 mod retention;
@@ -30,6 +28,8 @@ pub(crate) const MAX_HOLDINGS: usize = 3;
 /// The stores' `retention` in the suite.
 pub(crate) const RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 
+mod reports;
+pub(crate) use reports::*;
 pub(crate) use takeover::*;
 
 pub(crate) fn swarm_limits() -> SwarmLimits {
@@ -75,6 +75,8 @@ macro_rules! store_suite {
             case!(first_digest_wins_and_only_the_creator_publishes);
             case!(swarms_lapse_and_are_bounded);
             case!(reports_hide_a_peer_for_one_content);
+            case!(reports_need_corroboration);
+            case!(url_reports_withdraw_a_mapping_on_corroboration);
             case!(holdings_per_agent_are_capped);
             case!(unheld_contents_go_after_the_retention);
             case!(a_stalled_leader_is_taken_over_by_the_first_to_ask);
@@ -759,52 +761,6 @@ pub(crate) async fn swarms_lapse_and_are_bounded<S: Store>(store: S, clock: Cloc
     ));
     assert_eq!(store.sweep().await.unwrap().swarms, 2);
     assert_eq!(store.stats().await.unwrap().swarms, 1);
-}
-
-pub(crate) async fn reports_hide_a_peer_for_one_content<S: Store>(store: S, clock: Clock) {
-    let t = || caller("t");
-    store
-        .register(t(), reg("bad", vec![holding(1, None), holding(2, None)]))
-        .await
-        .unwrap();
-    store
-        .register(t(), reg("good", vec![holding(1, Some(&[0]))]))
-        .await
-        .unwrap();
-    let report = |n: u8, agent: &str, piece: u32| PeerReport {
-        content: content(n),
-        agent: id(agent),
-        piece,
-    };
-    assert!(store.report(report(1, "bad", 3)).await.unwrap());
-    assert_eq!(peer_ids(&store, 1, None).await, ["good"]);
-    assert_eq!(peer_ids(&store, 2, None).await, ["bad"]);
-    // Registering again does not lift it.
-    store
-        .register(t(), reg("bad", vec![holding(1, None), holding(2, None)]))
-        .await
-        .unwrap();
-    assert_eq!(peer_ids(&store, 1, None).await, ["good"]);
-
-    // Reports of agents that do not hold the content change nothing.
-    assert!(!store.report(report(2, "good", 0)).await.unwrap());
-    assert!(!store.report(report(2, "nobody", 0)).await.unwrap());
-    assert_eq!(peer_ids(&store, 2, None).await, ["bad"]);
-    assert!(matches!(
-        store.report(report(9, "bad", 0)).await,
-        Err(StoreError::UnknownContent(_))
-    ));
-    let err = store.report(report(1, "bad", 10)).await.unwrap_err();
-    assert!(matches!(err, StoreError::Invalid { ref field, .. } if field == "piece"));
-
-    // The hold ends by itself.
-    clock.advance(REPORT_HOLD);
-    store.sweep().await.unwrap();
-    store
-        .register(t(), reg("bad", vec![holding(1, None)]))
-        .await
-        .unwrap();
-    assert_eq!(peer_ids(&store, 1, None).await, ["bad"]);
 }
 
 pub(crate) async fn holdings_per_agent_are_capped<S: Store>(store: S, _: Clock) {

@@ -78,6 +78,12 @@ pub(super) fn reported_key(content: &ContentId) -> Vec<u8> {
     key
 }
 
+pub(super) fn reports_key(content: &ContentId) -> Vec<u8> {
+    let mut key = b"shoal:reports:".to_vec();
+    key.extend_from_slice(content.as_bytes());
+    key
+}
+
 pub(super) fn encode_layout(layout: Layout, tail: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + tail.len());
     out.extend_from_slice(&layout.size().to_le_bytes());

@@ -10,13 +10,13 @@
 //! - `held:{id}` hash: content id → the agent's bitfield as a binary string, empty when complete;
 //! - `holders:{content id bytes}` hash: agent id → the same bitfield, so that a peer query reads
 //!   every holder's pieces with one command, and their leases and records with two more;
-//! - URL swarms and reports of bad peers: see `swarms.rs`;
+//! - URL swarms: see `swarms.rs`; reports of bad peers: see `reports.rs`;
 //! - `unheld` sorted set: content ids no agent holds, scored by when a sweep first found them
 //!   so; see `retention.rs`.
 //!
 //! The code follows what it keeps: agents (leases, records, holdings) in `agents.rs`; contents
-//! (catalog, manifests, peers answers) in `content.rs`; the URL map in `urls.rs`; URL swarms and
-//! reports in `swarms.rs`; key names and value encodings in `codec.rs`.
+//! (catalog, manifests, peers answers) in `content.rs`; the URL map in `urls.rs`; URL swarms in
+//! `swarms.rs`; reports in `reports.rs`; key names and value encodings in `codec.rs`.
 //!
 //! Leases are a sorted set scored by the tracker's [`Clock`], not Redis key expiry: the lease
 //! then lapses at the same instant for every replica and for the store test suite, whose manual
@@ -45,13 +45,14 @@ use shoal_core::{ContentId, Manifest, PieceDigest};
 
 use super::{
     AgentPage, Caller, ContentSearch, DigestsPublished, NewSwarm, PeerQuery, PeerReport,
-    Registration, Store, StoreError, StoreOptions, StoreStats, SwarmLimits, Swept,
+    Registration, Store, StoreError, StoreOptions, StoreStats, SwarmLimits, Swept, UrlReport,
 };
 use crate::clock::Clock;
 
 mod agents;
 mod codec;
 mod content;
+mod reports;
 mod retention;
 mod swarms;
 mod urls;
@@ -256,6 +257,10 @@ impl Store for RedisStore {
 
     async fn report(&self, report: PeerReport) -> Result<bool, StoreError> {
         self.report_in_redis(report).await
+    }
+
+    async fn report_url(&self, report: UrlReport) -> Result<bool, StoreError> {
+        self.report_url_in_redis(report).await
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {

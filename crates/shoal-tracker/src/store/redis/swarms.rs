@@ -1,4 +1,4 @@
-//! URL swarms and reports of bad peers in Redis, shared by every replica.
+//! URL swarms in Redis, shared by every replica.
 //!
 //! Keys:
 //! - `swarms` sorted set: swarm id (32 bytes) scored by the [`Clock`](crate::Clock) time of the
@@ -9,9 +9,7 @@
 //!   leader's token name), `progress` (the [`Clock`](crate::Clock) time the leader last
 //!   published a new digest, took over or created the swarm, in decimal), and one field per
 //!   published piece: its index in decimal → its 32-byte digest. `HSETNX` makes the first
-//!   digest of a piece win across replicas;
-//! - `reported:{content id bytes}` sorted set: reported agent id scored by the end of its hold.
-//!   The key expires (Redis expiry) when the latest hold ends, so it needs no sweeping.
+//!   digest of a piece win across replicas.
 //!
 //! Create, publish and take over are Lua scripts, so that checking a swarm and changing it is
 //! one atomic step whichever replica runs it: the first create of a key wins, the first
@@ -24,16 +22,10 @@ use serde::{Deserialize, Serialize};
 use shoal_core::wire::{leader_stall_limit, AgentId, SwarmDigests, SwarmInfo, UrlKey};
 use shoal_core::{ContentId, Layout, PieceDigest};
 
-use super::codec::{
-    damaged, decode_layout, encode_layout, holders_key, reported_key, swarm_key, CATALOG, LEASES,
-    SWARMS,
-};
+use super::codec::{damaged, decode_layout, encode_layout, swarm_key, LEASES, SWARMS};
 use super::RedisStore;
-use crate::store::memory::check_piece;
 use crate::store::swarms::{check_indices, check_publisher};
-use crate::store::{
-    Caller, DigestsPublished, NewSwarm, PeerReport, StoreError, SwarmLimits, REPORT_HOLD,
-};
+use crate::store::{Caller, DigestsPublished, NewSwarm, StoreError, SwarmLimits};
 
 /// How many lapsed swarms one sweep script deletes, so that it never blocks Redis for long.
 const SWEEP_BATCH: usize = 1000;
@@ -385,35 +377,6 @@ impl RedisStore {
             }),
             _ => Err(StoreError::UnknownSwarm(id)),
         }
-    }
-
-    pub(super) async fn report_in_redis(&self, report: PeerReport) -> Result<bool, StoreError> {
-        let now = self.now();
-        let field = &report.content.as_bytes()[..];
-        let agent = report.agent.as_str();
-        let mut pipe = redis::pipe();
-        pipe.hget(CATALOG, field)
-            .zscore(LEASES, agent)
-            .hexists(holders_key(&report.content), agent);
-        let (entry, deadline, held): (Option<Vec<u8>>, Option<f64>, bool) =
-            self.query(&pipe).await?;
-        let entry = entry.ok_or(StoreError::UnknownContent(report.content))?;
-        check_piece(report.piece, decode_layout(&entry)?.0.piece_count())?;
-        let holds = held && deadline.is_some_and(|d| d as u64 > now);
-        if holds {
-            let key = reported_key(&report.content);
-            let hold_ms = REPORT_HOLD.as_millis() as u64;
-            let mut pipe = redis::pipe();
-            pipe.atomic()
-                .zadd(&key, agent, now + hold_ms)
-                .ignore()
-                .zrembyscore(&key, "-inf", now)
-                .ignore()
-                .pexpire(&key, hold_ms as i64)
-                .ignore();
-            self.query::<()>(&pipe).await?;
-        }
-        Ok(holds)
     }
 
     /// Deletes every lapsed swarm, a batch per script call.

@@ -1,0 +1,100 @@
+//! A mapped content checked against its origin before peers are trusted with the rest: the
+//! tracker's mapping of a URL version to a content is only its publisher's word, and a
+//! publisher with a stolen token can map any URL to bytes of its choosing, whose pieces all
+//! match their (forged) manifest. One random piece fetched from the origin and compared with
+//! the manifest's digest catches a wholesale substitution; a mapping that fails is reported,
+//! so that corroborated reports withdraw it, and the URL is fetched as if it had none.
+
+use rand::Rng;
+use shoal_core::wire::UrlReportRequest;
+use shoal_core::{ContentId, Manifest, SafeUrl};
+use shoal_engine::DownloadError;
+use thiserror::Error;
+use tracing::{info, warn};
+
+use super::{key_of, AgentFetchError, Fetched, Job, OriginUrl};
+
+/// Why a mapped content is not trusted for a URL.
+#[derive(Debug, Error)]
+pub(super) enum Untrusted {
+    /// The origin's bytes of a piece do not hash to the manifest's digest.
+    #[error("piece {piece} from the origin does not match content {content}")]
+    Differs { content: ContentId, piece: u32 },
+    /// The origin did not give the piece, so the content could not be checked.
+    #[error("content {content} could not be checked against the origin: {source}")]
+    Unchecked {
+        content: ContentId,
+        #[source]
+        source: DownloadError,
+    },
+}
+
+impl Job<'_> {
+    /// Fetches a URL version the tracker maps to `content`: by content, from peers, once a
+    /// piece checked against the origin agrees; else from the origin, as if unmapped.
+    pub(super) async fn mapped(
+        &self,
+        content: ContentId,
+        origin: OriginUrl,
+    ) -> Result<Fetched, AgentFetchError> {
+        if let Some(held) = self.held(&content).await {
+            return Ok(held);
+        }
+        let manifest = self.manifest(content).await?;
+        match self.spot_check(&manifest, &origin).await {
+            Ok(()) => self.fetch_content(manifest, Some(origin)).await,
+            Err(e) => {
+                warn!(
+                    "{e}; fetching {} from the origin as if the tracker had no content for it",
+                    SafeUrl::new(origin.url.clone())
+                );
+                self.alone(origin).await
+            }
+        }
+    }
+
+    /// Checks one random piece of `manifest` against `origin`; reports a content that differs
+    /// to the tracker.
+    pub(super) async fn spot_check(
+        &self,
+        manifest: &Manifest,
+        origin: &OriginUrl,
+    ) -> Result<(), Untrusted> {
+        let content = manifest.id();
+        let layout = manifest.layout();
+        let Some(piece) = layout.piece(rand::rng().random_range(0..layout.piece_count().max(1)))
+        else {
+            // An empty content has nothing to check.
+            return Ok(());
+        };
+        let range = layout.range(piece);
+        let sample =
+            shoal_engine::fetch_sample(&origin.url, &origin.version, range, &self.f.options.http)
+                .await
+                .map_err(|source| Untrusted::Unchecked { content, source })?;
+        if manifest.verify_piece(piece, &sample).is_ok() {
+            info!(%content, piece = piece.get(), "the origin agrees with the mapped content");
+            return Ok(());
+        }
+        let piece = piece.get();
+        if let Some(tracker) = &self.f.tracker {
+            let report = UrlReportRequest {
+                key: key_of(&origin.version),
+                content,
+                piece,
+                reporter: Some(self.f.id.clone()),
+                reason: "a piece from the origin did not match the manifest's digest".into(),
+            };
+            match tracker.report_url(&report).await {
+                Ok(answer) => warn!(
+                    %content,
+                    piece,
+                    withdrawn = answer.withdrawn,
+                    "reported a URL mapping the origin disagrees with"
+                ),
+                Err(e) => warn!(%content, "could not report a URL mapping: {e}"),
+            }
+        }
+        Err(Untrusted::Differs { content, piece })
+    }
+}
