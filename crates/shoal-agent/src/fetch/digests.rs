@@ -3,13 +3,24 @@
 //! (followers can check a piece only against a published digest); an agent fetching alone
 //! learns them the same way, to build the manifest. A follower keeps a view of the published
 //! digests, asked for when the engine lacks one and now and then anyway.
+//!
+//! Tracker outages: the leader also keeps every digest in its catalog entry, where its piece
+//! server tells them to followers (`GET /v1/pieces/{id}/digests`). While the tracker is
+//! unreachable the leader marks pieces held without publishing them (they are published once
+//! it answers again), and followers ask the leader instead of the tracker. A digest is taken
+//! only from the leader, never from another follower: the leader hashed the origin's bytes,
+//! and accepting what two followers agree on would let two agents vouch for any bytes. A
+//! tracker that lost the swarm (a restart: swarms are soft state) answers 404 to the leader's
+//! publication; the leader then creates the swarm again and publishes every digest it learned.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_core::manifest::PieceDigest;
-use shoal_core::wire::{PieceDigestEntry, PublishDigestsRequest, SwarmInfo};
+use shoal_core::wire::{
+    AgentId, CreateSwarmRequest, PieceDigestEntry, PublishDigestsRequest, SwarmInfo,
+};
 use shoal_core::{ContentId, Layout, PieceIndex};
 use shoal_engine::{
     download, CancellationToken, Digests, DownloadOptions, Endgame, Event, Existing, Output,
@@ -17,9 +28,11 @@ use shoal_engine::{
 };
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{AgentFetchError, Job, OriginUrl};
+use crate::catalog::Entry;
+use crate::exchange::Exchange;
 use crate::tracker::TrackerClient;
 
 /// How often a leader tries again to publish digests the tracker did not take (a piece is only
@@ -38,7 +51,7 @@ impl Job<'_> {
         origin: &OriginUrl,
         path: &Path,
         layout: Layout,
-        swarm: Option<ContentId>,
+        swarm: Option<&SwarmInfo>,
     ) -> Result<(Summary, Vec<Option<PieceDigest>>), AgentFetchError> {
         let mut options =
             DownloadOptions::new(origin.url.clone(), Output::File(path.to_path_buf()));
@@ -64,11 +77,15 @@ impl Job<'_> {
         let stop = self.cancel.child_token();
         let run = download(options, tx, stop.clone());
         let digests = Mutex::new(vec![None; layout.piece_count() as usize]);
+        let entry = swarm.and_then(|s| self.f.catalog.get(&s.id));
         let forward = async {
             let mut pending: Vec<(PieceIndex, PieceDigest)> = Vec::new();
             let take = |event: Event, pending: &mut Vec<(PieceIndex, PieceDigest)>| {
                 if let Event::PieceHashed { index, digest } = &event {
                     digests.lock().expect("digests lock")[index.get() as usize] = Some(*digest);
+                    if let Some(entry) = &entry {
+                        entry.learn(index.get(), *digest);
+                    }
                     pending.push((*index, *digest));
                 }
                 if !matches!(
@@ -92,15 +109,15 @@ impl Job<'_> {
                             take(event, &mut pending);
                         }
                         if !failed {
-                            failed = !self.publish(swarm, &mut pending).await;
+                            failed = !self.publish(swarm, &mut pending, &digests).await;
                         }
                     }
                     _ = retry.tick(), if failed => {
-                        failed = !self.publish(swarm, &mut pending).await;
+                        failed = !self.publish(swarm, &mut pending, &digests).await;
                     }
                 }
             }
-            self.publish(swarm, &mut pending).await;
+            self.publish(swarm, &mut pending, &digests).await;
         };
         let (result, ()) = tokio::join!(run, forward);
         stop.cancel();
@@ -109,13 +126,16 @@ impl Job<'_> {
     }
 
     /// Publishes learned digests to the swarm and marks their pieces held; what the tracker
-    /// did not take stays pending, and the answer is false.
+    /// did not take stays pending, and the answer is false. While the tracker is unreachable
+    /// the pieces are marked held anyway (followers then ask this agent for the digests).
     async fn publish(
         &self,
-        swarm: Option<ContentId>,
+        swarm: Option<&SwarmInfo>,
         pending: &mut Vec<(PieceIndex, PieceDigest)>,
+        learned: &Mutex<Vec<Option<PieceDigest>>>,
     ) -> bool {
-        let (Some(id), Some(tracker), false) = (swarm, &self.f.tracker, pending.is_empty()) else {
+        let (Some(swarm), Some(tracker), false) = (swarm, &self.f.tracker, pending.is_empty())
+        else {
             return true;
         };
         let body = PublishDigestsRequest {
@@ -124,16 +144,63 @@ impl Job<'_> {
                 .map(|(i, d)| PieceDigestEntry::new(i.get(), d))
                 .collect(),
         };
-        match tracker.publish_digests(&id, &body).await {
+        match tracker.publish_digests(&swarm.id, &body).await {
             Ok(_) => {
                 let pieces: Vec<PieceIndex> = pending.drain(..).map(|(i, _)| i).collect();
-                self.f.catalog.mark(&id, &pieces);
+                self.f.catalog.mark(&swarm.id, &pieces);
                 true
             }
-            Err(e) => {
-                debug!(swarm = %id, "publishing digests failed, retrying: {e}");
+            Err(e) if e.is_not_found() => {
+                self.create_again(tracker, swarm, pending, learned).await;
                 false
             }
+            Err(e) => {
+                debug!(swarm = %swarm.id, "publishing digests failed, retrying: {e}");
+                if e.is_unreachable() {
+                    let pieces: Vec<PieceIndex> = pending.iter().map(|(i, _)| *i).collect();
+                    self.f.catalog.mark(&swarm.id, &pieces);
+                }
+                false
+            }
+        }
+    }
+
+    /// The tracker lost the swarm: creates it again with this agent as its leader, and makes
+    /// every digest learned so far pending, to be published on the next try.
+    async fn create_again(
+        &self,
+        tracker: &TrackerClient,
+        swarm: &SwarmInfo,
+        pending: &mut Vec<(PieceIndex, PieceDigest)>,
+        learned: &Mutex<Vec<Option<PieceDigest>>>,
+    ) {
+        let request = CreateSwarmRequest {
+            key: swarm.key.clone(),
+            layout: swarm.layout,
+            agent: self.f.id.clone(),
+        };
+        match tracker.create_swarm(&request).await {
+            Ok(created) if created.leader == self.f.id => {
+                *pending = learned
+                    .lock()
+                    .expect("digests lock")
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, d)| Some((swarm.layout.piece(i as u32)?, (*d)?)))
+                    .collect();
+                info!(
+                    swarm = %swarm.id,
+                    tracker = %tracker.base(),
+                    digests = pending.len(),
+                    "the tracker had lost the swarm: created it again, publishing every digest learned"
+                );
+            }
+            Ok(created) => warn!(
+                swarm = %swarm.id,
+                leader = %created.leader,
+                "the tracker had lost the swarm, and another agent leads it now"
+            ),
+            Err(e) => debug!(swarm = %swarm.id, "creating the lost swarm again failed: {e}"),
         }
     }
 }
@@ -149,11 +216,13 @@ pub(super) struct Following {
 }
 
 impl Following {
-    /// Starts following `swarm`'s digests at `tracker`, from those `swarm` came with; stops
-    /// with `cancel` at the latest.
+    /// Starts following `swarm`'s digests at `tracker`, from those `swarm` came with, and at
+    /// the leader (found among the peers `entry` knows) when the tracker fails; stops with
+    /// `cancel` at the latest.
     pub(super) fn start(
         tracker: TrackerClient,
         swarm: &SwarmInfo,
+        leader: LeaderAsk,
         cancel: &CancellationToken,
     ) -> Self {
         let n = swarm.layout.piece_count();
@@ -166,6 +235,7 @@ impl Following {
         let stop = cancel.child_token();
         let task = tokio::spawn(refresh_digests(
             tracker,
+            leader,
             swarm.id,
             n,
             tx,
@@ -196,9 +266,36 @@ impl Following {
     }
 }
 
-/// Keeps `tx` holding the digests a swarm's leader published so far.
+/// Where a follower asks for digests when the tracker fails: the swarm's leader, at the
+/// address its catalog entry knows for it.
+pub(super) struct LeaderAsk {
+    /// The swarm's leader.
+    pub(super) leader: AgentId,
+    /// The follower's entry for the swarm: the peers it knows, and the digests it learned
+    /// (kept there for peers that ask).
+    pub(super) entry: Arc<Entry>,
+    pub(super) exchange: Exchange,
+}
+
+impl LeaderAsk {
+    /// The digests the leader learned, if it is known and answers.
+    async fn digests(&self, id: &ContentId, pieces: u32) -> Option<Vec<Option<PieceDigest>>> {
+        let addr = self.entry.peer(&self.leader)?;
+        match self.exchange.digests(addr, id, pieces).await {
+            Ok(digests) => Some(digests),
+            Err(e) => {
+                debug!(swarm = %id, leader = %self.leader, "{e}");
+                None
+            }
+        }
+    }
+}
+
+/// Keeps `tx` holding the digests a swarm's leader published so far, asked of the tracker,
+/// or of the leader while the tracker fails.
 async fn refresh_digests(
     tracker: TrackerClient,
+    leader: LeaderAsk,
     id: ContentId,
     pieces: u32,
     tx: watch::Sender<Vec<Option<PieceDigest>>>,
@@ -206,20 +303,23 @@ async fn refresh_digests(
     stop: CancellationToken,
 ) {
     loop {
-        match tracker
+        let fresh = match tracker
             .swarm(&id)
             .await
             .map(|s| s.digests.to_digests(pieces))
         {
-            Ok(Ok(digests)) => {
-                tx.send_if_modified(|known| {
-                    let changed = *known != digests;
-                    *known = digests;
-                    changed
-                });
+            Ok(Ok(digests)) => Some(digests),
+            Ok(Err(e)) => {
+                warn!(swarm = %id, "the tracker sent unusable digests: {e}");
+                None
             }
-            Ok(Err(e)) => warn!(swarm = %id, "the tracker sent unusable digests: {e}"),
-            Err(e) => debug!(swarm = %id, "cannot refresh the swarm's digests: {e}"),
+            Err(e) => {
+                debug!(swarm = %id, "cannot refresh the swarm's digests: {e}; asking its leader");
+                leader.digests(&id, pieces).await
+            }
+        };
+        if let Some(fresh) = fresh {
+            take_digests(&tx, &leader.entry, fresh);
         }
         // The leader publishes a digest before it offers the piece, so a follower rarely
         // lacks one: it asks when the engine says so, and now and then anyway.
@@ -233,4 +333,24 @@ async fn refresh_digests(
             _ = tokio::time::sleep(DIGESTS_EVERY) => {}
         }
     }
+}
+
+/// Adds the digests in `fresh` to those known: a tracker that restarted (or the leader)
+/// may know fewer than were seen, and a digest once known stays.
+fn take_digests(
+    tx: &watch::Sender<Vec<Option<PieceDigest>>>,
+    entry: &Entry,
+    fresh: Vec<Option<PieceDigest>>,
+) {
+    tx.send_if_modified(|known| {
+        let mut changed = false;
+        for (i, (old, new)) in known.iter_mut().zip(fresh).enumerate() {
+            if let (None, Some(digest)) = (*old, new) {
+                *old = Some(digest);
+                entry.learn(i as u32, digest);
+                changed = true;
+            }
+        }
+        changed
+    });
 }

@@ -40,6 +40,7 @@ impl Job<'_> {
                 layout,
                 leader,
                 token: self.f.options.peer_token.clone(),
+                catalog: self.f.catalog.clone(),
             },
             stop.clone(),
         )

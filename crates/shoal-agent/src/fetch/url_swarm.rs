@@ -12,11 +12,12 @@ use shoal_engine::{DownloadError, OriginUse, Summary};
 use tracing::{debug, info, warn};
 use url::Url;
 
-use super::digests::Following;
+use super::digests::{Following, LeaderAsk};
 use super::downloads::Part;
 use super::role::{self, AfterLookup, Alone, Role};
 use super::{key_of, part_path, AgentFetchError, Fetched, Job, OriginUrl};
 use crate::catalog::{Entry, Provenance};
+use crate::exchange::Exchange;
 use crate::objects::{ObjectsError, Pin};
 use crate::piece_size;
 
@@ -132,7 +133,7 @@ impl Job<'_> {
         info!(swarm = %swarm.id, url = %swarm.key.url, "leading the swarm: fetching from the origin");
         let (path, _pin) = self.join(&origin, &swarm, Part::Lead);
         let (summary, digests) = self
-            .fetch_origin(&origin, &path, swarm.layout, Some(swarm.id))
+            .fetch_origin(&origin, &path, swarm.layout, Some(&swarm))
             .await?;
         self.finish(origin, path, swarm.layout, digests, summary, Some(swarm.id))
             .await
@@ -147,7 +148,18 @@ impl Job<'_> {
     ) -> Result<Fetched, AgentFetchError> {
         info!(swarm = %swarm.id, leader = %swarm.leader, url = %swarm.key.url, "following the swarm");
         let (path, _pin) = self.join(origin, swarm, Part::Follow);
-        let following = Following::start(self.tracker("a swarm")?.clone(), swarm, &self.cancel);
+        let entry = self.f.catalog.get(&swarm.id).expect("joined just now");
+        let leader = LeaderAsk {
+            leader: swarm.leader.clone(),
+            entry,
+            exchange: Exchange::new(self.f.options.peer_token.clone()),
+        };
+        let following = Following::start(
+            self.tracker("a swarm")?.clone(),
+            swarm,
+            leader,
+            &self.cancel,
+        );
         let result = self
             .swarm(
                 swarm.id,
