@@ -23,9 +23,11 @@ use crate::{exit, logging, signals};
 
 #[derive(Debug, Args)]
 pub(crate) struct AgentArgs {
-    /// The tracker, e.g. http://tracker:7700; without it the agent only fetches from origins
-    #[arg(long, value_name = "URL")]
-    tracker: Option<Url>,
+    /// The tracker, e.g. http://tracker:7700; repeat it (or separate URLs with commas) for
+    /// replicas, asked in turn when one is unreachable; without it the agent only fetches
+    /// from origins
+    #[arg(long, value_name = "URL", value_delimiter = ',')]
+    tracker: Vec<Url>,
 
     /// File holding the fleet's agent token (one line): sent to the tracker, and what peers
     /// must send to fetch pieces from this agent
@@ -164,11 +166,12 @@ fn options(args: AgentArgs) -> anyhow::Result<(AgentOptions, SocketAddr)> {
         ),
     };
     let upload_limit = args.upload_limit.map(|r| r.bytes_per_sec());
+    let mut trackers = args.tracker.into_iter();
     let options = AgentOptions {
         id,
-        tracker: args
-            .tracker
-            .map(|url| TrackerClient::new(url, token.clone())),
+        tracker: trackers
+            .next()
+            .map(|first| TrackerClient::with_replicas(first, trackers.collect(), token.clone())),
         share: args.share,
         symlinks: if args.follow_symlinks {
             Symlinks::Follow
