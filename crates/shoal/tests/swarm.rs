@@ -57,29 +57,13 @@ impl Fleet {
         std::fs::write(dir.path().join("token"), FLEET).unwrap();
         std::fs::write(dir.path().join("admin-token"), READER).unwrap();
         let port = common::free_port();
-        let log = std::fs::File::create(dir.path().join("tracker.log")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
-            .args(["tracker", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data")
-            .arg(dir.path().join("tracker"))
-            .arg("--tokens")
-            .arg(&tokens)
-            .args(["--lease", "5"])
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn shoal tracker");
-        common::wait_listening(&mut child, port, "shoal tracker");
-        Fleet {
-            dir,
-            tracker: Process {
-                child,
-                port,
-                data: PathBuf::new(),
-            },
-        }
+        let tracker = spawn_tracker(dir.path(), port);
+        Fleet { dir, tracker }
+    }
+
+    /// Starts the tracker again, on its port and `--data`, after [`Process::kill`].
+    fn restart_tracker(&mut self) {
+        self.tracker = spawn_tracker(self.dir.path(), self.tracker.port);
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -191,6 +175,35 @@ impl Fleet {
             sha256_hex(data),
             "{out} differs from the original"
         );
+    }
+}
+
+/// `shoal tracker` on `port` with its data in `dir`, logging to `dir/tracker.log` (appended
+/// to, so a restart keeps what the first run said).
+fn spawn_tracker(dir: &Path, port: u16) -> Process {
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join("tracker.log"))
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["tracker", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data")
+        .arg(dir.join("tracker"))
+        .arg("--tokens")
+        .arg(dir.join("tokens.toml"))
+        .args(["--lease", "5"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn shoal tracker");
+    common::wait_listening(&mut child, port, "shoal tracker");
+    Process {
+        child,
+        port,
+        data: PathBuf::new(),
     }
 }
 
@@ -618,4 +631,141 @@ fn restart_resumes_a_killed_agents_download_and_serves_its_pieces_at_once() {
         log.contains("serving the verified pieces of an unfinished download again"),
         "{log}"
     );
+}
+
+/// Waits until `origin` has sent at least `bytes`.
+fn wait_sent(origin: &Origin, bytes: u64) {
+    let deadline = Instant::now() + common::DEADLINE;
+    while origin.bytes_sent() < bytes {
+        assert!(
+            Instant::now() < deadline,
+            "the origin never sent {bytes} bytes"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until all agents but the leader (which follows no peers) know every other member of
+/// the swarm of the file `name`, asking each agent's piece server as a peer would: what a
+/// swarm knows when its tracker goes away.
+fn wait_members_known(fleet: &Fleet, agents: &[Process], name: &str) {
+    let deadline = Instant::now() + common::DEADLINE;
+    let swarm = loop {
+        let (status, body) = fleet.tracker_call("GET", &format!("/v1/content?name={name}"));
+        let list: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if let (200, Some(id)) = (status, list["contents"][0]["id"].as_str()) {
+            break id.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no swarm for {name}: {status} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    loop {
+        let knowing = agents
+            .iter()
+            .filter(|agent| {
+                let path = format!("/v1/pieces/{swarm}/peers");
+                let (status, body) = common::call(agent.port, FLEET, "GET", &path, "");
+                let list: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                status == 200 && list["peers"].as_array().map_or(0, Vec::len) + 1 >= agents.len()
+            })
+            .count();
+        if knowing + 1 >= agents.len() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the swarm's members never knew each other"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What happens to the tracker of a URL swarm once the origin sent 30 % of the file and the
+/// members know each other.
+#[derive(PartialEq)]
+enum Outage {
+    /// Killed, and started again on its `--data` once the origin sent 50 %.
+    Restarted,
+    /// Killed for good.
+    ForGood,
+}
+
+/// Three agents fetch one URL while the tracker goes through `outage`: every copy is right,
+/// and the origin sent the file about once (nobody gave up on the swarm for the origin).
+/// Returns the fleet, with the tracker running again if it was restarted, and the agents.
+fn url_swarm_through(outage: Outage, names: &[&str]) -> (Fleet, Vec<Process>) {
+    let mut fleet = Fleet::start();
+    let data = random_bytes(8 * MIB, 7);
+    let size = data.len() as u64;
+    // Slow enough that the tracker is away for a good part of the download.
+    let origin = Origin::start_blocking(OriginConfig {
+        content: data.clone(),
+        rate_limit: Some(192 * 1024),
+        ..OriginConfig::default()
+    });
+    let url = origin.url("/outage.iso");
+    let agents: Vec<Process> = names.iter().map(|n| fleet.agent(n, None, &[])).collect();
+    let gets: Vec<Child> = agents
+        .iter()
+        .enumerate()
+        .map(|(i, a)| fleet.get(a, &url, &format!("out{i}")))
+        .collect();
+    wait_sent(&origin, size * 3 / 10);
+    wait_members_known(&fleet, &agents, "outage.iso");
+    fleet.tracker.kill();
+    // The swarm goes on without it: the leader offers pieces and tells their digests itself.
+    wait_sent(&origin, size / 2);
+    if outage == Outage::Restarted {
+        fleet.restart_tracker();
+    }
+    for get in gets {
+        done(get, &fleet, names);
+    }
+    for i in 0..names.len() {
+        fleet.assert_file(&format!("out{i}"), &data);
+    }
+    let sent = origin.bytes_sent();
+    if sent > size * 12 / 10 {
+        for name in names {
+            eprintln!("--- {name}.log\n{}", fleet.log(name));
+        }
+        panic!("the origin sent {sent} bytes for three agents of a {size} byte file");
+    }
+    (fleet, agents)
+}
+
+#[test]
+fn a_url_swarm_whose_tracker_dies_for_good_completes() {
+    url_swarm_through(Outage::ForGood, &["g1", "g2", "g3"]);
+}
+
+#[test]
+fn a_tracker_restarted_mid_swarm_is_repopulated_and_the_swarm_completes() {
+    let names = ["r1", "r2", "r3"];
+    let (fleet, _agents) = url_swarm_through(Outage::Restarted, &names);
+    // The restarted tracker heard again from every agent, with what each holds.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = fleet.tracker_call("GET", "/v1/agents");
+        assert_eq!(status, 200, "{body}");
+        let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let complete =
+            |name: &str| {
+                list["agents"].as_array().unwrap().iter().any(|a| {
+                    a["id"] == name && a["complete_holdings"].as_u64().is_some_and(|n| n >= 1)
+                })
+            };
+        if names.iter().all(|n| complete(n)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted tracker does not list every agent's holdings: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    fleet.wait_holders(&content_id(&random_bytes(8 * MIB, 7)), 3);
 }
