@@ -232,7 +232,10 @@ impl Entry {
     /// Records the digest of a piece of a URL swarm; pieces past the layout are ignored.
     pub fn learn(&self, piece: u32, digest: PieceDigest) {
         if piece < self.piece_count() {
-            self.digests.lock().expect("digests lock").insert(piece, digest);
+            self.digests
+                .lock()
+                .expect("digests lock")
+                .insert(piece, digest);
         }
     }
 
@@ -240,7 +243,12 @@ impl Entry {
     pub fn digests(&self) -> SwarmDigests {
         match &self.manifest {
             Some(manifest) => SwarmDigests::of(
-                &manifest.digests().iter().copied().map(Some).collect::<Vec<_>>(),
+                &manifest
+                    .digests()
+                    .iter()
+                    .copied()
+                    .map(Some)
+                    .collect::<Vec<_>>(),
             ),
             None => SwarmDigests::from_known(
                 self.piece_count(),

@@ -63,8 +63,13 @@ impl Exchange {
         addr: SocketAddr,
         content: &ContentId,
     ) -> Result<PeerList, ExchangeError> {
-        self.get(addr, &peer::path::peers(content), "peers", MAX_PEER_LIST_BYTES)
-            .await
+        self.get(
+            addr,
+            &peer::path::peers(content),
+            "peers",
+            MAX_PEER_LIST_BYTES,
+        )
+        .await
     }
 
     /// The piece digests of a swarm of `pieces` pieces the peer at `addr` learned.

@@ -318,7 +318,12 @@ async fn poll(book: Arc<Book>, name: String, pieces_url: Url) {
 }
 
 /// A peer at `addr` as a source of `watch.content`'s pieces `have` (`None`: all of them).
-fn source(watch: &Watch, id: &AgentId, addr: SocketAddr, have: Option<Bitfield>) -> Option<PeerSource> {
+fn source(
+    watch: &Watch,
+    id: &AgentId,
+    addr: SocketAddr,
+    have: Option<Bitfield>,
+) -> Option<PeerSource> {
     let url = Url::parse(&format!(
         "http://{addr}{}",
         peer::path::pieces(&watch.content)

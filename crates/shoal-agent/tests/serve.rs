@@ -700,7 +700,12 @@ async fn the_exchange_routes_tell_the_swarm_and_the_learned_digests() {
     let peer = start(ServeOptions::default()).await;
     let id = ContentId::from_bytes([5; 32]);
     let layout = shoal_core::Layout::new(SIZE as u64, PIECE).unwrap();
-    let entry = Arc::new(Entry::provisional(id, layout, "s".into(), peer.dir.path().join("s")));
+    let entry = Arc::new(Entry::provisional(
+        id,
+        layout,
+        "s".into(),
+        peer.dir.path().join("s"),
+    ));
     peer.catalog.insert(entry.clone());
     let other = KnownPeer {
         id: AgentId::new("other").unwrap(),
@@ -710,12 +715,24 @@ async fn the_exchange_routes_tell_the_swarm_and_the_learned_digests() {
     entry.learn(1, [7; 32]);
     let auth = bearer(SECRET);
 
-    let answer = fetch(peer.addr, "GET", &path::peers(&id), &[("Authorization", &auth)]).await;
+    let answer = fetch(
+        peer.addr,
+        "GET",
+        &path::peers(&id),
+        &[("Authorization", &auth)],
+    )
+    .await;
     assert_eq!(answer.status, 200);
     let list: PeerList = serde_json::from_slice(&answer.body).unwrap();
     assert_eq!(list.peers, vec![other]);
 
-    let answer = fetch(peer.addr, "GET", &path::digests(&id), &[("Authorization", &auth)]).await;
+    let answer = fetch(
+        peer.addr,
+        "GET",
+        &path::digests(&id),
+        &[("Authorization", &auth)],
+    )
+    .await;
     assert_eq!(answer.status, 200);
     let digests: SwarmDigests = serde_json::from_slice(&answer.body).unwrap();
     assert_eq!(
@@ -725,7 +742,13 @@ async fn the_exchange_routes_tell_the_swarm_and_the_learned_digests() {
 
     // A whole content answers its manifest's digests.
     let whole = peer.share("w", &data(3));
-    let answer = fetch(peer.addr, "GET", &path::digests(&whole), &[("Authorization", &auth)]).await;
+    let answer = fetch(
+        peer.addr,
+        "GET",
+        &path::digests(&whole),
+        &[("Authorization", &auth)],
+    )
+    .await;
     let digests: SwarmDigests = serde_json::from_slice(&answer.body).unwrap();
     let manifest = Manifest::of_bytes(&data(3), PIECE).unwrap();
     let expected: Vec<_> = manifest.digests().iter().copied().map(Some).collect();
@@ -735,7 +758,13 @@ async fn the_exchange_routes_tell_the_swarm_and_the_learned_digests() {
         assert_eq!(fetch(peer.addr, "GET", &target, &[]).await.status, 401);
     }
     let unknown = ContentId::from_bytes([1; 32]);
-    let answer = fetch(peer.addr, "GET", &path::peers(&unknown), &[("Authorization", &auth)]).await;
+    let answer = fetch(
+        peer.addr,
+        "GET",
+        &path::peers(&unknown),
+        &[("Authorization", &auth)],
+    )
+    .await;
     assert_eq!(answer.status, 404);
 }
 
@@ -747,9 +776,9 @@ async fn the_exchange_routes_are_rate_limited() {
     let asks: Vec<_> = (0..4 * EXCHANGE_RATE)
         .map(|_| {
             let (addr, target, auth) = (peer.addr, path::peers(&id), bearer(SECRET));
-            tokio::spawn(async move {
-                fetch(addr, "GET", &target, &[("Authorization", &auth)]).await
-            })
+            tokio::spawn(
+                async move { fetch(addr, "GET", &target, &[("Authorization", &auth)]).await },
+            )
         })
         .collect();
     let mut refused = 0;

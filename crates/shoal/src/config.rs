@@ -180,7 +180,9 @@ fn checked(arg: &Arg, key: &str, value: &toml::Value) -> Result<String, String> 
         let texts = values
             .iter()
             .map(|value| match value {
-                toml::Value::Array(_) => Err(format!("expected {}, not a nested array", value_name(arg))),
+                toml::Value::Array(_) => {
+                    Err(format!("expected {}, not a nested array", value_name(arg)))
+                }
                 value => checked(arg, key, value),
             })
             .collect::<Result<Vec<_>, _>>()?;

@@ -118,7 +118,10 @@ fn several_trackers_from_the_file_the_environment_or_repeated_flags() {
         line(&printed, "tracker"),
         r#"tracker = ["http://e1:7700", "http://e2:7700"]  # env SHOAL_TRACKER"#
     );
-    let printed = print(&[], &["--tracker", "http://f1:7700", "--tracker", "http://f2:7700"]);
+    let printed = print(
+        &[],
+        &["--tracker", "http://f1:7700", "--tracker", "http://f2:7700"],
+    );
     assert_eq!(
         line(&printed, "tracker"),
         r#"tracker = ["http://f1:7700", "http://f2:7700"]  # flag"#

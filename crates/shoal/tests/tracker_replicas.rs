@@ -131,15 +131,21 @@ fn start_agent(dir: &Path, id: &str, trackers: &[u16]) -> Agent {
     let data = dir.join(format!("{id}-data"));
     let log = dir.join(format!("{id}.log"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
-    cmd.args(["agent", "--id", id, "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--token-file")
-        .arg(dir.join("token"))
-        .arg("--data")
-        .arg(&data)
-        .env("RUST_LOG", "shoal_agent=debug,shoal_engine=info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
+    cmd.args([
+        "agent",
+        "--id",
+        id,
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ])
+    .arg("--token-file")
+    .arg(dir.join("token"))
+    .arg("--data")
+    .arg(&data)
+    .env("RUST_LOG", "shoal_agent=debug,shoal_engine=info")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap());
     for tracker in trackers {
         cmd.args(["--tracker", &format!("http://127.0.0.1:{tracker}")]);
     }
@@ -148,7 +154,11 @@ fn start_agent(dir: &Path, id: &str, trackers: &[u16]) -> Agent {
     let socket = data.join("control.sock");
     let deadline = Instant::now() + common::DEADLINE;
     while !socket.exists() {
-        assert!(Instant::now() < deadline, "{} never appeared", socket.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            socket.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     Agent { child, data, log }
@@ -188,13 +198,16 @@ fn agents_given_two_trackers_move_to_the_second_when_the_first_dies() {
         .iter()
         .enumerate()
         .map(|(i, agent)| {
-            common::get(dir.path(), &["--progress", "none", &url, "-o", &format!("out{i}")])
-                .env(
-                    "SHOAL_AGENT",
-                    format!("unix:{}", agent.data.join("control.sock").display()),
-                )
-                .spawn()
-                .expect("spawn shoal get")
+            common::get(
+                dir.path(),
+                &["--progress", "none", &url, "-o", &format!("out{i}")],
+            )
+            .env(
+                "SHOAL_AGENT",
+                format!("unix:{}", agent.data.join("control.sock").display()),
+            )
+            .spawn()
+            .expect("spawn shoal get")
         })
         .collect();
     let deadline = Instant::now() + common::DEADLINE;
@@ -208,21 +221,33 @@ fn agents_given_two_trackers_move_to_the_second_when_the_first_dies() {
         let run = common::finish(get);
         if run.code != 0 {
             for agent in &agents {
-                eprintln!("--- {}\n{}", agent.log.display(), std::fs::read_to_string(&agent.log).unwrap_or_default());
+                eprintln!(
+                    "--- {}\n{}",
+                    agent.log.display(),
+                    std::fs::read_to_string(&agent.log).unwrap_or_default()
+                );
             }
         }
         common::assert_code(&run, 0);
     }
     for i in 0..names.len() {
         let out = dir.path().join(format!("out{i}"));
-        assert_eq!(common::sha256_of(&out), sha256_hex(&data), "{}", out.display());
+        assert_eq!(
+            common::sha256_of(&out),
+            sha256_hex(&data),
+            "{}",
+            out.display()
+        );
     }
     let sent = origin.bytes_sent();
     assert!(
         sent <= size * 12 / 10,
         "the origin sent {sent} bytes for three agents of a {size} byte file"
     );
-    let moved = format!("using the tracker http://127.0.0.1:{}/ from now on", two.port);
+    let moved = format!(
+        "using the tracker http://127.0.0.1:{}/ from now on",
+        two.port
+    );
     for agent in &agents {
         let log = std::fs::read_to_string(&agent.log).unwrap();
         assert_eq!(log.matches(&moved).count(), 1, "{log}");
@@ -234,11 +259,12 @@ fn agents_given_two_trackers_move_to_the_second_when_the_first_dies() {
         let (status, body) = common::call(two.port, ADMIN, "GET", "/v1/agents", "");
         assert_eq!(status, 200, "{body}");
         let list: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let complete = |name: &str| {
-            list["agents"].as_array().unwrap().iter().any(|a| {
-                a["id"] == name && a["complete_holdings"].as_u64().is_some_and(|n| n >= 1)
-            })
-        };
+        let complete =
+            |name: &str| {
+                list["agents"].as_array().unwrap().iter().any(|a| {
+                    a["id"] == name && a["complete_holdings"].as_u64().is_some_and(|n| n >= 1)
+                })
+            };
         if names.iter().all(|n| complete(n)) {
             break;
         }

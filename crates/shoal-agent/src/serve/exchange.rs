@@ -30,7 +30,11 @@ impl ExchangeLimit {
         let rate = NonZeroU64::new(EXCHANGE_RATE).expect("a positive rate");
         Self {
             // A second's worth at once: a swarm whose tracker just went away asks together.
-            bucket: Mutex::new(TokenBucket::full(rate, EXCHANGE_RATE as f64, Default::default())),
+            bucket: Mutex::new(TokenBucket::full(
+                rate,
+                EXCHANGE_RATE as f64,
+                Default::default(),
+            )),
             since: Instant::now(),
         }
     }
@@ -79,9 +83,5 @@ fn asked(
     server.inner.exchange.take()?;
     let Path(id) = id.map_err(|_| ServeError::PathEncoding)?;
     let id: ContentId = id.parse()?;
-    server
-        .inner
-        .catalog
-        .get(&id)
-        .ok_or(ServeError::Unknown(id))
+    server.inner.catalog.get(&id).ok_or(ServeError::Unknown(id))
 }

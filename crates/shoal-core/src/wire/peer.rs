@@ -184,7 +184,9 @@ mod tests {
         assert_eq!(serde_json::from_str::<PeerList>(&text).unwrap(), list);
         let longest = KnownPeer {
             id: AgentId::new("x".repeat(super::super::MAX_AGENT_ID_LEN)).unwrap(),
-            addr: "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535".parse().unwrap(),
+            addr: "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
+                .parse()
+                .unwrap(),
         };
         let full = PeerList {
             peers: vec![longest; MAX_PEERS],
