@@ -422,6 +422,38 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_knows_a_bounded_swarm_and_the_digests_it_learned() {
+        let e = Entry::provisional(
+            ContentId::from_bytes([3; 32]),
+            Layout::new(10, 4).unwrap(),
+            "f".into(),
+            PathBuf::from("/nowhere"),
+        );
+        let peer = |i: usize, port: u16| KnownPeer {
+            id: AgentId::new(format!("p{i:03}")).unwrap(),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        e.meet((0..MAX_PEERS + 5).map(|i| peer(i, 1000)));
+        assert_eq!(e.peers().len(), MAX_PEERS);
+        assert_eq!(e.peer(&peer(MAX_PEERS, 1).id), None, "past the limit");
+        // A known peer's new address replaces the old one, even when full.
+        e.meet([peer(0, 2000)]);
+        assert_eq!(e.peer(&peer(0, 1).id), Some(peer(0, 2000).addr));
+
+        e.learn(2, [9; 32]);
+        e.learn(7, [8; 32]);
+        assert_eq!(
+            e.digests().to_digests(3).unwrap(),
+            vec![None, None, Some([9; 32])],
+            "a piece past the layout is not learned"
+        );
+        let whole = entry(&[1u8; 10], 4);
+        let manifest = whole.manifest().unwrap().clone();
+        let expected: Vec<_> = manifest.digests().iter().copied().map(Some).collect();
+        assert_eq!(whole.digests().to_digests(3).unwrap(), expected);
+    }
+
+    #[test]
     fn changes_are_queued_once() {
         let catalog = Catalog::new();
         let e = entry(&[1u8; 10], 4);

@@ -371,7 +371,91 @@ async fn peers_of(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use shoal_core::wire::peer::KnownPeer;
+
     use super::*;
+    use crate::catalog::Entry;
+    use crate::serve::{self, PieceServer, ServeOptions};
+
+    const TOKEN: &str = "fleet-token-for-tests";
+
+    /// A catalog holding a provisional entry of `content` that knows `peers`.
+    fn catalog_knowing(content: ContentId, layout: Layout, peers: Vec<KnownPeer>) -> Catalog {
+        let catalog = Catalog::new();
+        let entry = Entry::provisional(content, layout, "f".into(), "/nowhere".into());
+        entry.meet(peers);
+        catalog.insert(Arc::new(entry));
+        catalog
+    }
+
+    fn known(id: &str, addr: SocketAddr) -> KnownPeer {
+        KnownPeer {
+            id: AgentId::new(id).unwrap(),
+            addr,
+        }
+    }
+
+    #[tokio::test]
+    async fn while_the_tracker_is_down_known_peers_name_the_others() {
+        let content = ContentId::from_bytes([4; 32]);
+        let layout = Layout::new(10 << 20, 1 << 20).unwrap();
+        // Peer "a" knows "c", which this agent has not heard of.
+        let c_addr = SocketAddr::from(([127, 0, 0, 1], 9));
+        let a_catalog = catalog_knowing(content, layout, vec![known("c", c_addr)]);
+        let a_server = PieceServer::new(
+            a_catalog,
+            ServeOptions {
+                tokens: vec![TOKEN.into()],
+                ..ServeOptions::default()
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a_addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server_stop = stop.clone();
+        tokio::spawn(serve::run(listener, a_server, async move {
+            server_stop.cancelled().await
+        }));
+        // A port nothing listens on once the listener is dropped.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let dead = Url::parse(&format!("http://{dead}")).unwrap();
+
+        let me = catalog_knowing(content, layout, vec![known("a", a_addr)]);
+        let (mut peers, task) = follow(
+            Watch {
+                tracker: Some(TrackerClient::new(dead, TOKEN.into())),
+                me: AgentId::new("b").unwrap(),
+                content,
+                layout,
+                leader: None,
+                token: TOKEN.into(),
+                catalog: me.clone(),
+            },
+            stop.clone(),
+        )
+        .await;
+        let found = tokio::time::timeout(
+            Duration::from_secs(30),
+            peers.wait_for(|list| list.iter().any(|p| p.name == "c")),
+        )
+        .await
+        .expect("no peer named c within 30 s")
+        .unwrap()
+        .clone();
+        let c = found.iter().find(|p| p.name == "c").unwrap();
+        assert_eq!(c.url.port(), Some(9));
+        assert_eq!(c.have.as_ref().map(Bitfield::count_ones), Some(0));
+        // And this agent now tells others of it too.
+        let entry = me.get(&content).unwrap();
+        assert_eq!(entry.peer(&AgentId::new("c").unwrap()), Some(c_addr));
+        stop.cancel();
+        task.await.unwrap();
+    }
 
     #[test]
     fn the_union_of_two_views_is_the_newer() {

@@ -354,3 +354,116 @@ fn take_digests(
         changed
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use shoal_core::wire::peer::KnownPeer;
+    use shoal_core::wire::{SwarmDigests, UrlKey};
+    use url::Url;
+
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::serve::{self, PieceServer, ServeOptions};
+
+    const TOKEN: &str = "fleet-token-for-tests";
+
+    fn swarm(layout: Layout) -> SwarmInfo {
+        let key = UrlKey {
+            url: "https://origin.example/big.iso".into(),
+            size: layout.size(),
+            etag: None,
+            last_modified: None,
+        };
+        SwarmInfo {
+            id: key.swarm_id(),
+            key,
+            layout,
+            leader: AgentId::new("lead").unwrap(),
+            created: false,
+            digests: SwarmDigests::of(&vec![None; layout.piece_count() as usize]),
+        }
+    }
+
+    #[test]
+    fn digests_once_known_stay_when_a_tracker_knows_fewer() {
+        let (tx, rx) = watch::channel(vec![Some([1; 32]), None, None]);
+        let entry = Entry::provisional(
+            ContentId::from_bytes([1; 32]),
+            Layout::new(3 << 20, 1 << 20).unwrap(),
+            "f".into(),
+            "/nowhere".into(),
+        );
+        take_digests(&tx, &entry, vec![None, Some([2; 32]), None]);
+        assert_eq!(*rx.borrow(), vec![Some([1; 32]), Some([2; 32]), None]);
+        assert_eq!(
+            entry.digests().to_digests(3).unwrap(),
+            vec![None, Some([2; 32]), None],
+            "the entry keeps what it learned here, for peers that ask"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_follower_asks_its_leader_for_digests_while_the_tracker_is_down() {
+        let layout = Layout::new(3 << 20, 1 << 20).unwrap();
+        let swarm = swarm(layout);
+        let leader_catalog = Catalog::new();
+        let leader_entry = Entry::provisional(swarm.id, layout, "f".into(), "/nowhere".into());
+        leader_entry.learn(1, [7; 32]);
+        leader_catalog.insert(Arc::new(leader_entry));
+        let server = PieceServer::new(
+            leader_catalog,
+            ServeOptions {
+                tokens: vec![TOKEN.into()],
+                ..ServeOptions::default()
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let leader_addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        let server_stop = cancel.clone();
+        tokio::spawn(serve::run(listener, server, async move {
+            server_stop.cancelled().await
+        }));
+        // A port nothing listens on once the listener is dropped.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let dead = Url::parse(&format!("http://{dead}")).unwrap();
+
+        let entry = Arc::new(Entry::provisional(
+            swarm.id,
+            layout,
+            "f".into(),
+            "/nowhere".into(),
+        ));
+        entry.meet([KnownPeer {
+            id: swarm.leader.clone(),
+            addr: leader_addr,
+        }]);
+        let following = Following::start(
+            TrackerClient::new(dead, TOKEN.into()),
+            &swarm,
+            LeaderAsk {
+                leader: swarm.leader.clone(),
+                entry: entry.clone(),
+                exchange: Exchange::new(TOKEN.into()),
+            },
+            &cancel,
+        );
+        let mut known = following.known.clone();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            known.wait_for(|d| d[1].is_some()),
+        )
+        .await
+        .expect("no digest from the leader within 30 s")
+        .unwrap();
+        assert_eq!(
+            following.stop().await,
+            vec![None, Some([7; 32]), None],
+            "only what the leader learned"
+        );
+        cancel.cancel();
+    }
+}
