@@ -452,13 +452,10 @@ mod tests {
             &cancel,
         );
         let mut known = following.known.clone();
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            known.wait_for(|d| d[1].is_some()),
-        )
-        .await
-        .expect("no digest from the leader within 30 s")
-        .unwrap();
+        tokio::time::timeout(Duration::from_secs(30), known.wait_for(|d| d[1].is_some()))
+            .await
+            .expect("no digest from the leader within 30 s")
+            .unwrap();
         assert_eq!(
             following.stop().await,
             vec![None, Some([7; 32]), None],
