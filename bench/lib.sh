@@ -16,6 +16,8 @@
 #   bench_measure TIMEOUT LOG CMD...           wall time + peak RSS of one command, bounded
 #   bench_median / bench_min / bench_max N...  over decimal numbers, 3 decimals
 #   bench_ratio A B                            A / B with 2 decimals, "-" if either is missing
+#   bench_fleet_init and the rest (bench/fleet.sh)  hosts in network namespaces, nginx, tracker,
+#                                              agents, phases of clients, counters (see there)
 #
 # Every wait in here is bounded. Nothing in here talks to anything but 127.0.0.1 (or whatever
 # LISTEN address a caller gives nginx, e.g. inside its own network namespace).
@@ -363,3 +365,8 @@ bench_source_file() {
   SRC_SHA=$(cat "$SRC.sha256")
   cat "$SRC" >/dev/null
 }
+
+# The fleets in network namespaces of bench/swarm.sh and bench/chaos.sh (bench_fleet_init and
+# the rest), kept in a file of their own to keep this one short.
+# shellcheck source=bench/fleet.sh
+. "$(dirname "${BASH_SOURCE[0]}")/fleet.sh"

@@ -202,105 +202,12 @@ SHOAL_DESC="$("$SHOAL" --version 2>/dev/null | head -n 1 || true) ($SHOAL_BIN, b
 bench_log "shoal: $SHOAL_DESC"
 
 # ----------------------------------------------------------------------------- network
-PFX=shoal-swarm-$$-
-SW=${PFX}sw
-SUBNET=10.77.0
-ORIGIN_IP=$SUBNET.10
-ns_of() { echo "${PFX}h$1"; }
-ip_of() { echo "$SUBNET.$((10 + $1))"; }
-# Burst: at least 256 KiB (bench/mirrors.sh's), and 10 ms worth at higher rates so the bucket
-# is never smaller than what a timer tick lets through.
-BURST=$(awk -v r="$RATE_BPS" 'BEGIN { b = r / 8 / 100; if (b < 262144) b = 262144; printf "%d", b }')
-TBF=(tbf rate "$RATE" burst "$BURST" latency 50ms)
-
-# ns_kill_all NS: KILL every process in namespace NS (ours: this run's, or a dead run's).
-ns_kill_all() {
-  local pid
-  for pid in $("${T[@]}" ip netns pids "$1" 2>/dev/null || true); do
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-}
-
-# Deletes every namespace whose name starts with PREFIX; its processes are killed first (a
-# namespace with processes in it outlives `ip netns del`). Deleting a namespace deletes its
-# veth ends, and so the pairs.
-ns_delete_prefix() {
-  local prefix=$1 ns
-  for ns in $("${T[@]}" ip netns list 2>/dev/null | awk '{ print $1 }'); do
-    [[ "$ns" == "$prefix"* ]] || continue
-    ns_kill_all "$ns"
-    "${T[@]}" ip netns del "$ns" 2>/dev/null || true
-  done
-}
-
-net_teardown() { ns_delete_prefix "$PFX"; }
-
-# Leftovers of runs killed too hard to clean up: namespaces of a pid that is gone (or is us,
-# before we made any). Another live run is left alone, and named.
-OTHERS=""
-OTHERS_SEEN=""
-sweep_leftovers() {
-  local ns pid seen=" "
-  for ns in $("${T[@]}" ip netns list 2>/dev/null | awk '{ print $1 }'); do
-    [[ "$ns" =~ ^shoal-swarm-([0-9]+)- ]] || continue
-    pid=${BASH_REMATCH[1]}
-    [[ "$seen" == *" $pid "* ]] && continue
-    seen+="$pid "
-    if [[ "$pid" != "$$" ]] && kill -0 "$pid" 2>/dev/null && grep -qa swarm.sh "/proc/$pid/cmdline" 2>/dev/null; then
-      OTHERS+=" $pid"
-    else
-      bench_log "removing the namespaces of an earlier run (pid $pid) that is gone"
-      ns_delete_prefix "shoal-swarm-$pid-"
-    fi
-  done
-}
-
-# other_runs: the pids of other live runs that have namespaces now, space-separated. Never fails.
-other_runs() {
-  local pid
-  for pid in $("${T[@]}" ip netns list 2>/dev/null | sed -nE 's/^shoal-swarm-([0-9]+)-.*/\1/p' | sort -u || true); do
-    if [[ "$pid" != "$$" ]] && kill -0 "$pid" 2>/dev/null; then
-      printf '%s ' "$pid"
-    fi
-  done
-  return 0
-}
-
-net_setup() {
-  local i ns
-  "${T[@]}" ip netns add "$SW"
-  "${T[@]}" ip -n "$SW" link set lo up
-  "${T[@]}" ip -n "$SW" link add br0 type bridge forward_delay 0 stp_state 0
-  "${T[@]}" ip -n "$SW" link set br0 up
-  for ((i = 0; i <= N; i++)); do
-    ns=$(ns_of "$i")
-    "${T[@]}" ip netns add "$ns"
-    # h<i> on the bridge in the switch namespace, eth0 in the host's: created in place, so no
-    # link ever appears in the root namespace.
-    "${T[@]}" ip -n "$SW" link add "h$i" type veth peer name eth0 netns "$ns"
-    "${T[@]}" ip -n "$SW" link set "h$i" master br0
-    "${T[@]}" ip -n "$SW" link set "h$i" up
-    "${T[@]}" ip -n "$ns" link set lo up
-    "${T[@]}" ip -n "$ns" addr add "$(ip_of "$i")/24" dev eth0
-    "${T[@]}" ip -n "$ns" link set eth0 up
-    # Upload cap: what the host sends. Download cap: what the bridge sends to the host.
-    "${T[@]}" ip netns exec "$ns" tc qdisc add dev eth0 root "${TBF[@]}"
-    "${T[@]}" ip netns exec "$SW" tc qdisc add dev "h$i" root "${TBF[@]}"
-  done
-}
-
-sweep_leftovers
+bench_fleet_init swarm
+bench_sweep_leftovers
 [[ -z "$OTHERS" ]] || bench_warn "another bench/swarm.sh is running (pid$OTHERS): both share this machine's 2 cores, so the timings of both are off"
-bench_cleanup_add net_teardown
-net_setup
-bench_log "$((N + 1)) hosts ${PFX}h0..h$N ($(ip_of 0)..$(ip_of "$N")) on bridge br0 in $SW, each capped at $RATE up and down (tbf burst $BURST latency 50ms)"
-
-# in_ns I CMD...: run CMD in host I's namespace.
-in_ns() {
-  local i=$1
-  shift
-  ip netns exec "$(ns_of "$i")" "$@"
-}
+bench_cleanup_add bench_net_teardown
+bench_net_setup
+bench_log "$((N + 1)) hosts ${PFX}h0..h$N ($(bench_ip_of 0)..$(bench_ip_of "$N")) on bridge br0 in $SW, each capped at $RATE up and down (tbf burst $BURST latency 50ms)"
 
 # ----------------------------------------------------------------------------- files
 mkdir -p "$WORK/files"
@@ -320,326 +227,16 @@ avail_kib=$(df -Pk "$OUT_BASE" | awk 'NR == 2 { print $4 }')
   bench_die "not enough space in $OUT_BASE: need ~$((need_kib / 1024)) MiB for $N copies, have $((avail_kib / 1024)) MiB"
 
 # ----------------------------------------------------------------------------- origin
-# The bench log of bench/lib.sh has $bytes_sent (headers included); the body log has what the
-# file cost the origin: one line per request, client address and $body_bytes_sent.
-BODY_LOG=$RUN/nginx/body.log
-# shellcheck disable=SC2034  # read by bench_nginx_start (bench/lib.sh)
-BENCH_NGINX_HTTP_EXTRA="  log_format swarm_body '\$msec \$remote_addr \$status \$body_bytes_sent rt=\$request_time \"\$http_range\" \"\$http_user_agent\"';
-  access_log $BODY_LOG swarm_body;"
-# shellcheck disable=SC2034
-BENCH_NGINX_PREFIX=(ip netns exec "$(ns_of 0)")
-mkdir -p "$RUN/nginx"
-: >"$BODY_LOG"
-bench_nginx_start origin "$RUN/nginx" "$ORIGIN_IP:80" "location /files/ { alias $SRC_DIR/; }" ||
-  bench_die "nginx in $(ns_of 0) would not start (see $RUN/nginx/error.log)"
-# shellcheck disable=SC2034
-BENCH_NGINX_PREFIX=()
-BENCH_NGINX_HTTP_EXTRA=""
-NGINX_VERSION=$(nginx -v 2>&1 | sed 's/^nginx version: //')
-URL=http://$ORIGIN_IP/files/$SRC_NAME
-hdr=$(in_ns 1 timeout 10 curl -q -sS -r 0-0 -D - -o /dev/null "$URL") ||
-  bench_die "host 1 cannot reach the origin at $URL across the bridge"
-grep -qi "^content-range: bytes 0-0/$SIZE_BYTES" <<<"$hdr" ||
-  bench_die "the origin did not answer a range request with 206 and length $SIZE_BYTES: $hdr"
-bench_log "nginx ($NGINX_VERSION) in $(ns_of 0) serving $URL"
+bench_fleet_origin
 
 # ----------------------------------------------------------------------------- fleet
-TRACKER_PORT=7700
-TRACKER_URL=http://$ORIGIN_IP:$TRACKER_PORT
-AGENT_PORT=7701
-FLEET_SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-READER_SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-umask_old=$(umask)
-umask 077
-cat >"$RUN/tokens.toml" <<TOML
-[[token]]
-name = "fleet"
-secret = "$FLEET_SECRET"
-role = "agent"
-
-[[token]]
-name = "bench"
-secret = "$READER_SECRET"
-role = "reader"
-TOML
-printf '%s\n' "$FLEET_SECRET" >"$RUN/fleet.token"
-umask "$umask_old"
-
-TRACKER_PID=""
-declare -A AGENT_PIDS=()
-CLIENT_PIDS=()
-
-# dump_threads PID FILE: what a process that did not finish is doing, for its log directory:
-# every thread's state, wait channel and kernel stack, and (gdb installed) every thread's
-# backtrace. Bounded; never fails.
-dump_threads() {
-  local pid=$1 out=$2 t
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
-  {
-    echo "# $(date -u '+%H:%M:%S') pid $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-300)"
-    for t in /proc/"$pid"/task/*; do
-      echo "## thread ${t##*/} $(cat "$t/comm" 2>/dev/null): state $(awk '{ print $3 }' "$t/stat" 2>/dev/null), wchan $(cat "$t/wchan" 2>/dev/null)"
-      cat "$t/stack" 2>/dev/null
-    done
-    if command -v gdb >/dev/null 2>&1; then
-      timeout 60 gdb -p "$pid" -batch -nx -ex 'set pagination off' -ex 'thread apply all bt' 2>&1
-    fi
-  } >"$out" 2>&1 || true
-  bench_log "$(basename "$out"): the threads of pid $pid, which did not finish"
-}
-
-stop_fleet() {
-  local i
-  for i in "${!AGENT_PIDS[@]}"; do
-    bench_stop_pid "${AGENT_PIDS[$i]}"
-  done
-  AGENT_PIDS=()
-  bench_stop_pid "$TRACKER_PID"
-  TRACKER_PID=""
-}
-stop_clients() {
-  local pid
-  for pid in "${CLIENT_PIDS[@]}"; do
-    bench_stop_pid "$pid" 20
-  done
-  CLIENT_PIDS=()
-}
-bench_cleanup_add stop_fleet
-bench_cleanup_add stop_clients
-
-# tracker_get PATH: the tracker's answer to a reader's GET, from host 0.
-tracker_get() {
-  in_ns 0 curl -q -sS --fail --max-time 5 -H "Authorization: Bearer $READER_SECRET" "$TRACKER_URL$1"
-}
-
-# start_fleet DIR: a tracker with a fresh database in DIR/tracker, and N agents with fresh data
-# directories in OUT/h<i>/data; returns once all N are registered at the tracker.
-start_fleet() {
-  local dir=$1 out=$2 i k n=0
-  mkdir -p "$dir"
-  # Started with `ip netns exec` itself (which execs), so $! is the tracker's own pid.
-  ip netns exec "$(ns_of 0)" env ${TRACKER_LOG:+RUST_LOG="$TRACKER_LOG"} "$SHOAL" tracker --listen "$ORIGIN_IP:$TRACKER_PORT" --data "$dir/tracker" \
-    --tokens "$RUN/tokens.toml" </dev/null >"$dir/tracker.log" 2>&1 &
-  TRACKER_PID=$!
-  for ((k = 0; k < 100; k++)); do
-    kill -0 "$TRACKER_PID" 2>/dev/null || bench_die "shoal tracker exited at start: $(tail -n 3 "$dir/tracker.log")"
-    in_ns 0 curl -q -s --fail --max-time 2 -o /dev/null "$TRACKER_URL/healthz" && break
-    sleep 0.1
-  done
-  ((k < 100)) || bench_die "shoal tracker did not answer /healthz within 10 s (see $dir/tracker.log)"
-  for ((i = 1; i <= N; i++)); do
-    mkdir -p "$out/h$i"
-    ip netns exec "$(ns_of "$i")" env RUST_LOG="$AGENT_LOG" "$SHOAL" agent --id "h$i" --tracker "$TRACKER_URL" \
-      --token-file "$RUN/fleet.token" --data "$out/h$i/data" \
-      --listen "0.0.0.0:$AGENT_PORT" --advertise "$(ip_of "$i"):$AGENT_PORT" \
-      ${AGENT_EXTRA[@]+"${AGENT_EXTRA[@]}"} </dev/null >"$dir/agent-h$i.log" 2>&1 &
-    AGENT_PIDS[$i]=$!
-  done
-  for ((i = 1; i <= N; i++)); do
-    for ((k = 0; k < 100; k++)); do
-      kill -0 "${AGENT_PIDS[$i]}" 2>/dev/null ||
-        bench_die "shoal agent h$i exited at start: $(tail -n 3 "$dir/agent-h$i.log")"
-      in_ns "$i" timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$AGENT_PORT" 2>/dev/null && break
-      sleep 0.1
-    done
-    ((k < 100)) || bench_die "shoal agent h$i did not listen within 10 s (see $dir/agent-h$i.log)"
-  done
-  for ((k = 0; k < 150; k++)); do
-    n=$(tracker_get /v1/agents 2>/dev/null | jq '.agents | length' 2>/dev/null || echo 0)
-    ((n >= N)) && break
-    sleep 0.2
-  done
-  ((n >= N)) || bench_die "only $n of $N agents registered at the tracker within 30 s (see $dir/)"
-}
+bench_cleanup_add bench_stop_fleet
+bench_cleanup_add bench_stop_clients
 
 # ----------------------------------------------------------------------------- measuring
-# A client: waits (≤ 60 s) until GO exists, then runs CMD with its output in LOG and writes
-# "rc start_ns end_ns" to RESULT. Started under `timeout`, in its host's namespace.
-# shellcheck disable=SC2016  # expanded by the inner bash
-CLIENT_SCRIPT='
-go=$1 ready=$2 result=$3 log=$4
-shift 4
-: >"$ready"
-for ((i = 0; i < 12000; i++)); do
-  [[ -e $go ]] && break
-  sleep 0.005
-done
-[[ -e $go ]] || { echo "125 0 0" >"$result"; exit 125; }
-t0=$(date +%s%N)
-"$@" >"$log" 2>&1 </dev/null
-rc=$?
-t1=$(date +%s%N)
-echo "$rc $t0 $t1" >"$result.tmp" && mv "$result.tmp" "$result"
-exit "$rc"
-'
-
-# counters: "tx_bytes rx_bytes" of every host's eth0, one host per line, to stdout.
-counters() {
-  local i
-  for ((i = 0; i <= N; i++)); do
-    "${T[@]}" ip -n "$(ns_of "$i")" -s -j link show eth0 | jq -r '.[0].stats64 | "\(.tx.bytes) \(.rx.bytes)"'
-  done
-}
-
-# origin_tcp: "OutSegs RetransSegs" of host 0's TCP (its namespace's /proc/net/snmp).
-origin_tcp() {
-  # shellcheck disable=SC2016  # awk's $, not the shell's
-  "${T[@]}" ip netns exec "$(ns_of 0)" awk '/^Tcp:/ { if (!h) { for (f = 2; f <= NF; f++) c[$f] = f; h = 1 }
-    else print $c["OutSegs"], $c["RetransSegs"] }' /proc/net/snmp
-}
-
-# cpu_ticks PID...: utime + stime of the processes, in clock ticks (gone ones count 0).
-cpu_ticks() {
-  local pid t=0 s
-  for pid in "$@"; do
-    s=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{ print $12 + $13 }') || s=0
-    t=$((t + ${s:-0}))
-  done
-  echo "$t"
-}
-CLK_TCK=$(getconf CLK_TCK)
-# /proc/stat: "busy total" jiffies of all cores (idle and iowait count as idle).
-cpu_all() { awk '/^cpu / { t = 0; for (f = 2; f <= NF; f++) t += $f; print t - $5 - $6, t }' /proc/stat; }
-
-# run_phase NAME DIR CMD_BUILDER: starts one client per host 1..N (CMD_BUILDER I OUT sets CMD),
-# releases them at once and waits for all. Sets PH_SECS (GO to the last exit), PH_RC[i],
-# PH_END[i] and PH_SKEW[i] (ms from GO to the client's own start), PH_OUT[i], and the counters.
-run_phase() {
-  local name=$1 dir=$2 builder=$3 i k t_go t_now rc res
-  mkdir -p "$dir"
-  local go=$dir/GO
-  rm -f "$go" "$dir"/ready-* "$dir"/result-*
-  CLIENT_PIDS=()
-  PH_RC=() PH_END=() PH_SKEW=() PH_OUT=()
-  for ((i = 1; i <= N; i++)); do
-    PH_OUT[i]=$OUT_ROUND/h$i/$name.bin
-    "$builder" "$i" "${PH_OUT[i]}"
-    ip netns exec "$(ns_of "$i")" timeout -k 5 "$TIMEOUT" bash -c "$CLIENT_SCRIPT" client "$go" "$dir/ready-$i" \
-      "$dir/result-$i" "$dir/$name-h$i.log" "${CMD[@]}" </dev/null >/dev/null 2>&1 &
-    CLIENT_PIDS+=($!)
-  done
-  for ((k = 0; k < 300; k++)); do
-    [[ $(find "$dir" -maxdepth 1 -name 'ready-*' | wc -l) -ge $N ]] && break
-    sleep 0.1
-  done
-  ((k < 300)) || bench_die "the $name clients were not all ready within 30 s"
-  OTHERS_SEEN+=" $(other_runs)"
-  COUNTERS_BEFORE=$(counters)
-  TCP_BEFORE=$(origin_tcp)
-  CPU_BEFORE=$(cpu_all)
-  # shellcheck disable=SC2046  # one pid per word
-  H0_CPU_BEFORE=$(cpu_ticks $("${T[@]}" ip netns pids "$(ns_of 0)"))
-  AGENT_CPU_BEFORE=()
-  for i in "${!AGENT_PIDS[@]}"; do AGENT_CPU_BEFORE[i]=$(cpu_ticks "${AGENT_PIDS[$i]}"); done
-  t_go=$(date +%s%N)
-  : >"$go.tmp"
-  mv "$go.tmp" "$go"
-  for ((i = 1; i <= N; i++)); do
-    rc=0
-    wait "${CLIENT_PIDS[i - 1]}" || rc=$?
-    t_now=$(date +%s%N)
-    if [[ -s "$dir/result-$i" ]]; then
-      read -r -a res <"$dir/result-$i"
-      PH_RC[i]=${res[0]}
-      PH_END[i]=$(awk -v a="$t_go" -v b="${res[2]}" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
-      PH_SKEW[i]=$(awk -v a="$t_go" -v b="${res[1]}" 'BEGIN { printf "%.0f", (b - a) / 1e6 }')
-    else
-      # Killed by its timeout (124) or a signal before it could write its result.
-      PH_RC[i]=$rc
-      PH_END[i]=$(awk -v a="$t_go" -v b="$t_now" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
-      PH_SKEW[i]="-"
-    fi
-  done
-  CLIENT_PIDS=()
-  PH_SECS=$(bench_max "${PH_END[@]}")
-  OTHERS_SEEN+=" $(other_runs)"
-  CPU_AFTER=$(cpu_all)
-  # shellcheck disable=SC2046  # one pid per word
-  H0_CPU_AFTER=$(cpu_ticks $("${T[@]}" ip netns pids "$(ns_of 0)"))
-  AGENT_CPU=()
-  for i in "${!AGENT_PIDS[@]}"; do
-    AGENT_CPU[i]=$(awk -v a="${AGENT_CPU_BEFORE[i]}" -v b="$(cpu_ticks "${AGENT_PIDS[$i]}")" -v t="$CLK_TCK" \
-      'BEGIN { printf "%.1f", (b - a) / t }')
-  done
-  CPU_BUSY=$(awk -v a="$CPU_BEFORE" -v b="$CPU_AFTER" 'BEGIN {
-    split(a, x, " "); split(b, y, " "); t = y[2] - x[2]
-    if (t <= 0) print "-"; else printf "%.0f", 100 * (y[1] - x[1]) / t }')
-  H0_CPU=$(awk -v a="$H0_CPU_BEFORE" -v b="$H0_CPU_AFTER" -v t="$CLK_TCK" 'BEGIN { printf "%.1f", (b - a) / t }')
-}
-
-# After the phase (and after the agents are stopped, so every connection is closed and logged):
-# COUNTERS_AFTER, and nginx's body bytes since the mark, in total and per client address.
-read_origin() {
-  local mark=$1
-  sleep 0.5
-  COUNTERS_AFTER=$(counters)
-  # Share of host 0's TCP segments that were retransmissions (tbf drops what its queue of 50 ms
-  # cannot hold).
-  ORIGIN_RETRANS=$(awk -v a="$TCP_BEFORE" -v b="$(origin_tcp)" 'BEGIN {
-    split(a, x, " "); split(b, y, " "); o = y[1] - x[1]
-    if (o <= 0) print "-"; else printf "%.2f", 100 * (y[2] - x[2]) / o }')
-  ORIGIN_BODY=$(tail -n "+$((mark + 1))" "$BODY_LOG" | awk '{ s += $4 } END { printf "%d", s }')
-  ORIGIN_REQS=$(tail -n "+$((mark + 1))" "$BODY_LOG" | wc -l)
-  declare -gA ORIGIN_BY_IP=()
-  local ip bytes
-  while read -r ip bytes; do
-    [[ -n "$ip" ]] && ORIGIN_BY_IP[$ip]=$bytes
-  done < <(tail -n "+$((mark + 1))" "$BODY_LOG" | awk '{ s[$2] += $4 } END { for (a in s) print a, s[a] }')
-  ORIGIN_TX=$(paste <(sed -n 1p <<<"$COUNTERS_BEFORE") <(sed -n 1p <<<"$COUNTERS_AFTER") | awk '{ print $3 - $1 }')
-  AGENTS_TX=$(paste <(sed -n '2,$p' <<<"$COUNTERS_BEFORE") <(sed -n '2,$p' <<<"$COUNTERS_AFTER") | awk '{ s += $3 - $1 } END { printf "%d", s }')
-}
-# host_tx I: bytes host I sent during the phase.
-host_tx() {
-  paste <(sed -n "$(($1 + 1))p" <<<"$COUNTERS_BEFORE") <(sed -n "$(($1 + 1))p" <<<"$COUNTERS_AFTER") | awk '{ print $3 - $1 }'
-}
 
 swarm_cmd() { CMD=("$SHOAL" get --agent "unix:$OUT_ROUND/h$1/data/control.sock" --progress json -o "$2" "$URL"); }
 direct_cmd() { CMD=(curl -q -sS --fail -o "$2" "$URL"); }
-
-# verify: sets PH_OK[i] to ok / why not, PH_ALL_OK (1/0) and PH_WRONG (1 if a copy exited 0
-# but is wrong). Hashes two at a time.
-verify() {
-  local i sums
-  PH_OK=()
-  PH_ALL_OK=1
-  PH_WRONG=0
-  sums=$(for ((i = 1; i <= N; i++)); do
-    [[ "${PH_RC[i]}" == 0 && -f "${PH_OUT[i]}" ]] && printf '%s\0' "${PH_OUT[i]}"
-  done | xargs -0 -r -P 2 -n 1 sha256sum)
-  for ((i = 1; i <= N; i++)); do
-    if [[ "${PH_RC[i]}" != 0 ]]; then
-      case ${PH_RC[i]} in
-        124 | 137) PH_OK[i]="timed out after ${TIMEOUT}s" ;;
-        *) PH_OK[i]="exit ${PH_RC[i]}" ;;
-      esac
-      PH_ALL_OK=0
-    elif [[ ! -f "${PH_OUT[i]}" ]]; then
-      PH_OK[i]="WRONG: exit 0 but no file"
-      PH_ALL_OK=0
-      PH_WRONG=1
-    elif [[ "$(awk -v f="${PH_OUT[i]}" 'substr($0, 67) == f { print $1 }' <<<"$sums")" != "$SRC_SHA" ]]; then
-      PH_OK[i]="WRONG: sha256 differs"
-      PH_ALL_OK=0
-      PH_WRONG=1
-    else
-      PH_OK[i]=ok
-    fi
-  done
-}
-
-# swarm_sources LOG LEADER_IP: "origin_bytes peer_bytes fetched leader_bytes" from a get's
-# finished line ("- - - -" without one).
-swarm_sources() {
-  jq -r --arg o "http://$ORIGIN_IP" --arg l "http://$2:$AGENT_PORT/" 'select(.event == "finished") |
-    ([.sources[] | select(.url | startswith($o + "/") or . == $o) | .bytes] | add // 0) as $from_origin |
-    ([.sources[] | select(.url | startswith($l)) | .bytes] | add // 0) as $from_leader |
-    ([.sources[] | .bytes] | add // 0) as $all |
-    "\($from_origin) \($all - $from_origin) \(.fetched) \($from_leader)"' "$1" 2>/dev/null | tail -n 1 | grep . || echo "- - - -"
-}
-mib() {
-  if [[ "$1" == "-" || -z "$1" ]]; then echo "-"; else awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; fi
-}
-times_f() { awk -v b="$1" -v f="$SIZE_BYTES" 'BEGIN { printf "%.3f", b / f }'; }
 
 # ----------------------------------------------------------------------------- rounds
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -654,10 +251,10 @@ for ((r = 1; r <= ROUNDS; r++)); do
   OUT_ROUND=$OUT_BASE/r$r
   mkdir -p "$LOGR" "$OUT_ROUND"
   bench_log "round $r/$ROUNDS: starting a tracker and $N agents (fresh data)"
-  start_fleet "$LOGR" "$OUT_ROUND"
+  bench_start_fleet "$LOGR" "$OUT_ROUND"
   mark=$(wc -l <"$BODY_LOG")
   bench_log "round $r/$ROUNDS: swarm — $N × shoal get --agent, at once"
-  run_phase swarm "$LOGR" swarm_cmd
+  bench_run_phase swarm "$LOGR" swarm_cmd
   sw_secs=$PH_SECS
   sw_cpu_busy=$CPU_BUSY
   sw_h0_cpu=$H0_CPU
@@ -665,11 +262,11 @@ for ((r = 1; r <= ROUNDS; r++)); do
   for i in "${!AGENT_CPU[@]}"; do sw_agent_cpu[$i]=${AGENT_CPU[i]}; done
   # An agent whose client did not finish: keep a picture of what it was doing.
   for ((i = 1; i <= N; i++)); do
-    [[ "${PH_RC[i]}" == 0 ]] || dump_threads "${AGENT_PIDS[$i]:-}" "$LOGR/agent-h$i.threads.txt"
+    [[ "${PH_RC[i]}" == 0 ]] || bench_dump_threads "${AGENT_PIDS[$i]:-}" "$LOGR/agent-h$i.threads.txt"
   done
-  stop_fleet
-  read_origin "$mark"
-  verify
+  bench_stop_fleet
+  bench_read_origin "$mark"
+  bench_verify
   sw_ok_all=$PH_ALL_OK
   ((PH_WRONG)) && WRONG_ANY=1
   sw_body=$ORIGIN_BODY
@@ -681,7 +278,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
   # The leader: the host nginx sent the most to.
   leader=0 leader_bytes=0
   for ((i = 1; i <= N; i++)); do
-    b=${ORIGIN_BY_IP[$(ip_of "$i")]:-0}
+    b=${ORIGIN_BY_IP[$(bench_ip_of "$i")]:-0}
     if ((b > leader_bytes)); then leader=$i leader_bytes=$b; fi
   done
   declare -A sw_end=() sw_skew=() sw_ok=() sw_src=() sw_from_nginx=() sw_tx_host=()
@@ -689,11 +286,11 @@ for ((r = 1; r <= ROUNDS; r++)); do
     sw_end[$i]=${PH_END[i]}
     sw_skew[$i]=${PH_SKEW[i]}
     sw_ok[$i]=${PH_OK[i]}
-    sw_src[$i]=$(swarm_sources "$LOGR/swarm-h$i.log" "$(ip_of "$leader")")
+    sw_src[$i]=$(bench_swarm_sources "$LOGR/swarm-h$i.log" "$(bench_ip_of "$leader")")
     read -r s_o _ <<<"${sw_src[$i]}"
     [[ "$s_o" == "-" ]] || sw_read_origin=$((sw_read_origin + s_o))
-    sw_from_nginx[$i]=${ORIGIN_BY_IP[$(ip_of "$i")]:-0}
-    sw_tx_host[$i]=$(host_tx "$i")
+    sw_from_nginx[$i]=${ORIGIN_BY_IP[$(bench_ip_of "$i")]:-0}
+    sw_tx_host[$i]=$(bench_host_tx "$i")
     if [[ "${PH_OK[i]}" != ok ]]; then
       why=$(jq -r 'select(.event == "error") | .message' "$LOGR/swarm-h$i.log" 2>/dev/null | tail -n 1 | cut -c1-200 || true)
       [[ -n "$why" ]] || why=$(grep -v '^{' "$LOGR/swarm-h$i.log" 2>/dev/null | tail -n 1 | cut -c1-200 || true)
@@ -706,14 +303,14 @@ for ((r = 1; r <= ROUNDS; r++)); do
     body) eg=$sw_body eg_what="body bytes by nginx's count" ;;
   esac
   if ! awk -v b="$eg" -v f="$SIZE_BYTES" -v m="$CHECK_MAX" 'BEGIN { exit !(b <= m * f) }'; then
-    CHECK_FAILS+=("round $r: the origin sent $eg $eg_what = $(times_f "$eg") × SIZE (> $CHECK_MAX ×)")
+    CHECK_FAILS+=("round $r: the origin sent $eg $eg_what = $(bench_times_f "$eg") × SIZE (> $CHECK_MAX ×)")
   fi
   if ((sw_ok_all)); then
     SW_TIMES+=("$sw_secs")
     SW_BODY+=("$sw_body")
     SW_TX+=("$sw_tx")
   fi
-  bench_log "round $r/$ROUNDS: swarm $sw_secs s ($( ((sw_ok_all)) && echo "all $N verified" || echo "NOT all verified")); origin sent $sw_body body bytes ($(times_f "$sw_body") × F) in $ORIGIN_REQS requests; veth tx $sw_tx ($(times_f "$sw_tx") × F); cpu busy $sw_cpu_busy %"
+  bench_log "round $r/$ROUNDS: swarm $sw_secs s ($( ((sw_ok_all)) && echo "all $N verified" || echo "NOT all verified")); origin sent $sw_body body bytes ($(bench_times_f "$sw_body") × F) in $ORIGIN_REQS requests; veth tx $sw_tx ($(bench_times_f "$sw_tx") × F); cpu busy $sw_cpu_busy %"
   rm -rf "${OUT_ROUND:?}"/h*/data "${OUT_ROUND:?}"/h*/swarm.bin
 
   dr_secs="-"
@@ -721,9 +318,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
   if ((!CHECK)); then
     mark=$(wc -l <"$BODY_LOG")
     bench_log "round $r/$ROUNDS: direct — $N × curl from the origin, at once"
-    run_phase direct "$LOGR" direct_cmd
-    read_origin "$mark"
-    verify
+    bench_run_phase direct "$LOGR" direct_cmd
+    bench_read_origin "$mark"
+    bench_verify
     ((PH_WRONG)) && WRONG_ANY=1
     for ((i = 1; i <= N; i++)); do
       dr_end[$i]=${PH_END[i]}
@@ -740,18 +337,18 @@ for ((r = 1; r <= ROUNDS; r++)); do
     rm -rf "${OUT_ROUND:?}"/h*/direct.bin
   fi
 
-  ROUND_ROWS+="| $r | $( ((sw_ok_all)) && echo "$sw_secs" || echo "FAIL ($sw_secs)") | $(bench_ratio "$sw_secs" "$BOUND") | $(bench_min "${sw_end[@]}") | h$leader, $(mib "${sw_tx_host[$leader]:-0}") MiB = $(times_f "${sw_tx_host[$leader]:-0}") × F | $sw_body | $(times_f "$sw_body") | $sw_tx | $(times_f "$sw_tx") | $(times_f "$sw_read_origin") | $sw_retrans | $origin_util | $(times_f "$sw_agents_tx") | $sw_cpu_busy | $sw_h0_cpu | $dr_secs |"$'\n'
+  ROUND_ROWS+="| $r | $( ((sw_ok_all)) && echo "$sw_secs" || echo "FAIL ($sw_secs)") | $(bench_ratio "$sw_secs" "$BOUND") | $(bench_min "${sw_end[@]}") | h$leader, $(bench_mib "${sw_tx_host[$leader]:-0}") MiB = $(bench_times_f "${sw_tx_host[$leader]:-0}") × F | $sw_body | $(bench_times_f "$sw_body") | $sw_tx | $(bench_times_f "$sw_tx") | $(bench_times_f "$sw_read_origin") | $sw_retrans | $origin_util | $(bench_times_f "$sw_agents_tx") | $sw_cpu_busy | $sw_h0_cpu | $dr_secs |"$'\n'
   DETAILS+=$'\n'"Round $r, per host (swarm: seconds from the common start to the copy; the skew is when the client itself started; from origin = nginx's body bytes to that host; origin/peers (agent) = the sources the get reported, and the part of them from the leader (the host nginx sent the most to); upload = the host's veth tx; agent cpu = its user+system seconds during the swarm):"$'\n\n'
   DETAILS+="| host | swarm s | skew ms | swarm copy | from origin MiB (nginx) | origin / peers MiB (agent) | of which from the leader | fetched MiB | upload MiB | agent cpu s | direct s | direct copy |"$'\n'
   DETAILS+="|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"$'\n'
   for ((i = 1; i <= N; i++)); do
     read -r s_o s_p s_f s_l <<<"${sw_src[$i]}"
     ((i != leader)) || s_l="-"
-    DETAILS+="| h$i$( ((i == leader)) && echo " (leader)") | ${sw_end[$i]} | ${sw_skew[$i]} | ${sw_ok[$i]} | $(mib "${sw_from_nginx[$i]}") | $(mib "$s_o") / $(mib "$s_p") | $(mib "$s_l") | $(mib "$s_f") | $(mib "${sw_tx_host[$i]}") | ${sw_agent_cpu[$i]:--} | ${dr_end[$i]:--} | ${dr_ok[$i]:--} |"$'\n'
+    DETAILS+="| h$i$( ((i == leader)) && echo " (leader)") | ${sw_end[$i]} | ${sw_skew[$i]} | ${sw_ok[$i]} | $(bench_mib "${sw_from_nginx[$i]}") | $(bench_mib "$s_o") / $(bench_mib "$s_p") | $(bench_mib "$s_l") | $(bench_mib "$s_f") | $(bench_mib "${sw_tx_host[$i]}") | ${sw_agent_cpu[$i]:--} | ${dr_end[$i]:--} | ${dr_ok[$i]:--} |"$'\n'
   done
 done
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
-OTHERS_SEEN+=" $OTHERS $(other_runs)"
+OTHERS_SEEN+=" $OTHERS $(bench_other_runs)"
 # shellcheck disable=SC2086  # one pid per word
 OTHERS_SEEN=$(printf '%s\n' $OTHERS_SEEN | sort -un | tr '\n' ' ')
 OTHERS_NOTE=""
@@ -769,7 +366,7 @@ DR_MED=$(bench_median ${DIRECT_TIMES[@]+"${DIRECT_TIMES[@]}"})
 [[ "$TX_MED" == "-" ]] || TX_MED=$(printf '%.0f' "$TX_MED")
 VS_BOUND=$(bench_ratio "$SW_MED" "$BOUND")
 SPEEDUP=$(bench_ratio "$DR_MED" "$SW_MED")
-xf() { if [[ "$1" == "-" ]]; then echo "-"; else times_f "$1"; fi; }
+xf() { if [[ "$1" == "-" ]]; then echo "-"; else bench_times_f "$1"; fi; }
 if ((CHECK)); then
   if ((${#CHECK_FAILS[@]} == 0)); then VERDICT=PASS; else VERDICT=FAIL; fi
 fi

@@ -47,8 +47,9 @@ pub struct Watch {
     pub content: ContentId,
     /// Its file size and piece size, to read the peers' bitfields.
     pub layout: Layout,
-    /// A URL swarm's leader, marked as a seed for the scheduler.
-    pub leader: Option<AgentId>,
+    /// A URL swarm's leader as it is now (another member takes over when it dies), marked as
+    /// a seed for the scheduler.
+    pub leader: Option<watch::Receiver<AgentId>>,
     /// The fleet token peers want.
     pub token: String,
     /// Where the content's entry records the peers known, for peers that ask this agent.
@@ -330,7 +331,8 @@ fn source(
     ))
     .ok()?;
     Some(PeerSource {
-        seed: watch.leader.as_ref() == Some(id),
+        // The leader as it is when the peer is named: after a takeover, the new one.
+        seed: watch.leader.as_ref().is_some_and(|l| *l.borrow() == *id),
         name: id.to_string(),
         url,
         have,

@@ -21,7 +21,7 @@ use shoal_core::wire::{
     path, AgentId, AnnounceRequest, ContentList, ContentQuery, ContentSummary, CreateSwarmRequest,
     ErrorBody, HeartbeatRequest, LatestUrlQuery, LeaseGrant, ManifestPublished, PeersQuery,
     PeersResponse, PublishDigestsRequest, PublishUrlRequest, RegisterRequest, ReportAccepted,
-    ReportRequest, SwarmInfo, UrlKey, UrlMapping,
+    ReportRequest, SwarmInfo, TakeOverRequest, UrlKey, UrlMapping,
 };
 use shoal_core::{ContentId, Manifest};
 use thiserror::Error;
@@ -360,6 +360,21 @@ impl TrackerClient {
     pub async fn swarm(&self, id: &ContentId) -> Result<SwarmInfo, TrackerError> {
         self.call(Method::GET, &path::swarm(id), None::<&()>, "such swarm")
             .await
+    }
+
+    /// Takes over leading a swarm whose leader is gone or stalled (`409` while it is not).
+    pub async fn take_over(
+        &self,
+        id: &ContentId,
+        body: &TakeOverRequest,
+    ) -> Result<SwarmInfo, TrackerError> {
+        self.call(
+            Method::POST,
+            &path::swarm_leader(id),
+            Some(body),
+            "such swarm",
+        )
+        .await
     }
 
     /// Publishes piece digests of a swarm this agent leads.

@@ -2,8 +2,9 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use shoal_core::{PieceIndex, SafeUrl};
+use shoal_core::{Bitfield, ByteRange, PieceIndex, SafeUrl};
 use thiserror::Error;
 use url::Url;
 
@@ -165,9 +166,126 @@ pub enum DownloadError {
         url: SafeUrl,
     },
 
+    /// No source sent anything for `--max-wait` (or a swarm's idle limit): what is missing is
+    /// named, and what arrived is kept for the next run to resume.
+    #[error(
+        "{url}: no source sent anything for {secs}s, and {missing} still missing{last}; what \
+         arrived is kept: run the same command again to resume, or allow a longer --max-wait",
+        secs = waited.as_secs(),
+        last = last_failure.as_ref().map(|f| format!(" (last failure: {f})")).unwrap_or_default()
+    )]
+    Unserved {
+        /// The file's URL (its origin, in a swarm).
+        url: SafeUrl,
+        /// What the download lacks.
+        missing: Missing,
+        /// How long no byte arrived before it gave up (`--max-wait`).
+        waited: Duration,
+        /// The latest failure of a connection, with its URL, when there was one.
+        last_failure: Option<String>,
+    },
+
     /// The caller's cancel token fired; the `.part` and its state stay for a resume.
     #[error("download cancelled")]
     Cancelled,
+}
+
+/// What a download still lacks when it gives up waiting for a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    /// Bytes not written yet.
+    pub bytes: u64,
+    /// The file's size.
+    pub total: u64,
+    /// The byte ranges not written yet, in file order.
+    pub ranges: Vec<ByteRange>,
+    /// The file's piece size when it is fetched in pieces (a swarm): the pieces are named then.
+    pub piece_size: Option<u64>,
+}
+
+/// How many runs of missing bytes or pieces a message names before it says how many more.
+const SHOWN_RUNS: usize = 4;
+
+impl Missing {
+    /// What `done` (one bit per [`crate::BLOCK`]) lacks of a file of `size` bytes.
+    pub(crate) fn of(done: &Bitfield, size: u64, piece_size: Option<u64>) -> Self {
+        let mut ranges: Vec<ByteRange> = Vec::new();
+        for block in (0..done.len()).filter(|&b| !done.get(b)) {
+            let start = u64::from(block) * crate::BLOCK;
+            let end = (start + crate::BLOCK).min(size);
+            match ranges.last_mut() {
+                Some(last) if last.end() == start => {
+                    *last = ByteRange::new(last.start(), end).expect("non-empty");
+                }
+                _ => ranges.extend(ByteRange::new(start, end)),
+            }
+        }
+        Self {
+            bytes: ranges.iter().map(|r| r.len()).sum(),
+            total: size,
+            ranges,
+            piece_size,
+        }
+    }
+
+    /// The missing pieces as runs of indices, first to last inclusive.
+    pub fn pieces(&self) -> Vec<(u64, u64)> {
+        let Some(piece) = self.piece_size.filter(|&p| p > 0) else {
+            return Vec::new();
+        };
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for range in &self.ranges {
+            let (first, last) = (range.start() / piece, (range.end() - 1) / piece);
+            match runs.last_mut() {
+                Some(run) if run.1 + 1 >= first => run.1 = run.1.max(last),
+                _ => runs.push((first, last)),
+            }
+        }
+        runs
+    }
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let runs: Vec<(u64, u64)> = match self.piece_size {
+            Some(_) => self.pieces(),
+            None => self
+                .ranges
+                .iter()
+                .map(|r| (r.start(), r.end() - 1))
+                .collect(),
+        };
+        let shown: Vec<String> = runs
+            .iter()
+            .take(SHOWN_RUNS)
+            .map(|&(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }
+            })
+            .collect();
+        let more = match runs.len().saturating_sub(SHOWN_RUNS) {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
+        let what = match self.piece_size {
+            Some(piece) => {
+                let count: u64 = runs.iter().map(|(a, b)| b - a + 1).sum();
+                let pieces = self.total.div_ceil(piece.max(1));
+                format!("{count} of {pieces} pieces: ")
+            }
+            None => "bytes ".to_string(),
+        };
+        write!(
+            f,
+            "{} of {} ({what}{}{more})",
+            human(self.bytes),
+            human(self.total),
+            shown.join(", ")
+        )
+    }
 }
 
 fn served_by(sources: &[SafeUrl]) -> String {
@@ -199,7 +317,9 @@ impl DownloadError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             DownloadError::HttpStatus { .. } => ErrorKind::HttpStatus,
-            DownloadError::Network { .. } | DownloadError::Changed { .. } => ErrorKind::Network,
+            DownloadError::Network { .. }
+            | DownloadError::Changed { .. }
+            | DownloadError::Unserved { .. } => ErrorKind::Network,
             DownloadError::ChecksumMismatch { .. } | DownloadError::PieceMismatch { .. } => {
                 ErrorKind::Checksum
             }
@@ -316,5 +436,45 @@ mod tests {
         assert!(matches!(other, DownloadError::Io { .. }));
         assert_eq!(human(1536), "1.5 KiB");
         assert_eq!(human(10), "10 bytes");
+    }
+
+    #[test]
+    fn what_is_missing_is_named_in_pieces_or_bytes() {
+        // 10 blocks, the last one short; blocks 2, 3 and 9 missing.
+        let size = 9 * crate::BLOCK + 100;
+        let mut done = Bitfield::new(10);
+        for b in [0, 1, 4, 5, 6, 7, 8] {
+            done.set(b);
+        }
+        let bytes = Missing::of(&done, size, None);
+        assert_eq!(bytes.bytes, 2 * crate::BLOCK + 100);
+        assert_eq!(
+            bytes.to_string(),
+            "128.1 KiB of 576.1 KiB (bytes 131072-262143, 589824-589923)"
+        );
+        // Pieces of two blocks: pieces 1 and 4 lack bytes.
+        let pieces = Missing::of(&done, size, Some(2 * crate::BLOCK));
+        assert_eq!(pieces.pieces(), vec![(1, 1), (4, 4)]);
+        assert_eq!(
+            pieces.to_string(),
+            "128.1 KiB of 576.1 KiB (2 of 5 pieces: 1, 4)"
+        );
+        let err = DownloadError::Unserved {
+            url: SafeUrl::new(Url::parse("http://user:secret@127.0.0.1:1/f").unwrap()),
+            missing: pieces,
+            waited: Duration::from_secs(600),
+            last_failure: Some("could not connect".into()),
+        };
+        assert_eq!(err.kind(), ErrorKind::Network);
+        let text = err.to_string();
+        assert!(!text.contains("secret"), "{text}");
+        assert!(
+            text.ends_with(
+                "no source sent anything for 600s, and 128.1 KiB of 576.1 KiB (2 of 5 pieces: \
+                 1, 4) still missing (last failure: could not connect); what arrived is kept: \
+                 run the same command again to resume, or allow a longer --max-wait"
+            ),
+            "{text}"
+        );
     }
 }

@@ -80,8 +80,9 @@ pub enum Event {
         /// The piece, now durable and matching its digest.
         index: PieceIndex,
     },
-    /// A piece's bytes are all written and this is their BLAKE3 (with
-    /// [`crate::DownloadOptions::learn_pieces`]).
+    /// A piece's bytes are all written and this is their BLAKE3, learned rather than checked
+    /// (with [`crate::DownloadOptions::learn_pieces`], or a piece a swarm leader's origin sent
+    /// whole, [`crate::OriginUse::Lead`]); sent before its [`Event::PieceVerified`].
     PieceHashed {
         /// The piece whose bytes were hashed.
         index: PieceIndex,

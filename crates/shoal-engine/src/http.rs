@@ -135,6 +135,27 @@ impl FetchError {
         }
     }
 
+    /// The failure of a server that is down or overloaded for now (refused, reset, cut short,
+    /// silent, answering 5xx, 408 or 429), which asking again later may cure; not one that
+    /// asking again cannot (4xx, another file, a broken protocol).
+    pub fn is_outage(&self) -> bool {
+        match self {
+            FetchError::Connect { .. }
+            | FetchError::Transport { .. }
+            | FetchError::CutShort(_)
+            | FetchError::Stalled => true,
+            FetchError::Status { status, .. } => {
+                status.is_server_error()
+                    || *status == StatusCode::TOO_MANY_REQUESTS
+                    || *status == StatusCode::REQUEST_TIMEOUT
+            }
+            FetchError::Protocol(_)
+            | FetchError::Unserved(_)
+            | FetchError::Changed
+            | FetchError::TooManyRedirects => false,
+        }
+    }
+
     /// The server asked us to slow down: fewer connections, and wait this long.
     pub fn slow_down(&self) -> Option<Option<Duration>> {
         match self {

@@ -28,7 +28,7 @@ mod transfer;
 pub mod urllist;
 mod verify;
 
-pub use error::{DownloadError, ErrorKind};
+pub use error::{DownloadError, ErrorKind, Missing};
 pub use events::{Event, EventSender, Progress, SourceUsage, Summary};
 pub use options::{
     parse_bytes, Connections, Digests, DownloadOptions, Endgame, Existing, HttpOptions, MinSplit,

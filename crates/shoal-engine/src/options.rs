@@ -248,6 +248,14 @@ pub struct DownloadOptions {
     pub stall_timeout: Duration,
     /// Attempts per segment before the download fails.
     pub max_tries: u32,
+    /// Outlast outages of the server: with a value, a source failing as one that is down
+    /// (refused, reset, cut short, stalled, answering 5xx) is not given up after `max_tries`
+    /// but asked again with back-off (1 s doubling to 30 s), its work given to other sources
+    /// meanwhile; the download fails only once no byte has arrived from any source for this
+    /// long, with [`crate::DownloadError::Unserved`] naming what is missing. `None`: a source
+    /// is given up after `max_tries`, and a swarm download waits 4 × `stall_timeout` for a
+    /// source of its missing pieces.
+    pub max_wait: Option<Duration>,
     /// The whole-file checksum the finished file must have; checked before the rename, and a
     /// mismatch keeps the bytes as `.part`.
     pub checksum: Option<Checksum>,
@@ -276,7 +284,8 @@ pub struct DownloadOptions {
     /// multiple of [`BLOCK`]), instead of splitting it among the connections: pieces are then
     /// complete one after another at the full rate, from the start, which is what a URL
     /// swarm's leader needs, since its followers can only fetch complete pieces from it. Costs
-    /// a round trip per request, so it suits a nearby origin better than a far one.
+    /// a round trip per request, so it suits a nearby origin better than a far one. In a swarm
+    /// download it orders the origin's share (the pieces no peer holds) the same way.
     pub in_order: Option<u64>,
     /// Fetch a content of known manifest from peers (and `url` as a capped origin) instead of
     /// probing `url`; see [`SwarmOptions`].
@@ -359,6 +368,19 @@ pub enum OriginUse {
         /// fetches; `None` when the origin sent neither.
         validator: Option<String>,
     },
+    /// As the swarm's leader (one that took over from a leader that died): for pieces that no
+    /// peer holds, over at most `connections` connections, and its bytes are the file's. A
+    /// piece it sent whole whose digest is not published is not waited for: its BLAKE3 is
+    /// learned and reported with [`crate::Event::PieceHashed`] (before its
+    /// [`crate::Event::PieceVerified`]), for the caller to publish. A piece with a published
+    /// digest is checked against it, whoever sent it.
+    Lead {
+        /// The most connections to the origin.
+        connections: Connections,
+        /// The `If-Range` value of the version the swarm fetches, as for
+        /// [`OriginUse::Fallback`].
+        validator: Option<String>,
+    },
 }
 
 impl DownloadOptions {
@@ -379,6 +401,7 @@ impl DownloadOptions {
             min_split: MinSplit::default(),
             stall_timeout: Duration::from_secs(15),
             max_tries: 5,
+            max_wait: None,
             checksum: None,
             pieces: None,
             expected_size: None,

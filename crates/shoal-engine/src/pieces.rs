@@ -5,8 +5,10 @@
 //! one serving other bytes cannot spoil the file, nor get an honest one dropped with it.
 //!
 //! The digests come from a Metalink or a manifest (all known up front), from a swarm's leader
-//! (published while it fetches: a piece waits until its digest is known), or are learned: the
-//! download is the one fetching from the origin, and reports each piece's BLAKE3 for others.
+//! (published while it fetches: a piece waits until its digest is known, unless a trusted
+//! source, the origin of a member that took over the lead, wrote it whole: then it is learned),
+//! or are learned: the download is the one fetching from the origin, and reports each piece's
+//! BLAKE3 for others.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,7 +113,7 @@ impl Drop for Writing<'_> {
 #[derive(Default)]
 pub(crate) struct Checked {
     /// Pieces that matched (or were hashed, when learning), newly, with their BLAKE3 when it
-    /// was computed.
+    /// was learned rather than checked.
     pub verified: Vec<(PieceIndex, Option<PieceDigest>)>,
     pub bad: Vec<BadPiece>,
 }
@@ -149,6 +151,11 @@ impl PieceCheck {
             expected,
             layout,
         })
+    }
+
+    /// The size of every piece but the last.
+    pub(crate) fn piece_size(&self) -> u64 {
+        self.layout.piece_size()
     }
 
     pub(crate) fn all_verified(&self) -> bool {
@@ -221,37 +228,57 @@ impl PieceCheck {
     }
 
     /// The digest piece `index` must have, as `algo` computes it; `None` when checking must
-    /// wait, `Some(None)` when the digest is to be learned.
-    fn expected(&self, index: PieceIndex) -> Option<(ChecksumAlgo, Option<Vec<u8>>)> {
+    /// wait, `Some(None)` when the digest is to be learned. `trusted`: whether trusted sources
+    /// alone wrote the piece, in this run.
+    fn expected(
+        &self,
+        index: PieceIndex,
+        trusted: bool,
+    ) -> Option<(ChecksumAlgo, Option<Vec<u8>>)> {
         let i = index.get() as usize;
         match &self.expected {
             Expected::Known(h) => Some((h.algo, Some(h.hashes[i].clone()))),
-            Expected::Published(d) => {
-                let known = d.known.borrow()[i];
-                if known.is_none() {
+            Expected::Published(d) => match d.known.borrow()[i] {
+                Some(digest) => Some((ChecksumAlgo::Blake3, Some(digest.to_vec()))),
+                None if trusted => Some((ChecksumAlgo::Blake3, None)),
+                None => {
                     d.wanted.notify_one();
+                    None
                 }
-                known.map(|digest| (ChecksumAlgo::Blake3, Some(digest.to_vec())))
-            }
+            },
             Expected::Learned => Some((ChecksumAlgo::Blake3, None)),
         }
+    }
+
+    /// Whether sources that `trusted` says are trusted wrote every byte of piece `index` in
+    /// this run (bytes of a previous run count as untrusted).
+    fn written_by_trusted(
+        &self,
+        index: PieceIndex,
+        trusted: &(dyn Fn(usize) -> bool + Sync),
+    ) -> bool {
+        // Copied out: `trusted` looks at the sources, and the writers lock is a leaf.
+        let piece = self.writers.lock().expect("writers lock")[index.get() as usize].clone();
+        !piece.earlier && !piece.sources.is_empty() && piece.sources.iter().all(|&s| trusted(s))
     }
 
     /// Whether `data` are the bytes piece `index` must have; `None` when its digest is not
     /// known (not published yet, or learned). Blocking: hashes a whole piece.
     pub(crate) fn matches(&self, index: PieceIndex, data: &[u8]) -> Option<bool> {
-        let (algo, expected) = self.expected(index)?;
+        let (algo, expected) = self.expected(index, false)?;
         Some(verify::hash_bytes(data, algo) == expected?)
     }
 
     /// Checks every piece whose bytes are all written, that is not verified yet, that no
-    /// write is in flight into, and whose digest is known. Bad pieces are forgotten in
-    /// `segments`, so they are fetched again, and so are their writers. Returns which pieces
-    /// matched and which did not.
+    /// write is in flight into, and whose digest is known (or, with published digests, that
+    /// sources `trusted` says are trusted wrote whole: its digest is learned). Bad pieces are
+    /// forgotten in `segments`, so they are fetched again, and so are their writers. Returns
+    /// which pieces matched and which did not.
     pub(crate) async fn check(
         &self,
         part: &Arc<PartFile>,
         segments: &Mutex<Segments>,
+        trusted: &(dyn Fn(usize) -> bool + Sync),
     ) -> Result<Checked, std::io::Error> {
         let ready: Vec<PieceIndex> = {
             let seg = segments.lock().expect("segments lock");
@@ -263,7 +290,8 @@ impl PieceCheck {
         };
         let mut checked = Checked::default();
         for index in ready {
-            let Some((algo, expected)) = self.expected(index) else {
+            let from_trusted = self.written_by_trusted(index, trusted);
+            let Some((algo, expected)) = self.expected(index, from_trusted) else {
                 continue;
             };
             let range = self.layout.range(index);
@@ -285,6 +313,7 @@ impl PieceCheck {
                 // Written while hashed: the digest says nothing of what is there now.
                 continue;
             }
+            let learned = expected.is_none();
             if expected.is_none_or(|e| e == digest) {
                 {
                     let mut verified = self.verified.lock().expect("pieces lock");
@@ -296,9 +325,7 @@ impl PieceCheck {
                         continue;
                     }
                 }
-                let blake3 = (algo == ChecksumAlgo::Blake3)
-                    .then(|| digest.as_slice().try_into().ok())
-                    .flatten();
+                let blake3 = learned.then(|| digest.as_slice().try_into().ok()).flatten();
                 checked.verified.push((index, blake3));
                 continue;
             }
@@ -369,7 +396,7 @@ mod tests {
         let check = known(&content);
         let dir = tempfile::tempdir().unwrap();
         let (part, segments) = written(dir.path(), &content);
-        let checked = check.check(&part, &segments).await.unwrap();
+        let checked = check.check(&part, &segments, &|_| false).await.unwrap();
         assert_eq!(checked.verified.len(), 3);
         // A write over pieces 0..3 touches none of them now.
         assert!(check.writable(range(0, 3 * PIECE)).parts().is_empty());
@@ -392,14 +419,14 @@ mod tests {
         let (part, segments) = written(dir.path(), &content);
         // A twin's write into piece 0 has begun: its bytes are not on disk yet.
         let writing = check.writable(range(BLOCK, 2 * BLOCK));
-        let checked = check.check(&part, &segments).await.unwrap();
+        let checked = check.check(&part, &segments, &|_| false).await.unwrap();
         let verified: Vec<u32> = checked.verified.iter().map(|(i, _)| i.get()).collect();
         assert_eq!(verified, [1], "piece 0 must wait for the write in flight");
         // The write lands wrong bytes; only now is piece 0 hashed, and found bad.
         part.write_at(&[0xee; BLOCK as usize], BLOCK).unwrap();
         writing.wrote(range(BLOCK, 2 * BLOCK), 4);
         drop(writing);
-        let checked = check.check(&part, &segments).await.unwrap();
+        let checked = check.check(&part, &segments, &|_| false).await.unwrap();
         assert!(checked.verified.is_empty());
         let bad: Vec<u32> = checked.bad.iter().map(|b| b.index.get()).collect();
         assert_eq!(bad, [0]);
@@ -430,7 +457,7 @@ mod tests {
         write(range(2 * PIECE, 3 * PIECE), 70_000);
         // Piece 3: a writer of this run beside a block of the previous run.
         write(range(3 * PIECE, 3 * PIECE + BLOCK), 5);
-        let checked = check.check(&part, &segments).await.unwrap();
+        let checked = check.check(&part, &segments, &|_| false).await.unwrap();
         let blamed: Vec<(u32, Vec<usize>, bool, Option<usize>)> = checked
             .bad
             .iter()

@@ -177,16 +177,18 @@ impl Plan {
         } else {
             let sources = match &swarm.origin {
                 OriginUse::Never => Vec::new(),
-                OriginUse::Fallback { validator, .. } => vec![Source::new(
-                    RangeSource {
-                        client: client.owned_by(&options.url),
-                        url: options.url.clone().into(),
-                        size,
-                        validator: validator.clone(),
-                    },
-                    Reach::Unheld,
-                    Policy::swarm_origin(options),
-                )],
+                OriginUse::Fallback { validator, .. } | OriginUse::Lead { validator, .. } => {
+                    vec![Source::new(
+                        RangeSource {
+                            client: client.owned_by(&options.url),
+                            url: options.url.clone().into(),
+                            size,
+                            validator: validator.clone(),
+                        },
+                        Reach::Unheld,
+                        Policy::swarm_origin(options),
+                    )]
+                }
             };
             Fetch::Ranges {
                 sources,

@@ -5,24 +5,45 @@ use std::time::Duration;
 
 use rand::Rng;
 
-const BASE: Duration = Duration::from_millis(250);
-const CAP: Duration = Duration::from_secs(10);
-
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub(crate) struct Backoff {
     attempt: u32,
+    base: Duration,
+    cap: Duration,
+}
+
+impl Default for Backoff {
+    /// Between tries: 250 ms doubling up to 10 s.
+    fn default() -> Self {
+        Self {
+            attempt: 0,
+            base: Duration::from_millis(250),
+            cap: Duration::from_secs(10),
+        }
+    }
 }
 
 impl Backoff {
+    /// While a server is down (see [`crate::DownloadOptions::max_wait`]): 1 s doubling up to
+    /// 30 s, so a server back from an outage is noticed within half a minute, while one that
+    /// stays down is asked about twice a minute per connection.
+    pub(crate) fn outage() -> Self {
+        Self {
+            attempt: 0,
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(30),
+        }
+    }
+
     /// The wait before the next attempt: the server's `Retry-After` when it gave one, else
-    /// 250 ms doubling per attempt up to 10 s, each with ±25 % jitter.
+    /// the base doubling per attempt up to the cap, each with ±25 % jitter.
     pub(crate) fn next(&mut self, server_hint: Option<Duration>) -> Duration {
         let attempt = self.attempt;
         self.attempt = self.attempt.saturating_add(1);
         if let Some(hint) = server_hint {
             return hint;
         }
-        let base = BASE.saturating_mul(1 << attempt.min(10)).min(CAP);
+        let base = self.base.saturating_mul(1 << attempt.min(10)).min(self.cap);
         base.mul_f64(rand::rng().random_range(0.75..1.25))
     }
 
@@ -41,10 +62,22 @@ mod tests {
         let first = b.next(None);
         assert!(first >= Duration::from_millis(187) && first <= Duration::from_millis(313));
         for _ in 0..20 {
-            assert!(b.next(None) <= CAP.mul_f64(1.25));
+            assert!(b.next(None) <= Duration::from_secs(10).mul_f64(1.25));
         }
         assert_eq!(b.next(Some(Duration::from_secs(3))), Duration::from_secs(3));
         b.reset();
         assert!(b.next(None) <= Duration::from_millis(313));
+    }
+
+    #[test]
+    fn an_outage_is_polled_from_a_second_to_half_a_minute() {
+        let mut b = Backoff::outage();
+        let first = b.next(None);
+        assert!(first >= Duration::from_millis(750) && first <= Duration::from_millis(1250));
+        let waits: Vec<Duration> = (0..20).map(|_| b.next(None)).collect();
+        assert!(waits.iter().all(|w| *w <= Duration::from_millis(37_500)));
+        assert!(waits[10..]
+            .iter()
+            .all(|w| *w >= Duration::from_millis(22_500)));
     }
 }

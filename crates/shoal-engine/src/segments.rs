@@ -207,7 +207,19 @@ impl Segments {
     /// lies wholly inside an allowed range (endgame). There is no stealing: allowed ranges are pieces, small
     /// enough that racing the tail is cheaper than cutting them.
     pub fn assign_within(&mut self, worker: WorkerId, allowed: &[ByteRange]) -> Option<ByteRange> {
-        if let Some(range) = self.take_within(worker, allowed, u64::MAX) {
+        self.assign_within_by(worker, allowed, u64::MAX)
+    }
+
+    /// Like [`Segments::assign_within`], at most `limit` bytes (a multiple of [`BLOCK`]) at a
+    /// time: connections share a range instead of each taking its own, so that with `allowed`
+    /// in file order the ranges complete one after another.
+    pub fn assign_within_by(
+        &mut self,
+        worker: WorkerId,
+        allowed: &[ByteRange],
+        limit: u64,
+    ) -> Option<ByteRange> {
+        if let Some(range) = self.take_within(worker, allowed, limit) {
             return Some(range);
         }
         // Only at the tail: before it, a peer that has nothing new yet soon will, and racing
@@ -494,6 +506,24 @@ mod tests {
         assert_eq!(seg.assign(2), None);
         seg.set_endgame(Endgame::Race);
         assert!(seg.assign(2).is_some());
+    }
+
+    #[test]
+    fn assign_within_by_shares_a_range_in_chunks() {
+        let mut seg = Segments::new(4 * MIB, MIB);
+        let r = |a: u64, b: u64| Some(ByteRange::new(a, b).unwrap());
+        let allowed = [r(MIB, 2 * MIB).unwrap(), r(3 * MIB, 4 * MIB).unwrap()];
+        let (half, got): (u64, Vec<_>) = (MIB / 2, (1..=3).collect());
+        let got: Vec<_> = got
+            .iter()
+            .map(|&w| seg.assign_within_by(w, &allowed, half))
+            .collect();
+        let want = [
+            r(MIB, MIB + half),
+            r(MIB + half, 2 * MIB),
+            r(3 * MIB, 3 * MIB + half),
+        ];
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -58,6 +58,12 @@ pub(crate) struct Policy {
     /// With no work for it, a connection waits this long for news (a piece verified, work
     /// given back) before it closes; `None`: it closes at once, as nothing new will come.
     pub idle: Option<Duration>,
+    /// Its bytes are the file's (the origin of a swarm's leader): a piece it wrote whole needs
+    /// no published digest; its digest is learned instead.
+    pub trusted: bool,
+    /// Failures of a source that is down are waited out past `tries` (an origin, with
+    /// [`DownloadOptions::max_wait`]); the download's idle limit ends the wait.
+    pub outlasts_outages: bool,
 }
 
 impl Policy {
@@ -74,17 +80,21 @@ impl Policy {
             gives_back: false,
             gone_when_refused: false,
             idle: None,
+            trusted: false,
+            outlasts_outages: options.max_wait.is_some(),
         }
     }
 
-    /// The origin of a swarm download: a capped fallback.
+    /// The origin of a swarm download: a capped fallback, or the leader's trusted source.
     pub(crate) fn swarm_origin(options: &DownloadOptions) -> Self {
-        let cap = match options.swarm.as_ref().map(|s| &s.origin) {
-            Some(OriginUse::Fallback { connections, .. }) => connections.get(),
-            _ => SWARM_ORIGIN_CONNECTIONS,
+        let (cap, trusted) = match options.swarm.as_ref().map(|s| &s.origin) {
+            Some(OriginUse::Fallback { connections, .. }) => (connections.get(), false),
+            Some(OriginUse::Lead { connections, .. }) => (connections.get(), true),
+            _ => (SWARM_ORIGIN_CONNECTIONS, false),
         };
         Self {
             cap,
+            trusted,
             ..Self::server(options, true)
         }
     }
@@ -98,6 +108,9 @@ impl Policy {
             gives_back: true,
             gone_when_refused: true,
             idle: Some(PEER_IDLE),
+            trusted: false,
+            // A peer that went away is another peer's job: only the origin is waited for.
+            outlasts_outages: false,
         }
     }
 }
@@ -111,6 +124,9 @@ pub(crate) enum Verdict {
     Drop,
     /// Try again after a backoff.
     Retry,
+    /// The source is down: this connection gives its work to the others and asks again
+    /// after the outage back-off, however many tries it took.
+    Wait,
 }
 
 /// One server of the file, its policy and how it is doing.
@@ -208,10 +224,22 @@ impl Source {
                 None => segments.assign_at(worker, speed),
             },
             Reach::Held(_) => segments.assign_within(worker, allowed),
-            Reach::Unheld => segments.assign_within(worker, allowed).or_else(|| {
-                let whole = ByteRange::new(0, segments.size()).expect("a file with sources");
-                segments.race_within(worker, &[whole])
-            }),
+            Reach::Unheld => {
+                let taken = match in_order {
+                    // A swarm leader's origin: front to back, the connections sharing a piece
+                    // or two, so its pieces complete (and are passed on) one after another.
+                    Some(chunk) => {
+                        let mut front = allowed.to_vec();
+                        front.sort_unstable_by_key(|r| r.start());
+                        segments.assign_within_by(worker, &front, chunk)
+                    }
+                    None => segments.assign_within(worker, allowed),
+                };
+                taken.or_else(|| {
+                    let whole = ByteRange::new(0, segments.size()).expect("a file with sources");
+                    segments.race_within(worker, &[whole])
+                })
+            }
         }
     }
 
@@ -221,10 +249,14 @@ impl Source {
             return Verdict::Busy;
         }
         let gone = self.policy.gone_when_refused && matches!(error, FetchError::Connect { .. });
-        if error.is_fatal() || gone || tries >= self.policy.tries {
+        if error.is_fatal() || gone {
             Verdict::Drop
-        } else {
+        } else if tries < self.policy.tries {
             Verdict::Retry
+        } else if self.policy.outlasts_outages && error.is_outage() {
+            Verdict::Wait
+        } else {
+            Verdict::Drop
         }
     }
 
@@ -277,6 +309,32 @@ mod tests {
     }
 
     #[test]
+    fn with_max_wait_a_server_that_is_down_is_waited_for() {
+        let mut options = DownloadOptions::new(
+            Url::parse("http://127.0.0.1:1/f").unwrap(),
+            crate::Output::Dir(".".into()),
+        );
+        options.max_tries = 2;
+        options.max_wait = Some(Duration::from_secs(60));
+        let refused = FetchError::CutShort("connection closed".into());
+        for s in [
+            source(Policy::server(&options, true)),
+            source(Policy::swarm_origin(&options)),
+        ] {
+            assert_eq!(s.judge(&refused, 1), Verdict::Retry);
+            assert_eq!(s.judge(&refused, 2), Verdict::Wait);
+            assert_eq!(s.judge(&FetchError::Stalled, 9), Verdict::Wait);
+            assert_eq!(s.judge(&status(502), 9), Verdict::Wait);
+            // What asking again cannot cure still ends it.
+            assert_eq!(s.judge(&status(404), 1), Verdict::Drop);
+            assert_eq!(s.judge(&FetchError::Protocol("x".into()), 2), Verdict::Drop);
+        }
+        let peer = source(Policy::peer(2));
+        assert_eq!(peer.judge(&refused, PEER_TRIES), Verdict::Drop);
+        assert_eq!(peer.judge(&FetchError::Stalled, PEER_TRIES), Verdict::Drop);
+    }
+
+    #[test]
     fn a_peer_is_left_when_busy_and_dropped_soon() {
         let s = source(Policy::peer(2));
         assert_eq!(s.judge(&status(503), 1), Verdict::Busy);
@@ -295,6 +353,44 @@ mod tests {
         let s = source(Policy::swarm_origin(&options));
         assert_eq!(s.cap(), SWARM_ORIGIN_CONNECTIONS);
         assert_eq!(s.policy.idle, None);
+        assert!(!s.policy.trusted);
+    }
+
+    #[test]
+    fn a_leaders_origin_is_trusted_and_a_fallback_is_not() {
+        let mut options = DownloadOptions::new(
+            Url::parse("http://127.0.0.1:1/f").unwrap(),
+            crate::Output::Dir(".".into()),
+        );
+        let swarm = |origin| crate::SwarmOptions {
+            me: "me".into(),
+            layout: shoal_core::Layout::new(1 << 20, 1 << 20).unwrap(),
+            digests: crate::Digests::Manifest(std::sync::Arc::new(
+                shoal_core::Manifest::new(
+                    shoal_core::Layout::new(1 << 20, 1 << 20).unwrap(),
+                    vec![[0; 32]],
+                )
+                .unwrap(),
+            )),
+            peers: tokio::sync::watch::channel(Vec::new()).1,
+            peer_http: crate::HttpOptions::default(),
+            per_peer: Connections::new(2).unwrap(),
+            origin,
+        };
+        let connections = Connections::new(3).unwrap();
+        options.swarm = Some(swarm(OriginUse::Lead {
+            connections,
+            validator: None,
+        }));
+        let lead = Policy::swarm_origin(&options);
+        assert!(lead.trusted);
+        assert_eq!(lead.cap, 3);
+        options.swarm = Some(swarm(OriginUse::Fallback {
+            connections,
+            validator: None,
+        }));
+        assert!(!Policy::swarm_origin(&options).trusted);
+        assert!(!Policy::peer(2).trusted);
     }
 
     #[test]

@@ -10,8 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use shoal_core::{Bitfield, Manifest};
 use shoal_engine::{
-    Connections, Digests, DownloadOptions, Event, HttpOptions, OriginUse, Output, PeerSource,
-    PublishedDigests, SwarmOptions,
+    Connections, Digests, DownloadError, DownloadOptions, Event, HttpOptions, OriginUse, Output,
+    PeerSource, PublishedDigests, SwarmOptions,
 };
 use shoal_testkit::{random_bytes, sha256_hex, Origin, OriginConfig, Peer, PeerConfig};
 use tokio::sync::watch;
@@ -254,9 +254,79 @@ async fn no_source_for_a_piece_fails_after_the_idle_limit() {
     let mut o = peers_only(dir.path(), &manifest, rx);
     o.stall_timeout = Duration::from_millis(500);
     let (result, _) = common::get(o).await;
-    let err = result.unwrap_err().to_string();
-    assert!(err.contains("no peer (and no origin)"), "{err}");
+    let err = result.unwrap_err();
+    let text = err.to_string();
+    let DownloadError::Unserved { missing, .. } = err else {
+        panic!("not the error naming what is missing: {text}");
+    };
+    assert_eq!(missing.pieces(), vec![(2, n as u64 - 1)], "{text}");
+    assert!(
+        text.contains("(5 of 7 pieces: 2-6) still missing"),
+        "{text}"
+    );
     assert!(dir.path().join("out.part").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_origin_down_peers_serve_what_they_hold_and_the_origin_the_rest_once_back() {
+    let data = random_bytes(SIZE, 15);
+    let manifest = Manifest::of_bytes(&data, PIECE).unwrap();
+    let n = manifest.layout().piece_count();
+    let p = server(data.clone());
+    let origin = server(data.clone());
+    origin.go_down();
+    let held: Vec<u32> = (0..n).filter(|i| i % 2 == 0).collect();
+    let (_tx, rx) = watch::channel(vec![peer("p", &p, Some(bits(n, &held)))]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(
+        dir.path(),
+        &origin.url("/file"),
+        &manifest,
+        rx,
+        OriginUse::Fallback {
+            connections: Connections::new(2).unwrap(),
+            validator: None,
+        },
+    );
+    o.max_tries = 2;
+    o.max_wait = Some(Duration::from_secs(60));
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let run = tokio::spawn(shoal_engine::download(
+        o,
+        tx,
+        shoal_engine::CancellationToken::new(),
+    ));
+    // Every piece the peer holds is verified while the origin is down, and the origin's
+    // connections wait past their tries instead of being given up.
+    let (mut verified, mut waits) = (0, 0);
+    while verified < held.len() || waits < 4 {
+        let event = tokio::time::timeout(Duration::from_secs(60), events.recv())
+            .await
+            .expect("events within a minute")
+            .expect("the download waits for the origin instead of ending");
+        match event {
+            Event::PieceVerified { index } => {
+                assert!(
+                    held.contains(&index.get()),
+                    "piece {index} without an origin"
+                );
+                verified += 1;
+            }
+            Event::Retry { attempt, .. } if attempt > 2 => waits += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(origin.requests().len(), 0);
+    origin.come_back();
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("completes within a minute of the origin's return")
+        .expect("no panic")
+        .expect("completes");
+    assert_out(dir.path(), &data);
+    asked_within(&p, &held);
+    let odd: Vec<u32> = (0..n).filter(|i| i % 2 == 1).collect();
+    asked_within(&origin, &odd);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,6 +396,96 @@ async fn learning_reports_every_piece_digest() {
         }
     }
     let expected: Vec<Option<[u8; 32]>> = manifest.digests().iter().copied().map(Some).collect();
+    assert_eq!(learned, expected);
+}
+
+/// A member that took over a URL swarm's lead: pieces whose digest the dead leader published
+/// are checked against it, wherever they come from; the others come from the origin alone,
+/// which is trusted, and their digests are learned and reported before they count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaders_origin_is_trusted_for_pieces_without_a_digest() {
+    let data = random_bytes(SIZE, 9);
+    let manifest = Manifest::of_bytes(&data, PIECE).unwrap();
+    let n = manifest.layout().piece_count();
+    let even: Vec<u32> = (0..n).filter(|i| i % 2 == 0).collect();
+    let odd: Vec<u32> = (0..n).filter(|i| i % 2 == 1).collect();
+    // The dead leader published the even pieces' digests, and a peer holds those pieces.
+    let known: Vec<Option<[u8; 32]>> = manifest
+        .digests()
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (i % 2 == 0).then_some(*d))
+        .collect();
+    let (_digests_tx, digests) = watch::channel(known);
+    let run = |dir: &std::path::Path, p: &Origin, origin: &Origin, use_origin: OriginUse| {
+        let (tx, rx) = watch::channel(vec![peer("p", p, Some(bits(n, &even)))]);
+        let mut o = options(dir, &origin.url("/file"), &manifest, rx, use_origin);
+        o.stall_timeout = Duration::from_millis(500);
+        o.swarm.as_mut().unwrap().digests = Digests::Published(PublishedDigests {
+            known: digests.clone(),
+            wanted: Arc::new(tokio::sync::Notify::new()),
+        });
+        (o, tx)
+    };
+    let connections = Connections::new(2).unwrap();
+
+    // A follower's fallback origin is not trusted: the odd pieces wait for digests forever.
+    let fallback = tempfile::tempdir().unwrap();
+    let (p, origin) = (server(data.clone()), server(data.clone()));
+    let (o, _peers) = run(
+        fallback.path(),
+        &p,
+        &origin,
+        OriginUse::Fallback {
+            connections,
+            validator: None,
+        },
+    );
+    let (result, _) = common::get(o).await;
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.contains("digests of some pieces were not published"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let (p, origin) = (server(data.clone()), server(data.clone()));
+    let (o, _peers) = run(
+        dir.path(),
+        &p,
+        &origin,
+        OriginUse::Lead {
+            connections,
+            validator: None,
+        },
+    );
+    let (result, events) = common::get(o).await;
+    result.unwrap();
+    assert_out(dir.path(), &data);
+    asked_within(&p, &even);
+    asked_within(&origin, &odd);
+    // Each odd piece's digest is learned once, right, and reported before the piece counts.
+    let mut learned: Vec<Option<[u8; 32]>> = vec![None; n as usize];
+    for e in &events {
+        match e {
+            Event::PieceHashed { index, digest } => {
+                assert!(learned[index.get() as usize].replace(*digest).is_none());
+            }
+            Event::PieceVerified { index } if index.get() % 2 == 1 => {
+                assert!(
+                    learned[index.get() as usize].is_some(),
+                    "{index} before its digest"
+                );
+            }
+            _ => {}
+        }
+    }
+    let expected: Vec<Option<[u8; 32]>> = manifest
+        .digests()
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (i % 2 == 1).then_some(*d))
+        .collect();
     assert_eq!(learned, expected);
 }
 

@@ -137,7 +137,26 @@ pub struct Origin {
     base: String,
     shared: Arc<Shared>,
     ca_cert_pem: Option<String>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    /// The accept loop while serving; `None` while down (see [`Origin::go_down`]).
+    serving: Mutex<Option<Serving>>,
     runtime: Option<Runtime>,
+}
+
+/// The running accept loop, and word of its end: its listener and connections are closed
+/// when the word comes.
+struct Serving {
+    task: tokio::task::JoinHandle<()>,
+    ended: std::sync::mpsc::Receiver<()>,
+}
+
+/// Sends word when the accept loop (and with it the listener) is dropped.
+struct EndWord(std::sync::mpsc::Sender<()>);
+
+impl Drop for EndWord {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
 }
 
 impl Origin {
@@ -173,19 +192,73 @@ impl Origin {
         let base = format!("{scheme}://{addr}");
         let ca_cert_pem = tls.as_ref().map(|t| t.cert_pem.clone());
         let shared = Arc::new(Shared::new(config, peer, base.clone()));
-        let listener = {
-            let _guard = runtime.enter();
-            tokio::net::TcpListener::from_std(listener).expect("tokio listener")
-        };
         let acceptor = tls.map(|t| t.acceptor);
-        runtime.spawn(accept_loop(listener, acceptor, shared.clone()));
+        let serving = serve_on(&runtime, listener, acceptor.clone(), shared.clone());
         Origin {
             addr,
             base,
             shared,
             ca_cert_pem,
+            acceptor,
+            serving: Mutex::new(Some(serving)),
             runtime: Some(runtime),
         }
+    }
+
+    /// Goes down as a server whose process died: the listening socket is closed, so new
+    /// connections are refused, and every open connection is closed mid-response. Returns once
+    /// the listener is closed. Does nothing when already down.
+    ///
+    /// # Panics
+    /// If the accept loop does not end within 10 s.
+    pub fn go_down(&self) {
+        let serving = self
+            .serving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(serving) = serving {
+            serving.task.abort();
+            serving
+                .ended
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the origin's accept loop ends when aborted");
+        }
+    }
+
+    /// Serves again on the same address after [`Origin::go_down`], with the same file and
+    /// request log. Does nothing when serving.
+    ///
+    /// # Panics
+    /// If the address cannot be bound again.
+    pub fn come_back(&self) {
+        let mut serving = self.serving.lock().unwrap_or_else(|e| e.into_inner());
+        if serving.is_some() {
+            return;
+        }
+        let listener =
+            std::net::TcpListener::bind(self.addr).expect("bind the origin's address again");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
+        let runtime = self
+            .runtime
+            .as_ref()
+            .expect("a running origin has its runtime");
+        *serving = Some(serve_on(
+            runtime,
+            listener,
+            self.acceptor.clone(),
+            self.shared.clone(),
+        ));
+    }
+
+    /// Whether it is serving (not [`Origin::go_down`]).
+    pub fn is_up(&self) -> bool {
+        self.serving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
 
     /// `http://127.0.0.1:PORT/path` (`https://` with TLS); a leading `/` in `path` is optional.
@@ -262,13 +335,38 @@ impl Drop for Origin {
     }
 }
 
+/// Starts the accept loop for `listener` on `runtime`.
+fn serve_on(
+    runtime: &Runtime,
+    listener: std::net::TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+) -> Serving {
+    let listener = {
+        let _guard = runtime.enter();
+        tokio::net::TcpListener::from_std(listener).expect("tokio listener")
+    };
+    let (tx, ended) = std::sync::mpsc::channel();
+    let task = runtime.spawn(accept_loop(listener, acceptor, shared, EndWord(tx)));
+    Serving { task, ended }
+}
+
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
+    end: EndWord,
 ) {
-    // Ends when the runtime is shut down by `Origin::drop`.
+    // Locals drop in reverse order: the connections, then the listener, then the word that
+    // both are closed.
+    let _end = end;
+    let listener = listener;
+    // The connections belong to this loop: aborting it (`Origin::go_down`) closes them all.
+    let mut connections = tokio::task::JoinSet::new();
+    // Ends when aborted, or when the runtime is shut down by `Origin::drop`.
     loop {
+        // Finished connections are let go of, so a long test does not accumulate them.
+        while connections.try_join_next().is_some() {}
         let tcp = match listener.accept().await {
             Ok((tcp, _)) => tcp,
             Err(_) => {
@@ -280,7 +378,7 @@ async fn accept_loop(
         let connection = shared.connections.fetch_add(1, Ordering::Relaxed);
         let shared = shared.clone();
         let acceptor = acceptor.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             // Small writes (chunk framing, paced chunks) must leave at once, not wait on Nagle.
             let _ = tcp.set_nodelay(true);
             match acceptor {

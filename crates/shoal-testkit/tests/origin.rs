@@ -349,6 +349,41 @@ async fn stalls_keep_the_socket_open_and_silent() {
 }
 
 #[tokio::test]
+async fn going_down_refuses_and_cuts_until_it_comes_back() {
+    let origin = start(OriginConfig {
+        stall_after: Some(70_000),
+        ..Default::default()
+    })
+    .await;
+    let mut open = Client::connect(&origin).await;
+    open.read_timeout = Duration::from_millis(300);
+    let reply = open.request("GET", "/f", &[]).await;
+    assert_eq!(reply.end, Err(io::ErrorKind::TimedOut));
+    assert!(origin.is_up());
+
+    origin.go_down();
+    assert!(!origin.is_up());
+    // The open connection is closed, and new ones are refused, as when the server died.
+    open.read_timeout = Duration::from_secs(5);
+    assert_ne!(open.wait_closed().await, io::ErrorKind::TimedOut);
+    let refused = tokio::net::TcpStream::connect(origin.addr()).await;
+    assert_eq!(
+        refused.map(|_| ()).map_err(|e| e.kind()),
+        Err(io::ErrorKind::ConnectionRefused)
+    );
+    origin.go_down();
+
+    origin.come_back();
+    origin.come_back();
+    assert!(origin.is_up());
+    let whole = get(&origin, "/f", &[("Range", "bytes=1000-")]).await;
+    assert_eq!(whole.status, 206);
+    assert_eq!(whole.body, file()[1000..]);
+    // The log goes on across the outage.
+    assert_eq!(origin.requests().len(), 2);
+}
+
+#[tokio::test]
 async fn wrong_content_range_shifts_all_but_the_first_block() {
     let origin = start(OriginConfig {
         wrong_content_range: true,

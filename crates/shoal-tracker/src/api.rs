@@ -9,8 +9,8 @@ use axum::{Json, Router};
 use shoal_core::wire::{
     AgentList, AgentsQuery, AnnounceRequest, ContentList, ContentQuery, CreateSwarmRequest,
     HeartbeatRequest, LatestUrlQuery, LeaseGrant, PeersQuery, PublishDigestsRequest,
-    PublishUrlRequest, RegisterRequest, ReportAccepted, ReportRequest, SwarmInfo, UrlKey,
-    MAX_NAME_LEN, MAX_REASON_LEN, MAX_SWARM_PIECES,
+    PublishUrlRequest, RegisterRequest, ReportAccepted, ReportRequest, SwarmInfo, TakeOverRequest,
+    UrlKey, MAX_NAME_LEN, MAX_REASON_LEN, MAX_SWARM_PIECES,
 };
 use shoal_core::{hex, Manifest};
 
@@ -61,6 +61,7 @@ routes! {
     post "/v1/swarms" => create_swarm,
     get "/v1/swarms/{id}" => get_swarm,
     post "/v1/swarms/{id}/digests" => publish_digests,
+    post "/v1/swarms/{id}/leader" => take_over_swarm,
 }
 
 /// Liveness only: answers without touching the store, so it costs the same however much the
@@ -395,6 +396,22 @@ async fn get_swarm<S: Store>(
 ) -> Result<Json<SwarmInfo>, ApiError> {
     let id = content_id(&id)?;
     Ok(Json(state.shared.store.swarm(id).await?))
+}
+
+async fn take_over_swarm<S: Store>(
+    State(state): State<AppState<S>>,
+    allow: Allow<AnnouncePerm>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<TakeOverRequest>,
+) -> Result<Json<SwarmInfo>, ApiError> {
+    let id = content_id(&id)?;
+    let info = state
+        .shared
+        .store
+        .take_over_swarm(allow.caller(), id, body.agent)
+        .await?;
+    tracing::info!(swarm = %id, leader = %info.leader, "a member took over the swarm's lead");
+    Ok(Json(info))
 }
 
 async fn publish_digests<S: Store>(

@@ -95,7 +95,9 @@ impl ApiError {
                 | StoreError::UnknownSwarm(_)
                 | StoreError::NotHeld { .. } => StatusCode::NOT_FOUND,
                 StoreError::NotOwner(_) | StoreError::NotPublisher(_) => StatusCode::FORBIDDEN,
-                StoreError::SwarmLayout { .. } | StoreError::IdInUse { .. } => StatusCode::CONFLICT,
+                StoreError::SwarmLayout { .. }
+                | StoreError::IdInUse { .. }
+                | StoreError::LeaderLive { .. } => StatusCode::CONFLICT,
                 StoreError::TooManyHoldings { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 StoreError::Invalid { .. } => StatusCode::BAD_REQUEST,
                 StoreError::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -117,6 +119,7 @@ impl ApiError {
                 | StoreError::UnknownSwarm(_)
                 | StoreError::NotPublisher(_) => Some("id".into()),
                 StoreError::SwarmLayout { .. } => Some("layout".into()),
+                StoreError::LeaderLive { .. } => Some("leader".into()),
                 StoreError::TooManyHoldings { .. } => Some("holdings".into()),
                 StoreError::NotHeld { field, .. } | StoreError::Invalid { field, .. } => {
                     Some(field.clone())

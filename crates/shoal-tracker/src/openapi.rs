@@ -13,7 +13,7 @@ fn error_responses(codes: &[&str]) -> Value {
             "401" => "Missing or unknown bearer token.",
             "403" => "The token's role may not do this, or the agent (or swarm) belongs to another token.",
             "404" => "Unknown id.",
-            "409" => "The swarm runs with another layout (`field` is `layout`), or a live agent at another address holds the id (`field` is `id`).",
+            "409" => "The swarm runs with another layout (`field` is `layout`), a live agent at another address holds the id (`field` is `id`), or the swarm's leader is live and publishing (`field` is `leader`).",
             "413" => "Body over the size limit.",
             "429" => "Rate limit of the token exceeded; see `Retry-After`.",
             "503" => "The tracker's store (Redis, for replicas) is unreachable; retry later.",
@@ -128,8 +128,11 @@ fn schemas() -> Value {
             "id": {"$ref": "#/components/schemas/ContentId"},
             "key": {"$ref": "#/components/schemas/UrlKey"},
             "layout": {"$ref": "#/components/schemas/Layout"},
-            "leader": {"type": "string"}, "created": {"type": "boolean"},
+            "leader": {"type": "string", "description": "The agent fetching from the origin and publishing digests: the creator, or the last to take over"},
+            "created": {"type": "boolean"},
             "digests": {"$ref": "#/components/schemas/SwarmDigests"}}},
+        "TakeOverRequest": {"type": "object", "required": ["agent"], "properties": {
+            "agent": {"type": "string", "description": "Leads the swarm if the takeover succeeds; registered by the caller's token"}}},
         "PublishDigestsRequest": {"type": "object", "required": ["pieces"], "properties": {
             "pieces": {"type": "array", "items": {"type": "object", "required": ["index", "digest"], "properties": {
                 "index": {"type": "integer", "format": "uint32"},
@@ -251,9 +254,12 @@ pub fn document() -> Value {
             "/v1/swarms/{id}": {"get": {"summary": "A running swarm and the digests known so far (all roles)",
                 "parameters": [swarm_id.clone()],
                 "responses": ok("200", "Swarm", "SwarmInfo", &errs(&["400", "404"]))}},
-            "/v1/swarms/{id}/digests": {"post": {"summary": "Publish piece digests; the first digest of a piece wins (the creating token, admin)",
-                "parameters": [swarm_id], "requestBody": body("PublishDigestsRequest"),
-                "responses": ok("200", "The swarm after the publish", "SwarmInfo", &errs(&["400", "404", "413"]))}}
+            "/v1/swarms/{id}/digests": {"post": {"summary": "Publish piece digests; the first digest of a piece wins (the leading agent's token, admin)",
+                "parameters": [swarm_id.clone()], "requestBody": body("PublishDigestsRequest"),
+                "responses": ok("200", "The swarm after the publish", "SwarmInfo", &errs(&["400", "404", "413"]))}},
+            "/v1/swarms/{id}/leader": {"post": {"summary": "Take over leading a swarm whose leader is gone (lease lapsed) or stalled (no new digest for 5 s plus one piece at 16 Mbit/s while some are missing); the first caller wins, and its token alone publishes from then; digests published stay (agent, admin)",
+                "parameters": [swarm_id], "requestBody": body("TakeOverRequest"),
+                "responses": ok("200", "The swarm, led by `agent`", "SwarmInfo", &errs(&["400", "404", "409"]))}}
         }
     })
 }

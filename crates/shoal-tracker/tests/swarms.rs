@@ -99,7 +99,7 @@ async fn swarms_are_created_joined_and_fed_digests() {
         (
             StatusCode::FORBIDDEN,
             error(
-                &format!("only the token that created swarm {id} may publish its digests"),
+                &format!("only the token of the agent leading swarm {id} may publish its digests"),
                 Some("id")
             )
         )

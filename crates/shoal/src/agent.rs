@@ -88,6 +88,12 @@ pub(crate) struct AgentArgs {
     /// Connections to one peer (one to a seed)
     #[arg(long, value_name = "N", default_value = "2", value_parser = parse_connections)]
     per_peer: Connections,
+
+    /// How long a download waits through an origin outage (e.g. 600, 90s, 10m): pieces the
+    /// swarm holds are fetched meanwhile, the origin is asked again with back-off, and the
+    /// download fails, naming what is missing, only once nothing arrived for this long
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = crate::get::parse_wait)]
+    max_wait: Duration,
 }
 
 fn parse_rate(text: &str) -> Result<Rate, String> {
@@ -190,6 +196,7 @@ fn options(args: AgentArgs) -> anyhow::Result<(AgentOptions, SocketAddr)> {
             peer_token: token,
             per_peer: args.per_peer,
             connections: args.connections,
+            max_wait: args.max_wait,
             ..FetchOptions::default()
         },
         cache_size: args.cache_size,

@@ -73,6 +73,12 @@ pub(crate) struct GetArgs {
     #[arg(long, value_name = "N", default_value = "5", value_parser = clap::value_parser!(u32).range(1..))]
     max_tries: u32,
 
+    /// Wait through a server outage for up to this long (e.g. 90, 30s, 10m, 1h): a server
+    /// that is down is asked again with back-off, past --max-tries, and the download fails only
+    /// once nothing arrived for this long [default: fail after --max-tries]
+    #[arg(long, value_name = "DURATION", value_parser = parse_wait, conflicts_with = "agent")]
+    max_wait: Option<Duration>,
+
     /// Verify the file: sha256, sha512, sha1, md5 or blake3, e.g. sha256=9f86d0…
     #[arg(long, value_name = "ALGO=HEX", value_parser = parse_checksum)]
     checksum: Option<Checksum>,
@@ -166,6 +172,7 @@ struct Common {
     min_split: MinSplit,
     stall_timeout: Duration,
     max_tries: u32,
+    max_wait: Option<Duration>,
     checksum: Option<Checksum>,
     limit_rate: Option<Rate>,
     max_filesize: Option<u64>,
@@ -372,6 +379,7 @@ impl GetArgs {
             min_split: self.min_split,
             stall_timeout: self.stall_timeout,
             max_tries: self.max_tries,
+            max_wait: self.max_wait,
             checksum: self.checksum,
             limit_rate: self.limit_rate,
             max_filesize: self.max_filesize,
@@ -430,6 +438,7 @@ impl Common {
         options.min_split = self.min_split;
         options.stall_timeout = self.stall_timeout;
         options.max_tries = self.max_tries;
+        options.max_wait = self.max_wait;
         options.checksum = self.checksum.clone();
         options.limit_rate = self.limit_rate;
         options.max_filesize = self.max_filesize;
@@ -509,9 +518,38 @@ fn parse_secs(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| "expected a positive number of seconds".to_string())
 }
 
+/// A wait such as `90` or `90s` (seconds), `10m` or `1h`.
+pub(crate) fn parse_wait(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, unit) = match t.char_indices().last() {
+        Some((i, 's')) => (&t[..i], 1.0),
+        Some((i, 'm')) => (&t[..i], 60.0),
+        Some((i, 'h')) => (&t[..i], 3600.0),
+        _ => (t, 1.0),
+    };
+    number
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|n| *n > 0.0)
+        .and_then(|n| Duration::try_from_secs_f64(n * unit).ok())
+        .ok_or_else(|| "expected a positive duration such as 90, 30s, 10m or 1h".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waits_are_seconds_minutes_or_hours() {
+        assert_eq!(parse_wait("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_wait("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_wait("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_wait("1.5h"), Ok(Duration::from_secs(5400)));
+        for bad in ["", "0", "-1", "m", "ten", "5d"] {
+            assert!(parse_wait(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn headers_keep_order_and_repeats() {

@@ -66,6 +66,7 @@ mod usage {
         usage_error(&["--min-split", "100000", URL], "multiple of 64 KiB");
         usage_error(&["--stall-timeout", "0", URL], "positive number of seconds");
         usage_error(&["--max-tries", "0", URL], "--max-tries");
+        usage_error(&["--max-wait", "0", URL], "such as 90, 30s, 10m or 1h");
     }
 
     #[test]
@@ -427,6 +428,62 @@ mod download {
     #[test]
     fn sigterm_interrupts_with_exit_130() {
         interrupts_with("-TERM");
+    }
+
+    #[test]
+    fn max_wait_ends_an_origin_outage_with_what_is_missing_and_the_network_code() {
+        // 4 MiB at 256 KiB/s per connection over 2 connections: still running when it dies.
+        let origin = origin_with(
+            4 << 20,
+            OriginConfig {
+                rate_limit: Some(256 << 10),
+                ..Default::default()
+            },
+        );
+        let dir = TempDir::new().unwrap();
+        let url = origin.url("/file.bin");
+        let args = [
+            "-c",
+            "2",
+            "--max-tries",
+            "2",
+            "--max-wait",
+            "2s",
+            "-o",
+            "out.bin",
+            &url,
+        ];
+        let child = get(dir.path(), &args).spawn().expect("spawn shoal");
+        let start = Instant::now();
+        while origin.bytes_sent() < 1 << 20 {
+            assert!(start.elapsed() < DEADLINE, "no bytes sent to shoal");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        origin.go_down();
+        let run = finish(child);
+        assert_code(&run, 3);
+        let said = format!("{url}: no source sent anything for 2s, and ");
+        assert!(run.stderr.contains(&said), "{}", run.stderr);
+        assert!(run.stderr.contains("4.0 MiB (bytes "), "{}", run.stderr);
+        assert!(
+            run.stderr.contains(
+                "still missing (last failure: {url}: could not connect"
+                    .replace("{url}", &url)
+                    .as_str()
+            ),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains(
+                "what arrived is kept: run the same command again to resume, or allow a longer \
+                 --max-wait"
+            ),
+            "{}",
+            run.stderr
+        );
+        assert!(dir.path().join("out.bin.part").exists());
+        assert!(!dir.path().join("out.bin").exists());
     }
 
     fn interrupts_with(signal: &str) {

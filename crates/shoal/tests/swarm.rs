@@ -4,222 +4,15 @@
 //! agent, a killed agent, a killed tracker, a dead origin) do not spoil a download.
 
 mod common;
+mod fleet;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use shoal_core::Manifest;
-use shoal_testkit::{random_bytes, sha256_hex, Origin, OriginConfig};
+use shoal_testkit::{random_bytes, Origin, OriginConfig};
 
-const FLEET: &str = "fleet-secret-aaaaaaaaaaaaaaaa";
-const READER: &str = "reader-secret-bbbbbbbbbbbbbb";
-const MIB: usize = 1 << 20;
-
-/// A process killed (SIGKILL) on drop.
-struct Process {
-    child: Child,
-    port: u16,
-    /// An agent's data directory (empty for the tracker).
-    data: PathBuf,
-}
-
-impl Process {
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-struct Fleet {
-    dir: tempfile::TempDir,
-    tracker: Process,
-}
-
-impl Fleet {
-    fn start() -> Fleet {
-        let dir = tempfile::tempdir().unwrap();
-        let tokens = dir.path().join("tokens.toml");
-        std::fs::write(
-            &tokens,
-            format!(
-                "[[token]]\nname = \"fleet\"\nsecret = \"{FLEET}\"\nrole = \"agent\"\n\
-                 [[token]]\nname = \"ops\"\nsecret = \"{READER}\"\nrole = \"admin\"\n"
-            ),
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("token"), FLEET).unwrap();
-        std::fs::write(dir.path().join("admin-token"), READER).unwrap();
-        let port = common::free_port();
-        let tracker = spawn_tracker(dir.path(), port);
-        Fleet { dir, tracker }
-    }
-
-    /// Starts the tracker again, on its port and `--data`, after [`Process::kill`].
-    fn restart_tracker(&mut self) {
-        self.tracker = spawn_tracker(self.dir.path(), self.tracker.port);
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// `shoal agent --id ID` with its own data directory, sharing `share` if given.
-    fn agent(&self, id: &str, share: Option<&Path>, extra: &[&str]) -> Process {
-        let data = self.path(&format!("{id}-data"));
-        let port = common::free_port();
-        let mut cmd = self.agent_command(id, port, &data, &format!("{id}.log"));
-        cmd.args(extra);
-        if let Some(share) = share {
-            cmd.arg("--share").arg(share);
-        }
-        let mut child = cmd.spawn().expect("spawn shoal agent");
-        common::wait_listening(&mut child, port, "shoal agent");
-        // The control socket comes a moment after the piece server's port.
-        let socket = data.join("control.sock");
-        let deadline = Instant::now() + common::DEADLINE;
-        while !socket.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "{} never appeared",
-                socket.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Process { child, port, data }
-    }
-
-    /// The command line of `shoal agent --id ID` on `port` with `data`, logging to `log` in
-    /// the fleet's directory.
-    fn agent_command(&self, id: &str, port: u16, data: &Path, log: &str) -> Command {
-        let log = std::fs::File::create(self.path(log)).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
-        cmd.args([
-            "agent",
-            "--id",
-            id,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args([
-            "--tracker",
-            &format!("http://127.0.0.1:{}", self.tracker.port),
-        ])
-        .arg("--token-file")
-        .arg(self.path("token"))
-        .arg("--data")
-        .arg(data)
-        .env("RUST_LOG", "shoal_agent=debug,shoal_engine=info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-        cmd
-    }
-
-    /// A directory holding `data` as `name`, to share.
-    fn share(&self, dir: &str, name: &str, data: &[u8]) -> PathBuf {
-        let path = self.path(dir);
-        std::fs::create_dir_all(&path).unwrap();
-        std::fs::write(path.join(name), data).unwrap();
-        path
-    }
-
-    /// `shoal get --agent` through `agent`, saving to `out` in the fleet's directory.
-    fn get(&self, agent: &Process, what: &str, out: &str) -> Child {
-        common::get(self.dir.path(), &["--progress", "none", what, "-o", out])
-            .env(
-                "SHOAL_AGENT",
-                format!("unix:{}", agent.data.join("control.sock").display()),
-            )
-            .spawn()
-            .expect("spawn shoal get")
-    }
-
-    /// One request to the tracker as the admin; the status and the body.
-    fn tracker_call(&self, method: &str, path: &str) -> (u16, String) {
-        common::call(self.tracker.port, READER, method, path, "")
-    }
-
-    /// Waits until the tracker lists `holders` complete holders of `content`.
-    fn wait_holders(&self, content: &str, holders: u32) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (status, body) = self.tracker_call("GET", &format!("/v1/content/{content}"));
-            if status == 200 {
-                let summary: serde_json::Value = serde_json::from_str(&body).unwrap();
-                if summary["complete_holders"].as_u64() >= Some(u64::from(holders)) {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{content} never had {holders} complete holders: {status} {body}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()
-    }
-
-    fn assert_file(&self, out: &str, data: &[u8]) {
-        assert_eq!(
-            common::sha256_of(&self.path(out)),
-            sha256_hex(data),
-            "{out} differs from the original"
-        );
-    }
-}
-
-/// `shoal tracker` on `port` with its data in `dir`, logging to `dir/tracker.log` (appended
-/// to, so a restart keeps what the first run said).
-fn spawn_tracker(dir: &Path, port: u16) -> Process {
-    let log = std::fs::File::options()
-        .create(true)
-        .append(true)
-        .open(dir.join("tracker.log"))
-        .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .args(["tracker", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data")
-        .arg(dir.join("tracker"))
-        .arg("--tokens")
-        .arg(dir.join("tokens.toml"))
-        .args(["--lease", "5"])
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn shoal tracker");
-    common::wait_listening(&mut child, port, "shoal tracker");
-    Process {
-        child,
-        port,
-        data: PathBuf::new(),
-    }
-}
-
-fn content_id(data: &[u8]) -> String {
-    Manifest::of_bytes(data, 1 << 20).unwrap().id().to_string()
-}
-
-fn done(child: Child, fleet: &Fleet, agents: &[&str]) {
-    let run = common::finish(child);
-    if run.code != 0 {
-        for agent in agents {
-            eprintln!("--- {agent}.log\n{}", fleet.log(agent));
-        }
-    }
-    common::assert_code(&run, 0);
-}
+use fleet::{content_id, done, Fleet, Process, FLEET, MIB};
 
 #[test]
 fn a_shared_file_reaches_every_agent() {
@@ -420,6 +213,92 @@ fn a_dead_origin_is_no_loss_when_peers_hold_every_piece() {
         fleet.log("second").contains("from peers alone"),
         "{}",
         fleet.log("second")
+    );
+}
+
+/// A URL swarm whose leader is killed (`kill -9`) after it published some digests: a follower
+/// takes over the origin from the pieces no one holds, the other follows it, both keep what
+/// they hold, and the origin sends at most one extra copy.
+#[test]
+fn a_killed_leader_is_replaced_and_the_origin_sends_at_most_one_extra_copy() {
+    let fleet = Fleet::start();
+    let data = random_bytes(12 * MIB, 7);
+    // 8 leader connections at 128 KiB/s each: a piece about every second, well inside the
+    // leader's stall limit (5.5 s for 1 MiB pieces), and 12 s for the whole file.
+    let origin = Origin::start_blocking(OriginConfig {
+        content: data.clone(),
+        rate_limit: Some(128 * 1024),
+        ..OriginConfig::default()
+    });
+    let url = origin.url("/weights.bin");
+    let mut leader = fleet.agent("lead", None, &[]);
+    let mut led = fleet.get(&leader, &url, "out-lead");
+    wait_log(&fleet, &mut led, "lead", "leading the swarm");
+    let log = fleet.log("lead");
+    let swarm = log
+        .lines()
+        .find(|l| l.contains("leading the swarm"))
+        .and_then(|l| l.split("swarm=").nth(1))
+        .map(|rest| rest[..64].to_string())
+        .unwrap_or_else(|| panic!("no swarm id in the leader's log:\n{log}"));
+    let followers: Vec<Process> = ["f1", "f2"]
+        .iter()
+        .map(|id| fleet.agent(id, None, &[]))
+        .collect();
+    let gets: Vec<Child> = followers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| fleet.get(a, &url, &format!("out{i}")))
+        .collect();
+    // Killed once it published a few digests, well before it has the file.
+    let published = |fleet: &Fleet| {
+        let (status, body) = fleet.tracker_call("GET", &format!("/v1/swarms/{swarm}"));
+        assert_eq!(status, 200, "{body}");
+        let info: shoal_core::wire::SwarmInfo = serde_json::from_str(&body).unwrap();
+        let digests = info.digests.to_digests(info.layout.piece_count()).unwrap();
+        digests.iter().filter(|d| d.is_some()).count()
+    };
+    let deadline = Instant::now() + common::DEADLINE;
+    while published(&fleet) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the leader never published 3 digests"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    leader.kill();
+    let before = published(&fleet);
+    assert!(before < 12, "the leader finished before the kill");
+    let _ = common::finish(led);
+    for get in gets {
+        done(get, &fleet, &["lead", "f1", "f2"]);
+    }
+    for i in 0..2 {
+        fleet.assert_file(&format!("out{i}"), &data);
+    }
+    let sent = origin.bytes_sent();
+    assert!(
+        sent <= 2 * data.len() as u64,
+        "the origin sent {sent} bytes ({:.2} copies) for a {} byte file",
+        sent as f64 / data.len() as f64,
+        data.len()
+    );
+    let logs = [fleet.log("f1"), fleet.log("f2")];
+    assert!(
+        logs.iter().any(|l| l.contains("leading it now")),
+        "no follower took over:\n{}\n{}",
+        logs[0],
+        logs[1]
+    );
+    assert!(
+        logs.iter().all(|l| !l.contains("did not finish")),
+        "a follower fell back to the origin alone:\n{}\n{}",
+        logs[0],
+        logs[1]
+    );
+    eprintln!(
+        "leader killed after {before} of 12 digests; the origin sent {:.2} copies",
+        sent as f64 / data.len() as f64
     );
 }
 

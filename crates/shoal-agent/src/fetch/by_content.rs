@@ -8,6 +8,7 @@ use shoal_core::ContentId;
 use shoal_engine::{Digests, OriginUse};
 
 use super::downloads::Part;
+use super::swarm::SwarmRun;
 use super::{content_url, key_of, part_path, AgentFetchError, Fetched, Job, OriginUrl};
 use crate::catalog::{Entry, Provenance};
 
@@ -64,14 +65,18 @@ impl Job<'_> {
             ),
             None => (content_url(&id), OriginUse::Never),
         };
-        let summary = self
+        let (summary, _) = self
             .swarm(
-                id,
-                url,
-                manifest.layout(),
-                Digests::Manifest(manifest.clone()),
-                origin_use,
-                None,
+                SwarmRun {
+                    id,
+                    url,
+                    layout: manifest.layout(),
+                    digests: Digests::Manifest(manifest.clone()),
+                    origin: origin_use,
+                    leader: None,
+                    led: None,
+                },
+                &self.cancel,
             )
             .await?;
         entry.set_path(path.clone());

@@ -1,25 +1,29 @@
 //! Piece digests in a URL swarm. The leader learns them from its origin download and
 //! publishes each as soon as it is learned, marking the piece held only once it is published
 //! (followers can check a piece only against a published digest); an agent fetching alone
-//! learns them the same way, to build the manifest. A follower keeps a view of the published
-//! digests, asked for when the engine lacks one and now and then anyway.
+//! learns them the same way, to build the manifest; so does a member that took over the lead,
+//! for the pieces it fetches from the origin ([`Publisher`]). A follower keeps a view of the
+//! published digests and of who leads, asked for when the engine lacks a digest and now and
+//! then anyway, and takes over the lead when the leader stalls.
 //!
-//! Tracker outages: the leader also keeps every digest in its catalog entry, where its piece
+//! Tracker outages: a leader also keeps every digest in its catalog entry, where its piece
 //! server tells them to followers (`GET /v1/pieces/{id}/digests`). While the tracker is
 //! unreachable the leader marks pieces held without publishing them (they are published once
-//! it answers again), and followers ask the leader instead of the tracker. A digest is taken
-//! only from the leader, never from another follower: the leader hashed the origin's bytes,
-//! and accepting what two followers agree on would let two agents vouch for any bytes. A
-//! tracker that lost the swarm (a restart: swarms are soft state) answers 404 to the leader's
-//! publication; the leader then creates the swarm again and publishes every digest it learned.
+//! it answers again), and followers ask the leader (the one they last heard of, so the one
+//! that took over after a failover) instead of the tracker. A digest is taken only from the
+//! leader, never from another follower: the leader hashed the origin's bytes, and accepting
+//! what two followers agree on would let two agents vouch for any bytes. A tracker that lost
+//! the swarm (a restart: swarms are soft state) answers 404 to the leader's publication; the
+//! leader then creates the swarm again and publishes every digest it learned.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_core::manifest::PieceDigest;
 use shoal_core::wire::{
-    AgentId, CreateSwarmRequest, PieceDigestEntry, PublishDigestsRequest, SwarmInfo,
+    leader_stall_limit, AgentId, CreateSwarmRequest, PieceDigestEntry, PublishDigestsRequest,
+    SwarmInfo, TakeOverRequest,
 };
 use shoal_core::{ContentId, Layout, PieceIndex};
 use shoal_engine::{
@@ -28,8 +32,10 @@ use shoal_engine::{
 };
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::role::{self, AfterTakeOver};
 use super::{AgentFetchError, Job, OriginUrl};
 use crate::catalog::Entry;
 use crate::exchange::Exchange;
@@ -37,7 +43,7 @@ use crate::tracker::TrackerClient;
 
 /// How often a leader tries again to publish digests the tracker did not take (a piece is only
 /// offered once its digest is published), and the most often a follower asks for them.
-const DIGESTS_EVERY: Duration = Duration::from_millis(100);
+pub(super) const DIGESTS_EVERY: Duration = Duration::from_millis(100);
 /// The least a leader's connection asks the origin for at once.
 const IN_ORDER_MIN_CHUNK: u64 = 256 << 10;
 /// How often a follower asks for digests without being short of one.
@@ -59,121 +65,107 @@ impl Job<'_> {
         options.http = self.f.options.http.clone();
         options.tally = Some(self.f.tally.clone());
         options.stall_timeout = self.f.options.stall_timeout;
+        options.max_wait = Some(self.f.options.max_wait);
         options.connections = self.f.options.origin_connections;
         // Racing the tail would fetch it from the origin twice.
         options.endgame = Endgame::Never;
         options.learn_pieces = Some(layout.piece_size());
         if swarm.is_some() {
-            // Followers can fetch only verified pieces from the leader: pieces must be complete
-            // as early as they can be, so the connections share a piece or two at a time, in
-            // file order, instead of each streaming its own part of the file.
-            let chunk = (layout.piece_size() / u64::from(self.f.options.origin_connections.get()))
-                .max(IN_ORDER_MIN_CHUNK)
-                .min(layout.piece_size());
-            options.in_order = Some((chunk / BLOCK * BLOCK).max(BLOCK));
+            options.in_order = Some(self.in_order_chunk(layout));
         }
         options.expected_size = Some(layout.size());
         let (tx, mut rx) = mpsc::unbounded_channel();
         let stop = self.cancel.child_token();
         let run = download(options, tx, stop.clone());
-        let digests = Mutex::new(vec![None; layout.piece_count() as usize]);
-        let entry = swarm.and_then(|s| self.f.catalog.get(&s.id));
         let forward = async {
-            let mut pending: Vec<(PieceIndex, PieceDigest)> = Vec::new();
-            let take = |event: Event, pending: &mut Vec<(PieceIndex, PieceDigest)>| {
-                if let Event::PieceHashed { index, digest } = &event {
-                    digests.lock().expect("digests lock")[index.get() as usize] = Some(*digest);
-                    if let Some(entry) = &entry {
-                        entry.learn(index.get(), *digest);
-                    }
-                    pending.push((*index, *digest));
-                }
-                if !matches!(
-                    event,
-                    Event::PieceHashed { .. } | Event::PieceVerified { .. }
-                ) {
+            let mut publisher =
+                Publisher::new(self, swarm.map(|s| s.id), layout.piece_count()).leading(swarm);
+            let mut retry = tokio::time::interval(DIGESTS_EVERY);
+            let take = |event: Event, publisher: &mut Publisher| {
+                if !publisher.learn(&event) && !matches!(event, Event::PieceVerified { .. }) {
                     let _ = self.events.send(event);
                 }
             };
-            // Digests go out as soon as they are learned (those learned meanwhile together):
-            // followers can take a piece only once it is published. After a failure, they
-            // are tried again on the tick.
-            let mut failed = false;
-            let mut retry = tokio::time::interval(DIGESTS_EVERY);
             loop {
                 tokio::select! {
                     event = rx.recv() => {
                         let Some(event) = event else { break };
-                        take(event, &mut pending);
+                        take(event, &mut publisher);
                         while let Ok(event) = rx.try_recv() {
-                            take(event, &mut pending);
+                            take(event, &mut publisher);
                         }
-                        if !failed {
-                            failed = !self.publish(swarm, &mut pending, &digests).await;
-                        }
+                        publisher.flush(self).await;
                     }
-                    _ = retry.tick(), if failed => {
-                        failed = !self.publish(swarm, &mut pending, &digests).await;
-                    }
+                    _ = retry.tick(), if publisher.failed() => publisher.retry(self).await,
                 }
             }
-            self.publish(swarm, &mut pending, &digests).await;
+            publisher.finish(self).await
         };
-        let (result, ()) = tokio::join!(run, forward);
+        let (result, digests) = tokio::join!(run, forward);
         stop.cancel();
         let summary = result?;
-        Ok((summary, digests.into_inner().expect("digests lock")))
+        Ok((summary, digests))
     }
 
-    /// Publishes learned digests to the swarm and marks their pieces held; what the tracker
-    /// did not take stays pending, and the answer is false. While the tracker is unreachable
-    /// the pieces are marked held anyway (followers then ask this agent for the digests).
-    async fn publish(
-        &self,
-        swarm: Option<&SwarmInfo>,
-        pending: &mut Vec<(PieceIndex, PieceDigest)>,
-        learned: &Mutex<Vec<Option<PieceDigest>>>,
-    ) -> bool {
-        let (Some(swarm), Some(tracker), false) = (swarm, &self.f.tracker, pending.is_empty())
-        else {
+    /// What a leader's origin connection asks for at once. Followers can fetch only verified
+    /// pieces from the leader: pieces must be complete as early as they can be, so the
+    /// connections share a piece or two at a time, in file order, instead of each streaming
+    /// its own part of the file.
+    pub(super) fn in_order_chunk(&self, layout: Layout) -> u64 {
+        let chunk = (layout.piece_size() / u64::from(self.f.options.origin_connections.get()))
+            .max(IN_ORDER_MIN_CHUNK)
+            .min(layout.piece_size());
+        (chunk / BLOCK * BLOCK).max(BLOCK)
+    }
+
+    /// Publishes `publisher`'s pending digests to the swarm and marks their pieces held; what
+    /// the tracker did not take stays pending, and the answer is false. While the tracker is
+    /// unreachable the pieces are marked held anyway (followers then ask this agent for the
+    /// digests); a tracker that lost a swarm this agent leads gets it created again.
+    async fn publish(&self, publisher: &mut Publisher) -> bool {
+        let (Some(id), Some(tracker), false) = (
+            publisher.swarm,
+            &self.f.tracker,
+            publisher.pending.is_empty(),
+        ) else {
             return true;
         };
         let body = PublishDigestsRequest {
-            pieces: pending
+            pieces: publisher
+                .pending
                 .iter()
                 .map(|(i, d)| PieceDigestEntry::new(i.get(), d))
                 .collect(),
         };
-        match tracker.publish_digests(&swarm.id, &body).await {
+        match tracker.publish_digests(&id, &body).await {
             Ok(_) => {
-                let pieces: Vec<PieceIndex> = pending.drain(..).map(|(i, _)| i).collect();
-                self.f.catalog.mark(&swarm.id, &pieces);
+                let pieces: Vec<PieceIndex> = publisher.pending.drain(..).map(|(i, _)| i).collect();
+                self.f.catalog.mark(&id, &pieces);
                 true
             }
-            Err(e) if e.is_not_found() => {
-                self.create_again(tracker, swarm, pending, learned).await;
+            Err(e) if e.is_not_found() && publisher.led.is_some() => {
+                self.create_again(tracker, publisher).await;
                 false
             }
             Err(e) => {
-                debug!(swarm = %swarm.id, "publishing digests failed, retrying: {e}");
+                debug!(swarm = %id, "publishing digests failed, retrying: {e}");
                 if e.is_unreachable() {
-                    let pieces: Vec<PieceIndex> = pending.iter().map(|(i, _)| *i).collect();
-                    self.f.catalog.mark(&swarm.id, &pieces);
+                    let pieces: Vec<PieceIndex> =
+                        publisher.pending.iter().map(|(i, _)| *i).collect();
+                    self.f.catalog.mark(&id, &pieces);
                 }
                 false
             }
         }
     }
 
-    /// The tracker lost the swarm: creates it again with this agent as its leader, and makes
-    /// every digest learned so far pending, to be published on the next try.
-    async fn create_again(
-        &self,
-        tracker: &TrackerClient,
-        swarm: &SwarmInfo,
-        pending: &mut Vec<(PieceIndex, PieceDigest)>,
-        learned: &Mutex<Vec<Option<PieceDigest>>>,
-    ) {
+    /// The tracker lost the swarm `publisher` publishes to: creates it again with this agent
+    /// as its leader, and makes every digest learned so far pending, to be published on the
+    /// next try.
+    async fn create_again(&self, tracker: &TrackerClient, publisher: &mut Publisher) {
+        let Some(swarm) = &publisher.led else {
+            return;
+        };
         let request = CreateSwarmRequest {
             key: swarm.key.clone(),
             layout: swarm.layout,
@@ -181,9 +173,8 @@ impl Job<'_> {
         };
         match tracker.create_swarm(&request).await {
             Ok(created) if created.leader == self.f.id => {
-                *pending = learned
-                    .lock()
-                    .expect("digests lock")
+                publisher.pending = publisher
+                    .learned
                     .iter()
                     .enumerate()
                     .filter_map(|(i, d)| Some((swarm.layout.piece(i as u32)?, (*d)?)))
@@ -191,7 +182,7 @@ impl Job<'_> {
                 info!(
                     swarm = %swarm.id,
                     tracker = %tracker.base(),
-                    digests = pending.len(),
+                    digests = publisher.pending.len(),
                     "the tracker had lost the swarm: created it again, publishing every digest learned"
                 );
             }
@@ -205,10 +196,92 @@ impl Job<'_> {
     }
 }
 
-/// A follower's view of the digests its swarm's leader published, kept fresh by a task until
-/// [`Following::stop`].
+/// Digests the engine learned ([`Event::PieceHashed`]) on their way to the swarm: published as
+/// soon as they are learned (those learned meanwhile together), each piece marked held only
+/// once its digest is published, since followers can take a piece only then. After a failure,
+/// what is pending is tried again when the caller's [`DIGESTS_EVERY`] tick comes. Every digest
+/// learned is also kept in the swarm's catalog entry, for followers that ask this agent.
+pub(super) struct Publisher {
+    swarm: Option<ContentId>,
+    /// The URL swarm this agent leads: created again at a tracker that lost it.
+    led: Option<SwarmInfo>,
+    entry: Option<Arc<Entry>>,
+    pending: Vec<(PieceIndex, PieceDigest)>,
+    learned: Vec<Option<PieceDigest>>,
+    failed: bool,
+}
+
+impl Publisher {
+    /// For a content of `pieces` pieces; with no `swarm`, digests are only collected.
+    pub(super) fn new(job: &Job<'_>, swarm: Option<ContentId>, pieces: u32) -> Self {
+        Self {
+            swarm,
+            led: None,
+            entry: swarm.and_then(|id| job.f.catalog.get(&id)),
+            pending: Vec::new(),
+            learned: vec![None; pieces as usize],
+            failed: false,
+        }
+    }
+
+    /// Says that this agent leads the URL swarm `led` (if any), so that a tracker that lost it
+    /// gets it created again.
+    pub(super) fn leading(mut self, led: Option<&SwarmInfo>) -> Self {
+        self.led = led.cloned();
+        self
+    }
+
+    /// Takes in the digest an event carries, if it is [`Event::PieceHashed`]; says whether.
+    pub(super) fn learn(&mut self, event: &Event) -> bool {
+        let Event::PieceHashed { index, digest } = event else {
+            return false;
+        };
+        self.learned[index.get() as usize] = Some(*digest);
+        if let Some(entry) = &self.entry {
+            entry.learn(index.get(), *digest);
+        }
+        self.pending.push((*index, *digest));
+        true
+    }
+
+    /// Whether piece `index`'s digest was learned here: the piece is marked held once the
+    /// digest is published, not when the engine verified it.
+    pub(super) fn learned(&self, index: PieceIndex) -> bool {
+        self.learned[index.get() as usize].is_some()
+    }
+
+    /// The last publish failed: [`Publisher::retry`] on the next tick.
+    pub(super) fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Publishes what is pending, unless the last try failed (the tick retries then).
+    pub(super) async fn flush(&mut self, job: &Job<'_>) {
+        if !self.failed {
+            self.retry(job).await;
+        }
+    }
+
+    /// Publishes what is pending.
+    pub(super) async fn retry(&mut self, job: &Job<'_>) {
+        self.failed = !job.publish(self).await;
+    }
+
+    /// Publishes what is left, one last try, and answers every digest learned.
+    pub(super) async fn finish(mut self, job: &Job<'_>) -> Vec<Option<PieceDigest>> {
+        self.retry(job).await;
+        self.learned
+    }
+}
+
+/// A follower's view of its swarm: the digests published so far, and who leads, kept fresh by
+/// a task until [`Following::stop`].
 pub(super) struct Following {
+    id: ContentId,
     known: watch::Receiver<Vec<Option<PieceDigest>>>,
+    leader: watch::Receiver<AgentId>,
+    /// How long the leader may publish nothing new before it counts as stalled.
+    stall: Duration,
     /// Notified by the engine when it lacks a digest.
     wanted: Arc<Notify>,
     stop: CancellationToken,
@@ -216,13 +289,13 @@ pub(super) struct Following {
 }
 
 impl Following {
-    /// Starts following `swarm`'s digests at `tracker`, from those `swarm` came with, and at
-    /// the leader (found among the peers `entry` knows) when the tracker fails; stops with
-    /// `cancel` at the latest.
+    /// Starts following `swarm`'s digests and leader at `tracker`, from those `swarm` came
+    /// with, and asking the leader (found among the peers `ask`'s entry knows) for the digests
+    /// when the tracker fails; stops with `cancel` at the latest.
     pub(super) fn start(
         tracker: TrackerClient,
         swarm: &SwarmInfo,
-        leader: LeaderAsk,
+        ask: LeaderAsk,
         cancel: &CancellationToken,
     ) -> Self {
         let n = swarm.layout.piece_count();
@@ -231,19 +304,23 @@ impl Following {
             .to_digests(n)
             .unwrap_or_else(|_| vec![None; n as usize]);
         let (tx, known) = watch::channel(known);
+        let (leader_tx, leader) = watch::channel(swarm.leader.clone());
         let wanted = Arc::new(Notify::new());
         let stop = cancel.child_token();
         let task = tokio::spawn(refresh_digests(
             tracker,
-            leader,
+            ask,
             swarm.id,
             n,
-            tx,
+            (tx, leader_tx),
             wanted.clone(),
             stop.clone(),
         ));
         Self {
+            id: swarm.id,
             known,
+            leader,
+            stall: leader_stall_limit(swarm.layout),
             wanted,
             stop,
             task,
@@ -258,6 +335,44 @@ impl Following {
         })
     }
 
+    /// The swarm's leader as the tracker names it now.
+    pub(super) fn leader(&self) -> watch::Receiver<AgentId> {
+        self.leader.clone()
+    }
+
+    /// Waits until the leader has published nothing new, and not changed, for the swarm's
+    /// [`leader_stall_limit`], then asks the tracker to make `me` the leader; answers the swarm
+    /// once it did. A refusal (the leader is live, or another member won) starts the wait
+    /// over. Ends only when dropped.
+    pub(super) async fn take_over_when_stalled(
+        &self,
+        tracker: &TrackerClient,
+        me: &AgentId,
+    ) -> SwarmInfo {
+        let (mut known, mut leader) = (self.known.clone(), self.leader.clone());
+        let mut since = Instant::now();
+        loop {
+            if let Some(wait) = role::wait_before_take_over(since.elapsed(), self.stall) {
+                tokio::select! {
+                    Ok(()) = known.changed() => since = Instant::now(),
+                    Ok(()) = leader.changed() => since = Instant::now(),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                continue;
+            }
+            let answer = tracker
+                .take_over(&self.id, &TakeOverRequest { agent: me.clone() })
+                .await;
+            match role::after_take_over(answer, me) {
+                AfterTakeOver::Lead(swarm) => return swarm,
+                AfterTakeOver::Follow(why) => {
+                    debug!(swarm = %self.id, "not taking over the swarm's lead: {why}");
+                    since = Instant::now();
+                }
+            }
+        }
+    }
+
     /// Stops following and returns the digests learned.
     pub(super) async fn stop(self) -> Vec<Option<PieceDigest>> {
         self.stop.cancel();
@@ -266,11 +381,9 @@ impl Following {
     }
 }
 
-/// Where a follower asks for digests when the tracker fails: the swarm's leader, at the
-/// address its catalog entry knows for it.
+/// Where a follower asks for digests when the tracker fails: the swarm's leader as last
+/// heard of (after a takeover, the new one), at the address its catalog entry knows for it.
 pub(super) struct LeaderAsk {
-    /// The swarm's leader.
-    pub(super) leader: AgentId,
     /// The follower's entry for the swarm: the peers it knows, and the digests it learned
     /// (kept there for peers that ask).
     pub(super) entry: Arc<Entry>,
@@ -278,48 +391,65 @@ pub(super) struct LeaderAsk {
 }
 
 impl LeaderAsk {
-    /// The digests the leader learned, if it is known and answers.
-    async fn digests(&self, id: &ContentId, pieces: u32) -> Option<Vec<Option<PieceDigest>>> {
-        let addr = self.entry.peer(&self.leader)?;
+    /// The digests `leader` learned, if it is known and answers.
+    async fn digests(
+        &self,
+        leader: &AgentId,
+        id: &ContentId,
+        pieces: u32,
+    ) -> Option<Vec<Option<PieceDigest>>> {
+        let addr = self.entry.peer(leader)?;
         match self.exchange.digests(addr, id, pieces).await {
             Ok(digests) => Some(digests),
             Err(e) => {
-                debug!(swarm = %id, leader = %self.leader, "{e}");
+                debug!(swarm = %id, %leader, "{e}");
                 None
             }
         }
     }
 }
 
-/// Keeps `tx` holding the digests a swarm's leader published so far, asked of the tracker,
-/// or of the leader while the tracker fails.
+/// Keeps `tx` holding the digests a swarm's leader published so far, asked of the tracker
+/// or, while the tracker fails, of the leader; and `leader` holding who leads.
 async fn refresh_digests(
     tracker: TrackerClient,
-    leader: LeaderAsk,
+    ask: LeaderAsk,
     id: ContentId,
     pieces: u32,
-    tx: watch::Sender<Vec<Option<PieceDigest>>>,
+    (tx, leader): (
+        watch::Sender<Vec<Option<PieceDigest>>>,
+        watch::Sender<AgentId>,
+    ),
     wanted: Arc<Notify>,
     stop: CancellationToken,
 ) {
     loop {
-        let fresh = match tracker
-            .swarm(&id)
-            .await
-            .map(|s| s.digests.to_digests(pieces))
-        {
-            Ok(Ok(digests)) => Some(digests),
-            Ok(Err(e)) => {
-                warn!(swarm = %id, "the tracker sent unusable digests: {e}");
-                None
+        let fresh = match tracker.swarm(&id).await {
+            Ok(swarm) => {
+                leader.send_if_modified(|known| {
+                    let changed = *known != swarm.leader;
+                    if changed {
+                        info!(swarm = %id, leader = %swarm.leader, "the swarm has a new leader");
+                        *known = swarm.leader.clone();
+                    }
+                    changed
+                });
+                match swarm.digests.to_digests(pieces) {
+                    Ok(digests) => Some(digests),
+                    Err(e) => {
+                        warn!(swarm = %id, "the tracker sent unusable digests: {e}");
+                        None
+                    }
+                }
             }
             Err(e) => {
                 debug!(swarm = %id, "cannot refresh the swarm's digests: {e}; asking its leader");
-                leader.digests(&id, pieces).await
+                let current = leader.borrow().clone();
+                ask.digests(&current, &id, pieces).await
             }
         };
         if let Some(fresh) = fresh {
-            take_digests(&tx, &leader.entry, fresh);
+            take_digests(&tx, &ask.entry, fresh);
         }
         // The leader publishes a digest before it offers the piece, so a follower rarely
         // lacks one: it asks when the engine says so, and now and then anyway.
@@ -445,7 +575,6 @@ mod tests {
             TrackerClient::new(dead, TOKEN.into()),
             &swarm,
             LeaderAsk {
-                leader: swarm.leader.clone(),
                 entry: entry.clone(),
                 exchange: Exchange::new(TOKEN.into()),
             },

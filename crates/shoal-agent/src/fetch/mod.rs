@@ -121,6 +121,10 @@ pub struct Fetched {
     pub pin: Pin,
 }
 
+/// How long an agent waits for an origin that is down, by default: ten minutes, a restart of
+/// the server or a failover of its load balancer, not a decommissioning.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(600);
+
 /// How downloads through the agent are made.
 #[derive(Clone)]
 pub struct FetchOptions {
@@ -140,6 +144,10 @@ pub struct FetchOptions {
     pub http: HttpOptions,
     /// A download with no progress for this long from any source gives up.
     pub stall_timeout: Duration,
+    /// How long a download whose bytes come from an origin (fetched by this agent, or by the
+    /// swarm's leader) waits for that origin through an outage: no failure while some source
+    /// made progress within this long (see [`shoal_engine::DownloadOptions::max_wait`]).
+    pub max_wait: Duration,
 }
 
 impl std::fmt::Debug for FetchOptions {
@@ -151,6 +159,7 @@ impl std::fmt::Debug for FetchOptions {
             .field("origin_connections", &self.origin_connections)
             .field("origin_fallback", &self.origin_fallback)
             .field("stall_timeout", &self.stall_timeout)
+            .field("max_wait", &self.max_wait)
             .finish_non_exhaustive()
     }
 }
@@ -165,6 +174,7 @@ impl Default for FetchOptions {
             origin_fallback: Connections::new(4).expect("in range"),
             http: HttpOptions::default(),
             stall_timeout: Duration::from_secs(15),
+            max_wait: DEFAULT_MAX_WAIT,
         }
     }
 }

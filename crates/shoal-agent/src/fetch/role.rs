@@ -5,10 +5,16 @@
 //! 2. The tracker's lookup of the URL version: [`after_lookup`] (a mapped content, a swarm to
 //!    create, or the origin alone).
 //! 3. The tracker's answer to creating the swarm: [`after_create`] (lead, follow, or alone).
-//! 4. A follower's swarm did not finish: [`fall_back_after_follow`] (the origin, unless the
-//!    fetch was cancelled or failed outside the download).
+//! 4. While following, the leader published nothing new for a while:
+//!    [`wait_before_take_over`] (when to ask to take over the lead), then the tracker's answer
+//!    to that: [`after_take_over`] (lead from now on, or go on following).
+//! 5. A follower's swarm did not finish: [`fall_back_after_follow`] (the origin, unless the
+//!    fetch was cancelled or failed outside the download), which happens only when no member
+//!    could take over (the tracker is down, say).
 //!
 //! An agent without a tracker fetches alone ([`Alone::NoTracker`]) without asking.
+
+use std::time::Duration;
 
 use shoal_core::wire::{AgentId, SwarmInfo};
 use shoal_core::ContentId;
@@ -91,6 +97,38 @@ pub(super) fn after_create(
         Ok(swarm) => Ok(Role::Follow(swarm)),
         Err(e) if e.is_unreachable() => Ok(Role::Alone(Alone::TrackerDown(e))),
         Err(e) => Err(e),
+    }
+}
+
+/// How long a follower waits before asking to take over the lead, when its leader has published
+/// nothing new, and not changed, for `quiet_for`: `None` once that reaches `stall` (the swarm's
+/// [`leader_stall_limit`](shoal_core::wire::leader_stall_limit)), when it asks now. It asks
+/// even when every digest is published, as it still lacks pieces (its download runs): the
+/// tracker grants a takeover then only if the leader's lease lapsed.
+pub(super) fn wait_before_take_over(quiet_for: Duration, stall: Duration) -> Option<Duration> {
+    stall.checked_sub(quiet_for).filter(|left| !left.is_zero())
+}
+
+/// What the tracker's answer to a takeover means for this agent (`me`).
+#[derive(Debug)]
+pub(super) enum AfterTakeOver {
+    /// It leads the swarm now: fetch from the origin what no peer holds, and publish.
+    Lead(SwarmInfo),
+    /// It goes on following, for this reason (the leader is live, another member took over
+    /// first, the tracker did not answer); it may ask again after another quiet spell.
+    Follow(String),
+}
+
+/// Decides from the tracker's answer to a takeover: this agent leads only when the swarm the
+/// tracker answers names it.
+pub(super) fn after_take_over(
+    answer: Result<SwarmInfo, TrackerError>,
+    me: &AgentId,
+) -> AfterTakeOver {
+    match answer {
+        Ok(swarm) if swarm.leader == *me => AfterTakeOver::Lead(swarm),
+        Ok(swarm) => AfterTakeOver::Follow(format!("{} leads it", swarm.leader)),
+        Err(e) => AfterTakeOver::Follow(e.to_string()),
     }
 }
 
@@ -282,6 +320,54 @@ mod tests {
         assert!(matches!(
             after_create(Err(not_found()), &me()),
             Err(TrackerError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn a_follower_asks_to_take_over_once_the_leader_is_quiet_for_the_stall_limit() {
+        let stall = Duration::from_millis(5500);
+        assert_eq!(
+            wait_before_take_over(Duration::ZERO, stall),
+            Some(stall),
+            "a leader that just published"
+        );
+        assert_eq!(
+            wait_before_take_over(Duration::from_secs(5), stall),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(wait_before_take_over(stall, stall), None);
+        assert_eq!(wait_before_take_over(Duration::from_secs(60), stall), None);
+        // The limit grows with the piece: a 16 MiB piece takes longer on a slow link.
+        let small = shoal_core::wire::leader_stall_limit(Layout::new(1 << 30, 1 << 20).unwrap());
+        let big = shoal_core::wire::leader_stall_limit(Layout::new(1 << 36, 16 << 20).unwrap());
+        assert_eq!(small, Duration::from_millis(5500));
+        assert_eq!(big, Duration::from_secs(13));
+        assert!(wait_before_take_over(small, big).is_some());
+    }
+
+    #[test]
+    fn only_the_member_the_tracker_names_takes_over() {
+        assert!(matches!(
+            after_take_over(Ok(swarm("me")), &me()),
+            AfterTakeOver::Lead(s) if s.leader == me()
+        ));
+        // Another member won first.
+        assert!(matches!(
+            after_take_over(Ok(swarm("other")), &me()),
+            AfterTakeOver::Follow(why) if why.contains("other")
+        ));
+        // The leader is live and publishing, or the tracker is away: keep following.
+        assert!(matches!(
+            after_take_over(Err(rejected(409)), &me()),
+            AfterTakeOver::Follow(_)
+        ));
+        assert!(matches!(
+            after_take_over(Err(unreachable()), &me()),
+            AfterTakeOver::Follow(_)
+        ));
+        assert!(matches!(
+            after_take_over(Err(refused()), &me()),
+            AfterTakeOver::Follow(_)
         ));
     }
 

@@ -1,37 +1,66 @@
 //! One swarm download: the engine fetches a content into the objects from the peers the
 //! tracker names (followed as they join and verify more), and the origin if the plan allows;
 //! each verified piece is marked in the catalog as it comes, so it is served and announced at
-//! once, and a peer that sent a bad piece is reported to the tracker.
+//! once, and a peer that sent a bad piece is reported to the tracker. A piece whose digest the
+//! engine learned (the origin of a member that took over a URL swarm's lead) is marked only
+//! once its digest is published.
 
 use std::time::Duration;
 
-use shoal_core::wire::{AgentId, ReportRequest};
+use shoal_core::manifest::PieceDigest;
+use shoal_core::wire::{AgentId, ReportRequest, SwarmInfo};
 use shoal_core::{ContentId, Layout, PieceIndex};
 use shoal_engine::{
-    download, Digests, DownloadOptions, Event, Existing, HttpOptions, OriginUse, Output, Summary,
-    SwarmOptions,
+    download, CancellationToken, Digests, DownloadOptions, Event, Existing, HttpOptions, OriginUse,
+    Output, Summary, SwarmOptions,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 use url::Url;
 
+use super::digests::{Publisher, DIGESTS_EVERY};
 use super::{AgentFetchError, Job};
 use crate::peers;
 
+/// What one swarm download fetches, and from where.
+pub(super) struct SwarmRun {
+    /// The content (or URL swarm) id, under which pieces are marked, published and served.
+    pub(super) id: ContentId,
+    /// The origin, or the content's `shoal:` name when it has none.
+    pub(super) url: Url,
+    pub(super) layout: Layout,
+    pub(super) digests: Digests,
+    pub(super) origin: OriginUse,
+    /// A URL swarm's leader as it is now, whose upload is kept for first copies.
+    pub(super) leader: Option<watch::Receiver<AgentId>>,
+    /// The URL swarm this agent leads (it took over): a tracker that lost it gets it created
+    /// again, with every digest learned here.
+    pub(super) led: Option<SwarmInfo>,
+}
+
 impl Job<'_> {
-    /// Runs one swarm download of `id` into the objects, with peers refreshed from the
-    /// tracker, verified pieces marked in the catalog as they come, and bad peers reported.
-    /// `leader` is a URL swarm's leader, whose upload is kept for first copies.
+    /// Runs one swarm download into the objects, with peers refreshed from the tracker,
+    /// verified pieces marked in the catalog as they come, and bad peers reported; answers
+    /// with the digests it learned (with [`OriginUse::Lead`]), each published to the swarm
+    /// before its piece was marked. Stops with `cancel`.
     pub(super) async fn swarm(
         &self,
-        id: ContentId,
-        url: Url,
-        layout: Layout,
-        digests: Digests,
-        origin: OriginUse,
-        leader: Option<AgentId>,
-    ) -> Result<Summary, AgentFetchError> {
-        let stop = self.cancel.child_token();
+        run: SwarmRun,
+        cancel: &CancellationToken,
+    ) -> Result<(Summary, Vec<Option<PieceDigest>>), AgentFetchError> {
+        let SwarmRun {
+            id,
+            url,
+            layout,
+            digests,
+            origin,
+            leader,
+            led,
+        } = run;
+        // Pieces that come from an origin, directly or through the leader, are waited for
+        // through its outages; a content without one gives up when its peers do.
+        let from_origin = origin != OriginUse::Never || leader.is_some();
+        let stop = cancel.child_token();
         let (peers, refresher) = peers::follow(
             peers::Watch {
                 tracker: self.f.tracker.clone(),
@@ -49,6 +78,9 @@ impl Job<'_> {
         options.existing = Existing::Overwrite;
         options.connections = self.f.options.connections;
         options.stall_timeout = self.f.options.stall_timeout;
+        if from_origin {
+            options.max_wait = Some(self.f.options.max_wait);
+        }
         options.http = self.f.options.http.clone();
         options.tally = Some(self.f.tally.clone());
         let mut peer_http = HttpOptions {
@@ -58,6 +90,9 @@ impl Job<'_> {
         let bearer = format!("Bearer {}", self.f.options.peer_token);
         if let Ok(value) = bearer.parse() {
             peer_http.headers.insert(http::header::AUTHORIZATION, value);
+        }
+        if matches!(origin, OriginUse::Lead { .. }) {
+            options.in_order = Some(self.in_order_chunk(layout));
         }
         options.swarm = Some(SwarmOptions {
             me: self.f.id.to_string(),
@@ -71,23 +106,37 @@ impl Job<'_> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let run = download(options, tx, stop.clone());
         let forward = async {
-            while let Some(event) = rx.recv().await {
-                match &event {
-                    Event::PieceVerified { index } => self.f.catalog.mark(&id, &[*index]),
-                    Event::BadPiece {
-                        index,
-                        peer: Some(peer),
-                        ..
-                    } => self.report(id, peer, *index).await,
-                    _ => {}
+            let mut publisher =
+                Publisher::new(self, Some(id), layout.piece_count()).leading(led.as_ref());
+            let mut retry = tokio::time::interval(DIGESTS_EVERY);
+            loop {
+                tokio::select! {
+                    event = rx.recv() => {
+                        let Some(event) = event else { break };
+                        publisher.learn(&event);
+                        match &event {
+                            Event::PieceVerified { index } if !publisher.learned(*index) => {
+                                self.f.catalog.mark(&id, &[*index]);
+                            }
+                            Event::BadPiece {
+                                index,
+                                peer: Some(peer),
+                                ..
+                            } => self.report(id, peer, *index).await,
+                            _ => {}
+                        }
+                        let _ = self.events.send(event);
+                        publisher.flush(self).await;
+                    }
+                    _ = retry.tick(), if publisher.failed() => publisher.retry(self).await,
                 }
-                let _ = self.events.send(event);
             }
+            publisher.finish(self).await
         };
-        let (result, ()) = tokio::join!(run, forward);
+        let (result, learned) = tokio::join!(run, forward);
         stop.cancel();
         let _ = refresher.await;
-        Ok(result?)
+        Ok((result?, learned))
     }
 
     /// Tells the tracker that `peer` sent a piece of `content` that did not match its digest.

@@ -15,6 +15,7 @@ use url::Url;
 use super::digests::{Following, LeaderAsk};
 use super::downloads::Part;
 use super::role::{self, AfterLookup, Alone, Role};
+use super::swarm::SwarmRun;
 use super::{key_of, part_path, AgentFetchError, Fetched, Job, OriginUrl};
 use crate::catalog::{Entry, Provenance};
 use crate::exchange::Exchange;
@@ -140,7 +141,8 @@ impl Job<'_> {
     }
 
     /// Follows a URL swarm: pieces from the leader and the other followers, each checked
-    /// against the digest the leader published.
+    /// against the digest the leader published. When the leader stalls or dies, it takes over
+    /// if it is the first to ask (see [`Job::take_over`]); otherwise it follows the new leader.
     async fn follow(
         &self,
         origin: &OriginUrl,
@@ -148,39 +150,82 @@ impl Job<'_> {
     ) -> Result<Fetched, AgentFetchError> {
         info!(swarm = %swarm.id, leader = %swarm.leader, url = %swarm.key.url, "following the swarm");
         let (path, _pin) = self.join(origin, swarm, Part::Follow);
-        let entry = self.f.catalog.get(&swarm.id).expect("joined just now");
-        let leader = LeaderAsk {
-            leader: swarm.leader.clone(),
-            entry,
+        let tracker = self.tracker("a swarm")?;
+        // While the tracker is down, digests are asked of the leader (the one followed now).
+        let ask = LeaderAsk {
+            entry: self.f.catalog.get(&swarm.id).expect("joined just now"),
             exchange: Exchange::new(self.f.options.peer_token.clone()),
         };
-        let following = Following::start(
-            self.tracker("a swarm")?.clone(),
-            swarm,
-            leader,
-            &self.cancel,
-        );
-        let result = self
-            .swarm(
-                swarm.id,
-                origin.url.clone(),
-                swarm.layout,
-                following.digests(),
-                OriginUse::Never,
-                Some(swarm.leader.clone()),
-            )
-            .await;
-        let learned = following.stop().await;
-        let summary = result?;
+        let following = Following::start(tracker.clone(), swarm, ask, &self.cancel);
+        let stop = self.cancel.child_token();
+        let run = SwarmRun {
+            id: swarm.id,
+            url: origin.url.clone(),
+            layout: swarm.layout,
+            digests: following.digests(),
+            origin: OriginUse::Never,
+            leader: Some(following.leader()),
+            led: None,
+        };
+        let followed = self.swarm(run, &stop);
+        tokio::pin!(followed);
+        let result = tokio::select! {
+            result = &mut followed => result,
+            led = following.take_over_when_stalled(tracker, &self.f.id) => {
+                stop.cancel();
+                match (&mut followed).await {
+                    // It finished as the takeover was granted: it has every piece already.
+                    Ok(done) => Ok(done),
+                    Err(_) => self.take_over(origin, &led, &following).await,
+                }
+            }
+        };
+        let published = following.stop().await;
+        let (summary, learned) = result?;
+        let digests = published
+            .into_iter()
+            .zip(learned)
+            .map(|(published, learned)| published.or(learned))
+            .collect();
         self.finish(
             origin.clone(),
             path,
             swarm.layout,
-            learned,
+            digests,
             summary,
             Some(swarm.id),
         )
         .await
+    }
+
+    /// Leads a URL swarm this agent took over: the download goes on from the pieces held (the
+    /// follower's `.part` and its resume state), pieces whose digest the old leader published
+    /// are checked against it, and the pieces no live peer holds come from the origin, their
+    /// digests learned and published before they are offered.
+    async fn take_over(
+        &self,
+        origin: &OriginUrl,
+        swarm: &SwarmInfo,
+        following: &Following,
+    ) -> Result<(Summary, Vec<Option<PieceDigest>>), AgentFetchError> {
+        info!(
+            swarm = %swarm.id,
+            url = %swarm.key.url,
+            "the swarm's leader stalled or died; leading it now: fetching from the origin what no peer holds"
+        );
+        let run = SwarmRun {
+            id: swarm.id,
+            url: origin.url.clone(),
+            layout: swarm.layout,
+            digests: following.digests(),
+            origin: OriginUse::Lead {
+                connections: self.f.options.origin_connections,
+                validator: origin.version.validator.clone(),
+            },
+            leader: None,
+            led: Some(swarm.clone()),
+        };
+        self.swarm(run, &self.cancel).await
     }
 
     /// Turns a finished download at `path` into a content: builds its manifest from the

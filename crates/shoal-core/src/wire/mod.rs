@@ -20,12 +20,13 @@ pub mod peer;
 pub mod tracker;
 
 pub use tracker::{
-    path, AgentList, AgentSummary, AgentsQuery, AnnounceRequest, ContentList, ContentQuery,
-    ContentSummary, CreateSwarmRequest, HeartbeatRequest, Holding, LatestUrlQuery, LeaseGrant,
-    ManifestPublished, Peer, PeersQuery, PeersResponse, PieceDelta, PieceDigestEntry,
+    leader_stall_limit, path, AgentList, AgentSummary, AgentsQuery, AnnounceRequest, ContentList,
+    ContentQuery, ContentSummary, CreateSwarmRequest, HeartbeatRequest, Holding, LatestUrlQuery,
+    LeaseGrant, ManifestPublished, Peer, PeersQuery, PeersResponse, PieceDelta, PieceDigestEntry,
     PublishDigestsRequest, PublishUrlRequest, RegisterRequest, ReportAccepted, ReportRequest,
-    SwarmDigests, SwarmDigestsError, SwarmInfo, UrlKey, UrlMapping, MAX_FILE_SIZE, MAX_NAME_LEN,
-    MAX_REASON_LEN, MAX_SWARM_PIECES, MAX_URL_LEN, MAX_VALIDATOR_LEN, SWARM_ID_TAG,
+    SwarmDigests, SwarmDigestsError, SwarmInfo, TakeOverRequest, UrlKey, UrlMapping,
+    LEADER_STALL_FLOOR, MAX_FILE_SIZE, MAX_NAME_LEN, MAX_REASON_LEN, MAX_SWARM_PIECES, MAX_URL_LEN,
+    MAX_VALIDATOR_LEN, SLOWEST_LEADER_RATE, SWARM_ID_TAG,
 };
 
 /// Every path of both protocols is under this prefix.

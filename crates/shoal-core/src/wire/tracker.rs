@@ -10,11 +10,13 @@
 //! ([`CreateSwarmRequest`]): the first agent leads, fetching from the origin and publishing
 //! each piece's digest ([`PublishDigestsRequest`]); the others fetch pieces from the leader
 //! and each other, checking each against those digests. The swarm id ([`UrlKey::swarm_id`])
-//! stands for the content id in register, announce and peers. A peer that sent a piece that
-//! did not match its digest is reported ([`ReportRequest`]).
+//! stands for the content id in register, announce and peers. A leader that dies or stalls is
+//! replaced by the first member to take over ([`TakeOverRequest`]). A peer that sent a piece
+//! that did not match its digest is reported ([`ReportRequest`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -364,7 +366,8 @@ pub struct SwarmInfo {
     pub key: UrlKey,
     /// The file size and piece size every member fetches by.
     pub layout: Layout,
-    /// The agent that fetches from the origin and publishes the digests.
+    /// The agent that fetches from the origin and publishes the digests: the creator's, or the
+    /// last to take over ([`TakeOverRequest`]).
     pub leader: AgentId,
     /// True only in the answer to the create that made the swarm.
     pub created: bool,
@@ -508,8 +511,43 @@ impl PieceDigestEntry {
     }
 }
 
-/// `POST /v1/swarms/{id}/digests`: digests of pieces the leader fetched. Only the token that
-/// created the swarm (or an admin) may publish (`403` otherwise). The first digest of a piece
+/// `POST /v1/swarms/{id}/leader`: take over leading a URL swarm whose leader is gone (its lease
+/// lapsed, or it deregistered) or stalled (it published no new digest for
+/// [`leader_stall_limit`] while digests are missing). The first caller wins: `agent` leads
+/// from then on, and only the caller's token may publish digests; those published already
+/// stay. `agent` must be live and registered by the caller's token (`403`, `404` otherwise).
+/// Answers `200` with the swarm, led by `agent` (also when it led already); `409` (field
+/// `leader`) while the leader is live and publishing; `404` when the swarm is not running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TakeOverRequest {
+    /// The agent that leads if the takeover succeeds.
+    pub agent: AgentId,
+}
+
+/// The least time a URL swarm's leader may publish no new digest, while some are missing,
+/// before another member may take over: long enough for the follower's view of the digests to
+/// lag (it polls every second), a publish to be retried, and the tracker to hiccup.
+pub const LEADER_STALL_FLOOR: Duration = Duration::from_secs(5);
+/// The slowest origin link a leader is expected to keep up on without being taken over: 16
+/// Mbit/s (2 MiB/s).
+pub const SLOWEST_LEADER_RATE: u64 = 2 << 20;
+
+/// How long a URL swarm's leader of `layout` may publish no new digest, while some are
+/// missing, before it counts as stalled ([`TakeOverRequest`]). A leader fetches the file in
+/// order, a piece or two at a time, and publishes each piece's digest within ~100 ms of
+/// hashing it, so a live one publishes about every piece-size / rate: [`LEADER_STALL_FLOOR`]
+/// plus one piece at [`SLOWEST_LEADER_RATE`] (5.5 s for 1 MiB pieces, 13 s for 16 MiB). A
+/// slower leader may be taken over while it still fetches; that costs the origin what it
+/// still sends it, at most one extra copy.
+pub fn leader_stall_limit(layout: Layout) -> Duration {
+    LEADER_STALL_FLOOR
+        + Duration::from_millis(layout.piece_size().saturating_mul(1000) / SLOWEST_LEADER_RATE)
+}
+
+/// `POST /v1/swarms/{id}/digests`: digests of pieces the leader fetched. Only the token of the
+/// agent that leads now (the creator's, or the one that took over; or an admin) may publish
+/// (`403` otherwise). The first digest of a piece
 /// wins: a different one later is ignored (and logged). Answers the swarm's [`SwarmInfo`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -587,6 +625,12 @@ pub mod path {
     /// `/v1/swarms/{id}/digests`: publish piece digests (`POST`).
     pub fn swarm_digests(id: &ContentId) -> String {
         format!("/v1/swarms/{id}/digests")
+    }
+
+    /// `/v1/swarms/{id}/leader`: take over leading a URL swarm (`POST`,
+    /// [`TakeOverRequest`](super::TakeOverRequest)).
+    pub fn swarm_leader(id: &ContentId) -> String {
+        format!("/v1/swarms/{id}/leader")
     }
 
     /// List agents (`GET`, [`AgentsQuery`](super::AgentsQuery)).

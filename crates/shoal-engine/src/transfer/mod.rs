@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::checkpoint::Checkpoint;
-use crate::error::{DownloadError, ErrorKind};
+use crate::error::{DownloadError, ErrorKind, Missing};
 use crate::events::{Event, EventSender, Progress, SourceUsage};
 use crate::http::FetchError;
 use crate::options::{Digests, DownloadOptions};
@@ -172,8 +172,9 @@ pub(crate) async fn run(
     let mut speed = 0.0f64;
     let mut ticker = tokio::time::interval(TICK);
     // A swarm download waits this long for a source of its missing pieces (peers that are
-    // still fetching them, or ones the tracker has yet to name) before it gives up.
-    let swarm_idle_limit = 4 * options.stall_timeout;
+    // still fetching them, or ones the tracker has yet to name) before it gives up; with
+    // `max_wait`, any download waits that long for a source that is down to come back.
+    let idle_limit = options.max_wait.unwrap_or(4 * options.stall_timeout);
     let mut idle = (0u64, Instant::now());
     // Digests that arrive while a piece waits for one.
     let mut published = match options.swarm.as_ref().map(|s| &s.digests) {
@@ -261,18 +262,10 @@ pub(crate) async fn run(
 
         if fetched != idle.0 {
             idle = (fetched, Instant::now());
-        } else if in_swarm && slots.is_empty() && idle.1.elapsed() >= swarm_idle_limit {
-            let secs = swarm_idle_limit.as_secs();
-            let detail = if shared.segments().is_complete() {
-                format!("every byte is here, but the digests of some pieces were not published within {secs}s")
-            } else {
-                format!("no peer (and no origin) could serve the missing pieces for {secs}s")
-            };
-            break Err(DownloadError::Network {
-                url: SafeUrl::new(options.url.clone()),
-                cause: FetchError::Unserved(detail),
-                tries: 1,
-            });
+        } else if (options.max_wait.is_some() || (in_swarm && slots.is_empty()))
+            && idle.1.elapsed() >= idle_limit
+        {
+            break Err(unserved(&shared, idle_limit));
         }
         let _ = shared.t.events.send(Event::Progress(Progress {
             done: shared.segments().done_bytes(),
@@ -369,6 +362,30 @@ fn measure(shared: &Shared, slots: &mut HashMap<WorkerId, Slot>) {
     }
 }
 
+/// The error of a download that no source served for `waited`: what is missing, or that the
+/// digests of pieces whose bytes are all here never came.
+fn unserved(shared: &Shared, waited: std::time::Duration) -> DownloadError {
+    let url = SafeUrl::new(shared.t.options.url.clone());
+    let segments = shared.segments();
+    if segments.is_complete() {
+        let secs = waited.as_secs();
+        return DownloadError::Network {
+            url,
+            cause: FetchError::Unserved(format!(
+                "every byte is here, but the digests of some pieces were not published within {secs}s"
+            )),
+            tries: 1,
+        };
+    }
+    let piece_size = shared.pieces.as_ref().map(PieceCheck::piece_size);
+    DownloadError::Unserved {
+        url,
+        missing: Missing::of(segments.done(), shared.size, piece_size),
+        waited,
+        last_failure: shared.last_failure(),
+    }
+}
+
 /// Carries out what the controller decided.
 fn apply(shared: &Shared, slots: &HashMap<WorkerId, Slot>, decisions: Decisions) {
     for id in &decisions.retire {
@@ -456,8 +473,9 @@ async fn check_pieces(
         return Ok(());
     };
     let part = &shared.t.part;
+    let trusted = |source: usize| shared.source(source).policy.trusted;
     let checked = pieces
-        .check(part, shared.segments_lock())
+        .check(part, shared.segments_lock(), &trusted)
         .await
         .map_err(|e| DownloadError::io(part.part(), "read back", e))?;
     let tally = shared.t.options.tally.as_deref();
@@ -465,10 +483,11 @@ async fn check_pieces(
         if let Some(tally) = tally {
             tally.verified();
         }
-        let _ = shared.t.events.send(Event::PieceVerified { index });
-        if let (Some(digest), true) = (digest, shared.t.options.learn_pieces.is_some()) {
+        // A learned digest first: a swarm's leader holds the piece back until it is published.
+        if let Some(digest) = digest {
             let _ = shared.t.events.send(Event::PieceHashed { index, digest });
         }
+        let _ = shared.t.events.send(Event::PieceVerified { index });
     }
     if !checked.bad.is_empty() {
         shared.work_changed.notify_waiters();

@@ -13,7 +13,7 @@ use tracing::{debug, info};
 use crate::checkpoint::DoneBlocks;
 use crate::error::DownloadError;
 use crate::events::Event;
-use crate::http::RangeSource;
+use crate::http::{FetchError, RangeSource};
 use crate::options::PeerSource;
 use crate::pieces::PieceCheck;
 use crate::ratelimit::RateLimiter;
@@ -49,6 +49,8 @@ pub(super) struct Shared {
     pub peak: AtomicU32,
     /// The first error that ends the download.
     failure: Mutex<Option<DownloadError>>,
+    /// The latest failure of any connection, said when the download gives up waiting.
+    last_failure: Mutex<Option<String>>,
     /// Woken when every byte is written, or the download failed.
     pub complete: Notify,
     /// Woken when a write completes a piece, which can be checked now.
@@ -88,6 +90,7 @@ impl Shared {
             streaming: AtomicU32::new(0),
             peak: AtomicU32::new(0),
             failure: Mutex::new(None),
+            last_failure: Mutex::new(None),
             complete: Notify::new(),
             piece_written: Notify::new(),
             work_changed: Notify::new(),
@@ -110,6 +113,16 @@ impl Shared {
             .expect("failure lock")
             .get_or_insert(error);
         self.complete.notify_one();
+    }
+
+    /// Notes a connection's failure, whatever it leads to.
+    pub(super) fn failed(&self, source: &Source, error: &FetchError) {
+        let said = format!("{}: {}", source.shown_url(), error.describe());
+        *self.last_failure.lock().expect("last failure lock") = Some(said);
+    }
+
+    pub(super) fn last_failure(&self) -> Option<String> {
+        self.last_failure.lock().expect("last failure lock").clone()
     }
 
     pub(super) fn take_failure(&self) -> Option<DownloadError> {

@@ -131,6 +131,7 @@ async fn worker(
     let source = shared.source(source_index);
     let mut tries = 0u32;
     let mut backoff = Backoff::default();
+    let mut outage = Backoff::outage();
     let mut buf = Vec::with_capacity(BUF);
     loop {
         if source.is_dropped() {
@@ -195,6 +196,7 @@ async fn worker(
             Ok(Streamed::Finished) => {
                 tries = 0;
                 backoff.reset();
+                outage.reset();
                 continue;
             }
             Ok(Streamed::Cancelled) => break,
@@ -207,8 +209,10 @@ async fn worker(
         if written >= PROGRESS_RESETS_TRIES {
             tries = 0;
             backoff.reset();
+            outage.reset();
         }
         tries += 1;
+        shared.failed(&source, &error);
         if source.policy.gives_back {
             shared.give_back(id);
         }
@@ -223,6 +227,23 @@ async fn worker(
                     shared.fail(failure);
                 }
                 break;
+            }
+            Verdict::Wait => {
+                // Its work goes to sources that may be up (peers holding those pieces) while
+                // this one is asked again now and then.
+                shared.give_back(id);
+                let wait = outage.next(error.slow_down().flatten());
+                debug!(connection = id, tries, ?wait, error = %error.describe(), url = %source.shown_url(), "source down; waiting for it");
+                let _ = shared.t.events.send(Event::Retry {
+                    attempt: tries,
+                    reason: error.describe(),
+                    after: wait,
+                });
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                continue;
             }
             Verdict::Retry => {}
         }

@@ -186,6 +186,21 @@ impl Memory {
         Ok(slot)
     }
 
+    /// Checks that the caller may act for the live agent `id` (its token registered it).
+    pub(super) fn acts_for(
+        &self,
+        caller: &Caller,
+        id: &AgentId,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        self.owned(caller, id, now).map(|_| ())
+    }
+
+    /// Whether `id` is registered with a lease that has not lapsed.
+    pub(super) fn is_live(&self, id: &AgentId, now: u64) -> bool {
+        self.live(id, now).is_some()
+    }
+
     /// Validates holdings against the catalog (and each other), without changing anything.
     fn check_holdings(&self, holdings: Vec<Holding>) -> Result<Vec<Checked>, StoreError> {
         check_holdings(holdings, |id| {

@@ -268,9 +268,24 @@ pub enum StoreError {
         /// The layout it runs with.
         layout: Layout,
     },
-    /// The caller's token did not create the swarm, so may not publish its digests (`403`).
-    #[error("only the token that created swarm {0} may publish its digests")]
+    /// The caller's token is not the one of the agent leading the swarm (its creator, or the
+    /// last to take over), so may not publish its digests (`403`).
+    #[error("only the token of the agent leading swarm {0} may publish its digests")]
     NotPublisher(ContentId),
+    /// A takeover of a swarm whose leader is live and publishing (`409`).
+    #[error(
+        "swarm {id} is led by {leader}, which is live and published a digest within {}s; \
+         keep following it",
+        stall.as_secs_f32()
+    )]
+    LeaderLive {
+        /// The swarm's id.
+        id: ContentId,
+        /// Its leader.
+        leader: AgentId,
+        /// How long it may publish nothing new before it counts as stalled.
+        stall: Duration,
+    },
     /// The tracker holds [`SwarmLimits::max`] swarms already (`503`).
     #[error("the tracker runs its maximum of {max} swarms; fetch from the origin, or retry later")]
     TooManySwarms {
@@ -420,8 +435,23 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// The running swarm `id`; [`StoreError::UnknownSwarm`] when it lapsed or never ran.
     fn swarm(&self, id: ContentId) -> impl Future<Output = Result<SwarmInfo, StoreError>> + Send;
 
+    /// Makes `agent` (live, and registered by the caller's token) the swarm's leader, and the
+    /// caller's token its publisher, when its leader is gone (lease lapsed, deregistered) or
+    /// stalled (no new digest for
+    /// [`leader_stall_limit`](shoal_core::wire::leader_stall_limit) while some are missing); else
+    /// [`StoreError::LeaderLive`]. One atomic step: of many callers, the first wins, and the
+    /// others find a live leader. Touches the swarm, and its leader counts as publishing from
+    /// then.
+    fn take_over_swarm(
+        &self,
+        caller: Caller,
+        id: ContentId,
+        agent: AgentId,
+    ) -> impl Future<Output = Result<SwarmInfo, StoreError>> + Send;
+
     /// Records piece digests of a swarm (the caller has checked the digests' text), the first
-    /// per piece winning, and touches the swarm. Only the creator's token or an admin may.
+    /// per piece winning, and touches the swarm. Only the leader's token (the creator's, or
+    /// the last to take over) or an admin may.
     fn publish_digests(
         &self,
         caller: Caller,

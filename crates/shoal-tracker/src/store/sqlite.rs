@@ -19,7 +19,7 @@ use shoal_core::{ContentId, Layout, Manifest, PieceDigest};
 use tokio::sync::{mpsc, oneshot};
 
 use super::memory::{CatalogRow, Memory};
-use super::swarms::SwarmTable;
+use super::swarms::{Leader, SwarmTable};
 use super::{
     AgentPage, Caller, ContentSearch, DigestsPublished, NewSwarm, PeerQuery, PeerReport,
     Registration, Store, StoreError, StoreOptions, StoreStats, SwarmLimits, Swept,
@@ -521,6 +521,26 @@ impl Store for SqliteStore {
 
     async fn swarm(&self, id: ContentId) -> Result<SwarmInfo, StoreError> {
         self.swarms().get(&id, self.now())
+    }
+
+    async fn take_over_swarm(
+        &self,
+        caller: Caller,
+        id: ContentId,
+        agent: AgentId,
+    ) -> Result<SwarmInfo, StoreError> {
+        let now = self.now();
+        let leader = self.swarms().leader(&id, now)?;
+        // The agents and the swarms have separate locks, never held together: the swarm's
+        // leader is checked again under the swarms' lock, so a takeover between the two
+        // looks leaves the later caller refused.
+        let live = {
+            let memory = self.read();
+            memory.acts_for(&caller, &agent, now)?;
+            memory.is_live(&leader, now)
+        };
+        let seen = Leader { id: leader, live };
+        self.swarms().take_over(&caller, &id, agent, seen, now)
     }
 
     async fn publish_digests(

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use shoal_core::wire::{AgentId, SwarmDigests, SwarmInfo, UrlKey};
+use shoal_core::wire::{leader_stall_limit, AgentId, SwarmDigests, SwarmInfo, UrlKey};
 use shoal_core::{ContentId, Layout, PieceDigest};
 
 use super::{Caller, DigestsPublished, NewSwarm, StoreError, SwarmLimits};
@@ -18,10 +18,13 @@ struct Swarm {
     key: UrlKey,
     layout: Layout,
     leader: AgentId,
-    /// The token that created the swarm: the only one (besides admins) that may publish.
+    /// The leader's token (the creator's, or the last to take over): the only one (besides
+    /// admins) that may publish.
     publisher: Arc<str>,
     digests: BTreeMap<u32, PieceDigest>,
     touched_ms: u64,
+    /// When the leader last published a new digest, took over, or created the swarm.
+    progress_ms: u64,
 }
 
 impl Swarm {
@@ -97,6 +100,7 @@ impl SwarmTable {
             publisher: caller.token.clone(),
             digests: BTreeMap::new(),
             touched_ms: now,
+            progress_ms: now,
         };
         let info = swarm.info(id, true);
         self.swarms.insert(id, swarm);
@@ -121,17 +125,62 @@ impl SwarmTable {
         check_indices(&digests, swarm.layout.piece_count())?;
         let swarm = self.swarms.get_mut(id).expect("live above");
         let mut ignored = Vec::new();
+        let before = swarm.digests.len();
         for (index, digest) in digests {
             let known = swarm.digests.entry(index).or_insert(digest);
             if *known != digest {
                 ignored.push(index);
             }
         }
+        if swarm.digests.len() > before {
+            swarm.progress_ms = now;
+        }
         swarm.touched_ms = now;
         Ok(DigestsPublished {
             swarm: swarm.info(*id, false),
             ignored,
         })
+    }
+
+    /// The leader of a running swarm, whose liveness [`SwarmTable::take_over`] is told.
+    pub(super) fn leader(&self, id: &ContentId, now: u64) -> Result<AgentId, StoreError> {
+        self.live(id, now)
+            .map(|s| s.leader.clone())
+            .ok_or(StoreError::UnknownSwarm(*id))
+    }
+
+    /// Makes `agent` lead, with the caller's token publishing, if the leader is still
+    /// `leader` (whose lease is `leader_live`) and it is gone or stalled (see
+    /// [`Store::take_over_swarm`](super::Store::take_over_swarm)).
+    pub(super) fn take_over(
+        &mut self,
+        caller: &Caller,
+        id: &ContentId,
+        agent: AgentId,
+        seen: Leader,
+        now: u64,
+    ) -> Result<SwarmInfo, StoreError> {
+        let swarm = self.live(id, now).ok_or(StoreError::UnknownSwarm(*id))?;
+        if swarm.leader == agent {
+            return Ok(swarm.info(*id, false));
+        }
+        let stall = leader_stall_limit(swarm.layout);
+        let missing = swarm.digests.len() < swarm.layout.piece_count() as usize;
+        let stalled = missing && now.saturating_sub(swarm.progress_ms) >= stall.as_millis() as u64;
+        // A leader that changed since its lease was looked at is another, live one.
+        if swarm.leader != seen.id || (seen.live && !stalled) {
+            return Err(StoreError::LeaderLive {
+                id: *id,
+                leader: swarm.leader.clone(),
+                stall,
+            });
+        }
+        let swarm = self.swarms.get_mut(id).expect("live above");
+        swarm.leader = agent;
+        swarm.publisher = caller.token.clone();
+        swarm.progress_ms = now;
+        swarm.touched_ms = now;
+        Ok(swarm.info(*id, false))
     }
 
     pub(super) fn len(&self) -> usize {
@@ -144,6 +193,12 @@ impl SwarmTable {
         self.swarms.retain(|_, s| s.touched_ms + ttl > now);
         before - self.swarms.len()
     }
+}
+
+/// A swarm's leader as a takeover saw it: its id, and whether its lease was live.
+pub(super) struct Leader {
+    pub(super) id: AgentId,
+    pub(super) live: bool,
 }
 
 pub(super) fn check_publisher(

@@ -5,6 +5,8 @@
 //! swarm limits the store must use ([`swarm_limits`]). The guard lives as long as the case
 //! (e.g. the Redis server the store talks to); `()` when none is needed.
 
+mod takeover;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +29,8 @@ pub(crate) const MAX_SWARMS: usize = 3;
 pub(crate) const MAX_HOLDINGS: usize = 3;
 /// The stores' `retention` in the suite.
 pub(crate) const RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+
+pub(crate) use takeover::*;
 
 pub(crate) fn swarm_limits() -> SwarmLimits {
     SwarmLimits {
@@ -73,6 +77,9 @@ macro_rules! store_suite {
             case!(reports_hide_a_peer_for_one_content);
             case!(holdings_per_agent_are_capped);
             case!(unheld_contents_go_after_the_retention);
+            case!(a_stalled_leader_is_taken_over_by_the_first_to_ask);
+            case!(a_gone_leader_is_taken_over_at_once);
+            case!(publishing_follows_the_leader);
         }
     };
 }

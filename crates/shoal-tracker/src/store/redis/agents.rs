@@ -75,6 +75,18 @@ impl RedisStore {
         Ok((AgentRecord::read(deadline, info)?, held))
     }
 
+    /// Checks that the caller may act for the live agent `id` (its token registered it).
+    pub(super) async fn check_acts_for(
+        &self,
+        caller: &Caller,
+        id: &AgentId,
+    ) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.zscore(LEASES, id.as_str()).hget(AGENTS, id.as_str());
+        let (deadline, info): (Option<f64>, Option<String>) = self.query(&pipe).await?;
+        Self::check_owner(caller, id, &AgentRecord::read(deadline, info)?, self.now())
+    }
+
     fn check_owner(
         caller: &Caller,
         id: &AgentId,

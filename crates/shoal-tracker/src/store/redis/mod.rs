@@ -236,6 +236,15 @@ impl Store for RedisStore {
         self.swarm_in_redis(id).await
     }
 
+    async fn take_over_swarm(
+        &self,
+        caller: Caller,
+        id: ContentId,
+        agent: AgentId,
+    ) -> Result<SwarmInfo, StoreError> {
+        self.take_over_swarm_in_redis(caller, id, agent).await
+    }
+
     async fn publish_digests(
         &self,
         caller: Caller,

@@ -4,20 +4,24 @@
 //! - `swarms` sorted set: swarm id (32 bytes) scored by the [`Clock`](crate::Clock) time of the
 //!   last create or publish that touched it; a swarm whose score is older than the lifetime is
 //!   gone for every answer at once, and the sweep deletes it;
-//! - `swarm:{id bytes}` hash: `layout` (2 × u64 LE), `info` (JSON of the key and leader),
-//!   `publisher` (token name), and one field per published piece: its index in decimal → its
-//!   32-byte digest. `HSETNX` makes the first digest of a piece win across replicas;
+//! - `swarm:{id bytes}` hash: `layout` (2 × u64 LE), `info` (JSON of the key and the creating
+//!   leader), `leader` (the agent id that took over last, when one did), `publisher` (the
+//!   leader's token name), `progress` (the [`Clock`](crate::Clock) time the leader last
+//!   published a new digest, took over or created the swarm, in decimal), and one field per
+//!   published piece: its index in decimal → its 32-byte digest. `HSETNX` makes the first
+//!   digest of a piece win across replicas;
 //! - `reported:{content id bytes}` sorted set: reported agent id scored by the end of its hold.
 //!   The key expires (Redis expiry) when the latest hold ends, so it needs no sweeping.
 //!
-//! Create and publish are Lua scripts, so that checking a swarm and changing it is one atomic
-//! step whichever replica runs it: the first create of a key wins, and a publish never lands in
-//! a swarm that lapsed and was created again meanwhile.
+//! Create, publish and take over are Lua scripts, so that checking a swarm and changing it is
+//! one atomic step whichever replica runs it: the first create of a key wins, the first
+//! takeover of a leader wins, and a publish never lands in a swarm that lapsed and was created
+//! again meanwhile.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use shoal_core::wire::{AgentId, SwarmDigests, SwarmInfo, UrlKey};
+use shoal_core::wire::{leader_stall_limit, AgentId, SwarmDigests, SwarmInfo, UrlKey};
 use shoal_core::{ContentId, Layout, PieceDigest};
 
 use super::codec::{
@@ -51,7 +55,8 @@ redis.call('UNLINK', KEYS[2])
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
   return {3, {}}
 end
-redis.call('HSET', KEYS[2], 'layout', ARGV[5], 'info', ARGV[6], 'publisher', ARGV[7])
+redis.call('HSET', KEYS[2], 'layout', ARGV[5], 'info', ARGV[6], 'publisher', ARGV[7],
+  'progress', ARGV[2])
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 return {1, redis.call('HGETALL', KEYS[2])}
 ";
@@ -67,14 +72,50 @@ if not touched or tonumber(touched) <= tonumber(ARGV[3])
   return {0, {}, {}}
 end
 local ignored = {}
+local added = 0
 for i = 6, #ARGV, 2 do
-  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) == 0
-      and redis.call('HGET', KEYS[2], ARGV[i]) ~= ARGV[i + 1] then
+  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) == 1 then
+    added = added + 1
+  elseif redis.call('HGET', KEYS[2], ARGV[i]) ~= ARGV[i + 1] then
     table.insert(ignored, ARGV[i])
   end
 end
+if added > 0 then
+  redis.call('HSET', KEYS[2], 'progress', ARGV[2])
+end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 return {1, ignored, redis.call('HGETALL', KEYS[2])}
+";
+
+/// KEYS: the `swarms` set, the swarm's hash, the `leases` set. ARGV: id, now, lapsed, the
+/// agent taking over, its token, the stall limit (ms), the swarm's piece count. Returns {0
+/// gone | 1 led by the agent now | 2 the leader is live and publishing, the swarm's hash}.
+const TAKE_OVER: &str = r"
+local touched = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not touched or tonumber(touched) <= tonumber(ARGV[3]) then
+  return {0, {}}
+end
+local leader = redis.call('HGET', KEYS[2], 'leader')
+if not leader then
+  leader = cjson.decode(redis.call('HGET', KEYS[2], 'info'))['leader']
+end
+if leader ~= ARGV[4] then
+  local deadline = redis.call('ZSCORE', KEYS[3], leader)
+  local live = deadline and tonumber(deadline) > tonumber(ARGV[2])
+  local fields = 3
+  for _, field in ipairs({'leader', 'progress'}) do
+    fields = fields + redis.call('HEXISTS', KEYS[2], field)
+  end
+  local missing = redis.call('HLEN', KEYS[2]) - fields < tonumber(ARGV[7])
+  local progress = tonumber(redis.call('HGET', KEYS[2], 'progress') or '0')
+  local stalled = missing and tonumber(ARGV[2]) - progress >= tonumber(ARGV[6])
+  if live and not stalled then
+    return {2, redis.call('HGETALL', KEYS[2])}
+  end
+  redis.call('HSET', KEYS[2], 'leader', ARGV[4], 'publisher', ARGV[5], 'progress', ARGV[2])
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+return {1, redis.call('HGETALL', KEYS[2])}
 ";
 
 /// Deletes up to ARGV[2] swarms whose score is at or below ARGV[1]; returns how many.
@@ -91,6 +132,7 @@ return #lapsed
 pub(super) struct SwarmScripts {
     create: redis::Script,
     publish: redis::Script,
+    take_over: redis::Script,
     sweep: redis::Script,
 }
 
@@ -99,12 +141,14 @@ impl SwarmScripts {
         Self {
             create: redis::Script::new(CREATE),
             publish: redis::Script::new(PUBLISH),
+            take_over: redis::Script::new(TAKE_OVER),
             sweep: redis::Script::new(SWEEP),
         }
     }
 }
 
-/// The `info` field of a swarm's hash.
+/// The `info` field of a swarm's hash (its `leader` is the creator, unless the `leader` field
+/// says who took over).
 #[derive(Serialize, Deserialize)]
 struct StoredInfo {
     key: UrlKey,
@@ -120,7 +164,7 @@ struct StoredSwarm {
 
 impl StoredSwarm {
     fn decode(fields: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<Self, StoreError> {
-        let (mut layout, mut info) = (None, None);
+        let (mut layout, mut info, mut leader) = (None, None::<StoredInfo>, None);
         let mut digests = BTreeMap::new();
         for (field, value) in fields {
             match &field[..] {
@@ -128,7 +172,13 @@ impl StoredSwarm {
                 b"info" => {
                     info = Some(serde_json::from_slice(&value).map_err(|e| damaged(e.to_string()))?)
                 }
-                b"publisher" => {}
+                b"publisher" | b"progress" => {}
+                b"leader" => {
+                    let id = String::from_utf8(value)
+                        .ok()
+                        .and_then(|v| AgentId::new(v).ok());
+                    leader = Some(id.ok_or_else(|| damaged("a swarm's leader is no agent id"))?);
+                }
                 index => {
                     let index = std::str::from_utf8(index)
                         .ok()
@@ -142,11 +192,16 @@ impl StoredSwarm {
             }
         }
         match (layout, info) {
-            (Some(layout), Some(info)) => Ok(Self {
-                layout,
-                info,
-                digests,
-            }),
+            (Some(layout), Some(mut info)) => {
+                if let Some(leader) = leader {
+                    info.leader = leader;
+                }
+                Ok(Self {
+                    layout,
+                    info,
+                    digests,
+                })
+            }
             _ => Err(damaged("a swarm's hash lacks its layout or info")),
         }
     }
@@ -289,6 +344,47 @@ impl RedisStore {
             swarm: StoredSwarm::decode(pairs(fields))?.into_info(id, false),
             ignored,
         })
+    }
+
+    pub(super) async fn take_over_swarm_in_redis(
+        &self,
+        caller: Caller,
+        id: ContentId,
+        agent: AgentId,
+    ) -> Result<SwarmInfo, StoreError> {
+        self.check_acts_for(&caller, &agent).await?;
+        let now = self.now();
+        let mut pipe = redis::pipe();
+        pipe.hget(swarm_key(&id), "layout");
+        let (layout,): (Option<Vec<u8>>,) = self.query(&pipe).await?;
+        let layout = decode_layout(&layout.ok_or(StoreError::UnknownSwarm(id))?)?.0;
+        let stall = leader_stall_limit(layout);
+        let mut conn = self.conn.clone();
+        let (outcome, fields): (u8, Vec<Vec<u8>>) = self
+            .swarm_scripts
+            .take_over
+            .key(SWARMS)
+            .key(swarm_key(&id))
+            .key(LEASES)
+            .arg(&id.as_bytes()[..])
+            .arg(now)
+            .arg(self.lapsed_at(now))
+            .arg(agent.as_str())
+            .arg(&*caller.token)
+            .arg(stall.as_millis() as u64)
+            .arg(layout.piece_count())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.error(e))?;
+        match outcome {
+            1 => Ok(StoredSwarm::decode(pairs(fields))?.into_info(id, false)),
+            2 => Err(StoreError::LeaderLive {
+                id,
+                leader: StoredSwarm::decode(pairs(fields))?.info.leader,
+                stall,
+            }),
+            _ => Err(StoreError::UnknownSwarm(id)),
+        }
     }
 
     pub(super) async fn report_in_redis(&self, report: PeerReport) -> Result<bool, StoreError> {
