@@ -1,9 +1,12 @@
 //! Keeping the tracker told: register with every holding, then announce what changes in the
 //! [`Catalog`] in small batches (newly verified pieces reach the tracker within about
 //! [`BATCH`], so others fetch them from this agent while it is still downloading), and
-//! heartbeat before the lease lapses. A tracker that forgot the agent (404) is registered with
-//! again; a tracker that is down is retried with backoff while serving goes on. A tracker
-//! that says another live agent holds this agent's id ends the announcer with [`IdRefused`].
+//! heartbeat before the lease lapses. A tracker that forgot the agent (404: it restarted, or
+//! the client moved to a replica that never heard of it) is registered with again at once,
+//! with every holding and manifest; a tracker that is down is retried with backoff, never
+//! slower than the heartbeat, while serving goes on, so a restarted tracker is re-populated
+//! within one heartbeat of coming back. A tracker that says another live agent holds this
+//! agent's id ends the announcer with [`IdRefused`].
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -155,7 +158,12 @@ impl Announcer {
                     retry = RETRY_MIN;
                 }
                 Step::Forgotten => {
-                    debug!("the tracker forgot this agent; registering again");
+                    info!(
+                        tracker = %self.tracker.base(),
+                        "the tracker does not know this agent; registering again with every holding"
+                    );
+                    // What it forgot may include the manifests.
+                    self.published.lock().expect("published lock").clear();
                     registered = false;
                 }
                 Step::Refused(source) => {
@@ -178,7 +186,9 @@ impl Announcer {
                         _ = stop.cancelled() => break,
                         _ = tokio::time::sleep(retry) => {}
                     }
-                    retry = (retry * 2).min(RETRY_MAX);
+                    // Never slower than the heartbeat: a tracker back from a restart hears
+                    // from every agent within one.
+                    retry = (retry * 2).min((lease / 3).clamp(RETRY_MIN, RETRY_MAX));
                 }
             }
         }

@@ -2,13 +2,16 @@
 //! server answers only from here (never from a path in a request), the announcer reports it to
 //! the tracker, and downloads add to it piece by piece.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use shoal_core::wire::{Holding, PackedBits};
+use shoal_core::manifest::PieceDigest;
+use shoal_core::wire::peer::{KnownPeer, MAX_PEERS};
+use shoal_core::wire::{AgentId, Holding, PackedBits, SwarmDigests};
 use shoal_core::{Bitfield, ByteRange, ContentId, Layout, Manifest, PieceIndex};
 use tokio::sync::watch;
 
@@ -43,6 +46,12 @@ pub struct Entry {
     have: RwLock<Bitfield>,
     /// How many pieces are verified, for peers that wait for more.
     count: watch::Sender<u32>,
+    /// The other members of this content's swarm this agent knows (at most [`MAX_PEERS`]),
+    /// told to peers that ask while the tracker is down.
+    peers: Mutex<BTreeMap<AgentId, SocketAddr>>,
+    /// The piece digests learned for a URL swarm (by its leader from the origin, by a
+    /// follower from the leader), told to peers that ask while the tracker is down.
+    digests: Mutex<BTreeMap<u32, PieceDigest>>,
 }
 
 impl Entry {
@@ -65,6 +74,8 @@ impl Entry {
             file: Mutex::new(None),
             have: RwLock::new(have),
             count: watch::Sender::new(0),
+            peers: Mutex::default(),
+            digests: Mutex::default(),
         }
     }
 
@@ -81,6 +92,8 @@ impl Entry {
             file: Mutex::new(None),
             have: RwLock::new(Bitfield::new(layout.piece_count())),
             count: watch::Sender::new(0),
+            peers: Mutex::default(),
+            digests: Mutex::default(),
         }
     }
 
@@ -186,6 +199,62 @@ impl Entry {
         };
         let have = self.have.read().expect("have lock");
         (first.get()..=last.get()).all(|p| have.get(p))
+    }
+
+    /// Adds members of this content's swarm, up to [`MAX_PEERS`] (the ones known first stay;
+    /// a known one's address is updated).
+    pub fn meet(&self, peers: impl IntoIterator<Item = KnownPeer>) {
+        let mut known = self.peers.lock().expect("peers lock");
+        for peer in peers {
+            if known.len() < MAX_PEERS || known.contains_key(&peer.id) {
+                known.insert(peer.id, peer.addr);
+            }
+        }
+    }
+
+    /// The members of this content's swarm this agent knows.
+    pub fn peers(&self) -> Vec<KnownPeer> {
+        let known = self.peers.lock().expect("peers lock");
+        known
+            .iter()
+            .map(|(id, addr)| KnownPeer {
+                id: id.clone(),
+                addr: *addr,
+            })
+            .collect()
+    }
+
+    /// Where the member `id` of this content's swarm listens, if known.
+    pub fn peer(&self, id: &AgentId) -> Option<SocketAddr> {
+        self.peers.lock().expect("peers lock").get(id).copied()
+    }
+
+    /// Records the digest of a piece of a URL swarm; pieces past the layout are ignored.
+    pub fn learn(&self, piece: u32, digest: PieceDigest) {
+        if piece < self.piece_count() {
+            self.digests
+                .lock()
+                .expect("digests lock")
+                .insert(piece, digest);
+        }
+    }
+
+    /// The piece digests known here: the manifest's when there is one, else those learned.
+    pub fn digests(&self) -> SwarmDigests {
+        match &self.manifest {
+            Some(manifest) => SwarmDigests::of(
+                &manifest
+                    .digests()
+                    .iter()
+                    .copied()
+                    .map(Some)
+                    .collect::<Vec<_>>(),
+            ),
+            None => SwarmDigests::from_known(
+                self.piece_count(),
+                &self.digests.lock().expect("digests lock"),
+            ),
+        }
     }
 
     /// What the tracker is told about this entry.
@@ -350,6 +419,38 @@ mod tests {
         assert!(!e.holds(ByteRange::new(3, 8).unwrap()));
         assert!(!e.holds(ByteRange::new(4, 11).unwrap()));
         assert_eq!(e.holding().pieces.unwrap().as_bytes(), &[0x40]);
+    }
+
+    #[test]
+    fn an_entry_knows_a_bounded_swarm_and_the_digests_it_learned() {
+        let e = Entry::provisional(
+            ContentId::from_bytes([3; 32]),
+            Layout::new(10, 4).unwrap(),
+            "f".into(),
+            PathBuf::from("/nowhere"),
+        );
+        let peer = |i: usize, port: u16| KnownPeer {
+            id: AgentId::new(format!("p{i:03}")).unwrap(),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        e.meet((0..MAX_PEERS + 5).map(|i| peer(i, 1000)));
+        assert_eq!(e.peers().len(), MAX_PEERS);
+        assert_eq!(e.peer(&peer(MAX_PEERS, 1).id), None, "past the limit");
+        // A known peer's new address replaces the old one, even when full.
+        e.meet([peer(0, 2000)]);
+        assert_eq!(e.peer(&peer(0, 1).id), Some(peer(0, 2000).addr));
+
+        e.learn(2, [9; 32]);
+        e.learn(7, [8; 32]);
+        assert_eq!(
+            e.digests().to_digests(3).unwrap(),
+            vec![None, None, Some([9; 32])],
+            "a piece past the layout is not learned"
+        );
+        let whole = entry(&[1u8; 10], 4);
+        let manifest = whole.manifest().unwrap().clone();
+        let expected: Vec<_> = manifest.digests().iter().copied().map(Some).collect();
+        assert_eq!(whole.digests().to_digests(3).unwrap(), expected);
     }
 
     #[test]

@@ -2,21 +2,28 @@
 //! (asked again every [`REFRESH`]), and each one's bitfield then followed at the peer itself
 //! (`GET /v1/pieces/{id}/have`, which answers as soon as the peer verified more), so a piece a
 //! peer verifies is fetched from it within a round trip instead of after the tracker heard.
-//! A tracker that stops answering leaves the peers known in place, with a warning.
+//! A tracker that stops answering leaves the peers known in place, with a warning; the
+//! download then asks a few known peers each [`REFRESH`] for the members of the swarm they
+//! know (peer exchange), so peers that joined meanwhile are found without the tracker. Every
+//! peer known is kept in the content's catalog entry, for other agents that ask this one.
 
 use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_core::wire::peer::{self, HaveQuery, PeerHave};
+use shoal_core::wire::peer::{self, HaveQuery, KnownPeer, PeerHave};
 use shoal_core::wire::{AgentId, PeersQuery};
 use shoal_core::{Bitfield, ContentId, Layout};
 use shoal_engine::{CancellationToken, PeerSource};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use url::Url;
 
+use crate::catalog::Catalog;
+use crate::exchange::Exchange;
 use crate::tracker::{TrackerClient, TrackerError};
 
 /// How often the tracker is asked for peers while a download runs: for peers that join, since
@@ -27,6 +34,8 @@ const JOIN_REFRESH: Duration = Duration::from_millis(100);
 const JOINING: Duration = Duration::from_secs(3);
 /// ... and while no peer is known yet: a swarm that starts together finds itself fast.
 const FIRST_REFRESH: Duration = Duration::from_millis(50);
+/// Known peers asked for the peers they know, each [`REFRESH`] while the tracker fails.
+const EXCHANGE_WITH: usize = 3;
 
 /// What to follow.
 pub struct Watch {
@@ -43,6 +52,8 @@ pub struct Watch {
     pub leader: Option<watch::Receiver<AgentId>>,
     /// The fleet token peers want.
     pub token: String,
+    /// Where the content's entry records the peers known, for peers that ask this agent.
+    pub catalog: Catalog,
 }
 
 /// Starts following the peers of `watch.content`: the first list is in the receiver before
@@ -63,6 +74,9 @@ pub async fn follow(
             .no_proxy()
             .build()
             .expect("a client without TLS settings builds"),
+        exchange: Exchange::new(watch.token.clone()),
+        asked: AtomicUsize::new(0),
+        exchanged: Mutex::default(),
         watch,
         stop,
     });
@@ -82,16 +96,25 @@ struct Book {
     polled: Mutex<HashSet<String>>,
     tx: watch::Sender<Vec<PeerSource>>,
     http: reqwest::Client,
+    exchange: Exchange,
+    /// Exchange requests made, to ask other peers each round.
+    asked: AtomicUsize,
+    /// When peers were last asked: at most once a [`REFRESH`], however often the tracker is.
+    exchanged: Mutex<Option<tokio::time::Instant>>,
     watch: Watch,
     stop: CancellationToken,
 }
 
 impl Book {
-    /// Takes in the tracker's list; a peer's own bitfield, when newer, is kept.
-    fn take(self: &Arc<Self>, peers: Vec<PeerSource>) {
+    /// Takes in peers named by the tracker or a peer; a peer's own bitfield, when newer, is
+    /// kept.
+    fn take(self: &Arc<Self>, peers: Vec<(KnownPeer, PeerSource)>) {
+        if let Some(entry) = self.watch.catalog.get(&self.watch.content) {
+            entry.meet(peers.iter().map(|(known, _)| known.clone()));
+        }
         {
             let mut known = self.known.lock().expect("known lock");
-            for mut peer in peers {
+            for (_, mut peer) in peers {
                 if let Some(old) = known.get(&peer.name) {
                     peer.have = union(&old.have, &peer.have);
                 }
@@ -116,6 +139,56 @@ impl Book {
             {
                 tokio::spawn(poll(self.clone(), name, url));
             }
+        }
+    }
+
+    /// Asks a few known peers for the members of the swarm they know, and takes in those
+    /// not known yet (their bitfields are then followed at them).
+    async fn exchange(self: &Arc<Self>) {
+        let Some(entry) = self.watch.catalog.get(&self.watch.content) else {
+            return;
+        };
+        let members = entry.peers();
+        if members.is_empty() {
+            return;
+        }
+        {
+            let mut last = self.exchanged.lock().expect("exchanged lock");
+            if last.is_some_and(|at| at.elapsed() < REFRESH) {
+                return;
+            }
+            *last = Some(tokio::time::Instant::now());
+        }
+        let first = self.asked.fetch_add(EXCHANGE_WITH, Ordering::Relaxed);
+        let asked = (0..EXCHANGE_WITH.min(members.len()))
+            .map(|i| members[(first + i) % members.len()].addr);
+        let mut found = Vec::new();
+        for addr in asked {
+            match self.exchange.peers(addr, &self.watch.content).await {
+                Ok(list) => found.extend(list.peers),
+                Err(e) => debug!(content = %self.watch.content, "{e}"),
+            }
+        }
+        let new: Vec<(KnownPeer, PeerSource)> = {
+            let known = self.known.lock().expect("known lock");
+            let pieces = self.watch.layout.piece_count();
+            found
+                .into_iter()
+                .filter(|p| p.id != self.watch.me && !known.contains_key(p.id.as_str()))
+                .filter_map(|p| {
+                    // Nothing is known of what it holds until its bitfield is asked.
+                    let source = source(&self.watch, &p.id, p.addr, Some(Bitfield::new(pieces)))?;
+                    Some((p, source))
+                })
+                .collect()
+        };
+        if !new.is_empty() {
+            info!(
+                content = %self.watch.content,
+                peers = new.len(),
+                "found peers through other peers while the tracker does not answer"
+            );
+            self.take(new);
         }
     }
 
@@ -178,17 +251,20 @@ async fn refresh(book: Arc<Book>) {
                 warned = false;
                 book.take(peers);
             }
-            // Nobody announced it yet (a swarm whose leader has not registered it).
-            Err(e) if e.is_not_found() => {}
+            // Nobody announced it yet (a swarm whose leader has not registered it), or a
+            // tracker back from a restart has not heard from the others yet.
+            Err(e) if e.is_not_found() => book.exchange().await,
             Err(e) => {
                 if !warned {
                     warn!(
                         content = %book.watch.content,
-                        "{e}; going on with the {} peers known (and the origin, if any)",
+                        "{e}; going on with the {} peers known (and the origin, if any), \
+                         asking them for the others",
                         book.tx.borrow().len()
                     );
                     warned = true;
                 }
+                book.exchange().await;
             }
         }
     }
@@ -242,8 +318,32 @@ async fn poll(book: Arc<Book>, name: String, pieces_url: Url) {
     }
 }
 
+/// A peer at `addr` as a source of `watch.content`'s pieces `have` (`None`: all of them).
+fn source(
+    watch: &Watch,
+    id: &AgentId,
+    addr: SocketAddr,
+    have: Option<Bitfield>,
+) -> Option<PeerSource> {
+    let url = Url::parse(&format!(
+        "http://{addr}{}",
+        peer::path::pieces(&watch.content)
+    ))
+    .ok()?;
+    Some(PeerSource {
+        // The leader as it is when the peer is named: after a takeover, the new one.
+        seed: watch.leader.as_ref().is_some_and(|l| *l.borrow() == *id),
+        name: id.to_string(),
+        url,
+        have,
+    })
+}
+
 /// The peers the tracker names, as sources of the pieces their bitfields say.
-async fn peers_of(tracker: &TrackerClient, watch: &Watch) -> Result<Vec<PeerSource>, TrackerError> {
+async fn peers_of(
+    tracker: &TrackerClient,
+    watch: &Watch,
+) -> Result<Vec<(KnownPeer, PeerSource)>, TrackerError> {
     let query = PeersQuery {
         k: Some(50),
         agent: Some(watch.me.clone()),
@@ -259,25 +359,105 @@ async fn peers_of(tracker: &TrackerClient, watch: &Watch) -> Result<Vec<PeerSour
                 Some(bits) => Some(bits.to_bitfield(pieces).ok()?),
                 None => None,
             };
-            let url = Url::parse(&format!(
-                "http://{}{}",
-                p.addr,
-                peer::path::pieces(&watch.content)
+            let source = source(watch, &p.id, p.addr, have)?;
+            Some((
+                KnownPeer {
+                    id: p.id,
+                    addr: p.addr,
+                },
+                source,
             ))
-            .ok()?;
-            Some(PeerSource {
-                seed: watch.leader.as_ref().is_some_and(|l| *l.borrow() == p.id),
-                name: p.id.to_string(),
-                url,
-                have,
-            })
         })
         .collect())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use shoal_core::wire::peer::KnownPeer;
+
     use super::*;
+    use crate::catalog::Entry;
+    use crate::serve::{self, PieceServer, ServeOptions};
+
+    const TOKEN: &str = "fleet-token-for-tests";
+
+    /// A catalog holding a provisional entry of `content` that knows `peers`.
+    fn catalog_knowing(content: ContentId, layout: Layout, peers: Vec<KnownPeer>) -> Catalog {
+        let catalog = Catalog::new();
+        let entry = Entry::provisional(content, layout, "f".into(), "/nowhere".into());
+        entry.meet(peers);
+        catalog.insert(Arc::new(entry));
+        catalog
+    }
+
+    fn known(id: &str, addr: SocketAddr) -> KnownPeer {
+        KnownPeer {
+            id: AgentId::new(id).unwrap(),
+            addr,
+        }
+    }
+
+    #[tokio::test]
+    async fn while_the_tracker_is_down_known_peers_name_the_others() {
+        let content = ContentId::from_bytes([4; 32]);
+        let layout = Layout::new(10 << 20, 1 << 20).unwrap();
+        // Peer "a" knows "c", which this agent has not heard of.
+        let c_addr = SocketAddr::from(([127, 0, 0, 1], 9));
+        let a_catalog = catalog_knowing(content, layout, vec![known("c", c_addr)]);
+        let a_server = PieceServer::new(
+            a_catalog,
+            ServeOptions {
+                tokens: vec![TOKEN.into()],
+                ..ServeOptions::default()
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a_addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server_stop = stop.clone();
+        tokio::spawn(serve::run(listener, a_server, async move {
+            server_stop.cancelled().await
+        }));
+        // A port nothing listens on once the listener is dropped.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let dead = Url::parse(&format!("http://{dead}")).unwrap();
+
+        let me = catalog_knowing(content, layout, vec![known("a", a_addr)]);
+        let (mut peers, task) = follow(
+            Watch {
+                tracker: Some(TrackerClient::new(dead, TOKEN.into())),
+                me: AgentId::new("b").unwrap(),
+                content,
+                layout,
+                leader: None,
+                token: TOKEN.into(),
+                catalog: me.clone(),
+            },
+            stop.clone(),
+        )
+        .await;
+        let found = tokio::time::timeout(
+            Duration::from_secs(30),
+            peers.wait_for(|list| list.iter().any(|p| p.name == "c")),
+        )
+        .await
+        .expect("no peer named c within 30 s")
+        .unwrap()
+        .clone();
+        let c = found.iter().find(|p| p.name == "c").unwrap();
+        assert_eq!(c.url.port(), Some(9));
+        assert_eq!(c.have.as_ref().map(Bitfield::count_ones), Some(0));
+        // And this agent now tells others of it too.
+        let entry = me.get(&content).unwrap();
+        assert_eq!(entry.peer(&AgentId::new("c").unwrap()), Some(c_addr));
+        stop.cancel();
+        task.await.unwrap();
+    }
 
     #[test]
     fn the_union_of_two_views_is_the_newer() {

@@ -1,7 +1,15 @@
 //! [`TrackerClient`]: the agent's side of the tracker's HTTP API
 //! (`shoal_core::wire::tracker`), with typed errors that say whether another try may help.
+//!
+//! A client may know several trackers (replicas sharing one Redis): each request goes to the
+//! current one and, when it is [`TrackerError::Unreachable`], to the next in turn, and the
+//! client sticks with the first that answers. Any answer (a 404 or a refusal too) ends the
+//! search: it comes from a tracker that works. Clones share the current tracker, so the
+//! announcer, the peer lists and the downloads of one agent switch together, with one warning
+//! per switch.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -21,6 +29,7 @@ use thiserror::Error;
 use url::Url;
 
 use shoal_core::redact::redacted;
+use tracing::warn;
 
 /// Why a tracker request failed, grouped by what the agent should do: retry later, register again,
 /// or fix its configuration. Every `url` is the tracker's base URL, credentials redacted.
@@ -113,10 +122,14 @@ pub struct TrackerStats {
     pub lease: Option<Duration>,
 }
 
-/// A client for one tracker; cheap to clone.
+/// A client for one tracker or several replicas; cheap to clone, and clones share which
+/// tracker is current (and the [`TrackerStats`]).
 #[derive(Clone)]
 pub struct TrackerClient {
-    base: Url,
+    /// Never empty.
+    bases: Arc<[Url]>,
+    /// Index into `bases` of the tracker asked first.
+    current: Arc<AtomicUsize>,
     token: String,
     http: reqwest::Client,
     stats: Arc<Mutex<TrackerStats>>,
@@ -125,16 +138,24 @@ pub struct TrackerClient {
 impl std::fmt::Debug for TrackerClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the token.
+        let bases: Vec<String> = self.bases.iter().map(redacted).collect();
         f.debug_struct("TrackerClient")
-            .field("base", &redacted(&self.base))
+            .field("bases", &bases)
+            .field("current", &self.current.load(Ordering::Relaxed))
             .finish()
     }
 }
 
 impl TrackerClient {
-    /// A client for the tracker at `base` (its `/v1` API under it) that sends `token` as its bearer
-    /// token; 5 s to connect and 30 s per request.
+    /// A client for the one tracker at `base` (its `/v1` API under it) that sends `token` as
+    /// its bearer token; 5 s to connect and 30 s per request.
     pub fn new(base: Url, token: String) -> Self {
+        Self::with_replicas(base, Vec::new(), token)
+    }
+
+    /// A client like [`TrackerClient::new`] of the tracker at `first`, moving on to each of
+    /// `others` in turn when the current one is unreachable.
+    pub fn with_replicas(first: Url, others: Vec<Url>, token: String) -> Self {
         // Only one provider is compiled in; a second install attempt fails harmlessly.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
@@ -143,22 +164,25 @@ impl TrackerClient {
             .user_agent(concat!("shoal-agent/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("a client without TLS settings builds");
+        let bases: Vec<Url> = std::iter::once(first).chain(others).collect();
         Self {
-            base,
+            bases: bases.into(),
+            current: Arc::default(),
             token,
             http,
             stats: Arc::default(),
         }
     }
 
-    /// Runs `read` on what this client (and its clones) saw of the tracker.
+    /// Runs `read` on what this client (and its clones) saw of the trackers: every request to
+    /// each, and unreachable only while none answers.
     pub fn stats<T>(&self, read: impl FnOnce(&TrackerStats) -> T) -> T {
         read(&self.stats.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// The tracker's base URL with credentials redacted, for messages.
+    /// The base URL of the tracker asked first now, credentials redacted, for messages.
     pub fn base(&self) -> String {
-        redacted(&self.base)
+        redacted(&self.bases[self.current.load(Ordering::Relaxed) % self.bases.len()])
     }
 
     /// Registers `id`; [`TrackerError::IdInUse`] when a live agent elsewhere holds it.
@@ -220,9 +244,12 @@ impl TrackerClient {
 
     /// Asks the tracker to forget the agent now (a clean shutdown).
     pub async fn deregister(&self, id: &AgentId) -> Result<(), TrackerError> {
-        self.request(Method::DELETE, &path::agent(id), None::<&()>, "agent")
-            .await
-            .map(|_| ())
+        self.failover(|base| async move {
+            self.request(base, Method::DELETE, &path::agent(id), None::<&()>, "agent")
+                .await
+                .map(|_| ())
+        })
+        .await
     }
 
     /// Peers holding `content`, best first.
@@ -391,6 +418,50 @@ impl TrackerClient {
             .await
     }
 
+    /// Runs `request` against the current tracker and, while the answer is
+    /// [`TrackerError::Unreachable`], against each other one in turn; the first that answers
+    /// becomes current. When none answers, the current one stays and its error is returned.
+    async fn failover<'a, T, F, Fut>(&'a self, request: F) -> Result<T, TrackerError>
+    where
+        F: Fn(&'a Url) -> Fut,
+        Fut: std::future::Future<Output = Result<T, TrackerError>>,
+    {
+        let n = self.bases.len();
+        let start = self.current.load(Ordering::Relaxed) % n;
+        let mut first_error = None;
+        for step in 0..n {
+            let at = (start + step) % n;
+            match request(&self.bases[at]).await {
+                Err(e) if e.is_unreachable() => {
+                    first_error.get_or_insert(e);
+                }
+                answer => {
+                    if step > 0 {
+                        self.switch(start, at, first_error.as_ref());
+                    }
+                    return answer;
+                }
+            }
+        }
+        Err(first_error.expect("there is at least one tracker"))
+    }
+
+    /// Makes `to` the current tracker unless another request moved it from `from` already:
+    /// only the request that switches logs it.
+    fn switch(&self, from: usize, to: usize, why: Option<&TrackerError>) {
+        let switched = self
+            .current
+            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if switched {
+            let why = why.map(ToString::to_string).unwrap_or_default();
+            warn!(
+                "{why}; using the tracker {} from now on",
+                redacted(&self.bases[to])
+            );
+        }
+    }
+
     async fn call<T: DeserializeOwned, B: Serialize>(
         &self,
         method: Method,
@@ -398,27 +469,35 @@ impl TrackerClient {
         body: Option<&B>,
         what: &str,
     ) -> Result<T, TrackerError> {
-        let response = self.request(method, target, body, what).await?;
-        response
-            .json()
-            .await
-            .map_err(|e| TrackerError::Unreachable {
-                url: self.base(),
-                detail: format!("unreadable answer to {target}: {e}"),
-            })
+        self.failover(|base| {
+            let method = method.clone();
+            async move {
+                let response = self.request(base, method, target, body, what).await?;
+                response
+                    .json()
+                    .await
+                    .map_err(|e| TrackerError::Unreachable {
+                        url: redacted(base),
+                        detail: format!("unreadable answer to {target}: {e}"),
+                    })
+            }
+        })
+        .await
     }
 
-    /// Sends a request and checks its status, counting it in [`TrackerStats`].
+    /// Sends a request to the tracker at `base` and checks its status, counting it in
+    /// [`TrackerStats`].
     async fn request<B: Serialize>(
         &self,
+        base: &Url,
         method: Method,
         target: &str,
         body: Option<&B>,
         what: &str,
     ) -> Result<reqwest::Response, TrackerError> {
         let start = Instant::now();
-        let result = match self.send(method.clone(), target, body).await {
-            Ok(response) => self.check(response, what).await,
+        let result = match self.send(base, method.clone(), target, body).await {
+            Ok(response) => self.check(base, response, what).await,
             Err(e) => Err(e),
         };
         let elapsed = start.elapsed();
@@ -448,12 +527,13 @@ impl TrackerClient {
 
     async fn send<B: Serialize>(
         &self,
+        base: &Url,
         method: Method,
         target: &str,
         body: Option<&B>,
     ) -> Result<reqwest::Response, TrackerError> {
-        let url = self.base.join(target).map_err(|e| TrackerError::Rejected {
-            url: self.base(),
+        let url = base.join(target).map_err(|e| TrackerError::Rejected {
+            url: redacted(base),
             status: 0,
             message: format!("cannot form a request for {target}: {e}"),
         })?;
@@ -462,13 +542,14 @@ impl TrackerClient {
             request = request.json(body);
         }
         request.send().await.map_err(|e| TrackerError::Unreachable {
-            url: self.base(),
+            url: redacted(base),
             detail: describe(&e),
         })
     }
 
     async fn check(
         &self,
+        base: &Url,
         response: reqwest::Response,
         what: &str,
     ) -> Result<reqwest::Response, TrackerError> {
@@ -480,7 +561,7 @@ impl TrackerClient {
             Ok(body) => body.error,
             Err(_) => status.canonical_reason().unwrap_or("error").to_string(),
         };
-        let url = self.base();
+        let url = redacted(base);
         Err(match status {
             StatusCode::NOT_FOUND => TrackerError::NotFound {
                 url,
@@ -532,6 +613,9 @@ fn describe(error: &reqwest::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use axum::http::StatusCode;
+    use axum::Router;
+
     use super::*;
 
     #[test]
@@ -580,5 +664,112 @@ mod tests {
             assert_eq!(s.errors.get(&key), Some(&2));
             assert!(s.latency.is_empty(), "no answer, no latency");
         });
+    }
+
+    /// A tracker that answers every request with `status` and counts the requests.
+    async fn stub(status: StatusCode) -> (Url, Arc<AtomicUsize>) {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        let app = Router::new().fallback(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let body = ErrorBody {
+                error: format!("stub answers {status}"),
+                field: None,
+            };
+            async move { (status, axum::Json(body)) }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, seen)
+    }
+
+    /// A loopback URL nothing listens on.
+    fn dead() -> Url {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap()
+    }
+
+    fn id() -> ContentId {
+        ContentId::from_bytes([9; 32])
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_tracker_passes_the_request_on_and_the_next_one_stays() {
+        let (failing, failing_seen) = stub(StatusCode::SERVICE_UNAVAILABLE).await;
+        let (working, working_seen) = stub(StatusCode::NOT_FOUND).await;
+        let client = TrackerClient::with_replicas(failing, vec![working.clone()], "t".into());
+        let clone = client.clone();
+
+        let answer = client.swarm(&id()).await;
+        assert!(
+            matches!(answer, Err(TrackerError::NotFound { .. })),
+            "{answer:?}"
+        );
+        assert_eq!(failing_seen.load(Ordering::SeqCst), 1);
+        assert_eq!(working_seen.load(Ordering::SeqCst), 1);
+        assert_eq!(client.base(), redacted(&working));
+
+        // The next request, from a clone too, goes straight to the tracker that answered.
+        let answer = clone.manifest(&id()).await;
+        assert!(
+            matches!(answer, Err(TrackerError::NotFound { .. })),
+            "{answer:?}"
+        );
+        assert_eq!(failing_seen.load(Ordering::SeqCst), 1);
+        assert_eq!(working_seen.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_dead_tracker_is_passed_over_and_the_list_wraps_around() {
+        let (working, working_seen) = stub(StatusCode::NOT_FOUND).await;
+        let (later, later_seen) = stub(StatusCode::SERVICE_UNAVAILABLE).await;
+        let client = TrackerClient::with_replicas(dead(), vec![working, later], "t".into());
+        assert!(client.swarm(&id()).await.unwrap_err().is_not_found());
+        assert_eq!(working_seen.load(Ordering::SeqCst), 1);
+        assert_eq!(later_seen.load(Ordering::SeqCst), 0);
+        assert!(client
+            .deregister(&AgentId::new("a").unwrap())
+            .await
+            .is_err());
+        assert_eq!(working_seen.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_refuses_is_not_failed_over() {
+        for status in [
+            StatusCode::NOT_FOUND,
+            StatusCode::FORBIDDEN,
+            StatusCode::CONFLICT,
+        ] {
+            let (refusing, refusing_seen) = stub(status).await;
+            let (other, other_seen) = stub(StatusCode::OK).await;
+            let client = TrackerClient::with_replicas(refusing.clone(), vec![other], "t".into());
+            let answer = client.swarm(&id()).await;
+            assert!(
+                matches!(
+                    answer,
+                    Err(TrackerError::NotFound { .. }
+                        | TrackerError::Refused { .. }
+                        | TrackerError::Rejected { .. })
+                ),
+                "{status}: {answer:?}"
+            );
+            assert_eq!(refusing_seen.load(Ordering::SeqCst), 1, "{status}");
+            assert_eq!(other_seen.load(Ordering::SeqCst), 0, "{status}");
+            assert_eq!(client.base(), redacted(&refusing), "{status}");
+        }
+    }
+
+    #[tokio::test]
+    async fn when_no_tracker_answers_the_current_one_stays_and_its_error_is_returned() {
+        let first = dead();
+        let (failing, failing_seen) = stub(StatusCode::BAD_GATEWAY).await;
+        let client = TrackerClient::with_replicas(first.clone(), vec![failing], "t".into());
+        let answer = client.swarm(&id()).await.unwrap_err();
+        assert!(answer.is_unreachable(), "{answer:?}");
+        assert!(answer.to_string().contains(&redacted(&first)), "{answer}");
+        assert_eq!(failing_seen.load(Ordering::SeqCst), 1);
+        assert_eq!(client.base(), redacted(&first));
     }
 }

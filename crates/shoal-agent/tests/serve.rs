@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use shoal_agent::serve::{self, PieceServer, ServeOptions};
 use shoal_agent::{Catalog, Entry, Provenance};
-use shoal_core::wire::peer::{path, PeerHave};
-use shoal_core::wire::ErrorBody;
+use shoal_core::wire::peer::{path, KnownPeer, PeerHave, PeerList, EXCHANGE_RATE};
+use shoal_core::wire::{AgentId, ErrorBody, SwarmDigests};
 use shoal_core::{ContentId, Manifest, PieceIndex};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -693,4 +693,105 @@ async fn have_answers_at_once_or_when_more_pieces_are_verified() {
             .status,
         404
     );
+}
+
+#[tokio::test]
+async fn the_exchange_routes_tell_the_swarm_and_the_learned_digests() {
+    let peer = start(ServeOptions::default()).await;
+    let id = ContentId::from_bytes([5; 32]);
+    let layout = shoal_core::Layout::new(SIZE as u64, PIECE).unwrap();
+    let entry = Arc::new(Entry::provisional(
+        id,
+        layout,
+        "s".into(),
+        peer.dir.path().join("s"),
+    ));
+    peer.catalog.insert(entry.clone());
+    let other = KnownPeer {
+        id: AgentId::new("other").unwrap(),
+        addr: "127.0.0.1:7701".parse().unwrap(),
+    };
+    entry.meet([other.clone()]);
+    entry.learn(1, [7; 32]);
+    let auth = bearer(SECRET);
+
+    let answer = fetch(
+        peer.addr,
+        "GET",
+        &path::peers(&id),
+        &[("Authorization", &auth)],
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    let list: PeerList = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(list.peers, vec![other]);
+
+    let answer = fetch(
+        peer.addr,
+        "GET",
+        &path::digests(&id),
+        &[("Authorization", &auth)],
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    let digests: SwarmDigests = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(
+        digests.to_digests(layout.piece_count()).unwrap(),
+        vec![None, Some([7; 32]), None, None]
+    );
+
+    // A whole content answers its manifest's digests.
+    let whole = peer.share("w", &data(3));
+    let answer = fetch(
+        peer.addr,
+        "GET",
+        &path::digests(&whole),
+        &[("Authorization", &auth)],
+    )
+    .await;
+    let digests: SwarmDigests = serde_json::from_slice(&answer.body).unwrap();
+    let manifest = Manifest::of_bytes(&data(3), PIECE).unwrap();
+    let expected: Vec<_> = manifest.digests().iter().copied().map(Some).collect();
+    assert_eq!(digests.to_digests(layout.piece_count()).unwrap(), expected);
+
+    for target in [path::peers(&id), path::digests(&id)] {
+        assert_eq!(fetch(peer.addr, "GET", &target, &[]).await.status, 401);
+    }
+    let unknown = ContentId::from_bytes([1; 32]);
+    let answer = fetch(
+        peer.addr,
+        "GET",
+        &path::peers(&unknown),
+        &[("Authorization", &auth)],
+    )
+    .await;
+    assert_eq!(answer.status, 404);
+}
+
+#[tokio::test]
+async fn the_exchange_routes_are_rate_limited() {
+    let peer = start(ServeOptions::default()).await;
+    let id = peer.share("r", &data(4));
+    // Four seconds' worth at once: the bucket holds one.
+    let asks: Vec<_> = (0..4 * EXCHANGE_RATE)
+        .map(|_| {
+            let (addr, target, auth) = (peer.addr, path::peers(&id), bearer(SECRET));
+            tokio::spawn(
+                async move { fetch(addr, "GET", &target, &[("Authorization", &auth)]).await },
+            )
+        })
+        .collect();
+    let mut refused = 0;
+    for ask in asks {
+        let answer = ask.await.unwrap();
+        match answer.status {
+            200 => {}
+            429 => {
+                assert_eq!(answer.header("retry-after"), Some("1"));
+                refused += 1;
+            }
+            other => panic!("answered {other}"),
+        }
+    }
+    assert!(refused > 0, "no request was refused");
 }

@@ -23,9 +23,11 @@ use crate::{exit, logging, signals};
 
 #[derive(Debug, Args)]
 pub(crate) struct AgentArgs {
-    /// The tracker, e.g. http://tracker:7700; without it the agent only fetches from origins
-    #[arg(long, value_name = "URL")]
-    tracker: Option<Url>,
+    /// The tracker, e.g. http://tracker:7700; repeat it (or separate URLs with commas) for
+    /// replicas, asked in turn when one is unreachable; without it the agent only fetches
+    /// from origins
+    #[arg(long, value_name = "URL", value_delimiter = ',')]
+    tracker: Vec<Url>,
 
     /// File holding this agent's token for the tracker (one line): its own `agent:ID` token,
     /// or the fleet's agent token; also the peer token unless --peer-token-file is given
@@ -180,11 +182,12 @@ fn options(args: AgentArgs) -> anyhow::Result<(AgentOptions, SocketAddr)> {
         ),
     };
     let upload_limit = args.upload_limit.map(|r| r.bytes_per_sec());
+    let mut trackers = args.tracker.into_iter();
     let options = AgentOptions {
         id,
-        tracker: args
-            .tracker
-            .map(|url| TrackerClient::new(url, token.clone())),
+        tracker: trackers
+            .next()
+            .map(|first| TrackerClient::with_replicas(first, trackers.collect(), token.clone())),
         share: args.share,
         symlinks: if args.follow_symlinks {
             Symlinks::Follow

@@ -173,7 +173,21 @@ fn apply(
 }
 
 /// The value as the argument's text, if its parser accepts it; otherwise what is expected.
+/// An argument that takes several values, separated by a delimiter, also takes an array, each
+/// element checked alone (`tracker = ["http://a:7700", "http://b:7700"]`).
 fn checked(arg: &Arg, key: &str, value: &toml::Value) -> Result<String, String> {
+    if let (toml::Value::Array(values), Some(delimiter)) = (value, arg.get_value_delimiter()) {
+        let texts = values
+            .iter()
+            .map(|value| match value {
+                toml::Value::Array(_) => {
+                    Err(format!("expected {}, not a nested array", value_name(arg)))
+                }
+                value => checked(arg, key, value),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(texts.join(&delimiter.to_string()));
+    }
     let text = match value {
         toml::Value::String(text) => text.clone(),
         toml::Value::Integer(n) => n.to_string(),
@@ -275,7 +289,21 @@ impl Parsed {
         for arg in options(cmd) {
             let id = arg.get_id().as_str();
             let long = arg.get_long().expect("options have long names");
-            let raw = sub.get_raw(id).and_then(Iterator::last);
+            let raw: Vec<String> = sub
+                .get_raw(id)
+                .into_iter()
+                .flatten()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            // All the values of an argument that collects several; the one that counts (the
+            // last) of any other.
+            let raw = match (arg.get_value_delimiter(), raw.as_slice()) {
+                (Some(_), [_, _, ..]) => Some(toml::Value::Array(
+                    raw.iter().map(|text| toml_value(text)).collect(),
+                )),
+                (_, [.., last]) => Some(toml_value(last)),
+                (_, []) => None,
+            };
             let (Some(raw), Some(source)) = (raw, sub.value_source(id)) else {
                 let _ = writeln!(out, "# {long} is not set");
                 continue;
@@ -290,11 +318,7 @@ impl Parsed {
                 ValueSource::DefaultValue if from_file => "file".to_string(),
                 _ => "default".to_string(),
             };
-            let _ = writeln!(
-                out,
-                "{long} = {}  # {origin}",
-                toml_value(&raw.to_string_lossy())
-            );
+            let _ = writeln!(out, "{long} = {raw}  # {origin}");
         }
         Some(out)
     }

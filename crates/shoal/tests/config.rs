@@ -93,6 +93,62 @@ fn file_under_environment_under_flags() {
 }
 
 #[test]
+fn several_trackers_from_the_file_the_environment_or_repeated_flags() {
+    let dir = TempDir::new().unwrap();
+    let config = write(
+        dir.path(),
+        "agent.toml",
+        "data = \"/var/lib/shoal-agent\"\ntoken-file = \"/etc/shoal/agent.token\"\n\
+         tracker = [\"http://t1:7700\", \"http://t2:7700\"]\n",
+    );
+    let print = |env: &[(&str, &str)], flags: &[&str]| {
+        let mut cmd = shoal(&["agent", "--config", &config, "--print-config"]);
+        cmd.args(flags).envs(env.iter().copied());
+        let out = run(cmd);
+        assert_eq!(out.code, 0, "stderr:\n{}", out.stderr);
+        out.stdout
+    };
+    let printed = print(&[], &[]);
+    assert_eq!(
+        line(&printed, "tracker"),
+        r#"tracker = ["http://t1:7700", "http://t2:7700"]  # file"#
+    );
+    let printed = print(&[("SHOAL_TRACKER", "http://e1:7700,http://e2:7700")], &[]);
+    assert_eq!(
+        line(&printed, "tracker"),
+        r#"tracker = ["http://e1:7700", "http://e2:7700"]  # env SHOAL_TRACKER"#
+    );
+    let printed = print(
+        &[],
+        &["--tracker", "http://f1:7700", "--tracker", "http://f2:7700"],
+    );
+    assert_eq!(
+        line(&printed, "tracker"),
+        r#"tracker = ["http://f1:7700", "http://f2:7700"]  # flag"#
+    );
+    // What it prints is taken back.
+    let again = write(dir.path(), "again.toml", &printed);
+    let reprinted = run(shoal(&["agent", "--config", &again, "--print-config"])).stdout;
+    assert_eq!(
+        line(&reprinted, "tracker"),
+        r#"tracker = ["http://f1:7700", "http://f2:7700"]  # file"#
+    );
+
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        "data = \"/d\"\ntoken-file = \"/t\"\ntracker = [\"http://t1:7700\", \"not a url\"]\n",
+    );
+    let out = run(shoal(&["agent", "--config", &bad, "--print-config"]));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("bad.toml") && out.stderr.contains("key \"tracker\""),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn printed_config_hides_secrets() {
     let dir = TempDir::new().unwrap();
     let config = write(

@@ -4,209 +4,15 @@
 //! agent, a killed agent, a killed tracker, a dead origin) do not spoil a download.
 
 mod common;
+mod fleet;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use shoal_core::Manifest;
-use shoal_testkit::{random_bytes, sha256_hex, Origin, OriginConfig};
+use shoal_testkit::{random_bytes, Origin, OriginConfig};
 
-const FLEET: &str = "fleet-secret-aaaaaaaaaaaaaaaa";
-const READER: &str = "reader-secret-bbbbbbbbbbbbbb";
-const MIB: usize = 1 << 20;
-
-/// A process killed (SIGKILL) on drop.
-struct Process {
-    child: Child,
-    port: u16,
-    /// An agent's data directory (empty for the tracker).
-    data: PathBuf,
-}
-
-impl Process {
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-struct Fleet {
-    dir: tempfile::TempDir,
-    tracker: Process,
-}
-
-impl Fleet {
-    fn start() -> Fleet {
-        let dir = tempfile::tempdir().unwrap();
-        let tokens = dir.path().join("tokens.toml");
-        std::fs::write(
-            &tokens,
-            format!(
-                "[[token]]\nname = \"fleet\"\nsecret = \"{FLEET}\"\nrole = \"agent\"\n\
-                 [[token]]\nname = \"ops\"\nsecret = \"{READER}\"\nrole = \"admin\"\n"
-            ),
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("token"), FLEET).unwrap();
-        std::fs::write(dir.path().join("admin-token"), READER).unwrap();
-        let port = common::free_port();
-        let log = std::fs::File::create(dir.path().join("tracker.log")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
-            .args(["tracker", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data")
-            .arg(dir.path().join("tracker"))
-            .arg("--tokens")
-            .arg(&tokens)
-            .args(["--lease", "5"])
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn shoal tracker");
-        common::wait_listening(&mut child, port, "shoal tracker");
-        Fleet {
-            dir,
-            tracker: Process {
-                child,
-                port,
-                data: PathBuf::new(),
-            },
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// `shoal agent --id ID` with its own data directory, sharing `share` if given.
-    fn agent(&self, id: &str, share: Option<&Path>, extra: &[&str]) -> Process {
-        let data = self.path(&format!("{id}-data"));
-        let port = common::free_port();
-        let mut cmd = self.agent_command(id, port, &data, &format!("{id}.log"));
-        cmd.args(extra);
-        if let Some(share) = share {
-            cmd.arg("--share").arg(share);
-        }
-        let mut child = cmd.spawn().expect("spawn shoal agent");
-        common::wait_listening(&mut child, port, "shoal agent");
-        // The control socket comes a moment after the piece server's port.
-        let socket = data.join("control.sock");
-        let deadline = Instant::now() + common::DEADLINE;
-        while !socket.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "{} never appeared",
-                socket.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Process { child, port, data }
-    }
-
-    /// The command line of `shoal agent --id ID` on `port` with `data`, logging to `log` in
-    /// the fleet's directory.
-    fn agent_command(&self, id: &str, port: u16, data: &Path, log: &str) -> Command {
-        let log = std::fs::File::create(self.path(log)).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
-        cmd.args([
-            "agent",
-            "--id",
-            id,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args([
-            "--tracker",
-            &format!("http://127.0.0.1:{}", self.tracker.port),
-        ])
-        .arg("--token-file")
-        .arg(self.path("token"))
-        .arg("--data")
-        .arg(data)
-        .env("RUST_LOG", "shoal_agent=debug,shoal_engine=info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-        cmd
-    }
-
-    /// A directory holding `data` as `name`, to share.
-    fn share(&self, dir: &str, name: &str, data: &[u8]) -> PathBuf {
-        let path = self.path(dir);
-        std::fs::create_dir_all(&path).unwrap();
-        std::fs::write(path.join(name), data).unwrap();
-        path
-    }
-
-    /// `shoal get --agent` through `agent`, saving to `out` in the fleet's directory.
-    fn get(&self, agent: &Process, what: &str, out: &str) -> Child {
-        common::get(self.dir.path(), &["--progress", "none", what, "-o", out])
-            .env(
-                "SHOAL_AGENT",
-                format!("unix:{}", agent.data.join("control.sock").display()),
-            )
-            .spawn()
-            .expect("spawn shoal get")
-    }
-
-    /// One request to the tracker as the admin; the status and the body.
-    fn tracker_call(&self, method: &str, path: &str) -> (u16, String) {
-        common::call(self.tracker.port, READER, method, path, "")
-    }
-
-    /// Waits until the tracker lists `holders` complete holders of `content`.
-    fn wait_holders(&self, content: &str, holders: u32) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (status, body) = self.tracker_call("GET", &format!("/v1/content/{content}"));
-            if status == 200 {
-                let summary: serde_json::Value = serde_json::from_str(&body).unwrap();
-                if summary["complete_holders"].as_u64() >= Some(u64::from(holders)) {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{content} never had {holders} complete holders: {status} {body}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()
-    }
-
-    fn assert_file(&self, out: &str, data: &[u8]) {
-        assert_eq!(
-            common::sha256_of(&self.path(out)),
-            sha256_hex(data),
-            "{out} differs from the original"
-        );
-    }
-}
-
-fn content_id(data: &[u8]) -> String {
-    Manifest::of_bytes(data, 1 << 20).unwrap().id().to_string()
-}
-
-fn done(child: Child, fleet: &Fleet, agents: &[&str]) {
-    let run = common::finish(child);
-    if run.code != 0 {
-        for agent in agents {
-            eprintln!("--- {agent}.log\n{}", fleet.log(agent));
-        }
-    }
-    common::assert_code(&run, 0);
-}
+use fleet::{content_id, done, Fleet, Process, FLEET, MIB, READER};
 
 #[test]
 fn a_shared_file_reaches_every_agent() {
@@ -796,4 +602,141 @@ fn restart_resumes_a_killed_agents_download_and_serves_its_pieces_at_once() {
         log.contains("serving the verified pieces of an unfinished download again"),
         "{log}"
     );
+}
+
+/// Waits until `origin` has sent at least `bytes`.
+fn wait_sent(origin: &Origin, bytes: u64) {
+    let deadline = Instant::now() + common::DEADLINE;
+    while origin.bytes_sent() < bytes {
+        assert!(
+            Instant::now() < deadline,
+            "the origin never sent {bytes} bytes"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until all agents but the leader (which follows no peers) know every other member of
+/// the swarm of the file `name`, asking each agent's piece server as a peer would: what a
+/// swarm knows when its tracker goes away.
+fn wait_members_known(fleet: &Fleet, agents: &[Process], name: &str) {
+    let deadline = Instant::now() + common::DEADLINE;
+    let swarm = loop {
+        let (status, body) = fleet.tracker_call("GET", &format!("/v1/content?name={name}"));
+        let list: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if let (200, Some(id)) = (status, list["contents"][0]["id"].as_str()) {
+            break id.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no swarm for {name}: {status} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    loop {
+        let knowing = agents
+            .iter()
+            .filter(|agent| {
+                let path = format!("/v1/pieces/{swarm}/peers");
+                let (status, body) = common::call(agent.port, FLEET, "GET", &path, "");
+                let list: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                status == 200 && list["peers"].as_array().map_or(0, Vec::len) + 1 >= agents.len()
+            })
+            .count();
+        if knowing + 1 >= agents.len() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the swarm's members never knew each other"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What happens to the tracker of a URL swarm once the origin sent 30 % of the file and the
+/// members know each other.
+#[derive(PartialEq)]
+enum Outage {
+    /// Killed, and started again on its `--data` once the origin sent 50 %.
+    Restarted,
+    /// Killed for good.
+    ForGood,
+}
+
+/// Three agents fetch one URL while the tracker goes through `outage`: every copy is right,
+/// and the origin sent the file about once (nobody gave up on the swarm for the origin).
+/// Returns the fleet, with the tracker running again if it was restarted, and the agents.
+fn url_swarm_through(outage: Outage, names: &[&str]) -> (Fleet, Vec<Process>) {
+    let mut fleet = Fleet::start();
+    let data = random_bytes(8 * MIB, 7);
+    let size = data.len() as u64;
+    // Slow enough that the tracker is away for a good part of the download.
+    let origin = Origin::start_blocking(OriginConfig {
+        content: data.clone(),
+        rate_limit: Some(192 * 1024),
+        ..OriginConfig::default()
+    });
+    let url = origin.url("/outage.iso");
+    let agents: Vec<Process> = names.iter().map(|n| fleet.agent(n, None, &[])).collect();
+    let gets: Vec<Child> = agents
+        .iter()
+        .enumerate()
+        .map(|(i, a)| fleet.get(a, &url, &format!("out{i}")))
+        .collect();
+    wait_sent(&origin, size * 3 / 10);
+    wait_members_known(&fleet, &agents, "outage.iso");
+    fleet.tracker.kill();
+    // The swarm goes on without it: the leader offers pieces and tells their digests itself.
+    wait_sent(&origin, size / 2);
+    if outage == Outage::Restarted {
+        fleet.restart_tracker();
+    }
+    for get in gets {
+        done(get, &fleet, names);
+    }
+    for i in 0..names.len() {
+        fleet.assert_file(&format!("out{i}"), &data);
+    }
+    let sent = origin.bytes_sent();
+    if sent > size * 12 / 10 {
+        for name in names {
+            eprintln!("--- {name}.log\n{}", fleet.log(name));
+        }
+        panic!("the origin sent {sent} bytes for three agents of a {size} byte file");
+    }
+    (fleet, agents)
+}
+
+#[test]
+fn a_url_swarm_whose_tracker_dies_for_good_completes() {
+    url_swarm_through(Outage::ForGood, &["g1", "g2", "g3"]);
+}
+
+#[test]
+fn a_tracker_restarted_mid_swarm_is_repopulated_and_the_swarm_completes() {
+    let names = ["r1", "r2", "r3"];
+    let (fleet, _agents) = url_swarm_through(Outage::Restarted, &names);
+    // The restarted tracker heard again from every agent, with what each holds.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = fleet.tracker_call("GET", "/v1/agents");
+        assert_eq!(status, 200, "{body}");
+        let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let complete =
+            |name: &str| {
+                list["agents"].as_array().unwrap().iter().any(|a| {
+                    a["id"] == name && a["complete_holdings"].as_u64().is_some_and(|n| n >= 1)
+                })
+            };
+        if names.iter().all(|n| complete(n)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted tracker does not list every agent's holdings: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    fleet.wait_holders(&content_id(&random_bytes(8 * MIB, 7)), 3);
 }

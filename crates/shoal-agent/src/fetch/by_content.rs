@@ -91,6 +91,7 @@ impl Job<'_> {
                     digests: Digests::Manifest(manifest.clone()),
                     origin: origin_use,
                     leader: None,
+                    led: None,
                 },
                 &self.cancel,
             )

@@ -5,6 +5,16 @@
 //! for the pieces it fetches from the origin ([`Publisher`]). A follower keeps a view of the
 //! published digests and of who leads, asked for when the engine lacks a digest and now and
 //! then anyway, and takes over the lead when the leader stalls.
+//!
+//! Tracker outages: a leader also keeps every digest in its catalog entry, where its piece
+//! server tells them to followers (`GET /v1/pieces/{id}/digests`). While the tracker is
+//! unreachable the leader marks pieces held without publishing them (they are published once
+//! it answers again), and followers ask the leader (the one they last heard of, so the one
+//! that took over after a failover) instead of the tracker. A digest is taken only from the
+//! leader, never from another follower: the leader hashed the origin's bytes, and accepting
+//! what two followers agree on would let two agents vouch for any bytes. A tracker that lost
+//! the swarm (a restart: swarms are soft state) answers 404 to the leader's publication; the
+//! leader then creates the swarm again and publishes every digest it learned.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,8 +22,8 @@ use std::time::Duration;
 
 use shoal_core::manifest::PieceDigest;
 use shoal_core::wire::{
-    leader_stall_limit, AgentId, PieceDigestEntry, PublishDigestsRequest, SwarmInfo,
-    TakeOverRequest,
+    leader_stall_limit, AgentId, CreateSwarmRequest, PieceDigestEntry, PublishDigestsRequest,
+    SwarmInfo, TakeOverRequest,
 };
 use shoal_core::{ContentId, Layout, PieceIndex};
 use shoal_engine::{
@@ -27,6 +37,8 @@ use tracing::{debug, info, warn};
 
 use super::role::{self, AfterTakeOver};
 use super::{AgentFetchError, Job, OriginUrl};
+use crate::catalog::Entry;
+use crate::exchange::Exchange;
 use crate::tracker::TrackerClient;
 
 /// How often a leader tries again to publish digests the tracker did not take (a piece is only
@@ -45,7 +57,7 @@ impl Job<'_> {
         origin: &OriginUrl,
         path: &Path,
         layout: Layout,
-        swarm: Option<ContentId>,
+        swarm: Option<&SwarmInfo>,
     ) -> Result<(Summary, Vec<Option<PieceDigest>>), AgentFetchError> {
         let mut options =
             DownloadOptions::new(origin.url.clone(), Output::File(path.to_path_buf()));
@@ -66,7 +78,8 @@ impl Job<'_> {
         let stop = self.cancel.child_token();
         let run = download(options, tx, stop.clone());
         let forward = async {
-            let mut publisher = Publisher::new(swarm, layout.piece_count());
+            let mut publisher =
+                Publisher::new(self, swarm.map(|s| s.id), layout.piece_count()).leading(swarm);
             let mut retry = tokio::time::interval(DIGESTS_EVERY);
             let take = |event: Event, publisher: &mut Publisher| {
                 if !publisher.learn(&event) && !matches!(event, Event::PieceVerified { .. }) {
@@ -105,32 +118,80 @@ impl Job<'_> {
         (chunk / BLOCK * BLOCK).max(BLOCK)
     }
 
-    /// Publishes learned digests to the swarm and marks their pieces held; what the tracker
-    /// did not take stays pending, and the answer is false.
-    async fn publish(
-        &self,
-        swarm: Option<ContentId>,
-        pending: &mut Vec<(PieceIndex, PieceDigest)>,
-    ) -> bool {
-        let (Some(id), Some(tracker), false) = (swarm, &self.f.tracker, pending.is_empty()) else {
+    /// Publishes `publisher`'s pending digests to the swarm and marks their pieces held; what
+    /// the tracker did not take stays pending, and the answer is false. While the tracker is
+    /// unreachable the pieces are marked held anyway (followers then ask this agent for the
+    /// digests); a tracker that lost a swarm this agent leads gets it created again.
+    async fn publish(&self, publisher: &mut Publisher) -> bool {
+        let (Some(id), Some(tracker), false) = (
+            publisher.swarm,
+            &self.f.tracker,
+            publisher.pending.is_empty(),
+        ) else {
             return true;
         };
         let body = PublishDigestsRequest {
-            pieces: pending
+            pieces: publisher
+                .pending
                 .iter()
                 .map(|(i, d)| PieceDigestEntry::new(i.get(), d))
                 .collect(),
         };
         match tracker.publish_digests(&id, &body).await {
             Ok(_) => {
-                let pieces: Vec<PieceIndex> = pending.drain(..).map(|(i, _)| i).collect();
+                let pieces: Vec<PieceIndex> = publisher.pending.drain(..).map(|(i, _)| i).collect();
                 self.f.catalog.mark(&id, &pieces);
                 true
             }
-            Err(e) => {
-                debug!(swarm = %id, "publishing digests failed, retrying: {e}");
+            Err(e) if e.is_not_found() && publisher.led.is_some() => {
+                self.create_again(tracker, publisher).await;
                 false
             }
+            Err(e) => {
+                debug!(swarm = %id, "publishing digests failed, retrying: {e}");
+                if e.is_unreachable() {
+                    let pieces: Vec<PieceIndex> =
+                        publisher.pending.iter().map(|(i, _)| *i).collect();
+                    self.f.catalog.mark(&id, &pieces);
+                }
+                false
+            }
+        }
+    }
+
+    /// The tracker lost the swarm `publisher` publishes to: creates it again with this agent
+    /// as its leader, and makes every digest learned so far pending, to be published on the
+    /// next try.
+    async fn create_again(&self, tracker: &TrackerClient, publisher: &mut Publisher) {
+        let Some(swarm) = &publisher.led else {
+            return;
+        };
+        let request = CreateSwarmRequest {
+            key: swarm.key.clone(),
+            layout: swarm.layout,
+            agent: self.f.id.clone(),
+        };
+        match tracker.create_swarm(&request).await {
+            Ok(created) if created.leader == self.f.id => {
+                publisher.pending = publisher
+                    .learned
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, d)| Some((swarm.layout.piece(i as u32)?, (*d)?)))
+                    .collect();
+                info!(
+                    swarm = %swarm.id,
+                    tracker = %tracker.base(),
+                    digests = publisher.pending.len(),
+                    "the tracker had lost the swarm: created it again, publishing every digest learned"
+                );
+            }
+            Ok(created) => warn!(
+                swarm = %swarm.id,
+                leader = %created.leader,
+                "the tracker had lost the swarm, and another agent leads it now"
+            ),
+            Err(e) => debug!(swarm = %swarm.id, "creating the lost swarm again failed: {e}"),
         }
     }
 }
@@ -138,9 +199,13 @@ impl Job<'_> {
 /// Digests the engine learned ([`Event::PieceHashed`]) on their way to the swarm: published as
 /// soon as they are learned (those learned meanwhile together), each piece marked held only
 /// once its digest is published, since followers can take a piece only then. After a failure,
-/// what is pending is tried again when the caller's [`DIGESTS_EVERY`] tick comes.
+/// what is pending is tried again when the caller's [`DIGESTS_EVERY`] tick comes. Every digest
+/// learned is also kept in the swarm's catalog entry, for followers that ask this agent.
 pub(super) struct Publisher {
     swarm: Option<ContentId>,
+    /// The URL swarm this agent leads: created again at a tracker that lost it.
+    led: Option<SwarmInfo>,
+    entry: Option<Arc<Entry>>,
     pending: Vec<(PieceIndex, PieceDigest)>,
     learned: Vec<Option<PieceDigest>>,
     failed: bool,
@@ -148,13 +213,22 @@ pub(super) struct Publisher {
 
 impl Publisher {
     /// For a content of `pieces` pieces; with no `swarm`, digests are only collected.
-    pub(super) fn new(swarm: Option<ContentId>, pieces: u32) -> Self {
+    pub(super) fn new(job: &Job<'_>, swarm: Option<ContentId>, pieces: u32) -> Self {
         Self {
             swarm,
+            led: None,
+            entry: swarm.and_then(|id| job.f.catalog.get(&id)),
             pending: Vec::new(),
             learned: vec![None; pieces as usize],
             failed: false,
         }
+    }
+
+    /// Says that this agent leads the URL swarm `led` (if any), so that a tracker that lost it
+    /// gets it created again.
+    pub(super) fn leading(mut self, led: Option<&SwarmInfo>) -> Self {
+        self.led = led.cloned();
+        self
     }
 
     /// Takes in the digest an event carries, if it is [`Event::PieceHashed`]; says whether.
@@ -163,6 +237,9 @@ impl Publisher {
             return false;
         };
         self.learned[index.get() as usize] = Some(*digest);
+        if let Some(entry) = &self.entry {
+            entry.learn(index.get(), *digest);
+        }
         self.pending.push((*index, *digest));
         true
     }
@@ -187,7 +264,7 @@ impl Publisher {
 
     /// Publishes what is pending.
     pub(super) async fn retry(&mut self, job: &Job<'_>) {
-        self.failed = !job.publish(self.swarm, &mut self.pending).await;
+        self.failed = !job.publish(self).await;
     }
 
     /// Publishes what is left, one last try, and answers every digest learned.
@@ -213,10 +290,12 @@ pub(super) struct Following {
 
 impl Following {
     /// Starts following `swarm`'s digests and leader at `tracker`, from those `swarm` came
-    /// with; stops with `cancel` at the latest.
+    /// with, and asking the leader (found among the peers `ask`'s entry knows) for the digests
+    /// when the tracker fails; stops with `cancel` at the latest.
     pub(super) fn start(
         tracker: TrackerClient,
         swarm: &SwarmInfo,
+        ask: LeaderAsk,
         cancel: &CancellationToken,
     ) -> Self {
         let n = swarm.layout.piece_count();
@@ -230,6 +309,7 @@ impl Following {
         let stop = cancel.child_token();
         let task = tokio::spawn(refresh_digests(
             tracker,
+            ask,
             swarm.id,
             n,
             (tx, leader_tx),
@@ -301,9 +381,39 @@ impl Following {
     }
 }
 
-/// Keeps `tx` holding the digests a swarm's leader published so far, and who leads.
+/// Where a follower asks for digests when the tracker fails: the swarm's leader as last
+/// heard of (after a takeover, the new one), at the address its catalog entry knows for it.
+pub(super) struct LeaderAsk {
+    /// The follower's entry for the swarm: the peers it knows, and the digests it learned
+    /// (kept there for peers that ask).
+    pub(super) entry: Arc<Entry>,
+    pub(super) exchange: Exchange,
+}
+
+impl LeaderAsk {
+    /// The digests `leader` learned, if it is known and answers.
+    async fn digests(
+        &self,
+        leader: &AgentId,
+        id: &ContentId,
+        pieces: u32,
+    ) -> Option<Vec<Option<PieceDigest>>> {
+        let addr = self.entry.peer(leader)?;
+        match self.exchange.digests(addr, id, pieces).await {
+            Ok(digests) => Some(digests),
+            Err(e) => {
+                debug!(swarm = %id, %leader, "{e}");
+                None
+            }
+        }
+    }
+}
+
+/// Keeps `tx` holding the digests a swarm's leader published so far, asked of the tracker
+/// or, while the tracker fails, of the leader; and `leader` holding who leads.
 async fn refresh_digests(
     tracker: TrackerClient,
+    ask: LeaderAsk,
     id: ContentId,
     pieces: u32,
     (tx, leader): (
@@ -314,7 +424,7 @@ async fn refresh_digests(
     stop: CancellationToken,
 ) {
     loop {
-        match tracker.swarm(&id).await {
+        let fresh = match tracker.swarm(&id).await {
             Ok(swarm) => {
                 leader.send_if_modified(|known| {
                     let changed = *known != swarm.leader;
@@ -325,17 +435,21 @@ async fn refresh_digests(
                     changed
                 });
                 match swarm.digests.to_digests(pieces) {
-                    Ok(digests) => {
-                        tx.send_if_modified(|known| {
-                            let changed = *known != digests;
-                            *known = digests;
-                            changed
-                        });
+                    Ok(digests) => Some(digests),
+                    Err(e) => {
+                        warn!(swarm = %id, "the tracker sent unusable digests: {e}");
+                        None
                     }
-                    Err(e) => warn!(swarm = %id, "the tracker sent unusable digests: {e}"),
                 }
             }
-            Err(e) => debug!(swarm = %id, "cannot refresh the swarm's digests: {e}"),
+            Err(e) => {
+                debug!(swarm = %id, "cannot refresh the swarm's digests: {e}; asking its leader");
+                let current = leader.borrow().clone();
+                ask.digests(&current, &id, pieces).await
+            }
+        };
+        if let Some(fresh) = fresh {
+            take_digests(&tx, &ask.entry, fresh);
         }
         // The leader publishes a digest before it offers the piece, so a follower rarely
         // lacks one: it asks when the engine says so, and now and then anyway.
@@ -348,5 +462,134 @@ async fn refresh_digests(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(DIGESTS_EVERY) => {}
         }
+    }
+}
+
+/// Adds the digests in `fresh` to those known: a tracker that restarted (or the leader)
+/// may know fewer than were seen, and a digest once known stays.
+fn take_digests(
+    tx: &watch::Sender<Vec<Option<PieceDigest>>>,
+    entry: &Entry,
+    fresh: Vec<Option<PieceDigest>>,
+) {
+    tx.send_if_modified(|known| {
+        let mut changed = false;
+        for (i, (old, new)) in known.iter_mut().zip(fresh).enumerate() {
+            if let (None, Some(digest)) = (*old, new) {
+                *old = Some(digest);
+                entry.learn(i as u32, digest);
+                changed = true;
+            }
+        }
+        changed
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_core::wire::peer::KnownPeer;
+    use shoal_core::wire::{SwarmDigests, UrlKey};
+    use url::Url;
+
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::serve::{self, PieceServer, ServeOptions};
+
+    const TOKEN: &str = "fleet-token-for-tests";
+
+    fn swarm(layout: Layout) -> SwarmInfo {
+        let key = UrlKey {
+            url: "https://origin.example/big.iso".into(),
+            size: layout.size(),
+            etag: None,
+            last_modified: None,
+        };
+        SwarmInfo {
+            id: key.swarm_id(),
+            key,
+            layout,
+            leader: AgentId::new("lead").unwrap(),
+            created: false,
+            digests: SwarmDigests::of(&vec![None; layout.piece_count() as usize]),
+        }
+    }
+
+    #[test]
+    fn digests_once_known_stay_when_a_tracker_knows_fewer() {
+        let (tx, rx) = watch::channel(vec![Some([1; 32]), None, None]);
+        let entry = Entry::provisional(
+            ContentId::from_bytes([1; 32]),
+            Layout::new(3 << 20, 1 << 20).unwrap(),
+            "f".into(),
+            "/nowhere".into(),
+        );
+        take_digests(&tx, &entry, vec![None, Some([2; 32]), None]);
+        assert_eq!(*rx.borrow(), vec![Some([1; 32]), Some([2; 32]), None]);
+        assert_eq!(
+            entry.digests().to_digests(3).unwrap(),
+            vec![None, Some([2; 32]), None],
+            "the entry keeps what it learned here, for peers that ask"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_follower_asks_its_leader_for_digests_while_the_tracker_is_down() {
+        let layout = Layout::new(3 << 20, 1 << 20).unwrap();
+        let swarm = swarm(layout);
+        let leader_catalog = Catalog::new();
+        let leader_entry = Entry::provisional(swarm.id, layout, "f".into(), "/nowhere".into());
+        leader_entry.learn(1, [7; 32]);
+        leader_catalog.insert(Arc::new(leader_entry));
+        let server = PieceServer::new(
+            leader_catalog,
+            ServeOptions {
+                tokens: vec![TOKEN.into()],
+                ..ServeOptions::default()
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let leader_addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        let server_stop = cancel.clone();
+        tokio::spawn(serve::run(listener, server, async move {
+            server_stop.cancelled().await
+        }));
+        // A port nothing listens on once the listener is dropped.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let dead = Url::parse(&format!("http://{dead}")).unwrap();
+
+        let entry = Arc::new(Entry::provisional(
+            swarm.id,
+            layout,
+            "f".into(),
+            "/nowhere".into(),
+        ));
+        entry.meet([KnownPeer {
+            id: swarm.leader.clone(),
+            addr: leader_addr,
+        }]);
+        let following = Following::start(
+            TrackerClient::new(dead, TOKEN.into()),
+            &swarm,
+            LeaderAsk {
+                entry: entry.clone(),
+                exchange: Exchange::new(TOKEN.into()),
+            },
+            &cancel,
+        );
+        let mut known = following.known.clone();
+        tokio::time::timeout(Duration::from_secs(30), known.wait_for(|d| d[1].is_some()))
+            .await
+            .expect("no digest from the leader within 30 s")
+            .unwrap();
+        assert_eq!(
+            following.stop().await,
+            vec![None, Some([7; 32]), None],
+            "only what the leader learned"
+        );
+        cancel.cancel();
     }
 }

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use shoal_core::manifest::PieceDigest;
-use shoal_core::wire::{AgentId, ReportRequest};
+use shoal_core::wire::{AgentId, ReportRequest, SwarmInfo};
 use shoal_core::{ContentId, Layout, PieceIndex};
 use shoal_engine::{
     download, CancellationToken, Digests, DownloadOptions, Event, Existing, HttpOptions, OriginUse,
@@ -33,6 +33,9 @@ pub(super) struct SwarmRun {
     pub(super) origin: OriginUse,
     /// A URL swarm's leader as it is now, whose upload is kept for first copies.
     pub(super) leader: Option<watch::Receiver<AgentId>>,
+    /// The URL swarm this agent leads (it took over): a tracker that lost it gets it created
+    /// again, with every digest learned here.
+    pub(super) led: Option<SwarmInfo>,
 }
 
 impl Job<'_> {
@@ -52,6 +55,7 @@ impl Job<'_> {
             digests,
             origin,
             leader,
+            led,
         } = run;
         // Pieces that come from an origin, directly or through the leader, are waited for
         // through its outages; a content without one gives up when its peers do.
@@ -65,6 +69,7 @@ impl Job<'_> {
                 layout,
                 leader,
                 token: self.f.options.peer_token.clone(),
+                catalog: self.f.catalog.clone(),
             },
             stop.clone(),
         )
@@ -101,7 +106,8 @@ impl Job<'_> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let run = download(options, tx, stop.clone());
         let forward = async {
-            let mut publisher = Publisher::new(Some(id), layout.piece_count());
+            let mut publisher =
+                Publisher::new(self, Some(id), layout.piece_count()).leading(led.as_ref());
             let mut retry = tokio::time::interval(DIGESTS_EVERY);
             loop {
                 tokio::select! {

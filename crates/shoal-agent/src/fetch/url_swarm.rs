@@ -12,12 +12,13 @@ use shoal_engine::{DownloadError, OriginUse, Summary};
 use tracing::{debug, info, warn};
 use url::Url;
 
-use super::digests::Following;
+use super::digests::{Following, LeaderAsk};
 use super::downloads::Part;
 use super::role::{self, AfterLookup, Alone, Role};
 use super::swarm::SwarmRun;
 use super::{key_of, part_path, AgentFetchError, Fetched, Job, OriginUrl};
 use crate::catalog::{Entry, Provenance};
+use crate::exchange::Exchange;
 use crate::objects::{ObjectsError, Pin};
 use crate::piece_size;
 
@@ -142,7 +143,7 @@ impl Job<'_> {
         info!(swarm = %swarm.id, url = %swarm.key.url, "leading the swarm: fetching from the origin");
         let (path, _pin) = self.join(&origin, &swarm, Part::Lead);
         let (summary, digests) = self
-            .fetch_origin(&origin, &path, swarm.layout, Some(swarm.id))
+            .fetch_origin(&origin, &path, swarm.layout, Some(&swarm))
             .await?;
         self.finish(origin, path, swarm.layout, digests, summary, Some(swarm.id))
             .await
@@ -159,7 +160,12 @@ impl Job<'_> {
         info!(swarm = %swarm.id, leader = %swarm.leader, url = %swarm.key.url, "following the swarm");
         let (path, _pin) = self.join(origin, swarm, Part::Follow);
         let tracker = self.tracker("a swarm")?;
-        let following = Following::start(tracker.clone(), swarm, &self.cancel);
+        // While the tracker is down, digests are asked of the leader (the one followed now).
+        let ask = LeaderAsk {
+            entry: self.f.catalog.get(&swarm.id).expect("joined just now"),
+            exchange: Exchange::new(self.f.options.peer_token.clone()),
+        };
+        let following = Following::start(tracker.clone(), swarm, ask, &self.cancel);
         let stop = self.cancel.child_token();
         let run = SwarmRun {
             id: swarm.id,
@@ -168,6 +174,7 @@ impl Job<'_> {
             digests: following.digests(),
             origin: OriginUse::Never,
             leader: Some(following.leader()),
+            led: None,
         };
         let followed = self.swarm(run, &stop);
         tokio::pin!(followed);
@@ -225,6 +232,7 @@ impl Job<'_> {
                 validator: origin.version.validator.clone(),
             },
             leader: None,
+            led: Some(swarm.clone()),
         };
         self.swarm(run, &self.cancel).await
     }

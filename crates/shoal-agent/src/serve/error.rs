@@ -41,6 +41,8 @@ pub(super) enum ServeError {
     Incomplete { size: u64 },
     #[error("all {limit} upload slots are busy: retry shortly or ask another peer")]
     Busy { limit: usize },
+    #[error("more than {rate} peer exchange requests a second: retry shortly")]
+    TooManyRequests { rate: u64 },
     #[error("the piece server is stopping")]
     Stopping,
     #[error("content {id} cannot be read here")]
@@ -66,6 +68,7 @@ impl IntoResponse for ServeError {
                 (StatusCode::RANGE_NOT_SATISFIABLE, Some("range"))
             }
             Busy { .. } | Stopping => (StatusCode::SERVICE_UNAVAILABLE, None),
+            TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, None),
             Unreadable { .. } => (StatusCode::INTERNAL_SERVER_ERROR, None),
         };
         if let Unreadable { id, path, source } = &self {
@@ -95,7 +98,7 @@ impl IntoResponse for ServeError {
                     .expect("digits are a valid header value");
                 headers.insert(header::CONTENT_RANGE, value);
             }
-            Busy { .. } | Stopping => {
+            Busy { .. } | Stopping | TooManyRequests { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}

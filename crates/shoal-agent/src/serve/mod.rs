@@ -14,6 +14,7 @@
 //! | 401 | no bearer token (`WWW-Authenticate: Bearer`) |
 //! | 403 | a bearer token that is not accepted |
 //! | 404 | a content this agent does not hold; any other path (axum's empty 404) |
+//! | 429 | more than [`EXCHANGE_RATE`](peer::EXCHANGE_RATE) peer exchange requests a second (`Retry-After: 1`) |
 //! | 405 | another method on the piece route (axum's default) |
 //! | 416 | a range outside the file, several ranges, a range over unverified pieces, or no `Range` while only some pieces are held; always with `Content-Range: bytes */size` |
 //! | 500 | the entry's file cannot be opened or is shorter than the range |
@@ -21,8 +22,12 @@
 //!
 //! `GET /v1/pieces/{content_id}/have?after=N` answers which pieces are verified here
 //! ([`PeerHave`]), once more than `N` are (or after [`HAVE_WAIT`]): downloaders poll it to
-//! fetch what this agent verifies as soon as it has it. It takes the same token. The requests
-//! and answers of both routes are defined in [`shoal_core::wire::peer`].
+//! fetch what this agent verifies as soon as it has it. It takes the same token.
+//!
+//! The peer exchange routes, `GET /v1/pieces/{content_id}/peers` and `…/digests`, answer the
+//! members of the content's swarm this agent knows and the piece digests it learned (see
+//! `exchange`). The requests and answers of every route are defined in
+//! [`shoal_core::wire::peer`].
 //!
 //! Several ranges in one request are refused (416) rather than served as multipart: the
 //! engine asks for one range per request, and multipart would be a second body format to
@@ -32,6 +37,7 @@
 //! wrong bytes.
 
 mod error;
+mod exchange;
 mod range;
 mod upload;
 
@@ -59,6 +65,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use self::error::ServeError;
+use self::exchange::ExchangeLimit;
 use self::range::parse_range;
 use self::upload::{Bucket, Upload};
 use crate::catalog::{Catalog, Entry};
@@ -125,6 +132,7 @@ struct Inner {
     uploads: AtomicUsize,
     served: AtomicU64,
     stop: CancellationToken,
+    exchange: ExchangeLimit,
 }
 
 impl PieceServer {
@@ -147,6 +155,7 @@ impl PieceServer {
                 uploads: AtomicUsize::new(0),
                 served: AtomicU64::new(0),
                 stop: CancellationToken::new(),
+                exchange: ExchangeLimit::new(),
             }),
         }
     }
@@ -218,6 +227,8 @@ pub fn app(server: PieceServer) -> Router {
     Router::new()
         .route(peer::path::PIECES_ROUTE, get(piece))
         .route(peer::path::HAVE_ROUTE, get(have))
+        .route(peer::path::PEERS_ROUTE, get(exchange::peers))
+        .route(peer::path::DIGESTS_ROUTE, get(exchange::digests))
         .with_state(server)
 }
 

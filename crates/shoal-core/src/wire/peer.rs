@@ -8,15 +8,32 @@
 //!   once more than `after` are or after [`HAVE_WAIT`], so that a downloader polling it fetches
 //!   what the peer verifies within a round trip rather than after the tracker heard of it.
 //!
-//! Both take the fleet's bearer token (`Authorization: Bearer …`); refusals answer an
-//! [`ErrorBody`](super::ErrorBody).
+//! - `GET` [`path::peers`]: the other agents this one knows in the content's swarm
+//!   ([`PeerList`], at most [`MAX_PEERS`]), so that a swarm whose tracker is down still finds
+//!   its members.
+//! - `GET` [`path::digests`]: the piece digests this agent learned for a URL swarm
+//!   ([`SwarmDigests`](super::SwarmDigests)); a follower asks its leader while the tracker is
+//!   down.
+//!
+//! All take the fleet's bearer token (`Authorization: Bearer …`); refusals answer an
+//! [`ErrorBody`](super::ErrorBody). The two exchange routes answer 429 past
+//! [`EXCHANGE_RATE`] requests a second.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{PackedBits, PackedBitsError};
+use super::{AgentId, PackedBits, PackedBitsError};
 use crate::bitfield::Bitfield;
+
+/// The most peers a [`PeerList`] names.
+pub const MAX_PEERS: usize = 50;
+/// Requests a second one agent answers on the exchange routes (peers and digests), all peers
+/// together; a swarm asks them about once a second per member while its tracker is down.
+pub const EXCHANGE_RATE: u64 = 50;
+/// The largest answer of the peers route: [`MAX_PEERS`] ids and addresses, with room to spare.
+pub const MAX_PEER_LIST_BYTES: usize = 64 << 10;
 
 /// The most a `have` request waits for news; a client's timeout must leave room for it.
 pub const HAVE_WAIT: Duration = Duration::from_secs(1);
@@ -58,6 +75,28 @@ impl PeerHave {
     }
 }
 
+/// One member of a swarm, as another member knows it: `GET /v1/pieces/{id}/peers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownPeer {
+    /// The agent's id at the tracker.
+    pub id: AgentId,
+    /// Where its piece server listens.
+    pub addr: SocketAddr,
+}
+
+/// The answer to `GET /v1/pieces/{id}/peers`: at most [`MAX_PEERS`] members of the swarm.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerList {
+    /// The members known, the answering agent not among them.
+    pub peers: Vec<KnownPeer>,
+}
+
+/// The largest answer of the digests route for a content of `pieces` pieces: 64 hex digits a
+/// digest, the bitfield, and room for the JSON around them.
+pub fn max_digests_bytes(pieces: u32) -> usize {
+    pieces as usize * 66 + 1024
+}
+
 /// Request paths and the server's route patterns, so both are spelled in one place.
 pub mod path {
     use crate::content::ContentId;
@@ -67,6 +106,11 @@ pub mod path {
     /// The route of a content's bitfield.
     pub const HAVE_ROUTE: &str = "/v1/pieces/{content_id}/have";
 
+    /// The route of the peers an agent knows in a content's swarm.
+    pub const PEERS_ROUTE: &str = "/v1/pieces/{content_id}/peers";
+    /// The route of the piece digests an agent learned for a URL swarm.
+    pub const DIGESTS_ROUTE: &str = "/v1/pieces/{content_id}/digests";
+
     /// The path of a content's bytes.
     pub fn pieces(id: &ContentId) -> String {
         format!("/v1/pieces/{id}")
@@ -75,6 +119,16 @@ pub mod path {
     /// The path of a content's bitfield.
     pub fn have(id: &ContentId) -> String {
         format!("/v1/pieces/{id}/have")
+    }
+
+    /// The path of the peers an agent knows in a content's swarm.
+    pub fn peers(id: &ContentId) -> String {
+        format!("/v1/pieces/{id}/peers")
+    }
+
+    /// The path of the piece digests an agent learned for a URL swarm.
+    pub fn digests(id: &ContentId) -> String {
+        format!("/v1/pieces/{id}/digests")
     }
 }
 
@@ -113,5 +167,30 @@ mod tests {
         let route = |pattern: &str| pattern.replace("{content_id}", &hex);
         assert_eq!(route(path::PIECES_ROUTE), path::pieces(&id));
         assert_eq!(route(path::HAVE_ROUTE), path::have(&id));
+        assert_eq!(route(path::PEERS_ROUTE), path::peers(&id));
+        assert_eq!(route(path::DIGESTS_ROUTE), path::digests(&id));
+    }
+
+    #[test]
+    fn peer_lists_keep_their_json_shape_and_fit_their_limit() {
+        let list = PeerList {
+            peers: vec![KnownPeer {
+                id: AgentId::new("a1").unwrap(),
+                addr: "127.0.0.1:7701".parse().unwrap(),
+            }],
+        };
+        let text = serde_json::to_string(&list).unwrap();
+        assert_eq!(text, r#"{"peers":[{"id":"a1","addr":"127.0.0.1:7701"}]}"#);
+        assert_eq!(serde_json::from_str::<PeerList>(&text).unwrap(), list);
+        let longest = KnownPeer {
+            id: AgentId::new("x".repeat(super::super::MAX_AGENT_ID_LEN)).unwrap(),
+            addr: "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
+                .parse()
+                .unwrap(),
+        };
+        let full = PeerList {
+            peers: vec![longest; MAX_PEERS],
+        };
+        assert!(serde_json::to_vec(&full).unwrap().len() <= MAX_PEER_LIST_BYTES);
     }
 }

@@ -1,0 +1,220 @@
+//! The fleet the swarm tests run: a `shoal tracker` and `shoal agent`s as real processes on
+//! loopback, killed on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shoal_core::Manifest;
+use shoal_testkit::sha256_hex;
+
+use crate::common;
+
+pub(crate) const FLEET: &str = "fleet-secret-aaaaaaaaaaaaaaaa";
+pub(crate) const READER: &str = "reader-secret-bbbbbbbbbbbbbb";
+pub(crate) const MIB: usize = 1 << 20;
+
+/// A process killed (SIGKILL) on drop.
+pub(crate) struct Process {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
+    /// An agent's data directory (empty for the tracker).
+    pub(crate) data: PathBuf,
+}
+
+impl Process {
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub(crate) struct Fleet {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) tracker: Process,
+}
+
+impl Fleet {
+    pub(crate) fn start() -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens.toml");
+        std::fs::write(
+            &tokens,
+            format!(
+                "[[token]]\nname = \"fleet\"\nsecret = \"{FLEET}\"\nrole = \"agent\"\n\
+                 [[token]]\nname = \"ops\"\nsecret = \"{READER}\"\nrole = \"admin\"\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("token"), FLEET).unwrap();
+        std::fs::write(dir.path().join("admin-token"), READER).unwrap();
+        let port = common::free_port();
+        let tracker = spawn_tracker(dir.path(), port);
+        Fleet { dir, tracker }
+    }
+
+    /// Starts the tracker again, on its port and `--data`, after [`Process::kill`].
+    pub(crate) fn restart_tracker(&mut self) {
+        self.tracker = spawn_tracker(self.dir.path(), self.tracker.port);
+    }
+
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `shoal agent --id ID` with its own data directory, sharing `share` if given.
+    pub(crate) fn agent(&self, id: &str, share: Option<&Path>, extra: &[&str]) -> Process {
+        let data = self.path(&format!("{id}-data"));
+        let port = common::free_port();
+        let mut cmd = self.agent_command(id, port, &data, &format!("{id}.log"));
+        cmd.args(extra);
+        if let Some(share) = share {
+            cmd.arg("--share").arg(share);
+        }
+        let mut child = cmd.spawn().expect("spawn shoal agent");
+        common::wait_listening(&mut child, port, "shoal agent");
+        // The control socket comes a moment after the piece server's port.
+        let socket = data.join("control.sock");
+        let deadline = Instant::now() + common::DEADLINE;
+        while !socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "{} never appeared",
+                socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Process { child, port, data }
+    }
+
+    /// The command line of `shoal agent --id ID` on `port` with `data`, logging to `log` in
+    /// the fleet's directory.
+    pub(crate) fn agent_command(&self, id: &str, port: u16, data: &Path, log: &str) -> Command {
+        let log = std::fs::File::create(self.path(log)).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+        cmd.args([
+            "agent",
+            "--id",
+            id,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args([
+            "--tracker",
+            &format!("http://127.0.0.1:{}", self.tracker.port),
+        ])
+        .arg("--token-file")
+        .arg(self.path("token"))
+        .arg("--data")
+        .arg(data)
+        .env("RUST_LOG", "shoal_agent=debug,shoal_engine=info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+        cmd
+    }
+
+    /// A directory holding `data` as `name`, to share.
+    pub(crate) fn share(&self, dir: &str, name: &str, data: &[u8]) -> PathBuf {
+        let path = self.path(dir);
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::write(path.join(name), data).unwrap();
+        path
+    }
+
+    /// `shoal get --agent` through `agent`, saving to `out` in the fleet's directory.
+    pub(crate) fn get(&self, agent: &Process, what: &str, out: &str) -> Child {
+        common::get(self.dir.path(), &["--progress", "none", what, "-o", out])
+            .env(
+                "SHOAL_AGENT",
+                format!("unix:{}", agent.data.join("control.sock").display()),
+            )
+            .spawn()
+            .expect("spawn shoal get")
+    }
+
+    /// One request to the tracker as the admin; the status and the body.
+    pub(crate) fn tracker_call(&self, method: &str, path: &str) -> (u16, String) {
+        common::call(self.tracker.port, READER, method, path, "")
+    }
+
+    /// Waits until the tracker lists `holders` complete holders of `content`.
+    pub(crate) fn wait_holders(&self, content: &str, holders: u32) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, body) = self.tracker_call("GET", &format!("/v1/content/{content}"));
+            if status == 200 {
+                let summary: serde_json::Value = serde_json::from_str(&body).unwrap();
+                if summary["complete_holders"].as_u64() >= Some(u64::from(holders)) {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{content} never had {holders} complete holders: {status} {body}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub(crate) fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()
+    }
+
+    pub(crate) fn assert_file(&self, out: &str, data: &[u8]) {
+        assert_eq!(
+            common::sha256_of(&self.path(out)),
+            sha256_hex(data),
+            "{out} differs from the original"
+        );
+    }
+}
+
+/// `shoal tracker` on `port` with its data in `dir`, logging to `dir/tracker.log` (appended
+/// to, so a restart keeps what the first run said).
+pub(crate) fn spawn_tracker(dir: &Path, port: u16) -> Process {
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join("tracker.log"))
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["tracker", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data")
+        .arg(dir.join("tracker"))
+        .arg("--tokens")
+        .arg(dir.join("tokens.toml"))
+        .args(["--lease", "5"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn shoal tracker");
+    common::wait_listening(&mut child, port, "shoal tracker");
+    Process {
+        child,
+        port,
+        data: PathBuf::new(),
+    }
+}
+
+pub(crate) fn content_id(data: &[u8]) -> String {
+    Manifest::of_bytes(data, 1 << 20).unwrap().id().to_string()
+}
+
+pub(crate) fn done(child: Child, fleet: &Fleet, agents: &[&str]) {
+    let run = common::finish(child);
+    if run.code != 0 {
+        for agent in agents {
+            eprintln!("--- {agent}.log\n{}", fleet.log(agent));
+        }
+    }
+    common::assert_code(&run, 0);
+}
