@@ -16,6 +16,8 @@ pub mod peers;
 pub mod piece_size;
 pub mod serve;
 pub mod share;
+#[cfg(test)]
+mod testing;
 pub mod tracker;
 
 pub use agent::{run, AgentError, AgentOptions};

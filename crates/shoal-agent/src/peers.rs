@@ -379,9 +379,7 @@ mod tests {
 
     use super::*;
     use crate::catalog::Entry;
-    use crate::serve::{self, PieceServer, ServeOptions};
-
-    const TOKEN: &str = "fleet-token-for-tests";
+    use crate::testing::{self, TOKEN};
 
     /// A catalog holding a provisional entry of `content` that knows `peers`.
     fn catalog_knowing(content: ContentId, layout: Layout, peers: Vec<KnownPeer>) -> Catalog {
@@ -406,26 +404,9 @@ mod tests {
         // Peer "a" knows "c", which this agent has not heard of.
         let c_addr = SocketAddr::from(([127, 0, 0, 1], 9));
         let a_catalog = catalog_knowing(content, layout, vec![known("c", c_addr)]);
-        let a_server = PieceServer::new(
-            a_catalog,
-            ServeOptions {
-                tokens: vec![TOKEN.into()],
-                ..ServeOptions::default()
-            },
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let a_addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
-        let server_stop = stop.clone();
-        tokio::spawn(serve::run(listener, a_server, async move {
-            server_stop.cancelled().await
-        }));
-        // A port nothing listens on once the listener is dropped.
-        let dead = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let dead = Url::parse(&format!("http://{dead}")).unwrap();
+        let a_addr = testing::serve_pieces(a_catalog, &stop).await;
+        let dead = testing::refusing_url();
 
         let me = catalog_knowing(content, layout, vec![known("a", a_addr)]);
         let (mut peers, task) = follow(

@@ -634,16 +634,7 @@ mod tests {
 
     #[tokio::test]
     async fn failures_and_answers_are_counted_and_unreachable_since_is_kept() {
-        // A port nothing listens on: bind, learn it, close.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let client = TrackerClient::new(
-            Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap(),
-            "t".into(),
-        );
+        let client = TrackerClient::new(crate::testing::refusing_url(), "t".into());
         let id = ContentId::from_bytes([1; 32]);
         assert!(client.manifest(&id).await.unwrap_err().is_unreachable());
         let first = client

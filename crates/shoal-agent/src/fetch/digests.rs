@@ -489,13 +489,10 @@ fn take_digests(
 mod tests {
     use shoal_core::wire::peer::KnownPeer;
     use shoal_core::wire::{SwarmDigests, UrlKey};
-    use url::Url;
 
     use super::*;
     use crate::catalog::Catalog;
-    use crate::serve::{self, PieceServer, ServeOptions};
-
-    const TOKEN: &str = "fleet-token-for-tests";
+    use crate::testing::{self, TOKEN};
 
     fn swarm(layout: Layout) -> SwarmInfo {
         let key = UrlKey {
@@ -540,26 +537,9 @@ mod tests {
         let leader_entry = Entry::provisional(swarm.id, layout, "f".into(), "/nowhere".into());
         leader_entry.learn(1, [7; 32]);
         leader_catalog.insert(Arc::new(leader_entry));
-        let server = PieceServer::new(
-            leader_catalog,
-            ServeOptions {
-                tokens: vec![TOKEN.into()],
-                ..ServeOptions::default()
-            },
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let leader_addr = listener.local_addr().unwrap();
         let cancel = CancellationToken::new();
-        let server_stop = cancel.clone();
-        tokio::spawn(serve::run(listener, server, async move {
-            server_stop.cancelled().await
-        }));
-        // A port nothing listens on once the listener is dropped.
-        let dead = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let dead = Url::parse(&format!("http://{dead}")).unwrap();
+        let leader_addr = testing::serve_pieces(leader_catalog, &cancel).await;
+        let dead = testing::refusing_url();
 
         let entry = Arc::new(Entry::provisional(
             swarm.id,

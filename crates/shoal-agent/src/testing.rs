@@ -1,0 +1,41 @@
+//! What the agent's unit tests share: a piece server on loopback, and a tracker address that
+//! refuses every connection.
+
+use std::net::SocketAddr;
+
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::catalog::Catalog;
+use crate::serve::{self, PieceServer, ServeOptions};
+
+/// The fleet token the tests' piece servers take.
+pub(crate) const TOKEN: &str = "fleet-token-for-tests";
+
+/// Serves `catalog`'s pieces on a loopback port, taking [`TOKEN`], until `stop` fires; its
+/// address.
+pub(crate) async fn serve_pieces(catalog: Catalog, stop: &CancellationToken) -> SocketAddr {
+    let server = PieceServer::new(
+        catalog,
+        ServeOptions {
+            tokens: vec![TOKEN.into()],
+            ..ServeOptions::default()
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = stop.clone();
+    tokio::spawn(serve::run(listener, server, async move {
+        stop.cancelled().await
+    }));
+    addr
+}
+
+/// An address on loopback that nothing listens on: a port bound, learned and closed again.
+pub(crate) fn refusing_url() -> Url {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    Url::parse(&format!("http://{addr}/")).unwrap()
+}
