@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, TcpStream};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use shoal_testkit::{random_bytes, Origin, OriginConfig};
 
@@ -49,11 +49,7 @@ impl Agent {
             .spawn()
             .expect("spawn shoal agent");
         common::wait_listening(&mut child, control, "shoal agent");
-        let deadline = Instant::now() + common::DEADLINE;
-        while !data.join("control.sock").exists() {
-            assert!(Instant::now() < deadline, "no control.sock");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::wait_socket(&data.join("control.sock"));
         Agent {
             child,
             port,

@@ -718,25 +718,6 @@ fn a_tracker_restarted_mid_swarm_is_repopulated_and_the_swarm_completes() {
     let names = ["r1", "r2", "r3"];
     let (fleet, _agents) = url_swarm_through(Outage::Restarted, &names);
     // The restarted tracker heard again from every agent, with what each holds.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, body) = fleet.tracker_call("GET", "/v1/agents");
-        assert_eq!(status, 200, "{body}");
-        let list: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let complete =
-            |name: &str| {
-                list["agents"].as_array().unwrap().iter().any(|a| {
-                    a["id"] == name && a["complete_holdings"].as_u64().is_some_and(|n| n >= 1)
-                })
-            };
-        if names.iter().all(|n| complete(n)) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the restarted tracker does not list every agent's holdings: {body}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_complete_holdings(fleet.tracker.port, READER, &names, "the restarted tracker");
     fleet.wait_holders(&content_id(&random_bytes(8 * MIB, 7)), 3);
 }

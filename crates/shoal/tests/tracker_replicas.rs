@@ -151,16 +151,7 @@ fn start_agent(dir: &Path, id: &str, trackers: &[u16]) -> Agent {
     }
     let mut child = cmd.spawn().expect("spawn shoal agent");
     common::wait_listening(&mut child, port, "shoal agent");
-    let socket = data.join("control.sock");
-    let deadline = Instant::now() + common::DEADLINE;
-    while !socket.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            socket.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_socket(&data.join("control.sock"));
     Agent { child, data, log }
 }
 
@@ -254,24 +245,5 @@ fn agents_given_two_trackers_move_to_the_second_when_the_first_dies() {
     }
 
     // The second tracker knows every agent and what it holds, complete.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, body) = common::call(two.port, ADMIN, "GET", "/v1/agents", "");
-        assert_eq!(status, 200, "{body}");
-        let list: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let complete =
-            |name: &str| {
-                list["agents"].as_array().unwrap().iter().any(|a| {
-                    a["id"] == name && a["complete_holdings"].as_u64().is_some_and(|n| n >= 1)
-                })
-            };
-        if names.iter().all(|n| complete(n)) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the second tracker does not list every agent's holdings: {body}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_complete_holdings(two.port, ADMIN, &names, "the second tracker");
 }

@@ -182,3 +182,41 @@ pub(crate) fn get_range(port: u16, token: &str, path: &str, range: (u64, u64)) -
         .unwrap_or_default();
     (status, body)
 }
+
+/// Waits for an agent's control socket, which comes a moment after its piece server's port.
+pub(crate) fn wait_socket(socket: &Path) {
+    let deadline = Instant::now() + DEADLINE;
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            socket.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until the tracker on `port` (asked with `token`) lists every agent of `names` with a
+/// complete holding; `tracker` names it in the failure.
+pub(crate) fn wait_complete_holdings(port: u16, token: &str, names: &[&str], tracker: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = call(port, token, "GET", "/v1/agents", "");
+        assert_eq!(status, 200, "{body}");
+        let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let complete =
+            |name: &str| {
+                list["agents"].as_array().unwrap().iter().any(|a| {
+                    a["id"] == name && a["complete_holdings"].as_u64().is_some_and(|n| n >= 1)
+                })
+            };
+        if names.iter().all(|n| complete(n)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{tracker} does not list every agent's holdings: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -79,17 +79,7 @@ impl Fleet {
         }
         let mut child = cmd.spawn().expect("spawn shoal agent");
         common::wait_listening(&mut child, port, "shoal agent");
-        // The control socket comes a moment after the piece server's port.
-        let socket = data.join("control.sock");
-        let deadline = Instant::now() + common::DEADLINE;
-        while !socket.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "{} never appeared",
-                socket.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::wait_socket(&data.join("control.sock"));
         Process { child, port, data }
     }
 
