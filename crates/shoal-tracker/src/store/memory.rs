@@ -17,40 +17,18 @@ use shoal_core::wire::{
     AgentId, AgentSummary, AnnounceRequest, ContentSummary, HeartbeatRequest, Holding, LeaseGrant,
     PackedBits, Peer, PeersResponse, MAX_NAME_LEN,
 };
-use shoal_core::{Bitfield, ContentId, Layout};
+use shoal_core::{ContentId, Layout};
 
+mod pieces;
 mod retention;
+
+pub(super) use pieces::Pieces;
 
 use super::evidence::Evidence;
 use super::{
     AgentPage, Caller, ContentSearch, PeerQuery, PeerReport, Registration, StoreError, StoreStats,
     REPORT_HOLD,
 };
-
-/// The pieces one agent holds of one content. Complete holdings, the common case, carry no
-/// bitfield.
-#[derive(Debug, Clone)]
-pub(super) enum Pieces {
-    Complete,
-    Partial(Box<Bitfield>),
-}
-
-impl Pieces {
-    pub(super) fn from_bitfield(field: Bitfield) -> Self {
-        if field.is_full() {
-            Pieces::Complete
-        } else {
-            Pieces::Partial(Box::new(field))
-        }
-    }
-
-    pub(super) fn count(&self, piece_count: u32) -> u32 {
-        match self {
-            Pieces::Complete => piece_count,
-            Pieces::Partial(field) => field.count_ones(),
-        }
-    }
-}
 
 #[derive(Debug)]
 struct Agent {
