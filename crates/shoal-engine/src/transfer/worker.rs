@@ -107,6 +107,26 @@ pub(super) fn spawn(
     }
 }
 
+/// Says that try `tries` failed with `error` and waits `wait` before the next; false when the
+/// connection was cancelled meanwhile.
+async fn pause(
+    shared: &Shared,
+    token: &CancellationToken,
+    tries: u32,
+    error: &FetchError,
+    wait: Duration,
+) -> bool {
+    let _ = shared.t.events.send(Event::Retry {
+        attempt: tries,
+        reason: error.describe(),
+        after: wait,
+    });
+    tokio::select! {
+        _ = token.cancelled() => false,
+        _ = tokio::time::sleep(wait) => true,
+    }
+}
+
 enum Streamed {
     /// The range is done; ask for more work.
     Finished,
@@ -234,14 +254,8 @@ async fn worker(
                 shared.give_back(id);
                 let wait = outage.next(error.slow_down().flatten());
                 debug!(connection = id, tries, ?wait, error = %error.describe(), url = %source.shown_url(), "source down; waiting for it");
-                let _ = shared.t.events.send(Event::Retry {
-                    attempt: tries,
-                    reason: error.describe(),
-                    after: wait,
-                });
-                tokio::select! {
-                    _ = token.cancelled() => break,
-                    _ = tokio::time::sleep(wait) => {}
+                if !pause(&shared, &token, tries, &error, wait).await {
+                    break;
                 }
                 continue;
             }
@@ -259,14 +273,8 @@ async fn worker(
         }
         let wait = backoff.next(hint.flatten());
         debug!(connection = id, tries, ?wait, error = %error.describe(), url = %source.shown_url(), "retrying");
-        let _ = shared.t.events.send(Event::Retry {
-            attempt: tries,
-            reason: error.describe(),
-            after: wait,
-        });
-        tokio::select! {
-            _ = token.cancelled() => break,
-            _ = tokio::time::sleep(wait) => {}
+        if !pause(&shared, &token, tries, &error, wait).await {
+            break;
         }
     }
     shared.give_back(id);
