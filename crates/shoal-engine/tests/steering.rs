@@ -38,7 +38,7 @@ fn lowered(events: &[Event]) -> Option<u32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_that_share_one_bottleneck_are_closed() {
     // The bottleneck is the download's own rate limit: however many connections, 2 MiB/s.
-    let content = random_bytes(24 * MIB, 60);
+    let content = random_bytes(32 * MIB, 60);
     let origin = Origin::start(OriginConfig {
         content: content.clone(),
         ..OriginConfig::default()
