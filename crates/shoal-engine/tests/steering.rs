@@ -74,6 +74,8 @@ async fn connections_capped_one_by_one_are_all_kept_and_nothing_is_fetched_twice
         sha256_hex(&content)
     );
     assert_eq!(lowered(&events), None, "every connection added throughput");
+    let most = origin.most_at_once();
+    assert!(most >= 8, "eight connections read at once, not {most}");
     // The paused half read on after the trial: beyond the file, only what stealing costs.
     let sent = origin.bytes_sent();
     assert!(sent <= content.len() as u64 + 8 * 256 * 1024, "sent {sent}");

@@ -294,6 +294,12 @@ impl Origin {
         self.shared.connections.load(Ordering::Relaxed)
     }
 
+    /// The most requests that were ever being answered at once, on any connections: a client
+    /// that keeps one request open at a time sees 1 even if its pool opened a second connection.
+    pub fn most_at_once(&self) -> u64 {
+        self.shared.most_answering.load(Ordering::SeqCst)
+    }
+
     /// Replaces the file; the `ETag` and `Last-Modified` change with it.
     pub fn set_content(&self, body: Bytes) {
         self.shared.state().replace_file(body);
@@ -401,6 +407,7 @@ async fn serve<C: http1::Conn>(mut conn: C, connection: u64, shared: &Shared) {
             Ok(Some(request)) => request,
             Ok(None) | Err(_) => return,
         };
+        let _answering = Answering::start(shared);
         let (response, sent) = shared.respond(connection, &request);
         let counters = http1::Counters {
             request: &sent,
@@ -419,7 +426,27 @@ struct Shared {
     base: String,
     bytes_sent: AtomicU64,
     connections: AtomicU64,
+    /// Requests read whose response is not written yet, and the most there ever were.
+    answering: AtomicU64,
+    most_answering: AtomicU64,
     state: Mutex<State>,
+}
+
+/// One request being answered, from its head read to its response's last byte written.
+struct Answering<'a>(&'a Shared);
+
+impl<'a> Answering<'a> {
+    fn start(shared: &'a Shared) -> Self {
+        let now = shared.answering.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.most_answering.fetch_max(now, Ordering::SeqCst);
+        Self(shared)
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.0.answering.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Everything a response decision reads or changes, under one lock so that the request log's
@@ -470,6 +497,8 @@ impl Shared {
             base,
             bytes_sent: AtomicU64::new(0),
             connections: AtomicU64::new(0),
+            answering: AtomicU64::new(0),
+            most_answering: AtomicU64::new(0),
             state: Mutex::new(State {
                 file,
                 log: Vec::new(),
