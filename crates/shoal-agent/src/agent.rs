@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shoal_core::wire::AgentId;
+use shoal_core::wire::{AgentId, Scheme};
+use shoal_serve::ServerTls;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -76,6 +77,10 @@ pub struct AgentOptions {
     pub rescan_every: Duration,
     /// The control API's TCP door and its token file, besides the Unix socket.
     pub control: ControlOptions,
+    /// Serve the piece server and the control API's TCP door over HTTPS only, with this
+    /// certificate (`--tls-cert`, `--tls-key`); peers are told to use HTTPS. The CAs this agent
+    /// trusts (`--ca`) are in [`FetchOptions::http`] and the tracker client.
+    pub tls: Option<ServerTls>,
 }
 
 /// The control API's doors besides its Unix socket, `control.sock` in the data directory.
@@ -174,6 +179,11 @@ pub async fn run(
         let identity = Identity {
             id: options.id.clone(),
             addr: options.advertise,
+            scheme: if options.tls.is_some() {
+                Scheme::Https
+            } else {
+                Scheme::Http
+            },
             upload_capacity: options.serve.upload_limit.unwrap_or(0),
         };
         let announcer = Announcer::new(tracker, identity, catalog.clone(), server.clone());
@@ -212,17 +222,19 @@ pub async fn run(
         if let Ok(addr) = listener.local_addr() {
             info!(%addr, "control API listening, with its token");
         }
-        shoal_serve::serve(
+        shoal_serve::serve_tls(
             listener,
             control_app(Door::Tcp { token }),
             options.serve.limits.clone(),
+            options.tls.clone(),
             closing.clone().cancelled_owned(),
         )
     });
-    let pieces = shoal_serve::serve(
+    let pieces = shoal_serve::serve_tls(
         listener,
         serve::app(server.clone()).merge(metrics::app(observed)),
         options.serve.limits.clone(),
+        options.tls.clone(),
         closing.clone().cancelled_owned(),
     );
     let (served, socket_served, tcp_served) = tokio::join!(pieces, control_socket, async move {

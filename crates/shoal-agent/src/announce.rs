@@ -13,7 +13,9 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use shoal_core::wire::{AgentId, AnnounceRequest, HeartbeatRequest, PieceDelta, RegisterRequest};
+use shoal_core::wire::{
+    AgentId, AnnounceRequest, HeartbeatRequest, PieceDelta, RegisterRequest, Scheme,
+};
 use shoal_core::{ContentId, PieceIndex};
 use thiserror::Error;
 use tokio::time::Instant;
@@ -36,6 +38,8 @@ pub struct Identity {
     pub id: AgentId,
     /// Where peers reach the piece server.
     pub addr: SocketAddr,
+    /// Whether the piece server speaks HTTPS.
+    pub scheme: Scheme,
     /// `--upload-limit` in bytes per second, 0 when unlimited.
     pub upload_capacity: u64,
 }
@@ -211,6 +215,7 @@ impl Announcer {
         }
         let body = RegisterRequest {
             addr: self.identity.addr,
+            scheme: self.identity.scheme,
             upload_capacity: self.identity.upload_capacity,
             holdings: self.catalog.entries().iter().map(|e| e.holding()).collect(),
         };

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use shoal_core::manifest::PieceDigest;
 use shoal_core::wire::peer::{KnownPeer, MAX_PEERS};
-use shoal_core::wire::{AgentId, Holding, PackedBits, SwarmDigests};
+use shoal_core::wire::{AgentId, Holding, PackedBits, Scheme, SwarmDigests};
 use shoal_core::{Bitfield, ByteRange, ContentId, Layout, Manifest, PieceIndex};
 use tokio::sync::watch;
 
@@ -48,7 +48,7 @@ pub struct Entry {
     count: watch::Sender<u32>,
     /// The other members of this content's swarm this agent knows (at most [`MAX_PEERS`]),
     /// told to peers that ask while the tracker is down.
-    peers: Mutex<BTreeMap<AgentId, SocketAddr>>,
+    peers: Mutex<BTreeMap<AgentId, (SocketAddr, Scheme)>>,
     /// The piece digests learned for a URL swarm (by its leader from the origin, by a
     /// follower from the leader), told to peers that ask while the tracker is down.
     digests: Mutex<BTreeMap<u32, PieceDigest>>,
@@ -207,7 +207,7 @@ impl Entry {
         let mut known = self.peers.lock().expect("peers lock");
         for peer in peers {
             if known.len() < MAX_PEERS || known.contains_key(&peer.id) {
-                known.insert(peer.id, peer.addr);
+                known.insert(peer.id, (peer.addr, peer.scheme));
             }
         }
     }
@@ -217,16 +217,23 @@ impl Entry {
         let known = self.peers.lock().expect("peers lock");
         known
             .iter()
-            .map(|(id, addr)| KnownPeer {
+            .map(|(id, &(addr, scheme))| KnownPeer {
                 id: id.clone(),
-                addr: *addr,
+                addr,
+                scheme,
             })
             .collect()
     }
 
     /// Where the member `id` of this content's swarm listens, if known.
-    pub fn peer(&self, id: &AgentId) -> Option<SocketAddr> {
-        self.peers.lock().expect("peers lock").get(id).copied()
+    pub fn peer(&self, id: &AgentId) -> Option<KnownPeer> {
+        let known = self.peers.lock().expect("peers lock");
+        let &(addr, scheme) = known.get(id)?;
+        Some(KnownPeer {
+            id: id.clone(),
+            addr,
+            scheme,
+        })
     }
 
     /// Records the digest of a piece of a URL swarm; pieces past the layout are ignored.
@@ -432,13 +439,14 @@ mod tests {
         let peer = |i: usize, port: u16| KnownPeer {
             id: AgentId::new(format!("p{i:03}")).unwrap(),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            scheme: Scheme::Https,
         };
         e.meet((0..MAX_PEERS + 5).map(|i| peer(i, 1000)));
         assert_eq!(e.peers().len(), MAX_PEERS);
         assert_eq!(e.peer(&peer(MAX_PEERS, 1).id), None, "past the limit");
         // A known peer's new address replaces the old one, even when full.
         e.meet([peer(0, 2000)]);
-        assert_eq!(e.peer(&peer(0, 1).id), Some(peer(0, 2000).addr));
+        assert_eq!(e.peer(&peer(0, 1).id), Some(peer(0, 2000)));
 
         e.learn(2, [9; 32]);
         e.learn(7, [8; 32]);

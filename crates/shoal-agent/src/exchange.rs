@@ -3,43 +3,44 @@
 //! answers are the peer protocol's exchange routes (`shoal_core::wire::peer`); answers are
 //! read up to their size limit and no further.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use shoal_core::manifest::PieceDigest;
-use shoal_core::wire::peer::{self, PeerList, MAX_PEER_LIST_BYTES};
+use shoal_core::wire::peer::{self, KnownPeer, PeerList, MAX_PEER_LIST_BYTES};
 use shoal_core::wire::SwarmDigests;
 use shoal_core::ContentId;
+use shoal_engine::ca::{self, ExtraRoots};
 use thiserror::Error;
 
 /// Why a peer could not tell what it knows.
 #[derive(Debug, Error)]
 pub(crate) enum ExchangeError {
     /// The request failed, or the peer refused it.
-    #[error("asking the peer at {addr} for {what}: {detail}")]
+    #[error("asking the peer at {at} for {what}: {detail}")]
     Failed {
-        addr: SocketAddr,
+        at: String,
         what: &'static str,
         detail: String,
     },
     /// The answer is longer than the route's limit.
-    #[error("the peer at {addr} sent more than {limit} bytes of {what}")]
+    #[error("the peer at {at} sent more than {limit} bytes of {what}")]
     TooLarge {
-        addr: SocketAddr,
+        at: String,
         what: &'static str,
         limit: usize,
     },
     /// The answer does not parse, or does not fit the content.
-    #[error("the peer at {addr} sent unusable {what}: {detail}")]
+    #[error("the peer at {at} sent unusable {what}: {detail}")]
     Unusable {
-        addr: SocketAddr,
+        at: String,
         what: &'static str,
         detail: String,
     },
 }
 
-/// Asks peers' exchange routes with the fleet token; cheap to clone.
+/// Asks peers' exchange routes with the fleet token, over HTTPS to a peer that serves it;
+/// cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Exchange {
     http: reqwest::Client,
@@ -47,24 +48,25 @@ pub(crate) struct Exchange {
 }
 
 impl Exchange {
-    pub(crate) fn new(token: String) -> Self {
-        let http = reqwest::Client::builder()
+    /// An exchange sending `token`, trusting `roots` besides the system's CAs.
+    pub(crate) fn new(token: String, roots: Option<&ExtraRoots>) -> Self {
+        let http = ca::trusting(reqwest::Client::builder(), roots)
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(10))
             .no_proxy()
             .build()
-            .expect("a client without TLS settings builds");
+            .expect("a client of certificates already parsed builds");
         Self { http, token }
     }
 
-    /// The members of `content`'s swarm the peer at `addr` knows.
+    /// The members of `content`'s swarm `known` knows.
     pub(crate) async fn peers(
         &self,
-        addr: SocketAddr,
+        known: &KnownPeer,
         content: &ContentId,
     ) -> Result<PeerList, ExchangeError> {
         self.get(
-            addr,
+            known,
             &peer::path::peers(content),
             "peers",
             MAX_PEER_LIST_BYTES,
@@ -72,21 +74,21 @@ impl Exchange {
         .await
     }
 
-    /// The piece digests of a swarm of `pieces` pieces the peer at `addr` learned.
+    /// The piece digests of a swarm of `pieces` pieces `known` learned.
     pub(crate) async fn digests(
         &self,
-        addr: SocketAddr,
+        known: &KnownPeer,
         content: &ContentId,
         pieces: u32,
     ) -> Result<Vec<Option<PieceDigest>>, ExchangeError> {
         let limit = peer::max_digests_bytes(pieces);
         let answer: SwarmDigests = self
-            .get(addr, &peer::path::digests(content), "digests", limit)
+            .get(known, &peer::path::digests(content), "digests", limit)
             .await?;
         answer
             .to_digests(pieces)
             .map_err(|e| ExchangeError::Unusable {
-                addr,
+                at: known.scheme.base(known.addr),
                 what: "digests",
                 detail: e.to_string(),
             })
@@ -94,15 +96,20 @@ impl Exchange {
 
     async fn get<T: DeserializeOwned>(
         &self,
-        addr: SocketAddr,
+        known: &KnownPeer,
         path: &str,
         what: &'static str,
         limit: usize,
     ) -> Result<T, ExchangeError> {
-        let failed = |detail: String| ExchangeError::Failed { addr, what, detail };
+        let at = known.scheme.base(known.addr);
+        let failed = |detail: String| ExchangeError::Failed {
+            at: at.clone(),
+            what,
+            detail,
+        };
         let mut response = self
             .http
-            .get(format!("http://{addr}{path}"))
+            .get(format!("{at}{path}"))
             .bearer_auth(&self.token)
             .send()
             .await
@@ -116,12 +123,12 @@ impl Exchange {
             .map_err(|e| failed(shoal_core::chain::chain(&e)))?
         {
             if body.len() + chunk.len() > limit {
-                return Err(ExchangeError::TooLarge { addr, what, limit });
+                return Err(ExchangeError::TooLarge { at, what, limit });
             }
             body.extend_from_slice(&chunk);
         }
         serde_json::from_slice(&body).map_err(|e| ExchangeError::Unusable {
-            addr,
+            at,
             what,
             detail: e.to_string(),
         })

@@ -8,7 +8,6 @@
 //! peer known is kept in the content's catalog entry, for other agents that ask this one.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,6 +15,7 @@ use std::time::Duration;
 use shoal_core::wire::peer::{self, HaveQuery, KnownPeer, PeerHave};
 use shoal_core::wire::{AgentId, PeersQuery};
 use shoal_core::{Bitfield, ContentId, Layout};
+use shoal_engine::ca::{self, ExtraRoots};
 use shoal_engine::{CancellationToken, PeerSource};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -52,6 +52,8 @@ pub struct Watch {
     pub leader: Option<watch::Receiver<AgentId>>,
     /// The fleet token peers want.
     pub token: String,
+    /// CAs trusted besides the system's, for peers that serve HTTPS.
+    pub ca: Option<ExtraRoots>,
     /// Where the content's entry records the peers known, for peers that ask this agent.
     pub catalog: Catalog,
 }
@@ -68,13 +70,13 @@ pub async fn follow(
         known: Mutex::default(),
         polled: Mutex::default(),
         tx,
-        http: reqwest::Client::builder()
+        http: ca::trusting(reqwest::Client::builder(), watch.ca.as_ref())
             .connect_timeout(Duration::from_secs(3))
             .timeout(peer::HAVE_WAIT + Duration::from_secs(5))
             .no_proxy()
             .build()
-            .expect("a client without TLS settings builds"),
-        exchange: Exchange::new(watch.token.clone()),
+            .expect("a client of certificates already parsed builds"),
+        exchange: Exchange::new(watch.token.clone(), watch.ca.as_ref()),
         asked: AtomicUsize::new(0),
         exchanged: Mutex::default(),
         watch,
@@ -161,10 +163,10 @@ impl Book {
         }
         let first = self.asked.fetch_add(EXCHANGE_WITH, Ordering::Relaxed);
         let asked = (0..EXCHANGE_WITH.min(members.len()))
-            .map(|i| members[(first + i) % members.len()].addr);
+            .map(|i| &members[(first + i) % members.len()]);
         let mut found = Vec::new();
-        for addr in asked {
-            match self.exchange.peers(addr, &self.watch.content).await {
+        for known in asked {
+            match self.exchange.peers(known, &self.watch.content).await {
                 Ok(list) => found.extend(list.peers),
                 Err(e) => debug!(content = %self.watch.content, "{e}"),
             }
@@ -177,7 +179,7 @@ impl Book {
                 .filter(|p| p.id != self.watch.me && !known.contains_key(p.id.as_str()))
                 .filter_map(|p| {
                     // Nothing is known of what it holds until its bitfield is asked.
-                    let source = source(&self.watch, &p.id, p.addr, Some(Bitfield::new(pieces)))?;
+                    let source = source(&self.watch, &p, Some(Bitfield::new(pieces)))?;
                     Some((p, source))
                 })
                 .collect()
@@ -318,15 +320,13 @@ async fn poll(book: Arc<Book>, name: String, pieces_url: Url) {
     }
 }
 
-/// A peer at `addr` as a source of `watch.content`'s pieces `have` (`None`: all of them).
-fn source(
-    watch: &Watch,
-    id: &AgentId,
-    addr: SocketAddr,
-    have: Option<Bitfield>,
-) -> Option<PeerSource> {
+/// `known` as a source of `watch.content`'s pieces `have` (`None`: all of them), over HTTPS
+/// when it serves that.
+fn source(watch: &Watch, known: &KnownPeer, have: Option<Bitfield>) -> Option<PeerSource> {
+    let id = &known.id;
     let url = Url::parse(&format!(
-        "http://{addr}{}",
+        "{}{}",
+        known.scheme.base(known.addr),
         peer::path::pieces(&watch.content)
     ))
     .ok()?;
@@ -359,23 +359,24 @@ async fn peers_of(
                 Some(bits) => Some(bits.to_bitfield(pieces).ok()?),
                 None => None,
             };
-            let source = source(watch, &p.id, p.addr, have)?;
-            Some((
-                KnownPeer {
-                    id: p.id,
-                    addr: p.addr,
-                },
-                source,
-            ))
+            let known = KnownPeer {
+                id: p.id,
+                addr: p.addr,
+                scheme: p.scheme,
+            };
+            let source = source(watch, &known, have)?;
+            Some((known, source))
         })
         .collect())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
     use std::sync::Arc;
 
     use shoal_core::wire::peer::KnownPeer;
+    use shoal_core::wire::Scheme;
 
     use super::*;
     use crate::catalog::Entry;
@@ -394,6 +395,7 @@ mod tests {
         KnownPeer {
             id: AgentId::new(id).unwrap(),
             addr,
+            scheme: Scheme::Http,
         }
     }
 
@@ -417,6 +419,7 @@ mod tests {
                 layout,
                 leader: None,
                 token: TOKEN.into(),
+                ca: None,
                 catalog: me.clone(),
             },
             stop.clone(),
@@ -435,7 +438,10 @@ mod tests {
         assert_eq!(c.have.as_ref().map(Bitfield::count_ones), Some(0));
         // And this agent now tells others of it too.
         let entry = me.get(&content).unwrap();
-        assert_eq!(entry.peer(&AgentId::new("c").unwrap()), Some(c_addr));
+        assert_eq!(
+            entry.peer(&AgentId::new("c").unwrap()).map(|p| p.addr),
+            Some(c_addr)
+        );
         stop.cancel();
         task.await.unwrap();
     }

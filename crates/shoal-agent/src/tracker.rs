@@ -25,6 +25,7 @@ use shoal_core::wire::{
     UrlReportRequest,
 };
 use shoal_core::{ContentId, Manifest};
+use shoal_engine::ca::{self, ExtraRoots};
 use thiserror::Error;
 use url::Url;
 
@@ -150,20 +151,26 @@ impl TrackerClient {
     /// A client for the one tracker at `base` (its `/v1` API under it) that sends `token` as
     /// its bearer token; 5 s to connect and 30 s per request.
     pub fn new(base: Url, token: String) -> Self {
-        Self::with_replicas(base, Vec::new(), token)
+        Self::with_replicas(base, Vec::new(), token, None)
     }
 
     /// A client like [`TrackerClient::new`] of the tracker at `first`, moving on to each of
-    /// `others` in turn when the current one is unreachable.
-    pub fn with_replicas(first: Url, others: Vec<Url>, token: String) -> Self {
+    /// `others` in turn when the current one is unreachable; an `https` tracker's certificate
+    /// may be signed by one of `roots` (`--ca`) as well as by a CA the system trusts.
+    pub fn with_replicas(
+        first: Url,
+        others: Vec<Url>,
+        token: String,
+        roots: Option<&ExtraRoots>,
+    ) -> Self {
         // Only one provider is compiled in; a second install attempt fails harmlessly.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        let http = ca::trusting(reqwest::Client::builder(), roots)
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .user_agent(concat!("shoal-agent/", env!("CARGO_PKG_VERSION")))
             .build()
-            .expect("a client without TLS settings builds");
+            .expect("a client of certificates already parsed builds");
         let bases: Vec<Url> = std::iter::once(first).chain(others).collect();
         Self {
             bases: bases.into(),
@@ -607,8 +614,17 @@ fn route_of(target: &str) -> String {
     segments.join("/")
 }
 
+/// A transport error's causes; for a certificate no trusted CA signed, also what cures it.
 fn describe(error: &reqwest::Error) -> String {
-    shoal_core::chain::chain(error)
+    let chain = shoal_core::chain::chain(error);
+    if ca::is_untrusted_certificate(error) {
+        format!(
+            "its certificate is not signed by a trusted CA ({chain}); pass --ca FILE with the \
+             CA that signed it"
+        )
+    } else {
+        chain
+    }
 }
 
 #[cfg(test)]

@@ -41,6 +41,16 @@ pub enum FetchError {
         #[source]
         cause: Cause,
     },
+    /// The server's certificate is not signed by a CA this client trusts.
+    #[error(
+        "the server's certificate is not signed by a trusted CA{cause}; pass --ca FILE with \
+         the CA that signed it"
+    )]
+    Untrusted {
+        /// The transport's error, credentials redacted from its URL.
+        #[source]
+        cause: Cause,
+    },
     /// The connection failed: reset, timed out, cut short.
     #[error("{what}{cause}")]
     Transport {
@@ -130,7 +140,7 @@ impl FetchError {
                     && *status != StatusCode::TOO_MANY_REQUESTS
                     && *status != StatusCode::REQUEST_TIMEOUT
             }
-            FetchError::Changed => true,
+            FetchError::Changed | FetchError::Untrusted { .. } => true,
             _ => false,
         }
     }
@@ -150,6 +160,7 @@ impl FetchError {
                     || *status == StatusCode::REQUEST_TIMEOUT
             }
             FetchError::Protocol(_)
+            | FetchError::Untrusted { .. }
             | FetchError::Unserved(_)
             | FetchError::Changed
             | FetchError::TooManyRedirects => false,
@@ -184,7 +195,11 @@ pub(crate) fn transport_error(error: reqwest::Error) -> FetchError {
     } else {
         Some(TransportFailure::RequestFailed)
     };
+    let untrusted = crate::ca::is_untrusted_certificate(&error);
     let cause = Cause(Arc::new(error.without_url()));
+    if untrusted {
+        return FetchError::Untrusted { cause };
+    }
     match what {
         None => FetchError::Connect { cause },
         Some(what) => FetchError::Transport { what, cause },
@@ -199,7 +214,7 @@ pub(crate) fn client(options: &HttpOptions) -> Result<HttpClient, FetchError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut headers = options.headers.clone();
     let sensitive = HttpClient::split_sensitive(&mut headers);
-    let client = Client::builder()
+    let client = crate::ca::trusting(Client::builder(), options.ca.as_ref())
         .http1_only()
         .redirect(redirect::Policy::none())
         .user_agent(options.user_agent.clone())

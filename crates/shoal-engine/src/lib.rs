@@ -5,6 +5,7 @@
 //! Every place bytes can come from is a source answering "bytes A..B"; multi-connection,
 //! mirrors and peers are the same scheduler loop with different sources.
 
+pub mod ca;
 mod checkpoint;
 mod download;
 pub mod error;

@@ -12,6 +12,7 @@ use tokio::sync::{watch, Notify};
 
 use shoal_core::checksum::PieceHashes;
 
+use crate::ca::ExtraRoots;
 use crate::naming::Claims;
 use crate::tally::Tally;
 use thiserror::Error;
@@ -204,6 +205,8 @@ pub struct HttpOptions {
     pub user_agent: String,
     /// Accept certificates that do not verify (`--insecure`).
     pub insecure: bool,
+    /// CAs trusted besides the system's (`--ca`).
+    pub ca: Option<ExtraRoots>,
     /// How long a TCP and TLS connect may take before it counts as a failed try; 15 s by default.
     pub connect_timeout: Duration,
 }
@@ -215,6 +218,7 @@ impl Default for HttpOptions {
             location_trusted: false,
             user_agent: concat!("shoal/", env!("CARGO_PKG_VERSION")).to_string(),
             insecure: false,
+            ca: None,
             connect_timeout: Duration::from_secs(15),
         }
     }

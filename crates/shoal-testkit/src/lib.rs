@@ -13,6 +13,8 @@
 //!   against the server users actually run.
 //! - [`Redis`]: a real `redis-server` (Debian `redis-server`) on a free loopback port, without
 //!   persistence, that a test can stop and start again.
+//! - [`TestCa`]: a private certificate authority and the server certificates it signs, for
+//!   tests of TLS between shoal's own processes.
 //! - [`random_bytes`] and [`sha256_hex`]: deterministic content and its digest.
 
 mod http1;
@@ -27,6 +29,7 @@ pub use nginx::{Nginx, NginxConfig};
 pub use origin::{Origin, OriginConfig, RequestRecord};
 pub use peer::{Peer, PeerConfig};
 pub use redis::Redis;
+pub use tls::{ServerFiles, TestCa};
 
 use bytes::Bytes;
 

@@ -125,6 +125,7 @@ async fn register<S: Store>(
     let reg = Registration {
         id,
         addr: body.addr,
+        scheme: body.scheme,
         upload_capacity: body.upload_capacity,
         holdings: body.holdings,
     };

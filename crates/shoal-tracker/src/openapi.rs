@@ -74,6 +74,7 @@ fn schemas() -> Value {
             "pieces": {"$ref": "#/components/schemas/Bits"}}},
         "RegisterRequest": {"type": "object", "required": ["addr"], "properties": {
             "addr": {"type": "string", "example": "10.0.0.5:7701"},
+            "scheme": {"type": "string", "enum": ["http", "https"], "default": "http", "description": "Whether the piece server speaks HTTPS; absent: http."},
             "upload_capacity": {"type": "integer", "format": "uint64"},
             "holdings": {"type": "array", "items": {"$ref": "#/components/schemas/Holding"}}}},
         "HeartbeatRequest": {"type": "object", "properties": {"load": {"type": "integer", "format": "uint32"}}},
@@ -86,6 +87,7 @@ fn schemas() -> Value {
         "LeaseGrant": {"type": "object", "required": ["lease_ms"], "properties": {"lease_ms": {"type": "integer"}}},
         "Peer": {"type": "object", "required": ["id", "addr", "upload_capacity", "load", "complete"], "properties": {
             "id": {"type": "string"}, "addr": {"type": "string"},
+            "scheme": {"type": "string", "enum": ["http", "https"], "default": "http", "description": "Whether the piece server speaks HTTPS; absent: http."},
             "upload_capacity": {"type": "integer"}, "load": {"type": "integer"},
             "complete": {"type": "boolean"}, "pieces": {"$ref": "#/components/schemas/Bits"}}},
         "PeersResponse": {"type": "object", "required": ["content", "layout", "peers"], "properties": {
@@ -100,6 +102,7 @@ fn schemas() -> Value {
             "contents": {"type": "array", "items": {"$ref": "#/components/schemas/ContentSummary"}}}},
         "AgentSummary": {"type": "object", "required": ["id", "addr", "upload_capacity", "load", "holdings", "complete_holdings", "lease_remaining_ms"], "properties": {
             "id": {"type": "string"}, "addr": {"type": "string"}, "upload_capacity": {"type": "integer"},
+            "scheme": {"type": "string", "enum": ["http", "https"], "default": "http", "description": "Whether the piece server speaks HTTPS; absent: http."},
             "load": {"type": "integer"}, "holdings": {"type": "integer"},
             "complete_holdings": {"type": "integer"}, "lease_remaining_ms": {"type": "integer"}}},
         "AgentList": {"type": "object", "required": ["agents"], "properties": {

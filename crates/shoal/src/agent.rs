@@ -15,7 +15,9 @@ use shoal_agent::share::Symlinks;
 use shoal_agent::tracker::TrackerClient;
 use shoal_agent::AgentOptions;
 use shoal_core::wire::AgentId;
-use shoal_engine::{parse_bytes, Connections, Rate};
+use shoal_engine::ca::ExtraRoots;
+use shoal_engine::{parse_bytes, Connections, HttpOptions, Rate};
+use shoal_agent::ServerTls;
 use tracing::level_filters::LevelFilter;
 use url::Url;
 
@@ -100,6 +102,21 @@ pub(crate) struct AgentArgs {
     /// download fails, naming what is missing, only once nothing arrived for this long
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = crate::get::parse_wait)]
     max_wait: Duration,
+
+    /// Serve pieces (and --control-listen) over HTTPS only, with this PEM certificate chain
+    /// (leaf first); peers are told to use HTTPS, so the peer token never crosses the network
+    /// in clear text
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// PEM file of CA certificates to trust besides the system's, for an https tracker, peers
+    /// and origins whose certificates a private CA signs
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
 }
 
 fn parse_rate(text: &str) -> Result<Rate, String> {
@@ -182,12 +199,25 @@ fn options(args: AgentArgs) -> anyhow::Result<(AgentOptions, SocketAddr)> {
         ),
     };
     let upload_limit = args.upload_limit.map(|r| r.bytes_per_sec());
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(ServerTls::from_pem_files(cert, key)?),
+        (None, None) => None,
+        // Possible when the config file gives one of them.
+        _ => anyhow::bail!("--tls-cert and --tls-key go together: give both, or neither"),
+    };
+    let ca = args
+        .ca
+        .as_deref()
+        .map(ExtraRoots::from_pem_file)
+        .transpose()?;
     let mut trackers = args.tracker.into_iter();
     let options = AgentOptions {
         id,
         tracker: trackers
             .next()
-            .map(|first| TrackerClient::with_replicas(first, trackers.collect(), token.clone())),
+            .map(|first| {
+                TrackerClient::with_replicas(first, trackers.collect(), token.clone(), ca.as_ref())
+            }),
         share: args.share,
         symlinks: if args.follow_symlinks {
             Symlinks::Follow
@@ -207,6 +237,10 @@ fn options(args: AgentArgs) -> anyhow::Result<(AgentOptions, SocketAddr)> {
             per_peer: args.per_peer,
             connections: args.connections,
             max_wait: args.max_wait,
+            http: HttpOptions {
+                ca,
+                ..HttpOptions::default()
+            },
             ..FetchOptions::default()
         },
         cache_size: args.cache_size,
@@ -215,6 +249,7 @@ fn options(args: AgentArgs) -> anyhow::Result<(AgentOptions, SocketAddr)> {
             listen: args.control_listen,
             token_file: args.control_token_file,
         },
+        tls,
     };
     Ok((options, args.listen))
 }

@@ -12,6 +12,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use shoal_agent::control::AgentLocation;
 use shoal_core::redact::redacted;
 use shoal_core::{Checksum, ContentId};
+use shoal_engine::ca::ExtraRoots;
 use shoal_engine::{
     naming::Claims, parse_bytes, CancellationToken, Connections, DownloadOptions, ErrorKind,
     Existing, HttpOptions, MinSplit, Output, Rate, Resume,
@@ -108,6 +109,11 @@ pub(crate) struct GetArgs {
     /// Accept TLS certificates that do not verify
     #[arg(short = 'k', long)]
     insecure: bool,
+
+    /// PEM file of CA certificates to trust besides the system's, for origins, mirrors and an
+    /// https:// --agent whose certificates a private CA signs
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
 
     /// Replace an existing output file once the new one is complete
     #[arg(long)]
@@ -350,10 +356,15 @@ impl GetArgs {
         let input = self.input()?;
         let headers = parse_headers(&self.headers)
             .map_err(|msg| usage_error(ClapErrorKind::InvalidValue, msg))?;
+        let ca = (self.ca.as_deref())
+            .map(ExtraRoots::from_pem_file)
+            .transpose()
+            .map_err(|e| usage_error(ClapErrorKind::InvalidValue, format!("--ca {e}")))?;
         let mut http = HttpOptions {
             headers,
             location_trusted: self.location_trusted,
             insecure: self.insecure,
+            ca,
             connect_timeout: self.connect_timeout,
             ..HttpOptions::default()
         };

@@ -8,6 +8,7 @@ use clap::Args;
 use indicatif::BinaryBytes;
 use shoal_agent::tracker::TrackerClient;
 use shoal_core::wire::ContentQuery;
+use shoal_engine::ca::ExtraRoots;
 use tracing::level_filters::LevelFilter;
 use url::Url;
 
@@ -30,6 +31,11 @@ pub(crate) struct LsArgs {
     /// At most this many contents
     #[arg(long, value_name = "N", default_value = "100")]
     limit: u32,
+
+    /// PEM file of CA certificates to trust besides the system's, for an https tracker whose
+    /// certificate a private CA signs
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
 }
 
 pub(crate) async fn run(args: LsArgs, log: logging::Options) -> ExitCode {
@@ -46,7 +52,13 @@ pub(crate) async fn run(args: LsArgs, log: logging::Options) -> ExitCode {
 async fn list(args: LsArgs) -> anyhow::Result<()> {
     let token = std::fs::read_to_string(&args.token_file)
         .with_context(|| format!("reading the token file {}", args.token_file.display()))?;
-    let tracker = TrackerClient::new(args.tracker, token.trim().to_string());
+    let ca = args
+        .ca
+        .as_deref()
+        .map(ExtraRoots::from_pem_file)
+        .transpose()?;
+    let token = token.trim().to_string();
+    let tracker = TrackerClient::with_replicas(args.tracker, Vec::new(), token, ca.as_ref());
     let found = tracker
         .search(&ContentQuery {
             name: args.name,

@@ -398,8 +398,8 @@ impl LeaderAsk {
         id: &ContentId,
         pieces: u32,
     ) -> Option<Vec<Option<PieceDigest>>> {
-        let addr = self.entry.peer(leader)?;
-        match self.exchange.digests(addr, id, pieces).await {
+        let known = self.entry.peer(leader)?;
+        match self.exchange.digests(&known, id, pieces).await {
             Ok(digests) => Some(digests),
             Err(e) => {
                 debug!(swarm = %id, %leader, "{e}");
@@ -488,7 +488,7 @@ fn take_digests(
 #[cfg(test)]
 mod tests {
     use shoal_core::wire::peer::KnownPeer;
-    use shoal_core::wire::{SwarmDigests, UrlKey};
+    use shoal_core::wire::{Scheme, SwarmDigests, UrlKey};
 
     use super::*;
     use crate::catalog::Catalog;
@@ -550,13 +550,14 @@ mod tests {
         entry.meet([KnownPeer {
             id: swarm.leader.clone(),
             addr: leader_addr,
+            scheme: Scheme::Http,
         }]);
         let following = Following::start(
             TrackerClient::new(dead, TOKEN.into()),
             &swarm,
             LeaderAsk {
                 entry: entry.clone(),
-                exchange: Exchange::new(TOKEN.into()),
+                exchange: Exchange::new(TOKEN.into(), None),
             },
             &cancel,
         );

@@ -69,6 +69,7 @@ impl Job<'_> {
                 layout,
                 leader,
                 token: self.f.options.peer_token.clone(),
+                ca: self.f.options.http.ca.clone(),
                 catalog: self.f.catalog.clone(),
             },
             stop.clone(),
@@ -85,6 +86,7 @@ impl Job<'_> {
         options.tally = Some(self.f.tally.clone());
         let mut peer_http = HttpOptions {
             connect_timeout: Duration::from_secs(3),
+            ca: self.f.options.http.ca.clone(),
             ..HttpOptions::default()
         };
         let bearer = format!("Bearer {}", self.f.options.peer_token);

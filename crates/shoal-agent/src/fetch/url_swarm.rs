@@ -163,7 +163,10 @@ impl Job<'_> {
         // While the tracker is down, digests are asked of the leader (the one followed now).
         let ask = LeaderAsk {
             entry: self.f.catalog.get(&swarm.id).expect("joined just now"),
-            exchange: Exchange::new(self.f.options.peer_token.clone()),
+            exchange: Exchange::new(
+                self.f.options.peer_token.clone(),
+                self.f.options.http.ca.as_ref(),
+            ),
         };
         let following = Following::start(tracker.clone(), swarm, ask, &self.cancel);
         let stop = self.cancel.child_token();

@@ -3,12 +3,14 @@
 //! - [`tracker`]: agents and tools to the tracker (register, announce, peers, URL swarms).
 //! - [`peer`]: an agent to another agent's piece server (piece bytes, bitfields).
 //!
-//! What both use lives here: agent ids ([`AgentId`]), bitfields on the wire ([`PackedBits`]) and
-//! the body of every error answer ([`ErrorBody`]). Every body is JSON; ids and bitfields travel
+//! What both use lives here: agent ids ([`AgentId`]), how a piece server is spoken to
+//! ([`Scheme`]), bitfields on the wire ([`PackedBits`]) and the body of every error answer
+//! ([`ErrorBody`]). Every body is JSON; ids and bitfields travel
 //! as hex text. The tracker's types are also named from here (`wire::RegisterRequest`, …), as
 //! they were before the protocols had a module each.
 
 use std::fmt;
+use std::net::SocketAddr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
@@ -34,6 +36,46 @@ pub use tracker::{
 pub const API_PREFIX: &str = "/v1";
 /// The longest [`AgentId`], in bytes.
 pub const MAX_AGENT_ID_LEN: usize = 64;
+
+/// How an agent's piece server is spoken to: plain HTTP, or HTTPS when the agent serves with a
+/// certificate (`shoal agent --tls-cert`). It travels beside every agent address; absent means
+/// `http`, as agents from before TLS registered, and it is left out when `http` so that those
+/// agents' trackers still take a plain agent's registration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    /// Plain HTTP: the bearer token crosses the network in clear text.
+    #[default]
+    Http,
+    /// HTTPS only.
+    Https,
+}
+
+impl Scheme {
+    /// True for [`Scheme::Http`], which the wire leaves out.
+    pub fn is_http(&self) -> bool {
+        *self == Scheme::Http
+    }
+
+    /// `http` or `https`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+
+    /// The base URL of a server at `addr`, e.g. `https://10.0.0.5:7701`.
+    pub fn base(self, addr: SocketAddr) -> String {
+        format!("{}://{addr}", self.as_str())
+    }
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// An agent's id: 1 to 64 characters from `A-Z a-z 0-9 . _ -`, so it is safe in a URL path and a
 /// log line without escaping; `.` and `..` are refused because URL clients resolve them as

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{AgentId, PackedBits, PackedBitsError};
+use super::{AgentId, PackedBits, PackedBitsError, Scheme};
 use crate::bitfield::Bitfield;
 
 /// The most peers a [`PeerList`] names.
@@ -82,6 +82,9 @@ pub struct KnownPeer {
     pub id: AgentId,
     /// Where its piece server listens.
     pub addr: SocketAddr,
+    /// Whether its piece server speaks HTTPS; absent: plain HTTP.
+    #[serde(default, skip_serializing_if = "Scheme::is_http")]
+    pub scheme: Scheme,
 }
 
 /// The answer to `GET /v1/pieces/{id}/peers`: at most [`MAX_PEERS`] members of the swarm.
@@ -177,6 +180,7 @@ mod tests {
             peers: vec![KnownPeer {
                 id: AgentId::new("a1").unwrap(),
                 addr: "127.0.0.1:7701".parse().unwrap(),
+                scheme: Scheme::Http,
             }],
         };
         let text = serde_json::to_string(&list).unwrap();
@@ -187,6 +191,7 @@ mod tests {
             addr: "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
                 .parse()
                 .unwrap(),
+            scheme: Scheme::Https,
         };
         let full = PeerList {
             peers: vec![longest; MAX_PEERS],

@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::{AgentId, PackedBits, PackedBitsError};
+use super::{AgentId, PackedBits, PackedBitsError, Scheme};
 use crate::bitfield::Bitfield;
 use crate::content::ContentId;
 use crate::hex;
@@ -66,6 +66,9 @@ pub struct Holding {
 pub struct RegisterRequest {
     /// Where peers reach this agent's piece server.
     pub addr: SocketAddr,
+    /// Whether this agent's piece server speaks HTTPS; absent: plain HTTP.
+    #[serde(default, skip_serializing_if = "Scheme::is_http")]
+    pub scheme: Scheme,
     /// Upload capacity in bytes per second, 0 when unknown.
     #[serde(default)]
     pub upload_capacity: u64,
@@ -139,6 +142,9 @@ pub struct Peer {
     pub id: AgentId,
     /// Where the peer's piece server listens.
     pub addr: SocketAddr,
+    /// Whether its piece server speaks HTTPS; absent: plain HTTP.
+    #[serde(default, skip_serializing_if = "Scheme::is_http")]
+    pub scheme: Scheme,
     /// The peer's upload capacity in bytes per second as it registered, 0 when unknown.
     pub upload_capacity: u64,
     /// Uploads the peer had in progress at its last heartbeat.
@@ -220,6 +226,9 @@ pub struct AgentSummary {
     pub id: AgentId,
     /// Where its piece server listens.
     pub addr: SocketAddr,
+    /// Whether its piece server speaks HTTPS; absent: plain HTTP.
+    #[serde(default, skip_serializing_if = "Scheme::is_http")]
+    pub scheme: Scheme,
     /// Its upload capacity in bytes per second as it registered, 0 when unknown.
     pub upload_capacity: u64,
     /// Uploads in progress at its last heartbeat.

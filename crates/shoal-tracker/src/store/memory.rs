@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use shoal_core::wire::{
     AgentId, AgentSummary, AnnounceRequest, ContentSummary, HeartbeatRequest, Holding, LeaseGrant,
-    PackedBits, Peer, PeersResponse, MAX_NAME_LEN,
+    PackedBits, Peer, PeersResponse, Scheme, MAX_NAME_LEN,
 };
 use shoal_core::{ContentId, Layout};
 
@@ -35,6 +35,7 @@ struct Agent {
     id: AgentId,
     owner: Arc<str>,
     addr: SocketAddr,
+    scheme: Scheme,
     upload_capacity: u64,
     load: u32,
     expires_ms: u64,
@@ -258,6 +259,7 @@ impl Memory {
             id: reg.id.clone(),
             owner: caller.token.clone(),
             addr: reg.addr,
+            scheme: reg.scheme,
             upload_capacity: reg.upload_capacity,
             load: 0,
             expires_ms: now + self.lease_ms,
@@ -461,6 +463,7 @@ impl Memory {
                 Peer {
                     id: agent.id.clone(),
                     addr: agent.addr,
+                    scheme: agent.scheme,
                     upload_capacity: agent.upload_capacity,
                     load: agent.load,
                     complete,
@@ -544,6 +547,7 @@ impl Memory {
             .map(|(slot, a)| AgentSummary {
                 id: a.id.clone(),
                 addr: a.addr,
+                scheme: a.scheme,
                 upload_capacity: a.upload_capacity,
                 load: a.load,
                 holdings: a.holdings.len() as u32,

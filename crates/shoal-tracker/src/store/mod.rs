@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use shoal_core::wire::{
     AgentId, AgentSummary, AnnounceRequest, ContentSummary, HeartbeatRequest, Holding, LeaseGrant,
-    ManifestPublished, PeersResponse, SwarmInfo, UrlKey, UrlMapping,
+    ManifestPublished, PeersResponse, Scheme, SwarmInfo, UrlKey, UrlMapping,
 };
 use shoal_core::{ContentId, Layout, Manifest, PieceDigest};
 use thiserror::Error;
@@ -48,6 +48,8 @@ pub struct Registration {
     pub id: AgentId,
     /// Where peers reach the agent's piece server.
     pub addr: SocketAddr,
+    /// Whether that server speaks HTTPS.
+    pub scheme: Scheme,
     /// Upload capacity in bytes per second, 0 when unknown.
     pub upload_capacity: u64,
     /// Everything the agent holds; replaces what the store had.

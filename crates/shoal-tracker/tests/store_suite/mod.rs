@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_core::wire::{
-    AgentId, AnnounceRequest, HeartbeatRequest, Holding, PackedBits, PieceDelta, SwarmInfo, UrlKey,
+    AgentId, AnnounceRequest, HeartbeatRequest, Holding, PackedBits, PieceDelta, Scheme, SwarmInfo,
+    UrlKey,
 };
 use shoal_core::{Bitfield, ContentId, Layout, Manifest};
 use shoal_tracker::store::{AgentPage, Caller, ContentSearch, NewSwarm, PeerQuery, Registration};
@@ -19,6 +20,8 @@ use shoal_tracker::{Clock, Store, StoreError, SwarmLimits};
 
 mod retention;
 pub(crate) use retention::unheld_contents_go_after_the_retention;
+mod schemes;
+pub(crate) use schemes::an_agent_serving_tls_is_named_with_https;
 
 pub(crate) const LEASE: Duration = Duration::from_secs(10);
 pub(crate) const SWARM_TTL: Duration = Duration::from_secs(3600);
@@ -82,6 +85,7 @@ macro_rules! store_suite {
             case!(a_stalled_leader_is_taken_over_by_the_first_to_ask);
             case!(a_gone_leader_is_taken_over_at_once);
             case!(publishing_follows_the_leader);
+            case!(an_agent_serving_tls_is_named_with_https);
         }
     };
 }
@@ -129,6 +133,7 @@ fn reg(agent: &str, holdings: Vec<Holding>) -> Registration {
     Registration {
         id: id(agent),
         addr: "127.0.0.1:9".parse().unwrap(),
+        scheme: Scheme::Http,
         upload_capacity: 0,
         holdings,
     }

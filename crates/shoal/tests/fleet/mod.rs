@@ -1,6 +1,8 @@
 //! The fleet the swarm tests run: a `shoal tracker` and `shoal agent`s as real processes on
 //! loopback, killed on drop.
 
+#![allow(dead_code)] // Each test file uses its own part of this module.
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,10 +40,34 @@ impl Drop for Process {
 pub(crate) struct Fleet {
     pub(crate) dir: tempfile::TempDir,
     pub(crate) tracker: Process,
+    /// The tracker's own flags (its certificate, for a fleet on TLS).
+    tracker_args: Vec<String>,
+    /// `http` or `https`: how agents reach the tracker.
+    pub(crate) scheme: &'static str,
 }
 
 impl Fleet {
     pub(crate) fn start() -> Fleet {
+        Self::start_with(|_| Vec::new(), "http")
+    }
+
+    /// A fleet whose tracker serves HTTPS with a certificate `ca` signed.
+    pub(crate) fn start_tls(ca: &shoal_testkit::TestCa) -> Fleet {
+        Self::start_with(
+            |dir| {
+                let files = ca.issue(dir, "tracker");
+                vec![
+                    "--tls-cert".into(),
+                    files.cert.display().to_string(),
+                    "--tls-key".into(),
+                    files.key.display().to_string(),
+                ]
+            },
+            "https",
+        )
+    }
+
+    fn start_with(tracker_args: impl FnOnce(&Path) -> Vec<String>, scheme: &'static str) -> Fleet {
         let dir = tempfile::tempdir().unwrap();
         let tokens = dir.path().join("tokens.toml");
         std::fs::write(
@@ -55,13 +81,19 @@ impl Fleet {
         std::fs::write(dir.path().join("token"), FLEET).unwrap();
         std::fs::write(dir.path().join("admin-token"), READER).unwrap();
         let port = common::free_port();
-        let tracker = spawn_tracker(dir.path(), port);
-        Fleet { dir, tracker }
+        let tracker_args = tracker_args(dir.path());
+        let tracker = spawn_tracker(dir.path(), port, &tracker_args);
+        Fleet {
+            dir,
+            tracker,
+            tracker_args,
+            scheme,
+        }
     }
 
     /// Starts the tracker again, on its port and `--data`, after [`Process::kill`].
     pub(crate) fn restart_tracker(&mut self) {
-        self.tracker = spawn_tracker(self.dir.path(), self.tracker.port);
+        self.tracker = spawn_tracker(self.dir.path(), self.tracker.port, &self.tracker_args);
     }
 
     pub(crate) fn path(&self, name: &str) -> PathBuf {
@@ -97,7 +129,7 @@ impl Fleet {
         ])
         .args([
             "--tracker",
-            &format!("http://127.0.0.1:{}", self.tracker.port),
+            &format!("{}://127.0.0.1:{}", self.scheme, self.tracker.port),
         ])
         .arg("--token-file")
         .arg(self.path("token"))
@@ -166,9 +198,9 @@ impl Fleet {
     }
 }
 
-/// `shoal tracker` on `port` with its data in `dir`, logging to `dir/tracker.log` (appended
-/// to, so a restart keeps what the first run said).
-pub(crate) fn spawn_tracker(dir: &Path, port: u16) -> Process {
+/// `shoal tracker` on `port` with its data in `dir` and `extra` flags, logging to
+/// `dir/tracker.log` (appended to, so a restart keeps what the first run said).
+pub(crate) fn spawn_tracker(dir: &Path, port: u16, extra: &[String]) -> Process {
     let log = std::fs::File::options()
         .create(true)
         .append(true)
@@ -181,6 +213,7 @@ pub(crate) fn spawn_tracker(dir: &Path, port: u16) -> Process {
         .arg("--tokens")
         .arg(dir.join("tokens.toml"))
         .args(["--lease", "5"])
+        .args(extra)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

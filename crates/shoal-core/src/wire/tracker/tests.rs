@@ -117,3 +117,24 @@ fn holding_json_shape() {
     assert_eq!(holding.layout.piece_count(), 3);
     assert_eq!(serde_json::to_string(&holding).unwrap(), text);
 }
+
+#[test]
+fn an_agent_address_without_a_scheme_is_plain_http() {
+    // An agent from before TLS sends no scheme; a plain agent still sends none, so that such a
+    // tracker (which refuses unknown fields) takes its registration.
+    let old: RegisterRequest = serde_json::from_str(r#"{"addr":"10.0.0.5:7701"}"#).unwrap();
+    assert_eq!(old.scheme, Scheme::Http);
+    assert_eq!(
+        serde_json::to_string(&old).unwrap(),
+        r#"{"addr":"10.0.0.5:7701","upload_capacity":0,"holdings":[]}"#
+    );
+    let tls = RegisterRequest {
+        scheme: Scheme::Https,
+        ..old
+    };
+    let text = serde_json::to_string(&tls).unwrap();
+    assert!(text.contains(r#""scheme":"https""#), "{text}");
+    assert_eq!(serde_json::from_str::<RegisterRequest>(&text).unwrap(), tls);
+    assert_eq!(Scheme::Https.base(tls.addr), "https://10.0.0.5:7701");
+    assert!(serde_json::from_str::<RegisterRequest>(r#"{"addr":"10.0.0.5:7701","scheme":"ftp"}"#).is_err());
+}

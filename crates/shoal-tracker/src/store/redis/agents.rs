@@ -163,6 +163,7 @@ impl RedisStore {
         }
         let info = AgentInfo {
             addr: reg.addr,
+            scheme: reg.scheme,
             capacity: reg.upload_capacity,
             load: 0,
             owner: caller.token.to_string(),
@@ -338,6 +339,7 @@ impl RedisStore {
             let info = decode_agent(&info)?;
             out.push(AgentSummary {
                 addr: info.addr,
+                scheme: info.scheme,
                 upload_capacity: info.capacity,
                 load: info.load,
                 holdings: held.len() as u32,

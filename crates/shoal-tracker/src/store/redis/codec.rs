@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use shoal_core::redact::without_credentials;
-use shoal_core::wire::{AgentId, UrlKey};
+use shoal_core::wire::{AgentId, Scheme, UrlKey};
 use shoal_core::{Bitfield, ContentId, Layout};
 
 use super::super::memory::Pieces;
@@ -31,25 +31,35 @@ pub fn redact(url: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct AgentInfo {
     pub addr: SocketAddr,
+    pub scheme: Scheme,
     pub capacity: u64,
     pub load: u32,
     pub owner: String,
 }
 
-/// `addr capacity load owner`: the owner last, since only it may hold spaces.
+/// `addr capacity load owner`: the owner last, since only it may hold spaces. The address of
+/// an agent serving HTTPS is written as its base URL (`https://10.0.0.5:7701`), so that records
+/// written before TLS still read as plain HTTP.
 pub(super) fn encode_agent(info: &AgentInfo) -> String {
-    format!(
-        "{} {} {} {}",
-        info.addr, info.capacity, info.load, info.owner
-    )
+    let addr = match info.scheme {
+        Scheme::Http => info.addr.to_string(),
+        Scheme::Https => Scheme::Https.base(info.addr),
+    };
+    format!("{addr} {} {} {}", info.capacity, info.load, info.owner)
 }
 
 pub(super) fn decode_agent(value: &str) -> Result<AgentInfo, StoreError> {
     let bad = || damaged("an agent record is damaged");
     let mut parts = value.splitn(4, ' ');
     let mut next = || parts.next().ok_or_else(bad);
+    let addr = next()?;
+    let (scheme, addr) = match addr.strip_prefix("https://") {
+        Some(addr) => (Scheme::Https, addr),
+        None => (Scheme::Http, addr),
+    };
     Ok(AgentInfo {
-        addr: next()?.parse().map_err(|_| bad())?,
+        addr: addr.parse().map_err(|_| bad())?,
+        scheme,
         capacity: next()?.parse().map_err(|_| bad())?,
         load: next()?.parse().map_err(|_| bad())?,
         owner: next()?.to_string(),
@@ -154,11 +164,19 @@ mod tests {
     fn agent_records_round_trip() {
         let info = AgentInfo {
             addr: "[::1]:7001".parse().unwrap(),
+            scheme: Scheme::Http,
             capacity: 1000,
             load: 3,
             owner: "fleet ops".into(),
         };
+        assert_eq!(encode_agent(&info), "[::1]:7001 1000 3 fleet ops");
         assert_eq!(decode_agent(&encode_agent(&info)).unwrap(), info);
+        let tls = AgentInfo {
+            scheme: Scheme::Https,
+            ..info
+        };
+        assert_eq!(encode_agent(&tls), "https://[::1]:7001 1000 3 fleet ops");
+        assert_eq!(decode_agent(&encode_agent(&tls)).unwrap(), tls);
         assert!(decode_agent("127.0.0.1:1 x 0 a").is_err());
     }
 

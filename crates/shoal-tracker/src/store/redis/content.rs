@@ -177,6 +177,7 @@ impl RedisStore {
             let id = AgentId::new(agent.as_str()).map_err(|e| damaged(e.to_string()))?;
             let peer = Peer {
                 addr: info.addr,
+                scheme: info.scheme,
                 upload_capacity: info.capacity,
                 load: info.load,
                 complete,
