@@ -50,7 +50,7 @@ pub(crate) struct Exchange {
 impl Exchange {
     /// An exchange sending `token`, trusting `roots` besides the system's CAs.
     pub(crate) fn new(token: String, roots: Option<&ExtraRoots>) -> Self {
-        let http = ca::trusting(reqwest::Client::builder(), roots)
+        let http = ca::client_builder(roots)
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(10))
             .no_proxy()

@@ -70,7 +70,7 @@ pub async fn follow(
         known: Mutex::default(),
         polled: Mutex::default(),
         tx,
-        http: ca::trusting(reqwest::Client::builder(), watch.ca.as_ref())
+        http: ca::client_builder(watch.ca.as_ref())
             .connect_timeout(Duration::from_secs(3))
             .timeout(peer::HAVE_WAIT + Duration::from_secs(5))
             .no_proxy()

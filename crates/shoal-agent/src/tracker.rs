@@ -163,9 +163,7 @@ impl TrackerClient {
         token: String,
         roots: Option<&ExtraRoots>,
     ) -> Self {
-        // Only one provider is compiled in; a second install attempt fails harmlessly.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = ca::trusting(reqwest::Client::builder(), roots)
+        let http = ca::client_builder(roots)
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .user_agent(concat!("shoal-agent/", env!("CARGO_PKG_VERSION")))

@@ -77,11 +77,13 @@ impl ExtraRoots {
     }
 }
 
-/// `builder` trusting `roots`, if any, besides the system's CAs.
-pub fn trusting(
-    builder: reqwest::ClientBuilder,
-    roots: Option<&ExtraRoots>,
-) -> reqwest::ClientBuilder {
+/// A client builder that trusts `roots`, if any, besides the system's CAs, with rustls on
+/// ring as its TLS (installed as the process's provider here, so that no client of shoal's
+/// is built without one).
+pub fn client_builder(roots: Option<&ExtraRoots>) -> reqwest::ClientBuilder {
+    // Only one provider is compiled in; a second install attempt fails harmlessly.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let builder = reqwest::Client::builder();
     match roots {
         Some(roots) => roots.trusted_by(builder),
         None => builder,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{self, HeaderMap, HeaderValue};
-use reqwest::{redirect, Client, Response, StatusCode};
+use reqwest::{redirect, Response, StatusCode};
 use shoal_core::{ByteRange, SafeUrl};
 use thiserror::Error;
 use url::Url;
@@ -210,11 +210,9 @@ pub(crate) fn transport_error(error: reqwest::Error) -> FetchError {
 /// connection (HTTP/2 streams share one connection and add no bandwidth). Redirects are
 /// followed by [`HttpClient`], which decides where credentials go.
 pub(crate) fn client(options: &HttpOptions) -> Result<HttpClient, FetchError> {
-    // Only one provider is compiled in; a second install attempt fails harmlessly.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut headers = options.headers.clone();
     let sensitive = HttpClient::split_sensitive(&mut headers);
-    let client = crate::ca::trusting(Client::builder(), options.ca.as_ref())
+    let client = crate::ca::client_builder(options.ca.as_ref())
         .http1_only()
         .redirect(redirect::Policy::none())
         .user_agent(options.user_agent.clone())

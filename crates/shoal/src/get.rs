@@ -136,11 +136,12 @@ pub(crate) struct GetArgs {
     quiet: bool,
 
     /// Fetch through the local shoal agent, from the swarm: unix:PATH (its DATA/control.sock)
-    /// or http://HOST:PORT (its --control-listen); URL may then also be shoal:blake3:CONTENT-ID
+    /// or http(s)://HOST:PORT (its --control-listen); URL may then also be
+    /// shoal:blake3:CONTENT-ID
     #[arg(long, env = "SHOAL_AGENT", value_name = "WHERE", conflicts_with_all = ["input_file", "metalink"])]
     agent: Option<String>,
 
-    /// The agent's control token (its DATA/control.token), for an http:// --agent
+    /// The agent's control token (its DATA/control.token), for an http(s):// --agent
     #[arg(
         long,
         env = "SHOAL_AGENT_TOKEN_FILE",
@@ -249,6 +250,10 @@ async fn through_agent(args: GetArgs, agent: &str, mode: Mode, log: logging::Opt
         },
         None => None,
     };
+    let ca = match args.ca.as_deref().map(ExtraRoots::from_pem_file).transpose() {
+        Ok(ca) => ca,
+        Err(e) => return usage(format!("--ca {e}")),
+    };
     let [what] = args.urls.as_slice() else {
         return usage(
             "--agent fetches one URL or content id at a time; mirrors come from the swarm".into(),
@@ -270,7 +275,7 @@ async fn through_agent(args: GetArgs, agent: &str, mode: Mode, log: logging::Opt
         dir: args.dir,
         overwrite: args.overwrite,
     };
-    via_agent::run(agent, token, target, place, mode).await
+    via_agent::run(agent, token, ca.as_ref(), target, place, mode).await
 }
 
 /// One download, shown as `shoal get URL` always showed it.

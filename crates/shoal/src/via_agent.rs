@@ -10,6 +10,7 @@ use std::time::Duration;
 use shoal_agent::control::{self, AgentLocation, ControlEvent, FetchRequest};
 use shoal_core::naming::sanitize_file_name;
 use shoal_core::ContentId;
+use shoal_engine::ca::ExtraRoots;
 use shoal_engine::{Event, Progress, SourceUsage, Summary};
 use url::Url;
 
@@ -29,10 +30,12 @@ pub(crate) struct Placement {
     pub overwrite: bool,
 }
 
-/// Asks the agent at `agent` (with its control `token`, for a TCP control listener).
+/// Asks the agent at `agent` (with its control `token`, for a TCP control listener, and
+/// trusting `ca` besides the system's CAs, for one that serves HTTPS).
 pub(crate) async fn run(
     agent: AgentLocation,
     token: Option<String>,
+    ca: Option<&ExtraRoots>,
     target: Target,
     place: Placement,
     mode: Mode,
@@ -60,7 +63,7 @@ pub(crate) async fn run(
     }
     let mut view = View::new(mode, &shown);
     let planned = place.output.clone().unwrap_or_else(|| place.dir.clone());
-    let result = control::request(&agent, token.as_deref(), &request, |event| match event {
+    let result = control::request(&agent, token.as_deref(), ca, &request, |event| match event {
         ControlEvent::Started { url, size } => view.event(&Event::Started {
             url: url.clone(),
             path: planned.clone(),

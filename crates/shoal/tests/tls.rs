@@ -82,13 +82,29 @@ fn a_tracker_and_agents_on_tls_with_a_private_ca_complete_a_swarm() {
     let share = fleet.share("share", "disk.img", &data);
     let seed = fleet.agent("a", Some(&share), &strs(&tls_flags(&fleet, &ca, "a")));
     let b = fleet.agent("b", None, &strs(&tls_flags(&fleet, &ca, "b")));
-    let c = fleet.agent("c", None, &strs(&tls_flags(&fleet, &ca, "c")));
+    // c's TCP control listener serves HTTPS too.
+    let control = common::free_port();
+    let mut c_flags = tls_flags(&fleet, &ca, "c");
+    c_flags.extend(["--control-listen".into(), format!("127.0.0.1:{control}")]);
+    let c = fleet.agent("c", None, &strs(&c_flags));
     let id = content_id(&data);
     wait_holders_over_tls(&fleet, &id, 1);
 
     // Only the seed holds it: b and c fetch its pieces from it (and each other) over HTTPS.
     let what = format!("shoal:blake3:{id}");
-    let gets = [fleet.get(&b, &what, "out-b"), fleet.get(&c, &what, "out-c")];
+    let through_tls = common::get(
+        fleet.dir.path(),
+        &["--progress", "none", &what, "-o", "out-c"],
+    )
+    .arg("--agent")
+    .arg(format!("https://127.0.0.1:{control}"))
+    .arg("--agent-token-file")
+    .arg(c.data.join("control.token"))
+    .arg("--ca")
+    .arg(fleet.path("ca.pem"))
+    .spawn()
+    .expect("spawn shoal get");
+    let gets = [fleet.get(&b, &what, "out-b"), through_tls];
     for get in gets {
         done(get, &fleet, &["a", "b", "c"]);
     }

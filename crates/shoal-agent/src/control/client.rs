@@ -1,5 +1,6 @@
 //! The CLI's side of the control API: where the agent is ([`AgentLocation`]: its Unix socket
-//! or a TCP control listener) and [`request`], a small HTTP/1 client over either.
+//! or a TCP control listener) and [`request`], a small HTTP/1 client over either (reqwest for
+//! a listener that serves HTTPS).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use shoal_core::wire::ErrorBody;
+use shoal_engine::ca::{self, ExtraRoots};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 use url::Url;
@@ -21,18 +23,19 @@ use super::{ControlEvent, FetchRequest, FETCH_PATH};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where `shoal get --agent` finds the agent: `unix:PATH` (or `unix://PATH`, as Docker writes
-/// it), or `http://HOST:PORT` for a TCP control listener.
+/// it), or `http://HOST:PORT` for a TCP control listener (`https://HOST:PORT` when the agent
+/// serves TLS).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentLocation {
     /// The agent's control socket.
     Unix(PathBuf),
-    /// A TCP control listener (`--control-listen`).
+    /// A TCP control listener (`--control-listen`), `http` or `https`.
     Http(Url),
 }
 
-/// An `--agent` value that names neither a socket nor an `http` URL.
+/// An `--agent` value that names neither a socket nor an `http(s)` URL.
 #[derive(Debug, thiserror::Error)]
-#[error("{0:?} is neither unix:PATH (the agent's control.sock) nor http://HOST:PORT")]
+#[error("{0:?} is neither unix:PATH (the agent's control.sock) nor http(s)://HOST:PORT")]
 pub struct BadLocation(String);
 
 impl FromStr for AgentLocation {
@@ -47,7 +50,7 @@ impl FromStr for AgentLocation {
             return Ok(AgentLocation::Unix(PathBuf::from(path)));
         }
         match Url::parse(text) {
-            Ok(url) if url.scheme() == "http" && url.host().is_some() => {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
                 Ok(AgentLocation::Http(url))
             }
             _ => Err(BadLocation(text.to_string())),
@@ -66,13 +69,20 @@ impl fmt::Display for AgentLocation {
 
 /// Asks the agent at `agent` to fetch, with `token` (a TCP control listener's) if given, and
 /// hands every line of the answer to `on_event` as it arrives; returns the last one
-/// (`finished` or `failed`).
+/// (`finished` or `failed`). An `https` listener's certificate may be signed by one of
+/// `roots` (`--ca`) as well as by a CA the system trusts.
 pub async fn request(
     agent: &AgentLocation,
     token: Option<&str>,
+    roots: Option<&ExtraRoots>,
     body: &FetchRequest,
     on_event: impl FnMut(&ControlEvent),
 ) -> Result<ControlEvent, ControlError> {
+    if let AgentLocation::Http(url) = agent {
+        if url.scheme() == "https" {
+            return request_tls(url, token, roots, body, on_event).await;
+        }
+    }
     let shown = agent.to_string();
     let unreachable = |detail: String| ControlError::Unreachable {
         agent: shown.clone(),
@@ -121,6 +131,63 @@ pub async fn request(
         .map_err(unreachable)
 }
 
+/// [`request`] to a control listener that serves HTTPS.
+async fn request_tls(
+    url: &Url,
+    token: Option<&str>,
+    roots: Option<&ExtraRoots>,
+    body: &FetchRequest,
+    on_event: impl FnMut(&ControlEvent),
+) -> Result<ControlEvent, ControlError> {
+    let shown = shoal_core::redact::redacted(url);
+    let unreachable = |detail: String| ControlError::Unreachable {
+        agent: shown.clone(),
+        detail,
+    };
+    let client = ca::client_builder(roots)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http1_only()
+        .no_proxy()
+        .build()
+        .map_err(|e| unreachable(shoal_core::chain::chain(&e)))?;
+    let target = url
+        .join(FETCH_PATH)
+        .map_err(|e| unreachable(e.to_string()))?;
+    let mut request = client
+        .post(target)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::ACCEPT, "application/x-ndjson")
+        .body(serde_json::to_vec(body).expect("a fetch request serializes"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.map_err(|e| {
+        let chain = shoal_core::chain::chain(&e);
+        unreachable(if ca::is_untrusted_certificate(&e) {
+            format!(
+                "its certificate is not signed by a trusted CA ({chain}); pass --ca FILE with \
+                 the CA that signed it"
+            )
+        } else {
+            chain
+        })
+    })?;
+    if !response.status().is_success() {
+        let status = response.status().as_u16();
+        let message = (response.json::<ErrorBody>().await)
+            .map(|b| b.error)
+            .unwrap_or_default();
+        return Err(ControlError::Refused {
+            agent: shown,
+            status,
+            message,
+        });
+    }
+    read_lines(reqwest::Body::from(response), on_event)
+        .await
+        .map_err(unreachable)
+}
+
 async fn connect<S>(
     connecting: impl std::future::Future<Output = std::io::Result<S>>,
 ) -> Result<S, String> {
@@ -154,10 +221,14 @@ where
 }
 
 /// Reads the answer's lines as they come; the last must end the download.
-async fn read_lines(
-    mut body: Incoming,
+async fn read_lines<B>(
+    mut body: B,
     mut on_event: impl FnMut(&ControlEvent),
-) -> Result<ControlEvent, String> {
+) -> Result<ControlEvent, String>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: fmt::Display,
+{
     let mut pending: Vec<u8> = Vec::new();
     let mut last = None;
     while let Some(frame) = body.frame().await {
@@ -234,7 +305,11 @@ mod tests {
             parse("http://127.0.0.1:7702").unwrap(),
             AgentLocation::Http(_)
         ));
-        assert!(parse("https://127.0.0.1:7702").is_err());
+        assert!(matches!(
+            parse("https://127.0.0.1:7702").unwrap(),
+            AgentLocation::Http(_)
+        ));
+        assert!(parse("ftp://127.0.0.1:7702").is_err());
         assert!(parse("unix:").is_err());
         assert!(parse("/run/a.sock").is_err());
     }
