@@ -703,7 +703,7 @@ mod tests {
     async fn an_unreachable_tracker_passes_the_request_on_and_the_next_one_stays() {
         let (failing, failing_seen) = stub(StatusCode::SERVICE_UNAVAILABLE).await;
         let (working, working_seen) = stub(StatusCode::NOT_FOUND).await;
-        let client = TrackerClient::with_replicas(failing, vec![working.clone()], "t".into());
+        let client = TrackerClient::with_replicas(failing, vec![working.clone()], "t".into(), None);
         let clone = client.clone();
 
         let answer = client.swarm(&id()).await;
@@ -729,7 +729,7 @@ mod tests {
     async fn a_dead_tracker_is_passed_over_and_the_list_wraps_around() {
         let (working, working_seen) = stub(StatusCode::NOT_FOUND).await;
         let (later, later_seen) = stub(StatusCode::SERVICE_UNAVAILABLE).await;
-        let client = TrackerClient::with_replicas(dead(), vec![working, later], "t".into());
+        let client = TrackerClient::with_replicas(dead(), vec![working, later], "t".into(), None);
         assert!(client.swarm(&id()).await.unwrap_err().is_not_found());
         assert_eq!(working_seen.load(Ordering::SeqCst), 1);
         assert_eq!(later_seen.load(Ordering::SeqCst), 0);
@@ -749,7 +749,7 @@ mod tests {
         ] {
             let (refusing, refusing_seen) = stub(status).await;
             let (other, other_seen) = stub(StatusCode::OK).await;
-            let client = TrackerClient::with_replicas(refusing.clone(), vec![other], "t".into());
+            let client = TrackerClient::with_replicas(refusing.clone(), vec![other], "t".into(), None);
             let answer = client.swarm(&id()).await;
             assert!(
                 matches!(
@@ -770,7 +770,7 @@ mod tests {
     async fn when_no_tracker_answers_the_current_one_stays_and_its_error_is_returned() {
         let first = dead();
         let (failing, failing_seen) = stub(StatusCode::BAD_GATEWAY).await;
-        let client = TrackerClient::with_replicas(first.clone(), vec![failing], "t".into());
+        let client = TrackerClient::with_replicas(first.clone(), vec![failing], "t".into(), None);
         let answer = client.swarm(&id()).await.unwrap_err();
         assert!(answer.is_unreachable(), "{answer:?}");
         assert!(answer.to_string().contains(&redacted(&first)), "{answer}");

@@ -11,7 +11,7 @@ use std::time::Duration;
 use shoal_agent::serve::{self, PieceServer, ServeOptions};
 use shoal_agent::{Catalog, Entry, Provenance};
 use shoal_core::wire::peer::{path, KnownPeer, PeerHave, PeerList, EXCHANGE_RATE};
-use shoal_core::wire::{AgentId, ErrorBody, SwarmDigests};
+use shoal_core::wire::{AgentId, ErrorBody, Scheme, SwarmDigests};
 use shoal_core::{ContentId, Manifest, PieceIndex};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -710,6 +710,7 @@ async fn the_exchange_routes_tell_the_swarm_and_the_learned_digests() {
     let other = KnownPeer {
         id: AgentId::new("other").unwrap(),
         addr: "127.0.0.1:7701".parse().unwrap(),
+        scheme: Scheme::Https,
     };
     entry.meet([other.clone()]);
     entry.learn(1, [7; 32]);
