@@ -30,7 +30,7 @@ pub(crate) async fn an_agent_serving_tls_is_named_with_https<S: Store>(store: S,
             .into_iter()
             .map(|p| (p.id.to_string(), p.scheme))
             .collect();
-        named.sort();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
         let page = AgentPage {
             after: None,
             limit: 10,
