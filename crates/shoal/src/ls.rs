@@ -40,7 +40,14 @@ pub(crate) struct LsArgs {
 
 pub(crate) async fn run(args: LsArgs, log: logging::Options) -> ExitCode {
     logging::init(log, LevelFilter::WARN);
-    match list(args).await {
+    let ca = match args.ca.as_deref().map(ExtraRoots::from_pem_file).transpose() {
+        Ok(ca) => ca,
+        Err(e) => {
+            exit::say(&format!("shoal ls: --ca {e}"));
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    match list(args, ca).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             exit::say(&format!("shoal ls: {}", exit::message(e.as_ref())));
@@ -49,14 +56,9 @@ pub(crate) async fn run(args: LsArgs, log: logging::Options) -> ExitCode {
     }
 }
 
-async fn list(args: LsArgs) -> anyhow::Result<()> {
+async fn list(args: LsArgs, ca: Option<ExtraRoots>) -> anyhow::Result<()> {
     let token = std::fs::read_to_string(&args.token_file)
         .with_context(|| format!("reading the token file {}", args.token_file.display()))?;
-    let ca = args
-        .ca
-        .as_deref()
-        .map(ExtraRoots::from_pem_file)
-        .transpose()?;
     let token = token.trim().to_string();
     let tracker = TrackerClient::with_replicas(args.tracker, Vec::new(), token, ca.as_ref());
     let found = tracker
