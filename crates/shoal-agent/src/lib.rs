@@ -21,5 +21,5 @@ mod testing;
 pub mod tracker;
 
 pub use agent::{run, AgentError, AgentOptions};
-pub use shoal_serve::ServerTls;
 pub use catalog::{Catalog, Change, Entry, Provenance};
+pub use shoal_serve::ServerTls;

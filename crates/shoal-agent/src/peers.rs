@@ -162,8 +162,8 @@ impl Book {
             *last = Some(tokio::time::Instant::now());
         }
         let first = self.asked.fetch_add(EXCHANGE_WITH, Ordering::Relaxed);
-        let asked = (0..EXCHANGE_WITH.min(members.len()))
-            .map(|i| &members[(first + i) % members.len()]);
+        let asked =
+            (0..EXCHANGE_WITH.min(members.len())).map(|i| &members[(first + i) % members.len()]);
         let mut found = Vec::new();
         for known in asked {
             match self.exchange.peers(known, &self.watch.content).await {

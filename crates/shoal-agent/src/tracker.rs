@@ -749,7 +749,8 @@ mod tests {
         ] {
             let (refusing, refusing_seen) = stub(status).await;
             let (other, other_seen) = stub(StatusCode::OK).await;
-            let client = TrackerClient::with_replicas(refusing.clone(), vec![other], "t".into(), None);
+            let client =
+                TrackerClient::with_replicas(refusing.clone(), vec![other], "t".into(), None);
             let answer = client.swarm(&id()).await;
             assert!(
                 matches!(

@@ -99,8 +99,9 @@ pub fn is_untrusted_certificate(error: &(dyn StdError + 'static)) -> bool {
         // as the TLS connector nests them), so look inside each.
         let mut inner = Some(error);
         while let Some(candidate) = inner {
-            if let Some(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)) =
-                candidate.downcast_ref::<rustls::Error>()
+            if let Some(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            )) = candidate.downcast_ref::<rustls::Error>()
             {
                 return true;
             }

@@ -14,10 +14,10 @@ use shoal_agent::serve::ServeOptions;
 use shoal_agent::share::Symlinks;
 use shoal_agent::tracker::TrackerClient;
 use shoal_agent::AgentOptions;
+use shoal_agent::ServerTls;
 use shoal_core::wire::AgentId;
 use shoal_engine::ca::ExtraRoots;
 use shoal_engine::{parse_bytes, Connections, HttpOptions, Rate};
-use shoal_agent::ServerTls;
 use tracing::level_filters::LevelFilter;
 use url::Url;
 
@@ -213,11 +213,9 @@ fn options(args: AgentArgs) -> anyhow::Result<(AgentOptions, SocketAddr)> {
     let mut trackers = args.tracker.into_iter();
     let options = AgentOptions {
         id,
-        tracker: trackers
-            .next()
-            .map(|first| {
-                TrackerClient::with_replicas(first, trackers.collect(), token.clone(), ca.as_ref())
-            }),
+        tracker: trackers.next().map(|first| {
+            TrackerClient::with_replicas(first, trackers.collect(), token.clone(), ca.as_ref())
+        }),
         share: args.share,
         symlinks: if args.follow_symlinks {
             Symlinks::Follow

@@ -250,7 +250,12 @@ async fn through_agent(args: GetArgs, agent: &str, mode: Mode, log: logging::Opt
         },
         None => None,
     };
-    let ca = match args.ca.as_deref().map(ExtraRoots::from_pem_file).transpose() {
+    let ca = match args
+        .ca
+        .as_deref()
+        .map(ExtraRoots::from_pem_file)
+        .transpose()
+    {
         Ok(ca) => ca,
         Err(e) => return usage(format!("--ca {e}")),
     };

@@ -63,27 +63,33 @@ pub(crate) async fn run(
     }
     let mut view = View::new(mode, &shown);
     let planned = place.output.clone().unwrap_or_else(|| place.dir.clone());
-    let result = control::request(&agent, token.as_deref(), ca, &request, |event| match event {
-        ControlEvent::Started { url, size } => view.event(&Event::Started {
-            url: url.clone(),
-            path: planned.clone(),
-            size: *size,
-            ranges: true,
-        }),
-        ControlEvent::Progress {
-            done,
-            total,
-            speed,
-            connections,
-        } => view.event(&Event::Progress(Progress {
-            done: *done,
-            total: *total,
-            speed: *speed,
-            connections: *connections,
-        })),
-        ControlEvent::Notice { message } => view.notice(message),
-        ControlEvent::Finished { .. } | ControlEvent::Failed { .. } => {}
-    })
+    let result = control::request(
+        &agent,
+        token.as_deref(),
+        ca,
+        &request,
+        |event| match event {
+            ControlEvent::Started { url, size } => view.event(&Event::Started {
+                url: url.clone(),
+                path: planned.clone(),
+                size: *size,
+                ranges: true,
+            }),
+            ControlEvent::Progress {
+                done,
+                total,
+                speed,
+                connections,
+            } => view.event(&Event::Progress(Progress {
+                done: *done,
+                total: *total,
+                speed: *speed,
+                connections: *connections,
+            })),
+            ControlEvent::Notice { message } => view.notice(message),
+            ControlEvent::Finished { .. } | ControlEvent::Failed { .. } => {}
+        },
+    )
     .await;
     let finished = match result {
         Ok(finished) => finished,

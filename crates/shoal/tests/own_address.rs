@@ -42,7 +42,9 @@ impl Namespace {
         let n = ns.name.as_str();
         let steps: [&[&str]; 6] = [
             &["-n", n, "link", "set", "lo", "up"],
-            &["-n", n, "link", "add", "v0", "type", "veth", "peer", "name", "v1"],
+            &[
+                "-n", n, "link", "add", "v0", "type", "veth", "peer", "name", "v1",
+            ],
             &["-n", n, "addr", "add", "10.213.0.1/24", "dev", "v0"],
             &["-n", n, "addr", "add", "10.213.0.2/24", "dev", "v1"],
             &["-n", n, "link", "set", "v0", "up"],

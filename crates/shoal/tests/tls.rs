@@ -150,7 +150,10 @@ fn an_agent_without_ca_refuses_the_private_cas_tracker_and_says_to_pass_ca() {
     // Bounded by the deadline.
     let warning = loop {
         let log = fleet.log("lone");
-        if let Some(line) = log.lines().find(|l| l.contains("not signed by a trusted CA")) {
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.contains("not signed by a trusted CA"))
+        {
             break line.to_string();
         }
         assert!(

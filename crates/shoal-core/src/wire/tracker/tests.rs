@@ -136,5 +136,8 @@ fn an_agent_address_without_a_scheme_is_plain_http() {
     assert!(text.contains(r#""scheme":"https""#), "{text}");
     assert_eq!(serde_json::from_str::<RegisterRequest>(&text).unwrap(), tls);
     assert_eq!(Scheme::Https.base(tls.addr), "https://10.0.0.5:7701");
-    assert!(serde_json::from_str::<RegisterRequest>(r#"{"addr":"10.0.0.5:7701","scheme":"ftp"}"#).is_err());
+    assert!(
+        serde_json::from_str::<RegisterRequest>(r#"{"addr":"10.0.0.5:7701","scheme":"ftp"}"#)
+            .is_err()
+    );
 }
