@@ -175,15 +175,16 @@ pub async fn run(
         tracker: options.tracker.clone(),
         data,
     };
+    let scheme = if options.tls.is_some() {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
     let announcer = options.tracker.clone().map(|tracker| {
         let identity = Identity {
             id: options.id.clone(),
             addr: options.advertise,
-            scheme: if options.tls.is_some() {
-                Scheme::Https
-            } else {
-                Scheme::Http
-            },
+            scheme,
             upload_capacity: options.serve.upload_limit.unwrap_or(0),
         };
         let announcer = Announcer::new(tracker, identity, catalog.clone(), server.clone());
@@ -199,7 +200,7 @@ pub async fn run(
     let addr = listener
         .local_addr()
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
-    info!(%addr, advertise = %options.advertise, id = %options.id, seeded, "agent listening");
+    info!(%addr, advertise = %options.advertise, %scheme, id = %options.id, seeded, "agent listening");
     // Fires on `shutdown` (or a refused id): every server then stops taking connections.
     let closing = CancellationToken::new();
     let stopping = stop.clone();
