@@ -548,7 +548,7 @@ impl TrackerClient {
         }
         request.send().await.map_err(|e| TrackerError::Unreachable {
             url: redacted(base),
-            detail: describe(&e),
+            detail: ca::describe(&e),
         })
     }
 
@@ -610,19 +610,6 @@ fn route_of(target: &str) -> String {
         })
         .collect();
     segments.join("/")
-}
-
-/// A transport error's causes; for a certificate no trusted CA signed, also what cures it.
-fn describe(error: &reqwest::Error) -> String {
-    let chain = shoal_core::chain::chain(error);
-    if ca::is_untrusted_certificate(error) {
-        format!(
-            "its certificate is not signed by a trusted CA ({chain}); pass --ca FILE with the \
-             CA that signed it"
-        )
-    } else {
-        chain
-    }
 }
 
 #[cfg(test)]

@@ -66,13 +66,8 @@ impl ExtraRoots {
         })
     }
 
-    /// The file the certificates came from.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// `builder` trusting these certificates besides the system's.
-    pub fn trusted_by(&self, builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+    fn trusted_by(&self, builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
         builder.tls_certs_merge(self.certs.iter().cloned())
     }
 }
@@ -87,6 +82,20 @@ pub fn client_builder(roots: Option<&ExtraRoots>) -> reqwest::ClientBuilder {
     match roots {
         Some(roots) => roots.trusted_by(builder),
         None => builder,
+    }
+}
+
+/// A request's failure with its causes, for a message; for a certificate no trusted CA signed,
+/// also what cures it.
+pub fn describe(error: &reqwest::Error) -> String {
+    let chain = shoal_core::chain::chain(error);
+    if is_untrusted_certificate(error) {
+        format!(
+            "its certificate is not signed by a trusted CA ({chain}); pass --ca FILE with the \
+             CA that signed it"
+        )
+    } else {
+        chain
     }
 }
 
@@ -152,6 +161,5 @@ mod tests {
         std::fs::write(&bundle, pem("a") + &pem("b")).unwrap();
         let roots = ExtraRoots::from_pem_file(&bundle).unwrap();
         assert_eq!(roots.certs.len(), 2);
-        assert_eq!(roots.path(), bundle);
     }
 }

@@ -161,17 +161,7 @@ async fn request_tls(
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
-    let response = request.send().await.map_err(|e| {
-        let chain = shoal_core::chain::chain(&e);
-        unreachable(if ca::is_untrusted_certificate(&e) {
-            format!(
-                "its certificate is not signed by a trusted CA ({chain}); pass --ca FILE with \
-                 the CA that signed it"
-            )
-        } else {
-            chain
-        })
-    })?;
+    let response = (request.send().await).map_err(|e| unreachable(ca::describe(&e)))?;
     if !response.status().is_success() {
         let status = response.status().as_u16();
         let message = (response.json::<ErrorBody>().await)
