@@ -66,6 +66,11 @@ impl ExtraRoots {
         })
     }
 
+    /// The certificates of `--ca`, if it was given.
+    pub fn load(path: Option<&Path>) -> Result<Option<Self>, CaError> {
+        path.map(Self::from_pem_file).transpose()
+    }
+
     /// `builder` trusting these certificates besides the system's.
     fn trusted_by(&self, builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
         builder.tls_certs_merge(self.certs.iter().cloned())

@@ -205,11 +205,7 @@ fn options(args: AgentArgs) -> anyhow::Result<(AgentOptions, SocketAddr)> {
         // Possible when the config file gives one of them.
         _ => anyhow::bail!("--tls-cert and --tls-key go together: give both, or neither"),
     };
-    let ca = args
-        .ca
-        .as_deref()
-        .map(ExtraRoots::from_pem_file)
-        .transpose()?;
+    let ca = ExtraRoots::load(args.ca.as_deref())?;
     let mut trackers = args.tracker.into_iter();
     let options = AgentOptions {
         id,

@@ -250,12 +250,7 @@ async fn through_agent(args: GetArgs, agent: &str, mode: Mode, log: logging::Opt
         },
         None => None,
     };
-    let ca = match args
-        .ca
-        .as_deref()
-        .map(ExtraRoots::from_pem_file)
-        .transpose()
-    {
+    let ca = match ExtraRoots::load(args.ca.as_deref()) {
         Ok(ca) => ca,
         Err(e) => return usage(format!("--ca {e}")),
     };
@@ -366,9 +361,7 @@ impl GetArgs {
         let input = self.input()?;
         let headers = parse_headers(&self.headers)
             .map_err(|msg| usage_error(ClapErrorKind::InvalidValue, msg))?;
-        let ca = (self.ca.as_deref())
-            .map(ExtraRoots::from_pem_file)
-            .transpose()
+        let ca = ExtraRoots::load(self.ca.as_deref())
             .map_err(|e| usage_error(ClapErrorKind::InvalidValue, format!("--ca {e}")))?;
         let mut http = HttpOptions {
             headers,

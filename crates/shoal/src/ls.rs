@@ -40,12 +40,7 @@ pub(crate) struct LsArgs {
 
 pub(crate) async fn run(args: LsArgs, log: logging::Options) -> ExitCode {
     logging::init(log, LevelFilter::WARN);
-    let ca = match args
-        .ca
-        .as_deref()
-        .map(ExtraRoots::from_pem_file)
-        .transpose()
-    {
+    let ca = match ExtraRoots::load(args.ca.as_deref()) {
         Ok(ca) => ca,
         Err(e) => {
             exit::say(&format!("shoal ls: --ca {e}"));
