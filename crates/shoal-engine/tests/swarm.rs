@@ -620,3 +620,54 @@ async fn a_liar_sharing_a_piece_with_an_honest_peer_is_the_only_one_blamed() {
     assert!(honest_usage.dropped.is_none(), "{honest_usage:?}");
     assert!(honest_usage.bytes >= PIECE, "{honest_usage:?}");
 }
+
+/// A peer whose upload is far slower than the others' (a tenth) must not hold up the swarm:
+/// once measured, the pieces it holds are fetched from faster holders (the leader, which
+/// otherwise keeps its upload for pieces no downloader holds) or raced by them. Run twice:
+/// with the fast holder a URL swarm's leader, and an ordinary peer holding every piece.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_peer_serves_only_a_small_share() {
+    const PIECES: u32 = 16;
+    let data = random_bytes(PIECES as usize * PIECE as usize, 11);
+    let manifest = Manifest::of_bytes(&data, PIECE).unwrap();
+    let paced = |rate: u64| {
+        Origin::start_blocking(OriginConfig {
+            content: data.clone(),
+            etag: false,
+            last_modified: false,
+            rate_limit: Some(rate),
+            ..OriginConfig::default()
+        })
+    };
+    let all: Vec<u32> = (0..PIECES).collect();
+    // The slow peer holds half the pieces as a downloader does: the leader keeps those for
+    // it, and gives this downloader the other half (designated to it: see `swarm::order`).
+    let odd: Vec<u32> = (0..PIECES).filter(|i| i % 2 == 1).collect();
+    for (fast_is_leader, slow_has) in [(true, &odd), (false, &all)] {
+        // Per connection: the fast holder's 4 MB/s against the slow one's 256 kB/s (two
+        // connections each, at most, as `per_peer` allows).
+        let (fast, slow) = (paced(4 << 20), paced(256 << 10));
+        let (_tx, rx) = watch::channel(vec![
+            PeerSource {
+                seed: fast_is_leader,
+                ..peer("fast", &fast, Some(bits(PIECES, &all)))
+            },
+            peer("slow", &slow, Some(bits(PIECES, slow_has))),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let (result, events) = common::get(peers_only(dir.path(), &manifest, rx)).await;
+        result.unwrap_or_else(|e| panic!("leader {fast_is_leader}: {e}; {events:?}"));
+        assert_out(dir.path(), &data);
+        asked_within(&slow, slow_has);
+        let size = data.len() as u64;
+        // Unthrottled by the slow peer, it would have served about a tenth; never asked again
+        // once measured, it serves what it had in flight, at most a piece per connection.
+        assert!(
+            slow.bytes_sent() <= 2 * PIECE + PIECE / 2,
+            "leader {fast_is_leader}: the slow peer sent {} of {size} bytes, the fast one {}",
+            slow.bytes_sent(),
+            fast.bytes_sent()
+        );
+        assert!(fast.bytes_sent() >= size - slow.bytes_sent());
+    }
+}
