@@ -169,12 +169,8 @@ impl Job<'_> {
         };
         match tracker.create_swarm(&request).await {
             Ok(created) if created.leader == self.f.id => {
-                publisher.pending = publisher
-                    .learned
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, d)| Some((swarm.layout.piece(i as u32)?, (*d)?)))
-                    .collect();
+                publisher.pending =
+                    every_digest(swarm.layout, &publisher.learned, publisher.entry.as_deref());
                 info!(
                     swarm = %swarm.id,
                     tracker = %tracker.base(),
@@ -190,6 +186,28 @@ impl Job<'_> {
             Err(e) => debug!(swarm = %swarm.id, "creating the lost swarm again failed: {e}"),
         }
     }
+}
+
+/// Every digest of a swarm known here: those `learned` from the origin, and those the entry
+/// keeps (published by an earlier leader, and taken from the tracker or that leader), which
+/// members hold pieces of and a tracker that lost the swarm must be told again.
+fn every_digest(
+    layout: Layout,
+    learned: &[Option<PieceDigest>],
+    entry: Option<&Entry>,
+) -> Vec<(PieceIndex, PieceDigest)> {
+    let n = layout.piece_count();
+    let kept = entry
+        .and_then(|e| e.digests().to_digests(n).ok())
+        .unwrap_or_default();
+    layout
+        .pieces()
+        .filter_map(|p| {
+            let i = p.get() as usize;
+            let digest = learned.get(i).copied().flatten();
+            Some((p, digest.or_else(|| kept.get(i).copied().flatten())?))
+        })
+        .collect()
 }
 
 /// Digests the engine learned ([`Event::PieceHashed`]) on their way to the swarm: published as
@@ -551,6 +569,20 @@ mod tests {
             vec![None, Some([2; 32]), None],
             "the entry keeps what it learned here, for peers that ask"
         );
+    }
+
+    #[test]
+    fn a_lost_swarm_is_told_every_digest_known_not_only_those_learned_here() {
+        let layout = Layout::new(3 << 20, 1 << 20).unwrap();
+        let entry = Entry::provisional(swarm(layout).id, layout, "f".into(), "/nowhere".into());
+        // Piece 0's digest was published by the leader this agent took over from.
+        entry.learn(0, [1; 32]);
+        let learned = vec![None, None, Some([3; 32])];
+        let told: Vec<(u32, PieceDigest)> = every_digest(layout, &learned, Some(&entry))
+            .into_iter()
+            .map(|(p, d)| (p.get(), d))
+            .collect();
+        assert_eq!(told, vec![(0, [1; 32]), (2, [3; 32])]);
     }
 
     #[tokio::test]
