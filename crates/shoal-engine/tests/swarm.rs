@@ -671,3 +671,49 @@ async fn a_slow_peer_serves_only_a_small_share() {
         assert!(fast.bytes_sent() >= size - slow.bytes_sent());
     }
 }
+
+/// A URL swarm's leader beside a liar that claims every piece before any digest is published:
+/// a piece without a digest comes from the leader's trusted origin, whoever claims it (the
+/// liar's copy could not be checked, and waiting for a digest only the leader can publish
+/// would hold the swarm up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_takes_unpublished_pieces_from_its_origin_not_a_peer_claiming_them() {
+    let data = random_bytes(SIZE, 12);
+    let manifest = Manifest::of_bytes(&data, PIECE).unwrap();
+    let n = manifest.layout().piece_count();
+    let liar = Peer::start(PeerConfig {
+        content: data.clone(),
+        piece_size: PIECE,
+        lies: (0..n).collect(),
+        token: None,
+        origin: OriginConfig::default(),
+    });
+    let origin = server(data.clone());
+    let (_tx, rx) = watch::channel(vec![PeerSource {
+        name: "liar".to_string(),
+        url: Url::parse(&liar.url(&manifest.id())).unwrap(),
+        have: None,
+        seed: false,
+    }]);
+    let (_digests_tx, digests) = watch::channel(vec![None; n as usize]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(
+        dir.path(),
+        &origin.url("/file"),
+        &manifest,
+        rx,
+        OriginUse::Lead {
+            connections: Connections::new(2).unwrap(),
+            validator: None,
+        },
+    );
+    o.stall_timeout = Duration::from_millis(500);
+    o.swarm.as_mut().unwrap().digests = Digests::Published(PublishedDigests {
+        known: digests,
+        wanted: Arc::new(tokio::sync::Notify::new()),
+    });
+    let (result, _) = common::get(o).await;
+    result.unwrap();
+    assert_out(dir.path(), &data);
+    assert_eq!(liar.origin().bytes_sent(), 0);
+}

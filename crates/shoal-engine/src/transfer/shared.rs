@@ -14,7 +14,7 @@ use crate::checkpoint::DoneBlocks;
 use crate::error::DownloadError;
 use crate::events::Event;
 use crate::http::{FetchError, RangeSource};
-use crate::options::PeerSource;
+use crate::options::{OriginUse, PeerSource};
 use crate::pieces::PieceCheck;
 use crate::ratelimit::RateLimiter;
 use crate::segments::{Segments, WorkerId};
@@ -215,7 +215,33 @@ impl Shared {
             Some(peer) => Asked::Peer(peer),
             None => Asked::Origin,
         };
-        swarm::order(layout, &swarm.me, &peers, asked)
+        let mut allowed = swarm::order(layout, &swarm.me, &peers, asked);
+        // A leader takes a piece with no published digest from its trusted origin, whoever
+        // says they hold it: a peer's copy could not be checked (a liar claiming every piece
+        // would otherwise hold the swarm up).
+        let unpublished = self.pieces.as_ref().and_then(PieceCheck::unpublished);
+        if let (OriginUse::Lead { .. }, Some(unpublished)) = (&swarm.origin, unpublished) {
+            let unknown = |r: &ByteRange| {
+                let piece = layout.piece_at(r.start()).expect("a piece of the file");
+                unpublished[piece.get() as usize]
+            };
+            match source.peer() {
+                Some(_) => allowed.retain(|r| !unknown(r)),
+                None => {
+                    let mut listed = vec![false; unpublished.len()];
+                    for r in &allowed {
+                        listed[layout.piece_at(r.start()).expect("a piece").get() as usize] = true;
+                    }
+                    let more: Vec<ByteRange> = layout
+                        .pieces()
+                        .filter(|p| unpublished[p.get() as usize] && !listed[p.get() as usize])
+                        .map(|p| layout.range(p))
+                        .collect();
+                    allowed.extend(more);
+                }
+            }
+        }
+        allowed
     }
 
     /// Adds peers not seen before and takes in what known ones hold now.
