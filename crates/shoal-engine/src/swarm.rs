@@ -76,6 +76,11 @@ impl PeerState {
         now.duration_since(*self.changed_at.lock().expect("changed lock")) < PROGRESSING
     }
 
+    /// Whether the caller says it leads a URL swarm.
+    pub(crate) fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
+    }
+
     /// Whether it was last measured far slower than the fastest peer.
     pub(crate) fn is_slow(&self) -> bool {
         self.slow.load(Ordering::Relaxed)

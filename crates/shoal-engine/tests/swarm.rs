@@ -335,7 +335,10 @@ async fn published_digests_hold_pieces_back_until_known() {
     let manifest = Manifest::of_bytes(&data, PIECE).unwrap();
     let n = manifest.layout().piece_count() as usize;
     let p = server(data.clone());
-    let (_tx, rx) = watch::channel(vec![peer("leader", &p, None)]);
+    let (_tx, rx) = watch::channel(vec![PeerSource {
+        seed: true,
+        ..peer("leader", &p, None)
+    }]);
     let mut known: Vec<Option<[u8; 32]>> = manifest.digests().iter().copied().map(Some).collect();
     known[1] = None;
     let (digests_tx, digests) = watch::channel(known.clone());
@@ -716,4 +719,56 @@ async fn a_leader_takes_unpublished_pieces_from_its_origin_not_a_peer_claiming_t
     result.unwrap();
     assert_out(dir.path(), &data);
     assert_eq!(liar.origin().bytes_sent(), 0);
+}
+
+/// A follower beside its leader and a liar claiming every piece, before the leader published
+/// any digest: pieces without a digest are asked of the leader only, so the liar is asked once
+/// the digests are in, sends one bad piece, and is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_asks_only_the_leader_for_pieces_without_a_digest() {
+    let data = random_bytes(SIZE, 13);
+    let manifest = Manifest::of_bytes(&data, PIECE).unwrap();
+    let n = manifest.layout().piece_count();
+    let liar = Peer::start(PeerConfig {
+        content: data.clone(),
+        piece_size: PIECE,
+        lies: (0..n).collect(),
+        token: None,
+        origin: OriginConfig::default(),
+    });
+    let leader = server(data.clone());
+    let (_tx, rx) = watch::channel(vec![
+        PeerSource {
+            seed: true,
+            ..peer("leader", &leader, None)
+        },
+        PeerSource {
+            name: "liar".to_string(),
+            url: Url::parse(&liar.url(&manifest.id())).unwrap(),
+            have: None,
+            seed: false,
+        },
+    ]);
+    let (digests_tx, digests) = watch::channel(vec![None; n as usize]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = peers_only(dir.path(), &manifest, rx);
+    o.swarm.as_mut().unwrap().digests = Digests::Published(PublishedDigests {
+        known: digests,
+        wanted: Arc::new(tokio::sync::Notify::new()),
+    });
+    let publish = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let all: Vec<Option<[u8; 32]>> = manifest.digests().iter().copied().map(Some).collect();
+        let _ = digests_tx.send(all);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    });
+    let (result, events) = common::get(o).await;
+    publish.abort();
+    result.unwrap();
+    assert_out(dir.path(), &data);
+    let bad = events
+        .iter()
+        .filter(|e| matches!(e, Event::BadPiece { peer: Some(p), .. } if p == "liar"))
+        .count();
+    assert!(bad <= 2, "the liar was sent for {bad} pieces");
 }

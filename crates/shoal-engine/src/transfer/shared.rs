@@ -216,18 +216,20 @@ impl Shared {
             None => Asked::Origin,
         };
         let mut allowed = swarm::order(layout, &swarm.me, &peers, asked);
-        // A leader takes a piece with no published digest from its trusted origin, whoever
-        // says they hold it: a peer's copy could not be checked (a liar claiming every piece
-        // would otherwise hold the swarm up).
-        let unpublished = self.pieces.as_ref().and_then(PieceCheck::unpublished);
-        if let (OriginUse::Lead { .. }, Some(unpublished)) = (&swarm.origin, unpublished) {
+        // A piece with no published digest yet is asked only of the leader, which publishes
+        // it before it offers the piece (or offers it while the tracker is down): any other
+        // peer claiming it could not be checked before the digest is in, and a liar claiming
+        // every piece would be sent for many pieces at once. A leader takes such pieces from
+        // its trusted origin, whoever claims them.
+        if let Some(unpublished) = self.pieces.as_ref().and_then(PieceCheck::unpublished) {
             let unknown = |r: &ByteRange| {
                 let piece = layout.piece_at(r.start()).expect("a piece of the file");
                 unpublished[piece.get() as usize]
             };
             match source.peer() {
-                Some(_) => allowed.retain(|r| !unknown(r)),
-                None => {
+                Some(peer) if !peer.is_leader() => allowed.retain(|r| !unknown(r)),
+                Some(_) => {}
+                None if matches!(swarm.origin, OriginUse::Lead { .. }) => {
                     let mut listed = vec![false; unpublished.len()];
                     for r in &allowed {
                         listed[layout.piece_at(r.start()).expect("a piece").get() as usize] = true;
@@ -239,6 +241,7 @@ impl Shared {
                         .collect();
                     allowed.extend(more);
                 }
+                None => {}
             }
         }
         allowed
