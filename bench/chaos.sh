@@ -20,12 +20,13 @@
 #   agent-restart    a downloading agent (not the leader) is killed (-9) at 50 % and started
 #                    again at once on its --data; its get, cut off, is run again
 #   slow-peer        at 5 %, one agent (not the leader) has its upload capped at RATE/10
-#   liar             skipped, said so: no lying peer exists in bench/ or the test kit's
-#                    command-line tools yet (the engine's tests fake one with a test origin)
+#   liar             from the start, shoal-liar (the test kit's lying agent) in host N's namespace
+#                    registers as holding every piece of the swarm and serves wrong bytes for
+#                    all of them; the report says how many bad pieces the agents reported
 # For each: time (from the common start to the last copy) against the fluid bound F/RATE,
 # origin egress (bytes that left host 0's veth, and nginx's body bytes) in copies of the file,
 # whether every copy verified (sha256), and the targets of issue 14 met or not: time ≤ 2 ×
-# bound for a death or an outage, ≤ 1.35 × for a slow peer; egress ≤ 1.6 × F for a leader's
+# bound for a death or an outage, ≤ 1.35 × for a slow peer or a liar; egress ≤ 1.6 × F for a leader's
 # death, ≤ 1.2 × F otherwise.
 #
 # Defaults: N=6 RATE=100mbit SIZE=128M, every scenario. --short: N=4, SIZE=32M, tracker-restart
@@ -33,7 +34,8 @@
 # origin-gone: every get failed with the error naming what is missing) and the origin egress
 # target was met; time never decides it.
 #
-# Knobs (environment): N, RATE, SIZE, SHOAL_BIN (default target/release/shoal), MAX_WAIT (the
+# Knobs (environment): N, RATE, SIZE, SHOAL_BIN (default target/release/shoal), LIAR_BIN
+# (default shoal-liar beside SHOAL_BIN: cargo build --release -p shoal-testkit), MAX_WAIT (the
 # agents' --max-wait, default 30s, so that a swarm that cannot finish ends), TIMEOUT (per get,
 # default 4 × bound + 120 s), AGENT_LOG, AGENT_ARGS, TRACKER_LOG, WORK, OUT_DIR (as in
 # bench/swarm.sh).
@@ -122,6 +124,7 @@ RUN=$WORK/runs/$STAMP-$$
 mkdir -p "$RUN/bin"
 cp -f "$SHOAL_BIN" "$RUN/bin/shoal"
 SHOAL=$RUN/bin/shoal
+LIAR_BIN=${LIAR_BIN:-$(dirname "$SHOAL_BIN")/shoal-liar}
 COMMIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
 SHOAL_DESC="$("$SHOAL" --version 2>/dev/null | head -n 1 || true), commit $COMMIT$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo " (with uncommitted changes)")"
 bench_log "shoal: $SHOAL_DESC"
@@ -245,6 +248,15 @@ fault() {
       rerun_get "$v"
       FAULT="h$v killed at $(bench_times_f "$(origin_sent)") × F and started again; its get run again"
       ;;
+    liar)
+      # The liar waits (bounded) until the tracker lists the swarm, then claims all of it.
+      ip netns exec "$(bench_ns_of "$N")" "$RUN/bin/shoal-liar" --tracker "$TRACKER_URL" \
+        --token-file "$RUN/fleet.token" --find-token-file "$RUN/reader.token" --id liar \
+        --listen "$(bench_ip_of "$N"):$((AGENT_PORT + 1))" --name "${URL##*/}" \
+        --wait "$TIMEOUT" --for "$TIMEOUT" </dev/null >"$PH_DIR/liar.log" 2>&1 &
+      LIAR_PID=$!
+      FAULT="shoal-liar in h$N's namespace, claiming every piece from the swarm's start"
+      ;;
     slow-peer)
       wait_origin 5 || { FAULT="the swarm ended before 5 %"; return 0; }
       l=$(leader) || { FAULT="no leader found"; return 0; }
@@ -261,11 +273,17 @@ ROWS=""
 DETAILS=""
 CHECK_FAILS=()
 WRONG_ANY=0
+LIAR_PID=""
+bench_cleanup_add 'bench_stop_pid "$LIAR_PID" 5'
 for s in "${SCENARIOS[@]}"; do
   if [[ $s == liar ]]; then
-    bench_warn "liar: SKIPPED: there is no lying peer to start (not in bench/, and the test kit's liar is a test origin inside the engine's tests, not a process); item 5 of issue 14 is not measured here"
-    ROWS+="| liar | SKIPPED: no liar peer exists for a bench yet | - | - | - | - | - | - | - |"$'\n'
-    continue
+    if [[ ! -x "$LIAR_BIN" ]]; then
+      bench_warn "liar: SKIPPED: no shoal-liar at $LIAR_BIN (cargo build --release -p shoal-testkit, or set LIAR_BIN)"
+      ROWS+="| liar | SKIPPED: no shoal-liar binary | - | - | - | - | - | - | - |"$'\n'
+      continue
+    fi
+    cp -f "$LIAR_BIN" "$RUN/bin/shoal-liar"
+    (umask 077 && printf '%s\n' "$READER_SECRET" >"$RUN/reader.token")
   fi
   LOGS=$RUN/$s
   OUT_ROUND=$OUT_BASE/$s
@@ -278,6 +296,12 @@ for s in "${SCENARIOS[@]}"; do
   fault "$s"
   bench_log "$s: $FAULT"
   bench_phase_wait
+  if [[ -n "$LIAR_PID" ]]; then
+    bench_stop_pid "$LIAR_PID" 5
+    LIAR_PID=""
+    reports=$(cat "$LOGS"/agent-h*.log | grep -c 'reported a peer that sent a bad piece' || true)
+    FAULT+="; $reports bad pieces reported by the agents"
+  fi
   if [[ -n "$RERUN_PID" ]]; then
     wait "$RERUN_PID" || true
     read -r rc t_end <"$PH_DIR/again-$RERUN_HOST" || { rc=125 t_end=$T_GO; }
@@ -302,7 +326,7 @@ for s in "${SCENARIOS[@]}"; do
   ratio=$(bench_ratio "$PH_SECS" "$BOUND")
   case $s in
     leader-*) max_egress=1.6 max_time=2 ;;
-    slow-peer) max_egress=1.2 max_time=1.35 ;;
+    slow-peer | liar) max_egress=1.2 max_time=1.35 ;;
     *) max_egress=1.2 max_time=2 ;;
   esac
   if [[ $s == origin-gone ]]; then
@@ -365,6 +389,7 @@ report() {
   echo "check=$VERDICT"
 }
 REPORT=$BENCH_DIR/out/chaos-$STAMP.md
+mkdir -p "$BENCH_DIR/out"
 report | tee "$REPORT"
 bench_log "report written to $REPORT; logs in $RUN"
 ((WRONG_ANY)) && {

@@ -218,6 +218,15 @@ impl PieceCheck {
         }
     }
 
+    /// Which pieces have no published digest yet, by index, in a swarm still learning them;
+    /// `None` when every digest is known up front.
+    pub(crate) fn unpublished(&self) -> Option<Vec<bool>> {
+        match &self.expected {
+            Expected::Published(d) => Some(d.known.borrow().iter().map(Option::is_none).collect()),
+            Expected::Known(_) | Expected::Learned => None,
+        }
+    }
+
     /// The piece that holds byte `offset`.
     pub(crate) fn piece_around(&self, offset: u64) -> ByteRange {
         let index = self

@@ -433,7 +433,9 @@ async fn probe_with_retries(
 ) -> Result<Probe, DownloadError> {
     let from = resume_offset(options);
     let mut backoff = Backoff::default();
+    let mut outage = Backoff::outage();
     let mut tries = 0;
+    let first_failure = tokio::time::Instant::now();
     loop {
         tries += 1;
         let result = tokio::select! {
@@ -444,10 +446,19 @@ async fn probe_with_retries(
             Ok(probe) => return Ok(probe),
             Err(e) => e,
         };
-        if error.is_fatal() || tries >= options.max_tries {
+        // With `max_wait`, a server that is down is waited for past the tries, as the
+        // transfer's connections wait for it (see `source::Verdict::Wait`).
+        let waiting = options
+            .max_wait
+            .is_some_and(|max| error.is_outage() && first_failure.elapsed() < max);
+        if error.is_fatal() || (tries >= options.max_tries && !waiting) {
             return Err(DownloadError::fetch(url, error, tries));
         }
-        let wait = backoff.next(error.slow_down().flatten());
+        let wait = if tries >= options.max_tries {
+            outage.next(error.slow_down().flatten())
+        } else {
+            backoff.next(error.slow_down().flatten())
+        };
         debug!(tries, ?wait, error = %error.describe(), "probe failed, retrying");
         let _ = events.send(Event::Retry {
             attempt: tries,

@@ -225,7 +225,7 @@ impl Segments {
         // Only at the tail: before it, a peer that has nothing new yet soon will, and racing
         // another connection's piece would only fetch it twice.
         if self.pending.is_empty() {
-            self.race_within(worker, allowed)
+            self.race_within(worker, allowed, None)
         } else {
             None
         }
@@ -258,18 +258,27 @@ impl Segments {
     }
 
     /// The endgame part of [`Segments::assign_within`]: a duplicate of the slowest remainder
-    /// that lies wholly inside an allowed range and would take over a second.
-    pub fn race_within(&mut self, worker: WorkerId, allowed: &[ByteRange]) -> Option<ByteRange> {
+    /// that lies wholly inside an allowed range and would take over a second. With `below`,
+    /// only a remainder whose worker was measured below that many bytes per second: a source
+    /// far slower than the one asking (a peer with a narrow uplink) need not hold its range
+    /// until the tail.
+    pub fn race_within(
+        &mut self,
+        worker: WorkerId,
+        allowed: &[ByteRange],
+        below: Option<f64>,
+    ) -> Option<ByteRange> {
         self.release(worker);
         let inside = |o: &Owned| {
             allowed
                 .iter()
                 .any(|a| a.start() <= o.pos / BLOCK * BLOCK && o.end <= a.end())
         };
+        let slower = |o: &Owned| below.is_none_or(|below| o.speed.is_some_and(|s| s < below));
         let (&victim, o) = self
             .owned
             .iter()
-            .filter(|(_, o)| o.twin.is_none() && o.end > o.pos && inside(o))
+            .filter(|(_, o)| o.twin.is_none() && o.end > o.pos && inside(o) && slower(o))
             .filter_map(|(id, o)| Some((id, o, eta(o)?)))
             .filter(|(_, _, eta)| *eta > ENDGAME_MIN_SECS)
             .max_by(|a, b| a.2.total_cmp(&b.2))
@@ -327,7 +336,7 @@ impl Segments {
             return None;
         }
         let whole = ByteRange::new(0, self.size).expect("0 <= size");
-        self.race_within(worker, &[whole])
+        self.race_within(worker, &[whole], None)
     }
 
     fn own(&mut self, worker: WorkerId, start: u64, end: u64, twin: Option<WorkerId>) -> ByteRange {
@@ -485,9 +494,11 @@ fn eta(o: &Owned) -> Option<f64> {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
     const MIB: u64 = 1 << 20;
 
@@ -552,6 +563,26 @@ mod tests {
         seg.advance(3, MIB);
         assert!(seg.is_complete());
         assert_eq!(seg.advance(1, 4 * BLOCK), Next::Finished);
+    }
+
+    #[test]
+    fn a_slower_worker_is_raced_before_the_tail() {
+        let mut seg = Segments::new(4 * MIB, MIB);
+        assert_eq!(seg.assign_within(1, &[piece(0)]), Some(piece(0)));
+        assert_eq!(seg.assign_within(2, &[piece(1)]), Some(piece(1)));
+        seg.set_speed(1, 100_000.0);
+        seg.set_speed(2, 400_000.0);
+        // Pieces 2 and 3 are pending, so this is not the tail: only a worker measured below
+        // the given speed is raced.
+        assert_eq!(
+            seg.race_within(3, &[piece(0), piece(1)], Some(50_000.0)),
+            None
+        );
+        assert_eq!(
+            seg.race_within(3, &[piece(0), piece(1)], Some(200_000.0)),
+            Some(piece(0))
+        );
+        assert!(seg.has_work_within(&[piece(2), piece(3)]));
     }
 
     #[test]
@@ -660,141 +691,5 @@ mod tests {
         assert_eq!(s.advance(0, BLOCK), Next::Finished);
         assert!(s.is_complete());
         assert_eq!(s.done_bytes(), 4 * BLOCK - 10);
-    }
-
-    #[derive(Debug, Clone)]
-    enum Op {
-        Assign(WorkerId),
-        AssignAt(WorkerId, u32),
-        Advance(WorkerId, u64),
-        Release(WorkerId),
-        Invalidate(u64, u64),
-        Speed(WorkerId, u32),
-    }
-
-    fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            (0u32..6).prop_map(Op::Assign),
-            (0u32..6, 1u32..1000).prop_map(|(w, s)| Op::AssignAt(w, s)),
-            (0u32..6, 0u64..4 * MIB).prop_map(|(w, n)| Op::Advance(w, n)),
-            (0u32..6).prop_map(Op::Release),
-            (0u64..6 * MIB, 1u64..2 * MIB).prop_map(|(s, l)| Op::Invalidate(s, l)),
-            (0u32..6, 0u32..1000).prop_map(|(w, s)| Op::Speed(w, s)),
-        ]
-    }
-
-    /// Checks that owned ranges never overlap unless they are endgame twins, that no pending
-    /// interval overlaps an owned one or a done block, and that everything unfinished is
-    /// pending or owned: together, the segments partition what is left of the file.
-    fn check_partition(s: &Segments) -> Result<(), TestCaseError> {
-        let blocks = block_count(s.size);
-        let mut cover = vec![0u8; blocks as usize];
-        for (&start, &end) in &s.pending {
-            prop_assert!(start % BLOCK == 0 && start < end && end <= s.size);
-            for b in start / BLOCK..end.div_ceil(BLOCK) {
-                prop_assert!(!s.done.get(b as u32), "pending block {} is done", b);
-                cover[b as usize] += 1;
-            }
-        }
-        // Endgame twins race over the same bytes: together they cover their union once.
-        let blocks_of = |o: &Owned| o.pos / BLOCK..o.end.div_ceil(BLOCK);
-        for (id, o) in &s.owned {
-            prop_assert!(o.pos <= o.end && o.end <= s.size);
-            let twin = o.twin.filter(|t| s.owned[t].twin == Some(*id));
-            if twin.is_some_and(|t| t < *id) {
-                continue;
-            }
-            let other = twin.map(|t| blocks_of(&s.owned[&t]));
-            for b in 0..u64::from(blocks) {
-                let inside =
-                    blocks_of(o).contains(&b) || other.as_ref().is_some_and(|r| r.contains(&b));
-                if inside && !s.done.get(b as u32) {
-                    cover[b as usize] += 1;
-                }
-            }
-        }
-        for b in 0..blocks {
-            let c = cover[b as usize];
-            if s.done.get(b) {
-                prop_assert!(c == 0);
-            } else {
-                prop_assert_eq!(c, 1, "block {} covered {} times", b, c);
-            }
-        }
-        Ok(())
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(512))]
-
-        #[test]
-        fn segments_partition_the_file(
-            size in 1u64..6 * MIB,
-            split_blocks in 1u64..20,
-            ops in proptest::collection::vec(op(), 0..80),
-        ) {
-            let mut s = Segments::new(size, split_blocks * BLOCK);
-            check_partition(&s)?;
-            for op in ops {
-                match op {
-                    Op::Assign(w) => {
-                        if let Some(r) = s.assign(w) {
-                            prop_assert!(r.start() % BLOCK == 0 && !r.is_empty());
-                        }
-                    }
-                    Op::Advance(w, n) => {
-                        if let Some(r) = s.owned_by(w) {
-                            s.advance(w, r.start() + n.min(r.len()));
-                        }
-                    }
-                    Op::AssignAt(w, speed) => {
-                        if let Some(r) = s.assign_at(w, Some(f64::from(speed))) {
-                            prop_assert!(r.start() % BLOCK == 0 && !r.is_empty());
-                        }
-                    }
-                    Op::Release(w) => s.release(w),
-                    Op::Invalidate(start, len) => {
-                        let start = start.min(s.size());
-                        let end = (start + len).min(s.size());
-                        s.invalidate(ByteRange::new(start, end).unwrap());
-                    }
-                    Op::Speed(w, b) => s.set_speed(w, f64::from(b)),
-                }
-                check_partition(&s)?;
-            }
-        }
-
-        /// Workers that each write their whole range and ask again always finish the file,
-        /// within a bounded number of assignments.
-        #[test]
-        fn stealing_terminates(
-            size in 1u64..64 * MIB,
-            split_blocks in 1u64..32,
-            workers in 1u32..40,
-        ) {
-            let mut s = Segments::new(size, split_blocks * BLOCK);
-            let mut assignments = 0;
-            loop {
-                let mut progressed = false;
-                for w in 0..workers {
-                    if s.owned_by(w).is_none() && s.assign(w).is_some() {
-                        assignments += 1;
-                    }
-                    // Each worker writes half of what it owns per round, at least a block.
-                    if let Some(r) = s.owned_by(w) {
-                        let step = (r.len() / 2).max(BLOCK);
-                        s.advance(w, (r.start() + step).min(r.end()));
-                        progressed = true;
-                    }
-                }
-                check_partition(&s)?;
-                if !progressed {
-                    break;
-                }
-                prop_assert!(assignments < 100_000, "stealing did not terminate");
-            }
-            prop_assert!(s.is_complete());
-            prop_assert_eq!(s.done_bytes(), size);
-        }
     }
 }

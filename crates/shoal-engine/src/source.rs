@@ -223,7 +223,11 @@ impl Source {
                 Some(chunk) => segments.assign_front(worker, chunk),
                 None => segments.assign_at(worker, speed),
             },
-            Reach::Held(_) => segments.assign_within(worker, allowed),
+            // A connection with nothing pending races a peer far slower than itself.
+            Reach::Held(_) => segments.assign_within(worker, allowed).or_else(|| {
+                let below = speed? / crate::swarm::SLOW_PEER;
+                segments.race_within(worker, allowed, Some(below))
+            }),
             Reach::Unheld => {
                 let taken = match in_order {
                     // A swarm leader's origin: front to back, the connections sharing a piece
@@ -237,7 +241,7 @@ impl Source {
                 };
                 taken.or_else(|| {
                     let whole = ByteRange::new(0, segments.size()).expect("a file with sources");
-                    segments.race_within(worker, &[whole])
+                    segments.race_within(worker, &[whole], None)
                 })
             }
         }

@@ -11,6 +11,10 @@
 //! BitTorrent's super-seeding, and the downloaders' uplinks carry the rest. A downloader whose
 //! bitfield has not grown for [`PROGRESSING`] is no longer designated anything, so a dead or
 //! stuck one holds nobody up for long.
+//!
+//! A peer measured far slower than the fastest (see [`judge_speeds`]) is asked only for pieces
+//! no faster peer holds, and its holdings do not keep a seed from serving a piece: what it
+//! holds is fetched from faster holders instead of through its narrow uplink.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -23,6 +27,11 @@ use crate::options::PeerSource;
 
 /// A downloader counts as progressing while its bitfield grew (or it appeared) this recently.
 pub(crate) const PROGRESSING: Duration = Duration::from_secs(3);
+/// A peer whose measured speed per connection is this many times below the fastest peer's is
+/// slow. Peers' speeds per connection differ by their connection count and by how many others
+/// they serve, a factor of two or so in a healthy swarm; an uplink capped at a tenth of the
+/// others' is well past this.
+pub(crate) const SLOW_PEER: f64 = 4.0;
 
 /// What the scheduler knows of one peer.
 pub(crate) struct PeerState {
@@ -33,6 +42,8 @@ pub(crate) struct PeerState {
     leader: AtomicBool,
     /// When its bitfield last changed.
     changed_at: Mutex<Instant>,
+    /// Measured far slower than the fastest peer (see [`judge_speeds`]).
+    slow: AtomicBool,
 }
 
 impl PeerState {
@@ -42,6 +53,7 @@ impl PeerState {
             have: RwLock::new(peer.have.clone()),
             leader: AtomicBool::new(peer.seed),
             changed_at: Mutex::new(Instant::now()),
+            slow: AtomicBool::new(false),
         }
     }
 
@@ -63,6 +75,36 @@ impl PeerState {
     fn progressing(&self, now: Instant) -> bool {
         now.duration_since(*self.changed_at.lock().expect("changed lock")) < PROGRESSING
     }
+
+    /// Whether the caller says it leads a URL swarm.
+    pub(crate) fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
+    }
+
+    /// Whether it was last measured far slower than the fastest peer.
+    pub(crate) fn is_slow(&self) -> bool {
+        self.slow.load(Ordering::Relaxed)
+    }
+}
+
+/// Marks slow each peer whose measured speed per connection is [`SLOW_PEER`] times below the
+/// fastest one's, and not slow the others; `peers` are the live ones with their measured
+/// bytes per second per connection (`None`: not measured yet, left as they are). Returns the
+/// peers newly found slow.
+pub(crate) fn judge_speeds<'a>(peers: &[(&'a PeerState, Option<f64>)]) -> Vec<&'a PeerState> {
+    let fastest = peers
+        .iter()
+        .filter_map(|(_, speed)| *speed)
+        .fold(0.0f64, f64::max);
+    let mut newly = Vec::new();
+    for &(peer, speed) in peers {
+        let Some(speed) = speed else { continue };
+        let slow = speed * SLOW_PEER < fastest;
+        if peer.slow.swap(slow, Ordering::Relaxed) != slow && slow {
+            newly.push(peer);
+        }
+    }
+    newly
 }
 
 /// Who is asked.
@@ -77,6 +119,7 @@ struct Seen<'a> {
     peer: &'a PeerState,
     have: Option<Bitfield>,
     seed: bool,
+    slow: bool,
 }
 
 impl<'a> Seen<'a> {
@@ -85,7 +128,12 @@ impl<'a> Seen<'a> {
         // a waiting writer.
         let have = peer.have.read().expect("have lock").clone();
         let seed = peer.leader.load(Ordering::Relaxed) || have.is_none();
-        Seen { peer, have, seed }
+        Seen {
+            peer,
+            have,
+            seed,
+            slow: peer.is_slow(),
+        }
     }
 
     fn holds(&self, piece: PieceIndex) -> bool {
@@ -105,13 +153,19 @@ pub(crate) fn order(
     let now = Instant::now();
     let seen: Vec<Seen<'_>> = peers.iter().map(|&peer| Seen::of(peer)).collect();
     let mut holders = vec![0u32; count];
+    // Holders that are not slow, and those of them that are downloaders: a piece only a slow
+    // downloader holds is still a first copy for a seed to give.
+    let mut by_fast = vec![0u32; count];
     let mut by_downloaders = vec![0u32; count];
     for s in &seen {
         for p in layout.pieces() {
             if s.holds(p) {
                 holders[p.get() as usize] += 1;
-                if !s.seed {
-                    by_downloaders[p.get() as usize] += 1;
+                if !s.slow {
+                    by_fast[p.get() as usize] += 1;
+                    if !s.seed {
+                        by_downloaders[p.get() as usize] += 1;
+                    }
                 }
             }
         }
@@ -141,6 +195,7 @@ pub(crate) fn order(
     let allowed = |p: PieceIndex| match &asked {
         None => holders[p.get() as usize] == 0,
         Some(peer) if !peer.holds(p) => false,
+        Some(peer) if peer.slow && by_fast[p.get() as usize] > 0 => false,
         Some(peer) if peer.seed => by_downloaders[p.get() as usize] == 0 && designated_to_me(p),
         Some(_) => true,
     };
@@ -222,6 +277,31 @@ mod tests {
         assert_eq!(from_b, vec![0, 1]);
         let from_origin = pieces(layout, order(layout, "a", &[&leader, &b], Asked::Origin));
         assert_eq!(from_origin, vec![4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn a_slow_peers_pieces_go_to_faster_holders() {
+        let layout = Layout::new(8 << 20, 1 << 20).unwrap();
+        let leader = peer("leader", Some(&[0, 1, 2, 3]), true);
+        let slow = peer("slow", Some(&[0, 1, 4]), false);
+        let judged = judge_speeds(&[(&leader, Some(4e6)), (&slow, Some(2e5))]);
+        assert_eq!(judged.len(), 1);
+        assert!(slow.is_slow() && !leader.is_slow());
+        // Found slow once: said once.
+        assert!(judge_speeds(&[(&leader, Some(4e6)), (&slow, Some(2e5))]).is_empty());
+        let peers = [&leader, &slow];
+        // The leader gives what only the slow downloader holds (and piece 2, designated to
+        // me; 3 is the slow one's to take first); the slow one keeps only what no faster peer
+        // holds.
+        let from_leader = pieces(layout, order(layout, "a", &peers, Asked::Peer(&leader)));
+        assert_eq!(from_leader, vec![0, 1, 2]);
+        let from_slow = pieces(layout, order(layout, "a", &peers, Asked::Peer(&slow)));
+        assert_eq!(from_slow, vec![4]);
+        // Measured fast again, it is an ordinary downloader again.
+        assert!(judge_speeds(&[(&leader, Some(4e6)), (&slow, Some(3e6))]).is_empty());
+        assert!(!slow.is_slow());
+        let from_leader = pieces(layout, order(layout, "a", &peers, Asked::Peer(&leader)));
+        assert_eq!(from_leader, vec![2]);
     }
 
     #[test]

@@ -179,3 +179,24 @@ async fn without_max_wait_an_origin_down_fails_after_its_tries_as_before() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_max_wait_an_origin_down_at_the_start_is_waited_for_by_the_probe() {
+    let origin = slow_origin();
+    let content = origin.content();
+    origin.go_down();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("f.bin");
+    let (run, mut rx) = start(options(&origin, &out, Some(Duration::from_secs(60))));
+    // The probe is refused past its tries and asks again instead of failing.
+    waits_seen(&mut rx, 2, 2).await;
+    assert!(!run.is_finished());
+    origin.come_back();
+    finish(run)
+        .await
+        .expect("completes once the origin is back");
+    assert_eq!(
+        sha256_hex(&std::fs::read(&out).unwrap()),
+        sha256_hex(&content)
+    );
+}

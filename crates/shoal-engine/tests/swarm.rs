@@ -335,7 +335,10 @@ async fn published_digests_hold_pieces_back_until_known() {
     let manifest = Manifest::of_bytes(&data, PIECE).unwrap();
     let n = manifest.layout().piece_count() as usize;
     let p = server(data.clone());
-    let (_tx, rx) = watch::channel(vec![peer("leader", &p, None)]);
+    let (_tx, rx) = watch::channel(vec![PeerSource {
+        seed: true,
+        ..peer("leader", &p, None)
+    }]);
     let mut known: Vec<Option<[u8; 32]>> = manifest.digests().iter().copied().map(Some).collect();
     known[1] = None;
     let (digests_tx, digests) = watch::channel(known.clone());
@@ -619,4 +622,153 @@ async fn a_liar_sharing_a_piece_with_an_honest_peer_is_the_only_one_blamed() {
         .unwrap();
     assert!(honest_usage.dropped.is_none(), "{honest_usage:?}");
     assert!(honest_usage.bytes >= PIECE, "{honest_usage:?}");
+}
+
+/// A peer whose upload is far slower than the others' (a tenth) must not hold up the swarm:
+/// once measured, the pieces it holds are fetched from faster holders (the leader, which
+/// otherwise keeps its upload for pieces no downloader holds) or raced by them. Run twice:
+/// with the fast holder a URL swarm's leader, and an ordinary peer holding every piece.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_peer_serves_only_a_small_share() {
+    const PIECES: u32 = 16;
+    let data = random_bytes(PIECES as usize * PIECE as usize, 11);
+    let manifest = Manifest::of_bytes(&data, PIECE).unwrap();
+    let paced = |rate: u64| {
+        Origin::start_blocking(OriginConfig {
+            content: data.clone(),
+            etag: false,
+            last_modified: false,
+            rate_limit: Some(rate),
+            ..OriginConfig::default()
+        })
+    };
+    let all: Vec<u32> = (0..PIECES).collect();
+    // The slow peer holds half the pieces as a downloader does: the leader keeps those for
+    // it, and gives this downloader the other half (designated to it: see `swarm::order`).
+    let odd: Vec<u32> = (0..PIECES).filter(|i| i % 2 == 1).collect();
+    for (fast_is_leader, slow_has) in [(true, &odd), (false, &all)] {
+        // Per connection: the fast holder's 4 MB/s against the slow one's 256 kB/s (two
+        // connections each, at most, as `per_peer` allows).
+        let (fast, slow) = (paced(4 << 20), paced(256 << 10));
+        let (_tx, rx) = watch::channel(vec![
+            PeerSource {
+                seed: fast_is_leader,
+                ..peer("fast", &fast, Some(bits(PIECES, &all)))
+            },
+            peer("slow", &slow, Some(bits(PIECES, slow_has))),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let (result, events) = common::get(peers_only(dir.path(), &manifest, rx)).await;
+        result.unwrap_or_else(|e| panic!("leader {fast_is_leader}: {e}; {events:?}"));
+        assert_out(dir.path(), &data);
+        asked_within(&slow, slow_has);
+        let size = data.len() as u64;
+        // Unthrottled by the slow peer, it would have served about a tenth; never asked again
+        // once measured, it serves what it had in flight, at most a piece per connection.
+        assert!(
+            slow.bytes_sent() <= 2 * PIECE + PIECE / 2,
+            "leader {fast_is_leader}: the slow peer sent {} of {size} bytes, the fast one {}",
+            slow.bytes_sent(),
+            fast.bytes_sent()
+        );
+        assert!(fast.bytes_sent() >= size - slow.bytes_sent());
+    }
+}
+
+/// A URL swarm's leader beside a liar that claims every piece before any digest is published:
+/// a piece without a digest comes from the leader's trusted origin, whoever claims it (the
+/// liar's copy could not be checked, and waiting for a digest only the leader can publish
+/// would hold the swarm up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_takes_unpublished_pieces_from_its_origin_not_a_peer_claiming_them() {
+    let data = random_bytes(SIZE, 12);
+    let manifest = Manifest::of_bytes(&data, PIECE).unwrap();
+    let n = manifest.layout().piece_count();
+    let liar = Peer::start(PeerConfig {
+        content: data.clone(),
+        piece_size: PIECE,
+        lies: (0..n).collect(),
+        token: None,
+        origin: OriginConfig::default(),
+    });
+    let origin = server(data.clone());
+    let (_tx, rx) = watch::channel(vec![PeerSource {
+        name: "liar".to_string(),
+        url: Url::parse(&liar.url(&manifest.id())).unwrap(),
+        have: None,
+        seed: false,
+    }]);
+    let (_digests_tx, digests) = watch::channel(vec![None; n as usize]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(
+        dir.path(),
+        &origin.url("/file"),
+        &manifest,
+        rx,
+        OriginUse::Lead {
+            connections: Connections::new(2).unwrap(),
+            validator: None,
+        },
+    );
+    o.stall_timeout = Duration::from_millis(500);
+    o.swarm.as_mut().unwrap().digests = Digests::Published(PublishedDigests {
+        known: digests,
+        wanted: Arc::new(tokio::sync::Notify::new()),
+    });
+    let (result, _) = common::get(o).await;
+    result.unwrap();
+    assert_out(dir.path(), &data);
+    assert_eq!(liar.origin().bytes_sent(), 0);
+}
+
+/// A follower beside its leader and a liar claiming every piece, before the leader published
+/// any digest: pieces without a digest are asked of the leader only, so the liar is asked once
+/// the digests are in, sends one bad piece, and is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_asks_only_the_leader_for_pieces_without_a_digest() {
+    let data = random_bytes(SIZE, 13);
+    let manifest = Manifest::of_bytes(&data, PIECE).unwrap();
+    let n = manifest.layout().piece_count();
+    let liar = Peer::start(PeerConfig {
+        content: data.clone(),
+        piece_size: PIECE,
+        lies: (0..n).collect(),
+        token: None,
+        origin: OriginConfig::default(),
+    });
+    let leader = server(data.clone());
+    let (_tx, rx) = watch::channel(vec![
+        PeerSource {
+            seed: true,
+            ..peer("leader", &leader, None)
+        },
+        PeerSource {
+            name: "liar".to_string(),
+            url: Url::parse(&liar.url(&manifest.id())).unwrap(),
+            have: None,
+            seed: false,
+        },
+    ]);
+    let (digests_tx, digests) = watch::channel(vec![None; n as usize]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = peers_only(dir.path(), &manifest, rx);
+    o.swarm.as_mut().unwrap().digests = Digests::Published(PublishedDigests {
+        known: digests,
+        wanted: Arc::new(tokio::sync::Notify::new()),
+    });
+    let publish = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let all: Vec<Option<[u8; 32]>> = manifest.digests().iter().copied().map(Some).collect();
+        let _ = digests_tx.send(all);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    });
+    let (result, events) = common::get(o).await;
+    publish.abort();
+    result.unwrap();
+    assert_out(dir.path(), &data);
+    let bad = events
+        .iter()
+        .filter(|e| matches!(e, Event::BadPiece { peer: Some(p), .. } if p == "liar"))
+        .count();
+    assert!(bad <= 2, "the liar was sent for {bad} pieces");
 }

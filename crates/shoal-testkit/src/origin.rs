@@ -15,6 +15,10 @@ use crate::http1::{self, Body, Fault, RangeSpec, Request, Response};
 use crate::peer_routes::PeerRoutes;
 use crate::tls;
 
+/// Where test servers listen: loopback, on a port the system picks.
+pub(crate) const LOOPBACK: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
 /// How an [`Origin`] behaves. `Default` is a well-behaved server for empty content; every fault
 /// is off by default.
 #[derive(Clone, Debug)]
@@ -171,18 +175,23 @@ impl Origin {
     /// # Panics
     /// If the loopback socket or the runtime cannot be created: a test cannot go on without them.
     pub fn start_blocking(config: OriginConfig) -> Origin {
-        Origin::start_with(config, None)
+        Origin::start_with(config, None, LOOPBACK)
     }
 
-    /// An origin that answers as a peer too (see [`crate::Peer`]).
-    pub(crate) fn start_with(config: OriginConfig, peer: Option<PeerRoutes>) -> Origin {
+    /// An origin that answers as a peer too (see [`crate::Peer`]), listening on `bind`.
+    pub(crate) fn start_with(
+        config: OriginConfig,
+        peer: Option<PeerRoutes>,
+        bind: SocketAddr,
+    ) -> Origin {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("shoal-testkit-origin")
             .enable_all()
             .build()
             .expect("origin runtime");
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let listener = std::net::TcpListener::bind(bind)
+            .unwrap_or_else(|e| panic!("cannot listen on {bind}: {e}"));
         listener
             .set_nonblocking(true)
             .expect("nonblocking listener");

@@ -39,6 +39,15 @@ impl Peer {
     /// If `piece_size` does not describe `content` (no piece, or more than fit a `u32`), or a
     /// lie names a piece past the end: the test is wrong.
     pub fn start(config: PeerConfig) -> Peer {
+        Peer::start_on(config, crate::origin::LOOPBACK)
+    }
+
+    /// Like [`Peer::start`], listening on `bind` (a bench's network namespace, say: the
+    /// `shoal-liar` command).
+    ///
+    /// # Panics
+    /// As [`Peer::start`], and if it cannot listen on `bind`.
+    pub fn start_on(config: PeerConfig, bind: std::net::SocketAddr) -> Peer {
         let layout = Layout::for_hashes(config.content.len() as u64, config.piece_size)
             .expect("the piece size describes the content");
         let mut served = config.content.to_vec();
@@ -58,6 +67,7 @@ impl Peer {
                 ..config.origin
             },
             Some(routes),
+            bind,
         );
         Peer { origin }
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use shoal_testkit::{random_bytes, Origin, OriginConfig};
 
-use fleet::{content_id, done, Fleet, Process, FLEET, MIB, READER};
+use fleet::{content_id, done, wait_sent, Fleet, Process, FLEET, MIB, READER};
 
 #[test]
 fn a_shared_file_reaches_every_agent() {
@@ -325,14 +325,8 @@ fn a_killed_leader_is_replaced_and_the_origin_sends_at_most_one_extra_copy() {
     let url = origin.url("/weights.bin");
     let mut leader = fleet.agent("lead", None, &[]);
     let mut led = fleet.get(&leader, &url, "out-lead");
-    wait_log(&fleet, &mut led, "lead", "leading the swarm");
-    let log = fleet.log("lead");
-    let swarm = log
-        .lines()
-        .find(|l| l.contains("leading the swarm"))
-        .and_then(|l| l.split("swarm=").nth(1))
-        .map(|rest| rest[..64].to_string())
-        .unwrap_or_else(|| panic!("no swarm id in the leader's log:\n{log}"));
+    fleet.wait_log(&mut led, "lead", "leading the swarm");
+    let swarm = fleet.swarm_led_by("lead");
     let followers: Vec<Process> = ["f1", "f2"]
         .iter()
         .map(|id| fleet.agent(id, None, &[]))
@@ -343,13 +337,7 @@ fn a_killed_leader_is_replaced_and_the_origin_sends_at_most_one_extra_copy() {
         .map(|(i, a)| fleet.get(a, &url, &format!("out{i}")))
         .collect();
     // Killed once it published a few digests, well before it has the file.
-    let published = |fleet: &Fleet| {
-        let (status, body) = fleet.tracker_call("GET", &format!("/v1/swarms/{swarm}"));
-        assert_eq!(status, 200, "{body}");
-        let info: shoal_core::wire::SwarmInfo = serde_json::from_str(&body).unwrap();
-        let digests = info.digests.to_digests(info.layout.piece_count()).unwrap();
-        digests.iter().filter(|d| d.is_some()).count()
-    };
+    let published = |fleet: &Fleet| fleet.published(&swarm);
     let deadline = Instant::now() + common::DEADLINE;
     while published(&fleet) < 3 {
         assert!(
@@ -394,18 +382,103 @@ fn a_killed_leader_is_replaced_and_the_origin_sends_at_most_one_extra_copy() {
     );
 }
 
-/// Waits until `log` (in the fleet's directory) says `needle`, or `child` exits.
-fn wait_log(fleet: &Fleet, child: &mut Child, log: &str, needle: &str) {
+/// A URL swarm's leader that stalls (stopped with SIGSTOP) is taken over from; once it is back
+/// (SIGCONT) it stops fetching from the origin and follows the new leader: every copy, its own
+/// too, is right, and the origin sends the file about once, not the rest of it twice.
+#[test]
+fn a_stalled_leader_that_comes_back_follows_its_successor() {
+    let fleet = Fleet::start();
+    let data = random_bytes(6 * MIB, 8);
+    let size = data.len() as u64;
+    // A piece about every second from 8 connections at 128 KiB/s: 6 s for the whole file.
+    let origin = Origin::start_blocking(OriginConfig {
+        content: data.clone(),
+        rate_limit: Some(128 * 1024),
+        ..OriginConfig::default()
+    });
+    let url = origin.url("/deposed.bin");
+    let leader = fleet.agent("lead", None, &[]);
+    let mut led = fleet.get(&leader, &url, "out-lead");
+    fleet.wait_log(&mut led, "lead", "leading the swarm");
+    let swarm = fleet.swarm_led_by("lead");
+    let followers: Vec<Process> = ["f1", "f2"]
+        .iter()
+        .map(|id| fleet.agent(id, None, &[]))
+        .collect();
+    let mut gets: Vec<Child> = followers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| fleet.get(a, &url, &format!("out{i}")))
+        .collect();
     let deadline = Instant::now() + common::DEADLINE;
-    while !fleet.log(log).contains(needle) {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "{log} exited ({status}) before saying {needle:?}:\n{}",
-                fleet.log(log)
-            );
-        }
-        assert!(Instant::now() < deadline, "{log} never said {needle:?}");
-        std::thread::sleep(Duration::from_millis(20));
+    while fleet.published(&swarm) < 2 {
+        assert!(Instant::now() < deadline, "the leader never published");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let signal = |signal: &str| {
+        let pid = leader.child.id().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
+    };
+    signal("-STOP");
+    // A follower takes over once the leader published nothing for its stall limit.
+    while fleet.swarm(&swarm).leader.as_str() == "lead" {
+        assert!(Instant::now() < deadline, "no follower took over");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal("-CONT");
+    gets.push(led);
+    for get in gets {
+        done(get, &fleet, &["lead", "f1", "f2"]);
+    }
+    for out in ["out0", "out1", "out-lead"] {
+        fleet.assert_file(out, &data);
+    }
+    let log = fleet.log("lead");
+    assert!(
+        log.contains("another member took over the swarm's lead"),
+        "{log}"
+    );
+    let sent = origin.bytes_sent();
+    assert!(
+        sent <= size * 14 / 10,
+        "the origin sent {sent} bytes ({:.2} copies) for a {size} byte file",
+        sent as f64 / size as f64
+    );
+}
+
+/// The origin dies for good once the leader fetched a third of the file: every member's get
+/// fails (exit 3) once nothing arrived for `--max-wait`, naming the pieces missing, not the
+/// refusal of a fallback to the origin alone.
+#[test]
+fn with_the_origin_gone_every_member_names_the_missing_pieces() {
+    let fleet = Fleet::start();
+    let data = random_bytes(6 * MIB, 9);
+    let origin = Origin::start_blocking(OriginConfig {
+        content: data.clone(),
+        rate_limit: Some(128 * 1024),
+        ..OriginConfig::default()
+    });
+    let url = origin.url("/gone.bin");
+    let agents: Vec<Process> = ["g1", "g2", "g3"]
+        .iter()
+        .map(|n| fleet.agent(n, None, &["--max-wait", "3s"]))
+        .collect();
+    let gets: Vec<Child> = agents
+        .iter()
+        .enumerate()
+        .map(|(i, a)| fleet.get(a, &url, &format!("out{i}")))
+        .collect();
+    wait_sent(&origin, 2 * MIB as u64);
+    origin.go_down();
+    for get in gets {
+        let run = common::finish(get);
+        common::assert_code(&run, 3);
+        assert!(
+            run.stderr.contains("pieces:") && run.stderr.contains("still missing"),
+            "{}",
+            run.stderr
+        );
     }
 }
 
@@ -420,7 +493,7 @@ fn a_live_agent_id_is_refused_elsewhere_and_taken_back_by_a_restart() {
         port,
         data: data.clone(),
     };
-    wait_log(&fleet, &mut first.child, "twin", "registered");
+    fleet.wait_log(&mut first.child, "twin", "registered");
 
     // A clone with the same id at another address exits, naming the id, both addresses and --id.
     let other = common::free_port();
@@ -446,7 +519,7 @@ fn a_live_agent_id_is_refused_elsewhere_and_taken_back_by_a_restart() {
         port,
         data,
     };
-    wait_log(&fleet, &mut again.child, "twin", "registered");
+    fleet.wait_log(&mut again.child, "twin", "registered");
     assert!(
         again.child.try_wait().unwrap().is_none(),
         "{}",
@@ -501,7 +574,7 @@ fn restart_resumes_a_killed_agents_download_and_serves_its_pieces_at_once() {
     let mut agent = fleet.agent("r", None, &[]);
     let (port, dir) = (agent.port, agent.data.clone());
     let mut get = fleet.get(&agent, &url, "killed-out");
-    wait_log(&fleet, &mut agent.child, "r", "leading the swarm");
+    fleet.wait_log(&mut agent.child, "r", "leading the swarm");
     let log = fleet.log("r");
     let swarm = log
         .split("swarm=")
@@ -602,18 +675,6 @@ fn restart_resumes_a_killed_agents_download_and_serves_its_pieces_at_once() {
         log.contains("serving the verified pieces of an unfinished download again"),
         "{log}"
     );
-}
-
-/// Waits until `origin` has sent at least `bytes`.
-fn wait_sent(origin: &Origin, bytes: u64) {
-    let deadline = Instant::now() + common::DEADLINE;
-    while origin.bytes_sent() < bytes {
-        assert!(
-            Instant::now() < deadline,
-            "the origin never sent {bytes} bytes"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Waits until all agents but the leader (which follows no peers) know every other member of

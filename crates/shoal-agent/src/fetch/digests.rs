@@ -1,10 +1,10 @@
-//! Piece digests in a URL swarm. The leader learns them from its origin download and
-//! publishes each as soon as it is learned, marking the piece held only once it is published
-//! (followers can check a piece only against a published digest); an agent fetching alone
-//! learns them the same way, to build the manifest; so does a member that took over the lead,
-//! for the pieces it fetches from the origin ([`Publisher`]). A follower keeps a view of the
-//! published digests and of who leads, asked for when the engine lacks a digest and now and
-//! then anyway, and takes over the lead when the leader stalls.
+//! Piece digests in a URL swarm. The leader learns them from the pieces its origin (trusted)
+//! sends and publishes each as soon as it is learned, marking the piece held only once it is
+//! published (followers can check a piece only against a published digest); an agent fetching
+//! alone learns them from its origin download, to build the manifest ([`Publisher`]). Every
+//! member keeps a view of the published digests and of who leads ([`Following`]), asked for
+//! when the engine lacks a digest and now and then anyway: a follower takes over the lead when
+//! the leader stalls, and a leader that was taken over from follows.
 //!
 //! Tracker outages: a leader also keeps every digest in its catalog entry, where its piece
 //! server tells them to followers (`GET /v1/pieces/{id}/digests`). While the tracker is
@@ -50,14 +50,14 @@ const IN_ORDER_MIN_CHUNK: u64 = 256 << 10;
 const DIGESTS_ROUTINE: Duration = Duration::from_secs(1);
 
 impl Job<'_> {
-    /// Downloads from the origin into `path`, learning every piece's digest; with a swarm,
-    /// publishes them as they come and marks each piece held once published.
+    /// Downloads from the origin into `path` without a swarm, learning every piece's digest,
+    /// waiting through the origin's outages up to `max_wait`.
     pub(super) async fn fetch_origin(
         &self,
         origin: &OriginUrl,
         path: &Path,
         layout: Layout,
-        swarm: Option<&SwarmInfo>,
+        max_wait: Option<Duration>,
     ) -> Result<(Summary, Vec<Option<PieceDigest>>), AgentFetchError> {
         let mut options =
             DownloadOptions::new(origin.url.clone(), Output::File(path.to_path_buf()));
@@ -65,21 +65,17 @@ impl Job<'_> {
         options.http = self.f.options.http.clone();
         options.tally = Some(self.f.tally.clone());
         options.stall_timeout = self.f.options.stall_timeout;
-        options.max_wait = Some(self.f.options.max_wait);
+        options.max_wait = max_wait;
         options.connections = self.f.options.origin_connections;
         // Racing the tail would fetch it from the origin twice.
         options.endgame = Endgame::Never;
         options.learn_pieces = Some(layout.piece_size());
-        if swarm.is_some() {
-            options.in_order = Some(self.in_order_chunk(layout));
-        }
         options.expected_size = Some(layout.size());
         let (tx, mut rx) = mpsc::unbounded_channel();
         let stop = self.cancel.child_token();
         let run = download(options, tx, stop.clone());
         let forward = async {
-            let mut publisher =
-                Publisher::new(self, swarm.map(|s| s.id), layout.piece_count()).leading(swarm);
+            let mut publisher = Publisher::new(self, None, layout.piece_count());
             let mut retry = tokio::time::interval(DIGESTS_EVERY);
             let take = |event: Event, publisher: &mut Publisher| {
                 if !publisher.learn(&event) && !matches!(event, Event::PieceVerified { .. }) {
@@ -173,12 +169,8 @@ impl Job<'_> {
         };
         match tracker.create_swarm(&request).await {
             Ok(created) if created.leader == self.f.id => {
-                publisher.pending = publisher
-                    .learned
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, d)| Some((swarm.layout.piece(i as u32)?, (*d)?)))
-                    .collect();
+                publisher.pending =
+                    every_digest(swarm.layout, &publisher.learned, publisher.entry.as_deref());
                 info!(
                     swarm = %swarm.id,
                     tracker = %tracker.base(),
@@ -194,6 +186,28 @@ impl Job<'_> {
             Err(e) => debug!(swarm = %swarm.id, "creating the lost swarm again failed: {e}"),
         }
     }
+}
+
+/// Every digest of a swarm known here: those `learned` from the origin, and those the entry
+/// keeps (published by an earlier leader, and taken from the tracker or that leader), which
+/// members hold pieces of and a tracker that lost the swarm must be told again.
+fn every_digest(
+    layout: Layout,
+    learned: &[Option<PieceDigest>],
+    entry: Option<&Entry>,
+) -> Vec<(PieceIndex, PieceDigest)> {
+    let n = layout.piece_count();
+    let kept = entry
+        .and_then(|e| e.digests().to_digests(n).ok())
+        .unwrap_or_default();
+    layout
+        .pieces()
+        .filter_map(|p| {
+            let i = p.get() as usize;
+            let digest = learned.get(i).copied().flatten();
+            Some((p, digest.or_else(|| kept.get(i).copied().flatten())?))
+        })
+        .collect()
 }
 
 /// Digests the engine learned ([`Event::PieceHashed`]) on their way to the swarm: published as
@@ -280,6 +294,9 @@ pub(super) struct Following {
     id: ContentId,
     known: watch::Receiver<Vec<Option<PieceDigest>>>,
     leader: watch::Receiver<AgentId>,
+    /// Who leads, as this agent tells it when it took over (the tracker says so too, at the
+    /// next refresh).
+    lead: watch::Sender<AgentId>,
     /// How long the leader may publish nothing new before it counts as stalled.
     stall: Duration,
     /// Notified by the engine when it lacks a digest.
@@ -312,7 +329,7 @@ impl Following {
             ask,
             swarm.id,
             n,
-            (tx, leader_tx),
+            (tx, leader_tx.clone()),
             wanted.clone(),
             stop.clone(),
         ));
@@ -320,6 +337,7 @@ impl Following {
             id: swarm.id,
             known,
             leader,
+            lead: leader_tx,
             stall: leader_stall_limit(swarm.layout),
             wanted,
             stop,
@@ -370,6 +388,30 @@ impl Following {
                     since = Instant::now();
                 }
             }
+        }
+    }
+
+    /// Says that `me` leads the swarm now: it took over.
+    pub(super) fn lead(&self, me: &AgentId) {
+        self.lead.send_if_modified(|known| {
+            let changed = known != me;
+            *known = me.clone();
+            changed
+        });
+    }
+
+    /// Waits until the tracker names another leader than `me`, which leads: a member took over
+    /// while this agent stalled (paused, cut off, its origin stuck). Answers the new leader;
+    /// ends only when dropped.
+    pub(super) async fn deposed(&self, me: &AgentId) -> AgentId {
+        let mut leader = self.leader.clone();
+        let deposed = leader
+            .wait_for(|leader| leader != me)
+            .await
+            .map(|leader| leader.clone());
+        match deposed {
+            Ok(leader) => leader,
+            Err(_) => std::future::pending().await,
         }
     }
 
@@ -527,6 +569,20 @@ mod tests {
             vec![None, Some([2; 32]), None],
             "the entry keeps what it learned here, for peers that ask"
         );
+    }
+
+    #[test]
+    fn a_lost_swarm_is_told_every_digest_known_not_only_those_learned_here() {
+        let layout = Layout::new(3 << 20, 1 << 20).unwrap();
+        let entry = Entry::provisional(swarm(layout).id, layout, "f".into(), "/nowhere".into());
+        // Piece 0's digest was published by the leader this agent took over from.
+        entry.learn(0, [1; 32]);
+        let learned = vec![None, None, Some([3; 32])];
+        let told: Vec<(u32, PieceDigest)> = every_digest(layout, &learned, Some(&entry))
+            .into_iter()
+            .map(|(p, d)| (p.get(), d))
+            .collect();
+        assert_eq!(told, vec![(0, [1; 32]), (2, [3; 32])]);
     }
 
     #[tokio::test]

@@ -9,9 +9,11 @@
 //! 4. While following, the leader published nothing new for a while:
 //!    [`wait_before_take_over`] (when to ask to take over the lead), then the tracker's answer
 //!    to that: [`after_take_over`] (lead from now on, or go on following).
-//! 5. A follower's swarm did not finish: [`fall_back_after_follow`] (the origin, unless the
+//! 5. A member's swarm did not finish: [`fall_back_after_follow`] (the origin, unless the
 //!    fetch was cancelled or failed outside the download), which happens only when no member
-//!    could take over (the tracker is down, say).
+//!    could take over (the tracker is down, say), or the origin is gone: then the fallback
+//!    waits no longer ([`fallback_wait`]), and if it fails too, the swarm's error, naming the
+//!    pieces missing, is the one told ([`swarm_error_stands`]).
 //!
 //! An agent without a tracker fetches alone ([`Alone::NoTracker`]) without asking.
 
@@ -156,6 +158,23 @@ pub(super) fn fall_back_after_follow(
         AgentFetchError::Download(e) if e.kind() != ErrorKind::Cancelled => Ok(e),
         other => Err(other),
     }
+}
+
+/// How long a member whose swarm failed with `error` waits for the origin when it fetches
+/// alone: not again when its swarm waited `max_wait` already with nothing arriving (the origin
+/// was down for its leader too, or no one could lead), the whole `max_wait` otherwise.
+pub(super) fn fallback_wait(error: &DownloadError, max_wait: Duration) -> Option<Duration> {
+    match error {
+        DownloadError::Unserved { .. } => None,
+        _ => Some(max_wait),
+    }
+}
+
+/// Whether a swarm's failure, rather than that of the fetch alone that followed it, is what
+/// the user is told: when it names the pieces no one could serve, which says more than the
+/// origin's refusal of the fallback does.
+pub(super) fn swarm_error_stands(error: &DownloadError) -> bool {
+    matches!(error, DownloadError::Unserved { .. })
 }
 
 #[cfg(test)]
@@ -433,6 +452,29 @@ mod tests {
             after_take_over(Err(refused()), &me()),
             AfterTakeOver::Follow(_)
         ));
+    }
+
+    #[test]
+    fn after_a_swarm_that_waited_for_the_origin_the_fallback_waits_no_more() {
+        let unserved = DownloadError::Unserved {
+            url: url::Url::parse("https://origin.example/big.iso")
+                .unwrap()
+                .into(),
+            missing: shoal_engine::Missing {
+                bytes: 4,
+                total: 10,
+                ranges: vec![shoal_core::ByteRange::new(6, 10).unwrap()],
+                piece_size: Some(4),
+            },
+            waited: Duration::from_secs(30),
+            last_failure: None,
+        };
+        let max_wait = Duration::from_secs(30);
+        assert_eq!(fallback_wait(&unserved, max_wait), None);
+        assert!(swarm_error_stands(&unserved));
+        // A swarm that failed otherwise (its peers kept failing) leaves the whole wait.
+        assert_eq!(fallback_wait(&network(), max_wait), Some(max_wait));
+        assert!(!swarm_error_stands(&network()));
     }
 
     #[test]

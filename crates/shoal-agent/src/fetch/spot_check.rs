@@ -48,7 +48,7 @@ impl Job<'_> {
                     "{e}; fetching {} from the origin as if the tracker had no content for it",
                     SafeUrl::new(origin.url.clone())
                 );
-                self.alone(origin).await
+                self.alone(origin, Some(self.f.options.max_wait)).await
             }
         }
     }

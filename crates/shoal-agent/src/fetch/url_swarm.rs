@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use shoal_core::manifest::PieceDigest;
 use shoal_core::wire::{CreateSwarmRequest, PublishUrlRequest, SwarmInfo, UrlKey};
@@ -33,8 +34,7 @@ impl Job<'_> {
         let origin = OriginUrl { url, version };
         match self.role(&key).await? {
             Role::Mapped(content) => self.mapped(content, origin).await,
-            Role::Lead(swarm) => self.lead(origin, swarm).await,
-            Role::Follow(swarm) => match self.follow(&origin, &swarm).await {
+            Role::Lead(swarm) | Role::Follow(swarm) => match self.member(&origin, &swarm).await {
                 Ok(fetched) => Ok(fetched),
                 Err(error) => {
                     let e = role::fall_back_after_follow(error)?;
@@ -43,14 +43,24 @@ impl Job<'_> {
                         "the swarm for {} did not finish ({e}); fetching from the origin",
                         swarm.key.url
                     );
-                    self.alone(origin).await
+                    let wait = role::fallback_wait(&e, self.f.options.max_wait);
+                    match self.alone(origin, wait).await {
+                        Err(fallback) if role::swarm_error_stands(&e) => {
+                            warn!(
+                                "fetching {} from the origin alone failed too: {fallback}",
+                                swarm.key.url
+                            );
+                            Err(e.into())
+                        }
+                        fetched => fetched,
+                    }
                 }
             },
             Role::Alone(why) => {
                 if let Alone::TrackerDown(e) = why {
                     warn!("{e}; fetching {} from the origin alone", key.url);
                 }
-                self.alone(origin).await
+                self.alone(origin, Some(self.f.options.max_wait)).await
             }
         }
     }
@@ -111,16 +121,20 @@ impl Job<'_> {
     }
 
     /// Fetches from the origin without a swarm, hashing pieces as they complete (see
-    /// [`Alone`], and a follower whose swarm failed). The manifest is published if a tracker
-    /// answers.
-    pub(super) async fn alone(&self, origin: OriginUrl) -> Result<Fetched, AgentFetchError> {
+    /// [`Alone`], and a member whose swarm failed), waiting through the origin's outages up
+    /// to `max_wait`. The manifest is published if a tracker answers.
+    pub(super) async fn alone(
+        &self,
+        origin: OriginUrl,
+        max_wait: Option<Duration>,
+    ) -> Result<Fetched, AgentFetchError> {
         let size = origin.version.size;
         let layout = Layout::new(size, piece_size::for_size(size))?;
         let tmp = self.f.objects.dir().join(format!(
             "url-{}",
             &blake3::hash(origin.url.as_str().as_bytes()).to_hex()[..32]
         ));
-        let (summary, digests) = self.fetch_origin(&origin, &tmp, layout, None).await?;
+        let (summary, digests) = self.fetch_origin(&origin, &tmp, layout, max_wait).await?;
         self.finish(origin, tmp, layout, digests, summary, None)
             .await
     }
@@ -137,67 +151,96 @@ impl Job<'_> {
         (path, self.f.objects.pin(swarm.id))
     }
 
-    /// Leads a URL swarm: fetches from the origin, publishes each piece's digest, and only
-    /// then marks the piece held so followers can check it.
-    async fn lead(&self, origin: OriginUrl, swarm: SwarmInfo) -> Result<Fetched, AgentFetchError> {
-        info!(swarm = %swarm.id, url = %swarm.key.url, "leading the swarm: fetching from the origin");
-        let (path, _pin) = self.join(&origin, &swarm, Part::Lead);
-        let (summary, digests) = self
-            .fetch_origin(&origin, &path, swarm.layout, Some(&swarm))
-            .await?;
-        self.finish(origin, path, swarm.layout, digests, summary, Some(swarm.id))
-            .await
-    }
-
-    /// Follows a URL swarm: pieces from the leader and the other followers, each checked
-    /// against the digest the leader published. When the leader stalls or dies, it takes over
-    /// if it is the first to ask (see [`Job::take_over`]); otherwise it follows the new leader.
-    async fn follow(
+    /// Takes part in a URL swarm in the part the tracker gives this agent, and switches as it
+    /// changes: leading (fetching from the origin what no peer holds, publishing each piece's
+    /// digest before offering the piece) or following (pieces from the leader and the other
+    /// members, each checked against a published digest). A follower whose leader stalls or
+    /// dies takes over when it is the first to ask (see [`Following::take_over_when_stalled`]);
+    /// a leader that was taken over from (it stalled, and is back) stops fetching from the
+    /// origin and follows the new one. Every part goes on from the pieces held: one `.part`,
+    /// one resume state, and the digests published or learned so far.
+    async fn member(
         &self,
         origin: &OriginUrl,
         swarm: &SwarmInfo,
     ) -> Result<Fetched, AgentFetchError> {
-        info!(swarm = %swarm.id, leader = %swarm.leader, url = %swarm.key.url, "following the swarm");
-        let (path, _pin) = self.join(origin, swarm, Part::Follow);
+        let me = &self.f.id;
+        let mut led = (swarm.leader == *me).then(|| swarm.clone());
+        let part = if led.is_some() {
+            info!(swarm = %swarm.id, url = %swarm.key.url, "leading the swarm: fetching from the origin");
+            Part::Lead
+        } else {
+            info!(swarm = %swarm.id, leader = %swarm.leader, url = %swarm.key.url, "following the swarm");
+            Part::Follow
+        };
+        let (path, _pin) = self.join(origin, swarm, part);
         let tracker = self.tracker("a swarm")?;
+        let entry = self.f.catalog.get(&swarm.id).expect("joined just now");
         // While the tracker is down, digests are asked of the leader (the one followed now).
         let ask = LeaderAsk {
-            entry: self.f.catalog.get(&swarm.id).expect("joined just now"),
+            entry: entry.clone(),
             exchange: Exchange::new(
                 self.f.options.peer_token.clone(),
                 self.f.options.http.ca.as_ref(),
             ),
         };
         let following = Following::start(tracker.clone(), swarm, ask, &self.cancel);
-        let stop = self.cancel.child_token();
-        let run = SwarmRun {
-            id: swarm.id,
-            url: origin.url.clone(),
-            layout: swarm.layout,
-            digests: following.digests(),
-            origin: OriginUse::Never,
-            leader: Some(following.leader()),
-            led: None,
-        };
-        let followed = self.swarm(run, &stop);
-        tokio::pin!(followed);
-        let result = tokio::select! {
-            result = &mut followed => result,
-            led = following.take_over_when_stalled(tracker, &self.f.id) => {
-                stop.cancel();
-                match (&mut followed).await {
-                    // It finished as the takeover was granted: it has every piece already.
-                    Ok(done) => Ok(done),
-                    Err(_) => self.take_over(origin, &led, &following).await,
-                }
+        let result = loop {
+            let stop = self.cancel.child_token();
+            let run = self.swarm(
+                self.part_run(origin, swarm, led.as_ref(), &following),
+                &stop,
+            );
+            tokio::pin!(run);
+            let next = match &led {
+                Some(_) => tokio::select! {
+                    result = &mut run => break result,
+                    leader = following.deposed(me) => {
+                        info!(
+                            swarm = %swarm.id,
+                            %leader,
+                            "another member took over the swarm's lead while this agent stalled; \
+                             following it: no more fetching from the origin"
+                        );
+                        None
+                    }
+                },
+                None => tokio::select! {
+                    result = &mut run => break result,
+                    taken = following.take_over_when_stalled(tracker, me) => {
+                        info!(
+                            swarm = %swarm.id,
+                            url = %swarm.key.url,
+                            "the swarm's leader stalled or died; leading it now: fetching from the origin what no peer holds"
+                        );
+                        following.lead(me);
+                        Some(taken)
+                    }
+                },
+            };
+            stop.cancel();
+            match (&mut run).await {
+                // It finished as the lead changed: it has every piece already.
+                Ok(done) => break Ok(done),
+                Err(_) => led = next,
             }
         };
         let published = following.stop().await;
         let (summary, learned) = result?;
+        // Digests learned in an earlier part (as the leader) are kept in the entry.
+        let kept = entry
+            .digests()
+            .to_digests(swarm.layout.piece_count())
+            .unwrap_or_default();
         let digests = published
             .into_iter()
             .zip(learned)
-            .map(|(published, learned)| published.or(learned))
+            .enumerate()
+            .map(|(i, (published, learned))| {
+                published
+                    .or(learned)
+                    .or_else(|| kept.get(i).copied().flatten())
+            })
             .collect();
         self.finish(
             origin.clone(),
@@ -210,34 +253,31 @@ impl Job<'_> {
         .await
     }
 
-    /// Leads a URL swarm this agent took over: the download goes on from the pieces held (the
-    /// follower's `.part` and its resume state), pieces whose digest the old leader published
-    /// are checked against it, and the pieces no live peer holds come from the origin, their
-    /// digests learned and published before they are offered.
-    async fn take_over(
+    /// One part of a URL swarm's download: as its leader (`led`), the origin trusted for the
+    /// pieces no peer holds and every digest learned published; as a follower, peers only,
+    /// the leader's upload kept for first copies.
+    fn part_run(
         &self,
         origin: &OriginUrl,
         swarm: &SwarmInfo,
+        led: Option<&SwarmInfo>,
         following: &Following,
-    ) -> Result<(Summary, Vec<Option<PieceDigest>>), AgentFetchError> {
-        info!(
-            swarm = %swarm.id,
-            url = %swarm.key.url,
-            "the swarm's leader stalled or died; leading it now: fetching from the origin what no peer holds"
-        );
-        let run = SwarmRun {
+    ) -> SwarmRun {
+        SwarmRun {
             id: swarm.id,
             url: origin.url.clone(),
             layout: swarm.layout,
             digests: following.digests(),
-            origin: OriginUse::Lead {
-                connections: self.f.options.origin_connections,
-                validator: origin.version.validator.clone(),
+            origin: match led {
+                Some(_) => OriginUse::Lead {
+                    connections: self.f.options.origin_connections,
+                    validator: origin.version.validator.clone(),
+                },
+                None => OriginUse::Never,
             },
-            leader: None,
-            led: Some(swarm.clone()),
-        };
-        self.swarm(run, &self.cancel).await
+            leader: led.is_none().then(|| following.leader()),
+            led: led.cloned(),
+        }
     }
 
     /// Turns a finished download at `path` into a content: builds its manifest from the

@@ -338,7 +338,8 @@ fn measure(shared: &Shared, slots: &mut HashMap<WorkerId, Slot>) {
                 .store(slot.speed.to_bits(), Ordering::Relaxed);
         }
     }
-    for (i, source) in shared.all_sources().iter().enumerate() {
+    let sources = shared.all_sources();
+    for (i, source) in sources.iter().enumerate() {
         let measured: Vec<f64> = slots
             .values()
             .filter(|s| s.source == i && s.stats.speed.load(Ordering::Relaxed) != 0)
@@ -348,6 +349,16 @@ fn measure(shared: &Shared, slots: &mut HashMap<WorkerId, Slot>) {
             let mean = measured.iter().sum::<f64>() / measured.len() as f64;
             source.speed.store(mean.to_bits(), Ordering::Relaxed);
         }
+    }
+    let peers: Vec<_> = sources
+        .iter()
+        .filter(|s| !s.is_dropped())
+        .filter_map(|s| Some((s.peer()?, s.measured_speed())))
+        .collect();
+    for peer in crate::swarm::judge_speeds(&peers) {
+        info!(peer = %peer.name, "peer far slower than the others; its pieces are fetched from faster holders");
+        // Connections waiting on faster peers may take its pieces now.
+        shared.work_changed.notify_waiters();
     }
     let mut seg = shared.segments();
     for (&id, slot) in slots.iter() {

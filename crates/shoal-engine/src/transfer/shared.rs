@@ -14,7 +14,7 @@ use crate::checkpoint::DoneBlocks;
 use crate::error::DownloadError;
 use crate::events::Event;
 use crate::http::{FetchError, RangeSource};
-use crate::options::PeerSource;
+use crate::options::{OriginUse, PeerSource};
 use crate::pieces::PieceCheck;
 use crate::ratelimit::RateLimiter;
 use crate::segments::{Segments, WorkerId};
@@ -215,7 +215,36 @@ impl Shared {
             Some(peer) => Asked::Peer(peer),
             None => Asked::Origin,
         };
-        swarm::order(layout, &swarm.me, &peers, asked)
+        let mut allowed = swarm::order(layout, &swarm.me, &peers, asked);
+        // A piece with no published digest yet is asked only of the leader, which publishes
+        // it before it offers the piece (or offers it while the tracker is down): any other
+        // peer claiming it could not be checked before the digest is in, and a liar claiming
+        // every piece would be sent for many pieces at once. A leader takes such pieces from
+        // its trusted origin, whoever claims them.
+        if let Some(unpublished) = self.pieces.as_ref().and_then(PieceCheck::unpublished) {
+            let unknown = |r: &ByteRange| {
+                let piece = layout.piece_at(r.start()).expect("a piece of the file");
+                unpublished[piece.get() as usize]
+            };
+            match source.peer() {
+                Some(peer) if !peer.is_leader() => allowed.retain(|r| !unknown(r)),
+                Some(_) => {}
+                None if matches!(swarm.origin, OriginUse::Lead { .. }) => {
+                    let mut listed = vec![false; unpublished.len()];
+                    for r in &allowed {
+                        listed[layout.piece_at(r.start()).expect("a piece").get() as usize] = true;
+                    }
+                    let more: Vec<ByteRange> = layout
+                        .pieces()
+                        .filter(|p| unpublished[p.get() as usize] && !listed[p.get() as usize])
+                        .map(|p| layout.range(p))
+                        .collect();
+                    allowed.extend(more);
+                }
+                None => {}
+            }
+        }
+        allowed
     }
 
     /// Adds peers not seen before and takes in what known ones hold now.

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use shoal_core::wire::SwarmInfo;
 use shoal_core::Manifest;
-use shoal_testkit::sha256_hex;
+use shoal_testkit::{sha256_hex, Origin};
 
 use crate::common;
 
@@ -185,6 +186,45 @@ impl Fleet {
         }
     }
 
+    /// Waits until `log` (in the fleet's directory) says `needle`, or `child` exits.
+    pub(crate) fn wait_log(&self, child: &mut Child, log: &str, needle: &str) {
+        let deadline = Instant::now() + common::DEADLINE;
+        while !self.log(log).contains(needle) {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "{log} exited ({status}) before saying {needle:?}:\n{}",
+                    self.log(log)
+                );
+            }
+            assert!(Instant::now() < deadline, "{log} never said {needle:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The id of the URL swarm agent `name` said it leads.
+    pub(crate) fn swarm_led_by(&self, name: &str) -> String {
+        let log = self.log(name);
+        log.lines()
+            .find(|l| l.contains("leading the swarm"))
+            .and_then(|l| l.split("swarm=").nth(1))
+            .map(|rest| rest[..64].to_string())
+            .unwrap_or_else(|| panic!("no swarm id in {name}'s log:\n{log}"))
+    }
+
+    /// The URL swarm `swarm` as the tracker has it.
+    pub(crate) fn swarm(&self, swarm: &str) -> SwarmInfo {
+        let (status, body) = self.tracker_call("GET", &format!("/v1/swarms/{swarm}"));
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// How many digests the leaders of `swarm` published.
+    pub(crate) fn published(&self, swarm: &str) -> usize {
+        let info = self.swarm(swarm);
+        let digests = info.digests.to_digests(info.layout.piece_count()).unwrap();
+        digests.iter().filter(|d| d.is_some()).count()
+    }
+
     pub(crate) fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()
     }
@@ -225,6 +265,18 @@ pub(crate) fn spawn_tracker(dir: &Path, port: u16, extra: &[String]) -> Process 
         child,
         port,
         data: PathBuf::new(),
+    }
+}
+
+/// Waits until `origin` has sent at least `bytes`.
+pub(crate) fn wait_sent(origin: &Origin, bytes: u64) {
+    let deadline = Instant::now() + common::DEADLINE;
+    while origin.bytes_sent() < bytes {
+        assert!(
+            Instant::now() < deadline,
+            "the origin never sent {bytes} bytes"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
