@@ -22,6 +22,7 @@ mod sample;
 pub mod segments;
 mod source;
 pub mod storage;
+pub mod stream;
 mod swarm;
 mod tally;
 mod transfer;
@@ -33,7 +34,7 @@ pub use events::{Event, EventSender, Progress, SourceUsage, Summary};
 pub use options::{
     parse_bytes, Connections, Digests, DownloadOptions, Endgame, Existing, HttpOptions, MinSplit,
     OptionError, OriginUse, Output, PeerSource, PublishedDigests, Rate, Resume, SwarmOptions,
-    BLOCK,
+    Window, BLOCK,
 };
 pub use tokio_util::sync::CancellationToken;
 pub use url::Url;

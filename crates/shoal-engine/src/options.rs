@@ -13,6 +13,7 @@ use tokio::sync::{watch, Notify};
 use shoal_core::checksum::PieceHashes;
 
 use crate::naming::Claims;
+use crate::stream::StreamSink;
 use crate::tally::Tally;
 use thiserror::Error;
 use url::Url;
@@ -42,6 +43,9 @@ pub enum OptionError {
     /// The rate text (as given) is not a positive byte count such as `500K`.
     #[error("rate must be a positive number of bytes per second such as 500K or 20M, got {0:?}")]
     Rate(String),
+    /// The stream window (bytes, as given) is outside [`Window::MIN`]..=[`Window::MAX`].
+    #[error("the stream window must be between 1 MiB and 4 GiB, got {0} bytes")]
+    Window(u64),
 }
 
 /// The most connections one download may use: 1..=1024.
@@ -103,6 +107,40 @@ impl Default for MinSplit {
     }
 }
 
+/// How many bytes of a streamed download ([`Output::Stream`]) may be held in memory: those
+/// between the reader's position and this far past it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window(u64);
+
+impl Window {
+    /// The smallest window: a connection writes in steps of up to half of it, and each step
+    /// must fit whole.
+    pub const MIN: u64 = 1 << 20;
+    /// The largest window, 4 GiB.
+    pub const MAX: u64 = 4 << 30;
+
+    /// `bytes` as the window; an error unless it is from [`Window::MIN`] to [`Window::MAX`].
+    /// The default is 64 MiB.
+    pub fn new(bytes: u64) -> Result<Self, OptionError> {
+        if (Self::MIN..=Self::MAX).contains(&bytes) {
+            Ok(Self(bytes))
+        } else {
+            Err(OptionError::Window(bytes))
+        }
+    }
+
+    /// The window in bytes.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Self(64 << 20)
+    }
+}
+
 /// A transfer rate in bytes per second, parsed from `500K`, `20M`, `1.5G` or a plain number.
 /// Suffixes are binary (K = 1024), as in curl and aria2c.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +193,11 @@ pub enum Output {
     File(PathBuf),
     /// This directory, with a name taken from the response (`-d`, or the current directory).
     Dir(PathBuf),
+    /// In file order to the reader of a [`crate::stream::channel`] while the download runs,
+    /// holding at most its window in memory (`-o -`). No part file and no resume: a failure
+    /// leaves the reader with a prefix of the file. A whole-file checksum is checked over the
+    /// bytes streamed; Metalink piece hashes and swarm downloads cannot be streamed.
+    Stream(StreamSink),
 }
 
 /// What to do when the final path already exists.
@@ -438,6 +481,14 @@ mod tests {
         assert!(Connections::new(0).is_err());
         assert_eq!(Connections::new(1024).unwrap().get(), 1024);
         assert!(Connections::new(1025).is_err());
+    }
+
+    #[test]
+    fn window_bounds() {
+        assert!(Window::new(Window::MIN - 1).is_err());
+        assert_eq!(Window::new(Window::MIN).unwrap().get(), 1 << 20);
+        assert!(Window::new(Window::MAX + 1).is_err());
+        assert_eq!(Window::default().get(), 64 << 20);
     }
 
     #[test]

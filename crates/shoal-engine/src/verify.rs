@@ -1,4 +1,5 @@
-//! Whole-file checksums, computed by reading the finished `.part` back.
+//! Whole-file checksums, computed by reading the finished `.part` back (or, for a stream, over
+//! the bytes as the reader takes them).
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -10,7 +11,8 @@ use shoal_core::{checksum::to_hex, ByteRange, ChecksumAlgo};
 
 use crate::error::DownloadError;
 
-enum Hasher {
+/// A digest being computed of bytes as they pass (a stream's, or a file's read back).
+pub(crate) enum Hasher {
     Sha256(sha2::Sha256),
     Sha512(sha2::Sha512),
     Sha1(sha1::Sha1),
@@ -19,7 +21,7 @@ enum Hasher {
 }
 
 impl Hasher {
-    fn new(algo: ChecksumAlgo) -> Self {
+    pub(crate) fn new(algo: ChecksumAlgo) -> Self {
         match algo {
             ChecksumAlgo::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
             ChecksumAlgo::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
@@ -29,7 +31,7 @@ impl Hasher {
         }
     }
 
-    fn update(&mut self, data: &[u8]) {
+    pub(crate) fn update(&mut self, data: &[u8]) {
         match self {
             Hasher::Sha256(h) => h.update(data),
             Hasher::Sha512(h) => h.update(data),
@@ -41,7 +43,7 @@ impl Hasher {
         }
     }
 
-    fn finish(self) -> Vec<u8> {
+    pub(crate) fn finish(self) -> Vec<u8> {
         match self {
             Hasher::Sha256(h) => h.finalize().to_vec(),
             Hasher::Sha512(h) => h.finalize().to_vec(),
