@@ -35,11 +35,9 @@ pub(crate) async fn run(
     if let Output::File(path) = &options.output {
         refuse_existing(path, options.existing)?;
     }
-    let client =
-        http::client(&options.http).map_err(|e| DownloadError::fetch(&options.url, e, 1))?;
     if let Output::Stream(sink) = &options.output {
-        let ring = sink.0.clone();
-        let result = stream(&options, &ring, &client, &events, &cancel).await;
+        let ring = sink.ring().clone();
+        let result = stream(&options, &ring, &events, &cancel).await;
         // The reader's end: EOF after the last byte, or the failure after what was written.
         ring.finish(result.as_ref().map(|_| ()).map_err(ToString::to_string));
         return result.map(|outcome| Summary {
@@ -51,6 +49,8 @@ pub(crate) async fn run(
             sources: outcome.sources,
         });
     }
+    let client =
+        http::client(&options.http).map_err(|e| DownloadError::fetch(&options.url, e, 1))?;
     let plan = match &options.swarm {
         Some(swarm) => Plan::swarm(&client, &options, swarm)?,
         None => Plan::probe(&client, &options, &events, &cancel).await?,
@@ -130,7 +130,6 @@ pub(crate) async fn run(
 async fn stream(
     options: &DownloadOptions,
     ring: &Arc<Ring>,
-    client: &http::HttpClient,
     events: &EventSender,
     cancel: &CancellationToken,
 ) -> Result<Outcome, DownloadError> {
@@ -145,7 +144,9 @@ async fn stream(
     if options.pieces.is_some() || options.learn_pieces.is_some() {
         return Err(unstreamable("a download checked piece by piece"));
     }
-    let plan = Plan::probe(client, options, events, cancel).await?;
+    let client =
+        http::client(&options.http).map_err(|e| DownloadError::fetch(&options.url, e, 1))?;
+    let plan = Plan::probe(&client, options, events, cancel).await?;
     if !ring.start(plan.size, options.checksum.as_ref().map(|c| c.algo())) {
         return Err(unstreamable("a second download into one stream"));
     }

@@ -31,17 +31,34 @@ pub fn channel(window: Window) -> (StreamSink, StreamReader) {
         state: Mutex::new(State::default()),
         room: Notify::new(),
     });
-    (StreamSink(ring.clone()), StreamReader(ring))
+    (StreamSink(Arc::new(Writer(ring.clone()))), StreamReader(ring))
 }
 
 /// Where a streamed download writes: one end of a [`channel`]. It serves one download; a
 /// second one given the same sink fails before fetching.
 #[derive(Clone)]
-pub struct StreamSink(pub(crate) Arc<Ring>);
+pub struct StreamSink(Arc<Writer>);
+
+impl StreamSink {
+    pub(crate) fn ring(&self) -> &Arc<Ring> {
+        &self.0 .0
+    }
+}
+
+/// The writing end, shared by the sink's clones: when the last goes (the download ended,
+/// however it ended), a reader still waiting is not left waiting.
+struct Writer(Arc<Ring>);
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.0
+            .finish(Err("the download stopped before the end of the file".to_string()));
+    }
+}
 
 impl std::fmt::Debug for StreamSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "StreamSink(window {} bytes)", self.0.window)
+        write!(f, "StreamSink(window {} bytes)", self.ring().window)
     }
 }
 
@@ -308,7 +325,7 @@ mod tests {
     #[tokio::test]
     async fn bytes_come_out_in_order_whatever_order_they_are_written_in() {
         let (sink, mut reader) = channel(window(Window::MIN));
-        let ring = sink.0.clone();
+        let ring = sink.ring().clone();
         let file: Vec<u8> = (0..3 * Window::MIN).map(|i| (i % 251) as u8).collect();
         assert!(ring.start(Some(file.len() as u64), Some(ChecksumAlgo::Sha256)));
         let half = (Window::MIN / 2) as usize;
@@ -331,13 +348,13 @@ mod tests {
         assert_eq!(got, file);
         let want = crate::verify::hash_bytes(&file, ChecksumAlgo::Sha256);
         assert_eq!(digest, Some(shoal_core::checksum::to_hex(&want)));
-        assert!(!sink.0.start(None, None), "a sink serves one download");
+        assert!(!sink.ring().start(None, None), "a sink serves one download");
     }
 
     #[tokio::test]
     async fn a_writer_beyond_the_window_waits_for_the_reader() {
         let (sink, mut reader) = channel(window(Window::MIN));
-        let ring = sink.0.clone();
+        let ring = sink.ring().clone();
         assert!(ring.start(Some(4 * Window::MIN), None));
         ring.room(Window::MIN).await.unwrap();
         ring.write_at(&vec![7; Window::MIN as usize], 0).unwrap();
@@ -349,20 +366,31 @@ mod tests {
         reader.read_exact(&mut byte).await.unwrap();
         assert_eq!(beyond.await.unwrap(), Ok(()));
         drop(reader);
-        assert_eq!(sink.0.room(3 * Window::MIN).await, Err(Closed));
-        assert_eq!(sink.0.write_at(&[1], Window::MIN), Err(Closed));
+        assert_eq!(sink.ring().room(3 * Window::MIN).await, Err(Closed));
+        assert_eq!(sink.ring().write_at(&[1], Window::MIN), Err(Closed));
     }
 
     #[tokio::test]
     async fn a_failure_reaches_the_reader_after_the_written_bytes() {
         let (sink, mut reader) = channel(window(Window::MIN));
-        assert!(sink.0.start(Some(10), None));
-        sink.0.write_at(b"abcd", 0).unwrap();
-        sink.0.written_to(4);
-        sink.0.finish(Err("the server went away".into()));
+        assert!(sink.ring().start(Some(10), None));
+        sink.ring().write_at(b"abcd", 0).unwrap();
+        sink.ring().written_to(4);
+        sink.ring().finish(Err("the server went away".into()));
         let mut got = Vec::new();
         let err = reader.read_to_end(&mut got).await.unwrap_err();
         assert_eq!(got, b"abcd");
         assert_eq!(err.to_string(), "the server went away");
+    }
+
+    #[tokio::test]
+    async fn a_reader_is_not_left_waiting_when_the_download_is_gone() {
+        let (sink, mut reader) = channel(window(Window::MIN));
+        let copy = sink.clone();
+        assert!(sink.ring().start(Some(10), None));
+        drop(sink);
+        drop(copy);
+        let mut got = Vec::new();
+        assert!(reader.read_to_end(&mut got).await.is_err());
     }
 }
