@@ -191,7 +191,9 @@ pub enum DownloadError {
 
     /// The reader of a streamed download ([`crate::Output::Stream`]) went away (a closed
     /// pipe, say) before the end; the download stopped.
-    #[error("the reader of the stream of {url} went away after {sent} bytes; the download stopped")]
+    #[error(
+        "the reader of the stream of {url} went away after {sent} bytes; the download stopped"
+    )]
     StreamClosed {
         /// The URL, credentials redacted.
         url: SafeUrl,

@@ -6,6 +6,7 @@
 //! mirrors and peers are the same scheduler loop with different sources.
 
 mod checkpoint;
+mod digest;
 mod download;
 pub mod error;
 pub mod events;
@@ -34,8 +35,9 @@ pub use events::{Event, EventSender, Progress, SourceUsage, Summary};
 pub use options::{
     parse_bytes, Connections, Digests, DownloadOptions, Endgame, Existing, HttpOptions, MinSplit,
     OptionError, OriginUse, Output, PeerSource, PublishedDigests, Rate, Resume, SwarmOptions,
-    Window, BLOCK,
+    BLOCK,
 };
+pub use stream::Window;
 pub use tokio_util::sync::CancellationToken;
 pub use url::Url;
 

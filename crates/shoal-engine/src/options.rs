@@ -43,9 +43,6 @@ pub enum OptionError {
     /// The rate text (as given) is not a positive byte count such as `500K`.
     #[error("rate must be a positive number of bytes per second such as 500K or 20M, got {0:?}")]
     Rate(String),
-    /// The stream window (bytes, as given) is outside [`Window::MIN`]..=[`Window::MAX`].
-    #[error("the stream window must be between 1 MiB and 4 GiB, got {0} bytes")]
-    Window(u64),
 }
 
 /// The most connections one download may use: 1..=1024.
@@ -104,40 +101,6 @@ impl MinSplit {
 impl Default for MinSplit {
     fn default() -> Self {
         Self(1024 * 1024)
-    }
-}
-
-/// How many bytes of a streamed download ([`Output::Stream`]) may be held in memory: those
-/// between the reader's position and this far past it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window(u64);
-
-impl Window {
-    /// The smallest window: a connection writes in steps of up to half of it, and each step
-    /// must fit whole.
-    pub const MIN: u64 = 1 << 20;
-    /// The largest window, 4 GiB.
-    pub const MAX: u64 = 4 << 30;
-
-    /// `bytes` as the window; an error unless it is from [`Window::MIN`] to [`Window::MAX`].
-    /// The default is 64 MiB.
-    pub fn new(bytes: u64) -> Result<Self, OptionError> {
-        if (Self::MIN..=Self::MAX).contains(&bytes) {
-            Ok(Self(bytes))
-        } else {
-            Err(OptionError::Window(bytes))
-        }
-    }
-
-    /// The window in bytes.
-    pub fn get(self) -> u64 {
-        self.0
-    }
-}
-
-impl Default for Window {
-    fn default() -> Self {
-        Self(64 << 20)
     }
 }
 
@@ -481,14 +444,6 @@ mod tests {
         assert!(Connections::new(0).is_err());
         assert_eq!(Connections::new(1024).unwrap().get(), 1024);
         assert!(Connections::new(1025).is_err());
-    }
-
-    #[test]
-    fn window_bounds() {
-        assert!(Window::new(Window::MIN - 1).is_err());
-        assert_eq!(Window::new(Window::MIN).unwrap().get(), 1 << 20);
-        assert!(Window::new(Window::MAX + 1).is_err());
-        assert_eq!(Window::default().get(), 64 << 20);
     }
 
     #[test]

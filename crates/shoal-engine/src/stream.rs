@@ -20,8 +20,46 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::options::Window;
-use crate::verify::Hasher;
+use crate::digest::Hasher;
+
+/// How many bytes of a streamed download ([`crate::Output::Stream`]) may be held in memory: those
+/// between the reader's position and this far past it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window(u64);
+
+impl Window {
+    /// The smallest window: a connection writes in steps of up to half of it, and each step
+    /// must fit whole.
+    pub const MIN: u64 = 1 << 20;
+    /// The largest window, 4 GiB.
+    pub const MAX: u64 = 4 << 30;
+
+    /// `bytes` as the window; an error unless it is from [`Window::MIN`] to [`Window::MAX`].
+    /// The default is 64 MiB.
+    pub fn new(bytes: u64) -> Result<Self, WindowError> {
+        if (Self::MIN..=Self::MAX).contains(&bytes) {
+            Ok(Self(bytes))
+        } else {
+            Err(WindowError(bytes))
+        }
+    }
+
+    /// The window in bytes.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Self(64 << 20)
+    }
+}
+
+/// A window size out of [`Window::MIN`]..=[`Window::MAX`] (the bytes given).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the stream window must be between 1 MiB and 4 GiB, got {0} bytes")]
+pub struct WindowError(u64);
 
 /// An ordered output holding at most `window` bytes: give the sink to one download
 /// ([`crate::Output::Stream`]) and read the file from the reader.
@@ -31,7 +69,10 @@ pub fn channel(window: Window) -> (StreamSink, StreamReader) {
         state: Mutex::new(State::default()),
         room: Notify::new(),
     });
-    (StreamSink(Arc::new(Writer(ring.clone()))), StreamReader(ring))
+    (
+        StreamSink(Arc::new(Writer(ring.clone()))),
+        StreamReader(ring),
+    )
 }
 
 /// Where a streamed download writes: one end of a [`channel`]. It serves one download; a
@@ -51,8 +92,9 @@ struct Writer(Arc<Ring>);
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        self.0
-            .finish(Err("the download stopped before the end of the file".to_string()));
+        self.0.finish(Err(
+            "the download stopped before the end of the file".to_string()
+        ));
     }
 }
 
@@ -133,7 +175,9 @@ impl Ring {
         if state.started {
             return false;
         }
-        let capacity = size.map_or(self.window, |size| size.min(self.window)).max(1);
+        let capacity = size
+            .map_or(self.window, |size| size.min(self.window))
+            .max(1);
         state.buf = vec![0; capacity as usize];
         state.started = true;
         state.end = size;
@@ -317,6 +361,14 @@ impl Drop for StreamReader {
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
+
+    #[test]
+    fn window_bounds() {
+        assert!(Window::new(Window::MIN - 1).is_err());
+        assert_eq!(Window::new(Window::MIN).unwrap().get(), 1 << 20);
+        assert!(Window::new(Window::MAX + 1).is_err());
+        assert_eq!(Window::default().get(), 64 << 20);
+    }
 
     fn window(bytes: u64) -> Window {
         Window::new(bytes).unwrap()

@@ -146,7 +146,10 @@ async fn a_failure_that_is_not_retried_leaves_the_reader_a_prefix_and_an_error()
     let (got, error) = read_all(&mut reader).await;
     let error = error.expect("the reader is told the download failed");
     let failed = finished(run).await.unwrap_err();
-    assert!(matches!(failed, DownloadError::Network { .. }), "{failed:?}");
+    assert!(
+        matches!(failed, DownloadError::Network { .. }),
+        "{failed:?}"
+    );
     assert_eq!(error.to_string(), failed.to_string());
     assert!(got.len() < content.len(), "{} bytes", got.len());
     assert_eq!(got[..], content[..got.len()], "a prefix of the file");
@@ -208,7 +211,11 @@ async fn without_ranges_or_a_length_one_connection_streams() {
         assert_eq!(sha256_hex(&got), sha256_hex(&content));
         let summary = finished(run).await.unwrap();
         assert_eq!(summary.max_connections, 1);
-        assert_eq!(origin.requests().len(), 1, "content_length {content_length}");
+        assert_eq!(
+            origin.requests().len(),
+            1,
+            "content_length {content_length}"
+        );
     }
 }
 
@@ -226,7 +233,10 @@ async fn max_filesize_and_a_reader_that_goes_away_stop_the_stream() {
     let (got, error) = read_all(&mut reader).await;
     assert!(got.is_empty() && error.is_some());
     let failed = finished(run).await.unwrap_err();
-    assert!(matches!(failed, DownloadError::TooLarge { .. }), "{failed:?}");
+    assert!(
+        matches!(failed, DownloadError::TooLarge { .. }),
+        "{failed:?}"
+    );
 
     let (o, mut reader) = options(&origin.url("/f.bin"), Window::MIN, 4);
     let run = start(o);

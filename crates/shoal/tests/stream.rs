@@ -43,7 +43,11 @@ fn dash_o_dash_streams_over_eight_connections_and_creates_nothing() {
     assert_code(&run, 0);
     assert_eq!(sha256_hex(&stdout), sha256_hex(&origin.content()));
     assert!(empty, "nothing is created on disk");
-    assert!(origin.connections() > 1, "{} connections", origin.connections());
+    assert!(
+        origin.connections() > 1,
+        "{} connections",
+        origin.connections()
+    );
     assert!(
         run.stderr.contains("streamed to standard output"),
         "{}",
@@ -78,7 +82,17 @@ fn a_failure_mid_stream_exits_non_zero_leaving_a_prefix() {
         },
     );
     let url = origin.url("/f.bin");
-    let args = ["-o", "-", "-c", "1", "--window", "4M", "--max-tries", "1", &url];
+    let args = [
+        "-o",
+        "-",
+        "-c",
+        "1",
+        "--window",
+        "4M",
+        "--max-tries",
+        "1",
+        &url,
+    ];
     let (run, stdout, empty) = streamed(&args);
     assert_code(&run, 3);
     assert!(run.stderr.contains(&url), "{}", run.stderr);
@@ -117,12 +131,7 @@ fn a_closed_stdout_ends_quietly_with_141() {
     cmd.stdout(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn shoal");
     let mut first = vec![0u8; 100];
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_exact(&mut first)
-        .unwrap();
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
     // The pipe's reading end is closed here, as `| head -c 100` closes it.
     let run = finish(child);
     assert_eq!(first[..], origin.content()[..100]);
@@ -155,7 +164,11 @@ fn a_window_too_small_and_a_metalink_are_refused() {
             .unwrap(),
     );
     assert_code(&run, 2);
-    assert!(run.stderr.contains("between 1 MiB and 4 GiB"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("between 1 MiB and 4 GiB"),
+        "{}",
+        run.stderr
+    );
     let meta = work.path().join("f.meta4");
     std::fs::write(
         &meta,
@@ -169,5 +182,9 @@ fn a_window_too_small_and_a_metalink_are_refused() {
             .unwrap(),
     );
     assert_code(&run, 2);
-    assert!(run.stderr.contains("-o - streams one URL"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("-o - streams one URL"),
+        "{}",
+        run.stderr
+    );
 }

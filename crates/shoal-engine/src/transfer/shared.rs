@@ -18,8 +18,8 @@ use crate::options::{PeerSource, BLOCK};
 use crate::pieces::PieceCheck;
 use crate::ratelimit::RateLimiter;
 use crate::segments::{Segments, WorkerId};
-use crate::stream::Ring;
 use crate::source::{Policy, Reach, Source};
+use crate::stream::Ring;
 use crate::swarm::{self, Asked, PeerState};
 use shoal_core::redact::redacted;
 use shoal_core::SafeUrl;
@@ -284,7 +284,11 @@ impl Shared {
         data: &[u8],
         source: usize,
     ) -> Result<(), DownloadError> {
-        let file = self.t.store.part().expect("a stream is written by write_when_room");
+        let file = self
+            .t
+            .store
+            .part()
+            .expect("a stream is written by write_when_room");
         let Some(pieces) = &self.pieces else {
             return file.write_at(data, range.start());
         };
