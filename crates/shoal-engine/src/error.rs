@@ -21,7 +21,8 @@ pub enum ErrorKind {
     /// The file does not hash to the expected checksum.
     Checksum,
     /// Reading or writing a local file failed (disk full, permission denied, another download
-    /// holds the file, …), or the file is larger than the space it may take (`--max-filesize`).
+    /// holds the file, …), the file is larger than the space it may take (`--max-filesize`),
+    /// or the output cannot take the stream (its reader went away, or it cannot be streamed).
     LocalIo,
     /// The output path exists and overwriting was not asked for.
     OutputExists,
