@@ -140,6 +140,39 @@ fn a_closed_stdout_ends_quietly_with_141() {
 }
 
 #[test]
+fn a_reader_that_stops_holds_the_origin_back_by_the_window() {
+    let origin = origin(32 * MIB, OriginConfig::default());
+    let work = TempDir::new().unwrap();
+    let args = ["-o", "-", "-c", "4", "--window", "1M", &origin.url("/f.bin")];
+    let mut cmd = get(work.path(), &args);
+    cmd.stdout(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn shoal");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut got = vec![0u8; MIB];
+    stdout.read_exact(&mut got).unwrap();
+    // The reader stops; wait for the origin's count to settle (bounded: 100 looks).
+    let mut sent = origin.bytes_sent();
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let now = origin.bytes_sent();
+        if now == sent {
+            break;
+        }
+        sent = now;
+    }
+    // The window, 4 MiB per connection in flight (socket buffers, the HTTP client's and the
+    // connection's buffers), and 1 MiB between the window and the test (shoal's copy buffer
+    // and the pipe).
+    let bound = (MIB + 4 * 4 * MIB + MIB) as u64;
+    let ahead = sent - got.len() as u64;
+    assert!(ahead <= bound, "the origin sent {ahead} bytes ahead of the reader");
+    stdout.read_to_end(&mut got).unwrap();
+    let run = finish(child);
+    assert_code(&run, 0);
+    assert_eq!(sha256_hex(&got), sha256_hex(&origin.content()));
+}
+
+#[test]
 fn a_file_named_dash_is_dot_slash_dash() {
     let origin = origin(MIB, OriginConfig::default());
     let work = TempDir::new().unwrap();
