@@ -274,11 +274,13 @@ scenario_title() {
 }
 
 report_table() {
-  local sc=$1 t aria curl_med ideal_col="" ideal_sep="" cells
+  local sc=$1 t aria curl_med curl_pipe_med ideal_col="" ideal_sep="" cells
   stat_of "$sc" aria2c
   aria=$MED
   stat_of "$sc" curl
   curl_med=$MED
+  stat_of "$sc" curlpipe
+  curl_pipe_med=$MED
   if [[ $sc == throttled ]]; then
     ideal_col=" vs ideal |"
     ideal_sep="---:|"
@@ -295,7 +297,10 @@ report_table() {
     elif [[ $MED == "-" ]]; then
       cells="| FAIL | - | - | - | - |${ideal_col:+ - |} - |"
     else
-      cells="| $MED | $MIN | $MAX | $(bench_ratio "$MED" "$aria") | $(bench_ratio "$MED" "$curl_med") |"
+      # A streamed row is compared with curl streaming into the same sha256sum.
+      local vs_curl=$curl_med
+      is_pipe "$t" && vs_curl=$curl_pipe_med
+      cells="| $MED | $MIN | $MAX | $(bench_ratio "$MED" "$aria") | $(bench_ratio "$MED" "$vs_curl") |"
       [[ -n "$ideal_col" ]] && cells+=" $(bench_ratio "$MED" "$IDEAL") |"
       cells+=" $(bench_kib_to_mib "${RSS[$sc|$t]:-}") |"
     fi
@@ -390,7 +395,7 @@ report() {
   echo "- file: $SIZE_MIB MiB of random data (sha256 ${SRC_SHA:0:16}…), served by $NGINX_VERSION on 127.0.0.1 (worker_processes auto, sendfile on), page cache warmed before the first run"
   echo "- $ROUNDS round$( ((ROUNDS == 1)) || echo s) per tool per scenario, round-robin with the order rotated each round; wall time from \`date +%s%N\` around each command; median/min/max over successful runs; peak RSS = largest \"Maximum resident set size\" from \`/usr/bin/time -v\`; each command under \`timeout $TIMEOUT\`; every output size-checked, first round of each scenario sha256-checked; outputs in $OUT_DIR ($OUT_FS), deleted before every run"
   echo "- machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r); load average $LOAD_START at start, $LOAD_END at end"
-  echo "- ratios are time / reference time: below 1 is faster"
+  echo "- ratios are time / reference time: below 1 is faster; the \`| sha256sum\` rows are compared with \`curl | sha256sum\`"
   echo "- commands (DIR/OUT = output file, URL = http://127.0.0.1:PORT/{throttled,fast}/$SRC_NAME):"
   for t in "${tool_list[@]}"; do
     local -a CMD=()
