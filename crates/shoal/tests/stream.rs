@@ -143,8 +143,8 @@ fn a_closed_stdout_ends_quietly_with_141() {
 fn a_reader_that_stops_holds_the_origin_back_by_the_window() {
     let origin = origin(32 * MIB, OriginConfig::default());
     let work = TempDir::new().unwrap();
-    let args = ["-o", "-", "-c", "4", "--window", "1M", &origin.url("/f.bin")];
-    let mut cmd = get(work.path(), &args);
+    let url = origin.url("/f.bin");
+    let mut cmd = get(work.path(), &["-o", "-", "-c", "4", "--window", "1M", &url]);
     cmd.stdout(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn shoal");
     let mut stdout = child.stdout.take().unwrap();
@@ -165,7 +165,10 @@ fn a_reader_that_stops_holds_the_origin_back_by_the_window() {
     // and the pipe).
     let bound = (MIB + 4 * 4 * MIB + MIB) as u64;
     let ahead = sent - got.len() as u64;
-    assert!(ahead <= bound, "the origin sent {ahead} bytes ahead of the reader");
+    assert!(
+        ahead <= bound,
+        "the origin sent {ahead} bytes ahead of the reader"
+    );
     stdout.read_to_end(&mut got).unwrap();
     let run = finish(child);
     assert_code(&run, 0);
