@@ -90,6 +90,27 @@ async fn eight_connections_stream_the_file_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrors_stream_the_file_in_order_too() {
+    let content = random_bytes(8 * MIB, 47);
+    let start_origin = || {
+        Origin::start(OriginConfig {
+            content: content.clone(),
+            ..OriginConfig::default()
+        })
+    };
+    let (primary, mirror) = (start_origin().await, start_origin().await);
+    let (mut o, mut reader) = options(&primary.url("/f.bin"), 2 * MIB as u64, 4);
+    o.mirrors = vec![Url::parse(&mirror.url("/f.bin")).unwrap()];
+    let run = start(o);
+    let (got, error) = read_all(&mut reader).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(sha256_hex(&got), sha256_hex(&content));
+    let summary = finished(run).await.unwrap();
+    let served: Vec<u64> = summary.sources.iter().map(|s| s.bytes).collect();
+    assert!(served.iter().all(|&b| b > 0), "{served:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_origin_sends_no_more_than_the_window_ahead_of_a_reader_that_waits() {
     let content = random_bytes(32 * MIB, 42);
     let origin = Origin::start(OriginConfig {
