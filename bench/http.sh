@@ -13,7 +13,9 @@
 #   SIZE_MIB=512    file size (SIZE_MIB=64 ROUNDS=1 for a quick check of the harness)
 #   ROUNDS=3        runs per tool per scenario
 #   SHOAL=path      use this shoal binary instead of building `cargo build --release -p shoal`
-#   TOOLS="shoal shoal16 aria2c axel curl"   which rows to run
+#   TOOLS="shoal shoal16 aria2c axel curl shoalpipe curlpipe"   which rows to run (the *pipe
+#                   rows stream to stdout into `sha256sum`: `shoal get -o -` against curl; aria2c
+#                   and axel cannot stream, they write to a file only, so they have no such row)
 #   SCENARIOS="throttled fast"              which scenarios to run
 #   TIMEOUT=secs    per command (default: 120, or more for files too big for curl at 16 MiB/s)
 #   WORK=dir        source file, nginx config and logs, this run's tool logs in WORK/logs
@@ -36,7 +38,7 @@ export PATH="$PATH:/usr/sbin:/sbin"
 # ----------------------------------------------------------------------------- knobs
 SIZE_MIB=${SIZE_MIB:-512}
 ROUNDS=${ROUNDS:-3}
-TOOLS=${TOOLS:-shoal shoal16 aria2c axel curl}
+TOOLS=${TOOLS:-shoal shoal16 aria2c axel curl shoalpipe curlpipe}
 SCENARIOS=${SCENARIOS:-throttled fast}
 CONNS=16     # connections for shoal -c, aria2c -x/-s, axel -n (aria2c allows at most 16)
 RATE_MIB=16  # nginx limit_rate per connection, MiB/s ("16m" in nginx is 16 × 1024 × 1024)
@@ -52,7 +54,7 @@ default_timeout=$((2 * SIZE_MIB / RATE_MIB + 30))
 TIMEOUT=${TIMEOUT:-$default_timeout}
 [[ "$TIMEOUT" =~ ^[1-9][0-9]*$ ]] || bench_die "TIMEOUT must be a positive integer (seconds)"
 for t in $TOOLS; do
-  case $t in shoal | shoal16 | aria2c | axel | curl) ;; *) bench_die "unknown tool '$t' in TOOLS" ;; esac
+  case $t in shoal | shoal16 | aria2c | axel | curl | shoalpipe | curlpipe) ;; *) bench_die "unknown tool '$t' in TOOLS" ;; esac
 done
 for s in $SCENARIOS; do
   case $s in throttled | fast) ;; *) bench_die "unknown scenario '$s' in SCENARIOS" ;; esac
@@ -72,7 +74,7 @@ has_tool aria2c && needs+=(aria2c:aria2)
 has_tool axel && needs+=(axel:axel)
 bench_need "${needs[@]}"
 
-if has_tool shoal || has_tool shoal16; then
+if has_tool shoal || has_tool shoal16 || has_tool shoalpipe; then
   SHOAL_DESC=""
   if [[ -z "${SHOAL:-}" ]]; then
     SHOAL_DESC="built from $(cd "$REPO" && git describe --always --dirty 2>/dev/null || echo '?')"
@@ -99,8 +101,13 @@ tool_label() {
     aria2c) echo "aria2c -x$CONNS -s$CONNS -k1M" ;;
     axel) echo "axel -n $CONNS" ;;
     curl) echo "curl" ;;
+    shoalpipe) echo "shoal -c $CONNS -o - \| sha256sum" ;;
+    curlpipe) echo "curl \| sha256sum" ;;
   esac
 }
+
+# Whether TOOL streams to stdout: its output file holds `sha256sum`'s line, not the file.
+is_pipe() { [[ $1 == *pipe ]]; }
 
 # tool_cmd TOOL OUTFILE URL: sets CMD (array).
 tool_cmd() {
@@ -117,15 +124,21 @@ tool_cmd() {
     axel) CMD=(axel -q -n "$CONNS" -o "$out" "$url") ;;
     # -q first: ignore ~/.curlrc; --fail: an HTTP error is an error.
     curl) CMD=(curl -q -sS --fail -o "$out" "$url") ;;
+    # Streamed to stdout, hashed on the way: what a user piping the file into another tool
+    # waits for. aria2c has no such mode (its -o names a file; it cannot write to stdout).
+    shoalpipe) CMD=(bash -c 'set -o pipefail; "$0" get -c "$1" -q -o - "$2" | sha256sum >"$3"'
+      "$SHOAL" "$CONNS" "$url" "$out") ;;
+    curlpipe) CMD=(bash -c 'set -o pipefail; curl -q -sS --fail "$0" | sha256sum >"$1"'
+      "$url" "$out") ;;
   esac
 }
 
 tool_version() {
   case $1 in
-    shoal | shoal16) echo "$SHOAL_DESC" ;;
+    shoal | shoal16 | shoalpipe) echo "$SHOAL_DESC" ;;
     aria2c) aria2c --version 2>/dev/null | head -n 1 ;;
     axel) axel --version 2>/dev/null | head -n 1 ;;
-    curl) curl --version 2>/dev/null | head -n 1 | cut -d' ' -f1-2 ;;
+    curl | curlpipe) curl --version 2>/dev/null | head -n 1 | cut -d' ' -f1-2 ;;
   esac
 }
 
@@ -197,6 +210,10 @@ for sc in $SCENARIOS; do
         fail="exit $BENCH_RC"
       elif [[ ! -f "$out" ]]; then
         fail="exit 0 but no output file"
+      elif is_pipe "$t"; then
+        # Every round: the hash is computed anyway.
+        sha=$(cut -d' ' -f1 "$out")
+        [[ "$sha" == "$SRC_SHA" ]] || fail="WRONG FILE: streamed sha256 $sha, expected $SRC_SHA"
       else
         got=$(stat -c %s "$out")
         if ((got != SIZE_BYTES)); then
@@ -257,11 +274,13 @@ scenario_title() {
 }
 
 report_table() {
-  local sc=$1 t aria curl_med ideal_col="" ideal_sep="" cells
+  local sc=$1 t aria curl_med curl_pipe_med ideal_col="" ideal_sep="" cells
   stat_of "$sc" aria2c
   aria=$MED
   stat_of "$sc" curl
   curl_med=$MED
+  stat_of "$sc" curlpipe
+  curl_pipe_med=$MED
   if [[ $sc == throttled ]]; then
     ideal_col=" vs ideal |"
     ideal_sep="---:|"
@@ -278,7 +297,10 @@ report_table() {
     elif [[ $MED == "-" ]]; then
       cells="| FAIL | - | - | - | - |${ideal_col:+ - |} - |"
     else
-      cells="| $MED | $MIN | $MAX | $(bench_ratio "$MED" "$aria") | $(bench_ratio "$MED" "$curl_med") |"
+      # A streamed row is compared with curl streaming into the same sha256sum.
+      local vs_curl=$curl_med
+      is_pipe "$t" && vs_curl=$curl_pipe_med
+      cells="| $MED | $MIN | $MAX | $(bench_ratio "$MED" "$aria") | $(bench_ratio "$MED" "$vs_curl") |"
       [[ -n "$ideal_col" ]] && cells+=" $(bench_ratio "$MED" "$IDEAL") |"
       cells+=" $(bench_kib_to_mib "${RSS[$sc|$t]:-}") |"
     fi
@@ -373,7 +395,7 @@ report() {
   echo "- file: $SIZE_MIB MiB of random data (sha256 ${SRC_SHA:0:16}…), served by $NGINX_VERSION on 127.0.0.1 (worker_processes auto, sendfile on), page cache warmed before the first run"
   echo "- $ROUNDS round$( ((ROUNDS == 1)) || echo s) per tool per scenario, round-robin with the order rotated each round; wall time from \`date +%s%N\` around each command; median/min/max over successful runs; peak RSS = largest \"Maximum resident set size\" from \`/usr/bin/time -v\`; each command under \`timeout $TIMEOUT\`; every output size-checked, first round of each scenario sha256-checked; outputs in $OUT_DIR ($OUT_FS), deleted before every run"
   echo "- machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r); load average $LOAD_START at start, $LOAD_END at end"
-  echo "- ratios are time / reference time: below 1 is faster"
+  echo "- ratios are time / reference time: below 1 is faster; the \`| sha256sum\` rows are compared with \`curl | sha256sum\`"
   echo "- commands (DIR/OUT = output file, URL = http://127.0.0.1:PORT/{throttled,fast}/$SRC_NAME):"
   for t in "${tool_list[@]}"; do
     local -a CMD=()

@@ -8,19 +8,20 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use shoal_core::Bitfield;
+use shoal_core::{Bitfield, SafeUrl};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::DownloadError;
 use crate::events::{Event, EventSender, SourceUsage, Summary};
 use crate::http::{self, RangeSource};
 use crate::naming::part_path;
-use crate::options::{DownloadOptions, Existing, Output, Resume};
+use crate::options::{DownloadOptions, Existing, Output, Resume, BLOCK};
 use crate::plan::{Fetch, Plan};
 use crate::resume::{self, State};
 use crate::sample::{self, PartCheck};
 use crate::segments::{block_count, Segments};
-use crate::storage::{ExistingPart, PartFile, PartLock};
+use crate::storage::{ExistingPart, PartFile, PartLock, Store};
+use crate::stream::Ring;
 use crate::transfer::{self, single, Outcome, Transfer};
 use crate::verify;
 
@@ -32,6 +33,20 @@ pub(crate) async fn run(
     let started = Instant::now();
     if let Output::File(path) = &options.output {
         refuse_existing(path, options.existing)?;
+    }
+    if let Output::Stream(sink) = &options.output {
+        let ring = sink.ring().clone();
+        let result = stream(&options, &ring, &events, &cancel).await;
+        // The reader's end: EOF after the last byte, or the failure after what was written.
+        ring.finish(result.as_ref().map(|_| ()).map_err(ToString::to_string));
+        return result.map(|outcome| Summary {
+            path: PathBuf::from("-"),
+            size: outcome.size,
+            elapsed: started.elapsed(),
+            max_connections: outcome.max_connections,
+            fetched: outcome.fetched,
+            sources: outcome.sources,
+        });
     }
     let client =
         http::client(&options.http).map_err(|e| DownloadError::fetch(&options.url, e, 1))?;
@@ -108,6 +123,95 @@ pub(crate) async fn run(
     })
 }
 
+/// A download into a stream's ring: probed and fetched as any other, without a part file or
+/// resume state, front to back so that the reader's next bytes come first; done once the
+/// reader has taken the last byte, and the checksum checked over what it took.
+async fn stream(
+    options: &DownloadOptions,
+    ring: &Arc<Ring>,
+    events: &EventSender,
+    cancel: &CancellationToken,
+) -> Result<Outcome, DownloadError> {
+    let url = SafeUrl::new(options.url.clone());
+    let unstreamable = |what| DownloadError::Unstreamable {
+        url: url.clone(),
+        what,
+    };
+    if options.swarm.is_some() {
+        return Err(unstreamable("a swarm download"));
+    }
+    if options.pieces.is_some() || options.learn_pieces.is_some() {
+        return Err(unstreamable("a download checked piece by piece"));
+    }
+    let client =
+        http::client(&options.http).map_err(|e| DownloadError::fetch(&options.url, e, 1))?;
+    let plan = Plan::probe(&client, options, events, cancel).await?;
+    if !ring.start(plan.size, options.checksum.as_ref().map(|c| c.algo())) {
+        return Err(unstreamable("a second download into one stream"));
+    }
+    let _ = events.send(Event::Started {
+        url: plan.shown_url.clone(),
+        path: plan.path.clone(),
+        size: plan.size,
+        ranges: plan.ranges,
+    });
+    let mut ordered = options.clone();
+    ordered.in_order = Some(in_order_chunk(ring.window(), options.connections.get()));
+    let transfer = Transfer {
+        options: Arc::new(ordered),
+        store: Store::Stream(ring.clone()),
+        events: events.clone(),
+        cancel: cancel.clone(),
+    };
+    let mut outcome = match plan.fetch {
+        Fetch::Ranges { sources, first } => {
+            let size = plan.size.expect("a ranged plan knows its size");
+            let done = Bitfield::new(block_count(size));
+            transfer::run(transfer, size, sources, first, done, None).await?
+        }
+        Fetch::Stream { probe } => single::run(transfer, *probe).await?,
+        Fetch::Nothing { connections } => Outcome::empty(connections),
+    };
+    ring.set_end(outcome.size);
+    let digest = tokio::select! {
+        _ = cancel.cancelled() => return Err(DownloadError::Cancelled),
+        digest = ring.drained() => digest.map_err(|_| DownloadError::StreamClosed {
+            url: url.clone(),
+            sent: ring.sent(),
+        })?,
+    };
+    if let (Some(expected), Some(actual)) = (&options.checksum, digest) {
+        if actual != expected.hex() {
+            return Err(DownloadError::StreamMismatch {
+                url,
+                algo: expected.algo().to_string(),
+                expected: expected.hex(),
+                actual,
+                sent: outcome.size,
+                sources: outcome
+                    .sources
+                    .iter()
+                    .filter(|s| s.bytes > 0)
+                    .map(|s| s.url.clone())
+                    .collect(),
+            });
+        }
+    }
+    outcome.sources.extend(plan.unused);
+    Ok(outcome)
+}
+
+/// How much a connection of a stream asks for at a time: the window shared among the
+/// connections, so that together they fetch what the reader needs next.
+fn in_order_chunk(window: u64, connections: u32) -> u64 {
+    let share = window / u64::from(connections) / BLOCK * BLOCK;
+    share.clamp(BLOCK, MAX_STREAM_CHUNK)
+}
+
+/// The most one request of a stream asks for: more only delays the stealing of a slow
+/// connection's share.
+const MAX_STREAM_CHUNK: u64 = 16 << 20;
+
 /// What running a plan needs; a plan is run again from scratch when the file changes on the
 /// server mid-way.
 struct Runner<'a> {
@@ -160,7 +264,7 @@ impl Runner<'_> {
         let part = Arc::new(part);
         let transfer = Transfer {
             options: Arc::new(options.clone()),
-            part: part.clone(),
+            store: Store::Part(part.clone()),
             events: self.events.clone(),
             cancel: self.cancel.clone(),
         };
@@ -172,7 +276,7 @@ impl Runner<'_> {
                     done: done.clone(),
                     ..plan.record
                 };
-                let checkpoint = Checkpoint::new(part.clone(), state_path, record);
+                let checkpoint = Some(Checkpoint::new(part.clone(), state_path, record));
                 transfer::run(transfer, size, sources, first, done, checkpoint).await?
             }
             Fetch::Stream { probe } => single::run(transfer, *probe).await?,

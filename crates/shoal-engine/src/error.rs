@@ -21,7 +21,8 @@ pub enum ErrorKind {
     /// The file does not hash to the expected checksum.
     Checksum,
     /// Reading or writing a local file failed (disk full, permission denied, another download
-    /// holds the file, …), or the file is larger than the space it may take (`--max-filesize`).
+    /// holds the file, …), the file is larger than the space it may take (`--max-filesize`),
+    /// or the output cannot take the stream (its reader went away, or it cannot be streamed).
     LocalIo,
     /// The output path exists and overwriting was not asked for.
     OutputExists,
@@ -188,6 +189,49 @@ pub enum DownloadError {
     /// The caller's cancel token fired; the `.part` and its state stay for a resume.
     #[error("download cancelled")]
     Cancelled,
+
+    /// The reader of a streamed download ([`crate::Output::Stream`]) went away (a closed
+    /// pipe, say) before the end; the download stopped.
+    #[error(
+        "the reader of the stream of {url} went away after {sent} bytes; the download stopped"
+    )]
+    StreamClosed {
+        /// The URL, credentials redacted.
+        url: SafeUrl,
+        /// Bytes the reader had taken.
+        sent: u64,
+    },
+
+    /// The bytes of a streamed download do not hash to the expected checksum. They were
+    /// already handed to the reader, so the output is wrong and nothing of it is kept.
+    #[error(
+        "{url}: checksum mismatch: expected {algo}={expected}, got {algo}={actual}; the {sent} \
+         bytes already streamed to the output are NOT the expected file: discard them{served}",
+        served = served_by(sources)
+    )]
+    StreamMismatch {
+        /// The URL, credentials redacted.
+        url: SafeUrl,
+        /// The algorithm's name (`sha256`, …).
+        algo: String,
+        /// The expected digest, lower-case hex.
+        expected: String,
+        /// The digest of the bytes streamed, lower-case hex.
+        actual: String,
+        /// Bytes streamed, all of the file.
+        sent: u64,
+        /// The URLs (redacted) that sent bytes of the file, when there were several.
+        sources: Box<[SafeUrl]>,
+    },
+
+    /// The download cannot be streamed as asked ([`crate::Output::Stream`]).
+    #[error("{url}: {what} cannot be streamed; save it to a file instead (-o PATH)")]
+    Unstreamable {
+        /// The URL, credentials redacted.
+        url: SafeUrl,
+        /// What stands in the way, e.g. `a download checked piece by piece`.
+        what: &'static str,
+    },
 }
 
 /// What a download still lacks when it gives up waiting for a source.
@@ -320,13 +364,15 @@ impl DownloadError {
             DownloadError::Network { .. }
             | DownloadError::Changed { .. }
             | DownloadError::Unserved { .. } => ErrorKind::Network,
-            DownloadError::ChecksumMismatch { .. } | DownloadError::PieceMismatch { .. } => {
-                ErrorKind::Checksum
-            }
+            DownloadError::ChecksumMismatch { .. }
+            | DownloadError::PieceMismatch { .. }
+            | DownloadError::StreamMismatch { .. } => ErrorKind::Checksum,
             DownloadError::Io { .. }
             | DownloadError::DiskFull { .. }
             | DownloadError::Busy { .. }
-            | DownloadError::TooLarge { .. } => ErrorKind::LocalIo,
+            | DownloadError::TooLarge { .. }
+            | DownloadError::StreamClosed { .. }
+            | DownloadError::Unstreamable { .. } => ErrorKind::LocalIo,
             DownloadError::OutputExists { .. } => ErrorKind::OutputExists,
             DownloadError::Cancelled => ErrorKind::Cancelled,
         }

@@ -17,7 +17,7 @@ pub enum Event {
     Started {
         /// The final URL after redirects, credentials redacted.
         url: SafeUrl,
-        /// Where the finished file will be (the `.part` sits beside it).
+        /// Where the finished file will be (the `.part` sits beside it); `-` for a stream.
         path: PathBuf,
         /// The file's length in bytes; `None` when the server sent no length (one stream to EOF).
         size: Option<u64>,
@@ -123,7 +123,7 @@ pub struct Progress {
 /// How a finished download went.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
-    /// Where the finished file is.
+    /// Where the finished file is; `-` for a stream ([`crate::Output::Stream`]).
     pub path: PathBuf,
     /// The file's length in bytes.
     pub size: u64,

@@ -7,6 +7,7 @@
 
 pub mod ca;
 mod checkpoint;
+mod digest;
 mod download;
 pub mod error;
 pub mod events;
@@ -23,6 +24,7 @@ mod sample;
 pub mod segments;
 mod source;
 pub mod storage;
+pub mod stream;
 mod swarm;
 mod tally;
 mod transfer;
@@ -36,6 +38,7 @@ pub use options::{
     OptionError, OriginUse, Output, PeerSource, PublishedDigests, Rate, Resume, SwarmOptions,
     BLOCK,
 };
+pub use stream::Window;
 pub use tokio_util::sync::CancellationToken;
 pub use url::Url;
 

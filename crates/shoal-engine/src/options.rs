@@ -14,6 +14,7 @@ use shoal_core::checksum::PieceHashes;
 
 use crate::ca::ExtraRoots;
 use crate::naming::Claims;
+use crate::stream::StreamSink;
 use crate::tally::Tally;
 use thiserror::Error;
 use url::Url;
@@ -156,6 +157,11 @@ pub enum Output {
     File(PathBuf),
     /// This directory, with a name taken from the response (`-d`, or the current directory).
     Dir(PathBuf),
+    /// In file order to the reader of a [`crate::stream::channel`] while the download runs,
+    /// holding at most its window in memory (`-o -`). No part file and no resume: a failure
+    /// leaves the reader with a prefix of the file. A whole-file checksum is checked over the
+    /// bytes streamed; Metalink piece hashes and swarm downloads cannot be streamed.
+    Stream(StreamSink),
 }
 
 /// What to do when the final path already exists.

@@ -221,7 +221,7 @@ fn needs_sample(primary: &RangeSource, mirrors: &[RangeSource], options: &Downlo
 }
 
 /// Where the file goes: `-o`, or `-d` (made when missing, as wget -P and aria2c -d do) with a
-/// name from the response or the URL.
+/// name from the response or the URL; `-` for a stream.
 fn output_path(
     options: &DownloadOptions,
     content_disposition: Option<&str>,
@@ -238,6 +238,7 @@ fn output_path(
                 None => path,
             })
         }
+        Output::Stream(_) => Ok(PathBuf::from("-")),
     }
 }
 
@@ -265,6 +266,7 @@ fn resume_offset(options: &DownloadOptions) -> u64 {
     let path = match &options.output {
         Output::File(path) => path.clone(),
         Output::Dir(dir) => dir.join(naming::file_name(None, &options.url)),
+        Output::Stream(_) => return 0,
     };
     match resume::load(&resume::state_path(&path)) {
         Ok(Some(state)) if state.url_hash == resume::url_hash(&options.url) => {

@@ -11,9 +11,38 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use crate::error::DownloadError;
 use crate::naming::part_path;
 use crate::options::Existing;
+use crate::stream::Ring;
+
+/// Where a transfer's bytes go: the part file, or the ring of a stream, which a reader drains
+/// in file order.
+#[derive(Clone)]
+pub(crate) enum Store {
+    Part(Arc<PartFile>),
+    Stream(Arc<Ring>),
+}
+
+impl Store {
+    /// The part file, when the bytes go to one.
+    pub(crate) fn part(&self) -> Option<&Arc<PartFile>> {
+        match self {
+            Store::Part(part) => Some(part),
+            Store::Stream(_) => None,
+        }
+    }
+
+    /// The stream's ring, when the bytes go to one.
+    pub(crate) fn stream(&self) -> Option<&Arc<Ring>> {
+        match self {
+            Store::Part(_) => None,
+            Store::Stream(ring) => Some(ring),
+        }
+    }
+}
 
 /// `NAME.part`, open (created when missing) and exclusively locked (`flock`) before anything
 /// reads or changes it, so two downloads to one name never write one file. The lock goes

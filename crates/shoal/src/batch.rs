@@ -72,7 +72,7 @@ pub(crate) async fn drive(
             Outcome::Saved(summary)
         }
         Ok(Err(err)) => {
-            let code = exit::for_kind(err.kind());
+            let code = exit::for_error(&err);
             view.failed(&err, code);
             Outcome::Failed {
                 code,

@@ -4,7 +4,7 @@ use std::error::Error;
 use std::io::{self, Write};
 use std::process::ExitCode;
 
-use shoal_engine::ErrorKind;
+use shoal_engine::{DownloadError, ErrorKind};
 
 pub(crate) const OK: u8 = 0;
 /// A bug or a failure that fits no other code.
@@ -18,6 +18,18 @@ pub(crate) const LOCAL_IO: u8 = 6;
 pub(crate) const OUTPUT_EXISTS: u8 = 7;
 /// 128 + SIGINT, what shells report for a command stopped by Ctrl-C.
 pub(crate) const INTERRUPTED: u8 = 130;
+/// 128 + SIGPIPE, what shells report for `cat` or `gzip -dc` whose reader closed the pipe
+/// (`| head`): `shoal get -o -` ends quietly with it when standard output is closed.
+pub(crate) const BROKEN_PIPE: u8 = 141;
+
+/// The code of a failed download: its kind's, except that a stream whose reader went away
+/// (standard output closed) ends with [`BROKEN_PIPE`].
+pub(crate) fn for_error(err: &DownloadError) -> u8 {
+    match err {
+        DownloadError::StreamClosed { .. } => BROKEN_PIPE,
+        _ => for_kind(err.kind()),
+    }
+}
 
 pub(crate) fn for_kind(kind: ErrorKind) -> u8 {
     match kind {

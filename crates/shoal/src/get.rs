@@ -15,14 +15,14 @@ use shoal_core::{Checksum, ContentId};
 use shoal_engine::ca::ExtraRoots;
 use shoal_engine::{
     naming::Claims, parse_bytes, CancellationToken, Connections, DownloadOptions, ErrorKind,
-    Existing, HttpOptions, MinSplit, Output, Rate, Resume,
+    Existing, HttpOptions, MinSplit, Output, Rate, Resume, Window,
 };
 use url::Url;
 
 use crate::batch::{self, Job};
 use crate::metalink_input::{self, LoadError, Target};
 use crate::progress::{self, Mode, View};
-use crate::{exit, logging, signals, via_agent};
+use crate::{exit, logging, signals, stdout, via_agent};
 
 #[derive(Debug, Args)]
 pub(crate) struct GetArgs {
@@ -50,9 +50,17 @@ pub(crate) struct GetArgs {
     #[arg(long, value_name = "N", default_value = "8", value_parser = parse_connections)]
     max_connections_per_server: Connections,
 
-    /// Save to exactly this path
+    /// Save to exactly this path. - streams the file to standard output in file order while
+    /// fetching over many connections, holding at most --window in memory: no NAME.part and
+    /// no resume (a failure leaves a prefix on stdout and a non-zero exit); a file named - is
+    /// -o ./-
     #[arg(short, long, value_name = "PATH", conflicts_with = "dir")]
     output: Option<PathBuf>,
+
+    /// With -o -, the most bytes held in memory ahead of what standard output has taken;
+    /// connections further ahead wait. From 1M to 4G
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_window)]
+    window: Window,
 
     /// Save into this directory, named from Content-Disposition or the URL
     #[arg(short, long, value_name = "DIR", default_value = ".")]
@@ -170,6 +178,7 @@ enum Input {
 /// Everything on the command line that every download of the command shares.
 struct Common {
     output: Option<PathBuf>,
+    window: Window,
     dir: PathBuf,
     jobs: usize,
     existing: Existing,
@@ -205,6 +214,10 @@ pub(crate) async fn run(args: GetArgs, log: logging::Options) -> ExitCode {
     let jobs = match input {
         Input::Urls(url, mirrors) => {
             let output = match &common.output {
+                Some(path) if is_stdout(path) => {
+                    let options = common.options(url, mirrors, Output::Dir(common.dir.clone()));
+                    return stdout::run(options, common.window, mode, cancel).await;
+                }
                 Some(path) => Output::File(path.clone()),
                 None => Output::Dir(common.dir.clone()),
             };
@@ -250,6 +263,12 @@ async fn through_agent(args: GetArgs, agent: &str, mode: Mode, log: logging::Opt
         },
         None => None,
     };
+    if args.output.as_deref().is_some_and(is_stdout) {
+        return usage(
+            "--agent saves into a file: -o - (standard output) is not supported through the agent"
+                .into(),
+        );
+    }
     let ca = match ExtraRoots::load(args.ca.as_deref()) {
         Ok(ca) => ca,
         Err(e) => return usage(format!("--ca {e}")),
@@ -313,6 +332,16 @@ async fn metalink_jobs(
     };
     let files = metalink.files.len();
     let target = match &common.output {
+        Some(path) if is_stdout(path) => {
+            let msg = format!(
+                "-o - streams one URL; {shown} is a Metalink, whose pieces are checked in a \
+                 file: save it with -o PATH"
+            );
+            return Err(exit::usage(&usage_error(
+                ClapErrorKind::ArgumentConflict,
+                msg,
+            )));
+        }
         Some(path) if files == 1 => Target::File(path),
         Some(_) => {
             let msg = format!(
@@ -376,6 +405,7 @@ impl GetArgs {
         }
         let common = Common {
             output: self.output,
+            window: self.window,
             dir: self.dir,
             jobs: usize::from(self.jobs),
             existing: if self.overwrite {
@@ -509,6 +539,16 @@ fn parse_connections(text: &str) -> Result<Connections, String> {
 fn parse_min_split(text: &str) -> Result<MinSplit, String> {
     let bytes = parse_bytes(text).ok_or("expected a size such as 1M or 256K")?;
     MinSplit::new(bytes).map_err(|err| err.to_string())
+}
+
+/// Whether `-o` names standard output: exactly `-` (a file named so is `./-`).
+fn is_stdout(path: &std::path::Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+fn parse_window(text: &str) -> Result<Window, String> {
+    let bytes = parse_bytes(text).ok_or("expected a size such as 64M or 1G")?;
+    Window::new(bytes).map_err(|err| err.to_string())
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {

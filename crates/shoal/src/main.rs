@@ -13,6 +13,7 @@ mod manual;
 mod metalink_input;
 mod progress;
 mod signals;
+mod stdout;
 mod tracker;
 mod via_agent;
 

@@ -350,6 +350,11 @@ impl View {
 
     pub(crate) fn failed(self, err: &DownloadError, exit_code: u8) {
         self.clear();
+        // Standard output closed by its reader (`| head`): what the user asked for, not worth
+        // a line, as with `cat`; a script reading JSON still gets the event.
+        if matches!(err, DownloadError::StreamClosed { .. }) && self.mode != Mode::Json {
+            return;
+        }
         self.report(kind_name(err.kind()), &failure_text(err), exit_code);
     }
 
@@ -512,9 +517,13 @@ fn resumed_line(done: u64, total: u64, verified: bool) -> String {
 fn summary_line(summary: &Summary) -> String {
     // `-d .` (the default) joins to `./NAME`; the name alone reads better.
     let path = summary.path.strip_prefix(".").unwrap_or(&summary.path);
+    let saved = if path == Path::new("-") {
+        "streamed to standard output".to_string()
+    } else {
+        format!("saved {}", path.display())
+    };
     format!(
-        "saved {}: {} in {:.2} s, {}/s, {}",
-        path.display(),
+        "{saved}: {} in {:.2} s, {}/s, {}",
         BinaryBytes(summary.size),
         summary.elapsed.as_secs_f64(),
         BinaryBytes(summary.average_speed() as u64),

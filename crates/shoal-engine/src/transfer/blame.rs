@@ -44,7 +44,13 @@ pub(super) fn blame(
         Ok(())
     } else {
         Err(DownloadError::PieceMismatch {
-            path: shared.t.part.path().to_path_buf(),
+            path: shared
+                .t
+                .store
+                .part()
+                .expect("a stream checks no pieces")
+                .path()
+                .to_path_buf(),
             index,
             url,
         })

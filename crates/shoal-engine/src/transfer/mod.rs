@@ -21,7 +21,8 @@
 //! checkable), `work_changed` (work given back or a peer's news, for connections waiting).
 //!
 //! # Lock order
-//! `sources` → a peer's bitfield (`PeerState`) → `segments` → the piece check's `verified`.
+//! `sources` → a peer's bitfield (`PeerState`) → `segments` → the piece check's `verified`;
+//! a stream's ring comes after `segments` (its written frontier is read from them).
 //! A task never takes an earlier lock while holding a later one; in particular a source's
 //! allowed ranges (which read peers' bitfields) are computed before `segments` is locked.
 //! `failure` and a source's `dropped` are leaves, taken alone. No lock is held across an
@@ -62,7 +63,7 @@ use worker::{Slot, TICK};
 #[derive(Clone)]
 pub(crate) struct Transfer {
     pub options: Arc<DownloadOptions>,
-    pub part: Arc<crate::storage::PartFile>,
+    pub store: crate::storage::Store,
     pub events: EventSender,
     pub cancel: CancellationToken,
 }
@@ -92,15 +93,15 @@ impl Outcome {
 /// Downloads the blocks not in `done` of a file of `size` bytes over many connections to
 /// `sources` and, in a swarm download, to the peers `options.swarm` names as they become
 /// known. `first` (the probe's response and the offset it streams from) is used when the first
-/// missing block starts there. `checkpoint` records progress durably while this runs and once
-/// more when it stops, however it stops.
+/// missing block starts there. `checkpoint` (none for a stream) records progress durably while
+/// this runs and once more when it stops, however it stops.
 pub(crate) async fn run(
     t: Transfer,
     size: u64,
     sources: Vec<Source>,
     first: Option<(Response, u64)>,
     done: Bitfield,
-    checkpoint: Checkpoint,
+    checkpoint: Option<Checkpoint>,
 ) -> Result<Outcome, DownloadError> {
     let options = t.options.clone();
     let pieces = piece_check(&options, size, &done).map_err(|detail| DownloadError::Network {
@@ -157,7 +158,7 @@ pub(crate) async fn run(
             }
         })
     });
-    let checkpoint = checkpoint.start(shared.clone());
+    let checkpoint = checkpoint.map(|c| c.start(shared.clone()));
     let mut slots: HashMap<WorkerId, Slot> = HashMap::new();
     let mut next_id: WorkerId = 0;
     if first.is_some() {
@@ -167,7 +168,10 @@ pub(crate) async fn run(
     shared
         .target
         .store(options.connections.get(), Ordering::SeqCst);
-    let mut controller = Controller::new(Instant::now(), !in_swarm, shared.limiter.is_some());
+    // Trials measure what fewer connections achieve: a stream's reader sets the pace, so they
+    // would measure the reader.
+    let trials = !in_swarm && shared.t.store.stream().is_none();
+    let mut controller = Controller::new(Instant::now(), trials, shared.limiter.is_some());
     let mut last_fetched = 0u64;
     let mut speed = 0.0f64;
     let mut ticker = tokio::time::interval(TICK);
@@ -227,7 +231,8 @@ pub(crate) async fn run(
                 id,
                 speed: slot.speed,
                 streamed_for: slot.stats.streamed_for(now_ms),
-                paused: slot.stats.paused.load(Ordering::Relaxed),
+                paused: slot.stats.paused.load(Ordering::Relaxed)
+                    || slot.stats.waiting.load(Ordering::Relaxed),
                 cancelled: slot.token.is_cancelled(),
                 streaming: slot.stats.streaming.load(Ordering::Relaxed),
             })
@@ -291,7 +296,10 @@ pub(crate) async fn run(
         task.abort();
         let _ = task.await;
     }
-    let saved = checkpoint.finish(shared.as_ref()).await;
+    let saved = match checkpoint {
+        Some(checkpoint) => checkpoint.finish(shared.as_ref()).await,
+        None => Ok(()),
+    };
     if let (Err(failed), Err(unsaved)) = (&result, &saved) {
         // Two local failures are the same full or broken disk, said once by the error itself.
         if failed.kind() != ErrorKind::LocalIo {
@@ -326,9 +334,10 @@ fn measure(shared: &Shared, slots: &mut HashMap<WorkerId, Slot>) {
         let bytes = slot.stats.bytes.load(Ordering::Relaxed);
         let inst = (bytes - slot.seen) as f64 / tick;
         slot.seen = bytes;
-        if slot.stats.paused.load(Ordering::Relaxed) {
-            // A paused connection keeps the speed it had: otherwise thieves would take its
-            // range for a slow one, and what the server already sent it would be lost.
+        if slot.stats.paused.load(Ordering::Relaxed) || slot.stats.waiting.load(Ordering::Relaxed) {
+            // A paused connection (or one waiting for a stream's reader) keeps the speed it
+            // had: otherwise thieves would take its range for a slow one, and what the server
+            // already sent it would be lost.
             continue;
         }
         slot.speed = 0.8 * slot.speed + 0.2 * inst;
@@ -483,7 +492,7 @@ async fn check_pieces(
     let Some(pieces) = &shared.pieces else {
         return Ok(());
     };
-    let part = &shared.t.part;
+    let part = shared.t.store.part().expect("a stream checks no pieces");
     let trusted = |source: usize| shared.source(source).policy.trusted;
     let checked = pieces
         .check(part, shared.segments_lock(), &trusted)

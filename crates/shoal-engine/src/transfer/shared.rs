@@ -14,13 +14,15 @@ use crate::checkpoint::DoneBlocks;
 use crate::error::DownloadError;
 use crate::events::Event;
 use crate::http::{FetchError, RangeSource};
-use crate::options::{OriginUse, PeerSource};
+use crate::options::{OriginUse, PeerSource, BLOCK};
 use crate::pieces::PieceCheck;
 use crate::ratelimit::RateLimiter;
 use crate::segments::{Segments, WorkerId};
 use crate::source::{Policy, Reach, Source};
+use crate::stream::Ring;
 use crate::swarm::{self, Asked, PeerState};
 use shoal_core::redact::redacted;
+use shoal_core::SafeUrl;
 
 use super::Transfer;
 
@@ -311,17 +313,44 @@ impl Shared {
         data: &[u8],
         source: usize,
     ) -> Result<(), DownloadError> {
+        let file = self
+            .t
+            .store
+            .part()
+            .expect("a stream is written by write_when_room");
         let Some(pieces) = &self.pieces else {
-            return self.t.part.write_at(data, range.start());
+            return file.write_at(data, range.start());
         };
         let writing = pieces.writable(range);
         for &part in writing.parts() {
             let at = (part.start() - range.start()) as usize;
             let bytes = &data[at..at + part.len() as usize];
-            self.t.part.write_at(bytes, part.start())?;
+            file.write_at(bytes, part.start())?;
             writing.wrote(part, source);
         }
         Ok(())
+    }
+
+    /// Tells a stream's reader how far the file is written without a gap, from `segments`
+    /// (locked by the caller: the ring's lock comes after it).
+    pub(super) fn publish_frontier(&self, segments: &Segments) {
+        let Some(ring) = self.t.store.stream() else {
+            return;
+        };
+        let done = segments.done();
+        let mut block = (ring.written() / BLOCK) as u32;
+        while block < done.len() && done.get(block) {
+            block += 1;
+        }
+        ring.written_to((u64::from(block) * BLOCK).min(self.size));
+    }
+
+    /// The error of a stream whose reader went away.
+    pub(super) fn stream_closed(&self, ring: &Ring) -> DownloadError {
+        DownloadError::StreamClosed {
+            url: SafeUrl::new(self.t.options.url.clone()),
+            sent: ring.sent(),
+        }
     }
 
     /// Gives back what worker `id` owns, so others may take it now.

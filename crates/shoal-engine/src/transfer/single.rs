@@ -11,6 +11,7 @@ use crate::events::{Event, Progress};
 use crate::http::{identity, transport_error, FetchError, Probe};
 use crate::ratelimit::RateLimiter;
 use crate::retry::Backoff;
+use crate::storage::Store;
 
 use super::worker::{StreamError, BUF, TICK};
 use super::{Outcome, Transfer};
@@ -89,6 +90,38 @@ fn over_limit(t: &Transfer, url: &Url, received: u64) -> Result<(), DownloadErro
     Ok(())
 }
 
+/// Writes `buf`, the bytes at `pos`, where the download's bytes go; a stream's reader is told
+/// they are there. `buf` comes back as it went, for reuse.
+async fn write(t: &Transfer, buf: &mut Vec<u8>, pos: u64) -> Result<(), DownloadError> {
+    match &t.store {
+        Store::Stream(ring) => {
+            let written = ring.write_when_room(buf, pos, &t.cancel).await;
+            let closed = || DownloadError::StreamClosed {
+                url: SafeUrl::new(t.options.url.clone()),
+                sent: ring.sent(),
+            };
+            if written.map_err(|_| closed())? < buf.len() {
+                return Err(DownloadError::Cancelled);
+            }
+            ring.written_to(pos + buf.len() as u64);
+            Ok(())
+        }
+        Store::Part(part) => {
+            // A write may block (dirty page cache, a slow disk): on a blocking thread.
+            let part = part.clone();
+            let data = std::mem::take(buf);
+            let (data, written) = tokio::task::spawn_blocking(move || {
+                let written = part.write_at(&data, pos);
+                (data, written)
+            })
+            .await
+            .expect("writing does not panic");
+            *buf = data;
+            written
+        }
+    }
+}
+
 async fn stream_whole(
     t: &Transfer,
     url: &Url,
@@ -132,17 +165,7 @@ async fn stream_whole(
                     "server sent more bytes than its Content-Length".to_string(),
                 )));
             }
-            // A write may block (dirty page cache, a slow disk): on a blocking thread.
-            let part = t.part.clone();
-            let data = std::mem::take(&mut buf);
-            let (data, written) = tokio::task::spawn_blocking(move || {
-                let written = part.write_at(&data, pos);
-                (data, written)
-            })
-            .await
-            .expect("writing does not panic");
-            buf = data;
-            written.map_err(StreamError::Local)?;
+            write(t, &mut buf, pos).await.map_err(StreamError::Local)?;
             pos += buf.len() as u64;
             buf.clear();
         }

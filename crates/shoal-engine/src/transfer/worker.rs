@@ -49,6 +49,9 @@ pub(super) struct Stats {
     pub first_byte: AtomicU64,
     /// A response is streaming (a connection to a peer may wait for work between pieces).
     pub streaming: AtomicBool,
+    /// Waiting for the reader of a stream to make room: like `paused`, its data waits in the
+    /// socket and its speed says nothing about the server.
+    pub waiting: AtomicBool,
 }
 
 impl Stats {
@@ -396,8 +399,13 @@ impl Stream<'_> {
             self.buf.clear();
             return Ok(Next::Finished);
         };
-        let n = (self.buf.len() as u64).min(end.saturating_sub(*pos)) as usize;
-        if n > 0 {
+        let mut n = (self.buf.len() as u64).min(end.saturating_sub(*pos)) as usize;
+        if let (Some(ring), true) = (shared.t.store.stream(), n > 0) {
+            self.stats.waiting.store(true, Ordering::Relaxed);
+            let written = ring.write_when_room(&self.buf[..n], *pos, self.token).await;
+            self.stats.waiting.store(false, Ordering::Relaxed);
+            n = written.map_err(|_| shared.stream_closed(ring))?;
+        } else if n > 0 {
             let range = ByteRange::new(*pos, *pos + n as u64).expect("n > 0");
             let data = std::mem::take(self.buf);
             let owner = Arc::clone(shared);
@@ -417,6 +425,7 @@ impl Stream<'_> {
         self.buf.clear();
         let mut seg = shared.segments();
         let next = seg.advance(self.id, *pos);
+        shared.publish_frontier(&seg);
         if seg.is_complete() {
             shared.complete.notify_one();
         } else if let (Some(pieces), true) = (&shared.pieces, n > 0) {
