@@ -12,6 +12,7 @@ pub mod fetch;
 pub mod id;
 pub mod metrics;
 pub mod objects;
+pub mod ordered;
 pub mod peers;
 pub mod piece_size;
 pub mod serve;

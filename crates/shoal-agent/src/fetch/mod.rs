@@ -25,11 +25,13 @@
 //!   reported;
 //! - `downloads`: the records of the downloads in progress in the data directory, and what a
 //!   starting agent restores from them;
-//! - `recording`: a running fetch's record, kept up to date.
+//! - `recording`: a running fetch's record, kept up to date;
+//! - `landing`: what a fetch tells a reader of its bytes in file order ([`crate::ordered`]).
 
 mod by_content;
 mod digests;
 mod downloads;
+mod landing;
 mod recording;
 mod role;
 mod spot_check;
@@ -55,6 +57,7 @@ use url::Url;
 
 use self::downloads::Part;
 pub(crate) use self::downloads::{Downloads, Unfinished};
+pub(crate) use self::landing::{Extras, Landing, LandingSender};
 use self::recording::Recording;
 use crate::catalog::{Catalog, Entry};
 use crate::objects::{Objects, ObjectsError, Pin, Record};
@@ -303,6 +306,19 @@ impl Fetcher {
         events: EventSender,
         cancel: CancellationToken,
     ) -> Result<Fetched, AgentFetchError> {
+        self.fetch_with(want, events, cancel, Extras::default())
+            .await
+    }
+
+    /// As [`Fetcher::fetch`], with the origin asked with `extras.headers` too and where the
+    /// bytes land told to `extras.tap`.
+    pub(crate) async fn fetch_with(
+        &self,
+        want: Want,
+        events: EventSender,
+        cancel: CancellationToken,
+        extras: Extras,
+    ) -> Result<Fetched, AgentFetchError> {
         let key = want.key();
         let lock = self
             .inner
@@ -317,11 +333,15 @@ impl Fetcher {
             let _one_at_a_time = lock.lock().await;
             let shown = downloads::shown(&want);
             let recording = Recording::begin(&self.inner.downloads, &want).await;
+            let mut http = self.inner.options.http.clone();
+            http.headers.extend(extras.headers);
             let job = Job {
                 f: &self.inner,
                 events,
                 cancel: cancel.clone(),
                 recording: &recording,
+                http,
+                tap: extras.tap,
             };
             let result = match want {
                 Want::Content(id) => job.content(id, None).await,
@@ -376,6 +396,10 @@ struct Job<'a> {
     events: EventSender,
     cancel: CancellationToken,
     recording: &'a Recording,
+    /// How the origin is asked: the agent's options and the fetch's own headers.
+    http: HttpOptions,
+    /// Told where the bytes land, when a reader follows them in file order.
+    tap: Option<LandingSender>,
 }
 
 /// The origin of a content fetched by URL.

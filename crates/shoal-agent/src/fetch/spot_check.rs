@@ -68,10 +68,9 @@ impl Job<'_> {
             return Ok(());
         };
         let range = layout.range(piece);
-        let sample =
-            shoal_engine::fetch_sample(&origin.url, &origin.version, range, &self.f.options.http)
-                .await
-                .map_err(|source| Untrusted::Unchecked { content, source })?;
+        let sample = shoal_engine::fetch_sample(&origin.url, &origin.version, range, &self.http)
+            .await
+            .map_err(|source| Untrusted::Unchecked { content, source })?;
         if manifest.verify_piece(piece, &sample).is_ok() {
             info!(%content, piece = piece.get(), "the origin agrees with the mapped content");
             return Ok(());

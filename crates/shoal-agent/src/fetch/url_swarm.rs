@@ -25,7 +25,7 @@ use crate::piece_size;
 impl Job<'_> {
     /// Fetches a URL in the part the origin's and the tracker's answers give this agent.
     pub(super) async fn url(&self, url: Url) -> Result<Fetched, AgentFetchError> {
-        let version = match shoal_engine::url_version(&url, &self.f.options.http).await {
+        let version = match shoal_engine::url_version(&url, &self.http).await {
             Ok(version) => version,
             Err(e) => return self.origin_down(url, e).await,
         };
