@@ -1,6 +1,7 @@
 //! The daemon put together: the store of fetched contents, the shared directory kept in the
 //! catalog, the piece server, the control API (on its socket, and on a TCP listener if asked)
-//! and the announcer; `/metrics` and `/healthz` beside the piece server.
+//! and the announcer; `/metrics` and `/healthz` beside the piece server; the HTTP proxy when
+//! asked.
 
 use std::future::Future;
 use std::io;
@@ -20,6 +21,8 @@ use crate::control::{self, door, Door, DoorError};
 use crate::fetch::{Downloads, FetchOptions, Fetcher};
 use crate::metrics::{self, DataCheck, Observed};
 use crate::objects::{Objects, ObjectsError};
+use crate::ordered::Ordered;
+use crate::proxy::{self, Proxy, ProxyError, ProxyOptions};
 use crate::serve::{self, PieceServer, ServeOptions};
 use crate::share::{self, Share, ShareError, ShareOptions, Symlinks};
 use crate::tracker::TrackerClient;
@@ -36,6 +39,9 @@ pub enum AgentError {
     /// The tracker says another live agent uses this agent's id.
     #[error(transparent)]
     IdRefused(#[from] IdRefused),
+    /// The HTTP proxy could not start (an open proxy refused, or its address taken).
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
     /// The control API's socket, token file or TCP listener could not be opened.
     #[error("opening the control API: {0}")]
     Control(#[from] DoorError),
@@ -76,6 +82,8 @@ pub struct AgentOptions {
     pub rescan_every: Duration,
     /// The control API's TCP door and its token file, besides the Unix socket.
     pub control: ControlOptions,
+    /// The HTTP proxy (and registry mirror) door, if one listens.
+    pub proxy: ProxyOptions,
 }
 
 /// The control API's doors besides its Unix socket, `control.sock` in the data directory.
@@ -114,6 +122,7 @@ pub async fn run(
         }
         None => None,
     };
+    let proxy_listener = proxy::bind(&options.proxy).await?;
     // Reads every record and checks every object's file: on a blocking thread.
     let seeded = {
         let (objects, catalog) = (objects.clone(), catalog.clone());
@@ -205,6 +214,16 @@ pub async fn run(
         uploads.stop_uploads();
         close.cancel();
     });
+    // Nothing is forwarded to the agent's own listeners.
+    let own: Vec<SocketAddr> = [Some(&listener)]
+        .into_iter()
+        .chain([
+            control_tcp.as_ref().map(|(l, _)| l),
+            proxy_listener.as_ref(),
+        ])
+        .flatten()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
     let control_app = |door| control::app(fetcher.clone(), stop.clone(), door);
     let control_socket = axum::serve(socket, control_app(Door::Socket))
         .with_graceful_shutdown(closing.clone().cancelled_owned());
@@ -219,18 +238,44 @@ pub async fn run(
             closing.clone().cancelled_owned(),
         )
     });
+    let proxy_served = proxy_listener.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, "HTTP proxy listening");
+        }
+        let proxy = Proxy::new(
+            Ordered::new(fetcher.clone(), stop.clone()),
+            &options.proxy,
+            own,
+        );
+        shoal_serve::serve(
+            listener,
+            proxy::app(proxy),
+            options.serve.limits.clone(),
+            closing.clone().cancelled_owned(),
+        )
+    });
     let pieces = shoal_serve::serve(
         listener,
         serve::app(server.clone()).merge(metrics::app(observed)),
         options.serve.limits.clone(),
         closing.clone().cancelled_owned(),
     );
-    let (served, socket_served, tcp_served) = tokio::join!(pieces, control_socket, async move {
-        match control_tcp {
-            Some(tcp) => tcp.await,
-            None => Ok(()),
+    let (served, socket_served, tcp_served, proxy_served) = tokio::join!(
+        pieces,
+        control_socket,
+        async move {
+            match control_tcp {
+                Some(tcp) => tcp.await,
+                None => Ok(()),
+            }
+        },
+        async move {
+            match proxy_served {
+                Some(proxy) => proxy.await,
+                None => Ok(()),
+            }
         }
-    });
+    );
     stop.cancel();
     let _ = std::fs::remove_file(options.data.join(door::SOCKET_FILE));
     if let Some(announcer) = announcer {
@@ -242,6 +287,7 @@ pub async fn run(
     served
         .and(socket_served)
         .and(tcp_served)
+        .and(proxy_served)
         .map_err(|source| AgentError::Serve { addr, source })
 }
 

@@ -15,6 +15,7 @@ pub mod objects;
 pub mod ordered;
 pub mod peers;
 pub mod piece_size;
+pub mod proxy;
 pub mod serve;
 pub mod share;
 #[cfg(test)]
