@@ -334,3 +334,47 @@ fn a_non_loopback_proxy_needs_proxy_allow() {
     assert!(log.contains("--proxy-allow CIDR"), "{log}");
     assert!(log.contains(&format!("0.0.0.0:{port}")), "{log}");
 }
+
+#[test]
+fn an_agent_whose_environment_names_its_own_proxy_does_not_loop() {
+    if !have("curl") {
+        return;
+    }
+    let size = 6 * MIB;
+    let data = random_bytes(size, 154);
+    let origin = origin(data.clone(), None);
+    let fleet = Fleet::start();
+    let (port, proxy) = (common::free_port(), common::free_port());
+    let data_dir = fleet.path("loop-data");
+    // Its own downloads go through its own proxy, as a machine-wide http_proxy makes them.
+    let mut agent = fleet
+        .agent_command("loop", port, &data_dir, "loop.log")
+        .args(["--proxy-listen", &format!("127.0.0.1:{proxy}")])
+        .env("http_proxy", format!("http://127.0.0.1:{proxy}"))
+        .env_remove("no_proxy")
+        .env_remove("NO_PROXY")
+        .spawn()
+        .unwrap();
+    common::wait_listening(&mut agent, proxy, "the agent's proxy");
+    let dir = fleet.dir.path();
+    let url = origin.url("/looped.bin");
+    let run = common::finish(
+        client(
+            "curl",
+            dir,
+            proxy,
+            &["-sS", "--fail", "--max-time", "30", "-o", "looped", &url],
+        )
+        .spawn()
+        .unwrap(),
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_eq!(run.code, 0, "{}\n{}", run.stderr, fleet.log("loop"));
+    fleet.assert_file("looped", &data);
+    assert!(
+        fleet.log("loop").contains("sent through its proxy"),
+        "{}",
+        fleet.log("loop")
+    );
+}

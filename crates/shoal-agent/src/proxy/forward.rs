@@ -16,7 +16,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::header::{
     self, HeaderMap, HeaderName, HeaderValue, ACCEPT_RANGES, AUTHORIZATION, CONTENT_LENGTH,
-    CONTENT_RANGE, CONTENT_TYPE, ETAG, LAST_MODIFIED, RANGE,
+    CONTENT_RANGE, CONTENT_TYPE, ETAG, LAST_MODIFIED, RANGE, VIA,
 };
 use axum::http::{StatusCode, Uri, Version};
 use axum::response::Response;
@@ -99,13 +99,21 @@ pub(super) async fn forward(proxy: &Proxy, request: Request) -> Response {
             )
         }
     };
-    let verdict = proxy.inner.rules.judge(
-        &method,
-        url.as_str(),
-        &client_headers,
-        answer.status(),
-        answer.headers(),
-    );
+    let looped = client_headers
+        .get_all(VIA)
+        .iter()
+        .any(|via| via == proxy.inner.via);
+    let verdict = if looped {
+        Verdict::Pass("the agent's own download, sent through its proxy")
+    } else {
+        proxy.inner.rules.judge(
+            &method,
+            url.as_str(),
+            &client_headers,
+            answer.status(),
+            answer.headers(),
+        )
+    };
     match verdict {
         Verdict::Pass(why) => {
             debug!(url = %shown, status = answer.status().as_u16(), "passing through: {why}");
@@ -128,6 +136,7 @@ pub(super) async fn forward(proxy: &Proxy, request: Request) -> Response {
 async fn from_swarm(proxy: &Proxy, url: Url, client: &HeaderMap, kept: HeaderMap) -> Response {
     let shown = SafeUrl::new(url.clone());
     let mut upstream = HeaderMap::new();
+    upstream.insert(VIA, proxy.inner.via.clone());
     if proxy.inner.rules.share_authorized {
         if let Some(auth) = client.get(AUTHORIZATION) {
             upstream.insert(AUTHORIZATION, auth.clone());

@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use thiserror::Error;
@@ -108,6 +108,10 @@ struct Inner {
     rules: Rules,
     allow: Vec<Cidr>,
     own: Vec<SocketAddr>,
+    /// The `Via` this agent's own downloads for the proxy carry: one that comes back through
+    /// the proxy (the agent's environment names the proxy as its own) passes through instead
+    /// of starting the same download again.
+    via: HeaderValue,
 }
 
 impl Proxy {
@@ -121,6 +125,11 @@ impl Proxy {
                 rules: options.rules.clone(),
                 allow: options.allow.clone(),
                 own,
+                via: HeaderValue::from_str(&format!(
+                    "1.1 shoal-agent-{:016x}",
+                    rand::random::<u64>()
+                ))
+                .expect("a valid header value"),
             }),
         }
     }
