@@ -109,20 +109,20 @@ pub(crate) struct AgentArgs {
 
     /// Clients in this address block may use the proxy too (repeatable, e.g. 10.0.0.0/8);
     /// required to listen on an address that is not loopback
-    #[arg(long, value_name = "CIDR", requires = "proxy_listen")]
+    #[arg(long, value_name = "CIDR")]
     proxy_allow: Vec<Cidr>,
 
     /// Answers through the proxy at least this large come from the swarm
-    #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_size, requires = "proxy_listen")]
+    #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_size)]
     proxy_min_size: u64,
 
     /// Only URLs this regular expression matches (anywhere in the URL) come from the swarm
-    #[arg(long, value_name = "REGEX", requires = "proxy_listen")]
+    #[arg(long, value_name = "REGEX")]
     proxy_url: Option<UrlPattern>,
 
     /// Requests carrying Authorization come from the swarm too: everyone allowed to use the
     /// proxy then gets what one client's credentials fetched
-    #[arg(long, requires = "proxy_listen")]
+    #[arg(long)]
     proxy_share_authorized: bool,
 }
 
