@@ -104,6 +104,8 @@ pub async fn run(
     options: AgentOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
+    // First: an open proxy refused leaves nothing behind.
+    let proxy_listener = proxy::bind(&options.proxy).await?;
     let catalog = Catalog::new();
     let objects = Objects::open(&options.data, options.cache_size)?;
     let socket = door::bind_socket(&options.data.join(door::SOCKET_FILE)).await?;
@@ -122,7 +124,6 @@ pub async fn run(
         }
         None => None,
     };
-    let proxy_listener = proxy::bind(&options.proxy).await?;
     // Reads every record and checks every object's file: on a blocking thread.
     let seeded = {
         let (objects, catalog) = (objects.clone(), catalog.clone());
@@ -246,6 +247,7 @@ pub async fn run(
             Ordered::new(fetcher.clone(), stop.clone()),
             &options.proxy,
             own,
+            options.serve.limits.idle_timeout,
         );
         shoal_serve::serve(
             listener,

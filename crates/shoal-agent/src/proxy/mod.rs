@@ -30,6 +30,7 @@ mod upstream;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -108,6 +109,8 @@ struct Inner {
     rules: Rules,
     allow: Vec<Cidr>,
     own: Vec<SocketAddr>,
+    /// A tunnel across which no byte moved for this long is closed.
+    idle: Duration,
     /// The `Via` this agent's own downloads for the proxy carry: one that comes back through
     /// the proxy (the agent's environment names the proxy as its own) passes through instead
     /// of starting the same download again.
@@ -117,14 +120,21 @@ struct Inner {
 impl Proxy {
     /// A proxy serving from `ordered` by `options`; `own` lists the addresses the agent's
     /// listeners are bound to (the piece server, the control API's TCP door, the proxy, the
-    /// RPC door): nothing is forwarded to them.
-    pub fn new(ordered: Ordered, options: &ProxyOptions, own: Vec<SocketAddr>) -> Self {
+    /// RPC door): nothing is forwarded to them; a tunnel idle for `idle` (the listener's idle
+    /// timeout) is closed.
+    pub fn new(
+        ordered: Ordered,
+        options: &ProxyOptions,
+        own: Vec<SocketAddr>,
+        idle: Duration,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 ordered,
                 rules: options.rules.clone(),
                 allow: options.allow.clone(),
                 own,
+                idle,
                 via: HeaderValue::from_str(&format!(
                     "1.1 shoal-agent-{:016x}",
                     rand::random::<u64>()
