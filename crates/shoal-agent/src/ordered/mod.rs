@@ -10,6 +10,12 @@
 //! kept and seeded. It never schedules bytes itself: it reads the file the fetch writes,
 //! behind the frontier of verified pieces.
 //!
+//! When the fetch starts another download midway (a follower whose leader died takes the
+//! lead and resumes its `.part`; a failed swarm falls back to the origin), the pieces the new
+//! download starts with are not told again: the body then waits for that download's new
+//! pieces, or for the content whole. Bytes already sent are the same either way: every
+//! download of the fetch is of the one version the origin answered.
+//!
 //! A download that fails ends the body with an error: hyper then closes the connection
 //! before the promised `Content-Length`, so the client sees a reset or a short read, never a
 //! short body taken as complete. With [`ContentRequest::expected_sha256`], every byte of the
