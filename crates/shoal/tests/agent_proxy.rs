@@ -397,3 +397,33 @@ fn an_agent_whose_environment_names_its_own_proxy_does_not_loop() {
         fleet.log("loop")
     );
 }
+
+/// The swarm path fails before any byte went out (an origin without ranges cannot be shared):
+/// the client gets the origin's answer instead of an error.
+#[test]
+fn an_origin_without_ranges_still_serves_through_the_proxy() {
+    if !have("curl") {
+        return;
+    }
+    let size = 6 * MIB;
+    let data = random_bytes(size, 155);
+    let origin = Origin::start_blocking(OriginConfig {
+        content: data.clone(),
+        ranges: false,
+        ..OriginConfig::default()
+    });
+    let fleet = Fleet::start();
+    let (_agent, proxy) = proxied(&fleet, "noranges", &[]);
+    let dir = fleet.dir.path();
+    let url = origin.url("/whole-only.bin");
+    let run = common::finish(
+        client("curl", dir, proxy, &["-sS", "--fail", "-o", "whole", &url])
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stderr, fleet.log("noranges"));
+    fleet.assert_file("whole", &data);
+    // The swarm could not take it (no ranges), so the origin's answer passed through.
+    let log = fleet.log("noranges");
+    assert!(log.contains("passing the request through instead"), "{log}");
+}

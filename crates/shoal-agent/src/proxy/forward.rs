@@ -6,6 +6,10 @@
 //! `Last-Modified`, and a client's `Range` answered from the same content. Any other answer
 //! passes through unchanged, streamed as it comes.
 //!
+//! When the swarm cannot serve it after all (the origin does not answer ranges, say), nothing
+//! has gone to the client yet: the request is sent to the origin again and its answer passes
+//! through.
+//!
 //! Why one `GET` and not a `HEAD` first: an answer that passes through (most of them: small
 //! files, other methods, errors) costs one round trip, as without the proxy; a `HEAD` first
 //! would add one to every request, and many servers answer `HEAD` wrongly. The cost is the
@@ -18,12 +22,14 @@ use axum::http::header::{
     self, HeaderMap, HeaderName, HeaderValue, ACCEPT_RANGES, AUTHORIZATION, CONTENT_LENGTH,
     CONTENT_RANGE, CONTENT_TYPE, ETAG, LAST_MODIFIED, RANGE, VIA,
 };
-use axum::http::{StatusCode, Uri, Version};
+use axum::http::{Method, StatusCode, Uri, Version};
 use axum::response::Response;
+use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use shoal_core::SafeUrl;
-use tracing::{debug, info};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
 use url::Url;
 
 use super::rules::Verdict;
@@ -43,9 +49,24 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
+/// Where a forwarded request goes.
+struct Target {
+    host: String,
+    port: u16,
+    /// The URL for messages and logs.
+    shown: SafeUrl,
+}
+
+/// What is sent to the origin: the client's request head in origin form.
+struct Head {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
 /// Forwards one absolute-form `http://` request.
 pub(super) async fn forward(proxy: &Proxy, request: Request) -> Response {
-    let (mut parts, body) = request.into_parts();
+    let (parts, body) = request.into_parts();
     let url = match Url::parse(&parts.uri.to_string()) {
         Ok(url) if url.host_str().is_some() => url,
         _ => {
@@ -55,85 +76,129 @@ pub(super) async fn forward(proxy: &Proxy, request: Request) -> Response {
             )
         }
     };
-    let shown = SafeUrl::new(url.clone());
-    let host = url.host_str().unwrap_or_default().to_string();
-    let port = url.port_or_known_default().unwrap_or(80);
-    let stream = match upstream::connect(&host, port, &proxy.inner.own).await {
-        Ok(stream) => stream,
-        Err(e @ UpstreamError::Own { .. }) => {
-            info!(url = %shown, "proxy request refused: {e}");
-            return refuse(StatusCode::FORBIDDEN, e.to_string());
-        }
-        Err(e) => return refuse(StatusCode::BAD_GATEWAY, format!("{shown}: {e}")),
+    let target = Target {
+        host: url.host_str().unwrap_or_default().to_string(),
+        port: url.port_or_known_default().unwrap_or(80),
+        shown: SafeUrl::new(url.clone()),
     };
-    let client_headers = parts.headers.clone();
-    strip_hop_by_hop(&mut parts.headers);
-    if !parts.headers.contains_key(header::HOST) {
+    let client = parts.headers.clone();
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    if !headers.contains_key(header::HOST) {
         if let Some(authority) = parts.uri.authority() {
             if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
-                parts.headers.insert(header::HOST, value);
+                headers.insert(header::HOST, value);
             }
         }
     }
-    let method = parts.method.clone();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .parse::<Uri>()
-        .unwrap_or_else(|_| Uri::from_static("/"));
-    parts.uri = path;
-    parts.version = Version::HTTP_11;
-    let upstream_request = Request::from_parts(parts, body);
-    let (mut sender, connection) = match http1::handshake(TokioIo::new(stream)).await {
-        Ok(pair) => pair,
-        Err(e) => return refuse(StatusCode::BAD_GATEWAY, format!("{shown}: {e}")),
+    let head = Head {
+        method: parts.method,
+        uri: parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse::<Uri>()
+            .unwrap_or_else(|_| Uri::from_static("/")),
+        headers,
     };
-    let connection = tokio::spawn(connection);
-    let answer = match sender.send_request(upstream_request).await {
-        Ok(answer) => answer,
-        Err(e) => {
-            return refuse(
-                StatusCode::BAD_GATEWAY,
-                format!("{shown}: the origin did not answer: {e}"),
-            )
-        }
+    let (answer, connection) = match send(proxy, &target, &head, body).await {
+        Ok(sent) => sent,
+        Err(refusal) => return refusal,
     };
-    let looped = client_headers
-        .get_all(VIA)
-        .iter()
-        .any(|via| via == proxy.inner.via);
+    let looped = client.get_all(VIA).iter().any(|via| via == proxy.inner.via);
     let verdict = if looped {
         Verdict::Pass("the agent's own download, sent through its proxy")
     } else {
         proxy.inner.rules.judge(
-            &method,
+            &head.method,
             url.as_str(),
-            &client_headers,
+            &client,
             answer.status(),
             answer.headers(),
         )
     };
-    match verdict {
+    let shown = &target.shown;
+    let size = match verdict {
         Verdict::Pass(why) => {
             debug!(url = %shown, status = answer.status().as_u16(), "passing through: {why}");
-            let (mut parts, incoming) = answer.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, Body::new(incoming))
+            return pass(answer);
         }
-        Verdict::Swarm { size } => {
-            let kept = keep(answer.headers());
-            // Not a byte more from the origin on this connection: the swarm fetches it.
-            drop(answer);
-            connection.abort();
-            info!(url = %shown, size, "serving through the swarm");
-            from_swarm(proxy, url, &client_headers, kept).await
+        Verdict::Swarm { size } => size,
+    };
+    let kept = keep(answer.headers());
+    // Not a byte more from the origin on this connection: the swarm fetches it.
+    drop(answer);
+    connection.abort();
+    info!(url = %shown, size, "serving through the swarm");
+    match from_swarm(proxy, url, &client, kept).await {
+        Ok(response) => response,
+        // Nothing went to the client yet: it gets the origin's answer instead.
+        Err(e) => {
+            warn!(url = %shown, "{e}; passing the request through instead");
+            match send(proxy, &target, &head, Body::empty()).await {
+                Ok((answer, _)) => pass(answer),
+                Err(refusal) => refusal,
+            }
         }
     }
 }
 
-/// Serves `url` from the swarm, with the origin's `kept` headers.
-async fn from_swarm(proxy: &Proxy, url: Url, client: &HeaderMap, kept: HeaderMap) -> Response {
+/// Sends `head` and `body` to the origin; the answer and the connection's task, or the
+/// answer for the client when the origin cannot be reached.
+async fn send(
+    proxy: &Proxy,
+    target: &Target,
+    head: &Head,
+    body: Body,
+) -> Result<
+    (
+        http::Response<Incoming>,
+        JoinHandle<Result<(), hyper::Error>>,
+    ),
+    Response,
+> {
+    let shown = &target.shown;
+    let stream = match upstream::connect(&target.host, target.port, &proxy.inner.own).await {
+        Ok(stream) => stream,
+        Err(e @ UpstreamError::Own { .. }) => {
+            info!(url = %shown, "proxy request refused: {e}");
+            return Err(refuse(StatusCode::FORBIDDEN, e.to_string()));
+        }
+        Err(e) => return Err(refuse(StatusCode::BAD_GATEWAY, format!("{shown}: {e}"))),
+    };
+    let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| refuse(StatusCode::BAD_GATEWAY, format!("{shown}: {e}")))?;
+    let connection = tokio::spawn(connection);
+    let mut request = Request::new(body);
+    *request.method_mut() = head.method.clone();
+    *request.uri_mut() = head.uri.clone();
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = head.headers.clone();
+    let answer = sender.send_request(request).await.map_err(|e| {
+        refuse(
+            StatusCode::BAD_GATEWAY,
+            format!("{shown}: the origin did not answer: {e}"),
+        )
+    })?;
+    Ok((answer, connection))
+}
+
+/// The origin's answer as the client gets it when it passes through: streamed as it comes.
+fn pass(answer: http::Response<Incoming>) -> Response {
+    let (mut parts, incoming) = answer.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, Body::new(incoming))
+}
+
+/// Serves `url` from the swarm, with the origin's `kept` headers; `Err` when the swarm cannot
+/// serve it (before any byte of the answer).
+async fn from_swarm(
+    proxy: &Proxy,
+    url: Url,
+    client: &HeaderMap,
+    kept: HeaderMap,
+) -> Result<Response, OrderedError> {
     let shown = SafeUrl::new(url.clone());
     let mut upstream = HeaderMap::new();
     upstream.insert(VIA, proxy.inner.via.clone());
@@ -155,14 +220,9 @@ async fn from_swarm(proxy: &Proxy, url: Url, client: &HeaderMap, kept: HeaderMap
             if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 response.headers_mut().insert(CONTENT_RANGE, value);
             }
-            return response;
+            return Ok(response);
         }
-        Err(e) => {
-            return refuse(
-                StatusCode::BAD_GATEWAY,
-                format!("{e}; try again, or fetch it without the proxy"),
-            )
-        }
+        Err(e) => return Err(e),
     };
     let mut response = Response::new(body);
     *response.headers_mut() = kept;
@@ -176,7 +236,7 @@ async fn from_swarm(proxy: &Proxy, url: Url, client: &HeaderMap, kept: HeaderMap
         headers.insert(CONTENT_RANGE, range);
         *response.status_mut() = StatusCode::PARTIAL_CONTENT;
     }
-    response
+    Ok(response)
 }
 
 /// The headers of the origin's answer a client served from the swarm gets.
