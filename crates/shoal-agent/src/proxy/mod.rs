@@ -151,9 +151,14 @@ impl Proxy {
 
     /// Whether a client at `ip` may use the proxy.
     fn admits(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        ip.is_loopback() || self.inner.allow.iter().any(|block| block.contains(ip))
+        admitted(&self.inner.allow, ip)
     }
+}
+
+/// Whether a client at `ip` may use a proxy that `allow`s these blocks: loopback always.
+fn admitted(allow: &[Cidr], ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    ip.is_loopback() || allow.iter().any(|block| block.contains(ip))
 }
 
 /// The proxy's routes: every request goes to [`dispatch`].
@@ -220,4 +225,43 @@ pub(crate) fn refuse(status: StatusCode, message: String) -> Response {
         Body::from(format!("shoal agent proxy: {message}\n")),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_on_loopback_and_in_the_allowed_blocks_are_admitted() {
+        let allow: Vec<Cidr> = vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()];
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        assert!(admitted(&[], ip("127.0.0.1")));
+        assert!(admitted(&[], ip("::1")));
+        assert!(!admitted(&[], ip("10.1.2.3")));
+        assert!(admitted(&allow, ip("10.1.2.3")));
+        assert!(admitted(&allow, ip("::ffff:10.1.2.3")));
+        assert!(admitted(&allow, ip("fd00::7")));
+        assert!(!admitted(&allow, ip("192.168.1.1")));
+    }
+
+    #[tokio::test]
+    async fn a_non_loopback_listener_needs_an_allowed_block() {
+        let open = ProxyOptions {
+            listen: Some("0.0.0.0:0".parse().unwrap()),
+            ..ProxyOptions::default()
+        };
+        let refused = bind(&open).await.unwrap_err();
+        assert!(matches!(refused, ProxyError::Open { .. }), "{refused}");
+        assert!(
+            refused.to_string().contains("--proxy-allow CIDR"),
+            "{refused}"
+        );
+        // Refused before anything is bound: the test listens on loopback only.
+        let local = ProxyOptions {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..ProxyOptions::default()
+        };
+        assert!(bind(&local).await.unwrap().is_some());
+        assert!(bind(&ProxyOptions::default()).await.unwrap().is_none());
+    }
 }
