@@ -13,20 +13,27 @@
 //!   against the server users actually run.
 //! - [`Redis`]: a real `redis-server` (Debian `redis-server`) on a free loopback port, without
 //!   persistence, that a test can stop and start again.
+//! - [`Registry`]: a real OCI registry (Debian `docker-registry`) on a free loopback port,
+//!   optionally behind htpasswd, whose access log tells what it sent; [`OciImage`] builds an
+//!   image layout of random layers and pushes it there with `skopeo copy`.
 //! - [`random_bytes`] and [`sha256_hex`]: deterministic content and its digest.
 
 mod http1;
 mod nginx;
+mod oci;
 mod origin;
 mod peer;
 mod peer_routes;
 mod redis;
+mod registry;
 mod tls;
 
 pub use nginx::{Nginx, NginxConfig};
 pub use origin::{Origin, OriginConfig, RequestRecord};
 pub use peer::{Peer, PeerConfig};
+pub use oci::{Blob, OciImage};
 pub use redis::Redis;
+pub use registry::{Credentials, Registry, RegistryConfig};
 
 use bytes::Bytes;
 
