@@ -16,6 +16,7 @@ pub mod ordered;
 pub mod peers;
 pub mod piece_size;
 pub mod proxy;
+pub mod registry;
 pub mod serve;
 pub mod share;
 #[cfg(test)]

@@ -29,9 +29,9 @@ mod registry;
 mod tls;
 
 pub use nginx::{Nginx, NginxConfig};
+pub use oci::{Blob, OciImage};
 pub use origin::{Origin, OriginConfig, RequestRecord};
 pub use peer::{Peer, PeerConfig};
-pub use oci::{Blob, OciImage};
 pub use redis::Redis;
 pub use registry::{Credentials, Registry, RegistryConfig};
 

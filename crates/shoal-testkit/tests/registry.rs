@@ -31,7 +31,10 @@ async fn a_pushed_image_is_served_to_its_user_only_and_its_gets_are_counted() {
     let path = format!("/v2/team/app/blobs/{}", layer.digest());
     let addr = SocketAddr::from(([127, 0, 0, 1], registry.port()));
 
-    let anonymous = Client::open(addr, None).await.request("GET", &path, &[]).await;
+    let anonymous = Client::open(addr, None)
+        .await
+        .request("GET", &path, &[])
+        .await;
     assert_eq!(anonymous.status, 401);
     assert_eq!(
         anonymous.header("www-authenticate"),
