@@ -113,21 +113,21 @@ impl Registry {
         fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
 
-    /// The body bytes of every `GET` of blob `sha256:HEX` the registry answered `200`, in
-    /// order (any repository name).
+    /// The body bytes of every `GET` of blob `sha256:HEX` the registry answered `200` or `206`
+    /// (a range), in order (any repository name).
     pub fn blob_gets(&self, hex: &str) -> Vec<u64> {
         let blob = format!("/blobs/sha256:{hex}");
         access_lines(&self.log())
-            .filter(|line| line.method == "GET" && line.status == 200 && line.path.ends_with(&blob))
+            .filter(|line| line.answered_get() && line.path.ends_with(&blob))
             .map(|line| line.bytes)
             .collect()
     }
 
-    /// The body bytes of every `GET` of any blob the registry answered `200`, summed: its
-    /// egress for layers and configs.
+    /// The body bytes of every `GET` of any blob the registry answered `200` or `206`, summed:
+    /// its egress for layers and configs.
     pub fn blob_bytes_sent(&self) -> u64 {
         access_lines(&self.log())
-            .filter(|line| line.method == "GET" && line.status == 200)
+            .filter(AccessLine::answered_get)
             .filter(|line| line.path.contains("/blobs/"))
             .map(|line| line.bytes)
             .sum()
@@ -158,6 +158,13 @@ struct AccessLine<'a> {
     path: &'a str,
     status: u16,
     bytes: u64,
+}
+
+impl AccessLine<'_> {
+    /// A `GET` that sent its body, whole or a range of it.
+    fn answered_get(&self) -> bool {
+        self.method == "GET" && matches!(self.status, 200 | 206)
+    }
 }
 
 fn access_lines(log: &str) -> impl Iterator<Item = AccessLine<'_>> {
