@@ -39,6 +39,10 @@ pub(crate) struct Extras {
     pub(crate) headers: HeaderMap,
     /// Told where the bytes land.
     pub(crate) tap: Option<LandingSender>,
+    /// The content's SHA-256, when known (a registry blob's digest): the fleet shares it
+    /// under the digest rather than the URL, and a download whose bytes hash otherwise fails
+    /// before it is kept or published.
+    pub(crate) sha256: Option<[u8; 32]>,
 }
 
 impl Job<'_> {

@@ -26,9 +26,12 @@
 //! - `downloads`: the records of the downloads in progress in the data directory, and what a
 //!   starting agent restores from them;
 //! - `recording`: a running fetch's record, kept up to date;
-//! - `landing`: what a fetch tells a reader of its bytes in file order ([`crate::ordered`]).
+//! - `landing`: what a fetch tells a reader of its bytes in file order ([`crate::ordered`]);
+//! - `by_digest`: a URL whose content's SHA-256 is known, shared under its digest and checked
+//!   against it before it is kept.
 
 mod by_content;
+mod by_digest;
 mod digests;
 mod downloads;
 mod landing;
@@ -90,6 +93,15 @@ pub enum AgentFetchError {
     /// A fetch by content id (or of a swarm) in an agent started without a tracker.
     #[error("{0} needs a tracker to find its peers; start the agent with --tracker")]
     NoTracker(String),
+    /// The bytes do not hash to the SHA-256 the fetch was asked for (see
+    /// `Extras::sha256`); they were dropped.
+    #[error("the download hashes to sha256:{actual}, not sha256:{expected}; it was dropped")]
+    Sha256 {
+        /// The digest asked for, in hex.
+        expected: String,
+        /// What the bytes hash to, in hex.
+        actual: String,
+    },
 }
 
 /// What to fetch.
@@ -319,7 +331,11 @@ impl Fetcher {
         cancel: CancellationToken,
         extras: Extras,
     ) -> Result<Fetched, AgentFetchError> {
-        let key = want.key();
+        // A content of known SHA-256 is one download whatever URL it is asked by.
+        let key = extras
+            .sha256
+            .as_ref()
+            .map_or_else(|| want.key(), by_digest::shared_url);
         let lock = self
             .inner
             .busy
@@ -342,6 +358,7 @@ impl Fetcher {
                 recording: &recording,
                 http,
                 tap: extras.tap,
+                sha256: extras.sha256,
             };
             let result = match want {
                 Want::Content(id) => job.content(id, None).await,
@@ -400,6 +417,8 @@ struct Job<'a> {
     http: HttpOptions,
     /// Told where the bytes land, when a reader follows them in file order.
     tap: Option<LandingSender>,
+    /// The content's SHA-256, when known: shared under it, and checked before it is kept.
+    sha256: Option<[u8; 32]>,
 }
 
 /// The origin of a content fetched by URL.
@@ -481,18 +500,6 @@ impl Job<'_> {
         })
         .await
         .expect("keeping does not panic")
-    }
-}
-
-/// What the tracker is asked about a URL version: the URL without credentials (they are the
-/// user's, not the fleet's), its size and validators.
-fn key_of(version: &UrlVersion) -> UrlKey {
-    let url = shoal_core::redact::without_credentials(&version.url);
-    UrlKey {
-        url: url.to_string(),
-        size: version.size,
-        etag: version.etag.clone(),
-        last_modified: version.last_modified.clone(),
     }
 }
 

@@ -290,9 +290,13 @@ impl Ordered {
         Ok((meta, Body::from_stream(reader.into_stream())))
     }
 
-    /// The running download of `request.url`, started if there is none.
+    /// The running download of `request.url` (of its SHA-256, when given: the same bytes
+    /// from another URL are the same download), started if there is none.
     fn start(&self, request: &ContentRequest) -> watch::Receiver<Landed> {
-        let key = request.url.to_string();
+        let key = match &request.expected_sha256 {
+            Some(digest) => format!("sha256:{}", shoal_core::hex::encode(digest)),
+            None => request.url.to_string(),
+        };
         let mut running = self.inner.running.lock().expect("running lock");
         if let Some(landed) = running.get(&key) {
             if landed.borrow().end.is_none() {
@@ -301,13 +305,14 @@ impl Ordered {
         }
         let (tx, rx) = watch::channel(Landed::default());
         running.insert(key.clone(), rx.clone());
-        let (inner, url, headers) = (
+        let (inner, url, headers, sha256) = (
             self.inner.clone(),
             request.url.clone(),
             request.upstream_headers.clone(),
+            request.expected_sha256,
         );
         tokio::spawn(async move {
-            drive(&inner, url, headers, &tx).await;
+            drive(&inner, url, headers, sha256, &tx).await;
             let mut running = inner.running.lock().expect("running lock");
             if running
                 .get(&key)
@@ -320,8 +325,15 @@ impl Ordered {
     }
 }
 
-/// Runs the fetch of `url`, telling `landed` where its bytes land and how it ended.
-async fn drive(inner: &Inner, url: Url, headers: HeaderMap, landed: &watch::Sender<Landed>) {
+/// Runs the fetch of `url` (shared under and checked against `sha256`, when given), telling
+/// `landed` where its bytes land and how it ended.
+async fn drive(
+    inner: &Inner,
+    url: Url,
+    headers: HeaderMap,
+    sha256: Option<[u8; 32]>,
+    landed: &watch::Sender<Landed>,
+) {
     let (tap, mut landings) = mpsc::unbounded_channel();
     // Nobody follows the progress: the engine's events are dropped.
     let (events, _) = mpsc::unbounded_channel();
@@ -333,6 +345,7 @@ async fn drive(inner: &Inner, url: Url, headers: HeaderMap, landed: &watch::Send
         Extras {
             headers,
             tap: Some(tap),
+            sha256,
         },
     );
     let follow = async {

@@ -26,11 +26,6 @@ impl BlobDigest {
         })
     }
 
-    /// The 64 lowercase hex digits.
-    pub(crate) fn hex(&self) -> &str {
-        &self.hex
-    }
-
     /// The 32 bytes of the digest.
     pub(crate) fn bytes(&self) -> [u8; 32] {
         shoal_core::hex::decode_array(&self.hex).expect("64 hex digits, checked when parsed")
@@ -113,7 +108,6 @@ mod tests {
             panic!("not a blob route");
         };
         assert_eq!(name, "library/debian");
-        assert_eq!(digest.hex(), HEX);
         assert_eq!(digest.to_string(), format!("sha256:{HEX}"));
         assert_eq!(digest.bytes()[..2], [0x9f, 0x86]);
     }
