@@ -93,3 +93,6 @@ impl Mirror {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
