@@ -283,3 +283,130 @@ fn a_blob_whose_upstream_bytes_are_wrong_resets_the_client() {
     );
     drop(a.agent);
 }
+
+/// containerd, in a root of its own under the test's directory; `None` (and a SKIP line) when
+/// it is not installed or cannot run here.
+struct Containerd {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl Containerd {
+    fn start(dir: &Path) -> Option<Containerd> {
+        if !Path::new("/usr/bin/containerd").exists() || !Path::new("/usr/bin/ctr").exists() {
+            println!("SKIP: containerd is not installed (apt-get install containerd)");
+            return None;
+        }
+        let socket = dir.join("containerd.sock");
+        let config = dir.join("containerd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{}\"\nstate = \"{}\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{}\"\n",
+                dir.join("root").display(),
+                dir.join("state").display(),
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn containerd");
+        let mut containerd = Containerd { child, socket };
+        // Bounded: 100 tries, 100 ms apart.
+        for _ in 0..100 {
+            if containerd.ctr(&["version"]).0 == 0 {
+                return Some(containerd);
+            }
+            if let Ok(Some(status)) = containerd.child.try_wait() {
+                let log = std::fs::read_to_string(dir.join("containerd.log")).unwrap_or_default();
+                println!("SKIP: containerd cannot run here ({status}): {log}");
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        println!("SKIP: containerd did not answer within 10 s");
+        None
+    }
+
+    fn ctr(&self, args: &[&str]) -> (i32, String) {
+        let child = Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .args(args)
+            .env_remove("http_proxy")
+            .env_remove("HTTP_PROXY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ctr");
+        let done = common::finish(child);
+        (done.code, format!("{}{}", done.stdout, done.stderr))
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn containerd_pulls_through_the_mirror_with_ns() {
+    let Some(registry) = registry(RegistryConfig::default()) else {
+        return;
+    };
+    let fleet = Fleet::start();
+    let Some(containerd) = Containerd::start(&fleet.path("")) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let image = OciImage::build(dir.path(), "v1", &[2 * MIB, MIB], 73).unwrap();
+    image.push(&registry, "team/ctr", None).unwrap();
+    let a = mirror(&fleet, "a", &registry);
+    // hosts.toml: the registry is the server, the agent its mirror; containerd adds ns=HOST.
+    let hosts = fleet.path("certs.d").join(registry.host());
+    std::fs::create_dir_all(&hosts).unwrap();
+    std::fs::write(
+        hosts.join("hosts.toml"),
+        format!(
+            "server = \"{}\"\n\n[host.\"http://127.0.0.1:{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            registry.url(),
+            a.port
+        ),
+    )
+    .unwrap();
+    let reference = format!("{}/team/ctr:v1", registry.host());
+    let (code, output) = containerd.ctr(&[
+        "images",
+        "pull",
+        "--snapshotter",
+        "native",
+        "--hosts-dir",
+        fleet.path("certs.d").to_str().unwrap(),
+        &reference,
+    ]);
+    assert_eq!(code, 0, "ctr images pull: {output}\n{}", fleet.log("a"));
+    let log = fleet.log("a");
+    for layer in &image.layers {
+        assert!(
+            log.contains(&layer.digest()),
+            "{} did not come through the mirror:\n{log}",
+            layer.digest()
+        );
+        let (code, listed) = containerd.ctr(&["content", "ls", "-q"]);
+        assert_eq!(code, 0);
+        assert!(listed.contains(&layer.digest()), "{listed}");
+    }
+    drop(a.agent);
+}
