@@ -11,6 +11,7 @@ use clap::Args;
 use shoal_agent::agent::ControlOptions;
 use shoal_agent::fetch::FetchOptions;
 use shoal_agent::proxy::{Cidr, ProxyOptions, Rules, UrlPattern};
+use shoal_agent::registry::{Upstream, Upstreams};
 use shoal_agent::serve::ServeOptions;
 use shoal_agent::share::Symlinks;
 use shoal_agent::tracker::TrackerClient;
@@ -124,6 +125,12 @@ pub(crate) struct AgentArgs {
     /// proxy then gets what one client's credentials fetched
     #[arg(long)]
     proxy_share_authorized: bool,
+
+    /// Mirror this OCI registry on the proxy listener (under /v2/), its blobs through the
+    /// swarm: e.g. https://registry-1.docker.io; repeatable, one per registry host (containerd
+    /// names the one it wants; other clients need exactly one); http:// for a local registry
+    #[arg(long, value_name = "URL", requires = "proxy_listen")]
+    registry_upstream: Vec<Upstream>,
 }
 
 fn parse_rate(text: &str) -> Result<Rate, String> {
@@ -260,6 +267,7 @@ fn options(args: AgentArgs) -> anyhow::Result<(AgentOptions, SocketAddr)> {
                 url: args.proxy_url,
                 share_authorized: args.proxy_share_authorized,
             },
+            registry: Upstreams::new(args.registry_upstream)?,
         },
     };
     Ok((options, args.listen))

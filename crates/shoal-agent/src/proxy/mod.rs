@@ -8,7 +8,7 @@
 //!   request goes to the origin as sent; an answer the [`Rules`] pick is served from the
 //!   swarm in file order ([`crate::ordered`]), everything else passes through unchanged;
 //! - **origin-form requests under `/v2/`** are the OCI registry mirror's
-//!   ([`registry`](fn@registry));
+//!   ([`crate::registry`]);
 //! - **`CONNECT`** opens a plain tunnel ([`tunnel`]): TLS inside is not intercepted, so
 //!   `https://` URLs never come from the swarm;
 //!
@@ -44,6 +44,7 @@ use tracing::debug;
 pub use self::cidr::{Cidr, CidrError};
 pub use self::rules::{Rules, UrlPattern, UrlPatternError, DEFAULT_MIN_SIZE};
 use crate::ordered::Ordered;
+use crate::registry::{Mirror, Upstreams};
 
 /// Where the proxy listens, who may use it, and what it serves through the swarm.
 #[derive(Debug, Clone, Default)]
@@ -55,6 +56,8 @@ pub struct ProxyOptions {
     pub allow: Vec<Cidr>,
     /// Which answers go through the swarm.
     pub rules: Rules,
+    /// The registries the mirror under `/v2/` forwards to (`--registry-upstream`).
+    pub registry: Upstreams,
 }
 
 /// Why the proxy could not start.
@@ -106,6 +109,7 @@ pub struct Proxy {
 
 struct Inner {
     ordered: Ordered,
+    mirror: Mirror,
     rules: Rules,
     allow: Vec<Cidr>,
     own: Vec<SocketAddr>,
@@ -130,6 +134,7 @@ impl Proxy {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                mirror: Mirror::new(options.registry.clone(), ordered.clone()),
                 ordered,
                 rules: options.rules.clone(),
                 allow: options.allow.clone(),
@@ -194,7 +199,9 @@ async fn dispatch(
                  through a CONNECT tunnel (curl and wget do that by themselves)"
             ),
         ),
-        None if request.uri().path().starts_with("/v2/") => registry(&proxy, request).await,
+        None if request.uri().path().starts_with("/v2/") => {
+            proxy.inner.mirror.handle(request).await
+        }
         None => refuse(
             StatusCode::BAD_REQUEST,
             format!(
@@ -204,17 +211,6 @@ async fn dispatch(
             ),
         ),
     }
-}
-
-/// The OCI registry mirror's requests (`/v2/…`): not served by this agent yet.
-async fn registry(_proxy: &Proxy, request: Request) -> Response {
-    refuse(
-        StatusCode::NOT_FOUND,
-        format!(
-            "{}: this agent has no registry mirror",
-            request.uri().path()
-        ),
-    )
 }
 
 /// A plain-text answer with `status` and one line saying why and what to do.
