@@ -197,7 +197,7 @@ BODY_LOG=$RUN/empty.log
 
 mirror_cmd() {
   mkdir -p "$(dirname "$2")"
-  CMD=(env "CONTAINERS_REGISTRIES_CONF=$RUN/registries-h$1.conf" skopeo --insecure-policy copy
+  CMD=(skopeo --registries-conf "$RUN/registries-h$1.conf" --insecure-policy copy
     docker://127.0.0.1:1/bench/app:v1 "dir:$2")
 }
 direct_cmd() {
