@@ -129,7 +129,7 @@ pub(crate) struct AgentArgs {
     /// Mirror this OCI registry on the proxy listener (under /v2/), its blobs through the
     /// swarm: e.g. https://registry-1.docker.io; repeatable, one per registry host (containerd
     /// names the one it wants; other clients need exactly one); http:// for a local registry
-    #[arg(long, value_name = "URL", requires = "proxy_listen")]
+    #[arg(long, value_name = "URL")]
     registry_upstream: Vec<Upstream>,
 }
 

@@ -166,7 +166,11 @@ async fn a_private_blob_needs_the_clients_own_credentials_every_time() {
     assert_eq!(sha256_hex(&read(again).await.unwrap()), layer.hex);
     // From the cache: the registry answered the HEAD and the one-byte probe of its version.
     let after = sent(registry.blob_gets(&layer.hex));
-    assert!(after - before <= 1, "the registry sent {} bytes again", after - before);
+    assert!(
+        after - before <= 1,
+        "the registry sent {} bytes again",
+        after - before
+    );
     stop.cancel();
 }
 
