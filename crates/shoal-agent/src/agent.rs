@@ -1,6 +1,7 @@
 //! The daemon put together: the store of fetched contents, the shared directory kept in the
 //! catalog, the piece server, the control API (on its socket, and on a TCP listener if asked)
-//! and the announcer; `/metrics` and `/healthz` beside the piece server.
+//! and the announcer; `/metrics` and `/healthz` beside the piece server; the HTTP proxy when
+//! asked.
 
 use std::future::Future;
 use std::io;
@@ -21,6 +22,8 @@ use crate::control::{self, door, Door, DoorError};
 use crate::fetch::{Downloads, FetchOptions, Fetcher};
 use crate::metrics::{self, DataCheck, Observed};
 use crate::objects::{Objects, ObjectsError};
+use crate::ordered::Ordered;
+use crate::proxy::{self, Proxy, ProxyError, ProxyOptions};
 use crate::serve::{self, PieceServer, ServeOptions};
 use crate::share::{self, Share, ShareError, ShareOptions, Symlinks};
 use crate::tracker::TrackerClient;
@@ -37,6 +40,9 @@ pub enum AgentError {
     /// The tracker says another live agent uses this agent's id.
     #[error(transparent)]
     IdRefused(#[from] IdRefused),
+    /// The HTTP proxy could not start (an open proxy refused, or its address taken).
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
     /// The control API's socket, token file or TCP listener could not be opened.
     #[error("opening the control API: {0}")]
     Control(#[from] DoorError),
@@ -81,6 +87,8 @@ pub struct AgentOptions {
     /// certificate (`--tls-cert`, `--tls-key`); peers are told to use HTTPS. The CAs this agent
     /// trusts (`--ca`) are in [`FetchOptions::http`] and the tracker client.
     pub tls: Option<ServerTls>,
+    /// The HTTP proxy (and registry mirror) door, if one listens.
+    pub proxy: ProxyOptions,
 }
 
 /// The control API's doors besides its Unix socket, `control.sock` in the data directory.
@@ -101,6 +109,8 @@ pub async fn run(
     options: AgentOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
+    // First: an open proxy refused leaves nothing behind.
+    let proxy_listener = proxy::bind(&options.proxy).await?;
     let catalog = Catalog::new();
     let objects = Objects::open(&options.data, options.cache_size)?;
     let socket = door::bind_socket(&options.data.join(door::SOCKET_FILE)).await?;
@@ -216,6 +226,16 @@ pub async fn run(
         uploads.stop_uploads();
         close.cancel();
     });
+    // Nothing is forwarded to the agent's own listeners.
+    let own: Vec<SocketAddr> = [Some(&listener)]
+        .into_iter()
+        .chain([
+            control_tcp.as_ref().map(|(l, _)| l),
+            proxy_listener.as_ref(),
+        ])
+        .flatten()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
     let control_app = |door| control::app(fetcher.clone(), stop.clone(), door);
     let control_socket = axum::serve(socket, control_app(Door::Socket))
         .with_graceful_shutdown(closing.clone().cancelled_owned());
@@ -231,6 +251,23 @@ pub async fn run(
             closing.clone().cancelled_owned(),
         )
     });
+    let proxy_served = proxy_listener.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, "HTTP proxy listening");
+        }
+        let proxy = Proxy::new(
+            Ordered::new(fetcher.clone(), stop.clone()),
+            &options.proxy,
+            own,
+            options.serve.limits.idle_timeout,
+        );
+        shoal_serve::serve(
+            listener,
+            proxy::app(proxy),
+            options.serve.limits.clone(),
+            closing.clone().cancelled_owned(),
+        )
+    });
     let pieces = shoal_serve::serve_tls(
         listener,
         serve::app(server.clone()).merge(metrics::app(observed)),
@@ -238,12 +275,22 @@ pub async fn run(
         options.tls.clone(),
         closing.clone().cancelled_owned(),
     );
-    let (served, socket_served, tcp_served) = tokio::join!(pieces, control_socket, async move {
-        match control_tcp {
-            Some(tcp) => tcp.await,
-            None => Ok(()),
+    let (served, socket_served, tcp_served, proxy_served) = tokio::join!(
+        pieces,
+        control_socket,
+        async move {
+            match control_tcp {
+                Some(tcp) => tcp.await,
+                None => Ok(()),
+            }
+        },
+        async move {
+            match proxy_served {
+                Some(proxy) => proxy.await,
+                None => Ok(()),
+            }
         }
-    });
+    );
     stop.cancel();
     let _ = std::fs::remove_file(options.data.join(door::SOCKET_FILE));
     if let Some(announcer) = announcer {
@@ -255,6 +302,7 @@ pub async fn run(
     served
         .and(socket_served)
         .and(tcp_served)
+        .and(proxy_served)
         .map_err(|source| AgentError::Serve { addr, source })
 }
 

@@ -12,8 +12,11 @@ pub mod fetch;
 pub mod id;
 pub mod metrics;
 pub mod objects;
+pub mod ordered;
 pub mod peers;
 pub mod piece_size;
+pub mod proxy;
+pub mod registry;
 pub mod serve;
 pub mod share;
 #[cfg(test)]

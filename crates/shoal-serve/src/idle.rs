@@ -11,6 +11,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use crate::gate::Ticket;
+
 /// The time of the latest read or write, shared between a stream and its watchdog.
 #[derive(Clone)]
 pub(crate) struct Activity {
@@ -41,11 +43,17 @@ impl Activity {
 pub(crate) struct Tracked<S> {
     stream: S,
     activity: Activity,
+    /// The connection's place under the caps, given back when the stream is dropped.
+    _ticket: Ticket,
 }
 
 impl<S> Tracked<S> {
-    pub(crate) fn new(stream: S, activity: Activity) -> Self {
-        Self { stream, activity }
+    pub(crate) fn new(stream: S, activity: Activity, ticket: Ticket) -> Self {
+        Self {
+            stream,
+            activity,
+            _ticket: ticket,
+        }
     }
 }
 

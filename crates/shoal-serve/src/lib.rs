@@ -171,11 +171,11 @@ pub async fn serve_tls(
         };
         let connection = Connection {
             stream,
+            ticket,
             tls: tls.clone(),
             handshake_timeout: limits.header_timeout,
             http: HttpConnection {
                 peer,
-                _ticket: ticket,
                 router: router.clone(),
                 http: http.clone(),
                 idle_timeout: limits.idle_timeout,
@@ -203,6 +203,9 @@ fn is_per_connection(error: &io::Error) -> bool {
 /// One accepted connection, before its TLS handshake if any.
 struct Connection {
     stream: TcpStream,
+    /// Counts the connection against the caps until its stream is dropped: when it closes,
+    /// or, for a connection upgraded to a tunnel (a proxy's `CONNECT`), when the tunnel ends.
+    ticket: Ticket,
     tls: Option<ServerTls>,
     /// How long a TLS handshake may take: the header timeout, since it comes before the head.
     handshake_timeout: Duration,
@@ -212,7 +215,7 @@ struct Connection {
 impl Connection {
     async fn run(self) {
         let activity = Activity::new();
-        let stream = Tracked::new(self.stream, activity.clone());
+        let stream = Tracked::new(self.stream, activity.clone(), self.ticket);
         let Some(tls) = self.tls else {
             return self.http.serve(TokioIo::new(stream), activity).await;
         };
@@ -228,8 +231,6 @@ impl Connection {
 /// What an accepted connection needs to serve HTTP until it closes.
 struct HttpConnection {
     peer: SocketAddr,
-    /// Counts the connection against the caps until it closes.
-    _ticket: Ticket,
     router: Router,
     http: http1::Builder,
     idle_timeout: Duration,
@@ -248,7 +249,8 @@ impl HttpConnection {
             let mut router = router.clone();
             async move { Ok::<_, Infallible>(router.call(request).await.unwrap_or_else(|e| match e {})) }
         });
-        let connection = self.http.serve_connection(io, service);
+        // With upgrades: a proxy's `CONNECT` turns the connection into a tunnel.
+        let connection = self.http.serve_connection(io, service).with_upgrades();
         let mut connection = std::pin::pin!(connection);
         let mut closing = false;
         loop {

@@ -232,3 +232,81 @@ fn the_soft_descriptor_limit_is_raised_to_the_hard_one() {
         .collect();
     assert_eq!(limits, [soft, soft], "{line}");
 }
+
+/// Answers `101` and echoes whatever comes through the upgraded connection (a proxy's
+/// tunnel, say) until the client closes it.
+async fn upgrade(request: axum::extract::Request) -> axum::response::Response {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    tokio::spawn(async move {
+        let Ok(upgraded) = hyper::upgrade::on(request).await else {
+            return;
+        };
+        let mut io = hyper_util::rt::TokioIo::new(upgraded);
+        let mut buf = [0; 64];
+        while let Ok(n @ 1..) = io.read(&mut buf).await {
+            if io.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    });
+    axum::response::Response::builder()
+        .status(101)
+        .header("connection", "upgrade")
+        .header("upgrade", "echo")
+        .body(axum::body::Body::empty())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_upgraded_connection_counts_against_the_cap_until_it_closes() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = Router::new()
+        .route("/up", get(upgrade))
+        .route("/who", get(|| async { "127.0.0.4|" }));
+    let limits = ServeLimits {
+        header_timeout: LONG,
+        idle_timeout: LONG,
+        max_connections: 1,
+        ..ServeLimits::default()
+    };
+    tokio::spawn(serve(listener, router, limits, std::future::pending()));
+    let mut tunnel = connect_from("127.0.0.1", addr).await;
+    tunnel
+        .write_all(b"GET /up HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        within(tunnel.read_exact(&mut byte)).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", head.escape_ascii());
+    tunnel.write_all(b"ping").await.unwrap();
+    let mut echo = [0; 4];
+    within(tunnel.read_exact(&mut echo)).await.unwrap();
+    assert_eq!(&echo, b"ping");
+    // The tunnel holds the only place.
+    let mut second = connect_from("127.0.0.2", addr).await;
+    within(closed(&mut second)).await;
+    // Closed, it gives the place back.
+    drop(tunnel);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let mut next = connect_from("127.0.0.3", addr).await;
+        let sent = next
+            .write_all(b"GET /who HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await;
+        let mut buf = [0; 12];
+        if sent.is_ok() && next.read_exact(&mut buf).await.is_ok() {
+            assert_eq!(&buf, b"HTTP/1.1 200");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the place was never given back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -15,21 +15,28 @@
 //!   persistence, that a test can stop and start again.
 //! - [`TestCa`]: a private certificate authority and the server certificates it signs, for
 //!   tests of TLS between shoal's own processes.
+//! - [`Registry`]: a real OCI registry (Debian `docker-registry`) on a free loopback port,
+//!   optionally behind htpasswd, whose access log tells what it sent; [`OciImage`] builds an
+//!   image layout of random layers and pushes it there with `skopeo copy`.
 //! - [`random_bytes`] and [`sha256_hex`]: deterministic content and its digest.
 
 mod http1;
 mod nginx;
+mod oci;
 mod origin;
 mod peer;
 mod peer_routes;
 mod redis;
+mod registry;
 mod tls;
 
 pub use nginx::{Nginx, NginxConfig};
+pub use oci::{Blob, OciImage};
 pub use origin::{Origin, OriginConfig, RequestRecord};
 pub use peer::{Peer, PeerConfig};
 pub use redis::Redis;
 pub use tls::{ServerFiles, TestCa};
+pub use registry::{Credentials, Registry, RegistryConfig};
 
 use bytes::Bytes;
 

@@ -10,6 +10,8 @@ use anyhow::Context;
 use clap::Args;
 use shoal_agent::agent::ControlOptions;
 use shoal_agent::fetch::FetchOptions;
+use shoal_agent::proxy::{Cidr, ProxyOptions, Rules, UrlPattern};
+use shoal_agent::registry::{Upstream, Upstreams};
 use shoal_agent::serve::ServeOptions;
 use shoal_agent::share::Symlinks;
 use shoal_agent::tracker::TrackerClient;
@@ -117,6 +119,34 @@ pub(crate) struct AgentArgs {
     /// and origins whose certificates a private CA signs
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
+    /// Serve an HTTP proxy on this address (e.g. 127.0.0.1:7702): large http:// downloads
+    /// through it come from the swarm; everything else passes through
+    #[arg(long, value_name = "ADDR")]
+    proxy_listen: Option<SocketAddr>,
+
+    /// Clients in this address block may use the proxy too (repeatable, e.g. 10.0.0.0/8);
+    /// required to listen on an address that is not loopback
+    #[arg(long, value_name = "CIDR")]
+    proxy_allow: Vec<Cidr>,
+
+    /// Answers through the proxy at least this large come from the swarm
+    #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_size)]
+    proxy_min_size: u64,
+
+    /// Only URLs this regular expression matches (anywhere in the URL) come from the swarm
+    #[arg(long, value_name = "REGEX")]
+    proxy_url: Option<UrlPattern>,
+
+    /// Requests carrying Authorization come from the swarm too: everyone allowed to use the
+    /// proxy then gets what one client's credentials fetched
+    #[arg(long)]
+    proxy_share_authorized: bool,
+
+    /// Mirror this OCI registry on the proxy listener (under /v2/), its blobs through the
+    /// swarm: e.g. https://registry-1.docker.io; repeatable, one per registry host (containerd
+    /// names the one it wants; other clients need exactly one); http:// for a local registry
+    #[arg(long, value_name = "URL")]
+    registry_upstream: Vec<Upstream>,
 }
 
 fn parse_rate(text: &str) -> Result<Rate, String> {
@@ -155,8 +185,21 @@ pub(crate) async fn run(args: AgentArgs, log: logging::Options) -> ExitCode {
             ));
             ExitCode::from(exit::USAGE)
         }
+        Err(e) if is_open_proxy(&e) => {
+            exit::say(&format!("shoal agent: {}", exit::message(e.as_ref())));
+            ExitCode::from(exit::USAGE)
+        }
         Err(e) => exit::internal(&e),
     }
+}
+
+fn is_open_proxy(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<shoal_agent::AgentError>(),
+        Some(shoal_agent::AgentError::Proxy(
+            shoal_agent::proxy::ProxyError::Open { .. }
+        ))
+    )
 }
 
 fn is_id_refused(error: &anyhow::Error) -> bool {
@@ -244,6 +287,16 @@ fn options(args: AgentArgs) -> anyhow::Result<(AgentOptions, SocketAddr)> {
             token_file: args.control_token_file,
         },
         tls,
+        proxy: ProxyOptions {
+            listen: args.proxy_listen,
+            allow: args.proxy_allow,
+            rules: Rules {
+                min_size: args.proxy_min_size,
+                url: args.proxy_url,
+                share_authorized: args.proxy_share_authorized,
+            },
+            registry: Upstreams::new(args.registry_upstream)?,
+        },
     };
     Ok((options, args.listen))
 }

@@ -165,7 +165,7 @@ fn kind(error: &AgentFetchError) -> &'static str {
             ErrorKind::Cancelled => "cancelled",
         },
         AgentFetchError::Objects(_) => "local_io",
-        AgentFetchError::ForgedManifest { .. } => "checksum",
+        AgentFetchError::ForgedManifest { .. } | AgentFetchError::Sha256 { .. } => "checksum",
         AgentFetchError::Tracker(e) if e.is_not_found() => "http",
         AgentFetchError::Tracker(_) => "tracker",
         AgentFetchError::NoTracker(_) => "usage",

@@ -9,7 +9,7 @@ use shoal_engine::{Digests, OriginUse};
 
 use super::downloads::Part;
 use super::swarm::SwarmRun;
-use super::{content_url, key_of, part_path, AgentFetchError, Fetched, Job, OriginUrl};
+use super::{content_url, part_path, AgentFetchError, Fetched, Job, OriginUrl};
 use crate::catalog::{Entry, Provenance};
 
 impl Job<'_> {
@@ -96,8 +96,9 @@ impl Job<'_> {
                 &self.cancel,
             )
             .await?;
+        self.check_sha256(&path, id, None).await?;
         entry.set_path(path.clone());
-        self.keep(&manifest, &name, origin.map(|o| key_of(&o.version)))
+        self.keep(&manifest, &name, origin.map(|o| self.key(&o.version)))
             .await?;
         Ok(Fetched {
             content: id,

@@ -62,7 +62,7 @@ impl Job<'_> {
         let mut options =
             DownloadOptions::new(origin.url.clone(), Output::File(path.to_path_buf()));
         options.existing = Existing::Overwrite;
-        options.http = self.f.options.http.clone();
+        options.http = self.http.clone();
         options.tally = Some(self.f.tally.clone());
         options.stall_timeout = self.f.options.stall_timeout;
         options.max_wait = max_wait;
@@ -78,6 +78,7 @@ impl Job<'_> {
             let mut publisher = Publisher::new(self, None, layout.piece_count());
             let mut retry = tokio::time::interval(DIGESTS_EVERY);
             let take = |event: Event, publisher: &mut Publisher| {
+                self.land(&event, layout);
                 if !publisher.learn(&event) && !matches!(event, Event::PieceVerified { .. }) {
                     let _ = self.events.send(event);
                 }

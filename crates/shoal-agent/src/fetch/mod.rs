@@ -25,11 +25,16 @@
 //!   reported;
 //! - `downloads`: the records of the downloads in progress in the data directory, and what a
 //!   starting agent restores from them;
-//! - `recording`: a running fetch's record, kept up to date.
+//! - `recording`: a running fetch's record, kept up to date;
+//! - `landing`: what a fetch tells a reader of its bytes in file order ([`crate::ordered`]);
+//! - `by_digest`: a URL whose content's SHA-256 is known, shared under its digest and checked
+//!   against it before it is kept.
 
 mod by_content;
+mod by_digest;
 mod digests;
 mod downloads;
+mod landing;
 mod recording;
 mod role;
 mod spot_check;
@@ -55,6 +60,7 @@ use url::Url;
 
 use self::downloads::Part;
 pub(crate) use self::downloads::{Downloads, Unfinished};
+pub(crate) use self::landing::{Extras, Landing, LandingSender};
 use self::recording::Recording;
 use crate::catalog::{Catalog, Entry};
 use crate::objects::{Objects, ObjectsError, Pin, Record};
@@ -87,6 +93,15 @@ pub enum AgentFetchError {
     /// A fetch by content id (or of a swarm) in an agent started without a tracker.
     #[error("{0} needs a tracker to find its peers; start the agent with --tracker")]
     NoTracker(String),
+    /// The bytes do not hash to the SHA-256 the fetch was asked for (see
+    /// `Extras::sha256`); they were dropped.
+    #[error("the download hashes to sha256:{actual}, not sha256:{expected}; it was dropped")]
+    Sha256 {
+        /// The digest asked for, in hex.
+        expected: String,
+        /// What the bytes hash to, in hex.
+        actual: String,
+    },
 }
 
 /// What to fetch.
@@ -303,7 +318,24 @@ impl Fetcher {
         events: EventSender,
         cancel: CancellationToken,
     ) -> Result<Fetched, AgentFetchError> {
-        let key = want.key();
+        self.fetch_with(want, events, cancel, Extras::default())
+            .await
+    }
+
+    /// As [`Fetcher::fetch`], with the origin asked with `extras.headers` too and where the
+    /// bytes land told to `extras.tap`.
+    pub(crate) async fn fetch_with(
+        &self,
+        want: Want,
+        events: EventSender,
+        cancel: CancellationToken,
+        extras: Extras,
+    ) -> Result<Fetched, AgentFetchError> {
+        // A content of known SHA-256 is one download whatever URL it is asked by.
+        let key = extras
+            .sha256
+            .as_ref()
+            .map_or_else(|| want.key(), by_digest::shared_url);
         let lock = self
             .inner
             .busy
@@ -317,11 +349,16 @@ impl Fetcher {
             let _one_at_a_time = lock.lock().await;
             let shown = downloads::shown(&want);
             let recording = Recording::begin(&self.inner.downloads, &want).await;
+            let mut http = self.inner.options.http.clone();
+            http.headers.extend(extras.headers);
             let job = Job {
                 f: &self.inner,
                 events,
                 cancel: cancel.clone(),
                 recording: &recording,
+                http,
+                tap: extras.tap,
+                sha256: extras.sha256,
             };
             let result = match want {
                 Want::Content(id) => job.content(id, None).await,
@@ -376,6 +413,12 @@ struct Job<'a> {
     events: EventSender,
     cancel: CancellationToken,
     recording: &'a Recording,
+    /// How the origin is asked: the agent's options and the fetch's own headers.
+    http: HttpOptions,
+    /// Told where the bytes land, when a reader follows them in file order.
+    tap: Option<LandingSender>,
+    /// The content's SHA-256, when known: shared under it, and checked before it is kept.
+    sha256: Option<[u8; 32]>,
 }
 
 /// The origin of a content fetched by URL.
@@ -457,18 +500,6 @@ impl Job<'_> {
         })
         .await
         .expect("keeping does not panic")
-    }
-}
-
-/// What the tracker is asked about a URL version: the URL without credentials (they are the
-/// user's, not the fleet's), its size and validators.
-fn key_of(version: &UrlVersion) -> UrlKey {
-    let url = shoal_core::redact::without_credentials(&version.url);
-    UrlKey {
-        url: url.to_string(),
-        size: version.size,
-        etag: version.etag.clone(),
-        last_modified: version.last_modified.clone(),
     }
 }
 

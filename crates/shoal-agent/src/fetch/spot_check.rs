@@ -12,7 +12,7 @@ use shoal_engine::DownloadError;
 use thiserror::Error;
 use tracing::{info, warn};
 
-use super::{key_of, AgentFetchError, Fetched, Job, OriginUrl};
+use super::{AgentFetchError, Fetched, Job, OriginUrl};
 
 /// Why a mapped content is not trusted for a URL.
 #[derive(Debug, Error)]
@@ -31,7 +31,8 @@ pub(super) enum Untrusted {
 
 impl Job<'_> {
     /// Fetches a URL version the tracker maps to `content`: by content, from peers, once a
-    /// piece checked against the origin agrees; else from the origin, as if unmapped.
+    /// piece checked against the origin agrees (or, of a known SHA-256, at once); else from
+    /// the origin, as if unmapped.
     pub(super) async fn mapped(
         &self,
         content: ContentId,
@@ -41,6 +42,12 @@ impl Job<'_> {
             return Ok(held);
         }
         let manifest = self.manifest(content).await?;
+        if self.sha256.is_some() {
+            // The whole content is checked against its SHA-256 before it is kept (and by a
+            // reader before the last byte goes out): more than one piece would tell, and it
+            // costs the origin nothing.
+            return self.fetch_content(manifest, Some(origin)).await;
+        }
         match self.spot_check(&manifest, &origin).await {
             Ok(()) => self.fetch_content(manifest, Some(origin)).await,
             Err(e) => {
@@ -68,10 +75,9 @@ impl Job<'_> {
             return Ok(());
         };
         let range = layout.range(piece);
-        let sample =
-            shoal_engine::fetch_sample(&origin.url, &origin.version, range, &self.f.options.http)
-                .await
-                .map_err(|source| Untrusted::Unchecked { content, source })?;
+        let sample = shoal_engine::fetch_sample(&origin.url, &origin.version, range, &self.http)
+            .await
+            .map_err(|source| Untrusted::Unchecked { content, source })?;
         if manifest.verify_piece(piece, &sample).is_ok() {
             info!(%content, piece = piece.get(), "the origin agrees with the mapped content");
             return Ok(());
@@ -79,7 +85,7 @@ impl Job<'_> {
         let piece = piece.get();
         if let Some(tracker) = &self.f.tracker {
             let report = UrlReportRequest {
-                key: key_of(&origin.version),
+                key: self.key(&origin.version),
                 content,
                 piece,
                 reporter: Some(self.f.id.clone()),

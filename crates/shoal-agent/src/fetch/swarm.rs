@@ -82,7 +82,7 @@ impl Job<'_> {
         if from_origin {
             options.max_wait = Some(self.f.options.max_wait);
         }
-        options.http = self.f.options.http.clone();
+        options.http = self.http.clone();
         options.tally = Some(self.f.tally.clone());
         let mut peer_http = HttpOptions {
             connect_timeout: Duration::from_secs(3),
@@ -115,6 +115,7 @@ impl Job<'_> {
                 tokio::select! {
                     event = rx.recv() => {
                         let Some(event) = event else { break };
+                        self.land(&event, layout);
                         publisher.learn(&event);
                         match &event {
                             Event::PieceVerified { index } if !publisher.learned(*index) => {

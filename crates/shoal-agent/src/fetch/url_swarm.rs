@@ -17,7 +17,7 @@ use super::digests::{Following, LeaderAsk};
 use super::downloads::Part;
 use super::role::{self, AfterLookup, Alone, Role};
 use super::swarm::SwarmRun;
-use super::{key_of, part_path, AgentFetchError, Fetched, Job, OriginUrl};
+use super::{part_path, AgentFetchError, Fetched, Job, OriginUrl};
 use crate::catalog::{Entry, Provenance};
 use crate::exchange::Exchange;
 use crate::objects::{ObjectsError, Pin};
@@ -26,11 +26,11 @@ use crate::piece_size;
 impl Job<'_> {
     /// Fetches a URL in the part the origin's and the tracker's answers give this agent.
     pub(super) async fn url(&self, url: Url) -> Result<Fetched, AgentFetchError> {
-        let version = match shoal_engine::url_version(&url, &self.f.options.http).await {
+        let version = match shoal_engine::url_version(&url, &self.http).await {
             Ok(version) => version,
             Err(e) => return self.origin_down(url, e).await,
         };
-        let key = key_of(&version);
+        let key = self.key(&version);
         let origin = OriginUrl { url, version };
         match self.role(&key).await? {
             Role::Mapped(content) => self.mapped(content, origin).await,
@@ -309,6 +309,7 @@ impl Job<'_> {
             .collect::<Result<_, _>>()?;
         let manifest = Arc::new(Manifest::new(layout, digests).expect("one digest per piece"));
         let id = manifest.id();
+        self.check_sha256(&path, id, swarm).await?;
         let name = shoal_engine::naming::file_name(None, &origin.url);
         let pin = self.f.objects.pin(id);
         let target = self.f.objects.path(&id);
@@ -333,7 +334,7 @@ impl Job<'_> {
             Provenance::Fetched,
             target.clone(),
         )));
-        let key = key_of(&origin.version);
+        let key = self.key(&origin.version);
         self.keep(&manifest, &name, Some(key.clone())).await?;
         if let Some(tracker) = &self.f.tracker {
             let published = async {

@@ -13,7 +13,7 @@ use thiserror::Error;
 
 /// Every way a piece request fails, and its answer (see the table in the piece server's docs).
 #[derive(Debug, Error)]
-pub(super) enum ServeError {
+pub(crate) enum ServeError {
     #[error("missing bearer token: send `Authorization: Bearer <secret>`")]
     NoToken,
     #[error("unknown token")]

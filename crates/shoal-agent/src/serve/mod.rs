@@ -36,9 +36,9 @@
 //! failed, the server stops) ends with an error, so the peer sees a truncated answer instead of
 //! wrong bytes.
 
-mod error;
+pub(crate) mod error;
 mod exchange;
-mod range;
+pub(crate) mod range;
 mod upload;
 
 use std::collections::HashSet;

@@ -7,7 +7,7 @@ use super::ServeError;
 /// The one byte range a `Range` header asks for in a file of `size` bytes (RFC 9110 §14.1.2):
 /// `bytes=a-b` (`b` past the end is cut to the end), `bytes=a-`, or `bytes=-n` (the last `n`
 /// bytes). Never empty.
-pub(super) fn parse_range(value: &[u8], size: u64) -> Result<ByteRange, ServeError> {
+pub(crate) fn parse_range(value: &[u8], size: u64) -> Result<ByteRange, ServeError> {
     use ServeError::{BadRange, MultipleRanges, Unsatisfiable};
     let value = std::str::from_utf8(value).map_err(|_| BadRange)?;
     let (unit, set) = value.trim().split_once('=').ok_or(BadRange)?;

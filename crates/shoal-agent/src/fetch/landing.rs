@@ -1,0 +1,63 @@
+//! What a fetch tells a reader that follows its bytes in file order ([`crate::ordered`]):
+//! which file each download writes, cut into which pieces, and each piece as its bytes are
+//! known good. The engine's events say as much, but a fetch passes on only some of them (a
+//! leader's pieces are news only once their digests are published), so the downloads of a
+//! fetch tell the tap directly, before any filtering.
+
+use std::path::PathBuf;
+
+use http::HeaderMap;
+use shoal_core::{Layout, PieceIndex};
+use shoal_engine::Event;
+use tokio::sync::mpsc;
+
+use super::Job;
+
+/// Where a fetch's bytes land, as they land.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Landing {
+    /// A download into `path` (its `.part` beside it until it is whole) starts; the pieces
+    /// told before belong to an earlier download and no longer count.
+    Started {
+        /// Where the download's file will be once whole.
+        path: PathBuf,
+        /// How the file is cut into pieces.
+        layout: Layout,
+    },
+    /// The piece's bytes are written and are the origin's: checked against its digest, or
+    /// hashed as the origin sent them.
+    Piece(PieceIndex),
+}
+
+/// Where a fetch tells its [`Landing`]s.
+pub(crate) type LandingSender = mpsc::UnboundedSender<Landing>;
+
+/// What a fetch is asked besides what to fetch.
+#[derive(Debug, Default)]
+pub(crate) struct Extras {
+    /// Sent to the origin with every request of the fetch, besides the agent's own headers.
+    pub(crate) headers: HeaderMap,
+    /// Told where the bytes land.
+    pub(crate) tap: Option<LandingSender>,
+    /// The content's SHA-256, when known (a registry blob's digest): the fleet shares it
+    /// under the digest rather than the URL, and a download whose bytes hash otherwise fails
+    /// before it is kept or published.
+    pub(crate) sha256: Option<[u8; 32]>,
+}
+
+impl Job<'_> {
+    /// Tells the tap, if any, what `event` of a download of a file cut as `layout` means
+    /// for a reader of its bytes.
+    pub(super) fn land(&self, event: &Event, layout: Layout) {
+        let Some(tap) = &self.tap else { return };
+        let landing = match event {
+            Event::Started { path, .. } => Landing::Started {
+                path: path.clone(),
+                layout,
+            },
+            Event::PieceVerified { index } => Landing::Piece(*index),
+            _ => return,
+        };
+        let _ = tap.send(landing);
+    }
+}

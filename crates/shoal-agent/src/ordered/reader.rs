@@ -1,0 +1,256 @@
+//! A body's reader: the bytes of one content in file order, read from the file the download
+//! writes, never past its frontier of pieces known good; and, when a digest is expected,
+//! hashed to the content's end before the body's last bytes go out.
+
+use std::fs::File;
+use std::io;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use sha2::{Digest, Sha256};
+use shoal_core::SafeUrl;
+use tokio::sync::watch;
+
+use super::{End, Landed, OrderedError};
+use crate::fetch::Fetched;
+
+/// The most read from the file at once: one chunk of the body.
+const CHUNK: u64 = 256 << 10;
+/// The run a whole content's file belongs to (downloads' runs count from 1).
+const WHOLE: u64 = u64::MAX;
+
+/// Where the next bytes can be read.
+struct Readable {
+    /// The download run (or [`WHOLE`]) whose file holds them.
+    run: u64,
+    /// The file once whole; its `.part` is tried first while the download runs.
+    path: PathBuf,
+    /// The bytes up to here (exclusive) are known good.
+    upto: u64,
+}
+
+/// Reads one body; see the module's documentation.
+pub(super) struct Reader {
+    landed: watch::Receiver<Landed>,
+    url: SafeUrl,
+    /// The body's bytes within the content.
+    span: Range<u64>,
+    /// The next byte to read.
+    pos: u64,
+    /// Where reading stops: the span's end, or the content's end when hashing.
+    stop: u64,
+    /// The hash so far and the digest it must come to.
+    hashing: Option<(Sha256, [u8; 32])>,
+    /// The body's last bytes, held back until the whole content is hashed.
+    held: Option<Bytes>,
+    /// The file read now and the run it belongs to.
+    file: Option<(u64, Arc<File>)>,
+    /// The whole content, pinned while it is read.
+    whole: Option<Arc<Fetched>>,
+}
+
+impl Reader {
+    /// A reader of `span` of the content of `size` bytes `landed` follows; with `sha256`,
+    /// the whole content is hashed and checked against it.
+    pub(super) fn new(
+        landed: watch::Receiver<Landed>,
+        url: SafeUrl,
+        size: u64,
+        span: Range<u64>,
+        sha256: Option<[u8; 32]>,
+    ) -> Self {
+        let hashing = sha256.map(|digest| (Sha256::new(), digest));
+        let (pos, stop) = match hashing {
+            Some(_) => (0, size),
+            None => (span.start, span.end),
+        };
+        Self {
+            landed,
+            url,
+            span,
+            pos,
+            stop,
+            hashing,
+            held: None,
+            file: None,
+            whole: None,
+        }
+    }
+
+    /// The body: its chunks, ending with an error when the download fails, the bytes do not
+    /// match, or the file cannot be read.
+    pub(super) fn into_stream(
+        self,
+    ) -> impl Stream<Item = Result<Bytes, OrderedError>> + Send + 'static {
+        futures_util::stream::unfold(Some(self), |reader| async move {
+            let mut reader = reader?;
+            match reader.next().await {
+                Ok(Some(bytes)) => Some((Ok(bytes), Some(reader))),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), None)),
+            }
+        })
+    }
+
+    /// The body's next chunk; `None` at its end.
+    async fn next(&mut self) -> Result<Option<Bytes>, OrderedError> {
+        loop {
+            if self.pos >= self.stop {
+                self.check()?;
+                return Ok(self.held.take());
+            }
+            let start = self.pos;
+            let chunk = self.read().await?;
+            self.pos += chunk.len() as u64;
+            if let Some((hasher, _)) = &mut self.hashing {
+                hasher.update(&chunk);
+            }
+            let (from, to) = (self.span.start.max(start), self.span.end.min(self.pos));
+            if from >= to {
+                continue;
+            }
+            let part = chunk.slice((from - start) as usize..(to - start) as usize);
+            if self.hashing.is_some() && to == self.span.end {
+                self.held = Some(part);
+                continue;
+            }
+            return Ok(Some(part));
+        }
+    }
+
+    /// Compares the hash of the whole content with the digest expected, once.
+    fn check(&mut self) -> Result<(), OrderedError> {
+        let Some((hasher, expected)) = self.hashing.take() else {
+            return Ok(());
+        };
+        let actual: [u8; 32] = hasher.finalize().into();
+        if actual != expected {
+            self.held = None;
+            return Err(OrderedError::Mismatch {
+                url: self.url.clone(),
+                expected: shoal_core::checksum::to_hex(&expected),
+                actual: shoal_core::checksum::to_hex(&actual),
+            });
+        }
+        Ok(())
+    }
+
+    /// The next bytes from `pos`, once some are known good.
+    async fn read(&mut self) -> Result<Bytes, OrderedError> {
+        loop {
+            let Some(readable) = self.readable()? else {
+                self.wait().await?;
+                continue;
+            };
+            let open = self
+                .file
+                .as_ref()
+                .filter(|(run, _)| *run == readable.run)
+                .map(|(_, file)| file.clone());
+            let (at, len) = (self.pos, (readable.upto - self.pos).min(CHUNK) as usize);
+            let path = readable.path.clone();
+            let whole = readable.run == WHOLE;
+            let read = tokio::task::spawn_blocking(move || -> io::Result<_> {
+                let file = match open {
+                    Some(file) => file,
+                    None => match open_landed(&path, whole)? {
+                        Some(file) => Arc::new(file),
+                        None => return Ok(None),
+                    },
+                };
+                let mut buf = vec![0; len];
+                file.read_exact_at(&mut buf, at)?;
+                Ok(Some((file, buf)))
+            })
+            .await
+            .expect("reading does not panic");
+            match read {
+                Ok(Some((file, buf))) => {
+                    self.file = Some((readable.run, file));
+                    return Ok(Bytes::from(buf));
+                }
+                // Moved into place meanwhile: the fetch's end names where it is now.
+                Ok(None) => {
+                    self.file = None;
+                    self.wait().await?;
+                }
+                Err(e) => {
+                    return Err(OrderedError::Read {
+                        url: self.url.clone(),
+                        path: readable.path,
+                        message: e.to_string(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Where the bytes from `pos` can be read now, if any are known good.
+    fn readable(&mut self) -> Result<Option<Readable>, OrderedError> {
+        let now = self.landed.borrow_and_update();
+        match &now.end {
+            Some(End::Whole(fetched)) => {
+                self.whole = Some(fetched.clone());
+                return Ok(Some(Readable {
+                    run: WHOLE,
+                    path: fetched.path.clone(),
+                    upto: self.stop,
+                }));
+            }
+            Some(End::Failed(message)) => {
+                return Err(OrderedError::Failed {
+                    url: self.url.clone(),
+                    message: message.clone(),
+                })
+            }
+            None => {}
+        }
+        let Some((path, layout)) = &now.file else {
+            return Ok(None);
+        };
+        let mut upto = self.pos;
+        let mut piece = layout.piece_at(self.pos);
+        while let Some(index) = piece.filter(|p| now.ready.get(p.get())) {
+            upto = layout.range(index).end();
+            piece = layout.piece(index.get() + 1);
+        }
+        Ok((upto > self.pos).then(|| Readable {
+            run: now.run,
+            path: path.clone(),
+            upto: upto.min(self.stop),
+        }))
+    }
+
+    /// Until the download lands more, or ends.
+    async fn wait(&mut self) -> Result<(), OrderedError> {
+        self.landed
+            .changed()
+            .await
+            .map_err(|_| OrderedError::Stopped {
+                url: self.url.clone(),
+            })
+    }
+}
+
+/// Opens the file a download writes to `path`: its `.part` while it runs, else the file (the
+/// engine renames the `.part` once whole); `None` when neither is there (moved into the
+/// objects: the fetch's end says where).
+fn open_landed(path: &Path, whole: bool) -> io::Result<Option<File>> {
+    let tries = if whole {
+        vec![path.to_path_buf()]
+    } else {
+        vec![shoal_engine::naming::part_path(path), path.to_path_buf()]
+    };
+    for path in tries {
+        match File::open(&path) {
+            Ok(file) => return Ok(Some(file)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}

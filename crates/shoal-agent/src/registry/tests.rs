@@ -1,0 +1,240 @@
+//! The mirror in process, against a real `docker-registry` (from the test kit): an agent
+//! without a tracker, so blobs come from the upstream alone, through the same fetch and
+//! ordered body the fleet uses.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use http::{header, Method, Request, StatusCode};
+use shoal_core::wire::AgentId;
+use shoal_engine::CancellationToken;
+use shoal_testkit::{sha256_hex, Credentials, OciImage, Registry, RegistryConfig};
+
+use super::*;
+use crate::catalog::Catalog;
+use crate::fetch::{Downloads, FetchOptions, Fetcher};
+use crate::objects::Objects;
+
+const MIB: usize = 1 << 20;
+
+/// A mirror of `registry` in an agent of its own (data in `data`), and what stops it.
+fn mirror(registry: &Registry, data: &std::path::Path) -> (Mirror, CancellationToken) {
+    let catalog = Catalog::new();
+    let objects = Objects::open(data, None).unwrap();
+    let fetcher = Fetcher::new(
+        AgentId::new("mirror-test").unwrap(),
+        catalog,
+        objects,
+        None,
+        FetchOptions::default(),
+        Downloads::open(data).unwrap(),
+    );
+    let stop = CancellationToken::new();
+    let upstreams = Upstreams::new(vec![registry.url().parse().unwrap()]).unwrap();
+    let mirror = Mirror::new(upstreams, Ordered::new(fetcher, stop.clone()));
+    (mirror, stop)
+}
+
+/// A registry, or `None` (and a SKIP line) when `docker-registry` or skopeo is missing.
+fn start(config: RegistryConfig) -> Option<Registry> {
+    if !std::path::Path::new("/usr/bin/skopeo").exists() {
+        println!("SKIP: skopeo is not installed (apt-get install skopeo)");
+        return None;
+    }
+    match Registry::start(config) {
+        Ok(registry) => Some(registry),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!("SKIP: {e}");
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn get(path: &str, authorization: Option<&str>) -> Request<Body> {
+    let mut request = Request::builder().method(Method::GET).uri(path);
+    if let Some(value) = authorization {
+        request = request.header(header::AUTHORIZATION, value);
+    }
+    request.body(Body::empty()).unwrap()
+}
+
+/// The whole body, or how it ended early: the bytes read until then.
+async fn read(response: Response<Body>) -> Result<Vec<u8>, Vec<u8>> {
+    let mut stream = response.into_body().into_data_stream();
+    let mut bytes = Vec::new();
+    // Bounded by the body's length, and by the test's timeout.
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(chunk) => bytes.extend_from_slice(&chunk),
+            Err(_) => return Err(bytes),
+        }
+    }
+    Ok(bytes)
+}
+
+#[tokio::test]
+async fn pings_and_manifests_pass_through_and_blobs_come_whole_and_checked() {
+    let Some(registry) = start(RegistryConfig::default()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let image = OciImage::build(&dir.path().join("image"), "v1", &[MIB, 100_000], 5).unwrap();
+    image.push(&registry, "team/app", None).unwrap();
+    let (mirror, stop) = mirror(&registry, &dir.path().join("data"));
+
+    let ping = mirror.handle(get("/v2/", None)).await;
+    assert_eq!(ping.status(), StatusCode::OK);
+    assert!(ping
+        .headers()
+        .contains_key("docker-distribution-api-version"));
+
+    let mut manifest = get("/v2/team/app/manifests/v1", None);
+    manifest.headers_mut().insert(
+        header::ACCEPT,
+        "application/vnd.oci.image.manifest.v1+json"
+            .parse()
+            .unwrap(),
+    );
+    let manifest = mirror.handle(manifest).await;
+    assert_eq!(manifest.status(), StatusCode::OK);
+    let body = read(manifest).await.unwrap();
+    assert_eq!(sha256_hex(&body), image.manifest.hex);
+
+    for layer in &image.layers {
+        let path = format!("/v2/team/app/blobs/{}", layer.digest());
+        let answer = tokio::time::timeout(Duration::from_secs(60), mirror.handle(get(&path, None)))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+        assert_eq!(
+            answer.headers()["docker-content-digest"],
+            layer.digest().as_str()
+        );
+        let body = read(answer).await.expect("the whole blob");
+        assert_eq!(sha256_hex(&body), layer.hex);
+    }
+
+    let unknown = format!("/v2/team/app/blobs/sha256:{}", "0".repeat(64));
+    let answer = mirror.handle(get(&unknown, None)).await;
+    assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_private_blob_needs_the_clients_own_credentials_every_time() {
+    let user = Credentials {
+        user: "ci".into(),
+        password: "pull-secret".into(),
+    };
+    let Some(registry) = start(RegistryConfig {
+        auth: Some(user.clone()),
+    }) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let image = OciImage::build(&dir.path().join("image"), "v1", &[MIB], 6).unwrap();
+    image.push(&registry, "private/app", Some(&user)).unwrap();
+    let (mirror, stop) = mirror(&registry, &dir.path().join("data"));
+    let layer = &image.layers[0];
+    let path = format!("/v2/private/app/blobs/{}", layer.digest());
+
+    let refused = mirror.handle(get(&path, None)).await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        refused.headers()[header::WWW_AUTHENTICATE],
+        "Basic realm=\"shoal-test\""
+    );
+    assert!(registry.blob_gets(&layer.hex).is_empty());
+
+    let served = mirror.handle(get(&path, Some(&user.basic()))).await;
+    assert_eq!(served.status(), StatusCode::OK);
+    assert_eq!(sha256_hex(&read(served).await.unwrap()), layer.hex);
+
+    // Held in this agent's cache now: still the registry's word first.
+    let wrong = Credentials {
+        password: "guess".into(),
+        ..user.clone()
+    };
+    let refused = mirror.handle(get(&path, Some(&wrong.basic()))).await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let refused = mirror.handle(get(&path, None)).await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let sent = |gets: Vec<u64>| gets.iter().sum::<u64>();
+    let before = sent(registry.blob_gets(&layer.hex));
+    let again = mirror.handle(get(&path, Some(&user.basic()))).await;
+    assert_eq!(sha256_hex(&read(again).await.unwrap()), layer.hex);
+    // From the cache: the registry answered the HEAD and the one-byte probe of its version.
+    let after = sent(registry.blob_gets(&layer.hex));
+    assert!(
+        after - before <= 1,
+        "the registry sent {} bytes again",
+        after - before
+    );
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_blob_whose_bytes_do_not_match_its_digest_ends_early_and_is_not_kept() {
+    let Some(registry) = start(RegistryConfig::default()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let image = OciImage::build(&dir.path().join("image"), "v1", &[2 * MIB], 7).unwrap();
+    image.push(&registry, "team/bad", None).unwrap();
+    let layer = &image.layers[0];
+    let stored = registry.blob_path(&layer.hex);
+    let mut bytes = std::fs::read(&stored).unwrap();
+    let near_end = bytes.len() - 100;
+    bytes[near_end] ^= 1;
+    std::fs::write(&stored, &bytes).unwrap();
+    let (mirror, stop) = mirror(&registry, &dir.path().join("data"));
+    let path = format!("/v2/team/bad/blobs/{}", layer.digest());
+
+    for attempt in 0..2 {
+        let answer = mirror.handle(get(&path, None)).await;
+        assert_eq!(answer.status(), StatusCode::OK, "attempt {attempt}");
+        let short = match read(answer).await {
+            Ok(whole) => panic!(
+                "attempt {attempt}: all {} bytes came as a whole body",
+                whole.len()
+            ),
+            Err(short) => short,
+        };
+        assert!(
+            (short.len() as u64) < layer.size,
+            "attempt {attempt}: all {} bytes went out",
+            short.len()
+        );
+    }
+    // The reader ends the body as soon as the last byte disagrees; the download drops the
+    // bytes once it has hashed them too.
+    let corrupt = sha256_hex(&bytes);
+    let kept = || -> Vec<_> {
+        walk(&dir.path().join("data"))
+            .into_iter()
+            .filter(|file| std::fs::read(file).is_ok_and(|b| sha256_hex(&b) == corrupt))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    // Bounded by the deadline.
+    while !kept().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(kept().is_empty(), "the wrong bytes were kept: {:?}", kept());
+    stop.cancel();
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
