@@ -1,6 +1,7 @@
 //! The daemon put together: the store of fetched contents, the shared directory kept in the
-//! catalog, the piece server, the control API (on its socket, and on a TCP listener if asked)
-//! and the announcer; `/metrics` and `/healthz` beside the piece server.
+//! catalog, the piece server, the control API (on its socket, and on a TCP listener if asked),
+//! the download queue with its aria2-compatible RPC (on `--rpc-listen`, if asked) and the
+//! announcer; `/metrics` and `/healthz` beside the piece server.
 
 use std::future::Future;
 use std::io;
@@ -20,6 +21,8 @@ use crate::control::{self, door, Door, DoorError};
 use crate::fetch::{Downloads, FetchOptions, Fetcher};
 use crate::metrics::{self, DataCheck, Observed};
 use crate::objects::{Objects, ObjectsError};
+use crate::queue::{Caps, Queue, QueueError, QueueOptions, Via};
+use crate::rpc::{self, Rpc};
 use crate::serve::{self, PieceServer, ServeOptions};
 use crate::share::{self, Share, ShareError, ShareOptions, Symlinks};
 use crate::tracker::TrackerClient;
@@ -39,6 +42,12 @@ pub enum AgentError {
     /// The control API's socket, token file or TCP listener could not be opened.
     #[error("opening the control API: {0}")]
     Control(#[from] DoorError),
+    /// The download queue in the data directory could not be read or written.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The RPC's secret file could not be read or made.
+    #[error("opening the RPC's secret: {0}")]
+    RpcSecret(#[source] DoorError),
     /// Binding the control API's TCP listener failed, or a server stopped with an error.
     #[error("serving on {addr} failed: {source}")]
     Serve {
@@ -76,6 +85,37 @@ pub struct AgentOptions {
     pub rescan_every: Duration,
     /// The control API's TCP door and its token file, besides the Unix socket.
     pub control: ControlOptions,
+    /// The download queue and its aria2-compatible RPC.
+    pub queue: DaemonOptions,
+}
+
+/// The download queue (always kept, in `queue.json` in the data directory) and the RPC that
+/// drives it.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// Where the RPC listens (`--rpc-listen`); `None`: no RPC, the queue still resumes.
+    pub listen: Option<SocketAddr>,
+    /// The file holding the RPC's secret, created (mode 0600) when missing; `None`:
+    /// `rpc.secret` in the data directory.
+    pub secret_file: Option<PathBuf>,
+    /// Where downloads are saved unless they name a `dir`.
+    pub dir: PathBuf,
+    /// Downloads running at once.
+    pub max_concurrent: usize,
+    /// The overall download cap, bytes a second (changeable at run time).
+    pub download_limit: Option<u64>,
+}
+
+impl Default for DaemonOptions {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            secret_file: None,
+            dir: PathBuf::from("."),
+            max_concurrent: 5,
+            download_limit: None,
+        }
+    }
 }
 
 /// The control API's doors besides its Unix socket, `control.sock` in the data directory.
@@ -111,6 +151,21 @@ pub async fn run(
                     source,
                 })?;
             Some((listener, token))
+        }
+        None => None,
+    };
+    let rpc_tcp = match options.queue.listen {
+        Some(addr) => {
+            let secret_file = (options.queue.secret_file.clone())
+                .unwrap_or_else(|| options.data.join(rpc::SECRET_FILE));
+            let secret = door::token(&secret_file).map_err(AgentError::RpcSecret)?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| AgentError::Serve {
+                    addr: addr.to_string(),
+                    source,
+                })?;
+            Some((listener, secret))
         }
         None => None,
     };
@@ -159,6 +214,29 @@ pub async fn run(
         downloads,
     );
     fetcher.resume(unfinished, &stop);
+    let via = match &options.tracker {
+        Some(_) => Via::Swarm(fetcher.clone()),
+        None => Via::Engine {
+            http: options.fetch.http.clone(),
+            tally: fetcher.tally_handle(),
+        },
+    };
+    let caps = Caps::new(
+        options.queue.download_limit,
+        options.serve.upload_limit,
+        Some(server.clone()),
+    );
+    let queue = Queue::open(
+        QueueOptions {
+            data: options.data.clone(),
+            dir: options.queue.dir.clone(),
+            max_concurrent: options.queue.max_concurrent,
+        },
+        via,
+        caps,
+        stop.clone(),
+    )
+    .await?;
     let data = DataCheck::new(options.data.clone());
     data.check().await;
     tokio::spawn(data.clone().run(stop.clone()));
@@ -219,18 +297,40 @@ pub async fn run(
             closing.clone().cancelled_owned(),
         )
     });
+    let rpc_served = rpc_tcp.map(|(listener, secret)| {
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, path = rpc::RPC_PATH, "aria2-compatible RPC listening, with its secret");
+        }
+        let rpc = Rpc::new(queue.clone(), secret, stop.clone());
+        shoal_serve::serve(
+            listener,
+            rpc::app(rpc),
+            options.serve.limits.clone(),
+            closing.clone().cancelled_owned(),
+        )
+    });
     let pieces = shoal_serve::serve(
         listener,
         serve::app(server.clone()).merge(metrics::app(observed)),
         options.serve.limits.clone(),
         closing.clone().cancelled_owned(),
     );
-    let (served, socket_served, tcp_served) = tokio::join!(pieces, control_socket, async move {
-        match control_tcp {
-            Some(tcp) => tcp.await,
-            None => Ok(()),
+    let (served, socket_served, tcp_served, rpc_served) = tokio::join!(
+        pieces,
+        control_socket,
+        async move {
+            match control_tcp {
+                Some(tcp) => tcp.await,
+                None => Ok(()),
+            }
+        },
+        async move {
+            match rpc_served {
+                Some(rpc) => rpc.await,
+                None => Ok(()),
+            }
         }
-    });
+    );
     stop.cancel();
     let _ = std::fs::remove_file(options.data.join(door::SOCKET_FILE));
     if let Some(announcer) = announcer {
@@ -242,6 +342,7 @@ pub async fn run(
     served
         .and(socket_served)
         .and(tcp_served)
+        .and(rpc_served)
         .map_err(|source| AgentError::Serve { addr, source })
 }
 

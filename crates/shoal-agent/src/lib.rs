@@ -14,6 +14,8 @@ pub mod metrics;
 pub mod objects;
 pub mod peers;
 pub mod piece_size;
+pub mod queue;
+pub mod rpc;
 pub mod serve;
 pub mod share;
 #[cfg(test)]

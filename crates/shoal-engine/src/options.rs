@@ -13,6 +13,7 @@ use tokio::sync::{watch, Notify};
 use shoal_core::checksum::PieceHashes;
 
 use crate::naming::Claims;
+use crate::ratelimit::SharedRate;
 use crate::tally::Tally;
 use thiserror::Error;
 use url::Url;
@@ -273,6 +274,8 @@ pub struct DownloadOptions {
     /// Bytes per second for the whole download, over all its connections; `None` (the default) for
     /// no limit.
     pub limit_rate: Option<Rate>,
+    /// A cap shared with other downloads (a daemon's overall limit), besides `limit_rate`.
+    pub shared_rate: Option<Arc<SharedRate>>,
     /// Headers, TLS and timeouts of every request.
     pub http: HttpOptions,
     /// Whether a slow tail is fetched twice.
@@ -406,6 +409,7 @@ impl DownloadOptions {
             pieces: None,
             expected_size: None,
             limit_rate: None,
+            shared_rate: None,
             http: HttpOptions::default(),
             endgame: Endgame::default(),
             learn_pieces: None,

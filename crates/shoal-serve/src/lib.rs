@@ -248,7 +248,9 @@ impl HttpConnection {
             let mut router = router.clone();
             async move { Ok::<_, Infallible>(router.call(request).await.unwrap_or_else(|e| match e {})) }
         });
-        let connection = self.http.serve_connection(io, service);
+        // With upgrades, a WebSocket (the agent's RPC) takes the connection over; the upgraded
+        // stream is then the handler's, outside these limits.
+        let connection = self.http.serve_connection(io, service).with_upgrades();
         let mut connection = std::pin::pin!(connection);
         let mut closing = false;
         loop {
