@@ -306,9 +306,14 @@ impl Queue {
         let path = options.data.join(QUEUE_FILE);
         let saved = {
             let path = path.clone();
-            tokio::task::spawn_blocking(move || store::load(&path))
-                .await
-                .expect("reading the queue does not panic")
+            tokio::task::spawn_blocking(move || {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                store::load(&path)
+            })
+            .await
+            .expect("reading the queue does not panic")
         }
         .map_err(|source| QueueError::Store {
             action: "reading",

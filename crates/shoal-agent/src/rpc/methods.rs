@@ -98,8 +98,9 @@ pub(crate) async fn call(rpc: &Rpc, method: &str, params: Vec<Value>) -> Result<
             ok()
         }
         "aria2.tellStatus" => {
-            let download = queue.get(params.gid()?).map_err(refused)?;
+            let gid = params.gid()?;
             let keys = params.keys()?;
+            let download = queue.get(gid).map_err(refused)?;
             Ok(status::of(&download, keys.as_deref()))
         }
         "aria2.getUris" => Ok(status::uris(&queue.get(params.gid()?).map_err(refused)?)),
