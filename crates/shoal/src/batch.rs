@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use serde_json::{json, Value};
 use shoal_core::redact::redacted;
 use shoal_engine::urllist::{self, List, ListEntry};
-use shoal_engine::{naming, CancellationToken, DownloadOptions, Summary};
+use shoal_engine::{naming, CancellationToken, DownloadOptions, Output, Summary};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use url::Url;
@@ -105,8 +105,7 @@ pub(crate) fn list_jobs(
         say(&format!("shoal: warning: {warning}"));
     }
     refuse_same_names(&shown, &list.entries)?;
-    Ok(list
-        .entries
+    list.entries
         .into_iter()
         .map(|entry| {
             let mut urls = entry.mirrors.into_iter();
@@ -114,9 +113,22 @@ pub(crate) fn list_jobs(
             let label = redacted(&url);
             let mut options = base(url, urls.collect());
             entry.options.apply(&mut options);
-            Job { label, options }
+            urllist::make_dir(&options.output).map_err(|err| {
+                format!(
+                    "{shown}: line {}: cannot create the directory of {}: {err}",
+                    entry.line,
+                    output_shown(&options.output)
+                )
+            })?;
+            Ok(Job { label, options })
         })
-        .collect())
+        .collect()
+}
+
+fn output_shown(output: &Output) -> String {
+    match output {
+        Output::File(path) | Output::Dir(path) => path.display().to_string(),
+    }
 }
 
 /// Two lines whose URLs name the same file would be saved to the same path: one after the

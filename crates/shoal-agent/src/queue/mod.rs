@@ -16,6 +16,7 @@ mod run;
 mod store;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,11 @@ use url::Url;
 pub use self::gid::{BadGid, Gid};
 pub use self::run::{Caps, Via};
 use self::store::{Saved, SavedDownload, QUEUE_FILE};
+
+tokio::task_local! {
+    /// Set while the calls of one batch run: their changes are written once, at its end.
+    static DEFERRED: ();
+}
 
 /// A download's state, with aria2's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -772,8 +778,27 @@ impl Queue {
         }
     }
 
-    /// Writes the queue as it is now, unless a newer snapshot was written already.
+    /// Runs `calls` (the calls of one `system.multicall` or JSON-RPC batch) with the queue
+    /// written once at their end rather than after each change: a thousand `addUri` in one
+    /// message are one write, not a thousand. The answer still goes out only once it is
+    /// written.
+    pub async fn batched<F: Future>(&self, calls: F) -> Result<F::Output, QueueError> {
+        let output = DEFERRED.scope((), calls).await;
+        self.write().await?;
+        Ok(output)
+    }
+
+    /// Writes the queue as it is now, unless the change is part of a batch (see
+    /// [`Queue::batched`]).
     async fn persist(&self) -> Result<(), QueueError> {
+        if DEFERRED.try_with(|_| ()).is_ok() {
+            return Ok(());
+        }
+        self.write().await
+    }
+
+    /// Writes the queue as it is now, unless a newer snapshot was written already.
+    async fn write(&self) -> Result<(), QueueError> {
         let mut written = self.inner.written.lock().await;
         let (generation, bytes) = {
             let state = self.lock();
@@ -939,7 +964,7 @@ fn snapshot(state: &State, caps: &Caps) -> Vec<u8> {
             .collect(),
         downloads,
     };
-    serde_json::to_vec_pretty(&saved).expect("the queue serializes")
+    serde_json::to_vec(&saved).expect("the queue serializes")
 }
 
 fn global_pairs(state: &State, caps: &Caps) -> Vec<(&'static str, String)> {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use shoal_engine::urllist::EntryOptions;
+use shoal_engine::urllist::{self, EntryOptions};
 use shoal_engine::{
     CancellationToken, DownloadError, DownloadOptions, ErrorKind, Event, HttpOptions, Output,
     SharedRate, Tally,
@@ -128,6 +128,8 @@ async fn engine(
     options.tally = tally;
     options.shared_rate = Some(caps.download.clone());
     job.options.apply(&mut options);
+    let made = urllist::make_dir(&options.output);
+    made.map_err(|e| (16, format!("creating the directory of its file: {e}")))?;
     let (events, received) = mpsc::unbounded_channel();
     let following = follow(received, live);
     let download = shoal_engine::download(options, events, cancel.clone());

@@ -100,11 +100,21 @@ pub(crate) async fn answer(rpc: &Rpc, body: &[u8]) -> Option<Value> {
             Some(response(Value::Null, Err(RpcError::invalid_request())))
         }
         Value::Array(calls) => {
-            let mut answers = Vec::with_capacity(calls.len());
-            for call in calls {
-                answers.push(one(rpc, call).await);
-            }
-            Some(Value::Array(answers))
+            let each = async {
+                let mut answers = Vec::with_capacity(calls.len());
+                for call in calls {
+                    answers.push(one(rpc, call).await);
+                }
+                Value::Array(answers)
+            };
+            // Answered once the batch's changes are written, or with the reason they are not.
+            Some(match rpc.queue().batched(each).await {
+                Ok(answers) => answers,
+                Err(e) => response(
+                    Value::Null,
+                    Err(RpcError::aria2(shoal_core::chain::chain(&e))),
+                ),
+            })
         }
         call => Some(one(rpc, call).await),
     }

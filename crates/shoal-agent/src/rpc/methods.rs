@@ -215,6 +215,14 @@ async fn multicall(rpc: &Rpc, params: Vec<Value>) -> Result<Value, RpcError> {
             "at most {MAX_MULTICALL} calls at once"
         )));
     }
+    let queue = rpc.queue().clone();
+    queue
+        .batched(multicall_each(rpc, calls))
+        .await
+        .map_err(refused)?
+}
+
+async fn multicall_each(rpc: &Rpc, calls: Vec<Value>) -> Result<Value, RpcError> {
     let mut answers = Vec::with_capacity(calls.len());
     for one in calls {
         let (method, params) = match one {

@@ -28,7 +28,7 @@ use url::Url;
 
 use shoal_core::redact::redacted;
 
-pub use self::options::{EntryOptionError, EntryOptions, KNOWN};
+pub use self::options::{make_dir, EntryOptionError, EntryOptions, KNOWN};
 
 /// One download from a list: the mirrors of one file, in the order the line gives them.
 #[derive(Debug, Clone, PartialEq, Eq)]

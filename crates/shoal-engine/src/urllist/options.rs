@@ -161,6 +161,19 @@ impl EntryOptions {
     }
 }
 
+/// Makes the directory a download's file goes to when its options named the file (`out`):
+/// aria2c makes it, as the engine makes an [`Output::Dir`]. Callers run this before the
+/// download starts.
+pub fn make_dir(output: &Output) -> std::io::Result<()> {
+    match output {
+        Output::File(path) => match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(dir) => std::fs::create_dir_all(dir),
+            None => Ok(()),
+        },
+        Output::Dir(_) => Ok(()),
+    }
+}
+
 fn relative_name(value: &str) -> Result<PathBuf, String> {
     let path = Path::new(value);
     let plain = !value.is_empty()
