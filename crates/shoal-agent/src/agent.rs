@@ -302,9 +302,12 @@ pub async fn run(
             info!(%addr, path = rpc::RPC_PATH, "aria2-compatible RPC listening, with its secret");
         }
         let rpc = Rpc::new(queue.clone(), secret, stop.clone());
+        // Every route of the RPC listener: `/jsonrpc`, and beside it the agent's web page
+        // (`/ui`), which drives the queue through the same RPC.
+        let routes = rpc::app(rpc);
         shoal_serve::serve(
             listener,
-            rpc::app(rpc),
+            routes,
             options.serve.limits.clone(),
             closing.clone().cancelled_owned(),
         )

@@ -4,7 +4,8 @@ Run by agent_rpc.rs in two phases, with RPC_PORT, RPC_SECRET, FAST_URL, SLOW_URL
 in the environment; prints one JSON object with what it saw. Every wait is bounded.
 
 Phase "first": a download to completion; one paused, unpaused and paused again; one removed;
-one left running (its split raised for the next start); the notifications of all that, read
+one left running (its split raised for the next start, and the test kills the daemon once
+its resume state holds 512 KiB); the notifications of all that, read
 over the WebSocket with websocket-client (aria2p's own dependency) and parsed by aria2p.
 Phase "again", after the daemon was killed and started again: the queue as found, and the
 running one finished from its part file.
