@@ -10,18 +10,25 @@
 //! A download runs through `run`: on the engine directly, or through the swarm when the agent
 //! has a tracker. Its progress is kept in a [`Live`] the RPC reads without taking the queue's
 //! lock for long; state changes go out as [`Notice`]s (aria2's WebSocket notifications).
+//!
+//! The parts: `gid` (aria2's ids), `states` (statuses and notices), `item` (one download, as
+//! kept and as shown), `order` (the waiting list's paging and positions), `global` (the
+//! options changed at run time), `store` (`queue.json`) and `run`.
 
 mod gid;
+mod global;
+mod item;
+mod order;
 mod run;
+mod states;
 mod store;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
 use shoal_engine::urllist::{self, EntryOptions};
 use thiserror::Error;
 use tokio::sync::broadcast;
@@ -30,85 +37,18 @@ use tracing::warn;
 use url::Url;
 
 pub use self::gid::{BadGid, Gid};
+pub use self::global::check_global;
+use self::global::{apply_global, global_pairs};
+use self::item::{keep_progress, restored, shown, Item};
+pub use self::item::{Download, Live};
+use self::order::{waiting_gids, waiting_index, window};
 pub use self::run::{Caps, Via};
-use self::store::{Saved, SavedDownload, QUEUE_FILE};
+pub use self::states::{Notice, NoticeKind, Status};
+use self::store::{Saved, QUEUE_FILE};
 
 tokio::task_local! {
     /// Set while the calls of one batch run: their changes are written once, at its end.
     static DEFERRED: ();
-}
-
-/// A download's state, with aria2's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Running now.
-    Active,
-    /// Queued, to start when a slot is free.
-    Waiting,
-    /// Held until unpaused.
-    Paused,
-    /// Stopped by a failure.
-    Error,
-    /// Saved whole.
-    Complete,
-    /// Removed by a client.
-    Removed,
-}
-
-impl Status {
-    /// aria2's name for it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Status::Active => "active",
-            Status::Waiting => "waiting",
-            Status::Paused => "paused",
-            Status::Error => "error",
-            Status::Complete => "complete",
-            Status::Removed => "removed",
-        }
-    }
-
-    fn stopped(self) -> bool {
-        matches!(self, Status::Error | Status::Complete | Status::Removed)
-    }
-}
-
-/// A change of state, sent to the RPC's WebSocket clients.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Notice {
-    /// The download.
-    pub gid: Gid,
-    /// What happened.
-    pub kind: NoticeKind,
-}
-
-/// What happened to a download, as aria2's notifications name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoticeKind {
-    /// It started running.
-    Start,
-    /// It was paused.
-    Pause,
-    /// It was removed.
-    Stop,
-    /// It finished whole.
-    Complete,
-    /// It failed.
-    Error,
-}
-
-impl Notice {
-    /// The notification's method, e.g. `aria2.onDownloadStart`.
-    pub fn method(&self) -> &'static str {
-        match self.kind {
-            NoticeKind::Start => "aria2.onDownloadStart",
-            NoticeKind::Pause => "aria2.onDownloadPause",
-            NoticeKind::Stop => "aria2.onDownloadStop",
-            NoticeKind::Complete => "aria2.onDownloadComplete",
-            NoticeKind::Error => "aria2.onDownloadError",
-        }
-    }
 }
 
 /// Why a queue operation was refused; the messages are aria2's where aria2 has one.
@@ -151,53 +91,6 @@ pub struct QueueOptions {
     pub max_concurrent: usize,
 }
 
-/// A running download's progress, updated from the engine's events.
-#[derive(Debug, Default)]
-pub struct Live {
-    done: AtomicU64,
-    /// `u64::MAX` while unknown.
-    total: AtomicU64,
-    speed: AtomicU64,
-    connections: AtomicU32,
-    path: Mutex<Option<PathBuf>>,
-}
-
-impl Live {
-    fn new() -> Self {
-        Self {
-            total: AtomicU64::new(u64::MAX),
-            ..Self::default()
-        }
-    }
-}
-
-/// A download as the RPC shows it: a copy, taken under the queue's lock.
-#[derive(Debug, Clone)]
-pub struct Download {
-    /// Its id.
-    pub gid: Gid,
-    /// Its state.
-    pub status: Status,
-    /// The URIs, mirrors of one file, as given.
-    pub uris: Vec<String>,
-    /// Its options.
-    pub options: EntryOptions,
-    /// The directory its file goes to.
-    pub dir: PathBuf,
-    /// Where its file is (or will be), once known.
-    pub path: Option<PathBuf>,
-    /// The file's length, once known.
-    pub total: Option<u64>,
-    /// Bytes done.
-    pub done: u64,
-    /// Bytes per second now.
-    pub speed: u64,
-    /// Connections streaming now.
-    pub connections: u32,
-    /// aria2's error code and the message, for a download that failed.
-    pub error: Option<(u32, String)>,
-}
-
 /// Totals across the queue, for `getGlobalStat`.
 #[derive(Debug, Clone, Default)]
 pub struct Totals {
@@ -220,53 +113,6 @@ pub enum Whence {
     Current,
     /// The end of the waiting list (`POS_END`).
     End,
-}
-
-struct Item {
-    gid: Gid,
-    uris: Vec<Url>,
-    options: EntryOptions,
-    status: Status,
-    total: Option<u64>,
-    done: u64,
-    path: Option<PathBuf>,
-    error: Option<(u32, String)>,
-    /// While running: what stops it and its progress.
-    running: Option<(CancellationToken, Arc<Live>)>,
-}
-
-impl Item {
-    fn saved(&self) -> SavedDownload {
-        let (total, done, path) = self.progress();
-        SavedDownload {
-            gid: self.gid,
-            uris: self.uris.iter().map(Url::to_string).collect(),
-            options: (self.options.pairs().into_iter())
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-            status: self.status,
-            total,
-            done,
-            path,
-            error: self.error.clone(),
-        }
-    }
-
-    /// Total, done and path: the running download's if it runs.
-    fn progress(&self) -> (Option<u64>, u64, Option<PathBuf>) {
-        match &self.running {
-            Some((_, live)) => {
-                let total = live.total.load(Ordering::Relaxed);
-                let path = live.path.lock().expect("live path lock").clone();
-                (
-                    (total != u64::MAX).then_some(total).or(self.total),
-                    live.done.load(Ordering::Relaxed).max(self.done),
-                    path.or_else(|| self.path.clone()),
-                )
-            }
-            None => (self.total, self.done, self.path.clone()),
-        }
-    }
 }
 
 struct State {
@@ -601,7 +447,7 @@ impl Queue {
     pub fn get(&self, gid: Gid) -> Result<Download, QueueError> {
         let state = self.lock();
         let item = state.items.get(&gid).ok_or(QueueError::NotFound(gid))?;
-        Ok(shown(&state, item))
+        Ok(shown(&state.dir, item))
     }
 
     /// The active downloads.
@@ -610,7 +456,7 @@ impl Queue {
         (state.order.iter())
             .filter_map(|gid| state.items.get(gid))
             .filter(|item| item.status == Status::Active)
-            .map(|item| shown(&state, item))
+            .map(|item| shown(&state.dir, item))
             .collect()
     }
 
@@ -622,7 +468,7 @@ impl Queue {
         window(&gids, offset, num)
             .into_iter()
             .filter_map(|gid| state.items.get(&gid))
-            .map(|item| shown(&state, item))
+            .map(|item| shown(&state.dir, item))
             .collect()
     }
 
@@ -632,7 +478,7 @@ impl Queue {
         window(&state.stopped, offset, num)
             .into_iter()
             .filter_map(|gid| state.items.get(&gid))
-            .map(|item| shown(&state, item))
+            .map(|item| shown(&state.dir, item))
             .collect()
     }
 
@@ -842,116 +688,6 @@ fn pause_one(state: &mut State, gid: Gid) -> Result<(), QueueError> {
     Ok(())
 }
 
-/// Copies a running download's progress into its item, which outlives the run.
-fn keep_progress(item: &mut Item) {
-    let (total, done, path) = item.progress();
-    item.total = total;
-    item.done = done;
-    item.path = path;
-}
-
-fn in_waiting_list(item: &Item) -> bool {
-    matches!(item.status, Status::Waiting | Status::Paused)
-}
-
-/// The gids of the waiting list (waiting and paused), in order.
-fn waiting_gids(state: &State) -> Vec<Gid> {
-    (state.order.iter())
-        .filter(|gid| state.items.get(gid).is_some_and(in_waiting_list))
-        .copied()
-        .collect()
-}
-
-/// The index in `order` of place `position` of the waiting list (past its end: the end).
-fn waiting_index(state: &State, position: usize) -> usize {
-    let mut seen = 0;
-    for (index, gid) in state.order.iter().enumerate() {
-        if state.items.get(gid).is_some_and(in_waiting_list) {
-            if seen == position {
-                return index;
-            }
-            seen += 1;
-        }
-    }
-    state.order.len()
-}
-
-/// `num` gids from `offset` (a negative one counts from the end, listing backwards).
-fn window(gids: &[Gid], offset: i64, num: usize) -> Vec<Gid> {
-    if offset >= 0 {
-        gids.iter()
-            .skip(offset as usize)
-            .take(num)
-            .copied()
-            .collect()
-    } else {
-        let skip = (-offset - 1) as usize;
-        gids.iter().rev().skip(skip).take(num).copied().collect()
-    }
-}
-
-fn shown(state: &State, item: &Item) -> Download {
-    let (total, done, path) = item.progress();
-    let (speed, connections) = match &item.running {
-        Some((_, live)) => (
-            live.speed.load(Ordering::Relaxed),
-            live.connections.load(Ordering::Relaxed),
-        ),
-        None => (0, 0),
-    };
-    Download {
-        gid: item.gid,
-        status: item.status,
-        uris: item.uris.iter().map(Url::to_string).collect(),
-        options: item.options.clone(),
-        dir: item
-            .options
-            .dir
-            .clone()
-            .unwrap_or_else(|| state.dir.clone()),
-        path,
-        total,
-        done,
-        speed,
-        connections,
-        error: item.error.clone(),
-    }
-}
-
-/// A saved download back as an item; a download that was active waits to start again.
-fn restored(saved: SavedDownload) -> Option<Item> {
-    let uris: Vec<Url> = saved
-        .uris
-        .iter()
-        .filter_map(|u| Url::parse(u).ok())
-        .collect();
-    if uris.is_empty() {
-        warn!(gid = %saved.gid, "dropping a saved download without a valid URI");
-        return None;
-    }
-    let mut options = EntryOptions::default();
-    for (key, value) in &saved.options {
-        if let Err(e) = options.set(key, value) {
-            warn!(gid = %saved.gid, "ignoring its saved option {e}");
-        }
-    }
-    let status = match saved.status {
-        Status::Active => Status::Waiting,
-        other => other,
-    };
-    Some(Item {
-        gid: saved.gid,
-        uris,
-        options,
-        status,
-        total: saved.total,
-        done: saved.done,
-        path: saved.path,
-        error: saved.error,
-        running: None,
-    })
-}
-
 fn snapshot(state: &State, caps: &Caps) -> Vec<u8> {
     let downloads = (state.order.iter().chain(&state.stopped))
         .filter_map(|gid| state.items.get(gid))
@@ -965,54 +701,4 @@ fn snapshot(state: &State, caps: &Caps) -> Vec<u8> {
         downloads,
     };
     serde_json::to_vec(&saved).expect("the queue serializes")
-}
-
-fn global_pairs(state: &State, caps: &Caps) -> Vec<(&'static str, String)> {
-    vec![
-        ("dir", state.dir.to_string_lossy().into_owned()),
-        ("max-concurrent-downloads", state.max_concurrent.to_string()),
-        (
-            "max-overall-download-limit",
-            caps.download().unwrap_or(0).to_string(),
-        ),
-        (
-            "max-overall-upload-limit",
-            caps.upload().unwrap_or(0).to_string(),
-        ),
-    ]
-}
-
-/// Sets one global option; unknown ones and bad values are ignored (the RPC checks them
-/// first with [`check_global`]).
-fn apply_global(state: &mut State, caps: &Caps, key: &str, value: &str) {
-    match (key, check_global(key, value)) {
-        ("dir", Ok(_)) => state.dir = PathBuf::from(value),
-        ("max-concurrent-downloads", Ok(Some(n))) => state.max_concurrent = n.max(1) as usize,
-        ("max-overall-download-limit", Ok(rate)) => caps.set_download(rate),
-        ("max-overall-upload-limit", Ok(rate)) => caps.set_upload(rate),
-        _ => {}
-    }
-}
-
-/// Checks a global option's value: its number, if it has one (`0` or `None` for "no limit").
-/// `Err` names what the option takes; unknown options are `Err` too.
-pub fn check_global(key: &str, value: &str) -> Result<Option<u64>, String> {
-    match key {
-        "dir" if !value.is_empty() => Ok(None),
-        "max-concurrent-downloads" => value
-            .parse::<u64>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .map(Some)
-            .ok_or_else(|| "expected a number from 1 to 1000".to_string()),
-        "max-overall-download-limit" | "max-overall-upload-limit" => {
-            if value.trim() == "0" {
-                return Ok(None);
-            }
-            shoal_engine::Rate::parse(value)
-                .map(|r| Some(r.bytes_per_sec()))
-                .map_err(|_| "expected a rate such as 500K or 2M, or 0 for none".to_string())
-        }
-        _ => Err("not an option shoal has".to_string()),
-    }
 }
