@@ -3,14 +3,16 @@
 //! says SKIP): a download watched to completion and its bytes checked, pause and unpause,
 //! remove, aria2's notifications over the WebSocket, and after a `kill -9` the queue found
 //! again, the paused download still paused and the running one finished from its part file.
+//! With a tracker, the same queue's downloads go through the swarm.
 
 mod common;
+mod fleet;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use shoal_testkit::{random_bytes, sha256_hex, Origin, OriginConfig};
 
 /// A child process killed on drop.
@@ -161,4 +163,62 @@ fn aria2p_drives_the_daemon_and_finds_its_queue_after_kill_9() {
         sent_after < size - (256 << 10),
         "the restarted download fetched {sent_after} of {size} bytes: it did not resume"
     );
+}
+
+/// With `--tracker` the queue's downloads go through the swarm, as `shoal get --agent` does:
+/// the tracker then lists the agent as a complete holder of the content, and the file is
+/// placed in `--dir` under the `out` asked for.
+#[test]
+fn with_a_tracker_the_queues_downloads_go_through_the_swarm() {
+    let data = random_bytes(3 << 20, 63);
+    let origin = Origin::start_blocking(OriginConfig {
+        content: data.clone(),
+        ..OriginConfig::default()
+    });
+    let fleet = fleet::Fleet::start();
+    let secret = fleet.path("rpc.secret");
+    std::fs::write(&secret, "swarm-rpc-secret").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let rpc_port = common::free_port();
+    let out = fleet.path("out");
+    let _agent = fleet.agent(
+        "queue-1",
+        None,
+        &[
+            "--rpc-listen",
+            &format!("127.0.0.1:{rpc_port}"),
+            "--rpc-secret-file",
+            &secret.to_string_lossy(),
+            "--dir",
+            &out.to_string_lossy(),
+        ],
+    );
+    let rpc = |method: &str, params: Value| {
+        let mut all = vec![json!("token:swarm-rpc-secret")];
+        all.extend(params.as_array().cloned().unwrap_or_default());
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": all});
+        let (status, answer) = common::call(rpc_port, "", "POST", "/jsonrpc", &body.to_string());
+        assert_eq!(status, 200, "{answer}");
+        let answer: Value = serde_json::from_str(&answer).unwrap();
+        assert!(answer.get("error").is_none(), "{method}: {answer}");
+        answer["result"].clone()
+    };
+    let gid = rpc(
+        "aria2.addUri",
+        json!([[origin.url("/big.bin")], {"out": "via-swarm.bin"}]),
+    );
+    let deadline = Instant::now() + common::DEADLINE;
+    loop {
+        let status = rpc("aria2.tellStatus", json!([gid, ["status", "errorMessage"]]));
+        match status["status"].as_str() {
+            Some("complete") => break,
+            Some("error") => panic!("the download failed: {status}\n{}", fleet.log("queue-1")),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "no end: {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    fleet.assert_file("out/via-swarm.bin", &data);
+    fleet.wait_holders(&fleet::content_id(&data), 1);
 }

@@ -1,6 +1,8 @@
 //! The fleet the swarm tests run: a `shoal tracker` and `shoal agent`s as real processes on
 //! loopback, killed on drop.
 
+#![allow(dead_code)] // Each test file uses its own part of this module.
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
