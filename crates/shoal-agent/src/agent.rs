@@ -300,6 +300,14 @@ pub async fn run(
     let rpc_served = rpc_tcp.map(|(listener, secret)| {
         if let Ok(addr) = listener.local_addr() {
             info!(%addr, path = rpc::RPC_PATH, "aria2-compatible RPC listening, with its secret");
+            if !addr.ip().is_loopback() {
+                warn!(
+                    %addr,
+                    "the RPC listens beyond this machine without TLS: its secret and the URLs \
+                     it is given cross the network in clear; prefer a loopback --rpc-listen \
+                     behind a TLS proxy"
+                );
+            }
         }
         let rpc = Rpc::new(queue.clone(), secret, stop.clone());
         // Every route of the RPC listener: `/jsonrpc`, and beside it the agent's web page
