@@ -49,6 +49,12 @@ def sha256(name):
 def first():
     seen = []
     socket = websocket.create_connection(f"ws://127.0.0.1:{PORT}/jsonrpc", timeout=60)
+    # A call over the WebSocket is answered on it, as over POST.
+    call = {"jsonrpc": "2.0", "id": "ws", "method": "aria2.getVersion",
+            "params": ["token:" + os.environ["RPC_SECRET"]]}
+    socket.send(json.dumps(call))
+    answer = json.loads(socket.recv())
+    assert answer["id"] == "ws" and "version" in answer["result"], answer
 
     def listen():
         while True:
