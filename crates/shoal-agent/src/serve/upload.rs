@@ -169,4 +169,18 @@ mod tests {
         assert_eq!(bucket.reserve(100_000, later), Duration::ZERO);
         assert!(bucket.reserve(1_000, later) >= Duration::from_millis(1));
     }
+
+    #[test]
+    fn the_limit_changes_and_lifts_while_uploads_run() {
+        let bucket = Bucket::new(None);
+        let t0 = bucket.origin;
+        assert_eq!(bucket.reserve(100_000_000, t0), Duration::ZERO);
+        // changeGlobalOption max-overall-upload-limit=1M, as the RPC sets it.
+        bucket.set(NonZeroU64::new(1_000_000));
+        let now = Instant::now();
+        let wait = bucket.reserve(2_000_000, now);
+        assert!((1.9..=2.0).contains(&wait.as_secs_f64()), "{wait:?}");
+        bucket.set(None);
+        assert_eq!(bucket.reserve(100_000_000, now), Duration::ZERO);
+    }
 }
