@@ -308,3 +308,41 @@ async fn the_queue_is_found_again_in_order_and_paused_ones_stay_paused() {
     assert_eq!(stopped, json!([{"gid": gids[1], "status": "removed"}]));
     stop.cancel();
 }
+
+#[tokio::test]
+async fn a_metalink_adds_one_download_per_file_with_its_name_and_hash() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+    let rpc = open(&dir.path().join("data"), dir.path(), &stop).await;
+    let sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let xml = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<metalink xmlns="urn:ietf:params:xml:ns:metalink">
+  <file name="one.bin">
+    <hash type="sha-256">{sha}</hash>
+    <url priority="1">http://127.0.0.1:9/one.bin</url>
+    <url priority="2">http://127.0.0.2:9/one.bin</url>
+  </file>
+  <file name="two.bin"><url>http://127.0.0.1:9/two.bin</url></file>
+</metalink>"#
+    );
+    let encoded = base64::engine::general_purpose::STANDARD.encode(xml);
+    let gids = result(
+        &rpc,
+        "aria2.addMetalink",
+        json!([encoded, {"pause": "true"}]),
+    )
+    .await;
+    let gids = gids.as_array().unwrap();
+    assert_eq!(gids.len(), 2, "{gids:?}");
+    let one = result(&rpc, "aria2.getOption", json!([gids[0]])).await;
+    assert_eq!(one["out"], "one.bin");
+    assert_eq!(one["checksum"], format!("sha-256={sha}"));
+    let uris = result(&rpc, "aria2.getUris", json!([gids[0]])).await;
+    assert_eq!(uris.as_array().unwrap().len(), 2, "{uris}");
+    let two = result(&rpc, "aria2.getOption", json!([gids[1]])).await;
+    assert_eq!(two["out"], "two.bin");
+    let answer = call(&rpc, "aria2.addMetalink", json!(["not base64!"])).await;
+    assert_eq!(error_code(&answer), -32602, "{answer}");
+}

@@ -6,7 +6,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use reqwest::header::{HeaderName, HeaderValue};
-use shoal_core::Checksum;
+use shoal_core::{Checksum, ChecksumAlgo};
 use thiserror::Error;
 
 use crate::options::{Connections, DownloadOptions, Output, Rate};
@@ -111,7 +111,7 @@ impl EntryOptions {
             pairs.push(("out", shown(out)));
         }
         if let Some(checksum) = &self.checksum {
-            pairs.push(("checksum", checksum.to_string()));
+            pairs.push(("checksum", aria2_checksum(checksum)));
         }
         pairs.extend(self.headers.iter().map(|h| ("header", h.clone())));
         if let Some(split) = self.split {
@@ -172,6 +172,19 @@ pub fn make_dir(output: &Output) -> std::io::Result<()> {
         },
         Output::Dir(_) => Ok(()),
     }
+}
+
+/// `ALGO=HEX` with aria2's names for the algorithms (`sha-256`, not `sha256`), which aria2c
+/// reads back.
+fn aria2_checksum(checksum: &Checksum) -> String {
+    let algo = match checksum.algo() {
+        ChecksumAlgo::Sha256 => "sha-256",
+        ChecksumAlgo::Sha512 => "sha-512",
+        ChecksumAlgo::Sha1 => "sha-1",
+        ChecksumAlgo::Md5 => "md5",
+        ChecksumAlgo::Blake3 => "blake3",
+    };
+    format!("{algo}={}", checksum.hex())
 }
 
 fn relative_name(value: &str) -> Result<PathBuf, String> {
