@@ -214,12 +214,14 @@ pub async fn run(
         downloads,
     );
     fetcher.resume(unfinished, &stop);
+    let (http, tally) = (options.fetch.http.clone(), fetcher.tally_handle());
     let via = match &options.tracker {
-        Some(_) => Via::Swarm(fetcher.clone()),
-        None => Via::Engine {
-            http: options.fetch.http.clone(),
-            tally: fetcher.tally_handle(),
+        Some(_) => Via::Swarm {
+            fetcher: fetcher.clone(),
+            http,
+            tally,
         },
+        None => Via::Engine { http, tally },
     };
     let caps = Caps::new(
         options.queue.download_limit,

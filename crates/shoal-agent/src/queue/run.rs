@@ -31,8 +31,16 @@ pub enum Via {
         /// What every download adds to, for the agent's metrics.
         tally: Arc<Tally>,
     },
-    /// The agent's fetcher, through the swarm its tracker coordinates.
-    Swarm(Fetcher),
+    /// The agent's fetcher, through the swarm its tracker coordinates; downloads the swarm
+    /// does not carry go to the engine as with [`Via::Engine`].
+    Swarm {
+        /// The fetcher `shoal get --agent` uses.
+        fetcher: Fetcher,
+        /// How the origin is asked by downloads on the engine.
+        http: HttpOptions,
+        /// What those add to.
+        tally: Arc<Tally>,
+    },
 }
 
 /// The overall download and upload caps, changed at run time with `changeGlobalOption`;
@@ -104,17 +112,16 @@ pub(super) async fn run(
     let needs_engine =
         job.uris.len() > 1 || !job.options.headers.is_empty() || job.options.checksum.is_some();
     match via {
-        Via::Swarm(fetcher) if !needs_engine => swarm(fetcher, job, live, cancel).await,
-        Via::Swarm(_) => engine(HttpOptions::default(), None, caps, job, live, cancel).await,
-        Via::Engine { http, tally } => {
-            engine(http.clone(), Some(tally.clone()), caps, job, live, cancel).await
+        Via::Swarm { fetcher, .. } if !needs_engine => swarm(fetcher, job, live, cancel).await,
+        Via::Swarm { http, tally, .. } | Via::Engine { http, tally } => {
+            engine(http.clone(), tally.clone(), caps, job, live, cancel).await
         }
     }
 }
 
 async fn engine(
     http: HttpOptions,
-    tally: Option<Arc<Tally>>,
+    tally: Arc<Tally>,
     caps: &Caps,
     job: Job,
     live: &Live,
@@ -125,7 +132,7 @@ async fn engine(
     let mut options = DownloadOptions::new(url, Output::Dir(job.dir));
     options.mirrors = uris.collect();
     options.http = http;
-    options.tally = tally;
+    options.tally = Some(tally);
     options.shared_rate = Some(caps.download.clone());
     job.options.apply(&mut options);
     let made = urllist::make_dir(&options.output);
