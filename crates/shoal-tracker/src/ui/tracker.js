@@ -39,12 +39,12 @@
     }
     if (response.status === 401 || response.status === 403) {
       const body = await response.json().catch(() => ({}));
-      window.shoal.refused("The tracker refused this token: " + (body.message || response.status));
+      window.shoal.refused("The tracker refused this token: " + (body.error || response.status));
       return;
     }
     if (!response.ok) {
       const body = await response.json().catch(() => ({}));
-      later(token, "tracker answered " + response.status + " " + (body.message || ""));
+      later(token, "tracker answered " + response.status + " " + (body.error || ""));
       return;
     }
     try {

@@ -15,13 +15,14 @@
   // the server or its logs.
   function takeFragmentToken() {
     const found = /(?:^#|&)token=([^&]*)/.exec(location.hash);
-    if (!found) return;
+    if (!found) return false;
     try {
       sessionStorage.setItem(KEY, decodeURIComponent(found[1]));
     } catch (e) {
       sessionStorage.setItem(KEY, found[1]);
     }
     history.replaceState(null, "", location.pathname + location.search);
+    return true;
   }
 
   function token() {
@@ -112,6 +113,10 @@
       open();
     });
     $("logout").addEventListener("click", () => refused("Token forgotten."));
+    // A link with another token opened in this tab changes only the fragment: no reload.
+    window.addEventListener("hashchange", () => {
+      if (takeFragmentToken()) open();
+    });
     if (token()) open();
     else showLogin("");
   }
