@@ -51,6 +51,7 @@ fn tracker_page_shows_the_fleet_only_with_a_token() {
     let share_b = fleet.share("share-b", "plain.bin", &data);
     let _a = fleet.agent("ui-a", Some(&share_a), &[]);
     let _b = fleet.agent("ui-b", Some(&share_b), &[]);
+    common::wait_complete_holdings(port, READER, &["ui-a", "ui-b"], "the tracker");
     wait_contents(&fleet, 2);
     run_swarm(&fleet);
 
