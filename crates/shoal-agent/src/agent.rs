@@ -26,6 +26,7 @@ use crate::rpc::{self, Rpc};
 use crate::serve::{self, PieceServer, ServeOptions};
 use crate::share::{self, Share, ShareError, ShareOptions, Symlinks};
 use crate::tracker::TrackerClient;
+use crate::ui;
 
 /// Why the agent could not start or stopped; the message names the file, address or id to fix.
 #[derive(Debug, Error)]
@@ -311,10 +312,18 @@ pub async fn run(
                 );
             }
         }
+        let page = ui::app(ui::Fleet {
+            id: options.id.clone(),
+            advertise: options.advertise,
+            tracker: options.tracker.clone(),
+            catalog: catalog.clone(),
+            server: server.clone(),
+            secret: secret.clone(),
+        });
         let rpc = Rpc::new(queue.clone(), secret, stop.clone());
         // Every route of the RPC listener: `/jsonrpc`, and beside it the agent's web page
         // (`/ui`), which drives the queue through the same RPC.
-        let routes = rpc::app(rpc);
+        let routes = rpc::app(rpc).merge(page);
         shoal_serve::serve(
             listener,
             routes,

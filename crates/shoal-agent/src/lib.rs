@@ -21,6 +21,7 @@ pub mod share;
 #[cfg(test)]
 mod testing;
 pub mod tracker;
+pub mod ui;
 
 pub use agent::{run, AgentError, AgentOptions};
 pub use catalog::{Catalog, Change, Entry, Provenance};

@@ -1,9 +1,11 @@
-//! The tracker's page (`/ui`) as an operator's browser sees it: real `shoal tracker` and
-//! `shoal agent` processes, and headless Chromium driven by Selenium (`chromium`,
-//! `chromium-driver` and `selenium`, which scripts/test installs; without them the browser part
-//! says SKIP). Without a token the page shows nothing; with a reader's token in the fragment it
-//! shows the agents, the contents (a file named like an HTML tag as text) and a swarm, and
-//! updates without a reload. The security headers are checked without a browser.
+//! The tracker's page and an agent's page (`/ui` on each) as a browser sees them: real
+//! `shoal tracker` and `shoal agent` processes, and one headless Chromium session driven by
+//! Selenium (`chromium`, `chromium-driver` and `selenium`, which scripts/test installs; without
+//! them the browser part says SKIP). Without a token neither page shows anything. With a
+//! reader's token in the fragment the tracker's shows the agents, the contents (a file named
+//! like an HTML tag, as text) and a swarm, and updates without a reload; with the RPC secret
+//! the agent's adds downloads (one finishes, its bytes on disk are the origin's), pauses,
+//! resumes, reorders and removes them. The security headers are checked without a browser.
 //!
 //! `SHOAL_UI_SHOTS=DIR` keeps the screenshots (1280×800 and a 390×844 phone) in `DIR`.
 
@@ -20,40 +22,63 @@ use std::time::Duration;
 use fleet::{Fleet, FLEET, MIB, READER};
 use shoal_core::wire::{AnnounceRequest, Holding, PackedBits, SwarmInfo};
 use shoal_core::{Bitfield, Layout};
-use shoal_testkit::random_bytes;
+use shoal_testkit::{random_bytes, Origin, OriginConfig};
 
 /// A file name that is HTML if a page ever parses it as such.
 const TAG_NAME: &str = "<img src=x onerror=alert(1)>.bin";
+/// The agent's RPC secret.
+const RPC_SECRET: &str = "rpc-secret-cccccccccccc";
 /// A secret in a swarm's URL, which the page must not show.
 const URL_SECRET: &str = "s3cr3t-signature";
 
 #[test]
-fn tracker_page_shows_the_fleet_only_with_a_token() {
+fn pages_show_the_fleet_and_drive_the_queue_only_with_a_token() {
     let fleet = Fleet::start();
     let port = fleet.tracker.port;
-    let (head, body) = get_head(port, "/ui");
-    for header in [
-        "content-security-policy: default-src 'self'; script-src 'self';",
-        "frame-ancestors 'none'",
-        "x-content-type-options: nosniff",
-        "referrer-policy: no-referrer",
-        "content-type: text/html",
-    ] {
-        assert!(head.contains(header), "no {header:?} in\n{head}");
-    }
-    assert!(!body.contains("<script>"), "no inline script: {body}");
-    let (events, _) = get_head(port, "/ui/events");
-    assert!(events.starts_with("http/1.1 401"), "{events}");
+    assert_secure_page(port, "/ui/events");
 
     let data = random_bytes(MIB, 7);
     let share_a = fleet.share("share-a", TAG_NAME, &random_bytes(MIB + 5, 8));
     std::fs::write(share_a.join("plain.bin"), &data).unwrap();
     let share_b = fleet.share("share-b", "plain.bin", &data);
-    let _a = fleet.agent("ui-a", Some(&share_a), &[]);
+    let rpc_port = common::free_port();
+    std::fs::write(fleet.path("rpc.secret"), RPC_SECRET).unwrap();
+    let owner_only = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+    std::fs::set_permissions(fleet.path("rpc.secret"), owner_only).unwrap();
+    let downloads = fleet.path("downloads");
+    let rpc_listen = format!("127.0.0.1:{rpc_port}");
+    let secret_file = fleet.path("rpc.secret");
+    let dir = downloads.to_str().unwrap();
+    let _a = fleet.agent(
+        "ui-a",
+        Some(&share_a),
+        &[
+            "--rpc-listen",
+            &rpc_listen,
+            "--rpc-secret-file",
+            secret_file.to_str().unwrap(),
+            "--max-concurrent-downloads",
+            "1",
+            "-d",
+            dir,
+        ],
+    );
     let _b = fleet.agent("ui-b", Some(&share_b), &[]);
     common::wait_complete_holdings(port, READER, &["ui-a", "ui-b"], "the tracker");
+    assert_secure_page(rpc_port, "/ui/fleet");
     wait_contents(&fleet, 2);
     run_swarm(&fleet);
+
+    let fast = Origin::start_blocking(OriginConfig {
+        content: random_bytes(MIB, 9),
+        ..OriginConfig::default()
+    });
+    // Slow enough that the three downloads stay in the queue while the page acts on them.
+    let slow = Origin::start_blocking(OriginConfig {
+        content: random_bytes(64 * MIB, 10),
+        rate_limit: Some(256 << 10),
+        ..OriginConfig::default()
+    });
 
     let Some(python) = python_with_selenium() else {
         return;
@@ -66,6 +91,10 @@ fn tracker_page_shows_the_fleet_only_with_a_token() {
         .arg(format!("http://127.0.0.1:{port}"))
         .args([READER, FLEET])
         .arg(&shots)
+        .arg(format!("http://{rpc_listen}"))
+        .arg(RPC_SECRET)
+        .args([fast.url("/fast.bin"), slow.url("/slow.bin")])
+        .arg(TAG_NAME)
         .output()
         .expect("run pages.py");
     assert!(
@@ -134,6 +163,53 @@ fn tracker_page_shows_the_fleet_only_with_a_token() {
     assert!(seen["phone"]["agent_rows"].as_u64().unwrap() >= 2);
     assert!(seen["reload"]["agent_rows"].as_u64().unwrap() >= 2);
     assert_eq!(seen["reload"]["alerts"], serde_json::json!([]));
+
+    let none = &seen["agent_no_secret"];
+    assert_eq!(none["app_hidden"], true, "{none}");
+    assert!(!none["text"].as_str().unwrap().contains("ui-a"), "{none}");
+    let role = seen["agent_role"].as_str().unwrap();
+    assert!(role.contains("fleet member") && role.contains("2 holdings"), "{role}");
+    let column = |key: &str, at: usize| -> Vec<String> {
+        seen[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row[at].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        column("agent_paused", 0),
+        ["slow-1.bin", "slow-3.bin", "slow-2.bin"],
+        "moved up one place"
+    );
+    assert_eq!(column("agent_paused", 1)[0], "paused");
+    // Pausing slow-1 let slow-3 run; resumed, slow-1 waits behind it.
+    assert_eq!(column("agent_queue", 0), ["slow-3.bin", "slow-1.bin"]);
+    let stopped = column("agent_stopped", 0);
+    assert!(stopped.contains(&"slow-2.bin".to_string()), "{stopped:?}");
+    assert!(stopped.contains(&TAG_NAME.to_string()), "{stopped:?}");
+    assert_eq!(seen["agent_images"], 0);
+    assert_eq!(seen["agent_alerts"], serde_json::json!([]));
+    assert!(seen["agent_phone"]["scroll_width"].as_u64().unwrap() <= 390);
+    common::assert_saved(&downloads.join(TAG_NAME), &fast);
+}
+
+/// The page at `/ui` on `port` carries the security headers and no inline script, and its data
+/// at `data` needs a token.
+fn assert_secure_page(port: u16, data: &str) {
+    let (head, body) = get_head(port, "/ui");
+    for header in [
+        "content-security-policy: default-src 'self'; script-src 'self';",
+        "frame-ancestors 'none'",
+        "x-content-type-options: nosniff",
+        "referrer-policy: no-referrer",
+        "content-type: text/html",
+    ] {
+        assert!(head.contains(header), "no {header:?} in\n{head}");
+    }
+    assert!(!body.contains("<script>"), "no inline script: {body}");
+    let (refused, _) = get_head(port, data);
+    assert!(refused.starts_with("http/1.1 401"), "{data}: {refused}");
 }
 
 /// `GET path` without a token: the response head (header names in lower case) and the body.

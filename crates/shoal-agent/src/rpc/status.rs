@@ -58,9 +58,14 @@ fn field(d: &Download, key: &str) -> Value {
 
 /// `files`, as `aria2.getFiles` answers too: one file, its mirrors as its URIs.
 pub(crate) fn files(d: &Download) -> Value {
+    // The file the user gets, as aria2 reports it while it still downloads: a running
+    // download's own path may be the agent's object store (a swarm fetch), named by content id.
     let path = match (&d.path, &d.options.out) {
-        (Some(path), _) => path.to_string_lossy().into_owned(),
-        (None, Some(out)) => d.dir.join(out).to_string_lossy().into_owned(),
+        (Some(path), _) if d.status == crate::queue::Status::Complete => {
+            path.to_string_lossy().into_owned()
+        }
+        (_, Some(out)) => d.dir.join(out).to_string_lossy().into_owned(),
+        (Some(path), None) => path.to_string_lossy().into_owned(),
         (None, None) => String::new(),
     };
     json!([{

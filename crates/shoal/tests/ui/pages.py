@@ -1,7 +1,9 @@
-"""Drives the tracker's /ui in headless Chromium (Selenium, chromedriver given explicitly) and
-prints what it saw as one JSON object; the Rust test asserts on it.
+"""Drives the tracker's /ui and an agent's /ui in one headless Chromium session (Selenium,
+chromedriver given explicitly) and prints what it saw as one JSON object; the Rust test asserts
+on it.
 
-Usage: pages.py BASE_URL READER_TOKEN AGENT_TOKEN SHOTS_DIR
+Usage: pages.py TRACKER_URL READER_TOKEN AGENT_TOKEN SHOTS_DIR AGENT_RPC_URL RPC_SECRET \
+    FAST_URL SLOW_URL TAG_NAME
 """
 
 import json
@@ -14,7 +16,7 @@ from selenium.common.exceptions import NoAlertPresentException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.ui import WebDriverWait
 
-BASE, READER, AGENT, SHOTS = sys.argv[1:5]
+BASE, READER, AGENT, SHOTS, RPC, SECRET, FAST, SLOW, TAG = sys.argv[1:10]
 WAIT = 20  # seconds; a guard against hangs, never a measure
 
 # Records any alert() instead of showing it: a script injected through a file name would call
@@ -33,7 +35,7 @@ def rows(driver, tbody):
 def wait_for(driver, what, check):
     try:
         return WebDriverWait(driver, WAIT, poll_frequency=0.1).until(lambda d: check(d))
-    except TimeoutException:
+    except (TimeoutException, TypeError):
         raise SystemExit(f"timed out waiting for {what}; page text: {driver.find_element('tag name', 'body').text!r}")
 
 
@@ -69,7 +71,7 @@ try:
     # No token: the form, and nothing of the fleet.
     driver.get(BASE + "/ui")
     wait_for(driver, "the token form", lambda d: d.execute_script("return !document.getElementById('login').hidden"))
-    time.sleep(1.5)  # a stream would have drawn by now; nothing may appear
+    time.sleep(1)  # a stream draws at once; nothing may appear
     seen["no_token"] = {
         "app_hidden": driver.execute_script("return document.getElementById('app').hidden"),
         "agent_rows": len(rows(driver, "agents")),
@@ -116,7 +118,7 @@ try:
     # A phone.
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                            {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True})
-    time.sleep(1.5)
+    time.sleep(0.3)  # one layout
     seen["phone"] = {
         "scroll_width": driver.execute_script("return document.documentElement.scrollWidth"),
         "agent_rows": len(rows(driver, "agents")),
@@ -128,6 +130,66 @@ try:
     driver.get(BASE + "/ui")
     wait_for(driver, "agents after a reload", lambda d: len(rows(d, "agents")) >= 2)
     seen["reload"] = {"agent_rows": len(rows(driver, "agents")), "alerts": alerts(driver)}
+
+    # The agent's page: nothing without the RPC secret.
+    driver.get(RPC + "/ui")
+    wait_for(driver, "the agent's secret form", lambda d: d.execute_script("return !document.getElementById('login').hidden"))
+    time.sleep(1)
+    seen["agent_no_secret"] = {
+        "app_hidden": driver.execute_script("return document.getElementById('app').hidden"),
+        "text": driver.find_element("tag name", "body").text,
+    }
+    driver.get(RPC + "/ui#token=" + SECRET)
+    wait_for(driver, "the agent's role", lambda d: "ui-a" in d.find_element("id", "role").text)
+    seen["agent_role"] = driver.find_element("id", "role").text
+
+    def add(url, out):
+        driver.find_element("id", "add-url").send_keys(url)
+        driver.find_element("id", "add-out").send_keys(out)
+        driver.find_element("css selector", "#add button[type=submit]").click()
+
+    def row_of(table, name):
+        return driver.execute_script(
+            "return [...document.querySelectorAll(arguments[0] + ' tr')]"
+            ".map(r => [...r.cells].map(c => c.textContent)).find(r => r[0] === arguments[1]) || null",
+            "#" + table, name)
+
+    def click(table, name, label):
+        driver.execute_script(
+            "const row = [...document.querySelectorAll(arguments[0] + ' tr')]"
+            ".find(r => r.cells[0].textContent === arguments[1]);"
+            "[...row.querySelectorAll('button')].find(b => b.textContent === arguments[2]).click()",
+            "#" + table, name, label)
+
+    # A download added through the form finishes; its tag-like name stays text.
+    add(FAST, TAG)
+    wait_for(driver, "the fast download to finish", lambda d: (row_of("stopped", TAG) or ["", ""])[1] == "complete")
+    # Three slow ones (one runs at a time): pause, resume, reorder, remove.
+    for n in (1, 2, 3):
+        add(SLOW, f"slow-{n}.bin")
+        wait_for(driver, f"slow-{n}.bin queued", lambda d, n=n: row_of("queue", f"slow-{n}.bin"))
+    wait_for(driver, "slow-1.bin active", lambda d: row_of("queue", "slow-1.bin")[1] == "active")
+    click("queue", "slow-3.bin", "Up")
+    wait_for(driver, "slow-3.bin before slow-2.bin",
+             lambda d: [r[0] for r in rows(d, "queue")] == ["slow-1.bin", "slow-3.bin", "slow-2.bin"])
+    click("queue", "slow-1.bin", "Pause")
+    wait_for(driver, "slow-1.bin paused", lambda d: row_of("queue", "slow-1.bin")[1] == "paused")
+    seen["agent_paused"] = rows(driver, "queue")
+    driver.save_screenshot(SHOTS + "/agent-1280x800.png")
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True})
+    time.sleep(0.3)  # one layout
+    seen["agent_phone"] = {"scroll_width": driver.execute_script("return document.documentElement.scrollWidth")}
+    driver.save_screenshot(SHOTS + "/agent-390x844.png")
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    click("queue", "slow-1.bin", "Resume")
+    wait_for(driver, "slow-1.bin resumed", lambda d: row_of("queue", "slow-1.bin")[1] in ("active", "waiting"))
+    click("queue", "slow-2.bin", "Remove")
+    wait_for(driver, "slow-2.bin removed", lambda d: row_of("queue", "slow-2.bin") is None)
+    seen["agent_queue"] = rows(driver, "queue")
+    seen["agent_stopped"] = rows(driver, "stopped")
+    seen["agent_images"] = driver.execute_script("return document.getElementsByTagName('img').length")
+    seen["agent_alerts"] = alerts(driver)
 finally:
     driver.quit()
 print(json.dumps(seen))
