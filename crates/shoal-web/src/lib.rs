@@ -123,8 +123,17 @@ mod tests {
 
     #[test]
     fn shared_script_never_parses_html() {
-        for forbidden in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
-            assert!(!COMMON_JS.body.contains(forbidden), "common.js uses {forbidden}");
+        for forbidden in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+        ] {
+            assert!(
+                !COMMON_JS.body.contains(forbidden),
+                "common.js uses {forbidden}"
+            );
         }
     }
 }

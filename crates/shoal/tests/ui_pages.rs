@@ -83,8 +83,7 @@ fn pages_show_the_fleet_and_drive_the_queue_only_with_a_token() {
     let Some(python) = python_with_selenium() else {
         return;
     };
-    let shots = std::env::var_os("SHOAL_UI_SHOTS")
-        .map_or_else(|| fleet.path("shots"), Into::into);
+    let shots = std::env::var_os("SHOAL_UI_SHOTS").map_or_else(|| fleet.path("shots"), Into::into);
     std::fs::create_dir_all(&shots).unwrap();
     let out = Command::new(&python)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui/pages.py"))
@@ -108,14 +107,27 @@ fn pages_show_the_fleet_and_drive_the_queue_only_with_a_token() {
 
     let none = &seen["no_token"];
     assert_eq!(none["app_hidden"], true, "{none}");
-    assert_eq!((&none["agent_rows"], &none["content_rows"]), (&0.into(), &0.into()));
+    assert_eq!(
+        (&none["agent_rows"], &none["content_rows"]),
+        (&0.into(), &0.into())
+    );
     let text = none["text"].as_str().unwrap();
-    assert!(!text.contains("ui-a") && !text.contains("plain.bin"), "{text}");
+    assert!(
+        !text.contains("ui-a") && !text.contains("plain.bin"),
+        "{text}"
+    );
 
     let wrong = &seen["wrong_token"];
-    assert!(wrong["error"].as_str().unwrap().contains("refused"), "{wrong}");
+    assert!(
+        wrong["error"].as_str().unwrap().contains("refused"),
+        "{wrong}"
+    );
     assert_eq!(wrong["agent_rows"], 0);
-    assert_eq!(wrong["stored"], serde_json::Value::Null, "a refused token is forgotten");
+    assert_eq!(
+        wrong["stored"],
+        serde_json::Value::Null,
+        "a refused token is forgotten"
+    );
 
     let shown = &seen["fleet"];
     assert_eq!(shown["hash"], "", "the token leaves the address bar");
@@ -126,14 +138,20 @@ fn pages_show_the_fleet_and_drive_the_queue_only_with_a_token() {
         .iter()
         .map(|row| row[0].as_str().unwrap())
         .collect();
-    assert!(agents.contains(&"ui-a") && agents.contains(&"ui-b"), "{agents:?}");
+    assert!(
+        agents.contains(&"ui-a") && agents.contains(&"ui-b"),
+        "{agents:?}"
+    );
     let names: Vec<&str> = shown["names"]
         .as_array()
         .unwrap()
         .iter()
         .map(|n| n.as_str().unwrap())
         .collect();
-    assert!(names.contains(&TAG_NAME), "the tag-like name as text: {names:?}");
+    assert!(
+        names.contains(&TAG_NAME),
+        "the tag-like name as text: {names:?}"
+    );
     assert!(names.contains(&"plain.bin"), "{names:?}");
     assert_eq!(shown["images"], 0, "no element came from a file name");
     assert_eq!(shown["alerts"], serde_json::json!([]));
@@ -147,8 +165,14 @@ fn pages_show_the_fleet_and_drive_the_queue_only_with_a_token() {
     assert!(plain[2].as_str().unwrap().starts_with("2 whole"), "{plain}");
     let swarm = shown["swarms"][0].as_str().unwrap();
     assert!(swarm.contains("origin.invalid/big.iso"), "{swarm}");
-    assert!(!swarm.contains(URL_SECRET), "the URL's secret is hidden: {swarm}");
-    assert!(swarm.contains("4.0 MiB of 64 MiB"), "origin bytes against the size: {swarm}");
+    assert!(
+        !swarm.contains(URL_SECRET),
+        "the URL's secret is hidden: {swarm}"
+    );
+    assert!(
+        swarm.contains("4.0 MiB of 64 MiB"),
+        "origin bytes against the size: {swarm}"
+    );
     let members: Vec<&str> = shown["members"]
         .as_array()
         .unwrap()
@@ -159,7 +183,11 @@ fn pages_show_the_fleet_and_drive_the_queue_only_with_a_token() {
     assert!(members.contains(&"ui-b13 %"), "{members:?}");
 
     assert_eq!(seen["live"]["same_page"], true, "updated without a reload");
-    assert!(seen["phone"]["scroll_width"].as_u64().unwrap() <= 390, "{}", seen["phone"]);
+    assert!(
+        seen["phone"]["scroll_width"].as_u64().unwrap() <= 390,
+        "{}",
+        seen["phone"]
+    );
     assert!(seen["phone"]["agent_rows"].as_u64().unwrap() >= 2);
     assert!(seen["reload"]["agent_rows"].as_u64().unwrap() >= 2);
     assert_eq!(seen["reload"]["alerts"], serde_json::json!([]));
@@ -168,7 +196,10 @@ fn pages_show_the_fleet_and_drive_the_queue_only_with_a_token() {
     assert_eq!(none["app_hidden"], true, "{none}");
     assert!(!none["text"].as_str().unwrap().contains("ui-a"), "{none}");
     let role = seen["agent_role"].as_str().unwrap();
-    assert!(role.contains("fleet member") && role.contains("2 holdings"), "{role}");
+    assert!(
+        role.contains("fleet member") && role.contains("2 holdings"),
+        "{role}"
+    );
     let column = |key: &str, at: usize| -> Vec<String> {
         seen[key]
             .as_array()
@@ -297,7 +328,9 @@ fn python_with_selenium() -> Option<String> {
         println!("SKIP: the tracker page's browser checks: no {tool} (apt-get install chromium chromium-driver)");
         return None;
     }
-    let probe = Command::new(&python).args(["-c", "import selenium"]).output();
+    let probe = Command::new(&python)
+        .args(["-c", "import selenium"])
+        .output();
     if !probe.is_ok_and(|out| out.status.success()) {
         println!("SKIP: the tracker page's browser checks: {python} has no selenium (pip install selenium)");
         return None;

@@ -135,7 +135,7 @@
         meter(done, total),
         el("span", { class: "num dim" }, bytes(done) + (total ? " of " + bytes(total) : "")),
       ]),
-      el("td", { class: "num", "data-label": "Speed" }, rate(d.downloadSpeed)),
+      el("td", { class: "num", "data-label": "Speed" }, d.status === "active" ? rate(d.downloadSpeed) : "–"),
       el("td", { class: "actions", "data-label": "Actions" }, actions),
     ]);
   }

@@ -22,9 +22,9 @@ use super::evidence::Evidence;
 use super::memory::{CatalogRow, Memory};
 use super::swarms::{Leader, SwarmTable};
 use super::{
-    AgentPage, Caller, ContentSearch, DigestsPublished, NewSwarm, PeerQuery, PeerReport, SwarmSummary,
-    Registration, Store, StoreError, StoreOptions, StoreStats, SwarmLimits, Swept, UrlReport,
-    REPORT_HOLD,
+    AgentPage, Caller, ContentSearch, DigestsPublished, NewSwarm, PeerQuery, PeerReport,
+    Registration, Store, StoreError, StoreOptions, StoreStats, SwarmLimits, SwarmSummary, Swept,
+    UrlReport, REPORT_HOLD,
 };
 use crate::clock::Clock;
 

@@ -234,7 +234,7 @@ mod tests {
 
     #[test]
     fn availability_counts_the_fewest_holders_per_segment() {
-        let layout = Layout::new(4 * 10, 10).unwrap(); // 4 pieces: 4 segments
+        let layout = Layout::new(4 * 16, 16).unwrap(); // 4 pieces: 4 segments
         let peers = PeersResponse {
             content: ContentId::from_bytes([1; 32]),
             layout,

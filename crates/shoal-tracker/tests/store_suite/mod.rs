@@ -264,11 +264,14 @@ pub(crate) async fn leases_lapse_and_heartbeats_renew<S: Store>(store: S, clock:
         .unwrap();
     clock.advance(LEASE / 2);
     store
-        .heartbeat(caller("t"), id("a"), HeartbeatRequest {
-                    load: 2,
-                    ..Default::default()
-                },
-            )
+        .heartbeat(
+            caller("t"),
+            id("a"),
+            HeartbeatRequest {
+                load: 2,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     clock.advance(LEASE / 2 + Duration::from_millis(1));

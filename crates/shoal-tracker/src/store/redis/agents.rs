@@ -338,8 +338,7 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         pipe.cmd("HMGET").arg(AGENTS).arg(&names);
         pipe.cmd("HMGET").arg(SERVED).arg(&names);
-        let (infos, served): (Vec<Option<String>>, Vec<Option<String>>) =
-            self.query(&pipe).await?;
+        let (infos, served): (Vec<Option<String>>, Vec<Option<String>>) = self.query(&pipe).await?;
         let mut pipe = redis::pipe();
         for (id, _) in &live {
             pipe.hvals(held_key(id));
@@ -352,7 +351,9 @@ impl RedisStore {
                 continue;
             };
             let info = decode_agent(&info)?;
-            let served = served.as_deref().map_or_else(Served::default, Served::decode);
+            let served = served
+                .as_deref()
+                .map_or_else(Served::default, Served::decode);
             let remaining = deadline - now;
             out.push(AgentSummary {
                 addr: info.addr,

@@ -44,8 +44,9 @@ use shoal_core::wire::{
 use shoal_core::{ContentId, Manifest, PieceDigest};
 
 use super::{
-    AgentPage, Caller, ContentSearch, DigestsPublished, NewSwarm, PeerQuery, PeerReport, SwarmSummary,
-    Registration, Store, StoreError, StoreOptions, StoreStats, SwarmLimits, Swept, UrlReport,
+    AgentPage, Caller, ContentSearch, DigestsPublished, NewSwarm, PeerQuery, PeerReport,
+    Registration, Store, StoreError, StoreOptions, StoreStats, SwarmLimits, SwarmSummary, Swept,
+    UrlReport,
 };
 use crate::clock::Clock;
 
