@@ -38,7 +38,8 @@ fn pages_show_the_fleet_and_drive_the_queue_only_with_a_token() {
     assert_secure_page(port, "/ui/events");
 
     let data = random_bytes(MIB, 7);
-    let share_a = fleet.share("share-a", TAG_NAME, &random_bytes(MIB + 5, 8));
+    let tagged = random_bytes(MIB + 5, 8);
+    let share_a = fleet.share("share-a", TAG_NAME, &tagged);
     std::fs::write(share_a.join("plain.bin"), &data).unwrap();
     let share_b = fleet.share("share-b", "plain.bin", &data);
     let rpc_port = common::free_port();
@@ -63,9 +64,15 @@ fn pages_show_the_fleet_and_drive_the_queue_only_with_a_token() {
             dir,
         ],
     );
-    let _b = fleet.agent("ui-b", Some(&share_b), &[]);
+    let b = fleet.agent("ui-b", Some(&share_b), &[]);
     common::wait_complete_holdings(port, READER, &["ui-a", "ui-b"], "the tracker");
     assert_secure_page(rpc_port, "/ui/fleet");
+    // ui-b fetches the tag-named file from ui-a: ui-a's heartbeats then report what it served.
+    let id = fleet::content_id(&tagged);
+    let fetch = fleet.get(&b, &format!("shoal:blake3:{id}"), "fetched");
+    fleet::done(fetch, &fleet, &["ui-a", "ui-b"]);
+    fleet.assert_file("fetched", &tagged);
+    wait_served(&fleet, "ui-a", tagged.len() as u64);
     wait_contents(&fleet, 2);
     run_swarm(&fleet);
 
@@ -141,6 +148,16 @@ fn pages_show_the_fleet_and_drive_the_queue_only_with_a_token() {
     assert!(
         agents.contains(&"ui-a") && agents.contains(&"ui-b"),
         "{agents:?}"
+    );
+    let ui_a = shown["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row[0] == "ui-a")
+        .unwrap();
+    assert_ne!(
+        ui_a[4], "0 B",
+        "bytes served, from ui-a's heartbeats: {ui_a}"
     );
     let names: Vec<&str> = shown["names"]
         .as_array()
@@ -258,6 +275,30 @@ fn get_head(port: u16, path: &str) -> (String, String) {
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
     (head.to_ascii_lowercase(), body.to_string())
+}
+
+/// Waits until the tracker lists `agent` with at least `bytes` served.
+fn wait_served(fleet: &Fleet, agent: &str, bytes: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = fleet.tracker_call("GET", "/v1/agents");
+        assert_eq!(status, 200, "{body}");
+        let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let served = list["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == agent)
+            .and_then(|a| a["served"].as_u64());
+        if served.is_some_and(|s| s >= bytes) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{agent} served: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Waits until the tracker lists `count` contents.
