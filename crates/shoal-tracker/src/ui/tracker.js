@@ -183,7 +183,8 @@
     $("swarms").replaceChildren(...swarms.map((s) => {
       const members = s.members.map((m) => el("li", {}, [
         el("span", { class: "mono member" }, m.id),
-        m.id === s.leader ? el("span", { class: "tag" }, "leader") : null,
+        // An empty cell for the others keeps every member's bar in one column.
+        m.id === s.leader ? el("span", { class: "tag" }, "leader") : el("span"),
         meter(m.pieces, s.pieces),
         el("span", { class: "num dim" }, Math.round(100 * m.pieces / Math.max(1, s.pieces)) + " %"),
       ]));
