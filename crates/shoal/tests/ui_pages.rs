@@ -226,13 +226,21 @@ fn pages_show_the_fleet_and_drive_the_queue_only_with_a_token() {
             .collect()
     };
     assert_eq!(
-        column("agent_paused", 0),
+        column("agent_reordered", 0),
         ["slow-1.bin", "slow-3.bin", "slow-2.bin"],
-        "moved up one place"
+        "slow-3 moved up one place"
     );
-    assert_eq!(column("agent_paused", 1)[0], "paused");
-    // Pausing slow-1 let slow-3 run; resumed, slow-1 waits behind it.
-    assert_eq!(column("agent_queue", 0), ["slow-3.bin", "slow-1.bin"]);
+    // Paused, slow-1 lets slow-3 run (active downloads are listed first).
+    let paused = &seen["agent_paused"];
+    let status_of = |name: &str| {
+        let row = paused.as_array().unwrap().iter().find(|r| r[0] == name);
+        row.unwrap_or_else(|| panic!("no {name} in {paused}"))[1].clone()
+    };
+    assert_eq!(status_of("slow-1.bin"), "paused");
+    assert_eq!(status_of("slow-2.bin"), "waiting");
+    let mut queued = column("agent_queue", 0);
+    queued.sort();
+    assert_eq!(queued, ["slow-1.bin", "slow-3.bin"], "slow-2 removed");
     let stopped = column("agent_stopped", 0);
     assert!(stopped.contains(&"slow-2.bin".to_string()), "{stopped:?}");
     assert!(stopped.contains(&TAG_NAME.to_string()), "{stopped:?}");

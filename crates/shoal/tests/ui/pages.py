@@ -71,7 +71,7 @@ try:
     # No token: the form, and nothing of the fleet.
     driver.get(BASE + "/ui")
     wait_for(driver, "the token form", lambda d: d.execute_script("return !document.getElementById('login').hidden"))
-    time.sleep(1)  # a stream draws at once; nothing may appear
+    time.sleep(0.5)  # a stream draws at once; nothing may appear
     seen["no_token"] = {
         "app_hidden": driver.execute_script("return document.getElementById('app').hidden"),
         "agent_rows": len(rows(driver, "agents")),
@@ -134,7 +134,7 @@ try:
     # The agent's page: nothing without the RPC secret.
     driver.get(RPC + "/ui")
     wait_for(driver, "the agent's secret form", lambda d: d.execute_script("return !document.getElementById('login').hidden"))
-    time.sleep(1)
+    time.sleep(0.5)  # the queue draws at once; nothing may appear
     seen["agent_no_secret"] = {
         "app_hidden": driver.execute_script("return document.getElementById('app').hidden"),
         "text": driver.find_element("tag name", "body").text,
@@ -172,6 +172,7 @@ try:
     click("queue", "slow-3.bin", "Up")
     wait_for(driver, "slow-3.bin before slow-2.bin",
              lambda d: [r[0] for r in rows(d, "queue")] == ["slow-1.bin", "slow-3.bin", "slow-2.bin"])
+    seen["agent_reordered"] = rows(driver, "queue")
     click("queue", "slow-1.bin", "Pause")
     wait_for(driver, "slow-1.bin paused", lambda d: row_of("queue", "slow-1.bin")[1] == "paused")
     seen["agent_paused"] = rows(driver, "queue")
