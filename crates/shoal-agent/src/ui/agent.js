@@ -136,7 +136,7 @@
         el("span", { class: "num dim" }, bytes(done) + (total ? " of " + bytes(total) : "")),
       ]),
       el("td", { class: "num", "data-label": "Speed" }, d.status === "active" ? rate(d.downloadSpeed) : "–"),
-      el("td", { class: "actions", "data-label": "Actions" }, actions),
+      el("td", { "data-label": "Actions" }, el("div", { class: "actions" }, actions)),
     ]);
   }
 
@@ -146,8 +146,8 @@
       el("td", { "data-label": "Status", title: d.errorMessage || "" },
         el("span", { class: "state " + d.status }, d.errorMessage ? d.status + ": " + d.errorMessage : d.status)),
       el("td", { class: "num", "data-label": "Size" }, bytes(d.totalLength)),
-      el("td", { class: "actions", "data-label": "Actions" },
-        button("Clear", "aria2.removeDownloadResult", d.gid)),
+      el("td", { "data-label": "Actions" },
+        el("div", { class: "actions" }, button("Clear", "aria2.removeDownloadResult", d.gid))),
     ]);
   }
 
