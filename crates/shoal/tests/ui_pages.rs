@@ -10,7 +10,6 @@
 //! `SHOAL_UI_SHOTS=DIR` keeps the screenshots (1280×800 and a 390×844 phone) in `DIR`.
 
 mod common;
-#[allow(dead_code)] // The fleet's helpers this test does not use.
 mod fleet;
 
 use std::io::{Read, Write};
