@@ -78,6 +78,7 @@ try:
         "content_rows": len(rows(driver, "contents")),
         "text": driver.find_element("tag name", "body").text,
     }
+    driver.save_screenshot(SHOTS + "/tracker-no-token-1280x800.png")
 
     # A wrong token: refused, and still nothing.
     driver.get(BASE + "/ui#token=not-a-token-of-this-tracker")
