@@ -199,6 +199,11 @@ fn pages_show_the_fleet_and_drive_the_queue_only_with_a_token() {
     assert!(members.contains(&"ui-b13 %"), "{members:?}");
 
     assert_eq!(seen["live"]["same_page"], true, "updated without a reload");
+    assert_eq!(
+        seen["filtered"],
+        serde_json::json!(["plain.bin"]),
+        "filtered by name"
+    );
     assert!(
         seen["phone"]["scroll_width"].as_u64().unwrap() <= 390,
         "{}",

@@ -116,6 +116,15 @@ try:
     wait_for(driver, "the late agent", lambda d: any(r[0] == "late-1" for r in rows(d, "agents")))
     seen["live"] = {"same_page": driver.execute_script("return window.__same_page === true")}
 
+    # The name filter asks the tracker for matching contents only.
+    driver.find_element("id", "filter").send_keys("PLAIN")
+    wait_for(driver, "the filtered contents", lambda d: len(rows(d, "contents")) == 1)
+    seen["filtered"] = driver.execute_script(
+        "return [...document.querySelectorAll('#contents .name')].map(n => n.textContent)")
+    driver.find_element("id", "filter").clear()
+    driver.execute_script("document.getElementById('filter').dispatchEvent(new Event('input'))")
+    wait_for(driver, "every content again", lambda d: len(rows(d, "contents")) >= 3)
+
     # A phone.
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                            {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True})
