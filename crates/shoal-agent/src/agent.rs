@@ -1,7 +1,7 @@
 //! The daemon put together: the store of fetched contents, the shared directory kept in the
-//! catalog, the piece server, the control API (on its socket, and on a TCP listener if asked)
-//! and the announcer; `/metrics` and `/healthz` beside the piece server; the HTTP proxy when
-//! asked.
+//! catalog, the piece server, the control API (on its socket, and on a TCP listener if asked),
+//! the download queue with its aria2-compatible RPC (on `--rpc-listen`, if asked) and the
+//! announcer; `/metrics` and `/healthz` beside the piece server; the HTTP proxy when asked.
 
 use std::future::Future;
 use std::io;
@@ -24,9 +24,12 @@ use crate::metrics::{self, DataCheck, Observed};
 use crate::objects::{Objects, ObjectsError};
 use crate::ordered::Ordered;
 use crate::proxy::{self, Proxy, ProxyError, ProxyOptions};
+use crate::queue::{Caps, Queue, QueueError, QueueOptions, Via};
+use crate::rpc::{self, Rpc};
 use crate::serve::{self, PieceServer, ServeOptions};
 use crate::share::{self, Share, ShareError, ShareOptions, Symlinks};
 use crate::tracker::TrackerClient;
+use crate::ui;
 
 /// Why the agent could not start or stopped; the message names the file, address or id to fix.
 #[derive(Debug, Error)]
@@ -46,6 +49,12 @@ pub enum AgentError {
     /// The control API's socket, token file or TCP listener could not be opened.
     #[error("opening the control API: {0}")]
     Control(#[from] DoorError),
+    /// The download queue in the data directory could not be read or written.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The RPC's secret file could not be read or made.
+    #[error("opening the RPC's secret: {0}")]
+    RpcSecret(#[source] DoorError),
     /// Binding the control API's TCP listener failed, or a server stopped with an error.
     #[error("serving on {addr} failed: {source}")]
     Serve {
@@ -89,6 +98,37 @@ pub struct AgentOptions {
     pub tls: Option<ServerTls>,
     /// The HTTP proxy (and registry mirror) door, if one listens.
     pub proxy: ProxyOptions,
+    /// The download queue and its aria2-compatible RPC.
+    pub queue: DaemonOptions,
+}
+
+/// The download queue (always kept, in `queue.json` in the data directory) and the RPC that
+/// drives it.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// Where the RPC listens (`--rpc-listen`); `None`: no RPC, the queue still resumes.
+    pub listen: Option<SocketAddr>,
+    /// The file holding the RPC's secret, created (mode 0600) when missing; `None`:
+    /// `rpc.secret` in the data directory.
+    pub secret_file: Option<PathBuf>,
+    /// Where downloads are saved unless they name a `dir`.
+    pub dir: PathBuf,
+    /// Downloads running at once.
+    pub max_concurrent: usize,
+    /// The overall download cap, bytes a second (changeable at run time).
+    pub download_limit: Option<u64>,
+}
+
+impl Default for DaemonOptions {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            secret_file: None,
+            dir: PathBuf::from("."),
+            max_concurrent: 5,
+            download_limit: None,
+        }
+    }
 }
 
 /// The control API's doors besides its Unix socket, `control.sock` in the data directory.
@@ -126,6 +166,21 @@ pub async fn run(
                     source,
                 })?;
             Some((listener, token))
+        }
+        None => None,
+    };
+    let rpc_tcp = match options.queue.listen {
+        Some(addr) => {
+            let secret_file = (options.queue.secret_file.clone())
+                .unwrap_or_else(|| options.data.join(rpc::SECRET_FILE));
+            let secret = door::token(&secret_file).map_err(AgentError::RpcSecret)?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| AgentError::Serve {
+                    addr: addr.to_string(),
+                    source,
+                })?;
+            Some((listener, secret))
         }
         None => None,
     };
@@ -174,6 +229,31 @@ pub async fn run(
         downloads,
     );
     fetcher.resume(unfinished, &stop);
+    let (http, tally) = (options.fetch.http.clone(), fetcher.tally_handle());
+    let via = match &options.tracker {
+        Some(_) => Via::Swarm {
+            fetcher: fetcher.clone(),
+            http,
+            tally,
+        },
+        None => Via::Engine { http, tally },
+    };
+    let caps = Caps::new(
+        options.queue.download_limit,
+        options.serve.upload_limit,
+        Some(server.clone()),
+    );
+    let queue = Queue::open(
+        QueueOptions {
+            data: options.data.clone(),
+            dir: options.queue.dir.clone(),
+            max_concurrent: options.queue.max_concurrent,
+        },
+        via,
+        caps,
+        stop.clone(),
+    )
+    .await?;
     let data = DataCheck::new(options.data.clone());
     data.check().await;
     tokio::spawn(data.clone().run(stop.clone()));
@@ -268,6 +348,37 @@ pub async fn run(
             closing.clone().cancelled_owned(),
         )
     });
+    let rpc_served = rpc_tcp.map(|(listener, secret)| {
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, path = rpc::RPC_PATH, "aria2-compatible RPC listening, with its secret");
+            if !addr.ip().is_loopback() {
+                warn!(
+                    %addr,
+                    "the RPC listens beyond this machine without TLS: its secret and the URLs \
+                     it is given cross the network in clear; prefer a loopback --rpc-listen \
+                     behind a TLS proxy"
+                );
+            }
+        }
+        let page = ui::app(ui::Fleet {
+            id: options.id.clone(),
+            advertise: options.advertise,
+            tracker: options.tracker.clone(),
+            catalog: catalog.clone(),
+            server: server.clone(),
+            secret: secret.clone(),
+        });
+        let rpc = Rpc::new(queue.clone(), secret, stop.clone());
+        // Every route of the RPC listener: `/jsonrpc`, and beside it the agent's web page
+        // (`/ui`), which drives the queue through the same RPC.
+        let routes = rpc::app(rpc).merge(page);
+        shoal_serve::serve(
+            listener,
+            routes,
+            options.serve.limits.clone(),
+            closing.clone().cancelled_owned(),
+        )
+    });
     let pieces = shoal_serve::serve_tls(
         listener,
         serve::app(server.clone()).merge(metrics::app(observed)),
@@ -275,7 +386,7 @@ pub async fn run(
         options.tls.clone(),
         closing.clone().cancelled_owned(),
     );
-    let (served, socket_served, tcp_served, proxy_served) = tokio::join!(
+    let (served, socket_served, tcp_served, proxy_served, rpc_served) = tokio::join!(
         pieces,
         control_socket,
         async move {
@@ -287,6 +398,12 @@ pub async fn run(
         async move {
             match proxy_served {
                 Some(proxy) => proxy.await,
+                None => Ok(()),
+            }
+        },
+        async move {
+            match rpc_served {
+                Some(rpc) => rpc.await,
                 None => Ok(()),
             }
         }
@@ -303,6 +420,7 @@ pub async fn run(
         .and(socket_served)
         .and(tcp_served)
         .and(proxy_served)
+        .and(rpc_served)
         .map_err(|source| AgentError::Serve { addr, source })
 }
 

@@ -10,11 +10,12 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use shoal_core::wire::{
-    AgentId, AnnounceRequest, HeartbeatRequest, PieceDelta, RegisterRequest, Scheme,
+    AgentId, AnnounceRequest, HeartbeatRequest, LeaseGrant, PieceDelta, RegisterRequest, Scheme,
 };
 use shoal_core::{ContentId, PieceIndex};
 use thiserror::Error;
@@ -69,6 +70,8 @@ pub struct Announcer {
     pub server: PieceServer,
     /// Manifests the tracker has from this agent, so peers can verify what it serves.
     published: Mutex<HashSet<ContentId>>,
+    /// The last lease grant said the tracker reads the upload counter in heartbeats.
+    reads_served: AtomicBool,
 }
 
 enum Step {
@@ -92,6 +95,7 @@ impl Announcer {
             catalog,
             server,
             published: Mutex::default(),
+            reads_served: AtomicBool::new(false),
         }
     }
 
@@ -226,7 +230,7 @@ impl Announcer {
                     holdings = body.holdings.len(),
                     "registered"
                 );
-                Step::Ok(Duration::from_millis(grant.lease_ms))
+                self.granted(grant)
             }
             Err(e @ TrackerError::IdInUse { .. }) => Step::Refused(e),
             Err(e) => Step::Failed(e),
@@ -234,14 +238,26 @@ impl Announcer {
     }
 
     async fn heartbeat(&self) -> Step {
+        let served = if self.reads_served.load(Ordering::Relaxed) {
+            self.server.bytes_served()
+        } else {
+            0
+        };
         let body = HeartbeatRequest {
             load: self.server.load(),
+            served,
         };
         match self.tracker.heartbeat(&self.identity.id, &body).await {
-            Ok(grant) => Step::Ok(Duration::from_millis(grant.lease_ms)),
+            Ok(grant) => self.granted(grant),
             Err(e) if e.is_not_found() => Step::Forgotten,
             Err(e) => Step::Failed(e),
         }
+    }
+
+    fn granted(&self, grant: LeaseGrant) -> Step {
+        self.reads_served
+            .store(grant.reads_served, Ordering::Relaxed);
+        Step::Ok(Duration::from_millis(grant.lease_ms))
     }
 
     async fn announce(&self) -> Step {
@@ -253,7 +269,7 @@ impl Announcer {
             return self.heartbeat().await;
         }
         match self.tracker.announce(&self.identity.id, &body).await {
-            Ok(grant) => Step::Ok(Duration::from_millis(grant.lease_ms)),
+            Ok(grant) => self.granted(grant),
             // Also when a content was announced before the tracker knew this agent again.
             Err(e) if e.is_not_found() => Step::Forgotten,
             Err(e) => Step::Failed(e),

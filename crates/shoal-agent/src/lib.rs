@@ -16,12 +16,15 @@ pub mod ordered;
 pub mod peers;
 pub mod piece_size;
 pub mod proxy;
+pub mod queue;
 pub mod registry;
+pub mod rpc;
 pub mod serve;
 pub mod share;
 #[cfg(test)]
 mod testing;
 pub mod tracker;
+pub mod ui;
 
 pub use agent::{run, AgentError, AgentOptions};
 pub use catalog::{Catalog, Change, Entry, Provenance};

@@ -43,6 +43,7 @@ pub use tokio_util::sync::CancellationToken;
 pub use url::Url;
 
 pub use http::{FetchError, UrlVersion};
+pub use ratelimit::SharedRate;
 pub use tally::Tally;
 
 /// Learns the size and validators of what `url` serves now with a one-byte range request, so

@@ -14,6 +14,7 @@ use shoal_core::checksum::PieceHashes;
 
 use crate::ca::ExtraRoots;
 use crate::naming::Claims;
+use crate::ratelimit::SharedRate;
 use crate::stream::StreamSink;
 use crate::tally::Tally;
 use thiserror::Error;
@@ -283,6 +284,8 @@ pub struct DownloadOptions {
     /// Bytes per second for the whole download, over all its connections; `None` (the default) for
     /// no limit.
     pub limit_rate: Option<Rate>,
+    /// A cap shared with other downloads (a daemon's overall limit), besides `limit_rate`.
+    pub shared_rate: Option<Arc<SharedRate>>,
     /// Headers, TLS and timeouts of every request.
     pub http: HttpOptions,
     /// Whether a slow tail is fetched twice.
@@ -416,6 +419,7 @@ impl DownloadOptions {
             pieces: None,
             expected_size: None,
             limit_rate: None,
+            shared_rate: None,
             http: HttpOptions::default(),
             endgame: Endgame::default(),
             learn_pieces: None,

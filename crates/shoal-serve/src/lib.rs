@@ -249,7 +249,8 @@ impl HttpConnection {
             let mut router = router.clone();
             async move { Ok::<_, Infallible>(router.call(request).await.unwrap_or_else(|e| match e {})) }
         });
-        // With upgrades: a proxy's `CONNECT` turns the connection into a tunnel.
+        // With upgrades: a proxy's `CONNECT` tunnel or the agent RPC's WebSocket takes the
+        // connection over.
         let connection = self.http.serve_connection(io, service).with_upgrades();
         let mut connection = std::pin::pin!(connection);
         let mut closing = false;

@@ -8,6 +8,8 @@
 //! bearer tokens by role ([`auth`]) and per-token rate limits ([`ratelimit`]). Storage sits
 //! behind the [`store::Store`] trait; the default backend is SQLite plus in-memory soft state.
 //!
+//! The page for people, `/ui`, is in [`ui`].
+//!
 //! A server is [`app`] (a router) and [`run`] (serve a listener until a shutdown future
 //! completes), so tests bind `127.0.0.1:0` and drive the real thing.
 
@@ -21,6 +23,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
 pub mod store;
+pub mod ui;
 pub mod urlkey;
 
 use std::future::Future;
@@ -92,6 +95,9 @@ struct Shared<S> {
     options: TrackerOptions,
     limiter: RequestLimiter,
     metrics: Metrics,
+    /// Changes once [`run`]'s shutdown completes, so that the page's endless event streams end
+    /// and the server's graceful shutdown does not wait for them.
+    closing: tokio::sync::watch::Sender<()>,
 }
 
 impl<S> Clone for AppState<S> {
@@ -112,6 +118,7 @@ impl<S: Store> AppState<S> {
                 tokens,
                 options,
                 metrics: Metrics::default(),
+                closing: tokio::sync::watch::Sender::new(()),
             }),
         }
     }
@@ -125,6 +132,7 @@ impl<S: Store> AppState<S> {
 /// The tracker's router, ready to serve.
 pub fn app<S: Store>(state: AppState<S>) -> Router {
     api::router::<S>()
+        .merge(ui::router::<S>())
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(
@@ -166,6 +174,11 @@ pub async fn run<S: Store>(
     }
     let limits = state.shared.options.limits.clone();
     let tls = state.shared.options.tls.clone();
+    let closing = state.shared.closing.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.send_replace(());
+    };
     let served = shoal_serve::serve_tls(listener, app(state), limits, tls, shutdown).await;
     sweeper.abort();
     tracing::info!("tracker stopped");

@@ -77,14 +77,16 @@ fn schemas() -> Value {
             "scheme": {"type": "string", "enum": ["http", "https"], "default": "http", "description": "Whether the piece server speaks HTTPS; absent: http."},
             "upload_capacity": {"type": "integer", "format": "uint64"},
             "holdings": {"type": "array", "items": {"$ref": "#/components/schemas/Holding"}}}},
-        "HeartbeatRequest": {"type": "object", "properties": {"load": {"type": "integer", "format": "uint32"}}},
+        "HeartbeatRequest": {"type": "object", "properties": {"load": {"type": "integer", "format": "uint32"},
+            "served": {"type": "integer", "format": "uint64", "description": "bytes sent to peers since the agent started; send only when the lease grant's reads_served is true"}}},
         "AnnounceRequest": {"type": "object", "properties": {
             "removed": {"type": "array", "items": {"$ref": "#/components/schemas/ContentId"}},
             "holdings": {"type": "array", "items": {"$ref": "#/components/schemas/Holding"}},
             "pieces": {"type": "array", "items": {"type": "object", "required": ["content", "have"], "properties": {
                 "content": {"$ref": "#/components/schemas/ContentId"},
                 "have": {"type": "array", "items": {"type": "integer", "format": "uint32"}}}}}}},
-        "LeaseGrant": {"type": "object", "required": ["lease_ms"], "properties": {"lease_ms": {"type": "integer"}}},
+        "LeaseGrant": {"type": "object", "required": ["lease_ms"], "properties": {"lease_ms": {"type": "integer"},
+            "reads_served": {"type": "boolean", "description": "the tracker reads HeartbeatRequest.served"}}},
         "Peer": {"type": "object", "required": ["id", "addr", "upload_capacity", "load", "complete"], "properties": {
             "id": {"type": "string"}, "addr": {"type": "string"},
             "scheme": {"type": "string", "enum": ["http", "https"], "default": "http", "description": "Whether the piece server speaks HTTPS; absent: http."},
@@ -104,7 +106,9 @@ fn schemas() -> Value {
             "id": {"type": "string"}, "addr": {"type": "string"}, "upload_capacity": {"type": "integer"},
             "scheme": {"type": "string", "enum": ["http", "https"], "default": "http", "description": "Whether the piece server speaks HTTPS; absent: http."},
             "load": {"type": "integer"}, "holdings": {"type": "integer"},
-            "complete_holdings": {"type": "integer"}, "lease_remaining_ms": {"type": "integer"}}},
+            "complete_holdings": {"type": "integer"}, "lease_remaining_ms": {"type": "integer"},
+            "last_seen_ms": {"type": "integer"}, "served": {"type": "integer"},
+            "upload_rate": {"type": "integer", "description": "bytes per second sent to peers between the last two heartbeats"}}},
         "AgentList": {"type": "object", "required": ["agents"], "properties": {
             "agents": {"type": "array", "items": {"$ref": "#/components/schemas/AgentSummary"}}}},
         "Manifest": {"type": "object", "required": ["size", "piece_size", "digests"], "properties": {

@@ -10,7 +10,7 @@ use serde_json::json;
 async fn register_announce_and_query_peers() {
     let server = start(Setup::default()).await;
     let (_, x) = content(3, 40);
-    let lease = json!({"lease_ms": LEASE.as_millis() as u64});
+    let lease = json!({"lease_ms": LEASE.as_millis() as u64, "reads_served": true});
 
     let seeder = json!({"addr": "127.0.0.1:7001", "upload_capacity": 1000,
         "holdings": [holding(&x, "ubuntu.iso", 40, None)]});
@@ -356,7 +356,8 @@ async fn search_and_list_for_people() {
     assert_eq!(
         body,
         json!({"agents": [{"id": "web-1", "addr": "127.0.0.1:1", "upload_capacity": 5,
-        "load": 0, "holdings": 2, "complete_holdings": 1, "lease_remaining_ms": LEASE.as_millis() as u64}]})
+        "load": 0, "holdings": 2, "complete_holdings": 1, "lease_remaining_ms": LEASE.as_millis() as u64,
+        "last_seen_ms": 0, "served": 0, "upload_rate": 0}]})
     );
     let (_, body) = server.get("/v1/agents?after=web-1", READER).await;
     assert_eq!(body, json!({"agents": []}));

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use shoal_agent::agent::ControlOptions;
+use shoal_agent::agent::{ControlOptions, DaemonOptions};
 use shoal_agent::fetch::FetchOptions;
 use shoal_agent::proxy::{Cidr, ProxyOptions, Rules, UrlPattern};
 use shoal_agent::registry::{Upstream, Upstreams};
@@ -34,9 +34,10 @@ pub(crate) struct AgentArgs {
     tracker: Vec<Url>,
 
     /// File holding this agent's token for the tracker (one line): its own `agent:ID` token,
-    /// or the fleet's agent token; also the peer token unless --peer-token-file is given
+    /// or the fleet's agent token; also the peer token unless --peer-token-file is given.
+    /// Needed with --tracker only: without one the agent is a plain download daemon
     #[arg(long, value_name = "FILE")]
-    token_file: PathBuf,
+    token_file: Option<PathBuf>,
 
     /// File holding the token peers exchange (one line): sent to peers, and what peers must
     /// send to fetch pieces from this agent; needed when --token-file holds a per-agent token
@@ -79,7 +80,8 @@ pub(crate) struct AgentArgs {
     #[arg(long, value_name = "ID")]
     id: Option<String>,
 
-    /// Total upload speed to peers, e.g. 50M (bytes per second)
+    /// Total upload speed to peers, e.g. 50M (bytes per second); changeable at run time with
+    /// the RPC's changeGlobalOption max-overall-upload-limit
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     upload_limit: Option<Rate>,
 
@@ -98,6 +100,30 @@ pub(crate) struct AgentArgs {
     /// Connections to one peer (one to a seed)
     #[arg(long, value_name = "N", default_value = "2", value_parser = parse_connections)]
     per_peer: Connections,
+
+    /// Serve the aria2-compatible JSON-RPC (and its WebSocket) at /jsonrpc on this address
+    /// [default when given without a value: 127.0.0.1:6800]
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:6800")]
+    rpc_listen: Option<SocketAddr>,
+
+    /// File holding the RPC's secret, which clients send as "token:SECRET"; created (mode
+    /// 0600) if missing [default: DATA/rpc.secret]
+    #[arg(long, value_name = "FILE", requires = "rpc_listen")]
+    rpc_secret_file: Option<PathBuf>,
+
+    /// Queued downloads running at once (the queue is kept in DATA/queue.json)
+    #[arg(long, value_name = "N", default_value = "5", value_parser = clap::value_parser!(u64).range(1..=1000))]
+    max_concurrent_downloads: u64,
+
+    /// Directory queued downloads are saved in unless they name a dir [default: the current
+    /// directory]
+    #[arg(short = 'd', long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+
+    /// Total download speed of the queued downloads, e.g. 20M (bytes per second); changeable
+    /// at run time with the RPC's changeGlobalOption max-overall-download-limit
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    max_overall_download_limit: Option<Rate>,
 
     /// How long a download waits through an origin outage (e.g. 600, 90s, 10m): pieces the
     /// swarm holds are fetched meanwhile, the origin is asked again with back-off, and the
@@ -222,9 +248,15 @@ fn read_token(path: &Path) -> anyhow::Result<String> {
 }
 
 fn options(args: AgentArgs) -> anyhow::Result<(AgentOptions, SocketAddr)> {
-    let token = read_token(&args.token_file)?;
+    let token = match &args.token_file {
+        Some(path) => Some(read_token(path)?),
+        None if args.tracker.is_empty() => None,
+        None => anyhow::bail!("--tracker needs --token-file, the file holding this agent's token"),
+    };
+    // Without a tracker nobody is told of this agent and no peer token is accepted: the piece
+    // server refuses every request.
     let peer_token = match &args.peer_token_file {
-        Some(path) => read_token(path)?,
+        Some(path) => Some(read_token(path)?),
         None => token.clone(),
     };
     std::fs::create_dir_all(&args.data)
@@ -235,6 +267,7 @@ fn options(args: AgentArgs) -> anyhow::Result<(AgentOptions, SocketAddr)> {
     };
     let advertise = match args.advertise {
         Some(addr) => addr,
+        None if args.tracker.is_empty() => args.listen,
         None if !args.listen.ip().is_unspecified() && args.listen.port() != 0 => args.listen,
         None => anyhow::bail!(
             "--listen {} does not say where peers reach this agent: give --advertise ADDR:PORT",
@@ -249,11 +282,20 @@ fn options(args: AgentArgs) -> anyhow::Result<(AgentOptions, SocketAddr)> {
         _ => anyhow::bail!("--tls-cert and --tls-key go together: give both, or neither"),
     };
     let ca = ExtraRoots::load(args.ca.as_deref())?;
+    let dir = match args.dir {
+        Some(dir) => dir,
+        None => std::env::current_dir().context("reading the current directory; give --dir")?,
+    };
     let mut trackers = args.tracker.into_iter();
     let options = AgentOptions {
         id,
         tracker: trackers.next().map(|first| {
-            TrackerClient::with_replicas(first, trackers.collect(), token.clone(), ca.as_ref())
+            TrackerClient::with_replicas(
+                first,
+                trackers.collect(),
+                token.clone().unwrap_or_default(),
+                ca.as_ref(),
+            )
         }),
         share: args.share,
         symlinks: if args.follow_symlinks {
@@ -264,13 +306,13 @@ fn options(args: AgentArgs) -> anyhow::Result<(AgentOptions, SocketAddr)> {
         data: args.data,
         advertise,
         serve: ServeOptions {
-            tokens: vec![peer_token.clone()],
+            tokens: peer_token.clone().into_iter().collect(),
             upload_limit,
             max_connections: args.max_uploads.max(1),
             ..ServeOptions::default()
         },
         fetch: FetchOptions {
-            peer_token,
+            peer_token: peer_token.unwrap_or_default(),
             per_peer: args.per_peer,
             connections: args.connections,
             max_wait: args.max_wait,
@@ -296,6 +338,13 @@ fn options(args: AgentArgs) -> anyhow::Result<(AgentOptions, SocketAddr)> {
                 share_authorized: args.proxy_share_authorized,
             },
             registry: Upstreams::new(args.registry_upstream)?,
+        },
+        queue: DaemonOptions {
+            listen: args.rpc_listen,
+            secret_file: args.rpc_secret_file,
+            dir,
+            max_concurrent: args.max_concurrent_downloads as usize,
+            download_limit: args.max_overall_download_limit.map(|r| r.bytes_per_sec()),
         },
     };
     Ok((options, args.listen))

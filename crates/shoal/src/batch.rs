@@ -13,8 +13,8 @@ use std::process::ExitCode;
 
 use serde_json::{json, Value};
 use shoal_core::redact::redacted;
-use shoal_engine::urllist::{self, ListEntry};
-use shoal_engine::{naming, CancellationToken, DownloadOptions, Summary};
+use shoal_engine::urllist::{self, List, ListEntry};
+use shoal_engine::{naming, CancellationToken, DownloadOptions, Output, Summary};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use url::Url;
@@ -92,26 +92,43 @@ pub(crate) async fn drive(
     }
 }
 
-/// Reads and parses a `-i` list (`-` is standard input) and makes one job per line; `base`
-/// makes the options every download shares from a URL and its mirrors. Errors name the list
-/// and the line.
+/// Reads and parses a `-i` list (`-` is standard input) and makes one job per download; `base`
+/// makes the options every download shares from a URL and its mirrors, and the list's option
+/// lines (`out=`, `dir=`, …) adjust them. Options shoal does not have are named in one warning.
+/// Errors name the list and the line.
 pub(crate) fn list_jobs(
     path: &Path,
     base: impl Fn(Url, Vec<Url>) -> DownloadOptions,
 ) -> Result<Vec<Job>, String> {
-    let (shown, entries) = read_list(path)?;
-    refuse_same_names(&shown, &entries)?;
-    Ok(entries
+    let (shown, list) = read_list(path)?;
+    if let Some(warning) = list.warning(&shown) {
+        say(&format!("shoal: warning: {warning}"));
+    }
+    refuse_same_names(&shown, &list.entries)?;
+    list.entries
         .into_iter()
         .map(|entry| {
             let mut urls = entry.mirrors.into_iter();
             let url = urls.next().expect("a list entry has at least one URL");
-            Job {
-                label: redacted(&url),
-                options: base(url, urls.collect()),
-            }
+            let label = redacted(&url);
+            let mut options = base(url, urls.collect());
+            entry.options.apply(&mut options);
+            urllist::make_dir(&options.output).map_err(|err| {
+                format!(
+                    "{shown}: line {}: cannot create the directory of {}: {err}",
+                    entry.line,
+                    output_shown(&options.output)
+                )
+            })?;
+            Ok(Job { label, options })
         })
-        .collect())
+        .collect()
+}
+
+fn output_shown(output: &Output) -> String {
+    match output {
+        Output::File(path) | Output::Dir(path) => path.display().to_string(),
+    }
 }
 
 /// Two lines whose URLs name the same file would be saved to the same path: one after the
@@ -121,7 +138,14 @@ pub(crate) fn list_jobs(
 fn refuse_same_names(shown: &str, entries: &[ListEntry]) -> Result<(), String> {
     let mut seen: HashMap<String, usize> = HashMap::new();
     for entry in entries {
-        let name = naming::file_name(None, &entry.mirrors[0]);
+        let name = match &entry.options.out {
+            Some(out) => out.to_string_lossy().into_owned(),
+            None => naming::file_name(None, &entry.mirrors[0]),
+        };
+        let name = match &entry.options.dir {
+            Some(dir) => dir.join(name).to_string_lossy().into_owned(),
+            None => name,
+        };
         if let Some(first) = seen.insert(name.clone(), entry.line) {
             return Err(format!(
                 "{shown}: lines {first} and {} would both be saved as {name}; put them in \
@@ -135,8 +159,8 @@ fn refuse_same_names(shown: &str, entries: &[ListEntry]) -> Result<(), String> {
 }
 
 /// Reads and parses a `-i` list; `-` is standard input. Returns how to name the list in
-/// messages and its entries, at least one.
-fn read_list(path: &Path) -> Result<(String, Vec<ListEntry>), String> {
+/// messages and the list, of at least one download.
+fn read_list(path: &Path) -> Result<(String, List), String> {
     let shown = if path == Path::new("-") {
         "standard input".to_string()
     } else {
@@ -149,14 +173,14 @@ fn read_list(path: &Path) -> Result<(String, Vec<ListEntry>), String> {
         std::fs::read_to_string(path).map(|t| text = t)
     };
     read.map_err(|err| format!("cannot read the list {shown}: {err}"))?;
-    let entries = urllist::parse(&text)
+    let list = urllist::parse(&text)
         .map_err(|err| format!("{shown}: {err}; fix that line or comment it out with #"))?;
-    if entries.is_empty() {
+    if list.entries.is_empty() {
         return Err(format!(
             "{shown} lists no URL: write one URL per line (TAB between mirrors of one file)"
         ));
     }
-    Ok((shown, entries))
+    Ok((shown, list))
 }
 
 /// Runs `jobs`, `at_once` at a time, and reports on them all (see the module doc for the exit

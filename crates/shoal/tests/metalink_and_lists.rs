@@ -10,7 +10,7 @@ use shoal_testkit::{random_bytes, sha256_hex, Origin, OriginConfig};
 use tempfile::TempDir;
 
 mod common;
-use common::{assert_code, finish, run, sha256_of, DEADLINE};
+use common::{assert_code, assert_saved, finish, run, sha256_of, DEADLINE};
 
 /// An origin serving `content` at every path, each connection paced so that a download of a
 /// few MiB lasts long enough for every source to take part.
@@ -405,6 +405,42 @@ mod lists {
         assert_eq!(last["exit_code"], 4);
         assert_eq!(last["files"][2]["file"], urls[2].as_str());
         assert_eq!(last["files"][2]["ok"], false);
+    }
+
+    /// The issue's aria2 input file, which failed on its second line before: indented
+    /// `key=value` lines set the download above them, and options shoal does not have are
+    /// named in one warning.
+    #[test]
+    fn aria2_input_files_set_each_downloads_options() {
+        let a = paced(random_bytes(1 << 20, 31));
+        let b = Origin::start_blocking(OriginConfig {
+            content: random_bytes(1 << 20, 32),
+            required_header: Some(("x-token".into(), "abc".into())),
+            ..OriginConfig::default()
+        });
+        let dir = TempDir::new().unwrap();
+        let list = format!(
+            "{}\n  out=list-a.bin\n{}\n  dir=sub\n  header=X-Token: abc\n  continue=true\n  \
+             split=2\n  allow-overwrite=true\n",
+            a.url("/a.bin"),
+            b.url("/b.bin"),
+        );
+        std::fs::write(dir.path().join("urls.txt"), list).unwrap();
+        let run = run(dir.path(), &["-i", "urls.txt", "-d", "out"]);
+        assert_code(&run, 0);
+        assert_saved(&dir.path().join("out/list-a.bin"), &a);
+        assert_saved(&dir.path().join("sub/b.bin"), &b);
+        let warnings: Vec<&str> = run
+            .stderr
+            .lines()
+            .filter(|line| line.contains("warning"))
+            .collect();
+        assert_eq!(
+            warnings,
+            ["shoal: warning: urls.txt: ignoring options shoal does not have: allow-overwrite, continue"],
+            "{}",
+            run.stderr
+        );
     }
 
     #[test]

@@ -256,6 +256,12 @@ impl Fetcher {
         &self.inner.tally
     }
 
+    /// The same totals, shared, for downloads made beside the fetcher (the queue's, on the
+    /// engine) to add to.
+    pub(crate) fn tally_handle(&self) -> Arc<Tally> {
+        self.inner.tally.clone()
+    }
+
     /// Fetches running now, those waiting for another's download of the same content included.
     pub fn active(&self) -> u64 {
         self.inner.active.load(Ordering::Relaxed)

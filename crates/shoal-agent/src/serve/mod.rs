@@ -125,7 +125,7 @@ struct Inner {
     /// BLAKE3 of each accepted secret: a lookup by hash says nothing useful about a secret
     /// through its timing, and the secrets themselves are not kept.
     tokens: HashSet<[u8; 32]>,
-    bucket: Option<Bucket>,
+    bucket: Bucket,
     chunk: usize,
     max_uploads: usize,
     limits: ServeLimits,
@@ -148,7 +148,7 @@ impl PieceServer {
             inner: Arc::new(Inner {
                 catalog,
                 tokens: options.tokens.iter().map(|s| hash(s.as_bytes())).collect(),
-                bucket: limit.map(Bucket::new),
+                bucket: Bucket::new(limit),
                 chunk,
                 max_uploads: options.max_connections,
                 limits: options.limits,
@@ -163,6 +163,13 @@ impl PieceServer {
     /// Uploads in progress now.
     pub fn load(&self) -> u32 {
         u32::try_from(self.inner.uploads.load(Ordering::Relaxed)).unwrap_or(u32::MAX)
+    }
+
+    /// Changes the total upload limit while uploads run (`None` lifts it).
+    pub fn set_upload_limit(&self, bytes_per_sec: Option<u64>) {
+        self.inner
+            .bucket
+            .set(bytes_per_sec.and_then(NonZeroU64::new));
     }
 
     /// Body bytes handed to peers since the server was made.

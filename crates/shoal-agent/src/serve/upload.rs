@@ -69,11 +69,9 @@ impl Upload {
             joined = read => joined.map_err(io::Error::other)??,
             () = inner.stop.cancelled() => return Err(stopped()),
         };
-        if let Some(bucket) = &inner.bucket {
-            tokio::select! {
-                () = bucket.take(chunk.len()) => {}
-                () = inner.stop.cancelled() => return Err(stopped()),
-            }
+        tokio::select! {
+            () = inner.bucket.take(chunk.len()) => {}
+            () = inner.stop.cancelled() => return Err(stopped()),
         }
         self.at += chunk.len() as u64;
         inner
@@ -113,19 +111,27 @@ fn read_chunk(file: &File, at: u64, len: usize) -> io::Result<Bytes> {
     Ok(Bytes::from(buf))
 }
 
-/// One token bucket for every upload, so the limit holds however many peers fetch at once.
+/// One token bucket for every upload, so the limit holds however many peers fetch at once;
+/// the limit can be changed or lifted while uploads run (`None`: no limit).
 pub(super) struct Bucket {
     /// The time the bucket counts from.
     origin: Instant,
-    bucket: Mutex<TokenBucket>,
+    bucket: Mutex<Option<TokenBucket>>,
 }
 
 impl Bucket {
-    pub(super) fn new(bytes_per_sec: NonZeroU64) -> Self {
+    pub(super) fn new(bytes_per_sec: Option<NonZeroU64>) -> Self {
         Self {
             origin: Instant::now(),
-            bucket: Mutex::new(TokenBucket::for_bytes(bytes_per_sec, Duration::ZERO)),
+            bucket: Mutex::new(bytes_per_sec.map(|r| TokenBucket::for_bytes(r, Duration::ZERO))),
         }
+    }
+
+    /// Changes the limit from now on.
+    pub(super) fn set(&self, bytes_per_sec: Option<NonZeroU64>) {
+        let since = Instant::now().saturating_duration_since(self.origin);
+        *self.bucket.lock().expect("upload bucket lock") =
+            bytes_per_sec.map(|r| TokenBucket::for_bytes(r, since));
     }
 
     /// Takes `bytes`, waiting as long as the rate requires.
@@ -139,10 +145,8 @@ impl Bucket {
     /// Takes `bytes` at `now` and says how long the taker must wait (see [`TokenBucket::take`]).
     fn reserve(&self, bytes: usize, now: Instant) -> Duration {
         let since = now.saturating_duration_since(self.origin);
-        self.bucket
-            .lock()
-            .expect("upload bucket lock")
-            .take(bytes as u64, since)
+        (self.bucket.lock().expect("upload bucket lock").as_mut())
+            .map_or(Duration::ZERO, |b| b.take(bytes as u64, since))
     }
 }
 
@@ -152,7 +156,7 @@ mod tests {
 
     #[test]
     fn one_bucket_paces_every_upload() {
-        let bucket = Bucket::new(NonZeroU64::new(1_000_000).unwrap());
+        let bucket = Bucket::new(NonZeroU64::new(1_000_000));
         let t0 = bucket.origin;
         // 200 chunks of 10 kB at once, from any number of uploads: 2 s of debt.
         let mut wait = Duration::ZERO;
@@ -164,5 +168,19 @@ mod tests {
         let later = t0 + Duration::from_secs(12);
         assert_eq!(bucket.reserve(100_000, later), Duration::ZERO);
         assert!(bucket.reserve(1_000, later) >= Duration::from_millis(1));
+    }
+
+    #[test]
+    fn the_limit_changes_and_lifts_while_uploads_run() {
+        let bucket = Bucket::new(None);
+        let t0 = bucket.origin;
+        assert_eq!(bucket.reserve(100_000_000, t0), Duration::ZERO);
+        // changeGlobalOption max-overall-upload-limit=1M, as the RPC sets it.
+        bucket.set(NonZeroU64::new(1_000_000));
+        let now = Instant::now();
+        let wait = bucket.reserve(2_000_000, now);
+        assert!((1.9..=2.0).contains(&wait.as_secs_f64()), "{wait:?}");
+        bucket.set(None);
+        assert_eq!(bucket.reserve(100_000_000, now), Duration::ZERO);
     }
 }

@@ -84,6 +84,10 @@ pub struct LeaseGrant {
     /// Milliseconds from the answer until the tracker forgets the agent unless it heartbeats or
     /// announces again.
     pub lease_ms: u64,
+    /// The tracker reads [`HeartbeatRequest::served`]; an agent sends it only then, since an
+    /// older tracker (whose grant lacks this field) refuses a heartbeat with unknown fields.
+    #[serde(default)]
+    pub reads_served: bool,
 }
 
 /// `POST /v1/agents/{id}/heartbeat`: renews the lease.
@@ -93,6 +97,15 @@ pub struct HeartbeatRequest {
     /// Uploads in progress now; peers with less load are offered first.
     #[serde(default)]
     pub load: u32,
+    /// Bytes the agent's piece server sent to peers since it started, for the tracker's page:
+    /// the tracker derives the upload rate from two heartbeats. Sent only when the tracker's
+    /// [`LeaseGrant::reads_served`] says it reads it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub served: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Newly verified pieces of a content the agent already announced.
@@ -239,6 +252,16 @@ pub struct AgentSummary {
     pub complete_holdings: u32,
     /// Milliseconds until its lease runs out unless it heartbeats or announces.
     pub lease_remaining_ms: u64,
+    /// Milliseconds since its last register, heartbeat or announce.
+    #[serde(default)]
+    pub last_seen_ms: u64,
+    /// Bytes it sent to peers since it started, as of its last heartbeat; 0 from an agent
+    /// that does not report it.
+    #[serde(default)]
+    pub served: u64,
+    /// Bytes per second it sent to peers between its last two heartbeats.
+    #[serde(default)]
+    pub upload_rate: u64,
 }
 
 /// The answer to `GET /v1/agents`.

@@ -119,6 +119,9 @@ async fn fetch_alone(
             if let Some(limiter) = &shared.limiter {
                 limiter.acquire(chunk.len()).await;
             }
+            if let Some(cap) = &shared.t.options.shared_rate {
+                cap.acquire(chunk.len()).await;
+            }
             shared
                 .fetched
                 .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);

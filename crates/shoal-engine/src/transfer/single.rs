@@ -152,6 +152,9 @@ async fn stream_whole(
             if let Some(limiter) = limiter {
                 limiter.acquire(chunk.len()).await;
             }
+            if let Some(shared) = &t.options.shared_rate {
+                shared.acquire(chunk.len()).await;
+            }
             *fetched += chunk.len() as u64;
             if let Some(tally) = &t.options.tally {
                 tally.received(false, chunk.len() as u64);

@@ -359,6 +359,9 @@ impl Stream<'_> {
             if let Some(limiter) = &self.shared.limiter {
                 limiter.acquire(chunk.len()).await;
             }
+            if let Some(shared) = &self.shared.t.options.shared_rate {
+                shared.acquire(chunk.len()).await;
+            }
             let len = chunk.len() as u64;
             self.shared.fetched.fetch_add(len, Ordering::Relaxed);
             self.stats.bytes.fetch_add(len, Ordering::Relaxed);

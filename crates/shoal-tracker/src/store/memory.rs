@@ -25,6 +25,7 @@ mod retention;
 pub(super) use pieces::Pieces;
 
 use super::evidence::Evidence;
+use super::served::Served;
 use super::{
     AgentPage, Caller, ContentSearch, PeerQuery, PeerReport, Registration, StoreError, StoreStats,
     REPORT_HOLD,
@@ -40,6 +41,7 @@ struct Agent {
     load: u32,
     expires_ms: u64,
     holdings: HashSet<u32>,
+    served: Served,
 }
 
 #[derive(Debug)]
@@ -155,6 +157,7 @@ impl Memory {
     fn grant(&self) -> LeaseGrant {
         LeaseGrant {
             lease_ms: self.lease_ms,
+            reads_served: true,
         }
     }
 
@@ -264,6 +267,7 @@ impl Memory {
             load: 0,
             expires_ms: now + self.lease_ms,
             holdings: HashSet::with_capacity(checked.len()),
+            served: Served::default(),
         };
         let slot = match self.agent_ids.get(&reg.id) {
             Some(&slot) => {
@@ -302,6 +306,7 @@ impl Memory {
         let agent = self.agent_mut(slot);
         agent.load = beat.load;
         agent.expires_ms = now + lease_ms;
+        agent.served = agent.served.next(beat.served, now);
         Ok(self.grant())
     }
 
@@ -562,6 +567,9 @@ impl Memory {
                     })
                     .count() as u32,
                 lease_remaining_ms: a.expires_ms - now,
+                last_seen_ms: self.lease_ms.saturating_sub(a.expires_ms - now),
+                served: a.served.bytes,
+                upload_rate: a.served.rate,
             })
             .collect()
     }

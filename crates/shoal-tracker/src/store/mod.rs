@@ -11,6 +11,7 @@
 mod evidence;
 mod memory;
 pub mod redis;
+mod served;
 pub mod sqlite;
 mod swarms;
 
@@ -149,6 +150,23 @@ pub struct NewSwarm {
     pub layout: Layout,
     /// The agent that fetches from the origin and publishes digests.
     pub leader: AgentId,
+}
+
+/// A running URL swarm without its digests, as [`Store::swarms`] lists it for the tracker's
+/// page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwarmSummary {
+    /// Its id, [`UrlKey::swarm_id`] of `key`; members hold it as a content.
+    pub id: ContentId,
+    /// The key as the tracker normalized it.
+    pub key: UrlKey,
+    /// The file size and piece size every member fetches by.
+    pub layout: Layout,
+    /// The agent that fetches from the origin and publishes the digests.
+    pub leader: AgentId,
+    /// Pieces whose digest the leader has published: each is a piece it fetched from the
+    /// origin.
+    pub published: u32,
 }
 
 /// The answer to [`Store::publish_digests`].
@@ -467,6 +485,12 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// The running swarm `id`; [`StoreError::UnknownSwarm`] when it lapsed or never ran.
     fn swarm(&self, id: ContentId) -> impl Future<Output = Result<SwarmInfo, StoreError>> + Send;
+
+    /// At most `limit` running swarms, the most recently touched first.
+    fn swarms(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<SwarmSummary>, StoreError>> + Send;
 
     /// Makes `agent` (live, and registered by the caller's token) the swarm's leader, and the
     /// caller's token its publisher, when its leader is gone (lease lapsed, deregistered) or

@@ -23,8 +23,8 @@ use super::memory::{CatalogRow, Memory};
 use super::swarms::{Leader, SwarmTable};
 use super::{
     AgentPage, Caller, ContentSearch, DigestsPublished, NewSwarm, PeerQuery, PeerReport,
-    Registration, Store, StoreError, StoreOptions, StoreStats, SwarmLimits, Swept, UrlReport,
-    REPORT_HOLD,
+    Registration, Store, StoreError, StoreOptions, StoreStats, SwarmLimits, SwarmSummary, Swept,
+    UrlReport, REPORT_HOLD,
 };
 use crate::clock::Clock;
 
@@ -526,6 +526,10 @@ impl Store for SqliteStore {
 
     async fn swarm(&self, id: ContentId) -> Result<SwarmInfo, StoreError> {
         self.swarms().get(&id, self.now())
+    }
+
+    async fn swarms(&self, limit: usize) -> Result<Vec<SwarmSummary>, StoreError> {
+        Ok(self.swarms().running(limit, self.now()))
     }
 
     async fn take_over_swarm(

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use shoal_core::wire::{leader_stall_limit, AgentId, SwarmDigests, SwarmInfo, UrlKey};
 use shoal_core::{ContentId, Layout, PieceDigest};
 
-use super::{Caller, DigestsPublished, NewSwarm, StoreError, SwarmLimits};
+use super::{Caller, DigestsPublished, NewSwarm, StoreError, SwarmLimits, SwarmSummary};
 
 #[derive(Debug)]
 struct Swarm {
@@ -181,6 +181,25 @@ impl SwarmTable {
         swarm.progress_ms = now;
         swarm.touched_ms = now;
         Ok(swarm.info(*id, false))
+    }
+
+    pub(super) fn running(&self, limit: usize, now: u64) -> Vec<SwarmSummary> {
+        let mut live: Vec<(&ContentId, &Swarm)> = self
+            .swarms
+            .iter()
+            .filter(|(_, s)| s.touched_ms + self.ttl_ms() > now)
+            .collect();
+        live.sort_unstable_by(|a, b| b.1.touched_ms.cmp(&a.1.touched_ms).then(a.0.cmp(b.0)));
+        live.into_iter()
+            .take(limit)
+            .map(|(id, s)| SwarmSummary {
+                id: *id,
+                key: s.key.clone(),
+                layout: s.layout,
+                leader: s.leader.clone(),
+                published: s.digests.len() as u32,
+            })
+            .collect()
     }
 
     pub(super) fn len(&self) -> usize {

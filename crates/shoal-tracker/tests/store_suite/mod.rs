@@ -18,7 +18,9 @@ use shoal_core::{Bitfield, ContentId, Layout, Manifest};
 use shoal_tracker::store::{AgentPage, Caller, ContentSearch, NewSwarm, PeerQuery, Registration};
 use shoal_tracker::{Clock, Store, StoreError, SwarmLimits};
 
+mod listing;
 mod retention;
+pub(crate) use listing::*;
 pub(crate) use retention::unheld_contents_go_after_the_retention;
 mod schemes;
 pub(crate) use schemes::an_agent_serving_tls_is_named_with_https;
@@ -86,6 +88,8 @@ macro_rules! store_suite {
             case!(a_gone_leader_is_taken_over_at_once);
             case!(publishing_follows_the_leader);
             case!(an_agent_serving_tls_is_named_with_https);
+            case!(running_swarms_are_listed_newest_first);
+            case!(heartbeats_report_uploads);
         }
     };
 }
@@ -265,7 +269,14 @@ pub(crate) async fn leases_lapse_and_heartbeats_renew<S: Store>(store: S, clock:
         .unwrap();
     clock.advance(LEASE / 2);
     store
-        .heartbeat(caller("t"), id("a"), HeartbeatRequest { load: 2 })
+        .heartbeat(
+            caller("t"),
+            id("a"),
+            HeartbeatRequest {
+                load: 2,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     clock.advance(LEASE / 2 + Duration::from_millis(1));

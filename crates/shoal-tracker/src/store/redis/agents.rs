@@ -12,10 +12,11 @@ use shoal_core::{ContentId, Layout};
 
 use super::codec::{
     content_of, decode_agent, decode_pieces, encode_agent, encode_layout, encode_pieces, held_key,
-    holders_key, AgentInfo, AGENTS, CATALOG, LEASES,
+    holders_key, AgentInfo, AGENTS, CATALOG, LEASES, SERVED,
 };
 use super::RedisStore;
 use crate::store::memory::{check_have, check_holding_count, check_holdings, Checked, Pieces};
+use crate::store::served::Served;
 use crate::store::{AgentPage, Caller, Registration, StoreError};
 
 /// Removes every agent whose lease lapsed by ARGV[1] (ms), with its holdings, in one atomic
@@ -29,6 +30,7 @@ for _, id in ipairs(lapsed) do
   end
   redis.call('DEL', held)
   redis.call('HDEL', 'shoal:agents', id)
+  redis.call('HDEL', 'shoal:served', id)
   redis.call('ZREM', 'shoal:leases', id)
 end
 return #lapsed
@@ -187,17 +189,26 @@ impl RedisStore {
     ) -> Result<LeaseGrant, StoreError> {
         let now = self.now();
         let mut pipe = redis::pipe();
-        pipe.zscore(LEASES, id.as_str()).hget(AGENTS, id.as_str());
-        let (deadline, info): (Option<f64>, Option<String>) = self.query(&pipe).await?;
+        pipe.zscore(LEASES, id.as_str())
+            .hget(AGENTS, id.as_str())
+            .hget(SERVED, id.as_str());
+        let (deadline, info, served): (Option<f64>, Option<String>, Option<String>) =
+            self.query(&pipe).await?;
         let record = AgentRecord::read(deadline, info)?;
         Self::check_owner(&caller, &id, &record, now)?;
         let mut info = record
             .info
             .ok_or_else(|| StoreError::UnknownAgent(id.clone()))?;
         info.load = beat.load;
+        let served = served
+            .as_deref()
+            .map_or_else(Served::default, Served::decode)
+            .next(beat.served, now);
         let mut pipe = redis::pipe();
         pipe.atomic()
             .hset(AGENTS, id.as_str(), encode_agent(&info))
+            .ignore()
+            .hset(SERVED, id.as_str(), served.encode())
             .ignore()
             .zadd(LEASES, id.as_str(), now + self.lease_ms)
             .ignore();
@@ -297,6 +308,8 @@ impl RedisStore {
             .ignore()
             .hdel(AGENTS, id.as_str())
             .ignore()
+            .hdel(SERVED, id.as_str())
+            .ignore()
             .zrem(LEASES, id.as_str())
             .ignore();
         self.query::<()>(&pipe).await
@@ -325,18 +338,24 @@ impl RedisStore {
         let names: Vec<&str> = live.iter().map(|(id, _)| id.as_str()).collect();
         let mut pipe = redis::pipe();
         pipe.cmd("HMGET").arg(AGENTS).arg(&names);
-        let (infos,): (Vec<Option<String>>,) = self.query(&pipe).await?;
+        pipe.cmd("HMGET").arg(SERVED).arg(&names);
+        let (infos, served): (Vec<Option<String>>, Vec<Option<String>>) = self.query(&pipe).await?;
         let mut pipe = redis::pipe();
         for (id, _) in &live {
             pipe.hvals(held_key(id));
         }
         let held: Vec<Vec<Vec<u8>>> = self.query(&pipe).await?;
         let mut out = Vec::with_capacity(live.len());
-        for (((id, deadline), info), held) in live.into_iter().zip(infos).zip(held) {
+        let rows = live.into_iter().zip(infos).zip(served).zip(held);
+        for ((((id, deadline), info), served), held) in rows {
             let Some(info) = info else {
                 continue;
             };
             let info = decode_agent(&info)?;
+            let served = served
+                .as_deref()
+                .map_or_else(Served::default, Served::decode);
+            let remaining = deadline - now;
             out.push(AgentSummary {
                 addr: info.addr,
                 scheme: info.scheme,
@@ -344,7 +363,10 @@ impl RedisStore {
                 load: info.load,
                 holdings: held.len() as u32,
                 complete_holdings: held.iter().filter(|bits| bits.is_empty()).count() as u32,
-                lease_remaining_ms: deadline - now,
+                lease_remaining_ms: remaining,
+                last_seen_ms: self.lease_ms.saturating_sub(remaining),
+                served: served.bytes,
+                upload_rate: served.rate,
                 id,
             });
         }

@@ -17,6 +17,9 @@ pub(super) const URLS: &str = "shoal:urls";
 pub(super) const URLS_LATEST: &str = "shoal:urls:latest";
 pub(super) const LEASES: &str = "shoal:leases";
 pub(super) const AGENTS: &str = "shoal:agents";
+/// Agent id → its upload counter ([`Served::encode`](super::super::served::Served::encode)),
+/// apart from `agents` so that records written before it existed read as they are.
+pub(super) const SERVED: &str = "shoal:served";
 pub(super) const SWARMS: &str = "shoal:swarms";
 
 /// `redis://host:port/db` with any user name and password left out.

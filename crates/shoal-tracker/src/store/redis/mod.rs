@@ -45,7 +45,8 @@ use shoal_core::{ContentId, Manifest, PieceDigest};
 
 use super::{
     AgentPage, Caller, ContentSearch, DigestsPublished, NewSwarm, PeerQuery, PeerReport,
-    Registration, Store, StoreError, StoreOptions, StoreStats, SwarmLimits, Swept, UrlReport,
+    Registration, Store, StoreError, StoreOptions, StoreStats, SwarmLimits, SwarmSummary, Swept,
+    UrlReport,
 };
 use crate::clock::Clock;
 
@@ -137,6 +138,7 @@ impl RedisStore {
     fn grant(&self) -> LeaseGrant {
         LeaseGrant {
             lease_ms: self.lease_ms,
+            reads_served: true,
         }
     }
 
@@ -235,6 +237,10 @@ impl Store for RedisStore {
 
     async fn swarm(&self, id: ContentId) -> Result<SwarmInfo, StoreError> {
         self.swarm_in_redis(id).await
+    }
+
+    async fn swarms(&self, limit: usize) -> Result<Vec<SwarmSummary>, StoreError> {
+        self.swarms_in_redis(limit).await
     }
 
     async fn take_over_swarm(

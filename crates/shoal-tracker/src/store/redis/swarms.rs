@@ -25,7 +25,7 @@ use shoal_core::{ContentId, Layout, PieceDigest};
 use super::codec::{damaged, decode_layout, encode_layout, swarm_key, LEASES, SWARMS};
 use super::RedisStore;
 use crate::store::swarms::{check_indices, check_publisher};
-use crate::store::{Caller, DigestsPublished, NewSwarm, StoreError, SwarmLimits};
+use crate::store::{Caller, DigestsPublished, NewSwarm, StoreError, SwarmLimits, SwarmSummary};
 
 /// How many lapsed swarms one sweep script deletes, so that it never blocks Redis for long.
 const SWEEP_BATCH: usize = 1000;
@@ -287,6 +287,58 @@ impl RedisStore {
             return Err(StoreError::UnknownSwarm(id));
         }
         Ok(StoredSwarm::decode(fields)?.into_info(id, false))
+    }
+
+    /// The running swarms touched last, without reading their digests: every field of a
+    /// swarm's hash but the named ones is a published digest, so `HLEN` counts them.
+    pub(super) async fn swarms_in_redis(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<SwarmSummary>, StoreError> {
+        const NAMED: [&str; 5] = ["layout", "info", "leader", "publisher", "progress"];
+        let now = self.now();
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZREVRANGEBYSCORE")
+            .arg(SWARMS)
+            .arg("+inf")
+            .arg(format!("({}", self.lapsed_at(now)))
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit);
+        let (ids,): (Vec<Vec<u8>>,) = self.query(&pipe).await?;
+        let ids: Vec<ContentId> = ids
+            .into_iter()
+            .filter_map(|id| Some(ContentId::from_bytes(id.try_into().ok()?)))
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HMGET").arg(swarm_key(id)).arg(&NAMED[..]);
+            pipe.hlen(swarm_key(id));
+        }
+        let answers: Vec<(Vec<Option<Vec<u8>>>, u32)> = self.query(&pipe).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, (named, len)) in ids.into_iter().zip(answers) {
+            let present = named.iter().filter(|v| v.is_some()).count() as u32;
+            let fields = NAMED
+                .iter()
+                .zip(named)
+                .filter_map(|(name, value)| Some((name.as_bytes().to_vec(), value?)));
+            // A swarm swept between the two reads has no hash left: it is not running.
+            let Ok(swarm) = StoredSwarm::decode(fields) else {
+                continue;
+            };
+            out.push(SwarmSummary {
+                id,
+                key: swarm.info.key,
+                layout: swarm.layout,
+                leader: swarm.info.leader,
+                published: len.saturating_sub(present),
+            });
+        }
+        Ok(out)
     }
 
     pub(super) async fn publish_digests_in_redis(

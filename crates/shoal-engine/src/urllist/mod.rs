@@ -1,21 +1,34 @@
-//! Lists of downloads, as `shoal get -i FILE` reads them: one download per line, several
-//! TAB-separated URLs on one line being mirrors of the same file.
+//! Lists of downloads in aria2's input-file format, as `shoal get -i FILE` and the agent's
+//! daemon read them: one download per URI line, several TAB-separated URLs on one line being
+//! mirrors of the same file, and indented `key=value` lines after it setting that download's
+//! options ([`EntryOptions`]).
 //!
 //! ```text
 //! # nightly images (⇥ is a TAB)
 //! https://a.example/img.iso⇥https://b.example/img.iso
+//!   out=nightly.iso
+//!   checksum=sha-256=…
 //!   # indented comments are comments too
 //! https://c.example/notes.txt
 //! ```
 //!
 //! Blank lines and lines whose first non-blank character is `#` are skipped; CRLF line ends and
-//! a leading byte-order mark are tolerated. Only `http` and `https` URLs are accepted. Errors
-//! name the line (1-based) and show the offending URL with credentials redacted.
+//! a leading byte-order mark are tolerated. Only `http` and `https` URLs are accepted. An
+//! option shoal does not know is not an error: its name is kept in [`List::unknown`] for the
+//! caller's one warning. Errors name the line (1-based) and show the offending URL with
+//! credentials redacted. [`write`] writes a list back in the same format.
+
+mod options;
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
 
 use thiserror::Error;
 use url::Url;
 
 use shoal_core::redact::redacted;
+
+pub use self::options::{make_dir, EntryOptionError, EntryOptions, KNOWN};
 
 /// One download from a list: the mirrors of one file, in the order the line gives them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +37,30 @@ pub struct ListEntry {
     pub mirrors: Vec<Url>,
     /// The line it came from, counting from 1.
     pub line: usize,
+    /// What the indented lines after it set.
+    pub options: EntryOptions,
+}
+
+/// A parsed list: its downloads, and the options it sets that shoal does not know.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct List {
+    /// The downloads, in list order.
+    pub entries: Vec<ListEntry>,
+    /// Names of options set in the list that shoal ignores, sorted, each once.
+    pub unknown: BTreeSet<String>,
+}
+
+impl List {
+    /// The one warning line about [`List::unknown`], if any.
+    pub fn warning(&self, shown: &str) -> Option<String> {
+        (!self.unknown.is_empty()).then(|| {
+            let names: Vec<&str> = self.unknown.iter().map(String::as_str).collect();
+            format!(
+                "{shown}: ignoring options shoal does not have: {}",
+                names.join(", ")
+            )
+        })
+    }
 }
 
 /// Why a download list (`-i FILE`) was refused; the message names the line and what to write
@@ -51,6 +88,25 @@ pub enum ListError {
         shown: String,
     },
 
+    /// An indented `key=value` line comes before any URL line.
+    #[error("line {line}: an option ({key}=…) before any URL; put it under the URL it is for")]
+    OptionFirst {
+        /// The line, counting from 1.
+        line: usize,
+        /// The option's name.
+        key: String,
+    },
+
+    /// An option's value is not one it takes.
+    #[error("line {line}: {source}")]
+    BadOption {
+        /// The line, counting from 1.
+        line: usize,
+        /// The option and what it takes.
+        #[source]
+        source: EntryOptionError,
+    },
+
     /// A URL holds a space (mirrors are separated by TABs).
     #[error(
         "line {line}: {shown}: a URL cannot contain spaces; separate mirrors of one file \
@@ -64,16 +120,34 @@ pub enum ListError {
     },
 }
 
-/// Parses a download list. An empty list (only blank and comment lines) is `Ok(vec![])`; what
+/// Parses a download list. An empty list (only blank and comment lines) has no entries; what
 /// that means is the caller's to say.
-pub fn parse(text: &str) -> Result<Vec<ListEntry>, ListError> {
+pub fn parse(text: &str) -> Result<List, ListError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut entries = Vec::new();
+    let mut list = List::default();
     for (index, raw) in text.split('\n').enumerate() {
         let line = index + 1;
-        let content = raw.strip_suffix('\r').unwrap_or(raw).trim();
+        let raw = raw.strip_suffix('\r').unwrap_or(raw);
+        let content = raw.trim();
         if content.is_empty() || content.starts_with('#') {
             continue;
+        }
+        if raw.starts_with([' ', '\t']) {
+            if let Some((key, value)) = option_line(content) {
+                let Some(entry) = list.entries.last_mut() else {
+                    return Err(ListError::OptionFirst {
+                        line,
+                        key: key.to_string(),
+                    });
+                };
+                let known = (entry.options)
+                    .set(key, value)
+                    .map_err(|source| ListError::BadOption { line, source })?;
+                if !known {
+                    list.unknown.insert(key.to_string());
+                }
+                continue;
+            }
         }
         let mut mirrors: Vec<Url> = Vec::new();
         for field in content.split('\t').map(str::trim).filter(|f| !f.is_empty()) {
@@ -82,9 +156,38 @@ pub fn parse(text: &str) -> Result<Vec<ListEntry>, ListError> {
                 mirrors.push(url);
             }
         }
-        entries.push(ListEntry { mirrors, line });
+        list.entries.push(ListEntry {
+            mirrors,
+            line,
+            options: EntryOptions::default(),
+        });
     }
-    Ok(entries)
+    Ok(list)
+}
+
+/// `key=value` when `text` is an option line: an aria2 option name (lower-case letters,
+/// digits and dashes) before the first `=`. An indented URL is not one, so lists written
+/// before options were read keep their meaning.
+fn option_line(text: &str) -> Option<(&str, &str)> {
+    let (key, value) = text.split_once('=')?;
+    let key = key.trim();
+    let named = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    named.then(|| (key, value.trim()))
+}
+
+/// One download as a list in this format: its URLs on one TAB-separated line (with their
+/// credentials: the list is the user's), then one indented line per option.
+pub fn write(mirrors: &[Url], options: &EntryOptions) -> String {
+    let urls: Vec<&str> = mirrors.iter().map(Url::as_str).collect();
+    let mut text = urls.join("\t");
+    text.push('\n');
+    for (key, value) in options.pairs() {
+        let _ = writeln!(text, " {key}={value}");
+    }
+    text
 }
 
 fn parse_url(field: &str, line: usize) -> Result<Url, ListError> {
@@ -163,6 +266,8 @@ pub(crate) fn shown_unparsed(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn urls(entry: &ListEntry) -> Vec<&str> {
@@ -179,7 +284,7 @@ https://a.example/img.iso\thttps://b.example/img.iso\t http://c.example/img.iso
 \thttps://d.example/notes.txt\t\t
 https://a.example/img.iso\thttps://a.example/img.iso
 ";
-        let entries = parse(list).unwrap();
+        let entries = parse(list).unwrap().entries;
         assert_eq!(entries.len(), 3);
         assert_eq!(entries[0].line, 2);
         assert_eq!(
@@ -199,7 +304,7 @@ https://a.example/img.iso\thttps://a.example/img.iso
     #[test]
     fn crlf_bom_and_no_final_newline() {
         let list = "\u{feff}http://h/a\r\n\r\n# c\r\nhttp://h/b\thttp://i/b\r\nhttp://h/c";
-        let entries = parse(list).unwrap();
+        let entries = parse(list).unwrap().entries;
         assert_eq!(
             entries.iter().map(|e| e.line).collect::<Vec<_>>(),
             [1, 4, 5]
@@ -210,8 +315,8 @@ https://a.example/img.iso\thttps://a.example/img.iso
 
     #[test]
     fn empty_and_comment_only_lists_are_empty() {
-        assert_eq!(parse("").unwrap(), []);
-        assert_eq!(parse("\n  \n# only\r\n\t\n").unwrap(), []);
+        assert_eq!(parse("").unwrap().entries, []);
+        assert_eq!(parse("\n  \n# only\r\n\t\n").unwrap().entries, []);
     }
 
     #[test]
@@ -277,6 +382,73 @@ https://a.example/img.iso\thttps://a.example/img.iso
         // A space error shows only the first word, redacted.
         let text = parse("https://u:pw@h/a b.iso").unwrap_err().to_string();
         assert!(!text.contains("pw") && text.contains("line 1"), "{text}");
+    }
+
+    #[test]
+    fn aria2_input_files_set_options_per_download() {
+        // The issue's list, which failed on its second line as "not a URL".
+        let list = "\
+http://h/a.bin\thttp://mirror/a.bin
+  out=list-a.bin
+  dir=/srv/in
+\tsplit=4
+  # a comment between options
+  header=X-Token: abc
+  continue=true
+  max-download-limit=512K
+http://h/b.bin
+ checksum=sha-256=9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+  max-connection-per-server=2
+  allow-overwrite=true
+  continue=true
+";
+        let list = parse(list).unwrap();
+        assert_eq!(list.entries.len(), 2);
+        let a = &list.entries[0];
+        assert_eq!(urls(a), ["http://h/a.bin", "http://mirror/a.bin"]);
+        assert_eq!(a.options.out.as_deref(), Some(Path::new("list-a.bin")));
+        assert_eq!(a.options.dir.as_deref(), Some(Path::new("/srv/in")));
+        assert_eq!(a.options.split.map(|c| c.get()), Some(4));
+        assert_eq!(a.options.headers, ["X-Token: abc"]);
+        assert_eq!(
+            a.options.max_download_limit.map(|r| r.bytes_per_sec()),
+            Some(512 * 1024)
+        );
+        let b = &list.entries[1];
+        assert_eq!(b.line, 9);
+        assert!(b.options.checksum.is_some());
+        assert_eq!(b.options.per_server.map(|c| c.get()), Some(2));
+        assert_eq!(
+            list.unknown.iter().collect::<Vec<_>>(),
+            ["allow-overwrite", "continue"]
+        );
+        assert_eq!(
+            list.warning("in.txt").unwrap(),
+            "in.txt: ignoring options shoal does not have: allow-overwrite, continue"
+        );
+        // Written back and read again, a download keeps its URLs and options.
+        let text = write(&a.mirrors, &a.options);
+        let again = parse(&text).unwrap();
+        assert_eq!(again.entries[0].mirrors, a.mirrors);
+        assert_eq!(again.entries[0].options, a.options);
+        assert!(again.unknown.is_empty());
+    }
+
+    #[test]
+    fn option_lines_need_a_url_before_them_and_a_valid_value() {
+        let err = parse("  out=a.bin\nhttp://h/a\n").unwrap_err();
+        assert!(
+            matches!(err, ListError::OptionFirst { line: 1, .. }),
+            "{err:?}"
+        );
+        let err = parse("http://h/a\n  split=lots\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "line 2: split: expected a number from 1 to 1024"
+        );
+        // An indented URL is still a download of its own, not an option.
+        let list = parse("http://h/a\n  http://h/b?x=1\n").unwrap();
+        assert_eq!(list.entries.len(), 2);
     }
 
     #[test]

@@ -1,0 +1,224 @@
+//! `shoal agent --rpc-listen` as a download daemon without a tracker, driven by aria2p (the
+//! aria2 client library, which scripts/test installs in its virtualenv; without it the test
+//! says SKIP): a download watched to completion and its bytes checked, pause and unpause,
+//! remove, aria2's notifications over the WebSocket, and after a `kill -9` the queue found
+//! again, the paused download still paused and the running one finished from its part file.
+//! With a tracker, the same queue's downloads go through the swarm.
+
+mod common;
+mod fleet;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use shoal_testkit::{random_bytes, sha256_hex, Origin, OriginConfig};
+
+/// A child process killed on drop.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aria2p/drive.py");
+
+fn daemon(dir: &Path, rpc_port: u16) -> Killed {
+    let mut child = common::shoal(&["agent", "--id", "daemon-1"])
+        .args(["--listen", &format!("127.0.0.1:{}", common::free_port())])
+        .args(["--rpc-listen", &format!("127.0.0.1:{rpc_port}")])
+        .arg("--rpc-secret-file")
+        .arg(dir.join("rpc.secret"))
+        .arg("--data")
+        .arg(dir.join("data"))
+        .arg("--dir")
+        .arg(dir.join("out"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn shoal agent");
+    common::wait_listening(&mut child, rpc_port, "shoal agent's RPC");
+    Killed(child)
+}
+
+/// Runs the aria2p script with `args`; its JSON answer.
+fn drive(python: &str, env: &[(&str, String)], args: &[&str]) -> Value {
+    let mut command = Command::new(python);
+    command.arg(SCRIPT).args(args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn python");
+    let done = common::finish(child);
+    assert_eq!(
+        done.code, 0,
+        "the aria2p script failed:\n{}\n{}",
+        done.stdout, done.stderr
+    );
+    serde_json::from_str(done.stdout.trim()).expect("the script prints JSON")
+}
+
+/// The virtualenv's Python if it has aria2p; `None` (after a SKIP line) otherwise.
+fn python_with_aria2p() -> Option<String> {
+    let python = std::env::var("SHOAL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = Command::new(&python)
+        .args(["-c", "import aria2p, websocket"])
+        .output();
+    match probe {
+        Ok(out) if out.status.success() => Some(python),
+        _ => {
+            println!(
+                "SKIP aria2p drives the agent's RPC: {python} has no aria2p \
+                 (scripts/test installs it: pip install aria2p)"
+            );
+            None
+        }
+    }
+}
+
+#[test]
+fn aria2p_drives_the_daemon_and_finds_its_queue_after_kill_9() {
+    let Some(python) = python_with_aria2p() else {
+        return;
+    };
+    let fast = Origin::start_blocking(OriginConfig {
+        content: random_bytes(2 << 20, 61),
+        ..OriginConfig::default()
+    });
+    // Slow enough that a download with one connection is still running when it is paused,
+    // removed or killed: 4 MiB at 256 KiB/s is 16 s; it is sped up with more connections
+    // for the run after the restart.
+    let slow = Origin::start_blocking(OriginConfig {
+        content: random_bytes(4 << 20, 62),
+        rate_limit: Some(256 << 10),
+        ..OriginConfig::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("out")).unwrap();
+    let secret = "aria2p-secret-0123456789";
+    std::fs::write(dir.path().join("rpc.secret"), secret).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.path().join("rpc.secret"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let port = common::free_port();
+    let env = [
+        ("RPC_PORT", port.to_string()),
+        ("RPC_SECRET", secret.to_string()),
+        ("FAST_URL", fast.url("/fast.bin")),
+        ("SLOW_URL", slow.url("/slow")),
+        (
+            "OUT_DIR",
+            dir.path().join("out").to_string_lossy().into_owned(),
+        ),
+    ];
+
+    let mut agent = daemon(dir.path(), port);
+    let first = drive(&python, &env, &["first"]);
+    assert_eq!(first["fast_sha256"], sha256_hex(&fast.content()));
+    assert_eq!(first["notifications"], first["expected_notifications"]);
+    let (paused, running) = (
+        first["paused"].as_str().unwrap().to_string(),
+        first["running"].as_str().unwrap().to_string(),
+    );
+
+    // SIGKILL once the engine's resume state records 512 KiB of e.bin as durable: nothing
+    // is saved on the way out, and at least that much must not be fetched again.
+    let state = shoal_engine::resume::state_path(&dir.path().join("out/e.bin"));
+    let recorded = || {
+        shoal_engine::resume::load(&state)
+            .ok()
+            .flatten()
+            .map_or(0, |s| u64::from(s.done.count_ones()) * s.block)
+    };
+    let deadline = Instant::now() + common::DEADLINE;
+    while recorded() < 512 << 10 {
+        assert!(
+            Instant::now() < deadline,
+            "e.bin's resume state never reached 512 KiB"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    agent.0.kill().unwrap();
+    agent.0.wait().unwrap();
+    let sent_before = slow.bytes_sent();
+    let _agent = daemon(dir.path(), port);
+    let again = drive(&python, &env, &["again", &paused, &running]);
+    assert_eq!(again["found"][&paused], "paused", "{again}");
+    assert_eq!(again["paused_after"], "paused", "{again}");
+    assert_eq!(again["running_sha256"], sha256_hex(&slow.content()));
+    let size = slow.content().len() as u64;
+    let sent_after = slow.bytes_sent() - sent_before;
+    assert!(
+        sent_after < size - (256 << 10),
+        "the restarted download fetched {sent_after} of {size} bytes: it did not resume"
+    );
+}
+
+/// With `--tracker` the queue's downloads go through the swarm, as `shoal get --agent` does:
+/// the tracker then lists the agent as a complete holder of the content, and the file is
+/// placed in `--dir` under the `out` asked for.
+#[test]
+fn with_a_tracker_the_queues_downloads_go_through_the_swarm() {
+    let data = random_bytes(3 << 20, 63);
+    let origin = Origin::start_blocking(OriginConfig {
+        content: data.clone(),
+        ..OriginConfig::default()
+    });
+    let fleet = fleet::Fleet::start();
+    let secret = fleet.path("rpc.secret");
+    std::fs::write(&secret, "swarm-rpc-secret").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let rpc_port = common::free_port();
+    let out = fleet.path("out");
+    let _agent = fleet.agent(
+        "queue-1",
+        None,
+        &[
+            "--rpc-listen",
+            &format!("127.0.0.1:{rpc_port}"),
+            "--rpc-secret-file",
+            &secret.to_string_lossy(),
+            "--dir",
+            &out.to_string_lossy(),
+        ],
+    );
+    let rpc = |method: &str, params: Value| {
+        let mut all = vec![json!("token:swarm-rpc-secret")];
+        all.extend(params.as_array().cloned().unwrap_or_default());
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": all});
+        let (status, answer) = common::call(rpc_port, "", "POST", "/jsonrpc", &body.to_string());
+        assert_eq!(status, 200, "{answer}");
+        let answer: Value = serde_json::from_str(&answer).unwrap();
+        assert!(answer.get("error").is_none(), "{method}: {answer}");
+        answer["result"].clone()
+    };
+    let gid = rpc(
+        "aria2.addUri",
+        json!([[origin.url("/big.bin")], {"out": "via-swarm.bin"}]),
+    );
+    let deadline = Instant::now() + common::DEADLINE;
+    loop {
+        let status = rpc("aria2.tellStatus", json!([gid, ["status", "errorMessage"]]));
+        match status["status"].as_str() {
+            Some("complete") => break,
+            Some("error") => panic!("the download failed: {status}\n{}", fleet.log("queue-1")),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "no end: {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    fleet.assert_file("out/via-swarm.bin", &data);
+    fleet.wait_holders(&fleet::content_id(&data), 1);
+}
