@@ -35,8 +35,8 @@ pub use oci::{Blob, OciImage};
 pub use origin::{Origin, OriginConfig, RequestRecord};
 pub use peer::{Peer, PeerConfig};
 pub use redis::Redis;
-pub use tls::{ServerFiles, TestCa};
 pub use registry::{Credentials, Registry, RegistryConfig};
+pub use tls::{ServerFiles, TestCa};
 
 use bytes::Bytes;
 

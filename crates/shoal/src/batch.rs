@@ -128,6 +128,7 @@ pub(crate) fn list_jobs(
 fn output_shown(output: &Output) -> String {
     match output {
         Output::File(path) | Output::Dir(path) => path.display().to_string(),
+        Output::Stream(_) => "standard output".into(),
     }
 }
 

@@ -56,7 +56,8 @@ enum Command {
     /// Run the tracker: which agent holds which pieces of which file
     Tracker(tracker::TrackerArgs),
     /// Run an agent: share a directory, serve pieces to peers, download from the swarm
-    Agent(agent::AgentArgs),
+    // Boxed: the agent's many flags would make every other variant as large.
+    Agent(Box<agent::AgentArgs>),
     /// List the contents the tracker knows, and who holds them
     Ls(ls::LsArgs),
     /// Print a shell completion script
@@ -96,7 +97,7 @@ async fn main() -> ExitCode {
     match cli.command {
         Command::Get(args) => get::run(args, log).await,
         Command::Tracker(args) => tracker::run(args, log).await,
-        Command::Agent(args) => agent::run(args, log).await,
+        Command::Agent(args) => agent::run(*args, log).await,
         Command::Ls(args) => ls::run(args, log).await,
         Command::Completions(args) => manual::completions(&args, command()),
         Command::Man(args) => manual::man(&args, command()),

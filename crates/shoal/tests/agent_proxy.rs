@@ -5,7 +5,6 @@
 //! proxy never becomes an open proxy or a way into the agent's own ports.
 
 mod common;
-#[allow(dead_code)] // This file uses part of the fleet.
 mod fleet;
 
 use std::path::Path;

@@ -5,7 +5,6 @@
 //! back).
 
 mod common;
-#[allow(dead_code)] // This file uses part of the fleet.
 mod fleet;
 
 use std::io::{Read, Write};

@@ -216,7 +216,7 @@ fn fetch_error_code(error: &AgentFetchError) -> u32 {
     match error {
         AgentFetchError::Download(e) => error_code(e),
         AgentFetchError::Objects(_) => 17,
-        AgentFetchError::ForgedManifest { .. } => 32,
+        AgentFetchError::ForgedManifest { .. } | AgentFetchError::Sha256 { .. } => 32,
         AgentFetchError::Tracker(_) | AgentFetchError::NoTracker(_) => 1,
         AgentFetchError::Layout(_) => 6,
     }

@@ -133,14 +133,18 @@ impl EntryOptions {
     /// daemon saves into by default: `dir` replaces that directory, `out` names the file in it.
     pub fn apply(&self, download: &mut DownloadOptions) {
         let base = match &download.output {
-            Output::Dir(dir) => dir.clone(),
-            Output::File(path) => path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            Output::Dir(dir) => Some(dir.clone()),
+            Output::File(path) => Some(path.parent().map(Path::to_path_buf).unwrap_or_default()),
+            // A stream has no file for `dir` and `out` to place.
+            Output::Stream(_) => None,
         };
-        let dir = self.dir.clone().unwrap_or(base);
-        download.output = match &self.out {
-            Some(out) => Output::File(dir.join(out)),
-            None => Output::Dir(dir),
-        };
+        if let Some(base) = base {
+            let dir = self.dir.clone().unwrap_or(base);
+            download.output = match &self.out {
+                Some(out) => Output::File(dir.join(out)),
+                None => Output::Dir(dir),
+            };
+        }
         if let Some(checksum) = &self.checksum {
             download.checksum = Some(checksum.clone());
         }
@@ -170,7 +174,7 @@ pub fn make_dir(output: &Output) -> std::io::Result<()> {
             Some(dir) => std::fs::create_dir_all(dir),
             None => Ok(()),
         },
-        Output::Dir(_) => Ok(()),
+        Output::Dir(_) | Output::Stream(_) => Ok(()),
     }
 }
 

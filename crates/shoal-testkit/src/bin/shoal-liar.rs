@@ -179,6 +179,7 @@ fn run(args: &Args) -> Result<(), String> {
     );
     let register = RegisterRequest {
         addr: args.listen,
+        scheme: Default::default(),
         upload_capacity: 0,
         holdings: vec![Holding {
             content: content.id,

@@ -221,6 +221,7 @@ mod tests {
         Peer {
             id: AgentId::new(id).unwrap(),
             addr: "127.0.0.1:1".parse().unwrap(),
+            scheme: Default::default(),
             upload_capacity: 0,
             load: 0,
             complete: pieces.is_none(),
