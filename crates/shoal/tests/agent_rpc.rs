@@ -165,6 +165,64 @@ fn aria2p_drives_the_daemon_and_finds_its_queue_after_kill_9() {
     );
 }
 
+/// The secret of the queue agents with a tracker take.
+const SWARM_SECRET: &str = "swarm-rpc-secret";
+
+/// An agent of `fleet` with a tracker and its RPC on a port of its own, files going to
+/// `out/`; the agent and the port.
+fn swarm_daemon(fleet: &fleet::Fleet, id: &str) -> (fleet::Process, u16) {
+    let secret = fleet.path("rpc.secret");
+    std::fs::write(&secret, SWARM_SECRET).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let rpc_port = common::free_port();
+    let out = fleet.path("out");
+    let agent = fleet.agent(
+        id,
+        None,
+        &[
+            "--rpc-listen",
+            &format!("127.0.0.1:{rpc_port}"),
+            "--rpc-secret-file",
+            &secret.to_string_lossy(),
+            "--dir",
+            &out.to_string_lossy(),
+        ],
+    );
+    (agent, rpc_port)
+}
+
+/// Calls `method` of the RPC on `port` over POST with [`SWARM_SECRET`]; its result.
+fn swarm_rpc(port: u16, method: &str, params: Value) -> Value {
+    let mut all = vec![json!(format!("token:{SWARM_SECRET}"))];
+    all.extend(params.as_array().cloned().unwrap_or_default());
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": all});
+    let (status, answer) = common::call(port, "", "POST", "/jsonrpc", &body.to_string());
+    assert_eq!(status, 200, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert!(answer.get("error").is_none(), "{method}: {answer}");
+    answer["result"].clone()
+}
+
+/// Waits (bounded) for download `gid` to complete.
+fn wait_complete(fleet: &fleet::Fleet, agent: &str, port: u16, gid: &Value) {
+    let deadline = Instant::now() + common::DEADLINE;
+    loop {
+        let status = swarm_rpc(
+            port,
+            "aria2.tellStatus",
+            json!([gid, ["status", "errorMessage"]]),
+        );
+        match status["status"].as_str() {
+            Some("complete") => break,
+            Some("error") => panic!("the download failed: {status}\n{}", fleet.log(agent)),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "no end: {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// With `--tracker` the queue's downloads go through the swarm, as `shoal get --agent` does:
 /// the tracker then lists the agent as a complete holder of the content, and the file is
 /// placed in `--dir` under the `out` asked for.
@@ -176,49 +234,81 @@ fn with_a_tracker_the_queues_downloads_go_through_the_swarm() {
         ..OriginConfig::default()
     });
     let fleet = fleet::Fleet::start();
-    let secret = fleet.path("rpc.secret");
-    std::fs::write(&secret, "swarm-rpc-secret").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let rpc_port = common::free_port();
-    let out = fleet.path("out");
-    let _agent = fleet.agent(
-        "queue-1",
-        None,
-        &[
-            "--rpc-listen",
-            &format!("127.0.0.1:{rpc_port}"),
-            "--rpc-secret-file",
-            &secret.to_string_lossy(),
-            "--dir",
-            &out.to_string_lossy(),
-        ],
-    );
-    let rpc = |method: &str, params: Value| {
-        let mut all = vec![json!("token:swarm-rpc-secret")];
-        all.extend(params.as_array().cloned().unwrap_or_default());
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": all});
-        let (status, answer) = common::call(rpc_port, "", "POST", "/jsonrpc", &body.to_string());
-        assert_eq!(status, 200, "{answer}");
-        let answer: Value = serde_json::from_str(&answer).unwrap();
-        assert!(answer.get("error").is_none(), "{method}: {answer}");
-        answer["result"].clone()
-    };
-    let gid = rpc(
+    let (_agent, rpc_port) = swarm_daemon(&fleet, "queue-1");
+    let gid = swarm_rpc(
+        rpc_port,
         "aria2.addUri",
         json!([[origin.url("/big.bin")], {"out": "via-swarm.bin"}]),
     );
-    let deadline = Instant::now() + common::DEADLINE;
-    loop {
-        let status = rpc("aria2.tellStatus", json!([gid, ["status", "errorMessage"]]));
-        match status["status"].as_str() {
-            Some("complete") => break,
-            Some("error") => panic!("the download failed: {status}\n{}", fleet.log("queue-1")),
-            _ => {}
-        }
-        assert!(Instant::now() < deadline, "no end: {status}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_complete(&fleet, "queue-1", rpc_port, &gid);
     fleet.assert_file("out/via-swarm.bin", &data);
     fleet.wait_holders(&fleet::content_id(&data), 1);
+}
+
+/// The cap this test holds downloads to, in bytes a second.
+const CAP: u64 = 128 << 10;
+/// What a download may have beyond `CAP` times the time it ran: the reads each connection
+/// made before the limiter held it.
+const CAP_SLACK: u64 = 1 << 20;
+
+/// Watches download `gid`, which started under [`CAP`] at `since`, for a second and a half:
+/// it is still running and has no more than the cap let through. The bound grows with the
+/// time the test measured, so a slow machine only loosens it.
+fn assert_held_to_the_cap(port: u16, gid: &Value, since: Instant, total: u64) {
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = swarm_rpc(
+        port,
+        "aria2.tellStatus",
+        json!([gid, ["status", "completedLength"]]),
+    );
+    let done: u64 = status["completedLength"].as_str().unwrap().parse().unwrap();
+    let bound = (CAP as f64 * since.elapsed().as_secs_f64()) as u64 + CAP_SLACK;
+    assert!(
+        done <= bound && done < total,
+        "{done} of {total} bytes after {:?}, more than the cap of {CAP} B/s lets through ({bound}): {status}",
+        since.elapsed()
+    );
+    assert_eq!(status["status"], "active", "{status}");
+}
+
+/// With `--tracker`, a queued download through the swarm keeps to the overall cap set at run
+/// time (`changeGlobalOption`) and finishes once it is lifted, its bytes those the origin
+/// sent; another keeps to its own `max-download-limit`.
+#[test]
+fn with_a_tracker_the_queues_swarm_downloads_keep_to_the_caps() {
+    let total = 4 << 20;
+    let (first, second) = (random_bytes(total, 64), random_bytes(total, 65));
+    let origins = [&first, &second].map(|data| {
+        Origin::start_blocking(OriginConfig {
+            content: data.clone(),
+            ..OriginConfig::default()
+        })
+    });
+    let fleet = fleet::Fleet::start();
+    let (_agent, port) = swarm_daemon(&fleet, "queue-caps");
+    let limit = json!({"max-overall-download-limit": CAP.to_string()});
+    swarm_rpc(port, "aria2.changeGlobalOption", json!([limit]));
+    let since = Instant::now();
+    let gid = swarm_rpc(
+        port,
+        "aria2.addUri",
+        json!([[origins[0].url("/first.bin")], {"out": "first.bin"}]),
+    );
+    assert_held_to_the_cap(port, &gid, since, total as u64);
+    let lifted = json!({"max-overall-download-limit": "0"});
+    swarm_rpc(port, "aria2.changeGlobalOption", json!([lifted]));
+    wait_complete(&fleet, "queue-caps", port, &gid);
+    fleet.assert_file("out/first.bin", &first);
+
+    let since = Instant::now();
+    let gid = swarm_rpc(
+        port,
+        "aria2.addUri",
+        json!([
+            [origins[1].url("/second.bin")],
+            {"out": "second.bin", "max-download-limit": CAP.to_string()}
+        ]),
+    );
+    assert_held_to_the_cap(port, &gid, since, total as u64);
+    swarm_rpc(port, "aria2.forceRemove", json!([gid]));
 }

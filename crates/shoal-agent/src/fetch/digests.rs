@@ -71,6 +71,7 @@ impl Job<'_> {
         options.endgame = Endgame::Never;
         options.learn_pieces = Some(layout.piece_size());
         options.expected_size = Some(layout.size());
+        self.caps.apply(&mut options);
         let (tx, mut rx) = mpsc::unbounded_channel();
         let stop = self.cancel.child_token();
         let run = download(options, tx, stop.clone());

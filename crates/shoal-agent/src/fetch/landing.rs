@@ -5,10 +5,11 @@
 //! fetch tell the tap directly, before any filtering.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use http::HeaderMap;
 use shoal_core::{Layout, PieceIndex};
-use shoal_engine::Event;
+use shoal_engine::{DownloadOptions, Event, Rate, SharedRate};
 use tokio::sync::mpsc;
 
 use super::Job;
@@ -43,6 +44,26 @@ pub(crate) struct Extras {
     /// under the digest rather than the URL, and a download whose bytes hash otherwise fails
     /// before it is kept or published.
     pub(crate) sha256: Option<[u8; 32]>,
+    /// The rate caps of the download asked for (the queue's), on every download of the fetch.
+    pub(crate) caps: FetchCaps,
+}
+
+/// The rate caps one fetch is held to, over its origin and peer bytes alike. A fetch that
+/// joins one already running for the same content waits for it and is not capped.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FetchCaps {
+    /// This download's own cap (aria2's `max-download-limit`).
+    pub(crate) limit_rate: Option<Rate>,
+    /// A cap shared with other downloads (the queue's `max-overall-download-limit`).
+    pub(crate) shared_rate: Option<Arc<SharedRate>>,
+}
+
+impl FetchCaps {
+    /// Puts the caps on `options`, one of the fetch's downloads.
+    pub(super) fn apply(&self, options: &mut DownloadOptions) {
+        options.limit_rate = self.limit_rate;
+        options.shared_rate = self.shared_rate.clone();
+    }
 }
 
 impl Job<'_> {

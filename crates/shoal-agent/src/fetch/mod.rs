@@ -60,7 +60,7 @@ use url::Url;
 
 use self::downloads::Part;
 pub(crate) use self::downloads::{Downloads, Unfinished};
-pub(crate) use self::landing::{Extras, Landing, LandingSender};
+pub(crate) use self::landing::{Extras, FetchCaps, Landing, LandingSender};
 use self::recording::Recording;
 use crate::catalog::{Catalog, Entry};
 use crate::objects::{Objects, ObjectsError, Pin, Record};
@@ -365,6 +365,7 @@ impl Fetcher {
                 http,
                 tap: extras.tap,
                 sha256: extras.sha256,
+                caps: extras.caps,
             };
             let result = match want {
                 Want::Content(id) => job.content(id, None).await,
@@ -425,6 +426,8 @@ struct Job<'a> {
     tap: Option<LandingSender>,
     /// The content's SHA-256, when known: shared under it, and checked before it is kept.
     sha256: Option<[u8; 32]>,
+    /// The rate caps every download of the fetch is held to.
+    caps: FetchCaps,
 }
 
 /// The origin of a content fetched by URL.

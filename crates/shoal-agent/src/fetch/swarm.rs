@@ -84,6 +84,7 @@ impl Job<'_> {
         }
         options.http = self.http.clone();
         options.tally = Some(self.f.tally.clone());
+        self.caps.apply(&mut options);
         let mut peer_http = HttpOptions {
             connect_timeout: Duration::from_secs(3),
             ca: self.f.options.http.ca.clone(),

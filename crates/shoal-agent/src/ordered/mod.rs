@@ -346,6 +346,7 @@ async fn drive(
             headers,
             tap: Some(tap),
             sha256,
+            ..Extras::default()
         },
     );
     let follow = async {

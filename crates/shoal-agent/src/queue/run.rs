@@ -1,7 +1,9 @@
 //! Running one queued download: on the engine directly (an agent without a tracker, or a
 //! download that needs what the swarm does not carry: mirrors, headers, a checksum), or through
 //! the swarm with the [`Fetcher`] (the path `shoal get --agent` takes), then placed where the
-//! download's `dir` and `out` say. Progress goes into the download's [`Live`].
+//! download's `dir` and `out` say. Either way the download is held to its own
+//! `max-download-limit` and the queue's overall cap. Progress goes into the download's
+//! [`Live`].
 
 use std::num::NonZeroU64;
 use std::path::PathBuf;
@@ -18,7 +20,7 @@ use url::Url;
 
 use super::Live;
 use crate::control;
-use crate::fetch::{AgentFetchError, Fetcher, Want};
+use crate::fetch::{AgentFetchError, Extras, FetchCaps, Fetcher, Want};
 use crate::serve::PieceServer;
 
 /// Where the queue's downloads go through.
@@ -112,7 +114,9 @@ pub(super) async fn run(
     let needs_engine =
         job.uris.len() > 1 || !job.options.headers.is_empty() || job.options.checksum.is_some();
     match via {
-        Via::Swarm { fetcher, .. } if !needs_engine => swarm(fetcher, job, live, cancel).await,
+        Via::Swarm { fetcher, .. } if !needs_engine => {
+            swarm(fetcher, caps, job, live, cancel).await
+        }
         Via::Swarm { http, tally, .. } | Via::Engine { http, tally } => {
             engine(http.clone(), tally.clone(), caps, job, live, cancel).await
         }
@@ -148,6 +152,7 @@ async fn engine(
 
 async fn swarm(
     fetcher: &Fetcher,
+    caps: &Caps,
     job: Job,
     live: &Live,
     cancel: &CancellationToken,
@@ -155,7 +160,14 @@ async fn swarm(
     let url = job.uris[0].clone();
     let (events, received) = mpsc::unbounded_channel();
     let following = follow(received, live);
-    let fetch = fetcher.fetch(Want::Url(url), events, cancel.clone());
+    let extras = Extras {
+        caps: FetchCaps {
+            limit_rate: job.options.max_download_limit,
+            shared_rate: Some(caps.download.clone()),
+        },
+        ..Extras::default()
+    };
+    let fetch = fetcher.fetch_with(Want::Url(url), events, cancel.clone(), extras);
     let (result, ()) = tokio::join!(fetch, following);
     let fetched = result.map_err(|e| (fetch_error_code(&e), shoal_core::chain::chain(&e)))?;
     let dir = job.options.dir.unwrap_or(job.dir);
