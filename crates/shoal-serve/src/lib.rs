@@ -18,7 +18,10 @@
 //! With a [`ServerTls`] ([`serve_tls`]), every connection is TLS: its handshake must finish
 //! within the header timeout.
 //!
-//! Handlers see the client's address as axum's `ConnectInfo<SocketAddr>`.
+//! Handlers see the client's address as axum's `ConnectInfo<SocketAddr>`, and the listener's
+//! idle timeout as an [`IdleTimeout`]. A connection taken over by an upgrade (a proxy's
+//! `CONNECT` tunnel, a WebSocket) keeps its place under the caps until it closes; the idle
+//! timeout no longer watches it, so a handler that holds one open closes it when idle itself.
 
 mod gate;
 mod idle;
@@ -45,6 +48,12 @@ use tower_service::Service;
 
 use self::gate::{Gate, Ticket};
 use self::idle::{Activity, Tracked};
+
+/// The listener's idle timeout, in every request's extensions: a handler that takes its
+/// connection over (a WebSocket) closes it after this long without use, as [`serve`] closes
+/// an idle HTTP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdleTimeout(pub Duration);
 
 /// How long a slow or idle client may hold a connection, and how many connections are held.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,9 +252,10 @@ impl HttpConnection {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let (peer, router) = (self.peer, self.router);
+        let (peer, router, idle) = (self.peer, self.router, IdleTimeout(self.idle_timeout));
         let service = service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(idle);
             let mut router = router.clone();
             async move { Ok::<_, Infallible>(router.call(request).await.unwrap_or_else(|e| match e {})) }
         });
