@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use crate::announce::{Announcer, IdRefused, Identity};
 use crate::catalog::Catalog;
 use crate::control::{self, door, Door, DoorError};
-use crate::fetch::{Downloads, FetchOptions, Fetcher};
+use crate::fetch::{Downloads, FetchOptions, Fetcher, Want};
 use crate::metrics::{self, DataCheck, Observed};
 use crate::objects::{Objects, ObjectsError};
 use crate::ordered::Ordered;
@@ -228,7 +228,7 @@ pub async fn run(
         options.fetch.clone(),
         downloads,
     );
-    fetcher.resume(unfinished, &stop);
+    fetcher.restored(&unfinished);
     let (http, tally) = (options.fetch.http.clone(), fetcher.tally_handle());
     let via = match &options.tracker {
         Some(_) => Via::Swarm {
@@ -254,6 +254,12 @@ pub async fn run(
         stop.clone(),
     )
     .await?;
+    // The queue's own downloads are the queue's to resume: under its caps, and paused ones
+    // stay paused.
+    let unfinished = (unfinished.into_iter())
+        .filter(|d| !matches!(&d.want, Want::Url(url) if queue.holds(url)))
+        .collect();
+    fetcher.resume(unfinished, &stop);
     let data = DataCheck::new(options.data.clone());
     data.check().await;
     tokio::spawn(data.clone().run(stop.clone()));

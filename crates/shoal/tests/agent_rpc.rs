@@ -3,7 +3,8 @@
 //! says SKIP): a download watched to completion and its bytes checked, pause and unpause,
 //! remove, aria2's notifications over the WebSocket, and after a `kill -9` the queue found
 //! again, the paused download still paused and the running one finished from its part file.
-//! With a tracker, the same queue's downloads go through the swarm.
+//! With a tracker, the same queue's downloads go through the swarm, held to the overall cap
+//! (changed at run time) and their own `max-download-limit`, after a `kill -9` too.
 
 mod common;
 mod fleet;
@@ -168,27 +169,32 @@ fn aria2p_drives_the_daemon_and_finds_its_queue_after_kill_9() {
 /// The secret of the queue agents with a tracker take.
 const SWARM_SECRET: &str = "swarm-rpc-secret";
 
-/// An agent of `fleet` with a tracker and its RPC on a port of its own, files going to
-/// `out/`; the agent and the port.
-fn swarm_daemon(fleet: &fleet::Fleet, id: &str) -> (fleet::Process, u16) {
+/// The flags of an agent of `fleet` with its RPC on a port of its own, files going to
+/// `out/`; the flags and the port.
+fn rpc_flags(fleet: &fleet::Fleet) -> (Vec<String>, u16) {
     let secret = fleet.path("rpc.secret");
     std::fs::write(&secret, SWARM_SECRET).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let rpc_port = common::free_port();
-    let out = fleet.path("out");
-    let agent = fleet.agent(
-        id,
-        None,
-        &[
-            "--rpc-listen",
-            &format!("127.0.0.1:{rpc_port}"),
-            "--rpc-secret-file",
-            &secret.to_string_lossy(),
-            "--dir",
-            &out.to_string_lossy(),
-        ],
-    );
+    let flags = vec![
+        "--rpc-listen".to_string(),
+        format!("127.0.0.1:{rpc_port}"),
+        "--rpc-secret-file".to_string(),
+        secret.to_string_lossy().into_owned(),
+        "--dir".to_string(),
+        fleet.path("out").to_string_lossy().into_owned(),
+    ];
+    (flags, rpc_port)
+}
+
+/// An agent of `fleet` with a tracker and its RPC (see [`rpc_flags`]); the agent and the
+/// RPC's port.
+fn swarm_daemon(fleet: &fleet::Fleet, id: &str) -> (fleet::Process, u16) {
+    let (flags, rpc_port) = rpc_flags(fleet);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut agent = fleet.agent(id, None, &flags);
+    common::wait_listening(&mut agent.child, rpc_port, "shoal agent's RPC");
     (agent, rpc_port)
 }
 
@@ -252,9 +258,10 @@ const CAP: u64 = 128 << 10;
 const CAP_SLACK: u64 = 1 << 20;
 
 /// Watches download `gid`, which started under [`CAP`] at `since`, for a second and a half:
-/// it is still running and has no more than the cap let through. The bound grows with the
-/// time the test measured, so a slow machine only loosens it.
-fn assert_held_to_the_cap(port: u16, gid: &Value, since: Instant, total: u64) {
+/// it is still running and has no more than the cap let through (with `starts` times
+/// [`CAP_SLACK`], one per start). The bound grows with the time the test measured, so a slow
+/// machine only loosens it.
+fn assert_held_to_the_cap(port: u16, gid: &Value, since: Instant, total: u64, starts: u64) {
     std::thread::sleep(Duration::from_millis(1500));
     let status = swarm_rpc(
         port,
@@ -262,7 +269,7 @@ fn assert_held_to_the_cap(port: u16, gid: &Value, since: Instant, total: u64) {
         json!([gid, ["status", "completedLength"]]),
     );
     let done: u64 = status["completedLength"].as_str().unwrap().parse().unwrap();
-    let bound = (CAP as f64 * since.elapsed().as_secs_f64()) as u64 + CAP_SLACK;
+    let bound = (CAP as f64 * since.elapsed().as_secs_f64()) as u64 + starts * CAP_SLACK;
     assert!(
         done <= bound && done < total,
         "{done} of {total} bytes after {:?}, more than the cap of {CAP} B/s lets through ({bound}): {status}",
@@ -294,7 +301,7 @@ fn with_a_tracker_the_queues_swarm_downloads_keep_to_the_caps() {
         "aria2.addUri",
         json!([[origins[0].url("/first.bin")], {"out": "first.bin"}]),
     );
-    assert_held_to_the_cap(port, &gid, since, total as u64);
+    assert_held_to_the_cap(port, &gid, since, total as u64, 1);
     let lifted = json!({"max-overall-download-limit": "0"});
     swarm_rpc(port, "aria2.changeGlobalOption", json!([lifted]));
     wait_complete(&fleet, "queue-caps", port, &gid);
@@ -309,6 +316,41 @@ fn with_a_tracker_the_queues_swarm_downloads_keep_to_the_caps() {
             {"out": "second.bin", "max-download-limit": CAP.to_string()}
         ]),
     );
-    assert_held_to_the_cap(port, &gid, since, total as u64);
+    assert_held_to_the_cap(port, &gid, since, total as u64, 1);
     swarm_rpc(port, "aria2.forceRemove", json!([gid]));
+}
+
+/// After a `kill -9` mid-download, the queue's download through the swarm resumes under the
+/// overall cap it was set to (kept in the queue), rather than uncapped by the agent's own
+/// resuming of unfinished fetches, and its bytes are the origin's once the cap is lifted.
+#[test]
+fn with_a_tracker_a_queued_download_resumes_under_the_cap_after_kill_9() {
+    let total = 6 << 20;
+    let data = random_bytes(total, 66);
+    let origin = Origin::start_blocking(OriginConfig {
+        content: data.clone(),
+        ..OriginConfig::default()
+    });
+    let fleet = fleet::Fleet::start();
+    let (mut agent, port) = swarm_daemon(&fleet, "queue-restart");
+    let limit = json!({"max-overall-download-limit": CAP.to_string()});
+    swarm_rpc(port, "aria2.changeGlobalOption", json!([limit]));
+    let since = Instant::now();
+    let gid = swarm_rpc(
+        port,
+        "aria2.addUri",
+        json!([[origin.url("/restart.bin")], {"out": "restart.bin"}]),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    agent.kill();
+    // The same address: the tracker takes the id back only from there.
+    let (flags, port) = rpc_flags(&fleet);
+    let mut again = fleet.agent_command("queue-restart", agent.port, &agent.data, "again.log");
+    let mut again = Killed(again.args(flags).spawn().expect("spawn shoal agent"));
+    common::wait_listening(&mut again.0, port, "the restarted agent's RPC");
+    assert_held_to_the_cap(port, &gid, since, total as u64, 2);
+    let lifted = json!({"max-overall-download-limit": "0"});
+    swarm_rpc(port, "aria2.changeGlobalOption", json!([lifted]));
+    wait_complete(&fleet, "again", port, &gid);
+    fleet.assert_file("out/restart.bin", &data);
 }

@@ -267,18 +267,21 @@ impl Fetcher {
         self.inner.active.load(Ordering::Relaxed)
     }
 
-    /// Resumes the downloads an earlier run left unfinished, each in a task of its own: the
-    /// client that asked may be gone, and one asking again joins the running download. They
-    /// stop with `stop` (and are resumed at the next start).
+    /// Takes the entries the unfinished downloads put back in the catalog at start, so that
+    /// the download resuming each (by [`Fetcher::resume`], or by whoever asks for it again,
+    /// such as the queue) carries their pieces on. Call before either starts.
+    pub(crate) fn restored(&self, unfinished: &[Unfinished]) {
+        let mut restored = self.inner.restored.lock().expect("restored lock");
+        for (content, part) in unfinished.iter().filter_map(|d| d.restored) {
+            restored.insert(content, part);
+        }
+    }
+
+    /// Resumes the downloads an earlier run left unfinished (see [`Fetcher::restored`]), each
+    /// in a task of its own: the client that asked may be gone, and one asking again joins
+    /// the running download. They stop with `stop` (and are resumed at the next start).
     pub(crate) fn resume(&self, unfinished: Vec<Unfinished>, stop: &CancellationToken) {
         for download in unfinished {
-            if let Some((content, part)) = download.restored {
-                self.inner
-                    .restored
-                    .lock()
-                    .expect("restored lock")
-                    .insert(content, part);
-            }
             let (fetcher, cancel) = (self.clone(), stop.child_token());
             tokio::spawn(async move {
                 let shown = downloads::shown(&download.want);

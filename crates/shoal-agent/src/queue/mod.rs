@@ -482,6 +482,14 @@ impl Queue {
             .collect()
     }
 
+    /// Whether a download of the queue not stopped (active, waiting or paused) is of `url`.
+    pub(crate) fn holds(&self, url: &Url) -> bool {
+        let state = self.lock();
+        (state.order.iter())
+            .filter_map(|gid| state.items.get(gid))
+            .any(|item| item.uris.first() == Some(url))
+    }
+
     /// Totals for `getGlobalStat`.
     pub fn totals(&self) -> Totals {
         let state = self.lock();
