@@ -167,7 +167,8 @@ fn aria2p_drives_the_daemon_and_finds_its_queue_after_kill_9() {
 
 /// With `--tracker` the queue's downloads go through the swarm, as `shoal get --agent` does:
 /// the tracker then lists the agent as a complete holder of the content, and the file is
-/// placed in `--dir` under the `out` asked for.
+/// placed in `--dir` under the `out` asked for. When another agent then takes the URL from
+/// the swarm, `tellStatus` counts what this one uploaded of it, and reports the swarm's pieces.
 #[test]
 fn with_a_tracker_the_queues_downloads_go_through_the_swarm() {
     let data = random_bytes(3 << 20, 63);
@@ -182,7 +183,7 @@ fn with_a_tracker_the_queues_downloads_go_through_the_swarm() {
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let rpc_port = common::free_port();
     let out = fleet.path("out");
-    let _agent = fleet.agent(
+    let agent = fleet.agent(
         "queue-1",
         None,
         &[
@@ -221,4 +222,30 @@ fn with_a_tracker_the_queues_downloads_go_through_the_swarm() {
     }
     fleet.assert_file("out/via-swarm.bin", &data);
     fleet.wait_holders(&fleet::content_id(&data), 1);
+    let keys = json!(["uploadLength", "totalLength", "numPieces", "pieceLength"]);
+    let before = rpc("aria2.tellStatus", json!([gid, keys]));
+    assert_eq!(before["uploadLength"], "0", "{before}");
+
+    // A second agent takes the URL from the swarm: this one serves it all but the piece the
+    // second checks against the origin.
+    let second = fleet.agent("queue-2", None, &[]);
+    fleet::done(
+        fleet.get(&second, &origin.url("/big.bin"), "second.bin"),
+        &fleet,
+        &["queue-1", "queue-2"],
+    );
+    fleet.assert_file("second.bin", &data);
+    let status = rpc("aria2.tellStatus", json!([gid, keys]));
+    let number = |key: &str| -> u64 { status[key].as_str().unwrap().parse().unwrap() };
+    let size = data.len() as u64;
+    assert_eq!(number("totalLength"), size, "{status}");
+    assert!(
+        (1..=size).contains(&number("uploadLength")),
+        "uploaded {} of a {size} byte file: {status}\n{}",
+        number("uploadLength"),
+        fleet.log("queue-1")
+    );
+    assert!(number("numPieces") * number("pieceLength") >= size, "{status}");
+    assert!(number("numPieces") > 1, "the swarm's pieces, not the whole file: {status}");
+    drop(agent);
 }

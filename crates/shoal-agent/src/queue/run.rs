@@ -16,6 +16,7 @@ use shoal_engine::{
 use tokio::sync::mpsc;
 use url::Url;
 
+use super::item::Swarmed;
 use super::Live;
 use crate::control;
 use crate::fetch::{AgentFetchError, Fetcher, Want};
@@ -78,6 +79,11 @@ impl Caps {
         Some(self.upload_now.load(Ordering::Relaxed)).filter(|n| *n > 0)
     }
 
+    /// The piece server the upload cap paces, which counts what is uploaded.
+    pub(super) fn uploads(&self) -> Option<&PieceServer> {
+        self.uploads.as_ref()
+    }
+
     pub(super) fn set_download(&self, bytes_per_sec: Option<u64>) {
         self.download_now
             .store(bytes_per_sec.unwrap_or(0), Ordering::Relaxed);
@@ -112,7 +118,9 @@ pub(super) async fn run(
     let needs_engine =
         job.uris.len() > 1 || !job.options.headers.is_empty() || job.options.checksum.is_some();
     match via {
-        Via::Swarm { fetcher, .. } if !needs_engine => swarm(fetcher, job, live, cancel).await,
+        Via::Swarm { fetcher, .. } if !needs_engine => {
+            swarm(fetcher, caps, job, live, cancel).await
+        }
         Via::Swarm { http, tally, .. } | Via::Engine { http, tally } => {
             engine(http.clone(), tally.clone(), caps, job, live, cancel).await
         }
@@ -148,6 +156,7 @@ async fn engine(
 
 async fn swarm(
     fetcher: &Fetcher,
+    caps: &Caps,
     job: Job,
     live: &Live,
     cancel: &CancellationToken,
@@ -158,6 +167,14 @@ async fn swarm(
     let fetch = fetcher.fetch(Want::Url(url), events, cancel.clone());
     let (result, ()) = tokio::join!(fetch, following);
     let fetched = result.map_err(|e| (fetch_error_code(&e), shoal_core::chain::chain(&e)))?;
+    if let Some(layout) = fetcher.layout_of(&fetched.content) {
+        let baseline = (caps.uploads().and_then(|s| s.uploaded(&fetched.content))).map_or(0, |u| u.0);
+        *live.swarmed.lock().expect("live swarmed lock") = Some(Swarmed {
+            content: fetched.content,
+            layout,
+            baseline,
+        });
+    }
     let dir = job.options.dir.unwrap_or(job.dir);
     let output = dir.join(
         job.options
