@@ -48,7 +48,10 @@ impl Meter {
         // An exponentially weighted rate in continuous time: it needs no ticking, since reads
         // and chunks come at any moment.
         let decayed = decay(*rate, now);
-        *rate = (now.max(rate.0), decayed + bytes as f64 / SMOOTHING.as_secs_f64());
+        *rate = (
+            now.max(rate.0),
+            decayed + bytes as f64 / SMOOTHING.as_secs_f64(),
+        );
     }
 
     fn rate_at(&self, now: Instant) -> u64 {

@@ -226,8 +226,8 @@ fn with_a_tracker_the_queues_downloads_go_through_the_swarm() {
     let before = rpc("aria2.tellStatus", json!([gid, keys]));
     assert_eq!(before["uploadLength"], "0", "{before}");
 
-    // A second agent takes the URL from the swarm: this one serves it all but the piece the
-    // second checks against the origin.
+    // A second agent takes the URL from the swarm, whose only holder is this one (it checks
+    // one piece against the origin too).
     let second = fleet.agent("queue-2", None, &[]);
     fleet::done(
         fleet.get(&second, &origin.url("/big.bin"), "second.bin"),
@@ -245,7 +245,13 @@ fn with_a_tracker_the_queues_downloads_go_through_the_swarm() {
         number("uploadLength"),
         fleet.log("queue-1")
     );
-    assert!(number("numPieces") * number("pieceLength") >= size, "{status}");
-    assert!(number("numPieces") > 1, "the swarm's pieces, not the whole file: {status}");
+    assert!(
+        number("numPieces") * number("pieceLength") >= size,
+        "{status}"
+    );
+    assert!(
+        number("numPieces") > 1,
+        "the swarm's pieces, not the whole file: {status}"
+    );
     drop(agent);
 }

@@ -168,7 +168,8 @@ async fn swarm(
     let (result, ()) = tokio::join!(fetch, following);
     let fetched = result.map_err(|e| (fetch_error_code(&e), shoal_core::chain::chain(&e)))?;
     if let Some(layout) = fetcher.layout_of(&fetched.content) {
-        let baseline = (caps.uploads().and_then(|s| s.uploaded(&fetched.content))).map_or(0, |u| u.0);
+        let baseline =
+            (caps.uploads().and_then(|s| s.uploaded(&fetched.content))).map_or(0, |u| u.0);
         *live.swarmed.lock().expect("live swarmed lock") = Some(Swarmed {
             content: fetched.content,
             layout,
