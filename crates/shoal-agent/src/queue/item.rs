@@ -34,8 +34,8 @@ pub struct Live {
 pub(super) struct Swarmed {
     pub(super) content: ContentId,
     pub(super) layout: Layout,
-    /// The content's upload count when the download learned its id: uploads before the
-    /// download are not its own.
+    /// The content's upload count before the download: for a content the agent held already,
+    /// what it had served when the download learned its id.
     pub(super) baseline: u64,
 }
 

@@ -168,8 +168,12 @@ async fn swarm(
     let (result, ()) = tokio::join!(fetch, following);
     let fetched = result.map_err(|e| (fetch_error_code(&e), shoal_core::chain::chain(&e)))?;
     if let Some(layout) = fetcher.layout_of(&fetched.content) {
-        let baseline =
-            (caps.uploads().and_then(|s| s.uploaded(&fetched.content))).map_or(0, |u| u.0);
+        // A content downloaded now was served by its entry only while this download ran, so
+        // all of that is its own; one held already had served others before.
+        let held_before = fetched.summary.is_none();
+        let baseline = (caps.uploads().and_then(|s| s.uploaded(&fetched.content)))
+            .filter(|_| held_before)
+            .map_or(0, |u| u.0);
         *live.swarmed.lock().expect("live swarmed lock") = Some(Swarmed {
             content: fetched.content,
             layout,
