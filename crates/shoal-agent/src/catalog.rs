@@ -15,6 +15,8 @@ use shoal_core::wire::{AgentId, Holding, PackedBits, Scheme, SwarmDigests};
 use shoal_core::{Bitfield, ByteRange, ContentId, Layout, Manifest, PieceIndex};
 use tokio::sync::watch;
 
+use crate::meter::Meter;
+
 /// How the agent came to hold a content, which says what keeps the entry up to date: the
 /// shared directory's scans, or the store of fetched contents (and its eviction).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +54,8 @@ pub struct Entry {
     /// The piece digests learned for a URL swarm (by its leader from the origin, by a
     /// follower from the leader), told to peers that ask while the tracker is down.
     digests: Mutex<BTreeMap<u32, PieceDigest>>,
+    /// Bytes of this content served to peers: dropped with the entry when it is evicted.
+    uploaded: Meter,
 }
 
 impl Entry {
@@ -76,6 +80,7 @@ impl Entry {
             count: watch::Sender::new(0),
             peers: Mutex::default(),
             digests: Mutex::default(),
+            uploaded: Meter::default(),
         }
     }
 
@@ -94,6 +99,7 @@ impl Entry {
             count: watch::Sender::new(0),
             peers: Mutex::default(),
             digests: Mutex::default(),
+            uploaded: Meter::default(),
         }
     }
 
@@ -108,6 +114,11 @@ impl Entry {
         *entry.have.write().expect("have lock") = Bitfield::full(entry.piece_count());
         entry.count.send_replace(entry.piece_count());
         entry
+    }
+
+    /// Bytes of this content served to peers while this entry was in the catalog.
+    pub fn uploaded(&self) -> &Meter {
+        &self.uploaded
     }
 
     /// The content id (for a URL swarm still learning its digests, the swarm id).

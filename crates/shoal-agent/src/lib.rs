@@ -10,6 +10,7 @@ pub mod control;
 mod exchange;
 pub mod fetch;
 pub mod id;
+pub mod meter;
 pub mod metrics;
 pub mod objects;
 pub mod ordered;

@@ -230,6 +230,12 @@ async fn a_download_runs_to_completion_and_keys_filter_its_status() {
     ] {
         assert!(full[key].is_string(), "{key} in {full}");
     }
+    // Without a tracker nothing is uploaded; the pieces are aria2's for HTTP, 1 MiB each.
+    assert_eq!(full["uploadLength"], "0");
+    assert_eq!(full["uploadSpeed"], "0");
+    assert_eq!(full["pieceLength"], "1048576");
+    let pieces = content.len().div_ceil(1 << 20).to_string();
+    assert_eq!(full["numPieces"], json!(pieces));
     let path = dir.path().join("renamed.bin");
     assert_eq!(full["files"][0]["path"], json!(path.to_string_lossy()));
     assert_eq!(

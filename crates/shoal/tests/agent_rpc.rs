@@ -231,7 +231,8 @@ fn wait_complete(fleet: &fleet::Fleet, agent: &str, port: u16, gid: &Value) {
 
 /// With `--tracker` the queue's downloads go through the swarm, as `shoal get --agent` does:
 /// the tracker then lists the agent as a complete holder of the content, and the file is
-/// placed in `--dir` under the `out` asked for.
+/// placed in `--dir` under the `out` asked for. When another agent then takes the URL from
+/// the swarm, `tellStatus` counts what this one uploaded of it, and reports the swarm's pieces.
 #[test]
 fn with_a_tracker_the_queues_downloads_go_through_the_swarm() {
     let data = random_bytes(3 << 20, 63);
@@ -240,7 +241,7 @@ fn with_a_tracker_the_queues_downloads_go_through_the_swarm() {
         ..OriginConfig::default()
     });
     let fleet = fleet::Fleet::start();
-    let (_agent, rpc_port) = swarm_daemon(&fleet, "queue-1");
+    let (agent, rpc_port) = swarm_daemon(&fleet, "queue-1");
     let gid = swarm_rpc(
         rpc_port,
         "aria2.addUri",
@@ -249,6 +250,38 @@ fn with_a_tracker_the_queues_downloads_go_through_the_swarm() {
     wait_complete(&fleet, "queue-1", rpc_port, &gid);
     fleet.assert_file("out/via-swarm.bin", &data);
     fleet.wait_holders(&fleet::content_id(&data), 1);
+    let keys = json!(["uploadLength", "totalLength", "numPieces", "pieceLength"]);
+    let before = swarm_rpc(rpc_port, "aria2.tellStatus", json!([gid, keys]));
+    assert_eq!(before["uploadLength"], "0", "{before}");
+
+    // A second agent takes the URL from the swarm, whose only holder is this one (it checks
+    // one piece against the origin too).
+    let second = fleet.agent("queue-2", None, &[]);
+    fleet::done(
+        fleet.get(&second, &origin.url("/big.bin"), "second.bin"),
+        &fleet,
+        &["queue-1", "queue-2"],
+    );
+    fleet.assert_file("second.bin", &data);
+    let status = swarm_rpc(rpc_port, "aria2.tellStatus", json!([gid, keys]));
+    let number = |key: &str| -> u64 { status[key].as_str().unwrap().parse().unwrap() };
+    let size = data.len() as u64;
+    assert_eq!(number("totalLength"), size, "{status}");
+    assert!(
+        (1..=size).contains(&number("uploadLength")),
+        "uploaded {} of a {size} byte file: {status}\n{}",
+        number("uploadLength"),
+        fleet.log("queue-1")
+    );
+    assert!(
+        number("numPieces") * number("pieceLength") >= size,
+        "{status}"
+    );
+    assert!(
+        number("numPieces") > 1,
+        "the swarm's pieces, not the whole file: {status}"
+    );
+    drop(agent);
 }
 
 /// The cap this test holds downloads to, in bytes a second.

@@ -48,7 +48,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_core::wire::{AgentId, UrlKey};
-use shoal_core::{ContentId, Manifest};
+use shoal_core::{ContentId, Layout, Manifest};
 use shoal_engine::{
     CancellationToken, Connections, DownloadError, EventSender, HttpOptions, Summary, Tally,
     UrlVersion,
@@ -260,6 +260,11 @@ impl Fetcher {
     /// engine) to add to.
     pub(crate) fn tally_handle(&self) -> Arc<Tally> {
         self.inner.tally.clone()
+    }
+
+    /// The pieces of content `id`, while the catalog holds it (a [`Fetched`] pins it).
+    pub(crate) fn layout_of(&self, id: &ContentId) -> Option<Layout> {
+        self.inner.catalog.get(id).map(|entry| entry.layout())
     }
 
     /// Fetches running now, those waiting for another's download of the same content included.

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use shoal_core::{ContentId, Layout};
 use shoal_engine::urllist::EntryOptions;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -12,6 +13,7 @@ use url::Url;
 
 use super::store::SavedDownload;
 use super::{Gid, Status};
+use crate::serve::PieceServer;
 
 /// A running download's progress, updated from the engine's events.
 #[derive(Debug, Default)]
@@ -22,6 +24,19 @@ pub struct Live {
     pub(super) speed: AtomicU64,
     pub(super) connections: AtomicU32,
     pub(super) path: Mutex<Option<PathBuf>>,
+    /// The content the swarm fetched, once the fetch has it.
+    pub(super) swarmed: Mutex<Option<Swarmed>>,
+}
+
+/// What a download through the swarm learns of its content: its id (what the piece server
+/// counts uploads by), its pieces, and what had been uploaded of it before.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Swarmed {
+    pub(super) content: ContentId,
+    pub(super) layout: Layout,
+    /// The content's upload count before the download: for a content the agent held already,
+    /// what it had served when the download learned its id.
+    pub(super) baseline: u64,
 }
 
 impl Live {
@@ -56,6 +71,12 @@ pub struct Download {
     pub speed: u64,
     /// Connections streaming now.
     pub connections: u32,
+    /// Bytes of its content served to peers since it was added (through the swarm only).
+    pub upload_length: u64,
+    /// Bytes a second of its content served to peers now, smoothed.
+    pub upload_speed: u64,
+    /// The swarm's pieces of its content, when it went through the swarm.
+    pub layout: Option<Layout>,
     /// aria2's error code and the message, for a download that failed.
     pub error: Option<(u32, String)>,
 }
@@ -69,6 +90,8 @@ pub(super) struct Item {
     pub(super) done: u64,
     pub(super) path: Option<PathBuf>,
     pub(super) error: Option<(u32, String)>,
+    /// Its content, once a run through the swarm learned it (not kept in `queue.json`).
+    pub(super) swarmed: Option<Swarmed>,
     /// While running: what stops it and its progress.
     pub(super) running: Option<(CancellationToken, Arc<Live>)>,
 }
@@ -105,6 +128,13 @@ impl Item {
             None => (self.total, self.done, self.path.clone()),
         }
     }
+
+    /// Its content: the running download's if it has learned it.
+    fn swarmed(&self) -> Option<Swarmed> {
+        let live = (self.running.as_ref())
+            .and_then(|(_, live)| *live.swarmed.lock().expect("live swarmed lock"));
+        live.or(self.swarmed)
+    }
 }
 
 /// Copies a running download's progress into its item, which outlives the run.
@@ -113,10 +143,20 @@ pub(super) fn keep_progress(item: &mut Item) {
     item.total = total;
     item.done = done;
     item.path = path;
+    item.swarmed = item.swarmed();
 }
 
-pub(super) fn shown(dir: &Path, item: &Item) -> Download {
+/// `item` as the RPC shows it; its uploads as `uploads`, the agent's piece server, counts them.
+pub(super) fn shown(dir: &Path, item: &Item, uploads: Option<&PieceServer>) -> Download {
     let (total, done, path) = item.progress();
+    let swarmed = item.swarmed();
+    let (upload_length, upload_speed) = swarmed
+        .zip(uploads)
+        .and_then(|(s, server)| {
+            let (sent, speed) = server.uploaded(&s.content)?;
+            Some((sent.saturating_sub(s.baseline), speed))
+        })
+        .unwrap_or((0, 0));
     let (speed, connections) = match &item.running {
         Some((_, live)) => (
             live.speed.load(Ordering::Relaxed),
@@ -139,6 +179,9 @@ pub(super) fn shown(dir: &Path, item: &Item) -> Download {
         done,
         speed,
         connections,
+        upload_length,
+        upload_speed,
+        layout: swarmed.map(|s| s.layout),
         error: item.error.clone(),
     }
 }
@@ -173,6 +216,7 @@ pub(super) fn restored(saved: SavedDownload) -> Option<Item> {
         done: saved.done,
         path: saved.path,
         error: saved.error,
+        swarmed: None,
         running: None,
     })
 }

@@ -45,6 +45,7 @@ use self::order::{waiting_gids, waiting_index, window};
 pub use self::run::{Caps, Via};
 pub use self::states::{Notice, NoticeKind, Status};
 use self::store::{Saved, QUEUE_FILE};
+use crate::serve::PieceServer;
 
 tokio::task_local! {
     /// Set while the calls of one batch run: their changes are written once, at its end.
@@ -96,6 +97,8 @@ pub struct QueueOptions {
 pub struct Totals {
     /// Bytes per second over every active download.
     pub download_speed: u64,
+    /// Bytes per second the agent's piece server sends to peers (0 without one).
+    pub upload_speed: u64,
     /// Active downloads.
     pub active: usize,
     /// Waiting and paused downloads.
@@ -253,6 +256,7 @@ impl Queue {
                     done: 0,
                     path: None,
                     error: None,
+                    swarmed: None,
                     running: None,
                 },
             );
@@ -447,7 +451,7 @@ impl Queue {
     pub fn get(&self, gid: Gid) -> Result<Download, QueueError> {
         let state = self.lock();
         let item = state.items.get(&gid).ok_or(QueueError::NotFound(gid))?;
-        Ok(shown(&state.dir, item))
+        Ok(shown(&state.dir, item, self.inner.caps.uploads()))
     }
 
     /// The active downloads.
@@ -456,7 +460,7 @@ impl Queue {
         (state.order.iter())
             .filter_map(|gid| state.items.get(gid))
             .filter(|item| item.status == Status::Active)
-            .map(|item| shown(&state.dir, item))
+            .map(|item| shown(&state.dir, item, self.inner.caps.uploads()))
             .collect()
     }
 
@@ -468,7 +472,7 @@ impl Queue {
         window(&gids, offset, num)
             .into_iter()
             .filter_map(|gid| state.items.get(&gid))
-            .map(|item| shown(&state.dir, item))
+            .map(|item| shown(&state.dir, item, self.inner.caps.uploads()))
             .collect()
     }
 
@@ -478,7 +482,7 @@ impl Queue {
         window(&state.stopped, offset, num)
             .into_iter()
             .filter_map(|gid| state.items.get(&gid))
-            .map(|item| shown(&state.dir, item))
+            .map(|item| shown(&state.dir, item, self.inner.caps.uploads()))
             .collect()
     }
 
@@ -495,6 +499,7 @@ impl Queue {
         let state = self.lock();
         let mut totals = Totals {
             stopped: state.stopped.len(),
+            upload_speed: (self.inner.caps.uploads()).map_or(0, PieceServer::upload_speed),
             ..Totals::default()
         };
         for item in state.order.iter().filter_map(|gid| state.items.get(gid)) {

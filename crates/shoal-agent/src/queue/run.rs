@@ -18,6 +18,7 @@ use shoal_engine::{
 use tokio::sync::mpsc;
 use url::Url;
 
+use super::item::Swarmed;
 use super::Live;
 use crate::control;
 use crate::fetch::{AgentFetchError, Extras, FetchCaps, Fetcher, Want};
@@ -78,6 +79,11 @@ impl Caps {
     /// The upload cap now, in bytes a second.
     pub fn upload(&self) -> Option<u64> {
         Some(self.upload_now.load(Ordering::Relaxed)).filter(|n| *n > 0)
+    }
+
+    /// The piece server the upload cap paces, which counts what is uploaded.
+    pub(super) fn uploads(&self) -> Option<&PieceServer> {
+        self.uploads.as_ref()
     }
 
     pub(super) fn set_download(&self, bytes_per_sec: Option<u64>) {
@@ -170,6 +176,19 @@ async fn swarm(
     let fetch = fetcher.fetch_with(Want::Url(url), events, cancel.clone(), extras);
     let (result, ()) = tokio::join!(fetch, following);
     let fetched = result.map_err(|e| (fetch_error_code(&e), shoal_core::chain::chain(&e)))?;
+    if let Some(layout) = fetcher.layout_of(&fetched.content) {
+        // A content downloaded now was served by its entry only while this download ran, so
+        // all of that is its own; one held already had served others before.
+        let held_before = fetched.summary.is_none();
+        let baseline = (caps.uploads().and_then(|s| s.uploaded(&fetched.content)))
+            .filter(|_| held_before)
+            .map_or(0, |u| u.0);
+        *live.swarmed.lock().expect("live swarmed lock") = Some(Swarmed {
+            content: fetched.content,
+            layout,
+            baseline,
+        });
+    }
     let dir = job.options.dir.unwrap_or(job.dir);
     let output = dir.join(
         job.options

@@ -140,7 +140,7 @@ pub(crate) async fn call(rpc: &Rpc, method: &str, params: Vec<Value>) -> Result<
             let totals = queue.totals();
             Ok(json!({
                 "downloadSpeed": totals.download_speed.to_string(),
-                "uploadSpeed": "0",
+                "uploadSpeed": totals.upload_speed.to_string(),
                 "numActive": totals.active.to_string(),
                 "numWaiting": totals.waiting.to_string(),
                 "numStopped": totals.stopped.to_string(),

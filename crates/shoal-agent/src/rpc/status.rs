@@ -43,16 +43,33 @@ fn field(d: &Download, key: &str) -> Value {
         "status" => d.status.name().into(),
         "totalLength" => total.to_string().into(),
         "completedLength" => d.done.to_string().into(),
-        "uploadLength" | "uploadSpeed" | "numSeeders" => "0".into(),
+        "uploadLength" => d.upload_length.to_string().into(),
+        "uploadSpeed" => d.upload_speed.to_string().into(),
+        "numSeeders" => "0".into(),
         "downloadSpeed" => d.speed.to_string().into(),
         "connections" => d.connections.to_string().into(),
-        "numPieces" => (if total > 0 { "1" } else { "0" }).into(),
-        "pieceLength" => total.to_string().into(),
+        "numPieces" => pieces(d).0.to_string().into(),
+        "pieceLength" => pieces(d).1.to_string().into(),
         "errorCode" => d.error.as_ref().map_or(0, |e| e.0).to_string().into(),
         "errorMessage" => d.error.as_ref().map_or("", |e| e.1.as_str()).into(),
         "dir" => d.dir.to_string_lossy().into_owned().into(),
         "files" => files(d),
         _ => Value::Null,
+    }
+}
+
+/// aria2's piece length for an HTTP download (its `--piece-length` default, 1M).
+const HTTP_PIECE_LENGTH: u64 = 1 << 20;
+
+/// The piece count and length: the swarm's layout for a download through the swarm, else
+/// aria2's for HTTP, 1 MiB pieces over the known length.
+fn pieces(d: &Download) -> (u64, u64) {
+    match d.layout {
+        Some(layout) => (u64::from(layout.piece_count()), layout.piece_size()),
+        None => (
+            d.total.unwrap_or(0).div_ceil(HTTP_PIECE_LENGTH),
+            HTTP_PIECE_LENGTH,
+        ),
     }
 }
 

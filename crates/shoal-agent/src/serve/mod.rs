@@ -47,7 +47,7 @@ use std::fs::File;
 use std::future::Future;
 use std::io;
 use std::num::NonZeroU64;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -69,6 +69,7 @@ use self::exchange::ExchangeLimit;
 use self::range::parse_range;
 use self::upload::{Bucket, Upload};
 use crate::catalog::{Catalog, Entry};
+use crate::meter::Meter;
 
 /// Bytes read (and sent) at a time when uploads are not rate limited.
 const CHUNK: usize = 256 * 1024;
@@ -130,7 +131,7 @@ struct Inner {
     max_uploads: usize,
     limits: ServeLimits,
     uploads: AtomicUsize,
-    served: AtomicU64,
+    served: Meter,
     stop: CancellationToken,
     exchange: ExchangeLimit,
 }
@@ -153,7 +154,7 @@ impl PieceServer {
                 max_uploads: options.max_connections,
                 limits: options.limits,
                 uploads: AtomicUsize::new(0),
-                served: AtomicU64::new(0),
+                served: Meter::default(),
                 stop: CancellationToken::new(),
                 exchange: ExchangeLimit::new(),
             }),
@@ -174,7 +175,19 @@ impl PieceServer {
 
     /// Body bytes handed to peers since the server was made.
     pub fn bytes_served(&self) -> u64 {
-        self.inner.served.load(Ordering::Relaxed)
+        self.inner.served.total()
+    }
+
+    /// Body bytes a second handed to peers now, smoothed over about a second.
+    pub fn upload_speed(&self) -> u64 {
+        self.inner.served.rate()
+    }
+
+    /// Body bytes of content `id` handed to peers (since it entered the catalog) and their
+    /// rate now; `None` while the catalog does not hold it.
+    pub fn uploaded(&self, id: &ContentId) -> Option<(u64, u64)> {
+        let entry = self.inner.catalog.get(id)?;
+        Some((entry.uploaded().total(), entry.uploaded().rate()))
     }
 
     /// Ends every upload in progress with an error and refuses later ones with 503. [`run`]
@@ -323,6 +336,7 @@ async fn piece(
     let upload = Upload {
         server,
         id,
+        entry,
         path,
         file,
         at: range.start(),

@@ -7,7 +7,6 @@ use std::io;
 use std::num::NonZeroU64;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,11 +16,14 @@ use shoal_core::{ContentId, TokenBucket};
 use tokio::time::Instant;
 
 use super::{PieceServer, Slot};
+use crate::catalog::Entry;
 
 /// A body in progress: the rest of one range of one file.
 pub(super) struct Upload {
     pub(super) server: PieceServer,
     pub(super) id: ContentId,
+    /// The content's entry, whose meter counts what this upload sends.
+    pub(super) entry: Arc<Entry>,
     pub(super) path: PathBuf,
     pub(super) file: Arc<File>,
     pub(super) at: u64,
@@ -74,9 +76,8 @@ impl Upload {
             () = inner.stop.cancelled() => return Err(stopped()),
         }
         self.at += chunk.len() as u64;
-        inner
-            .served
-            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        inner.served.add(chunk.len() as u64);
+        self.entry.uploaded().add(chunk.len() as u64);
         if self.at >= self.end {
             self.slot = None;
         }
