@@ -25,7 +25,7 @@ use crate::objects::{Objects, ObjectsError};
 use crate::ordered::Ordered;
 use crate::proxy::{self, Proxy, ProxyError, ProxyOptions};
 use crate::queue::{Caps, Queue, QueueError, QueueOptions, Via};
-use crate::rpc::{self, Rpc};
+use crate::rpc::{self, AllowedOrigins, Rpc};
 use crate::serve::{self, PieceServer, ServeOptions};
 use crate::share::{self, Share, ShareError, ShareOptions, Symlinks};
 use crate::tracker::TrackerClient;
@@ -117,6 +117,8 @@ pub struct DaemonOptions {
     pub max_concurrent: usize,
     /// The overall download cap, bytes a second (changeable at run time).
     pub download_limit: Option<u64>,
+    /// Web pages of other origins that may call the RPC (`--rpc-allow-origin`).
+    pub allow_origins: AllowedOrigins,
 }
 
 impl Default for DaemonOptions {
@@ -127,6 +129,7 @@ impl Default for DaemonOptions {
             dir: PathBuf::from("."),
             max_concurrent: 5,
             download_limit: None,
+            allow_origins: AllowedOrigins::OwnOnly,
         }
     }
 }
@@ -374,7 +377,8 @@ pub async fn run(
             server: server.clone(),
             secret: secret.clone(),
         });
-        let rpc = Rpc::new(queue.clone(), secret, stop.clone());
+        let rpc = Rpc::new(queue.clone(), secret, stop.clone())
+            .allowing(options.queue.allow_origins.clone());
         // Every route of the RPC listener: `/jsonrpc`, and beside it the agent's web page
         // (`/ui`), which drives the queue through the same RPC.
         let routes = rpc::app(rpc).merge(page);

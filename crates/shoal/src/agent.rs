@@ -12,6 +12,7 @@ use shoal_agent::agent::{ControlOptions, DaemonOptions};
 use shoal_agent::fetch::FetchOptions;
 use shoal_agent::proxy::{Cidr, ProxyOptions, Rules, UrlPattern};
 use shoal_agent::registry::{Upstream, Upstreams};
+use shoal_agent::rpc::AllowedOrigins;
 use shoal_agent::serve::ServeOptions;
 use shoal_agent::share::Symlinks;
 use shoal_agent::tracker::TrackerClient;
@@ -110,6 +111,12 @@ pub(crate) struct AgentArgs {
     /// 0600) if missing [default: DATA/rpc.secret]
     #[arg(long, value_name = "FILE", requires = "rpc_listen")]
     rpc_secret_file: Option<PathBuf>,
+
+    /// Web pages of this origin (scheme://host[:port], e.g. AriaNg's) may call the RPC from a
+    /// browser; repeatable; '*' for any page, as aria2's --rpc-allow-origin-all (calls still
+    /// need the secret)
+    #[arg(long, value_name = "ORIGIN")]
+    rpc_allow_origin: Vec<String>,
 
     /// Queued downloads running at once (the queue is kept in DATA/queue.json)
     #[arg(long, value_name = "N", default_value = "5", value_parser = clap::value_parser!(u64).range(1..=1000))]
@@ -345,6 +352,7 @@ fn options(args: AgentArgs) -> anyhow::Result<(AgentOptions, SocketAddr)> {
             dir,
             max_concurrent: args.max_concurrent_downloads as usize,
             download_limit: args.max_overall_download_limit.map(|r| r.bytes_per_sec()),
+            allow_origins: AllowedOrigins::parse(&args.rpc_allow_origin)?,
         },
     };
     Ok((options, args.listen))

@@ -16,14 +16,17 @@
 
 mod jsonrpc;
 mod methods;
+mod origins;
 mod status;
 mod ws;
+
+pub use origins::{AllowedOrigins, OriginError};
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
@@ -41,6 +44,7 @@ pub const SECRET_FILE: &str = "rpc.secret";
 #[derive(Clone)]
 pub struct Rpc {
     inner: Arc<Inner>,
+    origins: Arc<AllowedOrigins>,
 }
 
 struct Inner {
@@ -59,7 +63,14 @@ impl Rpc {
                 secret,
                 stop,
             }),
+            origins: Arc::new(AllowedOrigins::OwnOnly),
         }
+    }
+
+    /// The same RPC, also serving the web pages of `origins` (`--rpc-allow-origin`).
+    pub fn allowing(mut self, origins: AllowedOrigins) -> Self {
+        self.origins = Arc::new(origins);
+        self
     }
 
     /// The queue the RPC drives.
@@ -81,20 +92,68 @@ impl Rpc {
 /// The RPC's route: `/jsonrpc`, POST for calls and GET for the WebSocket.
 pub fn app(rpc: Rpc) -> Router {
     Router::new()
-        .route(RPC_PATH, post(http_call).get(ws::upgrade))
+        .route(
+            RPC_PATH,
+            post(http_call).get(ws::upgrade).options(preflight),
+        )
         .with_state(rpc)
 }
 
 /// A page on another site may POST here too (a form's `text/plain` body); every method that
-/// does anything needs the secret, which such a page does not have. Bodies are capped by
-/// axum's default limit (2 MiB).
-async fn http_call(State(rpc): State<Rpc>, body: Bytes) -> Response {
-    match rpc.answer(&body).await {
+/// does anything needs the secret, which such a page does not have, and the browser lets it
+/// read the answer only when its origin is allowed (`Access-Control-Allow-Origin`). Bodies are
+/// capped by axum's default limit (2 MiB).
+async fn http_call(State(rpc): State<Rpc>, headers: HeaderMap, body: Bytes) -> Response {
+    let mut response = match rpc.answer(&body).await {
         Some(answer) => (
             [(header::CONTENT_TYPE, "application/json-rpc")],
             answer.to_string(),
         )
             .into_response(),
         None => StatusCode::NO_CONTENT.into_response(),
+    };
+    if let Some(origin) = rpc.origins.cors(&headers) {
+        let answer = response.headers_mut();
+        answer.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        answer.insert(
+            header::VARY,
+            header::ORIGIN.as_str().parse().expect("a header value"),
+        );
+    }
+    response
+}
+
+/// A browser's question before a page of another origin POSTs JSON: answered yes only for an
+/// allowed origin.
+async fn preflight(State(rpc): State<Rpc>, headers: HeaderMap) -> Response {
+    match rpc.origins.cors(&headers) {
+        Some(origin) => (
+            StatusCode::NO_CONTENT,
+            [
+                (header::ACCESS_CONTROL_ALLOW_ORIGIN, origin),
+                (
+                    header::ACCESS_CONTROL_ALLOW_METHODS,
+                    "POST, GET, OPTIONS".parse().expect("a header value"),
+                ),
+                (
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    "Content-Type".parse().expect("a header value"),
+                ),
+                (
+                    header::ACCESS_CONTROL_MAX_AGE,
+                    "600".parse().expect("a header value"),
+                ),
+                (
+                    header::VARY,
+                    header::ORIGIN.as_str().parse().expect("a header value"),
+                ),
+            ],
+        )
+            .into_response(),
+        None => (
+            StatusCode::FORBIDDEN,
+            "pages of this origin may not call the RPC: allow them with --rpc-allow-origin",
+        )
+            .into_response(),
     }
 }

@@ -2,9 +2,10 @@
 //! answered on the same socket, and the queue's events go out as aria2's notifications.
 //!
 //! A page on another site can open a WebSocket to a loopback port (browsers apply no
-//! same-origin rule to them), so a request whose `Origin` is not this listener's own
-//! (`http://HOST`, `HOST` from the request) is refused; clients outside a browser send none, or
-//! their own host (websocket-client, which aria2p uses).
+//! same-origin rule to them), so a request whose `Origin` is neither this listener's own
+//! (`http://HOST`, `HOST` from the request) nor one `--rpc-allow-origin` names is refused
+//! (`origins`); clients outside a browser send none, or their own host (websocket-client,
+//! which aria2p uses).
 //!
 //! An open socket keeps its connection's place under the listener's caps (`shoal_serve`), and
 //! is closed once idle for the listener's idle timeout ([`IdleTimeout`]): nothing went either
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use shoal_serve::IdleTimeout;
 use tokio::sync::broadcast::error::RecvError;
@@ -38,32 +39,17 @@ pub(super) async fn upgrade(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if !same_origin(&headers) {
+    if !rpc.origins.admits(&headers) {
         return (
             StatusCode::FORBIDDEN,
-            "the RPC's WebSocket takes no connections from pages on other sites",
+            "the RPC's WebSocket takes no connections from pages on other sites: \
+             allow one with --rpc-allow-origin",
         )
             .into_response();
     }
     upgrade
         .max_message_size(MAX_MESSAGE)
         .on_upgrade(move |socket| session(rpc, socket, idle.map(|Extension(IdleTimeout(t))| t)))
-}
-
-fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return true;
-    };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let origin = origin.to_str().ok();
-    match (origin, host) {
-        (Some(origin), Some(host)) => {
-            let origin = origin.trim_end_matches('/');
-            origin.strip_prefix("http://") == Some(host)
-                || origin.strip_prefix("https://") == Some(host)
-        }
-        _ => false,
-    }
 }
 
 /// Serves one socket until the client closes it, the agent stops, or it is idle for `idle`
@@ -145,32 +131,5 @@ async fn at(when: Option<Instant>) {
     match when {
         Some(when) => tokio::time::sleep_until(when).await,
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_pages_of_this_listener_may_open_a_websocket() {
-        let headers = |pairs: &[(header::HeaderName, &str)]| {
-            let mut map = HeaderMap::new();
-            for (name, value) in pairs {
-                map.insert(name.clone(), value.parse().unwrap());
-            }
-            map
-        };
-        let host = (header::HOST, "127.0.0.1:6800");
-        assert!(same_origin(&headers(std::slice::from_ref(&host))));
-        assert!(same_origin(&headers(&[
-            host.clone(),
-            (header::ORIGIN, "http://127.0.0.1:6800")
-        ])));
-        assert!(!same_origin(&headers(&[
-            host,
-            (header::ORIGIN, "http://evil.example")
-        ])));
-        assert!(!same_origin(&headers(&[(header::ORIGIN, "http://x")])));
     }
 }
