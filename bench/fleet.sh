@@ -434,19 +434,19 @@ bench_read_origin() {
   ORIGIN_RETRANS=$(awk -v a="$TCP_BEFORE" -v b="$(bench_origin_tcp)" 'BEGIN {
     split(a, x, " "); split(b, y, " "); o = y[1] - x[1]
     if (o <= 0) print "-"; else printf "%.2f", 100 * (y[2] - x[2]) / o }')
-  ORIGIN_BODY=$(tail -n "+$((mark + 1))" "$BODY_LOG" | awk '{ s += $4 } END { printf "%d", s }')
+  ORIGIN_BODY=$(tail -n "+$((mark + 1))" "$BODY_LOG" | awk '{ s += $4 } END { printf "%.0f", s }')
   ORIGIN_REQS=$(tail -n "+$((mark + 1))" "$BODY_LOG" | wc -l)
   declare -gA ORIGIN_BY_IP=()
   local ip bytes
   while read -r ip bytes; do
     [[ -n "$ip" ]] && ORIGIN_BY_IP[$ip]=$bytes
-  done < <(tail -n "+$((mark + 1))" "$BODY_LOG" | awk '{ s[$2] += $4 } END { for (a in s) print a, s[a] }')
-  ORIGIN_TX=$(paste <(sed -n 1p <<<"$COUNTERS_BEFORE") <(sed -n 1p <<<"$COUNTERS_AFTER") | awk '{ print $3 - $1 }')
-  AGENTS_TX=$(paste <(sed -n '2,$p' <<<"$COUNTERS_BEFORE") <(sed -n '2,$p' <<<"$COUNTERS_AFTER") | awk '{ s += $3 - $1 } END { printf "%d", s }')
+  done < <(tail -n "+$((mark + 1))" "$BODY_LOG" | awk '{ s[$2] += $4 } END { for (a in s) printf "%s %.0f\n", a, s[a] }')
+  ORIGIN_TX=$(paste <(sed -n 1p <<<"$COUNTERS_BEFORE") <(sed -n 1p <<<"$COUNTERS_AFTER") | awk '{ printf "%.0f\n", $3 - $1 }')
+  AGENTS_TX=$(paste <(sed -n '2,$p' <<<"$COUNTERS_BEFORE") <(sed -n '2,$p' <<<"$COUNTERS_AFTER") | awk '{ s += $3 - $1 } END { printf "%.0f", s }')
 }
 # bench_host_tx I: bytes host I sent during the phase.
 bench_host_tx() {
-  paste <(sed -n "$(($1 + 1))p" <<<"$COUNTERS_BEFORE") <(sed -n "$(($1 + 1))p" <<<"$COUNTERS_AFTER") | awk '{ print $3 - $1 }'
+  paste <(sed -n "$(($1 + 1))p" <<<"$COUNTERS_BEFORE") <(sed -n "$(($1 + 1))p" <<<"$COUNTERS_AFTER") | awk '{ printf "%.0f\n", $3 - $1 }'
 }
 
 
