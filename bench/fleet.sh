@@ -342,7 +342,7 @@ bench_cpu_all() { awk '/^cpu / { t = 0; for (f = 2; f <= NF; f++) t += $f; print
 # PH_END[i] and PH_SKEW[i] (ms from GO to the client's own start), PH_RSS[i] (the client's peak
 # RSS, MiB), PH_OUT[i], and the counters: CPU_BUSY, H0_CPU, AGENT_CPU[i], AGENT_RSS[i] (each
 # agent's peak RSS since it started, MiB, read before it is stopped) and TRACKER_RPS (the
-# tracker's requests per second between GO and the last exit).
+# tracker's requests per second between GO and the last exit; "-" if it was down or restarted).
 # Between the two, the caller may do what it likes to the fleet (bench/chaos.sh's faults).
 bench_phase_start() {
   local name=$1 dir=$2 builder=$3 i k
@@ -400,7 +400,7 @@ bench_phase_wait() {
   CLIENT_PIDS=()
   PH_SECS=$(bench_max "${PH_END[@]}")
   TRACKER_RPS=$(awk -v a="$TRACKER_REQS_BEFORE" -v b="$(bench_tracker_requests)" -v s="$PH_SECS" 'BEGIN {
-    if (a == "-" || b == "-" || s + 0 == 0) print "-"; else printf "%.1f", (b - a) / s }')
+    if (a == "-" || b == "-" || b + 0 < a + 0 || s + 0 == 0) print "-"; else printf "%.1f", (b - a) / s }')
   OTHERS_SEEN+=" $(bench_other_runs)"
   CPU_AFTER=$(bench_cpu_all)
   # shellcheck disable=SC2046  # one pid per word
