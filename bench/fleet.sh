@@ -272,7 +272,8 @@ bench_start_fleet() {
 }
 
 # A client: waits (≤ 60 s) until GO exists, then runs CMD with its output in LOG and writes
-# "rc start_ns end_ns" to RESULT. Started under `timeout`, in its host's namespace.
+# "rc start_ns end_ns" to RESULT, and CMD's peak RSS in KiB to RESULT.rss (GNU time, when
+# /usr/bin/time is there). Started under `timeout`, in its host's namespace.
 # shellcheck disable=SC2016  # expanded by the inner bash
 BENCH_CLIENT_SCRIPT='
 go=$1 ready=$2 result=$3 log=$4
@@ -283,8 +284,10 @@ for ((i = 0; i < 12000; i++)); do
   sleep 0.005
 done
 [[ -e $go ]] || { echo "125 0 0" >"$result"; exit 125; }
+rss=()
+[[ -x /usr/bin/time ]] && rss=(/usr/bin/time -q -f %M -o "$result.rss")
 t0=$(date +%s%N)
-"$@" >"$log" 2>&1 </dev/null
+"${rss[@]}" "$@" >"$log" 2>&1 </dev/null
 rc=$?
 t1=$(date +%s%N)
 echo "$rc $t0 $t1" >"$result.tmp" && mv "$result.tmp" "$result"
@@ -315,13 +318,31 @@ bench_cpu_ticks() {
   done
   echo "$t"
 }
+# bench_peak_rss_kib PID: the process's peak resident set (VmHWM) in KiB, nothing if it is gone.
+bench_peak_rss_kib() {
+  awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || true
+}
+# bench_tracker_requests: the requests the tracker has answered so far (its /metrics counters,
+# summed over routes and statuses; its own /metrics reads left out), "-" if it does not answer.
+bench_tracker_requests() {
+  [[ -n "${TRACKER_PID:-}" ]] && kill -0 "$TRACKER_PID" 2>/dev/null || {
+    echo "-"
+    return 0
+  }
+  local text
+  text=$(bench_in_ns 0 curl -q -sS --fail --max-time 2 "$TRACKER_URL/metrics" 2>/dev/null) || text=""
+  awk '/^shoal_tracker_requests_total\{/ && !/route="\/metrics"/ { s += $NF; f = 1 } END { if (f) printf "%d\n", s; else print "-" }' <<<"$text"
+}
 # /proc/stat: "busy total" jiffies of all cores (idle and iowait count as idle).
 bench_cpu_all() { awk '/^cpu / { t = 0; for (f = 2; f <= NF; f++) t += $f; print t - $5 - $6, t }' /proc/stat; }
 
 # bench_phase_start NAME DIR CMD_BUILDER: starts one client per host 1..N (CMD_BUILDER I OUT
 # sets CMD), waits until all are ready, takes the counters and releases them at once (T_GO).
 # bench_phase_wait then waits for all: it sets PH_SECS (GO to the last exit), PH_RC[i],
-# PH_END[i] and PH_SKEW[i] (ms from GO to the client's own start), PH_OUT[i], and the counters.
+# PH_END[i] and PH_SKEW[i] (ms from GO to the client's own start), PH_RSS[i] (the client's peak
+# RSS, MiB), PH_OUT[i], and the counters: CPU_BUSY, H0_CPU, AGENT_CPU[i], AGENT_RSS[i] (each
+# agent's peak RSS since it started, MiB, read before it is stopped) and TRACKER_RPS (the
+# tracker's requests per second between GO and the last exit; "-" if it was down or restarted).
 # Between the two, the caller may do what it likes to the fleet (bench/chaos.sh's faults).
 bench_phase_start() {
   local name=$1 dir=$2 builder=$3 i k
@@ -330,7 +351,7 @@ bench_phase_start() {
   PH_DIR=$dir
   rm -f "$PH_GO" "$dir"/ready-* "$dir"/result-*
   CLIENT_PIDS=()
-  PH_RC=() PH_END=() PH_SKEW=() PH_OUT=()
+  PH_RC=() PH_END=() PH_SKEW=() PH_OUT=() PH_RSS=()
   for ((i = 1; i <= N; i++)); do
     PH_OUT[i]=$OUT_ROUND/h$i/$name.bin
     "$builder" "$i" "${PH_OUT[i]}"
@@ -351,6 +372,7 @@ bench_phase_start() {
   H0_CPU_BEFORE=$(bench_cpu_ticks $("${T[@]}" ip netns pids "$(bench_ns_of 0)"))
   AGENT_CPU_BEFORE=()
   for i in "${!AGENT_PIDS[@]}"; do AGENT_CPU_BEFORE[i]=$(bench_cpu_ticks "${AGENT_PIDS[$i]}"); done
+  TRACKER_REQS_BEFORE=$(bench_tracker_requests)
   T_GO=$(date +%s%N)
   : >"$PH_GO.tmp"
   mv "$PH_GO.tmp" "$PH_GO"
@@ -373,15 +395,19 @@ bench_phase_wait() {
       PH_END[i]=$(awk -v a="$t_go" -v b="$t_now" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
       PH_SKEW[i]="-"
     fi
+    PH_RSS[i]=$(bench_kib_to_mib "$(tail -n 1 "$dir/result-$i.rss" 2>/dev/null | grep -E '^[0-9]+$' || true)")
   done
   CLIENT_PIDS=()
   PH_SECS=$(bench_max "${PH_END[@]}")
+  TRACKER_RPS=$(awk -v a="$TRACKER_REQS_BEFORE" -v b="$(bench_tracker_requests)" -v s="$PH_SECS" 'BEGIN {
+    if (a == "-" || b == "-" || b + 0 < a + 0 || s + 0 == 0) print "-"; else printf "%.1f", (b - a) / s }')
   OTHERS_SEEN+=" $(bench_other_runs)"
   CPU_AFTER=$(bench_cpu_all)
   # shellcheck disable=SC2046  # one pid per word
   H0_CPU_AFTER=$(bench_cpu_ticks $("${T[@]}" ip netns pids "$(bench_ns_of 0)"))
-  AGENT_CPU=()
+  AGENT_CPU=() AGENT_RSS=()
   for i in "${!AGENT_PIDS[@]}"; do
+    AGENT_RSS[i]=$(bench_kib_to_mib "$(bench_peak_rss_kib "${AGENT_PIDS[$i]}")")
     AGENT_CPU[i]=$(awk -v a="${AGENT_CPU_BEFORE[i]:-0}" -v b="$(bench_cpu_ticks "${AGENT_PIDS[$i]}")" -v t="$CLK_TCK" \
       'BEGIN { printf "%.1f", (b - a) / t }')
   done
@@ -408,19 +434,19 @@ bench_read_origin() {
   ORIGIN_RETRANS=$(awk -v a="$TCP_BEFORE" -v b="$(bench_origin_tcp)" 'BEGIN {
     split(a, x, " "); split(b, y, " "); o = y[1] - x[1]
     if (o <= 0) print "-"; else printf "%.2f", 100 * (y[2] - x[2]) / o }')
-  ORIGIN_BODY=$(tail -n "+$((mark + 1))" "$BODY_LOG" | awk '{ s += $4 } END { printf "%d", s }')
+  ORIGIN_BODY=$(tail -n "+$((mark + 1))" "$BODY_LOG" | awk '{ s += $4 } END { printf "%.0f", s }')
   ORIGIN_REQS=$(tail -n "+$((mark + 1))" "$BODY_LOG" | wc -l)
   declare -gA ORIGIN_BY_IP=()
   local ip bytes
   while read -r ip bytes; do
     [[ -n "$ip" ]] && ORIGIN_BY_IP[$ip]=$bytes
-  done < <(tail -n "+$((mark + 1))" "$BODY_LOG" | awk '{ s[$2] += $4 } END { for (a in s) print a, s[a] }')
-  ORIGIN_TX=$(paste <(sed -n 1p <<<"$COUNTERS_BEFORE") <(sed -n 1p <<<"$COUNTERS_AFTER") | awk '{ print $3 - $1 }')
-  AGENTS_TX=$(paste <(sed -n '2,$p' <<<"$COUNTERS_BEFORE") <(sed -n '2,$p' <<<"$COUNTERS_AFTER") | awk '{ s += $3 - $1 } END { printf "%d", s }')
+  done < <(tail -n "+$((mark + 1))" "$BODY_LOG" | awk '{ s[$2] += $4 } END { for (a in s) printf "%s %.0f\n", a, s[a] }')
+  ORIGIN_TX=$(paste <(sed -n 1p <<<"$COUNTERS_BEFORE") <(sed -n 1p <<<"$COUNTERS_AFTER") | awk '{ printf "%.0f\n", $3 - $1 }')
+  AGENTS_TX=$(paste <(sed -n '2,$p' <<<"$COUNTERS_BEFORE") <(sed -n '2,$p' <<<"$COUNTERS_AFTER") | awk '{ s += $3 - $1 } END { printf "%.0f", s }')
 }
 # bench_host_tx I: bytes host I sent during the phase.
 bench_host_tx() {
-  paste <(sed -n "$(($1 + 1))p" <<<"$COUNTERS_BEFORE") <(sed -n "$(($1 + 1))p" <<<"$COUNTERS_AFTER") | awk '{ print $3 - $1 }'
+  paste <(sed -n "$(($1 + 1))p" <<<"$COUNTERS_BEFORE") <(sed -n "$(($1 + 1))p" <<<"$COUNTERS_AFTER") | awk '{ printf "%.0f\n", $3 - $1 }'
 }
 
 

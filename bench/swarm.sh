@@ -25,7 +25,7 @@
 #      handed to a socket: a request the agent cuts short (the engine gives a range to another
 #      connection, or has it fetched twice at the end) counts up to a socket buffer that never
 #      left the host, several MiB per run here, so nginx's count runs high.
-#   2. direct — N `curl` downloads from the origin at once (skipped with --check).
+#   2. direct — N `curl` downloads from the origin at once (skipped with --check or DIRECT=0).
 #   3. bound  — max(F/u_origin, F/d_min, N·F/(u_origin + Σ u_agents)), F the file in bits and
 #      every rate RATE; with equal rates that is F/RATE.
 # It prints a Markdown table (medians over the rounds), per-round and per-host details, and
@@ -40,6 +40,7 @@
 # Knobs (environment):
 #   SHOAL_BIN=path   the shoal binary (default target/release/shoal; with --check target/debug/shoal)
 #   ROUNDS=1         rounds (1–20); medians over the rounds that succeeded
+#   DIRECT=0         skip the direct curl phase (N·F/RATE of plain downloads) in a full run
 #   TIMEOUT=secs     per phase (default 3 × the direct downloads' ideal time + 30, 60..600)
 #   AGENT_LOG=...    RUST_LOG of the agents (default shoal_agent=info), e.g.
 #                    AGENT_LOG=shoal_agent=debug,shoal_engine=debug to see every source
@@ -134,6 +135,9 @@ AGENT_LOG=${AGENT_LOG:-shoal_agent=info}
 CHECK_EGRESS=${CHECK_EGRESS:-wire}
 case $CHECK_EGRESS in wire | body) ;; *) bad_usage "CHECK_EGRESS must be wire or body, not '$CHECK_EGRESS'" ;; esac
 CHECK_MAX=${CHECK_MAX:-1.1}
+DIRECT=${DIRECT:-1}
+[[ "$DIRECT" == 0 || "$DIRECT" == 1 ]] || bad_usage "DIRECT must be 0 or 1, not '$DIRECT'"
+((CHECK)) && DIRECT=0
 [[ "$CHECK_MAX" =~ ^[0-9]+(\.[0-9]+)?$ ]] || bad_usage "CHECK_MAX must be a number, e.g. 1.1, not '$CHECK_MAX'"
 read -r -a AGENT_EXTRA <<<"${AGENT_ARGS:-}"
 
@@ -242,7 +246,7 @@ direct_cmd() { CMD=(curl -q -sS --fail -o "$2" "$URL"); }
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 WRONG_ANY=0
 CHECK_FAILS=()
-SW_TIMES=() SW_BODY=() SW_TX=() DIRECT_TIMES=()
+SW_TIMES=() SW_BODY=() SW_TX=() DIRECT_TIMES=() SW_RPS=() SW_AGENT_RSS=() SW_GET_RSS=()
 DETAILS=""
 ROUND_ROWS=""
 
@@ -258,8 +262,20 @@ for ((r = 1; r <= ROUNDS; r++)); do
   sw_secs=$PH_SECS
   sw_cpu_busy=$CPU_BUSY
   sw_h0_cpu=$H0_CPU
-  declare -A sw_agent_cpu=()
-  for i in "${!AGENT_CPU[@]}"; do sw_agent_cpu[$i]=${AGENT_CPU[i]}; done
+  sw_tracker_rps=$TRACKER_RPS
+  declare -A sw_agent_cpu=() sw_agent_rss=() sw_get_rss=()
+  for i in "${!AGENT_CPU[@]}"; do
+    sw_agent_cpu[$i]=${AGENT_CPU[i]}
+    sw_agent_rss[$i]=${AGENT_RSS[i]}
+  done
+  for ((i = 1; i <= N; i++)); do sw_get_rss[$i]=${PH_RSS[i]:--}; done
+  # shellcheck disable=SC2046  # numbers, one a word
+  sw_agent_rss_max=$(bench_max $(printf '%s\n' "${sw_agent_rss[@]}" | grep -v '^-$' || true))
+  # shellcheck disable=SC2046
+  sw_get_rss_max=$(bench_max $(printf '%s\n' "${sw_get_rss[@]}" | grep -v '^-$' || true))
+  SW_RPS+=("$sw_tracker_rps")
+  SW_AGENT_RSS+=("$sw_agent_rss_max")
+  SW_GET_RSS+=("$sw_get_rss_max")
   # An agent whose client did not finish: keep a picture of what it was doing.
   for ((i = 1; i <= N; i++)); do
     [[ "${PH_RC[i]}" == 0 ]] || bench_dump_threads "${AGENT_PIDS[$i]:-}" "$LOGR/agent-h$i.threads.txt"
@@ -310,12 +326,12 @@ for ((r = 1; r <= ROUNDS; r++)); do
     SW_BODY+=("$sw_body")
     SW_TX+=("$sw_tx")
   fi
-  bench_log "round $r/$ROUNDS: swarm $sw_secs s ($( ((sw_ok_all)) && echo "all $N verified" || echo "NOT all verified")); origin sent $sw_body body bytes ($(bench_times_f "$sw_body") × F) in $ORIGIN_REQS requests; veth tx $sw_tx ($(bench_times_f "$sw_tx") × F); cpu busy $sw_cpu_busy %"
+  bench_log "round $r/$ROUNDS: swarm $sw_secs s ($( ((sw_ok_all)) && echo "all $N verified" || echo "NOT all verified")); origin sent $sw_body body bytes ($(bench_times_f "$sw_body") × F) in $ORIGIN_REQS requests; veth tx $sw_tx ($(bench_times_f "$sw_tx") × F); cpu busy $sw_cpu_busy %; tracker $sw_tracker_rps req/s; peak RSS: agents ≤ $sw_agent_rss_max MiB, gets ≤ $sw_get_rss_max MiB"
   rm -rf "${OUT_ROUND:?}"/h*/data "${OUT_ROUND:?}"/h*/swarm.bin
 
   dr_secs="-"
   declare -A dr_end=() dr_ok=()
-  if ((!CHECK)); then
+  if ((DIRECT)); then
     mark=$(wc -l <"$BODY_LOG")
     bench_log "round $r/$ROUNDS: direct — $N × curl from the origin, at once"
     bench_run_phase direct "$LOGR" direct_cmd
@@ -337,14 +353,14 @@ for ((r = 1; r <= ROUNDS; r++)); do
     rm -rf "${OUT_ROUND:?}"/h*/direct.bin
   fi
 
-  ROUND_ROWS+="| $r | $( ((sw_ok_all)) && echo "$sw_secs" || echo "FAIL ($sw_secs)") | $(bench_ratio "$sw_secs" "$BOUND") | $(bench_min "${sw_end[@]}") | h$leader, $(bench_mib "${sw_tx_host[$leader]:-0}") MiB = $(bench_times_f "${sw_tx_host[$leader]:-0}") × F | $sw_body | $(bench_times_f "$sw_body") | $sw_tx | $(bench_times_f "$sw_tx") | $(bench_times_f "$sw_read_origin") | $sw_retrans | $origin_util | $(bench_times_f "$sw_agents_tx") | $sw_cpu_busy | $sw_h0_cpu | $dr_secs |"$'\n'
-  DETAILS+=$'\n'"Round $r, per host (swarm: seconds from the common start to the copy; the skew is when the client itself started; from origin = nginx's body bytes to that host; origin/peers (agent) = the sources the get reported, and the part of them from the leader (the host nginx sent the most to); upload = the host's veth tx; agent cpu = its user+system seconds during the swarm):"$'\n\n'
-  DETAILS+="| host | swarm s | skew ms | swarm copy | from origin MiB (nginx) | origin / peers MiB (agent) | of which from the leader | fetched MiB | upload MiB | agent cpu s | direct s | direct copy |"$'\n'
-  DETAILS+="|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"$'\n'
+  ROUND_ROWS+="| $r | $( ((sw_ok_all)) && echo "$sw_secs" || echo "FAIL ($sw_secs)") | $(bench_ratio "$sw_secs" "$BOUND") | $(bench_min "${sw_end[@]}") | h$leader, $(bench_mib "${sw_tx_host[$leader]:-0}") MiB = $(bench_times_f "${sw_tx_host[$leader]:-0}") × F | $sw_body | $(bench_times_f "$sw_body") | $sw_tx | $(bench_times_f "$sw_tx") | $(bench_times_f "$sw_read_origin") | $sw_retrans | $origin_util | $(bench_times_f "$sw_agents_tx") | $sw_cpu_busy | $sw_h0_cpu | $sw_tracker_rps | $sw_agent_rss_max | $sw_get_rss_max | $dr_secs |"$'\n'
+  DETAILS+=$'\n'"Round $r, per host (swarm: seconds from the common start to the copy; the skew is when the client itself started; from origin = nginx's body bytes to that host; origin/peers (agent) = the sources the get reported, and the part of them from the leader (the host nginx sent the most to); upload = the host's veth tx; agent cpu = its user+system seconds during the swarm; agent RSS = its peak resident set since it started (VmHWM, read before it is stopped); get RSS = the peak resident set of its \`shoal get --agent\`):"$'\n\n'
+  DETAILS+="| host | swarm s | skew ms | swarm copy | from origin MiB (nginx) | origin / peers MiB (agent) | of which from the leader | fetched MiB | upload MiB | agent cpu s | agent RSS MiB | get RSS MiB | direct s | direct copy |"$'\n'
+  DETAILS+="|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"$'\n'
   for ((i = 1; i <= N; i++)); do
     read -r s_o s_p s_f s_l <<<"${sw_src[$i]}"
     ((i != leader)) || s_l="-"
-    DETAILS+="| h$i$( ((i == leader)) && echo " (leader)") | ${sw_end[$i]} | ${sw_skew[$i]} | ${sw_ok[$i]} | $(bench_mib "${sw_from_nginx[$i]}") | $(bench_mib "$s_o") / $(bench_mib "$s_p") | $(bench_mib "$s_l") | $(bench_mib "$s_f") | $(bench_mib "${sw_tx_host[$i]}") | ${sw_agent_cpu[$i]:--} | ${dr_end[$i]:--} | ${dr_ok[$i]:--} |"$'\n'
+    DETAILS+="| h$i$( ((i == leader)) && echo " (leader)") | ${sw_end[$i]} | ${sw_skew[$i]} | ${sw_ok[$i]} | $(bench_mib "${sw_from_nginx[$i]}") | $(bench_mib "$s_o") / $(bench_mib "$s_p") | $(bench_mib "$s_l") | $(bench_mib "$s_f") | $(bench_mib "${sw_tx_host[$i]}") | ${sw_agent_cpu[$i]:--} | ${sw_agent_rss[$i]:--} | ${sw_get_rss[$i]} | ${dr_end[$i]:--} | ${dr_ok[$i]:--} |"$'\n'
   done
 done
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -362,6 +378,12 @@ SW_MED=$(bench_median ${SW_TIMES[@]+"${SW_TIMES[@]}"})
 BODY_MED=$(bench_median ${SW_BODY[@]+"${SW_BODY[@]}"})
 TX_MED=$(bench_median ${SW_TX[@]+"${SW_TX[@]}"})
 DR_MED=$(bench_median ${DIRECT_TIMES[@]+"${DIRECT_TIMES[@]}"})
+# shellcheck disable=SC2046  # numbers, one a word
+RPS_MED=$(bench_median $(printf '%s\n' ${SW_RPS[@]+"${SW_RPS[@]}"} | grep -v '^-$' || true))
+# shellcheck disable=SC2046
+AGENT_RSS_MAX=$(bench_max $(printf '%s\n' ${SW_AGENT_RSS[@]+"${SW_AGENT_RSS[@]}"} | grep -v '^-$' || true))
+# shellcheck disable=SC2046
+GET_RSS_MAX=$(bench_max $(printf '%s\n' ${SW_GET_RSS[@]+"${SW_GET_RSS[@]}"} | grep -v '^-$' || true))
 [[ "$BODY_MED" == "-" ]] || BODY_MED=$(printf '%.0f' "$BODY_MED")
 [[ "$TX_MED" == "-" ]] || TX_MED=$(printf '%.0f' "$TX_MED")
 VS_BOUND=$(bench_ratio "$SW_MED" "$BOUND")
@@ -374,11 +396,11 @@ fi
 report() {
   echo "## shoal swarm benchmark — $(date -u '+%Y-%m-%d %H:%M UTC')$( ((CHECK)) && echo " (--check)")"
   echo
-  echo "- command: \`bench/swarm.sh$( ((CHECK)) && echo " --check") $N $RATE $SIZE_ARG\`, ROUNDS=$ROUNDS, TIMEOUT=${TIMEOUT}s per phase"
+  echo "- command: \`$( ((CHECK || DIRECT)) || echo "DIRECT=0 ")bench/swarm.sh$( ((CHECK)) && echo " --check") $N $RATE $SIZE_ARG\`, ROUNDS=$ROUNDS, TIMEOUT=${TIMEOUT}s per phase"
   echo "- network: $((N + 1)) network namespaces on one bridge; host 0 ($ORIGIN_IP) runs nginx ($NGINX_VERSION, sendfile on) and \`shoal tracker\`, hosts 1..$N run \`shoal agent\`; every host capped at $RATE up and down (tc tbf, burst $BURST bytes, latency 50ms, on both ends of its veth; 1 mbit = 10^6 bit/s)"
   echo "- file: $SIZE_MIB MiB of random data (F = $SIZE_BYTES bytes, sha256 ${SRC_SHA:0:16}…), page cache warmed first"
   echo "- swarm: \`shoal get --agent unix:DATA/control.sock --progress json -o OUT $URL\` on every host at the same moment, each agent started fresh as \`shoal agent --id hI --tracker $TRACKER_URL --token-file F --data DIR --listen 0.0.0.0:$AGENT_PORT --advertise 10.77.0.(10+I):$AGENT_PORT${AGENT_ARGS:+ $AGENT_ARGS}\` (RUST_LOG=$AGENT_LOG), a fresh tracker database each round"
-  ((CHECK)) || echo "- direct: \`curl -q -sS --fail -o OUT $URL\` on every host at the same moment (ideal N·F/RATE = $DIRECT_IDEAL s)"
+  ((DIRECT)) && echo "- direct: \`curl -q -sS --fail -o OUT $URL\` on every host at the same moment (ideal N·F/RATE = $DIRECT_IDEAL s)"
   echo "- time: from the release of all clients to the last one's exit; every copy sha256-checked afterwards (not timed); copies and agent data in $OUT_BASE ($OUT_FS)"
   echo "- fluid bound: max(F/u_origin, F/d_min, N·F/(u_origin + Σ u_agents)) = $BOUND s (payload over a tbf-capped link is ~0.96 × the cap, so ~1.05 × the bound is about the best possible)"
   echo "- shoal: $SHOAL_DESC"
@@ -387,14 +409,14 @@ report() {
   echo
   echo "| N | rate | size | swarm s | bound s | swarm / bound | origin egress: nginx body bytes | × F | origin veth tx bytes | × F | direct s | speedup (direct / swarm) |"
   echo "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-  echo "| $N | $RATE | $SIZE_ARG | $SW_MED | $BOUND | $VS_BOUND | $BODY_MED | $(xf "$BODY_MED") | $TX_MED | $(xf "$TX_MED") | $( ((CHECK)) && echo "skipped" || echo "$DR_MED") | $SPEEDUP |"
+  echo "| $N | $RATE | $SIZE_ARG | $SW_MED | $BOUND | $VS_BOUND | $BODY_MED | $(xf "$BODY_MED") | $TX_MED | $(xf "$TX_MED") | $( ((DIRECT)) && echo "$DR_MED" || echo "skipped") | $SPEEDUP |"
   echo
   echo "Egress: nginx body bytes count what nginx handed to its sockets, so a request the client cuts short counts up to a socket buffer (megabytes) more than ever left the host; origin veth tx is what did leave host 0 (headers, retransmissions and the tracker's answers included)."
   echo
-  echo "Per round: first copy = when the first host (usually the leader) had its copy; leader = the host nginx sent the most to, and what it uploaded to the others; read from origin = the origin bytes the agents' downloads report; retrans = host 0's TCP segments sent again; origin link use = veth tx × 8 / swarm time / RATE; agents' upload = Σ veth tx of hosts 1..N; cpu busy = all $(nproc) cores during the swarm; h0 cpu = nginx + tracker seconds."
+  echo "Per round: first copy = when the first host (usually the leader) had its copy; leader = the host nginx sent the most to, and what it uploaded to the others; read from origin = the origin bytes the agents' downloads report; retrans = host 0's TCP segments sent again; origin link use = veth tx × 8 / swarm time / RATE; agents' upload = Σ veth tx of hosts 1..N; cpu busy = all $(nproc) cores during the swarm; h0 cpu = nginx + tracker seconds; tracker req/s = the requests its /metrics counted during the swarm (its /metrics reads left out) over the swarm time; agent / get RSS = the largest peak resident set of the agents / of the \`shoal get --agent\` clients."
   echo
-  echo "| round | swarm s | / bound | first copy s | leader, its upload | origin body bytes | × F | origin veth tx | × F | read from origin × F | origin retrans % | origin link use % | agents' upload × F | cpu busy % | h0 cpu s | direct s |"
-  echo "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| round | swarm s | / bound | first copy s | leader, its upload | origin body bytes | × F | origin veth tx | × F | read from origin × F | origin retrans % | origin link use % | agents' upload × F | cpu busy % | h0 cpu s | tracker req/s | agent RSS max MiB | get RSS max MiB | direct s |"
+  echo "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   printf '%s' "$ROUND_ROWS"
   printf '%s' "$DETAILS"
   echo
@@ -423,7 +445,10 @@ report() {
   echo "origin_body_x=$(xf "$BODY_MED")"
   echo "origin_tx_bytes=$TX_MED"
   echo "origin_tx_x=$(xf "$TX_MED")"
-  echo "direct_s=$( ((CHECK)) && echo skipped || echo "$DR_MED")"
+  echo "direct_s=$( ((DIRECT)) && echo "$DR_MED" || echo skipped)"
+  echo "tracker_rps=$RPS_MED"
+  echo "agent_rss_max_mib=$AGENT_RSS_MAX"
+  echo "get_rss_max_mib=$GET_RSS_MAX"
   echo "speedup=$SPEEDUP"
   ((CHECK)) && echo "check=$VERDICT"
   return 0
