@@ -7,6 +7,7 @@ pub mod agent;
 pub mod announce;
 pub mod catalog;
 pub mod control;
+mod durable;
 mod exchange;
 pub mod fetch;
 pub mod id;

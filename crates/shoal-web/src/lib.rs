@@ -18,6 +18,8 @@ use axum::http::header::{
 };
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
 
 /// What a page may load and run: its own scripts, styles, images and connections only; no
 /// inline script or style element, no plugins, no `<base>`, forms only to itself, and no
@@ -89,6 +91,36 @@ impl IntoResponse for Asset {
         secure(headers);
         response
     }
+}
+
+/// The routes of the page called `name`: the page at `/ui` and `/ui/`, the shared
+/// [`COMMON_JS`] and [`COMMON_CSS`], and its own `/ui/NAME.js` and `/ui/NAME.css`; the server
+/// adds its data routes beside them.
+pub fn page_routes<S: Clone + Send + Sync + 'static>(
+    name: &str,
+    page: Asset,
+    script: Asset,
+    style: Asset,
+) -> Router<S> {
+    Router::new()
+        .route("/ui", get(move || async move { page }))
+        .route("/ui/", get(move || async move { page }))
+        .route(
+            &format!("/ui/{COMMON_JS_PATH}"),
+            get(|| async { COMMON_JS }),
+        )
+        .route(
+            &format!("/ui/{COMMON_CSS_PATH}"),
+            get(|| async { COMMON_CSS }),
+        )
+        .route(
+            &format!("/ui/{name}.js"),
+            get(move || async move { script }),
+        )
+        .route(
+            &format!("/ui/{name}.css"),
+            get(move || async move { style }),
+        )
 }
 
 /// Adds [`SECURITY_HEADERS`] to a response's headers (the pages' JSON and event streams carry

@@ -14,8 +14,7 @@
 //! engine's state names is checked by the engine when the download resumes, and served once
 //! it matches.
 
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -146,28 +145,12 @@ impl Downloads {
     /// directory synced): a crash leaves the old record or the new one, never a mix.
     pub(crate) fn save(&self, key: &str, record: &Record) -> Result<(), ObjectsError> {
         let path = self.path(key);
-        let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_vec(record).expect("a record serializes");
-        let written = (|| {
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            file.write_all(&text)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written.map_err(|source| ObjectsError {
+        crate::durable::replace(&path, &text).map_err(|source| ObjectsError {
             path: path.clone(),
             op: "record the download in",
             source,
         })?;
-        resume::sync_dir(&path);
         Ok(())
     }
 

@@ -4,8 +4,7 @@
 //! a `kill -9` leaves the old queue or the new one, never a mix. Mode 0600: URIs may carry
 //! credentials and headers tokens, which a restarted download needs.
 
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -63,22 +62,7 @@ pub(crate) fn load(path: &Path) -> io::Result<Saved> {
 
 /// Replaces the file at `path` with `bytes`, atomically and durably.
 pub(crate) fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)?;
-    // The rename is durable once the directory is.
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    crate::durable::replace(path, bytes)
 }
 
 #[cfg(test)]

@@ -48,19 +48,7 @@ pub struct Fleet {
 
 /// The page's routes, to merge beside the RPC's on its listener.
 pub fn app(fleet: Fleet) -> Router {
-    Router::new()
-        .route("/ui", get(|| async { PAGE }))
-        .route("/ui/", get(|| async { PAGE }))
-        .route(
-            &format!("/ui/{}", shoal_web::COMMON_JS_PATH),
-            get(|| async { shoal_web::COMMON_JS }),
-        )
-        .route(
-            &format!("/ui/{}", shoal_web::COMMON_CSS_PATH),
-            get(|| async { shoal_web::COMMON_CSS }),
-        )
-        .route("/ui/agent.js", get(|| async { SCRIPT }))
-        .route("/ui/agent.css", get(|| async { STYLE }))
+    shoal_web::page_routes("agent", PAGE, SCRIPT, STYLE)
         .route("/ui/fleet", get(fleet_role))
         .with_state(Arc::new(fleet))
 }

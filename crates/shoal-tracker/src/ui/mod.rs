@@ -41,20 +41,7 @@ const STYLE: Asset = Asset::css(include_str!("tracker.css"));
 
 /// The page's routes, under `/ui`.
 pub(crate) fn router<S: Store>() -> Router<AppState<S>> {
-    Router::new()
-        .route("/ui", get(|| async { PAGE }))
-        .route("/ui/", get(|| async { PAGE }))
-        .route(
-            &format!("/ui/{}", shoal_web::COMMON_JS_PATH),
-            get(|| async { shoal_web::COMMON_JS }),
-        )
-        .route(
-            &format!("/ui/{}", shoal_web::COMMON_CSS_PATH),
-            get(|| async { shoal_web::COMMON_CSS }),
-        )
-        .route("/ui/tracker.js", get(|| async { SCRIPT }))
-        .route("/ui/tracker.css", get(|| async { STYLE }))
-        .route("/ui/events", get(events::<S>))
+    shoal_web::page_routes("tracker", PAGE, SCRIPT, STYLE).route("/ui/events", get(events::<S>))
 }
 
 /// Which page of each list the reader is on.
