@@ -4,34 +4,19 @@
 //! `keys` over a real download from the test origin, and the queue found again, in order and
 //! paused, when it is opened anew from the same data directory.
 
+mod common;
+
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{engine_queue, SECRET};
 use serde_json::{json, Value};
-use shoal_agent::queue::{Caps, Queue, QueueOptions, Via};
 use shoal_agent::rpc::Rpc;
-use shoal_engine::{CancellationToken, HttpOptions};
+use shoal_engine::CancellationToken;
 use shoal_testkit::{random_bytes, sha256_hex, Origin, OriginConfig};
 
-const SECRET: &str = "rpc-secret-for-tests";
-
 async fn open(data: &Path, out: &Path, stop: &CancellationToken) -> Rpc {
-    let queue = Queue::open(
-        QueueOptions {
-            data: data.to_path_buf(),
-            dir: out.to_path_buf(),
-            max_concurrent: 2,
-        },
-        Via::Engine {
-            http: HttpOptions::default(),
-            tally: Arc::default(),
-        },
-        Caps::new(None, None, None),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
+    let queue = engine_queue(data, out, 2, stop).await;
     Rpc::new(queue, SECRET.into(), stop.clone())
 }
 

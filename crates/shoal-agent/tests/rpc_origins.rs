@@ -3,18 +3,18 @@
 //! no CORS answer (its browser then hides the RPC's answers from it) and no WebSocket; an
 //! allowed origin (AriaNg's, say) gets both, named back, and every other origin still nothing.
 
+mod common;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_agent::queue::{Caps, Queue, QueueOptions, Via};
+use common::{engine_queue, SECRET};
 use shoal_agent::rpc::{self, AllowedOrigins, Rpc};
-use shoal_engine::{CancellationToken, HttpOptions};
+use shoal_engine::CancellationToken;
 use shoal_serve::{serve, ServeLimits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const SECRET: &str = "rpc-secret-for-tests";
 const ARIANG: &str = "http://ariang.example:6880";
 const EVIL: &str = "http://evil.example";
 
@@ -23,21 +23,7 @@ async fn start(
     origins: AllowedOrigins,
     stop: &CancellationToken,
 ) -> SocketAddr {
-    let queue = Queue::open(
-        QueueOptions {
-            data: dir.join("data"),
-            dir: dir.join("out"),
-            max_concurrent: 1,
-        },
-        Via::Engine {
-            http: HttpOptions::default(),
-            tally: Arc::default(),
-        },
-        Caps::new(None, None, None),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
+    let queue = engine_queue(&dir.join("data"), &dir.join("out"), 1, stop).await;
     let app = rpc::app(Rpc::new(queue, SECRET.into(), stop.clone()).allowing(origins));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

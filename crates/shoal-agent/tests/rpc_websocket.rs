@@ -4,19 +4,19 @@
 //! timeout and gives the place back; one that answers keeps its socket, and its calls are
 //! answered, however long it stays quiet.
 
+mod common;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
+use common::{engine_queue, SECRET};
 use serde_json::{json, Value};
-use shoal_agent::queue::{Caps, Queue, QueueOptions, Via};
 use shoal_agent::rpc::{self, Rpc};
-use shoal_engine::{CancellationToken, HttpOptions};
+use shoal_engine::CancellationToken;
 use shoal_serve::{serve, ServeLimits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-const SECRET: &str = "rpc-secret-for-tests";
 /// The listener's idle timeout: a quiet socket is pinged after half of it.
 const IDLE: Duration = Duration::from_secs(2);
 /// How long a test waits for something that should happen far sooner.
@@ -29,21 +29,7 @@ const PONG: u8 = 0xa;
 
 /// An RPC over a queue in `dir`, served with `limits`; its address.
 async fn start(dir: &std::path::Path, limits: ServeLimits, stop: &CancellationToken) -> SocketAddr {
-    let queue = Queue::open(
-        QueueOptions {
-            data: dir.join("data"),
-            dir: dir.join("out"),
-            max_concurrent: 1,
-        },
-        Via::Engine {
-            http: HttpOptions::default(),
-            tally: Arc::default(),
-        },
-        Caps::new(None, None, None),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
+    let queue = engine_queue(&dir.join("data"), &dir.join("out"), 1, stop).await;
     let app = rpc::app(Rpc::new(queue, SECRET.into(), stop.clone()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
