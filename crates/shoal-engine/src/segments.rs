@@ -20,6 +20,11 @@ pub type WorkerId = u32;
 /// at the tail.
 const ENDGAME_MIN_SECS: f64 = 1.0;
 
+/// In the endgame a connection of known speed races only a remainder whose worker it
+/// outpaces by this much: a twin no faster than the connection it races fetches the same
+/// bytes behind it, costing the server a copy of the tail and saving nothing.
+pub(crate) const RACE_GAIN: f64 = 1.5;
+
 #[derive(Debug, Clone)]
 struct Owned {
     /// Everything before `pos` (from where the worker started) is written.
@@ -165,10 +170,15 @@ impl Segments {
     /// Work for `worker` in file order: the next `limit` bytes (a multiple of [`BLOCK`]) of
     /// the first pending interval, else, at the tail, the endgame. No stealing: the front is
     /// always where the next request goes, so the file fills from the front at the full rate.
-    pub fn assign_front(&mut self, worker: WorkerId, limit: u64) -> Option<ByteRange> {
+    pub fn assign_front(
+        &mut self,
+        worker: WorkerId,
+        limit: u64,
+        speed: Option<f64>,
+    ) -> Option<ByteRange> {
         let whole = ByteRange::new(0, self.size).expect("0 <= size");
         self.take_within(worker, &[whole], limit)
-            .or_else(|| self.endgame(worker))
+            .or_else(|| self.endgame(worker, speed))
     }
 
     /// Like [`Segments::assign`], for a worker expected to stream at `speed` bytes per second.
@@ -197,7 +207,7 @@ impl Segments {
             v.end = split;
             return Some(self.own(worker, split, end, None));
         }
-        self.endgame(worker)
+        self.endgame(worker, speed)
     }
 
     /// Like [`Segments::assign_at`] for a source that can serve only `allowed` (a peer's
@@ -331,12 +341,14 @@ impl Segments {
             .map(|(&id, _)| id)
     }
 
-    fn endgame(&mut self, worker: WorkerId) -> Option<ByteRange> {
+    /// A duplicate of the slowest remainder for a worker expected to stream at `speed` (see
+    /// [`RACE_GAIN`]); any slow remainder when its speed is not known yet.
+    fn endgame(&mut self, worker: WorkerId, speed: Option<f64>) -> Option<ByteRange> {
         if self.endgame == Endgame::Never {
             return None;
         }
         let whole = ByteRange::new(0, self.size).expect("0 <= size");
-        self.race_within(worker, &[whole], None)
+        self.race_within(worker, &[whole], speed.map(|s| s / RACE_GAIN))
     }
 
     fn own(&mut self, worker: WorkerId, start: u64, end: u64, twin: Option<WorkerId>) -> ByteRange {
@@ -591,10 +603,10 @@ mod tests {
         seg.set_endgame(Endgame::Never);
         let half = MIB / 2;
         let starts: Vec<u64> = (1..=8)
-            .map(|w| seg.assign_front(w, half).unwrap().start())
+            .map(|w| seg.assign_front(w, half, None).unwrap().start())
             .collect();
         assert_eq!(starts, (0..8).map(|i| i * half).collect::<Vec<_>>());
-        assert_eq!(seg.assign_front(9, half), None);
+        assert_eq!(seg.assign_front(9, half, None), None);
     }
 
     #[test]
@@ -648,6 +660,19 @@ mod tests {
         assert!(s.is_complete());
         assert_eq!(s.redundant(), vec![0]);
         assert_eq!(s.advance(0, 11 * BLOCK), Next::Finished);
+    }
+
+    #[test]
+    fn the_endgame_races_only_a_remainder_the_racer_outpaces() {
+        let mut s = Segments::new(MIB, MIB);
+        s.assign(0).unwrap();
+        s.advance(0, 10 * BLOCK);
+        s.set_speed(0, 100_000.0);
+        // As fast, or not fast enough to catch up: it would only fetch the same bytes behind.
+        assert_eq!(s.assign_at(1, Some(100_000.0)), None);
+        assert_eq!(s.assign_at(1, Some(140_000.0)), None);
+        let raced = s.assign_at(1, Some(200_000.0)).unwrap();
+        assert_eq!(raced, ByteRange::new(10 * BLOCK, MIB).unwrap());
     }
 
     #[test]

@@ -220,7 +220,7 @@ impl Source {
         }
         match self.reach {
             Reach::Whole => match in_order {
-                Some(chunk) => segments.assign_front(worker, chunk),
+                Some(chunk) => segments.assign_front(worker, chunk, speed),
                 None => segments.assign_at(worker, speed),
             },
             // A connection with nothing pending races a peer far slower than itself.
@@ -241,7 +241,8 @@ impl Source {
                 };
                 taken.or_else(|| {
                     let whole = ByteRange::new(0, segments.size()).expect("a file with sources");
-                    segments.race_within(worker, &[whole], None)
+                    let below = speed.map(|s| s / crate::segments::RACE_GAIN);
+                    segments.race_within(worker, &[whole], below)
                 })
             }
         }

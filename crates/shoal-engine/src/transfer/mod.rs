@@ -445,7 +445,7 @@ fn apply(shared: &Shared, slots: &HashMap<WorkerId, Slot>, decisions: Decisions)
 /// The first range of a download, which the probe's response streams.
 fn first_range(segments: &mut Segments, in_order: Option<u64>) -> Option<ByteRange> {
     match in_order {
-        Some(chunk) => segments.assign_front(0, chunk),
+        Some(chunk) => segments.assign_front(0, chunk, None),
         None => segments.assign(0),
     }
 }
