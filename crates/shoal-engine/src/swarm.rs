@@ -12,7 +12,7 @@
 //! bitfield has not grown for [`PROGRESSING`] is no longer designated anything, so a dead or
 //! stuck one holds nobody up for long.
 //!
-//! A peer measured far slower than the fastest (see [`judge_speeds`]) is asked only for pieces
+//! A peer measured far slower than the typical one (see [`judge_speeds`]) is asked only for pieces
 //! no faster peer holds, and its holdings do not keep a seed from serving a piece: what it
 //! holds is fetched from faster holders instead of through its narrow uplink.
 
@@ -27,7 +27,7 @@ use crate::options::PeerSource;
 
 /// A downloader counts as progressing while its bitfield grew (or it appeared) this recently.
 pub(crate) const PROGRESSING: Duration = Duration::from_secs(3);
-/// A peer whose measured speed per connection is this many times below the fastest peer's is
+/// A peer whose measured speed per connection is this many times below the typical peer's is
 /// slow. Peers' speeds per connection differ by their connection count and by how many others
 /// they serve, a factor of two or so in a healthy swarm; an uplink capped at a tenth of the
 /// others' is well past this.
@@ -42,7 +42,7 @@ pub(crate) struct PeerState {
     leader: AtomicBool,
     /// When its bitfield last changed.
     changed_at: Mutex<Instant>,
-    /// Measured far slower than the fastest peer (see [`judge_speeds`]).
+    /// Measured far slower than the typical peer (see [`judge_speeds`]).
     slow: AtomicBool,
 }
 
@@ -81,25 +81,28 @@ impl PeerState {
         self.leader.load(Ordering::Relaxed)
     }
 
-    /// Whether it was last measured far slower than the fastest peer.
+    /// Whether it was last measured far slower than the typical peer.
     pub(crate) fn is_slow(&self) -> bool {
         self.slow.load(Ordering::Relaxed)
     }
 }
 
 /// Marks slow each peer whose measured speed per connection is [`SLOW_PEER`] times below the
-/// fastest one's, and not slow the others; `peers` are the live ones with their measured
-/// bytes per second per connection (`None`: not measured yet, left as they are). Returns the
-/// peers newly found slow.
+/// typical peer's (the upper median), and not slow the others; `peers` are the live ones with
+/// their measured bytes per second per connection (`None`: not measured yet, left as they
+/// are). The median, not the fastest: in a healthy swarm one peer's connection may have the
+/// downloader's link to itself for a moment (a leader serving its designated pieces), and
+/// measured against that the busy others all looked slow. Returns the peers newly found slow.
 pub(crate) fn judge_speeds<'a>(peers: &[(&'a PeerState, Option<f64>)]) -> Vec<&'a PeerState> {
-    let fastest = peers
-        .iter()
-        .filter_map(|(_, speed)| *speed)
-        .fold(0.0f64, f64::max);
+    let mut speeds: Vec<f64> = peers.iter().filter_map(|(_, speed)| *speed).collect();
+    speeds.sort_unstable_by(f64::total_cmp);
+    let Some(&typical) = speeds.get(speeds.len() / 2) else {
+        return Vec::new();
+    };
     let mut newly = Vec::new();
     for &(peer, speed) in peers {
         let Some(speed) = speed else { continue };
-        let slow = speed * SLOW_PEER < fastest;
+        let slow = speed * SLOW_PEER < typical;
         if peer.slow.swap(slow, Ordering::Relaxed) != slow && slow {
             newly.push(peer);
         }
@@ -302,6 +305,22 @@ mod tests {
         assert!(!slow.is_slow());
         let from_leader = pieces(layout, order(layout, "a", &peers, Asked::Peer(&leader)));
         assert_eq!(from_leader, vec![2]);
+    }
+
+    #[test]
+    fn busy_peers_are_not_slow_beside_one_that_has_the_link_to_itself() {
+        let names = ["leader", "b", "c", "d", "e", "narrow"];
+        let peers: Vec<PeerState> = names.iter().map(|n| peer(n, Some(&[]), false)).collect();
+        // The leader's one connection has the link to itself; b..e share theirs among many
+        // downloaders; the narrow one's uplink is a tenth of theirs.
+        let speeds = [12e6, 2.5e6, 2e6, 3e6, 2.2e6, 2e5];
+        let measured: Vec<(&PeerState, Option<f64>)> =
+            peers.iter().zip(speeds).map(|(p, s)| (p, Some(s))).collect();
+        let judged: Vec<&str> = judge_speeds(&measured)
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        assert_eq!(judged, vec!["narrow"]);
     }
 
     #[test]

@@ -334,10 +334,16 @@ fn measure(shared: &Shared, slots: &mut HashMap<WorkerId, Slot>) {
         let bytes = slot.stats.bytes.load(Ordering::Relaxed);
         let inst = (bytes - slot.seen) as f64 / tick;
         slot.seen = bytes;
-        if slot.stats.paused.load(Ordering::Relaxed) || slot.stats.waiting.load(Ordering::Relaxed) {
+        if slot.stats.paused.load(Ordering::Relaxed)
+            || slot.stats.waiting.load(Ordering::Relaxed)
+            || !slot.stats.streaming.load(Ordering::Relaxed)
+        {
             // A paused connection (or one waiting for a stream's reader) keeps the speed it
             // had: otherwise thieves would take its range for a slow one, and what the server
-            // already sent it would be lost.
+            // already sent it would be lost. So does one between responses (a peer's
+            // connection waiting for the peer to verify its next piece): idle time says
+            // nothing of the server, and counting it judged busy peers of a healthy swarm
+            // far slower than the rest.
             continue;
         }
         slot.speed = 0.8 * slot.speed + 0.2 * inst;
