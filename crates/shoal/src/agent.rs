@@ -99,7 +99,7 @@ pub(crate) struct AgentArgs {
     connections: Connections,
 
     /// Connections to one peer (one to a seed)
-    #[arg(long, value_name = "N", default_value = "2", value_parser = parse_connections)]
+    #[arg(long, value_name = "N", default_value = "1", value_parser = parse_connections)]
     per_peer: Connections,
 
     /// Serve the aria2-compatible JSON-RPC (and its WebSocket) at /jsonrpc on this address

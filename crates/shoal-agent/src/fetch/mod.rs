@@ -186,7 +186,7 @@ impl Default for FetchOptions {
     fn default() -> Self {
         Self {
             peer_token: String::new(),
-            per_peer: Connections::new(2).expect("in range"),
+            per_peer: Connections::new(1).expect("in range"),
             connections: Connections::new(32).expect("in range"),
             origin_connections: Connections::new(8).expect("in range"),
             origin_fallback: Connections::new(4).expect("in range"),
