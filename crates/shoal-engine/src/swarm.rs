@@ -314,8 +314,11 @@ mod tests {
         // The leader's one connection has the link to itself; b..e share theirs among many
         // downloaders; the narrow one's uplink is a tenth of theirs.
         let speeds = [12e6, 2.5e6, 2e6, 3e6, 2.2e6, 2e5];
-        let measured: Vec<(&PeerState, Option<f64>)> =
-            peers.iter().zip(speeds).map(|(p, s)| (p, Some(s))).collect();
+        let measured: Vec<(&PeerState, Option<f64>)> = peers
+            .iter()
+            .zip(speeds)
+            .map(|(p, s)| (p, Some(s)))
+            .collect();
         let judged: Vec<&str> = judge_speeds(&measured)
             .iter()
             .map(|p| p.name.as_str())
