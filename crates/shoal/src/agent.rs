@@ -175,6 +175,13 @@ pub(crate) struct AgentArgs {
     #[arg(long)]
     proxy_share_authorized: bool,
 
+    /// How long an origin may keep the proxy waiting (e.g. 60, 90s, 5m): the head of an answer
+    /// passed through must come within it (else the client gets 504), and its body may not
+    /// pause for longer (else the client's connection is cut short); the registry mirror's
+    /// upstreams too
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::get::parse_wait)]
+    proxy_timeout: Duration,
+
     /// Mirror this OCI registry on the proxy listener (under /v2/), its blobs through the
     /// swarm: e.g. https://registry-1.docker.io; repeatable, one per registry host (containerd
     /// names the one it wants; other clients need exactly one); http:// for a local registry
@@ -345,6 +352,7 @@ fn options(args: AgentArgs) -> anyhow::Result<(AgentOptions, SocketAddr)> {
                 share_authorized: args.proxy_share_authorized,
             },
             registry: Upstreams::new(args.registry_upstream)?,
+            upstream_timeout: args.proxy_timeout,
         },
         queue: DaemonOptions {
             listen: args.rpc_listen,

@@ -35,7 +35,7 @@ fn file_under_environment_under_flags() {
         dir.path(),
         "agent.toml",
         "data = \"/var/lib/shoal-agent\"\ntoken-file = \"/etc/shoal/agent.token\"\n\
-         listen = \"127.0.0.1:1111\"\nmax-uploads = 8\nper-peer = 3\n",
+         listen = \"127.0.0.1:1111\"\nmax-uploads = 8\nper-peer = 3\nproxy-timeout = \"90s\"\n",
     );
     let print = |env: &[(&str, &str)], flags: &[&str]| {
         let mut cmd = shoal(&["agent", "--config", &config, "--print-config"]);
@@ -51,6 +51,10 @@ fn file_under_environment_under_flags() {
         "listen = \"127.0.0.1:1111\"  # file"
     );
     assert_eq!(line(&printed, "max-uploads"), "max-uploads = 8  # file");
+    assert_eq!(
+        line(&printed, "proxy-timeout"),
+        "proxy-timeout = \"90s\"  # file"
+    );
     assert_eq!(line(&printed, "connections"), "connections = 32  # default");
     assert!(printed.contains("# share is not set"), "{printed}");
 
@@ -86,7 +90,14 @@ fn file_under_environment_under_flags() {
     // What --print-config prints is a config file the loader takes back, value for value.
     let again = write(dir.path(), "again.toml", &printed);
     let reprinted = run(shoal(&["agent", "--config", &again, "--print-config"])).stdout;
-    for key in ["listen", "per-peer", "max-uploads", "data", "log-format"] {
+    for key in [
+        "listen",
+        "per-peer",
+        "max-uploads",
+        "proxy-timeout",
+        "data",
+        "log-format",
+    ] {
         let value = |text: &str| line(text, key).split("  #").next().unwrap().to_string();
         assert_eq!(value(&reprinted), value(&printed), "{key}");
     }

@@ -6,6 +6,10 @@
 //! `Last-Modified`, and a client's `Range` answered from the same content. Any other answer
 //! passes through unchanged, streamed as it comes.
 //!
+//! An answer that passes through is bounded by the proxy's upstream timeout
+//! ([`upstream::answer_within`], [`upstream::Watched`]): no head within it is a `504` naming
+//! the URL; a body that pauses for longer is cut short, so the client sees an error.
+//!
 //! When the swarm cannot serve it after all (the origin does not answer ranges, say), nothing
 //! has gone to the client yet: the request is sent to the origin again and its answer passes
 //! through.
@@ -121,7 +125,7 @@ pub(super) async fn forward(proxy: &Proxy, request: Request) -> Response {
     let size = match verdict {
         Verdict::Pass(why) => {
             debug!(url = %shown, status = answer.status().as_u16(), "passing through: {why}");
-            return pass(answer);
+            return pass(proxy, &target, answer, connection);
         }
         Verdict::Swarm { size } => size,
     };
@@ -136,7 +140,7 @@ pub(super) async fn forward(proxy: &Proxy, request: Request) -> Response {
         Err(e) => {
             warn!(url = %shown, "{e}; passing the request through instead");
             match send(proxy, &target, &head, Body::empty()).await {
-                Ok((answer, _)) => pass(answer),
+                Ok((answer, connection)) => pass(proxy, &target, answer, connection),
                 Err(refusal) => refusal,
             }
         }
@@ -144,7 +148,8 @@ pub(super) async fn forward(proxy: &Proxy, request: Request) -> Response {
 }
 
 /// Sends `head` and `body` to the origin; the answer and the connection's task, or the
-/// answer for the client when the origin cannot be reached.
+/// answer for the client when the origin cannot be reached or its head does not come within
+/// the upstream timeout (`504`).
 async fn send(
     proxy: &Proxy,
     target: &Target,
@@ -170,25 +175,48 @@ async fn send(
         .await
         .map_err(|e| refuse(StatusCode::BAD_GATEWAY, format!("{shown}: {e}")))?;
     let connection = tokio::spawn(connection);
-    let mut request = Request::new(body);
+    let (body, sent) = upstream::Sending::new(body);
+    let mut request = http::Request::new(body);
     *request.method_mut() = head.method.clone();
     *request.uri_mut() = head.uri.clone();
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = head.headers.clone();
-    let answer = sender.send_request(request).await.map_err(|e| {
-        refuse(
+    let timeout = proxy.inner.upstream_timeout;
+    match upstream::answer_within(sender.send_request(request), sent, timeout).await {
+        Some(Ok(answer)) => Ok((answer, connection)),
+        Some(Err(e)) => Err(refuse(
             StatusCode::BAD_GATEWAY,
             format!("{shown}: the origin did not answer: {e}"),
-        )
-    })?;
-    Ok((answer, connection))
+        )),
+        None => {
+            connection.abort();
+            let within = upstream::seconds(timeout);
+            warn!(url = %shown, "the origin did not answer within {within}; answering 504");
+            Err(refuse(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("{shown} did not answer within {within}"),
+            ))
+        }
+    }
 }
 
-/// The origin's answer as the client gets it when it passes through: streamed as it comes.
-fn pass(answer: http::Response<Incoming>) -> Response {
+/// The origin's answer as the client gets it when it passes through: streamed as it comes,
+/// cut short if the origin pauses for longer than the upstream timeout.
+fn pass(
+    proxy: &Proxy,
+    target: &Target,
+    answer: http::Response<Incoming>,
+    connection: JoinHandle<Result<(), hyper::Error>>,
+) -> Response {
     let (mut parts, incoming) = answer.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, Body::new(incoming))
+    let body = upstream::Watched::new(
+        incoming,
+        target.shown.clone(),
+        proxy.inner.upstream_timeout,
+        connection,
+    );
+    Response::from_parts(parts, Body::new(body))
 }
 
 /// Serves `url` from the swarm, with the origin's `kept` headers; `Err` when the swarm cannot

@@ -20,10 +20,16 @@
 //! outside those blocks get `403`; nothing is forwarded or tunnelled to the agent's own
 //! listeners ([`Proxy::new`]'s `own`); connections are capped and timed out by
 //! [`shoal_serve`] like every other server's.
+//!
+//! An origin or upstream registry that stops answering holds no client for longer than
+//! [`ProxyOptions::upstream_timeout`] (`--proxy-timeout`): the head of an answer passed
+//! through must come within it (else `504`), and its body may not pause for longer.
 
 mod cidr;
 mod forward;
 mod rules;
+#[cfg(test)]
+mod timeout_tests;
 mod tunnel;
 mod upstream;
 
@@ -46,8 +52,12 @@ pub use self::rules::{Rules, UrlPattern, UrlPatternError, DEFAULT_MIN_SIZE};
 use crate::ordered::Ordered;
 use crate::registry::{Mirror, Upstreams};
 
+/// How long an origin may keep the proxy waiting by default (`--proxy-timeout`): as nginx's
+/// `proxy_read_timeout`.
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Where the proxy listens, who may use it, and what it serves through the swarm.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ProxyOptions {
     /// The proxy's address; `None`: no proxy.
     pub listen: Option<SocketAddr>,
@@ -58,6 +68,22 @@ pub struct ProxyOptions {
     pub rules: Rules,
     /// The registries the mirror under `/v2/` forwards to (`--registry-upstream`).
     pub registry: Upstreams,
+    /// How long an origin (or upstream registry) may stay silent on an answer passed
+    /// through: for its head, from the request's end (then `504`), and between two reads of
+    /// its body (then the client's connection is cut short).
+    pub upstream_timeout: Duration,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            allow: Vec::new(),
+            rules: Rules::default(),
+            registry: Upstreams::default(),
+            upstream_timeout: DEFAULT_UPSTREAM_TIMEOUT,
+        }
+    }
 }
 
 /// Why the proxy could not start.
@@ -115,6 +141,8 @@ struct Inner {
     own: Vec<SocketAddr>,
     /// A tunnel across which no byte moved for this long is closed.
     idle: Duration,
+    /// How long an origin may stay silent on an answer passed through.
+    upstream_timeout: Duration,
     /// The `Via` this agent's own downloads for the proxy carry: one that comes back through
     /// the proxy (the agent's environment names the proxy as its own) passes through instead
     /// of starting the same download again.
@@ -134,12 +162,17 @@ impl Proxy {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                mirror: Mirror::new(options.registry.clone(), ordered.clone()),
+                mirror: Mirror::new(
+                    options.registry.clone(),
+                    ordered.clone(),
+                    options.upstream_timeout,
+                ),
                 ordered,
                 rules: options.rules.clone(),
                 allow: options.allow.clone(),
                 own,
                 idle,
+                upstream_timeout: options.upstream_timeout,
                 via: HeaderValue::from_str(&format!(
                     "1.1 shoal-agent-{:016x}",
                     rand::random::<u64>()

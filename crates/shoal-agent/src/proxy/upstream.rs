@@ -1,12 +1,31 @@
 //! Reaching an origin for the proxy: the host named by the client resolved, the agent's own
 //! listeners refused, and a TCP connection to an address that was checked (not a second
 //! resolution, which could answer otherwise).
+//!
+//! And how long an origin may keep the proxy waiting once connected, as nginx's
+//! `proxy_read_timeout`: the head of its answer must come within the timeout of the request's
+//! last byte ([`Sending`], [`answer_within`]), and its body may not pause for longer between
+//! two reads ([`Watched`]). Without it, an origin that accepts and never answers holds the
+//! client, and the listener's connection slot, forever. The clock runs only while the proxy
+//! waits on the origin: a large upload, or a client slow to take the body, is not the
+//! origin's silence.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use axum::body::Body;
+use bytes::Bytes;
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use shoal_core::SafeUrl;
 use thiserror::Error;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, Sleep};
+use tracing::warn;
 
 /// How long connecting to an origin may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -73,6 +92,162 @@ pub(super) async fn connect(
             message: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
         }),
     }
+}
+
+/// A request body that tells when it has all gone to the origin: the head of the answer is
+/// waited for from then on.
+pub(super) struct Sending {
+    body: Body,
+    sent: watch::Sender<bool>,
+}
+
+impl Sending {
+    /// `body`, and what turns `true` once its last byte went out (or closes when the body is
+    /// dropped, which hyper does once it is done with it).
+    pub(super) fn new(body: Body) -> (Self, watch::Receiver<bool>) {
+        let (sent, watch) = watch::channel(false);
+        (Self { body, sent }, watch)
+    }
+}
+
+impl HttpBody for Sending {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
+        if !matches!(frame, Some(Ok(_))) {
+            self.sent.send_replace(true);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // hyper asks this instead of reading a body known to be empty (a GET's).
+        let end = self.body.is_end_stream();
+        if end {
+            self.sent.send_replace(true);
+        }
+        end
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// `answer` (the origin's head), or `None` when it did not come within `timeout` of the
+/// request's last byte going out (`sent`, from [`Sending::new`]).
+pub(super) async fn answer_within<F: Future>(
+    answer: F,
+    mut sent: watch::Receiver<bool>,
+    timeout: Duration,
+) -> Option<F::Output> {
+    let silence = async {
+        // A closed channel: the body was dropped, so it is not being sent any more either.
+        let _ = sent.wait_for(|sent| *sent).await;
+        tokio::time::sleep(timeout).await;
+    };
+    tokio::select! {
+        biased;
+        answer = answer => Some(answer),
+        () = silence => None,
+    }
+}
+
+/// Why an origin's body passed through did not end as it should.
+#[derive(Debug, Error)]
+pub(super) enum BodyError {
+    #[error("{url} sent nothing for {}s in the middle of its answer", .after.as_secs_f64())]
+    Silent { url: SafeUrl, after: Duration },
+    #[error(transparent)]
+    Origin(#[from] hyper::Error),
+}
+
+/// The body of an origin's answer as it passes through, ended with [`BodyError::Silent`] when
+/// the origin pauses for longer than the timeout: hyper then closes the client's connection
+/// before the body's end (short of its `Content-Length`, or without the last chunk), so the
+/// client never takes what came as the whole body.
+pub(super) struct Watched {
+    body: Incoming,
+    url: SafeUrl,
+    timeout: Duration,
+    /// When the origin's silence runs out; armed by the first read that finds nothing.
+    silence: Pin<Box<Sleep>>,
+    /// Whether `silence` is armed: the proxy is waiting on the origin.
+    waiting: bool,
+    /// The origin connection's task, which reads the body: ended with it.
+    connection: JoinHandle<Result<(), hyper::Error>>,
+}
+
+impl Watched {
+    /// `body` of the answer from `url`, read on `connection`, pausing for at most `timeout`.
+    pub(super) fn new(
+        body: Incoming,
+        url: SafeUrl,
+        timeout: Duration,
+        connection: JoinHandle<Result<(), hyper::Error>>,
+    ) -> Self {
+        Self {
+            body,
+            url,
+            timeout,
+            silence: Box::pin(tokio::time::sleep(timeout)),
+            waiting: false,
+            connection,
+        }
+    }
+}
+
+impl HttpBody for Watched {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
+            self.waiting = false;
+            return Poll::Ready(frame.map(|f| f.map_err(BodyError::from)));
+        }
+        let timeout = self.timeout;
+        if !self.waiting {
+            self.waiting = true;
+            self.silence.as_mut().reset(Instant::now() + timeout);
+        }
+        ready!(self.silence.as_mut().poll(cx));
+        let url = self.url.clone();
+        warn!(%url, "the origin sent nothing for {}; cutting the client's answer short", seconds(timeout));
+        self.connection.abort();
+        Poll::Ready(Some(Err(BodyError::Silent {
+            url,
+            after: timeout,
+        })))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        // The client is gone or the body is over: nothing more to read from the origin.
+        self.connection.abort();
+    }
+}
+
+/// A timeout as people write it: `60s`, `1.5s`.
+pub(super) fn seconds(timeout: Duration) -> String {
+    format!("{}s", timeout.as_secs_f64())
 }
 
 /// Whether connecting to `target` would reach one of the listeners bound to `own`: the same

@@ -42,15 +42,16 @@ pub(super) struct Clients {
 }
 
 impl Clients {
-    /// Clients that connect within 10 s and give up on an upstream silent for 60 s.
-    pub(super) fn new() -> Self {
+    /// Clients that connect within 10 s and give up on an upstream silent for `timeout`
+    /// (for the head of an answer, or between two reads of its body).
+    pub(super) fn new(timeout: Duration) -> Self {
         // Only one provider is compiled in; a second install attempt fails harmlessly.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let builder = || {
             reqwest::Client::builder()
                 .http1_only()
                 .connect_timeout(Duration::from_secs(10))
-                .read_timeout(Duration::from_secs(60))
+                .read_timeout(timeout)
                 .user_agent(concat!("shoal-agent/", env!("CARGO_PKG_VERSION")))
         };
         Self {

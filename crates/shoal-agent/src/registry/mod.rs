@@ -17,6 +17,7 @@ mod route;
 mod upstream;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use http::{Request, Response, StatusCode};
@@ -42,12 +43,13 @@ struct Inner {
 }
 
 impl Mirror {
-    /// A mirror of `upstreams` whose blobs come through `ordered`.
-    pub fn new(upstreams: Upstreams, ordered: Ordered) -> Self {
+    /// A mirror of `upstreams` whose blobs come through `ordered`; an upstream silent for
+    /// `timeout` (the proxy's `--proxy-timeout`) is given up on.
+    pub fn new(upstreams: Upstreams, ordered: Ordered, timeout: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
                 upstreams,
-                clients: Clients::new(),
+                clients: Clients::new(timeout),
                 ordered,
             }),
         }

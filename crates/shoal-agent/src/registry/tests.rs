@@ -31,7 +31,11 @@ fn mirror(registry: &Registry, data: &std::path::Path) -> (Mirror, CancellationT
     );
     let stop = CancellationToken::new();
     let upstreams = Upstreams::new(vec![registry.url().parse().unwrap()]).unwrap();
-    let mirror = Mirror::new(upstreams, Ordered::new(fetcher, stop.clone()));
+    let mirror = Mirror::new(
+        upstreams,
+        Ordered::new(fetcher, stop.clone()),
+        crate::proxy::DEFAULT_UPSTREAM_TIMEOUT,
+    );
     (mirror, stop)
 }
 
