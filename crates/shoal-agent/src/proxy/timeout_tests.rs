@@ -86,6 +86,18 @@ where
     (addr, heard)
 }
 
+/// What a client gets through a proxy with a 1 s timeout from an origin that sends `start`
+/// of its answer and then nothing.
+async fn stalled_answer(start: &'static [u8]) -> Seen {
+    let proxy = proxy(Duration::from_secs(1)).await;
+    let (origin, _heard) = origin(move |mut stream| async move {
+        stream.write_all(start).await.unwrap();
+        std::future::pending::<()>().await;
+    })
+    .await;
+    ask(proxy.addr, &get(origin, "/stalls")).await
+}
+
 /// Reads up to the end of a request's head.
 async fn read_head(stream: &mut TcpStream) -> String {
     let mut head = Vec::new();
@@ -168,16 +180,7 @@ async fn an_origin_that_never_answers_is_a_504_naming_the_url() {
 
 #[tokio::test]
 async fn a_body_that_stalls_is_cut_short_of_its_content_length() {
-    let proxy = proxy(Duration::from_secs(1)).await;
-    let (origin, _heard) = origin(|mut stream| async move {
-        stream
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
-            .await
-            .unwrap();
-        std::future::pending::<()>().await;
-    })
-    .await;
-    let seen = ask(proxy.addr, &get(origin, "/stalls")).await;
+    let seen = stalled_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789").await;
     assert!(seen.head.starts_with("http/1.1 200 ok"), "{}", seen.head);
     assert!(seen.head.contains("content-length: 1000"), "{}", seen.head);
     assert_eq!(
@@ -188,16 +191,9 @@ async fn a_body_that_stalls_is_cut_short_of_its_content_length() {
 
 #[tokio::test]
 async fn a_chunked_body_that_stalls_never_gets_its_last_chunk() {
-    let proxy = proxy(Duration::from_secs(1)).await;
-    let (origin, _heard) = origin(|mut stream| async move {
-        stream
-            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n")
-            .await
-            .unwrap();
-        std::future::pending::<()>().await;
-    })
-    .await;
-    let seen = ask(proxy.addr, &get(origin, "/stalls")).await;
+    let seen =
+        stalled_answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n")
+            .await;
     assert!(seen.head.starts_with("http/1.1 200 ok"), "{}", seen.head);
     assert!(
         seen.head.contains("transfer-encoding: chunked"),
