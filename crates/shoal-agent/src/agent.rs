@@ -325,6 +325,7 @@ pub async fn run(
         .flatten()
         .filter_map(|l| l.local_addr().ok())
         .collect();
+    proxy::refuse_own_upstreams(&options.proxy.registry, &own).await?;
     let control_app = |door| control::app(fetcher.clone(), stop.clone(), door);
     let control_socket = axum::serve(socket, control_app(Door::Socket))
         .with_graceful_shutdown(closing.clone().cancelled_owned());

@@ -100,6 +100,18 @@ pub enum ProxyError {
         /// The address asked for.
         addr: SocketAddr,
     },
+    /// A `--registry-upstream` that reaches one of the agent's own listeners: the mirror would
+    /// forward every request to itself, without end.
+    #[error(
+        "--registry-upstream {upstream} is this agent's own listener {addr}: the mirror would \
+         forward every request to itself; name the registry's own address"
+    )]
+    OwnUpstream {
+        /// The upstream's host and port as given.
+        upstream: String,
+        /// The agent's listener it reaches.
+        addr: SocketAddr,
+    },
     /// Binding the listen address failed.
     #[error("listening for the proxy on {addr}: {source}")]
     Bind {
@@ -191,6 +203,26 @@ impl Proxy {
     fn admits(&self, ip: IpAddr) -> bool {
         admitted(&self.inner.allow, ip)
     }
+}
+
+/// Refuses `registry` upstreams that reach one of `own` (the addresses the agent's listeners
+/// are bound to). One that does not resolve now passes: its name may resolve only later.
+pub async fn refuse_own_upstreams(
+    registry: &Upstreams,
+    own: &[SocketAddr],
+) -> Result<(), ProxyError> {
+    for upstream in registry.iter() {
+        let (host, port) = upstream.authority();
+        if let Err(upstream::UpstreamError::Own { addr, .. }) =
+            upstream::resolve_not_own(&host, port, own).await
+        {
+            return Err(ProxyError::OwnUpstream {
+                upstream: upstream.host(),
+                addr,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Whether a client at `ip` may use a proxy that `allow`s these blocks: loopback always.
@@ -292,5 +324,40 @@ mod tests {
         };
         assert!(bind(&local).await.unwrap().is_some());
         assert!(bind(&ProxyOptions::default()).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_registry_upstream_on_the_agents_own_listener_is_refused() {
+        let upstreams = |urls: &[&str]| {
+            Upstreams::new(urls.iter().map(|u| u.parse().unwrap()).collect()).unwrap()
+        };
+        let own: Vec<SocketAddr> = vec![
+            "127.0.0.1:17702".parse().unwrap(),
+            "0.0.0.0:17701".parse().unwrap(),
+        ];
+        let refused = refuse_own_upstreams(&upstreams(&["http://127.0.0.1:17702"]), &own)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "--registry-upstream 127.0.0.1:17702 is this agent's own listener 127.0.0.1:17702: \
+             the mirror would forward every request to itself; name the registry's own address"
+        );
+        // A listener on every address is reached by any of this machine's, `localhost` too.
+        let refused = refuse_own_upstreams(
+            &upstreams(&["http://127.0.0.2:5000", "http://localhost:17701"]),
+            &own,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&refused, ProxyError::OwnUpstream { upstream, .. } if upstream == "localhost:17701"),
+            "{refused}"
+        );
+        // Another port of this machine passes (names other than localhost are left out: the
+        // tests send nothing beyond loopback, a resolver's query included).
+        refuse_own_upstreams(&upstreams(&["http://127.0.0.1:5000"]), &own)
+            .await
+            .unwrap();
     }
 }

@@ -58,21 +58,7 @@ pub(super) async fn connect(
     port: u16,
     own: &[SocketAddr],
 ) -> Result<TcpStream, UpstreamError> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((bare, port))
-        .await
-        .map_err(|e| UpstreamError::Resolve {
-            host: host.to_string(),
-            message: e.to_string(),
-        })?
-        .collect();
-    if let Some(&addr) = addrs.iter().find(|a| is_own(**a, own)) {
-        return Err(UpstreamError::Own {
-            host: host.to_string(),
-            port,
-            addr,
-        });
-    }
+    let addrs = resolve_not_own(host, port, own).await?;
     let Some(&addr) = addrs.first() else {
         return Err(UpstreamError::Resolve {
             host: host.to_string(),
@@ -248,6 +234,30 @@ impl Drop for Watched {
 /// A timeout as people write it: `60s`, `1.5s`.
 pub(super) fn seconds(timeout: Duration) -> String {
     format!("{}s", timeout.as_secs_f64())
+}
+
+/// The addresses of `host`:`port`, unless one of them is one of `own`.
+pub(super) async fn resolve_not_own(
+    host: &str,
+    port: u16,
+    own: &[SocketAddr],
+) -> Result<Vec<SocketAddr>, UpstreamError> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((bare, port))
+        .await
+        .map_err(|e| UpstreamError::Resolve {
+            host: host.to_string(),
+            message: e.to_string(),
+        })?
+        .collect();
+    match addrs.iter().find(|a| is_own(**a, own)) {
+        Some(&addr) => Err(UpstreamError::Own {
+            host: host.to_string(),
+            port,
+            addr,
+        }),
+        None => Ok(addrs),
+    }
 }
 
 /// Whether connecting to `target` would reach one of the listeners bound to `own`: the same

@@ -58,6 +58,12 @@ impl Upstream {
         }
     }
 
+    /// The host (as in the URL, brackets and all for IPv6) and port the mirror connects to.
+    pub(crate) fn authority(&self) -> (String, u16) {
+        let host = self.base.host_str().unwrap_or_default().to_string();
+        (host, self.base.port_or_known_default().unwrap_or(443))
+    }
+
     /// The upstream URL for a request to the mirror for `path` with `query` (containerd's
     /// `ns=` left out: it is addressed to the mirror).
     pub(crate) fn url_for(&self, path: &str, query: Option<&str>) -> SafeUrl {
@@ -163,6 +169,11 @@ impl Upstreams {
             }
         }
         Ok(Self { list })
+    }
+
+    /// Every upstream configured.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Upstream> {
+        self.list.iter()
     }
 
     /// Whether no upstream is configured (the mirror then answers every request with an error
