@@ -14,7 +14,8 @@
 //!
 //! A peer measured far slower than the typical one (see [`judge_speeds`]) is asked only for pieces
 //! no faster peer holds, and its holdings do not keep a seed from serving a piece: what it
-//! holds is fetched from faster holders instead of through its narrow uplink.
+//! holds is fetched from faster holders instead of through its narrow uplink. A URL swarm's
+//! leader is asked for its first copies however it is measured.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -198,7 +199,10 @@ pub(crate) fn order(
     let allowed = |p: PieceIndex| match &asked {
         None => holders[p.get() as usize] == 0,
         Some(peer) if !peer.holds(p) => false,
-        Some(peer) if peer.slow && by_fast[p.get() as usize] > 0 => false,
+        // Never the leader: its pieces are first copies, and a peer that only claims to hold
+        // them (a liar claiming everything, fast because its claims cost it nothing) would
+        // leave the swarm with no source for them.
+        Some(peer) if peer.slow && !peer.peer.is_leader() && by_fast[p.get() as usize] > 0 => false,
         Some(peer) if peer.seed => by_downloaders[p.get() as usize] == 0 && designated_to_me(p),
         Some(_) => true,
     };
@@ -324,6 +328,27 @@ mod tests {
             .map(|p| p.name.as_str())
             .collect();
         assert_eq!(judged, vec!["narrow"]);
+    }
+
+    #[test]
+    fn a_leader_measured_slow_still_gives_first_copies_beside_a_peer_claiming_everything() {
+        let layout = Layout::new(8 << 20, 1 << 20).unwrap();
+        // The leader shares its uplink with a liar that claims every piece and answers fast.
+        let leader = peer("leader", Some(&[0, 1, 2, 3]), true);
+        let liar = peer("liar", None, false);
+        let (b, c) = (peer("b", Some(&[]), false), peer("c", Some(&[]), false));
+        let judged = judge_speeds(&[
+            (&leader, Some(1e5)),
+            (&liar, Some(4e6)),
+            (&b, Some(4e6)),
+            (&c, Some(4e6)),
+        ]);
+        assert_eq!(judged.len(), 1);
+        assert!(leader.is_slow());
+        let peers = [&leader, &liar, &b, &c];
+        // My share of the first copies (round robin over a, b and c), as without the liar.
+        let from_leader = pieces(layout, order(layout, "a", &peers, Asked::Peer(&leader)));
+        assert_eq!(from_leader, vec![0, 3]);
     }
 
     #[test]
