@@ -205,17 +205,23 @@ impl Proxy {
     }
 }
 
+/// How long the check of a registry upstream's addresses at start waits for the resolver.
+const RESOLVE_AT_START: Duration = Duration::from_secs(2);
+
 /// Refuses `registry` upstreams that reach one of `own` (the addresses the agent's listeners
-/// are bound to). One that does not resolve now passes: its name may resolve only later.
+/// are bound to). One that does not resolve within [`RESOLVE_AT_START`] passes: its name may
+/// resolve only later, and a resolver that is down must not hold the agent's start.
 pub async fn refuse_own_upstreams(
     registry: &Upstreams,
     own: &[SocketAddr],
 ) -> Result<(), ProxyError> {
     for upstream in registry.iter() {
         let (host, port) = upstream.authority();
-        if let Err(upstream::UpstreamError::Own { addr, .. }) =
-            upstream::resolve_not_own(&host, port, own).await
-        {
+        let resolved = tokio::time::timeout(
+            RESOLVE_AT_START,
+            upstream::resolve_not_own(&host, port, own),
+        );
+        if let Ok(Err(upstream::UpstreamError::Own { addr, .. })) = resolved.await {
             return Err(ProxyError::OwnUpstream {
                 upstream: upstream.host(),
                 addr,
