@@ -23,7 +23,7 @@ const ENDGAME_MIN_SECS: f64 = 1.0;
 /// In the endgame a connection of known speed races only a remainder whose worker it
 /// outpaces by this much: a twin no faster than the connection it races fetches the same
 /// bytes behind it, costing the server a copy of the tail and saving nothing.
-pub(crate) const RACE_GAIN: f64 = 1.5;
+const RACE_GAIN: f64 = 1.5;
 
 #[derive(Debug, Clone)]
 struct Owned {
@@ -341,12 +341,22 @@ impl Segments {
             .map(|(&id, _)| id)
     }
 
-    /// A duplicate of the slowest remainder for a worker expected to stream at `speed` (see
-    /// [`RACE_GAIN`]); any slow remainder when its speed is not known yet.
+    /// The endgame, unless it is off ([`Segments::set_endgame`]).
     fn endgame(&mut self, worker: WorkerId, speed: Option<f64>) -> Option<ByteRange> {
         if self.endgame == Endgame::Never {
             return None;
         }
+        self.race_outpaced(worker, speed)
+    }
+
+    /// A duplicate of the slowest remainder anywhere in the file for a worker expected to
+    /// stream at `speed`, if it outpaces that remainder's worker by [`RACE_GAIN`]; any slow
+    /// remainder when its speed is not known yet.
+    pub(crate) fn race_outpaced(
+        &mut self,
+        worker: WorkerId,
+        speed: Option<f64>,
+    ) -> Option<ByteRange> {
         let whole = ByteRange::new(0, self.size).expect("0 <= size");
         self.race_within(worker, &[whole], speed.map(|s| s / RACE_GAIN))
     }

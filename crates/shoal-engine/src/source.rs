@@ -239,11 +239,7 @@ impl Source {
                     }
                     None => segments.assign_within(worker, allowed),
                 };
-                taken.or_else(|| {
-                    let whole = ByteRange::new(0, segments.size()).expect("a file with sources");
-                    let below = speed.map(|s| s / crate::segments::RACE_GAIN);
-                    segments.race_within(worker, &[whole], below)
-                })
+                taken.or_else(|| segments.race_outpaced(worker, speed))
             }
         }
     }
