@@ -1,20 +1,23 @@
 //! Piece digests in a URL swarm. The leader learns them from the pieces its origin (trusted)
-//! sends and publishes each as soon as it is learned, marking the piece held only once it is
-//! published (followers can check a piece only against a published digest); an agent fetching
-//! alone learns them from its origin download, to build the manifest ([`Publisher`]). Every
-//! member keeps a view of the published digests and of who leads ([`Following`]), asked for
-//! when the engine lacks a digest and now and then anyway: a follower takes over the lead when
-//! the leader stalls, and a leader that was taken over from follows.
+//! sends, offers each piece as soon as the engine verified it, and publishes its digest to the
+//! tracker alongside (followers can check a piece only against a digest the leader learned);
+//! an agent fetching alone learns them from its origin download, to build the manifest
+//! ([`Publisher`]). Every member keeps a view of the digests and of who leads ([`Following`]),
+//! asked of the tracker when the engine lacks a digest and now and then anyway, and of the
+//! leader when the tracker does not have a wanted one yet: the leader's offer does not wait
+//! for the tracker's answer, which on a busy link is a round trip through full queues (a
+//! tenth of a second and more at 200 Mbit), added to every piece's first hop. A follower takes
+//! over the lead when the leader stalls, and a leader that was taken over from follows.
 //!
 //! Tracker outages: a leader also keeps every digest in its catalog entry, where its piece
 //! server tells them to followers (`GET /v1/pieces/{id}/digests`). While the tracker is
-//! unreachable the leader marks pieces held without publishing them (they are published once
-//! it answers again), and followers ask the leader (the one they last heard of, so the one
-//! that took over after a failover) instead of the tracker. A digest is taken only from the
-//! leader, never from another follower: the leader hashed the origin's bytes, and accepting
-//! what two followers agree on would let two agents vouch for any bytes. A tracker that lost
-//! the swarm (a restart: swarms are soft state) answers 404 to the leader's publication; the
-//! leader then creates the swarm again and publishes every digest it learned.
+//! unreachable the leader's digests stay pending (they are published once it answers again),
+//! and followers ask the leader (the one they last heard of, so the one that took over after a
+//! failover) instead of the tracker. A digest is taken only from the tracker or the leader,
+//! never from another follower: the leader hashed the origin's bytes, and accepting what two
+//! followers agree on would let two agents vouch for any bytes. A tracker that lost the swarm
+//! (a restart: swarms are soft state) answers 404 to the leader's publication; the leader then
+//! creates the swarm again and publishes every digest it learned.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -41,8 +44,8 @@ use crate::catalog::Entry;
 use crate::exchange::Exchange;
 use crate::tracker::TrackerClient;
 
-/// How often a leader tries again to publish digests the tracker did not take (a piece is only
-/// offered once its digest is published), and the most often a follower asks for them.
+/// How often a leader tries again to publish digests the tracker did not take, and the most
+/// often a follower asks for them.
 pub(super) const DIGESTS_EVERY: Duration = Duration::from_millis(100);
 /// The least a leader's connection asks the origin for at once.
 const IN_ORDER_MIN_CHUNK: u64 = 256 << 10;
@@ -116,10 +119,9 @@ impl Job<'_> {
         (chunk / BLOCK * BLOCK).max(BLOCK)
     }
 
-    /// Publishes `publisher`'s pending digests to the swarm and marks their pieces held; what
-    /// the tracker did not take stays pending, and the answer is false. While the tracker is
-    /// unreachable the pieces are marked held anyway (followers then ask this agent for the
-    /// digests); a tracker that lost a swarm this agent leads gets it created again.
+    /// Publishes `publisher`'s pending digests to the swarm; what the tracker did not take
+    /// stays pending, and the answer is false. A tracker that lost a swarm this agent leads
+    /// gets it created again.
     async fn publish(&self, publisher: &mut Publisher) -> bool {
         let (Some(id), Some(tracker), false) = (
             publisher.swarm,
@@ -137,8 +139,7 @@ impl Job<'_> {
         };
         match tracker.publish_digests(&id, &body).await {
             Ok(_) => {
-                let pieces: Vec<PieceIndex> = publisher.pending.drain(..).map(|(i, _)| i).collect();
-                self.f.catalog.mark(&id, &pieces);
+                publisher.pending.clear();
                 true
             }
             Err(e) if e.is_not_found() && publisher.led.is_some() => {
@@ -147,11 +148,6 @@ impl Job<'_> {
             }
             Err(e) => {
                 debug!(swarm = %id, "publishing digests failed, retrying: {e}");
-                if e.is_unreachable() {
-                    let pieces: Vec<PieceIndex> =
-                        publisher.pending.iter().map(|(i, _)| *i).collect();
-                    self.f.catalog.mark(&id, &pieces);
-                }
                 false
             }
         }
@@ -213,10 +209,10 @@ fn every_digest(
 }
 
 /// Digests the engine learned ([`Event::PieceHashed`]) on their way to the swarm: published as
-/// soon as they are learned (those learned meanwhile together), each piece marked held only
-/// once its digest is published, since followers can take a piece only then. After a failure,
-/// what is pending is tried again when the caller's [`DIGESTS_EVERY`] tick comes. Every digest
-/// learned is also kept in the swarm's catalog entry, for followers that ask this agent.
+/// soon as they are learned (those learned meanwhile together). After a failure, what is
+/// pending is tried again when the caller's [`DIGESTS_EVERY`] tick comes. Every digest learned
+/// is kept in the swarm's catalog entry first, so that followers asking this agent find the
+/// digest of every piece it offers.
 pub(super) struct Publisher {
     swarm: Option<ContentId>,
     /// The URL swarm this agent leads: created again at a tracker that lost it.
@@ -258,12 +254,6 @@ impl Publisher {
         }
         self.pending.push((*index, *digest));
         true
-    }
-
-    /// Whether piece `index`'s digest was learned here: the piece is marked held once the
-    /// digest is published, not when the engine verified it.
-    pub(super) fn learned(&self, index: PieceIndex) -> bool {
-        self.learned[index.get() as usize].is_some()
     }
 
     /// The last publish failed: [`Publisher::retry`] on the next tick.
@@ -453,8 +443,9 @@ impl LeaderAsk {
     }
 }
 
-/// Keeps `tx` holding the digests a swarm's leader published so far, asked of the tracker
-/// or, while the tracker fails, of the leader; and `leader` holding who leads.
+/// Keeps `tx` holding the digests a swarm's leader learned so far, asked of the tracker or,
+/// while the tracker fails or has nothing new for a digest the engine wants, of the leader;
+/// and `leader` holding who leads.
 async fn refresh_digests(
     tracker: TrackerClient,
     ask: LeaderAsk,
@@ -467,8 +458,9 @@ async fn refresh_digests(
     wanted: Arc<Notify>,
     stop: CancellationToken,
 ) {
+    let mut wants = false;
     loop {
-        let fresh = match tracker.swarm(&id).await {
+        let ask_leader = match tracker.swarm(&id).await {
             Ok(swarm) => {
                 leader.send_if_modified(|known| {
                     let changed = *known != swarm.leader;
@@ -478,29 +470,32 @@ async fn refresh_digests(
                     }
                     changed
                 });
-                match swarm.digests.to_digests(pieces) {
-                    Ok(digests) => Some(digests),
+                let news = match swarm.digests.to_digests(pieces) {
+                    Ok(digests) => take_digests(&tx, &ask.entry, digests),
                     Err(e) => {
                         warn!(swarm = %id, "the tracker sent unusable digests: {e}");
-                        None
+                        false
                     }
-                }
+                };
+                // The leader offers a piece before the tracker has its digest: a wanted
+                // digest the tracker does not have yet is the leader's to tell.
+                wants && !news
             }
             Err(e) => {
                 debug!(swarm = %id, "cannot refresh the swarm's digests: {e}; asking its leader");
-                let current = leader.borrow().clone();
-                ask.digests(&current, &id, pieces).await
+                true
             }
         };
-        if let Some(fresh) = fresh {
-            take_digests(&tx, &ask.entry, fresh);
+        if ask_leader {
+            let current = leader.borrow().clone();
+            if let Some(fresh) = ask.digests(&current, &id, pieces).await {
+                take_digests(&tx, &ask.entry, fresh);
+            }
         }
-        // The leader publishes a digest before it offers the piece, so a follower rarely
-        // lacks one: it asks when the engine says so, and now and then anyway.
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = wanted.notified() => {}
-            _ = tokio::time::sleep(DIGESTS_ROUTINE) => {}
+            _ = wanted.notified() => wants = true,
+            _ = tokio::time::sleep(DIGESTS_ROUTINE) => wants = false,
         }
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -515,7 +510,7 @@ fn take_digests(
     tx: &watch::Sender<Vec<Option<PieceDigest>>>,
     entry: &Entry,
     fresh: Vec<Option<PieceDigest>>,
-) {
+) -> bool {
     tx.send_if_modified(|known| {
         let mut changed = false;
         for (i, (old, new)) in known.iter_mut().zip(fresh).enumerate() {
@@ -526,7 +521,7 @@ fn take_digests(
             }
         }
         changed
-    });
+    })
 }
 
 #[cfg(test)]
@@ -620,6 +615,75 @@ mod tests {
             &cancel,
         );
         let mut known = following.known.clone();
+        tokio::time::timeout(Duration::from_secs(30), known.wait_for(|d| d[1].is_some()))
+            .await
+            .expect("no digest from the leader within 30 s")
+            .unwrap();
+        assert_eq!(
+            following.stop().await,
+            vec![None, Some([7; 32]), None],
+            "only what the leader learned"
+        );
+        cancel.cancel();
+    }
+
+    /// A tracker on loopback that answers every request with `swarm` as it is.
+    async fn tracker_answering(swarm: SwarmInfo, stop: &CancellationToken) -> url::Url {
+        let app = axum::Router::new().fallback(move || {
+            let swarm = swarm.clone();
+            async move { axum::Json(swarm) }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        });
+        url::Url::parse(&format!("http://{addr}/")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_wanted_digest_the_tracker_does_not_have_yet_comes_from_the_leader() {
+        let layout = Layout::new(3 << 20, 1 << 20).unwrap();
+        let swarm = swarm(layout);
+        // The leader offers piece 1 as soon as it verified it; its publication is still on
+        // its way to the tracker, which answers without it.
+        let leader_catalog = Catalog::new();
+        let leader_entry = Entry::provisional(swarm.id, layout, "f".into(), "/nowhere".into());
+        leader_entry.learn(1, [7; 32]);
+        leader_catalog.insert(Arc::new(leader_entry));
+        let cancel = CancellationToken::new();
+        let leader_addr = testing::serve_pieces(leader_catalog, &cancel).await;
+        let tracker = tracker_answering(swarm.clone(), &cancel).await;
+
+        let entry = Arc::new(Entry::provisional(
+            swarm.id,
+            layout,
+            "f".into(),
+            "/nowhere".into(),
+        ));
+        entry.meet([KnownPeer {
+            id: swarm.leader.clone(),
+            addr: leader_addr,
+            scheme: Scheme::Http,
+        }]);
+        let following = Following::start(
+            TrackerClient::new(tracker, TOKEN.into()),
+            &swarm,
+            LeaderAsk {
+                entry: entry.clone(),
+                exchange: Exchange::new(TOKEN.into(), None),
+            },
+            &cancel,
+        );
+        let mut known = following.known.clone();
+        // Nobody wants a digest: the tracker's answer is taken as it is.
+        tokio::time::sleep(DIGESTS_EVERY * 3).await;
+        assert_eq!(*known.borrow(), vec![None, None, None]);
+        // The engine lacks piece 1's digest.
+        following.wanted.notify_one();
         tokio::time::timeout(Duration::from_secs(30), known.wait_for(|d| d[1].is_some()))
             .await
             .expect("no digest from the leader within 30 s")

@@ -2,8 +2,9 @@
 //! tracker names (followed as they join and verify more), and the origin if the plan allows;
 //! each verified piece is marked in the catalog as it comes, so it is served and announced at
 //! once, and a peer that sent a bad piece is reported to the tracker. A piece whose digest the
-//! engine learned (the origin of a member that took over a URL swarm's lead) is marked only
-//! once its digest is published.
+//! engine learned (the origin of a URL swarm's leader) is offered as soon as it is verified
+//! too: its digest is in the entry first, for followers that ask this agent, and is published
+//! to the tracker alongside.
 
 use std::time::Duration;
 
@@ -112,24 +113,17 @@ impl Job<'_> {
             let mut publisher =
                 Publisher::new(self, Some(id), layout.piece_count()).leading(led.as_ref());
             let mut retry = tokio::time::interval(DIGESTS_EVERY);
+            // Every event queued is taken in before the next publication: a piece is offered
+            // as soon as its event is read, and reading one event per round trip to the
+            // tracker fell behind by seconds with small pieces.
             loop {
                 tokio::select! {
                     event = rx.recv() => {
                         let Some(event) = event else { break };
-                        self.land(&event, layout);
-                        publisher.learn(&event);
-                        match &event {
-                            Event::PieceVerified { index } if !publisher.learned(*index) => {
-                                self.f.catalog.mark(&id, &[*index]);
-                            }
-                            Event::BadPiece {
-                                index,
-                                peer: Some(peer),
-                                ..
-                            } => self.report(id, peer, *index).await,
-                            _ => {}
+                        self.take_swarm_event(id, layout, &mut publisher, event).await;
+                        while let Ok(event) = rx.try_recv() {
+                            self.take_swarm_event(id, layout, &mut publisher, event).await;
                         }
-                        let _ = self.events.send(event);
                         publisher.flush(self).await;
                     }
                     _ = retry.tick(), if publisher.failed() => publisher.retry(self).await,
@@ -141,6 +135,31 @@ impl Job<'_> {
         stop.cancel();
         let _ = refresher.await;
         Ok((result?, learned))
+    }
+
+    /// Takes in one event of a swarm download of content `id`: where it lands, a digest
+    /// learned, a piece to offer, a peer to report; then passes it on.
+    async fn take_swarm_event(
+        &self,
+        id: ContentId,
+        layout: Layout,
+        publisher: &mut Publisher,
+        event: Event,
+    ) {
+        self.land(&event, layout);
+        publisher.learn(&event);
+        match &event {
+            // Offered at once, a learned digest too: its publication follows, and followers
+            // ask this agent for a digest the tracker lacks.
+            Event::PieceVerified { index } => self.f.catalog.mark(&id, &[*index]),
+            Event::BadPiece {
+                index,
+                peer: Some(peer),
+                ..
+            } => self.report(id, peer, *index).await,
+            _ => {}
+        }
+        let _ = self.events.send(event);
     }
 
     /// Tells the tracker that `peer` sent a piece of `content` that did not match its digest.
