@@ -290,15 +290,21 @@ fn trusted(held: &Held, path: &Path, part: &Path) -> Result<Bitfield, String> {
             layout.size()
         ));
     }
-    let mut trusted = Bitfield::new(layout.piece_count());
-    for piece in verified.ones() {
+    Ok(within(layout, &verified, &state.done))
+}
+
+/// The pieces of `pieces` (of `layout`) whose every block (of [`BLOCK`] bytes) `blocks`
+/// names.
+pub(super) fn within(layout: Layout, pieces: &Bitfield, blocks: &Bitfield) -> Bitfield {
+    let mut within = Bitfield::new(layout.piece_count());
+    for piece in pieces.ones() {
         let range = layout.range(layout.piece(piece).expect("a piece of the layout"));
-        let blocks = range.start() / BLOCK..range.end().div_ceil(BLOCK);
-        if blocks.into_iter().all(|b| state.done.get(b as u32)) {
-            trusted.set(piece);
+        let mut covering = range.start() / BLOCK..range.end().div_ceil(BLOCK);
+        if covering.all(|b| blocks.get(b as u32)) {
+            within.set(piece);
         }
     }
-    Ok(trusted)
+    within
 }
 
 /// How a download is named in the log: its URL without credentials, or its content id.

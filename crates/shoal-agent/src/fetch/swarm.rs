@@ -106,6 +106,8 @@ impl Job<'_> {
             per_peer: self.f.options.per_peer,
             origin,
         });
+        // The content's entry: its file is the `.part` this download writes.
+        let held = self.f.catalog.get(&id);
         let (tx, mut rx) = mpsc::unbounded_channel();
         let run = download(options, tx, stop.clone());
         let forward = async {
@@ -116,7 +118,7 @@ impl Job<'_> {
                 tokio::select! {
                     event = rx.recv() => {
                         let Some(event) = event else { break };
-                        self.land(&event, layout);
+                        self.land(&event, layout, held.as_deref());
                         publisher.learn(&event);
                         match &event {
                             Event::PieceVerified { index } if !publisher.learned(*index) => {
