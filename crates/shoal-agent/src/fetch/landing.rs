@@ -172,7 +172,7 @@ mod tests {
         }
         catalog.insert(Arc::new(entry));
 
-        let recording = Recording::begin(&downloads, &Want::Content(id)).await;
+        let recording = Recording::begin(&downloads, &Want::Content(id), None).await;
         let (tap, mut landings) = mpsc::unbounded_channel();
         let (events, _) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
