@@ -357,6 +357,7 @@ impl Runner<'_> {
             done: done_bytes,
             total: state.size,
             verified: has_validators || options.checksum.is_some(),
+            kept: state.done.clone(),
         });
         Ok(Some((part, state.done)))
     }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shoal_core::{PieceIndex, SafeUrl};
+use shoal_core::{Bitfield, PieceIndex, SafeUrl};
 use tokio::sync::mpsc;
 
 /// Receives events; dropping the receiver is fine, events are then discarded.
@@ -35,6 +35,9 @@ pub enum Event {
         total: u64,
         /// Whether the server's `ETag` or `Last-Modified` matched the ones saved with the `.part`.
         verified: bool,
+        /// The blocks (of [`crate::BLOCK`] bytes, from the file's start) continued as they
+        /// are: none of them is written again, unless a piece they make up fails its check.
+        kept: Bitfield,
     },
     /// A previous run's `.part` could not be continued (or the file changed on the server while
     /// downloading): the download starts over from byte 0. `reason` is one line naming the file

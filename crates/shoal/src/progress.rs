@@ -261,6 +261,7 @@ impl View {
                 done,
                 total,
                 verified,
+                ..
             } => {
                 self.warn(&resumed_line(*done, *total, *verified));
             }
@@ -567,6 +568,7 @@ fn event_json(event: &Event) -> Value {
             done,
             total,
             verified,
+            ..
         } => json!({
             "event": "resumed",
             "done": done,
@@ -759,6 +761,7 @@ mod tests {
             done: 1,
             total: 2,
             verified: false,
+            kept: shoal_core::Bitfield::new(1),
         });
         assert_eq!(
             resumed,

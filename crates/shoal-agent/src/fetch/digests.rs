@@ -82,7 +82,9 @@ impl Job<'_> {
             let mut publisher = Publisher::new(self, None, layout.piece_count());
             let mut retry = tokio::time::interval(DIGESTS_EVERY);
             let take = |event: Event, publisher: &mut Publisher| {
-                self.land(&event, layout);
+                // No entry holds this file's pieces: those of a `.part` continued are told as
+                // the engine hashes them again.
+                self.land(&event, layout, None);
                 if !publisher.learn(&event) && !matches!(event, Event::PieceVerified { .. }) {
                     let _ = self.events.send(event);
                 }

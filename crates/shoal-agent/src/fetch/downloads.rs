@@ -1,7 +1,8 @@
 //! Downloads in progress, recorded in the data directory (`downloads/KEY.json`, one per URL
 //! or content asked for) so that an agent killed mid-download finds them again when it
-//! starts: what was asked, and once the download has an entry in the catalog, which content
-//! it becomes, its layout, its name, the part this agent played and the pieces it verified.
+//! starts: what was asked (with the content's SHA-256, when known), and once the download has
+//! an entry in the catalog, which content it becomes, its layout, its name, the part this
+//! agent played and the pieces it verified.
 //!
 //! At start, [`Downloads::restore`] puts every unfinished download's verified pieces back in
 //! the catalog before the agent announces or serves anything, without hashing a byte: a piece
@@ -38,6 +39,11 @@ pub(crate) const DOWNLOADS_DIR: &str = "downloads";
 pub(crate) struct Record {
     /// What was asked for.
     pub want: Wanted,
+    /// The content's SHA-256, when the fetch was asked with it (a registry blob): resumed
+    /// with it, the download is shared under the digest and checked against it as before.
+    /// In hex; records written before it was kept have none.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "sha256_hex")]
+    pub sha256: Option<[u8; 32]>,
     /// The download's entry in the catalog, once it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<Held>,
@@ -107,6 +113,8 @@ impl Wanted {
 #[derive(Debug)]
 pub(crate) struct Unfinished {
     pub want: Want,
+    /// The content's SHA-256 the download was asked with, if any.
+    pub sha256: Option<[u8; 32]>,
     /// The entry put back in the catalog and the part played, when pieces were restored.
     pub restored: Option<(ContentId, Part)>,
 }
@@ -238,9 +246,39 @@ impl Downloads {
                 catalog.insert(Arc::new(entry));
                 Some((held.content, held.part))
             });
-            found.push(Unfinished { want, restored });
+            found.push(Unfinished {
+                want,
+                sha256: record.sha256,
+                restored,
+            });
         }
         found
+    }
+}
+
+/// A SHA-256 as a record keeps it: 64 hex digits.
+mod sha256_hex {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        digest: &Option<[u8; 32]>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match digest {
+            Some(digest) => s.serialize_str(&shoal_core::hex::encode(digest)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<[u8; 32]>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        shoal_core::hex::decode_array(&text)
+            .map(Some)
+            .ok_or_else(|| de::Error::custom("a sha256 that is not 64 hex digits"))
     }
 }
 
@@ -290,15 +328,21 @@ fn trusted(held: &Held, path: &Path, part: &Path) -> Result<Bitfield, String> {
             layout.size()
         ));
     }
-    let mut trusted = Bitfield::new(layout.piece_count());
-    for piece in verified.ones() {
+    Ok(within(layout, &verified, &state.done))
+}
+
+/// The pieces of `pieces` (of `layout`) whose every block (of [`BLOCK`] bytes) `blocks`
+/// names.
+pub(super) fn within(layout: Layout, pieces: &Bitfield, blocks: &Bitfield) -> Bitfield {
+    let mut within = Bitfield::new(layout.piece_count());
+    for piece in pieces.ones() {
         let range = layout.range(layout.piece(piece).expect("a piece of the layout"));
-        let blocks = range.start() / BLOCK..range.end().div_ceil(BLOCK);
-        if blocks.into_iter().all(|b| state.done.get(b as u32)) {
-            trusted.set(piece);
+        let mut covering = range.start() / BLOCK..range.end().div_ceil(BLOCK);
+        if covering.all(|b| blocks.get(b as u32)) {
+            within.set(piece);
         }
     }
-    Ok(trusted)
+    within
 }
 
 /// How a download is named in the log: its URL without credentials, or its content id.
@@ -329,6 +373,7 @@ mod tests {
         let layout = layout();
         Record {
             want: Wanted::Url(url.to_string()),
+            sha256: None,
             held: Some(Held {
                 content: ContentId::from_bytes([9; 32]),
                 layout,
@@ -396,6 +441,44 @@ mod tests {
     }
 
     #[test]
+    fn a_blobs_digest_is_recorded_and_restored_and_a_record_without_one_still_loads() {
+        let (_dir, downloads, objects) = store();
+        let key = "http://127.0.0.1:5000/v2/app/blobs/sha256:abab";
+        let blob = Record {
+            want: Wanted::Url(key.into()),
+            sha256: Some([0xab; 32]),
+            held: None,
+        };
+        downloads.save(key, &blob).unwrap();
+        let text = std::fs::read_to_string(downloads.path(key)).unwrap();
+        assert!(
+            text.contains(&format!("\"sha256\":\"{}\"", "ab".repeat(32))),
+            "{text}"
+        );
+        assert_eq!(downloads.get(key), Some(blob));
+        // Written before the digest was kept: no such field.
+        let dir = &*downloads.dir;
+        std::fs::write(
+            dir.join("old.json"),
+            br#"{"want":{"url":"http://origin.example/a"}}"#,
+        )
+        .unwrap();
+        let mut unfinished = downloads.restore(&objects, &Catalog::new());
+        unfinished.sort_by_key(|d| d.sha256.is_none());
+        let found: Vec<_> = unfinished.iter().map(|d| (&d.want, d.sha256)).collect();
+        assert_eq!(
+            found,
+            vec![
+                (&Want::Url(Url::parse(key).unwrap()), Some([0xab; 32])),
+                (
+                    &Want::Url(Url::parse("http://origin.example/a").unwrap()),
+                    None
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn a_torn_or_garbled_record_is_ignored_and_removed() {
         let (_dir, downloads, objects) = store();
         let good = record("http://origin.example/a", &[]);
@@ -405,6 +488,11 @@ mod tests {
         std::fs::write(dir.join("torn.json"), &text[..text.len() / 2]).unwrap();
         std::fs::write(dir.join("noise.json"), [0xff, 0x00, 0x17]).unwrap();
         std::fs::write(dir.join("bad-url.json"), br#"{"want":{"url":"not a url"}}"#).unwrap();
+        std::fs::write(
+            dir.join("bad-digest.json"),
+            br#"{"want":{"url":"http://origin.example/c"},"sha256":"abc"}"#,
+        )
+        .unwrap();
         std::fs::write(dir.join("cut.json.tmp"), b"{").unwrap();
         let catalog = Catalog::new();
         let unfinished = downloads.restore(&objects, &catalog);

@@ -293,8 +293,16 @@ impl Fetcher {
                 info!(download = %shown, "resuming an unfinished download");
                 // Nobody follows the progress: the events are dropped.
                 let (events, _) = mpsc::unbounded_channel();
-                // A failure is logged by `fetch`; the pieces restored stay served.
-                if let Ok(fetched) = fetcher.fetch(download.want, events, cancel).await {
+                // Asked as before: a registry blob is shared under its digest and checked.
+                let extras = Extras {
+                    sha256: download.sha256,
+                    ..Extras::default()
+                };
+                // A failure is logged by `fetch_with`; the pieces restored stay served.
+                let fetched = fetcher
+                    .fetch_with(download.want, events, cancel, extras)
+                    .await;
+                if let Ok(fetched) = fetched {
                     info!(download = %shown, content = %fetched.content, "resumed download finished");
                     if let Some((content, _)) = download.restored {
                         fetcher.forget_restored(content);
@@ -362,7 +370,7 @@ impl Fetcher {
             let _active = Active::count(&self.inner.active);
             let _one_at_a_time = lock.lock().await;
             let shown = downloads::shown(&want);
-            let recording = Recording::begin(&self.inner.downloads, &want).await;
+            let recording = Recording::begin(&self.inner.downloads, &want, extras.sha256).await;
             let mut http = self.inner.options.http.clone();
             http.headers.extend(extras.headers);
             let job = Job {
@@ -527,4 +535,66 @@ pub fn content_url(id: &ContentId) -> Url {
 
 fn part_path(path: &Path) -> PathBuf {
     shoal_engine::naming::part_path(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest, Sha256};
+    use shoal_testkit::{Origin, OriginConfig};
+
+    use super::downloads::{Record, Wanted};
+    use super::*;
+
+    fn blob() -> Vec<u8> {
+        (0..300_000u32).map(|i| (i * 13 % 251) as u8).collect()
+    }
+
+    /// Resumes, as a starting agent does, the download of [`blob`] recorded as asked with
+    /// `sha256`; whether its content was kept.
+    async fn resumed_with(sha256: [u8; 32]) -> bool {
+        let origin = Origin::start(OriginConfig {
+            content: blob().into(),
+            ..OriginConfig::default()
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::new();
+        let downloads = Downloads::open(dir.path()).unwrap();
+        let fetcher = Fetcher::new(
+            AgentId::new("resume-test").unwrap(),
+            catalog.clone(),
+            Objects::open(dir.path(), None).unwrap(),
+            None,
+            FetchOptions::default(),
+            downloads.clone(),
+        );
+        let url = origin.url("/blob");
+        let record = Record {
+            want: Wanted::Url(url.clone()),
+            sha256: Some(sha256),
+            held: None,
+        };
+        downloads.save(&url, &record).unwrap();
+        let stop = CancellationToken::new();
+        fetcher.resume(downloads.restore(&fetcher.inner.objects, &catalog), &stop);
+        // The record goes once the download has ended, kept or dropped.
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while downloads.get(&url).is_some() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the resumed download ends within 30 s");
+        stop.cancel();
+        catalog.entries().iter().any(|entry| entry.is_complete())
+    }
+
+    #[tokio::test]
+    async fn a_resumed_blob_is_checked_against_its_recorded_digest() {
+        assert!(resumed_with(Sha256::digest(blob()).into()).await);
+        assert!(
+            !resumed_with([0xab; 32]).await,
+            "bytes of another digest are dropped, not kept"
+        );
+    }
 }

@@ -35,17 +35,23 @@ struct Follower {
 }
 
 impl Recording {
-    /// Records that `want` is being fetched; a record already there (a download resumed at
-    /// start) is kept as it is until the fetch has its entry again.
-    pub(super) async fn begin(downloads: &Downloads, want: &Want) -> Self {
+    /// Records that `want` is being fetched (checked against `sha256`, when given); a record
+    /// already there (a download resumed at start) is kept as it is until the fetch has its
+    /// entry again.
+    pub(super) async fn begin(
+        downloads: &Downloads,
+        want: &Want,
+        sha256: Option<[u8; 32]>,
+    ) -> Self {
         let key = want.key();
         let wanted = Wanted::of(want);
         let (store, name) = (downloads.clone(), key.clone());
         let record = tokio::task::spawn_blocking(move || match store.get(&name) {
-            Some(record) if record.want == wanted => record,
+            Some(record) if record.want == wanted && record.sha256 == sha256 => record,
             _ => {
                 let record = Record {
                     want: wanted,
+                    sha256,
                     held: None,
                 };
                 if let Err(e) = store.save(&name, &record) {
@@ -201,7 +207,7 @@ mod tests {
         let downloads = Downloads::open(dir.path()).unwrap();
         let want = Want::Url(Url::parse("http://origin.example/x").unwrap());
         for keep in [true, false] {
-            let recording = Recording::begin(&downloads, &want).await;
+            let recording = Recording::begin(&downloads, &want, None).await;
             let record = downloads.get(&want.key()).expect("recorded at once");
             assert_eq!(record.want, Wanted::of(&want));
             let entry = entry(dir.path());

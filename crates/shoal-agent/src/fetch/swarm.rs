@@ -21,6 +21,7 @@ use url::Url;
 
 use super::digests::{Publisher, DIGESTS_EVERY};
 use super::{AgentFetchError, Job};
+use crate::catalog::Entry;
 use crate::peers;
 
 /// What one swarm download fetches, and from where.
@@ -107,6 +108,8 @@ impl Job<'_> {
             per_peer: self.f.options.per_peer,
             origin,
         });
+        // The content's entry: its file is the `.part` this download writes.
+        let held = self.f.catalog.get(&id);
         let (tx, mut rx) = mpsc::unbounded_channel();
         let run = download(options, tx, stop.clone());
         let forward = async {
@@ -120,9 +123,9 @@ impl Job<'_> {
                 tokio::select! {
                     event = rx.recv() => {
                         let Some(event) = event else { break };
-                        self.take_swarm_event(id, layout, &mut publisher, event).await;
+                        self.take_swarm_event(id, layout, held.as_deref(), &mut publisher, event).await;
                         while let Ok(event) = rx.try_recv() {
-                            self.take_swarm_event(id, layout, &mut publisher, event).await;
+                            self.take_swarm_event(id, layout, held.as_deref(), &mut publisher, event).await;
                         }
                         publisher.flush(self).await;
                     }
@@ -137,16 +140,17 @@ impl Job<'_> {
         Ok((result?, learned))
     }
 
-    /// Takes in one event of a swarm download of content `id`: where it lands, a digest
-    /// learned, a piece to offer, a peer to report; then passes it on.
+    /// Takes in one event of a swarm download of content `id` (`held`: its entry): where it
+    /// lands, a digest learned, a piece to offer, a peer to report; then passes it on.
     async fn take_swarm_event(
         &self,
         id: ContentId,
         layout: Layout,
+        held: Option<&Entry>,
         publisher: &mut Publisher,
         event: Event,
     ) {
-        self.land(&event, layout);
+        self.land(&event, layout, held);
         publisher.learn(&event);
         match &event {
             // Offered at once, a learned digest too: its publication follows, and followers

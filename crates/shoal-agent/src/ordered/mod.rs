@@ -11,10 +11,12 @@
 //! behind the frontier of verified pieces.
 //!
 //! When the fetch starts another download midway (a follower whose leader died takes the
-//! lead and resumes its `.part`; a failed swarm falls back to the origin), the pieces the new
-//! download starts with are not told again: the body then waits for that download's new
-//! pieces, or for the content whole. Bytes already sent are the same either way: every
-//! download of the fetch is of the one version the origin answered.
+//! lead and resumes its `.part`; a failed swarm falls back to the origin), the body follows
+//! the new one. One that continues a `.part` starts with the pieces held in it (verified by
+//! the download before, or restored when the agent started): they are told at once, before
+//! the engine has checked them again, so the body goes on from them without waiting. One that
+//! starts a file over (the origin's fallback) starts from nothing. Bytes already sent are the
+//! same either way: every download of the fetch is of the one version the origin answered.
 //!
 //! A download that fails ends the body with an error: hyper then closes the connection
 //! before the promised `Content-Length`, so the client sees a reset or a short read, never a

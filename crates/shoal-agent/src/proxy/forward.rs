@@ -169,7 +169,7 @@ async fn send(
             info!(url = %shown, "proxy request refused: {e}");
             return Err(refuse(StatusCode::FORBIDDEN, e.to_string()));
         }
-        Err(e) => return Err(refuse(StatusCode::BAD_GATEWAY, format!("{shown}: {e}"))),
+        Err(e) => return Err(refuse(e.status(), format!("{shown}: {e}"))),
     };
     let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
         .await

@@ -1,6 +1,8 @@
 //! `CONNECT host:port`: a plain TCP tunnel, opened after the same checks as a forwarded
-//! request. What flows inside (TLS, mostly) is not looked at: an `https://` download through
-//! the proxy comes from its origin, never from the swarm. A tunnel counts against the
+//! request, its connection to the origin bounded as a forwarded request's (an origin that
+//! does not take it in time is a `504`). What flows inside (TLS, mostly) is not looked at: an
+//! `https://` download through the proxy comes from its origin, never from the swarm, and
+//! the upstream timeout, which watches answers, cannot apply. A tunnel counts against the
 //! listener's connection caps while it lasts (`shoal_serve` keeps the connection's place with
 //! its stream) and is closed once no byte crossed it for the listener's idle timeout.
 
@@ -37,10 +39,7 @@ pub(super) async fn open(proxy: &Proxy, request: Request) -> Response {
     };
     let origin = match upstream::connect(authority.host(), port, &proxy.inner.own).await {
         Ok(stream) => stream,
-        Err(e @ upstream::UpstreamError::Own { .. }) => {
-            return refuse(StatusCode::FORBIDDEN, e.to_string())
-        }
-        Err(e) => return refuse(StatusCode::BAD_GATEWAY, e.to_string()),
+        Err(e) => return refuse(e.status(), e.to_string()),
     };
     let idle = proxy.inner.idle;
     tokio::spawn(async move {

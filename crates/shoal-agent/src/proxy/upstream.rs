@@ -1,6 +1,7 @@
 //! Reaching an origin for the proxy: the host named by the client resolved, the agent's own
 //! listeners refused, and a TCP connection to an address that was checked (not a second
-//! resolution, which could answer otherwise).
+//! resolution, which could answer otherwise), made within [`CONNECT_TIMEOUT`] (else `504`,
+//! for a forwarded request and a `CONNECT` tunnel alike).
 //!
 //! And how long an origin may keep the proxy waiting once connected, as nginx's
 //! `proxy_read_timeout`: the head of its answer must come within the timeout of the request's
@@ -11,12 +12,14 @@
 //! origin's silence.
 
 use std::future::Future;
+use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::http::StatusCode;
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use shoal_core::SafeUrl;
@@ -50,6 +53,25 @@ pub(super) enum UpstreamError {
         addr: SocketAddr,
         message: String,
     },
+    #[error("connecting to {addr} ({host}): no answer within {}", seconds(*after))]
+    ConnectTimeout {
+        host: String,
+        addr: SocketAddr,
+        after: Duration,
+    },
+}
+
+impl UpstreamError {
+    /// The status a client is answered with: the agent's own listener is refused (`403`);
+    /// an origin that does not take the connection in time is a gateway's timeout (`504`);
+    /// any other failure, a bad gateway (`502`).
+    pub(super) fn status(&self) -> StatusCode {
+        match self {
+            Self::Own { .. } => StatusCode::FORBIDDEN,
+            Self::ConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Resolve { .. } | Self::Connect { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
 }
 
 /// Connects to `host`:`port`, unless it is one of `own`.
@@ -65,17 +87,28 @@ pub(super) async fn connect(
             message: "no address".to_string(),
         });
     };
-    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+    within(CONNECT_TIMEOUT, host, addr, TcpStream::connect(addr)).await
+}
+
+/// The connection `connecting` makes to `addr` (of `host`), unless it takes longer than
+/// `limit`.
+async fn within(
+    limit: Duration,
+    host: &str,
+    addr: SocketAddr,
+    connecting: impl Future<Output = io::Result<TcpStream>>,
+) -> Result<TcpStream, UpstreamError> {
+    match tokio::time::timeout(limit, connecting).await {
         Ok(Ok(stream)) => Ok(stream),
         Ok(Err(e)) => Err(UpstreamError::Connect {
             host: host.to_string(),
             addr,
             message: e.to_string(),
         }),
-        Err(_) => Err(UpstreamError::Connect {
+        Err(_) => Err(UpstreamError::ConnectTimeout {
             host: host.to_string(),
             addr,
-            message: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+            after: limit,
         }),
     }
 }
@@ -282,6 +315,31 @@ mod tests {
 
     fn addr(text: &str) -> SocketAddr {
         text.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_origin_that_does_not_take_the_connection_in_time_is_a_504() {
+        let addr = addr("127.0.0.1:9");
+        // A connection never made, however long it is waited for.
+        let never = std::future::pending();
+        let e = within(Duration::from_millis(10), "origin.test", addr, never)
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            e.to_string(),
+            "connecting to 127.0.0.1:9 (origin.test): no answer within 0.01s"
+        );
+        let refused = crate::testing::refusing_url();
+        let addr = refused.socket_addrs(|| None).unwrap()[0];
+        let e = within(CONNECT_TIMEOUT, "127.0.0.1", addr, TcpStream::connect(addr))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, UpstreamError::Connect { .. }),
+            "a refused connection: {e}"
+        );
+        assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
     }
 
     #[test]

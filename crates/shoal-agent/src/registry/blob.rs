@@ -43,16 +43,7 @@ pub(super) async fn serve(
             debug!(%url, status = %answer.status(), "the upstream refused the blob; its answer goes back as it is");
             return forward::answered_without_body(&answer);
         }
-        Err(e) => {
-            return error(
-                StatusCode::BAD_GATEWAY,
-                "UNAVAILABLE",
-                &format!(
-                    "the upstream registry did not answer for {url} ({}); check --registry-upstream and that the agent reaches it",
-                    shoal_core::chain::chain(&e)
-                ),
-            )
-        }
+        Err(e) => return forward::unanswered(&url, &e, mirror.clients.timeout),
     }
     let request = ContentRequest::new(url.as_url().clone())
         .with_headers(credentials(client))

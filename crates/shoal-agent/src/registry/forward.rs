@@ -2,6 +2,10 @@
 //! `/v2/` ping, manifests, tags, blob `HEAD`s and the token challenges (`401` with
 //! `WWW-Authenticate`). Redirects go back to the client, which follows them itself; only the
 //! hop-by-hop headers of either side are left out.
+//!
+//! An upstream that cannot be reached is a `502`; one that takes the request and sends no
+//! answer within the mirror's timeout (`--proxy-timeout`) is a `504`, as the proxy answers
+//! an origin that does the same.
 
 use std::time::Duration;
 
@@ -12,7 +16,7 @@ use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Response, StatusCode};
 use serde_json::json;
 use shoal_core::redact::SafeUrl;
-use tracing::debug;
+use tracing::{debug, warn};
 
 /// The largest request body passed through: the mirror is for pulls, whose requests have none.
 pub(super) const MAX_REQUEST_BODY: usize = 1 << 20;
@@ -39,6 +43,9 @@ pub(super) struct Clients {
     /// Redirects followed (credentials dropped when the host changes): for checking a
     /// client's access to a blob, which a registry may answer from a CDN.
     pub(super) followed: reqwest::Client,
+    /// How long an upstream may stay silent: for the head of an answer, or between two
+    /// reads of its body.
+    pub(super) timeout: Duration,
 }
 
 impl Clients {
@@ -63,6 +70,7 @@ impl Clients {
                 .redirect(reqwest::redirect::Policy::limited(5))
                 .build()
                 .expect("a client without TLS settings builds"),
+            timeout,
         }
     }
 }
@@ -76,16 +84,17 @@ pub(super) fn upstream_headers(client: &HeaderMap) -> HeaderMap {
     headers
 }
 
-/// Sends `method url` with `headers` and `body` through `client`, and answers what came back
-/// as it is (the body streamed); an upstream that cannot be reached is a `502` saying which.
+/// Sends `method url` with `headers` and `body` through `clients.as_is`, and answers what
+/// came back as it is (the body streamed), or [`unanswered`].
 pub(super) async fn forward(
-    client: &reqwest::Client,
+    clients: &Clients,
     method: Method,
     url: &SafeUrl,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
-    let sent = client
+    let sent = clients
+        .as_is
         .request(method.clone(), url.as_url().clone())
         .headers(headers)
         .body(body)
@@ -93,18 +102,33 @@ pub(super) async fn forward(
         .await;
     match sent {
         Ok(answer) => answered(answer, method == Method::HEAD),
-        Err(e) => {
-            debug!(%url, "the upstream registry did not answer: {e}");
-            error(
-                StatusCode::BAD_GATEWAY,
-                "UNAVAILABLE",
-                &format!(
-                    "the upstream registry at {url} did not answer ({}); check --registry-upstream and that the agent reaches it",
-                    shoal_core::chain::chain(&e)
-                ),
-            )
-        }
+        Err(e) => unanswered(url, &e, clients.timeout),
     }
+}
+
+/// The client's answer when the request to `url` failed with `e`: a `504` when the upstream
+/// took it and sent no answer within `timeout`, else a `502` saying why; both name `url`.
+pub(super) fn unanswered(url: &SafeUrl, e: &reqwest::Error, timeout: Duration) -> Response<Body> {
+    // A connect timeout is the upstream not being reached, as a refused connection is.
+    if e.is_timeout() && !e.is_connect() {
+        warn!(%url, "the upstream registry sent no answer within {timeout:?}; answering 504");
+        return error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "UNAVAILABLE",
+            &format!(
+                "the upstream registry at {url} sent no answer within {timeout:?} (--proxy-timeout)"
+            ),
+        );
+    }
+    debug!(%url, "the upstream registry did not answer: {e}");
+    error(
+        StatusCode::BAD_GATEWAY,
+        "UNAVAILABLE",
+        &format!(
+            "the upstream registry at {url} did not answer ({}); check --registry-upstream and that the agent reaches it",
+            shoal_core::chain::chain(e)
+        ),
+    )
 }
 
 /// The upstream's `answer` as the client's answer: status and headers as they are, the body

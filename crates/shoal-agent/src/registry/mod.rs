@@ -44,7 +44,7 @@ struct Inner {
 
 impl Mirror {
     /// A mirror of `upstreams` whose blobs come through `ordered`; an upstream silent for
-    /// `timeout` (the proxy's `--proxy-timeout`) is given up on.
+    /// `timeout` (the proxy's `--proxy-timeout`) is given up on (`504` when no answer came).
     pub fn new(upstreams: Upstreams, ordered: Ordered, timeout: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -84,7 +84,7 @@ impl Mirror {
                     }
                 };
                 forward::forward(
-                    &self.inner.clients.as_is,
+                    &self.inner.clients,
                     parts.method.clone(),
                     &url,
                     forward::upstream_headers(&parts.headers),

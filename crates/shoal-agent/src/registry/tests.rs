@@ -1,7 +1,8 @@
 //! The mirror in process, against a real `docker-registry` (from the test kit): an agent
 //! without a tracker, so blobs come from the upstream alone, through the same fetch and
-//! ordered body the fleet uses.
+//! ordered body the fleet uses; and against upstreams that fail, on loopback.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -17,8 +18,13 @@ use crate::objects::Objects;
 
 const MIB: usize = 1 << 20;
 
-/// A mirror of `registry` in an agent of its own (data in `data`), and what stops it.
-fn mirror(registry: &Registry, data: &std::path::Path) -> (Mirror, CancellationToken) {
+/// A mirror of `upstream` in an agent of its own (data in `data`), giving up on it after
+/// `timeout` of silence, and what stops it.
+fn mirror(
+    upstream: &str,
+    data: &std::path::Path,
+    timeout: Duration,
+) -> (Mirror, CancellationToken) {
     let catalog = Catalog::new();
     let objects = Objects::open(data, None).unwrap();
     let fetcher = Fetcher::new(
@@ -30,12 +36,8 @@ fn mirror(registry: &Registry, data: &std::path::Path) -> (Mirror, CancellationT
         Downloads::open(data).unwrap(),
     );
     let stop = CancellationToken::new();
-    let upstreams = Upstreams::new(vec![registry.url().parse().unwrap()]).unwrap();
-    let mirror = Mirror::new(
-        upstreams,
-        Ordered::new(fetcher, stop.clone()),
-        crate::proxy::DEFAULT_UPSTREAM_TIMEOUT,
-    );
+    let upstreams = Upstreams::new(vec![upstream.parse().unwrap()]).unwrap();
+    let mirror = Mirror::new(upstreams, Ordered::new(fetcher, stop.clone()), timeout);
     (mirror, stop)
 }
 
@@ -85,7 +87,11 @@ async fn pings_and_manifests_pass_through_and_blobs_come_whole_and_checked() {
     let dir = tempfile::tempdir().unwrap();
     let image = OciImage::build(&dir.path().join("image"), "v1", &[MIB, 100_000], 5).unwrap();
     image.push(&registry, "team/app", None).unwrap();
-    let (mirror, stop) = mirror(&registry, &dir.path().join("data"));
+    let (mirror, stop) = mirror(
+        &registry.url(),
+        &dir.path().join("data"),
+        crate::proxy::DEFAULT_UPSTREAM_TIMEOUT,
+    );
 
     let ping = mirror.handle(get("/v2/", None)).await;
     assert_eq!(ping.status(), StatusCode::OK);
@@ -139,7 +145,11 @@ async fn a_private_blob_needs_the_clients_own_credentials_every_time() {
     let dir = tempfile::tempdir().unwrap();
     let image = OciImage::build(&dir.path().join("image"), "v1", &[MIB], 6).unwrap();
     image.push(&registry, "private/app", Some(&user)).unwrap();
-    let (mirror, stop) = mirror(&registry, &dir.path().join("data"));
+    let (mirror, stop) = mirror(
+        &registry.url(),
+        &dir.path().join("data"),
+        crate::proxy::DEFAULT_UPSTREAM_TIMEOUT,
+    );
     let layer = &image.layers[0];
     let path = format!("/v2/private/app/blobs/{}", layer.digest());
 
@@ -192,7 +202,11 @@ async fn a_blob_whose_bytes_do_not_match_its_digest_ends_early_and_is_not_kept()
     let near_end = bytes.len() - 100;
     bytes[near_end] ^= 1;
     std::fs::write(&stored, &bytes).unwrap();
-    let (mirror, stop) = mirror(&registry, &dir.path().join("data"));
+    let (mirror, stop) = mirror(
+        &registry.url(),
+        &dir.path().join("data"),
+        crate::proxy::DEFAULT_UPSTREAM_TIMEOUT,
+    );
     let path = format!("/v2/team/bad/blobs/{}", layer.digest());
 
     for attempt in 0..2 {
@@ -241,4 +255,77 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     files
+}
+
+/// An upstream on loopback that takes every connection and never answers, holding each open.
+async fn silent_upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        // Ends with the test's runtime.
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    addr
+}
+
+/// The status and the registry error's `(code, message)` of `answer`.
+async fn registry_error(answer: Response<Body>) -> (StatusCode, String, String) {
+    let status = answer.status();
+    let body = read(answer).await.expect("a whole error body");
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let error = &body["errors"][0];
+    (
+        status,
+        error["code"].as_str().unwrap().to_string(),
+        error["message"].as_str().unwrap().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_is_a_504_and_one_that_refuses_a_502() {
+    let silent = silent_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (waiting, stop) = mirror(
+        &format!("http://{silent}"),
+        &dir.path().join("silent"),
+        Duration::from_secs(1),
+    );
+    let blob = format!("/v2/team/app/blobs/sha256:{}", "0".repeat(64));
+    // Passed through, and a blob's access check before the swarm.
+    for path in ["/v2/", blob.as_str()] {
+        assert_eq!(
+            registry_error(waiting.handle(get(path, None)).await).await,
+            (
+                StatusCode::GATEWAY_TIMEOUT,
+                "UNAVAILABLE".to_string(),
+                format!(
+                    "the upstream registry at http://{silent}{path} sent no answer within 1s \
+                     (--proxy-timeout)"
+                )
+            )
+        );
+    }
+    stop.cancel();
+
+    let refusing = crate::testing::refusing_url();
+    let (refused, stop) = mirror(
+        refusing.as_str(),
+        &dir.path().join("refusing"),
+        Duration::from_secs(1),
+    );
+    let (status, code, message) = registry_error(refused.handle(get("/v2/", None)).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::BAD_GATEWAY, "UNAVAILABLE")
+    );
+    assert!(
+        message.starts_with(&format!(
+            "the upstream registry at {refusing}v2/ did not answer ("
+        )),
+        "{message}"
+    );
+    stop.cancel();
 }
