@@ -314,14 +314,8 @@ impl Fetcher {
             .lock()
             .expect("restored lock")
             .remove(&content);
-        if unused.is_none() || self.inner.objects.is_pinned(&content) {
-            return;
-        }
-        if let Some(entry) = self.inner.catalog.remove(&content) {
-            let path = self.inner.objects.path(&content);
+        if unused.is_some() && self.inner.discard(&content) {
             info!(%content, "dropping the pieces of an unfinished download that became another content");
-            let _ = std::fs::remove_file(entry.path());
-            let _ = shoal_engine::resume::remove(&shoal_engine::resume::state_path(&path));
         }
     }
 
@@ -402,6 +396,25 @@ impl Fetcher {
             busy.remove(&key);
         }
         result
+    }
+}
+
+impl Inner {
+    /// Drops content `id`, whole or in part, unless a fetch or a user holds it: its entry,
+    /// its bytes (the `.part` with its resume state, or the object with its record). Whether
+    /// it was dropped.
+    fn discard(&self, id: &ContentId) -> bool {
+        if self.objects.is_pinned(id) {
+            return false;
+        }
+        let Some(entry) = self.catalog.remove(id) else {
+            return false;
+        };
+        let path = self.objects.path(id);
+        let _ = std::fs::remove_file(entry.path());
+        let _ = shoal_engine::resume::remove(&shoal_engine::resume::state_path(&path));
+        self.objects.remove(id);
+        true
     }
 }
 
