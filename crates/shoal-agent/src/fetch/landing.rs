@@ -2,7 +2,9 @@
 //! which file each download writes, cut into which pieces, and each piece as its bytes are
 //! known good. The engine's events say as much, but a fetch passes on only some of them (a
 //! leader's pieces are news only once their digests are published), so the downloads of a
-//! fetch tell the tap directly, before any filtering.
+//! fetch tell the tap directly, before any filtering. A fetch also tells whether what lands is
+//! the URL's yet: a content the tracker maps the URL to is checked against the origin while it
+//! downloads (`spot_check`), and a reader must not finish a body before the check has passed.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,9 +27,21 @@ pub(crate) enum Landing {
         /// How the file is cut into pieces.
         layout: Layout,
     },
-    /// The piece's bytes are written and are the origin's: checked against its digest, or
+    /// The piece's bytes are written and are the content's: checked against its digest, or
     /// hashed as the origin sent them.
     Piece(PieceIndex),
+    /// What lands from here is a content the tracker maps the URL to, not yet checked against
+    /// the origin: a reader may send its bytes but not the body's end until
+    /// [`Landing::Trusted`] or [`Landing::Untrusted`]. A fetch that never tells this (the
+    /// origin's own bytes, a content of known SHA-256, a content asked for by id) is trusted
+    /// from the start.
+    Checking,
+    /// The check passed: the content is the URL's.
+    Trusted,
+    /// The check failed, for the reason given: nothing landed since [`Landing::Checking`] is
+    /// the URL's. The fetch goes on from the origin, with a download of its own
+    /// ([`Landing::Started`]).
+    Untrusted(String),
 }
 
 /// Where a fetch tells its [`Landing`]s.
@@ -70,7 +84,6 @@ impl Job<'_> {
     /// Tells the tap, if any, what `event` of a download of a file cut as `layout` means
     /// for a reader of its bytes.
     pub(super) fn land(&self, event: &Event, layout: Layout) {
-        let Some(tap) = &self.tap else { return };
         let landing = match event {
             Event::Started { path, .. } => Landing::Started {
                 path: path.clone(),
@@ -79,6 +92,13 @@ impl Job<'_> {
             Event::PieceVerified { index } => Landing::Piece(*index),
             _ => return,
         };
-        let _ = tap.send(landing);
+        self.tell(landing);
+    }
+
+    /// Tells the tap, if any, `landing`.
+    pub(super) fn tell(&self, landing: Landing) {
+        if let Some(tap) = &self.tap {
+            let _ = tap.send(landing);
+        }
     }
 }

@@ -20,13 +20,14 @@
 //!   follower's view of them;
 //! - `by_content`: a content fetched by id with its manifest from the tracker;
 //! - `spot_check`: a URL's mapped content checked against a random piece from the origin
-//!   before peers are trusted with it;
+//!   while peers send the rest, and given out for the URL only once it agrees;
 //! - `swarm`: the one swarm download both of those run, with peers followed and bad peers
 //!   reported;
 //! - `downloads`: the records of the downloads in progress in the data directory, and what a
 //!   starting agent restores from them;
 //! - `recording`: a running fetch's record, kept up to date;
-//! - `landing`: what a fetch tells a reader of its bytes in file order ([`crate::ordered`]);
+//! - `landing`: what a fetch tells a reader of its bytes in file order ([`crate::ordered`]),
+//!   and whether they are the URL's yet;
 //! - `by_digest`: a URL whose content's SHA-256 is known, shared under its digest and checked
 //!   against it before it is kept.
 
