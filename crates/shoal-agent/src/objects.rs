@@ -152,8 +152,7 @@ impl Objects {
                     .is_ok_and(|m| m.len() == record.manifest.layout().size());
             if !intact {
                 warn!(content = %id, "{} is missing or damaged; forgetting it", path.display());
-                let _ = std::fs::remove_file(self.record_path(&id));
-                let _ = std::fs::remove_file(&path);
+                self.remove(&id);
                 continue;
             }
             catalog.insert(Arc::new(Entry::complete(
@@ -204,6 +203,12 @@ impl Objects {
         }
     }
 
+    /// Removes a content's bytes and record, if there are any.
+    pub(crate) fn remove(&self, id: &ContentId) {
+        let _ = std::fs::remove_file(self.record_path(id));
+        let _ = std::fs::remove_file(self.path(id));
+    }
+
     /// Removes the least recently used contents, not pinned, until the store fits
     /// `--cache-size` with `room` bytes to spare. Returns what was removed.
     pub fn evict(&self, catalog: &Catalog, room: u64) -> Vec<ContentId> {
@@ -236,8 +241,7 @@ impl Objects {
             while let Some(alias) = catalog.by_path(&path) {
                 catalog.remove(&alias.id());
             }
-            let _ = std::fs::remove_file(self.record_path(&id));
-            let _ = std::fs::remove_file(&path);
+            self.remove(&id);
             info!(content = %id, size, "evicted to stay within --cache-size");
             self.evictions.fetch_add(1, Ordering::Relaxed);
             used -= size;

@@ -65,6 +65,11 @@ pub struct OriginConfig {
     pub content_after: Bytes,
     /// Wait before sending the response headers of every response.
     pub first_byte_delay: Duration,
+    /// Requests whose `Range` is `bytes=A-B` of this many bytes or more (a piece, a segment;
+    /// not a probe's `bytes=0-0` or `bytes=0-`) are logged when they come but answered only
+    /// once [`Origin::release`] is called: a test can then see what a client does before it
+    /// has those bytes.
+    pub hold_ranges_of: Option<u64>,
     /// Raw `Content-Disposition` value to send with the file.
     pub content_disposition: Option<String>,
     /// Required `Authorization: Basic` credentials (user, password); otherwise `401` with
@@ -102,6 +107,7 @@ impl Default for OriginConfig {
             etag_changes_after: None,
             content_after: Bytes::new(),
             first_byte_delay: Duration::ZERO,
+            hold_ranges_of: None,
             content_disposition: None,
             basic_auth: None,
             required_header: None,
@@ -293,6 +299,12 @@ impl Origin {
             .collect()
     }
 
+    /// Answers the requests [`OriginConfig::hold_ranges_of`] holds, and every later one at
+    /// once.
+    pub fn release(&self) {
+        self.shared.released.send_replace(true);
+    }
+
     /// File body bytes written to sockets in total.
     pub fn bytes_sent(&self) -> u64 {
         self.shared.bytes_sent.load(Ordering::Relaxed)
@@ -418,6 +430,18 @@ async fn serve<C: http1::Conn>(mut conn: C, connection: u64, shared: &Shared) {
         };
         let _answering = Answering::start(shared);
         let (response, sent) = shared.respond(connection, &request);
+        let held = match request.header("range").and_then(http1::parse_range) {
+            Some(RangeSpec::From(start, Some(end))) => shared
+                .config
+                .hold_ranges_of
+                .is_some_and(|least| end.saturating_sub(start) + 1 >= least),
+            _ => false,
+        };
+        if held {
+            let mut released = shared.released.subscribe();
+            // The sender lives as long as `shared`.
+            let _ = released.wait_for(|released| *released).await;
+        }
         let counters = http1::Counters {
             request: &sent,
             total: &shared.bytes_sent,
@@ -438,6 +462,8 @@ struct Shared {
     /// Requests read whose response is not written yet, and the most there ever were.
     answering: AtomicU64,
     most_answering: AtomicU64,
+    /// Whether [`Origin::release`] was called.
+    released: tokio::sync::watch::Sender<bool>,
     state: Mutex<State>,
 }
 
@@ -508,6 +534,7 @@ impl Shared {
             connections: AtomicU64::new(0),
             answering: AtomicU64::new(0),
             most_answering: AtomicU64::new(0),
+            released: tokio::sync::watch::Sender::new(false),
             state: Mutex::new(State {
                 file,
                 log: Vec::new(),

@@ -349,6 +349,41 @@ async fn stalls_keep_the_socket_open_and_silent() {
 }
 
 #[tokio::test]
+async fn ranges_of_some_length_are_held_until_released() {
+    let origin = Arc::new(
+        start(OriginConfig {
+            hold_ranges_of: Some(1000),
+            ..Default::default()
+        })
+        .await,
+    );
+    let held = tokio::spawn({
+        let origin = origin.clone();
+        async move { get(&origin, "/f", &[("Range", "bytes=1000-1999")]).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while origin.requests().is_empty() {
+        assert!(Instant::now() < deadline, "the held request never came");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Logged; answered only once released. Shorter ranges, open ones and whole files are
+    // not held.
+    assert_eq!(origin.requests()[0].parsed_range, Some((1000, Some(1999))));
+    let short = get(&origin, "/f", &[("Range", "bytes=0-998")]).await;
+    assert_eq!(short.body, file()[..999]);
+    let open = get(&origin, "/f", &[("Range", "bytes=1000-")]).await;
+    assert_eq!(open.body, file()[1000..]);
+    assert_eq!(get(&origin, "/f", &[]).await.body, file());
+    assert!(!held.is_finished());
+    origin.release();
+    let reply = held.await.unwrap();
+    assert_eq!(reply.status, 206);
+    assert_eq!(reply.body, file()[1000..2000]);
+    let later = get(&origin, "/f", &[("Range", "bytes=0-9")]).await;
+    assert_eq!(later.body, file()[..10]);
+}
+
+#[tokio::test]
 async fn going_down_refuses_and_cuts_until_it_comes_back() {
     let origin = start(OriginConfig {
         stall_after: Some(70_000),

@@ -1,17 +1,20 @@
 //! The agent's HTTP proxy door (`--proxy-listen`) as users reach it: real `curl` and `wget`
 //! with `http_proxy`, real `shoal agent` and `shoal tracker` processes, the testkit origin on
 //! loopback. Large answers come from the swarm (one copy from the origin for the fleet),
-//! everything else passes through as sent, a failure mid-stream resets the client, and the
-//! proxy never becomes an open proxy or a way into the agent's own ports.
+//! everything else passes through as sent, a failure mid-stream resets the client (so does a
+//! content the tracker maps the URL to that the origin disagrees with), and the proxy never
+//! becomes an open proxy or a way into the agent's own ports.
 
 mod common;
 mod fleet;
 
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fleet::{Fleet, Process, MIB};
+use fleet::{content_id, Fleet, Process, MIB};
 use shoal_testkit::{random_bytes, sha256_hex, Origin, OriginConfig};
 
 /// An agent of `fleet` with its proxy on a port of its own; the proxy's port.
@@ -425,4 +428,179 @@ fn an_origin_without_ranges_still_serves_through_the_proxy() {
     // The swarm could not take it (no ranges), so the origin's answer passed through.
     let log = fleet.log("noranges");
     assert!(log.contains("passing the request through instead"), "{log}");
+}
+
+/// A `GET` of an `http://` URL sent through a proxy by hand, so that a test reads its body
+/// as it comes and sees how it ends.
+struct Fetching {
+    tcp: TcpStream,
+    status: u16,
+    /// The `Content-Length` promised.
+    length: usize,
+    body: Vec<u8>,
+}
+
+impl Fetching {
+    /// Sends the request to the proxy on `port` and reads the answer's head.
+    fn start(port: u16, url: &str) -> Fetching {
+        let mut tcp = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+        tcp.set_read_timeout(Some(common::DEADLINE)).unwrap();
+        let host = url::Url::parse(url).unwrap();
+        let host = format!("{}:{}", host.host_str().unwrap(), host.port().unwrap());
+        write!(
+            tcp,
+            "GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0];
+        while !head.ends_with(b"\r\n\r\n") {
+            let read = tcp.read(&mut byte).expect("the answer's head");
+            assert_eq!(read, 1, "the proxy closed before its answer's head");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .unwrap_or_else(|| panic!("no length: {head}"))
+            .trim()
+            .parse()
+            .unwrap();
+        Fetching {
+            status: head[9..12].parse().unwrap(),
+            tcp,
+            length,
+            body: Vec::new(),
+        }
+    }
+
+    /// Reads until the body holds `bytes` bytes or more.
+    fn read_at_least(&mut self, bytes: usize) {
+        let mut chunk = vec![0; 64 << 10];
+        while self.body.len() < bytes {
+            let read = self.tcp.read(&mut chunk).expect("the body");
+            assert_ne!(read, 0, "the body ended after {} bytes", self.body.len());
+            self.body.extend_from_slice(&chunk[..read]);
+        }
+    }
+
+    /// Reads to the end of the connection: `Err` when it was reset.
+    fn read_to_end(&mut self) -> io::Result<()> {
+        self.tcp.read_to_end(&mut self.body).map(drop)
+    }
+}
+
+/// A URL mapped to another content (a publisher with the fleet's token lying): the client
+/// gets the swarm's bytes as they come, while the origin holds the piece the agent checks
+/// the content against; once the origin answers and the piece differs, the client's
+/// connection is cut short of the promised length, never handed a wrong file as complete.
+/// The agent fetches the URL from the origin instead, keeps that, and drops the other content.
+#[test]
+fn a_mapping_the_origin_disagrees_with_resets_a_client_that_got_its_bytes() {
+    let size = 4 * MIB;
+    let data = random_bytes(size, 156);
+    let fake = random_bytes(size, 157);
+    let origin = Origin::start_blocking(OriginConfig {
+        content: data.clone(),
+        // Any range but the probe's one byte: the check's piece.
+        hold_ranges_of: Some(2),
+        ..OriginConfig::default()
+    });
+    let url = origin.url("/poisoned.bin");
+    let fleet = Fleet::start();
+    let fake_dir = fleet.share("poisoner", "poisoned.bin", &fake);
+    let _poisoner = fleet.agent("poisoner", Some(&fake_dir), &[]);
+    let fake_id = content_id(&fake);
+    fleet.wait_holders(&fake_id, 1);
+    fleet.map_url(&origin, &url, &fake_id);
+    let (agent, proxy) = proxied(&fleet, "checker", &[]);
+
+    let mut answer = Fetching::start(proxy, &url);
+    assert_eq!((answer.status, answer.length), (200, size));
+    answer.read_at_least(MIB);
+    assert_eq!(answer.body, fake[..answer.body.len()]);
+    origin.release();
+    let end = answer.read_to_end();
+    assert!(
+        answer.body.len() < size,
+        "the client got all {size} bytes of another content as complete ({end:?})"
+    );
+
+    let log = || fleet.log("checker");
+    fleet.wait_holders(&content_id(&data), 1);
+    assert!(
+        log().contains("reported a URL mapping the origin disagrees with"),
+        "{}",
+        log()
+    );
+    let objects: Vec<String> = std::fs::read_dir(agent.data.join("objects"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(objects.contains(&content_id(&data)), "{objects:?}");
+    assert!(
+        !objects.iter().any(|name| name.starts_with(&fake_id)),
+        "{objects:?}"
+    );
+}
+
+/// A URL mapped to a content peers hold: the agent starts fetching it from them at once, and
+/// asks the origin for the piece it checks the content against only once the first piece is
+/// in, so that the client's first piece has the link to itself. With the only peer stopped
+/// (SIGSTOP), the answer's head goes out (the download from peers started) and the origin has
+/// not been asked for a piece; once the peer is back the client gets the file whole.
+#[test]
+fn a_mapped_url_is_checked_against_the_origin_only_once_a_piece_is_in() {
+    let size = 4 * MIB;
+    let data = random_bytes(size, 158);
+    let origin = origin(data.clone(), None);
+    let url = origin.url("/mapped.bin");
+    let fleet = Fleet::start();
+    let share = fleet.share("seeder", "mapped.bin", &data);
+    let seeder = fleet.agent("seeder", Some(&share), &[]);
+    let id = content_id(&data);
+    fleet.wait_holders(&id, 1);
+    fleet.map_url(&origin, &url, &id);
+    let (_agent, proxy) = proxied(&fleet, "checker", &[]);
+    let pieces_asked = || {
+        origin
+            .requests()
+            .into_iter()
+            // Not the probe's `bytes=0-0`.
+            .filter_map(|r| {
+                r.parsed_range
+                    .filter(|&(start, end)| end.is_some_and(|end| end > start))
+            })
+            .collect::<Vec<_>>()
+    };
+
+    common::signal(&seeder.child, "-STOP");
+    let mut answer = Fetching::start(proxy, &url);
+    let asked = pieces_asked();
+    common::signal(&seeder.child, "-CONT");
+    assert_eq!((answer.status, answer.length), (200, size));
+    assert_eq!(
+        asked,
+        [],
+        "the origin was asked for a piece before any piece was in"
+    );
+    answer.read_to_end().unwrap();
+    assert!(answer.body == data, "the client got other bytes");
+    // The check's piece, once.
+    let asked = pieces_asked();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    let (start, end) = asked[0];
+    assert_eq!(
+        (start % MIB as u64, end.unwrap() + 1 - start),
+        (0, MIB as u64),
+        "{asked:?}"
+    );
+    assert!(
+        fleet
+            .log("checker")
+            .contains("the origin agrees with the mapped content"),
+        "{}",
+        fleet.log("checker")
+    );
 }

@@ -3,7 +3,7 @@
 //! changed on the server, and run again with the same command.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use shoal_core::Bitfield;
@@ -37,14 +37,6 @@ fn get(dir: &Path, args: &[&str]) -> Command {
 
 fn run(dir: &Path, args: &[&str]) -> Finished {
     finish(get(dir, args).spawn().expect("spawn shoal"))
-}
-
-fn signal(child: &Child, name: &str) {
-    let kill = Command::new("kill")
-        .args([name, &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(kill.success());
 }
 
 fn assert_ok(run: &Finished) {
@@ -149,7 +141,7 @@ fn sigint_and_sigterm_flush_state_then_the_same_command_resumes() {
         let dir = TempDir::new().unwrap();
         let child = get(dir.path(), &[&url]).spawn().unwrap();
         wait_for_bytes(&origin, 1 << 20);
-        signal(&child, name);
+        common::signal(&child, name);
         let stopped = finish(child);
         assert_eq!(stopped.code, 130, "{name}: {}", stopped.stderr);
         assert!(
@@ -189,8 +181,8 @@ fn second_ctrl_c_exits_at_once_with_a_valid_state() {
     let dir = TempDir::new().unwrap();
     let child = get(dir.path(), &[&url]).spawn().unwrap();
     wait_for_bytes(&origin, 1 << 20);
-    signal(&child, "-INT");
-    signal(&child, "-INT");
+    common::signal(&child, "-INT");
+    common::signal(&child, "-INT");
     let stopped = finish(child);
     assert_eq!(stopped.code, 130, "{}", stopped.stderr);
     if let Err(damaged) = resume::load(&state(&dir)) {

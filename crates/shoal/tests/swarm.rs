@@ -183,11 +183,7 @@ fn a_poisoned_url_mapping_is_caught_against_the_origin_and_withdrawn() {
     let _poisoner = fleet.agent("poisoner", Some(&fake_dir), &[]);
     let fake_id = content_id(&fake);
     fleet.wait_holders(&fake_id, 1);
-    let key = serde_json::json!({"url": url, "size": data.len(),
-        "etag": origin.etag().unwrap(), "last_modified": origin.last_modified().unwrap()});
-    let publish = serde_json::json!({"key": key, "content": fake_id}).to_string();
-    let (status, body) = common::call(fleet.tracker.port, FLEET, "POST", "/v1/urls", &publish);
-    assert_eq!(status, 201, "{body}");
+    fleet.map_url(&origin, &url, &fake_id);
     let lookup = format!(
         "/v1/urls?{}",
         url::form_urlencoded::Serializer::new(String::new())
@@ -415,18 +411,13 @@ fn a_stalled_leader_that_comes_back_follows_its_successor() {
         assert!(Instant::now() < deadline, "the leader never published");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let signal = |signal: &str| {
-        let pid = leader.child.id().to_string();
-        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
-        assert!(status.success(), "kill {signal} {pid}");
-    };
-    signal("-STOP");
+    common::signal(&leader.child, "-STOP");
     // A follower takes over once the leader published nothing for its stall limit.
     while fleet.swarm(&swarm).leader.as_str() == "lead" {
         assert!(Instant::now() < deadline, "no follower took over");
         std::thread::sleep(Duration::from_millis(50));
     }
-    signal("-CONT");
+    common::signal(&leader.child, "-CONT");
     gets.push(led);
     for get in gets {
         done(get, &fleet, &["lead", "f1", "f2"]);

@@ -2,15 +2,18 @@
 //! pieces from the peers that hold it and, for a URL the tracker mapped to it, the origin as a
 //! capped fallback.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use shoal_core::{ContentId, Manifest};
-use shoal_engine::{Digests, OriginUse};
+use shoal_engine::{CancellationToken, Digests, OriginUse};
+use tokio::sync::watch;
 
 use super::downloads::Part;
 use super::swarm::SwarmRun;
 use super::{content_url, part_path, AgentFetchError, Fetched, Job, OriginUrl};
 use crate::catalog::{Entry, Provenance};
+use crate::objects::Pin;
 
 impl Job<'_> {
     /// Fetches content `id` (or finds it held already); `origin` is the URL the tracker mapped
@@ -46,6 +49,17 @@ impl Job<'_> {
         manifest: Manifest,
         origin: Option<OriginUrl>,
     ) -> Result<Fetched, AgentFetchError> {
+        let download = self.start_content(manifest, origin).await?;
+        self.run_content(download, &self.cancel).await
+    }
+
+    /// Puts the entry of a download of the content of `manifest` in the catalog; `origin` as
+    /// for [`Job::content`]. [`Job::run_content`] runs it.
+    pub(super) async fn start_content(
+        &self,
+        manifest: Manifest,
+        origin: Option<OriginUrl>,
+    ) -> Result<ContentDownload, AgentFetchError> {
         let id = manifest.id();
         let tracker = self.tracker(&format!("content {id}"))?;
         let name = match &origin {
@@ -72,6 +86,32 @@ impl Job<'_> {
             ),
             part,
         );
+        Ok(ContentDownload {
+            manifest,
+            origin,
+            name,
+            path,
+            pin,
+            entry,
+        })
+    }
+
+    /// Runs `download` until the content is held whole and kept, or it fails; stops with
+    /// `cancel`.
+    pub(super) async fn run_content(
+        &self,
+        download: ContentDownload,
+        cancel: &CancellationToken,
+    ) -> Result<Fetched, AgentFetchError> {
+        let ContentDownload {
+            manifest,
+            origin,
+            name,
+            path,
+            pin,
+            entry,
+        } = download;
+        let id = manifest.id();
         let (url, origin_use) = match &origin {
             Some(o) => (
                 o.url.clone(),
@@ -93,7 +133,7 @@ impl Job<'_> {
                     leader: None,
                     led: None,
                 },
-                &self.cancel,
+                cancel,
             )
             .await?;
         self.check_sha256(&path, id, None).await?;
@@ -108,5 +148,23 @@ impl Job<'_> {
             summary: Some(summary),
             pin,
         })
+    }
+}
+
+/// A download of a content by id, its entry in the catalog, not run yet.
+pub(super) struct ContentDownload {
+    manifest: Arc<Manifest>,
+    origin: Option<OriginUrl>,
+    name: String,
+    /// Where the content is kept once whole.
+    path: PathBuf,
+    pin: Pin,
+    entry: Arc<Entry>,
+}
+
+impl ContentDownload {
+    /// Wakes as the download verifies pieces; the value is how many the content has.
+    pub(super) fn verified(&self) -> watch::Receiver<u32> {
+        self.entry.watch_count()
     }
 }

@@ -1,9 +1,11 @@
 //! What a fetch tells a reader that follows its bytes in file order ([`crate::ordered`]):
 //! which file each download writes, cut into which pieces, and each piece as its bytes are
 //! known good: as the engine verifies it, or, for a download that continues a `.part`, at
-//! once for the pieces the fetch held in it. The engine's events say as much, but a fetch
-//! passes on only some of them (a leader's pieces are news only once their digests are
-//! published), so the downloads of a fetch tell the tap directly, before any filtering.
+//! once for the pieces the fetch held in it. The engine's events say as much, but the
+//! downloads of a fetch tell the tap directly, so that a reader does not depend on which
+//! events a fetch passes on. A fetch also tells whether what lands is the URL's yet: a content
+//! the tracker maps the URL to is checked against the origin while it downloads
+//! (`spot_check`), and a reader must not finish a body before the check has passed.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,9 +29,21 @@ pub(crate) enum Landing {
         /// How the file is cut into pieces.
         layout: Layout,
     },
-    /// The piece's bytes are written and are the origin's: checked against its digest, or
+    /// The piece's bytes are written and are the content's: checked against its digest, or
     /// hashed as the origin sent them.
     Piece(PieceIndex),
+    /// What lands from here is a content the tracker maps the URL to, not yet checked against
+    /// the origin: a reader may send its bytes but not the body's end until
+    /// [`Landing::Trusted`] or [`Landing::Untrusted`]. A fetch that never tells this (the
+    /// origin's own bytes, a content of known SHA-256, a content asked for by id) is trusted
+    /// from the start.
+    Checking,
+    /// The check passed: the content is the URL's.
+    Trusted,
+    /// The check failed, for the reason given: nothing landed since [`Landing::Checking`] is
+    /// the URL's. The fetch goes on from the origin, with a download of its own
+    /// ([`Landing::Started`]).
+    Untrusted(String),
 }
 
 /// Where a fetch tells its [`Landing`]s.
@@ -73,7 +87,6 @@ impl Job<'_> {
     /// for a reader of its bytes. `held` is the catalog entry whose pieces are those of the
     /// download's file, if it has one.
     pub(super) fn land(&self, event: &Event, layout: Layout, held: Option<&Entry>) {
-        let Some(tap) = &self.tap else { return };
         let landing = match event {
             Event::Started { path, .. } => Landing::Started {
                 path: path.clone(),
@@ -90,14 +103,22 @@ impl Job<'_> {
                     return;
                 };
                 for piece in downloads::within(layout, &entry.have(), kept).ones() {
-                    let index = layout.piece(piece).expect("a piece of the layout");
-                    let _ = tap.send(Landing::Piece(index));
+                    self.tell(Landing::Piece(
+                        layout.piece(piece).expect("a piece of the layout"),
+                    ));
                 }
                 return;
             }
             _ => return,
         };
-        let _ = tap.send(landing);
+        self.tell(landing);
+    }
+
+    /// Tells the tap, if any, `landing`.
+    pub(super) fn tell(&self, landing: Landing) {
+        if let Some(tap) = &self.tap {
+            let _ = tap.send(landing);
+        }
     }
 }
 

@@ -20,13 +20,14 @@
 //!   follower's view of them;
 //! - `by_content`: a content fetched by id with its manifest from the tracker;
 //! - `spot_check`: a URL's mapped content checked against a random piece from the origin
-//!   before peers are trusted with it;
+//!   while peers send the rest, and given out for the URL only once it agrees;
 //! - `swarm`: the one swarm download both of those run, with peers followed and bad peers
 //!   reported;
 //! - `downloads`: the records of the downloads in progress in the data directory, and what a
 //!   starting agent restores from them;
 //! - `recording`: a running fetch's record, kept up to date;
-//! - `landing`: what a fetch tells a reader of its bytes in file order ([`crate::ordered`]);
+//! - `landing`: what a fetch tells a reader of its bytes in file order ([`crate::ordered`]),
+//!   and whether they are the URL's yet;
 //! - `by_digest`: a URL whose content's SHA-256 is known, shared under its digest and checked
 //!   against it before it is kept.
 
@@ -322,14 +323,8 @@ impl Fetcher {
             .lock()
             .expect("restored lock")
             .remove(&content);
-        if unused.is_none() || self.inner.objects.is_pinned(&content) {
-            return;
-        }
-        if let Some(entry) = self.inner.catalog.remove(&content) {
-            let path = self.inner.objects.path(&content);
+        if unused.is_some() && self.inner.discard(&content) {
             info!(%content, "dropping the pieces of an unfinished download that became another content");
-            let _ = std::fs::remove_file(entry.path());
-            let _ = shoal_engine::resume::remove(&shoal_engine::resume::state_path(&path));
         }
     }
 
@@ -410,6 +405,25 @@ impl Fetcher {
             busy.remove(&key);
         }
         result
+    }
+}
+
+impl Inner {
+    /// Drops content `id`, whole or in part, unless a fetch or a user holds it: its entry,
+    /// its bytes (the `.part` with its resume state, or the object with its record). Whether
+    /// it was dropped.
+    fn discard(&self, id: &ContentId) -> bool {
+        if self.objects.is_pinned(id) {
+            return false;
+        }
+        let Some(entry) = self.catalog.remove(id) else {
+            return false;
+        };
+        let path = self.objects.path(id);
+        let _ = std::fs::remove_file(entry.path());
+        let _ = shoal_engine::resume::remove(&shoal_engine::resume::state_path(&path));
+        self.objects.remove(id);
+        true
     }
 }
 

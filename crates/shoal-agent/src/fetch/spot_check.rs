@@ -1,9 +1,18 @@
-//! A mapped content checked against its origin before peers are trusted with the rest: the
-//! tracker's mapping of a URL version to a content is only its publisher's word, and a
-//! publisher with a stolen token can map any URL to bytes of its choosing, whose pieces all
-//! match their (forged) manifest. One random piece fetched from the origin and compared with
-//! the manifest's digest catches a wholesale substitution; a mapping that fails is reported,
-//! so that corroborated reports withdraw it, and the URL is fetched as if it had none.
+//! A mapped content checked against its origin while peers send the rest: the tracker's
+//! mapping of a URL version to a content is only its publisher's word, and a publisher with a
+//! stolen token can map any URL to bytes of its choosing, whose pieces all match their
+//! (forged) manifest. One random piece fetched from the origin and compared with the
+//! manifest's digest catches a wholesale substitution; a mapping that fails is reported, so
+//! that corroborated reports withdraw it, and the URL is fetched as if it had none.
+//!
+//! The check runs beside the download from peers rather than before it, so that a reader's
+//! first byte waits for one piece, not two: it starts once the download's first piece is in
+//! (at once for a content of one piece), so the check's piece does not share the link with
+//! the reader's first. Until it passes, the content is not the URL's: the fetch's tap is told
+//! so ([`Landing::Checking`]) and a reader holds back the body's end; the fetch's result is
+//! given out only once it passed. A content that fails stops downloading and is dropped (held
+//! whole, it would be handed out for the URL next time without a check); a reader that sent
+//! some of it ends its body with an error, and the URL is fetched from the origin.
 
 use rand::Rng;
 use shoal_core::wire::UrlReportRequest;
@@ -12,7 +21,7 @@ use shoal_engine::DownloadError;
 use thiserror::Error;
 use tracing::{info, warn};
 
-use super::{AgentFetchError, Fetched, Job, OriginUrl};
+use super::{AgentFetchError, Fetched, Job, Landing, OriginUrl};
 
 /// Why a mapped content is not trusted for a URL.
 #[derive(Debug, Error)]
@@ -30,9 +39,9 @@ pub(super) enum Untrusted {
 }
 
 impl Job<'_> {
-    /// Fetches a URL version the tracker maps to `content`: by content, from peers, once a
-    /// piece checked against the origin agrees (or, of a known SHA-256, at once); else from
-    /// the origin, as if unmapped.
+    /// Fetches a URL version the tracker maps to `content`: by content, from peers, with one
+    /// piece checked against the origin meanwhile (see the module's documentation), or, of a
+    /// known SHA-256, unchecked; if the check fails, from the origin, as if unmapped.
     pub(super) async fn mapped(
         &self,
         content: ContentId,
@@ -48,16 +57,56 @@ impl Job<'_> {
             // costs the origin nothing.
             return self.fetch_content(manifest, Some(origin)).await;
         }
-        match self.spot_check(&manifest, &origin).await {
-            Ok(()) => self.fetch_content(manifest, Some(origin)).await,
-            Err(e) => {
-                warn!(
-                    "{e}; fetching {} from the origin as if the tracker had no content for it",
-                    SafeUrl::new(origin.url.clone())
-                );
-                self.alone(origin, Some(self.f.options.max_wait)).await
+        self.tell(Landing::Checking);
+        let download = self
+            .start_content(manifest.clone(), Some(origin.clone()))
+            .await?;
+        let mut verified = download.verified();
+        let peers = self.cancel.child_token();
+        let fetch = self.run_content(download, &peers);
+        tokio::pin!(fetch);
+        // The check's piece waits for the fetch's first one, so that a reader's first piece
+        // has the link to itself; a content of one piece has nothing to wait for.
+        let mut ended = None;
+        if manifest.layout().piece_count() > 1 {
+            tokio::select! {
+                biased;
+                _ = verified.wait_for(|&count| count > 0) => {}
+                result = &mut fetch => {
+                    if self.cancel.is_cancelled() {
+                        return result;
+                    }
+                    ended = Some(result);
+                }
             }
         }
+        let check = async {
+            let verdict = self.spot_check(&manifest, &origin).await;
+            match &verdict {
+                Ok(()) => self.tell(Landing::Trusted),
+                Err(e) => {
+                    peers.cancel();
+                    self.tell(Landing::Untrusted(e.to_string()));
+                }
+            }
+            verdict
+        };
+        let (fetched, verdict) = match ended {
+            Some(result) => (result, check.await),
+            None => tokio::join!(fetch, check),
+        };
+        let Err(e) = verdict else {
+            return fetched;
+        };
+        warn!(
+            "{e}; fetching {} from the origin as if the tracker had no content for it",
+            SafeUrl::new(origin.url.clone())
+        );
+        // Neither kept nor served: it is not what the URL names, and a content held whole
+        // would be handed out for the URL next time without a check.
+        drop(fetched);
+        self.f.discard(&content);
+        self.alone(origin, Some(self.f.options.max_wait)).await
     }
 
     /// Checks one random piece of `manifest` against `origin`; reports a content that differs

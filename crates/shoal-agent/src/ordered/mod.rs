@@ -24,6 +24,13 @@
 //! content is hashed before the last byte of the body goes out, and a mismatch ends the body
 //! the same way.
 //!
+//! A URL the tracker maps to a content is checked against the origin (one random piece)
+//! while peers send the content, not before: the body streams the content's bytes as they
+//! come, but its last bytes wait until the check has passed. When it fails, the fetch goes on
+//! from the origin; a body that sent bytes of the content ends with an error (the same reset:
+//! the bytes sent cannot be taken back), and one that sent none goes on with the origin's
+//! download. Fetches without a check (the origin's own bytes, a known SHA-256) never wait.
+//!
 //! A door uses it so:
 //!
 //! ```ignore
@@ -166,6 +173,15 @@ pub enum OrderedError {
         /// The operating system's error.
         message: String,
     },
+    /// The content the swarm holds for the URL failed its check against the origin after
+    /// some of its bytes went out: no rest of the body can make them right.
+    #[error("{url} from the swarm did not match its origin after part of it was sent: {message}")]
+    Untrusted {
+        /// The content's URL, credentials redacted.
+        url: SafeUrl,
+        /// Why the content was found not to be the URL's.
+        message: String,
+    },
     /// The agent is stopping: the download ended without an outcome.
     #[error("the agent stopped while {url} was downloading")]
     Stopped {
@@ -196,8 +212,22 @@ struct Landed {
     file: Option<(PathBuf, Layout)>,
     /// The current download's pieces known good.
     ready: Bitfield,
+    /// Whether they are the URL's.
+    trust: Trust,
     /// How the fetch ended.
     end: Option<End>,
+}
+
+/// Whether what a fetch landed is the URL's, as far as it knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Trust {
+    /// It is: the origin's bytes, or a content checked against it.
+    Trusted,
+    /// A content the tracker maps the URL to, being checked against the origin: a body's end
+    /// waits for the check.
+    Checking,
+    /// The check failed, for the reason given: what landed while checking is not the URL's.
+    Refused(String),
 }
 
 /// How a fetch ended.
@@ -214,6 +244,7 @@ impl Default for Landed {
             run: 0,
             file: None,
             ready: Bitfield::new(0),
+            trust: Trust::Trusted,
             end: None,
         }
     }
@@ -229,6 +260,14 @@ impl Landed {
             }
             Landing::Piece(index) if index.get() < self.ready.len() => self.ready.set(index.get()),
             Landing::Piece(_) => {}
+            Landing::Checking => self.trust = Trust::Checking,
+            Landing::Trusted => self.trust = Trust::Trusted,
+            Landing::Untrusted(why) => {
+                self.trust = Trust::Refused(why);
+                // Nothing more of that download is read: the next one starts afresh.
+                self.file = None;
+                self.ready = Bitfield::new(0);
+            }
         }
     }
 

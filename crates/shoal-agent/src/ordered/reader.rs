@@ -1,6 +1,11 @@
 //! A body's reader: the bytes of one content in file order, read from the file the download
 //! writes, never past its frontier of pieces known good; and, when a digest is expected,
 //! hashed to the content's end before the body's last bytes go out.
+//!
+//! The body's last bytes also wait while the content is being checked against the origin
+//! (a URL the tracker maps to a content): bytes sent before the check's outcome can be taken
+//! back only by ending the body with an error, which a content that fails does. A reader
+//! that took some but sent none starts over from the fetch's next download, the origin's.
 
 use std::fs::File;
 use std::io;
@@ -15,7 +20,7 @@ use sha2::{Digest, Sha256};
 use shoal_core::SafeUrl;
 use tokio::sync::watch;
 
-use super::{End, Landed, OrderedError};
+use super::{End, Landed, OrderedError, Trust};
 use crate::fetch::Fetched;
 
 /// The most read from the file at once: one chunk of the body.
@@ -31,6 +36,27 @@ struct Readable {
     path: PathBuf,
     /// The bytes up to here (exclusive) are known good.
     upto: u64,
+    /// They are being checked against the origin.
+    checking: bool,
+}
+
+/// Bytes read from the file.
+struct Chunk {
+    /// Where in the content they start.
+    at: u64,
+    bytes: Bytes,
+    /// They were being checked against the origin when read.
+    checking: bool,
+}
+
+/// What a reader took of a content whose check against the origin had not passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Unchecked {
+    Nothing,
+    /// Read, but none of it sent.
+    Read,
+    /// Some of it sent.
+    Sent,
 }
 
 /// Reads one body; see the module's documentation.
@@ -51,6 +77,8 @@ pub(super) struct Reader {
     file: Option<(u64, Arc<File>)>,
     /// The whole content, pinned while it is read.
     whole: Option<Arc<Fetched>>,
+    /// What it took of a content not checked yet.
+    unchecked: Unchecked,
 }
 
 impl Reader {
@@ -64,21 +92,38 @@ impl Reader {
         sha256: Option<[u8; 32]>,
     ) -> Self {
         let hashing = sha256.map(|digest| (Sha256::new(), digest));
-        let (pos, stop) = match hashing {
-            Some(_) => (0, size),
-            None => (span.start, span.end),
+        let stop = match hashing {
+            Some(_) => size,
+            None => span.end,
         };
-        Self {
+        let mut reader = Self {
             landed,
             url,
             span,
-            pos,
+            pos: 0,
             stop,
             hashing,
             held: None,
             file: None,
             whole: None,
-        }
+            unchecked: Unchecked::Nothing,
+        };
+        reader.start_over();
+        reader
+    }
+
+    /// Back to the first byte to read, nothing taken.
+    fn start_over(&mut self) {
+        self.pos = match &mut self.hashing {
+            Some((hasher, _)) => {
+                *hasher = Sha256::new();
+                0
+            }
+            None => self.span.start,
+        };
+        self.held = None;
+        self.file = None;
+        self.unchecked = Unchecked::Nothing;
     }
 
     /// The body: its chunks, ending with an error when the download fails, the bytes do not
@@ -100,26 +145,80 @@ impl Reader {
     async fn next(&mut self) -> Result<Option<Bytes>, OrderedError> {
         loop {
             if self.pos >= self.stop {
+                if !self.vouched().await? {
+                    continue;
+                }
                 self.check()?;
                 return Ok(self.held.take());
             }
-            let start = self.pos;
-            let chunk = self.read().await?;
-            self.pos += chunk.len() as u64;
-            if let Some((hasher, _)) = &mut self.hashing {
-                hasher.update(&chunk);
+            let Chunk {
+                at,
+                bytes,
+                checking,
+            } = self.read().await?;
+            if checking {
+                self.unchecked = self.unchecked.max(Unchecked::Read);
             }
-            let (from, to) = (self.span.start.max(start), self.span.end.min(self.pos));
+            self.pos = at + bytes.len() as u64;
+            if let Some((hasher, _)) = &mut self.hashing {
+                hasher.update(&bytes);
+            }
+            let (from, to) = (self.span.start.max(at), self.span.end.min(self.pos));
             if from >= to {
                 continue;
             }
-            let part = chunk.slice((from - start) as usize..(to - start) as usize);
-            if self.hashing.is_some() && to == self.span.end {
+            let part = bytes.slice((from - at) as usize..(to - at) as usize);
+            if (self.hashing.is_some() || checking) && to == self.span.end {
                 self.held = Some(part);
                 continue;
             }
+            if checking {
+                self.unchecked = Unchecked::Sent;
+            }
             return Ok(Some(part));
         }
+    }
+
+    /// Waits until what the reader took is known to be the URL's (at once when it took
+    /// nothing unchecked); `false` when it is not and the reader starts over, having sent
+    /// none of it.
+    async fn vouched(&mut self) -> Result<bool, OrderedError> {
+        if self.unchecked == Unchecked::Nothing {
+            return Ok(true);
+        }
+        loop {
+            let trust = {
+                let now = self.landed.borrow_and_update();
+                if let Some(End::Failed(message)) = &now.end {
+                    return Err(OrderedError::Failed {
+                        url: self.url.clone(),
+                        message: message.clone(),
+                    });
+                }
+                now.trust.clone()
+            };
+            match trust {
+                Trust::Trusted => return Ok(true),
+                Trust::Refused(why) => {
+                    self.refused(why)?;
+                    return Ok(false);
+                }
+                Trust::Checking => self.wait().await?,
+            }
+        }
+    }
+
+    /// Takes the news that the content read failed its check (`why`): the body ends with an
+    /// error if some of it went out, else the reader starts over.
+    fn refused(&mut self, why: String) -> Result<(), OrderedError> {
+        if self.unchecked == Unchecked::Sent {
+            return Err(OrderedError::Untrusted {
+                url: self.url.clone(),
+                message: why,
+            });
+        }
+        self.start_over();
+        Ok(())
     }
 
     /// Compares the hash of the whole content with the digest expected, once.
@@ -140,7 +239,7 @@ impl Reader {
     }
 
     /// The next bytes from `pos`, once some are known good.
-    async fn read(&mut self) -> Result<Bytes, OrderedError> {
+    async fn read(&mut self) -> Result<Chunk, OrderedError> {
         loop {
             let Some(readable) = self.readable()? else {
                 self.wait().await?;
@@ -171,7 +270,11 @@ impl Reader {
             match read {
                 Ok(Some((file, buf))) => {
                     self.file = Some((readable.run, file));
-                    return Ok(Bytes::from(buf));
+                    return Ok(Chunk {
+                        at,
+                        bytes: Bytes::from(buf),
+                        checking: readable.checking,
+                    });
                 }
                 // Moved into place meanwhile: the fetch's end names where it is now.
                 Ok(None) => {
@@ -191,7 +294,15 @@ impl Reader {
 
     /// Where the bytes from `pos` can be read now, if any are known good.
     fn readable(&mut self) -> Result<Option<Readable>, OrderedError> {
+        let refused = match &self.landed.borrow().trust {
+            Trust::Refused(why) if self.unchecked != Unchecked::Nothing => Some(why.clone()),
+            _ => None,
+        };
+        if let Some(why) = refused {
+            self.refused(why)?;
+        }
         let now = self.landed.borrow_and_update();
+        let checking = now.trust == Trust::Checking;
         match &now.end {
             Some(End::Whole(fetched)) => {
                 self.whole = Some(fetched.clone());
@@ -199,6 +310,7 @@ impl Reader {
                     run: WHOLE,
                     path: fetched.path.clone(),
                     upto: self.stop,
+                    checking,
                 }));
             }
             Some(End::Failed(message)) => {
@@ -222,6 +334,7 @@ impl Reader {
             run: now.run,
             path: path.clone(),
             upto: upto.min(self.stop),
+            checking,
         }))
     }
 

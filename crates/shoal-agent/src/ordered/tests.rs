@@ -1,7 +1,8 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use shoal_core::ContentId;
 
@@ -166,4 +167,82 @@ async fn a_digest_is_checked_before_the_last_byte_goes_out() {
         "{error:?}"
     );
     assert!(out.len() < PIECE as usize, "{} bytes went out", out.len());
+}
+
+/// A reader of `fake`'s content whose check against the origin is under way, every piece
+/// landed: the body's stream.
+fn checked_body(fake: &Fake, span: Range<u64>) -> impl Stream<Item = Result<Bytes, OrderedError>> {
+    fake.land(Landing::Checking);
+    for i in 0..fake.layout.piece_count() {
+        fake.piece(i);
+    }
+    fake.reader(span, None).into_stream()
+}
+
+#[tokio::test]
+async fn the_end_of_a_body_waits_for_the_check_against_the_origin() {
+    // Two chunks: the second, the body's end, waits.
+    let data = bytes(5 * PIECE as usize + 9);
+    let fake = Fake::new(&data);
+    let mut stream = Box::pin(checked_body(&fake, 0..data.len() as u64));
+    let mut out = stream.next().await.unwrap().unwrap().to_vec();
+    let held = tokio::time::timeout(Duration::from_millis(200), stream.next()).await;
+    assert!(held.is_err(), "the body's end went out before the check");
+    fake.land(Landing::Trusted);
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(out, data);
+}
+
+#[tokio::test]
+async fn a_content_failing_its_check_after_bytes_went_out_ends_the_body_with_an_error() {
+    let data = bytes(5 * PIECE as usize + 9);
+    let fake = Fake::new(&data);
+    let mut stream = Box::pin(checked_body(&fake, 0..data.len() as u64));
+    let sent = stream.next().await.unwrap().unwrap();
+    assert_eq!(sent, data[..sent.len()]);
+    let held = tokio::time::timeout(Duration::from_millis(200), stream.next()).await;
+    assert!(held.is_err(), "the body's end went out before the check");
+    fake.land(Landing::Untrusted("piece 3 differs".into()));
+    // The download the fetch goes on with cannot make the bytes sent right.
+    fake.land(Landing::Started {
+        path: fake.path.clone(),
+        layout: fake.layout,
+    });
+    for i in 0..fake.layout.piece_count() {
+        fake.piece(i);
+    }
+    let end = stream.next().await.unwrap();
+    assert!(
+        matches!(&end, Err(OrderedError::Untrusted { message, .. }) if message == "piece 3 differs"),
+        "{end:?}"
+    );
+    assert!(stream.next().await.is_none());
+}
+
+#[tokio::test]
+async fn a_reader_that_sent_nothing_of_a_content_failing_its_check_goes_on_with_the_next_download()
+{
+    let data = bytes(2 * PIECE as usize);
+    let fake = Fake::new(&data);
+    // One chunk, the body's end: read, held, never sent.
+    let span = 10..1000;
+    let mut stream = Box::pin(checked_body(&fake, span.clone()));
+    let held = tokio::time::timeout(Duration::from_millis(200), stream.next()).await;
+    assert!(held.is_err(), "the body's end went out before the check");
+    fake.land(Landing::Untrusted("piece 0 differs".into()));
+    let origin: Vec<u8> = data.iter().map(|b| !b).collect();
+    let path = fake.dir.path().join("from-origin");
+    std::fs::write(shoal_engine::naming::part_path(&path), &origin).unwrap();
+    fake.land(Landing::Started {
+        path,
+        layout: fake.layout,
+    });
+    fake.piece(0);
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(out, origin[span.start as usize..span.end as usize]);
 }

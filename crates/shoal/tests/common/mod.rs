@@ -38,6 +38,15 @@ pub(crate) fn get(dir: &Path, args: &[&str]) -> Command {
     cmd
 }
 
+/// Sends `child` the signal `name` (`-STOP`, `-CONT`, `-INT`, …) with `kill`.
+pub(crate) fn signal(child: &Child, name: &str) {
+    let kill = Command::new("kill")
+        .args([name, &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(kill.success(), "kill {name} {}", child.id());
+}
+
 /// `shoal ARGS` without any `SHOAL_*` or `RUST_LOG` variable from the caller's environment,
 /// with stdout and stderr captured.
 pub(crate) fn shoal(args: &[&str]) -> Command {

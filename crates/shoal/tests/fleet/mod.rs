@@ -167,6 +167,16 @@ impl Fleet {
         common::call(self.tracker.port, READER, method, path, "")
     }
 
+    /// Maps `url`, in the version `origin` serves now (its size and validators), to
+    /// `content` at the tracker, as a holder of the fleet's token may.
+    pub(crate) fn map_url(&self, origin: &Origin, url: &str, content: &str) {
+        let key = serde_json::json!({"url": url, "size": origin.content().len(),
+            "etag": origin.etag().unwrap(), "last_modified": origin.last_modified().unwrap()});
+        let publish = serde_json::json!({"key": key, "content": content}).to_string();
+        let (status, body) = common::call(self.tracker.port, FLEET, "POST", "/v1/urls", &publish);
+        assert_eq!(status, 201, "{body}");
+    }
+
     /// Waits until the tracker lists `holders` complete holders of `content`.
     pub(crate) fn wait_holders(&self, content: &str, holders: u32) {
         let deadline = Instant::now() + Duration::from_secs(30);
