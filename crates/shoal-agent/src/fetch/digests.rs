@@ -571,18 +571,16 @@ mod tests {
         assert_eq!(told, vec![(0, [1; 32]), (2, [3; 32])]);
     }
 
-    #[tokio::test]
-    async fn a_follower_asks_its_leader_for_digests_while_the_tracker_is_down() {
+    /// A follower of a 3-piece swarm asking `tracker`, whose leader (serving on loopback
+    /// until `cancel`) learned piece 1's digest, [7; 32], and nothing else.
+    async fn follower(tracker: url::Url, cancel: &CancellationToken) -> Following {
         let layout = Layout::new(3 << 20, 1 << 20).unwrap();
         let swarm = swarm(layout);
         let leader_catalog = Catalog::new();
         let leader_entry = Entry::provisional(swarm.id, layout, "f".into(), "/nowhere".into());
         leader_entry.learn(1, [7; 32]);
         leader_catalog.insert(Arc::new(leader_entry));
-        let cancel = CancellationToken::new();
-        let leader_addr = testing::serve_pieces(leader_catalog, &cancel).await;
-        let dead = testing::refusing_url();
-
+        let leader_addr = testing::serve_pieces(leader_catalog, cancel).await;
         let entry = Arc::new(Entry::provisional(
             swarm.id,
             layout,
@@ -594,15 +592,19 @@ mod tests {
             addr: leader_addr,
             scheme: Scheme::Http,
         }]);
-        let following = Following::start(
-            TrackerClient::new(dead, TOKEN.into()),
+        Following::start(
+            TrackerClient::new(tracker, TOKEN.into()),
             &swarm,
             LeaderAsk {
-                entry: entry.clone(),
+                entry,
                 exchange: Exchange::new(TOKEN.into(), None),
             },
-            &cancel,
-        );
+            cancel,
+        )
+    }
+
+    /// Waits for piece 1's digest, then checks that only what the leader learned is known.
+    async fn learns_the_leaders_digest(following: Following) {
         let mut known = following.known.clone();
         tokio::time::timeout(Duration::from_secs(30), known.wait_for(|d| d[1].is_some()))
             .await
@@ -613,6 +615,13 @@ mod tests {
             vec![None, Some([7; 32]), None],
             "only what the leader learned"
         );
+    }
+
+    #[tokio::test]
+    async fn a_follower_asks_its_leader_for_digests_while_the_tracker_is_down() {
+        let cancel = CancellationToken::new();
+        let following = follower(testing::refusing_url(), &cancel).await;
+        learns_the_leaders_digest(following).await;
         cancel.cancel();
     }
 
@@ -635,53 +644,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_wanted_digest_the_tracker_does_not_have_yet_comes_from_the_leader() {
-        let layout = Layout::new(3 << 20, 1 << 20).unwrap();
-        let swarm = swarm(layout);
+        let cancel = CancellationToken::new();
         // The leader offers piece 1 as soon as it verified it; its publication is still on
         // its way to the tracker, which answers without it.
-        let leader_catalog = Catalog::new();
-        let leader_entry = Entry::provisional(swarm.id, layout, "f".into(), "/nowhere".into());
-        leader_entry.learn(1, [7; 32]);
-        leader_catalog.insert(Arc::new(leader_entry));
-        let cancel = CancellationToken::new();
-        let leader_addr = testing::serve_pieces(leader_catalog, &cancel).await;
-        let tracker = tracker_answering(swarm.clone(), &cancel).await;
-
-        let entry = Arc::new(Entry::provisional(
-            swarm.id,
-            layout,
-            "f".into(),
-            "/nowhere".into(),
-        ));
-        entry.meet([KnownPeer {
-            id: swarm.leader.clone(),
-            addr: leader_addr,
-            scheme: Scheme::Http,
-        }]);
-        let following = Following::start(
-            TrackerClient::new(tracker, TOKEN.into()),
-            &swarm,
-            LeaderAsk {
-                entry: entry.clone(),
-                exchange: Exchange::new(TOKEN.into(), None),
-            },
-            &cancel,
-        );
-        let mut known = following.known.clone();
+        let tracker = tracker_answering(swarm(Layout::new(3 << 20, 1 << 20).unwrap()), &cancel);
+        let following = follower(tracker.await, &cancel).await;
         // Nobody wants a digest: the tracker's answer is taken as it is.
         tokio::time::sleep(DIGESTS_EVERY * 3).await;
-        assert_eq!(*known.borrow(), vec![None, None, None]);
+        assert_eq!(*following.known.borrow(), vec![None, None, None]);
         // The engine lacks piece 1's digest.
         following.wanted.notify_one();
-        tokio::time::timeout(Duration::from_secs(30), known.wait_for(|d| d[1].is_some()))
-            .await
-            .expect("no digest from the leader within 30 s")
-            .unwrap();
-        assert_eq!(
-            following.stop().await,
-            vec![None, Some([7; 32]), None],
-            "only what the leader learned"
-        );
+        learns_the_leaders_digest(following).await;
         cancel.cancel();
     }
 }
