@@ -31,7 +31,7 @@ use shoal_core::wire::{
 use shoal_core::{ContentId, Layout, PieceIndex};
 use shoal_engine::{
     download, CancellationToken, Digests, DownloadOptions, Endgame, Event, Existing, Output,
-    PublishedDigests, Summary,
+    PublishedDigests, Summary, BLOCK,
 };
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
@@ -47,6 +47,8 @@ use crate::tracker::TrackerClient;
 /// How often a leader tries again to publish digests the tracker did not take, and the most
 /// often a follower asks for them.
 pub(super) const DIGESTS_EVERY: Duration = Duration::from_millis(100);
+/// The least a leader's connection asks the origin for at once.
+const IN_ORDER_MIN_CHUNK: u64 = 256 << 10;
 /// How often a follower asks for digests without being short of one.
 const DIGESTS_ROUTINE: Duration = Duration::from_secs(1);
 
@@ -106,6 +108,17 @@ impl Job<'_> {
         stop.cancel();
         let summary = result?;
         Ok((summary, digests))
+    }
+
+    /// What a leader's origin connection asks for at once. Followers can fetch only verified
+    /// pieces from the leader: pieces must be complete as early as they can be, so the
+    /// connections share a piece or two at a time, in file order, instead of each streaming
+    /// its own part of the file.
+    pub(super) fn in_order_chunk(&self, layout: Layout) -> u64 {
+        let chunk = (layout.piece_size() / u64::from(self.f.options.origin_connections.get()))
+            .max(IN_ORDER_MIN_CHUNK)
+            .min(layout.piece_size());
+        (chunk / BLOCK * BLOCK).max(BLOCK)
     }
 
     /// Publishes `publisher`'s pending digests to the swarm; what the tracker did not take

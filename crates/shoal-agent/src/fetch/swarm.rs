@@ -97,11 +97,7 @@ impl Job<'_> {
             peer_http.headers.insert(http::header::AUTHORIZATION, value);
         }
         if matches!(origin, OriginUse::Lead { .. }) {
-            // Followers fetch only verified pieces from the leader, so its connections take
-            // whole pieces in file order, each complete as early as it can be; a piece per
-            // request, not a share of one: an origin pays for every request (a registry
-            // ~6 ms of CPU each), and shares of 256 KiB made a registry's layers 1.2 x slower.
-            options.in_order = Some(layout.piece_size());
+            options.in_order = Some(self.in_order_chunk(layout));
         }
         options.swarm = Some(SwarmOptions {
             me: self.f.id.to_string(),
