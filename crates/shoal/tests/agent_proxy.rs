@@ -495,7 +495,8 @@ impl Fetching {
 /// gets the swarm's bytes as they come, while the origin holds the piece the agent checks
 /// the content against; once the origin answers and the piece differs, the client's
 /// connection is cut short of the promised length, never handed a wrong file as complete.
-/// The agent fetches the URL from the origin instead, keeps that, and drops the other content.
+/// The agent fetches the URL from the origin instead, keeps that, and drops the other content;
+/// the next request for the URL, the mapping still at the tracker, gets the origin's bytes.
 #[test]
 fn a_mapping_the_origin_disagrees_with_resets_a_client_that_got_its_bytes() {
     let size = 4 * MIB;
@@ -542,6 +543,19 @@ fn a_mapping_the_origin_disagrees_with_resets_a_client_that_got_its_bytes() {
     assert!(
         !objects.iter().any(|name| name.starts_with(&fake_id)),
         "{objects:?}"
+    );
+
+    let mut again = Fetching::start(proxy, &url);
+    assert_eq!((again.status, again.length), (200, size));
+    again.read_to_end().expect("the second answer, whole");
+    assert!(
+        again.body == data,
+        "the second answer is not the origin's file"
+    );
+    assert!(
+        log().contains("mapped to a content the origin disagreed with before"),
+        "{}",
+        log()
     );
 }
 

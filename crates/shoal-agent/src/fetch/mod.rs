@@ -221,6 +221,8 @@ struct Inner {
     /// Entries put back in the catalog at start, with the part their download played: their
     /// pieces are carried into the resumed download's entry if it plays the same part.
     restored: Mutex<HashMap<ContentId, Part>>,
+    /// URL versions caught mapped to another content (see `spot_check`).
+    caught: spot_check::Caught,
 }
 
 impl Fetcher {
@@ -247,6 +249,7 @@ impl Fetcher {
                 active: AtomicU64::new(0),
                 downloads,
                 restored: Mutex::default(),
+                caught: spot_check::Caught::default(),
             }),
         }
     }

@@ -12,10 +12,16 @@
 //! so ([`Landing::Checking`]) and a reader holds back the body's end; the fetch's result is
 //! given out only once it passed. A content that fails stops downloading and is dropped (held
 //! whole, it would be handed out for the URL next time without a check); a reader that sent
-//! some of it ends its body with an error, and the URL is fetched from the origin.
+//! some of it ends its body with an error, and the URL is fetched from the origin. The agent
+//! remembers the mapping it caught ([`Caught`]): until corroborated reports withdraw it at
+//! the tracker, later requests for the URL go to the origin at once instead of streaming the
+//! other content again and being cut off.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
 
 use rand::Rng;
-use shoal_core::wire::UrlReportRequest;
+use shoal_core::wire::{UrlKey, UrlReportRequest};
 use shoal_core::{ContentId, Manifest, SafeUrl};
 use shoal_engine::DownloadError;
 use thiserror::Error;
@@ -38,6 +44,29 @@ pub(super) enum Untrusted {
     },
 }
 
+/// The most mappings an agent remembers having caught; the oldest is forgotten first (and
+/// is then only checked again).
+const CAUGHT: usize = 256;
+
+/// URL versions caught mapped to a content the origin disagrees with.
+#[derive(Default)]
+pub(super) struct Caught(Mutex<VecDeque<(UrlKey, ContentId)>>);
+
+impl Caught {
+    fn holds(&self, key: &UrlKey, content: ContentId) -> bool {
+        let caught = self.0.lock().expect("caught lock");
+        caught.iter().any(|(k, c)| *c == content && k == key)
+    }
+
+    fn add(&self, key: UrlKey, content: ContentId) {
+        let mut caught = self.0.lock().expect("caught lock");
+        if caught.len() == CAUGHT {
+            caught.pop_front();
+        }
+        caught.push_back((key, content));
+    }
+}
+
 impl Job<'_> {
     /// Fetches a URL version the tracker maps to `content`: by content, from peers, with one
     /// piece checked against the origin meanwhile (see the module's documentation), or, of a
@@ -49,6 +78,16 @@ impl Job<'_> {
     ) -> Result<Fetched, AgentFetchError> {
         if let Some(held) = self.held(&content).await {
             return Ok(held);
+        }
+        let key = self.key(&origin.version);
+        if self.f.caught.holds(&key, content) {
+            info!(
+                %content,
+                "{} is mapped to a content the origin disagreed with before; fetching it \
+                 from the origin",
+                SafeUrl::new(origin.url.clone())
+            );
+            return self.alone(origin, Some(self.f.options.max_wait)).await;
         }
         let manifest = self.manifest(content).await?;
         if self.sha256.is_some() {
@@ -98,6 +137,9 @@ impl Job<'_> {
         let Err(e) = verdict else {
             return fetched;
         };
+        if matches!(e, Untrusted::Differs { .. }) {
+            self.f.caught.add(key, content);
+        }
         warn!(
             "{e}; fetching {} from the origin as if the tracker had no content for it",
             SafeUrl::new(origin.url.clone())
