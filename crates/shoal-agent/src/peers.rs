@@ -1,7 +1,8 @@
 //! The peers of one download, as the engine's swarm sources see them: named by the tracker
 //! (asked again every [`REFRESH`]), and each one's bitfield then followed at the peer itself
 //! (`GET /v1/pieces/{id}/have`, which answers as soon as the peer verified more), so a piece a
-//! peer verifies is fetched from it within a round trip instead of after the tracker heard.
+//! peer verifies is fetched from it within a round trip instead of after the tracker heard;
+//! a peer that stops answering (it restarted) is followed again when the tracker next names it.
 //! A tracker that stops answering leaves the peers known in place, with a warning; the
 //! download then asks a few known peers each [`REFRESH`] for the members of the swarm they
 //! know (peer exchange), so peers that joined meanwhile are found without the tracker. Every
@@ -273,10 +274,27 @@ async fn refresh(book: Arc<Book>) {
 }
 
 /// Follows one peer's bitfield at the peer until it holds everything, stops answering, or
-/// the download ends.
+/// the download ends. A peer that stops answering (it restarted, or refused for a moment) is
+/// followed again once the tracker names it again, at the next refresh.
 async fn poll(book: Arc<Book>, name: String, pieces_url: Url) {
+    if follow_bitfield(&book, &name, pieces_url).await == Followed::Lost {
+        book.polled.lock().expect("polled lock").remove(&name);
+    }
+}
+
+/// How following a peer's bitfield ended.
+#[derive(PartialEq, Eq)]
+enum Followed {
+    /// It holds everything, or the download ended.
+    Done,
+    /// It did not answer, or answered something unreadable.
+    Lost,
+}
+
+/// [`poll`]'s loop.
+async fn follow_bitfield(book: &Book, name: &str, pieces_url: Url) -> Followed {
     let Ok(url) = pieces_url.join(&peer::path::have(&book.watch.content)) else {
-        return;
+        return Followed::Done;
     };
     let pieces = book.watch.layout.piece_count();
     let mut after: Option<u32> = None;
@@ -288,7 +306,7 @@ async fn poll(book: Arc<Book>, name: String, pieces_url: Url) {
         }
         let request = book.http.get(asked).bearer_auth(&book.watch.token).send();
         let answer = tokio::select! {
-            _ = book.stop.cancelled() => return,
+            _ = book.stop.cancelled() => return Followed::Done,
             answer = request => answer,
         };
         let have: PeerHave = match answer.and_then(|r| r.error_for_status()) {
@@ -296,25 +314,25 @@ async fn poll(book: Arc<Book>, name: String, pieces_url: Url) {
                 Ok(have) => have,
                 Err(e) => {
                     debug!(peer = %name, "unreadable bitfield: {e}");
-                    return;
+                    return Followed::Lost;
                 }
             },
             Err(e) => {
-                debug!(peer = %name, "stopped following its bitfield: {e}");
-                return;
+                debug!(peer = %name, "stopped following its bitfield for now: {e}");
+                return Followed::Lost;
             }
         };
         let bits = match have.to_bitfield(pieces) {
             Ok(bits) => bits,
             Err(e) => {
                 debug!(peer = %name, "bad bitfield: {e}");
-                return;
+                return Followed::Lost;
             }
         };
         let complete = bits.is_none();
-        book.update(&name, bits);
+        book.update(name, bits);
         if complete {
-            return;
+            return Followed::Done;
         }
         after = Some(have.count);
     }
@@ -442,6 +460,88 @@ mod tests {
             entry.peer(&AgentId::new("c").unwrap()).map(|p| p.addr),
             Some(c_addr)
         );
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    /// A tracker on loopback naming one peer, `a` at `addr`, holding nothing of `content`.
+    async fn tracker_naming_a(
+        content: ContentId,
+        layout: Layout,
+        addr: SocketAddr,
+        stop: &CancellationToken,
+    ) -> Url {
+        use shoal_core::wire::{PackedBits, Peer, PeersResponse};
+        let answer = PeersResponse {
+            content,
+            layout,
+            peers: vec![Peer {
+                id: AgentId::new("a").unwrap(),
+                addr,
+                scheme: Scheme::Http,
+                upload_capacity: 0,
+                load: 0,
+                complete: false,
+                pieces: Some(PackedBits::of(&Bitfield::new(layout.piece_count()))),
+            }],
+        };
+        testing::answering(answer, stop).await
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_did_not_answer_is_followed_again_once_it_does() {
+        let content = ContentId::from_bytes([5; 32]);
+        let layout = Layout::new(4 << 20, 1 << 20).unwrap();
+        // Peer "a" is named before it listens (an agent restarting): its first bitfield
+        // request is refused.
+        let a_addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let stop = CancellationToken::new();
+        let tracker = tracker_naming_a(content, layout, a_addr, &stop).await;
+        let (mut peers, task) = follow(
+            Watch {
+                tracker: Some(TrackerClient::new(tracker, TOKEN.into())),
+                me: AgentId::new("b").unwrap(),
+                content,
+                layout,
+                leader: None,
+                token: TOKEN.into(),
+                ca: None,
+                catalog: Catalog::new(),
+            },
+            stop.clone(),
+        )
+        .await;
+        assert!(peers.borrow().iter().any(|p| p.name == "a"));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        // Now it listens, holding piece 2, which only its own bitfield tells.
+        let a_catalog = Catalog::new();
+        let entry = Entry::provisional(content, layout, "f".into(), "/nowhere".into());
+        entry.mark(layout.piece(2).unwrap());
+        a_catalog.insert(Arc::new(entry));
+        let server = crate::serve::PieceServer::new(
+            a_catalog,
+            crate::serve::ServeOptions {
+                tokens: vec![TOKEN.into()],
+                ..crate::serve::ServeOptions::default()
+            },
+        );
+        let listener = tokio::net::TcpListener::bind(a_addr).await.unwrap();
+        let serving = stop.clone();
+        tokio::spawn(crate::serve::run(listener, server, async move {
+            serving.cancelled().await
+        }));
+        let holds_2 = |list: &Vec<PeerSource>| {
+            list.iter()
+                .any(|p| p.name == "a" && p.have.as_ref().is_some_and(|h| h.get(2)))
+        };
+        tokio::time::timeout(Duration::from_secs(30), peers.wait_for(holds_2))
+            .await
+            .expect("peer a's bitfield was not followed again within 30 s")
+            .unwrap();
         stop.cancel();
         task.await.unwrap();
     }

@@ -1,5 +1,5 @@
-//! What the agent's unit tests share: a piece server on loopback, and a tracker address that
-//! refuses every connection.
+//! What the agent's unit tests share: a piece server on loopback, a tracker address that
+//! refuses every connection, and a tracker that gives one answer to everything.
 
 use std::net::SocketAddr;
 
@@ -37,5 +37,26 @@ pub(crate) fn refusing_url() -> Url {
         .unwrap()
         .local_addr()
         .unwrap();
+    Url::parse(&format!("http://{addr}/")).unwrap()
+}
+
+/// A server on loopback answering every request with `answer` as JSON until `stop` fires (a
+/// tracker whose answer the test sets); its base URL.
+pub(crate) async fn answering<T>(answer: T, stop: &CancellationToken) -> Url
+where
+    T: serde::Serialize + Clone + Send + Sync + 'static,
+{
+    let app = axum::Router::new().fallback(move || {
+        let answer = answer.clone();
+        async move { axum::Json(answer) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+    });
     Url::parse(&format!("http://{addr}/")).unwrap()
 }

@@ -638,29 +638,12 @@ mod tests {
         cancel.cancel();
     }
 
-    /// A tracker on loopback that answers every request with `swarm` as it is.
-    async fn tracker_answering(swarm: SwarmInfo, stop: &CancellationToken) -> url::Url {
-        let app = axum::Router::new().fallback(move || {
-            let swarm = swarm.clone();
-            async move { axum::Json(swarm) }
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        });
-        url::Url::parse(&format!("http://{addr}/")).unwrap()
-    }
-
     #[tokio::test]
     async fn a_wanted_digest_the_tracker_does_not_have_yet_comes_from_the_leader() {
         let cancel = CancellationToken::new();
         // The leader offers piece 1 as soon as it verified it; its publication is still on
         // its way to the tracker, which answers without it.
-        let tracker = tracker_answering(swarm(Layout::new(3 << 20, 1 << 20).unwrap()), &cancel);
+        let tracker = testing::answering(swarm(Layout::new(3 << 20, 1 << 20).unwrap()), &cancel);
         let following = follower(tracker.await, &cancel).await;
         // Nobody wants a digest: the tracker's answer is taken as it is.
         tokio::time::sleep(DIGESTS_EVERY * 3).await;
