@@ -288,6 +288,11 @@ for s in "${SCENARIOS[@]}"; do
   LOGS=$RUN/$s
   OUT_ROUND=$OUT_BASE/$s
   mkdir -p "$LOGS" "$OUT_ROUND"
+  # Every host's upload back at RATE: the slow-peer scenario caps one, and the scenarios after
+  # it would otherwise run with that host still slow.
+  for ((i = 1; i <= N; i++)); do
+    "${T[@]}" ip netns exec "$(bench_ns_of "$i")" tc qdisc change dev eth0 root "${TBF[@]}"
+  done
   bench_log "$s: a fresh tracker and $N fresh agents"
   bench_start_fleet "$LOGS" "$OUT_ROUND"
   MARK=$(wc -l <"$BODY_LOG")
