@@ -27,7 +27,8 @@
 # bytes that left host 0's veth. Every layer of every copy is checked against its digest
 # afterwards (not timed).
 #
-# Knobs (environment): SHOAL_BIN (default target/release/shoal), ROUNDS (1), TIMEOUT (seconds
+# Knobs (environment): SHOAL_BIN (default target/release/shoal), ROUNDS (1), DIRECT=0 (no direct
+# pulls: the mirror alone, for comparing builds), TIMEOUT (seconds
 # per phase), AGENT_LOG (RUST_LOG of the agents, default shoal_agent=info), AGENT_ARGS, WORK
 # (default bench/out/registry-work), OUT_DIR (where copies and agent data go).
 #
@@ -70,6 +71,8 @@ fi
 SIZE_MIB=${BASH_REMATCH[1]}
 ((SIZE_MIB >= 5 && SIZE_MIB <= 4096)) || bad_usage "SIZE must be 5M..4096M"
 ROUNDS=${ROUNDS:-1}
+DIRECT=${DIRECT:-1}
+[[ "$DIRECT" =~ ^[01]$ ]] || bad_usage "DIRECT must be 0 or 1"
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] && ((ROUNDS <= 20)) || bad_usage "ROUNDS must be 1..20"
 AGENT_LOG=${AGENT_LOG:-shoal_agent=info}
 PROXY_PORT=7702
@@ -245,6 +248,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
   bench_log "round $r: mirror $PH_SECS s; registry sent ${MIRROR_SENT[-1]} blob bytes ($(bench_times_f "${MIRROR_SENT[-1]}") × image), veth tx $ORIGIN_TX"
   rm -rf "${OUT_ROUND:?}"/h*
 
+  ((DIRECT)) || continue
   mark=$(wc -l <"$REG_LOG")
   bench_log "round $r/$ROUNDS: direct — $N × skopeo copy from the registry, at once"
   bench_run_phase direct "$LOGR" direct_cmd
@@ -260,8 +264,12 @@ done
 M_T=$(bench_median "${MIRROR_T[@]}")
 M_SENT=$(bench_median "${MIRROR_SENT[@]}")
 M_TX=$(bench_median "${MIRROR_TX[@]}")
-D_T=$(bench_median "${DIRECT_T[@]}")
-D_SENT=$(bench_median "${DIRECT_SENT[@]}")
+D_T=skipped D_X=- SPEEDUP=-
+if ((DIRECT)); then
+  D_T=$(bench_median "${DIRECT_T[@]}")
+  D_X=$(bench_times_f "$(bench_median "${DIRECT_SENT[@]}")")
+  SPEEDUP=$(bench_ratio "$D_T" "$M_T")
+fi
 REPORT=$BENCH_DIR/out/registry-$STAMP.md
 {
   echo "## shoal registry mirror benchmark — $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -275,7 +283,7 @@ REPORT=$BENCH_DIR/out/registry-$STAMP.md
   echo
   echo "| N | rate | image | mirror s | / bound | registry egress (blob bytes) | × image | host 0 veth tx | × image | direct s | direct egress × image | speedup |"
   echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-  echo "| $N | $RATE | $SIZE_ARG | $M_T | $(bench_ratio "$M_T" "$BOUND") | ${M_SENT%.*} | $(bench_times_f "$M_SENT") | ${M_TX%.*} | $(bench_times_f "$M_TX") | $D_T | $(bench_times_f "$D_SENT") | $(bench_ratio "$D_T" "$M_T") |"
+  echo "| $N | $RATE | $SIZE_ARG | $M_T | $(bench_ratio "$M_T" "$BOUND") | ${M_SENT%.*} | $(bench_times_f "$M_SENT") | ${M_TX%.*} | $(bench_times_f "$M_TX") | $D_T | $D_X | $SPEEDUP |"
   echo
   echo "mirror_s=$M_T"
   echo "bound_s=$BOUND"
@@ -283,7 +291,7 @@ REPORT=$BENCH_DIR/out/registry-$STAMP.md
   echo "registry_egress_x=$(bench_times_f "$M_SENT")"
   echo "origin_tx_x=$(bench_times_f "$M_TX")"
   echo "direct_s=$D_T"
-  echo "direct_egress_x=$(bench_times_f "$D_SENT")"
+  echo "direct_egress_x=$D_X"
 } | tee "$REPORT"
 bench_log "report written to $REPORT; logs in $RUN"
 ((WRONG == 0)) || {
