@@ -187,6 +187,12 @@ pub(crate) struct AgentArgs {
     /// names the one it wants; other clients need exactly one); http:// for a local registry
     #[arg(long, value_name = "URL")]
     registry_upstream: Vec<Upstream>,
+
+    /// How many layers after the one a client asks for the registry mirror starts fetching
+    /// before the client asks: it keeps the link busy between layers of a client that pulls
+    /// one at a time (skopeo); 0 fetches only what clients ask for
+    #[arg(long, value_name = "N", default_value_t = shoal_agent::proxy::DEFAULT_READ_AHEAD)]
+    registry_read_ahead: usize,
 }
 
 fn parse_rate(text: &str) -> Result<Rate, String> {
@@ -352,6 +358,7 @@ fn options(args: AgentArgs) -> anyhow::Result<(AgentOptions, SocketAddr)> {
                 share_authorized: args.proxy_share_authorized,
             },
             registry: Upstreams::new(args.registry_upstream)?,
+            registry_read_ahead: args.registry_read_ahead,
             upstream_timeout: args.proxy_timeout,
         },
         queue: DaemonOptions {

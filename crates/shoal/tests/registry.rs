@@ -216,6 +216,67 @@ fn an_image_pulled_through_two_agents_leaves_the_registry_about_once() {
     drop((a.agent, b.agent));
 }
 
+/// A client asking for a layer starts the download of the next one (read-ahead 1), and its
+/// request for that layer is then served from it: the registry sends the layer once. A
+/// manifest alone starts nothing, and nothing past the next layer starts.
+#[test]
+fn a_layer_asked_for_starts_the_next_and_a_manifest_alone_starts_none() {
+    let Some(registry) = registry(RegistryConfig::default()) else {
+        return;
+    };
+    let fleet = Fleet::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = OciImage::build(dir.path(), "v1", &[2 * MIB, 3 * MIB, MIB], 71).unwrap();
+    image.push(&registry, "team/app", None).unwrap();
+    let a = mirror(&fleet, "a", &registry);
+    let accept = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
+    let (status, _, manifest, whole) = raw_get(a.port, "/v2/team/app/manifests/v1", &accept);
+    assert_eq!((status, whole), (200, true));
+    assert_eq!(
+        sha256_hex(&manifest),
+        image.manifest.hex,
+        "the manifest as sent"
+    );
+    // A download the manifest started would have asked the registry by now.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(registry.blob_bytes_sent(), 0, "{}", registry.log());
+
+    let blob = |n: usize| format!("/v2/team/app/blobs/{}", image.layers[n].digest());
+    let (status, _, first, whole) = raw_get(a.port, &blob(0), &[]);
+    assert_eq!((status, whole), (200, true));
+    assert_eq!(sha256_hex(&first), image.layers[0].hex);
+    let next = &image.layers[1];
+    let fetched = || registry.blob_gets(&next.hex).iter().sum::<u64>();
+    let deadline = std::time::Instant::now() + common::DEADLINE;
+    while fetched() < next.size {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the next layer was not fetched ahead:\n{}\n{}",
+            registry.log(),
+            fleet.log("a")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Settled: the download ahead is whole and its requests (a probe of a byte or so, the
+    // body) are in the registry's log.
+    std::thread::sleep(Duration::from_millis(300));
+    let fetched_ahead = fetched();
+    assert!(fetched_ahead < next.size + 1024, "{}", registry.log());
+    assert!(registry.blob_gets(&image.layers[2].hex).is_empty());
+
+    let (status, _, second, whole) = raw_get(a.port, &blob(1), &[]);
+    assert_eq!((status, whole), (200, true));
+    assert_eq!(sha256_hex(&second), next.hex);
+    assert!(
+        fetched() < fetched_ahead + 1024,
+        "the layer fetched ahead was fetched again ({} bytes, then {}):\n{}",
+        fetched_ahead,
+        fetched(),
+        fleet.log("a")
+    );
+    drop(a.agent);
+}
+
 #[test]
 fn a_private_registry_answers_for_its_blobs_even_when_a_peer_holds_them() {
     let user = Credentials {

@@ -331,6 +331,12 @@ impl Ordered {
         Ok((meta, Body::from_stream(reader.into_stream())))
     }
 
+    /// Starts the download of `request.url` as [`Ordered::open`] does (or leaves the one
+    /// running), for a client expected to ask for it soon, whose request then joins it.
+    pub fn prefetch(&self, request: &ContentRequest) {
+        self.start(request);
+    }
+
     /// The running download of `request.url` (of its SHA-256, when given: the same bytes
     /// from another URL are the same download), started if there is none.
     fn start(&self, request: &ContentRequest) -> watch::Receiver<Landed> {

@@ -50,11 +50,16 @@ use tracing::debug;
 pub use self::cidr::{Cidr, CidrError};
 pub use self::rules::{Rules, UrlPattern, UrlPatternError, DEFAULT_MIN_SIZE};
 use crate::ordered::Ordered;
-use crate::registry::{Mirror, Upstreams};
+use crate::registry::{Mirror, MirrorOptions, Upstreams};
 
 /// How long an origin may keep the proxy waiting by default (`--proxy-timeout`): as nginx's
 /// `proxy_read_timeout`.
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How many layers the registry mirror fetches ahead of a client by default
+/// (`--registry-read-ahead`): one keeps the link busy between two layers of a client that
+/// pulls one at a time, and costs a client that skips the next layer one layer's download.
+pub const DEFAULT_READ_AHEAD: usize = 1;
 
 /// Where the proxy listens, who may use it, and what it serves through the swarm.
 #[derive(Debug, Clone)]
@@ -68,6 +73,9 @@ pub struct ProxyOptions {
     pub rules: Rules,
     /// The registries the mirror under `/v2/` forwards to (`--registry-upstream`).
     pub registry: Upstreams,
+    /// How many layers after the one a client asks for the mirror fetches before it asks
+    /// (`--registry-read-ahead`).
+    pub registry_read_ahead: usize,
     /// How long an origin (or upstream registry) may stay silent on an answer passed
     /// through: for its head, from the request's end (then `504`), and between two reads of
     /// its body (then the client's connection is cut short).
@@ -81,6 +89,7 @@ impl Default for ProxyOptions {
             allow: Vec::new(),
             rules: Rules::default(),
             registry: Upstreams::default(),
+            registry_read_ahead: DEFAULT_READ_AHEAD,
             upstream_timeout: DEFAULT_UPSTREAM_TIMEOUT,
         }
     }
@@ -175,9 +184,12 @@ impl Proxy {
         Self {
             inner: Arc::new(Inner {
                 mirror: Mirror::new(
-                    options.registry.clone(),
+                    MirrorOptions {
+                        upstreams: options.registry.clone(),
+                        timeout: options.upstream_timeout,
+                        read_ahead: options.registry_read_ahead,
+                    },
                     ordered.clone(),
-                    options.upstream_timeout,
                 ),
                 ordered,
                 rules: options.rules.clone(),

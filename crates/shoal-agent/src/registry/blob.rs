@@ -21,12 +21,15 @@ use super::route::BlobDigest;
 use super::Inner;
 use crate::ordered::{ContentRequest, OrderedError};
 
-/// Answers `GET url` (a blob named by `digest`) for a client that sent `client` headers.
+/// Answers `GET url` (a blob named by `digest`) for a client that sent `client` headers, and,
+/// once the upstream lets the client have it, starts the downloads of `ahead` (the layers
+/// after it: their URLs and digests) with the same credentials.
 pub(super) async fn serve(
     mirror: &Inner,
     url: SafeUrl,
     digest: BlobDigest,
     client: &HeaderMap,
+    ahead: Vec<(SafeUrl, BlobDigest)>,
 ) -> Response<Body> {
     let mut asked = forward::upstream_headers(client);
     asked.remove(header::RANGE);
@@ -49,7 +52,15 @@ pub(super) async fn serve(
         .with_headers(credentials(client))
         .with_range(client.get(header::RANGE).cloned())
         .with_sha256(Some(digest.bytes()));
-    match mirror.ordered.open(request).await {
+    let opened = mirror.ordered.open(request).await;
+    for (url, next) in ahead {
+        debug!(%next, after = %digest, "fetching a layer before the client asks for it");
+        let request = ContentRequest::new(url.as_url().clone())
+            .with_headers(credentials(client))
+            .with_sha256(Some(next.bytes()));
+        mirror.ordered.prefetch(&request);
+    }
+    match opened {
         Ok((meta, body)) => {
             info!(%digest, size = meta.size, "serving a blob through the swarm");
             let mut response = Response::builder()

@@ -93,16 +93,59 @@ pub(super) async fn forward(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
-    let sent = clients
+    let head = method == Method::HEAD;
+    match send(clients, method, url, headers, body).await {
+        Ok(answer) => answered(answer, head),
+        Err(response) => response,
+    }
+}
+
+/// Sends `method url` with `headers` and `body` through `clients.as_is`: the upstream's
+/// answer, or the client's answer when there is none ([`unanswered`]).
+pub(super) async fn send(
+    clients: &Clients,
+    method: Method,
+    url: &SafeUrl,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<reqwest::Response, Response<Body>> {
+    clients
         .as_is
-        .request(method.clone(), url.as_url().clone())
+        .request(method, url.as_url().clone())
         .headers(headers)
         .body(body)
         .send()
-        .await;
-    match sent {
-        Ok(answer) => answered(answer, method == Method::HEAD),
-        Err(e) => unanswered(url, &e, clients.timeout),
+        .await
+        .map_err(|e| unanswered(url, &e, clients.timeout))
+}
+
+/// Like [`answered`], but a `200` whose `Content-Length` is at most `max` is read whole first
+/// and its bytes come back beside the answer, for the mirror to read too. A body that breaks
+/// off while read is the upstream not answering ([`unanswered`]).
+pub(super) async fn answered_read(
+    answer: reqwest::Response,
+    max: u64,
+    url: &SafeUrl,
+    timeout: Duration,
+) -> (Response<Body>, Option<Bytes>) {
+    let small = answer.content_length().is_some_and(|n| n <= max);
+    if answer.status() != StatusCode::OK || !small {
+        return (answered(answer, false), None);
+    }
+    let mut response = Response::builder().status(answer.status());
+    let headers = response.headers_mut().expect("a fresh builder");
+    *headers = answer.headers().clone();
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    match answer.bytes().await {
+        Ok(bytes) => {
+            let response = response
+                .body(Body::from(bytes.clone()))
+                .expect("status and headers from a valid answer");
+            (response, Some(bytes))
+        }
+        Err(e) => (unanswered(url, &e, timeout), None),
     }
 }
 

@@ -9,10 +9,12 @@
 //! - `route`: which requests come through the swarm and which pass through;
 //! - `upstream`: the `--registry-upstream` registries and which one a request goes to;
 //! - `forward`: passing a request through and the upstream's answer back;
-//! - `blob`: a blob through the swarm, after the upstream's access check.
+//! - `blob`: a blob through the swarm, after the upstream's access check;
+//! - `read_ahead`: the layers after the one a client asks for, fetched before it asks.
 
 mod blob;
 mod forward;
+mod read_ahead;
 mod route;
 mod upstream;
 
@@ -27,6 +29,7 @@ use tracing::debug;
 pub use upstream::{Upstream, UpstreamError, Upstreams};
 
 use self::forward::{error, Clients};
+use self::read_ahead::ReadAhead;
 use self::route::Route;
 use crate::ordered::Ordered;
 
@@ -40,17 +43,31 @@ struct Inner {
     upstreams: Upstreams,
     clients: Clients,
     ordered: Ordered,
+    read_ahead: ReadAhead,
+}
+
+/// How the mirror treats its upstreams.
+#[derive(Debug, Clone)]
+pub struct MirrorOptions {
+    /// The registries mirrored (`--registry-upstream`).
+    pub upstreams: Upstreams,
+    /// How long an upstream may stay silent (the proxy's `--proxy-timeout`): then it is given
+    /// up on, `504` when no answer came.
+    pub timeout: Duration,
+    /// How many layers after the one a client asks for start downloading at once
+    /// (`--registry-read-ahead`; see `read_ahead`).
+    pub read_ahead: usize,
 }
 
 impl Mirror {
-    /// A mirror of `upstreams` whose blobs come through `ordered`; an upstream silent for
-    /// `timeout` (the proxy's `--proxy-timeout`) is given up on (`504` when no answer came).
-    pub fn new(upstreams: Upstreams, ordered: Ordered, timeout: Duration) -> Self {
+    /// A mirror as `options` say, whose blobs come through `ordered`.
+    pub fn new(options: MirrorOptions, ordered: Ordered) -> Self {
         Self {
             inner: Arc::new(Inner {
-                upstreams,
-                clients: Clients::new(timeout),
+                upstreams: options.upstreams,
+                clients: Clients::new(options.timeout),
                 ordered,
+                read_ahead: ReadAhead::new(options.read_ahead),
             }),
         }
     }
@@ -65,34 +82,47 @@ impl Mirror {
         };
         let url = upstream.url_for(path, query);
         debug!(method = %parts.method, %url, "registry request");
-        match route::route(&parts.method, path) {
-            Route::Blob { digest, .. } => {
-                blob::serve(&self.inner, url, digest, &parts.headers).await
+        let manifest_of = match route::route(&parts.method, path) {
+            Route::Blob { name, digest } => {
+                let ahead = self.inner.read_ahead.after(name, &digest);
+                let ahead = ahead.into_iter().map(|next| {
+                    let url = upstream.url_for(&format!("/v2/{name}/blobs/{next}"), query);
+                    (url, next)
+                });
+                let ahead: Vec<_> = ahead.collect();
+                return blob::serve(&self.inner, url, digest, &parts.headers, ahead).await;
             }
-            Route::PassThrough => {
-                let body = match http_body_util::Limited::new(body, forward::MAX_REQUEST_BODY)
-                    .collect()
-                    .await
-                {
-                    Ok(collected) => collected.to_bytes(),
-                    Err(_) => {
-                        return error(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "UNSUPPORTED",
-                            "the registry mirror is for pulls; push to the registry itself",
-                        )
-                    }
-                };
-                forward::forward(
-                    &self.inner.clients,
-                    parts.method.clone(),
-                    &url,
-                    forward::upstream_headers(&parts.headers),
-                    body,
+            Route::Manifest { name } => Some(name),
+            Route::PassThrough => None,
+        };
+        let body = match http_body_util::Limited::new(body, forward::MAX_REQUEST_BODY)
+            .collect()
+            .await
+        {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "UNSUPPORTED",
+                    "the registry mirror is for pulls; push to the registry itself",
                 )
-                .await
             }
+        };
+        let clients = &self.inner.clients;
+        let headers = forward::upstream_headers(&parts.headers);
+        let Some(name) = manifest_of else {
+            return forward::forward(clients, parts.method.clone(), &url, headers, body).await;
+        };
+        let answer = match forward::send(clients, parts.method.clone(), &url, headers, body).await {
+            Ok(answer) => answer,
+            Err(response) => return response,
+        };
+        let max = read_ahead::MAX_MANIFEST;
+        let (response, manifest) = forward::answered_read(answer, max, &url, clients.timeout).await;
+        if let Some(manifest) = manifest {
+            self.inner.read_ahead.learn(name, &manifest);
         }
+        response
     }
 }
 

@@ -1,6 +1,7 @@
 //! Which registry requests the mirror serves through the swarm: `GET` of a blob named by its
 //! SHA-256 digest. Everything else under `/v2/` (the `/v2/` ping, manifests, tags, blob `HEAD`s,
-//! digests of other algorithms, uploads) passes through to the upstream as it is.
+//! digests of other algorithms, uploads) passes through to the upstream as it is; a manifest's
+//! `GET` is read on the way, for the layers it lists (see `read_ahead`).
 
 use std::fmt;
 
@@ -48,6 +49,11 @@ pub(crate) enum Route<'a> {
         /// The blob's digest.
         digest: BlobDigest,
     },
+    /// `GET /v2/<name>/manifests/<reference>`: passed through, its layers noted on the way.
+    Manifest {
+        /// The repository.
+        name: &'a str,
+    },
     /// Anything else: passed through to the upstream unchanged.
     PassThrough,
 }
@@ -60,6 +66,12 @@ pub(crate) fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
     let Some(rest) = path.strip_prefix("/v2/") else {
         return Route::PassThrough;
     };
+    if let Some((name, _)) = rest.rsplit_once("/manifests/") {
+        if is_repository_name(name) {
+            return Route::Manifest { name };
+        }
+        return Route::PassThrough;
+    }
     let Some((name, reference)) = rest.rsplit_once("/blobs/") else {
         return Route::PassThrough;
     };
@@ -124,18 +136,24 @@ mod tests {
     }
 
     #[test]
-    fn everything_but_blob_gets_passes_through() {
+    fn a_manifest_get_is_read_for_its_layers() {
+        for reference in ["latest", &format!("sha256:{HEX}")] {
+            let path = format!("/v2/team/app/manifests/{reference}");
+            assert_eq!(
+                route(&Method::GET, &path),
+                Route::Manifest { name: "team/app" }
+            );
+            assert_eq!(route(&Method::HEAD, &path), Route::PassThrough);
+        }
+        let path = "/v2/Team/app/manifests/latest";
+        assert_eq!(route(&Method::GET, path), Route::PassThrough);
+    }
+
+    #[test]
+    fn everything_but_blob_and_manifest_gets_passes_through() {
         let blob = format!("/v2/library/debian/blobs/sha256:{HEX}");
         let cases = [
             (Method::GET, "/v2/".to_string()),
-            (
-                Method::GET,
-                "/v2/library/debian/manifests/latest".to_string(),
-            ),
-            (
-                Method::GET,
-                format!("/v2/library/debian/manifests/sha256:{HEX}"),
-            ),
             (Method::GET, "/v2/library/debian/tags/list".to_string()),
             (Method::HEAD, blob.clone()),
             (

@@ -36,8 +36,12 @@ fn mirror(
         Downloads::open(data).unwrap(),
     );
     let stop = CancellationToken::new();
-    let upstreams = Upstreams::new(vec![upstream.parse().unwrap()]).unwrap();
-    let mirror = Mirror::new(upstreams, Ordered::new(fetcher, stop.clone()), timeout);
+    let options = MirrorOptions {
+        upstreams: Upstreams::new(vec![upstream.parse().unwrap()]).unwrap(),
+        timeout,
+        read_ahead: 1,
+    };
+    let mirror = Mirror::new(options, Ordered::new(fetcher, stop.clone()));
     (mirror, stop)
 }
 
