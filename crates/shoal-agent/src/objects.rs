@@ -4,7 +4,7 @@
 //! until the store is over `--cache-size`, then the least recently used go first.
 
 use shoal_core::clock::unix_now;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -64,6 +64,8 @@ pub struct Objects {
     pinned: Arc<Mutex<HashSet<ContentId>>>,
     /// Contents evicted since the store was opened.
     evictions: Arc<AtomicU64>,
+    /// The contents recorded, by the URL version each was fetched from.
+    by_url: Arc<Mutex<HashMap<UrlKey, ContentId>>>,
 }
 
 /// Keeps a content from eviction while it lives.
@@ -93,6 +95,7 @@ impl Objects {
             cache_size,
             pinned: Arc::default(),
             evictions: Arc::default(),
+            by_url: Arc::default(),
         })
     }
 
@@ -155,6 +158,9 @@ impl Objects {
                 self.remove(&id);
                 continue;
             }
+            if let Some(key) = record.url {
+                self.by_url.lock().expect("by-url lock").insert(key, id);
+            }
             catalog.insert(Arc::new(Entry::complete(
                 Arc::new(record.manifest),
                 record.name,
@@ -190,7 +196,18 @@ impl Objects {
         let tmp = self.dir.join(format!(".{id}.json.tmp"));
         let text = serde_json::to_vec(record).expect("a record serializes");
         std::fs::write(&tmp, text).map_err(err(&tmp, "write"))?;
-        std::fs::rename(&tmp, &path).map_err(err(&path, "rename"))
+        std::fs::rename(&tmp, &path).map_err(err(&path, "rename"))?;
+        if let Some(key) = &record.url {
+            let mut by_url = self.by_url.lock().expect("by-url lock");
+            by_url.insert(key.clone(), id);
+        }
+        Ok(())
+    }
+
+    /// The content recorded as fetched from URL version `key` (the newest, if several were),
+    /// if its record is still here; whether its bytes are is the catalog's to say.
+    pub(crate) fn fetched_from(&self, key: &UrlKey) -> Option<ContentId> {
+        self.by_url.lock().expect("by-url lock").get(key).copied()
     }
 
     /// Notes that a content was used now.
@@ -205,6 +222,10 @@ impl Objects {
 
     /// Removes a content's bytes and record, if there are any.
     pub(crate) fn remove(&self, id: &ContentId) {
+        self.by_url
+            .lock()
+            .expect("by-url lock")
+            .retain(|_, content| content != id);
         let _ = std::fs::remove_file(self.record_path(id));
         let _ = std::fs::remove_file(self.path(id));
     }

@@ -506,6 +506,10 @@ fn a_mapping_the_origin_disagrees_with_resets_a_client_that_got_its_bytes() {
         content: data.clone(),
         // Any range but the probe's one byte: the check's piece.
         hold_ranges_of: Some(2),
+        // Without validators the agent's own copy of the URL does not answer the second
+        // request (see `a_version_held_already_…` in the agent): the mapping caught does.
+        etag: false,
+        last_modified: false,
         ..OriginConfig::default()
     });
     let url = origin.url("/poisoned.bin");

@@ -606,6 +606,61 @@ mod tests {
         catalog.entries().iter().any(|entry| entry.is_complete())
     }
 
+    /// What an origin configured by `config` (serving [`blob`]) sent for two fetches of its
+    /// URL, one after the other, by an agent without a tracker: bytes for the first, for the
+    /// second.
+    async fn sent_for_two_fetches(config: OriginConfig) -> (u64, u64) {
+        let origin = Origin::start(OriginConfig {
+            content: blob().into(),
+            ..config
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let fetcher = Fetcher::new(
+            AgentId::new("held-test").unwrap(),
+            Catalog::new(),
+            Objects::open(dir.path(), None).unwrap(),
+            None,
+            FetchOptions::default(),
+            Downloads::open(dir.path()).unwrap(),
+        );
+        let url = Url::parse(&origin.url("/blob")).unwrap();
+        let mut sent = Vec::new();
+        for _ in 0..2 {
+            let before = origin.bytes_sent();
+            let (events, _) = tokio::sync::mpsc::unbounded_channel();
+            let fetched = fetcher
+                .fetch(Want::Url(url.clone()), events, CancellationToken::new())
+                .await
+                .unwrap();
+            assert_eq!(std::fs::read(&fetched.path).unwrap(), blob());
+            sent.push(origin.bytes_sent() - before);
+        }
+        (sent[0], sent[1])
+    }
+
+    #[tokio::test]
+    async fn a_version_held_already_is_served_from_the_agents_copy_without_a_tracker() {
+        let size = blob().len() as u64;
+        let (first, second) = sent_for_two_fetches(OriginConfig::default()).await;
+        assert!(first >= size, "the first fetch came from the origin");
+        assert!(
+            second < 1024,
+            "the copy held was fetched again: {second} bytes"
+        );
+        // Without ETag or Last-Modified a URL and a size do not name the bytes.
+        let unnamed = OriginConfig {
+            etag: false,
+            last_modified: false,
+            ..OriginConfig::default()
+        };
+        let (_, second) = sent_for_two_fetches(unnamed).await;
+        assert!(
+            second >= size,
+            "a version without validators is fetched again"
+        );
+    }
+
     #[tokio::test]
     async fn a_resumed_blob_is_checked_against_its_recorded_digest() {
         assert!(resumed_with(Sha256::digest(blob()).into()).await);

@@ -31,6 +31,9 @@ impl Job<'_> {
             Err(e) => return self.origin_down(url, e).await,
         };
         let key = self.key(&version);
+        if let Some(held) = self.held_from(&key).await {
+            return Ok(held);
+        }
         let origin = OriginUrl { url, version };
         match self.role(&key).await? {
             Role::Mapped(content) => self.mapped(content, origin).await,
@@ -63,6 +66,21 @@ impl Job<'_> {
                 self.alone(origin, Some(self.f.options.max_wait)).await
             }
         }
+    }
+
+    /// This agent's own copy of URL version `key`, when it fetched that version before and
+    /// still holds it whole: served as it is, whether the tracker answers or not (its mapping
+    /// lives on the tracker). Only a version named by a digest or a validator (`ETag`,
+    /// `Last-Modified`): a URL and a size alone do not say the bytes are still the same.
+    async fn held_from(&self, key: &UrlKey) -> Option<Fetched> {
+        let named = self.sha256.is_some() || key.etag.is_some() || key.last_modified.is_some();
+        if !named {
+            return None;
+        }
+        let content = self.f.objects.fetched_from(key)?;
+        let held = self.held(&content).await?;
+        debug!(%content, url = %key.url, "held already: served from this agent's copy");
+        Some(held)
     }
 
     /// Asks the tracker what part this agent plays for the URL version `key`.

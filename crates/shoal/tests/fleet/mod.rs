@@ -171,7 +171,7 @@ impl Fleet {
     /// `content` at the tracker, as a holder of the fleet's token may.
     pub(crate) fn map_url(&self, origin: &Origin, url: &str, content: &str) {
         let key = serde_json::json!({"url": url, "size": origin.content().len(),
-            "etag": origin.etag().unwrap(), "last_modified": origin.last_modified().unwrap()});
+            "etag": origin.etag(), "last_modified": origin.last_modified()});
         let publish = serde_json::json!({"key": key, "content": content}).to_string();
         let (status, body) = common::call(self.tracker.port, FLEET, "POST", "/v1/urls", &publish);
         assert_eq!(status, 201, "{body}");
