@@ -8,9 +8,10 @@
 //! for a layer of a manifest the mirror passed to it, the layers after it in that manifest
 //! (`--registry-read-ahead`, one by default) start downloading at once too, shared under their
 //! digests as the client's own requests are, which then join them. Measured with
-//! `bench/registry.sh 6 200mbit 256M` (skopeo, five layers), one layer ahead took 1.46 × the
-//! bound, two 1.54 ×, none 1.73 ×; starting each layer only once the one before was whole at
-//! the agent took 1.68 ×, since the followers then start every layer after its leader.
+//! `bench/registry.sh 6 200mbit 256M` (skopeo, five layers), one layer ahead took 1.48 × the
+//! bound against 1.76 × for none; two ahead 1.54 ×, all at once 1.95 ×; starting each layer
+//! only once the one before was whole at the agent 1.68 ×, since the followers then start
+//! every layer after its leader (bench/RESULTS.md).
 //!
 //! Only a layer asked for starts this: a manifest alone (`skopeo inspect`) fetches nothing,
 //! and a client that already holds the next layers skips at most that many. The client's
