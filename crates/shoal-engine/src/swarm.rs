@@ -77,6 +77,12 @@ impl PeerState {
         now.duration_since(*self.changed_at.lock().expect("changed lock")) < PROGRESSING
     }
 
+    /// Whether it stopped counting as progressing after `before` and by `now`.
+    pub(crate) fn stopped_progressing(&self, before: Instant, now: Instant) -> bool {
+        let until = *self.changed_at.lock().expect("changed lock") + PROGRESSING;
+        before < until && until <= now
+    }
+
     /// Whether the caller says it leads a URL swarm.
     pub(crate) fn is_leader(&self) -> bool {
         self.leader.load(Ordering::Relaxed)
@@ -231,6 +237,37 @@ mod tests {
             }),
             seed,
         })
+    }
+
+    /// The moment a downloader stops counting as progressing is seen once, by the tick
+    /// whose interval holds it, and news of its bitfield starts the count again.
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_stops_progressing_once_news_of_it_is_too_old() {
+        let step = Duration::from_millis(100);
+        let p = peer("b", Some(&[0]), false);
+        let mut before = Instant::now();
+        let mut stopped = Vec::new();
+        for tick in 1..=40u32 {
+            tokio::time::advance(step).await;
+            let now = Instant::now();
+            if p.stopped_progressing(before, now) {
+                stopped.push(tick);
+            }
+            before = now;
+        }
+        assert_eq!(stopped, [30], "at PROGRESSING after its news, once");
+        assert!(!p.progressing(Instant::now()));
+
+        p.update(&PeerSource {
+            name: "b".into(),
+            url: Url::parse("http://127.0.0.1:1/").unwrap(),
+            have: Some(Bitfield::new(8)),
+            seed: false,
+        });
+        let news = Instant::now();
+        assert!(p.progressing(news));
+        tokio::time::advance(PROGRESSING).await;
+        assert!(p.stopped_progressing(news, Instant::now()));
     }
 
     fn pieces(layout: Layout, ranges: Vec<ByteRange>) -> Vec<u32> {

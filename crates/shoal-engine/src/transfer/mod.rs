@@ -175,6 +175,7 @@ pub(crate) async fn run(
     let mut last_fetched = 0u64;
     let mut speed = 0.0f64;
     let mut ticker = tokio::time::interval(TICK);
+    let mut measured_at = Instant::now();
     // A swarm download waits this long for a source of its missing pieces (peers that are
     // still fetching them, or ones the tracker has yet to name) before it gives up; with
     // `max_wait`, any download waits that long for a source that is down to come back.
@@ -219,7 +220,7 @@ pub(crate) async fn run(
             continue;
         }
         slots.retain(|_, slot| !slot.handle.is_finished());
-        measure(&shared, &mut slots);
+        measured_at = measure(&shared, &mut slots, measured_at);
 
         let fetched = shared.fetched.load(Ordering::Relaxed);
         speed = 0.8 * speed + 0.2 * (fetched - last_fetched) as f64 / TICK.as_secs_f64();
@@ -326,8 +327,10 @@ pub(crate) async fn run(
 }
 
 /// Updates each connection's and each source's measured speed, tells the segments (thieves
-/// cut remainders by speed), and closes connections whose work a twin finished.
-fn measure(shared: &Shared, slots: &mut HashMap<WorkerId, Slot>) {
+/// cut remainders by speed), closes connections whose work a twin finished, and wakes
+/// connections waiting for work when a peer stopped progressing since `before`; answers
+/// when it measured.
+fn measure(shared: &Shared, slots: &mut HashMap<WorkerId, Slot>, before: Instant) -> Instant {
     let now_ms = shared.millis();
     let tick = TICK.as_secs_f64();
     for slot in slots.values_mut() {
@@ -375,6 +378,16 @@ fn measure(shared: &Shared, slots: &mut HashMap<WorkerId, Slot>) {
         // Connections waiting on faster peers may take its pieces now.
         shared.work_changed.notify_waiters();
     }
+    // A downloader that stopped progressing is designated no more first copies: the pieces
+    // it was designated are another's from now on, a change no peer's news announces, so
+    // connections waiting for work are told here (else they wait out their idle time).
+    let now = Instant::now();
+    if peers
+        .iter()
+        .any(|(peer, _)| peer.stopped_progressing(before, now))
+    {
+        shared.work_changed.notify_waiters();
+    }
     let mut seg = shared.segments();
     for (&id, slot) in slots.iter() {
         if slot.stats.streamed_for(now_ms) >= std::time::Duration::from_secs(1) {
@@ -386,6 +399,7 @@ fn measure(shared: &Shared, slots: &mut HashMap<WorkerId, Slot>) {
             slot.token.cancel();
         }
     }
+    now
 }
 
 /// The error of a download that no source served for `waited`: what is missing, or that the
