@@ -409,6 +409,20 @@ mod tests {
         catalog
     }
 
+    /// Agent `b` following `content`'s peers, named by the tracker at `tracker`.
+    fn watch_as_b(tracker: Url, content: ContentId, layout: Layout, catalog: Catalog) -> Watch {
+        Watch {
+            tracker: Some(TrackerClient::new(tracker, TOKEN.into())),
+            me: AgentId::new("b").unwrap(),
+            content,
+            layout,
+            leader: None,
+            token: TOKEN.into(),
+            ca: None,
+            catalog,
+        }
+    }
+
     fn known(id: &str, addr: SocketAddr) -> KnownPeer {
         KnownPeer {
             id: AgentId::new(id).unwrap(),
@@ -429,20 +443,8 @@ mod tests {
         let dead = testing::refusing_url();
 
         let me = catalog_knowing(content, layout, vec![known("a", a_addr)]);
-        let (mut peers, task) = follow(
-            Watch {
-                tracker: Some(TrackerClient::new(dead, TOKEN.into())),
-                me: AgentId::new("b").unwrap(),
-                content,
-                layout,
-                leader: None,
-                token: TOKEN.into(),
-                ca: None,
-                catalog: me.clone(),
-            },
-            stop.clone(),
-        )
-        .await;
+        let (mut peers, task) =
+            follow(watch_as_b(dead, content, layout, me.clone()), stop.clone()).await;
         let found = tokio::time::timeout(
             Duration::from_secs(30),
             peers.wait_for(|list| list.iter().any(|p| p.name == "c")),
@@ -500,20 +502,8 @@ mod tests {
             .unwrap();
         let stop = CancellationToken::new();
         let tracker = tracker_naming_a(content, layout, a_addr, &stop).await;
-        let (mut peers, task) = follow(
-            Watch {
-                tracker: Some(TrackerClient::new(tracker, TOKEN.into())),
-                me: AgentId::new("b").unwrap(),
-                content,
-                layout,
-                leader: None,
-                token: TOKEN.into(),
-                ca: None,
-                catalog: Catalog::new(),
-            },
-            stop.clone(),
-        )
-        .await;
+        let watch = watch_as_b(tracker, content, layout, Catalog::new());
+        let (mut peers, task) = follow(watch, stop.clone()).await;
         assert!(peers.borrow().iter().any(|p| p.name == "a"));
         tokio::time::sleep(Duration::from_millis(300)).await;
 
