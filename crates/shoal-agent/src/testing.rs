@@ -1,5 +1,6 @@
 //! What the agent's unit tests share: a piece server on loopback, a tracker address that
-//! refuses every connection, and a tracker that gives one answer to everything.
+//! refuses every connection, a tracker that gives one answer to everything, and a fetcher of
+//! an agent without a tracker.
 
 use std::net::SocketAddr;
 
@@ -7,7 +8,10 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::catalog::Catalog;
+use crate::fetch::{Downloads, FetchOptions, Fetcher};
+use crate::objects::Objects;
 use crate::serve::{self, PieceServer, ServeOptions};
+use shoal_core::wire::AgentId;
 
 /// The fleet token the tests' piece servers take.
 pub(crate) const TOKEN: &str = "fleet-token-for-tests";
@@ -29,6 +33,19 @@ pub(crate) async fn serve_pieces(catalog: Catalog, stop: &CancellationToken) -> 
         stop.cancelled().await
     }));
     addr
+}
+
+/// The fetcher of agent `id` without a tracker, its data in `data`, options at their
+/// defaults: what it fetches comes from origins alone.
+pub(crate) fn lone_fetcher(id: &str, data: &std::path::Path) -> Fetcher {
+    Fetcher::new(
+        AgentId::new(id).unwrap(),
+        Catalog::new(),
+        Objects::open(data, None).unwrap(),
+        None,
+        FetchOptions::default(),
+        Downloads::open(data).unwrap(),
+    )
 }
 
 /// An address on loopback that nothing listens on: a port bound, learned and closed again.

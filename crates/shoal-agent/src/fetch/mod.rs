@@ -616,14 +616,7 @@ mod tests {
         })
         .await;
         let dir = tempfile::tempdir().unwrap();
-        let fetcher = Fetcher::new(
-            AgentId::new("held-test").unwrap(),
-            Catalog::new(),
-            Objects::open(dir.path(), None).unwrap(),
-            None,
-            FetchOptions::default(),
-            Downloads::open(dir.path()).unwrap(),
-        );
+        let fetcher = crate::testing::lone_fetcher("held-test", dir.path());
         let url = Url::parse(&origin.url("/blob")).unwrap();
         let mut sent = Vec::new();
         for _ in 0..2 {

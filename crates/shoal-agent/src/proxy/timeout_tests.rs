@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use shoal_core::wire::AgentId;
 use shoal_engine::CancellationToken;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -13,9 +12,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 use super::*;
-use crate::catalog::Catalog;
-use crate::fetch::{Downloads, FetchOptions, Fetcher};
-use crate::objects::Objects;
 
 /// A proxy in an agent of its own, its origins given up on after `timeout`.
 struct Running {
@@ -32,14 +28,7 @@ impl Drop for Running {
 
 async fn proxy(timeout: Duration) -> Running {
     let data = TempDir::new().unwrap();
-    let fetcher = Fetcher::new(
-        AgentId::new("proxy-test").unwrap(),
-        Catalog::new(),
-        Objects::open(data.path(), None).unwrap(),
-        None,
-        FetchOptions::default(),
-        Downloads::open(data.path()).unwrap(),
-    );
+    let fetcher = crate::testing::lone_fetcher("proxy-test", data.path());
     let stop = CancellationToken::new();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -7,14 +7,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use http::{header, Method, Request, StatusCode};
-use shoal_core::wire::AgentId;
 use shoal_engine::CancellationToken;
 use shoal_testkit::{sha256_hex, Credentials, OciImage, Registry, RegistryConfig};
 
 use super::*;
-use crate::catalog::Catalog;
-use crate::fetch::{Downloads, FetchOptions, Fetcher};
-use crate::objects::Objects;
 
 const MIB: usize = 1 << 20;
 
@@ -25,16 +21,7 @@ fn mirror(
     data: &std::path::Path,
     timeout: Duration,
 ) -> (Mirror, CancellationToken) {
-    let catalog = Catalog::new();
-    let objects = Objects::open(data, None).unwrap();
-    let fetcher = Fetcher::new(
-        AgentId::new("mirror-test").unwrap(),
-        catalog,
-        objects,
-        None,
-        FetchOptions::default(),
-        Downloads::open(data).unwrap(),
-    );
+    let fetcher = crate::testing::lone_fetcher("mirror-test", data);
     let stop = CancellationToken::new();
     let options = MirrorOptions {
         upstreams: Upstreams::new(vec![upstream.parse().unwrap()]).unwrap(),
