@@ -19,10 +19,10 @@ use serde::Serialize;
 use shoal_core::metrics::Histogram;
 use shoal_core::wire::{
     path, AgentId, AnnounceRequest, ContentList, ContentQuery, ContentSummary, CreateSwarmRequest,
-    ErrorBody, HeartbeatRequest, LatestUrlQuery, LeaseGrant, ManifestPublished, PeersQuery,
-    PeersResponse, PublishDigestsRequest, PublishUrlRequest, RegisterRequest, ReportAccepted,
-    ReportRequest, SwarmInfo, TakeOverRequest, UrlKey, UrlMapping, UrlReportAccepted,
-    UrlReportRequest,
+    DigestsQuery, ErrorBody, HeartbeatRequest, LatestUrlQuery, LeaseGrant, ManifestPublished,
+    PeersQuery, PeersResponse, PublishDigestsRequest, PublishUrlRequest, RegisterRequest,
+    ReportAccepted, ReportRequest, SwarmInfo, TakeOverRequest, UrlKey, UrlMapping,
+    UrlReportAccepted, UrlReportRequest,
 };
 use shoal_core::{ContentId, Manifest};
 use shoal_engine::ca::{self, ExtraRoots};
@@ -263,9 +263,7 @@ impl TrackerClient {
         content: &ContentId,
         query: &PeersQuery,
     ) -> Result<PeersResponse, TrackerError> {
-        let mut target = path::peers(content);
-        target.push('?');
-        target.push_str(&serde_urlencoded::to_string(query).expect("a query serializes"));
+        let target = with_query(&path::peers(content), query);
         self.call(Method::GET, &target, None::<&()>, "such content")
             .await
     }
@@ -297,11 +295,7 @@ impl TrackerClient {
 
     /// The content published for this exact URL version; [`TrackerError::NotFound`] when none is.
     pub async fn lookup_url(&self, key: &UrlKey) -> Result<UrlMapping, TrackerError> {
-        let target = format!(
-            "{}?{}",
-            path::URLS,
-            serde_urlencoded::to_string(key).expect("a key serializes")
-        );
+        let target = with_query(path::URLS, key);
         self.call(Method::GET, &target, None::<&()>, "mapping for this URL")
             .await
     }
@@ -312,11 +306,7 @@ impl TrackerClient {
         let query = LatestUrlQuery {
             url: url.to_string(),
         };
-        let target = format!(
-            "{}?{}",
-            path::URLS_LATEST,
-            serde_urlencoded::to_string(&query).expect("a query serializes")
-        );
+        let target = with_query(path::URLS_LATEST, &query);
         self.call(Method::GET, &target, None::<&()>, "version of this URL")
             .await
     }
@@ -346,11 +336,7 @@ impl TrackerClient {
 
     /// Contents whose name or id prefix match `query`.
     pub async fn search(&self, query: &ContentQuery) -> Result<ContentList, TrackerError> {
-        let target = format!(
-            "{}?{}",
-            path::CONTENT,
-            serde_urlencoded::to_string(query).expect("a query serializes")
-        );
+        let target = with_query(path::CONTENT, query);
         self.call(Method::GET, &target, None::<&()>, "content list")
             .await
     }
@@ -361,10 +347,15 @@ impl TrackerClient {
             .await
     }
 
-    /// A URL swarm's state and the digests published so far; [`TrackerError::NotFound`] when it
-    /// lapsed.
-    pub async fn swarm(&self, id: &ContentId) -> Result<SwarmInfo, TrackerError> {
-        self.call(Method::GET, &path::swarm(id), None::<&()>, "such swarm")
+    /// A URL swarm's state and the digests published so far that `query` asks for;
+    /// [`TrackerError::NotFound`] when it lapsed.
+    pub async fn swarm(
+        &self,
+        id: &ContentId,
+        query: DigestsQuery,
+    ) -> Result<SwarmInfo, TrackerError> {
+        let target = with_query(&path::swarm(id), &query);
+        self.call(Method::GET, &target, None::<&()>, "such swarm")
             .await
     }
 
@@ -388,14 +379,11 @@ impl TrackerClient {
         &self,
         id: &ContentId,
         body: &PublishDigestsRequest,
+        query: DigestsQuery,
     ) -> Result<SwarmInfo, TrackerError> {
-        self.call(
-            Method::POST,
-            &path::swarm_digests(id),
-            Some(body),
-            "such swarm",
-        )
-        .await
+        let target = with_query(&path::swarm_digests(id), &query);
+        self.call(Method::POST, &target, Some(body), "such swarm")
+            .await
     }
 
     /// Reports a peer that sent a piece not matching its digest.
@@ -592,6 +580,16 @@ impl TrackerClient {
     }
 }
 
+/// `path` with `query` as its query string; no `?` when the query is empty.
+fn with_query(path: &str, query: &impl Serialize) -> String {
+    let query = serde_urlencoded::to_string(query).expect("a query serializes");
+    if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{query}")
+    }
+}
+
 /// The route pattern of a request target, for a metric's label: content ids and agent ids
 /// become `{id}` and the query goes, so the label set stays bounded.
 fn route_of(target: &str) -> String {
@@ -693,7 +691,7 @@ mod tests {
         let client = TrackerClient::with_replicas(failing, vec![working.clone()], "t".into(), None);
         let clone = client.clone();
 
-        let answer = client.swarm(&id()).await;
+        let answer = client.swarm(&id(), DigestsQuery::default()).await;
         assert!(
             matches!(answer, Err(TrackerError::NotFound { .. })),
             "{answer:?}"
@@ -717,7 +715,11 @@ mod tests {
         let (working, working_seen) = stub(StatusCode::NOT_FOUND).await;
         let (later, later_seen) = stub(StatusCode::SERVICE_UNAVAILABLE).await;
         let client = TrackerClient::with_replicas(dead(), vec![working, later], "t".into(), None);
-        assert!(client.swarm(&id()).await.unwrap_err().is_not_found());
+        assert!(client
+            .swarm(&id(), DigestsQuery::default())
+            .await
+            .unwrap_err()
+            .is_not_found());
         assert_eq!(working_seen.load(Ordering::SeqCst), 1);
         assert_eq!(later_seen.load(Ordering::SeqCst), 0);
         assert!(client
@@ -738,7 +740,7 @@ mod tests {
             let (other, other_seen) = stub(StatusCode::OK).await;
             let client =
                 TrackerClient::with_replicas(refusing.clone(), vec![other], "t".into(), None);
-            let answer = client.swarm(&id()).await;
+            let answer = client.swarm(&id(), DigestsQuery::default()).await;
             assert!(
                 matches!(
                     answer,
@@ -759,7 +761,10 @@ mod tests {
         let first = dead();
         let (failing, failing_seen) = stub(StatusCode::BAD_GATEWAY).await;
         let client = TrackerClient::with_replicas(first.clone(), vec![failing], "t".into(), None);
-        let answer = client.swarm(&id()).await.unwrap_err();
+        let answer = client
+            .swarm(&id(), DigestsQuery::default())
+            .await
+            .unwrap_err();
         assert!(answer.is_unreachable(), "{answer:?}");
         assert!(answer.to_string().contains(&redacted(&first)), "{answer}");
         assert_eq!(failing_seen.load(Ordering::SeqCst), 1);

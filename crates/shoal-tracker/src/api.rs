@@ -8,7 +8,7 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use shoal_core::wire::{
     AgentId, AgentList, AgentsQuery, AnnounceRequest, ContentList, ContentQuery,
-    CreateSwarmRequest, HeartbeatRequest, LatestUrlQuery, LeaseGrant, PeersQuery,
+    CreateSwarmRequest, DigestsQuery, HeartbeatRequest, LatestUrlQuery, LeaseGrant, PeersQuery,
     PublishDigestsRequest, PublishUrlRequest, RegisterRequest, ReportAccepted, ReportRequest,
     SwarmInfo, TakeOverRequest, UrlKey, UrlReportAccepted, UrlReportRequest, MAX_NAME_LEN,
     MAX_REASON_LEN, MAX_SWARM_PIECES,
@@ -453,9 +453,23 @@ async fn get_swarm<S: Store>(
     State(state): State<AppState<S>>,
     _: Allow<QueryPerm>,
     Path(id): Path<String>,
+    QueryParams(query): QueryParams<DigestsQuery>,
 ) -> Result<Json<SwarmInfo>, ApiError> {
     let id = content_id(&id)?;
-    Ok(Json(state.shared.store.swarm(id).await?))
+    Ok(Json(digests_from(
+        state.shared.store.swarm(id).await?,
+        query,
+    )))
+}
+
+/// `swarm` with only the digests `query` asks for: followers poll several times a second
+/// and the leader publishes as often, so an answer carrying every digest known would grow
+/// with the swarm's progress, each time.
+fn digests_from(mut swarm: SwarmInfo, query: DigestsQuery) -> SwarmInfo {
+    if let Some(from) = query.digests_from {
+        swarm.digests = swarm.digests.since(from);
+    }
+    swarm
 }
 
 async fn take_over_swarm<S: Store>(
@@ -478,6 +492,7 @@ async fn publish_digests<S: Store>(
     State(state): State<AppState<S>>,
     allow: Allow<AnnouncePerm>,
     Path(id): Path<String>,
+    QueryParams(query): QueryParams<DigestsQuery>,
     DigestsBody(body): DigestsBody<PublishDigestsRequest>,
 ) -> Result<Json<SwarmInfo>, ApiError> {
     let id = content_id(&id)?;
@@ -520,5 +535,5 @@ async fn publish_digests<S: Store>(
             "ignored more digests that differ from the ones published first"
         );
     }
-    Ok(Json(published.swarm))
+    Ok(Json(digests_from(published.swarm, query)))
 }

@@ -171,6 +171,11 @@ pub fn document() -> Value {
         json!({"type": "integer", "minimum": 1, "maximum": MAX_LIST, "default": DEFAULT_LIST}),
         "Page size",
     );
+    let digests_from = query(
+        "digests_from",
+        json!({"type": "integer", "minimum": 0}),
+        "Leave out the digests of pieces before this index (a member asks from its first missing digest; the piece count leaves out all)",
+    );
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -271,10 +276,10 @@ pub fn document() -> Value {
                     "503": {"description": "The store is unreachable, or the tracker runs its maximum number of swarms.",
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}}},
             "/v1/swarms/{id}": {"get": {"summary": "A running swarm and the digests known so far (all roles)",
-                "parameters": [swarm_id.clone()],
+                "parameters": [swarm_id.clone(), digests_from.clone()],
                 "responses": ok("200", "Swarm", "SwarmInfo", &errs(&["400", "404"]))}},
             "/v1/swarms/{id}/digests": {"post": {"summary": "Publish piece digests; the first digest of a piece wins (the leading agent's token, admin)",
-                "parameters": [swarm_id.clone()], "requestBody": body("PublishDigestsRequest"),
+                "parameters": [swarm_id.clone(), digests_from], "requestBody": body("PublishDigestsRequest"),
                 "responses": ok("200", "The swarm after the publish", "SwarmInfo", &errs(&["400", "404", "413"]))}},
             "/v1/swarms/{id}/leader": {"post": {"summary": "Take over leading a swarm whose leader is gone (lease lapsed) or stalled (no new digest for 5 s plus one piece at 16 Mbit/s while some are missing); the first caller wins, and its token alone publishes from then; digests published stay (agent, admin)",
                 "parameters": [swarm_id], "requestBody": body("TakeOverRequest"),

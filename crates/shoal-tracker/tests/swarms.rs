@@ -123,6 +123,30 @@ async fn swarms_are_created_joined_and_fed_digests() {
         (known[0], known[1], known[2]),
         (Some([1; 32]), None, Some([3; 32]))
     );
+    // A follower that knows the digests before piece 1 is sent only the later ones; a
+    // leader that wants none back says so on its publish.
+    let (status, body) = server.get(&format!("{path}?digests_from=1"), READER).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body["digests"],
+        json!({"known": "2000", "digests": digest(3)})
+    );
+    let (status, body) = server
+        .post(
+            &format!("{digests}?digests_from=10"),
+            AGENT,
+            publish(&[(4, digest(5))]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["digests"], json!({"known": "0000", "digests": ""}));
+    let (_, body) = server.get(&format!("{path}?digests_from=3"), READER).await;
+    assert_eq!(
+        body["digests"],
+        json!({"known": "0800", "digests": digest(5)})
+    );
+    let (status, body) = server.get(&format!("{path}?digests_from=x"), READER).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 
     // The swarm id is the content id for the holdings machinery.
     let follower = json!({"addr": "127.0.0.1:7002",

@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use shoal_core::manifest::PieceDigest;
 use shoal_core::wire::{
-    leader_stall_limit, AgentId, CreateSwarmRequest, PieceDigestEntry, PublishDigestsRequest,
-    SwarmInfo, TakeOverRequest,
+    leader_stall_limit, AgentId, CreateSwarmRequest, DigestsQuery, PieceDigestEntry,
+    PublishDigestsRequest, SwarmInfo, TakeOverRequest,
 };
 use shoal_core::{ContentId, Layout, PieceIndex};
 use shoal_engine::{
@@ -139,7 +139,11 @@ impl Job<'_> {
                 .map(|(i, d)| PieceDigestEntry::new(i.get(), d))
                 .collect(),
         };
-        match tracker.publish_digests(&id, &body).await {
+        // The leader learned every digest itself: it wants none back.
+        let none_back = DigestsQuery {
+            digests_from: Some(publisher.learned.len() as u32),
+        };
+        match tracker.publish_digests(&id, &body, none_back).await {
             Ok(_) => {
                 publisher.pending.clear();
                 true
@@ -433,9 +437,10 @@ impl LeaderAsk {
         leader: &AgentId,
         id: &ContentId,
         pieces: u32,
+        from: u32,
     ) -> Option<Vec<Option<PieceDigest>>> {
         let known = self.entry.peer(leader)?;
-        match self.exchange.digests(&known, id, pieces).await {
+        match self.exchange.digests(&known, id, pieces, from).await {
             Ok(digests) => Some(digests),
             Err(e) => {
                 debug!(swarm = %id, %leader, "{e}");
@@ -462,7 +467,11 @@ async fn refresh_digests(
 ) {
     let mut wants = false;
     loop {
-        let ask_leader = match tracker.swarm(&id).await {
+        // Only the news: every digest before the first missing one is known here already.
+        let news_from = DigestsQuery {
+            digests_from: Some(first_missing(&tx.borrow())),
+        };
+        let ask_leader = match tracker.swarm(&id, news_from).await {
             Ok(swarm) => {
                 leader.send_if_modified(|known| {
                     let changed = *known != swarm.leader;
@@ -490,7 +499,8 @@ async fn refresh_digests(
         };
         if ask_leader {
             let current = leader.borrow().clone();
-            if let Some(fresh) = ask.digests(&current, &id, pieces).await {
+            let from = first_missing(&tx.borrow());
+            if let Some(fresh) = ask.digests(&current, &id, pieces, from).await {
                 take_digests(&tx, &ask.entry, fresh);
             }
         }
@@ -504,6 +514,14 @@ async fn refresh_digests(
             _ = tokio::time::sleep(DIGESTS_EVERY) => {}
         }
     }
+}
+
+/// The index of the first piece whose digest is not known (the piece count when all are).
+fn first_missing(known: &[Option<PieceDigest>]) -> u32 {
+    known
+        .iter()
+        .position(Option::is_none)
+        .unwrap_or(known.len()) as u32
 }
 
 /// Adds the digests in `fresh` to those known: a tracker that restarted (or the leader)

@@ -23,10 +23,10 @@ pub mod tracker;
 
 pub use tracker::{
     leader_stall_limit, path, AgentList, AgentSummary, AgentsQuery, AnnounceRequest, ContentList,
-    ContentQuery, ContentSummary, CreateSwarmRequest, HeartbeatRequest, Holding, LatestUrlQuery,
-    LeaseGrant, ManifestPublished, Peer, PeersQuery, PeersResponse, PieceDelta, PieceDigestEntry,
-    PublishDigestsRequest, PublishUrlRequest, RegisterRequest, ReportAccepted, ReportRequest,
-    SwarmDigests, SwarmDigestsError, SwarmInfo, TakeOverRequest, UrlKey, UrlMapping,
+    ContentQuery, ContentSummary, CreateSwarmRequest, DigestsQuery, HeartbeatRequest, Holding,
+    LatestUrlQuery, LeaseGrant, ManifestPublished, Peer, PeersQuery, PeersResponse, PieceDelta,
+    PieceDigestEntry, PublishDigestsRequest, PublishUrlRequest, RegisterRequest, ReportAccepted,
+    ReportRequest, SwarmDigests, SwarmDigestsError, SwarmInfo, TakeOverRequest, UrlKey, UrlMapping,
     UrlReportAccepted, UrlReportRequest, LEADER_STALL_FLOOR, MAX_FILE_SIZE, MAX_NAME_LEN,
     MAX_REASON_LEN, MAX_SWARM_PIECES, MAX_URL_LEN, MAX_VALIDATOR_LEN, SLOWEST_LEADER_RATE,
     SWARM_ID_TAG,
@@ -158,6 +158,12 @@ impl PackedBits {
     /// The bytes of `field`.
     pub fn of(field: &Bitfield) -> Self {
         Self(field.as_bytes().to_vec())
+    }
+
+    /// Bits packed as [`PackedBits::of`] packs them, not checked against a layout yet (see
+    /// [`PackedBits::to_bitfield`]).
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        Self(bytes)
     }
 
     /// The packed bytes, as sent (before hex).

@@ -502,6 +502,27 @@ impl SwarmDigests {
         }
     }
 
+    /// The same digests less those of pieces before `from`: what a member that knows every
+    /// digest before its first missing one still needs. The answer stays small however far
+    /// the swarm has got, so polling it costs the tracker's uplink (in a bench, the origin's)
+    /// only the news.
+    pub fn since(&self, from: u32) -> Self {
+        let mut known = self.known.as_bytes().to_vec();
+        let mut dropped = 0usize;
+        for i in 0..from.min(known.len() as u32 * 8) {
+            let (byte, mask) = ((i / 8) as usize, 0x80u8 >> (i % 8));
+            if known[byte] & mask != 0 {
+                known[byte] &= !mask;
+                dropped += 1;
+            }
+        }
+        let kept = self.digests.get(32 * dropped..).unwrap_or_default();
+        Self {
+            known: PackedBits::from_bytes(known),
+            digests: kept.to_vec(),
+        }
+    }
+
     /// One entry per piece of a layout of `pieces` pieces, checking that the bitfield fits the
     /// layout and that there is a digest for every set bit.
     pub fn to_digests(&self, pieces: u32) -> Result<Vec<Option<PieceDigest>>, SwarmDigestsError> {
@@ -521,6 +542,17 @@ impl SwarmDigests {
             .map(|i| if known.get(i) { digests.next() } else { None })
             .collect())
     }
+}
+
+/// Query of `GET /v1/swarms/{id}`, of `POST /v1/swarms/{id}/digests` and of a leader's
+/// `GET /v1/pieces/{id}/digests`: which digests the answer carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigestsQuery {
+    /// Leave out the digests of pieces before this index (see [`SwarmDigests::since`]); the
+    /// piece count leaves them all out. Absent: every digest known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digests_from: Option<u32>,
 }
 
 /// One piece's digest in a [`PublishDigestsRequest`].

@@ -84,6 +84,23 @@ fn swarm_digests_round_trip_and_check_lengths() {
 }
 
 #[test]
+fn digests_since_a_piece_leave_out_the_earlier_ones() {
+    let d = |b: u8| Some([b; 32]);
+    let pieces = [d(1), None, d(3), d(4), None, None, None, None, d(9), d(10)];
+    let all = SwarmDigests::of(&pieces);
+    assert_eq!(all.since(0), all);
+    let later = all.since(3);
+    let mut expected = pieces;
+    expected[..3].fill(None);
+    assert_eq!(later.to_digests(10).unwrap(), expected);
+    assert_eq!(later, SwarmDigests::of(&expected));
+    // Past the last piece (the piece count or more): none, and still the layout's bitfield.
+    let none = all.since(10);
+    assert_eq!(none.to_digests(10).unwrap(), vec![None; 10]);
+    assert_eq!(all.since(u32::MAX), none);
+}
+
+#[test]
 fn swarm_request_shapes() {
     let text =
         r#"{"key":{"url":"https://h/f","size":8},"layout":{"size":8,"piece_size":4},"agent":"a"}"#;
