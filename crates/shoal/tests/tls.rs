@@ -124,12 +124,13 @@ fn a_tracker_and_agents_on_tls_with_a_private_ca_complete_a_swarm() {
     plain
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    write!(
-        plain,
+    let request = format!(
         "GET /v1/pieces/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {FLEET}\r\n\
          Range: bytes=0-1023\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    );
+    // The server may close on the first bytes, before the rest is written (a broken pipe):
+    // what it answered, if anything, is what is checked.
+    let _ = plain.write_all(request.as_bytes());
     let mut answer = Vec::new();
     // A TLS server closes (or sends an alert) on bytes that are no handshake.
     let _ = plain.read_to_end(&mut answer);
