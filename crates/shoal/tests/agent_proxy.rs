@@ -609,9 +609,10 @@ fn a_mapped_url_is_checked_against_the_origin_only_once_a_piece_is_in() {
     let asked = pieces_asked();
     assert_eq!(asked.len(), 1, "{asked:?}");
     let (start, end) = asked[0];
+    let piece = shoal_agent::piece_size::for_size(size as u64);
     assert_eq!(
-        (start % MIB as u64, end.unwrap() + 1 - start),
-        (0, MIB as u64),
+        (start % piece, end.unwrap() + 1 - start),
+        (0, piece),
         "{asked:?}"
     );
     assert!(

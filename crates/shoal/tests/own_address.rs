@@ -132,7 +132,8 @@ fn own_address_is_served_by_the_control_listener_and_the_piece_server() {
 
     // The control listener, asked from the machine's own 10.213.0.1 (the source address of a
     // connection to it), serves `shoal get --agent` with its token.
-    let id = Manifest::of_bytes(&data, 1 << 20).unwrap().id();
+    let piece = shoal_agent::piece_size::for_size(data.len() as u64);
+    let id = Manifest::of_bytes(&data, piece).unwrap().id();
     let out = dir.path().join("out.img");
     let token_file = agent_data.join("control.token");
     let got = finish(

@@ -555,7 +555,7 @@ fn recorded_pieces(data: &Path, swarm: &str, piece: u64) -> Vec<u64> {
 fn restart_resumes_a_killed_agents_download_and_serves_its_pieces_at_once() {
     let fleet = Fleet::start();
     let data = random_bytes(16 * MIB, 7);
-    let piece = MIB as u64;
+    let piece = shoal_agent::piece_size::for_size(data.len() as u64);
     let origin = Origin::start_blocking(OriginConfig {
         content: data.clone(),
         rate_limit: Some(256 * 1024),
@@ -595,7 +595,8 @@ fn restart_resumes_a_killed_agents_download_and_serves_its_pieces_at_once() {
         std::thread::sleep(Duration::from_millis(20));
     };
     agent.kill();
-    assert!(held.len() < 16, "finished before the kill");
+    let pieces = data.len() as u64 / piece;
+    assert!((held.len() as u64) < pieces, "finished before the kill");
     let _ = common::finish(get);
     let sent_before = origin.bytes_sent();
 
@@ -634,10 +635,11 @@ fn restart_resumes_a_killed_agents_download_and_serves_its_pieces_at_once() {
             port,
             FLEET,
             "GET",
-            &format!("/v1/pieces/{swarm}/have?after=15"),
+            &format!("/v1/pieces/{swarm}/have?after={}", pieces - 1),
             "",
         );
-        if status == 200 && serde_json::from_str::<serde_json::Value>(&have).unwrap()["count"] == 16
+        if status == 200
+            && serde_json::from_str::<serde_json::Value>(&have).unwrap()["count"] == pieces
         {
             break;
         }

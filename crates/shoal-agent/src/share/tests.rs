@@ -8,6 +8,7 @@ use shoal_core::Layout;
 
 use super::*;
 use crate::catalog::Change;
+use crate::piece_size::MIN_PIECE;
 
 /// Deterministic bytes that differ per seed.
 fn bytes(seed: &str, len: usize) -> Vec<u8> {
@@ -45,14 +46,15 @@ fn file<'a>(report: &'a ScanReport, name: &str) -> &'a SharedFile {
 #[test]
 fn multi_piece_file_hashes_like_of_bytes() {
     let (_tmp, options) = setup();
-    let data = bytes("big", 7 << 19);
+    // Three and a half pieces.
+    let data = bytes("big", 7 * MIN_PIECE as usize / 2);
     let path = write(&options, "big.bin", &data);
     write(&options, "empty", b"");
     let report = Share::new(options).scan().unwrap();
     let big = file(&report, "big.bin");
     assert_eq!((big.path.clone(), big.size), (path, data.len() as u64));
     assert_eq!(big.manifest.layout().piece_count(), 4);
-    assert_eq!(*big.manifest, Manifest::of_bytes(&data, 1 << 20).unwrap());
+    assert_eq!(*big.manifest, Manifest::of_bytes(&data, MIN_PIECE).unwrap());
     assert_eq!(file(&report, "empty").manifest.layout().piece_count(), 0);
     assert_eq!((report.hashed, report.reused, report.skipped), (2, 0, 0));
 }
@@ -99,7 +101,7 @@ fn only_new_or_touched_files_are_hashed_even_after_a_restart() {
     let report = share.scan().unwrap();
     assert_eq!((report.hashed, report.reused), (1, 1));
     let manifest = &file(&report, "sub/edit").manifest;
-    assert_eq!(**manifest, Manifest::of_bytes(&after, 1 << 20).unwrap());
+    assert_eq!(**manifest, Manifest::of_bytes(&after, MIN_PIECE).unwrap());
 }
 
 #[test]

@@ -290,8 +290,10 @@ pub(crate) fn wait_sent(origin: &Origin, bytes: u64) {
     }
 }
 
+/// The content id an agent sharing `data` publishes: its manifest at the agent's piece size.
 pub(crate) fn content_id(data: &[u8]) -> String {
-    Manifest::of_bytes(data, 1 << 20).unwrap().id().to_string()
+    let piece = shoal_agent::piece_size::for_size(data.len() as u64);
+    Manifest::of_bytes(data, piece).unwrap().id().to_string()
 }
 
 pub(crate) fn done(child: Child, fleet: &Fleet, agents: &[&str]) {
