@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use shoal_core::manifest::PieceDigest;
 use shoal_core::wire::peer::{self, KnownPeer, PeerList, MAX_PEER_LIST_BYTES};
-use shoal_core::wire::{DigestsQuery, SwarmDigests};
+use shoal_core::wire::SwarmDigests;
 use shoal_core::ContentId;
 use shoal_engine::ca::{self, ExtraRoots};
 use thiserror::Error;
@@ -74,21 +74,17 @@ impl Exchange {
         .await
     }
 
-    /// The piece digests of a swarm of `pieces` pieces `known` learned, from piece `from` on.
+    /// The piece digests of a swarm of `pieces` pieces `known` learned.
     pub(crate) async fn digests(
         &self,
         known: &KnownPeer,
         content: &ContentId,
         pieces: u32,
-        from: u32,
     ) -> Result<Vec<Option<PieceDigest>>, ExchangeError> {
         let limit = peer::max_digests_bytes(pieces);
-        let query = serde_urlencoded::to_string(DigestsQuery {
-            digests_from: Some(from),
-        })
-        .expect("a query serializes");
-        let target = format!("{}?{query}", peer::path::digests(content));
-        let answer: SwarmDigests = self.get(known, &target, "digests", limit).await?;
+        let answer: SwarmDigests = self
+            .get(known, &peer::path::digests(content), "digests", limit)
+            .await?;
         answer
             .to_digests(pieces)
             .map_err(|e| ExchangeError::Unusable {

@@ -754,16 +754,6 @@ async fn the_exchange_routes_tell_the_swarm_and_the_learned_digests() {
     let manifest = Manifest::of_bytes(&data(3), PIECE).unwrap();
     let expected: Vec<_> = manifest.digests().iter().copied().map(Some).collect();
     assert_eq!(digests.to_digests(layout.piece_count()).unwrap(), expected);
-    // From a piece on: the earlier ones are left out, and a query that is not one is refused.
-    let later = format!("{}?digests_from=2", path::digests(&whole));
-    let answer = fetch(peer.addr, "GET", &later, &[("Authorization", &auth)]).await;
-    let digests: SwarmDigests = serde_json::from_slice(&answer.body).unwrap();
-    let mut news = expected.clone();
-    news[..2].fill(None);
-    assert_eq!(digests.to_digests(layout.piece_count()).unwrap(), news);
-    let bad = format!("{}?digests_from=two", path::digests(&whole));
-    let answer = fetch(peer.addr, "GET", &bad, &[("Authorization", &auth)]).await;
-    assert_eq!(answer.status, 400);
 
     for target in [path::peers(&id), path::digests(&id)] {
         assert_eq!(fetch(peer.addr, "GET", &target, &[]).await.status, 401);

@@ -7,12 +7,12 @@ use std::num::NonZeroU64;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use shoal_core::wire::peer::{PeerList, EXCHANGE_RATE};
-use shoal_core::wire::{DigestsQuery, SwarmDigests};
+use shoal_core::wire::SwarmDigests;
 use shoal_core::{ContentId, TokenBucket};
 
 use super::error::ServeError;
@@ -68,15 +68,9 @@ pub(super) async fn digests(
     State(server): State<PieceServer>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
-    query: Result<Query<DigestsQuery>, QueryRejection>,
 ) -> Result<Json<SwarmDigests>, ServeError> {
     let entry = asked(&server, &headers, id)?;
-    let Query(query) = query.map_err(|_| ServeError::BadQuery)?;
-    let digests = entry.digests();
-    Ok(Json(match query.digests_from {
-        Some(from) => digests.since(from),
-        None => digests,
-    }))
+    Ok(Json(entry.digests()))
 }
 
 /// The entry an exchange request asks about, once the token and the rate allow it.

@@ -12,8 +12,7 @@
 //!   ([`PeerList`], at most [`MAX_PEERS`]), so that a swarm whose tracker is down still finds
 //!   its members.
 //! - `GET` [`path::digests`]: the piece digests this agent learned for a URL swarm
-//!   ([`SwarmDigests`](super::SwarmDigests)), from a piece on with a
-//!   [`DigestsQuery`](super::DigestsQuery); a follower asks its leader while the tracker is
+//!   ([`SwarmDigests`](super::SwarmDigests)); a follower asks its leader while the tracker is
 //!   down.
 //!
 //! All take the fleet's bearer token (`Authorization: Bearer …`); refusals answer an
