@@ -174,7 +174,7 @@ pub fn document() -> Value {
     let digests_from = query(
         "digests_from",
         json!({"type": "integer", "minimum": 0}),
-        "Leave out the digests of pieces before this index (a member asks from its first missing digest; the piece count leaves out all)",
+        "Leave out the digests of pieces before this index (a member that knows the earlier ones asks from its first missing digest; the piece count leaves out all)",
     );
     json!({
         "openapi": "3.0.3",

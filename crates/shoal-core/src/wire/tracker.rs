@@ -544,8 +544,8 @@ impl SwarmDigests {
     }
 }
 
-/// Query of `GET /v1/swarms/{id}`, of `POST /v1/swarms/{id}/digests` and of a leader's
-/// `GET /v1/pieces/{id}/digests`: which digests the answer carries.
+/// Query of `GET /v1/swarms/{id}` and of `POST /v1/swarms/{id}/digests`: which digests the
+/// answer carries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DigestsQuery {
