@@ -158,6 +158,11 @@ impl PieceCheck {
         self.layout.piece_size()
     }
 
+    /// Which pieces are verified now.
+    pub(crate) fn verified(&self) -> Bitfield {
+        self.verified.lock().expect("pieces lock").clone()
+    }
+
     pub(crate) fn all_verified(&self) -> bool {
         self.verified.lock().expect("pieces lock").is_full()
     }

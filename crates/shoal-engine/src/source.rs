@@ -95,6 +95,10 @@ impl Policy {
         Self {
             cap,
             trusted,
+            // A leader's origin is held back while the leader owes first copies (see
+            // `swarm::owes_first_copies`): its connections wait for a downloader's news
+            // instead of closing, and go on over the same connection.
+            idle: trusted.then_some(PEER_IDLE),
             ..Self::server(options, true)
         }
     }
@@ -386,11 +390,13 @@ mod tests {
         let lead = Policy::swarm_origin(&options);
         assert!(lead.trusted);
         assert_eq!(lead.cap, 3);
+        assert_eq!(lead.idle, Some(PEER_IDLE));
         options.swarm = Some(swarm(OriginUse::Fallback {
             connections,
             validator: None,
         }));
         assert!(!Policy::swarm_origin(&options).trusted);
+        assert_eq!(Policy::swarm_origin(&options).idle, None);
         assert!(!Policy::peer(2).trusted);
     }
 

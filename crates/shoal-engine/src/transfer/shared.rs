@@ -217,6 +217,16 @@ impl Shared {
             Some(peer) => Asked::Peer(peer),
             None => Asked::Origin,
         };
+        let leads = matches!(swarm.origin, OriginUse::Lead { .. });
+        if leads && source.peer().is_none() {
+            let owes = self
+                .pieces
+                .as_ref()
+                .is_some_and(|p| swarm::owes_first_copies(layout, &peers, &p.verified()));
+            if owes {
+                return Vec::new();
+            }
+        }
         let mut allowed = swarm::order(layout, &swarm.me, &peers, asked);
         // A piece with no published digest yet is asked only of the leader, which publishes
         // it before it offers the piece (or offers it while the tracker is down): any other
@@ -231,7 +241,7 @@ impl Shared {
             match source.peer() {
                 Some(peer) if !peer.is_leader() => allowed.retain(|r| !unknown(r)),
                 Some(_) => {}
-                None if matches!(swarm.origin, OriginUse::Lead { .. }) => {
+                None if leads => {
                     let mut listed = vec![false; unpublished.len()];
                     for r in &allowed {
                         listed[layout.piece_at(r.start()).expect("a piece").get() as usize] = true;
