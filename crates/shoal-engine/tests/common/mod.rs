@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // Each test file uses its own part of this module.
 
+pub(crate) mod swarm;
+
 use std::time::Duration;
 
 use shoal_engine::{download, CancellationToken, DownloadError, DownloadOptions, Event, Summary};
