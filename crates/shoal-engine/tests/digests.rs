@@ -1,5 +1,6 @@
 //! Swarm downloads checked against published digests, which arrive while the download runs:
-//! pieces wait for theirs, and a leader learns those of pieces its trusted origin sent.
+//! pieces wait for theirs, a leader learns those of pieces its trusted origin sent, and a
+//! follower asks for a digest it lacks.
 
 mod common;
 
@@ -277,4 +278,60 @@ async fn a_follower_asks_only_the_leader_for_pieces_without_a_digest() {
         .filter(|e| matches!(e, Event::BadPiece { peer: Some(p), .. } if p == "liar"))
         .count();
     assert!(bad <= 2, "the liar was sent for {bad} pieces");
+}
+
+/// A follower whose peer holds a piece with no digest yet asks for that digest at once
+/// (followers poll only for the digests they lack, when the engine wants one), and takes the
+/// piece from that peer once the digest comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_a_peer_lacks_is_asked_for_and_its_piece_taken_once_it_comes() {
+    let data = random_bytes(SIZE, 14);
+    let manifest = Manifest::of_bytes(&data, PIECE).unwrap();
+    let n = manifest.layout().piece_count();
+    let p = server(data.clone());
+    let every: Vec<u32> = (0..n).collect();
+    let (_tx, rx) = watch::channel(vec![peer("p", &p, Some(bits(n, &every)))]);
+    let mut known: Vec<Option<[u8; 32]>> = manifest.digests().iter().copied().map(Some).collect();
+    known[1] = None;
+    let (digests_tx, digests) = watch::channel(known);
+    let wanted = Arc::new(tokio::sync::Notify::new());
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = peers_only(dir.path(), &manifest, rx);
+    o.swarm.as_mut().unwrap().per_peer = Connections::new(1).unwrap();
+    o.swarm.as_mut().unwrap().digests = Digests::Published(PublishedDigests {
+        known: digests,
+        wanted: wanted.clone(),
+    });
+    let run = tokio::spawn(common::get(o));
+    tokio::time::timeout(Duration::from_secs(10), wanted.notified())
+        .await
+        .expect("the engine asked for the digest of the piece its peer holds");
+    // The digest comes once every other piece was asked for.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while (p.requests().len() as u32) < n - 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the other pieces asked for");
+    let all: Vec<Option<[u8; 32]>> = manifest.digests().iter().copied().map(Some).collect();
+    digests_tx.send(all).unwrap();
+    let (result, _) = run.await.unwrap();
+    result.unwrap();
+    assert_out(dir.path(), &data);
+    let starts: Vec<u64> = p
+        .requests()
+        .iter()
+        .map(|r| r.parsed_range.expect("range requests only").0)
+        .collect();
+    assert_eq!(
+        starts.len() as u32,
+        n,
+        "each piece asked for once: {starts:?}"
+    );
+    assert_eq!(
+        starts.last(),
+        Some(&PIECE),
+        "piece 1 last, once its digest came"
+    );
 }

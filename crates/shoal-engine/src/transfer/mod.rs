@@ -192,24 +192,29 @@ pub(crate) async fn run(
     let result = loop {
         // A piece is checked as soon as its bytes or its digest are in, not at the next tick:
         // in a swarm, a piece is passed on only once verified, and each hop adds this wait.
-        let tick = tokio::select! {
+        let (tick, digests_in) = tokio::select! {
             _ = shared.t.cancel.cancelled() => break Err(DownloadError::Cancelled),
-            _ = shared.complete.notified() => true,
-            _ = ticker.tick() => true,
-            _ = shared.piece_written.notified() => false,
+            _ = shared.complete.notified() => (true, false),
+            _ = ticker.tick() => (true, false),
+            _ = shared.piece_written.notified() => (false, false),
             Ok(()) = async {
                 match published.as_mut() {
                     Some(known) => known.changed().await,
                     None => std::future::pending().await,
                 }
-            } => false,
-            Some(_) = isolating.join_next(), if !isolating.is_empty() => false,
+            } => (false, true),
+            Some(_) = isolating.join_next(), if !isolating.is_empty() => (false, false),
         };
         if let Some(error) = shared.take_failure() {
             break Err(error);
         }
         if let Err(error) = check_pieces(&shared, &mut isolating).await {
             break Err(error);
+        }
+        if digests_in {
+            // Pieces peers hold whose digests were missing may be asked for now; no news of
+            // a peer's bitfield says so.
+            shared.work_changed.notify_waiters();
         }
         let verified = shared.pieces.as_ref().is_none_or(|p| p.all_verified());
         // A liar being looked for is found before the download ends, so that it is named.

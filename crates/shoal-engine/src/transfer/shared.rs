@@ -239,7 +239,15 @@ impl Shared {
                 unpublished[piece.get() as usize]
             };
             match source.peer() {
-                Some(peer) if !peer.is_leader() => allowed.retain(|r| !unknown(r)),
+                Some(peer) if !peer.is_leader() => {
+                    // Asked for at once: followers poll only for digests they lack, and
+                    // nothing else wants this one before the routine refresh.
+                    let lacking = allowed.iter().find(|r| unknown(r)).map(ByteRange::start);
+                    allowed.retain(|r| !unknown(r));
+                    if let (Some(offset), Some(pieces)) = (lacking, &self.pieces) {
+                        pieces.expect_digest(offset);
+                    }
+                }
                 Some(_) => {}
                 None if leads => {
                     let mut listed = vec![false; unpublished.len()];
