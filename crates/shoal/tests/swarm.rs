@@ -440,7 +440,9 @@ fn a_stalled_leader_that_comes_back_follows_its_successor() {
 
 /// The origin dies for good once the leader fetched a third of the file: every member's get
 /// fails (exit 3) once nothing arrived for `--max-wait`, naming the pieces missing, not the
-/// refusal of a fallback to the origin alone.
+/// refusal of a fallback to the origin alone. The wait spans takeovers (a stalled leader is
+/// taken over after about 5 s): members taking the lead from each other must not start their
+/// wait over at every change, or they would wait for ever.
 #[test]
 fn with_the_origin_gone_every_member_names_the_missing_pieces() {
     let fleet = Fleet::start();
@@ -453,7 +455,7 @@ fn with_the_origin_gone_every_member_names_the_missing_pieces() {
     let url = origin.url("/gone.bin");
     let agents: Vec<Process> = ["g1", "g2", "g3"]
         .iter()
-        .map(|n| fleet.agent(n, None, &["--max-wait", "3s"]))
+        .map(|n| fleet.agent(n, None, &["--max-wait", "12s"]))
         .collect();
     let gets: Vec<Child> = agents
         .iter()
@@ -471,6 +473,12 @@ fn with_the_origin_gone_every_member_names_the_missing_pieces() {
             run.stderr
         );
     }
+    let logs: Vec<String> = ["g1", "g2", "g3"].iter().map(|n| fleet.log(n)).collect();
+    assert!(
+        logs.iter()
+            .any(|log| log.contains("the swarm's leader stalled or died; leading it now")),
+        "no member took over: {logs:#?}"
+    );
 }
 
 #[test]

@@ -132,6 +132,7 @@ impl Job<'_> {
                     origin: origin_use,
                     leader: None,
                     led: None,
+                    max_wait: self.f.options.max_wait,
                 },
                 cancel,
             )

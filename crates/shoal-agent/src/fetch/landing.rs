@@ -219,6 +219,7 @@ mod tests {
             origin: OriginUse::Never,
             leader: None,
             led: None,
+            max_wait: Duration::from_secs(1),
         };
         // Nothing can be fetched or checked: the download ends without the content, and
         // whatever the tap was told came from what the fetch held, not from the engine.

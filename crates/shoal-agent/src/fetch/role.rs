@@ -22,6 +22,7 @@ use std::time::Duration;
 use shoal_core::wire::{AgentId, SwarmInfo, UrlKey, UrlMapping};
 use shoal_core::ContentId;
 use shoal_engine::{DownloadError, ErrorKind};
+use tokio::time::Instant;
 
 use super::AgentFetchError;
 use crate::tracker::TrackerError;
@@ -175,6 +176,65 @@ pub(super) fn fallback_wait(error: &DownloadError, max_wait: Duration) -> Option
 /// origin's refusal of the fallback does.
 pub(super) fn swarm_error_stands(error: &DownloadError) -> bool {
     matches!(error, DownloadError::Unserved { .. })
+}
+
+/// The least wait a URL swarm member's next part gets, however little of `--max-wait` is left:
+/// time to ask its sources once.
+const PART_WAIT_FLOOR: Duration = Duration::from_secs(1);
+
+/// How long a URL swarm's member has waited for its next piece, across the parts it plays:
+/// its `--max-wait` runs from the last piece it got, not from its last change of role. While
+/// the origin is down, two members take the lead from each other whenever the other stalls,
+/// and with a wait started over at every change neither would ever give up.
+pub(super) struct Waiting {
+    max: Duration,
+    since: Instant,
+    held: u32,
+}
+
+impl Waiting {
+    /// A member allowed to wait `max`, that holds `held` pieces now.
+    pub(super) fn new(max: Duration, held: u32) -> Self {
+        Self {
+            max,
+            since: Instant::now(),
+            held,
+        }
+    }
+
+    /// Takes in how many pieces the member holds now: more than before starts the wait over.
+    pub(super) fn held(&mut self, held: u32) {
+        if held > self.held {
+            self.held = held;
+            self.since = Instant::now();
+        }
+    }
+
+    /// What the next part may wait: the rest of `max`, and at least [`PART_WAIT_FLOOR`].
+    pub(super) fn left(&self) -> Duration {
+        self.max
+            .saturating_sub(self.since.elapsed())
+            .max(PART_WAIT_FLOOR)
+    }
+
+    /// `error` as the member's: a part that gave up with nothing served waited only what was
+    /// left, and the member waited since its last piece.
+    pub(super) fn restate(&self, error: DownloadError) -> DownloadError {
+        match error {
+            DownloadError::Unserved {
+                url,
+                missing,
+                waited,
+                last_failure,
+            } => DownloadError::Unserved {
+                url,
+                missing,
+                waited: waited.max(self.since.elapsed()),
+                last_failure,
+            },
+            other => other,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -454,9 +514,8 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn after_a_swarm_that_waited_for_the_origin_the_fallback_waits_no_more() {
-        let unserved = DownloadError::Unserved {
+    fn unserved(waited: Duration) -> DownloadError {
+        DownloadError::Unserved {
             url: url::Url::parse("https://origin.example/big.iso")
                 .unwrap()
                 .into(),
@@ -466,15 +525,45 @@ mod tests {
                 ranges: vec![shoal_core::ByteRange::new(6, 10).unwrap()],
                 piece_size: Some(4),
             },
-            waited: Duration::from_secs(30),
+            waited,
             last_failure: None,
-        };
+        }
+    }
+
+    #[test]
+    fn after_a_swarm_that_waited_for_the_origin_the_fallback_waits_no_more() {
+        let unserved = unserved(Duration::from_secs(30));
         let max_wait = Duration::from_secs(30);
         assert_eq!(fallback_wait(&unserved, max_wait), None);
         assert!(swarm_error_stands(&unserved));
         // A swarm that failed otherwise (its peers kept failing) leaves the whole wait.
         assert_eq!(fallback_wait(&network(), max_wait), Some(max_wait));
         assert!(!swarm_error_stands(&network()));
+    }
+
+    /// The wait runs from the last piece across parts, never below the floor, and a part that
+    /// gave up is told as having waited since that piece.
+    #[tokio::test(start_paused = true)]
+    async fn a_members_wait_runs_from_its_last_piece_across_its_parts() {
+        let mut waiting = Waiting::new(Duration::from_secs(30), 3);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        waiting.held(3);
+        assert_eq!(waiting.left(), Duration::from_secs(20), "no new piece");
+        tokio::time::advance(Duration::from_secs(15)).await;
+        assert_eq!(waiting.left(), Duration::from_secs(5));
+        let told = waiting.restate(unserved(Duration::from_secs(5)));
+        assert!(
+            told.to_string().contains("no source sent anything for 25s"),
+            "{told}"
+        );
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(waiting.left(), PART_WAIT_FLOOR);
+        waiting.held(4);
+        assert_eq!(waiting.left(), Duration::from_secs(30), "a piece came");
+        assert!(matches!(
+            waiting.restate(network()),
+            DownloadError::Network { .. }
+        ));
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub(super) struct SwarmRun {
     /// The URL swarm this agent leads (it took over): a tracker that lost it gets it created
     /// again, with every digest learned here.
     pub(super) led: Option<SwarmInfo>,
+    /// How long pieces that come from an origin (directly or through a leader) are waited for
+    /// with nothing arriving: `--max-wait`, or what a URL swarm member has left of it.
+    pub(super) max_wait: Duration,
 }
 
 impl Job<'_> {
@@ -58,6 +61,7 @@ impl Job<'_> {
             origin,
             leader,
             led,
+            max_wait,
         } = run;
         // Pieces that come from an origin, directly or through the leader, are waited for
         // through its outages; a content without one gives up when its peers do.
@@ -82,7 +86,7 @@ impl Job<'_> {
         options.connections = self.f.options.connections;
         options.stall_timeout = self.f.options.stall_timeout;
         if from_origin {
-            options.max_wait = Some(self.f.options.max_wait);
+            options.max_wait = Some(max_wait);
         }
         options.http = self.http.clone();
         options.tally = Some(self.f.tally.clone());

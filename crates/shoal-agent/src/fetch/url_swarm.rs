@@ -203,12 +203,12 @@ impl Job<'_> {
             ),
         };
         let following = Following::start(tracker.clone(), swarm, ask, &self.cancel);
+        let held = || entry.have().count_ones();
+        let mut waiting = role::Waiting::new(self.f.options.max_wait, held());
         let result = loop {
             let stop = self.cancel.child_token();
-            let run = self.swarm(
-                self.part_run(origin, swarm, led.as_ref(), &following),
-                &stop,
-            );
+            let part = self.part_run(origin, swarm, led.as_ref(), &following, waiting.left());
+            let run = self.swarm(part, &stop);
             tokio::pin!(run);
             let next = match &led {
                 Some(_) => tokio::select! {
@@ -242,9 +242,13 @@ impl Job<'_> {
                 Ok(done) => break Ok(done),
                 Err(_) => led = next,
             }
+            waiting.held(held());
         };
         let published = following.stop().await;
-        let (summary, learned) = result?;
+        let (summary, learned) = result.map_err(|e| match e {
+            AgentFetchError::Download(e) => AgentFetchError::Download(waiting.restate(e)),
+            other => other,
+        })?;
         // Digests learned in an earlier part (as the leader) are kept in the entry.
         let kept = entry
             .digests()
@@ -273,13 +277,15 @@ impl Job<'_> {
 
     /// One part of a URL swarm's download: as its leader (`led`), the origin trusted for the
     /// pieces no peer holds and every digest learned published; as a follower, peers only,
-    /// the leader's upload kept for first copies.
+    /// the leader's upload kept for first copies. Either waits `max_wait` for pieces with
+    /// nothing arriving.
     fn part_run(
         &self,
         origin: &OriginUrl,
         swarm: &SwarmInfo,
         led: Option<&SwarmInfo>,
         following: &Following,
+        max_wait: Duration,
     ) -> SwarmRun {
         SwarmRun {
             id: swarm.id,
@@ -295,6 +301,7 @@ impl Job<'_> {
             },
             leader: led.is_none().then(|| following.leader()),
             led: led.cloned(),
+            max_wait,
         }
     }
 
