@@ -7,6 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use shoal_core::Manifest;
 use shoal_engine::{
     Connections, Digests, DownloadOptions, Event, OriginUse, Output, PeerSource, PublishedDigests,
@@ -182,6 +183,24 @@ async fn a_leaders_origin_is_trusted_for_pieces_without_a_digest() {
     assert_eq!(learned, expected);
 }
 
+/// A peer claiming every piece of `manifest` and sending wrong bytes for each, and its source.
+fn liar_of_every_piece(data: &Bytes, manifest: &Manifest) -> (Peer, PeerSource) {
+    let liar = Peer::start(PeerConfig {
+        content: data.clone(),
+        piece_size: PIECE,
+        lies: (0..manifest.layout().piece_count()).collect(),
+        token: None,
+        origin: OriginConfig::default(),
+    });
+    let source = PeerSource {
+        name: "liar".to_string(),
+        url: Url::parse(&liar.url(&manifest.id())).unwrap(),
+        have: None,
+        seed: false,
+    };
+    (liar, source)
+}
+
 /// A URL swarm's leader beside a liar that claims every piece before any digest is published:
 /// a piece without a digest comes from the leader's trusted origin, whoever claims it (the
 /// liar's copy could not be checked, and waiting for a digest only the leader can publish
@@ -191,20 +210,9 @@ async fn a_leader_takes_unpublished_pieces_from_its_origin_not_a_peer_claiming_t
     let data = random_bytes(SIZE, 12);
     let manifest = Manifest::of_bytes(&data, PIECE).unwrap();
     let n = manifest.layout().piece_count();
-    let liar = Peer::start(PeerConfig {
-        content: data.clone(),
-        piece_size: PIECE,
-        lies: (0..n).collect(),
-        token: None,
-        origin: OriginConfig::default(),
-    });
+    let (liar, liar_source) = liar_of_every_piece(&data, &manifest);
     let origin = server(data.clone());
-    let (_tx, rx) = watch::channel(vec![PeerSource {
-        name: "liar".to_string(),
-        url: Url::parse(&liar.url(&manifest.id())).unwrap(),
-        have: None,
-        seed: false,
-    }]);
+    let (_tx, rx) = watch::channel(vec![liar_source]);
     let (_digests_tx, digests) = watch::channel(vec![None; n as usize]);
     let dir = tempfile::tempdir().unwrap();
     let mut o = options(
@@ -236,25 +244,14 @@ async fn a_follower_asks_only_the_leader_for_pieces_without_a_digest() {
     let data = random_bytes(SIZE, 13);
     let manifest = Manifest::of_bytes(&data, PIECE).unwrap();
     let n = manifest.layout().piece_count();
-    let liar = Peer::start(PeerConfig {
-        content: data.clone(),
-        piece_size: PIECE,
-        lies: (0..n).collect(),
-        token: None,
-        origin: OriginConfig::default(),
-    });
+    let (_liar, liar_source) = liar_of_every_piece(&data, &manifest);
     let leader = server(data.clone());
     let (_tx, rx) = watch::channel(vec![
         PeerSource {
             seed: true,
             ..peer("leader", &leader, None)
         },
-        PeerSource {
-            name: "liar".to_string(),
-            url: Url::parse(&liar.url(&manifest.id())).unwrap(),
-            have: None,
-            seed: false,
-        },
+        liar_source,
     ]);
     let (digests_tx, digests) = watch::channel(vec![None; n as usize]);
     let dir = tempfile::tempdir().unwrap();
