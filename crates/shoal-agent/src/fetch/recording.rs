@@ -8,7 +8,7 @@ use std::time::Duration;
 use shoal_core::wire::PackedBits;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::downloads::{Downloads, Held, Part, Record, Wanted};
 use super::Want;
@@ -148,38 +148,67 @@ async fn keep_recorded(
 }
 
 /// Syncs `entry`'s file, then records the pieces verified before the sync: a piece the
-/// record names is on disk (a verified piece is never written again).
+/// record names is on disk (a verified piece is never written again). A failure is logged:
+/// the pieces are checked again after a restart.
 async fn save_verified(
     downloads: &Downloads,
     key: &str,
     record: &Mutex<Record>,
     entry: &Arc<Entry>,
 ) {
+    match try_save_verified(downloads, key, record, entry).await {
+        Ok(Saved::Recorded) => {}
+        Ok(Saved::Ended) => debug!(
+            path = %entry.path().display(),
+            "not recording the verified pieces: the download's file is gone, it ended"
+        ),
+        Err(e) => {
+            warn!("{e}; pieces verified since the last record are checked again after a restart");
+        }
+    }
+}
+
+/// What [`try_save_verified`] did.
+#[derive(Debug, PartialEq, Eq)]
+enum Saved {
+    /// The record names the pieces verified.
+    Recorded,
+    /// Nothing: the download's `.part` is gone (moved into place or dropped as the download
+    /// ended, which the fetch's end records), or the fetch follows another entry now.
+    Ended,
+}
+
+async fn try_save_verified(
+    downloads: &Downloads,
+    key: &str,
+    record: &Mutex<Record>,
+    entry: &Arc<Entry>,
+) -> Result<Saved, String> {
     let verified = entry.have();
     let snapshot = {
         let mut record = record.lock().expect("record lock");
         match &mut record.held {
             Some(held) if held.content == entry.id() => held.verified = PackedBits::of(&verified),
-            // The fetch followed another entry since: this one's pieces are not its.
-            _ => return,
+            _ => return Ok(Saved::Ended),
         }
         record.clone()
     };
     let (downloads, key, path) = (downloads.clone(), key.to_string(), entry.path());
-    let saved = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         // The bytes first: the record must never name a piece whose bytes are not durable.
         // (Before the first piece, the engine may not have made the file yet.)
         if verified.count_ones() > 0 {
-            std::fs::File::open(&path)
-                .and_then(|file| file.sync_data())
-                .map_err(|e| format!("cannot sync {}: {e}", path.display()))?;
+            match std::fs::File::open(&path).and_then(|file| file.sync_data()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Saved::Ended),
+                Err(e) => return Err(format!("cannot sync {}: {e}", path.display())),
+            }
         }
-        downloads.save(&key, &snapshot).map_err(|e| e.to_string())
+        downloads.save(&key, &snapshot).map_err(|e| e.to_string())?;
+        Ok(Saved::Recorded)
     })
-    .await;
-    if let Ok(Err(e)) = saved {
-        warn!("{e}; pieces verified since the last record are checked again after a restart");
-    }
+    .await
+    .expect("recording does not panic")
 }
 
 #[cfg(test)]
@@ -199,6 +228,24 @@ mod tests {
             "x".into(),
             part,
         ))
+    }
+
+    #[tokio::test]
+    async fn a_part_gone_as_its_download_ends_leaves_the_record_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let downloads = Downloads::open(dir.path()).unwrap();
+        let want = Want::Url(Url::parse("http://origin.example/x").unwrap());
+        let recording = Recording::begin(&downloads, &want, None).await;
+        let entry = entry(dir.path());
+        recording.follow(entry.clone(), Part::Follow);
+        let record = recording.record.clone();
+        recording.end(true).await;
+        let before = downloads.get(&want.key()).expect("recorded");
+        entry.mark(entry.layout().piece(0).unwrap());
+        std::fs::remove_file(entry.path()).unwrap();
+        let saved = try_save_verified(&downloads, &want.key(), &record, &entry).await;
+        assert_eq!(saved, Ok(Saved::Ended));
+        assert_eq!(downloads.get(&want.key()), Some(before));
     }
 
     #[tokio::test]
