@@ -8,7 +8,7 @@
 
 use std::error::Error as StdError;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -71,7 +71,7 @@ impl ExtraRoots {
         path.map(Self::from_pem_file).transpose()
     }
 
-    /// `builder` trusting these certificates besides the system's.
+    /// `builder` trusting these certificates besides the system's (left to the builder).
     fn trusted_by(&self, builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
         builder.tls_certs_merge(self.certs.iter().cloned())
     }
@@ -80,14 +80,46 @@ impl ExtraRoots {
 /// A client builder that trusts `roots`, if any, besides the system's CAs, with rustls on
 /// ring as its TLS (installed as the process's provider here, so that no client of shoal's
 /// is built without one).
+///
+/// The system's CAs are those its platform verifier would read (`SSL_CERT_FILE`,
+/// `SSL_CERT_DIR`, else the distribution's store), read once per process: reading and
+/// decoding every PEM file at each client built cost an agent about 4 % of its CPU, since it
+/// builds several clients per download. A CA installed later is trusted from the next start,
+/// as by most daemons.
 pub fn client_builder(roots: Option<&ExtraRoots>) -> reqwest::ClientBuilder {
     // Only one provider is compiled in; a second install attempt fails harmlessly.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let builder = reqwest::Client::builder();
-    match roots {
-        Some(roots) => roots.trusted_by(builder),
-        None => builder,
+    match (system_roots(), roots) {
+        (Some(system), roots) => builder.tls_certs_only(
+            system
+                .iter()
+                .chain(roots.iter().flat_map(|r| r.certs.iter()))
+                .cloned(),
+        ),
+        // None readable: the builder's own verifier reads the store and says what is wrong.
+        (None, Some(roots)) => roots.trusted_by(builder),
+        (None, None) => builder,
     }
+}
+
+/// The system's CA certificates, read on first use; `None` when none could be read.
+fn system_roots() -> Option<&'static [reqwest::Certificate]> {
+    static ROOTS: OnceLock<Option<Vec<reqwest::Certificate>>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            for error in &found.errors {
+                tracing::debug!("reading the system's CA certificates: {error}");
+            }
+            let certs: Vec<_> = found
+                .certs
+                .iter()
+                .filter_map(|der| reqwest::Certificate::from_der(der).ok())
+                .collect();
+            (!certs.is_empty()).then_some(certs)
+        })
+        .as_deref()
 }
 
 /// A request's failure with its causes, for a message; for a certificate no trusted CA signed,
