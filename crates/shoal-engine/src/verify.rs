@@ -2,7 +2,6 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use shoal_core::{checksum::to_hex, ByteRange, ChecksumAlgo};
@@ -31,12 +30,10 @@ pub(crate) fn hash_file(path: &Path, algo: ChecksumAlgo) -> Result<String, Downl
 /// Blocking: call from a blocking thread.
 pub(crate) fn hash_range(file: &File, range: ByteRange, algo: ChecksumAlgo) -> io::Result<Vec<u8>> {
     let mut hasher = Hasher::new(algo);
-    let mut buf = vec![0u8; (range.len() as usize).min(1 << 20)];
     let mut pos = range.start();
     while pos < range.end() {
-        let n = ((range.end() - pos) as usize).min(buf.len());
-        file.read_exact_at(&mut buf[..n], pos)?;
-        hasher.update(&buf[..n]);
+        let n = ((range.end() - pos) as usize).min(1 << 20);
+        hasher.update(&crate::storage::read_exact_at(file, pos, n)?);
         pos += n as u64;
     }
     Ok(hasher.finish())

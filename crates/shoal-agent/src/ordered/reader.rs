@@ -10,7 +10,6 @@
 use std::fs::File;
 use std::io;
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -261,8 +260,7 @@ impl Reader {
                         None => return Ok(None),
                     },
                 };
-                let mut buf = vec![0; len];
-                file.read_exact_at(&mut buf, at)?;
+                let buf = shoal_engine::storage::read_exact_at(&file, at, len)?;
                 Ok(Some((file, buf)))
             })
             .await

@@ -5,7 +5,6 @@
 use std::fs::File;
 use std::io;
 use std::num::NonZeroU64;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -92,23 +91,13 @@ fn stopped() -> io::Error {
 /// Up to `len` bytes at `at`; fewer only at the end of the file, and an error when there is
 /// nothing left to read (the file shrank under the upload).
 fn read_chunk(file: &File, at: u64, len: usize) -> io::Result<Bytes> {
-    let mut buf = vec![0; len];
-    let mut filled = 0;
-    while filled < len {
-        match file.read_at(&mut buf[filled..], at + filled as u64) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    if filled == 0 {
+    let buf = shoal_engine::storage::read_at_most(file, at, len)?;
+    if buf.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             format!("the file ends before offset {at}, inside the range being sent"),
         ));
     }
-    buf.truncate(filled);
     Ok(Bytes::from(buf))
 }
 
