@@ -12,6 +12,8 @@ use shoal_core::ContentId;
 use shoal_engine::UrlVersion;
 use tracing::warn;
 
+use super::landing::Landing;
+use super::sha256_follower::{self, Hashed};
 use super::{AgentFetchError, Job};
 
 /// The name the tracker knows a content of SHA-256 `digest` by: an `https` URL (the tracker
@@ -44,9 +46,11 @@ impl Job<'_> {
     }
 
     /// Checks the whole download at `path` (content `id`) against the SHA-256 the fetch was
-    /// asked for, if any. A mismatch drops the content: its file and its catalog entries
-    /// (`also`, a swarm's id it was served under while downloading), so it is neither kept,
-    /// published nor served.
+    /// asked for, if any, and tells a reader that it passed. Most of the bytes were hashed as
+    /// they landed (`sha256_follower`); the rest, or the whole file when it was not followed,
+    /// is read now. A mismatch drops the content: its file and its catalog entries (`also`, a
+    /// swarm's id it was served under while downloading), so it is neither kept, published
+    /// nor served.
     pub(super) async fn check_sha256(
         &self,
         path: &Path,
@@ -56,16 +60,24 @@ impl Job<'_> {
         let Some(expected) = self.sha256 else {
             return Ok(());
         };
+        let followed = match &self.sha256_follower {
+            Some(follower) => follower.finish(path).await,
+            None => None,
+        };
         let hashed = path.to_path_buf();
-        let actual = tokio::task::spawn_blocking(move || hash_file(&hashed))
-            .await
-            .expect("hashing does not panic")
-            .map_err(|source| crate::objects::ObjectsError {
-                path: path.to_path_buf(),
-                op: "read back to check its SHA-256",
-                source,
-            })?;
+        let actual = tokio::task::spawn_blocking(move || match followed {
+            Some(followed) => finish_hash(&hashed, followed),
+            None => hash_file(&hashed),
+        })
+        .await
+        .expect("hashing does not panic")
+        .map_err(|source| crate::objects::ObjectsError {
+            path: path.to_path_buf(),
+            op: "read back to check its SHA-256",
+            source,
+        })?;
         if actual == expected {
+            self.tell(Landing::Trusted);
             return Ok(());
         }
         let (expected, actual) = (
@@ -82,6 +94,23 @@ impl Job<'_> {
         let _ = tokio::fs::remove_file(path).await;
         Err(AgentFetchError::Sha256 { expected, actual })
     }
+}
+
+/// The SHA-256 of the whole file at `path`, of which `followed` hashed a prefix. Blocking.
+fn finish_hash(path: &Path, followed: Hashed) -> std::io::Result<[u8; 32]> {
+    let Hashed {
+        file,
+        mut hasher,
+        upto,
+        ..
+    } = followed;
+    let file = match file {
+        Some(file) => file,
+        None => std::sync::Arc::new(std::fs::File::open(path)?),
+    };
+    let size = file.metadata()?.len();
+    sha256_follower::hash_into(&file, upto, size, &mut hasher)?;
+    Ok(hasher.finalize().into())
 }
 
 /// The SHA-256 of the file at `path`. Blocking.

@@ -32,13 +32,13 @@ pub(crate) enum Landing {
     /// The piece's bytes are written and are the content's: checked against its digest, or
     /// hashed as the origin sent them.
     Piece(PieceIndex),
-    /// What lands from here is a content the tracker maps the URL to, not yet checked against
-    /// the origin: a reader may send its bytes but not the body's end until
-    /// [`Landing::Trusted`] or [`Landing::Untrusted`]. A fetch that never tells this (the
-    /// origin's own bytes, a content of known SHA-256, a content asked for by id) is trusted
-    /// from the start.
+    /// What lands from here is not checked yet: a content the tracker maps the URL to,
+    /// checked against the origin, or a content of known SHA-256, checked once whole. A
+    /// reader may send its bytes but not the body's end until [`Landing::Trusted`] or
+    /// [`Landing::Untrusted`] (or the fetch's failure). A fetch that never tells this (the
+    /// origin's own bytes, a content asked for by id) is trusted from the start.
     Checking,
-    /// The check passed: the content is the URL's.
+    /// The check passed: the content is the URL's (or has the SHA-256 asked for).
     Trusted,
     /// The check failed, for the reason given: nothing landed since [`Landing::Checking`] is
     /// the URL's. The fetch goes on from the origin, with a download of its own
@@ -88,10 +88,17 @@ impl Job<'_> {
     /// download's file, if it has one.
     pub(super) fn land(&self, event: &Event, layout: Layout, held: Option<&Entry>) {
         let landing = match event {
-            Event::Started { path, .. } => Landing::Started {
-                path: path.clone(),
-                layout,
-            },
+            Event::Started { path, .. } => {
+                // A content of known SHA-256 is checked as a whole once it has landed: a
+                // reader holds the body's end until then (see `by_digest`).
+                if self.sha256.is_some() {
+                    self.tell(Landing::Checking);
+                }
+                Landing::Started {
+                    path: path.clone(),
+                    layout,
+                }
+            }
             Event::PieceVerified { index } => Landing::Piece(*index),
             // The engine continues the `.part`: the pieces the entry holds in it (verified by
             // an earlier download of this fetch, or restored at the agent's start) are good
@@ -114,8 +121,11 @@ impl Job<'_> {
         self.tell(landing);
     }
 
-    /// Tells the tap, if any, `landing`.
+    /// Tells the tap, if any, `landing`, and the SHA-256 follower.
     pub(super) fn tell(&self, landing: Landing) {
+        if let Some(follower) = &self.sha256_follower {
+            follower.take(&landing);
+        }
         if let Some(tap) = &self.tap {
             let _ = tap.send(landing);
         }
@@ -205,6 +215,7 @@ mod tests {
             http: HttpOptions::default(),
             tap: Some(tap),
             sha256: None,
+            sha256_follower: None,
             caps: FetchCaps::default(),
         };
         let (_digests_tx, known) = watch::channel(vec![None; 4]);

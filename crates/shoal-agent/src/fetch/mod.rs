@@ -29,7 +29,8 @@
 //! - `landing`: what a fetch tells a reader of its bytes in file order ([`crate::ordered`]),
 //!   and whether they are the URL's yet;
 //! - `by_digest`: a URL whose content's SHA-256 is known, shared under its digest and checked
-//!   against it before it is kept.
+//!   against it before it is kept;
+//! - `sha256_follower`: that SHA-256, hashed in file order as the pieces land.
 
 mod by_content;
 mod by_digest;
@@ -38,6 +39,7 @@ mod downloads;
 mod landing;
 mod recording;
 mod role;
+mod sha256_follower;
 mod spot_check;
 mod swarm;
 mod url_swarm;
@@ -63,6 +65,7 @@ use self::downloads::Part;
 pub(crate) use self::downloads::{Downloads, Unfinished};
 pub(crate) use self::landing::{Extras, FetchCaps, Landing, LandingSender};
 use self::recording::Recording;
+use self::sha256_follower::Sha256Follower;
 use crate::catalog::{Catalog, Entry};
 use crate::objects::{Objects, ObjectsError, Pin, Record};
 use crate::tracker::{TrackerClient, TrackerError};
@@ -379,6 +382,7 @@ impl Fetcher {
                 http,
                 tap: extras.tap,
                 sha256: extras.sha256,
+                sha256_follower: extras.sha256.map(|_| Sha256Follower::start()),
                 caps: extras.caps,
             };
             let result = match want {
@@ -459,6 +463,8 @@ struct Job<'a> {
     tap: Option<LandingSender>,
     /// The content's SHA-256, when known: shared under it, and checked before it is kept.
     sha256: Option<[u8; 32]>,
+    /// Hashes the bytes as they land, when the SHA-256 is known.
+    sha256_follower: Option<Sha256Follower>,
     /// The rate caps every download of the fetch is held to.
     caps: FetchCaps,
 }

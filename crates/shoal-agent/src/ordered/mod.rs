@@ -22,14 +22,15 @@
 //! before the promised `Content-Length`, so the client sees a reset or a short read, never a
 //! short body taken as complete. With [`ContentRequest::expected_sha256`], every byte of the
 //! content is hashed before the last byte of the body goes out, and a mismatch ends the body
-//! the same way.
+//! the same way: by the fetch, as the bytes land (its check fails the fetch before the
+//! content is kept), or, for a content already whole, by the body's reader.
 //!
 //! A URL the tracker maps to a content is checked against the origin (one random piece)
 //! while peers send the content, not before: the body streams the content's bytes as they
 //! come, but its last bytes wait until the check has passed. When it fails, the fetch goes on
 //! from the origin; a body that sent bytes of the content ends with an error (the same reset:
 //! the bytes sent cannot be taken back), and one that sent none goes on with the origin's
-//! download. Fetches without a check (the origin's own bytes, a known SHA-256) never wait.
+//! download. Fetches without a check (the origin's own bytes) never wait.
 //!
 //! A door uses it so:
 //!

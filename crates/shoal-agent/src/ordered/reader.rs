@@ -1,11 +1,14 @@
 //! A body's reader: the bytes of one content in file order, read from the file the download
-//! writes, never past its frontier of pieces known good; and, when a digest is expected,
-//! hashed to the content's end before the body's last bytes go out.
+//! writes, never past its frontier of pieces known good.
 //!
-//! The body's last bytes also wait while the content is being checked against the origin
-//! (a URL the tracker maps to a content): bytes sent before the check's outcome can be taken
-//! back only by ending the body with an error, which a content that fails does. A reader
-//! that took some but sent none starts over from the fetch's next download, the origin's.
+//! The body's last bytes wait while the content is being checked: against the origin (a URL
+//! the tracker maps to a content), or against the SHA-256 expected, which the fetch hashes
+//! as the bytes land. Bytes sent before the check's outcome can be taken back only by ending
+//! the body with an error, which a content that fails does. A reader that took some but sent
+//! none of a content failing the origin's check starts over from the fetch's next download,
+//! the origin's. A content already whole when the body opens was checked by the fetch that
+//! kept it, unless it was kept under another name: with a digest expected, the reader hashes
+//! it to its end itself before the body's last bytes go out.
 
 use std::fs::File;
 use std::io;
@@ -81,8 +84,9 @@ pub(super) struct Reader {
 }
 
 impl Reader {
-    /// A reader of `span` of the content of `size` bytes `landed` follows; with `sha256`,
-    /// the whole content is hashed and checked against it.
+    /// A reader of `span` of the content of `size` bytes `landed` follows; with `sha256`, a
+    /// content already whole is hashed and checked against it (one still landing is checked
+    /// by its fetch).
     pub(super) fn new(
         landed: watch::Receiver<Landed>,
         url: SafeUrl,
@@ -90,7 +94,10 @@ impl Reader {
         span: Range<u64>,
         sha256: Option<[u8; 32]>,
     ) -> Self {
-        let hashing = sha256.map(|digest| (Sha256::new(), digest));
+        let whole = matches!(landed.borrow().end, Some(End::Whole(_)));
+        let hashing = sha256
+            .filter(|_| whole)
+            .map(|digest| (Sha256::new(), digest));
         let stop = match hashing {
             Some(_) => size,
             None => span.end,

@@ -150,13 +150,11 @@ async fn a_failed_download_ends_the_body_with_an_error() {
 }
 
 #[tokio::test]
-async fn a_digest_is_checked_before_the_last_byte_goes_out() {
+async fn a_content_whole_already_is_hashed_by_its_reader_before_the_last_byte_goes_out() {
     let data = bytes(2 * PIECE as usize + 17);
     let good: [u8; 32] = Sha256::digest(&data).into();
     let fake = Fake::new(&data);
-    for i in 0..3 {
-        fake.piece(i);
-    }
+    fake.finish();
     let (out, error) = collect(fake.reader(0..data.len() as u64, Some(good))).await;
     assert!(error.is_none(), "{error:?}");
     assert_eq!(out, data);
@@ -167,6 +165,46 @@ async fn a_digest_is_checked_before_the_last_byte_goes_out() {
         "{error:?}"
     );
     assert!(out.len() < PIECE as usize, "{} bytes went out", out.len());
+}
+
+#[tokio::test]
+async fn a_content_still_landing_is_checked_by_its_fetch_and_the_body_waits_for_it() {
+    let data = bytes(5 * PIECE as usize + 9);
+    // The reader does not hash what its fetch checks: a digest it would refuse passes.
+    let wrong = Some([0; 32]);
+    let fake = Fake::new(&data);
+    fake.land(Landing::Checking);
+    for i in 0..fake.layout.piece_count() {
+        fake.piece(i);
+    }
+    let mut stream = Box::pin(fake.reader(0..data.len() as u64, wrong).into_stream());
+    let mut out = stream.next().await.unwrap().unwrap().to_vec();
+    let held = tokio::time::timeout(Duration::from_millis(200), stream.next()).await;
+    assert!(
+        held.is_err(),
+        "the body's end went out before the fetch's check"
+    );
+    fake.land(Landing::Trusted);
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(out, data);
+    // The fetch's check fails: it fails the fetch, and the body's end never goes out.
+    let fake = Fake::new(&data);
+    fake.land(Landing::Checking);
+    for i in 0..fake.layout.piece_count() {
+        fake.piece(i);
+    }
+    let reader = fake.reader(0..data.len() as u64, wrong);
+    fake.landed.send_modify(|now| {
+        now.end = Some(End::Failed("the download hashes to sha256:00".into()));
+    });
+    let (out, error) = collect(reader).await;
+    assert!(
+        matches!(error, Some(OrderedError::Failed { .. })),
+        "{error:?}"
+    );
+    assert!(out.len() < data.len(), "the whole body went out");
 }
 
 /// A reader of `fake`'s content whose check against the origin is under way, every piece
