@@ -6,9 +6,10 @@
 //!
 //! The digests come from a Metalink or a manifest (all known up front), from a swarm's leader
 //! (published while it fetches: a piece waits until its digest is known, unless a trusted
-//! source, the origin of a member that took over the lead, wrote it whole: then it is learned),
-//! or are learned: the download is the one fetching from the origin, and reports each piece's
-//! BLAKE3 for others.
+//! source, the origin of a member that took over the lead, wrote it whole: then it is learned;
+//! a leader fetches again from its origin a piece a previous run wrote whose digest is not
+//! published, since nobody else will publish it), or are learned: the download is the one
+//! fetching from the origin, and reports each piece's BLAKE3 for others.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,6 +54,10 @@ pub(crate) struct PieceCheck {
     begun: Vec<AtomicU64>,
     /// Writes ended per piece; equal to `begun` while none is in flight.
     ended: Vec<AtomicU64>,
+    /// This download leads its swarm: nobody else will publish a digest it did not learn,
+    /// so bytes of a previous run whose digest is not published are fetched again from its
+    /// trusted origin instead of waiting for one.
+    leads: bool,
 }
 
 /// Who wrote a piece's bytes.
@@ -116,6 +121,8 @@ pub(crate) struct Checked {
     /// was learned rather than checked.
     pub verified: Vec<(PieceIndex, Option<PieceDigest>)>,
     pub bad: Vec<BadPiece>,
+    /// Pieces a previous run wrote that a leader fetches again, their digests unpublished.
+    pub unvouched: Vec<PieceIndex>,
 }
 
 /// A piece whose bytes did not match.
@@ -129,8 +136,15 @@ pub(crate) struct BadPiece {
 
 impl PieceCheck {
     /// `None` when known digests do not describe a file of `size` bytes in pieces of
-    /// `length`. `done` names the blocks a previous run wrote, whose writers are not known.
-    pub(crate) fn new(expected: Expected, length: u64, size: u64, done: &Bitfield) -> Option<Self> {
+    /// `length`. `done` names the blocks a previous run wrote, whose writers are not known;
+    /// `leads`: the download leads its swarm (see [`PieceCheck`]'s field).
+    pub(crate) fn new(
+        expected: Expected,
+        length: u64,
+        size: u64,
+        done: &Bitfield,
+        leads: bool,
+    ) -> Option<Self> {
         let layout = Layout::for_hashes(size, length).ok()?;
         let count = layout.piece_count() as usize;
         let fits = match &expected {
@@ -148,6 +162,7 @@ impl PieceCheck {
             writers: Mutex::new(writers),
             begun: (0..count).map(|_| AtomicU64::new(0)).collect(),
             ended: (0..count).map(|_| AtomicU64::new(0)).collect(),
+            leads,
             expected,
             layout,
         })
@@ -264,6 +279,26 @@ impl PieceCheck {
         }
     }
 
+    /// Forgets piece `index`'s bytes, so they are fetched again, when a previous run wrote
+    /// some of them and no write into it is in flight: a leader's piece whose digest was
+    /// never published (its run stopped between writing the bytes and learning their
+    /// digest) can be vouched for by no one else. Whether it did.
+    fn refetch_unvouched(&self, index: PieceIndex, segments: &Mutex<Segments>) -> bool {
+        let i = index.get() as usize;
+        let mut writers = self.writers.lock().expect("writers lock");
+        let idle = self.ended[i].load(Ordering::SeqCst) == self.begun[i].load(Ordering::SeqCst);
+        if !(writers[i].earlier && idle) {
+            return false;
+        }
+        writers[i] = Writers::default();
+        drop(writers);
+        segments
+            .lock()
+            .expect("segments lock")
+            .invalidate(self.layout.range(index));
+        true
+    }
+
     /// Whether sources that `trusted` says are trusted wrote every byte of piece `index` in
     /// this run (bytes of a previous run count as untrusted).
     fn written_by_trusted(
@@ -305,11 +340,14 @@ impl PieceCheck {
         let mut checked = Checked::default();
         for index in ready {
             let from_trusted = self.written_by_trusted(index, trusted);
-            let Some((algo, expected)) = self.expected(index, from_trusted) else {
-                continue;
-            };
             let range = self.layout.range(index);
             let i = index.get() as usize;
+            let Some((algo, expected)) = self.expected(index, from_trusted) else {
+                if self.leads && self.refetch_unvouched(index, segments) {
+                    checked.unvouched.push(index);
+                }
+                continue;
+            };
             // Ended before begun: equal, no write was in flight when `ended` was read, and
             // none began before `begun` was (see [`PieceCheck`]).
             let ended = self.ended[i].load(Ordering::SeqCst);
@@ -375,7 +413,7 @@ mod tests {
         let size = content.len() as u64;
         let mut done = Bitfield::new(size.div_ceil(BLOCK) as u32);
         resumed.iter().for_each(|&b| done.set(b));
-        PieceCheck::new(Expected::Known(hashes), PIECE, size, &done).unwrap()
+        PieceCheck::new(Expected::Known(hashes), PIECE, size, &done, false).unwrap()
     }
 
     fn known(content: &[u8]) -> PieceCheck {

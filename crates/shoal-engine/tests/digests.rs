@@ -332,3 +332,76 @@ async fn a_digest_a_peer_lacks_is_asked_for_and_its_piece_taken_once_it_comes() 
         "piece 1 last, once its digest came"
     );
 }
+
+/// A URL swarm's leader that stopped after writing pieces but before it published their
+/// digests (killed between its checkpoint and its next publication) resumes as the leader:
+/// nobody else will ever publish those digests, so it fetches those pieces again from its
+/// origin and learns them, instead of waiting for ever; a piece whose digest it published is
+/// checked on disk and kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_leader_fetches_again_the_pieces_whose_digests_it_never_published() {
+    let data = random_bytes(SIZE, 14);
+    let manifest = Manifest::of_bytes(&data, PIECE).unwrap();
+    let n = manifest.layout().piece_count();
+    let origin = Origin::start_blocking(OriginConfig {
+        content: data.clone(),
+        rate_limit: Some(1 << 20),
+        ..OriginConfig::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let lead = |known: Vec<Option<[u8; 32]>>| {
+        let (_none, peers) = watch::channel(vec![]);
+        let mut o = options(
+            dir.path(),
+            &origin.url("/file"),
+            &manifest,
+            peers,
+            OriginUse::Lead {
+                connections: Connections::new(2).unwrap(),
+                validator: origin.etag(),
+            },
+        );
+        // Front to back, as an agent's leader fetches.
+        o.in_order = Some(256 << 10);
+        let (digests_tx, digests) = watch::channel(known);
+        o.swarm.as_mut().unwrap().digests = Digests::Published(PublishedDigests {
+            known: digests,
+            wanted: Arc::new(tokio::sync::Notify::new()),
+        });
+        (o, digests_tx)
+    };
+    // The first run stops once pieces 0 to 2 are in.
+    let (first, _digests) = lead(vec![None; n as usize]);
+    let (result, _) = common::get_until(
+        first,
+        |e| matches!(e, Event::Progress(p) if p.done >= 3 * PIECE + PIECE / 2),
+    )
+    .await;
+    assert!(result.is_err(), "cancelled before the end: {result:?}");
+    // Only piece 1's digest was published before it stopped.
+    let mut known = vec![None; n as usize];
+    known[1] = Some(manifest.digests()[1]);
+    let asked_before = origin.requests().len();
+    let (second, _digests) = lead(known);
+    let (result, events) = common::get(second).await;
+    result.unwrap();
+    assert_out(dir.path(), &data);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Resumed { done, .. } if *done >= 3 * PIECE)),
+        "the second run continued the first's .part"
+    );
+    let asked: Vec<(u64, u64)> = origin.requests()[asked_before..]
+        .iter()
+        .filter_map(|r| r.parsed_range)
+        .map(|(start, end)| (start, end.unwrap_or(SIZE as u64 - 1)))
+        .collect();
+    let fetched_again = |piece: u64| {
+        asked
+            .iter()
+            .any(|&(start, end)| start < (piece + 1) * PIECE && end >= piece * PIECE)
+    };
+    assert!(fetched_again(0) && fetched_again(2), "{asked:?}");
+    assert!(!fetched_again(1), "piece 1 was kept: {asked:?}");
+}

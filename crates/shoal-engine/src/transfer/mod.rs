@@ -498,7 +498,11 @@ fn piece_check(
         (None, None, Some(length)) => (Expected::Learned, length),
         (None, None, None) => return Ok(None),
     };
-    PieceCheck::new(expected, length, size, done)
+    let leads = options
+        .swarm
+        .as_ref()
+        .is_some_and(|swarm| matches!(swarm.origin, crate::OriginUse::Lead { .. }));
+    PieceCheck::new(expected, length, size, done, leads)
         .map(Some)
         .ok_or_else(|| {
             format!(
@@ -534,8 +538,14 @@ async fn check_pieces(
         }
         let _ = shared.t.events.send(Event::PieceVerified { index });
     }
-    if !checked.bad.is_empty() {
+    if !checked.bad.is_empty() || !checked.unvouched.is_empty() {
         shared.work_changed.notify_waiters();
+    }
+    if !checked.unvouched.is_empty() {
+        info!(
+            pieces = ?checked.unvouched,
+            "pieces written before a resume have no published digest; fetching them again from the origin"
+        );
     }
     for piece in checked.bad {
         if let Some(tally) = tally {
