@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_core::manifest::PieceDigest;
-use shoal_core::wire::{CreateSwarmRequest, PublishUrlRequest, SwarmInfo, UrlKey};
+use shoal_core::wire::{AnnounceRequest, CreateSwarmRequest, PublishUrlRequest, SwarmInfo, UrlKey};
 use shoal_core::{ContentId, Layout, Manifest};
 use shoal_engine::{DownloadError, OriginUse, Summary};
 use tracing::{debug, info, warn};
@@ -353,17 +353,28 @@ impl Job<'_> {
                 .catalog
                 .mark(&alias.id(), &layout.pieces().collect::<Vec<_>>());
         }
-        self.f.catalog.insert(Arc::new(Entry::complete(
+        let entry = Arc::new(Entry::complete(
             manifest.clone(),
             name.clone(),
             Provenance::Fetched,
             target.clone(),
-        )));
+        ));
+        self.f.catalog.insert(entry.clone());
         let key = self.key(&origin.version);
         self.keep(&manifest, &name, Some(key.clone())).await?;
         if let Some(tracker) = &self.f.tracker {
             let published = async {
                 tracker.put_manifest(&manifest).await?;
+                // Held before mapped: an agent that finds the URL's content right after the
+                // mapping finds this agent holding it, rather than no peer (the announcer
+                // tells the tracker only within its next batch) and only the origin.
+                let held = AnnounceRequest {
+                    holdings: vec![entry.holding()],
+                    ..AnnounceRequest::default()
+                };
+                if let Err(e) = tracker.announce(&self.f.id, &held).await {
+                    debug!(content = %id, "announcing the content before mapping the URL: {e}");
+                }
                 tracker
                     .publish_url(&PublishUrlRequest {
                         key: key.clone(),
