@@ -115,18 +115,10 @@ fn finish_hash(path: &Path, followed: Hashed) -> std::io::Result<[u8; 32]> {
 
 /// The SHA-256 of the file at `path`. Blocking.
 fn hash_file(path: &Path) -> std::io::Result<[u8; 32]> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
+    let file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    // Bounded by the file's length.
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hasher.finalize().into());
-        }
-        hasher.update(&buf[..n]);
-    }
+    sha256_follower::hash_into(&file, 0, file.metadata()?.len(), &mut hasher)?;
+    Ok(hasher.finalize().into())
 }
 
 #[cfg(test)]
