@@ -216,6 +216,62 @@ fn an_image_pulled_through_two_agents_leaves_the_registry_about_once() {
     drop((a.agent, b.agent));
 }
 
+/// The tracker hears that the agent holds a blob before it maps the blob's digest to it: an
+/// agent that finds the mapping finds a peer too. (When the holding came only with the
+/// announcer's next batch, an agent pulling in between read the whole layer from the
+/// registry, the swarm's origin, with no peer to ask.)
+#[test]
+fn a_blob_is_held_at_the_tracker_before_its_digest_is_mapped_to_it() {
+    let Some(registry) = registry(RegistryConfig::default()) else {
+        return;
+    };
+    let fleet = Fleet::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = OciImage::build(dir.path(), "v1", &[2 * MIB, MIB + 7], 71).unwrap();
+    image.push(&registry, "team/app", None).unwrap();
+    let a = mirror(&fleet, "a", &registry);
+    let latest = |hex: &str| {
+        fleet.tracker_call(
+            "GET",
+            &format!("/v1/urls/latest?url=https%3A%2F%2Fsha256.invalid%2F{hex}"),
+        )
+    };
+    std::thread::scope(|scope| {
+        let pulled = scope.spawn(|| pull(&fleet, a.port, "team/app:v1", "out-a", None));
+        // Each layer's mapping is looked at as soon as it appears, with the holders then.
+        let mut pending: Vec<&str> = image.layers.iter().map(|l| l.hex.as_str()).collect();
+        let deadline = std::time::Instant::now() + common::DEADLINE;
+        while !pending.is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never mapped: {pending:?}\n{}",
+                fleet.log("a")
+            );
+            pending.retain(|hex| {
+                let (status, mapping) = latest(hex);
+                if status != 200 {
+                    return true;
+                }
+                let mapping: serde_json::Value = serde_json::from_str(&mapping).unwrap();
+                let content = mapping["content"].as_str().expect("a content id");
+                let (status, peers) =
+                    fleet.tracker_call("GET", &format!("/v1/content/{content}/peers"));
+                assert_eq!(status, 200, "{peers}");
+                assert!(
+                    peers.contains("\"a\""),
+                    "sha256:{hex} mapped to {content}, which nobody holds yet: {peers}"
+                );
+                false
+            });
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let (code, stderr) = pulled.join().unwrap();
+        assert_eq!(code, 0, "skopeo through a: {stderr}\n{}", fleet.log("a"));
+    });
+    assert_layers(&fleet, "out-a", &image);
+    drop(a.agent);
+}
+
 /// A client asking for a layer starts the download of the next one (read-ahead 1), and its
 /// request for that layer is then served from it: the registry sends the layer once. A
 /// manifest alone starts nothing, and nothing past the next layer starts.
